@@ -1,0 +1,348 @@
+"""The REST client against a loopback simulator (its own process) with Upbit's 10/s limit
+and 30 ms latency: sustained requests/s per group with zero 429s, how long a CRITICAL
+request waits behind a LOW backfill, the same sequential workload paced the way pyupbit
+(sleep 0.1 s between calls) and ccxt (100 ms between request starts) pace themselves,
+shared in-flight requests, and decoding speed.
+
+``python -m bench.client [SECONDS]`` prints the table; SECONDS (default 10) is the length
+of the sustained run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import msgspec
+
+from bench._sim import start_simulator
+from marketspine._client import Client
+from marketspine._ratebudget import DEFAULT_MARGIN, LocalRateBudget, Priority
+from marketspine._records import decode_candles
+from marketspine._timeframes import parse_timeframe
+
+LATENCY_MS = 30.0
+JITTER_MS = 3.0
+LIMIT = 10
+_HISTORY_TO_MS = 1_785_000_000_000  # a fixed past moment: pages far from "now"
+
+
+def _row(name: str, value: float, unit: str, goal: str) -> dict[str, Any]:
+    return {"benchmark": name, "value": value, "unit": unit, "goal": goal}
+
+
+def _start_sim() -> tuple[subprocess.Popen[str], str]:
+    return start_simulator(
+        "--latency-ms", str(LATENCY_MS), "--jitter-ms", str(JITTER_MS), "--rate-limit", str(LIMIT)
+    )
+
+
+async def _sim_stats(base: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base) as http:
+        stats: dict[str, Any] = (await http.get("/sim/stats")).json()
+        return stats
+
+
+async def _reset(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base) as http:
+        (await http.post("/sim/reset")).raise_for_status()
+    await asyncio.sleep(1.1)  # start on a clean upstream second
+
+
+async def _sustained(base: str, seconds: float) -> list[dict[str, Any]]:
+    """Every group saturated at once by 6 callers each, for ``seconds``."""
+    await _reset(base)
+    async with Client(base) as client:
+        await asyncio.sleep(1.1)  # the markets call above stays out of the measured second
+        stop_at = time.monotonic() + seconds
+
+        async def candles(index: int) -> None:
+            to_ms = _HISTORY_TO_MS - index * 10**9
+            while time.monotonic() < stop_at:
+                page = await client.candles("KRW-BTC", "1m", count=200, to_ms=to_ms)
+                to_ms = page[-1].start_ms
+
+        codes = [m.market for m in await client.markets()][:6]
+
+        async def tickers(index: int) -> None:
+            k = 0
+            while time.monotonic() < stop_at:
+                # A different list length per worker: no two calls share a request.
+                await client.tickers([codes[(k + j) % len(codes)] for j in range(index + 1)])
+                k += 1
+
+        async def books(index: int) -> None:
+            k = 0
+            while time.monotonic() < stop_at:
+                await client.orderbooks([codes[index]], count=1 + k % 30)
+                k += 1
+
+        async def trades(index: int) -> None:
+            k = 0
+            while time.monotonic() < stop_at:
+                await client.trades(codes[index], count=1 + k % 500)
+                k += 1
+
+        started = time.monotonic()
+        async with asyncio.TaskGroup() as tg:
+            for index in range(6):
+                for worker in (candles, tickers, books, trades):
+                    tg.create_task(worker(index))
+        elapsed = time.monotonic() - started
+        retries = client.statistics().retries
+    upstream = await _sim_stats(base)
+    # Requests upstream answered, not calls made: shared in-flight calls count once.
+    served = upstream["requests"]["by_group"]
+    rows = [
+        _row(
+            f"sustained {group} req/s ({LIMIT}/s limit, {LATENCY_MS:g} ms latency)",
+            round(served.get(group, 0) / elapsed, 2),
+            "req/s",
+            ">= 9.5",
+        )
+        for group in ("candles", "ticker", "orderbook", "trade")
+    ]
+    rows.append(
+        _row(
+            "429s + 418s during the sustained run", upstream["429"] + upstream["418"], "count", "0"
+        )
+    )
+    rows.append(_row("retries during the sustained run", retries, "count", "0"))
+    return rows
+
+
+class _TimedBudget(LocalRateBudget):
+    """The default budget, timing how long CRITICAL acquires wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.critical_waits: list[float] = []
+
+    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
+        asked = time.monotonic()
+        await super().acquire(group, priority)
+        if priority == Priority.CRITICAL:
+            self.critical_waits.append((time.monotonic() - asked) * 1000)
+
+
+async def _critical_wait(base: str) -> list[dict[str, Any]]:
+    """A LOW backfill saturates candles; every ~0.5 s a CRITICAL candle request arrives."""
+    await _reset(base)
+    budget = _TimedBudget()
+    async with Client(base, budget=budget) as client:
+        stop = False
+        waits: list[float] = []
+
+        async def backfill(index: int) -> None:
+            to_ms = _HISTORY_TO_MS - index * 10**9
+            while not stop:
+                page = await client.candles(
+                    "KRW-BTC", "1m", count=200, to_ms=to_ms, priority=Priority.LOW
+                )
+                to_ms = page[-1].start_ms
+
+        async with asyncio.TaskGroup() as tg:
+            for index in range(8):
+                tg.create_task(backfill(index))
+            await asyncio.sleep(1.5)  # let the backfill fill the group
+            for k in range(16):
+                await asyncio.sleep(0.5 + 0.037 * k)  # arrive at varied phases
+                asked = time.monotonic()
+                await client.candles("KRW-ETH", "1m", count=1, priority=Priority.CRITICAL)
+                waits.append((time.monotonic() - asked) * 1000)
+            stop = True
+    interval_ms = (1 + DEFAULT_MARGIN) / LIMIT * 1000
+    goal = f"<= {interval_ms + LATENCY_MS + JITTER_MS:.0f} (interval + latency)"
+    return [
+        _row(
+            "CRITICAL behind LOW backfill: max ms waiting for the budget",
+            round(max(budget.critical_waits), 1),
+            "ms",
+            f"<= {interval_ms:.0f} (one token interval)",
+        ),
+        _row("CRITICAL behind LOW backfill: max ms to answer", round(max(waits), 1), "ms", goal),
+        _row(
+            "CRITICAL behind LOW backfill: median ms to answer",
+            round(statistics.median(waits), 1),
+            "ms",
+            goal,
+        ),
+    ]
+
+
+async def _paced(base: str, seconds: float) -> list[dict[str, Any]]:
+    """One sequential caller, three pacings, the same candle pages."""
+    rows = []
+
+    async def pyupbit_like(http: httpx.AsyncClient) -> int:
+        n, stop_at = 0, time.monotonic() + seconds
+        while time.monotonic() < stop_at:
+            (await http.get("/v1/candles/minutes/1", params={"market": "KRW-BTC", "count": 200}))
+            n += 1
+            await asyncio.sleep(0.1)  # pyupbit's `period`
+        return n
+
+    async def ccxt_like(http: httpx.AsyncClient) -> int:
+        n, stop_at = 0, time.monotonic() + seconds
+        next_start = time.monotonic()
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(max(0.0, next_start - time.monotonic()))
+            next_start = time.monotonic() + 0.050 * 2  # rateLimit 50 ms × cost 2
+            (await http.get("/v1/candles/minutes/1", params={"market": "KRW-BTC", "count": 200}))
+            n += 1
+        return n
+
+    for name, pacing in (
+        ("pyupbit pacing (sleep 0.1 s)", pyupbit_like),
+        ("ccxt pacing (100 ms between starts)", ccxt_like),
+    ):
+        await _reset(base)
+        async with httpx.AsyncClient(base_url=base) as http:
+            started = time.monotonic()
+            n = await pacing(http)
+            rate = n / (time.monotonic() - started)
+        upstream = await _sim_stats(base)
+        rows.append(_row(f"sequential, {name}: req/s", round(rate, 2), "req/s", "(comparison)"))
+        rows.append(_row(f"sequential, {name}: 429s", upstream["429"], "count", "0"))
+
+    await _reset(base)
+    async with Client(base) as client:
+        n, started = 0, time.monotonic()
+        to_ms = _HISTORY_TO_MS
+        while time.monotonic() < started + seconds:
+            page = await client.candles("KRW-BTC", "1m", count=200, to_ms=to_ms)
+            to_ms = page[-1].start_ms
+            n += 1
+        rate = n / (time.monotonic() - started)
+    rows.append(
+        _row("sequential, marketspine Client: req/s", round(rate, 2), "req/s", "(comparison)")
+    )
+    await _reset(base)
+    async with Client(base) as client:
+        n, started = 0, time.monotonic()
+
+        async def caller(index: int) -> None:
+            nonlocal n
+            to_ms = _HISTORY_TO_MS - index * 10**9
+            while time.monotonic() < started + seconds:
+                page = await client.candles("KRW-BTC", "1m", count=200, to_ms=to_ms)
+                to_ms = page[-1].start_ms
+                n += 1
+
+        async with asyncio.TaskGroup() as tg:
+            for index in range(4):
+                tg.create_task(caller(index))
+        rate = n / (time.monotonic() - started)
+    upstream = await _sim_stats(base)
+    rows.append(
+        _row("4 concurrent callers, marketspine Client: req/s", round(rate, 2), "req/s", ">= 9.5")
+    )
+    rows.append(
+        _row("4 concurrent callers, marketspine Client: 429s", upstream["429"], "count", "0")
+    )
+    return rows
+
+
+async def _coalescing(base: str) -> list[dict[str, Any]]:
+    await _reset(base)
+    async with Client(base) as client:
+        await asyncio.gather(*(client.tickers(["KRW-BTC", "KRW-ETH"]) for _ in range(100)))
+    upstream = await _sim_stats(base)
+    calls = upstream["requests"]["by_path"].get("/v1/ticker", 0)
+    return [_row("100 identical concurrent ticker calls: upstream requests", calls, "count", "1")]
+
+
+async def _margin(base: str, seconds: float, jitter_ms: float) -> list[dict[str, Any]]:
+    """Why the margin: saturated runs with upstream latency varying by ``jitter_ms``, once
+    without a margin and once with the default."""
+    rows = []
+    for margin in (0.0, DEFAULT_MARGIN):
+        await _reset(base)
+        async with httpx.AsyncClient(base_url=base) as http:
+            (await http.post("/sim/faults", json={"jitter_ms": jitter_ms})).raise_for_status()
+        async with Client(base, budget=LocalRateBudget(margin=margin)) as client:
+            stop_at = time.monotonic() + seconds
+
+            async def caller(index: int, client: Client, stop_at: float) -> None:
+                to_ms = _HISTORY_TO_MS - index * 10**9
+                while time.monotonic() < stop_at:
+                    page = await client.candles("KRW-BTC", "1m", count=200, to_ms=to_ms)
+                    to_ms = page[-1].start_ms
+
+            started = time.monotonic()
+            async with asyncio.TaskGroup() as tg:
+                for index in range(6):
+                    tg.create_task(caller(index, client, stop_at))
+            elapsed = time.monotonic() - started
+        upstream = await _sim_stats(base)
+        served = upstream["requests"]["by_group"].get("candles", 0) - upstream["429"]
+        label = f"margin {margin * 1000:g} ms, {jitter_ms:g} ms jitter, {seconds:g} s saturated"
+        rows.append(_row(f"{label}: 429s", upstream["429"], "count", "0"))
+        rows.append(_row(f"{label}: req/s", round(served / elapsed, 2), "req/s", ">= 9.5"))
+    async with httpx.AsyncClient(base_url=base) as http:
+        (await http.post("/sim/faults", json={"jitter_ms": JITTER_MS})).raise_for_status()
+    return rows
+
+
+def _decode_speed() -> list[dict[str, Any]]:
+    rows = [
+        {
+            "market": "KRW-BTC",
+            "candle_date_time_utc": f"2026-07-30T{h:02d}:{m:02d}:00",
+            "candle_date_time_kst": f"2026-07-30T{h:02d}:{m:02d}:00",
+            "opening_price": 91180000.0 + m,
+            "high_price": 91190000.0,
+            "low_price": 91170000.0,
+            "trade_price": 91185000.0,
+            "timestamp": 1785394318967,
+            "candle_acc_trade_price": 7467242.6316,
+            "candle_acc_trade_volume": 0.08189562,
+            "unit": 1,
+        }
+        for h in range(4)
+        for m in range(50)
+    ]
+    body = msgspec.json.encode(rows)
+    timeframe = parse_timeframe("1m")
+    rounds = 2000
+    started = time.perf_counter()
+    for _ in range(rounds):
+        decode_candles(body, timeframe)
+    rate = rounds * len(rows) / (time.perf_counter() - started)
+    need = LIMIT * 200
+    return [
+        _row(
+            "decode_candles (200-candle pages)",
+            round(rate),
+            "candles/s",
+            f">= {100 * need:,} (100x the {need:,}/s one group can fetch)",
+        )
+    ]
+
+
+def run(seconds: float = 10.0) -> list[dict[str, Any]]:
+    """Every row (see the module docstring); the sustained run lasts ``seconds``."""
+    rows = _decode_speed()
+    proc, base = _start_sim()
+    try:
+        rows += asyncio.run(_sustained(base, seconds))
+        rows += asyncio.run(_critical_wait(base))
+        rows += asyncio.run(_paced(base, min(seconds, 5.0)))
+        rows += asyncio.run(_coalescing(base))
+        rows += asyncio.run(_margin(base, min(seconds, 5.0), jitter_ms=25.0))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0):
+        value = row["value"]
+        shown = f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+        print(f"{row['benchmark']:<66} {shown:>12} {row['unit']:<10} goal {row['goal']}")

@@ -1,0 +1,288 @@
+"""Answering candle requests: bounded memory windows, then the store (stored candles, or
+candles derived from stored 1m), then upstream for exactly the missing pages, merged.
+
+The forming candle is never stored: it comes from the trade stream while the market is
+tracked in the live state, else from one upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from ._client import Client
+from ._collect import collect
+from ._coverage import Coverage
+from ._derive import DERIVABLE, derive_candles
+from ._errors import CircuitOpenError, InvalidRequestError
+from ._live import LiveState
+from ._memory import CandleMemory
+from ._ratebudget import Priority
+from ._records import Candle, MarketInfo
+from ._result import CandleResult, ResultMeta, Source, fill_gaps
+from ._store import CandleStore
+from ._subscriptions import normalize_market
+from ._time import DAY_MS, parse_time
+from ._timeframes import Timeframe, parse_timeframe
+
+__all__ = ["MAX_COUNT", "CandleReader", "Trace"]
+
+SECONDS_HORIZON_MS = 90 * DAY_MS  # Upbit serves 1s candles for about three months
+MAX_COUNT = 100_000
+
+
+class Trace:
+    """What one request touched, for its ``ResultMeta``."""
+
+    __slots__ = ("calls", "pages", "sources", "stale")
+
+    def __init__(self) -> None:
+        self.sources: list[Source] = []
+        self.calls = 0
+        self.pages = 0
+        self.stale = False
+
+    def used(self, source: Source) -> None:
+        if source not in self.sources:
+            self.sources.append(source)
+
+    def meta(self, started: float, *, forming: bool = False) -> ResultMeta:
+        return ResultMeta(
+            sources=tuple(self.sources),
+            upstream_calls=self.calls,
+            pages=self.pages,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            stale=self.stale,
+            forming=forming,
+        )
+
+
+class _MarketsFromCache:
+    """What ``collect`` needs of a client, with the market list answered by the caller's
+    cache so a backfill of a known market costs only candle pages."""
+
+    def __init__(
+        self, client: Client, markets: Callable[[], Awaitable[Sequence[MarketInfo]]]
+    ) -> None:
+        self._client = client
+        self._markets = markets
+
+    async def candles(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        *,
+        count: int = 200,
+        to_ms: int | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> list[Candle]:
+        return await self._client.candles(
+            market, timeframe, count=count, to_ms=to_ms, priority=priority
+        )
+
+    async def markets(self) -> Sequence[MarketInfo]:
+        return await self._markets()
+
+
+class CandleReader:
+    """Candles of any market and timeframe from the cheapest layer that has them. One per
+    Spine; it shares the Spine's client, store, memory and live state."""
+
+    def __init__(
+        self,
+        client: Client,
+        store: CandleStore,
+        memory: CandleMemory,
+        live: LiveState,
+        markets: Callable[[], Awaitable[Sequence[MarketInfo]]],
+    ) -> None:
+        self._client = client
+        self._store = store
+        self.memory = memory
+        self._live = live
+        self._markets = markets
+        self._series_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def read(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        count: int | None = None,
+        start: str | int | None = None,
+        end: str | int | None = None,
+        priority: Priority = Priority.NORMAL,
+        *,
+        closed_only: bool = False,
+        fill: bool = False,
+    ) -> CandleResult:
+        """The answer behind ``Spine.candles`` (see there); its meta is not yet counted."""
+        started = time.perf_counter()
+        tf = parse_timeframe(timeframe)
+        code = normalize_market(market)
+        if count is not None and (start is not None or end is not None):
+            raise InvalidRequestError("give count, or start/end, not both")
+        if start is None and end is not None:
+            raise InvalidRequestError("end needs a start (or ask for a count of candles)")
+        if count is None and start is None:
+            count = 200
+        trace = Trace()
+        now = self._client.upstream_now_ms()
+        forming_start = tf.floor(now)
+        if count is not None:
+            if not 1 <= count <= MAX_COUNT:
+                raise InvalidRequestError(f"count must be 1..{MAX_COUNT}, got {count}")
+            forming = None if closed_only else await self.forming(code, tf, now, priority, trace)
+            closed_wanted = count - (1 if forming is not None else 0)
+            rows = await self._latest_closed(code, tf, closed_wanted, now, priority, trace)
+            first = rows[0].start_ms if rows else forming_start
+            end_ms = forming_start
+        else:
+            assert start is not None  # checked above
+            first = _to_ms(start, "start")
+            end_ms = _to_ms(end, "end") if end is not None else now + 1
+            if first >= end_ms:
+                raise InvalidRequestError("start must be before end")
+            rows = await self._closed_range(
+                code, tf, first, min(end_ms, forming_start), now, priority, trace
+            )
+            forming = None
+            if not closed_only and end_ms > forming_start and first <= forming_start:
+                forming = await self.forming(code, tf, now, priority, trace)
+        candles = list(rows)
+        if forming is not None:
+            candles.append(forming)
+        if fill:
+            # Flat candles up to the requested end, never past the current window.
+            candles = fill_gaps(candles, tf, min(end_ms, forming_start + 1))
+            candles = [c for c in candles if c.start_ms >= first]
+            if count is not None:
+                candles = candles[-count:]
+        return CandleResult(code, tf, candles, trace.meta(started, forming=forming is not None))
+
+    async def forming(
+        self, market: str, tf: Timeframe, now: int, priority: Priority, trace: Trace
+    ) -> Candle | None:
+        """The still-forming candle, or None when its window has no trade yet. Taken from
+        the live candle stream while the market is watched, else one upstream call."""
+        forming_start = tf.floor(now)
+        if self._live.tracking(market, tf.name):
+            live = self._live.forming(market, tf.name)
+            trace.used("live")
+            # The trade stream may already be in a later window than our estimate of now.
+            return live if live is not None and live.start_ms >= forming_start else None
+        try:
+            rows = await self._client.candles(market, tf, count=1, priority=priority)
+        except CircuitOpenError:
+            trace.stale = True
+            return None
+        trace.used("upstream")
+        trace.calls += 1
+        trace.pages += 1
+        if rows and rows[0].start_ms >= forming_start:
+            return rows[0]
+        return None
+
+    async def _latest_closed(
+        self, market: str, tf: Timeframe, count: int, now: int, priority: Priority, trace: Trace
+    ) -> list[Candle]:
+        """The ``count`` most recent closed candles (fewer only before the listing or the
+        1s horizon). Widens the window backwards until enough candles exist."""
+        if count <= 0:
+            return []
+        end = tf.floor(now)
+        cached = self.memory.latest((market, tf.key), count, end)
+        if cached is not None:
+            trace.used("memory")
+            return cached
+        windows = count
+        while True:
+            lo = tf.shift(end, -windows)
+            rows = await self._closed_range(market, tf, lo, end, now, priority, trace)
+            if len(rows) >= count:
+                return rows[-count:]
+            listing = await self._store.listing(market, tf)
+            if listing is not None and listing >= lo:
+                return rows
+            if tf.unit == "second" and lo <= now - SECONDS_HORIZON_MS:
+                return rows
+            if trace.stale:
+                return rows
+            windows *= 4
+
+    async def _closed_range(
+        self,
+        market: str,
+        tf: Timeframe,
+        lo: int,
+        hi: int,
+        now: int,
+        priority: Priority,
+        trace: Trace,
+    ) -> list[Candle]:
+        """Closed candles starting in ``[lo, hi)``: memory, else store (stored or derived
+        from 1m), else upstream for exactly the uncovered pages."""
+        if hi <= lo:
+            return []
+        key = (market, tf.key)
+        cached = self.memory.get(key, lo, hi)
+        if cached is not None:
+            trace.used("memory")
+            return cached
+        # One fetch per series at a time: a second caller waits and then finds the pages
+        # stored, so concurrent requests make one upstream call per missing page.
+        lock = self._series_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            store = self._store
+            coverage = await store.coverage(market, tf)
+            derived: list[Candle] = []
+            missing = coverage.gaps(lo, hi)
+            if missing and tf.name in DERIVABLE:
+                result = await derive_candles(store, market, tf, lo, hi)
+                if result.candles or result.covered.ranges:
+                    derived = [c for c in result.candles if lo <= c.start_ms < hi]
+                    missing = _subtract(missing, result.covered)
+            if missing:
+                try:
+                    summary = await collect(
+                        _MarketsFromCache(self._client, self._markets),
+                        store,
+                        [market],
+                        tf,
+                        since_ms=min(a for a, _ in missing),
+                        until_ms=max(b for _, b in missing),
+                        now_ms=now,
+                        priority=priority,
+                    )
+                except CircuitOpenError:
+                    trace.stale = True
+                else:
+                    trace.calls += summary.upstream_calls
+                    trace.pages += summary.upstream_calls
+                    if summary.upstream_calls:
+                        trace.used("upstream")
+            rows = await store.read(market, tf, lo, hi)
+            trace.used("database")
+            if derived:
+                by_start = {c.start_ms: c for c in derived}
+                by_start.update((c.start_ms, c) for c in rows)
+                rows = [by_start[s] for s in sorted(by_start)]
+            if not trace.stale:
+                self.memory.put(key, lo, hi, rows)
+            return rows
+
+
+def _to_ms(value: str | int, name: str) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_time(value)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"{name}: {exc}") from None
+
+
+def _subtract(ranges: list[tuple[int, int]], covered: Coverage) -> list[tuple[int, int]]:
+    left: list[tuple[int, int]] = []
+    for a, b in ranges:
+        left.extend(covered.gaps(a, b))
+    return left

@@ -1,0 +1,201 @@
+"""The resumable backfill runner: planner pages → upstream → store, one transaction per page.
+
+Each page is written together with the coverage it proves as soon as it arrives, so a crash
+or Ctrl-C at any instant loses at most the page in flight, and a rerun plans only what is
+still uncovered: the database ends the same as after an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from ._coverage import Range
+from ._errors import InvalidRequestError, UnknownMarketError
+from ._planner import GapCursor, plan_gaps
+from ._ratebudget import Priority
+from ._records import Candle
+from ._store import CandleStore
+from ._timeframes import Timeframe, parse_timeframe
+
+__all__ = ["CandleSource", "CollectSummary", "MarketCollectSummary", "ProgressEvent", "collect"]
+
+
+class _Listed(Protocol):
+    @property
+    def market(self) -> str: ...
+
+
+class CandleSource(Protocol):
+    """What the collector needs from upstream (``marketspine._client.Client`` has it)."""
+
+    async def candles(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        *,
+        count: int = 200,
+        to_ms: int | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> list[Candle]: ...
+
+    async def markets(self) -> Sequence[_Listed]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """Sent after every stored page. ``done_ms`` of ``total_ms`` (the uncovered time found
+    at the start) is now covered; ``position_ms`` is the oldest point reached in the current
+    gap (pages walk backwards)."""
+
+    market: str
+    timeframe: str
+    pages: int
+    candles_written: int
+    position_ms: int
+    done_ms: int
+    total_ms: int
+    finished: bool
+
+
+@dataclass(slots=True)
+class MarketCollectSummary:
+    """What one market's backfill did."""
+
+    market: str
+    gaps: int = 0
+    pages: int = 0
+    candles_written: int = 0
+    listing_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectSummary:
+    """What ``collect`` did; ``upstream_calls`` counts candle pages requested."""
+
+    markets: tuple[str, ...]
+    timeframe: str
+    candles_written: int
+    upstream_calls: int
+    seconds: float
+    per_market: tuple[MarketCollectSummary, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for ``marketspine collect --json``)."""
+        return asdict(self)
+
+
+async def collect(
+    client: CandleSource,
+    store: CandleStore,
+    markets: Iterable[str],
+    timeframe: Timeframe | str,
+    *,
+    since_ms: int,
+    until_ms: int,
+    now_ms: int,
+    priority: Priority = Priority.LOW,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> CollectSummary:
+    """Backfill the closed candles of ``markets`` starting in ``[since_ms, until_ms)``.
+
+    ``now_ms`` is upstream's clock: the window forming then is never stored. Markets run
+    concurrently, paced by the client's rate budget; each market pages backwards through the
+    gaps its coverage leaves, writing each page with its coverage in one transaction.
+
+    Returns a CollectSummary. Raises InvalidRequestError for a bad range or timeframe,
+    UnknownMarketError (before fetching anything) for a market upstream does not list, and
+    the client's or store's typed error for a page that finally fails — never skipping it.
+    """
+    tf = parse_timeframe(timeframe)
+    codes = list(dict.fromkeys(m.strip().upper() for m in markets))
+    if not codes:
+        raise InvalidRequestError("no market given: name at least one, such as KRW-BTC")
+    started = time.perf_counter()
+    plans: dict[str, list[Range]] = {}
+    for code in codes:
+        coverage = await store.coverage(code, tf)
+        plans[code] = plan_gaps(coverage, tf, since_ms, until_ms, now_ms)
+    # A covered closed range must cost zero upstream calls, so the market list is only
+    # fetched (and the markets checked) when there is something to fetch.
+    if any(plans.values()):
+        listed = {info.market for info in await client.markets()}
+        unknown = [code for code in codes if code not in listed]
+        if unknown:
+            raise UnknownMarketError(
+                unknown[0],
+                f"unknown market{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                "(not listed upstream; expected codes such as KRW-BTC)",
+            )
+    details = {code: MarketCollectSummary(code, gaps=len(plans[code])) for code in codes}
+    try:
+        async with asyncio.TaskGroup() as group:
+            for code in codes:
+                group.create_task(
+                    _collect_market(
+                        client, store, tf, plans[code], details[code], priority, progress
+                    )
+                )
+    except BaseExceptionGroup as failures:
+        raise _first_leaf(failures) from None
+    return CollectSummary(
+        markets=tuple(codes),
+        timeframe=tf.name,
+        candles_written=sum(d.candles_written for d in details.values()),
+        upstream_calls=sum(d.pages for d in details.values()),
+        seconds=time.perf_counter() - started,
+        per_market=tuple(details[code] for code in codes),
+    )
+
+
+async def _collect_market(
+    client: CandleSource,
+    store: CandleStore,
+    tf: Timeframe,
+    gaps: list[Range],
+    detail: MarketCollectSummary,
+    priority: Priority,
+    progress: Callable[[ProgressEvent], None] | None,
+) -> None:
+    market = detail.market
+    total_ms = sum(end - start for start, end in gaps)
+    done_ms = 0
+    for gap in reversed(gaps):  # newest first: pages walk backwards anyway
+        cursor = GapCursor(tf, gap)
+        while (request := cursor.next_request()) is not None:
+            page = await client.candles(
+                market, tf, count=request.count, to_ms=request.to_ms, priority=priority
+            )
+            detail.pages += 1
+            outcome = cursor.feed(page)
+            await store.write_page(
+                market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+            )
+            detail.candles_written += len(outcome.candles)
+            if outcome.listing_ms is not None:
+                detail.listing_ms = max(detail.listing_ms or outcome.listing_ms, outcome.listing_ms)
+            done_ms += outcome.covered[1] - outcome.covered[0]
+            if progress is not None:
+                progress(
+                    ProgressEvent(
+                        market,
+                        tf.name,
+                        detail.pages,
+                        detail.candles_written,
+                        cursor.position_ms,
+                        done_ms,
+                        total_ms,
+                        finished=done_ms >= total_ms,
+                    )
+                )
+    if progress is not None and not gaps:
+        progress(ProgressEvent(market, tf.name, 0, 0, 0, 0, 0, finished=True))
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error inside a (nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,0 +1,316 @@
+"""What the ``collect``, ``export`` and ``status`` commands do (the CLI only parses flags).
+
+Each command validates everything it can before touching the network or the database, so
+bad input is one line on stderr and exit code 2 (raised as InvalidRequestError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ._client import Client
+from ._collect import CollectSummary, ProgressEvent, collect
+from ._errors import InvalidRequestError, StoreError
+from ._ratebudget import Priority
+from ._store import SQLiteStore
+from ._subscriptions import normalize_market
+from ._time import format_utc, from_ms, now_ms, parse_time
+from ._timeframes import Timeframe, parse_timeframe
+
+__all__ = ["default_since", "progress_bar", "run_collect", "run_export", "run_status", "run_warmup"]
+
+DEFAULT_PAGES = 1  # without --since, collect one page (200 windows) before --until
+
+
+def default_since(timeframe: Timeframe, until_ms: int) -> int:
+    """200 windows before ``until_ms``: one upstream page per market on a dense market."""
+    return timeframe.shift(timeframe.floor(until_ms), -200 * DEFAULT_PAGES)
+
+
+def _range(timeframe: Timeframe, since: str | None, until: str | None) -> tuple[int, int]:
+    until_ms = parse_time(until) if until else now_ms()
+    since_ms = parse_time(since) if since else default_since(timeframe, until_ms)
+    if since_ms >= until_ms:
+        raise InvalidRequestError(
+            f"--since ({format_utc(since_ms)}) must be before --until ({format_utc(until_ms)})"
+        )
+    return since_ms, until_ms
+
+
+def _open_store(db: str, *, must_exist: bool) -> SQLiteStore:
+    path = Path(db).expanduser()
+    if must_exist and not path.exists():
+        raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(path)
+
+
+def run_collect(
+    markets: list[str],
+    *,
+    timeframe: str,
+    since: str | None,
+    until: str | None,
+    db: str,
+    upstream: str,
+    json_output: bool,
+) -> None:
+    """Backfill ``markets`` and print a progress bar (terminal) or one JSON line."""
+    tf = parse_timeframe(timeframe)
+    codes = [normalize_market(m) for m in markets]
+    since_ms, until_ms = _range(tf, since, until)
+    show_bar = not json_output and sys.stderr.isatty()
+    summary = asyncio.run(
+        _collect(codes, tf, since_ms, until_ms, db=db, upstream=upstream, show_bar=show_bar)
+    )
+    if json_output:
+        print(json.dumps(_summary_json(summary), separators=(",", ":")))
+    else:
+        Console().print(
+            f"collected {summary.candles_written:,} {tf.name} candles for "
+            f"{', '.join(summary.markets)} in {summary.seconds:.1f} s "
+            f"({summary.upstream_calls} upstream calls)"
+        )
+
+
+def _summary_json(summary: CollectSummary) -> dict[str, Any]:
+    return {
+        "markets": list(summary.markets),
+        "timeframe": summary.timeframe,
+        "candles_written": summary.candles_written,
+        "upstream_calls": summary.upstream_calls,
+        "seconds": round(summary.seconds, 3),
+    }
+
+
+async def _collect(
+    codes: list[str],
+    tf: Timeframe,
+    since_ms: int,
+    until_ms: int,
+    *,
+    db: str,
+    upstream: str,
+    show_bar: bool,
+) -> CollectSummary:
+    bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
+    async with _open_store(db, must_exist=False) as store, Client(upstream) as client:
+        with bar as on_progress:
+            return await collect(
+                client,
+                store,
+                codes,
+                tf,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                now_ms=client.upstream_now_ms(),
+                priority=Priority.LOW,
+                progress=on_progress,
+            )
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
+    """A rich progress bar per market (share covered, candles, candles/s, ETA); yields the
+    ``progress`` callback for ``collect``."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("{task.fields[candles]:>9,} candles"),
+        TextColumn("{task.fields[rate]:>7,.0f} candles/s", style="dim"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(event: ProgressEvent) -> None:
+            task = tasks.get(event.market)
+            if task is None:
+                task = tasks[event.market] = bar.add_task(
+                    f"{event.market} {event.timeframe}",
+                    total=max(event.total_ms, 1),
+                    candles=0,
+                    rate=0.0,
+                )
+            elapsed = next(t.elapsed for t in bar.tasks if t.id == task) or 0.0
+            bar.update(
+                task,
+                completed=event.done_ms if not event.finished else max(event.total_ms, 1),
+                candles=event.candles_written,
+                rate=event.candles_written / elapsed if elapsed > 0 else 0.0,
+            )
+
+        yield on_progress
+
+
+def run_export(
+    market: str,
+    *,
+    timeframe: str,
+    since: str | None,
+    until: str | None,
+    db: str,
+    export_format: str,
+    out: str,
+) -> None:
+    """Write the stored candles of one series to CSV or Parquet, ascending, existing only."""
+    tf = parse_timeframe(timeframe)
+    code = normalize_market(market)
+    if export_format not in ("csv", "parquet"):
+        raise InvalidRequestError(f"unknown --format {export_format!r}: accepted are csv, parquet")
+    since_ms = parse_time(since) if since else 0
+    until_ms = parse_time(until) if until else now_ms()
+    if since_ms >= until_ms:
+        raise InvalidRequestError("--since must be before --until")
+    candles = asyncio.run(_read(db, code, tf, since_ms, until_ms))
+    rows = [
+        (
+            from_ms(c.start_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.value,
+        )
+        for c in candles
+    ]
+    path = Path(out)
+    if export_format == "csv":
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(("time_utc", "open", "high", "low", "close", "volume", "value"))
+            writer.writerows(rows)
+    else:
+        _write_parquet(path, candles)
+    print(f"wrote {len(rows):,} {tf.name} candles of {code} to {path}", file=sys.stderr)
+
+
+def _write_parquet(path: Path, candles: list[Any]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidRequestError(
+            "--format parquet needs pyarrow: pip install 'marketspine[parquet]'"
+        ) from None
+    table = pa.table(
+        {
+            "time_utc": pa.array([c.start_ms for c in candles], type=pa.timestamp("ms", tz="UTC")),
+            "open": [c.open for c in candles],
+            "high": [c.high for c in candles],
+            "low": [c.low for c in candles],
+            "close": [c.close for c in candles],
+            "volume": [c.volume for c in candles],
+            "value": [c.value for c in candles],
+        }
+    )
+    pq.write_table(table, path)
+
+
+async def _read(db: str, market: str, tf: Timeframe, since_ms: int, until_ms: int) -> list[Any]:
+    async with _open_store(db, must_exist=True) as store:
+        return await store.read(market, tf, since_ms, until_ms)
+
+
+def run_status(*, db: str, json_output: bool) -> None:
+    """Print what the store holds: series, covered ranges, row counts."""
+    series = asyncio.run(_summary(db))
+    if json_output:
+        print(json.dumps({"db": db, "series": series}, separators=(",", ":")))
+        return
+    table = Table(title=f"marketspine store {db}")
+    for column in ("market", "timeframe", "rows", "first", "last", "covered ranges", "listing"):
+        table.add_column(column)
+    for s in series:
+        table.add_row(
+            s["market"],
+            s["timeframe"],
+            f"{s['rows']:,}",
+            s["first"] or "-",
+            s["last"] or "-",
+            "\n".join(f"{a} → {b}" for a, b in s["ranges"]) or "-",
+            s["listing"] or "-",
+        )
+    Console().print(table)
+
+
+async def _summary(db: str) -> list[dict[str, Any]]:
+    async with _open_store(db, must_exist=True) as store:
+        rows = await store.summary()
+
+    def label(ms: int | None) -> str | None:
+        return None if ms is None else format_utc(ms) + "Z"
+
+    return [
+        {
+            "market": s.market,
+            "timeframe": s.timeframe,
+            "rows": s.rows,
+            "first": label(s.first_ms),
+            "last": label(s.last_ms),
+            "ranges": [[label(a), label(b)] for a, b in s.ranges],
+            "listing": label(s.listing_ms),
+        }
+        for s in rows
+    ]
+
+
+def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: bool) -> None:
+    """Warm up every configured exchange and print the report; exit 1 if any failed."""
+    from ._spine import Spine
+
+    configured = {"upbit": upstream}
+    for item in exchanges:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise InvalidRequestError(f"invalid --exchange {item!r}: expected NAME=http(s)://HOST")
+        configured[name] = url
+
+    path = Path(db).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> dict[str, Any]:
+        async with Spine(upstream, path, exchanges=configured, warmup_every_s=0) as spine:
+            return await spine.warmup()
+
+    report = asyncio.run(go())
+    if json_output:
+        print(json.dumps(report, separators=(",", ":"), ensure_ascii=False))
+    else:
+        table = Table(
+            title=f"warmup: {report['total_markets']} markets in {report['execution_time']:.2f} s"
+        )
+        for column in ("exchange", "ok", "markets", "instruments", "error"):
+            table.add_column(column)
+        for name, detail in report["exchange_details"].items():
+            table.add_row(
+                name,
+                "yes" if detail["success"] else "no",
+                str(detail.get("markets", "-")),
+                str(detail.get("instruments", "-")),
+                detail.get("error", ""),
+            )
+        Console().print(table)
+    if not report["success"]:
+        raise SystemExit(1)

@@ -1,0 +1,75 @@
+"""One error hierarchy, grouped by what the caller does about the error.
+
+    MarketspineError
+    ├── InvalidRequestError      fix the request (bad timeframe, bad time, bad parameter)
+    │   └── UnknownMarketError   the market does not exist (or was delisted)
+    ├── RetryLaterError          transient: try again after ``retry_after`` seconds
+    │   ├── RateLimitedError     upstream said 429
+    │   ├── BannedError          upstream said 418: the IP is blocked for a while
+    │   └── UpstreamError        upstream down: 5xx, timeout, connection failure
+    │       └── CircuitOpenError the breaker is open; answer from cache if you can
+    └── StoreError               the local database cannot be used
+
+Lower-layer exceptions are translated into these in exactly one place each
+(the client for HTTP, the store for SQLite), always with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BannedError",
+    "CircuitOpenError",
+    "InvalidRequestError",
+    "MarketspineError",
+    "RateLimitedError",
+    "RetryLaterError",
+    "StoreError",
+    "UnknownMarketError",
+    "UpstreamError",
+]
+
+
+class MarketspineError(Exception):
+    """Base class of every error marketspine raises on purpose."""
+
+
+class InvalidRequestError(MarketspineError, ValueError):
+    """The request is wrong and retrying it unchanged will not help."""
+
+
+class UnknownMarketError(InvalidRequestError, LookupError):
+    """The market code is not listed upstream (never was, or was delisted)."""
+
+    def __init__(self, market: str, message: str | None = None) -> None:
+        self.market = market
+        super().__init__(
+            message or f"unknown market {market!r} (expected a listed code such as KRW-BTC)"
+        )
+
+
+class RetryLaterError(MarketspineError):
+    """A transient failure: the same request may succeed after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class RateLimitedError(RetryLaterError):
+    """Upstream answered 429 Too Many Requests."""
+
+
+class BannedError(RetryLaterError):
+    """Upstream answered 418: requests from this IP are blocked for ``retry_after`` seconds."""
+
+
+class UpstreamError(RetryLaterError):
+    """Upstream is failing: a 5xx answer, a timeout, or no connection at all."""
+
+
+class CircuitOpenError(UpstreamError):
+    """Calls to this upstream fail fast until the cool-down ends and a probe succeeds."""
+
+
+class StoreError(MarketspineError):
+    """The local candle database cannot be opened, read or written."""

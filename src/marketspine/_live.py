@@ -1,0 +1,224 @@
+"""Live state fed by the WebSocket stream (pure: records in, answers out).
+
+Latest ticker and orderbook per market, the most recent trades per market (deduplicated by
+``sequential_id``), and the forming candle per market and timeframe as Upbit's candle stream
+reports it. Every entry remembers when it arrived so callers can bound its age.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ._records import Candle, Orderbook, Ticker, Trade
+from ._stream import Gap
+from ._timeframes import Timeframe
+
+__all__ = ["LiveState", "LiveStatistics"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStatistics:
+    tickers: int
+    orderbooks: int
+    trade_markets: int
+    trades: int
+    candles: int
+
+
+class LiveState:
+    """What the stream has told us, bounded: at most ``trades_per_market`` trades each."""
+
+    def __init__(self, *, clock: Callable[[], float], trades_per_market: int = 1000) -> None:
+        self._clock = clock  # monotonic seconds
+        self._trades_per_market = trades_per_market
+        self._tickers: dict[str, tuple[Ticker, float]] = {}
+        self._books: dict[str, tuple[Orderbook, float]] = {}
+        # Trades kept ascending by (ms, seq); seq alone does not guarantee order upstream.
+        self._trades: dict[str, list[Trade]] = {}
+        self._trade_seqs: dict[str, set[int]] = {}
+        self._candles: dict[tuple[str, str], tuple[Candle, float]] = {}
+        # Forming candles built from the trade stream, per market: timeframe name ->
+        # (forming candle or None, the candle it closed last, trades at or before this ms
+        # are already inside the REST seed).
+        self._tracked: dict[str, dict[str, _Forming]] = {}
+
+    def apply(self, event: object) -> None:
+        """Take one stream event; anything that is not market data is ignored."""
+        now = self._clock()
+        if isinstance(event, Ticker):
+            self._tickers[event.market] = (event, now)
+        elif isinstance(event, Orderbook):
+            self._books[event.market] = (event, now)
+        elif isinstance(event, Trade):
+            self._add_trade(event)
+        elif isinstance(event, Gap) and not event.complete:
+            # Trades were lost for good: every forming candle that spans the hole is wrong.
+            for forming in self._tracked.get(event.market, {}).values():
+                forming.invalidate(event.until_ms)
+        elif isinstance(event, Candle):
+            key = (event.market, event.timeframe)
+            held = self._candles.get(key)
+            # A frame for an older window arriving late must not replace the newer one.
+            if held is None or event.start_ms >= held[0].start_ms:
+                self._candles[key] = (event, now)
+
+    def track(self, market: str, timeframe: Timeframe, seed: Candle | None) -> None:
+        """Keep the forming ``timeframe`` candle of ``market`` current from the trade stream,
+        starting from ``seed`` (upstream's forming candle, or None if its window has no trade
+        yet); trades up to the seed's last trade are already inside it."""
+        cut = seed.last_trade_ms if seed is not None else -1
+        forming = _Forming(timeframe, seed, None, cut)
+        # Trades that arrived before tracking began still belong to the forming candle.
+        for trade in self._trades.get(market, ()):
+            forming.add(trade)
+        self._tracked.setdefault(market, {})[timeframe.name] = forming
+
+    def tracking(self, market: str, timeframe: str) -> bool:
+        """True while the trade stream keeps this forming candle exact (False before
+        tracking and after trades were lost, until a window starts after the loss)."""
+        held = self._tracked.get(market, {}).get(timeframe)
+        return held is not None and held.valid
+
+    def forming(self, market: str, timeframe: str) -> Candle | None:
+        """The forming candle built from trades (None before the first trade of a window)."""
+        held = self._tracked.get(market, {}).get(timeframe)
+        return None if held is None else held.candle
+
+    def last_closed(self, market: str, timeframe: str) -> Candle | None:
+        """The candle the trade stream closed most recently for ``timeframe``."""
+        held = self._tracked.get(market, {}).get(timeframe)
+        return None if held is None else held.closed
+
+    def _add_trade(self, trade: Trade) -> None:
+        seqs = self._trade_seqs.setdefault(trade.market, set())
+        if trade.seq in seqs:
+            return
+        for forming in self._tracked.get(trade.market, {}).values():
+            forming.add(trade)
+        rows = self._trades.setdefault(trade.market, [])
+        if not rows or (rows[-1].ms, rows[-1].seq) <= (trade.ms, trade.seq):
+            rows.append(trade)
+        else:
+            keys = [(t.ms, t.seq) for t in rows]
+            rows.insert(bisect.bisect(keys, (trade.ms, trade.seq)), trade)
+        seqs.add(trade.seq)
+        if len(rows) > self._trades_per_market:
+            dropped = rows.pop(0)
+            seqs.discard(dropped.seq)
+
+    def ticker(self, market: str, max_age_s: float | None = None) -> Ticker | None:
+        """The latest ticker if it is at most ``max_age_s`` old (any age when None)."""
+        return self._fresh(self._tickers.get(market), max_age_s)
+
+    def orderbook(self, market: str, max_age_s: float | None = None) -> Orderbook | None:
+        return self._fresh(self._books.get(market), max_age_s)
+
+    def candle(self, market: str, timeframe: str, max_age_s: float | None = None) -> Candle | None:
+        """The latest candle the stream reported for ``timeframe`` (``Timeframe.name``)."""
+        return self._fresh(self._candles.get((market, timeframe)), max_age_s)
+
+    def trades(self, market: str, count: int) -> list[Trade]:
+        """Up to ``count`` most recent trades, newest first."""
+        rows = self._trades.get(market, [])
+        return rows[-count:][::-1] if count > 0 else []
+
+    def trade_count(self, market: str) -> int:
+        return len(self._trades.get(market, ()))
+
+    def age_s(self, kind: str, market: str) -> float | None:
+        """Seconds since the last ``ticker``/``orderbook`` of ``market`` arrived."""
+        held: tuple[object, float] | None
+        if kind == "ticker":
+            held = self._tickers.get(market)
+        elif kind == "orderbook":
+            held = self._books.get(market)
+        else:
+            raise ValueError(f"unknown kind {kind!r}: expected ticker or orderbook")
+        return None if held is None else self._clock() - held[1]
+
+    def _fresh(self, held: tuple[T, float] | None, max_age_s: float | None) -> T | None:
+        if held is None:
+            return None
+        if max_age_s is not None and self._clock() - held[1] > max_age_s:
+            return None
+        return held[0]
+
+    def statistics(self) -> LiveStatistics:
+        return LiveStatistics(
+            tickers=len(self._tickers),
+            orderbooks=len(self._books),
+            trade_markets=len(self._trades),
+            trades=sum(len(rows) for rows in self._trades.values()),
+            candles=len(self._candles),
+        )
+
+
+class _Forming:
+    """One forming candle fed by trades (mutable, owned by LiveState)."""
+
+    __slots__ = ("candle", "closed", "cut_ms", "timeframe", "valid")
+
+    def __init__(
+        self, timeframe: Timeframe, candle: Candle | None, closed: Candle | None, cut_ms: int
+    ) -> None:
+        self.timeframe = timeframe
+        self.candle = candle
+        self.closed = closed
+        self.cut_ms = cut_ms
+        self.valid = True
+
+    def invalidate(self, lost_until_ms: int) -> None:
+        """Trades before ``lost_until_ms`` are missing: drop what was built and start again
+        with the first window that begins after the loss."""
+        self.candle = self.closed = None
+        self.valid = False
+        self.cut_ms = self.timeframe.next_start(self.timeframe.floor(lost_until_ms)) - 1
+
+    def add(self, trade: Trade) -> None:
+        if not self.valid:
+            if trade.ms <= self.cut_ms:
+                return
+            self.valid = True
+        if (
+            trade.ms <= self.cut_ms
+            and self.candle is not None
+            and self.timeframe.floor(trade.ms) == self.candle.start_ms
+        ):
+            return  # already inside the REST seed
+        start = self.timeframe.floor(trade.ms)
+        current = self.candle
+        if current is not None and start < current.start_ms:
+            return  # a late trade of a closed window: that candle is final upstream too
+        if current is None or start > current.start_ms:
+            if current is not None:
+                self.closed = current
+            self.candle = Candle(
+                trade.market,
+                self.timeframe.name,
+                start,
+                trade.price,
+                trade.price,
+                trade.price,
+                trade.price,
+                trade.volume,
+                trade.price * trade.volume,
+                trade.ms,
+            )
+            return
+        self.candle = Candle(
+            trade.market,
+            self.timeframe.name,
+            start,
+            current.open,
+            max(current.high, trade.price),
+            min(current.low, trade.price),
+            trade.price if trade.ms >= current.last_trade_ms else current.close,
+            current.volume + trade.volume,
+            current.value + trade.price * trade.volume,
+            max(current.last_trade_ms, trade.ms),
+        )

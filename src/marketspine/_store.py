@@ -1,0 +1,386 @@
+"""The candle store: a small ``CandleStore`` interface and its SQLite implementation.
+
+Rows are keyed by (market, ``Timeframe.key``, start_ms). ``Timeframe.key`` (``1min`` vs
+``1month``) keeps minutes and months apart even where names are compared without case.
+Each page of candles is committed together with the coverage it proves, in one transaction,
+so a crash at any instant leaves either both or neither.
+
+SQLite calls are blocking, so ``SQLiteStore`` runs every one of them on ONE dedicated worker
+thread that owns the connection; the event loop only awaits the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, TypeVar
+
+from ._coverage import Coverage, Range
+from ._errors import InvalidRequestError, StoreError
+from ._records import Candle
+from ._timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+
+__all__ = ["SCHEMA_VERSION", "CandleStore", "SQLiteStore", "SeriesSummary"]
+
+T = TypeVar("T")
+
+_NAME_OF_KEY = {tf.key: tf.name for tf in TIMEFRAMES.values()}
+
+# Index i holds the script that moves the schema from version i to i + 1. Append, never edit.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE candles (
+        market TEXT NOT NULL,
+        timeframe TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        open REAL NOT NULL,
+        high REAL NOT NULL,
+        low REAL NOT NULL,
+        close REAL NOT NULL,
+        volume REAL NOT NULL,
+        value REAL NOT NULL,
+        last_trade_ms INTEGER NOT NULL,
+        PRIMARY KEY (market, timeframe, start_ms)
+    ) WITHOUT ROWID;
+    CREATE TABLE coverage (
+        market TEXT NOT NULL,
+        timeframe TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        PRIMARY KEY (market, timeframe, start_ms)
+    ) WITHOUT ROWID;
+    CREATE TABLE listing (
+        market TEXT NOT NULL,
+        timeframe TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        PRIMARY KEY (market, timeframe)
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """What is stored for one market and timeframe (for ``marketspine status``)."""
+
+    market: str
+    timeframe: str
+    ranges: tuple[Range, ...]
+    rows: int
+    first_ms: int | None
+    last_ms: int | None
+    listing_ms: int | None
+
+
+class CandleStore(Protocol):
+    """Where candles and their coverage live. SQLite now; PostgreSQL can slot in later."""
+
+    async def write_page(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        candles: Sequence[Candle],
+        covered: Range,
+        *,
+        listing_ms: int | None = None,
+    ) -> None: ...
+
+    async def read(
+        self, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+    ) -> list[Candle]: ...
+
+    async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage: ...
+
+    async def set_listing(self, market: str, timeframe: Timeframe | str, start_ms: int) -> None: ...
+
+    async def listing(self, market: str, timeframe: Timeframe | str) -> int | None: ...
+
+    async def summary(self) -> list[SeriesSummary]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SQLiteStore:
+    """A ``CandleStore`` in one SQLite file (WAL). Use as ``async with SQLiteStore(path)``
+    or call ``aclose()``. Every method raises StoreError when the file cannot be used."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketspine-db")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._opened: Future[None] = self._executor.submit(self._open)
+
+    async def __aenter__(self) -> SQLiteStore:
+        try:
+            await self._run(lambda: None)
+        except BaseException:
+            await self.aclose()  # no __aexit__ follows a failed __aenter__: stop the thread
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the async interface -------------------------------------------------------------
+
+    async def write_page(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        candles: Sequence[Candle],
+        covered: Range,
+        *,
+        listing_ms: int | None = None,
+    ) -> None:
+        """Store ``candles`` and mark ``covered`` complete, atomically (one transaction).
+        ``listing_ms``, when given, records that no candle starts before it.
+
+        Raises InvalidRequestError when a candle lies outside ``covered`` or belongs to
+        another series (coverage must stay exact); StoreError when the write fails.
+        """
+        tf = parse_timeframe(timeframe)
+        await self._run(lambda: self._write_page(market, tf, candles, covered, listing_ms))
+
+    async def read(
+        self, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+    ) -> list[Candle]:
+        """The stored candles starting in ``[start_ms, end_ms)``, ascending."""
+        tf = parse_timeframe(timeframe)
+        return await self._run(lambda: self._read(market, tf, start_ms, end_ms))
+
+    async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage:
+        """The ranges known complete for this series, with its listing if known."""
+        key = parse_timeframe(timeframe).key
+        return await self._run(lambda: self._coverage(self._connection(), market, key))
+
+    async def set_listing(self, market: str, timeframe: Timeframe | str, start_ms: int) -> None:
+        """Record that no candle of this series starts before ``start_ms`` (a later value
+        than the one stored wins: both statements are true)."""
+        key = parse_timeframe(timeframe).key
+        await self._run(
+            lambda: self._in_transaction(lambda c: _put_listing(c, market, key, start_ms))
+        )
+
+    async def listing(self, market: str, timeframe: Timeframe | str) -> int | None:
+        """The recorded listing start, or None when no backfill reached it yet."""
+        key = parse_timeframe(timeframe).key
+        return await self._run(lambda: _get_listing(self._connection(), market, key))
+
+    async def summary(self) -> list[SeriesSummary]:
+        """One entry per stored series, sorted by market then timeframe key."""
+        return await self._run(self._summary)
+
+    async def aclose(self) -> None:
+        """Close the connection and stop the worker thread. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    # -- the worker thread ---------------------------------------------------------------
+
+    async def _run(self, job: Callable[[], T]) -> T:
+        if self._closed:
+            raise StoreError(f"the candle database {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self._guarded(job))
+
+    def _guarded(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on the worker thread; sqlite3 errors become StoreError here, only here."""
+        self._opened.result()
+        try:
+            return job()
+        except sqlite3.Error as exc:
+            raise StoreError(f"candle database {self.path}: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the candle database {self.path} is not open")
+        return self._conn
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot open the candle database {self.path}: {exc} "
+                "(expected a writable file path for a marketspine SQLite database)"
+            ) from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (only power loss may drop the
+            # last commits), at a fraction of FULL's fsync cost.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _migrate(conn, self.path)
+        except (sqlite3.Error, StoreError) as exc:
+            conn.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(
+                f"cannot use {self.path} as a candle database: {exc} "
+                "(expected a marketspine SQLite database, or a new or empty file)"
+            ) from exc
+        self._conn = conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _in_transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            work(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _write_page(
+        self,
+        market: str,
+        tf: Timeframe,
+        candles: Sequence[Candle],
+        covered: Range,
+        listing_ms: int | None,
+    ) -> None:
+        start, end = covered
+        if start > end:
+            raise InvalidRequestError(f"covered range {covered} ends before it starts")
+        key = tf.key
+        rows = []
+        for c in candles:
+            if not start <= c.start_ms < end:
+                raise InvalidRequestError(
+                    f"candle at {c.start_ms} lies outside the covered range {covered}"
+                )
+            if c.market != market or (
+                c.timeframe != tf.name and parse_timeframe(c.timeframe) != tf
+            ):
+                raise InvalidRequestError(
+                    f"candle of {c.market} {c.timeframe} written to {market} {tf.name}"
+                )
+            rows.append(
+                (market, key, c.start_ms, c.open, c.high, c.low, c.close, c.volume, c.value,
+                 c.last_trade_ms)
+            )  # fmt: skip
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR REPLACE INTO candles VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            merged = self._coverage(conn, market, key).add(*covered)
+            conn.execute("DELETE FROM coverage WHERE market = ? AND timeframe = ?", (market, key))
+            conn.executemany(
+                "INSERT INTO coverage VALUES (?,?,?,?)",
+                [(market, key, start, end) for start, end in merged.ranges],
+            )
+            if listing_ms is not None:
+                _put_listing(conn, market, key, listing_ms)
+
+        self._in_transaction(work)
+
+    def _read(self, market: str, tf: Timeframe, start_ms: int, end_ms: int) -> list[Candle]:
+        cursor = self._connection().execute(
+            "SELECT start_ms, open, high, low, close, volume, value, last_trade_ms FROM candles "
+            "WHERE market = ? AND timeframe = ? AND start_ms >= ? AND start_ms < ? "
+            "ORDER BY start_ms",
+            (market, tf.key, start_ms, end_ms),
+        )
+        name = tf.name
+        return [Candle(market, name, *row) for row in cursor]
+
+    @staticmethod
+    def _coverage(conn: sqlite3.Connection, market: str, key: str) -> Coverage:
+        ranges = conn.execute(
+            "SELECT start_ms, end_ms FROM coverage WHERE market = ? AND timeframe = ? "
+            "ORDER BY start_ms",
+            (market, key),
+        ).fetchall()
+        return Coverage.of(ranges, _get_listing(conn, market, key))
+
+    def _summary(self) -> list[SeriesSummary]:
+        conn = self._connection()
+        counts = {
+            (market, key): (rows, first, last)
+            for market, key, rows, first, last in conn.execute(
+                "SELECT market, timeframe, COUNT(*), MIN(start_ms), MAX(start_ms) "
+                "FROM candles GROUP BY market, timeframe"
+            )
+        }
+        series = set(counts)
+        series.update(conn.execute("SELECT DISTINCT market, timeframe FROM coverage").fetchall())
+        series.update(conn.execute("SELECT market, timeframe FROM listing").fetchall())
+        summaries = []
+        for market, key in sorted(series):
+            coverage = self._coverage(conn, market, key)
+            rows, first, last = counts.get((market, key), (0, None, None))
+            summaries.append(
+                SeriesSummary(
+                    market,
+                    _NAME_OF_KEY.get(key, key),
+                    coverage.ranges,
+                    rows,
+                    first,
+                    last,
+                    coverage.listing_ms,
+                )
+            )
+        return summaries
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION; raises StoreError for a newer, unknown schema."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this marketspine supports "
+            f"({SCHEMA_VERSION}); upgrade marketspine or use another --db"
+        )
+    if version == 0:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        if tables:
+            raise StoreError(
+                f"{path} is an SQLite database of something else (tables: "
+                f"{', '.join(t for (t,) in tables)}); expected a marketspine database"
+            )
+    for target in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def _get_listing(conn: sqlite3.Connection, market: str, key: str) -> int | None:
+    row = conn.execute(
+        "SELECT start_ms FROM listing WHERE market = ? AND timeframe = ?", (market, key)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _put_listing(conn: sqlite3.Connection, market: str, key: str, start_ms: int) -> None:
+    conn.execute(
+        "INSERT INTO listing VALUES (?, ?, ?) ON CONFLICT (market, timeframe) "
+        "DO UPDATE SET start_ms = MAX(start_ms, excluded.start_ms)",
+        (market, key, start_ms),
+    )

@@ -1,0 +1,711 @@
+"""The Upbit WebSocket client: one connection, one combined subscription, never silent.
+
+``Stream`` owns ONE WebSocket connection and the background tasks that serve it (a task
+group owned by ``async with``):
+
+- the whole subscription (every kind and code) is re-sent on every change and after every
+  reconnect, because a new request replaces the previous one upstream; rapid changes are
+  coalesced so messages stay within Upbit's 5/s and 100/min;
+- liveness comes from ping/pong, never from market silence: a stalled socket (open, silent,
+  pings unanswered) is noticed within ``ping_interval + ping_timeout`` seconds;
+- lost connections come back with capped exponential backoff plus jitter, and the backoff
+  only resets after a connection that actually delivered data;
+- trades missed while disconnected are fetched from REST by ``sequential_id`` and delivered
+  in order without duplicates, announced by a ``Gap`` event; ``Health`` events tell
+  consumers about the connection;
+- each consumer (``listen()``) has its own bounded queue: latest-wins for tickers and
+  orderbooks; trades and candles are never dropped silently (``Overflow`` says how many).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeAlias
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.uri import parse_uri
+
+from ._errors import InvalidRequestError, MarketspineError
+from ._ratebudget import Priority
+from ._records import Candle, Orderbook, Ticker, Trade, WsError, WsStatus, decode_ws
+from ._subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
+from ._timeframes import TIMEFRAMES
+
+__all__ = [
+    "DEFAULT_URL",
+    "Backoff",
+    "Event",
+    "Gap",
+    "Health",
+    "Listener",
+    "Overflow",
+    "Stream",
+    "StreamStatistics",
+    "TradeSource",
+]
+
+DEFAULT_URL = "wss://api.upbit.com/websocket/v1"
+
+logger = logging.getLogger("marketspine.stream")
+
+Sleep: TypeAlias = Callable[[float], Awaitable[None]]
+
+# REST pages walked back to fill one gap: Upbit serves at most 500 trades per call.
+FILL_PAGE_SIZE = 500
+FILL_MAX_PAGES = 20
+# Sequential ids remembered per market to drop duplicates (REST fill vs. WebSocket replays).
+SEEN_PER_MARKET = 4096
+LATEST_WINS = frozenset({"ticker", "orderbook"})
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """The trade stream of ``market`` was interrupted between ``since_ms`` (the last trade
+    seen before) and ``until_ms`` (the first trade seen after). ``filled`` trades were
+    fetched from REST and are delivered right after this event; ``complete`` is False when
+    the hole could not be filled entirely (``reason`` says why)."""
+
+    market: str
+    since_ms: int
+    until_ms: int
+    filled: int
+    complete: bool = True
+    reason: str = ""
+
+
+class Health(msgspec.Struct, frozen=True):
+    """The connection changed state: connected, reconnecting (``reason`` says why and
+    when), or stalled (open but pings unanswered; a reconnect follows)."""
+
+    state: Literal["connected", "reconnecting", "stalled"]
+    reason: str
+
+
+class Overflow(msgspec.Struct, frozen=True):
+    """A consumer fell behind and its queue dropped the ``dropped`` oldest events of
+    ``kind`` for ``market`` (empty for connection events)."""
+
+    kind: str
+    market: str
+    dropped: int
+
+
+Event: TypeAlias = Ticker | Trade | Orderbook | Candle | Gap | Health | Overflow
+
+_CANDLE_KINDS = {tf.name: tf.ws_type for tf in TIMEFRAMES.values() if tf.ws_type is not None}
+
+
+def _kind_of(event: Ticker | Trade | Orderbook | Candle) -> str:
+    if isinstance(event, Trade):
+        return "trade"
+    if isinstance(event, Ticker):
+        return "ticker"
+    if isinstance(event, Orderbook):
+        return "orderbook"
+    return _CANDLE_KINDS.get(event.timeframe, f"candle.{event.timeframe}")
+
+
+class TradeSource(Protocol):
+    """What gap filling needs from the REST client (``Client`` satisfies it)."""
+
+    async def trades(
+        self,
+        market: str,
+        *,
+        count: int = ...,
+        cursor: int | None = ...,
+        priority: Priority = ...,
+    ) -> list[Trade]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter: attempt ``n`` waits between
+    ``(1 - jitter) * d`` and ``d`` seconds, where ``d = min(cap, initial * factor**(n-1))``."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (self.initial > 0 and self.factor >= 1 and self.cap >= self.initial):
+            raise InvalidRequestError(
+                f"invalid backoff {self!r}: need initial > 0, factor >= 1, cap >= initial"
+            )
+        if not 0 <= self.jitter <= 1:
+            raise InvalidRequestError(f"backoff jitter must be between 0 and 1, got {self.jitter}")
+
+    def delay(self, attempt: int, rand: float) -> float:
+        """Seconds to wait before attempt ``attempt`` (1 = first retry); ``rand`` in [0, 1)."""
+        ceiling = min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
+        return ceiling * (1 - self.jitter * rand)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatistics:
+    """A snapshot of a Stream's counters (cheap; for metrics and tests)."""
+
+    connected: bool
+    state: str  # the last Health state, "" before the first connection
+    connections: int  # connections opened, the first one included
+    reconnects: int  # connections opened after the first
+    connect_failures: int
+    frames: int
+    undecodable_frames: int
+    messages_sent: int  # subscription requests sent
+    pongs: int  # pings answered: liveness actually checked
+    last_frame_age_s: dict[str, float]  # per kind: seconds since the last frame
+    gaps: int
+    gap_trades_filled: int
+    duplicate_trades: int
+    dropped_per_listener: tuple[int, ...]
+    subscription_size: int  # (kind, market) pairs
+
+
+class Listener:
+    """One consumer's view of a Stream: an async iterator over events with its own bounded
+    queue. Use as ``async with stream.listen(...) as events: async for event in events``.
+
+    Tickers and orderbooks are latest-wins (a queued one is replaced by a newer one for the
+    same market, keeping its place); when the queue is full the oldest event is dropped and
+    an ``Overflow`` event saying how many of which kind and market comes before the rest.
+    Offering never blocks, so a slow consumer never holds up the stream or anyone else.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        kinds: set[str] | None,
+        markets: set[str] | None,
+        maxsize: int,
+    ) -> None:
+        if maxsize < 1:
+            raise InvalidRequestError(f"listener maxsize must be >= 1, got {maxsize}")
+        self._stream = stream
+        self._kinds = None if kinds is None else {normalize_kind(k) for k in kinds}
+        self._markets = None if markets is None else {normalize_market(m) for m in markets}
+        self._maxsize = maxsize
+        self._items: deque[Event | tuple[str, str]] = deque()  # a tuple: a latest-wins slot
+        self._latest: dict[tuple[str, str], Event] = {}
+        self._overflow: dict[tuple[str, str], int] = {}
+        self._wakeup = asyncio.Event()
+        self._open = False
+        self._closed = False
+        self.dropped = 0
+
+    async def __aenter__(self) -> Listener:
+        if self._stream._closed:
+            self._closed = True  # iteration ends at once: nothing more will come
+        else:
+            self._stream._listeners.append(self)
+            self._open = True
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._close()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        """The next event; ends when the listener or its stream is closed.
+
+        Raises InvalidRequestError when the listener was not entered with ``async with``.
+        """
+        if not self._open and not self._closed:
+            raise InvalidRequestError("enter the listener first: async with stream.listen(...)")
+        while True:
+            event = self.get_nowait()
+            if event is not None:
+                return event
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def get_nowait(self) -> Event | None:
+        """The next queued event, or None when the queue is empty."""
+        if self._overflow:
+            (kind, market), dropped = next(iter(self._overflow.items()))
+            del self._overflow[kind, market]
+            return Overflow(kind, market, dropped)
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        return self._latest.pop(item) if isinstance(item, tuple) else item
+
+    def qsize(self) -> int:
+        """Events waiting (pending Overflow notices not counted)."""
+        return len(self._items)
+
+    def wants(self, kind: str, market: str) -> bool:
+        """Whether this listener's filters accept an event of ``kind`` for ``market``."""
+        if kind == "health":
+            return True
+        if self._kinds is not None and kind not in self._kinds:
+            return False
+        return self._markets is None or market in self._markets
+
+    def offer(self, event: Event, kind: str, market: str) -> None:
+        """Queue ``event`` without blocking, dropping the oldest event when full."""
+        if kind in LATEST_WINS:
+            key = (kind, market)
+            queued = key in self._latest
+            self._latest[key] = event
+            if queued:
+                return
+            self._items.append(key)
+        else:
+            self._items.append(event)
+        if len(self._items) > self._maxsize:
+            oldest = self._items.popleft()
+            if isinstance(oldest, tuple):
+                del self._latest[oldest]
+                dropped_key = oldest
+            else:
+                dropped_key = _filter_key(oldest)
+            self._overflow[dropped_key] = self._overflow.get(dropped_key, 0) + 1
+            self.dropped += 1
+        self._wakeup.set()
+
+    def _close(self) -> None:
+        self._open = False
+        self._closed = True
+        if self in self._stream._listeners:
+            self._stream._listeners.remove(self)
+        self._wakeup.set()
+
+
+def _filter_key(event: Event) -> tuple[str, str]:
+    if isinstance(event, Health):
+        return ("health", "")
+    if isinstance(event, Gap):
+        return ("gap", event.market)
+    if isinstance(event, Overflow):
+        return ("overflow", event.market)
+    return (_kind_of(event), event.market)
+
+
+@dataclass
+class _TradeTrack:
+    """What one market's trade stream has delivered, for de-duplication and gap filling."""
+
+    last: Trade | None = None
+    epoch: int = 0  # the connection the last trade came through
+    seen: deque[int] = field(default_factory=lambda: deque(maxlen=SEEN_PER_MARKET))
+    seen_set: set[int] = field(default_factory=set)
+    # While a gap is being filled, trades arriving meanwhile wait here with their epoch.
+    pending: list[tuple[int, Trade]] | None = None
+
+    def remember(self, trade: Trade, epoch: int) -> None:
+        if len(self.seen) == self.seen.maxlen:
+            self.seen_set.discard(self.seen[0])
+        self.seen.append(trade.seq)
+        self.seen_set.add(trade.seq)
+        self.last = trade
+        self.epoch = epoch
+
+
+class _ConnectionLost(Exception):
+    """Ends the tasks serving one connection; ``reason`` says what happened."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    if exc.rcvd is None:
+        return "connection lost without a close frame"
+    return f"connection closed by upstream (code {exc.rcvd.code} {exc.rcvd.reason!r})".strip()
+
+
+async def _ping(ws: ClientConnection) -> float:
+    """Send a ping and wait for its pong; returns the round trip in seconds."""
+    pong_waiter = await ws.ping()
+    return await pong_waiter
+
+
+class Stream:
+    """One Upbit WebSocket connection serving any number of listeners.
+
+    ``clock`` (monotonic seconds), ``sleep`` and ``rand`` are injectable so that backoff and
+    ping deadlines can be tested without waiting. ``client`` (a REST client with
+    ``trades(market, count=, cursor=)``) fills trade gaps after reconnects; without it gaps
+    are only announced. Errors other than connection trouble end the stream and propagate
+    out of ``async with``.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        client: TradeSource | None = None,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 5.0,
+        backoff: Backoff = Backoff(),
+        open_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        try:
+            parse_uri(url)
+        except InvalidURI as exc:
+            raise InvalidRequestError(
+                f"invalid WebSocket URL {url!r}: expected ws:// or wss://HOST/websocket/v1"
+            ) from exc
+        if ping_interval <= 0 or ping_timeout <= 0:
+            raise InvalidRequestError("ping_interval and ping_timeout must be > 0 seconds")
+        self._url = url
+        self._client = client
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._backoff = backoff
+        self._open_timeout = open_timeout
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self._ticket = f"marketspine-{uuid.uuid4()}"
+        self._subs = SubscriptionSet()
+        self._changed = asyncio.Event()
+        self._wanted = asyncio.Event()
+        self._listeners: list[Listener] = []
+        self._tracks: dict[str, _TradeTrack] = {}
+        self._task_group: asyncio.TaskGroup | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ws: ClientConnection | None = None
+        self._epoch = 0
+        self._state = ""
+        self._connect_failures = 0
+        self._frames = 0
+        self._undecodable = 0
+        self._messages_sent = 0
+        self._pongs = 0
+        self._last_frame: dict[str, float] = {}
+        self._gaps = 0
+        self._gap_trades = 0
+        self._duplicates = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Stream:
+        if self._task_group is not None:
+            raise InvalidRequestError("this Stream is already open; use a new Stream")
+        self._task_group = asyncio.TaskGroup()
+        await self._task_group.__aenter__()
+        self._start(self._run())
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._task_group is not None
+        self._closed = True
+        ws = self._ws
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            await self._task_group.__aexit__(et, e, tb)
+        finally:
+            if ws is not None:
+                ws.transport.abort()
+            for listener in list(self._listeners):
+                listener._close()
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._task_group is not None
+        task = self._task_group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- public API ------------------------------------------------------------------------
+
+    async def subscribe(self, kind: str, markets: Iterable[str] | str) -> None:
+        """Add ``markets`` to the ``kind`` stream (ticker, trade, orderbook, candle.1s,
+        candle.1m ... candle.240m). The whole subscription is re-sent shortly after.
+
+        Raises InvalidRequestError for an unknown kind or a malformed market code.
+        """
+        codes = [markets] if isinstance(markets, str) else list(markets)
+        if self._subs.add(kind, codes):
+            self._changed.set()
+            self._wanted.set()
+
+    async def unsubscribe(self, kind: str, markets: Iterable[str] | str) -> None:
+        """Remove ``markets`` from the ``kind`` stream; with nothing left subscribed the
+        connection is closed until the next subscribe.
+
+        Raises InvalidRequestError for an unknown kind or a malformed market code.
+        """
+        codes = [markets] if isinstance(markets, str) else list(markets)
+        if not self._subs.remove(kind, codes):
+            return
+        if normalize_kind(kind) == "trade":
+            # A later re-subscription starts afresh instead of back-filling a long absence.
+            for code in codes:
+                self._tracks.pop(normalize_market(code), None)
+        self._changed.set()
+        if not self._subs:
+            self._wanted.clear()
+
+    def listen(
+        self,
+        kinds: set[str] | None = None,
+        markets: set[str] | None = None,
+        *,
+        maxsize: int = 1000,
+    ) -> Listener:
+        """A new consumer with its own bounded queue; None means every kind or market.
+        ``Health`` events reach every listener, ``Gap`` events follow the trade filter.
+
+        Raises InvalidRequestError for an unknown kind, a bad market code or maxsize < 1.
+        """
+        return Listener(self, kinds, markets, maxsize)
+
+    def statistics(self) -> StreamStatistics:
+        """A frozen snapshot of this stream's counters."""
+        now = self._clock()
+        return StreamStatistics(
+            connected=self._ws is not None and self._state == "connected",
+            state=self._state,
+            connections=self._epoch,
+            reconnects=max(0, self._epoch - 1),
+            connect_failures=self._connect_failures,
+            frames=self._frames,
+            undecodable_frames=self._undecodable,
+            messages_sent=self._messages_sent,
+            pongs=self._pongs,
+            last_frame_age_s={kind: now - at for kind, at in self._last_frame.items()},
+            gaps=self._gaps,
+            gap_trades_filled=self._gap_trades,
+            duplicate_trades=self._duplicates,
+            dropped_per_listener=tuple(listener.dropped for listener in self._listeners),
+            subscription_size=len(self._subs),
+        )
+
+    # -- the connection loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._wanted.wait()
+            try:
+                ws = await connect(
+                    self._url,
+                    ping_interval=None,  # we ping ourselves, to report stalls
+                    open_timeout=self._open_timeout,
+                    close_timeout=1.0,
+                    max_size=None,
+                )
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                self._connect_failures += 1
+                reason = f"cannot connect to {self._url}: {exc}"
+            else:
+                lost, delivered = await self._serve(ws)
+                if not self._subs:
+                    continue  # closed on purpose: nothing to reconnect for
+                reason = lost.reason
+                if delivered:
+                    failures = 0
+            failures += 1
+            delay = self._backoff.delay(failures, self._rand())
+            self._set_health("reconnecting", f"{reason}; reconnecting in {delay:.2f} s")
+            await self._sleep(delay)
+
+    async def _serve(self, ws: ClientConnection) -> tuple[_ConnectionLost, bool]:
+        """Serve one connection until it is lost; returns why, and whether data arrived."""
+        self._ws = ws
+        self._epoch += 1
+        frames_before = self._frames
+        self._changed.set()  # a new connection starts with no subscription: send it whole
+        lost = _ConnectionLost("connection ended")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._send_loop(ws))
+                group.create_task(self._read_loop(ws))
+                group.create_task(self._ping_loop(ws))
+        except* _ConnectionLost as caught:
+            first = caught.exceptions[0]
+            assert isinstance(first, _ConnectionLost)
+            lost = first
+        finally:
+            self._ws = None
+            ws.transport.abort()  # no close handshake with a peer that may be stalled
+        return lost, self._frames > frames_before
+
+    async def _send_loop(self, ws: ClientConnection) -> None:
+        pacer = MessagePacer()
+        first = True
+        while True:
+            await self._changed.wait()
+            delay = pacer.delay(self._clock())
+            if delay > 0:
+                await self._sleep(delay)  # changes made meanwhile ride along in one message
+            self._changed.clear()
+            if not self._subs:
+                await ws.close()  # Upbit rejects an empty request; close politely instead
+                raise _ConnectionLost("nothing subscribed")
+            message = self._subs.request_message(self._ticket).decode()
+            try:
+                await ws.send(message)
+            except ConnectionClosed as exc:
+                raise _ConnectionLost(_describe_close(exc)) from None
+            pacer.record(self._clock())
+            self._messages_sent += 1
+            if first:
+                first = False
+                self._set_health(
+                    "connected", f"connected to {self._url}; {len(self._subs)} subscriptions"
+                )
+
+    async def _ping_loop(self, ws: ClientConnection) -> None:
+        while True:
+            await self._sleep(self._ping_interval)
+            # The deadline covers sending the ping too: writes to a stalled peer can block.
+            pong = asyncio.ensure_future(_ping(ws))
+            timer = asyncio.ensure_future(self._sleep(self._ping_timeout))
+            try:
+                await asyncio.wait({pong, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                timer.cancel()
+            if not pong.done():
+                pong.cancel()
+                reason = f"no pong within {self._ping_timeout:g} s: the connection stalled"
+                self._set_health("stalled", reason)
+                raise _ConnectionLost(reason)
+            error = pong.exception()
+            if isinstance(error, ConnectionClosed):
+                raise _ConnectionLost(_describe_close(error))
+            if error is not None:
+                raise error
+            self._pongs += 1
+
+    async def _read_loop(self, ws: ClientConnection) -> None:
+        epoch = self._epoch
+        while True:
+            try:
+                frame = await ws.recv()
+            except ConnectionClosed as exc:
+                raise _ConnectionLost(_describe_close(exc)) from None
+            self._frames += 1
+            data = frame.encode() if isinstance(frame, str) else frame
+            try:
+                event = decode_ws(data)
+            except (MarketspineError, msgspec.MsgspecError, ValueError) as exc:
+                self._undecodable += 1
+                logger.warning("skipping an undecodable WebSocket frame (%s): %.200r", exc, data)
+                continue
+            if isinstance(event, WsStatus):
+                continue
+            if isinstance(event, WsError):
+                raise _ConnectionLost(f"upstream error {event.name}: {event.message}")
+            kind = _kind_of(event)
+            self._last_frame[kind] = self._clock()
+            if isinstance(event, Trade):
+                self._on_trade(event, epoch)
+            else:
+                self._publish(event, kind, event.market)
+
+    # -- trades: de-duplication and gap filling --------------------------------------------
+
+    def _on_trade(self, trade: Trade, epoch: int) -> None:
+        track = self._tracks.get(trade.market)
+        if track is None:
+            if trade.market not in self._subs.markets("trade"):
+                return  # a late frame for a market just unsubscribed
+            track = self._tracks[trade.market] = _TradeTrack()
+        if track.pending is not None:
+            track.pending.append((epoch, trade))
+            return
+        if trade.seq in track.seen_set:
+            self._duplicates += 1
+            return
+        if track.last is not None and epoch != track.epoch:
+            # First trade since a reconnect: hold the stream while the hole is filled.
+            track.pending = [(epoch, trade)]
+            self._start(self._fill_gap(trade.market, track, track.last, trade, epoch))
+            return
+        self._deliver_trade(track, trade, epoch)
+
+    def _deliver_trade(self, track: _TradeTrack, trade: Trade, epoch: int) -> None:
+        track.remember(trade, epoch)
+        self._publish(trade, "trade", trade.market)
+
+    async def _fill_gap(
+        self, market: str, track: _TradeTrack, before: Trade, after: Trade, epoch: int
+    ) -> None:
+        missing, complete, reason = await self._fetch_missing(market, track, before, after)
+        if self._tracks.get(market) is not track:
+            return  # unsubscribed while filling
+        self._gaps += 1
+        self._gap_trades += len(missing)
+        gap = Gap(market, before.ms, after.ms, len(missing), complete, reason)
+        self._publish(gap, "trade", market)
+        for trade in missing:
+            self._deliver_trade(track, trade, epoch)
+        track.epoch = epoch
+        pending, track.pending = track.pending or [], None
+        for held_epoch, trade in pending:
+            self._on_trade(trade, held_epoch)
+
+    async def _fetch_missing(
+        self, market: str, track: _TradeTrack, before: Trade, after: Trade
+    ) -> tuple[list[Trade], bool, str]:
+        """Trades after ``before`` and before ``after``, oldest first, walking REST back
+        from ``after`` by sequential_id; returns them, whether the walk reached ``before``,
+        and why not."""
+        if self._client is None:
+            return [], False, "no REST client to fill the gap with"
+        newest_first: list[Trade] = []
+        cursor = after.seq
+        for _ in range(FILL_MAX_PAGES):
+            try:
+                page = await self._client.trades(
+                    market, count=FILL_PAGE_SIZE, cursor=cursor, priority=Priority.HIGH
+                )
+            except MarketspineError as exc:
+                return newest_first[::-1], False, f"REST trades failed: {exc}"
+            for trade in page:
+                if trade.seq == before.seq or trade.ms < before.ms:
+                    return newest_first[::-1], True, ""
+                if trade.seq not in track.seen_set and trade.seq != after.seq:
+                    newest_first.append(trade)
+            if len(page) < FILL_PAGE_SIZE:
+                return newest_first[::-1], False, "REST history ended before the gap's start"
+            cursor = page[-1].seq
+        return (
+            newest_first[::-1],
+            False,
+            f"gap longer than {FILL_MAX_PAGES * FILL_PAGE_SIZE} trades; older ones not fetched",
+        )
+
+    # -- fan-out ---------------------------------------------------------------------------
+
+    def _publish(self, event: Event, kind: str, market: str) -> None:
+        for listener in self._listeners:
+            if listener.wants(kind, market):
+                listener.offer(event, kind, market)
+
+    def _set_health(
+        self, state: Literal["connected", "reconnecting", "stalled"], reason: str
+    ) -> None:
+        self._state = state
+        if state != "connected":
+            logger.warning("stream %s: %s", state, reason)
+        event = Health(state, reason)
+        for listener in self._listeners:
+            listener.offer(event, "health", "")

@@ -1,0 +1,301 @@
+"""The simulator app: Upbit's routes, the per-request pipeline (stats, latency, rate limits,
+faults, Upbit headers), the ``/sim/*`` inspection routes, and ``serve``.
+
+Every quotation request goes through ``_quotation``: a wrapper around a plain handler rather
+than a Starlette middleware, because the group and the fault settings are per route and
+middleware costs more per request than the ≥ 1,000 requests/s goal allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from .._errors import InvalidRequestError, UnknownMarketError
+from . import _rest
+from ._history import History
+from ._limits import RateLimiter, Verdict, remaining_req
+from ._state import Faults, SimClock, SimConfig, SimState
+from ._ws import websocket_endpoint
+
+__all__ = ["create_app", "serve"]
+
+_encode = msgspec.json.Encoder().encode
+_JSON = "application/json;charset=UTF-8"
+_TOO_MANY = "Too many API requests."
+# With rate limiting off nothing is counted; replies show what a fresh second would.
+_UNLIMITED_REMAINING = 9
+_NOT_FOUND_BODY = _encode(
+    {"error": {"name": "not_found", "message": "no Route matched with those values"}}
+)
+# Injected 5xx answers: Upbit's own JSON for 500, a gateway's page for the others.
+_SERVER_ERRORS: dict[int, tuple[bytes, str]] = {
+    500: (_encode({"error": {"name": 500, "message": "Internal Server Error"}}), _JSON),
+    502: (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
+    503: (b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html"),
+    504: (b"<html><body><h1>504 Gateway Time-out</h1></body></html>", "text/html"),
+}
+_ERROR_STATUSES = tuple(_SERVER_ERRORS)
+
+
+class _Runtime:
+    """What the request pipeline needs besides SimState: the limiter and the fault dice."""
+
+    def __init__(self, seed: int, limit_clock: Callable[[], float] | None) -> None:
+        self.limiter = RateLimiter() if limit_clock is None else RateLimiter(limit_clock)
+        # A dedicated generator: fault decisions are reproducible for a seed and never
+        # disturb any other randomness.
+        self.dice = random.Random(f"marketspine-sim-faults-{seed}")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = _encode({"error": {"name": status, "message": message}})
+    return Response(body, status, headers=headers, media_type=_JSON)
+
+
+def _rejection(verdict: Verdict) -> Response:
+    headers = {"Remaining-Req": remaining_req(verdict.group, 0), "limit-by-ip": "Yes"}
+    if verdict.status == 429:
+        return PlainTextResponse(_TOO_MANY, 429, headers=headers)
+    seconds = max(1, int(-(-verdict.blocked_for_s // 1)))
+    headers["Retry-After"] = str(seconds)
+    message = (
+        f"Too many requests after 429 answers: this IP is blocked for {seconds} seconds. "
+        "Retry after the block ends."
+    )
+    return _error(418, message, headers)
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    """A hung request: answer nothing until the client gives up and disconnects."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _quotation(group: str, handler: _rest.Handler) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint running ``handler`` behind Upbit's rate limits and the simulator's faults."""
+
+    async def endpoint(request: Request) -> Response:
+        sim: SimState = request.app.state.sim
+        runtime: _Runtime = request.app.state.sim_runtime
+        faults = sim.faults
+        stats = sim.stats
+        stats.count_request(group, request.scope["path"])
+        if faults.latency_ms or faults.jitter_ms:
+            delay_ms = faults.latency_ms + runtime.dice.uniform(0.0, faults.jitter_ms)
+            await asyncio.sleep(delay_ms / 1000)  # simulated network latency
+        if faults.rate_limit > 0:
+            client = request.client.host if request.client else "unknown"
+            origin = "origin" in request.headers
+            verdict = runtime.limiter.check(client, group, faults.rate_limit, origin=origin)
+            if verdict.status != 200:
+                stats.by_status[verdict.status] += 1
+                return _rejection(verdict)
+            header = remaining_req(verdict.group, verdict.remaining)
+        else:
+            header = remaining_req(group, _UNLIMITED_REMAINING)
+        if faults.hang_rate and runtime.dice.random() < faults.hang_rate:
+            stats.hung += 1
+            await _wait_for_disconnect(request)
+            return Response(status_code=499)  # nobody is listening any more
+        if faults.error_rate and runtime.dice.random() < faults.error_rate:
+            status = runtime.dice.choice(_ERROR_STATUSES)
+            body, media_type = _SERVER_ERRORS[status]
+            stats.by_status[status] += 1
+            return Response(body, status, media_type=media_type)
+        headers = {
+            "Remaining-Req": header,
+            "limit-by-ip": "Yes",
+            # Clients learn upstream's clock from Date: give them the simulated one.
+            "Date": formatdate(sim.now_ms() / 1000, usegmt=True),
+        }
+        try:
+            body = _encode(handler(request, sim))
+        except UnknownMarketError:
+            stats.by_status[404] += 1
+            return _error(404, _rest.NOT_FOUND, headers)
+        except InvalidRequestError as exc:
+            stats.by_status[400] += 1
+            return _error(400, str(exc), headers)
+        stats.by_status[200] += 1
+        return Response(body, 200, headers=headers, media_type=_JSON)
+
+    return endpoint
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unrouted paths (and wrong methods) get the gateway's answer, without Remaining-Req."""
+    sim: SimState = request.app.state.sim
+    sim.stats.count_request(None, request.scope["path"])
+    sim.stats.by_status[404] += 1
+    return Response(_NOT_FOUND_BODY, 404, media_type=_JSON)
+
+
+# -- /sim/* ---------------------------------------------------------------------------------
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(_encode(data), status, media_type=_JSON)
+
+
+async def _get_stats(request: Request) -> Response:
+    sim: SimState = request.app.state.sim
+    return _json(sim.stats.snapshot())
+
+
+async def _get_faults(request: Request) -> Response:
+    sim: SimState = request.app.state.sim
+    return _json(sim.faults.as_dict())
+
+
+async def _post_faults(request: Request) -> Response:
+    """Change fault settings: a JSON object of Faults fields → 200 with every setting."""
+    sim: SimState = request.app.state.sim
+    accepted = ", ".join(Faults().as_dict())
+    try:
+        changes = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError:
+        changes = None
+    if not isinstance(changes, dict):
+        return _error(400, f"expected a JSON object of fault settings: accepted are {accepted}")
+    try:
+        sim.faults.update(changes)
+    except InvalidRequestError as exc:
+        return _error(400, str(exc))
+    return _json(sim.faults.as_dict())
+
+
+async def _post_reset(request: Request) -> Response:
+    """Zero the counters and forget rate-limit windows, strikes and blocks."""
+    sim: SimState = request.app.state.sim
+    runtime: _Runtime = request.app.state.sim_runtime
+    sim.stats.reset()
+    runtime.limiter.reset()
+    return _json(sim.stats.snapshot())
+
+
+# -- assembly --------------------------------------------------------------------------------
+
+_CANDLE_KINDS = ("seconds", "days", "weeks", "months", "years")
+
+
+def _routes() -> list[BaseRoute]:
+    q = _quotation
+    routes: list[BaseRoute] = [
+        Route("/v1/market/all", q("market", _rest.market_all)),
+        Route("/v1/trades/ticks", q("trade", _rest.trades_ticks)),
+        Route("/v1/ticker", q("ticker", _rest.ticker)),
+        Route("/v1/ticker/all", q("ticker", _rest.ticker_all)),
+        Route("/v1/orderbook", q("orderbook", _rest.orderbook)),
+        Route("/v1/orderbook/instruments", q("orderbook", _rest.orderbook_instruments)),
+        Route("/v1/orderbook/supported_levels", q("orderbook", _rest.orderbook_supported_levels)),
+    ]
+    # Candle paths also with a trailing slash before the query (cryptofeed sends that).
+    for kind in _CANDLE_KINDS:
+        endpoint = q("candles", _rest.candles(kind))
+        routes += [Route(f"/v1/candles/{kind}", endpoint), Route(f"/v1/candles/{kind}/", endpoint)]
+    minutes = q("candles", _rest.candles("minutes"))
+    routes += [
+        Route("/v1/candles/minutes/{unit}", minutes),
+        Route("/v1/candles/minutes/{unit}/", minutes),
+        Route("/sim/stats", _get_stats),
+        Route("/sim/faults", _get_faults),
+        Route("/sim/faults", _post_faults, methods=["POST"]),
+        Route("/sim/reset", _post_reset, methods=["POST"]),
+        WebSocketRoute("/websocket/v1", websocket_endpoint),
+    ]
+    return routes
+
+
+def create_app(
+    config: SimConfig = SimConfig(),  # noqa: B008 - SimConfig is frozen
+    *,
+    clock: Callable[[], int] | None = None,
+    limit_clock: Callable[[], float] | None = None,
+    history: History | None = None,
+) -> Starlette:
+    """A simulator app (Starlette, ASGI). ``clock`` returns simulated UTC epoch ms (default:
+    ``SimClock(config.speed)``); ``limit_clock`` returns real seconds for the rate limiter
+    (default ``time.monotonic``); ``history`` shares an existing ``History`` of the same seed,
+    region and size (default: a new one). ``app.state.sim`` is the ``SimState``."""
+    if history is None:
+        history = History(config.seed, markets=config.markets, region=config.region)
+    app = Starlette(
+        routes=_routes(),
+        exception_handlers={404: _not_found, 405: _not_found},
+    )
+    app.router.redirect_slashes = False  # Upbit answers 404, it does not redirect
+    app.state.sim = SimState(
+        config=config,
+        history=history,
+        clock=clock if clock is not None else SimClock(config.speed),
+        faults=config.faults(),
+    )
+    app.state.sim_runtime = _Runtime(config.seed, limit_clock)
+    return app
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def serve(config: SimConfig, *, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve a simulator with uvicorn until SIGINT/SIGTERM. Prints one line with the base URL
+    (the real port when ``port`` is 0) once it accepts connections.
+
+    Raises InvalidRequestError when the address cannot be listened on (port taken, unknown
+    host).
+    """
+    import uvicorn
+
+    app = create_app(config)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidRequestError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --host "
+            "or --port (--port 0 picks a free one)"
+        ) from exc
+    real_port = sock.getsockname()[1]
+    base = f"http://{_url_host(host)}:{real_port}"
+    line = (
+        f"marketspine sim: {base} (ws://{_url_host(host)}:{real_port}/websocket/v1) "
+        f"seed={config.seed} region={config.region}"
+    )
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # listening now: tell whoever started us where
+                print(line, flush=True)
+
+    server = _Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+            # Upbit sends no server pings, and a stalled socket must stay stalled.
+            ws_ping_interval=None,
+            # The simulator stamps Date from its own (possibly fast) clock.
+            date_header=False,
+        )
+    )
+
+    with contextlib.closing(sock):
+        server.run(sockets=[sock])

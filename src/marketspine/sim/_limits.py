@@ -1,0 +1,119 @@
+"""Upbit's per-IP request limits, as the simulator enforces them (pure: the clock is injected).
+
+Rules (API.md §3; the parts Upbit does not document are our choice, stated here):
+
+* Each client (IP) has its own budget per group (market, candles, trade, ticker, orderbook).
+  Windows are **fixed one-second windows** of the limiter's clock (``floor(t)``), not sliding.
+* A request over the budget is answered 429 (a *strike*). Strikes count while a client keeps
+  sending: a full second without a 429 forgets them. ``STRIKES_BEFORE_BLOCK`` strikes block
+  the client — every group, Origin included — with 418 for ``FIRST_BLOCK_S`` seconds,
+  doubling with each further block (at most ``MAX_BLOCK_S``). Requests during a block
+  do not extend it. Blocks are forgotten after ``FORGIVE_AFTER_S`` quiet seconds.
+* A request carrying an ``Origin`` header is counted in group ``origin`` instead:
+  one request per fixed ten-second window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "FIRST_BLOCK_S",
+    "MAX_BLOCK_S",
+    "ORIGIN_GROUP",
+    "STRIKES_BEFORE_BLOCK",
+    "RateLimiter",
+    "Verdict",
+    "remaining_req",
+]
+
+ORIGIN_GROUP = "origin"
+ORIGIN_WINDOW_S = 10.0
+STRIKES_BEFORE_BLOCK = 10
+FIRST_BLOCK_S = 1.0
+MAX_BLOCK_S = 600.0
+FORGIVE_AFTER_S = 300.0
+
+# The deprecated ``min`` field of Remaining-Req is a constant on Upbit.
+_MIN_FIELD = {ORIGIN_GROUP: 6}
+_DEFAULT_MIN_FIELD = 600
+
+
+def remaining_req(group: str, remaining: int) -> str:
+    """The ``Remaining-Req`` header value Upbit sends (pyupbit parses it with a regex)."""
+    return f"group={group}; min={_MIN_FIELD.get(group, _DEFAULT_MIN_FIELD)}; sec={remaining}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with one request: ``status`` 200 (serve it), 429 or 418."""
+
+    status: int
+    group: str  # the group the request was counted in (``origin`` for Origin requests)
+    remaining: int  # requests left in this window, for Remaining-Req ``sec``
+    blocked_for_s: float = 0.0  # for 418: seconds until the block ends
+
+
+@dataclass(slots=True)
+class _Client:
+    strikes: int = 0
+    last_strike_at: float = -math.inf
+    blocks: int = 0
+    blocked_until: float = -math.inf
+
+
+class RateLimiter:
+    """Fixed-window request counting per (client, group), with 429 strikes and 418 blocks.
+
+    ``clock`` returns seconds (default ``time.monotonic``); it is real time, not simulated time,
+    because Upbit limits requests per real second however fast the simulated market runs.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._windows: dict[tuple[str, str], list[int]] = {}  # -> [window index, count]
+        self._clients: dict[str, _Client] = {}
+
+    def check(self, client: str, group: str, limit: int, *, origin: bool = False) -> Verdict:
+        """Count one request of ``client`` in ``group`` (``origin``: it carried an Origin
+        header) against ``limit`` requests per second, and say how to answer it."""
+        now = self._clock()
+        state = self._clients.get(client)
+        if state is not None and now < state.blocked_until:
+            return Verdict(418, group, 0, state.blocked_until - now)
+        if origin:
+            group, limit, window = ORIGIN_GROUP, 1, math.floor(now / ORIGIN_WINDOW_S)
+        else:
+            window = math.floor(now)
+        key = (client, group)
+        slot = self._windows.get(key)
+        if slot is None or slot[0] != window:
+            slot = self._windows[key] = [window, 0]
+        if slot[1] < limit:
+            slot[1] += 1
+            return Verdict(200, group, limit - slot[1])
+        return self._strike(client, group, now)
+
+    def _strike(self, client: str, group: str, now: float) -> Verdict:
+        state = self._clients.setdefault(client, _Client())
+        if now - state.last_strike_at > 1.0:
+            state.strikes = 0
+        if now - max(state.last_strike_at, state.blocked_until) > FORGIVE_AFTER_S:
+            state.blocks = 0
+        state.strikes += 1
+        state.last_strike_at = now
+        if state.strikes < STRIKES_BEFORE_BLOCK:
+            return Verdict(429, group, 0)
+        duration = min(FIRST_BLOCK_S * 2**state.blocks, MAX_BLOCK_S)
+        state.blocks += 1
+        state.strikes = 0
+        state.blocked_until = now + duration
+        return Verdict(418, group, 0, duration)
+
+    def reset(self) -> None:
+        """Forget every window, strike and block."""
+        self._windows.clear()
+        self._clients.clear()

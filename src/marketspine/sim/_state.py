@@ -1,0 +1,164 @@
+"""What one running simulator holds: its history, its clock, its fault settings, its counters.
+
+Handlers reach it as ``request.app.state.sim`` (a ``SimState``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .._errors import InvalidRequestError
+from .._time import now_ms as wall_ms
+
+if TYPE_CHECKING:
+    from ._history import History
+
+__all__ = ["REGIONS", "Faults", "SimClock", "SimConfig", "SimState", "Stats"]
+
+REGIONS = ("kr", "sg", "id", "th")
+
+
+@dataclass
+class Faults:
+    """Fault settings, changeable at run time through ``POST /sim/faults``."""
+
+    latency_ms: float = 0.0  # added to every REST answer
+    jitter_ms: float = 0.0  # up to this much more, at random
+    error_rate: float = 0.0  # share of REST requests answered with a 5xx
+    hang_rate: float = 0.0  # share of REST requests never answered
+    rate_limit: int = 10  # requests/s per group per client; 0 = unlimited
+    ws_drop_every_s: float = 0.0  # every N s each socket is cut without a close frame; 0 = never
+    ws_stall_every_s: float = 0.0  # every N s sockets go silent (no data, no pongs); 0 = never
+    ws_idle_timeout_s: float = 120.0  # close sockets that neither sent nor received for this long
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply ``changes`` (field name → value); raises InvalidRequestError on unknown
+        names or values of the wrong type or sign, changing nothing in that case."""
+        known = {f.name: f.type for f in fields(self)}
+        staged: dict[str, float | int] = {}
+        for name, value in changes.items():
+            if name not in known:
+                raise InvalidRequestError(
+                    f"unknown fault setting {name!r}: accepted are {', '.join(known)}"
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise InvalidRequestError(f"fault setting {name!r} must be a number >= 0")
+            if name.endswith("_rate") and value > 1:
+                raise InvalidRequestError(f"fault setting {name!r} is a share between 0 and 1")
+            staged[name] = int(value) if name == "rate_limit" else float(value)
+        for name, value in staged.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How to start a simulator. Same ``seed`` ⇒ the same market history everywhere."""
+
+    seed: int = 1
+    region: str = "kr"
+    markets: int = 30
+    speed: float = 1.0
+    rate_limit: int = 10
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_rate: float = 0.0
+    hang_rate: float = 0.0
+    ws_drop_every_s: float = 0.0
+    ws_stall_every_s: float = 0.0
+    ws_idle_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.region not in REGIONS:
+            raise InvalidRequestError(
+                f"unknown region {self.region!r}: accepted are {', '.join(REGIONS)}"
+            )
+        if not 1 <= self.markets <= 1000:
+            raise InvalidRequestError(f"--markets must be 1..1000, got {self.markets}")
+        if self.speed <= 0:
+            raise InvalidRequestError(f"--speed must be > 0, got {self.speed}")
+        self.faults()  # validates the fault fields
+
+    def faults(self) -> Faults:
+        """The starting fault settings (validated)."""
+        faults = Faults()
+        faults.update({f.name: getattr(self, f.name) for f in fields(Faults)})
+        return faults
+
+
+class SimClock:
+    """Simulated time in UTC epoch ms: the wall clock, running ``speed`` times faster from
+    the moment the clock was made. History depends only on absolute time, never on when
+    the simulator started."""
+
+    def __init__(self, speed: float = 1.0, *, start_ms: int | None = None) -> None:
+        self._speed = speed
+        self._start_ms = wall_ms() if start_ms is None else start_ms
+        self._start_mono = time.monotonic()
+
+    def __call__(self) -> int:
+        elapsed = time.monotonic() - self._start_mono
+        return self._start_ms + int(elapsed * 1000 * self._speed)
+
+
+@dataclass
+class Stats:
+    """Counters behind ``GET /sim/stats``; ``POST /sim/reset`` zeroes them."""
+
+    by_group: Counter[str] = field(default_factory=Counter)
+    by_path: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[int] = field(default_factory=Counter)
+    hung: int = 0
+    ws_connections: int = 0
+    ws_open: int = 0
+    ws_messages_sent: int = 0
+    ws_messages_received: int = 0
+
+    def count_request(self, group: str | None, path: str) -> None:
+        if group is not None:
+            self.by_group[group] += 1
+        self.by_path[path] += 1
+
+    def reset(self) -> None:
+        open_now = self.ws_open
+        self.__init__()  # type: ignore[misc]
+        self.ws_open = open_now  # sockets still open stay counted as open
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": {
+                "total": sum(self.by_path.values()),
+                "by_group": dict(self.by_group),
+                "by_path": dict(self.by_path),
+            },
+            "status": {str(code): n for code, n in sorted(self.by_status.items())},
+            "429": self.by_status[429],
+            "418": self.by_status[418],
+            "hung": self.hung,
+            "websocket": {
+                "connections": self.ws_connections,
+                "open": self.ws_open,
+                "messages_sent": self.ws_messages_sent,
+                "messages_received": self.ws_messages_received,
+            },
+        }
+
+
+@dataclass
+class SimState:
+    """One simulator's state: what every REST handler and WebSocket connection shares."""
+
+    config: SimConfig
+    history: History
+    clock: Callable[[], int]
+    faults: Faults
+    stats: Stats = field(default_factory=Stats)
+
+    def now_ms(self) -> int:
+        return self.clock()

@@ -1,0 +1,142 @@
+"""Shared fixtures: the simulator in-process (ASGI, fixed clock) and on a real loopback port.
+
+``marketspine.sim`` is imported inside the fixtures, so test modules that never use the
+simulator collect even while it is being built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from marketspine._time import parse_time
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from marketspine.sim import SimConfig
+
+# A fixed simulated "now" for deterministic in-process tests (a Thursday, mid-session).
+SIM_NOW_MS = parse_time("2026-07-30T07:41:37.123Z")
+
+_STARTUP_TIMEOUT_S = 20.0
+
+
+class ManualClock:
+    """A simulated clock (UTC epoch ms) that moves only when a test moves it."""
+
+    def __init__(self, ms: int = SIM_NOW_MS) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> int:
+        """Move forward by ``ms``; returns the new time."""
+        self.ms += ms
+        return self.ms
+
+
+@contextlib.contextmanager
+def run_sim(
+    config: SimConfig | None = None,
+    clock: Callable[[], int] | None = None,
+    *,
+    app: Starlette | None = None,
+) -> Iterator[str]:
+    """Run a simulator with uvicorn on a free loopback port in a background thread.
+
+    Yields its base URL (``http://127.0.0.1:PORT``; WebSocket at ``ws://.../websocket/v1``);
+    stops the server and joins the thread on exit. Pass ``app`` to serve an app you built.
+    """
+    import uvicorn
+
+    from marketspine.sim import SimConfig, create_app
+
+    if app is None:
+        app = create_app(config or SimConfig(), clock=clock)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+            # Upbit sends no server pings, and a stalled socket must stay stalled.
+            ws_ping_interval=None,
+            # The simulator stamps Date from its own (possibly fast) clock.
+            date_header=False,
+        )
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"sim:{port}", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive():
+            sock.close()
+            raise RuntimeError("the simulator thread ended before the server started")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the simulator did not start within {_STARTUP_TIMEOUT_S} s")
+        time.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@pytest.fixture
+def running_sim() -> Callable[..., contextlib.AbstractContextManager[str]]:
+    """The ``run_sim(config=None, clock=None, *, app=None)`` context manager (a real server)."""
+    return run_sim
+
+
+@pytest.fixture
+def sim_url() -> Iterator[str]:
+    """Base URL of a real loopback simulator with the default SimConfig and a live clock."""
+    with run_sim() as url:
+        yield url
+
+
+@pytest.fixture
+def sim_now_ms() -> int:
+    """The fixed simulated time of ``sim_clock`` at the start of a test."""
+    return SIM_NOW_MS
+
+
+@pytest.fixture
+def sim_clock() -> ManualClock:
+    """A settable simulated clock starting at ``SIM_NOW_MS``; ``.advance(ms)`` moves it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def sim_app(sim_clock: ManualClock) -> Starlette:
+    """An in-process simulator app on ``sim_clock`` with rate limiting off (a fast test
+    would otherwise hit 429s); to test limits build ``create_app(SimConfig(rate_limit=N),
+    limit_clock=...)``."""
+    from marketspine.sim import SimConfig, create_app
+
+    return create_app(SimConfig(rate_limit=0), clock=sim_clock)
+
+
+@pytest.fixture
+async def sim_client(sim_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx.AsyncClient talking to ``sim_app`` in-process (base URL ``http://sim``)."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sim_app), base_url="http://sim"
+    ) as client:
+        yield client

@@ -1,0 +1,60 @@
+"""The public API is what `import marketspine` exports; this pins it."""
+
+from __future__ import annotations
+
+import marketspine
+
+EXPECTED = {
+    "Backoff",
+    "BannedError",
+    "Candle",
+    "CandleResult",
+    "Channel",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "Client",
+    "Gap",
+    "Health",
+    "Instrument",
+    "InvalidRequestError",
+    "Listener",
+    "LocalRateBudget",
+    "MarketInfo",
+    "MarketspineError",
+    "Orderbook",
+    "OrderbookUnit",
+    "Overflow",
+    "Priority",
+    "RateBudget",
+    "RateLimitedError",
+    "ResultMeta",
+    "RetryLaterError",
+    "RetryPolicy",
+    "Spine",
+    "SpineStatistics",
+    "StoreError",
+    "Stream",
+    "StreamStatistics",
+    "TIMEFRAMES",
+    "Ticker",
+    "Timeframe",
+    "Trade",
+    "UnknownMarketError",
+    "UpstreamError",
+    "__version__",
+    "parse_timeframe",
+}
+
+
+def test_exported_names_are_pinned() -> None:
+    assert set(marketspine.__all__) == EXPECTED
+    for name in marketspine.__all__:
+        assert getattr(marketspine, name) is not None
+
+
+def test_priorities_and_errors_are_ordered_for_callers() -> None:
+    p = marketspine.Priority
+    assert p.CRITICAL > p.HIGH > p.NORMAL > p.LOW  # the issue's order: more urgent is larger
+    assert issubclass(marketspine.UnknownMarketError, marketspine.InvalidRequestError)
+    assert issubclass(marketspine.CircuitOpenError, marketspine.RetryLaterError)
+    assert issubclass(marketspine.RetryLaterError, marketspine.MarketspineError)

@@ -1,0 +1,451 @@
+"""The rate budget on fake time: window cap at the ceiling, priorities, aging, reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marketspine._errors import InvalidRequestError
+from marketspine._ratebudget import DEFAULT_MARGIN, GROUPS, LocalRateBudget, Priority, group_of
+
+T = TypeVar("T")
+
+
+class FakeTime:
+    """Virtual time: ``sleep`` parks the caller until ``run`` moves the clock to its deadline.
+    Time only moves when every task is blocked, so runs are deterministic and instant."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.now + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    @staticmethod
+    async def settle() -> None:
+        for _ in range(30):
+            await asyncio.sleep(0)
+
+    async def step(self) -> bool:
+        """Wake the earliest sleeper (moving the clock); False when nobody sleeps."""
+        await self.settle()
+        while self._timers:
+            deadline, _, future = heapq.heappop(self._timers)
+            if future.done():
+                continue
+            self.now = max(self.now, deadline)
+            future.set_result(None)
+            await self.settle()
+            return True
+        return False
+
+    async def run(self, awaitable: Awaitable[T], *, max_seconds: float = 3600.0) -> T:
+        """Drive virtual time until ``awaitable`` finishes. While nobody sleeps on virtual
+        time, real time passes (I/O, real timeouts) for at most 5 s before it counts as a
+        deadlock."""
+        task = asyncio.ensure_future(awaitable)
+        end = self.now + max_seconds
+        loop = asyncio.get_running_loop()
+        real_deadline = loop.time() + 5.0
+        while not task.done():
+            if await self.step():
+                real_deadline = loop.time() + 5.0
+            elif not task.done():
+                if loop.time() > real_deadline:
+                    task.cancel()
+                    raise AssertionError("deadlock: the task waits but nobody sleeps")
+                await asyncio.wait({task}, timeout=0.002)
+            if self.now > end:
+                task.cancel()
+                raise AssertionError(f"still running after {max_seconds} virtual seconds")
+        return task.result()
+
+    async def run_until(self, condition: Callable[[], bool], max_seconds: float = 3600.0) -> None:
+        end = self.now + max_seconds
+        await self.settle()
+        while not condition():
+            if not await self.step() or self.now > end:
+                raise AssertionError("condition never became true")
+
+
+def make_budget(fake: FakeTime, **kwargs: Any) -> LocalRateBudget:
+    return LocalRateBudget(clock=fake.clock, sleep=fake.sleep, **kwargs)
+
+
+def assert_window_cap(times: list[float], limit: int, span: float) -> None:
+    ordered = sorted(times)
+    for first, last in zip(ordered, ordered[limit:], strict=False):
+        assert last - first >= span - 1e-9, f"{limit + 1} sends within {last - first:.3f} s"
+
+
+async def test_sends_at_once_up_to_the_limit_then_waits_a_window() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake, margin=0.0)
+    start = fake.now
+    for _ in range(10):
+        await budget.acquire("candles")
+    assert fake.now == start
+    await fake.run(budget.acquire("candles"))
+    assert fake.now == pytest.approx(start + 1.0)
+
+
+async def test_groups_are_independent() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake)
+    for group in GROUPS:
+        for _ in range(10):
+            await budget.acquire(group)
+    assert fake.now == 1000.0
+    assert all(s.tokens == 0 for s in budget.statistics().groups.values())
+
+
+@pytest.mark.parametrize("start", [1000.0, 1000.5, 1000.999, 1000.0001])
+async def test_many_concurrent_callers_never_exceed_the_window_and_reach_the_ceiling(
+    start: float,
+) -> None:
+    fake = FakeTime(start)
+    budget = make_budget(fake)  # default margin
+    grants: list[float] = []
+
+    async def worker(priority: Priority) -> None:
+        for _ in range(10):
+            await budget.acquire("candles", priority)
+            grants.append(fake.now)
+
+    async def all_workers() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for i in range(20):
+                tg.create_task(worker(list(Priority)[i % 4]))
+
+    await fake.run(all_workers())
+    assert len(grants) == 200
+    assert_window_cap(grants, 10, 1.0 + 0.02)
+    ordered = sorted(grants)
+    sustained = (len(ordered) - 11) / (ordered[-1] - ordered[10])  # after the first burst
+    assert sustained >= 9.5, sustained
+
+
+async def test_the_simulators_fixed_second_limiter_never_says_429() -> None:
+    from marketspine.sim._limits import RateLimiter
+
+    fake = FakeTime(5000.93)  # bursts start just before a second boundary
+    budget = make_budget(fake)
+    limiter = RateLimiter(clock=fake.clock)
+    verdicts: list[int] = []
+
+    async def worker(priority: Priority) -> None:
+        for _ in range(15):
+            await budget.acquire("candles", priority)
+            verdicts.append(limiter.check("client", "candles", 10).status)
+            await fake.sleep(0.03)  # the request's round trip
+
+    async def all_workers() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for i in range(12):
+                tg.create_task(worker(Priority.NORMAL if i % 2 else Priority.HIGH))
+
+    await fake.run(all_workers())
+    assert verdicts.count(200) == len(verdicts) == 180
+
+
+async def test_a_plain_burst_then_refill_would_break_a_fixed_second() -> None:
+    # Why the window cap exists: the naive bucket's pattern (10 at once, then 1 per 100 ms)
+    # puts 19 requests into one calendar second; the budget never does.
+    from marketspine.sim._limits import RateLimiter
+
+    fake = FakeTime(7000.0)
+    limiter = RateLimiter(clock=fake.clock)
+    naive = [7000.0] * 10 + [7000.0 + 0.1 * k for k in range(1, 10)]
+    statuses = []
+    for t in naive:
+        fake.now = t
+        statuses.append(limiter.check("c", "candles", 10).status)
+    assert 429 in statuses
+
+    fake = FakeTime(7000.0)
+    budget = make_budget(fake)
+    grants: list[float] = []
+
+    async def burst() -> None:
+        async def one() -> None:
+            await budget.acquire("candles")
+            grants.append(fake.now)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(19):
+                tg.create_task(one())
+
+    await fake.run(burst())
+    assert max(sum(1 for t in grants if int(t) == s) for s in {int(t) for t in grants}) <= 10
+
+
+async def test_critical_waits_at_most_one_token_interval_behind_a_low_backfill() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake)
+    interval = (1.0 + DEFAULT_MARGIN) / 10
+    low_sent = 0
+    stop = False
+
+    async def backfill() -> None:
+        nonlocal low_sent
+        while not stop:
+            await budget.acquire("candles", Priority.LOW)
+            low_sent += 1
+
+    async def scenario() -> list[float]:
+        nonlocal stop
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(16):
+                tg.create_task(backfill())
+            waits = []
+            for _ in range(20):
+                await fake.sleep(0.737)  # arrive at odd moments
+                asked = fake.now
+                await budget.acquire("candles", Priority.CRITICAL)
+                waits.append(fake.now - asked)
+            stop = True
+        return waits
+
+    waits = await fake.run(scenario())
+    assert low_sent > 100  # the backfill really saturated the group
+    assert max(waits) <= interval + 1e-9, waits
+
+
+async def test_low_is_not_starved_by_endless_critical_demand() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake)
+    stop = False
+    low_granted_after: list[float] = []
+
+    async def critical() -> None:
+        while not stop:
+            await budget.acquire("ticker", Priority.CRITICAL)
+
+    async def low() -> None:
+        await fake.sleep(1.0)  # join once the group is saturated
+        asked = fake.now
+        await budget.acquire("ticker", Priority.LOW)
+        low_granted_after.append(fake.now - asked)
+
+    async def scenario() -> None:
+        nonlocal stop
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(30):
+                tg.create_task(critical())
+            tg.create_task(low())
+            await fake.run_until(lambda: bool(low_granted_after), 120.0)
+            stop = True
+
+    await fake.run(scenario())
+    (waited,) = low_granted_after
+    # Overtaken while younger than its slack (30 s); then only the CRITICAL requests that
+    # were already queued (at most one per worker) go first.
+    interval = (1.0 + DEFAULT_MARGIN) / 10
+    assert 30.0 <= waited <= 30.0 + 31 * interval, waited
+
+
+async def test_observe_believes_upstream_when_others_spend() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake, margin=0.0)
+    await budget.acquire("trade")
+    sent_at = fake.now
+    fake.now += 0.03
+    budget.observe("trade", 2, sent_at=sent_at)  # upstream counted 8 requests, we sent 1
+    stats = budget.statistics().groups["trade"]
+    assert stats.external == 7
+    assert stats.tokens == 2
+    await budget.acquire("trade")
+    await budget.acquire("trade")
+    before = fake.now
+    await fake.run(budget.acquire("trade"))
+    # Ten sends (ours and the booked ones) sit in the window; the oldest frees the slot.
+    assert fake.now == pytest.approx(sent_at + 1.0)
+    assert fake.now > before
+
+
+async def test_observe_books_nothing_when_upstream_counts_only_our_sends() -> None:
+    from marketspine.sim._limits import RateLimiter
+
+    fake = FakeTime(3000.6)
+    budget = make_budget(fake)
+    limiter = RateLimiter(clock=fake.clock)
+    statuses: list[int] = []
+
+    async def worker() -> None:
+        for _ in range(10):
+            await budget.acquire("candles")
+            sent_at = fake.now
+            verdict = limiter.check("me", "candles", 10)
+            statuses.append(verdict.status)
+            await fake.sleep(0.03)
+            budget.observe("candles", verdict.remaining, sent_at=sent_at)
+
+    async def all_workers() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(8):
+                tg.create_task(worker())
+
+    await fake.run(all_workers())
+    assert statuses == [200] * 80
+    assert budget.statistics().groups["candles"].external == 0
+
+
+async def test_observe_with_matching_count_books_nothing() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake)
+    for used in range(1, 11):
+        sent_at = fake.now
+        await budget.acquire("orderbook")
+        fake.now += 0.02
+        budget.observe("orderbook", 10 - used, sent_at=sent_at)
+    assert budget.statistics().groups["orderbook"].external == 0
+
+
+async def test_penalize_stops_the_group_for_that_long() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake)
+    budget.penalize("candles", 2.5)
+    await budget.acquire("ticker")  # other groups are unaffected
+    assert fake.now == 1000.0
+    stats = budget.statistics().groups["candles"]
+    assert stats.penalties == 1 and stats.blocked_for == pytest.approx(2.5)
+    await fake.run(budget.acquire("candles"))
+    assert fake.now == pytest.approx(1002.5)
+
+
+async def test_penalty_arriving_while_waiting_is_respected() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake, margin=0.0)
+    for _ in range(10):
+        await budget.acquire("candles")
+    waiter = asyncio.ensure_future(budget.acquire("candles"))
+    await fake.settle()
+    budget.penalize("candles", 5.0)
+    await fake.run(waiter)
+    assert fake.now == pytest.approx(1005.0)
+
+
+async def test_cancelled_waiters_leave_the_queue_and_others_are_served() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake, margin=0.0)
+    for _ in range(10):
+        await budget.acquire("candles")
+    first = asyncio.ensure_future(budget.acquire("candles"))  # the sleeper
+    second = asyncio.ensure_future(budget.acquire("candles", Priority.LOW))
+    third = asyncio.ensure_future(budget.acquire("candles"))
+    await fake.settle()
+    assert budget.statistics().groups["candles"].waiting["NORMAL"] == 2
+    first.cancel()
+    second.cancel()
+    await fake.run(third)
+    assert first.cancelled() and second.cancelled()
+    stats = budget.statistics().groups["candles"]
+    assert stats.sent == 11
+    assert sum(stats.waiting.values()) == 0
+
+
+async def test_statistics_count_waiting_by_priority_and_throttled() -> None:
+    fake = FakeTime()
+    budget = make_budget(fake)
+    for _ in range(10):
+        await budget.acquire("market")
+    tasks = [asyncio.ensure_future(budget.acquire("market", p)) for p in Priority]
+    await fake.settle()
+    stats = budget.statistics().groups["market"]
+    assert dict(stats.waiting) == {"LOW": 1, "NORMAL": 1, "HIGH": 1, "CRITICAL": 1}
+    assert stats.throttled == 4 and stats.tokens == 0
+    order: list[Priority] = []
+
+    async def record(task: asyncio.Future[None], priority: Priority) -> None:
+        await task
+        order.append(priority)
+
+    await fake.run(asyncio.gather(*(record(t, p) for t, p in zip(tasks, Priority, strict=True))))
+    assert order == [Priority.CRITICAL, Priority.HIGH, Priority.NORMAL, Priority.LOW]
+
+
+def test_group_of_paths() -> None:
+    assert group_of("/v1/market/all") == "market"
+    assert group_of("/v1/candles/minutes/1") == "candles"
+    assert group_of("/v1/candles/days") == "candles"
+    assert group_of("/v1/trades/ticks") == "trade"
+    assert group_of("/v1/ticker") == group_of("/v1/ticker/all") == "ticker"
+    assert group_of("/v1/orderbook") == group_of("/v1/orderbook/instruments") == "orderbook"
+    with pytest.raises(InvalidRequestError, match="no rate-limit group"):
+        group_of("/v1/accounts")
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(InvalidRequestError):
+        LocalRateBudget(limit=0)
+    with pytest.raises(InvalidRequestError):
+        LocalRateBudget(window=0)
+
+
+def test_priority_order() -> None:
+    assert Priority.CRITICAL > Priority.HIGH > Priority.NORMAL > Priority.LOW
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    arrivals=st.lists(
+        st.tuples(
+            # Clustered moments (bursts, window edges) as well as scattered ones.
+            st.one_of(
+                st.sampled_from([0.0, 0.5, 0.999, 1.0, 1.02, 2.04]),
+                st.floats(min_value=0.0, max_value=3.0, allow_nan=False),
+            ),
+            st.sampled_from(list(Priority)),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    start=st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
+    penalty=st.one_of(st.none(), st.floats(min_value=0.0, max_value=2.0, allow_nan=False)),
+)
+def test_any_arrival_pattern_keeps_the_cap_and_serves_everyone(
+    arrivals: list[tuple[float, Priority]], start: float, penalty: float | None
+) -> None:
+    async def scenario() -> tuple[list[float], float]:
+        fake = FakeTime(2000.0 + start)
+        budget = make_budget(fake)
+        grants: list[float] = []
+        penalty_end = 0.0
+
+        async def one(delay: float, priority: Priority) -> None:
+            await fake.sleep(delay)
+            await budget.acquire("candles", priority)
+            grants.append(fake.now)
+
+        async def everyone() -> None:
+            nonlocal penalty_end
+            async with asyncio.TaskGroup() as tg:
+                for delay, priority in arrivals:
+                    tg.create_task(one(delay, priority))
+                if penalty is not None:
+                    await fake.sleep(1.0)
+                    budget.penalize("candles", penalty)
+                    penalty_end = fake.now + penalty
+
+        await fake.run(everyone())
+        return grants, penalty_end
+
+    grants, penalty_end = asyncio.run(scenario())
+    assert len(grants) == len(arrivals)
+    assert_window_cap(grants, 10, 1.0 + DEFAULT_MARGIN)
+    if penalty is not None:
+        assert not [t for t in grants if penalty_end - penalty < t < penalty_end - 1e-9]

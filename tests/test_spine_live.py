@@ -1,0 +1,189 @@
+"""Spine's live side against a loopback simulator running faster than real time: tickers
+and trades from the WebSocket-fed state, forming candles built from the trade stream that
+equal the simulator's REST candle once closed, and preloaded windows kept hot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from marketspine._records import Candle, Trade
+from marketspine._spine import Channel, Spine
+from marketspine._timeframes import parse_timeframe
+from marketspine.sim import SimClock, SimConfig
+
+FORMING_TIMEFRAMES = ("1m", "3m", "5m", "10m", "15m", "30m", "1h", "4h", "1d")
+
+
+@pytest.fixture
+def fast_sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+    # One real second is two simulated hours: a day candle closes every 12 s.
+    with running_sim(SimConfig(seed=5, speed=7200, rate_limit=0)) as url:
+        yield url
+
+
+@pytest.fixture
+async def spine(fast_sim: str, tmp_path: Path) -> AsyncIterator[Spine]:
+    async with Spine(fast_sim, tmp_path / "live.db") as s:
+        yield s
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_ticker_and_trades_from_live_state(spine: Spine) -> None:
+    await spine.watch(["ticker", "trade"], ["KRW-BTC"])
+    await wait_for(lambda: spine._live.trade_count("KRW-BTC") >= 50, 20, "50 live trades")
+    ticker = await spine.ticker("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
+    assert ticker.market == "KRW-BTC"
+    before = spine.client.statistics().sent["ticker"]
+    for _ in range(1000):
+        await spine.ticker("KRW-BTC", max_age_s=60)
+    # All answered by the stream-fed state (its speed is in bench/spine.py), none by REST.
+    assert spine.statistics().answered_by.get("live", 0) >= 1000
+    assert spine.client.statistics().sent["ticker"] == before
+    trades = await spine.trades("KRW-BTC", count=50)
+    assert len(trades) == 50
+    assert [t.ms for t in trades] == sorted((t.ms for t in trades), reverse=True)
+    assert len({t.seq for t in trades}) == 50
+
+
+async def test_stream_yields_typed_events(spine: Spine) -> None:
+    seen: list[Trade] = []
+    async for event in spine.stream(["trade"], ["KRW-ETH"]):
+        if isinstance(event, Trade):
+            seen.append(event)
+        if len(seen) >= 20:
+            break
+    assert all(t.market == "KRW-ETH" for t in seen)
+    assert len({t.seq for t in seen}) == 20
+
+
+async def test_forming_candles_equal_rest_once_closed(spine: Spine) -> None:
+    market = "KRW-LINK"  # ~5,000 trades a day: a day closes every 12 s without flooding the loop
+    await spine.watch([f"candle.{name}" for name in FORMING_TIMEFRAMES], [market])
+    closed: dict[str, Candle] = {}
+
+    def all_closed_twice() -> bool:
+        # Wait for a window built entirely from streamed trades (the second close).
+        for name in FORMING_TIMEFRAMES:
+            candle = spine._live.last_closed(market, name)
+            if candle is None:
+                return False
+            first = closed.setdefault(name + "/first", candle)
+            if candle.start_ms == first.start_ms:
+                return False
+            closed[name] = candle
+        return True
+
+    await wait_for(all_closed_twice, 60, "every timeframe to close a streamed window")
+    for name in FORMING_TIMEFRAMES:
+        mine = closed[name]
+        tf = parse_timeframe(name)
+        (theirs,) = await spine.client.candles(
+            market, tf, count=1, to_ms=tf.next_start(mine.start_ms)
+        )
+        assert theirs.start_ms == mine.start_ms, name
+        assert (mine.open, mine.high, mine.low, mine.close) == (
+            theirs.open,
+            theirs.high,
+            theirs.low,
+            theirs.close,
+        ), name
+        assert mine.last_trade_ms == theirs.last_trade_ms, name
+        assert mine.volume == pytest.approx(theirs.volume, rel=1e-9), name
+        assert mine.value == pytest.approx(theirs.value, rel=1e-9), name
+
+
+async def test_preloaded_windows_stay_hot(
+    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
+) -> None:
+    # A minute closes every second here: fast enough to watch, slow enough for the keeper.
+    # Spine's local clock runs as fast as the simulator's, as a real one runs with Upbit's.
+    clock = SimClock(60)
+    with running_sim(SimConfig(seed=5, speed=60, rate_limit=0), clock) as url:
+        async with Spine(url, tmp_path / "hot.db", wall_ms=clock) as spine:
+            await check_preloaded_windows_stay_hot(spine)
+
+
+async def check_preloaded_windows_stay_hot(spine: Spine) -> None:
+    held = await spine.preload({"KRW-BTC": {"1m": 60, "1h": 24}, "KRW-ETH": {"5m": 30}})
+    assert held == {"KRW-BTC": {"1m": 60, "1h": 24}, "KRW-ETH": {"5m": 30}}
+    first = await spine.candles("KRW-BTC", "1m", count=60, closed_only=True)
+    assert first.meta.source == "memory" and first.meta.upstream_calls == 0
+    # After some minutes close upstream, the keeper has fetched them: still a memory hit,
+    # and the newest closed candle moved on.
+    await asyncio.sleep(0)  # let the keeper start
+    deadline = time.monotonic() + 20
+    while True:
+        later = await spine.candles("KRW-BTC", "1m", count=60, closed_only=True)
+        if later[-1].start_ms > first[-1].start_ms and later.meta.source == "memory":
+            break
+        assert time.monotonic() < deadline, "hot window never advanced"
+        await asyncio.sleep(0.05)
+    assert later.meta.upstream_calls == 0 and len(later) == 60
+
+
+async def test_auto_falls_back_to_the_stream_when_rest_fails(
+    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
+) -> None:
+    import httpx
+
+    from marketspine import UpstreamError
+    from marketspine._client import RetryPolicy
+
+    with running_sim(SimConfig(seed=5, speed=10, rate_limit=0)) as url:
+        retry = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
+        async with Spine(url, tmp_path / "auto.db", retry=retry) as spine:
+            await spine.watch(["ticker"], ["KRW-BTC"])
+            live = await spine.ticker("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
+            async with httpx.AsyncClient() as http:
+                await http.post(url + "/sim/faults", json={"error_rate": 1.0})
+            # REST is down: AUTO answers from the stream, REST_ONLY says what failed.
+            answer = await spine.ticker("KRW-BTC", max_age_s=0)
+            assert answer.market == "KRW-BTC" and answer.ms >= live.ms
+            with pytest.raises(UpstreamError):
+                await spine.ticker("KRW-BTC", channel=Channel.REST_ONLY, max_age_s=0)
+
+
+async def test_bot_path_never_waits_behind_a_low_backfill(
+    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
+) -> None:
+    from marketspine import Priority
+
+    with running_sim(SimConfig(seed=5, latency_ms=30)) as url:
+        async with Spine(url, tmp_path / "prio.db") as spine:
+            now = spine.client.upstream_now_ms()
+            backfill = asyncio.create_task(
+                spine.candles(
+                    "KRW-ETH",
+                    "1m",
+                    start=now - 3 * 86_400_000,
+                    end=now - now % 60_000,
+                    priority=Priority.LOW,
+                )
+            )
+            await wait_for(
+                lambda: spine.client.statistics().sent["candles"] >= 5,
+                10,
+                "the backfill to saturate the candle group",
+            )
+            waits = []
+            for market in ("KRW-BTC", "KRW-XRP", "KRW-SOL"):
+                started = time.perf_counter()
+                await spine.candles(market, "1m", count=1, priority=Priority.CRITICAL)
+                waits.append(time.perf_counter() - started)
+            assert not backfill.done()  # it really was saturating the group meanwhile
+            # one token interval (~0.1 s) plus the 30 ms latency, with room for a busy machine
+            assert max(waits) < 0.5, waits
+            backfill.cancel()
