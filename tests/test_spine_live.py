@@ -9,13 +9,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 from marketspine._records import Candle, Trade
 from marketspine._spine import Channel, Spine
 from marketspine._timeframes import parse_timeframe
-from marketspine.sim import SimClock, SimConfig
+from marketspine.sim import SimConfig
+
+
+class SettableClock(Protocol):
+    """The conftest ``sim_clock``: UTC epoch ms that moves only when ``advance`` moves it."""
+
+    def __call__(self) -> int: ...
+    def advance(self, ms: int) -> int: ...
+
 
 FORMING_TIMEFRAMES = ("1m", "3m", "5m", "10m", "15m", "30m", "1h", "4h", "1d")
 
@@ -106,32 +115,37 @@ async def test_forming_candles_equal_rest_once_closed(spine: Spine) -> None:
 
 
 async def test_preloaded_windows_stay_hot(
-    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
+    running_sim: Callable[..., AbstractContextManager[str]],
+    sim_clock: SettableClock,
+    tmp_path: Path,
 ) -> None:
-    # A minute closes every second here: fast enough to watch, slow enough for the keeper.
-    # Spine's local clock runs as fast as the simulator's, as a real one runs with Upbit's.
-    clock = SimClock(60)
-    with running_sim(SimConfig(seed=5, speed=60, rate_limit=0), clock) as url:
-        async with Spine(url, tmp_path / "hot.db", wall_ms=clock) as spine:
-            await check_preloaded_windows_stay_hot(spine)
+    # One settable clock for the simulator and Spine (as a real local clock runs with
+    # Upbit's): minutes close only when the test moves it, so no close can race the checks.
+    with running_sim(SimConfig(seed=5, rate_limit=0), sim_clock) as url:
+        async with Spine(url, tmp_path / "hot.db", wall_ms=sim_clock) as spine:
+            await check_preloaded_windows_stay_hot(spine, sim_clock)
 
 
-async def check_preloaded_windows_stay_hot(spine: Spine) -> None:
+async def check_preloaded_windows_stay_hot(spine: Spine, clock: SettableClock) -> None:
     held = await spine.preload({"KRW-BTC": {"1m": 60, "1h": 24}, "KRW-ETH": {"5m": 30}})
     assert held == {"KRW-BTC": {"1m": 60, "1h": 24}, "KRW-ETH": {"5m": 30}}
     first = await spine.candles("KRW-BTC", "1m", count=60, closed_only=True)
     assert first.meta.source == "memory" and first.meta.upstream_calls == 0
-    # After some minutes close upstream, the keeper has fetched them: still a memory hit,
-    # and the newest closed candle moved on.
-    await asyncio.sleep(0)  # let the keeper start
-    deadline = time.monotonic() + 20
-    while True:
-        later = await spine.candles("KRW-BTC", "1m", count=60, closed_only=True)
-        if later[-1].start_ms > first[-1].start_ms and later.meta.source == "memory":
-            break
-        assert time.monotonic() < deadline, "hot window never advanced"
-        await asyncio.sleep(0.05)
-    assert later.meta.upstream_calls == 0 and len(later) == 60
+    minute = parse_timeframe("1m")
+    assert first[-1].start_ms == minute.floor(clock()) - 60_000
+    # Three minutes close upstream; the keeper (not a reader) fetches them into memory.
+    clock.advance(3 * 60_000)
+    newest = minute.floor(clock()) - 60_000
+    key = ("KRW-BTC", minute.key)
+
+    def refreshed() -> bool:
+        covered = spine._memory.covered(key)
+        return covered is not None and covered[1] > newest
+
+    await wait_for(refreshed, 20, "the keeper to fetch the closed minutes")
+    later = await spine.candles("KRW-BTC", "1m", count=60, closed_only=True)
+    assert later.meta.source == "memory" and later.meta.upstream_calls == 0
+    assert len(later) == 60 and later[-1].start_ms == newest
 
 
 async def test_auto_falls_back_to_the_stream_when_rest_fails(

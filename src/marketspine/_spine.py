@@ -55,6 +55,18 @@ _LATENCY_SAMPLES = 2048
 _Quote = TypeVar("_Quote", Ticker, Orderbook)
 
 
+_HOT_SETTLE_MS = 200
+
+
+@dataclass
+class _HotWindow:
+    """A preloaded window: how many closed candles to hold, and the start of the candle that
+    was forming when it was last fetched (a close after that makes it due)."""
+
+    count: int
+    forming_ms: int
+
+
 class Channel(enum.Enum):
     """Where live answers may come from. AUTO prefers the WebSocket-fed state and falls back
     to REST (and the other way round when REST is failing)."""
@@ -121,7 +133,7 @@ class Spine:
         self._catalog_path: Path | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._last_warmup: WarmupReport | None = None
-        self._hot: dict[tuple[str, str], int] = {}  # (market, timeframe name) -> closed count
+        self._hot: dict[tuple[str, str], _HotWindow] = {}  # (market, timeframe name) -> window
         self._hot_changed = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
         self._stack: AsyncExitStack | None = None
@@ -268,6 +280,7 @@ class Spine:
                 if not 1 <= count <= MAX_COUNT:
                     raise InvalidRequestError(f"{code} {tf.name}: count must be 1..{MAX_COUNT}")
                 wanted.append((code, tf, count))
+        forming = {tf.name: tf.floor(self.client.upstream_now_ms()) for _, tf, _ in wanted}
         results = await asyncio.gather(
             *(
                 self.candles(code, tf, count=count, priority=priority, closed_only=True)
@@ -277,7 +290,8 @@ class Spine:
         held: dict[str, dict[str, int]] = {}
         for (code, tf, count), result in zip(wanted, results, strict=True):
             key = (code, tf.name)
-            self._hot[key] = max(count, self._hot.get(key, 0))
+            known = self._hot.get(key)
+            self._hot[key] = _HotWindow(max(count, known.count if known else 0), forming[tf.name])
             held.setdefault(code, {})[tf.name] = len(result)
         if live:
             for code, tf, _ in wanted:
@@ -288,36 +302,51 @@ class Spine:
         return held
 
     async def _keep_hot(self) -> None:
-        """Refresh every hot window right after its forming candle closes (upstream clock)."""
+        """Refresh every hot window once a candle has closed (upstream clock) since it was
+        last fetched. Due-ness is judged from what each window holds, not from when the
+        keeper last woke, so a clock jump or a stalled loop cannot skip a close."""
         while True:
             self._hot_changed.clear()
-            now = self.client.upstream_now_ms()
-            due_at = min(
-                parse_timeframe(name).next_start(parse_timeframe(name).floor(now))
-                for _, name in self._hot
+            # A little after the close, so the closed candle is final upstream.
+            settled = self.client.upstream_now_ms() - _HOT_SETTLE_MS
+            due = [
+                (key, window)
+                for key, window in self._hot.items()
+                if parse_timeframe(key[1]).floor(settled) > window.forming_ms
+            ]
+            if due and await self._refresh_hot(due):
+                continue
+            next_due = min(
+                parse_timeframe(name).next_start(window.forming_ms)
+                for (_, name), window in self._hot.items()
             )
-            # A little after the close, so the closed candle is final upstream; at most a
-            # second at a time, so a clock that jumps or runs fast is noticed.
-            wait_s = min(max(0.0, (due_at - now) / 1000) + 0.2, 1.0)
+            # At most a second at a time, so a clock that jumps or runs fast is noticed; a
+            # failed refresh is retried no sooner than that.
+            wait_s = 1.0 if due else min(max(0.0, (next_due - settled) / 1000), 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hot_changed.wait(), timeout=wait_s)
-            if self._hot_changed.is_set():
-                continue
-            now = self.client.upstream_now_ms()
-            due = [
-                (market, name, count)
-                for (market, name), count in self._hot.items()
-                if parse_timeframe(name).floor(now) >= due_at
-            ]
-            try:
-                await asyncio.gather(
-                    *(
-                        self.candles(m, name, count=c, priority=Priority.HIGH, closed_only=True)
-                        for m, name, c in due
-                    )
-                )
-            except Exception:  # keep the others hot; the next close tries again
-                logger.exception("refreshing hot candle windows failed")
+
+    async def _refresh_hot(self, due: list[tuple[tuple[str, str], _HotWindow]]) -> bool:
+        """Fetch the due windows; True when all of them succeeded."""
+        now = self.client.upstream_now_ms()
+        results = await asyncio.gather(
+            *(
+                self.candles(m, name, count=w.count, priority=Priority.HIGH, closed_only=True)
+                for (m, name), w in due
+            ),
+            return_exceptions=True,
+        )
+        ok = True
+        for ((market, name), window), result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                # Keep the others hot; this one is tried again after a pause.
+                logger.error("refreshing hot window %s %s failed: %s", market, name, result)
+                ok = False
+            elif result.meta.stale:  # served from the store while upstream is down
+                ok = False
+            else:
+                window.forming_ms = parse_timeframe(name).floor(now)
+        return ok
 
     # -- tickers, orderbooks, trades --------------------------------------------------------
 
