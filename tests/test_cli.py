@@ -213,3 +213,36 @@ def test_progress_bar_shows_each_market_with_candles_and_rate() -> None:
     text = out.getvalue()
     assert "KRW-BTC 1m" in text and "KRW-ETH 1m" in text
     assert "4,000 candles" in text and "100.0%" in text and "candles/s" in text
+
+
+def test_collect_takes_now_from_upstream_not_the_local_clock(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    sim_clock: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    # The simulator's clock stands months behind this machine's, as upstream would behind a
+    # local clock running fast: by the local clock the forming minute looks long closed.
+    from marketspine.sim import SimConfig
+
+    db = str(tmp_path / "skew.db")
+    now = sim_clock()
+    forming = now - now % 60_000
+    since = forming - 90 * 60_000
+    with running_sim(SimConfig(rate_limit=10), sim_clock) as url:
+        done = cli(
+            "collect", "KRW-BTC", "-t", "1m", "--since", format_utc(since), "--db", db,
+            "--upstream", url, "--json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        expected = rest_candles(url, "/v1/candles/minutes/1", "KRW-BTC", since, forming)
+    out = tmp_path / "skew.csv"
+    exported = cli(
+        "export", "KRW-BTC", "-t", "1m", "--since", format_utc(since),
+        "--until", format_utc(forming + 3_600_000), "--db", db, "--out", str(out),
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    with out.open() as handle:
+        times = [parse_time(row["time_utc"]) for row in csv.DictReader(handle)]
+    # Every closed minute, and not the forming one.
+    assert times == [parse_naive_utc(c["candle_date_time_utc"]) for c in expected]
+    assert times and max(times) < forming

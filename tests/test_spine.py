@@ -14,6 +14,7 @@ import pytest
 from marketspine import InvalidRequestError, UnknownMarketError
 from marketspine._records import Candle
 from marketspine._spine import Channel, Spine
+from marketspine._store import SQLiteStore
 from marketspine._time import format_utc, parse_naive_utc, parse_time
 from marketspine._timeframes import parse_timeframe
 from marketspine.sim import SimConfig, create_app
@@ -248,3 +249,22 @@ async def test_warmup_refreshes_on_its_schedule(app: Any, tmp_path: Path) -> Non
         while await sim_requests(app, "market") < first + 2:
             assert loop.time() < deadline, "the scheduled warmup never ran"
             await asyncio.sleep(0.02)
+
+
+async def test_forming_candle_judged_by_upstream_clock_not_the_local_one(
+    sim_clock: Any, tmp_path: Path
+) -> None:
+    # Upstream's clock stands months behind this machine's (a local clock running fast):
+    # its forming minute must still be served as forming, and never stored as closed.
+    app = create_app(SimConfig(seed=3, rate_limit=0), clock=sim_clock)
+    forming = parse_timeframe("1m").floor(sim_clock())
+    async with Spine(
+        "http://sim", tmp_path / "skew.db", transport=httpx.ASGITransport(app=app)
+    ) as spine:
+        closed = await spine.candles("KRW-BTC", "1m", count=5, closed_only=True)
+        assert [c.start_ms for c in closed] == [forming - k * 60_000 for k in range(5, 0, -1)]
+        latest = await spine.candles("KRW-BTC", "1m", count=5)
+        assert latest.meta.forming and latest[-1].start_ms == forming
+    async with SQLiteStore(tmp_path / "skew.db") as store:
+        stored = await store.read("KRW-BTC", parse_timeframe("1m"), 0, forming + 86_400_000)
+    assert stored and max(c.start_ms for c in stored) < forming

@@ -127,7 +127,8 @@ class CandleReader:
         if count is None and start is None:
             count = 200
         trace = Trace()
-        now = self._client.upstream_now_ms()
+        until_ms = _to_ms(end, "end") if count is None and end is not None else None
+        now = await self._client.synced_now_ms(code, until_ms=until_ms, priority=priority)
         forming_start = tf.floor(now)
         if count is not None:
             if not 1 <= count <= MAX_COUNT:

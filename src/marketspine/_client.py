@@ -194,6 +194,7 @@ class Client:
         # Bounds on (upstream clock - local wall clock), in ms.
         self._offset_low: float | None = None
         self._offset_high: float | None = None
+        self._clock_heard = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -382,6 +383,21 @@ class Client:
         if self._offset_high is not None:
             offset = min(offset, self._offset_high)
         return int(self._wall_ms() + offset)
+
+    async def synced_now_ms(
+        self, market: str, *, until_ms: int | None = None, priority: Priority = Priority.NORMAL
+    ) -> int:
+        """Upstream's clock, first asked of upstream (one ticker request for ``market``)
+        unless a reply has told it already: a local clock running ahead would otherwise take
+        the forming candle for closed and store it. A range ending (``until_ms``) over an
+        hour before the local clock cannot reach the forming candle, so it asks nothing.
+        Raises as ``tickers`` does."""
+        now = self.upstream_now_ms()
+        if self._clock_heard or (until_ms is not None and until_ms < now - _CLOCK_SLACK_MS):
+            return now
+        await self.tickers([market], priority=priority)
+        self._clock_heard = True  # even if the reply had no Date: ask once, not always
+        return self.upstream_now_ms()
 
     def statistics(self) -> ClientStatistics:
         """A snapshot of the client's counters, breaker and budget."""
@@ -596,6 +612,7 @@ class Client:
                 date_ms = email.utils.parsedate_to_datetime(date).timestamp() * 1000
             except (TypeError, ValueError):
                 return
+            self._clock_heard = True
             wall = self._wall_ms()
             # Date is upstream's clock floored to the second, read while the reply was made.
             rtt_ms = (self._clock() - sent_at) * 1000
@@ -612,6 +629,11 @@ class Client:
             self._offset_low = low
         if high is not None and (self._offset_high is None or high < self._offset_high):
             self._offset_high = high
+
+
+# How far the local clock may run ahead of upstream's before ranges that end in the past
+# could still reach the forming candle.
+_CLOCK_SLACK_MS = 3_600_000
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -45,8 +45,10 @@ def default_since(timeframe: Timeframe, until_ms: int) -> int:
     return timeframe.shift(timeframe.floor(until_ms), -200 * DEFAULT_PAGES)
 
 
-def _range(timeframe: Timeframe, since: str | None, until: str | None) -> tuple[int, int]:
-    until_ms = parse_time(until) if until else now_ms()
+def _range(
+    timeframe: Timeframe, since: str | None, until: str | None, now: int
+) -> tuple[int, int]:
+    until_ms = parse_time(until) if until else now
     since_ms = parse_time(since) if since else default_since(timeframe, until_ms)
     if since_ms >= until_ms:
         raise InvalidRequestError(
@@ -76,10 +78,11 @@ def run_collect(
     """Backfill ``markets`` and print a progress bar (terminal) or one JSON line."""
     tf = parse_timeframe(timeframe)
     codes = [normalize_market(m) for m in markets]
-    since_ms, until_ms = _range(tf, since, until)
+    # Bad times fail here, before any request; "now" is upstream's, learned in _collect.
+    _range(tf, since, until, now_ms())
     show_bar = not json_output and sys.stderr.isatty()
     summary = asyncio.run(
-        _collect(codes, tf, since_ms, until_ms, db=db, upstream=upstream, show_bar=show_bar)
+        _collect(codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar)
     )
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")))
@@ -104,8 +107,8 @@ def _summary_json(summary: CollectSummary) -> dict[str, Any]:
 async def _collect(
     codes: list[str],
     tf: Timeframe,
-    since_ms: int,
-    until_ms: int,
+    since: str | None,
+    until: str | None,
     *,
     db: str,
     upstream: str,
@@ -113,6 +116,9 @@ async def _collect(
 ) -> CollectSummary:
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
     async with _open_store(db, must_exist=False) as store, Client(upstream) as client:
+        until_hint = parse_time(until) if until else None
+        now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
+        since_ms, until_ms = _range(tf, since, until, now)
         with bar as on_progress:
             return await collect(
                 client,
@@ -121,7 +127,7 @@ async def _collect(
                 tf,
                 since_ms=since_ms,
                 until_ms=until_ms,
-                now_ms=client.upstream_now_ms(),
+                now_ms=now,
                 priority=Priority.LOW,
                 progress=on_progress,
             )
