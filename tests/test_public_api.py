@@ -58,3 +58,14 @@ def test_priorities_and_errors_are_ordered_for_callers() -> None:
     assert issubclass(marketspine.UnknownMarketError, marketspine.InvalidRequestError)
     assert issubclass(marketspine.CircuitOpenError, marketspine.RetryLaterError)
     assert issubclass(marketspine.RetryLaterError, marketspine.MarketspineError)
+
+
+def test_the_command_line_loads_without_the_network_stack() -> None:
+    # Names load on first use: the CLI starts fast and a Ctrl-C during its start is caught.
+    import subprocess
+    import sys
+
+    probe = "import sys, marketspine.__main__, marketspine._cli; print('httpx' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
