@@ -1,21 +1,22 @@
-"""kill -9 at random instants loses nothing acknowledged and corrupts nothing.
+"""kill -9 and Ctrl-C at random instants lose nothing acknowledged and corrupt nothing.
 
-A real collector process backfills from a loopback simulator; it is SIGKILLed at random
-instants (right after a random page, plus a random fraction of a page), restarted, killed
-again, and finally run to completion. After every kill the database passes
-``PRAGMA integrity_check`` and its coverage is exact (every covered range holds exactly the
-rows of an uninterrupted run); at the end every table equals the uninterrupted run's.
+The real ``marketspine collect`` command backfills from a loopback simulator; it is
+SIGKILLed (and now and then interrupted with SIGINT, as Ctrl-C does) at random instants —
+after a random number of stored pages plus a random fraction of the next one, or during
+start-up — then started again, and finally run to completion. After every interruption the
+database passes ``PRAGMA integrity_check`` and its coverage is exact (every covered range
+holds exactly the rows of an uninterrupted run); at the end every table equals the
+uninterrupted run's.
 """
 
 from __future__ import annotations
 
-import queue
+import json
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -27,77 +28,60 @@ from marketspine.sim import SimConfig
 
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 KILLS = 10
-
-WORKER = """
-import asyncio, sys
-from marketspine._client import Client
-from marketspine._collect import collect
-from marketspine._ratebudget import LocalRateBudget
-from marketspine._store import SQLiteStore
-from marketspine._time import parse_time
-
-url, db, now = sys.argv[1], sys.argv[2], int(sys.argv[3])
-JOBS = [
-    (["KRW-BTC", "KRW-ETH", "KRW-MOC"], "1m", now - 2 * 86_400_000),
-    (["KRW-WAL", "KRW-SOL"], "1h", parse_time("2026-08-01")),
-]
-
-def report(event):
-    print("page", event.market, event.pages, flush=True)
-
-async def main():
-    async with Client(url, budget=LocalRateBudget(limit=1000)) as client, SQLiteStore(db) as store:
-        for markets, timeframe, since in JOBS:
-            await collect(client, store, markets, timeframe, since_ms=since, until_ms=now,
-                          now_ms=now, progress=report)
-    print("done", flush=True)
-
-asyncio.run(main())
-"""
+INTERRUPTS = 3
+# Dense and sparse markets, and one (KRW-WAL, listed 2026-10-20) whose listing is reached.
+MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-MOC", "KRW-WAL", "KRW-SOL")
+SINCE, UNTIL = "2026-06-01", "2026-11-20T12:00:00Z"
+PAGE_ROWS = 200
 
 
-class Worker:
-    """One collector process; its stdout lines arrive on a queue (read by a thread)."""
+class Collector:
+    """One ``marketspine collect`` process."""
 
     def __init__(self, url: str, db: Path) -> None:
+        self.db = db
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, str(db), str(NOW)],
+            [sys.executable, "-m", "marketspine", "collect", *MARKETS, "-t", "1h",
+             "--since", SINCE, "--until", UNTIL, "--db", str(db), "--upstream", url, "--json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+            # Ctrl-C must reach it even when this test runs in the background, where the
+            # shell set SIGINT to "ignore" and children inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
 
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def wait_for_pages(self, pages: int, timeout: float = 30.0) -> int:
-        """Wait until ``pages`` page lines arrived (or the run ended); returns how many."""
-        seen = 0
+    def wait_for_rows(self, rows: int, timeout: float = 30.0) -> bool:
+        """Wait until the database holds ``rows`` candles; False if the run ended first."""
         deadline = time.monotonic() + timeout
-        while seen < pages:
-            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line is None or line == "done":
-                break
-            seen += line.startswith("page")
-        return seen
+        while stored_rows(self.db) < rows:
+            if self.process.poll() is not None:
+                return False
+            assert time.monotonic() < deadline, f"no {rows} rows within {timeout} s"
+            time.sleep(0.002)
+        return True
 
-    def finish(self, timeout: float = 60.0) -> int:
-        """Wait for a successful end; returns the pages it reported."""
-        pages = self.wait_for_pages(sys.maxsize, timeout)
-        self.process.wait(timeout=timeout)
-        assert self.process.stderr is not None
-        assert self.process.returncode == 0, self.process.stderr.read()
-        return pages
+    def finish(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait for a successful end; returns its JSON summary."""
+        out, err = self.process.communicate(timeout=timeout)
+        assert self.process.returncode == 0, err
+        summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return summary
 
-    def kill(self) -> int:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        return self.process.returncode
+    def stop(self, sig: signal.Signals) -> tuple[int, str]:
+        """Send ``sig``; returns the exit code and what the process wrote on stderr."""
+        self.process.send_signal(sig)
+        _, err = self.process.communicate(timeout=30)
+        return self.process.returncode, err
+
+
+def stored_rows(db: Path) -> int:
+    """Candles committed so far (a reader beside the writer, as WAL allows)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM candles").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
 
 
 def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -124,35 +108,43 @@ def assert_coverage_is_exact(state: dict[str, list[Any]], full: dict[str, list[A
         assert full_listing[(market, key)] == start
 
 
-def test_kill_9_at_random_instants_then_rerun_gives_the_uninterrupted_database(
+def test_kill_9_and_ctrl_c_at_random_instants_then_rerun_gives_the_uninterrupted_database(
     running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
 ) -> None:
     rng = random.Random(20261121)
     config = SimConfig(rate_limit=0, latency_ms=3, jitter_ms=3)
     with running_sim(config=config, clock=lambda: NOW) as url:
         reference = tmp_path / "reference.sqlite"
-        total_pages = Worker(url, reference).finish()
+        summary = Collector(url, reference).finish()
         full = dump(reference)
-        assert len(full["candles"]) > 5_000 and full["listing"], "a meaningful workload"
-        assert total_pages > 4 * KILLS, "enough pages that every kill interrupts the run"
+        total = len(full["candles"])
+        assert total > 5_000 and full["listing"], "a meaningful workload"
+        assert summary["upstream_calls"] > 2 * (KILLS + INTERRUPTS), "enough pages to interrupt"
 
         db = tmp_path / "killed.sqlite"
-        kills = progressed = 0
-        while kills < KILLS:
-            worker = Worker(url, db)
-            if rng.random() < 0.2:
-                # somewhere during start-up or the first page
-                worker.wait_for_pages(0)
-                time.sleep(rng.uniform(0, 0.4))
+        signals = [signal.SIGKILL] * KILLS + [signal.SIGINT] * INTERRUPTS
+        rng.shuffle(signals)
+        progressed: list[int] = []
+        for sig in signals:
+            collector = Collector(url, db)
+            # A SIGINT while the interpreter itself starts gets Python's own traceback,
+            # before any code of ours runs: interrupt only once collecting has begun.
+            if sig == signal.SIGKILL and rng.random() < 0.3:
+                # somewhere during start-up or the first pages
+                time.sleep(rng.uniform(0, 1.0))
             else:
-                progressed += worker.wait_for_pages(rng.randint(1, 4))
-                time.sleep(rng.uniform(0, 0.01))  # a random point inside the next page
-            if worker.kill() != -signal.SIGKILL:
-                break  # it finished before the kill landed: nothing left to interrupt
-            kills += 1
+                target = stored_rows(db) + rng.randint(1, 3) * PAGE_ROWS
+                assert collector.wait_for_rows(target), "finished before the kill; grow the work"
+                time.sleep(rng.uniform(0, 0.1))  # a random point inside a later page
+            code, err = collector.stop(sig)
+            if sig == signal.SIGKILL:
+                assert code == -signal.SIGKILL, f"finished before the kill landed: {err}"
+            else:
+                # 130 from our handler; -SIGINT if it landed before Python's own was set.
+                assert code in (130, -signal.SIGINT) and "Traceback" not in err, err
+            progressed.append(stored_rows(db))
             assert_coverage_is_exact(dump(db), full)
-        assert kills == KILLS, f"the run finished after {kills} kills; make the workload bigger"
-        assert 0 < progressed < total_pages
+        assert 0 < progressed[-1] < total and progressed == sorted(progressed)
 
-        Worker(url, db).finish()
+        Collector(url, db).finish()
         assert dump(db) == full

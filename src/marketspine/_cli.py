@@ -178,16 +178,25 @@ def main() -> None:
     from ._errors import InvalidRequestError, MarketspineError, StoreError
 
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer returns the exit code of a Ctrl-C (130) or a
+        # typer.Exit instead of exiting: pass it on, or an interrupted run looks successful.
+        code = app(standalone_mode=False)
     except (InvalidRequestError, StoreError) as exc:
         print(f"marketspine: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except MarketspineError as exc:
         print(f"marketspine: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:  # a Ctrl-C before typer's own handling was in place
+        print("marketspine: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except click.exceptions.Abort:
         print("marketspine: aborted", file=sys.stderr)
         raise SystemExit(130) from None
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
+    if isinstance(code, int) and code != 0:
+        if code == 130:
+            print("marketspine: interrupted", file=sys.stderr)
+        raise SystemExit(code)
