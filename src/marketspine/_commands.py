@@ -45,9 +45,7 @@ def default_since(timeframe: Timeframe, until_ms: int) -> int:
     return timeframe.shift(timeframe.floor(until_ms), -200 * DEFAULT_PAGES)
 
 
-def _range(
-    timeframe: Timeframe, since: str | None, until: str | None, now: int
-) -> tuple[int, int]:
+def _range(timeframe: Timeframe, since: str | None, until: str | None, now: int) -> tuple[int, int]:
     until_ms = parse_time(until) if until else now
     since_ms = parse_time(since) if since else default_since(timeframe, until_ms)
     if since_ms >= until_ms:
