@@ -500,3 +500,55 @@ async def test_client_must_be_opened(fake: FakeTime) -> None:
     client = make_client(fake, Upstream(ok([])))
     with pytest.raises(InvalidRequestError, match="async with"):
         await client.markets()
+
+
+async def test_a_critical_caller_raises_the_shared_request_it_joins(fake: FakeTime) -> None:
+    # The bot asks (CRITICAL) for exactly what a LOW backfill already queued: it must not
+    # wait behind NORMAL work the LOW request would yield to, nor cost a second call.
+    budget = LocalRateBudget(limit=1, clock=fake.clock, sleep=fake.sleep)
+    upstream = Upstream(lambda r: ok([], group="orderbook", sec=0))
+    order: list[str] = []
+    async with make_client(fake, upstream, budget=budget) as client:
+        await client.instruments(["KRW-BTC"])  # uses the only slot
+
+        async def call(name: str, market: str, priority: Priority) -> None:
+            await client.instruments([market], priority=priority)
+            order.append(name)
+
+        # Virtual time stands still outside fake.run: set the scene, then let it move.
+        low = asyncio.create_task(call("low", "KRW-ETH", Priority.LOW))
+        normal = asyncio.create_task(call("normal", "KRW-XRP", Priority.NORMAL))
+        await fake.settle()  # both queued for the budget
+        critical = asyncio.create_task(call("critical", "KRW-ETH", Priority.CRITICAL))
+        await fake.settle()
+        await fake.run(asyncio.gather(low, normal, critical))
+    assert order.index("critical") < order.index("normal")
+    assert order.index("low") < order.index("normal")  # the shared request went first
+    sent = [r.url.params["markets"] for r in upstream.requests]
+    assert sent == ["KRW-BTC", "KRW-ETH", "KRW-XRP"]
+    assert client.statistics().coalesced == 1
+
+
+def waiting(budget: LocalRateBudget) -> dict[str, int]:
+    return {k: n for k, n in budget.statistics().groups["orderbook"].waiting.items() if n}
+
+
+async def test_a_caller_cancelled_while_queued_leaves_the_budget_queue(fake: FakeTime) -> None:
+    budget = LocalRateBudget(limit=1, clock=fake.clock, sleep=fake.sleep)
+    upstream = Upstream(lambda r: ok([], group="orderbook", sec=0))
+    async with make_client(fake, upstream, budget=budget) as client:
+        await client.instruments(["KRW-BTC"])  # uses the only slot
+        queued = asyncio.create_task(client.instruments(["KRW-ETH"], priority=Priority.LOW))
+        await fake.settle()
+        assert waiting(budget) == {"LOW": 1}
+        # A more urgent caller joins, then gives up: the request goes on, raised.
+        joined = asyncio.create_task(client.instruments(["KRW-ETH"], priority=Priority.HIGH))
+        await fake.settle()
+        joined.cancel()
+        await fake.settle()
+        assert waiting(budget) == {"HIGH": 1}
+        queued.cancel()
+        await fake.settle()
+        assert waiting(budget) == {}
+        assert queued.cancelled() and joined.cancelled()
+    assert [r.url.params["markets"] for r in upstream.requests] == ["KRW-BTC"]

@@ -17,6 +17,7 @@ HTTP failures are translated into marketspine errors in exactly one place (``_se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import math
@@ -142,6 +143,22 @@ class _LeaderGone(Exception):
     """The caller fetching a shared request was cancelled; a waiting caller takes over."""
 
 
+class _Flight:
+    """A request in flight, shared by identical callers: its answer, and the priority it
+    waits for the budget at — raised when a more urgent caller joins, so a CRITICAL caller
+    never waits behind the LOW request it joined."""
+
+    def __init__(self, priority: Priority) -> None:
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.priority = priority
+        self.raised = asyncio.Event()
+
+    def join(self, priority: Priority) -> None:
+        if priority > self.priority:
+            self.priority = priority
+            self.raised.set()
+
+
 Params = tuple[tuple[str, str], ...]
 R = TypeVar("R")
 
@@ -184,7 +201,7 @@ class Client:
         self._budget: RateBudget = budget or LocalRateBudget(clock=clock, sleep=sleep)
         self._breaker = breaker or CircuitBreaker(name=self._base_url, clock=clock)
         self._http: httpx.AsyncClient | None = None
-        self._in_flight: dict[tuple[str, Params], asyncio.Future[bytes]] = {}
+        self._in_flight: dict[tuple[str, Params], _Flight] = {}
         self._sent: Counter[str] = Counter()
         self._retries = 0
         self._rate_limited = 0
@@ -452,15 +469,16 @@ class Client:
         key = (path, params)
         while (shared := self._in_flight.get(key)) is not None:
             self._coalesced += 1
+            shared.join(priority)
             try:
                 # shield: a waiting caller's cancellation must not cancel the shared request.
-                return await asyncio.shield(shared)
+                return await asyncio.shield(shared.answer)
             except _LeaderGone:
                 continue
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
+        flight = self._in_flight[key] = _Flight(priority)
+        future = flight.answer
         try:
-            body = await self._fetch(path, params, priority)
+            body = await self._fetch(path, params, flight)
         except asyncio.CancelledError:
             future.set_exception(_LeaderGone())
             raise
@@ -475,7 +493,37 @@ class Client:
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: no "never retrieved" noise without followers
 
-    async def _fetch(self, path: str, params: Params, priority: Priority) -> bytes:
+    async def _acquire(self, group: str, flight: _Flight) -> None:
+        """Wait for the budget at the flight's priority; when a more urgent caller joins
+        meanwhile, leave the queue and wait again at the raised priority."""
+        while True:
+            flight.raised.clear()
+            if flight.priority == Priority.CRITICAL:  # nothing can raise it further
+                await self._budget.acquire(group, flight.priority)
+                return
+            acquiring = asyncio.ensure_future(self._budget.acquire(group, flight.priority))
+            raised = asyncio.ensure_future(flight.raised.wait())
+            try:
+                await asyncio.wait((acquiring, raised), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                acquiring.cancel()
+                raise
+            finally:
+                raised.cancel()
+            if acquiring.done():
+                acquiring.result()
+                return
+            acquiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquiring
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # we were cancelled meanwhile, not just raised
+            if not acquiring.cancelled():
+                acquiring.result()  # granted before the cancel landed: use that slot
+                return
+
+    async def _fetch(self, path: str, params: Params, flight: _Flight) -> bytes:
         """One request with retries; raises the last error once the retries are used up."""
         if self._http is None:
             raise InvalidRequestError("the Client is not open: use `async with Client(...)`")
@@ -492,7 +540,7 @@ class Client:
                 self._failed += 1
                 raise
             try:
-                await self._budget.acquire(group, priority)
+                await self._acquire(group, flight)
                 sent_at = self._clock()
                 self._sent[group] += 1
                 response = await self._send(path, params)
