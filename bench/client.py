@@ -1,7 +1,7 @@
 """The REST client against a loopback simulator (its own process) with Upbit's 10/s limit
 and 30 ms latency: sustained requests/s per group with zero 429s, how long a CRITICAL
-request waits behind a LOW backfill, the same sequential workload paced the way pyupbit
-(sleep 0.1 s between calls) and ccxt (100 ms between request starts) pace themselves,
+request waits behind a LOW backfill, the same sequential candle paging done by the real
+pyupbit (``get_ohlcv``) and ccxt (``fetch_ohlcv``, rate limiter on) with their own pacing,
 shared in-flight requests, and decoding speed.
 
 ``python -m bench.client [SECONDS]`` prints the table; SECONDS (default 10) is the length
@@ -15,15 +15,18 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import msgspec
 
+from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
 from bench._sim import start_simulator
 from marketspine._client import Client
 from marketspine._ratebudget import DEFAULT_MARGIN, LocalRateBudget, Priority
 from marketspine._records import decode_candles
+from marketspine._time import MINUTE_MS
 from marketspine._timeframes import parse_timeframe
 
 LATENCY_MS = 30.0
@@ -179,35 +182,25 @@ async def _paced(base: str, seconds: float) -> list[dict[str, Any]]:
     """One sequential caller, three pacings, the same candle pages."""
     rows = []
 
-    async def pyupbit_like(http: httpx.AsyncClient) -> int:
-        n, stop_at = 0, time.monotonic() + seconds
-        while time.monotonic() < stop_at:
-            (await http.get("/v1/candles/minutes/1", params={"market": "KRW-BTC", "count": 200}))
-            n += 1
-            await asyncio.sleep(0.1)  # pyupbit's `period`
-        return n
-
-    async def ccxt_like(http: httpx.AsyncClient) -> int:
-        n, stop_at = 0, time.monotonic() + seconds
-        next_start = time.monotonic()
-        while time.monotonic() < stop_at:
-            await asyncio.sleep(max(0.0, next_start - time.monotonic()))
-            next_start = time.monotonic() + 0.050 * 2  # rateLimit 50 ms × cost 2
-            (await http.get("/v1/candles/minutes/1", params={"market": "KRW-BTC", "count": 200}))
-            n += 1
-        return n
-
-    for name, pacing in (
-        ("pyupbit pacing (sleep 0.1 s)", pyupbit_like),
-        ("ccxt pacing (100 ms between starts)", ccxt_like),
-    ):
+    # The real libraries, each with its own pacing: pyupbit sleeps 0.1 s between the pages
+    # of one get_ohlcv; ccxt's limiter spaces request starts by rateLimit × cost.
+    pages = max(5, int(seconds * 8))
+    until = _HISTORY_TO_MS
+    libraries: list[tuple[str, Callable[[], tuple[float, int]]]] = [
+        ("pyupbit get_ohlcv (its own pacing)", lambda: pyupbit_ohlcv(base, until, pages * 200)),
+        (
+            "ccxt fetch_ohlcv (enableRateLimit)",
+            lambda: ccxt_ohlcv(base, until - pages * 200 * MINUTE_MS, until),
+        ),
+    ]
+    for name, fetch in libraries:
         await _reset(base)
-        async with httpx.AsyncClient(base_url=base) as http:
-            started = time.monotonic()
-            n = await pacing(http)
-            rate = n / (time.monotonic() - started)
+        elapsed, _ = await asyncio.to_thread(fetch)
         upstream = await _sim_stats(base)
-        rows.append(_row(f"sequential, {name}: req/s", round(rate, 2), "req/s", "(comparison)"))
+        calls = upstream["requests"]["by_path"].get("/v1/candles/minutes/1", 0)
+        rows.append(
+            _row(f"sequential, {name}: req/s", round(calls / elapsed, 2), "req/s", "(comparison)")
+        )
         rows.append(_row(f"sequential, {name}: 429s", upstream["429"], "count", "0"))
 
     await _reset(base)

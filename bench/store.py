@@ -19,13 +19,14 @@ from typing import Any
 
 import httpx
 
+from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
 from bench._sim import start_simulator
 from marketspine._client import Client
 from marketspine._collect import collect
 from marketspine._records import Candle
 from marketspine._result import CandleResult
 from marketspine._store import SQLiteStore
-from marketspine._time import DAY_MS, MINUTE_MS, format_utc, now_ms
+from marketspine._time import DAY_MS, MINUTE_MS, now_ms
 from marketspine._timeframes import parse_timeframe
 
 LATENCY_MS = 30.0
@@ -73,49 +74,6 @@ async def _again(base: str, db: Path, since: int, until: int) -> int:
             client, store, [MARKET], _ONE_MINUTE, since_ms=since, until_ms=until, now_ms=now_ms()
         )
     return int(_stats(base)["requests"]["total"]) - before
-
-
-def _pyupbit(base: str, until: int, count: int) -> tuple[float, int]:
-    import pyupbit  # type: ignore[import-untyped]
-    import pyupbit.request_api  # type: ignore[import-untyped]
-    import requests
-
-    upbit = "https://api.upbit.com"
-
-    class Redirect:  # pyupbit hard-codes Upbit's URL; send its GETs to the simulator
-        @staticmethod
-        def get(target: str, **kwargs: Any) -> Any:
-            return requests.get(base + target[len(upbit) :], timeout=10, **kwargs)
-
-    original = pyupbit.request_api.requests
-    pyupbit.request_api.requests = Redirect
-    try:
-        started = time.perf_counter()
-        frame = pyupbit.get_ohlcv(MARKET, "minute1", count=count, to=format_utc(until))
-        elapsed = time.perf_counter() - started
-    finally:
-        pyupbit.request_api.requests = original
-    rows = 0 if frame is None else len(frame)  # pyupbit returns None on any error
-    return rows / elapsed, rows
-
-
-def _ccxt(base: str, since: int, until: int) -> tuple[float, int]:
-    import ccxt  # type: ignore[import-untyped]
-
-    exchange = ccxt.upbit({"timeout": 10_000, "enableRateLimit": True})
-    exchange.urls["api"] = {"public": base, "private": base}
-    exchange.load_markets()
-    rows: dict[int, list[Any]] = {}
-    cursor = since
-    started = time.perf_counter()
-    while cursor < until:
-        page = exchange.fetch_ohlcv("BTC/KRW", "1m", since=cursor, limit=200)
-        if not page:
-            break
-        rows.update((row[0], row) for row in page if row[0] < until)
-        cursor = page[-1][0] + MINUTE_MS
-    elapsed = time.perf_counter() - started
-    return len(rows) / elapsed, len(rows)
 
 
 async def _reads(folder: Path) -> list[dict[str, Any]]:
@@ -169,12 +127,14 @@ def run(pages: int = 60) -> list[dict[str, Any]]:
             rows.append(_row("covered range asked again: upstream calls", calls, "calls", "0"))
 
             _reset(base)
-            rate, written = _pyupbit(base, until, pages * 200)
+            elapsed, written = pyupbit_ohlcv(base, until, pages * 200)
+            rate = written / elapsed
             rows.append(_row(f"pyupbit get_ohlcv, {written:,} 1m", rate, "candles/s", "compare"))
             rows.append(_row("pyupbit: 429 answers", int(_stats(base)["429"]), "count", "-"))
 
             _reset(base)
-            rate, written = _ccxt(base, since, until)
+            elapsed, written = ccxt_ohlcv(base, since, until)
+            rate = written / elapsed
             rows.append(
                 _row(f"ccxt fetch_ohlcv loop, {written:,} 1m", rate, "candles/s", "compare")
             )
