@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -60,7 +61,10 @@ def sim(
         ws_stall_every_s=ws_stall_every_s,
         ws_idle_timeout_s=ws_idle_timeout_s,
     )
-    serve(config, host=host, port=port)
+    # uvicorn re-raises the Ctrl-C it shut down on; for a server that is the normal way
+    # to stop, so exit 0.
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(config, host=host, port=port)
 
 
 def _default_db() -> str:
