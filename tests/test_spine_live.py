@@ -201,3 +201,14 @@ async def test_bot_path_never_waits_behind_a_low_backfill(
             # one token interval (~0.1 s) plus the 30 ms latency, with room for a busy machine
             assert max(waits) < 0.5, waits
             backfill.cancel()
+
+
+async def test_watched_books_at_a_chosen_depth(spine: Spine) -> None:
+    from marketspine import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="depth"):
+        await spine.watch(["ticker"], ["KRW-BTC"], depth=5)
+    await spine.watch(["orderbook"], ["KRW-BTC"], depth=5)
+    await wait_for(lambda: spine._live.orderbook("KRW-BTC") is not None, 20, "a live book")
+    book = await spine.orderbook("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
+    assert book.market == "KRW-BTC" and len(book.units) == 5

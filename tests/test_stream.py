@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from marketspine._client import Client
-from marketspine._records import Ticker, Trade
+from marketspine._records import Orderbook, Ticker, Trade
 from marketspine._stream import Event, Gap, Health, Listener, Overflow, Stream
 from marketspine.sim import SimConfig
 
@@ -310,6 +310,21 @@ async def test_candles_and_books_stream_as_typed_records(running_sim: RunSim, ki
         assert stream.statistics().last_frame_age_s.keys() == {kind}
     assert getattr(event, "market", None) == LIQUID
     assert type(event).__name__ == ("Candle" if kind.startswith("candle") else "Orderbook")
+
+
+async def test_orderbook_depth_reaches_upstream(running_sim: RunSim) -> None:
+    with sim(running_sim, speed=30) as base:
+        stream = Stream(ws_url(base))
+        async with stream, stream.listen({"orderbook"}) as events:
+            await stream.subscribe("orderbook", [LIQUID], depth=5)
+            shallow = await next_event(events, lambda e: isinstance(e, Orderbook), 5)
+            await stream.subscribe("orderbook", [LIQUID], depth=15)
+            deeper = await next_event(
+                events, lambda e: isinstance(e, Orderbook) and len(e.units) != 5, 5
+            )
+    assert isinstance(shallow, Orderbook) and isinstance(deeper, Orderbook)
+    assert (shallow.market, len(shallow.units)) == (LIQUID, 5)
+    assert (deeper.market, len(deeper.units)) == (LIQUID, 15)
 
 
 async def test_unsubscribing_everything_closes_until_the_next_subscribe(

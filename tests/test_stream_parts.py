@@ -67,6 +67,33 @@ def test_changes_report_whether_anything_changed() -> None:
         subs.request_message("t")
 
 
+def test_orderbook_depth_is_a_code_suffix_and_a_change() -> None:
+    subs = SubscriptionSet()
+    assert subs.add("orderbook", ["KRW-BTC", "KRW-ETH"], depth=5)
+    assert subs.add("orderbook", ["KRW-XRP"])
+    assert not subs.add("orderbook", ["KRW-BTC"])  # keeps its depth
+    assert not subs.add("orderbook", ["KRW-BTC"], depth=5)
+    message = json.loads(subs.request_message("t"))
+    assert message[1] == {"type": "orderbook", "codes": ["KRW-BTC.5", "KRW-ETH.5", "KRW-XRP"]}
+    assert subs.add("orderbook", ["KRW-ETH"], depth=30)  # back to full depth: re-send
+    assert subs.depth("KRW-ETH") == 30 and subs.depth("krw-btc") == 5
+    assert subs.remove("orderbook", ["KRW-BTC"])
+    assert subs.add("orderbook", ["KRW-BTC"])  # a re-subscription starts at full depth
+    assert json.loads(subs.request_message("t"))[1]["codes"] == ["KRW-BTC", "KRW-ETH", "KRW-XRP"]
+    assert subs.markets("orderbook") == {"KRW-BTC", "KRW-ETH", "KRW-XRP"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "depth", "complaint"),
+    [("orderbook", 20, "accepted are 1, 5, 15, 30"), ("ticker", 5, "orderbook streams")],
+)
+def test_bad_depths_are_rejected(kind: str, depth: int, complaint: str) -> None:
+    subs = SubscriptionSet()
+    with pytest.raises(InvalidRequestError, match=complaint):
+        subs.add(kind, ["KRW-BTC"], depth=depth)
+    assert not subs
+
+
 @pytest.mark.parametrize("bad", ["nope", "candle.1d", "candle.2m", "Ticker"])
 def test_unknown_kinds_are_rejected_with_the_accepted_list(bad: str) -> None:
     with pytest.raises(InvalidRequestError, match="accepted are ticker, trade"):

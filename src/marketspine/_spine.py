@@ -546,11 +546,20 @@ class Spine:
 
     # -- live stream ------------------------------------------------------------------------
 
-    async def watch(self, kinds: Iterable[str], markets: Iterable[str]) -> None:
+    async def watch(
+        self, kinds: Iterable[str], markets: Iterable[str], *, depth: int | None = None
+    ) -> None:
         """Keep ``kinds`` of ``markets`` live: ``ticker``, ``trade``, ``orderbook``, and
         ``candle.<timeframe>`` (any timeframe, e.g. ``candle.5m`` or ``candle.1d``): its
         forming candle is then built from the trade stream on top of upstream's forming
-        candle, so it stays exact (the stream fills trade gaps after reconnects)."""
+        candle, so it stays exact (the stream fills trade gaps after reconnects).
+        ``depth`` (1, 5, 15 or 30) streams shallower orderbooks; live answers then hold
+        that many levels.
+
+        Raises InvalidRequestError for an unknown kind, market or depth."""
+        kinds = list(kinds)
+        if depth is not None and "orderbook" not in kinds:
+            raise InvalidRequestError("depth applies to the orderbook kind, which is not watched")
         stream = await self._ensure_stream()
         codes = [normalize_market(m) for m in markets]
         for kind in kinds:
@@ -566,7 +575,7 @@ class Spine:
                     )
                     self._live.track(code, tf, seed)
                 continue
-            await stream.subscribe(kind, codes)
+            await stream.subscribe(kind, codes, depth=depth if kind == "orderbook" else None)
             self._watched.update((kind, c) for c in codes)
 
     async def stream(

@@ -434,14 +434,17 @@ class Stream:
 
     # -- public API ------------------------------------------------------------------------
 
-    async def subscribe(self, kind: str, markets: Iterable[str] | str) -> None:
+    async def subscribe(
+        self, kind: str, markets: Iterable[str] | str, *, depth: int | None = None
+    ) -> None:
         """Add ``markets`` to the ``kind`` stream (ticker, trade, orderbook, candle.1s,
-        candle.1m ... candle.240m). The whole subscription is re-sent shortly after.
+        candle.1m ... candle.240m). ``depth`` (orderbook only: 1, 5, 15 or 30 levels)
+        streams shallower books. The whole subscription is re-sent shortly after.
 
-        Raises InvalidRequestError for an unknown kind or a malformed market code.
+        Raises InvalidRequestError for an unknown kind, a malformed market code or depth.
         """
         codes = [markets] if isinstance(markets, str) else list(markets)
-        if self._subs.add(kind, codes):
+        if self._subs.add(kind, codes, depth=depth):
             self._changed.set()
             self._wanted.set()
 

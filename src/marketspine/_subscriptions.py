@@ -17,6 +17,7 @@ from ._errors import InvalidRequestError
 from ._timeframes import parse_timeframe
 
 __all__ = [
+    "BOOK_DEPTHS",
     "KINDS",
     "MessagePacer",
     "SubscriptionSet",
@@ -40,6 +41,9 @@ KINDS = (
 )
 
 _MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
+
+# Orderbook depths Upbit streams (``KRW-BTC.5``); any other suffix silently gives 30.
+BOOK_DEPTHS = (1, 5, 15, 30)
 
 
 def normalize_kind(kind: str) -> str:
@@ -79,21 +83,46 @@ class SubscriptionSet:
 
     def __init__(self) -> None:
         self._codes: dict[str, set[str]] = {}
+        self._depth: dict[str, int] = {}  # orderbook market -> levels, when not 30
         self.version = 0  # bumped on every change; lets a sender know what it has sent
 
-    def add(self, kind: str, markets: Iterable[str]) -> bool:
-        """Add ``markets`` to ``kind``; returns True when the set changed.
+    def add(self, kind: str, markets: Iterable[str], *, depth: int | None = None) -> bool:
+        """Add ``markets`` to ``kind``; returns True when the set changed. ``depth`` (1, 5,
+        15 or 30 levels, orderbook only) sets how deep those markets' books stream; None
+        keeps a market's depth (30 for a new one).
 
-        Raises InvalidRequestError for an unknown kind or a malformed market code.
+        Raises InvalidRequestError for an unknown kind, a malformed market code or a depth
+        Upbit does not stream.
         """
         kind = normalize_kind(kind)
         codes = {normalize_market(m) for m in markets}
+        if depth is not None:
+            if kind != "orderbook":
+                raise InvalidRequestError(f"depth applies to orderbook streams, not {kind}")
+            if depth not in BOOK_DEPTHS:
+                raise InvalidRequestError(
+                    f"orderbook depth {depth} is not streamed: accepted are "
+                    f"{', '.join(map(str, BOOK_DEPTHS))}"
+                )
         current = self._codes.get(kind, set())
-        if codes <= current:
+        deeper = False
+        if depth is not None:
+            for code in codes:
+                before = self._depth.get(code, 30)
+                if depth == 30:
+                    self._depth.pop(code, None)
+                else:
+                    self._depth[code] = depth
+                deeper |= code in current and before != depth
+        if codes <= current and not deeper:
             return False
         self._codes[kind] = current | codes
         self.version += 1
         return True
+
+    def depth(self, market: str) -> int:
+        """The orderbook levels streamed for ``market``."""
+        return self._depth.get(normalize_market(market), 30)
 
     def remove(self, kind: str, markets: Iterable[str]) -> bool:
         """Remove ``markets`` from ``kind``; returns True when the set changed.
@@ -109,6 +138,9 @@ class SubscriptionSet:
         current -= gone
         if not current:
             del self._codes[kind]
+        if kind == "orderbook":
+            for code in gone:
+                self._depth.pop(code, None)
         self.version += 1
         return True
 
@@ -135,7 +167,13 @@ class SubscriptionSet:
         message: list[dict[str, object]] = [{"ticket": ticket}]
         for kind in KINDS:
             codes = self._codes.get(kind)
-            if codes:
+            if not codes:
+                continue
+            if kind == "orderbook":
+                # Events name the market without the suffix, so routing is unchanged.
+                rendered = [f"{c}.{self._depth[c]}" if c in self._depth else c for c in codes]
+                message.append({"type": kind, "codes": sorted(rendered)})
+            else:
                 message.append({"type": kind, "codes": sorted(codes)})
         message.append({"format": format})
         return msgspec.json.encode(message)
