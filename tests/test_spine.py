@@ -268,3 +268,30 @@ async def test_forming_candle_judged_by_upstream_clock_not_the_local_one(
     async with SQLiteStore(tmp_path / "skew.db") as store:
         stored = await store.read("KRW-BTC", parse_timeframe("1m"), 0, forming + 86_400_000)
     assert stored and max(c.start_ms for c in stored) < forming
+
+
+async def test_preloaded_windows_stay_hot_when_the_local_clock_runs_fast(
+    sim_clock: Any, tmp_path: Path
+) -> None:
+    # This machine's clock runs 90 days ahead of upstream's (and keeps pace with it): the
+    # keeper must still refresh on upstream's closes, not wait for the local clock's.
+    app = create_app(SimConfig(seed=3, rate_limit=0), clock=sim_clock)
+    minute = parse_timeframe("1m")
+    async with Spine(
+        "http://sim",
+        tmp_path / "fast.db",
+        transport=httpx.ASGITransport(app=app),
+        wall_ms=lambda: sim_clock() + 90 * 86_400_000,
+    ) as spine:
+        await spine.preload({"KRW-BTC": {"1m": 5}})
+        first = await spine.candles("KRW-BTC", "1m", count=5, closed_only=True)
+        assert first.meta.source == "memory"
+        assert first[-1].start_ms == minute.floor(sim_clock()) - 60_000
+        sim_clock.advance(2 * 60_000)
+        newest = minute.floor(sim_clock()) - 60_000
+        deadline = asyncio.get_running_loop().time() + 20
+        while (spine._memory.covered(("KRW-BTC", minute.key)) or (0, 0))[1] <= newest:
+            assert asyncio.get_running_loop().time() < deadline, "the keeper never refreshed"
+            await asyncio.sleep(0.02)
+        later = await spine.candles("KRW-BTC", "1m", count=5, closed_only=True)
+    assert later.meta.source == "memory" and later[-1].start_ms == newest

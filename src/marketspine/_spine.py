@@ -280,7 +280,11 @@ class Spine:
                 if not 1 <= count <= MAX_COUNT:
                     raise InvalidRequestError(f"{code} {tf.name}: count must be 1..{MAX_COUNT}")
                 wanted.append((code, tf, count))
-        forming = {tf.name: tf.floor(self.client.upstream_now_ms()) for _, tf, _ in wanted}
+        if not wanted:
+            return {}
+        # Upstream's clock, not the local one, says which candle is forming now.
+        now = await self.client.synced_now_ms(wanted[0][0], priority=priority)
+        forming = {tf.name: tf.floor(now) for _, tf, _ in wanted}
         results = await asyncio.gather(
             *(
                 self.candles(code, tf, count=count, priority=priority, closed_only=True)
@@ -570,8 +574,9 @@ class Spine:
                 for code in codes:
                     if self._live.tracking(code, tf.name):
                         continue
+                    now = await self.client.synced_now_ms(code, priority=Priority.HIGH)
                     seed = await self._candle_reader().forming(
-                        code, tf, self.client.upstream_now_ms(), Priority.HIGH, Trace()
+                        code, tf, now, Priority.HIGH, Trace()
                     )
                     self._live.track(code, tf, seed)
                 continue
