@@ -63,6 +63,7 @@ class _HotWindow:
     """A preloaded window: how many closed candles to hold, and the start of the candle that
     was forming when it was last fetched (a close after that makes it due)."""
 
+    tf: Timeframe
     count: int
     forming_ms: int
 
@@ -295,7 +296,9 @@ class Spine:
         for (code, tf, count), result in zip(wanted, results, strict=True):
             key = (code, tf.name)
             known = self._hot.get(key)
-            self._hot[key] = _HotWindow(max(count, known.count if known else 0), forming[tf.name])
+            self._hot[key] = _HotWindow(
+                tf, max(count, known.count if known else 0), forming[tf.name]
+            )
             held.setdefault(code, {})[tf.name] = len(result)
         if live:
             for code, tf, _ in wanted:
@@ -314,42 +317,41 @@ class Spine:
             # A little after the close, so the closed candle is final upstream.
             settled = self.client.upstream_now_ms() - _HOT_SETTLE_MS
             due = [
-                (key, window)
-                for key, window in self._hot.items()
-                if parse_timeframe(key[1]).floor(settled) > window.forming_ms
+                (market, window)
+                for (market, _), window in self._hot.items()
+                if window.tf.floor(settled) > window.forming_ms
             ]
             if due and await self._refresh_hot(due):
                 continue
-            next_due = min(
-                parse_timeframe(name).next_start(window.forming_ms)
-                for (_, name), window in self._hot.items()
-            )
+            next_due = min(w.tf.next_start(w.forming_ms) for w in self._hot.values())
             # At most a second at a time, so a clock that jumps or runs fast is noticed; a
             # failed refresh is retried no sooner than that.
             wait_s = 1.0 if due else min(max(0.0, (next_due - settled) / 1000), 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hot_changed.wait(), timeout=wait_s)
 
-    async def _refresh_hot(self, due: list[tuple[tuple[str, str], _HotWindow]]) -> bool:
+    async def _refresh_hot(self, due: list[tuple[str, _HotWindow]]) -> bool:
         """Fetch the due windows; True when all of them succeeded."""
         now = self.client.upstream_now_ms()
         results = await asyncio.gather(
             *(
-                self.candles(m, name, count=w.count, priority=Priority.HIGH, closed_only=True)
-                for (m, name), w in due
+                self.candles(m, w.tf, count=w.count, priority=Priority.HIGH, closed_only=True)
+                for m, w in due
             ),
             return_exceptions=True,
         )
         ok = True
-        for ((market, name), window), result in zip(due, results, strict=True):
+        for (market, window), result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 # Keep the others hot; this one is tried again after a pause.
-                logger.error("refreshing hot window %s %s failed: %s", market, name, result)
+                logger.error(
+                    "refreshing hot window %s %s failed: %s", market, window.tf.name, result
+                )
                 ok = False
             elif result.meta.stale:  # served from the store while upstream is down
                 ok = False
             else:
-                window.forming_ms = parse_timeframe(name).floor(now)
+                window.forming_ms = window.tf.floor(now)
         return ok
 
     # -- tickers, orderbooks, trades --------------------------------------------------------

@@ -105,7 +105,7 @@ class SubscriptionSet:
                     f"{', '.join(map(str, BOOK_DEPTHS))}"
                 )
         current = self._codes.get(kind, set())
-        deeper = False
+        depth_changed = False
         if depth is not None:
             for code in codes:
                 before = self._depth.get(code, 30)
@@ -113,8 +113,8 @@ class SubscriptionSet:
                     self._depth.pop(code, None)
                 else:
                     self._depth[code] = depth
-                deeper |= code in current and before != depth
-        if codes <= current and not deeper:
+                depth_changed |= code in current and before != depth
+        if codes <= current and not depth_changed:
             return False
         self._codes[kind] = current | codes
         self.version += 1
