@@ -476,9 +476,15 @@ async def test_old_ticks_do_not_drag_the_clock_into_the_past(fake: FakeTime) -> 
         assert client.upstream_now_ms() == wall + 3_600_000 * 24 * 365
 
 
-async def test_priority_reaches_the_budget(fake: FakeTime) -> None:
+def one_slot(fake: FakeTime) -> tuple[LocalRateBudget, Upstream]:
+    """A budget of one request per window on virtual time, and an upstream that answers
+    every orderbook-group request (reporting the window used up)."""
     budget = LocalRateBudget(limit=1, clock=fake.clock, sleep=fake.sleep)
-    upstream = Upstream(lambda r: ok([], group="orderbook", sec=0))
+    return budget, Upstream(lambda r: ok([], group="orderbook", sec=0))
+
+
+async def test_priority_reaches_the_budget(fake: FakeTime) -> None:
+    budget, upstream = one_slot(fake)
     order: list[str] = []
     async with make_client(fake, upstream, budget=budget) as client:
         await client.instruments(["KRW-ETH"])  # uses the only slot
@@ -505,8 +511,7 @@ async def test_client_must_be_opened(fake: FakeTime) -> None:
 async def test_a_critical_caller_raises_the_shared_request_it_joins(fake: FakeTime) -> None:
     # The bot asks (CRITICAL) for exactly what a LOW backfill already queued: it must not
     # wait behind NORMAL work the LOW request would yield to, nor cost a second call.
-    budget = LocalRateBudget(limit=1, clock=fake.clock, sleep=fake.sleep)
-    upstream = Upstream(lambda r: ok([], group="orderbook", sec=0))
+    budget, upstream = one_slot(fake)
     order: list[str] = []
     async with make_client(fake, upstream, budget=budget) as client:
         await client.instruments(["KRW-BTC"])  # uses the only slot
@@ -534,8 +539,7 @@ def waiting(budget: LocalRateBudget) -> dict[str, int]:
 
 
 async def test_a_caller_cancelled_while_queued_leaves_the_budget_queue(fake: FakeTime) -> None:
-    budget = LocalRateBudget(limit=1, clock=fake.clock, sleep=fake.sleep)
-    upstream = Upstream(lambda r: ok([], group="orderbook", sec=0))
+    budget, upstream = one_slot(fake)
     async with make_client(fake, upstream, budget=budget) as client:
         await client.instruments(["KRW-BTC"])  # uses the only slot
         queued = asyncio.create_task(client.instruments(["KRW-ETH"], priority=Priority.LOW))
