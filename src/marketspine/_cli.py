@@ -175,6 +175,34 @@ def warmup(
     )
 
 
+@app.command()
+def serve(
+    upstream: Annotated[
+        str,
+        typer.Option(
+            "--upstream", help="Upbit REST base URL, or 'sim' for the built-in simulator."
+        ),
+    ] = DEFAULT_UPSTREAM,
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8600,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-token",
+            help="Bearer token of the admin API (default: $MARKETSPINE_ADMIN_TOKEN, else one "
+            "generated at first start and kept beside the database).",
+        ),
+    ] = None,
+) -> None:
+    """Serve Upbit-compatible REST, its own /api, /metrics and the admin API to every client."""
+    from ._serve import run_serve
+
+    run_serve(
+        upstream=upstream, db=db or _default_db(), host=host, port=port, admin_token=admin_token
+    )
+
+
 def main() -> None:
     """Console-script entry point: bad input is one line on stderr and exit code 2."""
     import sys
