@@ -410,7 +410,7 @@ class Spine:
             return
         for kind in kinds:
             if kind.startswith("candle."):
-                tf = parse_timeframe(_CANDLE_KINDS.get(kind, kind.removeprefix("candle.")))
+                tf = timeframe_of_kind(kind)
                 idle = [c for c in codes if self._live.untrack(c, tf.name) == 0]
                 kind, codes_now = "trade", idle
             else:
