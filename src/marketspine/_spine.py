@@ -203,8 +203,9 @@ class Spine:
         Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
         markets, RetryLaterError subclasses when upstream is needed but failing.
         """
+        tf = parse_timeframe(timeframe)  # the edge: inward, timeframes are parsed
         result = await self._candle_reader().read(
-            market, timeframe, count, start, end, priority, closed_only=closed_only, fill=fill
+            market, tf, count, start, end, priority, closed_only=closed_only, fill=fill
         )
         self._account("candles", result.meta)
         return result

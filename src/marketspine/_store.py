@@ -84,7 +84,7 @@ class CandleStore(Protocol):
     async def write_page(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         candles: Sequence[Candle],
         covered: Range,
         *,
@@ -92,14 +92,14 @@ class CandleStore(Protocol):
     ) -> None: ...
 
     async def read(
-        self, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+        self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
     ) -> list[Candle]: ...
 
-    async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage: ...
+    async def coverage(self, market: str, timeframe: Timeframe) -> Coverage: ...
 
-    async def set_listing(self, market: str, timeframe: Timeframe | str, start_ms: int) -> None: ...
+    async def set_listing(self, market: str, timeframe: Timeframe, start_ms: int) -> None: ...
 
-    async def listing(self, market: str, timeframe: Timeframe | str) -> int | None: ...
+    async def listing(self, market: str, timeframe: Timeframe) -> int | None: ...
 
     async def summary(self) -> list[SeriesSummary]: ...
 
@@ -141,7 +141,7 @@ class SQLiteStore:
     async def write_page(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         candles: Sequence[Candle],
         covered: Range,
         *,
@@ -153,32 +153,30 @@ class SQLiteStore:
         Raises InvalidRequestError when a candle lies outside ``covered`` or belongs to
         another series (coverage must stay exact); StoreError when the write fails.
         """
-        tf = parse_timeframe(timeframe)
-        await self._run(lambda: self._write_page(market, tf, candles, covered, listing_ms))
+        await self._run(lambda: self._write_page(market, timeframe, candles, covered, listing_ms))
 
     async def read(
-        self, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+        self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
     ) -> list[Candle]:
         """The stored candles starting in ``[start_ms, end_ms)``, ascending."""
-        tf = parse_timeframe(timeframe)
-        return await self._run(lambda: self._read(market, tf, start_ms, end_ms))
+        return await self._run(lambda: self._read(market, timeframe, start_ms, end_ms))
 
-    async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage:
+    async def coverage(self, market: str, timeframe: Timeframe) -> Coverage:
         """The ranges known complete for this series, with its listing if known."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         return await self._run(lambda: self._coverage(self._connection(), market, key))
 
-    async def set_listing(self, market: str, timeframe: Timeframe | str, start_ms: int) -> None:
+    async def set_listing(self, market: str, timeframe: Timeframe, start_ms: int) -> None:
         """Record that no candle of this series starts before ``start_ms`` (a later value
         than the one stored wins: both statements are true)."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         await self._run(
             lambda: self._in_transaction(lambda c: _put_listing(c, market, key, start_ms))
         )
 
-    async def listing(self, market: str, timeframe: Timeframe | str) -> int | None:
+    async def listing(self, market: str, timeframe: Timeframe) -> int | None:
         """The recorded listing start, or None when no backfill reached it yet."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         return await self._run(lambda: _get_listing(self._connection(), market, key))
 
     async def summary(self) -> list[SeriesSummary]:
