@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_ratebudget import FakeTime
+from helpers import FakeTime
 
 from marketspine._circuit import CircuitBreaker
 from marketspine._client import MARKETS_PER_REQUEST, Client
@@ -87,11 +87,6 @@ class Upstream:
             assert isinstance(result, httpx.Response)
             return result
         return answer
-
-
-@pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
 
 
 def make_client(fake: FakeTime, upstream: Upstream, **kwargs: Any) -> Client:

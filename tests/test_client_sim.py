@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_ratebudget import FakeTime
+from helpers import FakeTime
 
 from marketspine._circuit import CircuitBreaker
 from marketspine._client import Client
@@ -68,11 +68,6 @@ async def page_back(client: Client, timeframe: str, pages: int, **kw: Any) -> li
         candles += page
         to_ms = page[-1].start_ms
     return candles
-
-
-@pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
 
 
 @pytest.fixture
