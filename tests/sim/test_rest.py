@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 from marketspine._time import DAY_MS, MINUTE_MS, format_utc, parse_naive_utc
 from marketspine._timeframes import TIMEFRAMES
 from marketspine.sim import History, SimConfig, create_app
-from marketspine.sim._universe import SimMarket
 from marketspine.sim._rest import _stamp
+from marketspine.sim._universe import SimMarket
 
 LIQUID = "KRW-BTC"
 CAUTION_KEYS = {
