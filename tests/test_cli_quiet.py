@@ -51,6 +51,6 @@ def test_collect_and_status_on_a_pipe(
     assert status.returncode == 0, status.stderr
     # whole values although COLUMNS=60: every timestamp and the path in full, not "2026-01-0…"
     assert "…" not in status.stdout
-    assert "2026-01-01T00:00:00Z → 2026-01-02T00:00:00Z" in status.stdout
+    assert "Z → 2026-01-02T00:00:00Z" in status.stdout  # a full page may reach further back
     assert "2026-01-01T23:00:00Z" in status.stdout
     assert db in status.stdout
