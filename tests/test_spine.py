@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from marketspine import InvalidRequestError, UnknownMarketError
+from marketspine._quotes import Channel
 from marketspine._records import Candle
-from marketspine._spine import Channel, Spine
+from marketspine._spine import Spine
 from marketspine._store import SQLiteStore
 from marketspine._time import format_utc, parse_naive_utc, parse_time
 from marketspine._timeframes import parse_timeframe
@@ -180,7 +181,7 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
     app: Any, tmp_path: Path
 ) -> None:
     from marketspine import RetryLaterError
-    from marketspine._client import RetryPolicy
+    from marketspine._retry import RetryPolicy
 
     retry = RetryPolicy(attempts=1)
     async with Spine(

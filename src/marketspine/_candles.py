@@ -21,43 +21,17 @@ from ._memory import CandleMemory
 from ._planner import MAX_PAGE, PageRequest, page_outcome
 from ._ratebudget import Priority
 from ._records import Candle, MarketInfo
-from ._result import CandleResult, ResultMeta, Source, fill_gaps
+from ._result import CandleResult, Trace, fill_gaps
 from ._store import CandleStore
 from ._subscriptions import normalize_market
 from ._time import DAY_MS, parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["MAX_COUNT", "CandleReader", "Trace"]
+__all__ = ["MAX_COUNT", "CandleReader"]
 
 SECONDS_HORIZON_MS = 90 * DAY_MS
 _ONE_MINUTE = parse_timeframe("1m")  # Upbit serves 1s candles for about three months
 MAX_COUNT = 100_000
-
-
-class Trace:
-    """What one request touched, for its ``ResultMeta``."""
-
-    __slots__ = ("calls", "pages", "sources", "stale")
-
-    def __init__(self) -> None:
-        self.sources: list[Source] = []
-        self.calls = 0
-        self.pages = 0
-        self.stale = False
-
-    def used(self, source: Source) -> None:
-        if source not in self.sources:
-            self.sources.append(source)
-
-    def meta(self, started: float, *, forming: bool = False) -> ResultMeta:
-        return ResultMeta(
-            sources=tuple(self.sources),
-            upstream_calls=self.calls,
-            pages=self.pages,
-            elapsed_ms=(time.perf_counter() - started) * 1000,
-            stale=self.stale,
-            forming=forming,
-        )
 
 
 class _MarketsFromCache:

@@ -11,15 +11,16 @@ forming candles stay: they are tiny and cannot be rebuilt from REST).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import sys
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ._listener import Gap
 from ._memory import DEFAULT_MEMORY_MB, MemoryBudget, record_bytes
 from ._records import Candle, Orderbook, Ticker, Trade
-from ._stream import Gap
 from ._timeframes import Timeframe
 
 __all__ = ["LiveState", "LiveStatistics"]
@@ -69,6 +70,8 @@ class LiveState:
         # (forming candle or None, the candle it closed last, trades at or before this ms
         # are already inside the REST seed).
         self._tracked: dict[str, dict[str, _Forming]] = {}
+        # Set (and replaced) whenever an event is applied; made on the first wait.
+        self._applied: asyncio.Event | None = None
 
     def apply(self, event: object) -> None:
         """Take one stream event; anything that is not market data is ignored."""
@@ -94,6 +97,18 @@ class LiveState:
             if held is None or event.start_ms >= held[0].start_ms:
                 self._candles[key] = (event, now)
                 self._resize(event.market, event, None if held is None else held[0])
+        if self._applied is not None:
+            self._applied.set()  # wakes every waiter; later waits get a fresh event
+            self._applied = None
+
+    async def wait_for(self, read: Callable[[], T | None]) -> T:
+        """What ``read()`` returns once it is not None, asked again after every applied
+        event (no polling); bound the wait with ``asyncio.timeout``."""
+        while (value := read()) is None:
+            if self._applied is None:
+                self._applied = asyncio.Event()
+            await self._applied.wait()
+        return value
 
     def _resize(self, market: str, added: object | None, removed: object | None) -> None:
         """Charge the budget for ``market`` after a record was added and/or replaced."""
