@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 from marketspine._live import LiveState
-from marketspine._memory import CandleMemory, MemoryBudget, record_bytes
+from marketspine._memory import HELD_SHARE, CandleMemory, MemoryBudget, record_bytes
 from marketspine._records import Candle, Orderbook, OrderbookUnit, Trade
 
 M = 60_000
@@ -123,3 +127,28 @@ def test_one_series_never_takes_more_than_half_the_budget() -> None:
     assert covered is not None and covered[1] == 1000 * M  # the newest are kept
     memory.clear()
     assert budget.used_bytes == 0 and memory.statistics().candles == 0
+
+
+async def test_spine_keeps_candle_windows_within_memory_mb(
+    tmp_path: Path, sim_app: Any, sim_clock: Callable[[], int]
+) -> None:
+    import httpx
+
+    from marketspine._spine import Spine
+
+    async with Spine(  # the simulator's clock stands still: no minute closes meanwhile
+        "http://sim",
+        tmp_path / "m.db",
+        transport=httpx.ASGITransport(app=sim_app),
+        memory_mb=0.5,
+        warmup_every_s=0,
+        wall_ms=sim_clock,
+    ) as spine:
+        markets = [m.market for m in await spine.markets()][:6]
+        for market in markets:  # 6 x 400 candles: about twice what 0.5 MiB holds
+            await spine.candles(market, "1m", count=400, closed_only=True)
+            stats = spine.statistics()
+            assert 0 < stats.memory_bytes <= stats.memory_limit_bytes == int(2**19 * HELD_SHARE)
+        assert spine.statistics().memory_series < len(markets)  # the oldest were evicted
+        again = await spine.candles(markets[-1], "1m", count=400, closed_only=True)
+        assert again.meta.source == "memory"  # the most recent one is still held

@@ -27,6 +27,7 @@ from ._records import Candle
 
 __all__ = [
     "DEFAULT_MEMORY_MB",
+    "HELD_SHARE",
     "BudgetStatistics",
     "CandleMemory",
     "MemoryBudget",
@@ -36,6 +37,7 @@ __all__ = [
 
 SeriesKey = tuple[str, str]  # (market, Timeframe.key)
 DEFAULT_MEMORY_MB = 100.0
+HELD_SHARE = 0.9  # of memory_mb, for what is held; the rest is working room (see megabytes)
 _POINTER = 8  # one slot of a list, tuple or dict
 _record_sizes: dict[object, int] = {}
 _tuple_fields: dict[type, tuple[str, ...]] = {}
@@ -95,10 +97,12 @@ class MemoryBudget:
 
     @classmethod
     def megabytes(cls, mb: float) -> MemoryBudget:
-        """A budget of ``mb`` MiB. Raises InvalidRequestError unless ``mb`` > 0."""
+        """The budget for a process that may use ``mb`` MiB above its baseline: held data
+        gets ``HELD_SHARE`` of it, the rest is the working room of requests in flight
+        (decoded pages, merges, buffers). Raises InvalidRequestError unless ``mb`` > 0."""
         if not mb > 0:
             raise InvalidRequestError(f"memory_mb must be > 0, got {mb}")
-        return cls(int(mb * 2**20))
+        return cls(int(mb * 2**20 * HELD_SHARE))
 
     @property
     def used_bytes(self) -> int:
