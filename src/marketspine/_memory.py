@@ -242,8 +242,9 @@ class CandleMemory:
         if window is not None:
             self._drop(key)
         # A single series never takes more than half the budget, so it cannot evict all else.
-        per_candle = max(1, _window_bytes(rows[:1]) - _window_bytes([]))
-        cap = min(self._per_series, self.budget.limit_bytes // 2 // per_candle)
+        empty = _window_bytes([])
+        per_candle = max(1, _window_bytes(rows[:1]) - empty)
+        cap = min(self._per_series, max(0, self.budget.limit_bytes // 2 - empty) // per_candle)
         if len(rows) > cap:
             # Keep the newest: charts and bots ask for recent candles far more often.
             rows = rows[-cap:] if cap > 0 else []
