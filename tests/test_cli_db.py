@@ -14,6 +14,7 @@ from clitools import closed_port, minute_db, run, shared_tmp, unprivileged
 from marketspine._errors import StoreError
 from marketspine._store import SCHEMA_VERSION, SQLiteStore
 from marketspine._time import parse_time
+from marketspine._timeframes import TIMEFRAMES as TF
 
 T0 = parse_time("2026-01-05T00:00:00")
 
@@ -121,9 +122,9 @@ async def test_a_read_only_store_never_writes(tmp_path: Path) -> None:
     await asyncio.to_thread(minute_db, db, T0, 10)
     before = digest(db)
     async with SQLiteStore(db, read_only=True) as store:
-        assert len(await store.read("KRW-BTC", "1m", T0, T0 + 600_000)) == 10
+        assert len(await store.read("KRW-BTC", TF["1m"], T0, T0 + 600_000)) == 10
         with pytest.raises(StoreError, match="cannot write"):
-            await store.set_listing("KRW-BTC", "1m", T0)
+            await store.set_listing("KRW-BTC", TF["1m"], T0)
     assert digest(db) == before
     with pytest.raises(StoreError, match="no database"):
         async with SQLiteStore(tmp_path / "missing.db", read_only=True):
