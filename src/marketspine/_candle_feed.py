@@ -1,0 +1,167 @@
+"""Candle kinds of ``Spine.stream``: the forming candle as trades update it, and the closed
+candle once its window has closed.
+
+Upbit streams candles only for some timeframes, and its candle frames never say when a
+candle is final. So a stream consumer follows the trade stream instead: a
+``CandleFollower`` (pure) builds the forming candle from trades on top of upstream's forming
+candle, and says which windows have closed since it last looked; those closed candles are
+then read like any other closed candle (memory, store or one REST page), so a
+``ClosedCandle`` always equals the REST candle of its window, volume included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from ._errors import RetryLaterError
+from ._live import LiveState
+from ._records import Candle, Trade
+from ._timeframes import Timeframe
+
+__all__ = ["CLOSE_SETTLE_MS", "CandleFollower", "ClosedCandle", "follow_candles"]
+
+# A window counts as closed this long after its end on upstream's clock, so that its
+# candle is final upstream when it is read.
+CLOSE_SETTLE_MS = 200
+# A quiet market sends no trade to wake the loop: look at the clock at least this often.
+_MAX_WAIT_S = 1.0
+
+logger = logging.getLogger("marketspine")
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedCandle:
+    """The ``candle`` of a window that has closed: final, and equal to the REST candle of
+    that window. (A plain ``Candle`` event from ``Spine.stream`` is a forming candle.)"""
+
+    candle: Candle
+
+
+class CandleFollower:
+    """One market and timeframe of one stream consumer (pure: events in, candles out).
+
+    ``seed`` is upstream's forming candle at ``now_ms`` (None when its window has no trade
+    yet); windows that closed before ``now_ms`` are not reported.
+    """
+
+    def __init__(self, market: str, timeframe: Timeframe, seed: Candle | None, now_ms: int):
+        self.market = market
+        self.timeframe = timeframe
+        self._state = LiveState(clock=lambda: 0.0)  # ages are never asked of this state
+        self._state.track(market, timeframe, seed)
+        self._from_ms = timeframe.floor(now_ms)  # the first window not yet reported closed
+        self._seen: set[int] = set()  # starts of windows >= _from_ms known to hold a candle
+        self._lost = False  # trades were lost since _from_ms: any window may hold a candle
+        self._last: Candle | None = None
+
+    def current(self) -> Candle | None:
+        """The forming candle when it is new since last asked (None otherwise)."""
+        candle = self._state.forming(self.market, self.timeframe.name)
+        if candle is None or candle == self._last or candle.start_ms < self._from_ms:
+            return None
+        self._last = candle
+        self._seen.add(candle.start_ms)
+        return candle
+
+    def apply(self, event: object) -> Candle | None:
+        """Take one stream event (trades and gaps of this market matter); returns the
+        forming candle when the event changed it."""
+        self._state.apply(event)
+        if not self._state.tracking(self.market, self.timeframe.name):
+            self._lost = True
+        return self.current()
+
+    def due(self, now_ms: int) -> tuple[int, int] | None:
+        """``(lo, hi)``: the windows starting in ``[lo, hi)`` have closed by ``now_ms`` and
+        may hold candles to report; None when none have (windows known to have had no
+        trade are passed over). Call ``done(hi)`` once they are reported."""
+        hi = self.timeframe.floor(now_ms)
+        if hi <= self._from_ms:
+            return None
+        if self._lost or any(self._from_ms <= start < hi for start in self._seen):
+            return self._from_ms, hi
+        self._from_ms = hi
+        return None
+
+    def done(self, hi: int) -> None:
+        """The closed windows before ``hi`` are reported."""
+        self._from_ms = max(self._from_ms, hi)
+        self._seen = {start for start in self._seen if start >= hi}
+        self._lost = not self._state.tracking(self.market, self.timeframe.name)
+
+    def next_close_ms(self) -> int:
+        """When (upstream clock, before the settle margin) the next window closes."""
+        return self.timeframe.next_start(self._from_ms)
+
+
+class EventSource(Protocol[T_co]):
+    """What ``follow_candles`` needs of a stream listener."""
+
+    def get_nowait(self) -> T_co | None: ...
+
+    def __anext__(self) -> Awaitable[T_co]: ...
+
+
+async def follow_candles(
+    events: EventSource[T],
+    followers: Sequence[CandleFollower],
+    *,
+    pass_trades: bool,
+    upstream_now_ms: Callable[[], int],
+    read_closed: Callable[[CandleFollower, int, int], Awaitable[Sequence[Candle]]],
+) -> AsyncIterator[T | Candle | ClosedCandle]:
+    """The events of ``events`` (trades only with ``pass_trades``), each followed by the
+    forming candles it changed, and ``ClosedCandle`` events as windows close on
+    ``upstream_now_ms``. ``read_closed(follower, lo, hi)`` returns the candles of the
+    closed windows starting in ``[lo, hi)``; when it raises RetryLaterError those windows
+    are tried again a second later. Ends when ``events`` ends."""
+    for follower in followers:
+        candle = follower.current()
+        if candle is not None:
+            yield candle
+    while True:
+        now = upstream_now_ms() - CLOSE_SETTLE_MS
+        retry = False
+        for follower in followers:
+            window = follower.due(now)
+            if window is None:
+                continue
+            try:
+                rows = await read_closed(follower, *window)
+            except RetryLaterError as exc:
+                logger.warning(
+                    "closed %s %s candles not read yet: %s",
+                    follower.market,
+                    follower.timeframe.name,
+                    exc,
+                )
+                retry = True
+                continue
+            follower.done(window[1])
+            for row in rows:
+                yield ClosedCandle(row)
+        event = events.get_nowait()
+        if event is None:
+            next_close = min(f.next_close_ms() for f in followers)
+            wait_s = _MAX_WAIT_S if retry else min(max(0.0, (next_close - now) / 1000), _MAX_WAIT_S)
+            try:
+                event = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
+            except TimeoutError:
+                continue
+            except StopAsyncIteration:
+                return
+        if pass_trades or not isinstance(event, Trade):
+            yield event
+        market = getattr(event, "market", None)
+        for follower in followers:
+            if follower.market == market:
+                candle = follower.apply(event)
+                if candle is not None:
+                    yield candle
