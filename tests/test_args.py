@@ -31,9 +31,9 @@ from marketspine._time import to_ms
 from marketspine._timeframes import TIMEFRAMES
 
 # Upbit's lifetime and well beyond: every one of these must convert the same in every form.
-moments = st.datetimes(
-    min_value=dt.datetime(2017, 1, 1), max_value=dt.datetime(2100, 1, 1)
-).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+moments = st.datetimes(min_value=dt.datetime(2017, 1, 1), max_value=dt.datetime(2100, 1, 1)).map(
+    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+)
 zones = st.sampled_from(
     [dt.UTC, dt.timezone(dt.timedelta(hours=9)), dt.timezone(dt.timedelta(hours=-5, minutes=-30))]
 )
