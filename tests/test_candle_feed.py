@@ -33,17 +33,36 @@ def test_trades_build_the_forming_candle_on_top_of_the_seed() -> None:
     assert (updated.open, updated.high, updated.close, updated.volume) == (100.0, 102.0, 102.0, 3.0)
     assert follower.due(T0 + 59_999) is None
     assert follower.due(T0 + 60_000) == (T0, T0 + 60_000)
-    follower.done(T0 + 60_000)
+    final = Candle("KRW-BTC", "1m", T0, 100.0, 102.0, 99.0, 102.0, 3.5, 350.0, T0 + 7_000)
+    assert follower.done(T0 + 60_000, [final]) == [final]
     assert follower.due(T0 + 60_000) is None
+    # A late trade of the reported window changes nothing and is never reported again.
+    assert follower.apply(trade(T0 + 8_000, 103.0, 3)) is None
+    assert follower.due(T0 + 120_000) is None
+
+
+def candle_at(start: int) -> Candle:
+    return Candle("KRW-BTC", "1m", start, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, start + 10)
 
 
 def test_windows_without_a_trade_are_passed_over() -> None:
     follower = CandleFollower("KRW-BTC", MINUTE, None, T0 + 1_000)
     assert follower.current() is None
     assert follower.due(T0 + 3 * 60_000) is None  # three quiet minutes: nothing to read
-    assert follower.next_close_ms() == T0 + 4 * 60_000
+    assert follower.next_close_ms() is None
     follower.apply(trade(T0 + 3 * 60_000 + 10, 100.0, 1))
+    assert follower.next_close_ms() == T0 + 4 * 60_000
     assert follower.due(T0 + 5 * 60_000) == (T0 + 3 * 60_000, T0 + 5 * 60_000)
+
+
+def test_a_trade_that_arrives_after_its_window_closed_is_still_reported() -> None:
+    follower = CandleFollower("KRW-BTC", MINUTE, None, T0 + 1_000)
+    assert follower.due(T0 + 2 * 60_000) is None  # the clock ran ahead of the trade stream
+    follower.apply(trade(T0 + 30_000, 100.0, 1))
+    assert follower.due(T0 + 2 * 60_000) == (T0, T0 + 2 * 60_000)
+    rows = [candle_at(T0), candle_at(T0 + 60_000)]
+    # Only the window seen trading is reported: the other may be a read of a quiet window.
+    assert follower.done(T0 + 2 * 60_000, rows) == [rows[0]]
 
 
 def test_a_trade_of_a_window_before_the_start_is_not_reported() -> None:
@@ -56,6 +75,12 @@ def test_lost_trades_make_every_closed_window_worth_a_read() -> None:
     follower = CandleFollower("KRW-BTC", MINUTE, None, T0 + 1_000)
     follower.apply(Gap("KRW-BTC", T0 + 2_000, T0 + 50_000, 0, False, "test"))
     assert follower.due(T0 + 60_000) == (T0, T0 + 60_000)
+    assert follower.done(T0 + 60_000, [candle_at(T0)]) == [candle_at(T0)]
+    # Until a trade after the loss arrives, every closed window is still worth a read.
+    assert follower.due(T0 + 120_000) == (T0 + 60_000, T0 + 120_000)
+    follower.apply(trade(T0 + 120_500, 100.0, 9))
+    assert follower.done(T0 + 120_000, []) == []
+    assert follower.due(T0 + 180_000) == (T0 + 120_000, T0 + 180_000)
 
 
 class FakeListener:

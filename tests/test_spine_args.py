@@ -100,7 +100,7 @@ bad_needs = st.one_of(
     ),
     st.dictionaries(
         st.just("KRW-BTC"),
-        st.dictionaries(st.just("1m"), bad_int.filter(lambda v: v is not None)),
+        st.dictionaries(st.just("1m"), bad_int.filter(lambda v: v is not None), min_size=1),
         min_size=1,
     ),
 )
@@ -208,7 +208,7 @@ async def test_a_bad_argument_of_any_kind_is_named_in_an_invalid_request_error(
     value = data.draw(bad, label=f"{method}({name}=...)")
     with pytest.raises(InvalidRequestError) as caught:
         await call(spine, method, {**good, name: value})
-    assert name in str(caught.value) or (name == "types" and "kind" in str(caught.value))
+    assert name in str(caught.value)
 
 
 def test_every_public_method_is_covered() -> None:
@@ -282,12 +282,12 @@ async def test_every_form_of_a_time_gives_the_same_candles(
     spine: Spine, start: dt.datetime, hours: int, form: int
 ) -> None:
     end = start + dt.timedelta(hours=hours)
-    expected = await spine.candles("KRW-BTC", "1h", start=to_ms(start), end=to_ms(end))
-    assert expected.candles, "the simulator trades KRW-BTC every hour"
+    expected = list(await spine.candles("KRW-BTC", "1h", start=to_ms(start), end=to_ms(end)))
+    assert expected, "the simulator trades KRW-BTC every hour"
     got = await spine.candles(
         "krw-btc", TIMEFRAMES["1h"], start=FORMS[form](start), end=FORMS[form](end)
     )
-    assert got.candles == expected.candles
+    assert list(got) == expected
     if start.hour == 0:
         day = await spine.candles("KRW-BTC", "1h", start=start.date(), end=to_ms(end))
-        assert day.candles == expected.candles
+        assert list(day) == expected

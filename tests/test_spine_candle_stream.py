@@ -53,8 +53,9 @@ async def test_every_candle_kind_yields_forming_then_the_closed_rest_candle(
         async with Spine(url, tmp_path / "stream.db", wall_ms=sim_clock) as spine:
             events = spine.stream(kinds, MARKET)  # a plain str is one market
             seen: list[Any] = []
-            # Each kind's forming candle comes first (the market trades in every window).
-            for name in TIMEFRAMES:
+            # Each kind's forming candle comes first (the market trades in every window of a
+            # minute or more; the current second may have no trade yet).
+            for name in [n for n in TIMEFRAMES if n != "1s"]:
                 forming = await next_matching(
                     events,
                     lambda e, n=name: isinstance(e, Candle) and e.timeframe == n,
@@ -84,21 +85,28 @@ async def test_every_candle_kind_yields_forming_then_the_closed_rest_candle(
                 "an update of the forming minute",
                 seen,
             )
+            # The same trades formed seconds (yielded before the minute: kinds keep their order).
+            assert any(isinstance(e, Candle) and e.timeframe == "1s" for e in seen)
             sim_clock.advance(10_000)  # past the close and the settle margin
             closed: dict[str, Candle] = {}
-            for name in ("1s", "1m"):
-                event = await next_matching(
-                    events,
-                    lambda e, n=name: (
-                        isinstance(e, ClosedCandle)
-                        and e.candle.timeframe == n
-                        and e.candle.start_ms >= TIMEFRAMES[n].floor(window + 59_000)
-                    ),
-                    f"a closed {name} candle",
-                    seen,
-                )
-                closed[name] = event.candle
+
+            def closes_both(event: Any) -> bool:
+                if isinstance(event, ClosedCandle) and event.candle.timeframe in ("1s", "1m"):
+                    closed.setdefault(event.candle.timeframe, event.candle)
+                return len(closed) == 2
+
+            await next_matching(events, closes_both, "a closed second and minute", seen)
             assert closed["1m"].start_ms == window
+            # Three minutes on, the 3m and 5m windows of the start have closed too.
+            sim_clock.advance(TIMEFRAMES["5m"].next_start(window) + 1_000 - sim_clock())
+
+            def closes_longer(event: Any) -> bool:
+                if isinstance(event, ClosedCandle) and event.candle.timeframe in ("3m", "5m"):
+                    closed.setdefault(event.candle.timeframe, event.candle)
+                return len(closed) == 4
+
+            await next_matching(events, closes_longer, "a closed 3m and 5m candle", seen)
+            assert closed["5m"].start_ms == TIMEFRAMES["5m"].floor(window)
             for name, candle in closed.items():
                 tf = TIMEFRAMES[name]
                 (rest,) = await spine.client.candles(

@@ -19,7 +19,7 @@ import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping
-from typing import TypeGuard, TypeVar
+from typing import TypeAlias, TypeGuard, TypeVar
 
 from ._errors import InvalidRequestError
 from ._time import parse_time, to_ms
@@ -29,6 +29,7 @@ __all__ = [
     "EPOCH_MS_MAX",
     "EPOCH_MS_MIN",
     "STREAM_KINDS",
+    "Moment",
     "count_arg",
     "enum_arg",
     "flag_arg",
@@ -38,6 +39,7 @@ __all__ = [
     "needs_arg",
     "number_arg",
     "optional_seconds_arg",
+    "quote_arg",
     "time_arg",
     "timeframe_arg",
 ]
@@ -46,6 +48,7 @@ EPOCH_MS_MIN = 100_000_000_000  # 1973-03-03T09:46:40Z; an int below it is epoch
 EPOCH_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z; above it, micro/nanoseconds
 
 _MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
+_QUOTE = re.compile(r"[A-Z0-9]+")
 _MARKET_ACCEPTED = "a market code string QUOTE-BASE such as KRW-BTC"
 _TIME_ACCEPTED = (
     "a datetime (naive means UTC), a date (00:00 UTC), an ISO 8601 string such as "
@@ -56,6 +59,9 @@ _ALIAS_KINDS = ("candle.60m", "candle.240m")
 STREAM_KINDS = ("ticker", "trade", "orderbook", *(f"candle.{name}" for name in TIMEFRAMES))
 
 E = TypeVar("E", bound=enum.Enum)
+
+# What a time argument may be (see the module docstring).
+Moment: TypeAlias = dt.datetime | dt.date | str | int
 
 
 def _shown(value: object) -> str:
@@ -102,6 +108,14 @@ def markets_arg(value: object, name: str = "markets") -> list[str]:
     if not codes:
         raise InvalidRequestError(f"no {name} given: expected {accepted}")
     return list(dict.fromkeys(codes))
+
+
+def quote_arg(value: object, name: str = "quote") -> str:
+    """A quote currency (``krw`` -> ``KRW``). Raises InvalidRequestError otherwise."""
+    accepted = "a quote currency string such as KRW, BTC or USDT"
+    if not isinstance(value, str) or not _QUOTE.fullmatch(value.strip().upper()):
+        raise _invalid(name, value, accepted)
+    return value.strip().upper()
 
 
 def timeframe_arg(value: object, name: str = "timeframe") -> Timeframe:
@@ -234,7 +248,9 @@ def kinds_arg(value: object, name: str = "kinds") -> list[str]:
             alias = {"candle.60m": "candle.1h", "candle.240m": "candle.4h"}.get(kind)
             kind = alias or kind
         if kind not in STREAM_KINDS:
-            raise InvalidRequestError(f"unknown stream kind {item!r}: expected {accepted}")
+            raise InvalidRequestError(
+                f"unknown stream kind {item!r} in {name}: expected {accepted}"
+            )
         kinds.append(kind)
     if not kinds:
         raise InvalidRequestError(f"no {name} given: expected {accepted}")

@@ -48,7 +48,9 @@ class CandleFollower:
     """One market and timeframe of one stream consumer (pure: events in, candles out).
 
     ``seed`` is upstream's forming candle at ``now_ms`` (None when its window has no trade
-    yet); windows that closed before ``now_ms`` are not reported.
+    yet); windows that closed before ``now_ms`` are not reported. A window is reported
+    closed when a trade in it was seen (however late it arrived), or, after trades were
+    lost, whether or not one was seen.
     """
 
     def __init__(self, market: str, timeframe: Timeframe, seed: Candle | None, now_ms: int):
@@ -56,49 +58,72 @@ class CandleFollower:
         self.timeframe = timeframe
         self._state = LiveState(clock=lambda: 0.0)  # ages are never asked of this state
         self._state.track(market, timeframe, seed)
-        self._from_ms = timeframe.floor(now_ms)  # the first window not yet reported closed
-        self._seen: set[int] = set()  # starts of windows >= _from_ms known to hold a candle
-        self._lost = False  # trades were lost since _from_ms: any window may hold a candle
+        self._start_ms = timeframe.floor(now_ms)  # the first window this consumer sees
+        self._pending: set[int] = set()  # window starts seen trading, not yet reported
+        if seed is not None and seed.start_ms >= self._start_ms:
+            self._pending.add(seed.start_ms)
+        self._reported_ms = self._start_ms - 1  # the newest window start reported
+        self._lost_from: int | None = None  # trades lost: every window from here is due
         self._last: Candle | None = None
 
     def current(self) -> Candle | None:
         """The forming candle when it is new since last asked (None otherwise)."""
         candle = self._state.forming(self.market, self.timeframe.name)
-        if candle is None or candle == self._last or candle.start_ms < self._from_ms:
+        if candle is None or candle == self._last or candle.start_ms <= self._reported_ms:
             return None
         self._last = candle
-        self._seen.add(candle.start_ms)
         return candle
 
     def apply(self, event: object) -> Candle | None:
         """Take one stream event (trades and gaps of this market matter); returns the
         forming candle when the event changed it."""
         self._state.apply(event)
-        if not self._state.tracking(self.market, self.timeframe.name):
-            self._lost = True
+        if isinstance(event, Trade):
+            start = self.timeframe.floor(event.ms)
+            if start > self._reported_ms:  # a window already reported stays reported
+                self._pending.add(start)
+        lost = not self._state.tracking(self.market, self.timeframe.name)
+        if lost and self._lost_from is None:
+            self._lost_from = self._reported_ms + 1
         return self.current()
 
     def due(self, now_ms: int) -> tuple[int, int] | None:
-        """``(lo, hi)``: the windows starting in ``[lo, hi)`` have closed by ``now_ms`` and
-        may hold candles to report; None when none have (windows known to have had no
-        trade are passed over). Call ``done(hi)`` once they are reported."""
+        """``(lo, hi)`` to read when windows due for reporting have closed by ``now_ms``
+        (pass what is read to ``done``), else None."""
         hi = self.timeframe.floor(now_ms)
-        if hi <= self._from_ms:
-            return None
-        if self._lost or any(self._from_ms <= start < hi for start in self._seen):
-            return self._from_ms, hi
-        self._from_ms = hi
-        return None
+        starts = [s for s in self._pending if s < hi]
+        if self._lost_from is not None and self._lost_from < hi:
+            starts.append(self._lost_from)
+        return (min(starts), hi) if starts else None
 
-    def done(self, hi: int) -> None:
-        """The closed windows before ``hi`` are reported."""
-        self._from_ms = max(self._from_ms, hi)
-        self._seen = {start for start in self._seen if start >= hi}
-        self._lost = not self._state.tracking(self.market, self.timeframe.name)
+    def done(self, hi: int, rows: Sequence[Candle]) -> list[Candle]:
+        """Of ``rows`` (the closed candles read for ``due``'s range ending at ``hi``), the
+        ones to report, ascending; the windows before ``hi`` are settled."""
+        lost_from = self._lost_from
+        wanted = [
+            row
+            for row in rows
+            if row.start_ms > self._reported_ms
+            and (
+                row.start_ms in self._pending
+                or (lost_from is not None and row.start_ms >= lost_from)
+            )
+        ]
+        self._pending = {s for s in self._pending if s >= hi}
+        if wanted:
+            self._reported_ms = max(self._reported_ms, wanted[-1].start_ms)
+        if lost_from is not None:
+            tracking = self._state.tracking(self.market, self.timeframe.name)
+            self._lost_from = None if tracking else max(hi, self._reported_ms + 1)
+        return wanted
 
-    def next_close_ms(self) -> int:
-        """When (upstream clock, before the settle margin) the next window closes."""
-        return self.timeframe.next_start(self._from_ms)
+    def next_close_ms(self) -> int | None:
+        """When (upstream clock, before the settle margin) the first window due for
+        reporting closes; None while none is due."""
+        starts = list(self._pending)
+        if self._lost_from is not None:
+            starts.append(self._lost_from)
+        return self.timeframe.next_start(min(starts)) if starts else None
 
 
 class EventSource(Protocol[T_co]):
@@ -144,13 +169,14 @@ async def follow_candles(
                 )
                 retry = True
                 continue
-            follower.done(window[1])
-            for row in rows:
+            for row in follower.done(window[1], rows):
                 yield ClosedCandle(row)
         event = events.get_nowait()
         if event is None:
-            next_close = min(f.next_close_ms() for f in followers)
-            wait_s = _MAX_WAIT_S if retry else min(max(0.0, (next_close - now) / 1000), _MAX_WAIT_S)
+            closes = [ms for f in followers if (ms := f.next_close_ms()) is not None]
+            wait_s = _MAX_WAIT_S
+            if closes and not retry:
+                wait_s = min(max(0.0, (min(closes) - now) / 1000), _MAX_WAIT_S)
             try:
                 event = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
             except TimeoutError:

@@ -26,10 +26,27 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from ._args import (
+    Moment,
+    count_arg,
+    enum_arg,
+    flag_arg,
+    kinds_arg,
+    market_arg,
+    markets_arg,
+    needs_arg,
+    number_arg,
+    optional_seconds_arg,
+    quote_arg,
+    time_arg,
+    timeframe_arg,
+)
+from ._candle_feed import CandleFollower, ClosedCandle, follow_candles
 from ._candles import MAX_COUNT, CandleReader, Trace
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client, RetryPolicy
 from ._errors import (
+    ClosedError,
     InvalidRequestError,
     RetryLaterError,
     UnknownMarketError,
@@ -38,11 +55,11 @@ from ._errors import (
 from ._live import LiveState
 from ._memory import CandleMemory
 from ._ratebudget import Priority, RateBudget
-from ._records import Instrument, MarketInfo, Orderbook, Ticker, Trade
+from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
 from ._result import CandleResult, ResultMeta
 from ._store import CandleStore, SQLiteStore
 from ._stream import Event, Stream
-from ._subscriptions import normalize_market
+from ._subscriptions import BOOK_DEPTHS
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 from ._timeframes import Timeframe, parse_timeframe
@@ -138,6 +155,7 @@ class Spine:
         self._hot_changed = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
         self._stack: AsyncExitStack | None = None
+        self._closed = False  # aclose() was called: this Spine is done for good
         self._client: Client | None = None
         self._store: CandleStore | None = None
         self._stream: Stream | None = None
@@ -159,6 +177,8 @@ class Spine:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._closed:
+            raise ClosedError("this Spine is closed and cannot be reopened: make a new Spine")
         stack = AsyncExitStack()
         try:
             if self._db is None or isinstance(self._db, str | Path):
@@ -194,7 +214,9 @@ class Spine:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the stream and background tasks, close the client and the store."""
+        """Stop the stream and background tasks, close the client and the store. From now
+        on every data method raises ClosedError (idempotent)."""
+        self._closed = True
         for task in (self._pump, self._refresher, self._keeper):
             if task is not None:
                 task.cancel()
@@ -204,16 +226,25 @@ class Spine:
             stack, self._stack = self._stack, None
             await stack.aclose()
 
+    def _check_open(self) -> None:
+        """Raises ClosedError unless inside ``async with`` and not closed."""
+        if self._closed:
+            raise ClosedError("this Spine is closed (aclose() was called): make a new Spine")
+        if self._stack is None:
+            raise ClosedError("this Spine is not open: use it as `async with Spine(...) as spine`")
+
     @property
     def client(self) -> Client:
-        if self._client is None:
-            raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+        """The upstream client. Raises ClosedError outside ``async with``."""
+        self._check_open()
+        assert self._client is not None
         return self._client
 
     @property
     def store(self) -> CandleStore:
-        if self._store is None:
-            raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+        """The candle store. Raises ClosedError outside ``async with``."""
+        self._check_open()
+        assert self._store is not None
         return self._store
 
     # -- candles ---------------------------------------------------------------------------
@@ -223,8 +254,8 @@ class Spine:
         market: str,
         timeframe: Timeframe | str,
         count: int | None = None,
-        start: str | int | None = None,
-        end: str | int | None = None,
+        start: Moment | None = None,
+        end: Moment | None = None,
         priority: Priority = Priority.NORMAL,
         *,
         closed_only: bool = False,
@@ -232,15 +263,22 @@ class Spine:
     ) -> CandleResult:
         """Candles of ``market``, ascending. Either ``count`` (the most recent existing
         candles, the forming one last unless ``closed_only``) or ``start``/``end`` (window
-        starts in ``[start, end)``, ISO 8601 or epoch ms; ``end`` defaults to now). With
+        starts in ``[start, end)``: a datetime (naive means UTC), a date (00:00 UTC), ISO
+        8601 or epoch milliseconds; ``end`` defaults to now). With
         neither, the last 200. ``fill`` adds flat zero-volume candles for windows without
         trades. Closed candles are fetched upstream at most once, ever.
 
         Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
         markets, RetryLaterError subclasses when upstream is needed but failing.
         """
+        code, tf = market_arg(market), timeframe_arg(timeframe)
+        count = None if count is None else count_arg(count, "count", 1, MAX_COUNT)
+        start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
+        priority = enum_arg(priority, Priority, "priority")
+        closed_only, fill = flag_arg(closed_only, "closed_only"), flag_arg(fill, "fill")
+        self._check_open()
         result = await self._candle_reader().read(
-            market, timeframe, count, start, end, priority, closed_only=closed_only, fill=fill
+            code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
         self._account("candles", result.meta)
         return result
@@ -273,14 +311,14 @@ class Spine:
 
         Raises InvalidRequestError for a bad market, timeframe or count, UnknownMarketError.
         """
-        wanted: list[tuple[str, Timeframe, int]] = []
-        for market, frames in needs.items():
-            code = normalize_market(market)
-            for name, count in frames.items():
-                tf = parse_timeframe(name)
-                if not 1 <= count <= MAX_COUNT:
-                    raise InvalidRequestError(f"{code} {tf.name}: count must be 1..{MAX_COUNT}")
-                wanted.append((code, tf, count))
+        wanted = [
+            (code, tf, count)
+            for code, frames in needs_arg(needs, MAX_COUNT).items()
+            for tf, count in frames.items()
+        ]
+        live = flag_arg(live, "live")
+        priority = enum_arg(priority, Priority, "priority")
+        self._check_open()
         if not wanted:
             return {}
         # Upstream's clock, not the local one, says which candle is forming now.
@@ -367,7 +405,7 @@ class Spine:
         """The current ticker: from the live state while ``market`` is watched (and fresh
         within ``max_age_s``), else from REST (cached for ``max_age_s``)."""
         (ticker,) = await self.tickers(
-            [market], channel=channel, max_age_s=max_age_s, priority=priority
+            [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
         )
         return ticker
 
@@ -383,22 +421,32 @@ class Spine:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started = time.perf_counter()
-        age = self._ticker_max_age_s if max_age_s is None else max_age_s
-        trace = Trace()
+        channel, priority = (
+            enum_arg(channel, Channel, "channel"),
+            enum_arg(priority, Priority, "priority"),
+        )
+        max_age_s = optional_seconds_arg(max_age_s, "max_age_s")
         if quote is not None:
             if markets is not None:
                 raise InvalidRequestError("give markets or quote, not both")
+            currency = quote_arg(quote)
+        else:
+            codes = markets_arg(markets)
+        self._check_open()
+        age = self._ticker_max_age_s if max_age_s is None else max_age_s
+        trace = Trace()
+        if quote is not None:
             result = await self._rest_cached(
-                ("tickers_by_quote", quote.upper()),
+                ("tickers_by_quote", currency),
                 age,
-                lambda: self.client.tickers_by_quote([quote.upper()], priority=priority),
+                lambda: self.client.tickers_by_quote([currency], priority=priority),
                 trace,
             )
             self._account("tickers", trace.meta(started))
             return list(result)
         tickers = await self._live_or_rest(
             "ticker",
-            [normalize_market(m) for m in (markets or [])],
+            codes,
             channel,
             age,
             self._live.ticker,
@@ -418,7 +466,7 @@ class Spine:
     ) -> Orderbook:
         """The current orderbook (full book), live while watched, else REST."""
         (book,) = await self.orderbooks(
-            [market], channel=channel, max_age_s=max_age_s, priority=priority
+            [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
         )
         return book
 
@@ -433,11 +481,18 @@ class Spine:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started = time.perf_counter()
+        codes = markets_arg(markets)
+        channel, priority = (
+            enum_arg(channel, Channel, "channel"),
+            enum_arg(priority, Priority, "priority"),
+        )
+        max_age_s = optional_seconds_arg(max_age_s, "max_age_s")
+        self._check_open()
         age = self._ticker_max_age_s if max_age_s is None else max_age_s
         trace = Trace()
         books = await self._live_or_rest(
             "orderbook",
-            [normalize_market(m) for m in markets],
+            codes,
             channel,
             age,
             self._live.orderbook,
@@ -501,9 +556,10 @@ class Spine:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
         started = time.perf_counter()
-        code = normalize_market(market)
-        if not 1 <= count <= 10_000:
-            raise InvalidRequestError(f"count must be 1..10000, got {count}")
+        code = market_arg(market)
+        count = count_arg(count, "count", 1, 10_000)
+        priority = enum_arg(priority, Priority, "priority")
+        self._check_open()
         trace = Trace()
         if ("trade", code) in self._watched and self._live.trade_count(code) >= count:
             trace.used("live")
@@ -562,15 +618,22 @@ class Spine:
         ``depth`` (1, 5, 15 or 30) streams shallower orderbooks; live answers then hold
         that many levels.
 
-        Raises InvalidRequestError for an unknown kind, market or depth."""
-        kinds = list(kinds)
-        if depth is not None and "orderbook" not in kinds:
-            raise InvalidRequestError("depth applies to the orderbook kind, which is not watched")
+        Raises InvalidRequestError for an unknown kind, market or depth; ClosedError
+        outside ``async with``."""
+        kinds, codes = kinds_arg(kinds), markets_arg(markets)
+        if depth is not None:
+            accepted = f"one of {', '.join(map(str, BOOK_DEPTHS))}, or None for 30"
+            if count_arg(depth, "depth", 1, 30) not in BOOK_DEPTHS:
+                raise InvalidRequestError(f"invalid depth {depth}: expected {accepted}")
+            if "orderbook" not in kinds:
+                raise InvalidRequestError(
+                    "depth applies to the orderbook kind, which is not watched"
+                )
+        self._check_open()
         stream = await self._ensure_stream()
-        codes = [normalize_market(m) for m in markets]
         for kind in kinds:
             if kind.startswith("candle."):
-                tf = parse_timeframe(_CANDLE_KINDS.get(kind, kind.removeprefix("candle.")))
+                tf = parse_timeframe(kind.removeprefix("candle."))
                 await stream.subscribe("trade", codes)
                 self._watched.update(("trade", c) for c in codes)
                 for code in codes:
@@ -587,22 +650,67 @@ class Spine:
 
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
-    ) -> AsyncIterator[Event]:
-        """An async iterator of typed events (Ticker, Trade, Orderbook, Candle, and the
-        stream's Gap/Health/Overflow) for ``types`` of ``markets``."""
-        kinds = list(types)
-        codes = [normalize_market(m) for m in markets]
-        await self.watch(kinds, codes)
+    ) -> AsyncIterator[Event | ClosedCandle]:
+        """An async iterator of typed events (Ticker, Trade, Orderbook, and the stream's
+        Gap/Health/Overflow) for ``types`` of ``markets`` (a plain string is one item).
+        A candle kind (``candle.<timeframe>``, every timeframe) yields the forming
+        ``Candle`` each time a trade changes it and a ``ClosedCandle`` once its window has
+        closed on upstream's clock, equal to the REST candle of that window (read like any
+        closed candle, so stored too).
+
+        Raises InvalidRequestError for an unknown kind or market (before connecting);
+        ClosedError outside ``async with``, and when the Spine is closed while iterating."""
+        kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
+        maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
+        self._check_open()
         stream = await self._ensure_stream()
-        async with stream.listen(set(kinds), set(codes), maxsize=maxsize) as events:
-            async for event in events:
-                yield event
+        frames = [parse_timeframe(k.removeprefix("candle.")) for k in kinds if "." in k]
+        plain = {k for k in kinds if "." not in k}
+        # Candle kinds follow the trade stream; the listener opens first so no trade
+        # between upstream's forming candle and the first event is missed.
+        listened = plain | ({"trade"} if frames else set())
+        async with stream.listen(listened, set(codes), maxsize=maxsize) as events:
+            await self.watch(kinds, codes)
+            if frames:
+                source = follow_candles(
+                    events,
+                    await self._candle_followers(codes, frames),
+                    pass_trades="trade" in plain,
+                    upstream_now_ms=self.client.upstream_now_ms,
+                    read_closed=self._read_closed,
+                )
+                async for item in source:
+                    yield item
+            else:
+                async for event in events:
+                    yield event
+        self._check_open()  # the listener ends only when the stream (the Spine) closes
+
+    async def _candle_followers(
+        self, codes: list[str], frames: list[Timeframe]
+    ) -> list[CandleFollower]:
+        now = self.client.upstream_now_ms()
+        followers = []
+        for code in codes:
+            for tf in frames:
+                seed = await self._candle_reader().forming(code, tf, now, Priority.HIGH, Trace())
+                followers.append(CandleFollower(code, tf, seed, now))
+        return followers
+
+    async def _read_closed(self, follower: CandleFollower, lo: int, hi: int) -> list[Candle]:
+        """The closed candles of ``follower``'s windows starting in ``[lo, hi)``."""
+        result = await self.candles(
+            follower.market, follower.timeframe, start=lo, end=hi, priority=Priority.HIGH
+        )
+        if result.meta.stale:  # served from the store while upstream is down: maybe partial
+            raise UpstreamError(f"closed {follower.market} candles not final yet")
+        return list(result)
 
     async def _ensure_stream(self) -> Stream:
         async with self._stream_lock:
             if self._stream is None:
-                if self._stack is None:
-                    raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+                self._check_open()
+                assert self._stack is not None
                 stream = Stream(self._ws_url, client=self.client)
                 await self._stack.enter_async_context(stream)
                 self._stream = stream
@@ -618,6 +726,8 @@ class Spine:
 
     async def markets(self, *, refresh: bool = False) -> list[MarketInfo]:
         """Every listed market with its warning flags (fetched once, then cached)."""
+        refresh = flag_arg(refresh, "refresh")
+        self._check_open()
         async with self._markets_lock:
             if self._markets is None or refresh:
                 rows = await self.client.markets(details=True)
@@ -630,7 +740,10 @@ class Spine:
         exchange, each distinct URL once; keep them across restarts; refresh them every
         ``warmup_every_s`` from now on. Returns ``{"success", "refreshed_exchanges",
         "total_markets", "execution_time", "exchange_details"}``; a failing exchange reports
-        its error text and never stops the others."""
+        its error text and never stops the others.
+
+        Raises ClosedError outside ``async with``."""
+        self._check_open()
         report = await warm_up(self._exchanges, self._fetch_catalog, self._catalog, wall_ms=now_ms)
         self._last_warmup = report
         self._adopt_catalog()
@@ -661,9 +774,10 @@ class Spine:
             return await _markets_and_instruments(client)
 
     def tick_size(self, market: str, price: float) -> float:
-        """The price tick of ``market`` at ``price`` (Upbit's tables per quote currency)."""
-        quote = normalize_market(market).partition("-")[0]
-        return table_tick_size(quote, price)
+        """The price tick of ``market`` at ``price`` (Upbit's tables per quote currency);
+        works open or closed."""
+        quote = market_arg(market).partition("-")[0]
+        return table_tick_size(quote, number_arg(price, "price"))
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -702,9 +816,6 @@ async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], li
     markets = await client.markets(details=True, priority=Priority.HIGH)
     instruments = await client.instruments([m.market for m in markets], priority=Priority.HIGH)
     return markets, instruments
-
-
-_CANDLE_KINDS = {"candle.60m": "1h", "candle.240m": "4h"}
 
 
 def _ws_url_for(upstream: str) -> str:
