@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from services import pg_space, private_redis, redis_space  # noqa: F401  (fixtures)
 
 from marketspine._time import parse_time
 

@@ -14,9 +14,10 @@ import pytest
 from test_ratebudget import FakeTime
 
 from marketspine._circuit import CircuitBreaker
-from marketspine._client import MARKETS_PER_REQUEST, Client, RetryPolicy
+from marketspine._client import MARKETS_PER_REQUEST, Client
 from marketspine._errors import (
     BannedError,
+    ClosedError,
     CircuitOpenError,
     InvalidRequestError,
     RateLimitedError,
@@ -24,6 +25,7 @@ from marketspine._errors import (
     UpstreamError,
 )
 from marketspine._ratebudget import LocalRateBudget, Priority
+from marketspine._retry import RetryPolicy
 from marketspine._time import format_utc, parse_time
 
 CANDLES: list[dict[str, Any]] = [
@@ -131,7 +133,7 @@ async def test_argument_errors_are_raised_before_any_request(fake: FakeTime) -> 
             await client.candles("KRW-BTC", "1m", count=201)
         with pytest.raises(InvalidRequestError, match="timeframe"):
             await client.candles("KRW-BTC", "2m")
-        with pytest.raises(InvalidRequestError, match="one code"):
+        with pytest.raises(InvalidRequestError, match="market code"):
             await client.candles("KRW-BTC,KRW-ETH", "1d")
         with pytest.raises(InvalidRequestError, match="HHmmss"):
             await client.trades("KRW-BTC", to="13:00")
@@ -504,7 +506,7 @@ async def test_priority_reaches_the_budget(fake: FakeTime) -> None:
 
 async def test_client_must_be_opened(fake: FakeTime) -> None:
     client = make_client(fake, Upstream(ok([])))
-    with pytest.raises(InvalidRequestError, match="async with"):
+    with pytest.raises(ClosedError, match="async with"):
         await client.markets()
 
 

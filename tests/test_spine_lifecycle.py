@@ -35,6 +35,7 @@ CALLS: dict[str, Callable[[Spine], Awaitable[Any]]] = {
     "orderbooks": lambda s: s.orderbooks(["KRW-BTC"]),
     "trades": lambda s: s.trades("KRW-BTC", 5),
     "watch": lambda s: s.watch(["trade"], ["KRW-BTC"]),
+    "unwatch": lambda s: s.unwatch(["trade"], ["KRW-BTC"]),
     "stream": first_event,
     "markets": lambda s: s.markets(),
     "warmup": lambda s: s.warmup(),

@@ -11,21 +11,17 @@ markets are watched, otherwise from REST with a freshness bound the caller sets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import httpx
 
+from ._accounting import Accounting, SpineStatistics
 from ._args import (
     Moment,
     count_arg,
@@ -42,56 +38,30 @@ from ._args import (
     timeframe_arg,
 )
 from ._candle_feed import CandleFollower, ClosedCandle, follow_candles
-from ._candles import MAX_COUNT, CandleReader, Trace
+from ._candles import MAX_COUNT, CandleReader
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
-from ._client import Client, RetryPolicy
-from ._errors import (
-    ClosedError,
-    InvalidRequestError,
-    RetryLaterError,
-    UnknownMarketError,
-    UpstreamError,
-)
+from ._client import Client
+from ._errors import ClosedError, InvalidRequestError, UpstreamError
+from ._hot import HotWindows
+from ._listener import Event
 from ._live import LiveState
 from ._memory import CandleMemory
+from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._result import CandleResult, ResultMeta
+from ._result import CandleResult, ResultMeta, Trace
+from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
-from ._stream import Event, Stream
+from ._stream import Stream
 from ._subscriptions import BOOK_DEPTHS
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["DEFAULT_UPSTREAM", "Channel", "Spine", "SpineStatistics", "default_db_path"]
+__all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
 DEFAULT_UPSTREAM = "https://api.upbit.com"
 logger = logging.getLogger("marketspine")
-_LATENCY_SAMPLES = 2048
-_Quote = TypeVar("_Quote", Ticker, Orderbook)
-
-
-_HOT_SETTLE_MS = 200
-
-
-@dataclass
-class _HotWindow:
-    """A preloaded window: how many closed candles to hold, and the start of the candle that
-    was forming when it was last fetched (a close after that makes it due)."""
-
-    tf: Timeframe
-    count: int
-    forming_ms: int
-
-
-class Channel(enum.Enum):
-    """Where live answers may come from. AUTO prefers the WebSocket-fed state and falls back
-    to REST (and the other way round when REST is failing)."""
-
-    AUTO = "auto"
-    REST_ONLY = "rest"
-    WEBSOCKET_ONLY = "websocket"
 
 
 def default_db_path() -> Path:
@@ -99,19 +69,6 @@ def default_db_path() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("marketspine")) / "marketspine.db"
-
-
-@dataclass(frozen=True, slots=True)
-class SpineStatistics:
-    """Hit counts per layer, upstream calls made and saved, latency percentiles (ms)."""
-
-    requests: dict[str, int]  # per method
-    answered_by: dict[str, int]  # memory / database / upstream / live / mixed
-    upstream_calls: int
-    upstream_calls_saved: int
-    latency_ms: dict[str, dict[str, float]]  # method -> {"p50", "p99", "max"}
-    memory_candles: int
-    memory_series: int
 
 
 class Spine:
@@ -149,11 +106,11 @@ class Spine:
         self._retry = retry or RetryPolicy()
         self._catalog = Catalog()
         self._catalog_path: Path | None = None
-        self._refresher: asyncio.Task[None] | None = None
         self._last_warmup: WarmupReport | None = None
-        self._hot: dict[tuple[str, str], _HotWindow] = {}  # (market, timeframe name) -> window
-        self._hot_changed = asyncio.Event()
-        self._keeper: asyncio.Task[None] | None = None
+        self._hot: HotWindows | None = None
+        # Every background task (live pump, catalog refresher, hot keeper) runs here.
+        self._tasks: asyncio.TaskGroup | None = None
+        self._started: dict[str, asyncio.Task[None]] = {}
         self._stack: AsyncExitStack | None = None
         self._closed = False  # aclose() was called: this Spine is done for good
         self._client: Client | None = None
@@ -161,18 +118,13 @@ class Spine:
         self._stream: Stream | None = None
         self._stream_lock = asyncio.Lock()
         self._live = LiveState(clock=time.monotonic)
-        self._pump: asyncio.Task[None] | None = None
         self._reader: CandleReader | None = None
+        self._quote_reader: QuoteReader | None = None
         self._markets: dict[str, MarketInfo] | None = None
         self._markets_lock = asyncio.Lock()
-        self._rest_cache: dict[tuple[str, str], tuple[Any, float]] = {}
         self._watched: set[tuple[str, str]] = set()
         # statistics
-        self._requests: Counter[str] = Counter()
-        self._answered_by: Counter[str] = Counter()
-        self._calls_made = 0
-        self._calls_saved = 0
-        self._latency: dict[str, deque[float]] = {}
+        self._accounting = Accounting()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -181,6 +133,7 @@ class Spine:
             raise ClosedError("this Spine is closed and cannot be reopened: make a new Spine")
         stack = AsyncExitStack()
         try:
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             if self._db is None or isinstance(self._db, str | Path):
                 path = Path(self._db) if self._db is not None else default_db_path()
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -217,14 +170,22 @@ class Spine:
         """Stop the stream and background tasks, close the client and the store. From now
         on every data method raises ClosedError (idempotent)."""
         self._closed = True
-        for task in (self._pump, self._refresher, self._keeper):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._pump = self._refresher = self._keeper = None
+        for task in self._started.values():
+            task.cancel()
+        self._started.clear()
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
+
+    def _start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as the background task ``name`` in Spine's task group, once."""
+        if name in self._started:
+            coro.close()
+            return
+        if self._tasks is None:
+            coro.close()
+            raise ClosedError("this Spine is not open: use it as `async with Spine(...) as spine`")
+        self._started[name] = self._tasks.create_task(coro, name=f"marketspine {name}")
 
     def _check_open(self) -> None:
         """Raises ClosedError unless inside ``async with`` and not closed."""
@@ -269,7 +230,8 @@ class Spine:
         trades. Closed candles are fetched upstream at most once, ever.
 
         Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
-        markets, RetryLaterError subclasses when upstream is needed but failing.
+        markets, RetryLaterError subclasses when upstream is needed but failing, ClosedError
+        outside ``async with``.
         """
         code, tf = market_arg(market), timeframe_arg(timeframe)
         count = None if count is None else count_arg(count, "count", 1, MAX_COUNT)
@@ -316,8 +278,7 @@ class Spine:
             for code, frames in needs_arg(needs, MAX_COUNT).items()
             for tf, count in frames.items()
         ]
-        live = flag_arg(live, "live")
-        priority = enum_arg(priority, Priority, "priority")
+        live, priority = flag_arg(live, "live"), enum_arg(priority, Priority, "priority")
         self._check_open()
         if not wanted:
             return {}
@@ -330,67 +291,29 @@ class Spine:
                 for code, tf, count in wanted
             )
         )
+        hot = self._hot_windows()
         held: dict[str, dict[str, int]] = {}
         for (code, tf, count), result in zip(wanted, results, strict=True):
-            key = (code, tf.name)
-            known = self._hot.get(key)
-            self._hot[key] = _HotWindow(
-                tf, max(count, known.count if known else 0), forming[tf.name]
-            )
+            hot.hold(code, tf, count, forming[tf.name])
             held.setdefault(code, {})[tf.name] = len(result)
         if live:
             for code, tf, _ in wanted:
                 await self.watch([f"candle.{tf.name}"], [code])
-        self._hot_changed.set()
-        if self._keeper is None:
-            self._keeper = asyncio.create_task(self._keep_hot())
+        hot.changed()
+        self._start("hot keeper", hot.keep())
         return held
 
-    async def _keep_hot(self) -> None:
-        """Refresh every hot window once a candle has closed (upstream clock) since it was
-        last fetched. Due-ness is judged from what each window holds, not from when the
-        keeper last woke, so a clock jump or a stalled loop cannot skip a close."""
-        while True:
-            self._hot_changed.clear()
-            # A little after the close, so the closed candle is final upstream.
-            settled = self.client.upstream_now_ms() - _HOT_SETTLE_MS
-            due = [
-                (market, window)
-                for (market, _), window in self._hot.items()
-                if window.tf.floor(settled) > window.forming_ms
-            ]
-            if due and await self._refresh_hot(due):
-                continue
-            next_due = min(w.tf.next_start(w.forming_ms) for w in self._hot.values())
-            # At most a second at a time, so a clock that jumps or runs fast is noticed; a
-            # failed refresh is retried no sooner than that.
-            wait_s = 1.0 if due else min(max(0.0, (next_due - settled) / 1000), 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hot_changed.wait(), timeout=wait_s)
+    def _hot_windows(self) -> HotWindows:
+        if self._hot is None:
+            client = self.client
 
-    async def _refresh_hot(self, due: list[tuple[str, _HotWindow]]) -> bool:
-        """Fetch the due windows; True when all of them succeeded."""
-        now = self.client.upstream_now_ms()
-        results = await asyncio.gather(
-            *(
-                self.candles(m, w.tf, count=w.count, priority=Priority.HIGH, closed_only=True)
-                for m, w in due
-            ),
-            return_exceptions=True,
-        )
-        ok = True
-        for (market, window), result in zip(due, results, strict=True):
-            if isinstance(result, BaseException):
-                # Keep the others hot; this one is tried again after a pause.
-                logger.error(
-                    "refreshing hot window %s %s failed: %s", market, window.tf.name, result
+            async def read_closed(market: str, tf: Timeframe, count: int) -> CandleResult:
+                return await self.candles(
+                    market, tf, count=count, priority=Priority.HIGH, closed_only=True
                 )
-                ok = False
-            elif result.meta.stale:  # served from the store while upstream is down
-                ok = False
-            else:
-                window.forming_ms = window.tf.floor(now)
-        return ok
+
+            self._hot = HotWindows(client.upstream_now_ms, read_closed)
+        return self._hot
 
     # -- tickers, orderbooks, trades --------------------------------------------------------
 
@@ -421,38 +344,13 @@ class Spine:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started = time.perf_counter()
-        channel, priority = (
-            enum_arg(channel, Channel, "channel"),
-            enum_arg(priority, Priority, "priority"),
-        )
-        max_age_s = optional_seconds_arg(max_age_s, "max_age_s")
         if quote is not None:
-            if markets is not None:
-                raise InvalidRequestError("give markets or quote, not both")
-            currency = quote_arg(quote)
-        else:
-            codes = markets_arg(markets)
-        self._check_open()
-        age = self._ticker_max_age_s if max_age_s is None else max_age_s
+            quote = quote_arg(quote)
+        if markets is not None or quote is None:
+            markets = markets_arg(markets)
+        channel, priority, age = self._quote_args(channel, priority, max_age_s)
         trace = Trace()
-        if quote is not None:
-            result = await self._rest_cached(
-                ("tickers_by_quote", currency),
-                age,
-                lambda: self.client.tickers_by_quote([currency], priority=priority),
-                trace,
-            )
-            self._account("tickers", trace.meta(started))
-            return list(result)
-        tickers = await self._live_or_rest(
-            "ticker",
-            codes,
-            channel,
-            age,
-            self._live.ticker,
-            lambda missing: self.client.tickers(missing, priority=priority),
-            trace,
-        )
+        tickers = await self._quotes().tickers(markets, quote, channel, age, priority, trace)
         self._account("tickers", trace.meta(started))
         return tickers
 
@@ -481,74 +379,12 @@ class Spine:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started = time.perf_counter()
-        codes = markets_arg(markets)
-        channel, priority = (
-            enum_arg(channel, Channel, "channel"),
-            enum_arg(priority, Priority, "priority"),
-        )
-        max_age_s = optional_seconds_arg(max_age_s, "max_age_s")
-        self._check_open()
-        age = self._ticker_max_age_s if max_age_s is None else max_age_s
+        markets = markets_arg(markets)
+        channel, priority, age = self._quote_args(channel, priority, max_age_s)
         trace = Trace()
-        books = await self._live_or_rest(
-            "orderbook",
-            codes,
-            channel,
-            age,
-            self._live.orderbook,
-            lambda missing: self.client.orderbooks(missing, priority=priority),
-            trace,
-        )
+        books = await self._quotes().orderbooks(markets, channel, age, priority, trace)
         self._account("orderbooks", trace.meta(started))
         return books
-
-    async def _live_or_rest(
-        self,
-        kind: str,
-        codes: list[str],
-        channel: Channel,
-        max_age_s: float,
-        read_live: Callable[[str, float | None], _Quote | None],
-        fetch: Callable[[list[str]], Awaitable[list[_Quote]]],
-        trace: Trace,
-    ) -> list[_Quote]:
-        """One ``kind`` answer per code: fresh live state first (unless REST_ONLY), the
-        stream alone for WEBSOCKET_ONLY, else REST; AUTO falls back to the stream's last
-        answer, however old, when REST is failing (the result is then flagged stale)."""
-        if not codes:
-            raise InvalidRequestError("no market given: name at least one, such as KRW-BTC")
-        answers: dict[str, _Quote] = {}
-        if channel is not Channel.REST_ONLY:
-            for code in codes:
-                live = read_live(code, max_age_s)
-                if live is not None:
-                    answers[code] = live
-            if answers:
-                trace.used("live")
-        missing = [c for c in codes if c not in answers]
-        if missing and channel is Channel.WEBSOCKET_ONLY:
-            await self.watch([kind], missing)
-            for code in missing:
-                answers[code] = await self._wait_live(partial(read_live, code, None), code)
-            trace.used("live")
-            missing = []
-        if missing:
-            try:
-                fetched = await self._rest_cached(
-                    (kind, ",".join(missing)), max_age_s, lambda: fetch(missing), trace
-                )
-            except RetryLaterError:
-                held = [read_live(c, None) for c in missing]
-                if channel is Channel.REST_ONLY or any(h is None for h in held):
-                    raise
-                fetched = [h for h in held if h is not None]
-                trace.used("live")
-                trace.stale = True
-            answers.update((item.market, item) for item in fetched)
-        unknown = [c for c in codes if c not in answers]
-        if unknown:
-            raise UnknownMarketError(unknown[0])
-        return [answers[c] for c in codes]
 
     async def trades(
         self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
@@ -556,55 +392,30 @@ class Spine:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
         started = time.perf_counter()
-        code = market_arg(market)
-        count = count_arg(count, "count", 1, 10_000)
+        market, count = market_arg(market), count_arg(count, "count", 1, 10_000)
         priority = enum_arg(priority, Priority, "priority")
         self._check_open()
         trace = Trace()
-        if ("trade", code) in self._watched and self._live.trade_count(code) >= count:
-            trace.used("live")
-            rows = self._live.trades(code, count)
-        else:
-            rows = []
-            cursor: int | None = None
-            while len(rows) < count:
-                page = await self.client.trades(
-                    code, count=min(500, count - len(rows)), cursor=cursor, priority=priority
-                )
-                trace.calls += 1
-                trace.used("upstream")
-                rows.extend(page)
-                if len(page) < min(500, count - len(rows) + len(page)):
-                    break
-                cursor = page[-1].seq
+        rows = await self._quotes().trades(market, count, priority, trace)
         self._account("trades", trace.meta(started))
         return rows
 
-    async def _rest_cached(
-        self, key: tuple[str, str], max_age_s: float, fetch: Any, trace: Trace
-    ) -> Any:
-        held = self._rest_cache.get(key)
-        if held is not None and time.monotonic() - held[1] <= max_age_s:
-            trace.used("memory")
-            return held[0]
-        value = await fetch()
-        trace.calls += 1
-        trace.used("upstream")
-        self._rest_cache[key] = (value, time.monotonic())
-        if len(self._rest_cache) > 4096:
-            # Old answers are worthless anyway; drop the oldest half.
-            for stale in sorted(self._rest_cache, key=lambda k: self._rest_cache[k][1])[:2048]:
-                del self._rest_cache[stale]
-        return value
+    def _quote_args(
+        self, channel: object, priority: object, max_age_s: object
+    ) -> tuple[Channel, Priority, float]:
+        """The checked channel, priority and freshness bound of a quote request; raises
+        ClosedError outside ``async with``."""
+        checked = enum_arg(channel, Channel, "channel"), enum_arg(priority, Priority, "priority")
+        age = optional_seconds_arg(max_age_s, "max_age_s")
+        self._check_open()
+        return *checked, self._ticker_max_age_s if age is None else age
 
-    async def _wait_live(self, read: Any, market: str, timeout_s: float = 10.0) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while (value := read()) is None:
-            if loop.time() > deadline:
-                raise UpstreamError(f"no live data for {market} within {timeout_s:g} s")
-            await asyncio.sleep(0.01)
-        return value
+    def _quotes(self) -> QuoteReader:
+        if self._quote_reader is None:
+            self._quote_reader = QuoteReader(
+                self.client, self._live, watch=self.watch, watched=self._watched
+            )
+        return self._quote_reader
 
     # -- live stream ------------------------------------------------------------------------
 
@@ -622,13 +433,11 @@ class Spine:
         outside ``async with``."""
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
         if depth is not None:
-            accepted = f"one of {', '.join(map(str, BOOK_DEPTHS))}, or None for 30"
             if count_arg(depth, "depth", 1, 30) not in BOOK_DEPTHS:
-                raise InvalidRequestError(f"invalid depth {depth}: expected {accepted}")
+                accepted = ", ".join(map(str, BOOK_DEPTHS))
+                raise InvalidRequestError(f"invalid depth {depth}: expected one of {accepted}")
             if "orderbook" not in kinds:
-                raise InvalidRequestError(
-                    "depth applies to the orderbook kind, which is not watched"
-                )
+                raise InvalidRequestError("depth applies to the orderbook kind, not watched")
         self._check_open()
         stream = await self._ensure_stream()
         for kind in kinds:
@@ -647,6 +456,27 @@ class Spine:
                 continue
             await stream.subscribe(kind, codes, depth=depth if kind == "orderbook" else None)
             self._watched.update((kind, c) for c in codes)
+
+    async def unwatch(self, kinds: Iterable[str], markets: Iterable[str]) -> None:
+        """Stop keeping ``kinds`` of ``markets`` live (the reverse of ``watch``): answers
+        come from REST again. A market's trades stay streamed while a forming candle of it
+        is still built from them.
+
+        Raises InvalidRequestError for an unknown kind or market; ClosedError outside
+        ``async with``."""
+        kinds, codes = kinds_arg(kinds), markets_arg(markets)
+        self._check_open()
+        if self._stream is None:
+            return
+        for kind in kinds:
+            if kind.startswith("candle."):
+                tf = parse_timeframe(kind.removeprefix("candle."))
+                idle = [c for c in codes if self._live.untrack(c, tf.name) == 0]
+                kind, codes_now = "trade", idle
+            else:
+                codes_now = [c for c in codes if kind != "trade" or not self._live.tracked_count(c)]
+            await self._stream.unsubscribe(kind, codes_now)
+            self._watched.difference_update((kind, c) for c in codes_now)
 
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
@@ -671,6 +501,7 @@ class Spine:
         listened = plain | ({"trade"} if frames else set())
         async with stream.listen(listened, set(codes), maxsize=maxsize) as events:
             await self.watch(kinds, codes)
+            source: AsyncIterator[Event | Candle | ClosedCandle] = events
             if frames:
                 source = follow_candles(
                     events,
@@ -679,23 +510,22 @@ class Spine:
                     upstream_now_ms=self.client.upstream_now_ms,
                     read_closed=self._read_closed,
                 )
-                async for item in source:
-                    yield item
-            else:
-                async for event in events:
-                    yield event
+            async for item in source:
+                yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
 
     async def _candle_followers(
         self, codes: list[str], frames: list[Timeframe]
     ) -> list[CandleFollower]:
         now = self.client.upstream_now_ms()
-        followers = []
-        for code in codes:
-            for tf in frames:
-                seed = await self._candle_reader().forming(code, tf, now, Priority.HIGH, Trace())
-                followers.append(CandleFollower(code, tf, seed, now))
-        return followers
+        reader = self._candle_reader()
+        return [
+            CandleFollower(
+                code, tf, await reader.forming(code, tf, now, Priority.HIGH, Trace()), now
+            )
+            for code in codes
+            for tf in frames
+        ]
 
     async def _read_closed(self, follower: CandleFollower, lo: int, hi: int) -> list[Candle]:
         """The closed candles of ``follower``'s windows starting in ``[lo, hi)``."""
@@ -714,7 +544,7 @@ class Spine:
                 stream = Stream(self._ws_url, client=self.client)
                 await self._stack.enter_async_context(stream)
                 self._stream = stream
-                self._pump = asyncio.create_task(self._feed_live(stream))
+                self._start("live pump", self._feed_live(stream))
             return self._stream
 
     async def _feed_live(self, stream: Stream) -> None:
@@ -732,7 +562,7 @@ class Spine:
             if self._markets is None or refresh:
                 rows = await self.client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
-                self._calls_made += 1
+                self._accounting.call_made()
             return list(self._markets.values())
 
     async def warmup(self) -> dict[str, Any]:
@@ -749,8 +579,8 @@ class Spine:
         self._adopt_catalog()
         if self._catalog_path is not None:
             await asyncio.to_thread(self._catalog.save, self._catalog_path)
-        if self._refresher is None and self._warmup_every_s > 0:
-            self._refresher = asyncio.create_task(self._refresh_catalog())
+        if self._warmup_every_s > 0:
+            self._start("catalog refresher", self._refresh_catalog())
         return report.as_dict()
 
     def _adopt_catalog(self) -> None:
@@ -782,34 +612,12 @@ class Spine:
     # -- statistics ---------------------------------------------------------------------------
 
     def _account(self, method: str, meta: ResultMeta) -> None:
-        self._requests[method] += 1
-        self._answered_by[meta.source] += 1
-        self._calls_made += meta.upstream_calls
-        if meta.upstream_calls == 0:
-            self._calls_saved += 1
-        samples = self._latency.setdefault(method, deque(maxlen=_LATENCY_SAMPLES))
-        samples.append(meta.elapsed_ms)
+        self._accounting.account(method, meta)
 
     def statistics(self) -> SpineStatistics:
         """Counters since start: per-layer answers, upstream calls made and saved, latency."""
-        latency: dict[str, dict[str, float]] = {}
-        for method, samples in self._latency.items():
-            ordered = sorted(samples)
-            latency[method] = {
-                "p50": ordered[len(ordered) // 2],
-                "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-                "max": ordered[-1],
-            }
         memory = self._memory.statistics()
-        return SpineStatistics(
-            requests=dict(self._requests),
-            answered_by=dict(self._answered_by),
-            upstream_calls=self._calls_made,
-            upstream_calls_saved=self._calls_saved,
-            latency_ms=latency,
-            memory_candles=memory.candles,
-            memory_series=memory.series,
-        )
+        return self._accounting.snapshot(memory_candles=memory.candles, memory_series=memory.series)
 
 
 async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], list[Instrument]]:
