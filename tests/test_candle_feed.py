@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from marketspine._candle_feed import CLOSE_SETTLE_MS, CandleFollower, ClosedCandle, follow_candles
 from marketspine._errors import UpstreamError
-from marketspine._records import Candle, Trade
 from marketspine._listener import Gap
+from marketspine._records import Candle, Trade
 from marketspine._timeframes import TIMEFRAMES
 
 MINUTE = TIMEFRAMES["1m"]

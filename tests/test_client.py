@@ -17,8 +17,8 @@ from marketspine._circuit import CircuitBreaker
 from marketspine._client import MARKETS_PER_REQUEST, Client
 from marketspine._errors import (
     BannedError,
-    ClosedError,
     CircuitOpenError,
+    ClosedError,
     InvalidRequestError,
     RateLimitedError,
     UnknownMarketError,

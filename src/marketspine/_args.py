@@ -18,7 +18,7 @@ import enum
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeGuard, TypeVar
 
 from ._errors import InvalidRequestError
@@ -31,6 +31,7 @@ __all__ = [
     "STREAM_KINDS",
     "Moment",
     "count_arg",
+    "depth_arg",
     "enum_arg",
     "flag_arg",
     "kinds_arg",
@@ -179,6 +180,21 @@ def count_arg(value: object, name: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise InvalidRequestError(f"invalid {name} {number}: expected {accepted}")
     return number
+
+
+def depth_arg(value: object, kinds: Sequence[str], depths: Sequence[int]) -> int | None:
+    """An orderbook depth, one of ``depths`` (None keeps the default), for ``kinds``.
+
+    Raises InvalidRequestError for another value, or a depth without the orderbook kind.
+    """
+    if value is None:
+        return None
+    accepted = f"one of {', '.join(map(str, depths))}, or None"
+    if not _is_int(value) or int(value) not in depths:
+        raise _invalid("depth", value, accepted)
+    if "orderbook" not in kinds:
+        raise InvalidRequestError("depth applies to the orderbook kind, which is not watched")
+    return int(value)
 
 
 def flag_arg(value: object, name: str) -> bool:

@@ -22,7 +22,13 @@ from ._live import LiveState
 from ._records import Candle, Trade
 from ._timeframes import Timeframe
 
-__all__ = ["CLOSE_SETTLE_MS", "CandleFollower", "ClosedCandle", "follow_candles"]
+__all__ = [
+    "CLOSE_SETTLE_MS",
+    "CandleFollower",
+    "ClosedCandle",
+    "candle_events",
+    "follow_candles",
+]
 
 # A window counts as closed this long after its end on upstream's clock, so that its
 # candle is final upstream when it is read.
@@ -191,3 +197,36 @@ async def follow_candles(
                 candle = follower.apply(event)
                 if candle is not None:
                     yield candle
+
+
+async def candle_events(
+    events: EventSource[T],
+    codes: Sequence[str],
+    frames: Sequence[Timeframe],
+    *,
+    pass_trades: bool,
+    upstream_now_ms: Callable[[], int],
+    forming: Callable[[str, Timeframe, int], Awaitable[Candle | None]],
+    read_closed: Callable[[str, Timeframe, int, int], Awaitable[Sequence[Candle]]],
+) -> AsyncIterator[T | Candle | ClosedCandle]:
+    """``follow_candles`` for every timeframe of ``frames`` of every market of ``codes``:
+    ``forming(market, tf, now_ms)`` gives upstream's forming candle to start from and
+    ``read_closed(market, tf, lo, hi)`` the closed candles starting in ``[lo, hi)``."""
+    now = upstream_now_ms()
+    followers = [
+        CandleFollower(code, tf, await forming(code, tf, now), now)
+        for code in codes
+        for tf in frames
+    ]
+
+    async def read(follower: CandleFollower, lo: int, hi: int) -> Sequence[Candle]:
+        return await read_closed(follower.market, follower.timeframe, lo, hi)
+
+    async for item in follow_candles(
+        events,
+        followers,
+        pass_trades=pass_trades,
+        upstream_now_ms=upstream_now_ms,
+        read_closed=read,
+    ):
+        yield item

@@ -25,6 +25,7 @@ from ._accounting import Accounting, SpineStatistics
 from ._args import (
     Moment,
     count_arg,
+    depth_arg,
     enum_arg,
     flag_arg,
     kinds_arg,
@@ -37,7 +38,7 @@ from ._args import (
     time_arg,
     timeframe_arg,
 )
-from ._candle_feed import CandleFollower, ClosedCandle, follow_candles
+from ._candle_feed import ClosedCandle, candle_events
 from ._candles import MAX_COUNT, CandleReader
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
@@ -432,12 +433,7 @@ class Spine:
         Raises InvalidRequestError for an unknown kind, market or depth; ClosedError
         outside ``async with``."""
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
-        if depth is not None:
-            if count_arg(depth, "depth", 1, 30) not in BOOK_DEPTHS:
-                accepted = ", ".join(map(str, BOOK_DEPTHS))
-                raise InvalidRequestError(f"invalid depth {depth}: expected one of {accepted}")
-            if "orderbook" not in kinds:
-                raise InvalidRequestError("depth applies to the orderbook kind, not watched")
+        depth = depth_arg(depth, kinds, BOOK_DEPTHS)
         self._check_open()
         stream = await self._ensure_stream()
         for kind in kinds:
@@ -503,37 +499,27 @@ class Spine:
             await self.watch(kinds, codes)
             source: AsyncIterator[Event | Candle | ClosedCandle] = events
             if frames:
-                source = follow_candles(
+                reader = self._candle_reader()
+                source = candle_events(
                     events,
-                    await self._candle_followers(codes, frames),
+                    codes,
+                    frames,
                     pass_trades="trade" in plain,
                     upstream_now_ms=self.client.upstream_now_ms,
+                    forming=lambda code, tf, now: reader.forming(
+                        code, tf, now, Priority.HIGH, Trace()
+                    ),
                     read_closed=self._read_closed,
                 )
             async for item in source:
                 yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
 
-    async def _candle_followers(
-        self, codes: list[str], frames: list[Timeframe]
-    ) -> list[CandleFollower]:
-        now = self.client.upstream_now_ms()
-        reader = self._candle_reader()
-        return [
-            CandleFollower(
-                code, tf, await reader.forming(code, tf, now, Priority.HIGH, Trace()), now
-            )
-            for code in codes
-            for tf in frames
-        ]
-
-    async def _read_closed(self, follower: CandleFollower, lo: int, hi: int) -> list[Candle]:
-        """The closed candles of ``follower``'s windows starting in ``[lo, hi)``."""
-        result = await self.candles(
-            follower.market, follower.timeframe, start=lo, end=hi, priority=Priority.HIGH
-        )
+    async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
+        """The closed candles of ``market`` starting in ``[lo, hi)``, stored on the way."""
+        result = await self.candles(market, tf, start=lo, end=hi, priority=Priority.HIGH)
         if result.meta.stale:  # served from the store while upstream is down: maybe partial
-            raise UpstreamError(f"closed {follower.market} candles not final yet")
+            raise UpstreamError(f"closed {market} candles not final yet")
         return list(result)
 
     async def _ensure_stream(self) -> Stream:
