@@ -21,8 +21,10 @@ from marketspine._args import (
     kinds_arg,
     market_arg,
     markets_arg,
+    ms_arg,
     needs_arg,
     number_arg,
+    quote_arg,
     time_arg,
     timeframe_arg,
 )
@@ -211,3 +213,18 @@ def test_needs_are_checked_and_normalised() -> None:
     for bad in ([], {"KRW-BTC": 5}, {"KRW-BTC": {"1m": "5"}}, {5: {"1m": 5}}):
         with pytest.raises(InvalidRequestError):
             needs_arg(bad, 100)
+
+
+def test_the_clients_to_ms_takes_any_int_as_milliseconds() -> None:
+    assert ms_arg(94_694_400_000, "to_ms") == 94_694_400_000  # 1973, a yearly page
+    assert ms_arg("2024-01-01", "to_ms") == to_ms(dt.datetime(2024, 1, 1))
+    with pytest.raises(InvalidRequestError, match="to_ms"):
+        ms_arg(True, "to_ms")
+
+
+def test_quotes_one_or_several() -> None:
+    assert quote_arg(" krw ") == "KRW"
+    assert quote_arg("KRW,BTC") == "KRW,BTC"
+    for bad in ("", "KRW,", 5, None, "K R W"):
+        with pytest.raises(InvalidRequestError, match="quote"):
+            quote_arg(bad)

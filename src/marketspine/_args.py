@@ -37,6 +37,7 @@ __all__ = [
     "kinds_arg",
     "market_arg",
     "markets_arg",
+    "ms_arg",
     "needs_arg",
     "number_arg",
     "optional_seconds_arg",
@@ -49,7 +50,7 @@ EPOCH_MS_MIN = 100_000_000_000  # 1973-03-03T09:46:40Z; an int below it is epoch
 EPOCH_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z; above it, micro/nanoseconds
 
 _MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
-_QUOTE = re.compile(r"[A-Z0-9]+")
+_QUOTE = re.compile(r"[A-Z0-9]+(?:,[A-Z0-9]+)*")
 _MARKET_ACCEPTED = "a market code string QUOTE-BASE such as KRW-BTC"
 _TIME_ACCEPTED = (
     "a datetime (naive means UTC), a date (00:00 UTC), an ISO 8601 string such as "
@@ -112,8 +113,10 @@ def markets_arg(value: object, name: str = "markets") -> list[str]:
 
 
 def quote_arg(value: object, name: str = "quote") -> str:
-    """A quote currency (``krw`` -> ``KRW``). Raises InvalidRequestError otherwise."""
-    accepted = "a quote currency string such as KRW, BTC or USDT"
+    """A quote currency (``krw`` -> ``KRW``), or several joined by commas (``KRW,BTC``).
+
+    Raises InvalidRequestError otherwise."""
+    accepted = "a quote currency string such as KRW, BTC or USDT (several: KRW,BTC)"
     if not isinstance(value, str) or not _QUOTE.fullmatch(value.strip().upper()):
         raise _invalid(name, value, accepted)
     return value.strip().upper()
@@ -165,6 +168,16 @@ def time_arg(value: object, name: str) -> int | None:
             )
         return ms
     raise _invalid(name, value, _TIME_ACCEPTED)
+
+
+def ms_arg(value: object, name: str) -> int | None:
+    """Like ``time_arg``, but any int is taken as epoch milliseconds as it is (for the
+    Client, whose ``to_ms`` says its unit and pages back past 1973 for yearly candles).
+
+    Raises InvalidRequestError for a bool or a value ``time_arg`` refuses."""
+    if _is_int(value):
+        return int(value)
+    return time_arg(value, name)
 
 
 def count_arg(value: object, name: str, low: int, high: int) -> int:

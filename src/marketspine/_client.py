@@ -29,7 +29,7 @@ from typing import Self, TypeVar
 
 import httpx
 
-from ._args import Moment, enum_arg, market_arg, time_arg, timeframe_arg
+from ._args import Moment, enum_arg, market_arg, ms_arg, timeframe_arg
 from ._circuit import BreakerStatistics, CircuitBreaker
 from ._client_args import (
     MARKETS_PER_REQUEST,
@@ -215,7 +215,7 @@ class Client:
         """
         tf, market = timeframe_arg(timeframe), market_arg(market)
         check_range("count", count, 1, MAX_CANDLES)
-        to_ms, priority = time_arg(to_ms, "to_ms"), enum_arg(priority, Priority, "priority")
+        to_ms, priority = ms_arg(to_ms, "to_ms"), enum_arg(priority, Priority, "priority")
         params: list[tuple[str, str]] = [("market", market), ("count", str(count))]
         if to_ms is not None:
             # Candles start on whole seconds: "start < to_ms" is "start < to_ms rounded up".
