@@ -57,7 +57,7 @@ from ._stream import Stream
 from ._subscriptions import BOOK_DEPTHS
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
-from ._timeframes import Timeframe, parse_timeframe
+from ._timeframes import Timeframe, timeframe_of_kind
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
@@ -438,7 +438,7 @@ class Spine:
         stream = await self._ensure_stream()
         for kind in kinds:
             if kind.startswith("candle."):
-                tf = parse_timeframe(kind.removeprefix("candle."))
+                tf = timeframe_of_kind(kind)
                 await stream.subscribe("trade", codes)
                 self._watched.update(("trade", c) for c in codes)
                 for code in codes:
@@ -466,7 +466,7 @@ class Spine:
             return
         for kind in kinds:
             if kind.startswith("candle."):
-                tf = parse_timeframe(kind.removeprefix("candle."))
+                tf = timeframe_of_kind(kind)
                 idle = [c for c in codes if self._live.untrack(c, tf.name) == 0]
                 kind, codes_now = "trade", idle
             else:
@@ -490,7 +490,7 @@ class Spine:
         maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
         self._check_open()
         stream = await self._ensure_stream()
-        frames = [parse_timeframe(k.removeprefix("candle.")) for k in kinds if "." in k]
+        frames = [timeframe_of_kind(k) for k in kinds if "." in k]
         plain = {k for k in kinds if "." not in k}
         # Candle kinds follow the trade stream; the listener opens first so no trade
         # between upstream's forming candle and the first event is missed.
