@@ -19,7 +19,7 @@ logger = logging.getLogger("marketspine")
 # A little after the close, so the closed candle is final upstream.
 HOT_SETTLE_MS = 200
 
-# Reads ``count`` closed candles of (market, timeframe) at HIGH priority.
+# Reads ``count`` closed candles of (market, timeframe).
 ReadClosed = Callable[[str, Timeframe, int], Awaitable[CandleResult]]
 
 
@@ -49,6 +49,18 @@ class HotWindows:
         key = (market, tf.name)
         known = self._windows.get(key)
         self._windows[key] = HotWindow(tf, max(count, known.count if known else 0), forming_ms)
+
+    async def preload(
+        self, wanted: list[tuple[str, Timeframe, int]], now_ms: int, read: ReadClosed
+    ) -> dict[str, dict[str, int]]:
+        """Read each wanted (market, timeframe, closed candles) through ``read`` and hold it
+        hot; ``now_ms`` is upstream's clock. Returns {market: {timeframe: candles held}}."""
+        results = await asyncio.gather(*(read(code, tf, count) for code, tf, count in wanted))
+        held: dict[str, dict[str, int]] = {}
+        for (code, tf, count), result in zip(wanted, results, strict=True):
+            self.hold(code, tf, count, tf.floor(now_ms))
+            held.setdefault(code, {})[tf.name] = len(result)
+        return held
 
     def changed(self) -> None:
         """Windows were added: the keeper looks at them at once."""
