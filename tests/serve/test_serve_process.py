@@ -125,3 +125,28 @@ def test_sigterm_shuts_down_cleanly_and_keeps_what_was_stored(
         answer = again.get("/v1/candles/minutes/5", **params)
     assert answer.json() == stored and len(stored) == 120
     assert answer.headers["X-Marketspine-Source"] == "database"
+
+
+def test_upstream_sim_runs_the_simulator_in_the_same_process(tmp_path: Path) -> None:
+    with serve_process("sim", tmp_path / "sim.db", "--admin-token", TOKEN) as served:
+        markets = served.get("/v1/market/all")
+        candles = served.get("/v1/candles/minutes/1", market="KRW-BTC", count=5)
+    assert markets.status_code == 200 and len(markets.json()) > 0
+    assert candles.status_code == 200 and len(candles.json()) == 5
+
+
+def test_bad_port_is_a_clear_error(fixed_sim: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with serve_process(fixed_sim, tmp_path / "a.db", "--admin-token", TOKEN) as served:
+        port = served.url.rsplit(":", 1)[1]
+        args = ["--upstream", fixed_sim, "--db", str(tmp_path / "b.db"), "--port", port]
+        taken = subprocess.run(
+            [sys.executable, "-m", "marketspine", "serve", *args, "--admin-token", TOKEN],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert taken.returncode == 2
+    assert "cannot listen on" in taken.stderr and "Traceback" not in taken.stderr
