@@ -237,7 +237,9 @@ async def test_live_watch_on_demand_stops_after_idling(
             url, tmp_path / "live.db", admin_token="t", warmup_every_s=-1, idle_unwatch_s=0.3
         ) as service:
             service.demand.want("ticker", "KRW-BTC")
+            service.demand.want("candle.1m", "KRW-ETH")  # built from KRW-ETH's trade stream
             await wait_for(lambda: service.demand.is_live("ticker", "KRW-BTC"))
+            await wait_for(lambda: service.demand.is_live("candle.1m", "KRW-ETH"))
             ticker = await service.spine.ticker("KRW-BTC")
             assert ticker.market == "KRW-BTC"
             app = create_service_app(service)
