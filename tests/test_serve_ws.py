@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from marketspine import Spine
@@ -74,6 +75,12 @@ def gateway(
 ) -> Iterator[tuple[str, Starlette]]:
     with gateway_app(running_sim, upstream, tmp_path / "serve.db") as served:
         yield served
+
+
+def connect(url: str) -> ws_connect:
+    """A client that keeps reading whatever the test leaves unread, so closing is quick
+    (a full receive queue would stop it reading the server's close frame)."""
+    return ws_connect(url, max_queue=None)
 
 
 def request(*streams: dict[str, Any], ticket: str = "t", fmt: str | None = None) -> str:
@@ -320,3 +327,93 @@ async def test_many_clients_share_one_upstream_connection(
     assert upstream_ws["connections"] == 1
     # The union of 20 identical subscriptions goes upstream in a few paced messages.
     assert 1 <= upstream_ws["messages_received"] <= 5
+
+
+class FakeClient:
+    """A downstream client as ASGI messages: it reads every frame at once, or (``reads``
+    False) stops reading, so a send to it never completes."""
+
+    def __init__(self, *, reads: bool = True) -> None:
+        self.reads = reads
+        self.incoming: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+        self.incoming.put_nowait({"type": "websocket.connect"})
+        self.frames: list[Any] = []
+        self.closed: MutableMapping[str, Any] | None = None
+        self.changed = asyncio.Event()
+
+    def socket(self) -> Any:
+        from starlette.websockets import WebSocket
+
+        scope = {"type": "websocket", "path": "/websocket/v1", "headers": [], "query_string": b""}
+        return WebSocket(scope, self.incoming.get, self.send)
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            if not self.reads:
+                await asyncio.Event().wait()  # the socket's buffers are full, for ever
+            self.frames.append(json.loads(message["bytes"]))
+        elif message["type"] == "websocket.close":
+            self.closed = message
+        self.changed.set()
+
+    async def wait_for(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def streaming(client: FakeClient, clock: Any, markets: list[str]) -> None:
+    """Wait until upstream streams every market's trades and books (snapshots may have come
+    from REST before the upstream subscription was sent): step the clock until realtime
+    frames of each arrive, or fail after a bounded number of steps."""
+    wanted = {(kind, m) for kind in ("trade", "orderbook") for m in markets}
+    for _ in range(20):
+        clock.advance(2_000)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await client.wait_for(
+                    lambda: (
+                        {
+                            (f["type"], f["code"])
+                            for f in client.frames
+                            if f["stream_type"] == "REALTIME"
+                        }
+                        >= wanted
+                    )
+                )
+                return
+    raise AssertionError("upstream never streamed every subscribed market")
+
+
+async def test_a_slow_client_is_closed_and_never_slows_the_others(
+    upstream: str, clock: Any, tmp_path: Path
+) -> None:
+    markets = [BTC, ETH, XRP]
+    subscribe = request(*({"type": k, "codes": markets} for k in ("trade", "orderbook")))
+    fast, slow = FakeClient(), FakeClient(reads=False)
+    async with Spine(upstream, db=tmp_path / "serve.db") as spine:
+        gateway = WsGateway(spine, client_queue=50)
+        async with asyncio.TaskGroup() as group:
+            for client in (fast, slow):
+                group.create_task(gateway.handle(client.socket()))
+                client.incoming.put_nowait({"type": "websocket.receive", "text": subscribe})
+            await fast.wait_for(lambda: len(of(fast.frames, "orderbook")) >= 3)
+            await streaming(fast, clock, markets)
+            clock.advance(120_000)
+            newest = await newest_trade(upstream, BTC)
+            await slow.wait_for(lambda: slow.closed is not None)
+            await fast.wait_for(
+                lambda: (
+                    newest["sequential_id"]
+                    in {t["sequential_id"] for t in of(fast.frames, "trade")}
+                )
+            )
+            stats = gateway.statistics()
+            fast.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await gateway.aclose()
+    assert slow.closed is not None and slow.closed["code"] == 1008
+    assert "too slow" in slow.closed["reason"]
+    assert fast.closed is None
+    assert len(of(fast.frames, "trade", "REALTIME")) > 50  # more than the slow one could hold
+    assert (stats.clients, stats.dropped_clients) == (1, 1)

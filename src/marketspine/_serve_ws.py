@@ -58,7 +58,6 @@ DEFAULT_CLIENT_QUEUE = 2000  # frames waiting for one client before it counts as
 DEFAULT_LINGER_S = 60.0  # an unwanted (type, market) keeps its upstream listener this long
 STATUS_EVERY_S = 10.0  # {"status":"UP"} period after a text PING, as on Upbit
 CLOSE_TIMEOUT_S = 2.0
-YIELD_EVERY = 64  # events one pump handles before letting other tasks run
 SLOW_CLOSE_CODE = 1008  # policy violation: the client did not read its frames
 Pair = tuple[str, str]  # (type, market)
 _encoder = msgspec.json.Encoder()
@@ -358,15 +357,12 @@ class WsGateway:
         group: one pair failing (an upstream error for one market) must not end the
         others; ``aclose`` cancels and awaits every pump."""
         kind, market = up.pair
-        handled = 0
         try:
             async for event in self._spine.stream([kind], [market], maxsize=self._upstream_queue):
                 if isinstance(event, Ticker | Trade | Orderbook | Candle):
                     self._dispatch(up, event)
-                handled += 1
-                if handled % YIELD_EVERY == 0:
-                    # A burst is read without awaiting; let writers send meanwhile, so a
-                    # burst alone never fills a reading client's queue.
+                    # A burst is read without awaiting; let writers send in between, so a
+                    # burst alone never fills the queue of a client that is reading.
                     await asyncio.sleep(0)
         except MarketspineError as exc:
             logger.warning("upstream feed for %s %s ended: %s", kind, market, exc)
