@@ -23,10 +23,11 @@ from marketspine._client import Client
 from marketspine._collect import collect
 from marketspine._planner import MAX_PAGE, ceil_window, plan_gaps
 from marketspine._ratebudget import LocalRateBudget
-from marketspine._records import Candle, decode_candles
+from marketspine._records import Candle
 from marketspine._store import SQLiteStore
 from marketspine._time import DAY_MS, format_utc, parse_time
 from marketspine._timeframes import TIMEFRAMES, Timeframe
+from marketspine._wire_rest import decode_candles
 from marketspine.sim import SimConfig, create_app
 
 # A fixed simulated "now", after the youngest markets of the default universe were listed.
@@ -260,8 +261,9 @@ async def test_minutes_and_months_side_by_side_from_upstream(sim: Sim) -> None:
         await collect(
             sim.client, store, [market], minute, since_ms=end - 3_600_000, until_ms=end, now_ms=NOW
         )
-        months = await store.read(market, month, 0, 2 * NOW)
-        minutes = await store.read(market, minute, 0, 2 * NOW)
+        # Full pages keep what lies before `since` too; the asked ranges must be exact.
+        months = await store.read(market, month, since, 2 * NOW)
+        minutes = await store.read(market, minute, end - 3_600_000, 2 * NOW)
         assert months == await sim.truth(market, month, since, month.floor(NOW))
         assert minutes == await sim.truth(market, minute, end - 3_600_000, end)
         assert {c.timeframe for c in months} == {"1M"}

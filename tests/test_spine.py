@@ -12,12 +12,15 @@ import httpx
 import pytest
 
 from marketspine import InvalidRequestError, UnknownMarketError
+from marketspine._quotes import Channel
 from marketspine._records import Candle
-from marketspine._spine import Channel, Spine
+from marketspine._spine import Spine
 from marketspine._store import SQLiteStore
 from marketspine._time import format_utc, parse_naive_utc, parse_time
 from marketspine._timeframes import parse_timeframe
 from marketspine.sim import SimConfig, create_app
+
+DAY = 86_400_000
 
 
 @pytest.fixture
@@ -178,7 +181,7 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
     app: Any, tmp_path: Path
 ) -> None:
     from marketspine import RetryLaterError
-    from marketspine._client import RetryPolicy
+    from marketspine._retry import RetryPolicy
 
     retry = RetryPolicy(attempts=1)
     async with Spine(
@@ -190,18 +193,20 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
             transport=httpx.ASGITransport(app=app), base_url="http://sim"
         ) as http:
             await http.post("/sim/faults", json={"error_rate": 1.0})
-        # Ask for more than is stored: upstream fails until the breaker opens, then the
-        # stored part is served at once, flagged stale.
+        # Ask for more than is stored (the full page reached 200 hours back, so ask 30 days):
+        # upstream fails until the breaker opens, then the stored part is served at once,
+        # flagged stale.
         result = None
         for _ in range(20):
             spine.clear_memory()  # no memory: the store must answer
             try:
-                result = await spine.candles("KRW-BTC", "1h", start=since - 86_400_000, end=until)
+                result = await spine.candles("KRW-BTC", "1h", start=since - 30 * DAY, end=until)
             except RetryLaterError:
                 continue
             break
         assert result is not None and result.meta.stale
-        assert list(result) == list(stored)
+        # what the store holds: the asked two days and the rest of their full page
+        assert len(result) == 200 and list(result)[-len(stored) :] == list(stored)
 
 
 async def test_fill_adds_flat_candles_for_windows_without_trades(spine: Spine) -> None:
@@ -295,3 +300,29 @@ async def test_preloaded_windows_stay_hot_when_the_local_clock_runs_fast(
             await asyncio.sleep(0.02)
         later = await spine.candles("KRW-BTC", "1m", count=5, closed_only=True)
     assert later.meta.source == "memory" and later[-1].start_ms == newest
+
+
+async def test_using_spine_or_client_unopened_raises_the_same_error_type() -> None:
+    from marketspine import ClosedError
+    from marketspine._client import Client
+
+    with pytest.raises(ClosedError, match="not open"):
+        await Spine("http://sim", ":memory:").candles("KRW-BTC", "1m", count=1)
+    with pytest.raises(ClosedError, match="not open"):
+        await Client("http://sim").candles("KRW-BTC", "1m", count=1)
+    with pytest.raises(ClosedError, match="not open"):
+        await Spine("http://sim", ":memory:").watch(["ticker"], ["KRW-BTC"])
+
+
+async def test_malformed_upstream_json_is_an_upstream_fault_not_a_bad_request() -> None:
+    from marketspine import UpstreamError
+    from marketspine._client import Client
+
+    def garbage(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>maintenance</html>")
+
+    async with Client("http://sim", transport=httpx.MockTransport(garbage)) as client:
+        with pytest.raises(UpstreamError, match="malformed Upbit candle JSON"):
+            await client.candles("KRW-BTC", "1m", count=1)
+        with pytest.raises(UpstreamError, match="malformed Upbit ticker JSON"):
+            await client.tickers(["KRW-BTC"])

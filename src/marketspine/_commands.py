@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -32,10 +31,17 @@ from ._errors import InvalidRequestError, StoreError
 from ._ratebudget import Priority
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
-from ._time import format_utc, from_ms, now_ms, parse_time
+from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["default_since", "progress_bar", "run_collect", "run_export", "run_status", "run_warmup"]
+__all__ = [
+    "default_since",
+    "open_store",
+    "progress_bar",
+    "run_collect",
+    "run_status",
+    "run_warmup",
+]
 
 DEFAULT_PAGES = 1  # without --since, collect one page (200 windows) before --until
 
@@ -46,21 +52,25 @@ def default_since(timeframe: Timeframe, until_ms: int) -> int:
 
 
 def _range(timeframe: Timeframe, since: str | None, until: str | None, now: int) -> tuple[int, int]:
+    """``[since, until)`` in ms. Without --until the end is ``now``: a --since at or after it
+    is a range wholly in the future (returned as is, for the caller to say so), not an error."""
     until_ms = parse_time(until) if until else now
     since_ms = parse_time(since) if since else default_since(timeframe, until_ms)
-    if since_ms >= until_ms:
+    if since_ms >= until_ms and until is not None:
         raise InvalidRequestError(
             f"--since ({format_utc(since_ms)}) must be before --until ({format_utc(until_ms)})"
         )
     return since_ms, until_ms
 
 
-def _open_store(db: str, *, must_exist: bool) -> SQLiteStore:
+def open_store(db: str, *, must_exist: bool, read_only: bool = False) -> SQLiteStore:
+    """The store at ``db``; ``read_only`` never creates or changes anything and checks every
+    page first, so a damaged file is an error, not missing rows (status, export).
+    Raises StoreError when ``must_exist`` and there is no database."""
     path = Path(db).expanduser()
     if must_exist and not path.exists():
         raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(path)
+    return SQLiteStore(path, read_only=read_only, verify=read_only)
 
 
 def run_collect(
@@ -85,7 +95,8 @@ def run_collect(
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")))
     else:
-        Console().print(
+        # plain print: one line even on a pipe, where rich would wrap at 80 columns
+        print(
             f"collected {summary.candles_written:,} {tf.name} candles for "
             f"{', '.join(summary.markets)} in {summary.seconds:.1f} s "
             f"({summary.upstream_calls} upstream calls)"
@@ -113,10 +124,22 @@ async def _collect(
     show_bar: bool,
 ) -> CollectSummary:
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
-    async with _open_store(db, must_exist=False) as store, Client(upstream) as client:
+    async with open_store(db, must_exist=False) as store, Client(upstream) as client:
         until_hint = parse_time(until) if until else None
         now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
         since_ms, until_ms = _range(tf, since, until, now)
+        if since_ms >= now:
+            span = (
+                f"[{format_utc(since_ms)}Z, {format_utc(until_ms)}Z)"
+                if until
+                else f"--since {format_utc(since_ms)}Z"
+            )
+            print(
+                f"marketspine: nothing to collect: {span} lies wholly in the future "
+                f"(upstream's now is {format_utc(now)}Z)",
+                file=sys.stderr,
+            )
+            return CollectSummary(tuple(codes), tf.name, 0, 0, 0.0)
         with bar as on_progress:
             return await collect(
                 client,
@@ -167,74 +190,11 @@ def progress_bar(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
         yield on_progress
 
 
-def run_export(
-    market: str,
-    *,
-    timeframe: str,
-    since: str | None,
-    until: str | None,
-    db: str,
-    export_format: str,
-    out: str,
-) -> None:
-    """Write the stored candles of one series to CSV or Parquet, ascending, existing only."""
-    tf = parse_timeframe(timeframe)
-    code = normalize_market(market)
-    if export_format not in ("csv", "parquet"):
-        raise InvalidRequestError(f"unknown --format {export_format!r}: accepted are csv, parquet")
-    since_ms = parse_time(since) if since else 0
-    until_ms = parse_time(until) if until else now_ms()
-    if since_ms >= until_ms:
-        raise InvalidRequestError("--since must be before --until")
-    candles = asyncio.run(_read(db, code, tf, since_ms, until_ms))
-    rows = [
-        (
-            from_ms(c.start_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume,
-            c.value,
-        )
-        for c in candles
-    ]
-    path = Path(out)
-    if export_format == "csv":
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(("time_utc", "open", "high", "low", "close", "volume", "value"))
-            writer.writerows(rows)
-    else:
-        _write_parquet(path, candles)
-    print(f"wrote {len(rows):,} {tf.name} candles of {code} to {path}", file=sys.stderr)
-
-
-def _write_parquet(path: Path, candles: list[Any]) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InvalidRequestError(
-            "--format parquet needs pyarrow: pip install 'marketspine[parquet]'"
-        ) from None
-    table = pa.table(
-        {
-            "time_utc": pa.array([c.start_ms for c in candles], type=pa.timestamp("ms", tz="UTC")),
-            "open": [c.open for c in candles],
-            "high": [c.high for c in candles],
-            "low": [c.low for c in candles],
-            "close": [c.close for c in candles],
-            "volume": [c.volume for c in candles],
-            "value": [c.value for c in candles],
-        }
-    )
-    pq.write_table(table, path)
-
-
-async def _read(db: str, market: str, tf: Timeframe, since_ms: int, until_ms: int) -> list[Any]:
-    async with _open_store(db, must_exist=True) as store:
-        return await store.read(market, tf, since_ms, until_ms)
+def _stdout_console() -> Console:
+    """Rich on a terminal; on a pipe or file, wide enough that no value is cut or wrapped."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=10_000, no_color=True)
 
 
 def run_status(*, db: str, json_output: bool) -> None:
@@ -256,11 +216,11 @@ def run_status(*, db: str, json_output: bool) -> None:
             "\n".join(f"{a} → {b}" for a, b in s["ranges"]) or "-",
             s["listing"] or "-",
         )
-    Console().print(table)
+    _stdout_console().print(table)
 
 
 async def _summary(db: str) -> list[dict[str, Any]]:
-    async with _open_store(db, must_exist=True) as store:
+    async with open_store(db, must_exist=True, read_only=True) as store:
         rows = await store.summary()
 
     def label(ms: int | None) -> str | None:
@@ -315,6 +275,6 @@ def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: boo
                 str(detail.get("instruments", "-")),
                 detail.get("error", ""),
             )
-        Console().print(table)
+        _stdout_console().print(table)
     if not report["success"]:
         raise SystemExit(1)

@@ -1,0 +1,138 @@
+"""RedisRateBudget: several budgets (as several processes would) sharing the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+from services import PrivateRedis, RedisSpace
+
+from marketspine._budget_lua import BudgetKeys
+from marketspine._ratebudget import Priority
+from marketspine._redis_budget import RedisRateBudget
+
+WINDOW = 0.25  # a short window keeps these tests fast; the rules do not depend on it
+MARGIN = 0.02
+SPAN = WINDOW + MARGIN
+
+
+def budget(space: RedisSpace, **kwargs: object) -> RedisRateBudget:
+    return RedisRateBudget(
+        space.url,
+        prefix=space.prefix,
+        scope="ip",
+        window=WINDOW,
+        margin=MARGIN,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def booked_sends(space: RedisSpace, group: str = "candles") -> list[float]:
+    """Send times (s, Redis clock) as Redis booked them for the group."""
+    client = Redis.from_url(space.url)
+    try:
+        keys = BudgetKeys.of(space.prefix, "ip", group)
+        rows = await client.zrange(keys.sends, 0, -1, withscores=True)
+    finally:
+        await client.aclose()
+    return sorted(score / 1e6 for _, score in rows)
+
+
+def max_in_any_span(times: list[float], span: float) -> int:
+    best = 0
+    for i, t in enumerate(times):
+        best = max(best, sum(1 for u in times[i:] if u - t < span))
+    return best
+
+
+async def test_two_processes_share_one_ceiling(redis_space: RedisSpace) -> None:
+    async with budget(redis_space) as a, budget(redis_space) as b:
+        started = time.monotonic()
+        await asyncio.gather(
+            *(x.acquire("candles", Priority.LOW) for x in (a, b) for _ in range(15))
+        )
+        elapsed = time.monotonic() - started
+    sends = await booked_sends(redis_space)
+    assert len(sends) == 30
+    assert max_in_any_span(sends, SPAN) == 10  # at the ceiling, never over
+    # Paced at span/limit: 30 sends need ~29 intervals; a split ceiling would need twice that.
+    assert elapsed < 29 * SPAN / 10 * 1.5
+    assert a.statistics().groups["candles"].sent == b.statistics().groups["candles"].sent == 15
+
+
+async def test_low_elsewhere_never_takes_a_critical_requests_slot(
+    redis_space: RedisSpace,
+) -> None:
+    order: list[str] = []
+    saturated = asyncio.Event()
+
+    async def take(x: RedisRateBudget, name: str, priority: Priority) -> None:
+        await x.acquire("candles", priority)
+        order.append(name)
+        if len(order) == 12:
+            saturated.set()
+
+    async with budget(redis_space) as a, budget(redis_space) as b:
+        flood = [asyncio.create_task(take(a, f"low{i}", Priority.LOW)) for i in range(25)]
+        await asyncio.wait_for(saturated.wait(), 5)  # the window is full, LOW is paced
+        before = len(order)
+        await take(b, "critical", Priority.CRITICAL)
+        await asyncio.gather(*flood)
+    # The CRITICAL request took the next free slot or the one after (one LOW may have been
+    # granted while its ask was in flight), never waiting behind the LOW queue.
+    assert order.index("critical") <= before + 1
+
+
+async def test_a_penalty_seen_by_one_process_pauses_the_others(redis_space: RedisSpace) -> None:
+    keys = BudgetKeys.of(redis_space.prefix, "ip", "candles")
+    client = Redis.from_url(redis_space.url)
+    async with budget(redis_space) as a, budget(redis_space) as b:
+        await b.acquire("candles")  # b can send
+        a.penalize("candles", 0.5)  # a 429/418 seen by a
+        said = time.monotonic()
+        retry = asyncio.create_task(a.acquire("candles"))  # a's retry carries it to Redis
+        while await client.hget(keys.state, "blocked") is None:
+            assert time.monotonic() - said < 2, "the penalty never reached Redis"
+            await asyncio.sleep(0.002)
+        await b.acquire("candles", Priority.CRITICAL)
+        # b, which never saw the 429, still waited out the block.
+        assert time.monotonic() - said >= 0.45
+        await retry
+    await client.aclose()
+
+
+async def test_unreachable_redis_falls_back_to_a_share_and_recovers(
+    private_redis: PrivateRedis,
+) -> None:
+    space = RedisSpace(private_redis.url, "fb:")
+    async with budget(space, fallback_share=0.5, retry_every_s=0.05) as a:
+        await a.acquire("candles")
+        assert a.shared
+        private_redis.stop()
+        started = time.monotonic()
+        for _ in range(8):
+            await a.acquire("candles", Priority.LOW)
+        blind = time.monotonic() - started
+        assert not a.shared
+        # 5 per span while blind (half the ceiling): 8 sends need more than one span.
+        assert blind > SPAN
+        private_redis.start()  # an empty Redis, as after a restart
+        deadline = time.monotonic() + 5
+        while not a.shared:
+            assert time.monotonic() < deadline, "the budget never went back to Redis"
+            await a.acquire("candles", Priority.LOW)
+        # The sends made blind within the last spans were booked, so the window counts them.
+        assert len(await booked_sends(space)) >= 2
+
+
+async def test_a_budget_whose_redis_is_down_from_the_start_still_works(
+    private_redis: PrivateRedis,
+) -> None:
+    private_redis.stop()
+    space = RedisSpace(private_redis.url, "down:")
+    async with budget(space, fallback_share=0.5, retry_every_s=10) as a:
+        for _ in range(5):
+            await a.acquire("candles")
+        assert not a.shared
+        assert a.statistics().groups["candles"].sent == 5
