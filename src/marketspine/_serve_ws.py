@@ -1,17 +1,16 @@
 """``serve``'s Upbit-compatible WebSocket ``/websocket/v1``: many clients, one upstream feed.
 
-Clients speak Upbit's protocol unchanged (tickets, DEFAULT/SIMPLE/LIST formats, snapshot and
-realtime flags, a new request replaces the previous subscription, ``PING``,
-``LIST_SUBSCRIPTIONS``, error frames then close). Every (type, market) any client wants is
-fed by ONE listener on the Spine's stream (``Spine.stream``), so upstream sees one
-connection and one request message per change of the union of subscriptions, paced by the
-stream within Upbit's 5/s and 100/min, however many clients come and go.
+Clients speak Upbit's protocol unchanged: tickets, DEFAULT/SIMPLE/LIST formats, snapshot
+and realtime flags, a new request replaces the previous subscription, ``PING`` answered
+with ``{"status":"UP"}`` (then every 10 s), ``LIST_SUBSCRIPTIONS``, an error frame then
+close (1000) for a bad request, and Upbit's 5/s and 100/min request limit per connection.
 
-Each event is rendered once per format variant and queued to every interested client
-without waiting; each client has its own bounded queue and writer. A client whose queue
-fills up is closed (1008, with the reason) and never slows the others. A snapshot comes
-from the last event the gateway saw for that (type, market), else from the Spine (live
-state, or REST through the shared budget), one fetch per (type, market) at a time.
+Every (type, market) any client wants comes from the ``UpstreamHub``: one listener per
+pair on the Spine's one stream, so upstream sees one connection however many clients come
+and go. Each client has its own bounded queue and writer task; a client whose queue fills
+up is closed (1008, with the reason) and never slows the others. A snapshot comes from
+the last event seen for that pair, else from the Spine (live state, or REST through the
+shared budget), one fetch per pair at a time.
 """
 
 from __future__ import annotations
@@ -28,17 +27,8 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._errors import MarketspineError
-from ._records import Candle, MarketInfo, Orderbook, Ticker, Trade
-from ._serve_ws_format import (
-    ClientStream,
-    Extras,
-    Record,
-    client_streams,
-    kind_of,
-    listing,
-    render,
-    timeframe_of,
-)
+from ._serve_ws_format import ClientStream, client_streams, listing
+from ._serve_ws_hub import Pair, Rendered, UpstreamHub
 from ._spine import Spine
 from ._subscriptions import MessagePacer
 from .sim._ws_format import (
@@ -50,16 +40,15 @@ from .sim._ws_format import (
     parse_request,
 )
 
-__all__ = ["DEFAULT_CLIENT_QUEUE", "GatewayStatistics", "WsGateway"]
+__all__ = ["DEFAULT_CLIENT_QUEUE", "DEFAULT_LINGER_S", "GatewayStatistics", "WsGateway"]
 
 logger = logging.getLogger("marketspine.serve.ws")
 
 DEFAULT_CLIENT_QUEUE = 2000  # frames waiting for one client before it counts as too slow
-DEFAULT_LINGER_S = 60.0  # an unwanted (type, market) keeps its upstream listener this long
+DEFAULT_LINGER_S = 60.0  # a pair no client wants keeps its upstream feed this long
 STATUS_EVERY_S = 10.0  # {"status":"UP"} period after a text PING, as on Upbit
 CLOSE_TIMEOUT_S = 2.0
 SLOW_CLOSE_CODE = 1008  # policy violation: the client did not read its frames
-Pair = tuple[str, str]  # (type, market)
 _encoder = msgspec.json.Encoder()
 
 
@@ -69,7 +58,7 @@ class GatewayStatistics:
 
     clients: int  # connections open now
     subscriptions: int  # (type, market) pairs summed over open connections
-    upstream_pairs: int  # (type, market) pairs with an upstream listener
+    upstream_pairs: int  # (type, market) pairs fed from upstream (lingering ones too)
     connections: int  # connections accepted since start
     dropped_clients: int  # closed for being too slow
     frames_sent: int
@@ -83,7 +72,6 @@ class _Client:
     ws: WebSocket
     queue_limit: int
     format: str = "DEFAULT"
-    ticket: str = ""
     streams: dict[str, ClientStream] = field(default_factory=dict)
     pending: set[Pair] = field(default_factory=set)  # snapshots still owed
     queue: deque[bytes] = field(default_factory=deque)
@@ -102,23 +90,35 @@ class _Client:
     def pairs(self) -> set[Pair]:
         return {(s.kind, code) for s in self.streams.values() for code in s.codes}
 
-    def push(self, frame: bytes) -> bool:
-        """Queue one frame without waiting; False once the client is being closed."""
-        if self.close_code is not None:
-            return False
-        if len(self.queue) >= self.queue_limit:
-            self.close(
-                SLOW_CLOSE_CODE,
-                f"too slow: {self.queue_limit} frames were waiting to be read",
-            )
-            return False
-        self.queue.append(self.wrap(frame))
-        self.wake.set()
-        return True
+    def owes_snapshot(self, pair: Pair) -> bool:
+        return pair in self.pending
 
-    def wrap(self, message: bytes) -> bytes:
+    def offer(self, pair: Pair, rendered: Rendered) -> None:
+        """Queue an event of ``pair``: as the snapshot still owed (the freshest state is
+        the snapshot), else as realtime unless the client asked for snapshots only."""
+        stream = self.streams.get(pair[0])
+        if stream is None or pair[1] not in stream.codes:
+            return
+        if pair in self.pending:
+            self.pending.discard(pair)
+            stream_type = "SNAPSHOT"
+        elif stream.realtime:
+            stream_type = "REALTIME"
+        else:
+            return
+        depth = stream.codes[pair[1]] or 30
+        self.push(rendered.get(self.simple, stream_type, depth, stream.level))
+
+    def push(self, message: bytes) -> None:
+        """Queue one message without waiting; closes the client when its queue is full."""
+        if self.close_code is not None:
+            return
+        if len(self.queue) >= self.queue_limit:
+            self.close(SLOW_CLOSE_CODE, f"too slow: {self.queue_limit} frames were not read")
+            return
         # The LIST formats carry messages in JSON arrays; one message per frame here.
-        return b"[" + message + b"]" if self.format.endswith("_LIST") else message
+        self.queue.append(b"[" + message + b"]" if self.format.endswith("_LIST") else message)
+        self.wake.set()
 
     def close(self, code: int, reason: str) -> None:
         """End this connection's tasks; ``handle`` then sends the close frame."""
@@ -128,49 +128,13 @@ class _Client:
             task.cancel()
 
 
-class _Rendered:
-    """One event's frames, rendered on first use per (simple, stream_type, depth, level)."""
-
-    __slots__ = ("_extras", "_frames", "_record")
-
-    def __init__(self, record: Record, extras: Extras) -> None:
-        self._record = record
-        self._extras = extras
-        self._frames: dict[tuple[bool, str, int, float], bytes] = {}
-
-    def get(self, simple: bool, stream_type: str, depth: int, level: float) -> bytes:
-        key = (simple, stream_type, depth, level)
-        frame = self._frames.get(key)
-        if frame is None:
-            frame = self._frames[key] = render(
-                self._record,
-                simple=simple,
-                stream_type=stream_type,
-                depth=depth,
-                level=level,
-                extras=self._extras,
-            )
-        return frame
-
-
-@dataclass(eq=False)
-class _Upstream:
-    """One (type, market) fed from the Spine: who wants it, its last event, its tasks."""
-
-    pair: Pair
-    clients: set[_Client] = field(default_factory=set)
-    last: Record | None = None
-    pump: asyncio.Task[None] | None = None
-    fetch: asyncio.Task[None] | None = None
-    linger: asyncio.TimerHandle | None = None
-
-
 class WsGateway:
     """Serves Upbit's public WebSocket protocol to any number of clients from one Spine.
 
-    ``client_queue`` bounds each client's waiting frames; ``linger_s`` keeps an upstream
-    listener that no client wants any more for that long (clients often resubscribe);
-    ``clock`` (monotonic seconds) paces PING answers and request limits.
+    ``client_queue`` bounds each client's waiting frames; ``linger_s`` keeps the feed of a
+    pair no client wants any more for that long; ``shared(type, market)`` says whether
+    another part of the process still uses a pair (its feed then stays watched when
+    retired); ``clock`` (monotonic seconds) paces PING answers and request limits.
     """
 
     def __init__(
@@ -180,25 +144,24 @@ class WsGateway:
         client_queue: int = DEFAULT_CLIENT_QUEUE,
         linger_s: float = DEFAULT_LINGER_S,
         upstream_queue: int = 10_000,
+        shared: Callable[[str, str], bool] = lambda kind, market: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._spine = spine
         self._client_queue = client_queue
-        self._linger_s = linger_s
-        self._upstream_queue = upstream_queue
         self._clock = clock
+        self._hub = UpstreamHub(
+            spine, linger_s=linger_s, upstream_queue=upstream_queue, shared=shared
+        )
         self._clients: set[_Client] = set()
-        self._upstream: dict[Pair, _Upstream] = {}
-        self._warning: dict[str, bool] = {}
-        self._side: dict[str, str] = {}  # market -> side of its last trade seen
-        self._book: dict[str, Orderbook] = {}  # market -> last book seen
         self._closed = False
         self._connections = 0
         self._dropped = 0
         self._frames_sent = 0
-        self._fetches = 0
 
-    # -- one downstream connection ----------------------------------------------------------
+    def wants(self, kind: str, market: str) -> bool:
+        """Whether some connected client is subscribed to ``kind`` of ``market``."""
+        return any((kind, market) in client.pairs() for client in self._clients)
 
     async def handle(self, websocket: WebSocket) -> None:
         """Serve one downstream connection until the client leaves, errs, is too slow, or
@@ -218,12 +181,15 @@ class WsGateway:
                 ]
         finally:
             self._clients.discard(client)
-            self._release(client, client.pairs())
+            self._hub.release(client, client.pairs())
         if client.close_code is not None and not client.gone:
             if client.close_code == SLOW_CLOSE_CODE:
                 self._dropped += 1
                 logger.warning("closing a WebSocket client: %s", client.close_reason)
-            await _close(websocket, client.close_code, client.close_reason)
+            # A client that stopped reading may never take the close frame: bounded.
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await websocket.close(client.close_code, client.close_reason)
 
     async def _read(self, client: _Client) -> None:
         with contextlib.suppress(WebSocketDisconnect):
@@ -293,193 +259,46 @@ class WsGateway:
             rows = listing(client.streams)
             client.push(_encoder.encode(list_message(client.simple, request.ticket, rows)))
             return True
-        known = await self._known_markets()
-        streams = client_streams(request, known)
+        streams = client_streams(request, await self._known_markets())
         before = client.pairs()
         client.format = request.format or "DEFAULT"
-        client.ticket = request.ticket
         client.streams = streams
         after = client.pairs()
         client.pending = {
             (s.kind, code) for s in streams.values() if s.snapshot for code in s.codes
         }
-        self._retain(client, after)  # before releasing, so shared pairs never linger
-        self._release(client, before - after)
+        self._hub.retain(client, after)  # before releasing, so shared pairs never linger
+        self._hub.release(client, before - after)
         for pair in sorted(client.pending):
-            self._snapshot(self._upstream[pair], client)
+            self._hub.snapshot(client, pair)
         return True
 
     async def _known_markets(self) -> Callable[[str], bool]:
         """Which codes are listed markets (every well-formed code when the list cannot be
-        had: upstream will then ignore unknown ones, as Upbit does)."""
+        had: upstream then ignores unknown ones, as Upbit does)."""
         try:
-            markets: list[MarketInfo] = await self._spine.markets()
+            markets = await self._spine.markets()
         except MarketspineError as exc:
             logger.warning("cannot check WebSocket codes against the market list: %s", exc)
             return lambda code: True
-        self._warning = {m.market: m.warning for m in markets}
-        return self._warning.__contains__
-
-    # -- the shared upstream ------------------------------------------------------------------
-
-    def _retain(self, client: _Client, pairs: set[Pair]) -> None:
-        for pair in pairs:
-            up = self._upstream.get(pair)
-            if up is None:
-                up = self._upstream[pair] = _Upstream(pair)
-            if up.linger is not None:
-                up.linger.cancel()
-                up.linger = None
-            if up.pump is None:
-                up.pump = asyncio.create_task(self._pump(up), name=f"ws-pump {pair}")
-            up.clients.add(client)
-
-    def _release(self, client: _Client, pairs: set[Pair]) -> None:
-        for pair in pairs:
-            up = self._upstream.get(pair)
-            if up is None:
-                continue
-            up.clients.discard(client)
-            if not up.clients and up.linger is None and not self._closed:
-                loop = asyncio.get_running_loop()
-                up.linger = loop.call_later(self._linger_s, self._retire, up)
-
-    def _retire(self, up: _Upstream) -> None:
-        if up.clients or self._upstream.get(up.pair) is not up:
-            return
-        del self._upstream[up.pair]
-        for task in (up.pump, up.fetch):
-            if task is not None:
-                task.cancel()
-
-    async def _pump(self, up: _Upstream) -> None:
-        """Feed one (type, market) from the Spine's stream to its clients. Not in a task
-        group: one pair failing (an upstream error for one market) must not end the
-        others; ``aclose`` cancels and awaits every pump."""
-        kind, market = up.pair
-        try:
-            async for event in self._spine.stream([kind], [market], maxsize=self._upstream_queue):
-                if isinstance(event, Ticker | Trade | Orderbook | Candle):
-                    self._dispatch(up, event)
-                    # A burst is read without awaiting; let writers send in between, so a
-                    # burst alone never fills the queue of a client that is reading.
-                    await asyncio.sleep(0)
-        except MarketspineError as exc:
-            logger.warning("upstream feed for %s %s ended: %s", kind, market, exc)
-
-    def _dispatch(self, up: _Upstream, record: Record) -> None:
-        if kind_of(record) != up.pair[0] or record == up.last:
-            # Equal again: upstream re-sent its snapshot after another client's change.
-            return
-        up.last = record
-        rendered = _Rendered(record, self._extras(record))
-        for client in list(up.clients):
-            self._offer(client, up.pair, rendered)
-
-    def _extras(self, record: Record) -> Extras:
-        market = record.market
-        if isinstance(record, Trade):
-            self._side[market] = record.side
-        elif isinstance(record, Orderbook):
-            self._book[market] = record
-        return self._extras_for(record)
-
-    def _offer(self, client: _Client, pair: Pair, rendered: _Rendered) -> None:
-        stream = client.streams.get(pair[0])
-        if stream is None or pair[1] not in stream.codes:
-            return
-        if pair in client.pending:
-            client.pending.discard(pair)
-            stream_type = "SNAPSHOT"
-        elif stream.realtime:
-            stream_type = "REALTIME"
-        else:
-            return
-        depth = stream.codes[pair[1]] or 30
-        client.push(rendered.get(client.simple, stream_type, depth, stream.level))
-
-    def _snapshot(self, up: _Upstream, client: _Client) -> None:
-        """Owe ``client`` a snapshot of ``up``: at once from the last event seen, else
-        from one fetch shared by every client waiting for it."""
-        if up.last is not None:
-            self._offer(client, up.pair, _Rendered(up.last, self._extras_for(up.last)))
-        elif up.fetch is None:
-            up.fetch = asyncio.create_task(self._fetch(up), name=f"ws-snapshot {up.pair}")
-
-    def _extras_for(self, record: Record) -> Extras:
-        book = self._book.get(record.market)
-        best = book.units[0] if book is not None and book.units else None
-        return Extras(
-            warning=self._warning.get(record.market, False),
-            last_side=self._side.get(record.market),
-            best_ask=(best.ask_price, best.ask_size) if best else None,
-            best_bid=(best.bid_price, best.bid_size) if best else None,
-        )
-
-    async def _fetch(self, up: _Upstream) -> None:
-        kind, market = up.pair
-        self._fetches += 1
-        try:
-            record = await self._fetch_record(kind, market)
-        except MarketspineError as exc:
-            logger.warning("no snapshot for %s %s: %s", kind, market, exc)
-            record = None
-        finally:
-            up.fetch = None
-        if record is None:
-            return
-        if up.last is None:
-            up.last = record
-        rendered = _Rendered(record, self._extras_for(record))
-        for client in list(up.clients):
-            if up.pair in client.pending:
-                self._offer(client, up.pair, rendered)
-
-    async def _fetch_record(self, kind: str, market: str) -> Record | None:
-        spine = self._spine
-        if kind == "ticker":
-            return await spine.ticker(market)
-        if kind == "orderbook":
-            return await spine.orderbook(market)
-        if kind == "trade":
-            trades = await spine.trades(market, 1)
-            return trades[0] if trades else None
-        candles = await spine.candles(market, timeframe_of(kind), count=1)
-        return candles[-1] if candles else None
-
-    # -- life cycle and statistics ------------------------------------------------------------
+        self._hub.warnings = {m.market: m.warning for m in markets}
+        return self._hub.warnings.__contains__
 
     async def aclose(self) -> None:
-        """Close every downstream connection (1001) and stop every upstream listener."""
+        """Close every downstream connection (1001) and stop every upstream feed."""
         self._closed = True
         for client in list(self._clients):
             client.close(1001, "server shutting down")
-        tasks: list[asyncio.Task[None]] = []
-        for up in self._upstream.values():
-            if up.linger is not None:
-                up.linger.cancel()
-            for task in (up.pump, up.fetch):
-                if task is not None:
-                    task.cancel()
-                    tasks.append(task)
-        self._upstream.clear()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._hub.aclose()
 
     def statistics(self) -> GatewayStatistics:
         """A frozen snapshot of the gateway's counters."""
         return GatewayStatistics(
             clients=len(self._clients),
             subscriptions=sum(len(c.pairs()) for c in self._clients),
-            upstream_pairs=len(self._upstream),
+            upstream_pairs=len(self._hub),
             connections=self._connections,
             dropped_clients=self._dropped,
             frames_sent=self._frames_sent,
-            snapshot_fetches=self._fetches,
+            snapshot_fetches=self._hub.fetches,
         )
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    # A client that stopped reading may never take the close frame: bounded.
-    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await websocket.close(code, reason)
