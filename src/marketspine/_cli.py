@@ -348,8 +348,13 @@ def serve(upstream: str, db: str | None, host: str, port: int, admin_token: str 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors are click's message and exit 2, bad input
     one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""
+    import logging
+
     from ._errors import InvalidRequestError, MarketspineError, StoreError
 
+    # The library's warnings (a failed warmup, a 418 being waited out) go to stderr, one
+    # line each; a command that sets up its own logging (serve) keeps it.
+    logging.basicConfig(level=logging.WARNING, format="marketspine: %(levelname)s: %(message)s")
     try:
         code = app.main(args=argv, prog_name="marketspine", standalone_mode=False)
     except (InvalidRequestError, StoreError) as exc:
