@@ -23,7 +23,7 @@ def digest(path: Path) -> str:
 
 
 async def test_many_stores_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
-    for round_ in range(10):
+    for round_ in range(30):
         path = tmp_path / f"new-{round_}.db"
         stores = [SQLiteStore(path) for _ in range(6)]  # six connections, six threads
         try:
