@@ -368,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
+    except OSError as exc:
+        # The machine refused (disk full, no permission) where no command checked first.
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_FAILED)
     if isinstance(code, int) and code != EXIT_OK:
         if code == EXIT_INTERRUPTED:
             print("marketspine: interrupted", file=sys.stderr)
