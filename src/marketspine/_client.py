@@ -210,7 +210,7 @@ class Client:
         """
         tf, market = timeframe_arg(timeframe), market_arg(market)
         check_range("count", count, 1, MAX_CANDLES)
-        to_ms, priority = ms_arg(to_ms, "to_ms"), enum_arg(priority, Priority, "priority")
+        to_ms = ms_arg(to_ms, "to_ms")
         params: list[tuple[str, str]] = [("market", market), ("count", str(count))]
         if to_ms is not None:
             # Candles start on whole seconds: "start < to_ms" is "start < to_ms rounded up".
@@ -394,6 +394,7 @@ class Client:
 
     async def _get(self, path: str, params: Params, priority: Priority) -> bytes:
         """The body of a successful GET, shared with identical GETs already in flight."""
+        priority = enum_arg(priority, Priority, "priority")  # every method's one funnel
         return await self._flights.share(
             (path, params), priority, lambda flight: self._fetch(path, params, flight)
         )
