@@ -24,7 +24,7 @@ def digest(path: Path) -> str:
 
 
 async def test_many_stores_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
-    for round_ in range(10):
+    for round_ in range(30):
         path = tmp_path / f"new-{round_}.db"
         stores = [SQLiteStore(path) for _ in range(6)]  # six connections, six threads
         try:
@@ -130,3 +130,18 @@ async def test_a_read_only_store_never_writes(tmp_path: Path) -> None:
         async with SQLiteStore(tmp_path / "missing.db", read_only=True):
             pass
     assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command", ["collect KRW-BTC -t 1m", "warmup", "status", "export KRW-BTC -t 1m -o x.csv"]
+)
+def test_a_db_under_a_file_is_one_line_and_exit_2_for_every_command(
+    command: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    db = tmp_path / "a-file" / "x.db"
+    online = ["--upstream", closed_port()] if command.startswith(("collect", "warmup")) else []
+    done = run(*command.split(), "--db", str(db), *online, cwd=str(tmp_path))
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert str(db) in done.stderr

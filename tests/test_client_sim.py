@@ -252,7 +252,7 @@ async def test_retry_bound_gives_upstream_error_not_none(
     app = make_app(sim_clock, fake, error_rate=1.0)
     breaker = CircuitBreaker(failure_threshold=100, clock=fake.clock)
     async with client_for(app, fake, breaker=breaker, retry=RetryPolicy(attempts=3)) as client:
-        with pytest.raises(UpstreamError, match="upstream answered 5"):
+        with pytest.raises(UpstreamError, match=r"answered 5\d\d"):
             await fake.run(client.trades(MARKET))
     assert (await sim_stats(app))["requests"]["total"] == 3
 

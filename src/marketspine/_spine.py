@@ -453,11 +453,21 @@ class Spine:
 
     # -- markets ------------------------------------------------------------------------------
 
-    async def markets(self, *, refresh: bool = False) -> list[MarketInfo]:
-        """Every listed market with its warning flags (fetched once, then cached)."""
+    async def markets(
+        self, *, refresh: bool = False, include_delisted: bool = False
+    ) -> list[MarketInfo]:
+        """Every listed market with its warning flags (fetched once, then cached). With
+        ``include_delisted``, also every market the store holds candles of that upstream
+        no longer lists (``delisted=True``; its history stays readable with ``candles``)."""
         refresh = flag_arg(refresh, "refresh")
+        include_delisted = flag_arg(include_delisted, "include_delisted")
         self._check_open()
-        return await self._market_list.markets(self.client, refresh=refresh)
+        listed = await self._market_list.markets(self.client, refresh=refresh)
+        if not include_delisted:
+            return listed
+        known = {m.market for m in listed}
+        held = {s.market for s in await self.store.summary()}
+        return [*listed, *(MarketInfo(m, None, m, False, {}, True) for m in sorted(held - known))]
 
     async def warmup(self) -> dict[str, Any]:
         """Fetch the market list (with details) and instruments of every configured
