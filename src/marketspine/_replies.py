@@ -3,6 +3,7 @@ a 418 announces, the error message of a failed request and the error it means (p
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import re
@@ -13,12 +14,13 @@ from collections.abc import Sequence
 import httpx
 import msgspec
 
-from ._errors import InvalidRequestError, MarketspineError, UnknownMarketError
+from ._errors import InvalidRequestError, MarketspineError, UnknownMarketError, UpstreamError
 
 __all__ = [
     "block_seconds",
     "excerpt",
     "remaining_requests",
+    "send_get",
     "status_error",
     "transport_reason",
     "upbit_message",
@@ -148,3 +150,25 @@ def block_seconds(response: httpx.Response) -> float | None:
                 return max(0.0, when - time.time())
     match = _BLOCK_SECONDS.search(upbit_message(response))
     return float(match.group(1)) if match else None
+
+
+async def send_get(
+    http: httpx.AsyncClient,
+    path: str,
+    params: tuple[tuple[str, str], ...],
+    limit_s: float,
+    base_url: str,
+) -> httpx.Response:
+    """Send one GET; transport failures and timeouts become UpstreamError (the one place
+    they are translated, always ``raise ... from``)."""
+    try:
+        # Also bounds transports that ignore httpx timeouts (ASGI apps in tests).
+        async with asyncio.timeout(limit_s):
+            return await http.get(path, params=params)
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise UpstreamError(f"GET {path} timed out after {limit_s:g} s", retry_after=None) from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError(
+            f"GET {path} failed: cannot reach {base_url}: {transport_reason(exc)}",
+            retry_after=None,
+        ) from exc

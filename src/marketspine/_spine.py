@@ -285,23 +285,14 @@ class Spine:
             return {}
         # Upstream's clock, not the local one, says which candle is forming now.
         now = await self.client.synced_now_ms(wanted[0][0], priority=priority)
-        hot = self._hot
-        held = await hot.preload(
-            wanted,
-            now,
-            lambda code, tf, count: self.candles(
-                code, tf, count=count, priority=priority, closed_only=True
-            ),
-        )
-        if live:
-            for code, tf, _ in wanted:
-                await self.watch([f"candle.{tf.name}"], [code])
-        hot.changed()
-        self._start("hot keeper", hot.keep())
+        held = await self._hot.preload(wanted, now, priority)
+        for code, tf, _ in wanted if live else ():
+            await self.watch([f"candle.{tf.name}"], [code])
+        self._start("hot keeper", self._hot.keep())
         return held
 
-    async def _read_hot(self, market: str, tf: Timeframe, count: int) -> CandleResult:
-        return await self.candles(market, tf, count=count, priority=Priority.HIGH, closed_only=True)
+    async def _read_hot(self, market: str, tf: Timeframe, n: int, prio: Priority) -> CandleResult:
+        return await self.candles(market, tf, count=n, priority=prio, closed_only=True)
 
     # -- tickers, orderbooks, trades --------------------------------------------------------
 
