@@ -18,6 +18,7 @@ from marketspine._client import MARKETS_PER_REQUEST, Client
 from marketspine._errors import (
     BannedError,
     CircuitOpenError,
+    ClosedError,
     InvalidRequestError,
     RateLimitedError,
     UnknownMarketError,
@@ -132,7 +133,7 @@ async def test_argument_errors_are_raised_before_any_request(fake: FakeTime) -> 
             await client.candles("KRW-BTC", "1m", count=201)
         with pytest.raises(InvalidRequestError, match="timeframe"):
             await client.candles("KRW-BTC", "2m")
-        with pytest.raises(InvalidRequestError, match="one code"):
+        with pytest.raises(InvalidRequestError, match="market code"):
             await client.candles("KRW-BTC,KRW-ETH", "1d")
         with pytest.raises(InvalidRequestError, match="HHmmss"):
             await client.trades("KRW-BTC", to="13:00")
@@ -244,6 +245,21 @@ async def test_418_longer_than_we_wait_raises_banned(fake: FakeTime) -> None:
             await fake.run(client.markets())
     assert caught.value.retry_after == 3600
     assert len(upstream.requests) == 1
+
+
+async def test_418_longer_than_we_wait_opens_the_breaker_for_the_block(fake: FakeTime) -> None:
+    blocked = upbit_error(418, "blocked")
+    blocked.headers["Retry-After"] = "600"
+    upstream = Upstream(blocked)
+    async with make_client(fake, upstream) as client:
+        with pytest.raises(BannedError):
+            await fake.run(client.markets())
+        with pytest.raises(CircuitOpenError) as caught:  # no second request while banned
+            await fake.run(client.tickers(["KRW-BTC"]))
+        stats = client.statistics()
+    assert len(upstream.requests) == 1
+    assert stats.breaker.state == "open"
+    assert caught.value.retry_after is not None and caught.value.retry_after > 590
 
 
 async def test_5xx_retried_with_capped_exponential_full_jitter(fake: FakeTime) -> None:
@@ -505,7 +521,7 @@ async def test_priority_reaches_the_budget(fake: FakeTime) -> None:
 
 async def test_client_must_be_opened(fake: FakeTime) -> None:
     client = make_client(fake, Upstream(ok([])))
-    with pytest.raises(InvalidRequestError, match="async with"):
+    with pytest.raises(ClosedError, match="async with"):
         await client.markets()
 
 
