@@ -87,6 +87,11 @@ def stored_rows(db: Path) -> int:
 def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if "candles" not in tables:
+            # Killed while the very first run was opening the file (WAL set, schema not yet
+            # committed): nothing was stored, and the next run creates the schema.
+            return {"candles": [], "coverage": [], "listing": []}
         return {
             table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
             for table in ("candles", "coverage", "listing")
