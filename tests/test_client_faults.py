@@ -49,6 +49,21 @@ async def set_faults(app: Any, **faults: float) -> None:
         (await http.post("/sim/faults", json=faults)).raise_for_status()
 
 
+class HangOnce(httpx.AsyncBaseTransport):
+    """The simulator in-process; once a request has hung there, hangs are switched off
+    before the next request goes in (so exactly one hangs while ``hang_rate`` is 1)."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._inner = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        sim = self._app.state.sim
+        if sim.stats.hung:
+            sim.faults.update({"hang_rate": 0.0})
+        return await self._inner.handle_async_request(request)
+
+
 async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> None:
     from marketspine.sim import SimConfig, create_app
 
@@ -57,7 +72,7 @@ async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> No
     retry = RetryPolicy(base_delay=0.01, max_delay=0.05)
     async with Client(
         "http://sim",
-        transport=httpx.ASGITransport(app=app),
+        transport=HangOnce(app),
         budget=budget,
         retry=retry,
         timeout_floor=0.2,  # the default floor is 1.5 s; a test must not wait that long
@@ -69,13 +84,8 @@ async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> No
         requests_before = (await sim_stats(app))["requests"]["by_group"]["candles"]
         await set_faults(app, hang_rate=1.0)
         started = time.perf_counter()
-        call = asyncio.create_task(client.candles("KRW-BTC", "1m", count=5))
         async with asyncio.timeout(5):  # the old fixed timeout would take 10 s
-            while (await sim_stats(app))["hung"] == 0:
-                await asyncio.sleep(0.005)
-        await set_faults(app, hang_rate=0.0)
-        async with asyncio.timeout(5):
-            page = await call
+            page = await client.candles("KRW-BTC", "1m", count=5)
         cost = time.perf_counter() - started
         stats = client.statistics()
     assert len(page) == 5
@@ -83,5 +93,6 @@ async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> No
     assert stats.timed_out == 1 and stats.retries == 1
     # The hung attempt and its retry: two requests upstream, two tokens — none lost, none twice.
     upstream = await sim_stats(app)
+    assert upstream["hung"] == 1
     assert upstream["requests"]["by_group"]["candles"] - requests_before == 2
     assert budget.statistics().groups["candles"].sent - sent_before == 2
