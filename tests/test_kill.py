@@ -88,10 +88,8 @@ def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-        if "candles" not in tables:
-            # Killed while the very first run was opening the file (WAL set, schema not yet
-            # committed): nothing was stored, and the next run creates the schema.
-            return {"candles": [], "coverage": [], "listing": []}
+        if not tables:  # killed after SQLite created the file, before the schema: empty
+            return {table: [] for table in ("candles", "coverage", "listing")}
         return {
             table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
             for table in ("candles", "coverage", "listing")
