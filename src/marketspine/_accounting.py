@@ -31,6 +31,8 @@ class ClientStatistics:
     failed: int
     breaker: BreakerStatistics
     budget: BudgetStatistics
+    timed_out: int  # attempts given up on (hung or too slow)
+    timeout_s: float  # what the next attempt may take
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from ._errors import (
     UpstreamError,
 )
 from ._flight import Flight, Flights, acquire_at_flight_priority, fetch_concurrently
+from ._latency import LatencyTimeout
 from ._ratebudget import (
     GROUPS,
     LocalRateBudget,
@@ -57,7 +58,7 @@ from ._ratebudget import (
     group_of,
 )
 from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._replies import block_seconds, remaining_requests, send_get, status_error
+from ._replies import block_seconds, learn_from_reply, send_get, status_error
 from ._retry import DEFAULT_RETRY, RetryPolicy, Tally
 from ._time import format_utc
 from ._time import now_ms as wall_now_ms
@@ -75,6 +76,7 @@ from ._wire_rest import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TIMEOUT_FLOOR",
     "MARKETS_PER_REQUEST",
     "Client",
     "ClientStatistics",
@@ -84,6 +86,9 @@ log = logging.getLogger("marketspine.client")
 
 DEFAULT_BASE_URL = "https://api.upbit.com"
 DEFAULT_TIMEOUT = 10.0
+# A hung request is given up after 10 x the recent p99 round trip, but never sooner than
+# this: at 30 ms latency a hang then costs ~1.5 s plus a short backoff, not 10 s.
+DEFAULT_TIMEOUT_FLOOR = 1.5
 MAX_CANDLES = 200
 MAX_TRADES = 500
 MAX_BOOK_LEVELS = 30
@@ -101,7 +106,9 @@ class Client:
 
     ``transport`` is the test seam (``httpx.ASGITransport(app=...)``); ``budget`` may be
     shared between clients (default: a new ``LocalRateBudget`` on ``clock``/``sleep``);
-    ``timeout`` bounds each attempt in seconds; ``breaker`` guards this upstream;
+    ``timeout`` bounds each attempt in seconds; once replies have been seen, an attempt
+    waits ten times their recent p99, at least ``timeout_floor`` (so a hung request costs
+    about that, not ``timeout``); ``breaker`` guards this upstream;
     ``clock``/``sleep``/``rng`` make time and jitter injectable; ``wall_ms`` is the local
     wall clock behind ``upstream_now_ms``.
     """
@@ -113,6 +120,7 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
         budget: RateBudget | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        timeout_floor: float = DEFAULT_TIMEOUT_FLOOR,
         retry: RetryPolicy = DEFAULT_RETRY,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -125,6 +133,7 @@ class Client:
         self._base_url = base_url.rstrip("/")
         self._transport = transport
         self._timeout = timeout
+        self._timeouts = LatencyTimeout(ceiling=timeout, floor=min(timeout_floor, timeout))
         self._retry = retry
         self._clock = clock
         self._sleep = sleep
@@ -140,6 +149,7 @@ class Client:
         self._rate_limited = 0
         self._banned = 0
         self._failed = 0
+        self._timed_out = 0
         self._upstream_clock = UpstreamClock(wall_ms)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -344,6 +354,8 @@ class Client:
             failed=self._failed,
             breaker=self._breaker.statistics(),
             budget=self._budget.statistics(),
+            timed_out=self._timed_out,
+            timeout_s=self._timeouts.seconds,
         )
 
     # -- the pipeline ----------------------------------------------------------------------------
@@ -436,8 +448,12 @@ class Client:
         sent_at = self._clock()
         self._sent[group] += 1
         assert self._http is not None
-        response = await send_get(self._http, path, params, self._timeout, self._base_url)
-        self._learn_from_reply(group, response, sent_at)
+        response = await send_get(
+            self._http, path, params, self._timeouts.seconds, self._base_url, self._count_timeout
+        )
+        self._timeouts.observe(self._clock() - sent_at)
+        rtt_s = self._clock() - sent_at
+        learn_from_reply(response, group, sent_at, rtt_s, self._budget, self._upstream_clock)
         return response
 
     def _handle_status(
@@ -478,11 +494,5 @@ class Client:
         self._failed += 1
         raise status_error(path, params, response)
 
-    def _learn_from_reply(self, group: str, response: httpx.Response, sent_at: float) -> None:
-        remaining = remaining_requests(response.headers.get("remaining-req"))
-        if remaining is not None:
-            name, left = remaining
-            self._budget.observe(name if name in GROUPS else group, left, sent_at=sent_at)
-        date = response.headers.get("date")
-        if date is not None:
-            self._upstream_clock.saw_date(date, self._clock() - sent_at)
+    def _count_timeout(self) -> None:
+        self._timed_out += 1

@@ -9,16 +9,19 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 import msgspec
 
 from ._errors import InvalidRequestError, MarketspineError, UnknownMarketError, UpstreamError
+from ._ratebudget import GROUPS, RateBudget
+from ._upstream_clock import UpstreamClock
 
 __all__ = [
     "block_seconds",
     "excerpt",
+    "learn_from_reply",
     "remaining_requests",
     "send_get",
     "status_error",
@@ -34,6 +37,25 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG_OR_SCRIPT = re.compile(
     r"<(script|style)[^>]*>.*?</\1>|<!--.*?-->|<[^>]*>", re.IGNORECASE | re.DOTALL
 )
+
+
+def learn_from_reply(
+    response: httpx.Response,
+    group: str,
+    sent_at: float,
+    rtt_s: float,
+    budget: RateBudget,
+    clock: UpstreamClock,
+) -> None:
+    """Reconcile ``budget`` with the reply's ``Remaining-Req`` (of ``group`` unless it names
+    another known one) and ``clock`` with its ``Date``, read ``rtt_s`` after sending."""
+    remaining = remaining_requests(response.headers.get("remaining-req"))
+    if remaining is not None:
+        name, left = remaining
+        budget.observe(name if name in GROUPS else group, left, sent_at=sent_at)
+    date = response.headers.get("date")
+    if date is not None:
+        clock.saw_date(date, rtt_s)
 
 
 def remaining_requests(header: str | None) -> tuple[str, int] | None:
@@ -158,15 +180,19 @@ async def send_get(
     params: tuple[tuple[str, str], ...],
     limit_s: float,
     base_url: str,
+    on_timeout: Callable[[], None],
 ) -> httpx.Response:
-    """Send one GET; transport failures and timeouts become UpstreamError (the one place
-    they are translated, always ``raise ... from``)."""
+    """Send one GET; transport failures and timeouts (``on_timeout`` is told) become
+    UpstreamError: the one place they are translated, always ``raise ... from``."""
     try:
         # Also bounds transports that ignore httpx timeouts (ASGI apps in tests).
         async with asyncio.timeout(limit_s):
             return await http.get(path, params=params)
     except (TimeoutError, httpx.TimeoutException) as exc:
-        raise UpstreamError(f"GET {path} timed out after {limit_s:g} s", retry_after=None) from exc
+        on_timeout()
+        raise UpstreamError(
+            f"GET {path} timed out after {limit_s:.3g} s", retry_after=None
+        ) from exc
     except httpx.HTTPError as exc:
         raise UpstreamError(
             f"GET {path} failed: cannot reach {base_url}: {transport_reason(exc)}",
