@@ -79,7 +79,13 @@ class Spine:
     ``ws_url`` the WebSocket URL (derived from ``upstream`` by default); ``wall_ms`` the
     local clock (UTC epoch ms) behind the estimate of upstream's clock; ``memory_mb`` the
     one memory budget (MiB) that candle windows and live state share, least recently used
-    market evicted first."""
+    market evicted first.
+
+    Use it as ``async with Spine(...) as spine``. Before that and after ``aclose()`` every
+    data method (and ``client``/``store``) raises ``ClosedError``; ``statistics``,
+    ``tick_size``, ``clear_memory`` and ``aclose`` keep working; a closed Spine cannot be
+    reopened. Arguments are checked first: a wrong type or value raises
+    InvalidRequestError naming the argument, the value and what is accepted."""
 
     def __init__(
         self,
@@ -544,16 +550,26 @@ class Spine:
 
     # -- markets ------------------------------------------------------------------------------
 
-    async def markets(self, *, refresh: bool = False) -> list[MarketInfo]:
-        """Every listed market with its warning flags (fetched once, then cached)."""
+    async def markets(
+        self, *, refresh: bool = False, include_delisted: bool = False
+    ) -> list[MarketInfo]:
+        """Every listed market with its warning flags (fetched once, then cached). With
+        ``include_delisted``, also every market the store holds candles of that upstream
+        no longer lists (``delisted=True``; its history stays readable with ``candles``)."""
         refresh = flag_arg(refresh, "refresh")
+        include_delisted = flag_arg(include_delisted, "include_delisted")
         self._check_open()
         async with self._markets_lock:
             if self._markets is None or refresh:
                 rows = await self.client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
                 self._accounting.call_made()
-            return list(self._markets.values())
+            listed = dict(self._markets)
+        if not include_delisted:
+            return list(listed.values())
+        held = {s.market for s in await self.store.summary()}
+        gone = sorted(held - listed.keys())
+        return [*listed.values(), *(MarketInfo(m, None, m, False, {}, True) for m in gone)]
 
     async def warmup(self) -> dict[str, Any]:
         """Fetch the market list (with details) and instruments of every configured
