@@ -1,50 +1,150 @@
-"""The ``marketspine`` command line: thin calls into the library, never the reverse."""
+"""The ``marketspine`` command line: thin calls into the library, never the reverse.
+
+Written with plain click, so usage errors are click's usual message and exit 2, flags show
+as flags and arguments by name. Exit codes (also in ``--help`` and the README):
+0 done, 1 upstream or run failure, 2 bad input (usage, values, unusable database or output
+file), 3 ``export`` found nothing stored in the range, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
-from typing import Annotated
 
 import click
-import typer
 
 DEFAULT_UPSTREAM = "https://api.upbit.com"
 
-app = typer.Typer(
-    help="Upbit market data, fetched once, kept locally, served fast.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOTHING_STORED = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "\b\nExit codes: 0 done; 1 upstream or run failure; 2 bad input (usage, values,\n"
+    "unusable database or output file); 3 export found nothing stored; 130 interrupted."
 )
 
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-@app.command()
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("marketspine")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+@click.group(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.version_option(_version(), "--version", "-V", prog_name="marketspine")
+def app() -> None:
+    """Upbit market data, fetched once, kept locally, served fast.
+
+    \b
+    Example:
+      marketspine sim --port 8765 &
+      marketspine collect KRW-BTC -t 1m --since 2026-01-01 --upstream http://127.0.0.1:8765
+    """
+
+
+def _db_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--db",
+        metavar="PATH",
+        default=None,
+        help="SQLite file (default: marketspine.db in the user data directory).",
+    )(func)
+
+
+def _upstream_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--upstream",
+        metavar="URL",
+        default=DEFAULT_UPSTREAM,
+        show_default=True,
+        help="Upbit REST base URL (or a simulator's).",
+    )(func)
+
+
+def _timeframe_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--timeframe",
+        "-t",
+        metavar="TF",
+        required=True,
+        help="1s 1m 3m 5m 10m 15m 30m 1h 4h 1d 1w 1M 1y (60m, 240m accepted).",
+    )(func)
+
+
+def _until_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--until", metavar="TIME", default=None, help="ISO 8601 end, exclusive (default: now)."
+    )(func)
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=8765, show_default=True, help="TCP port (0: any free).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same history.")
+@click.option("--region", default="kr", show_default=True, help="Mimic Upbit's kr, sg, id or th.")
+@click.option("--latency-ms", type=float, default=0.0, help="Added latency per request.")
+@click.option("--jitter-ms", type=float, default=0.0, help="Random extra latency, up to this.")
+@click.option("--error-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
+@click.option("--hang-rate", type=float, default=0.0, help="Share of requests never answered.")
+@click.option(
+    "--rate-limit",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Requests/s per group per client; 0 = none.",
+)
+@click.option("--markets", type=int, default=30, show_default=True, help="Markets to list.")
+@click.option("--speed", type=float, default=1.0, help="Simulated time runs this much faster.")
+@click.option(
+    "--ws-drop-every-s",
+    type=float,
+    default=0.0,
+    help="Cut each WebSocket every N s without a close frame; 0 = never.",
+)
+@click.option(
+    "--ws-stall-every-s",
+    type=float,
+    default=0.0,
+    help="Each WebSocket goes silent (no data, no pongs) every N s.",
+)
+@click.option(
+    "--ws-idle-timeout-s",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Close WebSockets idle this long.",
+)
 def sim(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8765,
-    seed: Annotated[int, typer.Option(help="Same seed, same market history.")] = 1,
-    region: Annotated[str, typer.Option(help="Mimic Upbit's kr, sg, id or th site.")] = "kr",
-    latency_ms: Annotated[float, typer.Option(help="Added latency per request.")] = 0.0,
-    jitter_ms: Annotated[float, typer.Option(help="Random extra latency, up to this.")] = 0.0,
-    error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
-    hang_rate: Annotated[float, typer.Option(help="Share of requests never answered.")] = 0.0,
-    rate_limit: Annotated[
-        int, typer.Option(help="Requests/s per group per client; 0 = none.")
-    ] = 10,
-    markets: Annotated[int, typer.Option(help="How many markets to list.")] = 30,
-    speed: Annotated[float, typer.Option(help="Simulated time runs this many times faster.")] = 1.0,
-    ws_drop_every_s: Annotated[
-        float, typer.Option(help="Cut each WebSocket every N s without a close frame; 0 = never.")
-    ] = 0.0,
-    ws_stall_every_s: Annotated[
-        float, typer.Option(help="Each WebSocket goes silent (no data, no pongs) every N s.")
-    ] = 0.0,
-    ws_idle_timeout_s: Annotated[
-        float, typer.Option(help="Close WebSockets idle this long.")
-    ] = 120.0,
+    host: str,
+    port: int,
+    seed: int,
+    region: str,
+    latency_ms: float,
+    jitter_ms: float,
+    error_rate: float,
+    hang_rate: float,
+    rate_limit: int,
+    markets: int,
+    speed: float,
+    ws_drop_every_s: float,
+    ws_stall_every_s: float,
+    ws_idle_timeout_s: float,
 ) -> None:
-    """Run a faithful offline Upbit (REST and WebSocket) until stopped."""
+    """Run a faithful offline Upbit (REST and WebSocket) until stopped.
+
+    \b
+    Example:
+      marketspine sim --port 8765 --seed 1 --speed 60
+    """
     from .sim import SimConfig, serve
 
     config = SimConfig(
@@ -73,43 +173,42 @@ def _default_db() -> str:
     return str(Path(user_data_dir("marketspine")) / "marketspine.db")
 
 
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="SQLite file (default: marketspine.db in the user data directory)."),
-]
-UpstreamOption = Annotated[
-    str, typer.Option("--upstream", help="Upbit REST base URL (or a simulator's).")
-]
-TimeframeOption = Annotated[
-    str, typer.Option("--timeframe", "-t", help="1s 1m 3m 5m 10m 15m 30m 1h 4h 1d 1w 1M 1y.")
-]
-SinceOption = Annotated[
-    str | None,
-    typer.Option("--since", help="ISO 8601 start, naive means UTC (default: 200 windows back)."),
-]
-UntilOption = Annotated[
-    str | None, typer.Option("--until", help="ISO 8601 end, exclusive (default: now).")
-]
-
-
-@app.command()
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("markets", metavar="MARKET...", nargs=-1, required=True)
+@_timeframe_option
+@click.option(
+    "--since",
+    metavar="TIME",
+    default=None,
+    help="ISO 8601 start, naive means UTC (default: 200 windows before --until).",
+)
+@_until_option
+@_db_option
+@_upstream_option
+@click.option(
+    "--json", "json_output", is_flag=True, help="Print a one-line JSON summary (no progress bar)."
+)
 def collect(
-    markets: Annotated[list[str], typer.Argument(help="Market codes such as KRW-BTC.")],
-    timeframe: TimeframeOption,
-    since: SinceOption = None,
-    until: UntilOption = None,
-    db: DbOption = None,
-    upstream: UpstreamOption = DEFAULT_UPSTREAM,
-    json_output: Annotated[
-        bool,
-        typer.Option("--json", help="Print a one-line JSON summary instead of a progress bar."),
-    ] = False,
+    markets: tuple[str, ...],
+    timeframe: str,
+    since: str | None,
+    until: str | None,
+    db: str | None,
+    upstream: str,
+    json_output: bool,
 ) -> None:
-    """Backfill closed candles into the store: resumable, exact, at the rate-limit ceiling."""
+    """Backfill closed candles of MARKET... (codes such as KRW-BTC) into the store:
+    resumable, exact, at the rate-limit ceiling. A progress bar on a terminal, else a
+    one-line summary.
+
+    \b
+    Example:
+      marketspine collect KRW-BTC KRW-ETH -t 1m --since 2026-01-01 --until 2026-01-02
+    """
     from ._commands import run_collect
 
     run_collect(
-        markets,
+        list(markets),
         timeframe=timeframe,
         since=since,
         until=until,
@@ -119,18 +218,45 @@ def collect(
     )
 
 
-@app.command()
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("market", metavar="MARKET")
+@_timeframe_option
+@click.option("--out", "-o", metavar="FILE", required=True, help="File to write (replaced whole).")
+@click.option(
+    "--format",
+    "export_format",
+    metavar="csv|parquet",
+    default="csv",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    default=None,
+    help="ISO 8601 start, naive means UTC (default: from the first stored candle).",
+)
+@_until_option
+@_db_option
 def export(
-    market: Annotated[str, typer.Argument(help="Market code such as KRW-BTC.")],
-    timeframe: TimeframeOption,
-    out: Annotated[str, typer.Option("--out", "-o", help="File to write.")],
-    export_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
-    since: SinceOption = None,
-    until: UntilOption = None,
-    db: DbOption = None,
+    market: str,
+    timeframe: str,
+    out: str,
+    export_format: str,
+    since: str | None,
+    until: str | None,
+    db: str | None,
 ) -> None:
-    """Write stored candles to CSV or Parquet (time_utc,open,high,low,close,volume,value)."""
-    from ._commands import run_export
+    """Write the stored candles of MARKET (such as KRW-BTC) to CSV or Parquet: columns
+    time_utc,open,high,low,close,volume,value, ascending, only candles that exist. 3m to 1d
+    are also built from stored 1m candles, as the library does. Exits 3 when nothing is
+    stored in the range.
+
+    \b
+    Example:
+      marketspine export KRW-BTC -t 5m --since 2026-01-01 --out btc-5m.csv
+    """
+    from ._export import run_export
 
     run_export(
         market,
@@ -143,64 +269,71 @@ def export(
     )
 
 
-@app.command()
-def status(
-    db: DbOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """What is stored: markets, timeframes, covered ranges, row counts."""
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@_db_option
+@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
+def status(db: str | None, json_output: bool) -> None:
+    """What is stored: markets, timeframes, covered ranges, row counts (opens the
+    database read-only).
+
+    \b
+    Example:
+      marketspine status --db ./spine.db --json
+    """
     from ._commands import run_status
 
     run_status(db=db or _default_db(), json_output=json_output)
 
 
-@app.command()
-def warmup(
-    upstream: UpstreamOption = DEFAULT_UPSTREAM,
-    exchange: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--exchange",
-            help="Another exchange as NAME=URL (repeatable), e.g. upbit-sg=https://sg-api.upbit.com.",
-        ),
-    ] = None,
-    db: DbOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
-) -> None:
-    """Fetch market lists and instruments (tick sizes, levels) of every configured exchange."""
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@_upstream_option
+@click.option(
+    "--exchange",
+    metavar="NAME=URL",
+    multiple=True,
+    help="Another exchange (repeatable), e.g. upbit-sg=https://sg-api.upbit.com.",
+)
+@_db_option
+@click.option("--json", "json_output", is_flag=True, help="Print the JSON report.")
+def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output: bool) -> None:
+    """Fetch market lists and instruments (tick sizes, levels) of every configured
+    exchange. Exits 1 when any exchange failed.
+
+    \b
+    Example:
+      marketspine warmup --exchange upbit-sg=https://sg-api.upbit.com --json
+    """
     from ._commands import run_warmup
 
     run_warmup(
-        upstream=upstream, exchanges=exchange or [], db=db or _default_db(), json_output=json_output
+        upstream=upstream, exchanges=list(exchange), db=db or _default_db(), json_output=json_output
     )
 
 
-def main() -> None:
-    """Console-script entry point: bad input is one line on stderr and exit code 2."""
-    import sys
-
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: usage errors are click's message and exit 2, bad input
+    one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""
     from ._errors import InvalidRequestError, MarketspineError, StoreError
 
     try:
-        # Outside standalone mode typer returns the exit code of a Ctrl-C (130) or a
-        # typer.Exit instead of exiting: pass it on, or an interrupted run looks successful.
-        code = app(standalone_mode=False)
+        code = app.main(args=argv, prog_name="marketspine", standalone_mode=False)
     except (InvalidRequestError, StoreError) as exc:
-        print(f"marketspine: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(str(exc), EXIT_USAGE)
     except MarketspineError as exc:
-        print(f"marketspine: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:  # a Ctrl-C before typer's own handling was in place
+        _fail(str(exc), EXIT_FAILED)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        # click turns a Ctrl-C inside a command into Abort; the bare one comes before.
         print("marketspine: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except click.exceptions.Abort:
-        print("marketspine: aborted", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
-    if isinstance(code, int) and code != 0:
-        if code == 130:
+    if isinstance(code, int) and code != EXIT_OK:
+        if code == EXIT_INTERRUPTED:
             print("marketspine: interrupted", file=sys.stderr)
         raise SystemExit(code)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"marketspine: error: {message}", file=sys.stderr)
+    raise SystemExit(code) from None

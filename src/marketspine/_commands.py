@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -32,10 +31,17 @@ from ._errors import InvalidRequestError, StoreError
 from ._ratebudget import Priority
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
-from ._time import format_utc, from_ms, now_ms, parse_time
+from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["default_since", "progress_bar", "run_collect", "run_export", "run_status", "run_warmup"]
+__all__ = [
+    "default_since",
+    "open_store",
+    "progress_bar",
+    "run_collect",
+    "run_status",
+    "run_warmup",
+]
 
 DEFAULT_PAGES = 1  # without --since, collect one page (200 windows) before --until
 
@@ -55,12 +61,13 @@ def _range(timeframe: Timeframe, since: str | None, until: str | None, now: int)
     return since_ms, until_ms
 
 
-def _open_store(db: str, *, must_exist: bool) -> SQLiteStore:
+def open_store(db: str, *, must_exist: bool, read_only: bool = False) -> SQLiteStore:
+    """The store at ``db``; ``read_only`` never creates or changes anything (status, export).
+    Raises StoreError when ``must_exist`` and there is no database."""
     path = Path(db).expanduser()
     if must_exist and not path.exists():
         raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(path)
+    return SQLiteStore(path, read_only=read_only)
 
 
 def run_collect(
@@ -113,7 +120,7 @@ async def _collect(
     show_bar: bool,
 ) -> CollectSummary:
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
-    async with _open_store(db, must_exist=False) as store, Client(upstream) as client:
+    async with open_store(db, must_exist=False) as store, Client(upstream) as client:
         until_hint = parse_time(until) if until else None
         now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
         since_ms, until_ms = _range(tf, since, until, now)
@@ -167,76 +174,6 @@ def progress_bar(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
         yield on_progress
 
 
-def run_export(
-    market: str,
-    *,
-    timeframe: str,
-    since: str | None,
-    until: str | None,
-    db: str,
-    export_format: str,
-    out: str,
-) -> None:
-    """Write the stored candles of one series to CSV or Parquet, ascending, existing only."""
-    tf = parse_timeframe(timeframe)
-    code = normalize_market(market)
-    if export_format not in ("csv", "parquet"):
-        raise InvalidRequestError(f"unknown --format {export_format!r}: accepted are csv, parquet")
-    since_ms = parse_time(since) if since else 0
-    until_ms = parse_time(until) if until else now_ms()
-    if since_ms >= until_ms:
-        raise InvalidRequestError("--since must be before --until")
-    candles = asyncio.run(_read(db, code, tf, since_ms, until_ms))
-    rows = [
-        (
-            from_ms(c.start_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume,
-            c.value,
-        )
-        for c in candles
-    ]
-    path = Path(out)
-    if export_format == "csv":
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(("time_utc", "open", "high", "low", "close", "volume", "value"))
-            writer.writerows(rows)
-    else:
-        _write_parquet(path, candles)
-    print(f"wrote {len(rows):,} {tf.name} candles of {code} to {path}", file=sys.stderr)
-
-
-def _write_parquet(path: Path, candles: list[Any]) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InvalidRequestError(
-            "--format parquet needs pyarrow: pip install 'marketspine[parquet]'"
-        ) from None
-    table = pa.table(
-        {
-            "time_utc": pa.array([c.start_ms for c in candles], type=pa.timestamp("ms", tz="UTC")),
-            "open": [c.open for c in candles],
-            "high": [c.high for c in candles],
-            "low": [c.low for c in candles],
-            "close": [c.close for c in candles],
-            "volume": [c.volume for c in candles],
-            "value": [c.value for c in candles],
-        }
-    )
-    pq.write_table(table, path)
-
-
-async def _read(db: str, market: str, tf: Timeframe, since_ms: int, until_ms: int) -> list[Any]:
-    async with _open_store(db, must_exist=True) as store:
-        return await store.read(market, tf, since_ms, until_ms)
-
-
 def run_status(*, db: str, json_output: bool) -> None:
     """Print what the store holds: series, covered ranges, row counts."""
     series = asyncio.run(_summary(db))
@@ -260,7 +197,7 @@ def run_status(*, db: str, json_output: bool) -> None:
 
 
 async def _summary(db: str) -> list[dict[str, Any]]:
-    async with _open_store(db, must_exist=True) as store:
+    async with open_store(db, must_exist=True, read_only=True) as store:
         rows = await store.summary()
 
     def label(ms: int | None) -> str | None:

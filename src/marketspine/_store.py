@@ -110,8 +110,11 @@ class SQLiteStore:
     """A ``CandleStore`` in one SQLite file (WAL). Use as ``async with SQLiteStore(path)``
     or call ``aclose()``. Every method raises StoreError when the file cannot be used."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        # Read-only opens never create, migrate or write the file (nor its directory), so
+        # a database on a read-only file or file system can still be read.
+        self.read_only = read_only
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketspine-db")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -205,7 +208,12 @@ class SQLiteStore:
         try:
             return job()
         except sqlite3.Error as exc:
-            raise StoreError(f"candle database {self.path}: {exc}") from exc
+            if _is_read_only(exc):
+                raise StoreError(
+                    f"cannot write the candle database {self.path}: {_cause(exc)} "
+                    "(opened read-only, or the file is read-only)"
+                ) from exc
+            raise StoreError(f"candle database {self.path}: {_cause(exc)}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -213,15 +221,19 @@ class SQLiteStore:
         return self._conn
 
     def _open(self) -> None:
+        if self.read_only:
+            self._conn = self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
-                f"cannot open the candle database {self.path}: {exc} "
+                f"cannot open the candle database {self.path}: {_cause(exc)} "
                 "(expected a writable file path for a marketspine SQLite database)"
             ) from exc
         try:
+            _check_pages(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a killed process (only power loss may drop the
             # last commits), at a fraction of FULL's fsync cost.
@@ -231,11 +243,58 @@ class SQLiteStore:
             conn.close()
             if isinstance(exc, StoreError):
                 raise
+            if _is_read_only(exc):
+                raise StoreError(
+                    f"cannot write the candle database {self.path}: {_cause(exc)} "
+                    "(the file or its folder is read-only; `status` and `export` can still "
+                    "read it, `collect` needs a writable --db)"
+                ) from exc
             raise StoreError(
-                f"cannot use {self.path} as a candle database: {exc} "
+                f"cannot use {self.path} as a candle database: {_cause(exc)} "
                 "(expected a marketspine SQLite database, or a new or empty file)"
             ) from exc
         self._conn = conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreError(
+                f"no database at {self.path}: run `marketspine collect` first or pass --db"
+            )
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the candle database {self.path}: {_cause(exc)}") from exc
+        try:
+            _check_pages(conn)
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            if _is_read_only(exc):
+                # A WAL database whose -shm cannot be created (read-only folder): when no
+                # writer is active the file alone is the whole database.
+                return self._open_immutable()
+            raise StoreError(
+                f"cannot use {self.path} as a candle database: {_cause(exc)} "
+                "(expected a marketspine SQLite database)"
+            ) from exc
+        try:
+            _check_version(conn, self.path, version, expect_schema=True)
+        except StoreError:
+            conn.close()
+            raise
+        return conn
+
+    def _open_immutable(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            _check_pages(conn)
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            _check_version(conn, self.path, version, expect_schema=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the candle database {self.path}: {_cause(exc)}") from exc
+        return conn
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -344,8 +403,34 @@ class SQLiteStore:
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION; raises StoreError for a newer, unknown schema."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    """Bring the schema to SCHEMA_VERSION; raises StoreError for a newer, unknown schema.
+
+    The version is read inside the write transaction (BEGIN IMMEDIATE), so of two processes
+    opening the same new file at once one migrates and the other then sees the new version.
+    """
+    for _ in range(SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            _check_version(conn, path, version, expect_schema=False)
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            for statement in _MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def _check_version(
+    conn: sqlite3.Connection, path: Path, version: int, *, expect_schema: bool
+) -> None:
+    """StoreError for a newer schema, another program's database, or (``expect_schema``,
+    when reading) a file with no marketspine schema yet."""
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} has schema version {version}, newer than this marketspine supports "
@@ -358,17 +443,30 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 f"{path} is an SQLite database of something else (tables: "
                 f"{', '.join(t for (t,) in tables)}); expected a marketspine database"
             )
-    for target in range(version, SCHEMA_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target + 1}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        if expect_schema:
+            raise StoreError(
+                f"{path} holds no marketspine data yet: run `marketspine collect` first"
+            )
+
+
+def _check_pages(conn: sqlite3.Connection) -> None:
+    """Ask SQLite to check every b-tree page as it is read, so a damaged page fails the
+    query (StoreError) instead of quietly dropping rows."""
+    conn.execute("PRAGMA cell_size_check = ON")
+
+
+def _is_read_only(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) == sqlite3.SQLITE_READONLY:
+        return True
+    return "readonly" in str(exc) or "read-only" in str(exc)
+
+
+def _cause(exc: BaseException) -> str:
+    """The one-line reason of an OSError or sqlite3 error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _get_listing(conn: sqlite3.Connection, market: str, key: str) -> int | None:
