@@ -28,7 +28,9 @@ from rich.table import Table
 from ._client import Client
 from ._collect import CollectSummary, ProgressEvent, collect
 from ._errors import InvalidRequestError, StoreError
+from ._pgstore import PostgresStore, is_postgres_url
 from ._ratebudget import Priority
+from ._redis_budget import RedisRateBudget
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
 from ._time import format_utc, now_ms, parse_time
@@ -61,9 +63,14 @@ def _range(timeframe: Timeframe, since: str | None, until: str | None, now: int)
     return since_ms, until_ms
 
 
-def open_store(db: str, *, must_exist: bool, read_only: bool = False) -> SQLiteStore:
-    """The store at ``db``; ``read_only`` never creates or changes anything (status, export).
+def open_store(
+    db: str, *, must_exist: bool, read_only: bool = False
+) -> SQLiteStore | PostgresStore:
+    """The store at ``db`` (an SQLite path or a postgresql:// URL); ``read_only`` never
+    creates or changes anything in an SQLite file (status, export).
     Raises StoreError when ``must_exist`` and there is no database."""
+    if is_postgres_url(db):
+        return PostgresStore(db)
     path = Path(db).expanduser()
     if must_exist and not path.exists():
         raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
@@ -79,15 +86,19 @@ def run_collect(
     db: str,
     upstream: str,
     json_output: bool,
+    redis: str | None = None,
 ) -> None:
-    """Backfill ``markets`` and print a progress bar (terminal) or one JSON line."""
+    """Backfill ``markets`` and print a progress bar (terminal) or one JSON line. ``redis``
+    shares the rate budget with every process using the same Redis."""
     tf = parse_timeframe(timeframe)
     codes = [normalize_market(m) for m in markets]
     # Bad times fail here, before any request; "now" is upstream's, learned in _collect.
     _range(tf, since, until, now_ms())
     show_bar = not json_output and sys.stderr.isatty()
     summary = asyncio.run(
-        _collect(codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar)
+        _collect(
+            codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar, redis=redis
+        )
     )
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")))
@@ -118,9 +129,17 @@ async def _collect(
     db: str,
     upstream: str,
     show_bar: bool,
+    redis: str | None = None,
 ) -> CollectSummary:
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
-    async with open_store(db, must_exist=False) as store, Client(upstream) as client:
+    budget = RedisRateBudget(redis) if redis else None
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        open_store(db, must_exist=False) as store,
+        Client(upstream, budget=budget) as client,
+    ):
+        if budget is not None:
+            await stack.enter_async_context(budget)
         until_hint = parse_time(until) if until else None
         now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
         since_ms, until_ms = _range(tf, since, until, now)
