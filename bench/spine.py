@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bench._sim import simulator
+from marketspine._quotes import Channel
 from marketspine._ratebudget import LocalRateBudget
-from marketspine._spine import Channel, Spine
+from marketspine._spine import Spine
 from marketspine._time import DAY_MS
 
 Row = dict[str, Any]

@@ -14,7 +14,7 @@ import pytest
 from test_ratebudget import FakeTime
 
 from marketspine._circuit import CircuitBreaker
-from marketspine._client import MARKETS_PER_REQUEST, Client, RetryPolicy
+from marketspine._client import MARKETS_PER_REQUEST, Client
 from marketspine._errors import (
     BannedError,
     CircuitOpenError,
@@ -24,6 +24,7 @@ from marketspine._errors import (
     UpstreamError,
 )
 from marketspine._ratebudget import LocalRateBudget, Priority
+from marketspine._retry import RetryPolicy
 from marketspine._time import format_utc, parse_time
 
 CANDLES: list[dict[str, Any]] = [

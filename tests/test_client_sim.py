@@ -17,10 +17,11 @@ import pytest
 from test_ratebudget import FakeTime
 
 from marketspine._circuit import CircuitBreaker
-from marketspine._client import Client, RetryPolicy
+from marketspine._client import Client
 from marketspine._errors import CircuitOpenError, UpstreamError
 from marketspine._ratebudget import DEFAULT_MARGIN, LocalRateBudget, Priority
 from marketspine._records import Candle
+from marketspine._retry import RetryPolicy
 
 MARKET = "KRW-BTC"
 FAST_RETRY = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.1, rate_limited_delay=0.5)

@@ -260,8 +260,9 @@ async def test_minutes_and_months_side_by_side_from_upstream(sim: Sim) -> None:
         await collect(
             sim.client, store, [market], minute, since_ms=end - 3_600_000, until_ms=end, now_ms=NOW
         )
-        months = await store.read(market, month, 0, 2 * NOW)
-        minutes = await store.read(market, minute, 0, 2 * NOW)
+        # Full pages keep what lies before `since` too; the asked ranges must be exact.
+        months = await store.read(market, month, since, 2 * NOW)
+        minutes = await store.read(market, minute, end - 3_600_000, 2 * NOW)
         assert months == await sim.truth(market, month, since, month.floor(NOW))
         assert minutes == await sim.truth(market, minute, end - 3_600_000, end)
         assert {c.timeframe for c in months} == {"1M"}

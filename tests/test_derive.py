@@ -88,7 +88,8 @@ async def test_only_windows_whose_minutes_are_all_covered_are_derived(
     market, hour = "KRW-BTC", parse_timeframe("1h")
     start = parse_time("2026-11-19")
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
-        # minutes of 00:30 .. 03:00 — the 00:00 hour is only half covered
+        # asked 00:30 .. 03:00, stored a full page: minutes of 23:40 .. 03:00 — the 23:00
+        # hour is only partly covered
         await collect(
             client,
             store,
@@ -98,9 +99,9 @@ async def test_only_windows_whose_minutes_are_all_covered_are_derived(
             until_ms=start + 180 * MINUTE_MS,
             now_ms=NOW,
         )
-        result = await derive_candles(store, market, hour, start, start + DAY_MS)
-    assert result.covered.ranges == ((start + 3_600_000, start + 3 * 3_600_000),)
-    assert [c.start_ms for c in result.candles] == [start + 3_600_000, start + 7_200_000]
+        result = await derive_candles(store, market, hour, start - DAY_MS, start + DAY_MS)
+    assert result.covered.ranges == ((start, start + 3 * 3_600_000),)
+    assert [c.start_ms for c in result.candles] == [start, start + 3_600_000, start + 7_200_000]
 
 
 def minute(start: int, price: float, volume: float = 1.0) -> Candle:

@@ -137,39 +137,55 @@ def test_stored_set_equals_upstream_set_within_the_call_bound(
     assert upstream.calls == [] and again.calls_per_gap == []
 
 
-def test_dense_market_takes_the_fewest_pages_and_asks_only_for_windows_left() -> None:
+def test_dense_market_takes_the_fewest_pages_and_always_asks_full_pages() -> None:
     tf = parse_timeframe("1m")
     upstream = ModelUpstream(tf, [tf.shift(T0, i) for i in range(1000)])
     result = backfill(upstream, Coverage(), T0, tf.shift(T0, 450), now=tf.shift(T0, 1000))
+    # The last page asks for 200, not the 50 windows left: a call costs the same either way.
     assert upstream.calls == [
         (tf.shift(T0, 450), 200),
         (tf.shift(T0, 250), 200),
-        (tf.shift(T0, 50), 50),
+        (tf.shift(T0, 50), 200),
     ]
-    assert len(result.stored) == 450
+    assert len(result.stored) == 450  # the listing is at T0: the last page was short
 
 
-def test_sparse_page_reaching_below_the_gap_is_clipped_and_ends_the_gap() -> None:
+def test_whole_page_is_stored_and_proves_its_span_below_the_gap() -> None:
+    tf = parse_timeframe("1m")
+    upstream = ModelUpstream(tf, [tf.shift(T0, i) for i in range(1000)])
+    gap_start, gap_end = tf.shift(T0, 986), tf.shift(T0, 1000)
+    result = backfill(upstream, Coverage(), gap_start, gap_end, now=tf.shift(T0, 1000))
+    # A miss of 14 candles asks for a full page and keeps all of it ...
+    assert upstream.calls == [(gap_end, 200)]
+    assert sorted(result.stored) == [tf.shift(T0, i) for i in range(800, 1000)]
+    assert result.coverage.ranges == ((tf.shift(T0, 800), gap_end),)
+    # ... so the next request for 60 adjacent candles is free.
+    upstream.calls.clear()
+    backfill(upstream, result.coverage, tf.shift(T0, 926), gap_end, now=tf.shift(T0, 1000))
+    assert upstream.calls == []
+
+
+def test_sparse_page_reaching_below_the_gap_is_kept_and_ends_the_gap() -> None:
     tf = parse_timeframe("1h")
     starts = [tf.shift(T0, i) for i in (0, 1, 2, 50, 90)]
     upstream = ModelUpstream(tf, starts)
     result = backfill(upstream, Coverage(), tf.shift(T0, 40), tf.shift(T0, 100), tf.shift(T0, 200))
-    # one call: asks for 60, gets all 5 (fewer than asked) → done, older ones clipped
-    assert upstream.calls == [(tf.shift(T0, 100), 60)]
-    assert sorted(result.stored) == [tf.shift(T0, 50), tf.shift(T0, 90)]
+    # one call: asks for 200, gets all 5 (fewer than asked) → done, the older ones kept
+    assert upstream.calls == [(tf.shift(T0, 100), 200)]
+    assert sorted(result.stored) == starts
     assert result.coverage.listing_ms == T0
-    # known: nothing before the listing, and the gap; the clipped candles are not covered
-    assert result.coverage.gaps(T0 - 10**12, tf.shift(T0, 100)) == [(T0, tf.shift(T0, 40))]
+    assert result.coverage.gaps(T0 - 10**12, tf.shift(T0, 100)) == []
 
 
 def test_full_page_reaching_below_the_gap_ends_the_gap_without_listing() -> None:
     tf = parse_timeframe("1h")
-    starts = [tf.shift(T0, i) for i in range(0, 100, 10)]  # 10 candles, 100 windows
+    starts = [tf.shift(T0, i) for i in range(0, 3000, 10)]  # 300 candles, 3000 windows
     upstream = ModelUpstream(tf, starts)
-    result = backfill(upstream, Coverage(), tf.shift(T0, 95), tf.shift(T0, 100), tf.shift(T0, 200))
-    assert upstream.calls == [(tf.shift(T0, 100), 5)]  # 5 windows asked; 5 older candles came
-    assert result.stored == {}
-    assert result.coverage.ranges == ((tf.shift(T0, 95), tf.shift(T0, 100)),)
+    since, until = tf.shift(T0, 2995), tf.shift(T0, 3000)
+    result = backfill(upstream, Coverage(), since, until, tf.shift(T0, 3100))
+    assert upstream.calls == [(until, 200)]  # 5 windows missing, a full page asked
+    assert sorted(result.stored) == starts[100:]
+    assert result.coverage.ranges == ((tf.shift(T0, 1000), until),)
     assert result.coverage.listing_ms is None
 
 
@@ -178,8 +194,8 @@ def test_middle_hole_is_filled_and_nothing_else_is_fetched() -> None:
     upstream = ModelUpstream(tf, [tf.shift(T0, i) for i in range(600)])
     prior = Coverage.of([(T0, tf.shift(T0, 200)), (tf.shift(T0, 300), tf.shift(T0, 600))])
     result = backfill(upstream, prior, T0, tf.shift(T0, 600), tf.shift(T0, 700))
-    assert upstream.calls == [(tf.shift(T0, 300), 100)]
-    assert sorted(result.stored) == [tf.shift(T0, i) for i in range(200, 300)]
+    assert upstream.calls == [(tf.shift(T0, 300), 200)]
+    assert sorted(result.stored) == [tf.shift(T0, i) for i in range(100, 300)]
     assert result.coverage.ranges == ((T0, tf.shift(T0, 600)),)
 
 

@@ -12,12 +12,15 @@ import httpx
 import pytest
 
 from marketspine import InvalidRequestError, UnknownMarketError
+from marketspine._quotes import Channel
 from marketspine._records import Candle
-from marketspine._spine import Channel, Spine
+from marketspine._spine import Spine
 from marketspine._store import SQLiteStore
 from marketspine._time import format_utc, parse_naive_utc, parse_time
 from marketspine._timeframes import parse_timeframe
 from marketspine.sim import SimConfig, create_app
+
+DAY = 86_400_000
 
 
 @pytest.fixture
@@ -178,7 +181,7 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
     app: Any, tmp_path: Path
 ) -> None:
     from marketspine import RetryLaterError
-    from marketspine._client import RetryPolicy
+    from marketspine._retry import RetryPolicy
 
     retry = RetryPolicy(attempts=1)
     async with Spine(
@@ -190,18 +193,20 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
             transport=httpx.ASGITransport(app=app), base_url="http://sim"
         ) as http:
             await http.post("/sim/faults", json={"error_rate": 1.0})
-        # Ask for more than is stored: upstream fails until the breaker opens, then the
-        # stored part is served at once, flagged stale.
+        # Ask for more than is stored (the full page reached 200 hours back, so ask 30 days):
+        # upstream fails until the breaker opens, then the stored part is served at once,
+        # flagged stale.
         result = None
         for _ in range(20):
             spine.clear_memory()  # no memory: the store must answer
             try:
-                result = await spine.candles("KRW-BTC", "1h", start=since - 86_400_000, end=until)
+                result = await spine.candles("KRW-BTC", "1h", start=since - 30 * DAY, end=until)
             except RetryLaterError:
                 continue
             break
         assert result is not None and result.meta.stale
-        assert list(result) == list(stored)
+        # what the store holds: the asked two days and the rest of their full page
+        assert len(result) == 200 and list(result)[-len(stored) :] == list(stored)
 
 
 async def test_fill_adds_flat_candles_for_windows_without_trades(spine: Spine) -> None:

@@ -13,8 +13,9 @@ from typing import Protocol
 
 import pytest
 
+from marketspine._quotes import Channel
 from marketspine._records import Candle, Trade
-from marketspine._spine import Channel, Spine
+from marketspine._spine import Spine
 from marketspine._timeframes import parse_timeframe
 from marketspine.sim import SimConfig
 
@@ -154,7 +155,7 @@ async def test_auto_falls_back_to_the_stream_when_rest_fails(
     import httpx
 
     from marketspine import UpstreamError
-    from marketspine._client import RetryPolicy
+    from marketspine._retry import RetryPolicy
 
     with running_sim(SimConfig(seed=5, speed=10, rate_limit=0)) as url:
         retry = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)

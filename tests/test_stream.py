@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from marketspine._client import Client
+from marketspine._listener import Event, Gap, Health, Listener, Overflow
 from marketspine._records import Orderbook, Ticker, Trade
-from marketspine._stream import Event, Gap, Health, Listener, Overflow, Stream
+from marketspine._stream import Stream
 from marketspine.sim import SimConfig
 
 RunSim = Callable[..., contextlib.AbstractContextManager[str]]

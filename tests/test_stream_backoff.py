@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from marketspine._stream import Backoff, Health, Stream
+from marketspine._listener import Health
+from marketspine._stream import Backoff, Stream
 
 BACKOFF = Backoff(initial=0.1, factor=2.0, cap=0.8, jitter=0.5)
 ATTEMPTS = 7

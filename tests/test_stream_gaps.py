@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from websockets.asyncio.server import ServerConnection, serve
 
 from marketspine._errors import UpstreamError
+from marketspine._listener import Event, Gap, Listener
 from marketspine._ratebudget import Priority
 from marketspine._records import Trade
-from marketspine._stream import FILL_PAGE_SIZE, Backoff, Event, Gap, Listener, Stream
+from marketspine._stream import FILL_PAGE_SIZE, Backoff, Stream
 
 MARKET = "KRW-BTC"
 FAST = Backoff(initial=0.01, cap=0.01)

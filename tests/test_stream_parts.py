@@ -10,8 +10,9 @@ import json
 import pytest
 
 from marketspine._errors import InvalidRequestError
+from marketspine._listener import Fanout, Gap, Health, Listener, Overflow
 from marketspine._records import Candle, Orderbook, OrderbookUnit, Ticker, Trade
-from marketspine._stream import Backoff, Gap, Health, Overflow, Stream
+from marketspine._stream import Backoff, Stream
 from marketspine._subscriptions import KINDS, MessagePacer, SubscriptionSet, normalize_kind
 
 URL = "ws://127.0.0.1:9/websocket/v1"
@@ -193,17 +194,31 @@ async def test_candles_are_never_dropped_silently_either() -> None:
 
 
 async def test_filters_select_kinds_and_markets_but_health_reaches_everyone() -> None:
-    stream = Stream(URL)
-    async with stream.listen({"trade"}, {"KRW-ETH"}) as events:
+    fanout = Fanout()
+    async with Listener(fanout, {"trade"}, {"KRW-ETH"}, 1000) as events:
         assert events.wants("trade", "KRW-ETH")
         assert not events.wants("trade", "KRW-BTC")
         assert not events.wants("ticker", "KRW-ETH")
         assert events.wants("health", "")
-        stream._set_health("reconnecting", "test")
-        stream._publish(Gap("KRW-BTC", 1, 2, 0), "trade", "KRW-BTC")
-        stream._publish(Gap("KRW-ETH", 1, 2, 3), "trade", "KRW-ETH")
+        fanout.publish(Health("reconnecting", "test"), "health", "")
+        fanout.publish(Gap("KRW-BTC", 1, 2, 0), "trade", "KRW-BTC")
+        fanout.publish(Gap("KRW-ETH", 1, 2, 3), "trade", "KRW-ETH")
+        assert fanout.dropped() == (0,)
         got = [events.get_nowait() for _ in range(events.qsize())]
     assert got == [Health("reconnecting", "test"), Gap("KRW-ETH", 1, 2, 3)]
+    assert fanout.dropped() == ()  # a closed listener is detached
+
+
+async def test_a_closed_fanout_ends_its_listeners_and_refuses_new_ones() -> None:
+    fanout = Fanout()
+    async with Listener(fanout, None, None, 10) as events:
+        fanout.publish(trade(1), "trade", "KRW-BTC")
+        fanout.close()
+        assert fanout.closed
+        assert [event async for event in events] == [trade(1)]  # queued events drain first
+    async with Listener(fanout, None, None, 10) as late:
+        fanout.publish(trade(2), "trade", "KRW-BTC")
+        assert [event async for event in late] == []
 
 
 async def test_a_waiting_consumer_wakes_on_offer_and_ends_on_close() -> None:

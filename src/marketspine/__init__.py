@@ -10,9 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._accounting import SpineStatistics as SpineStatistics
     from ._circuit import CircuitBreaker as CircuitBreaker
     from ._client import Client as Client
-    from ._client import RetryPolicy as RetryPolicy
     from ._errors import BannedError as BannedError
     from ._errors import CircuitOpenError as CircuitOpenError
     from ._errors import InvalidRequestError as InvalidRequestError
@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ._errors import StoreError as StoreError
     from ._errors import UnknownMarketError as UnknownMarketError
     from ._errors import UpstreamError as UpstreamError
+    from ._listener import Gap as Gap
+    from ._listener import Health as Health
+    from ._listener import Listener as Listener
+    from ._listener import Overflow as Overflow
+    from ._quotes import Channel as Channel
     from ._ratebudget import LocalRateBudget as LocalRateBudget
     from ._ratebudget import Priority as Priority
     from ._ratebudget import RateBudget as RateBudget
@@ -34,14 +39,9 @@ if TYPE_CHECKING:
     from ._records import Trade as Trade
     from ._result import CandleResult as CandleResult
     from ._result import ResultMeta as ResultMeta
-    from ._spine import Channel as Channel
+    from ._retry import RetryPolicy as RetryPolicy
     from ._spine import Spine as Spine
-    from ._spine import SpineStatistics as SpineStatistics
     from ._stream import Backoff as Backoff
-    from ._stream import Gap as Gap
-    from ._stream import Health as Health
-    from ._stream import Listener as Listener
-    from ._stream import Overflow as Overflow
     from ._stream import Stream as Stream
     from ._stream import StreamStatistics as StreamStatistics
     from ._timeframes import TIMEFRAMES as TIMEFRAMES
@@ -54,7 +54,7 @@ __version__ = "0.1.0"
 _HOME = {
     "CircuitBreaker": "_circuit",
     "Client": "_client",
-    "RetryPolicy": "_client",
+    "RetryPolicy": "_retry",
     "BannedError": "_errors",
     "CircuitOpenError": "_errors",
     "InvalidRequestError": "_errors",
@@ -76,14 +76,14 @@ _HOME = {
     "Trade": "_records",
     "CandleResult": "_result",
     "ResultMeta": "_result",
-    "Channel": "_spine",
+    "Channel": "_quotes",
     "Spine": "_spine",
-    "SpineStatistics": "_spine",
+    "SpineStatistics": "_accounting",
     "Backoff": "_stream",
-    "Gap": "_stream",
-    "Health": "_stream",
-    "Listener": "_stream",
-    "Overflow": "_stream",
+    "Gap": "_listener",
+    "Health": "_listener",
+    "Listener": "_listener",
+    "Overflow": "_listener",
     "Stream": "_stream",
     "StreamStatistics": "_stream",
     "TIMEFRAMES": "_timeframes",

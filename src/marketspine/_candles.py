@@ -14,48 +14,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from ._client import Client
 from ._collect import collect
 from ._coverage import Coverage
-from ._derive import DERIVABLE, derive_candles
+from ._derive import DERIVABLE, derivable_ranges, derive_candles
 from ._errors import CircuitOpenError, InvalidRequestError
 from ._live import LiveState
 from ._memory import CandleMemory
+from ._planner import MAX_PAGE, PageRequest, page_outcome
 from ._ratebudget import Priority
 from ._records import Candle, MarketInfo
-from ._result import CandleResult, ResultMeta, Source, fill_gaps
+from ._result import CandleResult, Trace, fill_gaps
 from ._store import CandleStore
 from ._subscriptions import normalize_market
 from ._time import DAY_MS, parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["MAX_COUNT", "CandleReader", "Trace"]
+__all__ = ["MAX_COUNT", "CandleReader"]
 
-SECONDS_HORIZON_MS = 90 * DAY_MS  # Upbit serves 1s candles for about three months
+SECONDS_HORIZON_MS = 90 * DAY_MS
+_ONE_MINUTE = parse_timeframe("1m")  # Upbit serves 1s candles for about three months
 MAX_COUNT = 100_000
-
-
-class Trace:
-    """What one request touched, for its ``ResultMeta``."""
-
-    __slots__ = ("calls", "pages", "sources", "stale")
-
-    def __init__(self) -> None:
-        self.sources: list[Source] = []
-        self.calls = 0
-        self.pages = 0
-        self.stale = False
-
-    def used(self, source: Source) -> None:
-        if source not in self.sources:
-            self.sources.append(source)
-
-    def meta(self, started: float, *, forming: bool = False) -> ResultMeta:
-        return ResultMeta(
-            sources=tuple(self.sources),
-            upstream_calls=self.calls,
-            pages=self.pages,
-            elapsed_ms=(time.perf_counter() - started) * 1000,
-            stale=self.stale,
-            forming=forming,
-        )
 
 
 class _MarketsFromCache:
@@ -126,14 +102,24 @@ class CandleReader:
             raise InvalidRequestError("end needs a start (or ask for a count of candles)")
         if count is None and start is None:
             count = 200
+        if count is not None and not 1 <= count <= MAX_COUNT:
+            raise InvalidRequestError(f"count must be 1..{MAX_COUNT}, got {count}")
         trace = Trace()
+        early: list[Candle] | None = None
+        if count is not None and not closed_only and not self._live.tracking(code, tf.name):
+            # The forming-candle call comes first: its reply tells upstream's clock, so a
+            # cold request needs no separate clock call (ceil(count/200) + 1 calls in all).
+            early = await self._forming_rows(code, tf, priority, trace)
         until_ms = _to_ms(end, "end") if count is None and end is not None else None
         now = await self._client.synced_now_ms(code, until_ms=until_ms, priority=priority)
         forming_start = tf.floor(now)
         if count is not None:
-            if not 1 <= count <= MAX_COUNT:
-                raise InvalidRequestError(f"count must be 1..{MAX_COUNT}, got {count}")
-            forming = None if closed_only else await self.forming(code, tf, now, priority, trace)
+            if closed_only:
+                forming = None
+            elif early is not None:
+                forming = early[0] if early and early[0].start_ms >= forming_start else None
+            else:
+                forming = await self.forming(code, tf, now, priority, trace)
             closed_wanted = count - (1 if forming is not None else 0)
             rows = await self._latest_closed(code, tf, closed_wanted, now, priority, trace)
             first = rows[0].start_ms if rows else forming_start
@@ -172,44 +158,135 @@ class CandleReader:
             trace.used("live")
             # The trade stream may already be in a later window than our estimate of now.
             return live if live is not None and live.start_ms >= forming_start else None
+        rows = await self._forming_rows(market, tf, priority, trace)
+        if rows and rows[0].start_ms >= forming_start:
+            return rows[0]
+        return None
+
+    async def _forming_rows(
+        self, market: str, tf: Timeframe, priority: Priority, trace: Trace
+    ) -> list[Candle]:
+        """Upstream's newest candle (forming or not), [] when the circuit is open."""
         try:
             rows = await self._client.candles(market, tf, count=1, priority=priority)
         except CircuitOpenError:
             trace.stale = True
-            return None
+            return []
         trace.used("upstream")
         trace.calls += 1
         trace.pages += 1
-        if rows and rows[0].start_ms >= forming_start:
-            return rows[0]
-        return None
+        return rows
 
     async def _latest_closed(
         self, market: str, tf: Timeframe, count: int, now: int, priority: Priority, trace: Trace
     ) -> list[Candle]:
         """The ``count`` most recent closed candles (fewer only before the listing or the
-        1s horizon). Widens the window backwards until enough candles exist."""
+        1s horizon). Pages backwards the way Upbit does: full pages of 200 with ``to`` = the
+        oldest start seen, each page's span the coverage it proves; whatever the store
+        already covers on the way is read instead of fetched."""
         if count <= 0:
             return []
         end = tf.floor(now)
-        cached = self.memory.latest((market, tf.key), count, end)
+        key = (market, tf.key)
+        cached = self.memory.latest(key, count, end)
         if cached is not None:
             trace.used("memory")
             return cached
-        windows = count
+        lock = self._series_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            rows, low = await self._walk_back(market, tf, count, end, now, priority, trace)
+        if not trace.stale:
+            self.memory.put(key, low, end, rows)
+        return rows[-count:]
+
+    async def _walk_back(
+        self,
+        market: str,
+        tf: Timeframe,
+        count: int,
+        end: int,
+        now: int,
+        priority: Priority,
+        trace: Trace,
+    ) -> tuple[list[Candle], int]:
+        """Every closed candle in ``[low, end)`` for the highest ``low`` that holds at least
+        ``count`` of them (or reaches the listing / horizon); returns ``(candles, low)``."""
+        store = self._store
+        position = end  # everything in [position, end) is known and gathered
+        gathered: list[list[Candle]] = []  # newest chunk first
+        held = 0
+        widen = 1
         while True:
-            lo = tf.shift(end, -windows)
-            rows = await self._closed_range(market, tf, lo, end, now, priority, trace)
-            if len(rows) >= count:
-                return rows[-count:]
-            listing = await self._store.listing(market, tf)
-            if listing is not None and listing >= lo:
-                return rows
-            if tf.unit == "second" and lo <= now - SECONDS_HORIZON_MS:
-                return rows
-            if trace.stale:
-                return rows
-            windows *= 4
+            coverage = await store.coverage(market, tf)
+            run_start = await self._covered_run(market, tf, coverage, position)
+            # Read no more than needed from a long stored run (months of 1m for a backtest):
+            # about the windows still wanted, widening on sparse markets.
+            run_start = max(run_start, tf.shift(position, -max(1, count - held) * widen))
+            widen *= 4
+            if run_start < position:
+                chunk = await self._read_known(market, tf, run_start, position)
+                trace.used("database")
+                gathered.append(chunk)
+                held += len(chunk)
+                position = run_start
+            if held >= count or trace.stale:
+                break
+            if coverage.listing_ms is not None and coverage.listing_ms >= position:
+                break
+            if tf.unit == "second" and position <= now - SECONDS_HORIZON_MS:
+                break
+            request = PageRequest(position, MAX_PAGE)
+            try:
+                page = await self._client.candles(
+                    market, tf, count=request.count, to_ms=request.to_ms, priority=priority
+                )
+            except CircuitOpenError:
+                trace.stale = True
+                break
+            trace.used("upstream")
+            trace.calls += 1
+            trace.pages += 1
+            outcome = page_outcome(tf, request, page, None)
+            await store.write_page(
+                market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+            )
+            gathered.append(outcome.candles)
+            held += len(outcome.candles)
+            position = outcome.covered[0]
+            if outcome.done:  # nothing older exists upstream
+                break
+        return [c for chunk in reversed(gathered) for c in chunk], position
+
+    async def _covered_run(
+        self, market: str, tf: Timeframe, coverage: Coverage, position: int
+    ) -> int:
+        """The start of the known range that ends at ``position`` (``position`` itself when
+        the window before it is unknown): stored coverage, or whole windows derivable from
+        stored 1m candles."""
+        run = position
+        for lo, hi in reversed(coverage.ranges):
+            if lo < run <= hi:
+                run = lo
+                break
+        if tf.name in DERIVABLE and run == position:
+            minutes = await self._store.coverage(market, _ONE_MINUTE)
+            if minutes.ranges:
+                spans = derivable_ranges(minutes, tf, minutes.ranges[0][0], position)
+                if spans and spans[-1][1] == position:
+                    run = spans[-1][0]
+        return run
+
+    async def _read_known(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
+        """Stored candles in ``[lo, hi)``, with those derivable from stored 1m merged in."""
+        rows = await self._store.read(market, tf, lo, hi)
+        if tf.name not in DERIVABLE:
+            return rows
+        result = await derive_candles(self._store, market, tf, lo, hi)
+        if not result.candles:
+            return rows
+        by_start = {c.start_ms: c for c in result.candles if lo <= c.start_ms < hi}
+        by_start.update((c.start_ms, c) for c in rows)
+        return [by_start[s] for s in sorted(by_start)]
 
     async def _closed_range(
         self,

@@ -174,10 +174,13 @@ async def _collect_market(
             await store.write_page(
                 market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
             )
-            detail.candles_written += len(outcome.candles)
+            # What was asked for; a full page may store a few older candles besides.
+            detail.candles_written += sum(1 for c in outcome.candles if gap[0] <= c.start_ms)
             if outcome.listing_ms is not None:
                 detail.listing_ms = max(detail.listing_ms or outcome.listing_ms, outcome.listing_ms)
-            done_ms += outcome.covered[1] - outcome.covered[0]
+            # A full page may prove more than the gap; progress counts the gap's part only.
+            low, high = max(outcome.covered[0], gap[0]), min(outcome.covered[1], gap[1])
+            done_ms += max(0, high - low)
             if progress is not None:
                 progress(
                     ProgressEvent(

@@ -7,13 +7,14 @@ reports it. Every entry remembers when it arrived so callers can bound its age.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ._listener import Gap
 from ._records import Candle, Orderbook, Ticker, Trade
-from ._stream import Gap
 from ._timeframes import Timeframe
 
 __all__ = ["LiveState", "LiveStatistics"]
@@ -46,6 +47,8 @@ class LiveState:
         # (forming candle or None, the candle it closed last, trades at or before this ms
         # are already inside the REST seed).
         self._tracked: dict[str, dict[str, _Forming]] = {}
+        # Set (and replaced) whenever an event is applied; made on the first wait.
+        self._applied: asyncio.Event | None = None
 
     def apply(self, event: object) -> None:
         """Take one stream event; anything that is not market data is ignored."""
@@ -66,6 +69,18 @@ class LiveState:
             # A frame for an older window arriving late must not replace the newer one.
             if held is None or event.start_ms >= held[0].start_ms:
                 self._candles[key] = (event, now)
+        if self._applied is not None:
+            self._applied.set()  # wakes every waiter; later waits get a fresh event
+            self._applied = None
+
+    async def wait_for(self, read: Callable[[], T | None]) -> T:
+        """What ``read()`` returns once it is not None, asked again after every applied
+        event (no polling); bound the wait with ``asyncio.timeout``."""
+        while (value := read()) is None:
+            if self._applied is None:
+                self._applied = asyncio.Event()
+            await self._applied.wait()
+        return value
 
     def track(self, market: str, timeframe: Timeframe, seed: Candle | None) -> None:
         """Keep the forming ``timeframe`` candle of ``market`` current from the trade stream,

@@ -7,6 +7,10 @@ never ``to - 200 windows``. A page answers for ``[oldest start received, to)``; 
 fewer candles than asked proves that nothing older exists at all, so it answers down to the
 gap start (and, outside seconds candles, reveals the listing).
 
+A call costs the same for 1 candle or 200, so every page asks for a full 200 and everything
+it returns is kept, even below the gap: the range it proves is stored with it, and the
+neighbouring requests that follow cost nothing.
+
 ``GapCursor`` is a feed-events-in, read-requests-out state machine in the manner of h11:
 the collector does the I/O and writes each ``PageOutcome`` to the store in one transaction.
 """
@@ -21,7 +25,15 @@ from ._errors import InvalidRequestError
 from ._records import Candle
 from ._timeframes import Timeframe
 
-__all__ = ["MAX_PAGE", "GapCursor", "PageOutcome", "PageRequest", "ceil_window", "plan_gaps"]
+__all__ = [
+    "MAX_PAGE",
+    "GapCursor",
+    "PageOutcome",
+    "PageRequest",
+    "ceil_window",
+    "page_outcome",
+    "plan_gaps",
+]
 
 MAX_PAGE = 200  # Upbit clamps larger counts to 200
 
@@ -71,11 +83,37 @@ def plan_gaps(
     return coverage.gaps(start, end)
 
 
+def page_outcome(
+    timeframe: Timeframe, request: PageRequest, candles: Sequence[Candle], floor_ms: int | None
+) -> PageOutcome:
+    """What the answer ``candles`` (any order) to ``request`` proves, every candle kept.
+
+    A full page proves ``[oldest start received, to)``. A short page proves that nothing
+    older exists upstream: it answers down to ``floor_ms`` (when given and lower) and, outside
+    seconds candles, reveals the listing. ``done`` is set once the proof reaches ``floor_ms``
+    or nothing older exists.
+    """
+    # Upbit never returns starts at or after `to`; dropping any keeps coverage exact anyway.
+    before_to = sorted(
+        {c.start_ms: c for c in candles if c.start_ms < request.to_ms}.values(),
+        key=lambda c: c.start_ms,
+    )
+    oldest = before_to[0].start_ms if before_to else request.to_ms
+    exhausted = len(before_to) < request.count  # nothing older exists upstream
+    low = oldest if floor_ms is None or not exhausted else min(floor_ms, oldest)
+    # Seconds candles stop at Upbit's ~3-month horizon, which looks exactly like a listing
+    # but moves every second; so a short seconds page proves nothing about listing.
+    listing = oldest if exhausted and timeframe.unit != "second" else None
+    done = exhausted or (floor_ms is not None and low <= floor_ms)
+    return PageOutcome(before_to, (low, request.to_ms), listing, done)
+
+
 class GapCursor:
     """Pages backwards through one gap ``[start, end)`` of window starts.
 
     ``next_request()`` gives the next page to fetch (None once the gap is done);
-    ``feed(candles)`` takes that page's answer (any order) and returns what to store.
+    ``feed(candles)`` takes that page's answer (any order) and returns what to store:
+    the whole page, which may reach below the gap.
     """
 
     def __init__(self, timeframe: Timeframe, gap: Range, *, page_size: int = MAX_PAGE) -> None:
@@ -84,9 +122,6 @@ class GapCursor:
         self.position_ms = self.end_ms  # everything in [position_ms, end_ms) is done
         self._page_size = page_size
         self._pending: PageRequest | None = None
-        # Seconds candles stop at Upbit's ~3-month horizon, which looks exactly like a
-        # listing but moves every second; so a short seconds page proves nothing about listing.
-        self._learns_listing = timeframe.unit != "second"
 
     @property
     def done(self) -> bool:
@@ -96,30 +131,21 @@ class GapCursor:
         """The next page to ask for, or None when the gap is complete."""
         if self.done:
             return None
-        windows_left = self.timeframe.count_windows(self.start_ms, self.position_ms)
-        # Asking for no more than the windows left makes a dense market's last page exact.
-        self._pending = PageRequest(self.position_ms, max(1, min(self._page_size, windows_left)))
+        # Always a full page: it costs the same as one candle, and what lies below the gap
+        # is stored too, so the next request nearby is free.
+        self._pending = PageRequest(self.position_ms, self._page_size)
         return self._pending
 
     def feed(self, candles: Sequence[Candle]) -> PageOutcome:
         """Account for the answer to the last ``next_request()``.
 
-        Returns the candles inside the gap (ascending) and the range the page proved complete.
+        Returns every candle of the page (ascending) and the range the page proved complete.
         Raises InvalidRequestError when no request is pending.
         """
         request = self._pending
         if request is None:
             raise InvalidRequestError("GapCursor.feed() called without a pending next_request()")
         self._pending = None
-        # Upbit never returns starts at or after `to`; dropping any keeps coverage exact anyway.
-        before_to = sorted(
-            {c.start_ms: c for c in candles if c.start_ms < request.to_ms}.values(),
-            key=lambda c: c.start_ms,
-        )
-        oldest = before_to[0].start_ms if before_to else request.to_ms
-        exhausted = len(before_to) < request.count  # nothing older exists upstream
-        low = self.start_ms if exhausted or oldest <= self.start_ms else oldest
-        listing = oldest if exhausted and self._learns_listing else None
-        kept = [c for c in before_to if c.start_ms >= low]
-        self.position_ms = low
-        return PageOutcome(kept, (low, request.to_ms), listing, self.done)
+        outcome = page_outcome(self.timeframe, request, candles, self.start_ms)
+        self.position_ms = self.start_ms if outcome.done else outcome.covered[0]
+        return PageOutcome(outcome.candles, outcome.covered, outcome.listing_ms, self.done)

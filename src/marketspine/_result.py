@@ -7,6 +7,7 @@ how many pages the request was split into, how long it took and whether it is st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     import pandas
     import polars
 
-__all__ = ["COLUMNS", "CandleResult", "ResultMeta", "Source", "fill_gaps"]
+__all__ = ["COLUMNS", "CandleResult", "ResultMeta", "Source", "Trace", "fill_gaps"]
 
 Source = Literal["memory", "database", "upstream", "live"]
 COLUMNS = ("time_utc", "open", "high", "low", "close", "volume", "value")
@@ -42,6 +43,32 @@ class ResultMeta:
         if not self.sources:
             return "none"
         return self.sources[0] if len(self.sources) == 1 else "mixed"
+
+
+class Trace:
+    """What one request touched, for its ``ResultMeta``."""
+
+    __slots__ = ("calls", "pages", "sources", "stale")
+
+    def __init__(self) -> None:
+        self.sources: list[Source] = []
+        self.calls = 0
+        self.pages = 0
+        self.stale = False
+
+    def used(self, source: Source) -> None:
+        if source not in self.sources:
+            self.sources.append(source)
+
+    def meta(self, started: float, *, forming: bool = False) -> ResultMeta:
+        return ResultMeta(
+            sources=tuple(self.sources),
+            upstream_calls=self.calls,
+            pages=self.pages,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            stale=self.stale,
+            forming=forming,
+        )
 
 
 class CandleResult(Sequence[Candle]):

@@ -11,70 +11,43 @@ markets are watched, otherwise from REST with a freshness bound the caller sets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import httpx
 
-from ._candles import MAX_COUNT, CandleReader, Trace
+from ._accounting import Accounting, SpineStatistics
+from ._candles import MAX_COUNT, CandleReader
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
-from ._client import Client, RetryPolicy
+from ._client import Client
 from ._errors import (
     InvalidRequestError,
-    RetryLaterError,
-    UnknownMarketError,
-    UpstreamError,
 )
+from ._hot import HotWindows
+from ._listener import Event
 from ._live import LiveState
 from ._memory import CandleMemory
+from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._result import CandleResult, ResultMeta
+from ._result import CandleResult, ResultMeta, Trace
+from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
-from ._stream import Event, Stream
+from ._stream import Stream
 from ._subscriptions import normalize_market
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["DEFAULT_UPSTREAM", "Channel", "Spine", "SpineStatistics", "default_db_path"]
+__all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
 DEFAULT_UPSTREAM = "https://api.upbit.com"
 logger = logging.getLogger("marketspine")
-_LATENCY_SAMPLES = 2048
-_Quote = TypeVar("_Quote", Ticker, Orderbook)
-
-
-_HOT_SETTLE_MS = 200
-
-
-@dataclass
-class _HotWindow:
-    """A preloaded window: how many closed candles to hold, and the start of the candle that
-    was forming when it was last fetched (a close after that makes it due)."""
-
-    tf: Timeframe
-    count: int
-    forming_ms: int
-
-
-class Channel(enum.Enum):
-    """Where live answers may come from. AUTO prefers the WebSocket-fed state and falls back
-    to REST (and the other way round when REST is failing)."""
-
-    AUTO = "auto"
-    REST_ONLY = "rest"
-    WEBSOCKET_ONLY = "websocket"
 
 
 def default_db_path() -> Path:
@@ -82,19 +55,6 @@ def default_db_path() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("marketspine")) / "marketspine.db"
-
-
-@dataclass(frozen=True, slots=True)
-class SpineStatistics:
-    """Hit counts per layer, upstream calls made and saved, latency percentiles (ms)."""
-
-    requests: dict[str, int]  # per method
-    answered_by: dict[str, int]  # memory / database / upstream / live / mixed
-    upstream_calls: int
-    upstream_calls_saved: int
-    latency_ms: dict[str, dict[str, float]]  # method -> {"p50", "p99", "max"}
-    memory_candles: int
-    memory_series: int
 
 
 class Spine:
@@ -132,35 +92,31 @@ class Spine:
         self._retry = retry or RetryPolicy()
         self._catalog = Catalog()
         self._catalog_path: Path | None = None
-        self._refresher: asyncio.Task[None] | None = None
         self._last_warmup: WarmupReport | None = None
-        self._hot: dict[tuple[str, str], _HotWindow] = {}  # (market, timeframe name) -> window
-        self._hot_changed = asyncio.Event()
-        self._keeper: asyncio.Task[None] | None = None
+        self._hot: HotWindows | None = None
+        # Every background task (live pump, catalog refresher, hot keeper) runs here.
+        self._tasks: asyncio.TaskGroup | None = None
+        self._started: dict[str, asyncio.Task[None]] = {}
         self._stack: AsyncExitStack | None = None
         self._client: Client | None = None
         self._store: CandleStore | None = None
         self._stream: Stream | None = None
         self._stream_lock = asyncio.Lock()
         self._live = LiveState(clock=time.monotonic)
-        self._pump: asyncio.Task[None] | None = None
         self._reader: CandleReader | None = None
+        self._quote_reader: QuoteReader | None = None
         self._markets: dict[str, MarketInfo] | None = None
         self._markets_lock = asyncio.Lock()
-        self._rest_cache: dict[tuple[str, str], tuple[Any, float]] = {}
         self._watched: set[tuple[str, str]] = set()
         # statistics
-        self._requests: Counter[str] = Counter()
-        self._answered_by: Counter[str] = Counter()
-        self._calls_made = 0
-        self._calls_saved = 0
-        self._latency: dict[str, deque[float]] = {}
+        self._accounting = Accounting()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
         try:
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             if self._db is None or isinstance(self._db, str | Path):
                 path = Path(self._db) if self._db is not None else default_db_path()
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -195,14 +151,22 @@ class Spine:
 
     async def aclose(self) -> None:
         """Stop the stream and background tasks, close the client and the store."""
-        for task in (self._pump, self._refresher, self._keeper):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._pump = self._refresher = self._keeper = None
+        for task in self._started.values():
+            task.cancel()
+        self._started.clear()
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
+
+    def _start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as the background task ``name`` in Spine's task group, once."""
+        if name in self._started:
+            coro.close()
+            return
+        if self._tasks is None:
+            coro.close()
+            raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+        self._started[name] = self._tasks.create_task(coro, name=f"marketspine {name}")
 
     @property
     def client(self) -> Client:
@@ -292,67 +256,29 @@ class Spine:
                 for code, tf, count in wanted
             )
         )
+        hot = self._hot_windows()
         held: dict[str, dict[str, int]] = {}
         for (code, tf, count), result in zip(wanted, results, strict=True):
-            key = (code, tf.name)
-            known = self._hot.get(key)
-            self._hot[key] = _HotWindow(
-                tf, max(count, known.count if known else 0), forming[tf.name]
-            )
+            hot.hold(code, tf, count, forming[tf.name])
             held.setdefault(code, {})[tf.name] = len(result)
         if live:
             for code, tf, _ in wanted:
                 await self.watch([f"candle.{tf.name}"], [code])
-        self._hot_changed.set()
-        if self._keeper is None:
-            self._keeper = asyncio.create_task(self._keep_hot())
+        hot.changed()
+        self._start("hot keeper", hot.keep())
         return held
 
-    async def _keep_hot(self) -> None:
-        """Refresh every hot window once a candle has closed (upstream clock) since it was
-        last fetched. Due-ness is judged from what each window holds, not from when the
-        keeper last woke, so a clock jump or a stalled loop cannot skip a close."""
-        while True:
-            self._hot_changed.clear()
-            # A little after the close, so the closed candle is final upstream.
-            settled = self.client.upstream_now_ms() - _HOT_SETTLE_MS
-            due = [
-                (market, window)
-                for (market, _), window in self._hot.items()
-                if window.tf.floor(settled) > window.forming_ms
-            ]
-            if due and await self._refresh_hot(due):
-                continue
-            next_due = min(w.tf.next_start(w.forming_ms) for w in self._hot.values())
-            # At most a second at a time, so a clock that jumps or runs fast is noticed; a
-            # failed refresh is retried no sooner than that.
-            wait_s = 1.0 if due else min(max(0.0, (next_due - settled) / 1000), 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hot_changed.wait(), timeout=wait_s)
+    def _hot_windows(self) -> HotWindows:
+        if self._hot is None:
+            client = self.client
 
-    async def _refresh_hot(self, due: list[tuple[str, _HotWindow]]) -> bool:
-        """Fetch the due windows; True when all of them succeeded."""
-        now = self.client.upstream_now_ms()
-        results = await asyncio.gather(
-            *(
-                self.candles(m, w.tf, count=w.count, priority=Priority.HIGH, closed_only=True)
-                for m, w in due
-            ),
-            return_exceptions=True,
-        )
-        ok = True
-        for (market, window), result in zip(due, results, strict=True):
-            if isinstance(result, BaseException):
-                # Keep the others hot; this one is tried again after a pause.
-                logger.error(
-                    "refreshing hot window %s %s failed: %s", market, window.tf.name, result
+            async def read_closed(market: str, tf: Timeframe, count: int) -> CandleResult:
+                return await self.candles(
+                    market, tf, count=count, priority=Priority.HIGH, closed_only=True
                 )
-                ok = False
-            elif result.meta.stale:  # served from the store while upstream is down
-                ok = False
-            else:
-                window.forming_ms = window.tf.floor(now)
-        return ok
+
+            self._hot = HotWindows(client.upstream_now_ms, read_closed)
+        return self._hot
 
     # -- tickers, orderbooks, trades --------------------------------------------------------
 
@@ -385,26 +311,7 @@ class Spine:
         started = time.perf_counter()
         age = self._ticker_max_age_s if max_age_s is None else max_age_s
         trace = Trace()
-        if quote is not None:
-            if markets is not None:
-                raise InvalidRequestError("give markets or quote, not both")
-            result = await self._rest_cached(
-                ("tickers_by_quote", quote.upper()),
-                age,
-                lambda: self.client.tickers_by_quote([quote.upper()], priority=priority),
-                trace,
-            )
-            self._account("tickers", trace.meta(started))
-            return list(result)
-        tickers = await self._live_or_rest(
-            "ticker",
-            [normalize_market(m) for m in (markets or [])],
-            channel,
-            age,
-            self._live.ticker,
-            lambda missing: self.client.tickers(missing, priority=priority),
-            trace,
-        )
+        tickers = await self._quotes().tickers(markets, quote, channel, age, priority, trace)
         self._account("tickers", trace.meta(started))
         return tickers
 
@@ -435,65 +342,9 @@ class Spine:
         started = time.perf_counter()
         age = self._ticker_max_age_s if max_age_s is None else max_age_s
         trace = Trace()
-        books = await self._live_or_rest(
-            "orderbook",
-            [normalize_market(m) for m in markets],
-            channel,
-            age,
-            self._live.orderbook,
-            lambda missing: self.client.orderbooks(missing, priority=priority),
-            trace,
-        )
+        books = await self._quotes().orderbooks(markets, channel, age, priority, trace)
         self._account("orderbooks", trace.meta(started))
         return books
-
-    async def _live_or_rest(
-        self,
-        kind: str,
-        codes: list[str],
-        channel: Channel,
-        max_age_s: float,
-        read_live: Callable[[str, float | None], _Quote | None],
-        fetch: Callable[[list[str]], Awaitable[list[_Quote]]],
-        trace: Trace,
-    ) -> list[_Quote]:
-        """One ``kind`` answer per code: fresh live state first (unless REST_ONLY), the
-        stream alone for WEBSOCKET_ONLY, else REST; AUTO falls back to the stream's last
-        answer, however old, when REST is failing (the result is then flagged stale)."""
-        if not codes:
-            raise InvalidRequestError("no market given: name at least one, such as KRW-BTC")
-        answers: dict[str, _Quote] = {}
-        if channel is not Channel.REST_ONLY:
-            for code in codes:
-                live = read_live(code, max_age_s)
-                if live is not None:
-                    answers[code] = live
-            if answers:
-                trace.used("live")
-        missing = [c for c in codes if c not in answers]
-        if missing and channel is Channel.WEBSOCKET_ONLY:
-            await self.watch([kind], missing)
-            for code in missing:
-                answers[code] = await self._wait_live(partial(read_live, code, None), code)
-            trace.used("live")
-            missing = []
-        if missing:
-            try:
-                fetched = await self._rest_cached(
-                    (kind, ",".join(missing)), max_age_s, lambda: fetch(missing), trace
-                )
-            except RetryLaterError:
-                held = [read_live(c, None) for c in missing]
-                if channel is Channel.REST_ONLY or any(h is None for h in held):
-                    raise
-                fetched = [h for h in held if h is not None]
-                trace.used("live")
-                trace.stale = True
-            answers.update((item.market, item) for item in fetched)
-        unknown = [c for c in codes if c not in answers]
-        if unknown:
-            raise UnknownMarketError(unknown[0])
-        return [answers[c] for c in codes]
 
     async def trades(
         self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
@@ -501,54 +352,17 @@ class Spine:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
         started = time.perf_counter()
-        code = normalize_market(market)
-        if not 1 <= count <= 10_000:
-            raise InvalidRequestError(f"count must be 1..10000, got {count}")
         trace = Trace()
-        if ("trade", code) in self._watched and self._live.trade_count(code) >= count:
-            trace.used("live")
-            rows = self._live.trades(code, count)
-        else:
-            rows = []
-            cursor: int | None = None
-            while len(rows) < count:
-                page = await self.client.trades(
-                    code, count=min(500, count - len(rows)), cursor=cursor, priority=priority
-                )
-                trace.calls += 1
-                trace.used("upstream")
-                rows.extend(page)
-                if len(page) < min(500, count - len(rows) + len(page)):
-                    break
-                cursor = page[-1].seq
+        rows = await self._quotes().trades(market, count, priority, trace)
         self._account("trades", trace.meta(started))
         return rows
 
-    async def _rest_cached(
-        self, key: tuple[str, str], max_age_s: float, fetch: Any, trace: Trace
-    ) -> Any:
-        held = self._rest_cache.get(key)
-        if held is not None and time.monotonic() - held[1] <= max_age_s:
-            trace.used("memory")
-            return held[0]
-        value = await fetch()
-        trace.calls += 1
-        trace.used("upstream")
-        self._rest_cache[key] = (value, time.monotonic())
-        if len(self._rest_cache) > 4096:
-            # Old answers are worthless anyway; drop the oldest half.
-            for stale in sorted(self._rest_cache, key=lambda k: self._rest_cache[k][1])[:2048]:
-                del self._rest_cache[stale]
-        return value
-
-    async def _wait_live(self, read: Any, market: str, timeout_s: float = 10.0) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while (value := read()) is None:
-            if loop.time() > deadline:
-                raise UpstreamError(f"no live data for {market} within {timeout_s:g} s")
-            await asyncio.sleep(0.01)
-        return value
+    def _quotes(self) -> QuoteReader:
+        if self._quote_reader is None:
+            self._quote_reader = QuoteReader(
+                self.client, self._live, watch=self.watch, watched=self._watched
+            )
+        return self._quote_reader
 
     # -- live stream ------------------------------------------------------------------------
 
@@ -606,7 +420,7 @@ class Spine:
                 stream = Stream(self._ws_url, client=self.client)
                 await self._stack.enter_async_context(stream)
                 self._stream = stream
-                self._pump = asyncio.create_task(self._feed_live(stream))
+                self._start("live pump", self._feed_live(stream))
             return self._stream
 
     async def _feed_live(self, stream: Stream) -> None:
@@ -622,7 +436,7 @@ class Spine:
             if self._markets is None or refresh:
                 rows = await self.client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
-                self._calls_made += 1
+                self._accounting.call_made()
             return list(self._markets.values())
 
     async def warmup(self) -> dict[str, Any]:
@@ -636,8 +450,8 @@ class Spine:
         self._adopt_catalog()
         if self._catalog_path is not None:
             await asyncio.to_thread(self._catalog.save, self._catalog_path)
-        if self._refresher is None and self._warmup_every_s > 0:
-            self._refresher = asyncio.create_task(self._refresh_catalog())
+        if self._warmup_every_s > 0:
+            self._start("catalog refresher", self._refresh_catalog())
         return report.as_dict()
 
     def _adopt_catalog(self) -> None:
@@ -668,34 +482,12 @@ class Spine:
     # -- statistics ---------------------------------------------------------------------------
 
     def _account(self, method: str, meta: ResultMeta) -> None:
-        self._requests[method] += 1
-        self._answered_by[meta.source] += 1
-        self._calls_made += meta.upstream_calls
-        if meta.upstream_calls == 0:
-            self._calls_saved += 1
-        samples = self._latency.setdefault(method, deque(maxlen=_LATENCY_SAMPLES))
-        samples.append(meta.elapsed_ms)
+        self._accounting.account(method, meta)
 
     def statistics(self) -> SpineStatistics:
         """Counters since start: per-layer answers, upstream calls made and saved, latency."""
-        latency: dict[str, dict[str, float]] = {}
-        for method, samples in self._latency.items():
-            ordered = sorted(samples)
-            latency[method] = {
-                "p50": ordered[len(ordered) // 2],
-                "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-                "max": ordered[-1],
-            }
         memory = self._memory.statistics()
-        return SpineStatistics(
-            requests=dict(self._requests),
-            answered_by=dict(self._answered_by),
-            upstream_calls=self._calls_made,
-            upstream_calls_saved=self._calls_saved,
-            latency_ms=latency,
-            memory_candles=memory.candles,
-            memory_series=memory.series,
-        )
+        return self._accounting.snapshot(memory_candles=memory.candles, memory_series=memory.series)
 
 
 async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], list[Instrument]]:

@@ -24,9 +24,8 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -36,23 +35,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.uri import parse_uri
 
 from ._errors import InvalidRequestError, MarketspineError
+from ._listener import Fanout, Health, Listener, kind_of
 from ._ratebudget import Priority
-from ._records import Candle, Orderbook, Ticker, Trade, WsError, WsStatus, decode_ws
+from ._records import Trade, WsError, WsStatus, decode_ws
 from ._subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
-from ._timeframes import TIMEFRAMES
+from ._trade_sequence import FillNeeded, Output, TradeSequencer
 
-__all__ = [
-    "DEFAULT_URL",
-    "Backoff",
-    "Event",
-    "Gap",
-    "Health",
-    "Listener",
-    "Overflow",
-    "Stream",
-    "StreamStatistics",
-    "TradeSource",
-]
+__all__ = ["DEFAULT_URL", "Backoff", "Stream", "StreamStatistics", "TradeSource"]
 
 DEFAULT_URL = "wss://api.upbit.com/websocket/v1"
 
@@ -63,55 +52,6 @@ Sleep: TypeAlias = Callable[[float], Awaitable[None]]
 # REST pages walked back to fill one gap: Upbit serves at most 500 trades per call.
 FILL_PAGE_SIZE = 500
 FILL_MAX_PAGES = 20
-# Sequential ids remembered per market to drop duplicates (REST fill vs. WebSocket replays).
-SEEN_PER_MARKET = 4096
-LATEST_WINS = frozenset({"ticker", "orderbook"})
-
-
-class Gap(msgspec.Struct, frozen=True):
-    """The trade stream of ``market`` was interrupted between ``since_ms`` (the last trade
-    seen before) and ``until_ms`` (the first trade seen after). ``filled`` trades were
-    fetched from REST and are delivered right after this event; ``complete`` is False when
-    the hole could not be filled entirely (``reason`` says why)."""
-
-    market: str
-    since_ms: int
-    until_ms: int
-    filled: int
-    complete: bool = True
-    reason: str = ""
-
-
-class Health(msgspec.Struct, frozen=True):
-    """The connection changed state: connected, reconnecting (``reason`` says why and
-    when), or stalled (open but pings unanswered; a reconnect follows)."""
-
-    state: Literal["connected", "reconnecting", "stalled"]
-    reason: str
-
-
-class Overflow(msgspec.Struct, frozen=True):
-    """A consumer fell behind and its queue dropped the ``dropped`` oldest events of
-    ``kind`` for ``market`` (empty for connection events)."""
-
-    kind: str
-    market: str
-    dropped: int
-
-
-Event: TypeAlias = Ticker | Trade | Orderbook | Candle | Gap | Health | Overflow
-
-_CANDLE_KINDS = {tf.name: tf.ws_type for tf in TIMEFRAMES.values() if tf.ws_type is not None}
-
-
-def _kind_of(event: Ticker | Trade | Orderbook | Candle) -> str:
-    if isinstance(event, Trade):
-        return "trade"
-    if isinstance(event, Ticker):
-        return "ticker"
-    if isinstance(event, Orderbook):
-        return "orderbook"
-    return _CANDLE_KINDS.get(event.timeframe, f"candle.{event.timeframe}")
 
 
 class TradeSource(Protocol):
@@ -170,152 +110,6 @@ class StreamStatistics:
     duplicate_trades: int
     dropped_per_listener: tuple[int, ...]
     subscription_size: int  # (kind, market) pairs
-
-
-class Listener:
-    """One consumer's view of a Stream: an async iterator over events with its own bounded
-    queue. Use as ``async with stream.listen(...) as events: async for event in events``.
-
-    Tickers and orderbooks are latest-wins (a queued one is replaced by a newer one for the
-    same market, keeping its place); when the queue is full the oldest event is dropped and
-    an ``Overflow`` event saying how many of which kind and market comes before the rest.
-    Offering never blocks, so a slow consumer never holds up the stream or anyone else.
-    """
-
-    def __init__(
-        self,
-        stream: Stream,
-        kinds: set[str] | None,
-        markets: set[str] | None,
-        maxsize: int,
-    ) -> None:
-        if maxsize < 1:
-            raise InvalidRequestError(f"listener maxsize must be >= 1, got {maxsize}")
-        self._stream = stream
-        self._kinds = None if kinds is None else {normalize_kind(k) for k in kinds}
-        self._markets = None if markets is None else {normalize_market(m) for m in markets}
-        self._maxsize = maxsize
-        self._items: deque[Event | tuple[str, str]] = deque()  # a tuple: a latest-wins slot
-        self._latest: dict[tuple[str, str], Event] = {}
-        self._overflow: dict[tuple[str, str], int] = {}
-        self._wakeup = asyncio.Event()
-        self._open = False
-        self._closed = False
-        self.dropped = 0
-
-    async def __aenter__(self) -> Listener:
-        if self._stream._closed:
-            self._closed = True  # iteration ends at once: nothing more will come
-        else:
-            self._stream._listeners.append(self)
-            self._open = True
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._close()
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self
-
-    async def __anext__(self) -> Event:
-        """The next event; ends when the listener or its stream is closed.
-
-        Raises InvalidRequestError when the listener was not entered with ``async with``.
-        """
-        if not self._open and not self._closed:
-            raise InvalidRequestError("enter the listener first: async with stream.listen(...)")
-        while True:
-            event = self.get_nowait()
-            if event is not None:
-                return event
-            if self._closed:
-                raise StopAsyncIteration
-            self._wakeup.clear()
-            await self._wakeup.wait()
-
-    def get_nowait(self) -> Event | None:
-        """The next queued event, or None when the queue is empty."""
-        if self._overflow:
-            (kind, market), dropped = next(iter(self._overflow.items()))
-            del self._overflow[kind, market]
-            return Overflow(kind, market, dropped)
-        if not self._items:
-            return None
-        item = self._items.popleft()
-        return self._latest.pop(item) if isinstance(item, tuple) else item
-
-    def qsize(self) -> int:
-        """Events waiting (pending Overflow notices not counted)."""
-        return len(self._items)
-
-    def wants(self, kind: str, market: str) -> bool:
-        """Whether this listener's filters accept an event of ``kind`` for ``market``."""
-        if kind == "health":
-            return True
-        if self._kinds is not None and kind not in self._kinds:
-            return False
-        return self._markets is None or market in self._markets
-
-    def offer(self, event: Event, kind: str, market: str) -> None:
-        """Queue ``event`` without blocking, dropping the oldest event when full."""
-        if kind in LATEST_WINS:
-            key = (kind, market)
-            queued = key in self._latest
-            self._latest[key] = event
-            if queued:
-                return
-            self._items.append(key)
-        else:
-            self._items.append(event)
-        if len(self._items) > self._maxsize:
-            oldest = self._items.popleft()
-            if isinstance(oldest, tuple):
-                del self._latest[oldest]
-                dropped_key = oldest
-            else:
-                dropped_key = _filter_key(oldest)
-            self._overflow[dropped_key] = self._overflow.get(dropped_key, 0) + 1
-            self.dropped += 1
-        self._wakeup.set()
-
-    def _close(self) -> None:
-        self._open = False
-        self._closed = True
-        if self in self._stream._listeners:
-            self._stream._listeners.remove(self)
-        self._wakeup.set()
-
-
-def _filter_key(event: Event) -> tuple[str, str]:
-    if isinstance(event, Health):
-        return ("health", "")
-    if isinstance(event, Gap):
-        return ("gap", event.market)
-    if isinstance(event, Overflow):
-        return ("overflow", event.market)
-    return (_kind_of(event), event.market)
-
-
-@dataclass
-class _TradeTrack:
-    """What one market's trade stream has delivered, for de-duplication and gap filling."""
-
-    last: Trade | None = None
-    epoch: int = 0  # the connection the last trade came through
-    seen: deque[int] = field(default_factory=lambda: deque(maxlen=SEEN_PER_MARKET))
-    seen_set: set[int] = field(default_factory=set)
-    # While a gap is being filled, trades arriving meanwhile wait here with their epoch.
-    pending: list[tuple[int, Trade]] | None = None
-
-    def remember(self, trade: Trade, epoch: int) -> None:
-        if len(self.seen) == self.seen.maxlen:
-            self.seen_set.discard(self.seen[0])
-        self.seen.append(trade.seq)
-        self.seen_set.add(trade.seq)
-        self.last = trade
-        self.epoch = epoch
 
 
 class _ConnectionLost(Exception):
@@ -382,10 +176,9 @@ class Stream:
         self._subs = SubscriptionSet()
         self._changed = asyncio.Event()
         self._wanted = asyncio.Event()
-        self._listeners: list[Listener] = []
-        self._tracks: dict[str, _TradeTrack] = {}
+        self._fanout = Fanout()
+        self._trades = TradeSequencer()
         self._task_group: asyncio.TaskGroup | None = None
-        self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._ws: ClientConnection | None = None
         self._epoch = 0
@@ -396,9 +189,6 @@ class Stream:
         self._messages_sent = 0
         self._pongs = 0
         self._last_frame: dict[str, float] = {}
-        self._gaps = 0
-        self._gap_trades = 0
-        self._duplicates = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -414,7 +204,6 @@ class Stream:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._task_group is not None
-        self._closed = True
         ws = self._ws
         for task in list(self._tasks):
             task.cancel()
@@ -423,8 +212,7 @@ class Stream:
         finally:
             if ws is not None:
                 ws.transport.abort()
-            for listener in list(self._listeners):
-                listener._close()
+            self._fanout.close()
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._task_group is not None
@@ -460,7 +248,7 @@ class Stream:
         if normalize_kind(kind) == "trade":
             # A later re-subscription starts afresh instead of back-filling a long absence.
             for code in codes:
-                self._tracks.pop(normalize_market(code), None)
+                self._trades.forget(normalize_market(code))
         self._changed.set()
         if not self._subs:
             self._wanted.clear()
@@ -477,7 +265,7 @@ class Stream:
 
         Raises InvalidRequestError for an unknown kind, a bad market code or maxsize < 1.
         """
-        return Listener(self, kinds, markets, maxsize)
+        return Listener(self._fanout, kinds, markets, maxsize)
 
     def statistics(self) -> StreamStatistics:
         """A frozen snapshot of this stream's counters."""
@@ -493,10 +281,10 @@ class Stream:
             messages_sent=self._messages_sent,
             pongs=self._pongs,
             last_frame_age_s={kind: now - at for kind, at in self._last_frame.items()},
-            gaps=self._gaps,
-            gap_trades_filled=self._gap_trades,
-            duplicate_trades=self._duplicates,
-            dropped_per_listener=tuple(listener.dropped for listener in self._listeners),
+            gaps=self._trades.gaps,
+            gap_trades_filled=self._trades.gap_trades,
+            duplicate_trades=self._trades.duplicates,
+            dropped_per_listener=self._fanout.dropped(),
             subscription_size=len(self._subs),
         )
 
@@ -616,63 +404,34 @@ class Stream:
                 continue
             if isinstance(event, WsError):
                 raise _ConnectionLost(f"upstream error {event.name}: {event.message}")
-            kind = _kind_of(event)
+            kind = kind_of(event)
             self._last_frame[kind] = self._clock()
             if isinstance(event, Trade):
-                self._on_trade(event, epoch)
+                subscribed = event.market in self._subs.markets("trade")
+                self._emit(self._trades.receive(event, epoch, subscribed=subscribed))
             else:
-                self._publish(event, kind, event.market)
+                self._fanout.publish(event, kind, event.market)
 
     # -- trades: de-duplication and gap filling --------------------------------------------
 
-    def _on_trade(self, trade: Trade, epoch: int) -> None:
-        track = self._tracks.get(trade.market)
-        if track is None:
-            if trade.market not in self._subs.markets("trade"):
-                return  # a late frame for a market just unsubscribed
-            track = self._tracks[trade.market] = _TradeTrack()
-        if track.pending is not None:
-            track.pending.append((epoch, trade))
-            return
-        if trade.seq in track.seen_set:
-            self._duplicates += 1
-            return
-        if track.last is not None and epoch != track.epoch:
-            # First trade since a reconnect: hold the stream while the hole is filled.
-            track.pending = [(epoch, trade)]
-            self._start(self._fill_gap(trade.market, track, track.last, trade, epoch))
-            return
-        self._deliver_trade(track, trade, epoch)
+    def _emit(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, FillNeeded):
+                self._start(self._fill_gap(out))
+            else:
+                self._fanout.publish(out, "trade", out.market)
 
-    def _deliver_trade(self, track: _TradeTrack, trade: Trade, epoch: int) -> None:
-        track.remember(trade, epoch)
-        self._publish(trade, "trade", trade.market)
+    async def _fill_gap(self, fill: FillNeeded) -> None:
+        missing, complete, reason = await self._fetch_missing(fill)
+        self._emit(self._trades.filled(fill, missing, complete=complete, reason=reason))
 
-    async def _fill_gap(
-        self, market: str, track: _TradeTrack, before: Trade, after: Trade, epoch: int
-    ) -> None:
-        missing, complete, reason = await self._fetch_missing(market, track, before, after)
-        if self._tracks.get(market) is not track:
-            return  # unsubscribed while filling
-        self._gaps += 1
-        self._gap_trades += len(missing)
-        gap = Gap(market, before.ms, after.ms, len(missing), complete, reason)
-        self._publish(gap, "trade", market)
-        for trade in missing:
-            self._deliver_trade(track, trade, epoch)
-        track.epoch = epoch
-        pending, track.pending = track.pending or [], None
-        for held_epoch, trade in pending:
-            self._on_trade(trade, held_epoch)
-
-    async def _fetch_missing(
-        self, market: str, track: _TradeTrack, before: Trade, after: Trade
-    ) -> tuple[list[Trade], bool, str]:
+    async def _fetch_missing(self, fill: FillNeeded) -> tuple[list[Trade], bool, str]:
         """Trades after ``before`` and before ``after``, oldest first, walking REST back
         from ``after`` by sequential_id; returns them, whether the walk reached ``before``,
         and why not."""
         if self._client is None:
             return [], False, "no REST client to fill the gap with"
+        market, before, after = fill.market, fill.before, fill.after
         newest_first: list[Trade] = []
         cursor = after.seq
         for _ in range(FILL_MAX_PAGES):
@@ -685,7 +444,7 @@ class Stream:
             for trade in page:
                 if trade.seq == before.seq or trade.ms < before.ms:
                     return newest_first[::-1], True, ""
-                if trade.seq not in track.seen_set and trade.seq != after.seq:
+                if not fill.track.has(trade.seq) and trade.seq != after.seq:
                     newest_first.append(trade)
             if len(page) < FILL_PAGE_SIZE:
                 return newest_first[::-1], False, "REST history ended before the gap's start"
@@ -698,17 +457,10 @@ class Stream:
 
     # -- fan-out ---------------------------------------------------------------------------
 
-    def _publish(self, event: Event, kind: str, market: str) -> None:
-        for listener in self._listeners:
-            if listener.wants(kind, market):
-                listener.offer(event, kind, market)
-
     def _set_health(
         self, state: Literal["connected", "reconnecting", "stalled"], reason: str
     ) -> None:
         self._state = state
         if state != "connected":
             logger.warning("stream %s: %s", state, reason)
-        event = Health(state, reason)
-        for listener in self._listeners:
-            listener.offer(event, "health", "")
+        self._fanout.publish(Health(state, reason), "health", "")

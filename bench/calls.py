@@ -1,0 +1,93 @@
+"""Upstream-call benchmarks (issue 9): what a cold chart costs on a dense and on an illiquid
+market, counted by the simulator (`GET /sim/stats`), which runs as a separate process with
+30 ms latency and Upbit's 10 requests/s per group.
+
+Run with `python -m bench calls` (or `make bench`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._sim import simulator
+from marketspine._spine import Spine
+
+Row = dict[str, Any]
+
+DENSE = "KRW-BTC"  # a trade every second
+ILLIQUID = "KRW-AHT"  # about 12 trades a day
+COUNT = 1000
+
+
+def row(name: str, value: float, unit: str, goal: str) -> Row:
+    return {"benchmark": name, "value": value, "unit": unit, "goal": goal}
+
+
+async def sim_calls(url: str) -> int:
+    async with httpx.AsyncClient(base_url=url) as http:
+        stats = (await http.get("/sim/stats")).json()
+    return int(sum(stats["requests"]["by_group"].values()))
+
+
+async def cold_chart(url: str, db: Path, market: str, label: str) -> list[Row]:
+    async with httpx.AsyncClient(base_url=url) as http:
+        await http.post("/sim/reset")
+    async with Spine(url, db, warmup_every_s=0) as spine:
+        started = time.perf_counter()
+        result = await spine.candles(market, "1m", count=COUNT)
+        elapsed = time.perf_counter() - started
+        span_days = (result[-1].start_ms - result[0].start_ms) / 86_400_000
+    calls = await sim_calls(url)
+    goal_calls = math.ceil(COUNT / 200) + 1
+    return [
+        row(
+            f"cold 1m count={COUNT:,} on {label} {market} ({span_days:,.1f} days), calls",
+            calls,
+            "calls",
+            f"≤ {goal_calls}",
+        ),
+        row(f"cold 1m count={COUNT:,} on {label} {market}, time", elapsed * 1000, "ms", "< 2,000"),
+    ]
+
+
+async def adjacent(url: str, db: Path) -> list[Row]:
+    """A miss of 14 candles, then 60: the second is inside the first's full page."""
+    async with Spine(url, db, warmup_every_s=0) as spine:
+        await spine.candles(DENSE, "1m", count=14, closed_only=True)
+        spine.clear_memory()
+        second = await spine.candles(DENSE, "1m", count=60, closed_only=True)
+    return [
+        row(
+            "14 closed 1m candles, then 60: upstream calls of the second",
+            second.meta.upstream_calls,
+            "calls",
+            "0 (1 if a minute closed)",
+        )
+    ]
+
+
+def run() -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp, simulator("--latency-ms", "30") as url:
+        rows += asyncio.run(cold_chart(url, Path(tmp) / "dense.db", DENSE, "dense"))
+        rows += asyncio.run(cold_chart(url, Path(tmp) / "sparse.db", ILLIQUID, "illiquid"))
+        rows += asyncio.run(adjacent(url, Path(tmp) / "adjacent.db"))
+    return rows
+
+
+def main() -> None:
+    for item in run():
+        print(f"{item['benchmark']:<75} {item['value']:>12,.3f} {item['unit']:<8} {item['goal']}")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

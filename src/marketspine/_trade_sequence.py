@@ -1,0 +1,119 @@
+"""Trade sequencing: per market, which trades to deliver, which are duplicates, and when a
+reconnect left a hole to fill (pure: trades in, decisions out, like h11's state machine).
+
+The stream feeds every trade frame with the connection (``epoch``) it came through. The
+first trade after a reconnect holds the market's stream while the hole is fetched from REST;
+trades arriving meanwhile wait, and are replayed in order once the fill is handed back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from ._listener import Gap
+from ._records import Trade
+
+__all__ = ["SEEN_PER_MARKET", "FillNeeded", "Output", "TradeSequencer", "TradeTrack"]
+
+# Sequential ids remembered per market to drop duplicates (REST fill vs. WebSocket replays).
+SEEN_PER_MARKET = 4096
+
+
+@dataclass
+class TradeTrack:
+    """What one market's trade stream has delivered, for de-duplication and gap filling."""
+
+    last: Trade | None = None
+    epoch: int = 0  # the connection the last trade came through
+    seen: deque[int] = field(default_factory=lambda: deque(maxlen=SEEN_PER_MARKET))
+    seen_set: set[int] = field(default_factory=set)
+    # While a gap is being filled, trades arriving meanwhile wait here with their epoch.
+    pending: list[tuple[int, Trade]] | None = None
+
+    def remember(self, trade: Trade, epoch: int) -> None:
+        if len(self.seen) == self.seen.maxlen:
+            self.seen_set.discard(self.seen[0])
+        self.seen.append(trade.seq)
+        self.seen_set.add(trade.seq)
+        self.last = trade
+        self.epoch = epoch
+
+    def has(self, seq: int) -> bool:
+        """Whether the trade with sequential id ``seq`` was delivered already."""
+        return seq in self.seen_set
+
+
+@dataclass(frozen=True, eq=False)
+class FillNeeded:
+    """Fetch the trades of ``market`` after ``before`` and before ``after`` (the first trade
+    of connection ``epoch``), then hand them to ``TradeSequencer.filled``."""
+
+    market: str
+    before: Trade
+    after: Trade
+    epoch: int
+    track: TradeTrack
+
+
+# What the sequencer asks its owner to do, in order: deliver a trade or a gap, or fill.
+Output: TypeAlias = Trade | Gap | FillNeeded
+
+
+class TradeSequencer:
+    """Per-market trade sequencing with counters for statistics."""
+
+    def __init__(self) -> None:
+        self._tracks: dict[str, TradeTrack] = {}
+        self.duplicates = 0
+        self.gaps = 0
+        self.gap_trades = 0
+
+    def receive(self, trade: Trade, epoch: int, *, subscribed: bool) -> list[Output]:
+        """Take one trade frame from connection ``epoch``; ``subscribed`` says whether its
+        market is still subscribed (late frames of a market just dropped are ignored)."""
+        track = self._tracks.get(trade.market)
+        if track is None:
+            if not subscribed:
+                return []
+            track = self._tracks[trade.market] = TradeTrack()
+        if track.pending is not None:
+            track.pending.append((epoch, trade))
+            return []
+        if track.has(trade.seq):
+            self.duplicates += 1
+            return []
+        if track.last is not None and epoch != track.epoch:
+            # First trade since a reconnect: hold the stream while the hole is filled.
+            track.pending = [(epoch, trade)]
+            return [FillNeeded(trade.market, track.last, trade, epoch, track)]
+        track.remember(trade, epoch)
+        return [trade]
+
+    def filled(
+        self, fill: FillNeeded, missing: list[Trade], *, complete: bool, reason: str
+    ) -> list[Output]:
+        """Hand back the trades fetched for ``fill`` (oldest first): returns the Gap, the
+        missing trades and then the trades held meanwhile, in delivery order."""
+        track = fill.track
+        if self._tracks.get(fill.market) is not track:
+            return []  # unsubscribed while filling
+        self.gaps += 1
+        self.gap_trades += len(missing)
+        out: list[Output] = [
+            Gap(fill.market, fill.before.ms, fill.after.ms, len(missing), complete, reason)
+        ]
+        for trade in missing:
+            track.remember(trade, fill.epoch)
+            out.append(trade)
+        track.epoch = fill.epoch
+        pending, track.pending = track.pending or [], None
+        for held_epoch, trade in pending:
+            out.extend(self.receive(trade, held_epoch, subscribed=True))
+        return out
+
+    def forget(self, market: str) -> None:
+        """Drop what ``market`` delivered: a later subscription starts afresh instead of
+        back-filling a long absence."""
+        self._tracks.pop(market, None)

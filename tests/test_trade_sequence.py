@@ -1,0 +1,97 @@
+"""Trade sequencing as plain data: trades and connection epochs in, decisions out."""
+
+from __future__ import annotations
+
+from marketspine._listener import Gap
+from marketspine._records import Trade
+from marketspine._trade_sequence import SEEN_PER_MARKET, FillNeeded, TradeSequencer
+
+
+def trade(seq: int, market: str = "KRW-BTC") -> Trade:
+    return Trade(market, 1_700_000_000_000 + seq, 100.0, 0.5, "BID", seq, 100.0, 1.0)
+
+
+def test_trades_of_one_connection_are_delivered_in_order_and_duplicates_dropped() -> None:
+    seq = TradeSequencer()
+    assert seq.receive(trade(1), 1, subscribed=True) == [trade(1)]
+    assert seq.receive(trade(2), 1, subscribed=True) == [trade(2)]
+    assert seq.receive(trade(1), 1, subscribed=True) == []
+    assert seq.duplicates == 1
+
+
+def test_a_market_not_subscribed_is_ignored_until_it_has_a_track() -> None:
+    seq = TradeSequencer()
+    assert seq.receive(trade(1), 1, subscribed=False) == []
+    assert seq.receive(trade(2), 1, subscribed=True) == [trade(2)]
+    # Once tracked, frames are taken even if the caller no longer lists it as subscribed.
+    assert seq.receive(trade(3), 1, subscribed=False) == [trade(3)]
+
+
+def test_the_first_trade_after_a_reconnect_asks_for_a_fill_and_holds_the_rest() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(5), 2, subscribed=True)
+    assert isinstance(fill, FillNeeded)
+    assert (fill.market, fill.before, fill.after, fill.epoch) == ("KRW-BTC", trade(1), trade(5), 2)
+    assert seq.receive(trade(6), 2, subscribed=True) == []  # held while the fill runs
+    out = seq.filled(fill, [trade(2), trade(3), trade(4)], complete=True, reason="")
+    assert out == [
+        Gap("KRW-BTC", trade(1).ms, trade(5).ms, 3, True, ""),
+        trade(2),
+        trade(3),
+        trade(4),
+        trade(5),
+        trade(6),
+    ]
+    assert (seq.gaps, seq.gap_trades) == (1, 3)
+    assert seq.receive(trade(3), 2, subscribed=True) == []  # filled trades count as seen
+    assert seq.receive(trade(7), 2, subscribed=True) == [trade(7)]
+
+
+def test_an_incomplete_fill_says_why_and_still_releases_the_held_trades() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(9), 2, subscribed=True)
+    assert isinstance(fill, FillNeeded)
+    out = seq.filled(fill, [], complete=False, reason="no REST client")
+    assert out == [Gap("KRW-BTC", trade(1).ms, trade(9).ms, 0, False, "no REST client"), trade(9)]
+
+
+def test_a_market_forgotten_while_filling_delivers_nothing_from_that_fill() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(5), 2, subscribed=True)
+    assert isinstance(fill, FillNeeded)
+    seq.forget("KRW-BTC")
+    assert seq.filled(fill, [trade(2)], complete=True, reason="") == []
+    assert seq.gaps == 0
+    # A later subscription starts afresh: no gap back to the old trades.
+    assert seq.receive(trade(50), 3, subscribed=True) == [trade(50)]
+
+
+def test_a_held_trade_from_yet_another_connection_asks_for_the_next_fill() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (first,) = seq.receive(trade(5), 2, subscribed=True)
+    assert seq.receive(trade(9), 3, subscribed=True) == []
+    assert isinstance(first, FillNeeded)
+    out = seq.filled(first, [], complete=True, reason="")
+    assert out[:2] == [Gap("KRW-BTC", trade(1).ms, trade(5).ms, 0, True, ""), trade(5)]
+    (second,) = out[2:]
+    assert isinstance(second, FillNeeded)
+    assert (second.before, second.after, second.epoch) == (trade(5), trade(9), 3)
+
+
+def test_markets_are_sequenced_independently() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1, "KRW-BTC"), 1, subscribed=True)
+    # KRW-ETH has no earlier trade: nothing to fill across the reconnect.
+    assert seq.receive(trade(1, "KRW-ETH"), 2, subscribed=True) == [trade(1, "KRW-ETH")]
+
+
+def test_only_the_last_ids_are_remembered() -> None:
+    seq = TradeSequencer()
+    for n in range(1, SEEN_PER_MARKET + 2):
+        seq.receive(trade(n), 1, subscribed=True)
+    assert seq.receive(trade(1), 1, subscribed=True) == [trade(1)]  # forgotten: new again
+    assert seq.receive(trade(SEEN_PER_MARKET + 1), 1, subscribed=True) == []
