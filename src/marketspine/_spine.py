@@ -32,9 +32,11 @@ from ._hot import HotWindows
 from ._listener import Event
 from ._live import LiveState
 from ._memory import CandleMemory
+from ._pgstore import PostgresStore, is_postgres_url
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo, Orderbook, Ticker, Trade
+from ._redis_budget import RedisRateBudget
 from ._result import CandleResult, ResultMeta, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
@@ -60,7 +62,8 @@ def default_db_path() -> Path:
 class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that
     has it. ``upstream`` is Upbit's REST base URL (or a simulator's); ``db`` the SQLite file
-    (default: ``default_db_path()``); ``transport`` an httpx transport for in-process tests;
+    (default: ``default_db_path()``) or a ``postgresql://`` URL; ``redis`` a ``redis://`` URL
+    whose rate budget every process using it shares; ``transport`` an httpx transport for in-process tests;
     ``ws_url`` the WebSocket URL (derived from ``upstream`` by default); ``wall_ms`` the
     local clock (UTC epoch ms) behind the estimate of upstream's clock."""
 
@@ -72,6 +75,7 @@ class Spine:
         transport: httpx.AsyncBaseTransport | None = None,
         ws_url: str | None = None,
         budget: RateBudget | None = None,
+        redis: str | None = None,
         memory: CandleMemory | None = None,
         ticker_max_age_s: float = 1.0,
         exchanges: Mapping[str, str] | None = None,
@@ -84,6 +88,7 @@ class Spine:
         self._transport = transport
         self._ws_url = ws_url or _ws_url_for(self._upstream)
         self._budget = budget
+        self._redis = redis
         self._memory = memory or CandleMemory()
         self._ticker_max_age_s = ticker_max_age_s
         self._exchanges = dict(exchanges) if exchanges else {"upbit": self._upstream}
@@ -117,7 +122,12 @@ class Spine:
         stack = AsyncExitStack()
         try:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            if self._db is None or isinstance(self._db, str | Path):
+            if self._redis is not None and self._budget is None:
+                self._budget = await stack.enter_async_context(RedisRateBudget(self._redis))
+            if is_postgres_url(self._db):
+                assert isinstance(self._db, str)
+                self._store = await stack.enter_async_context(PostgresStore(self._db))
+            elif self._db is None or isinstance(self._db, str | Path):
                 path = Path(self._db) if self._db is not None else default_db_path()
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
                 self._store = await stack.enter_async_context(SQLiteStore(path.expanduser()))
