@@ -63,9 +63,9 @@ class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that
     has it. ``upstream`` is Upbit's REST base URL (or a simulator's); ``db`` the SQLite file
     (default: ``default_db_path()``) or a ``postgresql://`` URL; ``redis`` a ``redis://`` URL
-    whose rate budget every process using it shares; ``transport`` an httpx transport for in-process tests;
-    ``ws_url`` the WebSocket URL (derived from ``upstream`` by default); ``wall_ms`` the
-    local clock (UTC epoch ms) behind the estimate of upstream's clock."""
+    whose rate budget every process using it shares; ``transport`` an httpx transport for
+    in-process tests; ``ws_url`` the WebSocket URL (derived from ``upstream`` by default);
+    ``wall_ms`` the local clock (UTC epoch ms) behind the estimate of upstream's clock."""
 
     def __init__(
         self,
