@@ -64,6 +64,7 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 PG_SCHEMA_VERSION = len(_MIGRATIONS)
 
+_COPY_CHUNK = 1 << 20  # bytes per COPY write
 _COLUMNS = "market, timeframe, start_ms, open, high, low, close, volume, value, last_trade_ms"
 _UPSERT = (
     f"INSERT INTO candles ({_COLUMNS}) SELECT {_COLUMNS} FROM candles_staging "
@@ -137,16 +138,17 @@ class PostgresStore:
         """Store ``candles`` and mark ``covered`` complete in one transaction (see
         ``SQLiteStore.write_page``; same errors)."""
         tf = parse_timeframe(timeframe)
-        rows = _rows(market, tf, candles, covered)
+        # Checking and formatting a big page is CPU work: off the event loop.
+        data = await asyncio.to_thread(_copy_data, market, tf, candles, covered)
         key = tf.key
         async with self._session() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{market}/{key}",)
             )
-            if rows:
+            if data:
                 async with cur.copy(f"COPY candles_staging ({_COLUMNS}) FROM STDIN") as copy:
-                    for row in rows:
-                        await copy.write_row(row)
+                    for at in range(0, len(data), _COPY_CHUNK):
+                        await copy.write(data[at : at + _COPY_CHUNK])
                 await cur.execute(_UPSERT)
             merged = (await self._coverage(conn, market, key)).add(*covered)
             await cur.execute(
@@ -173,7 +175,9 @@ class PostgresStore:
             )
             rows = await cur.fetchall()
         name = tf.name
-        return [Candle(market, name, *row) for row in rows]
+        if len(rows) < 1000:
+            return [Candle(market, name, *row) for row in rows]
+        return await asyncio.to_thread(lambda: [Candle(market, name, *row) for row in rows])
 
     async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage:
         """The ranges known complete for this series, with its listing if known."""
@@ -269,18 +273,23 @@ class PostgresStore:
         return Coverage.of(ranges, await _get_listing(conn, market, key))
 
 
+def _copy_text(value: str) -> str:
+    """``value`` escaped for COPY's text format."""
+    return value.translate({92: "\\\\", 9: "\\t", 10: "\\n", 13: "\\r"})
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _rows(
-    market: str, tf: Timeframe, candles: Sequence[Candle], covered: Range
-) -> list[tuple[object, ...]]:
-    """The page's rows, checked as SQLiteStore checks them; the last of a duplicate wins."""
+def _copy_data(market: str, tf: Timeframe, candles: Sequence[Candle], covered: Range) -> bytes:
+    """The page as COPY text rows (tab-separated), checked as SQLiteStore checks a page;
+    the last of a duplicate start wins."""
     start, end = covered
     if start > end:
         raise InvalidRequestError(f"covered range {covered} ends before it starts")
-    rows: dict[int, tuple[object, ...]] = {}
+    head = f"{_copy_text(market)}\t{_copy_text(tf.key)}"
+    rows: dict[int, str] = {}
     for c in candles:
         if not start <= c.start_ms < end:
             raise InvalidRequestError(
@@ -290,9 +299,11 @@ def _rows(
             raise InvalidRequestError(
                 f"candle of {c.market} {c.timeframe} written to {market} {tf.name}"
             )
-        rows[c.start_ms] = (market, tf.key, c.start_ms, c.open, c.high, c.low, c.close,
-                            c.volume, c.value, c.last_trade_ms)  # fmt: skip
-    return list(rows.values())
+        rows[c.start_ms] = (
+            f"{head}\t{c.start_ms}\t{c.open!r}\t{c.high!r}\t{c.low!r}\t{c.close!r}\t"
+            f"{c.volume!r}\t{c.value!r}\t{c.last_trade_ms}\n"
+        )
+    return "".join(rows.values()).encode()
 
 
 async def _migrate(conn: _Conn, shown: str) -> None:
