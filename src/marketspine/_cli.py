@@ -355,6 +355,41 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     )
 
 
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option(
+    "--upstream",
+    metavar="URL|sim",
+    default=DEFAULT_UPSTREAM,
+    show_default=True,
+    help="Upbit REST base URL, or 'sim' for the built-in simulator in this process.",
+)
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=8600, show_default=True, help="TCP port (0: any free).")
+@click.option(
+    "--admin-token",
+    metavar="TOKEN",
+    default=None,
+    help="Bearer token of the admin API (default: $MARKETSPINE_ADMIN_TOKEN, else one "
+    "generated at first start, kept beside the database with 0600 permissions).",
+)
+def serve(upstream: str, db: str | None, host: str, port: int, admin_token: str | None) -> None:
+    """Serve every client on the host from one rate budget, cache and live feed:
+    Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
+    /api/openapi.json), /healthz, /metrics and POST /admin/api/refresh-market-info.
+    Prints 'serving on http://HOST:PORT' when ready; stops on Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      marketspine serve --upstream sim --port 8600
+    """
+    from ._serve import run_serve
+
+    run_serve(
+        upstream=upstream, db=db or _default_db(), host=host, port=port, admin_token=admin_token
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors are click's message and exit 2, bad input
     one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""

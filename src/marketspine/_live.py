@@ -93,6 +93,16 @@ class LiveState:
             forming.add(trade)
         self._tracked.setdefault(market, {})[timeframe.name] = forming
 
+    def untrack(self, market: str, timeframe: str) -> int:
+        """Stop building ``timeframe``'s forming candle; returns how many stay tracked."""
+        held = self._tracked.get(market, {})
+        held.pop(timeframe, None)
+        return len(held)
+
+    def tracked_count(self, market: str) -> int:
+        """How many forming candles of ``market`` are built from its trades."""
+        return len(self._tracked.get(market, {}))
+
     def tracking(self, market: str, timeframe: str) -> bool:
         """True while the trade stream keeps this forming candle exact (False before
         tracking and after trades were lost, until a window starts after the loss)."""

@@ -409,6 +409,25 @@ class Spine:
             await stream.subscribe(kind, codes, depth=depth if kind == "orderbook" else None)
             self._watched.update((kind, c) for c in codes)
 
+    async def unwatch(self, kinds: Iterable[str], markets: Iterable[str]) -> None:
+        """Stop keeping ``kinds`` of ``markets`` live (the reverse of ``watch``): answers
+        come from REST again. A market's trades stay streamed while a forming candle of it
+        is still built from them.
+
+        Raises InvalidRequestError for an unknown kind or market."""
+        codes = [normalize_market(m) for m in markets]
+        if self._stream is None:
+            return
+        for kind in kinds:
+            if kind.startswith("candle."):
+                tf = parse_timeframe(_CANDLE_KINDS.get(kind, kind.removeprefix("candle.")))
+                idle = [c for c in codes if self._live.untrack(c, tf.name) == 0]
+                kind, codes_now = "trade", idle
+            else:
+                codes_now = [c for c in codes if kind != "trade" or not self._live.tracked_count(c)]
+            await self._stream.unsubscribe(kind, codes_now)
+            self._watched.difference_update((kind, c) for c in codes_now)
+
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
     ) -> AsyncIterator[Event]:

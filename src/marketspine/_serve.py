@@ -1,0 +1,185 @@
+"""``marketspine serve``: one process (uvicorn, one worker) around one ``Spine`` for every
+client on the host — Upbit-compatible REST at ``/v1/…``, its own JSON API at ``/api/…``,
+``/healthz``, ``/metrics`` and the admin API.
+
+``create_service_app(service)`` builds the Starlette app from a ``ServeService`` (routes
+grouped per module, so the admin page and the WebSocket gateway mount beside them);
+``run_serve`` is the command line's entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ._errors import InvalidRequestError
+from ._serve_admin import admin_routes, resolve_token, token_path
+from ._serve_api import api_routes
+from ._serve_service import ServeService
+from ._serve_upbit import upbit_routes
+
+__all__ = ["create_service_app", "run_serve", "serve_url"]
+
+_NOT_FOUND = msgspec.json.encode(
+    {"error": {"name": "not_found", "message": "no Route matched with those values"}}
+)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unrouted paths get the answer Upbit's gateway gives (no Remaining-Req)."""
+    return Response(_NOT_FOUND, 404, media_type="application/json")
+
+
+def _health_routes(service: ServeService) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        breaker = service.spine.client.statistics().breaker
+        body = {
+            "status": "ok",
+            "uptime_s": round(time.time() - service.started_at, 3),
+            "upstream_breaker": str(getattr(breaker, "state", "unknown")),
+            "warmup": None
+            if service.warmup_report is None
+            else bool(service.warmup_report.get("success")),
+        }
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    return [
+        Route("/healthz", healthz),
+        Route("/metrics", service.metrics.endpoint),
+    ]
+
+
+def create_service_app(
+    service: ServeService, *, extra_routes: list[BaseRoute] | None = None
+) -> Starlette:
+    """The ASGI app of ``serve`` around ``service`` (entered and closed by the app's
+    lifespan). ``extra_routes`` are mounted too (the admin page, the WebSocket gateway)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with service:
+            yield
+
+    routes: list[BaseRoute] = [
+        *upbit_routes(service),
+        *api_routes(service),
+        *admin_routes(service),
+        *_health_routes(service),
+        *(extra_routes or []),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _not_found},
+    )
+    app.state.service = service
+    return app
+
+
+def serve_url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+@contextlib.contextmanager
+def _simulator() -> Iterator[str]:
+    """The built-in simulator on a free loopback port, in a thread of this process (its
+    own event loop; signals stay with the main server)."""
+    import uvicorn
+
+    from .sim import SimConfig, create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(SimConfig()),
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+            ws_ping_interval=None,
+            date_header=False,
+        )
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="sim", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise InvalidRequestError("the built-in simulator did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def run_serve(
+    *, upstream: str, db: str, host: str, port: int, admin_token: str | None, **options: Any
+) -> None:
+    """Serve until SIGINT/SIGTERM; prints ``serving on http://HOST:PORT`` once listening.
+
+    Raises InvalidRequestError for an address that cannot be listened on or a bad token.
+    """
+    import uvicorn
+
+    db_path = Path(db).expanduser()
+    token, generated = resolve_token(admin_token, db_path)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise InvalidRequestError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --host "
+            "or --port (--port 0 picks a free one)"
+        ) from exc
+    url = serve_url(host, sock.getsockname()[1])
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(sock.close)
+        if upstream == "sim":
+            upstream = stack.enter_context(_simulator())
+        service = ServeService(upstream, db_path, admin_token=token, **options)
+        app = create_service_app(service)
+
+        class _Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                if self.started:  # listening now: tell whoever started us where
+                    if generated:
+                        print(
+                            f"admin token (generated, stored in {token_path(db_path)}): {token}",
+                            flush=True,
+                        )
+                    print(f"serving on {url}", flush=True)
+
+        server = _Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+                ws_ping_interval=None,
+            )
+        )
+        # uvicorn re-raises the Ctrl-C it shut down on: for a server, the normal way to stop.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])

@@ -1,0 +1,176 @@
+"""Backfill jobs of ``serve``'s ``/api/backfill``: the backtester's path. A job collects the
+closed candles of some markets over a range at LOW priority in the background, so it never
+blocks a request, reports progress per market, and can be cancelled; what it stored stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._collect import ProgressEvent, collect
+from ._errors import InvalidRequestError
+from ._ratebudget import Priority
+from ._time import format_utc, parse_time
+from ._timeframes import Timeframe, parse_timeframe
+
+if TYPE_CHECKING:
+    from ._spine import Spine
+
+__all__ = ["BackfillJob", "BackfillJobs"]
+
+State = Literal["running", "done", "failed", "cancelled"]
+_KEEP_FINISHED = 100
+
+
+@dataclass
+class BackfillJob:
+    id: str
+    markets: list[str]
+    timeframe: Timeframe
+    since_ms: int
+    until_ms: int
+    state: State = "running"
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    progress: dict[str, ProgressEvent] = field(default_factory=dict)
+    task: asyncio.Task[Any] | None = None
+    cancel_requested: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def as_dict(self) -> dict[str, Any]:
+        markets = {}
+        for market in self.markets:
+            event = self.progress.get(market)
+            markets[market] = {
+                "pages": event.pages if event else 0,
+                "candles_written": event.candles_written if event else 0,
+                "done_ms": event.done_ms if event else 0,
+                "total_ms": event.total_ms if event else 0,
+                "finished": bool(event and event.finished),
+            }
+        done = sum(m["done_ms"] for m in markets.values())
+        total = sum(m["total_ms"] for m in markets.values())
+        finished = self.state == "done"
+        return {
+            "id": self.id,
+            "state": self.state,
+            "markets": self.markets,
+            "timeframe": self.timeframe.name,
+            "since": format_utc(self.since_ms) + "Z",
+            "until": format_utc(self.until_ms) + "Z",
+            "progress": 1.0 if finished else (round(done / total, 4) if total else 0.0),
+            "per_market": markets,
+            "error": self.error,
+            "created": self.created,
+            "finished": self.finished,
+        }
+
+
+class BackfillJobs:
+    """Running and recently finished jobs; ``spawn`` runs work in the service's task group."""
+
+    def __init__(self, spine: Spine, spawn: Callable[[Any], None]) -> None:
+        self._spine = spine
+        self._spawn = spawn
+        self._jobs: dict[str, BackfillJob] = {}
+        self._ids = itertools.count(1)
+
+    def start(
+        self, markets: list[str], timeframe: str, since: str | int, until: str | int | None
+    ) -> BackfillJob:
+        """Start a job. Raises InvalidRequestError naming the bad argument."""
+        if not markets or not all(isinstance(m, str) for m in markets):
+            raise InvalidRequestError("markets: give a list of codes such as ['KRW-BTC']")
+        tf = parse_timeframe(timeframe)
+        since_ms = since if isinstance(since, int) else parse_time(since)
+        now = self._spine.client.upstream_now_ms()
+        until_ms = now if until is None else until if isinstance(until, int) else parse_time(until)
+        if since_ms >= until_ms:
+            raise InvalidRequestError("since must be before until")
+        codes = list(dict.fromkeys(m.strip().upper() for m in markets))
+        job = BackfillJob(f"job-{next(self._ids)}", codes, tf, since_ms, until_ms)
+        self._jobs[job.id] = job
+        self._spawn(self._run(job))
+        self._forget_old()
+        return job
+
+    def get(self, job_id: str) -> BackfillJob | None:
+        return self._jobs.get(job_id)
+
+    def all(self) -> list[BackfillJob]:
+        return list(self._jobs.values())
+
+    def cancel(self, job_id: str) -> BackfillJob | None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state == "running" and job.task is not None:
+            job.cancel_requested = True
+            job.task.cancel()
+        return job
+
+    async def _run(self, job: BackfillJob) -> None:
+        job.task = asyncio.current_task()
+
+        def progress(event: ProgressEvent) -> None:
+            job.progress[event.market] = event
+
+        try:
+            now = await self._spine.client.synced_now_ms(job.markets[0], priority=Priority.LOW)
+            await collect(
+                _Source(self._spine),
+                self._spine.store,
+                job.markets,
+                job.timeframe,
+                since_ms=job.since_ms,
+                until_ms=min(job.until_ms, now),
+                now_ms=now,
+                priority=Priority.LOW,
+                progress=progress,
+            )
+        except asyncio.CancelledError:
+            job.state = "cancelled"
+            job.finished = time.time()
+            job.done.set()
+            if not job.cancel_requested:  # shutdown, not the user: let it through
+                raise
+            return
+        except Exception as exc:
+            job.state = "failed"
+            job.error = str(exc)
+        else:
+            job.state = "done"
+        job.finished = time.time()
+        job.done.set()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.state != "running"]
+        for job in finished[: max(0, len(finished) - _KEEP_FINISHED)]:
+            del self._jobs[job.id]
+
+
+class _Source:
+    """The collector's view of the Spine: its client for pages, its cached market list."""
+
+    def __init__(self, spine: Spine) -> None:
+        self._spine = spine
+
+    async def candles(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        *,
+        count: int = 200,
+        to_ms: int | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> list[Any]:
+        return await self._spine.client.candles(
+            market, timeframe, count=count, to_ms=to_ms, priority=priority
+        )
+
+    async def markets(self) -> list[Any]:
+        return await self._spine.markets()

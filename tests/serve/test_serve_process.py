@@ -1,0 +1,111 @@
+"""The ``marketspine serve`` process: start-up line, admin token, health, metrics, the admin
+API, and a restart that answers stored candles without a burst of upstream requests."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import httpx
+from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
+
+REFRESH = "/admin/api/refresh-market-info"
+WARMUP_KEYS = {
+    "success",
+    "refreshed_exchanges",
+    "total_markets",
+    "execution_time",
+    "exchange_details",
+}
+
+
+def test_healthz_and_openapi(serve: ServeProcess) -> None:
+    health = serve.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    schema = serve.get("/api/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/candles", "/api/coverage", "/api/backfill", "/api/warmup"} <= set(schema["paths"])
+
+
+def test_admin_refresh_needs_the_bearer_token(serve: ServeProcess, fixed_sim: str) -> None:
+    url = serve.url + REFRESH
+    before = sim_stats(fixed_sim)["requests"]["by_group"].get("market", 0)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        refused = httpx.post(url, headers=headers, timeout=10)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["name"] == 401
+    assert sim_stats(fixed_sim)["requests"]["by_group"].get("market", 0) == before
+    done = httpx.post(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert done.status_code == 200, done.text
+    report = done.json()
+    assert set(report) == WARMUP_KEYS and report["success"] is True
+    assert report["total_markets"] > 0
+    assert sim_stats(fixed_sim)["requests"]["by_group"].get("market", 0) == before + 1
+    assert serve.get("/api/warmup").json() == report
+
+
+def test_metrics_names(serve: ServeProcess) -> None:
+    serve.get("/v1/candles/days", market="KRW-BTC", count=3)
+    text = serve.get("/metrics").text
+    for name in (
+        "marketspine_upstream_requests_total",
+        "marketspine_upstream_rate_limited_total",
+        "marketspine_upstream_banned_total",
+        "marketspine_budget_remaining",
+        "marketspine_answers_total",
+        "marketspine_http_requests_total",
+        "marketspine_http_request_duration_seconds_bucket",
+        "marketspine_websocket_clients",
+        "marketspine_websocket_subscriptions",
+        "marketspine_websocket_dropped_clients_total",
+        "marketspine_warmup_success",
+        "marketspine_warmup_duration_seconds",
+    ):
+        assert name in text, name
+    assert 'marketspine_http_requests_total{route="/v1/candles/days",status="200"}' in text
+
+
+def test_generated_token_is_stored_0600_and_printed_once(fixed_sim: str, tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    env = {k: v for k, v in os.environ.items() if k != "MARKETSPINE_ADMIN_TOKEN"}
+    with serve_process(fixed_sim, db, env=env) as first:
+        printed = [line for line in first.lines if line.startswith("admin token")]
+    token_file = tmp_path / "t.db.admin-token"
+    token = token_file.read_text().strip()
+    assert len(printed) == 1 and printed[0].endswith(token)
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    with serve_process(fixed_sim, db, env=env) as second:
+        assert not [line for line in second.lines if "admin token" in line]
+        ok = httpx.post(
+            second.url + REFRESH, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert ok.status_code == 200
+
+
+def test_environment_token(fixed_sim: str, tmp_path: Path) -> None:
+    env = {**os.environ, "MARKETSPINE_ADMIN_TOKEN": "from-env"}
+    with serve_process(fixed_sim, tmp_path / "e.db", env=env) as served:
+        assert not [line for line in served.lines if "admin token" in line]
+        url = served.url + REFRESH
+        assert httpx.post(url, headers={"Authorization": "Bearer from-env"}, timeout=30).is_success
+    assert not (tmp_path / "e.db.admin-token").exists()
+
+
+def test_restart_answers_stored_candles_without_upstream_calls(
+    fixed_sim: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "r.db"
+    pages = [
+        {"market": "KRW-BTC", "count": 200, "to": "2026-07-29T00:00:00"},
+        {"market": "KRW-BTC", "count": 200, "to": "2026-07-28T20:40:00"},
+        {"market": "KRW-ETH", "count": 150, "to": "2026-07-29T00:00:00"},
+    ]
+    with serve_process(fixed_sim, db, "--admin-token", TOKEN) as first:
+        answers = [first.get("/v1/candles/minutes/1", **p).json() for p in pages]
+    before = sim_stats(fixed_sim)["requests"]["by_group"].get("candles", 0)
+    with serve_process(fixed_sim, db, "--admin-token", TOKEN) as second:
+        again = [second.get("/v1/candles/minutes/1", **p) for p in pages]
+    assert [r.json() for r in again] == answers
+    assert all(r.headers["X-Marketspine-Source"] == "database" for r in again)
+    assert sim_stats(fixed_sim)["requests"]["by_group"].get("candles", 0) == before
