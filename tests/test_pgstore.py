@@ -10,7 +10,8 @@ from services import PgSpace
 from test_store import T0, minute_candles
 
 from marketspine import InvalidRequestError, StoreError
-from marketspine._pgstore import PG_SCHEMA_VERSION, PostgresStore, redact_url
+from marketspine._backends import redact_url
+from marketspine._pgstore import PG_SCHEMA_VERSION, PostgresStore
 from marketspine._time import MINUTE_MS
 
 

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -25,16 +25,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ._backends import is_postgres_url
 from ._client import Client
 from ._collect import CollectSummary, ProgressEvent, collect
 from ._errors import InvalidRequestError, StoreError
-from ._pgstore import PostgresStore, is_postgres_url
 from ._ratebudget import Priority
-from ._redis_budget import RedisRateBudget
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
 from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
+
+if TYPE_CHECKING:
+    from ._pgstore import PostgresStore
 
 __all__ = [
     "default_since",
@@ -70,6 +72,8 @@ def open_store(
     creates or changes anything in an SQLite file (status, export).
     Raises StoreError when ``must_exist`` and there is no database."""
     if is_postgres_url(db):
+        from ._pgstore import PostgresStore
+
         return PostgresStore(db)
     path = Path(db).expanduser()
     if must_exist and not path.exists():
@@ -132,7 +136,11 @@ async def _collect(
     redis: str | None = None,
 ) -> CollectSummary:
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
-    budget = RedisRateBudget(redis) if redis else None
+    budget = None
+    if redis:
+        from ._redis_budget import RedisRateBudget
+
+        budget = RedisRateBudget(redis)
     async with (
         contextlib.AsyncExitStack() as stack,
         open_store(db, must_exist=False) as store,

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._backends import is_postgres_url
 from ._errors import InvalidRequestError, StoreError
-from ._pgstore import PostgresStore, is_postgres_url
+from ._pgstore import PostgresStore
 from ._store import CandleStore, SeriesSummary, SQLiteStore
 from ._timeframes import parse_timeframe
 

@@ -11,7 +11,6 @@ in the URL picks another schema); ``marketspine_schema`` holds its version.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -19,13 +18,14 @@ from typing import Any
 
 import psycopg
 
+from ._backends import is_postgres_url, redact_url
 from ._coverage import Coverage, Range
 from ._errors import InvalidRequestError, StoreError
 from ._records import Candle
 from ._store import SeriesSummary
 from ._timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
-__all__ = ["PG_SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "redact_url"]
+__all__ = ["PG_SCHEMA_VERSION", "PostgresStore"]
 
 _Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 _NAME_OF_KEY = {tf.key: tf.name for tf in TIMEFRAMES.values()}
@@ -72,16 +72,6 @@ _UPSERT = (
     "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
     "volume = EXCLUDED.volume, value = EXCLUDED.value, last_trade_ms = EXCLUDED.last_trade_ms"
 )
-
-
-def is_postgres_url(db: object) -> bool:
-    """True for ``postgresql://...`` / ``postgres://...`` (a ``--db`` naming PostgreSQL)."""
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 class PostgresStore:

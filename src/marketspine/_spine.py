@@ -22,6 +22,7 @@ from typing import Any, Self
 import httpx
 
 from ._accounting import Accounting, SpineStatistics
+from ._backends import is_postgres_url
 from ._candles import MAX_COUNT, CandleReader
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
@@ -32,11 +33,9 @@ from ._hot import HotWindows
 from ._listener import Event
 from ._live import LiveState
 from ._memory import CandleMemory
-from ._pgstore import PostgresStore, is_postgres_url
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._redis_budget import RedisRateBudget
 from ._result import CandleResult, ResultMeta, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
@@ -123,8 +122,12 @@ class Spine:
         try:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             if self._redis is not None and self._budget is None:
+                from ._redis_budget import RedisRateBudget  # loads redis only when used
+
                 self._budget = await stack.enter_async_context(RedisRateBudget(self._redis))
             if is_postgres_url(self._db):
+                from ._pgstore import PostgresStore  # loads psycopg only when used
+
                 assert isinstance(self._db, str)
                 self._store = await stack.enter_async_context(PostgresStore(self._db))
             elif self._db is None or isinstance(self._db, str | Path):
