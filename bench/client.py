@@ -25,9 +25,9 @@ from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
 from bench._sim import start_simulator
 from marketspine._client import Client
 from marketspine._ratebudget import DEFAULT_MARGIN, LocalRateBudget, Priority
-from marketspine._records import decode_candles
 from marketspine._time import MINUTE_MS
 from marketspine._timeframes import parse_timeframe
+from marketspine._wire_rest import decode_candles
 
 LATENCY_MS = 30.0
 JITTER_MS = 3.0

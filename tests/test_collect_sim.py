@@ -23,10 +23,11 @@ from marketspine._client import Client
 from marketspine._collect import collect
 from marketspine._planner import MAX_PAGE, ceil_window, plan_gaps
 from marketspine._ratebudget import LocalRateBudget
-from marketspine._records import Candle, decode_candles
+from marketspine._records import Candle
 from marketspine._store import SQLiteStore
 from marketspine._time import DAY_MS, format_utc, parse_time
 from marketspine._timeframes import TIMEFRAMES, Timeframe
+from marketspine._wire_rest import decode_candles
 from marketspine.sim import SimConfig, create_app
 
 # A fixed simulated "now", after the youngest markets of the default universe were listed.

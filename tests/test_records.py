@@ -10,7 +10,7 @@ import json
 import msgspec
 import pytest
 
-from marketspine._errors import InvalidRequestError
+from marketspine._errors import UpstreamError
 from marketspine._records import (
     Candle,
     Instrument,
@@ -21,16 +21,18 @@ from marketspine._records import (
     Trade,
     WsError,
     WsStatus,
+)
+from marketspine._time import parse_time
+from marketspine._timeframes import parse_timeframe
+from marketspine._wire_rest import (
     decode_candles,
     decode_instruments,
     decode_markets,
     decode_orderbooks,
     decode_tickers,
     decode_trades,
-    decode_ws,
 )
-from marketspine._time import parse_time
-from marketspine._timeframes import parse_timeframe
+from marketspine._wire_ws import decode_ws
 
 REST_TRADE = b"""[{"market":"KRW-BTC","trade_date_utc":"2026-07-30","trade_time_utc":"07:04:03",
  "timestamp":1785395043779,"trade_price":91361000.0,"trade_volume":0.01275549,
@@ -307,17 +309,17 @@ def test_ws_status_and_error_frames() -> None:
     "frame",
     [b"not json", b"[1,2]", b'{"type":"nope","code":"KRW-BTC"}', b'{"ty":"myOrder"}', b"{}"],
 )
-def test_ws_rejects_what_it_cannot_decode(frame: bytes) -> None:
-    with pytest.raises(InvalidRequestError):
+def test_ws_rejects_what_it_cannot_decode_as_an_upstream_fault(frame: bytes) -> None:
+    with pytest.raises(UpstreamError):
         decode_ws(frame)
 
 
-def test_rest_decoders_reject_wrong_shapes_with_invalid_request_error() -> None:
-    with pytest.raises(InvalidRequestError, match="candle"):
+def test_rest_decoders_reject_wrong_shapes_as_an_upstream_fault() -> None:
+    with pytest.raises(UpstreamError, match="candle"):
         decode_candles(b'{"error":{"name":404,"message":"Code not found"}}', parse_timeframe("1m"))
-    with pytest.raises(InvalidRequestError, match="trade"):
+    with pytest.raises(UpstreamError, match="trade"):
         decode_trades(b'[{"market":"KRW-BTC"}]')
-    with pytest.raises(InvalidRequestError, match="instrument"):
+    with pytest.raises(UpstreamError, match="instrument"):
         decode_instruments(b'[{"market":"A","quote_currency":"KRW","tick_size":"x"}]')
 
 

@@ -300,3 +300,28 @@ async def test_preloaded_windows_stay_hot_when_the_local_clock_runs_fast(
             await asyncio.sleep(0.02)
         later = await spine.candles("KRW-BTC", "1m", count=5, closed_only=True)
     assert later.meta.source == "memory" and later[-1].start_ms == newest
+
+
+async def test_using_spine_or_client_unopened_raises_the_same_error_type() -> None:
+    from marketspine._client import Client
+
+    with pytest.raises(InvalidRequestError, match="not open"):
+        await Spine("http://sim", ":memory:").candles("KRW-BTC", "1m", count=1)
+    with pytest.raises(InvalidRequestError, match="not open"):
+        await Client("http://sim").candles("KRW-BTC", "1m", count=1)
+    with pytest.raises(InvalidRequestError, match="not open"):
+        await Spine("http://sim", ":memory:").watch(["ticker"], ["KRW-BTC"])
+
+
+async def test_malformed_upstream_json_is_an_upstream_fault_not_a_bad_request() -> None:
+    from marketspine import UpstreamError
+    from marketspine._client import Client
+
+    def garbage(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>maintenance</html>")
+
+    async with Client("http://sim", transport=httpx.MockTransport(garbage)) as client:
+        with pytest.raises(UpstreamError, match="malformed Upbit candle JSON"):
+            await client.candles("KRW-BTC", "1m", count=1)
+        with pytest.raises(UpstreamError, match="malformed Upbit ticker JSON"):
+            await client.tickers(["KRW-BTC"])

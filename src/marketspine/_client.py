@@ -55,13 +55,14 @@ from ._ratebudget import (
     RateBudget,
     group_of,
 )
-from ._records import (
-    Candle,
-    Instrument,
-    MarketInfo,
-    Orderbook,
-    Ticker,
-    Trade,
+from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
+from ._replies import block_seconds, remaining_requests, status_error
+from ._retry import DEFAULT_RETRY, RetryPolicy, Tally
+from ._time import format_utc
+from ._time import now_ms as wall_now_ms
+from ._timeframes import Timeframe, parse_timeframe
+from ._upstream_clock import CLOCK_SLACK_MS, UpstreamClock
+from ._wire_rest import (
     decode_candles,
     decode_instruments,
     decode_markets,
@@ -69,12 +70,6 @@ from ._records import (
     decode_tickers,
     decode_trades,
 )
-from ._replies import block_seconds, remaining_requests, status_error
-from ._retry import DEFAULT_RETRY, RetryPolicy, Tally
-from ._time import format_utc
-from ._time import now_ms as wall_now_ms
-from ._timeframes import Timeframe, parse_timeframe
-from ._upstream_clock import CLOCK_SLACK_MS, UpstreamClock
 
 __all__ = [
     "DEFAULT_BASE_URL",

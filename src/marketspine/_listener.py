@@ -68,9 +68,6 @@ class Overflow(msgspec.Struct, frozen=True):
 
 Event: TypeAlias = Ticker | Trade | Orderbook | Candle | Gap | Health | Overflow
 
-# Timeframe name -> the subscription kind its candles arrive under (candle.60m for 1h).
-_CANDLE_KIND_OF = {tf.name: tf.ws_type for tf in TIMEFRAMES.values() if tf.ws_type is not None}
-
 
 def kind_of(event: Ticker | Trade | Orderbook | Candle) -> str:
     """The subscription kind a market-data record belongs to (``trade``, ``candle.1m``...)."""
@@ -80,7 +77,8 @@ def kind_of(event: Ticker | Trade | Orderbook | Candle) -> str:
         return "ticker"
     if isinstance(event, Orderbook):
         return "orderbook"
-    return _CANDLE_KIND_OF.get(event.timeframe, f"candle.{event.timeframe}")
+    tf = TIMEFRAMES.get(event.timeframe)
+    return tf.ws_type if tf is not None and tf.ws_type else f"candle.{event.timeframe}"
 
 
 def filter_key(event: Event) -> tuple[str, str]:

@@ -206,7 +206,8 @@ async def candles_before(
     ``count`` + ``to``), the forming one included when ``to_ms`` is past its start. Windows
     without trades have no candle, so the range widens backwards until enough exist, the
     listing (or the 1s horizon) is reached or upstream is failing (then: what is stored)."""
-    now = spine.client.upstream_now_ms()
+    # Upstream's clock, not ours: a local clock running ahead would put ``to`` in the past.
+    now = await spine.client.synced_now_ms(code)
     end: int | None = to_ms if to_ms <= now else None
     last = tf.floor((end if end is not None else now + 1) - 1)
     windows = count

@@ -43,7 +43,7 @@ from ._stream import Stream
 from ._subscriptions import normalize_market
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
-from ._timeframes import Timeframe, parse_timeframe
+from ._timeframes import Timeframe, parse_timeframe, timeframe_of_kind
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
@@ -178,19 +178,19 @@ class Spine:
             return
         if self._tasks is None:
             coro.close()
-            raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+            raise _not_open()
         self._started[name] = self._tasks.create_task(coro, name=f"marketspine {name}")
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+            raise _not_open()
         return self._client
 
     @property
     def store(self) -> CandleStore:
         if self._store is None:
-            raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+            raise _not_open()
         return self._store
 
     # -- candles ---------------------------------------------------------------------------
@@ -397,7 +397,7 @@ class Spine:
         codes = [normalize_market(m) for m in markets]
         for kind in kinds:
             if kind.startswith("candle."):
-                tf = parse_timeframe(_CANDLE_KINDS.get(kind, kind.removeprefix("candle.")))
+                tf = timeframe_of_kind(kind)
                 await stream.subscribe("trade", codes)
                 self._watched.update(("trade", c) for c in codes)
                 for code in codes:
@@ -423,7 +423,7 @@ class Spine:
             return
         for kind in kinds:
             if kind.startswith("candle."):
-                tf = parse_timeframe(_CANDLE_KINDS.get(kind, kind.removeprefix("candle.")))
+                tf = timeframe_of_kind(kind)
                 idle = [c for c in codes if self._live.untrack(c, tf.name) == 0]
                 kind, codes_now = "trade", idle
             else:
@@ -448,7 +448,7 @@ class Spine:
         async with self._stream_lock:
             if self._stream is None:
                 if self._stack is None:
-                    raise RuntimeError("use Spine as `async with Spine(...) as spine`")
+                    raise _not_open()
                 stream = Stream(self._ws_url, client=self.client)
                 await self._stack.enter_async_context(stream)
                 self._stream = stream
@@ -528,12 +528,14 @@ async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], li
     return markets, instruments
 
 
-_CANDLE_KINDS = {"candle.60m": "1h", "candle.240m": "4h"}
-
-
 def _ws_url_for(upstream: str) -> str:
     if upstream.startswith("https://"):
         return "wss://" + upstream.removeprefix("https://") + "/websocket/v1"
     if upstream.startswith("http://"):
         return "ws://" + upstream.removeprefix("http://") + "/websocket/v1"
     raise InvalidRequestError(f"invalid upstream {upstream!r}: expected an http(s):// URL")
+
+
+def _not_open() -> InvalidRequestError:
+    # The same error type Client raises for the same misuse.
+    return InvalidRequestError("the Spine is not open: use `async with Spine(...) as spine`")

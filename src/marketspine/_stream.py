@@ -37,9 +37,10 @@ from websockets.uri import parse_uri
 from ._errors import InvalidRequestError, MarketspineError
 from ._listener import Fanout, Health, Listener, kind_of
 from ._ratebudget import Priority
-from ._records import Trade, WsError, WsStatus, decode_ws
+from ._records import Trade, WsError, WsStatus
 from ._subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
 from ._trade_sequence import FillNeeded, Output, TradeSequencer
+from ._wire_ws import decode_ws
 
 __all__ = ["DEFAULT_URL", "Backoff", "Stream", "StreamStatistics", "TradeSource"]
 

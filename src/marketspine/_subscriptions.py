@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import msgspec
 
 from ._errors import InvalidRequestError
-from ._timeframes import parse_timeframe
+from ._timeframes import WS_CANDLE_TYPES, timeframe_of_kind
 
 __all__ = [
     "BOOK_DEPTHS",
@@ -25,20 +25,7 @@ __all__ = [
     "normalize_market",
 ]
 
-KINDS = (
-    "ticker",
-    "trade",
-    "orderbook",
-    "candle.1s",
-    "candle.1m",
-    "candle.3m",
-    "candle.5m",
-    "candle.10m",
-    "candle.15m",
-    "candle.30m",
-    "candle.60m",
-    "candle.240m",
-)
+KINDS = ("ticker", "trade", "orderbook", *WS_CANDLE_TYPES)
 
 _MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 
@@ -56,7 +43,7 @@ def normalize_kind(kind: str) -> str:
         return kind
     if kind.startswith("candle."):
         try:
-            ws_type = parse_timeframe(kind.removeprefix("candle.")).ws_type
+            ws_type = timeframe_of_kind(kind).ws_type
         except InvalidRequestError:
             ws_type = None
         if ws_type is not None:

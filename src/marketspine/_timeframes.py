@@ -9,13 +9,13 @@ after case folding, so stores whose names ignore case keep them apart.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ._errors import InvalidRequestError
 from ._time import DAY_MS, MINUTE_MS, SECOND_MS, days_from_civil, from_ms
 
-__all__ = ["TIMEFRAMES", "Timeframe", "parse_timeframe"]
+__all__ = ["TIMEFRAMES", "WS_CANDLE_TYPES", "Timeframe", "parse_timeframe", "timeframe_of_kind"]
 
 Unit = Literal["second", "minute", "day", "week", "month", "year"]
 
@@ -24,11 +24,15 @@ _WEEK_MS = 7 * DAY_MS
 
 @dataclass(frozen=True, slots=True)
 class Timeframe:
-    """One candle timeframe. ``name`` is the public spelling (``1m``, ``4h``, ``1M``)."""
+    """One candle timeframe. ``name`` is the public spelling (``1m``, ``4h``, ``1M``);
+    ``rest_path`` is Upbit's REST path of its candles, ``ws_type`` its WebSocket candle
+    type (``candle.5m``), None where Upbit streams none."""
 
     name: str
     unit: Unit
     minutes: int = 0  # the minute unit for minute candles (1..240), else 0
+    rest_path: str = field(default="", compare=False)
+    ws_type: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -46,22 +50,6 @@ class Timeframe:
             "day": DAY_MS,
             "week": _WEEK_MS,
         }.get(self.unit)
-
-    @property
-    def rest_path(self) -> str:
-        """Upbit REST path of this timeframe's candles."""
-        if self.unit == "minute":
-            return f"/v1/candles/minutes/{self.minutes}"
-        return f"/v1/candles/{self.unit}s"
-
-    @property
-    def ws_type(self) -> str | None:
-        """Upbit WebSocket candle type (``candle.5m``), or None where Upbit streams none."""
-        if self.unit == "second":
-            return "candle.1s"
-        if self.unit == "minute":
-            return f"candle.{self.minutes}m"
-        return None
 
     def floor(self, ms: int) -> int:
         """Start of the window containing ``ms``."""
@@ -116,24 +104,29 @@ class Timeframe:
         return self.name
 
 
+# The one Upbit table: every timeframe with its REST candle path and WebSocket candle type.
+# Everything that maps between them (requests, subscriptions, decoding frames) reads it here.
 _ALL = (
-    Timeframe("1s", "second"),
-    Timeframe("1m", "minute", 1),
-    Timeframe("3m", "minute", 3),
-    Timeframe("5m", "minute", 5),
-    Timeframe("10m", "minute", 10),
-    Timeframe("15m", "minute", 15),
-    Timeframe("30m", "minute", 30),
-    Timeframe("1h", "minute", 60),
-    Timeframe("4h", "minute", 240),
-    Timeframe("1d", "day"),
-    Timeframe("1w", "week"),
-    Timeframe("1M", "month"),
-    Timeframe("1y", "year"),
+    Timeframe("1s", "second", 0, "/v1/candles/seconds", "candle.1s"),
+    Timeframe("1m", "minute", 1, "/v1/candles/minutes/1", "candle.1m"),
+    Timeframe("3m", "minute", 3, "/v1/candles/minutes/3", "candle.3m"),
+    Timeframe("5m", "minute", 5, "/v1/candles/minutes/5", "candle.5m"),
+    Timeframe("10m", "minute", 10, "/v1/candles/minutes/10", "candle.10m"),
+    Timeframe("15m", "minute", 15, "/v1/candles/minutes/15", "candle.15m"),
+    Timeframe("30m", "minute", 30, "/v1/candles/minutes/30", "candle.30m"),
+    Timeframe("1h", "minute", 60, "/v1/candles/minutes/60", "candle.60m"),
+    Timeframe("4h", "minute", 240, "/v1/candles/minutes/240", "candle.240m"),
+    Timeframe("1d", "day", 0, "/v1/candles/days"),
+    Timeframe("1w", "week", 0, "/v1/candles/weeks"),
+    Timeframe("1M", "month", 0, "/v1/candles/months"),
+    Timeframe("1y", "year", 0, "/v1/candles/years"),
 )
 
 TIMEFRAMES: dict[str, Timeframe] = {tf.name: tf for tf in _ALL}
-_ALIASES = {"60m": "1h", "240m": "4h"}
+# WebSocket candle type (``candle.60m``) -> timeframe (``1h``).
+WS_CANDLE_TYPES: dict[str, Timeframe] = {tf.ws_type: tf for tf in _ALL if tf.ws_type is not None}
+# Upbit's minute spellings of the hour timeframes (``60m`` for ``1h``).
+_ALIASES = {f"{tf.minutes}m": tf.name for tf in _ALL if tf.minutes and tf.name[-1] != "m"}
 
 
 def parse_timeframe(text: str | Timeframe) -> Timeframe:
@@ -151,3 +144,17 @@ def parse_timeframe(text: str | Timeframe) -> Timeframe:
         raise InvalidRequestError(
             f"unknown timeframe {text!r}: accepted are {accepted} (60m and 240m as aliases)"
         ) from None
+
+
+def timeframe_of_kind(kind: str) -> Timeframe:
+    """The timeframe of a candle stream kind: ``candle.60m`` (Upbit's type), ``candle.1h``
+    or ``candle.1d`` (any timeframe by name).
+
+    Raises InvalidRequestError for a kind that names no timeframe.
+    """
+    held = WS_CANDLE_TYPES.get(kind)
+    if held is not None:
+        return held
+    if not kind.startswith("candle."):
+        raise InvalidRequestError(f"unknown candle kind {kind!r}: expected candle.<timeframe>")
+    return parse_timeframe(kind.removeprefix("candle."))
