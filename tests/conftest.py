@@ -7,9 +7,6 @@ simulator collect even while it is being built.
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -52,51 +49,15 @@ def run_sim(
     *,
     app: Starlette | None = None,
 ) -> Iterator[str]:
-    """Run a simulator with uvicorn on a free loopback port in a background thread.
+    """A simulator on a free loopback port in a background thread (``marketspine.sim.running``).
 
     Yields its base URL (``http://127.0.0.1:PORT``; WebSocket at ``ws://.../websocket/v1``);
     stops the server and joins the thread on exit. Pass ``app`` to serve an app you built.
     """
-    import uvicorn
+    from marketspine.sim import running
 
-    from marketspine.sim import SimConfig, create_app
-
-    if app is None:
-        app = create_app(config or SimConfig(), clock=clock)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-            # Upbit sends no server pings, and a stalled socket must stay stalled.
-            ws_ping_interval=None,
-            # The simulator stamps Date from its own (possibly fast) clock.
-            date_header=False,
-        )
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"sim:{port}", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive():
-            sock.close()
-            raise RuntimeError("the simulator thread ended before the server started")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"the simulator did not start within {_STARTUP_TIMEOUT_S} s")
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with running(config, clock=clock, app=app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ async def test_regions_fetched_once_each_and_failures_isolated(
         details = report["exchange_details"]
         assert details["broken"]["success"] is False and "404" in details["broken"]["error"]
         kr_count = details["upbit-kr"]["markets"]
-        assert details["upbit-kr"]["instruments"] == kr_count == 30
+        assert details["upbit-kr"]["instruments"] == kr_count == 27  # 30, 3 delisted
         assert report["total_markets"] == 2 * kr_count + details["upbit-sg"]["markets"]
         assert market_calls(kr) == 1 and market_calls(sg) == 1
         assert isinstance(report["execution_time"], float)

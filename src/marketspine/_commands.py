@@ -56,9 +56,11 @@ def default_since(timeframe: Timeframe, until_ms: int) -> int:
 
 
 def _range(timeframe: Timeframe, since: str | None, until: str | None, now: int) -> tuple[int, int]:
+    """``[since, until)`` in ms. Without --until the end is ``now``: a --since at or after it
+    is a range wholly in the future (returned as is, for the caller to say so), not an error."""
     until_ms = parse_time(until) if until else now
     since_ms = parse_time(since) if since else default_since(timeframe, until_ms)
-    if since_ms >= until_ms:
+    if since_ms >= until_ms and until is not None:
         raise InvalidRequestError(
             f"--since ({format_utc(since_ms)}) must be before --until ({format_utc(until_ms)})"
         )
@@ -69,7 +71,8 @@ def open_store(
     db: str, *, must_exist: bool, read_only: bool = False
 ) -> SQLiteStore | PostgresStore:
     """The store at ``db`` (an SQLite path or a postgresql:// URL); ``read_only`` never
-    creates or changes anything in an SQLite file (status, export).
+    creates or changes anything in an SQLite file and checks every page first, so a damaged
+    file is an error, not missing rows (status, export).
     Raises StoreError when ``must_exist`` and there is no database."""
     if is_postgres_url(db):
         from ._pgstore import PostgresStore
@@ -78,7 +81,7 @@ def open_store(
     path = Path(db).expanduser()
     if must_exist and not path.exists():
         raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
-    return SQLiteStore(path, read_only=read_only)
+    return SQLiteStore(path, read_only=read_only, verify=read_only)
 
 
 def run_collect(
@@ -107,7 +110,8 @@ def run_collect(
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")))
     else:
-        Console().print(
+        # plain print: one line even on a pipe, where rich would wrap at 80 columns
+        print(
             f"collected {summary.candles_written:,} {tf.name} candles for "
             f"{', '.join(summary.markets)} in {summary.seconds:.1f} s "
             f"({summary.upstream_calls} upstream calls)"
@@ -151,6 +155,18 @@ async def _collect(
         until_hint = parse_time(until) if until else None
         now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
         since_ms, until_ms = _range(tf, since, until, now)
+        if since_ms >= now:
+            span = (
+                f"[{format_utc(since_ms)}Z, {format_utc(until_ms)}Z)"
+                if until
+                else f"--since {format_utc(since_ms)}Z"
+            )
+            print(
+                f"marketspine: nothing to collect: {span} lies wholly in the future "
+                f"(upstream's now is {format_utc(now)}Z)",
+                file=sys.stderr,
+            )
+            return CollectSummary(tuple(codes), tf.name, 0, 0, 0.0)
         with bar as on_progress:
             return await collect(
                 client,
@@ -201,6 +217,13 @@ def progress_bar(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
         yield on_progress
 
 
+def _stdout_console() -> Console:
+    """Rich on a terminal; on a pipe or file, wide enough that no value is cut or wrapped."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=10_000, no_color=True)
+
+
 def run_status(*, db: str, json_output: bool) -> None:
     """Print what the store holds: series, covered ranges, row counts."""
     series = asyncio.run(_summary(db))
@@ -220,7 +243,7 @@ def run_status(*, db: str, json_output: bool) -> None:
             "\n".join(f"{a} → {b}" for a, b in s["ranges"]) or "-",
             s["listing"] or "-",
         )
-    Console().print(table)
+    _stdout_console().print(table)
 
 
 async def _summary(db: str) -> list[dict[str, Any]]:
@@ -279,6 +302,6 @@ def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: boo
                 str(detail.get("instruments", "-")),
                 detail.get("error", ""),
             )
-        Console().print(table)
+        _stdout_console().print(table)
     if not report["success"]:
         raise SystemExit(1)

@@ -62,7 +62,9 @@ def run_export(
     check_output_path(path)  # before any work: a bad --out fails fast
     candles = asyncio.run(_read(db, code, tf, since_ms, until_ms))
     if not candles:
-        span = f"[{_label(since_ms)}, {_label(until_ms)})"
+        span = (
+            f"[{_label(since_ms)}, {_label(until_ms)})" if since else f"before {_label(until_ms)}"
+        )
         if since_ms >= now:
             reason = (
                 f"the range {span} lies wholly in the future (now is {_label(now)}): "

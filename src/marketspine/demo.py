@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
@@ -25,38 +21,10 @@ from ._commands import progress_bar
 from ._records import Ticker, Trade
 from ._spine import Spine
 from ._time import DAY_MS, format_utc
-from .sim import SimConfig, create_app
+from .sim import SimConfig, running
 
 console = Console()
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
-
-
-@contextlib.contextmanager
-def running_simulator(config: SimConfig) -> Iterator[str]:
-    """Run the simulator on a free loopback port in a thread; yield its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            ws_ping_interval=None,
-            date_header=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the simulator failed to start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 async def tour(base_url: str, db: Path) -> None:
@@ -157,7 +125,7 @@ async def tour(base_url: str, db: Path) -> None:
 def main() -> None:
     # Sixty times faster than real time so a few seconds of streaming show plenty of trades.
     with (
-        running_simulator(SimConfig(seed=7, speed=60.0)) as base_url,
+        running(SimConfig(seed=7, speed=60.0)) as base_url,
         tempfile.TemporaryDirectory() as tmp,
     ):
         console.print(f"simulator at {base_url} (offline, deterministic)")

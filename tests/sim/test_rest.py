@@ -20,6 +20,7 @@ from marketspine._time import DAY_MS, MINUTE_MS, format_utc, parse_naive_utc
 from marketspine._timeframes import TIMEFRAMES
 from marketspine.sim import History, SimConfig, create_app
 from marketspine.sim._rest import _stamp
+from marketspine.sim._universe import SimMarket
 
 LIQUID = "KRW-BTC"
 CAUTION_KEYS = {
@@ -53,6 +54,13 @@ KINDS = [
     ("/v1/candles/months", "1M", [*BASE_FIELDS, "first_day_of_period"]),
     ("/v1/candles/years", "1y", [*BASE_FIELDS, "first_day_of_period"]),
 ]
+
+
+def on_upbit(market: SimMarket, now_ms: int) -> bool:
+    """Listed at ``now_ms`` and not delisted yet."""
+    return market.listed_ms <= now_ms and (
+        market.delisted_ms is None or now_ms < market.delisted_ms
+    )
 
 
 def history_of(app: Starlette) -> History:
@@ -97,7 +105,7 @@ async def test_market_all_lists_listed_markets_without_details(
     sim_client: httpx.AsyncClient, sim_app: Starlette, sim_now_ms: int
 ) -> None:
     rows = await get_json(sim_client, "/v1/market/all")
-    expected = [m.code for m in history_of(sim_app).markets if m.listed_ms <= sim_now_ms]
+    expected = [m.code for m in history_of(sim_app).markets if on_upbit(m, sim_now_ms)]
     assert [row["market"] for row in rows] == expected
     assert len(expected) >= 20
     assert all(list(row) == ["market", "korean_name", "english_name"] for row in rows)
@@ -255,7 +263,7 @@ async def test_windows_without_trades_have_no_candle(
 async def test_before_listing_is_empty_and_unknown_markets_are_404(
     sim_client: httpx.AsyncClient, sim_app: Starlette, sim_now_ms: int
 ) -> None:
-    listed = [m for m in history_of(sim_app).markets if m.listed_ms <= sim_now_ms]
+    listed = [m for m in history_of(sim_app).markets if on_upbit(m, sim_now_ms)]
     newest = max(listed, key=lambda m: m.listed_ms)
     to = format_utc(newest.listed_ms)
     assert await get_json(sim_client, "/v1/candles/days", market=newest.code, to=to) == []

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from marketspine._ticks import tick_size
 from marketspine._time import DAY_MS, format_utc
 from marketspine.sim import History, SimConfig, create_app
+from marketspine.sim._universe import SimMarket
 
 LIQUID = "KRW-BTC"
 TICK_FIELDS = [
@@ -55,6 +56,13 @@ TICKER_FIELDS = [
     "lowest_52_week_date",
     "timestamp",
 ]
+
+
+def on_upbit(market: SimMarket, now_ms: int) -> bool:
+    """Listed at ``now_ms`` and not delisted yet."""
+    return market.listed_ms <= now_ms and (
+        market.delisted_ms is None or now_ms < market.delisted_ms
+    )
 
 
 def history_of(app: Starlette) -> History:
@@ -175,7 +183,7 @@ async def test_trades_errors(sim_client: httpx.AsyncClient) -> None:
 async def test_ticker_matches_history_with_unsigned_and_signed_change(
     sim_client: httpx.AsyncClient, sim_app: Starlette, sim_now_ms: int
 ) -> None:
-    codes = [m.code for m in history_of(sim_app).markets if m.listed_ms <= sim_now_ms][:8]
+    codes = [m.code for m in history_of(sim_app).markets if on_upbit(m, sim_now_ms)][:8]
     rows = await get_json(sim_client, "/v1/ticker", markets=",".join(codes))
     assert [row["market"] for row in rows] == codes
     for row in rows:
@@ -233,7 +241,7 @@ async def test_ticker_all_by_quote_currency(
         m.code
         for m in history.markets
         if m.quote in ("KRW", "BTC")
-        and m.listed_ms <= sim_now_ms
+        and on_upbit(m, sim_now_ms)
         and history.ticker(m.code, sim_now_ms) is not None
     ]
     assert [row["market"] for row in rows] == expected
@@ -295,7 +303,7 @@ async def test_thin_books_are_padded_with_zero_slots(
     sim_client: httpx.AsyncClient, sim_app: Starlette, sim_now_ms: int
 ) -> None:
     history = history_of(sim_app)
-    listed = [m.code for m in history.markets if m.listed_ms <= sim_now_ms]
+    listed = [m.code for m in history.markets if on_upbit(m, sim_now_ms)]
     books = {code: history.orderbook(code, sim_now_ms, 30) for code in listed}
     thin = min(listed, key=lambda code: min(len(books[code].asks), len(books[code].bids)))
     book = books[thin]
@@ -328,7 +336,7 @@ async def test_instruments_give_tick_size_and_levels_as_strings(
     sim_client: httpx.AsyncClient, sim_app: Starlette, sim_now_ms: int
 ) -> None:
     history = history_of(sim_app)
-    codes = [m.code for m in history.markets if m.listed_ms <= sim_now_ms]
+    codes = [m.code for m in history.markets if on_upbit(m, sim_now_ms)]
     rows = await get_json(sim_client, "/v1/orderbook/instruments", markets=",".join(codes))
     assert [row["market"] for row in rows] == codes
     for row in rows:

@@ -11,8 +11,8 @@ import pytest
 
 from marketspine._time import format_utc
 from marketspine._timeframes import parse_timeframe
+from marketspine.sim._feed import Feed
 from marketspine.sim._history import History
-from marketspine.sim._ws import Feed
 from marketspine.sim._ws_format import SubscribeRequest, parse_request
 
 BTC = "KRW-BTC"

@@ -8,21 +8,20 @@ from dataclasses import dataclass
 
 import pytest
 
-from marketspine.sim._ws import ConnectLimiter, MessageLimiter
+from marketspine.sim._levels import aggregate_levels, supported_levels
+from marketspine.sim._limits import ConnectLimiter, MessageLimiter
 from marketspine.sim._ws_format import (
     KEYS,
     ListRequest,
     StreamRequest,
     SubscribeRequest,
     WsRequestError,
-    aggregate_levels,
     encode,
     error_message,
     list_message,
     orderbook_message,
     parse_request,
     split_code,
-    supported_levels,
     trade_message,
 )
 

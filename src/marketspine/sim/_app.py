@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from email.utils import formatdate
 from typing import Any
 
@@ -23,13 +22,25 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .._errors import InvalidRequestError, UnknownMarketError
+from .._server_thread import base_url, listen, run_server, server_thread
+from .._time import format_utc
 from . import _rest
 from ._history import History
 from ._limits import RateLimiter, Verdict, remaining_req
 from ._state import Faults, SimClock, SimConfig, SimState
 from ._ws import websocket_endpoint
+from ._ws_protocol import LinkWebSocketProtocol
 
-__all__ = ["create_app", "serve"]
+__all__ = ["SERVER_OPTIONS", "create_app", "running", "serve"]
+
+# uvicorn options for a simulator: the WebSocket protocol that can stall a socket; Upbit
+# sends no server pings, and a stalled socket must stay stalled; the simulator stamps Date
+# from its own (possibly fast) clock.
+SERVER_OPTIONS: dict[str, Any] = {
+    "ws": LinkWebSocketProtocol,
+    "ws_ping_interval": None,
+    "date_header": False,
+}
 
 _encode = msgspec.json.Encoder().encode
 _JSON = "application/json;charset=UTF-8"
@@ -176,6 +187,62 @@ async def _post_faults(request: Request) -> Response:
     return _json(sim.faults.as_dict())
 
 
+def _utc(ms: int | None) -> str | None:
+    return None if ms is None else format_utc(ms) + "Z"
+
+
+async def _get_markets(request: Request) -> Response:
+    """Every market the simulator knows, listed or not: listing and delisting times
+    (UTC ISO and epoch ms; delisting null while listed) and the state now."""
+    sim: SimState = request.app.state.sim
+    now_ms = sim.now_ms()
+    rows = []
+    for market in sim.history.markets:
+        delisted_ms = sim.delisted_ms(market.code)
+        if market.listed_ms > now_ms:
+            state = "UPCOMING"
+        elif delisted_ms is not None and delisted_ms <= now_ms:
+            state = "DELISTED"
+        else:
+            state = "ACTIVE"
+        rows.append(
+            {
+                "market": market.code,
+                "english_name": market.english_name,
+                "state": state,
+                "listed_at": _utc(market.listed_ms),
+                "listed_ms": market.listed_ms,
+                "delisted_at": _utc(delisted_ms),
+                "delisted_ms": delisted_ms,
+            }
+        )
+    return _json(rows)
+
+
+async def _post_delist(request: Request) -> Response:
+    """Delist a market now: ``{"market": "KRW-..."}`` → 200 with its /sim/markets row's
+    times. From then on it is gone from /v1/market/all, REST answers 404 "Code not found"
+    and the WebSocket sends a last ticker with market_state DELISTED, then nothing."""
+    sim: SimState = request.app.state.sim
+    try:
+        body = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError:
+        body = None
+    code = body.get("market") if isinstance(body, dict) else None
+    if not isinstance(code, str) or set(body) != {"market"}:
+        return _error(400, 'expected a JSON object {"market": "KRW-..."} naming one market')
+    now_ms = sim.now_ms()
+    market = sim.history.market(code)
+    if market is None:
+        return _error(404, f"unknown market {code!r}: GET /sim/markets lists every market")
+    if not sim.is_listed(market, now_ms):
+        when = sim.delisted_ms(code)
+        state = f"was delisted at {_utc(when)}" if when is not None else "is not listed yet"
+        return _error(409, f"market {code} {state}: only a listed market can be delisted")
+    sim.delisted[code] = now_ms
+    return _json({"market": code, "delisted_at": _utc(now_ms), "delisted_ms": now_ms})
+
+
 async def _post_reset(request: Request) -> Response:
     """Zero the counters and forget rate-limit windows, strikes and blocks."""
     sim: SimState = request.app.state.sim
@@ -213,6 +280,8 @@ def _routes() -> list[BaseRoute]:
         Route("/sim/faults", _get_faults),
         Route("/sim/faults", _post_faults, methods=["POST"]),
         Route("/sim/reset", _post_reset, methods=["POST"]),
+        Route("/sim/markets", _get_markets),
+        Route("/sim/delist", _post_delist, methods=["POST"]),
         WebSocketRoute("/websocket/v1", websocket_endpoint),
     ]
     return routes
@@ -246,8 +315,23 @@ def create_app(
     return app
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+@contextlib.contextmanager
+def running(
+    config: SimConfig | None = None,
+    *,
+    clock: Callable[[], int] | None = None,
+    app: Starlette | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[str]:
+    """A simulator served on a background thread for the duration of the block (a free
+    loopback port by default); yields its base URL (WebSocket at ``ws://.../websocket/v1``).
+    Pass ``app`` to serve an app you built, else one is built from ``config`` and
+    ``clock``."""
+    if app is None:
+        app = create_app(config or SimConfig(), clock=clock)
+    with server_thread(app, host=host, port=port, **SERVER_OPTIONS) as url:
+        yield url
 
 
 def serve(config: SimConfig, *, host: str = "127.0.0.1", port: int = 8765) -> None:
@@ -257,45 +341,10 @@ def serve(config: SimConfig, *, host: str = "127.0.0.1", port: int = 8765) -> No
     Raises InvalidRequestError when the address cannot be listened on (port taken, unknown
     host).
     """
-    import uvicorn
-
-    app = create_app(config)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise InvalidRequestError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --host "
-            "or --port (--port 0 picks a free one)"
-        ) from exc
-    real_port = sock.getsockname()[1]
-    base = f"http://{_url_host(host)}:{real_port}"
-    line = (
-        f"marketspine sim: {base} (ws://{_url_host(host)}:{real_port}/websocket/v1) "
-        f"seed={config.seed} region={config.region}"
+    sock = listen(host, port)
+    base = base_url(sock)
+    ws = base_url(sock, "ws")
+    line = f"marketspine sim: {base} ({ws}/websocket/v1) seed={config.seed} region={config.region}"
+    run_server(
+        create_app(config), sock, on_started=lambda: print(line, flush=True), **SERVER_OPTIONS
     )
-
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:  # listening now: tell whoever started us where
-                print(line, flush=True)
-
-    server = _Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-            # Upbit sends no server pings, and a stalled socket must stay stalled.
-            ws_ping_interval=None,
-            # The simulator stamps Date from its own (possibly fast) clock.
-            date_header=False,
-        )
-    )
-
-    with contextlib.closing(sock):
-        server.run(sockets=[sock])

@@ -211,6 +211,8 @@ class MarketGen:
         self.market = market
         self.grid = TickGrid(market.quote)
         self.listed_day = market.listed_ms // DAY_MS
+        # No trade from the delisting day on (seeded delistings fall on 00:00 UTC).
+        self.end_day = None if market.delisted_ms is None else -(-market.delisted_ms // DAY_MS)
         self._keys = [stream_key(seed, market.key, "level", level) for level in range(4)]
         self._octave_keys = [stream_key(seed, market.key, "price", p) for p, _ in _OCTAVES]
         self._activity_key = stream_key(seed, market.key, "activity")
@@ -237,6 +239,8 @@ class MarketGen:
 
     def roots(self, first_day: int, end_day: int) -> Nodes:
         """Summaries of the non-empty days among day numbers [first_day, end_day)."""
+        if self.end_day is not None:
+            end_day = min(end_day, self.end_day)
         days = np.arange(max(first_day, self.listed_day), end_day, dtype=np.int64)
         if len(days) == 0:
             return Nodes.empty()

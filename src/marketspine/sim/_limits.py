@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
+    "CONNECTS_PER_S",
     "FIRST_BLOCK_S",
     "MAX_BLOCK_S",
+    "MESSAGES_PER_MIN",
+    "MESSAGES_PER_S",
     "ORIGIN_GROUP",
     "STRIKES_BEFORE_BLOCK",
+    "ConnectLimiter",
+    "MessageLimiter",
     "RateLimiter",
     "Verdict",
     "remaining_req",
@@ -117,3 +123,59 @@ class RateLimiter:
         """Forget every window, strike and block."""
         self._windows.clear()
         self._clients.clear()
+
+
+# -- WebSocket (API.md §3.4) -----------------------------------------------------------------
+
+CONNECTS_PER_S = 5  # connection attempts per client IP and second
+MESSAGES_PER_S = 5  # request messages per connection and second
+MESSAGES_PER_MIN = 100  # request messages per connection and minute
+
+
+class ConnectLimiter:
+    """Connection attempts per client IP in a sliding one-second window."""
+
+    def __init__(
+        self, per_second: int = CONNECTS_PER_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._per_second = per_second
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def admit(self, client: str) -> int | None:
+        """Record an attempt from ``client``: returns how many more it may make this second,
+        or None (not recorded) when it is over the limit."""
+        now = self._clock()
+        seen = self._seen.setdefault(client, deque())
+        while seen and seen[0] <= now - 1.0:
+            seen.popleft()
+        if len(seen) >= self._per_second:
+            return None
+        seen.append(now)
+        if len(self._seen) > 10_000:  # forget idle clients so the table stays bounded
+            self._seen = {ip: q for ip, q in self._seen.items() if q and q[-1] > now - 1.0}
+        return self._per_second - len(seen)
+
+
+class MessageLimiter:
+    """Request messages on one connection: MESSAGES_PER_S per second and MESSAGES_PER_MIN
+    per minute, both sliding windows."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque()
+
+    def allow(self, now: float) -> bool:
+        """Record a message at ``now`` (real seconds); returns False when it is over a limit
+        (refused messages are not counted)."""
+        times = self._times
+        while times and times[0] <= now - 60.0:
+            times.popleft()
+        last_second = 0
+        for t in reversed(times):
+            if t <= now - 1.0:
+                break
+            last_second += 1
+        if len(times) >= MESSAGES_PER_MIN or last_second >= MESSAGES_PER_S:
+            return False
+        times.append(now)
+        return True

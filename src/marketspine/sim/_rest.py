@@ -21,7 +21,7 @@ from .._errors import InvalidRequestError, UnknownMarketError
 from .._ticks import tick_decimals, tick_size
 from .._time import DAY_MS, KST_OFFSET_MS, format_utc, parse_time
 from .._timeframes import TIMEFRAMES, Timeframe
-from ._ws_format import aggregate_levels, is_supported_level, supported_levels
+from ._levels import aggregate_levels, is_supported_level, supported_levels
 
 if TYPE_CHECKING:
     from ._history import Bar, Trade
@@ -130,9 +130,10 @@ def _codes(params: QueryParams) -> list[str]:
 
 
 def _market(sim: SimState, code: str, now_ms: int) -> SimMarket:
-    """The listed market ``code`` (any case); a market listed after now does not exist yet."""
+    """The listed market ``code`` (any case); a market listed after now does not exist yet,
+    and a delisted one no longer does (Upbit answers both with 404 "Code not found")."""
     market = sim.history.market(code.upper())
-    if market is None or market.listed_ms > now_ms:
+    if market is None or not sim.is_listed(market, now_ms):
         raise UnknownMarketError(code, NOT_FOUND)
     return market
 
@@ -188,7 +189,7 @@ def market_all(request: Request, sim: SimState) -> Json:
     korea = sim.config.region == "kr"
     rows: Json = []
     for market in sim.history.markets:
-        if market.listed_ms > now_ms:
+        if not sim.is_listed(market, now_ms):
             continue
         row: dict[str, Any] = {"market": market.code}
         if market.korean_name is not None:
@@ -388,7 +389,7 @@ def ticker_all(request: Request, sim: SimState) -> Json:
     text = _required(request.query_params, "quote_currencies", "quoteCurrencies")
     quotes = [q.strip().upper() for q in text.split(",") if q.strip()]
     now_ms = sim.now_ms()
-    listed = [m for m in sim.history.markets if m.listed_ms <= now_ms]
+    listed = [m for m in sim.history.markets if sim.is_listed(m, now_ms)]
     known = {m.quote for m in listed}
     for quote in quotes:
         if quote not in known:
@@ -557,5 +558,5 @@ def orderbook_supported_levels(request: Request, sim: SimState) -> Json:
             "supported_levels": [_number(x) for x in _levels(sim, market, now_ms)],
         }
         for market in sim.history.markets
-        if market.listed_ms <= now_ms
+        if sim.is_listed(market, now_ms)
     ]

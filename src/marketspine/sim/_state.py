@@ -16,6 +16,7 @@ from .._time import now_ms as wall_ms
 
 if TYPE_CHECKING:
     from ._history import History
+    from ._universe import SimMarket
 
 __all__ = ["REGIONS", "Faults", "SimClock", "SimConfig", "SimState", "Stats"]
 
@@ -31,8 +32,12 @@ class Faults:
     error_rate: float = 0.0  # share of REST requests answered with a 5xx
     hang_rate: float = 0.0  # share of REST requests never answered
     rate_limit: int = 10  # requests/s per group per client; 0 = unlimited
-    ws_drop_every_s: float = 0.0  # every N s each socket is cut without a close frame; 0 = never
-    ws_stall_every_s: float = 0.0  # every N s sockets go silent (no data, no pongs); 0 = never
+    ws_drop_every_s: float = (
+        0.0  # each socket is cut N s after it opened (no close frame); 0 = never
+    )
+    # every N s (a simulator-wide schedule, independent of drops) the open sockets go
+    # silent: no data, no pongs; 0 = never
+    ws_stall_every_s: float = 0.0
     ws_idle_timeout_s: float = 120.0  # close sockets that neither sent nor received for this long
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -116,6 +121,9 @@ class Stats:
     by_status: Counter[int] = field(default_factory=Counter)
     hung: int = 0
     ws_connections: int = 0
+    ws_drops: int = 0  # sockets cut by ws_drop_every_s
+    ws_stalls: int = 0  # sockets stalled by ws_stall_every_s
+    ws_idle_cuts: int = 0  # sockets cut by ws_idle_timeout_s (stalled ones included)
     ws_open: int = 0
     ws_messages_sent: int = 0
     ws_messages_received: int = 0
@@ -146,6 +154,9 @@ class Stats:
                 "open": self.ws_open,
                 "messages_sent": self.ws_messages_sent,
                 "messages_received": self.ws_messages_received,
+                "drops": self.ws_drops,
+                "stalls": self.ws_stalls,
+                "idle_cuts": self.ws_idle_cuts,
             },
         }
 
@@ -159,6 +170,40 @@ class SimState:
     clock: Callable[[], int]
     faults: Faults
     stats: Stats = field(default_factory=Stats)
+    # Markets delisted at run time (POST /sim/delist): code -> simulated ms.
+    delisted: dict[str, int] = field(default_factory=dict)
+    # The stall schedule starts over whenever ws_stall_every_s changes (real seconds).
+    _stall_every_s: float = field(default=0.0, repr=False)
+    _stall_epoch_s: float = field(default=0.0, repr=False)
 
     def now_ms(self) -> int:
         return self.clock()
+
+    def delisted_ms(self, code: str) -> int | None:
+        """When market ``code`` leaves (or left) Upbit, in simulated ms; None = never."""
+        market = self.history.market(code)
+        seeded = None if market is None else market.delisted_ms
+        runtime = self.delisted.get(code)
+        if seeded is None or runtime is None:
+            return seeded if runtime is None else runtime
+        return min(seeded, runtime)
+
+    def is_listed(self, market: SimMarket, now_ms: int) -> bool:
+        """Whether ``market`` is on Upbit at ``now_ms``: listed and not yet delisted."""
+        if market.listed_ms > now_ms:
+            return False
+        gone = self.delisted_ms(market.code)
+        return gone is None or now_ms < gone
+
+    def next_stall_s(self, after_s: float) -> float | None:
+        """The first moment (``time.monotonic()``) after ``after_s`` at which open sockets
+        stall, or None when stalls are off. Stalls come every ``ws_stall_every_s`` from
+        when that setting was made, whatever the age of a socket: drops, which reset
+        the age, cannot postpone them."""
+        every = self.faults.ws_stall_every_s
+        if every <= 0:
+            return None
+        if every != self._stall_every_s:
+            self._stall_every_s, self._stall_epoch_s = every, time.monotonic()
+        periods = max(1, int((after_s - self._stall_epoch_s) // every) + 1)
+        return self._stall_epoch_s + periods * every

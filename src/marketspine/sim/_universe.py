@@ -60,6 +60,8 @@ class SimMarket:
     growth: float  # long-run drift of log price per year
     volatility: float  # scale of daily price ranges (fraction of price)
     trade_notional: float  # average trade size in quote currency
+    # 00:00 UTC of the day the market left Upbit (no trade from then on); None = still listed
+    delisted_ms: int | None = None
 
     @property
     def market_warning(self) -> str:
@@ -132,6 +134,17 @@ _TABLE: tuple[_Row, ...] = (
     ("DOGE", "도지코인", "Dogecoin", "USDT", 0.23, 20, "2021-02-24", False, ()),
 )
 
+# Markets of the table that Upbit delisted in the past (kept in the history before that day):
+# backtests over them are what survivorship bias leaves out.
+_DELISTED: dict[str, str] = {
+    "KRW-MVL": "2026-04-16",
+    "KRW-HUNT": "2026-06-25",
+    "BTC-DOGE": "2025-12-08",
+}
+# The latest seeded delisting of a generated market: later ones would fall into the
+# simulated present of the tests.
+_LAST_GENERATED_DELISTING = "2026-06-30"
+
 _SYLLABLES = ("KA", "LO", "MI", "NU", "RE", "SA", "TO", "VI", "ZE", "QU", "DA", "PO")
 
 
@@ -159,7 +172,16 @@ def _generated_row(n: int) -> _Row:
     return (name, f"시뮬{n}", f"Simcoin {name}", quote, price, trades, listed, False, ())
 
 
-def _market(row: _Row, region: str) -> SimMarket:
+def _generated_delisting(n: int, listed_ms: int) -> int | None:
+    """About one generated market in eight was delisted 200 to 1,200 days after listing."""
+    h = _hash64(f"generated-delisting-{n}")
+    if h % 8:
+        return None
+    delisted_ms = listed_ms + (200 + (h >> 8) % 1000) * DAY_MS
+    return delisted_ms if delisted_ms <= _day_ms(_LAST_GENERATED_DELISTING) else None
+
+
+def _market(row: _Row, region: str, generated: int | None = None) -> SimMarket:
     base, korean, english, quote, price, trades, listed, warning, cautions = row
     fiat = REGION_QUOTES[region][0]
     if quote == "KRW" and fiat != "KRW":
@@ -169,13 +191,19 @@ def _market(row: _Row, region: str) -> SimMarket:
     key = _hash64(f"market:{code}")
     liquid = trades >= 10_000
     growth = 0.34 if base == "BTC" else ((key >> 5) % 1000) / 1000 * 0.8 - 0.4
+    listed_ms = _day_ms(listed)
+    if generated is not None:
+        delisted_ms = _generated_delisting(generated, listed_ms)
+    else:  # the table names KRW markets; regional sites delist the same coin
+        delisted = _DELISTED.get(f"{row[3]}-{base}")
+        delisted_ms = None if delisted is None else _day_ms(delisted)
     return SimMarket(
         code=code,
         quote=quote,
         base=base,
         korean_name=None if region == "id" else korean,
         english_name=english,
-        listed_ms=_day_ms(listed),
+        listed_ms=listed_ms,
         warning=warning,
         caution={flag: flag in cautions for flag in CAUTION_FLAGS},
         key=key,
@@ -184,6 +212,7 @@ def _market(row: _Row, region: str) -> SimMarket:
         growth=growth,
         volatility=0.035 if liquid else 0.07,
         trade_notional=_TRADE_KRW * (1.0 if liquid else 0.2) / _KRW_PER_QUOTE[quote],
+        delisted_ms=delisted_ms,
     )
 
 
@@ -198,6 +227,6 @@ def universe(region: str, count: int) -> tuple[SimMarket, ...]:
         )
     if count < 1:
         raise InvalidRequestError(f"market count must be at least 1, got {count}")
-    rows = list(_TABLE[:count])
-    rows.extend(_generated_row(n) for n in range(count - len(rows)))
-    return tuple(_market(row, region) for row in rows)
+    table = [_market(row, region) for row in _TABLE[:count]]
+    extra = max(0, count - len(table))
+    return (*table, *(_market(_generated_row(n), region, n) for n in range(extra)))

@@ -18,6 +18,7 @@ import msgspec
 from .._errors import InvalidRequestError
 from .._time import KST_OFFSET_MS, format_utc, from_ms
 from .._timeframes import Timeframe, parse_timeframe
+from ._levels import clean_float, whole
 
 __all__ = [
     "FORMATS",
@@ -29,17 +30,14 @@ __all__ = [
     "StreamRequest",
     "SubscribeRequest",
     "WsRequestError",
-    "aggregate_levels",
     "candle_message",
     "encode",
     "error_message",
     "is_simple",
-    "is_supported_level",
     "list_message",
     "orderbook_message",
     "parse_request",
     "split_code",
-    "supported_levels",
     "ticker_message",
     "trade_message",
 ]
@@ -196,48 +194,6 @@ def split_code(code: str) -> tuple[str, int]:
     return market, depth if depth in ORDERBOOK_DEPTHS else _MAX_DEPTH
 
 
-def supported_levels(quote: str, tick: float, region: str = "kr") -> tuple[float, ...]:
-    """Orderbook aggregation levels ("모아보기") of a market whose native tick is ``tick``:
-    0 (the native tick) everywhere, plus 10, 100 and 1000 ticks on Korea's KRW markets
-    (the same rule as REST ``/v1/orderbook/instruments``)."""
-    if quote != "KRW" or region != "kr":
-        return (0.0,)
-    return (0.0, *(_clean(tick * 10**k) for k in (1, 2, 3)))
-
-
-def is_supported_level(level: float, levels: Sequence[float]) -> bool:
-    """Whether ``level`` is one of ``levels`` (compared with float tolerance)."""
-    return any(math.isclose(level, x, abs_tol=1e-12) for x in levels)
-
-
-def _clean(value: float) -> float:
-    # Products like 0.1 * 10 come out as 1.0000000000000002; snap them back.
-    return float(f"{value:.10g}")
-
-
-def aggregate_levels(
-    asks: Sequence[tuple[float, float]], bids: Sequence[tuple[float, float]], level: float
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """Group a book into ``level``-wide price buckets: asks round up, bids round down (so a
-    bucket never shows a better price than any order in it); sizes are summed."""
-    return _buckets(asks, level, math.ceil), _buckets(bids, level, math.floor)
-
-
-def _buckets(
-    side: Sequence[tuple[float, float]], level: float, to_grid: Any
-) -> list[tuple[float, float]]:
-    merged: dict[float, float] = {}
-    for price, size in side:
-        bucket = _clean(to_grid(round(price / level, 9)) * level)
-        merged[bucket] = merged.get(bucket, 0.0) + size
-    return [(_whole(price), round(size, 8)) for price, size in merged.items()]
-
-
-def _whole(value: float) -> float:
-    # A whole number goes out as a JSON integer (116539000, not 116539000.0), as on Upbit.
-    return int(value) if float(value).is_integer() else value
-
-
 # DEFAULT and SIMPLE keys, in Upbit's wire order (API.md §5.4 and the recorded frames).
 _TICKER_KEYS = (
     ("type", "ty"),
@@ -339,7 +295,7 @@ KEYS = {
 
 def _change(price: float, prev_close: float) -> tuple[str, float, float]:
     """(RISE/EVEN/FALL, signed change, signed rate) against the previous day's close."""
-    diff = _clean(price - prev_close)
+    diff = clean_float(price - prev_close)
     kind = "RISE" if diff > 0 else "FALL" if diff < 0 else "EVEN"
     rate = round(diff / prev_close, 10) if prev_close else 0.0
     return kind, diff, rate
@@ -352,9 +308,11 @@ def ticker_message(
     *,
     warning: bool,
     stream_type: str,
+    market_state: str = "ACTIVE",
 ) -> dict[str, Any]:
     """A ticker message from a history ``TickerState``; change fields are against
-    ``ticker.prev_close`` (change_price and change_rate unsigned, signed_* signed)."""
+    ``ticker.prev_close`` (change_price and change_rate unsigned, signed_* signed).
+    ``market_state`` is ACTIVE, or DELISTED in the last frame of a delisted market."""
     last = ticker.last
     kind, diff, rate = _change(last.price, ticker.prev_close)
     moment = from_ms(last.ms)
@@ -384,7 +342,7 @@ def ticker_message(
         ticker.high_52w_date,
         ticker.low_52w,
         ticker.low_52w_date,
-        "ACTIVE",
+        market_state,
         False,
         None,
         "CAUTION" if warning else "NONE",
@@ -455,7 +413,7 @@ def orderbook_message(
         units.append(dict(zip(unit_keys, (ask[0], bid[0], ask[1], bid[1]), strict=True)))
     total_ask = round(sum(size for _, size in asks[:depth]), 8)
     total_bid = round(sum(size for _, size in bids[:depth]), 8)
-    values = ("orderbook", code, ms, total_ask, total_bid, units, stream_type, _whole(level))
+    values = ("orderbook", code, ms, total_ask, total_bid, units, stream_type, whole(level))
     return dict(zip(KEYS["orderbook"][simple], values, strict=True))
 
 

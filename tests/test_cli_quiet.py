@@ -1,0 +1,56 @@
+"""Output without a terminal: collect prints one summary line, status prints whole values,
+and a range wholly in the future says so instead of doing nothing in silence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import httpx
+from clitools import run
+
+MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA")
+
+
+def test_collect_and_status_on_a_pipe(
+    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
+) -> None:
+    from marketspine.sim import SimConfig
+
+    db = str(tmp_path / "spine.db")
+    with running_sim(SimConfig(rate_limit=50)) as url:
+        markets = [m["market"] for m in httpx.get(f"{url}/v1/market/all").json()]
+        chosen = [m for m in MARKETS if m in markets] or markets[:6]
+        done = run(
+            "collect", *chosen, "-t", "1h", "--since", "2026-01-01", "--until", "2026-01-02",
+            "--db", db, "--upstream", url,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        # one line, however many markets, though COLUMNS=60 (rich would wrap it)
+        lines = done.stdout.strip().splitlines()
+        assert len(lines) == 1, done.stdout
+        assert lines[0].startswith("collected ") and all(m in lines[0] for m in chosen)
+
+        future = run(
+            "collect", "KRW-BTC", "-t", "1h", "--since", "2999-01-01", "--until", "2999-01-02",
+            "--db", db, "--upstream", url, "--json",
+        )  # fmt: skip
+        assert future.returncode == 0, future.stderr
+        assert "lies wholly in the future" in future.stderr
+        assert json.loads(future.stdout)["candles_written"] == 0
+        since_only = run(
+            "collect", "KRW-BTC", "-t", "1h", "--since", "2999-01-01", "--db", db,
+            "--upstream", url,
+        )  # fmt: skip
+        assert since_only.returncode == 0, since_only.stderr
+        assert "--since 2999-01-01T00:00:00Z lies wholly in the future" in since_only.stderr
+
+    status = run("status", "--db", db)
+    assert status.returncode == 0, status.stderr
+    # whole values although COLUMNS=60: every timestamp and the path in full, not "2026-01-0…"
+    assert "…" not in status.stdout
+    assert "Z → 2026-01-02T00:00:00Z" in status.stdout  # a full page may reach further back
+    assert "2026-01-01T23:00:00Z" in status.stdout
+    assert db in status.stdout
