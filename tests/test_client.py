@@ -246,6 +246,21 @@ async def test_418_longer_than_we_wait_raises_banned(fake: FakeTime) -> None:
     assert len(upstream.requests) == 1
 
 
+async def test_418_longer_than_we_wait_opens_the_breaker_for_the_block(fake: FakeTime) -> None:
+    blocked = upbit_error(418, "blocked")
+    blocked.headers["Retry-After"] = "600"
+    upstream = Upstream(blocked)
+    async with make_client(fake, upstream) as client:
+        with pytest.raises(BannedError):
+            await fake.run(client.markets())
+        with pytest.raises(CircuitOpenError) as caught:  # no second request while banned
+            await fake.run(client.tickers(["KRW-BTC"]))
+        stats = client.statistics()
+    assert len(upstream.requests) == 1
+    assert stats.breaker.state == "open"
+    assert caught.value.retry_after is not None and caught.value.retry_after > 590
+
+
 async def test_5xx_retried_with_capped_exponential_full_jitter(fake: FakeTime) -> None:
     upstream = Upstream(httpx.Response(502, text="<html>502</html>"))
     delays: list[float] = []

@@ -24,6 +24,8 @@ class SpineStatistics:
     latency_ms: dict[str, dict[str, float]]  # method -> {"p50", "p99", "max"}
     memory_candles: int
     memory_series: int
+    memory_bytes: int = 0  # candle windows and live state, as charged to the budget
+    memory_limit_bytes: int = 0
 
 
 class Accounting:
@@ -50,7 +52,14 @@ class Accounting:
         """Count an upstream call made outside any answered request."""
         self._calls_made += 1
 
-    def snapshot(self, *, memory_candles: int, memory_series: int) -> SpineStatistics:
+    def snapshot(
+        self,
+        *,
+        memory_candles: int,
+        memory_series: int,
+        memory_bytes: int = 0,
+        memory_limit_bytes: int = 0,
+    ) -> SpineStatistics:
         latency: dict[str, dict[str, float]] = {}
         for method, samples in self._latency.items():
             ordered = sorted(samples)
@@ -67,4 +76,6 @@ class Accounting:
             latency_ms=latency,
             memory_candles=memory_candles,
             memory_series=memory_series,
+            memory_bytes=memory_bytes,
+            memory_limit_bytes=memory_limit_bytes,
         )

@@ -64,6 +64,7 @@ class CircuitBreaker:
             raise InvalidRequestError("failure_threshold must be >= 1 and cool_down >= 0 s")
         self._threshold = failure_threshold
         self._cool_down = cool_down
+        self._open_for = cool_down  # this opening's cool-down (longer after a trip)
         self._name = name
         self._clock = clock
         self._state: BreakerState = "closed"
@@ -77,7 +78,7 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         """``closed``, ``open`` or ``half_open`` (an open breaker past its cool-down reads
         ``half_open``: the next call is the probe)."""
-        if self._state == "open" and self._clock() - self._opened_at >= self._cool_down:
+        if self._state == "open" and self._clock() - self._opened_at >= self._open_for:
             return "half_open"
         return self._state
 
@@ -121,6 +122,17 @@ class CircuitBreaker:
             self._opened += 1
             self._state = "open"
             self._opened_at = self._clock()
+            self._open_for = self._cool_down
+        self._probe_out = False
+
+    def trip(self, seconds: float) -> None:
+        """Open now for at least ``seconds``: upstream said it will refuse us that long (a
+        418 block), so calls fail fast and callers answer from cache instead of hammering."""
+        if self.state != "open":
+            self._opened += 1
+        self._state = "open"
+        self._opened_at = self._clock()
+        self._open_for = max(self._cool_down, seconds)
         self._probe_out = False
 
     def record_abandoned(self) -> None:
@@ -130,7 +142,7 @@ class CircuitBreaker:
     def _retry_after(self) -> float:
         if self._state != "open":
             return 0.0
-        return max(0.0, self._opened_at + self._cool_down - self._clock())
+        return max(0.0, self._opened_at + self._open_for - self._clock())
 
     def statistics(self) -> BreakerStatistics:
         """A snapshot of the breaker."""

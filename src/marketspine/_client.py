@@ -497,6 +497,8 @@ class Client:
             )
             if block > policy.max_ban_wait:
                 self._failed += 1
+                # Too long to wait out: fail fast (callers answer from cache) until it ends.
+                self._breaker.trip(block)
                 raise error
             log.warning(
                 "Upbit blocked this IP (418) for %.0f s%s; waiting it out before retrying GET %s",

@@ -3,17 +3,23 @@
 Latest ticker and orderbook per market, the most recent trades per market (deduplicated by
 ``sequential_id``), and the forming candle per market and timeframe as Upbit's candle stream
 reports it. Every entry remembers when it arrived so callers can bound its age.
+
+Everything a market holds here is one entry of the shared ``MemoryBudget``: the least
+recently used market's tickers, book and trades are dropped when the budget is full (its
+forming candles stay: they are tiny and cannot be rebuilt from REST).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from ._listener import Gap
+from ._memory import DEFAULT_MEMORY_MB, MemoryBudget, record_bytes
 from ._records import Candle, Orderbook, Ticker, Trade
 from ._timeframes import Timeframe
 
@@ -29,14 +35,31 @@ class LiveStatistics:
     trade_markets: int
     trades: int
     candles: int
+    bytes: int = 0
+    evicted_markets: int = 0
+
+
+# A trade's slot in its market's list and its sequential id in the dedup set.
+_TRADE_SLOT = 8 + 2 * 8 + sys.getsizeof(10**16)
+_LIVE = "live"
 
 
 class LiveState:
     """What the stream has told us, bounded: at most ``trades_per_market`` trades each."""
 
-    def __init__(self, *, clock: Callable[[], float], trades_per_market: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        trades_per_market: int = 1000,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self._clock = clock  # monotonic seconds
         self._trades_per_market = trades_per_market
+        self.budget = budget or MemoryBudget.megabytes(DEFAULT_MEMORY_MB)
+        self.budget.register(_LIVE, self._evicted)
+        self._bytes: dict[str, int] = {}  # per market, as charged
+        self._evicted_markets = 0
         self._tickers: dict[str, tuple[Ticker, float]] = {}
         self._books: dict[str, tuple[Orderbook, float]] = {}
         # Trades kept ascending by (ms, seq); seq alone does not guarantee order upstream.
@@ -54,9 +77,13 @@ class LiveState:
         """Take one stream event; anything that is not market data is ignored."""
         now = self._clock()
         if isinstance(event, Ticker):
+            held_ticker = self._tickers.get(event.market)
             self._tickers[event.market] = (event, now)
+            self._resize(event.market, event, None if held_ticker is None else held_ticker[0])
         elif isinstance(event, Orderbook):
+            held_book = self._books.get(event.market)
             self._books[event.market] = (event, now)
+            self._resize(event.market, event, None if held_book is None else held_book[0])
         elif isinstance(event, Trade):
             self._add_trade(event)
         elif isinstance(event, Gap) and not event.complete:
@@ -69,6 +96,7 @@ class LiveState:
             # A frame for an older window arriving late must not replace the newer one.
             if held is None or event.start_ms >= held[0].start_ms:
                 self._candles[key] = (event, now)
+                self._resize(event.market, event, None if held is None else held[0])
         if self._applied is not None:
             self._applied.set()  # wakes every waiter; later waits get a fresh event
             self._applied = None
@@ -81,6 +109,31 @@ class LiveState:
                 self._applied = asyncio.Event()
             await self._applied.wait()
         return value
+
+    def _resize(self, market: str, added: object | None, removed: object | None) -> None:
+        """Charge the budget for ``market`` after a record was added and/or replaced."""
+        size = self._bytes.get(market, 0)
+        if added is not None:
+            size += record_bytes(added)
+        if removed is not None:
+            size -= record_bytes(removed)
+        self._bytes[market] = size
+        self.budget.charge(_LIVE, market, size)
+
+    def _evicted(self, key: Hashable) -> None:
+        """The budget dropped this market: forget what it held (not its forming candles)."""
+        market = str(key)
+        self._tickers.pop(market, None)
+        self._books.pop(market, None)
+        self._trades.pop(market, None)
+        self._trade_seqs.pop(market, None)
+        for candle_key in [k for k in self._candles if k[0] == market]:
+            del self._candles[candle_key]
+        self._bytes.pop(market, None)
+        self._evicted_markets += 1
+
+    def _touch(self, market: str) -> None:
+        self.budget.touch(_LIVE, market)
 
     def track(self, market: str, timeframe: Timeframe, seed: Candle | None) -> None:
         """Keep the forming ``timeframe`` candle of ``market`` current from the trade stream,
@@ -135,12 +188,18 @@ class LiveState:
         if len(rows) > self._trades_per_market:
             dropped = rows.pop(0)
             seqs.discard(dropped.seq)
+            self._touch(trade.market)  # same size as before: one in, one out
+        else:
+            self._bytes[trade.market] = self._bytes.get(trade.market, 0) + _TRADE_SLOT
+            self._resize(trade.market, trade, None)
 
     def ticker(self, market: str, max_age_s: float | None = None) -> Ticker | None:
         """The latest ticker if it is at most ``max_age_s`` old (any age when None)."""
+        self._touch(market)
         return self._fresh(self._tickers.get(market), max_age_s)
 
     def orderbook(self, market: str, max_age_s: float | None = None) -> Orderbook | None:
+        self._touch(market)
         return self._fresh(self._books.get(market), max_age_s)
 
     def candle(self, market: str, timeframe: str, max_age_s: float | None = None) -> Candle | None:
@@ -149,6 +208,7 @@ class LiveState:
 
     def trades(self, market: str, count: int) -> list[Trade]:
         """Up to ``count`` most recent trades, newest first."""
+        self._touch(market)
         rows = self._trades.get(market, [])
         return rows[-count:][::-1] if count > 0 else []
 
@@ -180,6 +240,8 @@ class LiveState:
             trade_markets=len(self._trades),
             trades=sum(len(rows) for rows in self._trades.values()),
             candles=len(self._candles),
+            bytes=sum(self._bytes.values()),
+            evicted_markets=self._evicted_markets,
         )
 
 

@@ -75,7 +75,7 @@ class BackfillJob:
 class BackfillJobs:
     """Running and recently finished jobs; ``spawn`` runs work in the service's task group."""
 
-    def __init__(self, spine: Spine, spawn: Callable[[Any], None]) -> None:
+    def __init__(self, spine: Spine, spawn: Callable[[Any], asyncio.Task[Any]]) -> None:
         self._spine = spine
         self._spawn = spawn
         self._jobs: dict[str, BackfillJob] = {}
@@ -96,7 +96,7 @@ class BackfillJobs:
         codes = list(dict.fromkeys(m.strip().upper() for m in markets))
         job = BackfillJob(f"job-{next(self._ids)}", codes, tf, since_ms, until_ms)
         self._jobs[job.id] = job
-        self._spawn(self._run(job))
+        job.task = self._spawn(self._run(job))
         self._forget_old()
         return job
 
@@ -108,14 +108,16 @@ class BackfillJobs:
 
     def cancel(self, job_id: str) -> BackfillJob | None:
         job = self._jobs.get(job_id)
-        if job is not None and job.state == "running" and job.task is not None:
+        if job is not None and job.state == "running":
             job.cancel_requested = True
-            job.task.cancel()
+            job.state = "cancelled"
+            job.finished = time.time()
+            job.done.set()
+            if job.task is not None:  # a task cancelled before it ran never runs
+                job.task.cancel()
         return job
 
     async def _run(self, job: BackfillJob) -> None:
-        job.task = asyncio.current_task()
-
         def progress(event: ProgressEvent) -> None:
             job.progress[event.market] = event
 
@@ -133,18 +135,20 @@ class BackfillJobs:
                 progress=progress,
             )
         except asyncio.CancelledError:
-            job.state = "cancelled"
+            if job.cancel_requested:  # the user's cancel: the job ends here
+                return
+            job.state = "cancelled"  # shutdown: let it through
             job.finished = time.time()
             job.done.set()
-            if not job.cancel_requested:  # shutdown, not the user: let it through
-                raise
-            return
+            raise
         except Exception as exc:
             job.state = "failed"
             job.error = str(exc)
         else:
             job.state = "done"
-        job.finished = time.time()
+        if job.cancel_requested:  # cancelled as it finished: the user's word stands
+            job.state = "cancelled"
+        job.finished = job.finished or time.time()
         job.done.set()
 
     def _forget_old(self) -> None:

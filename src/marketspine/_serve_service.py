@@ -75,7 +75,7 @@ class LiveDemand:
     def __init__(
         self,
         spine: Spine,
-        spawn: Callable[[Any], None],
+        spawn: Callable[[Any], Any],
         *,
         idle_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -207,7 +207,7 @@ class ServeService:
             await stack.aclose()
         self._group = None
 
-    def spawn(self, work: Any) -> None:
+    def spawn(self, work: Any) -> asyncio.Task[Any]:
         """Run the coroutine ``work`` in the service's task group."""
         if self._group is None:
             work.close()
@@ -215,6 +215,7 @@ class ServeService:
         task = self._group.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _cancel_tasks(self) -> None:
         for task in list(self._tasks):

@@ -32,7 +32,7 @@ from ._errors import (
 from ._hot import HotWindows
 from ._listener import Event
 from ._live import LiveState
-from ._memory import CandleMemory
+from ._memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo, Orderbook, Ticker, Trade
@@ -64,7 +64,9 @@ class Spine:
     (default: ``default_db_path()``) or a ``postgresql://`` URL; ``redis`` a ``redis://`` URL
     whose rate budget every process using it shares; ``transport`` an httpx transport for
     in-process tests; ``ws_url`` the WebSocket URL (derived from ``upstream`` by default);
-    ``wall_ms`` the local clock (UTC epoch ms) behind the estimate of upstream's clock."""
+    ``wall_ms`` the local clock (UTC epoch ms) behind the estimate of upstream's clock;
+    ``memory_mb`` the one memory budget (MiB) that candle windows and live state share,
+    least recently used market evicted first."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class Spine:
         budget: RateBudget | None = None,
         redis: str | None = None,
         memory: CandleMemory | None = None,
+        memory_mb: float = DEFAULT_MEMORY_MB,
         ticker_max_age_s: float = 1.0,
         exchanges: Mapping[str, str] | None = None,
         warmup_every_s: float = 6 * 3600,
@@ -88,7 +91,8 @@ class Spine:
         self._ws_url = ws_url or _ws_url_for(self._upstream)
         self._budget = budget
         self._redis = redis
-        self._memory = memory or CandleMemory()
+        # One byte budget over candle windows and live state (a given CandleMemory brings its own).
+        self._memory = memory or CandleMemory(budget=MemoryBudget.megabytes(memory_mb))
         self._ticker_max_age_s = ticker_max_age_s
         self._exchanges = dict(exchanges) if exchanges else {"upbit": self._upstream}
         self._warmup_every_s = warmup_every_s
@@ -106,7 +110,7 @@ class Spine:
         self._store: CandleStore | None = None
         self._stream: Stream | None = None
         self._stream_lock = asyncio.Lock()
-        self._live = LiveState(clock=time.monotonic)
+        self._live = LiveState(clock=time.monotonic, budget=self._memory.budget)
         self._reader: CandleReader | None = None
         self._quote_reader: QuoteReader | None = None
         self._markets: dict[str, MarketInfo] | None = None
@@ -519,7 +523,13 @@ class Spine:
     def statistics(self) -> SpineStatistics:
         """Counters since start: per-layer answers, upstream calls made and saved, latency."""
         memory = self._memory.statistics()
-        return self._accounting.snapshot(memory_candles=memory.candles, memory_series=memory.series)
+        budget = self._memory.budget.statistics()
+        return self._accounting.snapshot(
+            memory_candles=memory.candles,
+            memory_series=memory.series,
+            memory_bytes=budget.used_bytes,
+            memory_limit_bytes=budget.limit_bytes,
+        )
 
 
 async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], list[Instrument]]:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ._collect import collect
 from ._commands import progress_bar
+from ._demo_serve import serve_tour
 from ._records import Ticker, Trade
 from ._spine import Spine
 from ._time import DAY_MS, format_utc
@@ -130,6 +131,7 @@ def main() -> None:
     ):
         console.print(f"simulator at {base_url} (offline, deterministic)")
         asyncio.run(tour(base_url, Path(tmp) / "demo.db"))
+        serve_tour(console, base_url, Path(tmp) / "serve.db")
     console.print("[green]demo finished[/]")
 
 

@@ -1,0 +1,41 @@
+"""The yardstick for ``bench serve``: a bare uvicorn + Starlette endpoint that returns a fixed
+body, configured as ``marketspine serve`` runs uvicorn. ``python -m bench._bare BODYFILE``
+prints ``serving on URL`` and serves ``GET /body`` until stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def main(body_file: str) -> None:
+    body = Path(body_file).read_bytes()
+
+    async def endpoint(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    app = Starlette(routes=[Route("/body", endpoint)])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            print(f"serving on {url}", flush=True)
+
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,192 @@
+"""``marketspine serve`` over HTTP: cached ``candles(200)`` with 64 concurrent keep-alive
+connections (req/s and p99), beside a bare uvicorn + Starlette endpoint returning a body of
+the same size in the same run; and a restart's time to its first cached answer.
+
+Every server (simulator, serve, the bare endpoint) is its own process; the load generator is
+a minimal HTTP/1.1 client on raw asyncio streams, so the generator costs little next to the
+servers it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._sim import simulator
+
+CONNECTIONS = 64
+DURATION_S = 4.0
+PATH = "/v1/candles/minutes/1?market=KRW-BTC&count=200&to=2026-01-01T00:00:00"
+_URL = re.compile(r"serving on (http://[\d.]+:\d+)")
+
+
+def _start(args: list[str]) -> tuple[subprocess.Popen[str], str, float]:
+    """Start a server process; returns it, its URL and seconds until it printed the URL."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = _URL.search(line)
+        if match:
+            return proc, match[1], time.perf_counter() - started
+    proc.kill()
+    raise RuntimeError(f"{args[:4]} printed no URL")
+
+
+@contextlib.contextmanager
+def _process(args: list[str]) -> Iterator[tuple[str, float]]:
+    proc, url, took = _start(args)
+    try:
+        yield url, took
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _serve_args(upstream: str, db: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "marketspine",
+        "serve",
+        "--upstream",
+        upstream,
+        "--db",
+        str(db),
+        "--port",
+        "0",
+        "--admin-token",
+        "bench",
+    ]
+
+
+async def _one_connection(
+    host: str, port: int, request: bytes, until: float, latencies: list[float]
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < until:
+            sent = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = re.search(rb"(?i)content-length: *(\d+)", head)
+            if not head.startswith(b"HTTP/1.1 200") or match is None:
+                raise RuntimeError(f"unexpected answer: {head[:200]!r}")
+            await reader.readexactly(int(match[1]))
+            latencies.append(time.perf_counter() - sent)
+    finally:
+        writer.close()
+
+
+def load(url: str, path: str) -> dict[str, float]:
+    """``CONNECTIONS`` keep-alive connections asking ``path`` for ``DURATION_S``."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    latencies: list[float] = []
+
+    async def run() -> float:
+        until = time.perf_counter() + DURATION_S
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_one_connection(host, port, request, until, latencies) for _ in range(CONNECTIONS))
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    ordered = sorted(latencies)
+    return {
+        "rps": len(ordered) / elapsed,
+        "p50_ms": ordered[len(ordered) // 2] * 1000,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    }
+
+
+def run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, simulator("--latency-ms", "30") as sim:
+        db = Path(tmp) / "serve.db"
+        with _process(_serve_args(sim, db)) as (url, _):
+            body = httpx.get(url + PATH, timeout=30).content  # fetched once, cached after
+            second = httpx.get(url + PATH, timeout=30)
+            assert second.headers["X-Marketspine-Source"] in ("memory", "database"), second.headers
+            served = load(url, PATH)
+        body_file = Path(tmp) / "body.json"
+        body_file.write_bytes(body)
+        with _process([sys.executable, "-m", "bench._bare", str(body_file)]) as (bare_url, _):
+            bare = load(bare_url, "/body")
+        # Restart on the same database: the stored candles answer without upstream.
+        before = httpx.get(sim + "/sim/stats", timeout=10).json()["requests"]["by_group"]
+        started = time.perf_counter()
+        with _process(_serve_args(sim, db)) as (url, ready_s):
+            answer = httpx.get(url + PATH, timeout=30)
+            first_answer_s = time.perf_counter() - started
+            assert answer.status_code == 200 and answer.content == body
+        after = httpx.get(sim + "/sim/stats", timeout=10).json()["requests"]["by_group"]
+    size = f"{len(body):,} B body"
+    rows += [
+        {
+            "benchmark": f"serve cached candles(200), {CONNECTIONS} connections ({size})",
+            "value": round(served["rps"], 1),
+            "unit": "req/s",
+            "goal": ">= 2,000",
+        },
+        {
+            "benchmark": "serve cached candles(200), p99",
+            "value": round(served["p99_ms"], 2),
+            "unit": "ms",
+            "goal": "-",
+        },
+        {
+            "benchmark": f"bare uvicorn + Starlette, same body, {CONNECTIONS} connections",
+            "value": round(bare["rps"], 1),
+            "unit": "req/s",
+            "goal": "(yardstick)",
+        },
+        {
+            "benchmark": "bare uvicorn + Starlette, p99",
+            "value": round(bare["p99_ms"], 2),
+            "unit": "ms",
+            "goal": "-",
+        },
+        {
+            "benchmark": "serve / bare throughput",
+            "value": round(served["rps"] / bare["rps"], 3),
+            "unit": "ratio",
+            "goal": ">= 0.6",
+        },
+        {
+            "benchmark": "restart: process start to 'serving on'",
+            "value": round(ready_s, 3),
+            "unit": "s",
+            "goal": "-",
+        },
+        {
+            "benchmark": "restart: process start to first cached answer",
+            "value": round(first_answer_s, 3),
+            "unit": "s",
+            "goal": "<= 1",
+        },
+        {
+            "benchmark": "restart: candle requests upstream",
+            "value": after.get("candles", 0) - before.get("candles", 0),
+            "unit": "count",
+            "goal": "0",
+        },
+    ]
+    return rows

@@ -1,0 +1,243 @@
+"""The serve app in-process (httpx ASGITransport) on the in-process simulator: fair
+queueing between clients, the bounded wait, a 418 served from cache marked stale, the /api
+candles, coverage and backfill jobs, and live watching that stops after idling."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from marketspine._serve import create_service_app
+from marketspine._serve_service import ServeService
+from marketspine._time import DAY_MS, HOUR_MS, MINUTE_MS, format_utc, parse_time
+
+TOO_MANY = "Too many API requests."
+
+
+class Banning(httpx.AsyncBaseTransport):
+    """The simulator, until ``banned``: then every request gets a 10-minute 418."""
+
+    def __init__(self, app: Starlette) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+        self.banned = False
+        self.bans = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.banned:
+            self.bans += 1
+            body = b'{"error":{"name":418,"message":"blocked for 600 seconds"}}'
+            return httpx.Response(418, headers={"Retry-After": "600"}, content=body)
+        return await self._inner.handle_async_request(request)
+
+
+@pytest.fixture
+def upstream(sim_app: Starlette) -> Banning:
+    return Banning(sim_app)
+
+
+@pytest.fixture
+async def service(upstream: Banning, tmp_path: Path) -> AsyncIterator[ServeService]:
+    async with ServeService(
+        "http://sim",
+        tmp_path / "serve.db",
+        admin_token="t",
+        transport=upstream,
+        warmup_every_s=-1,
+        live_on_demand=False,
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def http(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_service_app(service)  # the service is entered by the fixture, not lifespan
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
+    ) as client:
+        yield client
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not met in time")
+
+
+MARKETS = [
+    "KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-ADA", "KRW-DOGE", "KRW-TRX", "KRW-DOT",
+    "KRW-AVAX", "KRW-LINK", "KRW-ATOM", "KRW-NEAR", "KRW-SUI", "KRW-APT", "KRW-ARB", "KRW-OP",
+    "KRW-SAND", "KRW-MANA", "KRW-AXS", "KRW-ETC",
+]  # fmt: skip
+
+
+async def known_markets(http: httpx.AsyncClient, n: int) -> list[str]:
+    listed = {row["market"] for row in (await http.get("/v1/market/all")).json()}
+    codes = [m for m in MARKETS if m in listed]
+    codes += sorted(m for m in listed if m not in codes)
+    assert len(codes) >= n
+    return codes[:n]
+
+
+async def test_a_flooding_client_does_not_queue_ahead_of_another(
+    service: ServeService, http: httpx.AsyncClient
+) -> None:
+    codes = await known_markets(http, 21)
+    service.gate = type(service.gate)(per_client=2)
+    done: list[str] = []
+
+    async def ask(who: str, code: str) -> None:
+        response = await http.get(
+            "/v1/ticker", params={"markets": code}, headers={"X-Marketspine-Client": who}
+        )
+        assert response.status_code == 200, response.text
+        done.append(who)
+
+    flood = [asyncio.create_task(ask("flood", code)) for code in codes[:20]]
+    await wait_for(lambda: service.gate.waiting() == 20)
+    await ask("polite", codes[20])
+    await asyncio.gather(*flood)
+    # Behind at most the flood's two requests inside, not behind all twenty.
+    assert done.index("polite") <= 3, done
+
+
+async def test_a_request_waiting_too_long_gets_upbits_429_for_that_client_only(
+    service: ServeService, http: httpx.AsyncClient
+) -> None:
+    codes = await known_markets(http, 16)
+    service.gate = type(service.gate)(per_client=1)
+    service.max_wait_s = 0.3
+
+    async def ask(who: str, code: str) -> httpx.Response:
+        return await http.get(
+            "/v1/ticker", params={"markets": code}, headers={"X-Marketspine-Client": who}
+        )
+
+    flood = [asyncio.create_task(ask("flood", code)) for code in codes[:15]]
+    await wait_for(lambda: service.gate.waiting() >= 5)
+    polite = await ask("polite", codes[15])
+    answers = await asyncio.gather(*flood)
+    assert polite.status_code == 200
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused and all(a.text == TOO_MANY for a in refused)
+    assert all(a.status_code in (200, 429) for a in answers)
+    assert all("Remaining-Req" in a.headers for a in refused)
+
+
+async def test_a_418_opens_the_breaker_and_cache_is_served_stale(
+    service: ServeService, http: httpx.AsyncClient, upstream: Banning
+) -> None:
+    params = {"market": "KRW-BTC", "count": 50}
+    fresh = await http.get("/v1/candles/minutes/1", params=params)
+    assert fresh.status_code == 200 and len(fresh.json()) == 50
+    assert "X-Marketspine-Stale" not in fresh.headers
+    upstream.banned = True
+    stale = await http.get("/v1/candles/minutes/1", params=params)
+    assert stale.status_code == 200, stale.text
+    assert stale.headers["X-Marketspine-Stale"] == "true"
+    # The forming candle needs upstream: left out; the closed ones come from cache.
+    assert stale.json()[:49] == fresh.json()[1:]
+    again = await http.get("/v1/candles/minutes/1", params=params)
+    assert again.headers["X-Marketspine-Stale"] == "true"
+    nothing_cached = await http.get("/v1/ticker", params={"markets": "KRW-ETH"})
+    assert nothing_cached.status_code == 503
+    assert nothing_cached.json()["error"]["name"] == 503
+    assert upstream.bans == 1  # one 418, then no more hammering
+    metrics = (await http.get("/metrics")).text
+    assert "marketspine_upstream_banned_total 1.0" in metrics
+
+
+async def test_api_candles_any_length_derived_and_filled(
+    http: httpx.AsyncClient, sim_now_ms: int
+) -> None:
+    start = format_utc(sim_now_ms - 2 * DAY_MS) + "Z"
+    end = format_utc(sim_now_ms - sim_now_ms % HOUR_MS) + "Z"
+    hourly = await http.get(
+        "/api/candles", params={"market": "KRW-BTC", "timeframe": "1h", "start": start, "end": end}
+    )
+    assert hourly.status_code == 200, hourly.text
+    body = hourly.json()
+    assert body["timeframe"] == "1h" and 40 <= len(body["candles"]) <= 48
+    times = [c["time_utc"] for c in body["candles"]]
+    assert times == sorted(set(times)) and times[0] >= start and times[-1] < end
+    minutes = await http.get(
+        "/api/candles",
+        params={"market": "KRW-BTC", "timeframe": "1m", "start": start, "end": end, "fill": "true"},
+    )
+    filled = [parse_time(c["time_utc"]) for c in minutes.json()["candles"]]
+    assert all(b - a == MINUTE_MS for a, b in itertools.pairwise(filled))
+    first_minute = -(-parse_time(start) // MINUTE_MS) * MINUTE_MS
+    assert first_minute <= filled[0] <= first_minute + 5 * MINUTE_MS
+    assert filled[-1] == parse_time(end) - MINUTE_MS
+    again = await http.get(
+        "/api/candles", params={"market": "KRW-BTC", "timeframe": "1h", "start": start, "end": end}
+    )
+    assert again.json()["meta"]["upstream_calls"] == 0
+    coverage = (
+        await http.get("/api/coverage", params={"market": "KRW-BTC", "timeframe": "1m"})
+    ).json()
+    assert coverage["ranges"] and coverage["ranges"][0][0] <= start
+    bad = await http.get("/api/candles", params={"market": "KRW-BTC", "timeframe": "2m"})
+    assert bad.status_code == 400 and "2m" in bad.json()["error"]["message"]
+
+
+async def test_backfill_job_progress_and_cancel(
+    service: ServeService, http: httpx.AsyncClient, sim_now_ms: int
+) -> None:
+    since = format_utc(sim_now_ms - DAY_MS) + "Z"
+    started = await http.post(
+        "/api/backfill", json={"markets": ["KRW-ETH", "KRW-XRP"], "timeframe": "5m", "since": since}
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    job = service.jobs.get(job_id)
+    assert job is not None
+    await asyncio.wait_for(job.done.wait(), 20)
+    report = (await http.get(f"/api/backfill/{job_id}")).json()
+    assert report["state"] == "done" and report["progress"] == 1.0
+    assert all(m["pages"] >= 1 for m in report["per_market"].values())
+    long = await http.post(
+        "/api/backfill",
+        json={
+            "markets": ["KRW-BTC"],
+            "timeframe": "1s",
+            "since": format_utc(sim_now_ms - 30 * DAY_MS),
+        },
+    )
+    long_id = long.json()["id"]
+    cancelled = await http.delete(f"/api/backfill/{long_id}")
+    assert cancelled.json()["state"] == "cancelled"
+    assert [j["id"] for j in (await http.get("/api/backfill")).json()] == [job_id, long_id]
+    assert (await http.get("/api/backfill/nope")).status_code == 404
+    bad = await http.post("/api/backfill", json={"markets": [], "timeframe": "5m", "since": since})
+    assert bad.status_code == 400
+
+
+async def test_live_watch_on_demand_stops_after_idling(
+    running_sim: Callable[..., object], tmp_path: Path
+) -> None:
+    from marketspine.sim import SimConfig
+
+    with running_sim(SimConfig(rate_limit=0)) as url:  # type: ignore[attr-defined]
+        async with ServeService(
+            url, tmp_path / "live.db", admin_token="t", warmup_every_s=-1, idle_unwatch_s=0.3
+        ) as service:
+            service.demand.want("ticker", "KRW-BTC")
+            await wait_for(lambda: service.demand.is_live("ticker", "KRW-BTC"))
+            ticker = await service.spine.ticker("KRW-BTC")
+            assert ticker.market == "KRW-BTC"
+            await wait_for(lambda: not service.demand.watched())  # idle: unwatched again
+
+            def open_sockets() -> int:
+                stats = httpx.get(url + "/sim/stats", timeout=5).json()
+                return int(stats["websocket"]["open"])
+
+            await wait_for(lambda: open_sockets() == 0)
