@@ -27,7 +27,8 @@ import httpx
 from ._sim import simulator
 
 CONNECTIONS = 64
-DURATION_S = 4.0
+DURATION_S = 2.0
+ROUNDS = 3
 PATH = "/v1/candles/minutes/1?market=KRW-BTC&count=200&to=2026-01-01T00:00:00"
 _URL = re.compile(r"serving on (http://[\d.]+:\d+)")
 
@@ -125,11 +126,14 @@ def run() -> list[dict[str, Any]]:
             body = httpx.get(url + PATH, timeout=30).content  # fetched once, cached after
             second = httpx.get(url + PATH, timeout=30)
             assert second.headers["X-Marketspine-Source"] in ("memory", "database"), second.headers
-            served = load(url, PATH)
-        body_file = Path(tmp) / "body.json"
-        body_file.write_bytes(body)
-        with _process([sys.executable, "-m", "bench._bare", str(body_file)]) as (bare_url, _):
-            bare = load(bare_url, "/body")
+            body_file = Path(tmp) / "body.json"
+            body_file.write_bytes(body)
+            with _process([sys.executable, "-m", "bench._bare", str(body_file)]) as (bare_url, _):
+                # Alternate the two, so a busy moment on the machine hits both alike; keep
+                # each one's best round.
+                rounds = [(load(url, PATH), load(bare_url, "/body")) for _ in range(ROUNDS)]
+        served = max((r[0] for r in rounds), key=lambda r: r["rps"])
+        bare = max((r[1] for r in rounds), key=lambda r: r["rps"])
         # Restart on the same database: the stored candles answer without upstream.
         before = httpx.get(sim + "/sim/stats", timeout=10).json()["requests"]["by_group"]
         started = time.perf_counter()

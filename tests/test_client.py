@@ -18,6 +18,7 @@ from marketspine._client import MARKETS_PER_REQUEST, Client
 from marketspine._errors import (
     BannedError,
     CircuitOpenError,
+    ClosedError,
     InvalidRequestError,
     RateLimitedError,
     UnknownMarketError,
@@ -132,7 +133,7 @@ async def test_argument_errors_are_raised_before_any_request(fake: FakeTime) -> 
             await client.candles("KRW-BTC", "1m", count=201)
         with pytest.raises(InvalidRequestError, match="timeframe"):
             await client.candles("KRW-BTC", "2m")
-        with pytest.raises(InvalidRequestError, match="one code"):
+        with pytest.raises(InvalidRequestError, match="market code"):
             await client.candles("KRW-BTC,KRW-ETH", "1d")
         with pytest.raises(InvalidRequestError, match="HHmmss"):
             await client.trades("KRW-BTC", to="13:00")
@@ -520,7 +521,7 @@ async def test_priority_reaches_the_budget(fake: FakeTime) -> None:
 
 async def test_client_must_be_opened(fake: FakeTime) -> None:
     client = make_client(fake, Upstream(ok([])))
-    with pytest.raises(InvalidRequestError, match="async with"):
+    with pytest.raises(ClosedError, match="async with"):
         await client.markets()
 
 

@@ -13,6 +13,8 @@ EXPECTED = {
     "CircuitBreaker",
     "CircuitOpenError",
     "Client",
+    "ClosedCandle",
+    "ClosedError",
     "Gap",
     "Health",
     "Instrument",

@@ -303,13 +303,14 @@ async def test_preloaded_windows_stay_hot_when_the_local_clock_runs_fast(
 
 
 async def test_using_spine_or_client_unopened_raises_the_same_error_type() -> None:
+    from marketspine import ClosedError
     from marketspine._client import Client
 
-    with pytest.raises(InvalidRequestError, match="not open"):
+    with pytest.raises(ClosedError, match="not open"):
         await Spine("http://sim", ":memory:").candles("KRW-BTC", "1m", count=1)
-    with pytest.raises(InvalidRequestError, match="not open"):
+    with pytest.raises(ClosedError, match="not open"):
         await Client("http://sim").candles("KRW-BTC", "1m", count=1)
-    with pytest.raises(InvalidRequestError, match="not open"):
+    with pytest.raises(ClosedError, match="not open"):
         await Spine("http://sim", ":memory:").watch(["ticker"], ["KRW-BTC"])
 
 

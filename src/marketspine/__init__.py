@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._accounting import SpineStatistics as SpineStatistics
+    from ._candle_feed import ClosedCandle as ClosedCandle
     from ._circuit import CircuitBreaker as CircuitBreaker
     from ._client import Client as Client
     from ._errors import BannedError as BannedError
     from ._errors import CircuitOpenError as CircuitOpenError
+    from ._errors import ClosedError as ClosedError
     from ._errors import InvalidRequestError as InvalidRequestError
     from ._errors import MarketspineError as MarketspineError
     from ._errors import RateLimitedError as RateLimitedError
@@ -52,11 +54,13 @@ __version__ = "0.1.0"
 
 # name -> the private module that defines it
 _HOME = {
+    "ClosedCandle": "_candle_feed",
     "CircuitBreaker": "_circuit",
     "Client": "_client",
     "RetryPolicy": "_retry",
     "BannedError": "_errors",
     "CircuitOpenError": "_errors",
+    "ClosedError": "_errors",
     "InvalidRequestError": "_errors",
     "MarketspineError": "_errors",
     "RateLimitedError": "_errors",

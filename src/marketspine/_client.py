@@ -29,6 +29,7 @@ from typing import Self, TypeVar
 
 import httpx
 
+from ._args import Moment, enum_arg, market_arg, ms_arg, timeframe_arg
 from ._circuit import BreakerStatistics, CircuitBreaker
 from ._client_args import (
     MARKETS_PER_REQUEST,
@@ -41,6 +42,7 @@ from ._client_args import (
 )
 from ._errors import (
     BannedError,
+    ClosedError,
     InvalidRequestError,
     RateLimitedError,
     RetryLaterError,
@@ -60,7 +62,7 @@ from ._replies import block_seconds, remaining_requests, status_error
 from ._retry import DEFAULT_RETRY, RetryPolicy, Tally
 from ._time import format_utc
 from ._time import now_ms as wall_now_ms
-from ._timeframes import Timeframe, parse_timeframe
+from ._timeframes import Timeframe
 from ._upstream_clock import CLOCK_SLACK_MS, UpstreamClock
 from ._wire_rest import (
     decode_candles,
@@ -195,19 +197,20 @@ class Client:
         timeframe: Timeframe | str,
         *,
         count: int = MAX_CANDLES,
-        to_ms: int | None = None,
+        to_ms: Moment | None = None,
         priority: Priority = Priority.NORMAL,
     ) -> list[Candle]:
         """Up to ``count`` (1..200) existing candles starting before ``to_ms`` (exclusive;
-        default now), newest first; without ``to_ms`` the first is the forming candle.
+        epoch ms or any time ``Spine.candles`` takes; default now), newest first; without
+        ``to_ms`` the first is the forming candle.
         Windows without trades have no candle, so the result may span more windows.
 
         Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
         markets, RetryLaterError subclasses when upstream stays unavailable.
         """
-        tf = parse_timeframe(timeframe)
-        check_market(market)
+        tf, market = timeframe_arg(timeframe), market_arg(market)
         check_range("count", count, 1, MAX_CANDLES)
+        to_ms, priority = ms_arg(to_ms, "to_ms"), enum_arg(priority, Priority, "priority")
         params: list[tuple[str, str]] = [("market", market), ("count", str(count))]
         if to_ms is not None:
             # Candles start on whole seconds: "start < to_ms" is "start < to_ms rounded up".
@@ -402,7 +405,7 @@ class Client:
     async def _fetch(self, path: str, params: Params, flight: Flight) -> bytes:
         """One request with retries; raises the last error once the attempts are used up."""
         if self._http is None:
-            raise InvalidRequestError("the Client is not open: use `async with Client(...)`")
+            raise ClosedError("the Client is not open: use it as `async with Client(...)`")
         tally = Tally()
         attempts = self._retry.attempts
         error: RetryLaterError | None = None

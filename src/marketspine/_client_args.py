@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ._errors import InvalidRequestError
 
@@ -63,7 +63,17 @@ def market_chunks(markets: Sequence[str]) -> list[list[str]]:
         raise InvalidRequestError(
             f"markets must be a list of codes such as ['KRW-BTC'], got the string {markets!r}"
         )
-    codes = unique(markets)
+    if isinstance(markets, bytes | Mapping) or not isinstance(markets, Iterable):
+        raise InvalidRequestError(
+            f"invalid markets {markets!r}: expected a list of codes such as ['KRW-BTC']"
+        )
+    items = list(markets)
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidRequestError(
+                f"invalid item of markets {item!r}: expected a code string such as KRW-BTC"
+            )
+    codes = unique(items)
     for code in codes:
         check_market(code)
     return [codes[i : i + MARKETS_PER_REQUEST] for i in range(0, len(codes), MARKETS_PER_REQUEST)]

@@ -8,7 +8,8 @@
     │   ├── BannedError          upstream said 418: the IP is blocked for a while
     │   └── UpstreamError        upstream down: 5xx, timeout, connection failure
     │       └── CircuitOpenError the breaker is open; answer from cache if you can
-    └── StoreError               the local database cannot be used
+    ├── StoreError               the local database cannot be used
+    └── ClosedError              not open: never entered with `async with`, or closed
 
 Lower-layer exceptions are translated into these in exactly one place each
 (the client for HTTP, the store for SQLite), always with ``raise ... from exc``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "BannedError",
     "CircuitOpenError",
+    "ClosedError",
     "InvalidRequestError",
     "MarketspineError",
     "RateLimitedError",
@@ -73,3 +75,8 @@ class CircuitOpenError(UpstreamError):
 
 class StoreError(MarketspineError):
     """The local candle database cannot be opened, read or written."""
+
+
+class ClosedError(MarketspineError, RuntimeError):
+    """The object is not open: it was never entered with ``async with``, or ``aclose()``
+    has been called (a closed ``Spine`` or ``Client`` cannot be reopened; make a new one)."""

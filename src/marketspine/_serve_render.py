@@ -8,6 +8,7 @@ page of 200 is then a join of 200 byte strings, not 200 encodings.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from ._timeframes import Timeframe
 __all__ = [
     "CAUTION_KEYS",
     "CandleRows",
+    "ClosedAnswers",
     "decimal_text",
     "instrument_row",
     "market_row",
@@ -70,6 +72,27 @@ def decimal_text(value: float) -> str:
     if value >= 1 or value == 0:
         return str(int(value)) if value.is_integer() else repr(value)
     return f"{value:.{tick_decimals(value)}f}"
+
+
+class ClosedAnswers:
+    """Whole answers made only of closed candles, by request (bounded, least recently used
+    out first): asked again, they are sent as they are."""
+
+    def __init__(self, max_answers: int = 4096) -> None:
+        self._answers: OrderedDict[str, bytes] = OrderedDict()
+        self._max = max_answers
+
+    def get(self, key: str) -> bytes | None:
+        body = self._answers.get(key)
+        if body is not None:
+            self._answers.move_to_end(key)
+        return body
+
+    def put(self, key: str, body: bytes) -> None:
+        self._answers[key] = body
+        self._answers.move_to_end(key)
+        while len(self._answers) > self._max:
+            self._answers.popitem(last=False)
 
 
 class CandleRows:

@@ -156,6 +156,11 @@ async def _market_all(request: Request, service: ServeService) -> Answer:
 
 def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
     async def handler(request: Request, service: ServeService) -> Answer:
+        # Closed history never changes: an answer made only of closed candles is kept whole.
+        key = request.url.path + "?" + request.url.query
+        kept = service.closed_answers.get(key)
+        if kept is not None:
+            return Answer(kept, "memory")
         params = request.query_params
         tf = TIMEFRAMES[kind] if kind != "minutes" else _minute_frame(request)
         code = _code(_required(params, "market"))
@@ -166,6 +171,7 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         to = params.get("to")
         want = count + 1 if tf.unit == "day" else count  # days compare with the day before
         spine = service.spine
+        to_ms: int | None = None
         if to is None:
             result = await spine.candles(code, tf, count=want)
             service.demand.want(f"candle.{tf.name}", code)
@@ -187,6 +193,10 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         body = service.candle_rows.page(
             rows, tf, previous=previous, forming_start_ms=forming, krw_rate=rate
         )
+        meta = result.meta
+        closed = to_ms is not None and to_ms <= tf.floor(spine.client.upstream_now_ms())
+        if closed and not meta.forming and not meta.stale and rate is None:
+            service.closed_answers.put(key, body)
         return Answer(body, result.meta.source, result.meta.stale)
 
     return handler
@@ -207,7 +217,8 @@ async def candles_before(
     without trades have no candle, so the range widens backwards until enough exist, the
     listing (or the 1s horizon) is reached or upstream is failing (then: what is stored)."""
     # Upstream's clock, not ours: a local clock running ahead would put ``to`` in the past.
-    now = await spine.client.synced_now_ms(code)
+    # (A ``to`` over an hour back cannot reach the forming candle: nothing is asked then.)
+    now = await spine.client.synced_now_ms(code, until_ms=to_ms)
     end: int | None = to_ms if to_ms <= now else None
     last = tf.floor((end if end is not None else now + 1) - 1)
     windows = count

@@ -22,28 +22,43 @@ from typing import Any, Self
 import httpx
 
 from ._accounting import Accounting, SpineStatistics
+from ._args import (
+    Moment,
+    count_arg,
+    depth_arg,
+    enum_arg,
+    flag_arg,
+    kinds_arg,
+    market_arg,
+    markets_arg,
+    needs_arg,
+    number_arg,
+    optional_seconds_arg,
+    quote_arg,
+    time_arg,
+    timeframe_arg,
+)
 from ._backends import is_postgres_url
+from ._candle_feed import ClosedCandle, candle_events
 from ._candles import MAX_COUNT, CandleReader
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
-from ._errors import (
-    InvalidRequestError,
-)
+from ._errors import ClosedError, InvalidRequestError, UpstreamError
 from ._hot import HotWindows
 from ._listener import Event
 from ._live import LiveState
 from ._memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
-from ._records import Instrument, MarketInfo, Orderbook, Ticker, Trade
+from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
 from ._result import CandleResult, ResultMeta, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
 from ._stream import Stream
-from ._subscriptions import normalize_market
+from ._subscriptions import BOOK_DEPTHS
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
-from ._timeframes import Timeframe, parse_timeframe, timeframe_of_kind
+from ._timeframes import Timeframe, timeframe_of_kind
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
@@ -106,6 +121,7 @@ class Spine:
         self._tasks: asyncio.TaskGroup | None = None
         self._started: dict[str, asyncio.Task[None]] = {}
         self._stack: AsyncExitStack | None = None
+        self._closed = False  # aclose() was called: this Spine is done for good
         self._client: Client | None = None
         self._store: CandleStore | None = None
         self._stream: Stream | None = None
@@ -122,6 +138,8 @@ class Spine:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._closed:
+            raise ClosedError("this Spine is closed and cannot be reopened: make a new Spine")
         stack = AsyncExitStack()
         try:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
@@ -167,7 +185,9 @@ class Spine:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the stream and background tasks, close the client and the store."""
+        """Stop the stream and background tasks, close the client and the store. From now
+        on every data method raises ClosedError (idempotent)."""
+        self._closed = True
         for task in self._started.values():
             task.cancel()
         self._started.clear()
@@ -182,19 +202,28 @@ class Spine:
             return
         if self._tasks is None:
             coro.close()
-            raise _not_open()
+            raise ClosedError("this Spine is not open: use it as `async with Spine(...) as spine`")
         self._started[name] = self._tasks.create_task(coro, name=f"marketspine {name}")
+
+    def _check_open(self) -> None:
+        """Raises ClosedError unless inside ``async with`` and not closed."""
+        if self._closed:
+            raise ClosedError("this Spine is closed (aclose() was called): make a new Spine")
+        if self._stack is None:
+            raise ClosedError("this Spine is not open: use it as `async with Spine(...) as spine`")
 
     @property
     def client(self) -> Client:
-        if self._client is None:
-            raise _not_open()
+        """The upstream client. Raises ClosedError outside ``async with``."""
+        self._check_open()
+        assert self._client is not None
         return self._client
 
     @property
     def store(self) -> CandleStore:
-        if self._store is None:
-            raise _not_open()
+        """The candle store. Raises ClosedError outside ``async with``."""
+        self._check_open()
+        assert self._store is not None
         return self._store
 
     # -- candles ---------------------------------------------------------------------------
@@ -204,8 +233,8 @@ class Spine:
         market: str,
         timeframe: Timeframe | str,
         count: int | None = None,
-        start: str | int | None = None,
-        end: str | int | None = None,
+        start: Moment | None = None,
+        end: Moment | None = None,
         priority: Priority = Priority.NORMAL,
         *,
         closed_only: bool = False,
@@ -213,15 +242,23 @@ class Spine:
     ) -> CandleResult:
         """Candles of ``market``, ascending. Either ``count`` (the most recent existing
         candles, the forming one last unless ``closed_only``) or ``start``/``end`` (window
-        starts in ``[start, end)``, ISO 8601 or epoch ms; ``end`` defaults to now). With
+        starts in ``[start, end)``: a datetime (naive means UTC), a date (00:00 UTC), ISO
+        8601 or epoch milliseconds; ``end`` defaults to now). With
         neither, the last 200. ``fill`` adds flat zero-volume candles for windows without
         trades. Closed candles are fetched upstream at most once, ever.
 
         Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
-        markets, RetryLaterError subclasses when upstream is needed but failing.
+        markets, RetryLaterError subclasses when upstream is needed but failing, ClosedError
+        outside ``async with``.
         """
+        code, tf = market_arg(market), timeframe_arg(timeframe)
+        count = None if count is None else count_arg(count, "count", 1, MAX_COUNT)
+        start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
+        priority = enum_arg(priority, Priority, "priority")
+        closed_only, fill = flag_arg(closed_only, "closed_only"), flag_arg(fill, "fill")
+        self._check_open()
         result = await self._candle_reader().read(
-            market, timeframe, count, start, end, priority, closed_only=closed_only, fill=fill
+            code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
         self._account("candles", result.meta)
         return result
@@ -254,14 +291,13 @@ class Spine:
 
         Raises InvalidRequestError for a bad market, timeframe or count, UnknownMarketError.
         """
-        wanted: list[tuple[str, Timeframe, int]] = []
-        for market, frames in needs.items():
-            code = normalize_market(market)
-            for name, count in frames.items():
-                tf = parse_timeframe(name)
-                if not 1 <= count <= MAX_COUNT:
-                    raise InvalidRequestError(f"{code} {tf.name}: count must be 1..{MAX_COUNT}")
-                wanted.append((code, tf, count))
+        wanted = [
+            (code, tf, count)
+            for code, frames in needs_arg(needs, MAX_COUNT).items()
+            for tf, count in frames.items()
+        ]
+        live, priority = flag_arg(live, "live"), enum_arg(priority, Priority, "priority")
+        self._check_open()
         if not wanted:
             return {}
         # Upstream's clock, not the local one, says which candle is forming now.
@@ -310,7 +346,7 @@ class Spine:
         """The current ticker: from the live state while ``market`` is watched (and fresh
         within ``max_age_s``), else from REST (cached for ``max_age_s``)."""
         (ticker,) = await self.tickers(
-            [market], channel=channel, max_age_s=max_age_s, priority=priority
+            [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
         )
         return ticker
 
@@ -326,7 +362,11 @@ class Spine:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started = time.perf_counter()
-        age = self._ticker_max_age_s if max_age_s is None else max_age_s
+        if quote is not None:
+            quote = quote_arg(quote)
+        if markets is not None or quote is None:
+            markets = markets_arg(markets)
+        channel, priority, age = self._quote_args(channel, priority, max_age_s)
         trace = Trace()
         tickers = await self._quotes().tickers(markets, quote, channel, age, priority, trace)
         self._account("tickers", trace.meta(started))
@@ -342,7 +382,7 @@ class Spine:
     ) -> Orderbook:
         """The current orderbook (full book), live while watched, else REST."""
         (book,) = await self.orderbooks(
-            [market], channel=channel, max_age_s=max_age_s, priority=priority
+            [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
         )
         return book
 
@@ -357,7 +397,8 @@ class Spine:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started = time.perf_counter()
-        age = self._ticker_max_age_s if max_age_s is None else max_age_s
+        markets = markets_arg(markets)
+        channel, priority, age = self._quote_args(channel, priority, max_age_s)
         trace = Trace()
         books = await self._quotes().orderbooks(markets, channel, age, priority, trace)
         self._account("orderbooks", trace.meta(started))
@@ -369,10 +410,23 @@ class Spine:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
         started = time.perf_counter()
+        market, count = market_arg(market), count_arg(count, "count", 1, 10_000)
+        priority = enum_arg(priority, Priority, "priority")
+        self._check_open()
         trace = Trace()
         rows = await self._quotes().trades(market, count, priority, trace)
         self._account("trades", trace.meta(started))
         return rows
+
+    def _quote_args(
+        self, channel: object, priority: object, max_age_s: object
+    ) -> tuple[Channel, Priority, float]:
+        """The checked channel, priority and freshness bound of a quote request; raises
+        ClosedError outside ``async with``."""
+        checked = enum_arg(channel, Channel, "channel"), enum_arg(priority, Priority, "priority")
+        age = optional_seconds_arg(max_age_s, "max_age_s")
+        self._check_open()
+        return *checked, self._ticker_max_age_s if age is None else age
 
     def _quotes(self) -> QuoteReader:
         if self._quote_reader is None:
@@ -393,12 +447,12 @@ class Spine:
         ``depth`` (1, 5, 15 or 30) streams shallower orderbooks; live answers then hold
         that many levels.
 
-        Raises InvalidRequestError for an unknown kind, market or depth."""
-        kinds = list(kinds)
-        if depth is not None and "orderbook" not in kinds:
-            raise InvalidRequestError("depth applies to the orderbook kind, which is not watched")
+        Raises InvalidRequestError for an unknown kind, market or depth; ClosedError
+        outside ``async with``."""
+        kinds, codes = kinds_arg(kinds), markets_arg(markets)
+        depth = depth_arg(depth, kinds, BOOK_DEPTHS)
+        self._check_open()
         stream = await self._ensure_stream()
-        codes = [normalize_market(m) for m in markets]
         for kind in kinds:
             if kind.startswith("candle."):
                 tf = timeframe_of_kind(kind)
@@ -421,8 +475,10 @@ class Spine:
         come from REST again. A market's trades stay streamed while a forming candle of it
         is still built from them.
 
-        Raises InvalidRequestError for an unknown kind or market."""
-        codes = [normalize_market(m) for m in markets]
+        Raises InvalidRequestError for an unknown kind or market; ClosedError outside
+        ``async with``."""
+        kinds, codes = kinds_arg(kinds), markets_arg(markets)
+        self._check_open()
         if self._stream is None:
             return
         for kind in kinds:
@@ -437,22 +493,57 @@ class Spine:
 
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
-    ) -> AsyncIterator[Event]:
-        """An async iterator of typed events (Ticker, Trade, Orderbook, Candle, and the
-        stream's Gap/Health/Overflow) for ``types`` of ``markets``."""
-        kinds = list(types)
-        codes = [normalize_market(m) for m in markets]
-        await self.watch(kinds, codes)
+    ) -> AsyncIterator[Event | ClosedCandle]:
+        """An async iterator of typed events (Ticker, Trade, Orderbook, and the stream's
+        Gap/Health/Overflow) for ``types`` of ``markets`` (a plain string is one item).
+        A candle kind (``candle.<timeframe>``, every timeframe) yields the forming
+        ``Candle`` each time a trade changes it and a ``ClosedCandle`` once its window has
+        closed on upstream's clock, equal to the REST candle of that window (read like any
+        closed candle, so stored too).
+
+        Raises InvalidRequestError for an unknown kind or market (before connecting);
+        ClosedError outside ``async with``, and when the Spine is closed while iterating."""
+        kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
+        maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
+        self._check_open()
         stream = await self._ensure_stream()
-        async with stream.listen(set(kinds), set(codes), maxsize=maxsize) as events:
-            async for event in events:
-                yield event
+        frames = [timeframe_of_kind(k) for k in kinds if "." in k]
+        plain = {k for k in kinds if "." not in k}
+        # Candle kinds follow the trade stream; the listener opens first so no trade
+        # between upstream's forming candle and the first event is missed.
+        listened = plain | ({"trade"} if frames else set())
+        async with stream.listen(listened, set(codes), maxsize=maxsize) as events:
+            await self.watch(kinds, codes)
+            source: AsyncIterator[Event | Candle | ClosedCandle] = events
+            if frames:
+                reader = self._candle_reader()
+                source = candle_events(
+                    events,
+                    codes,
+                    frames,
+                    pass_trades="trade" in plain,
+                    upstream_now_ms=self.client.upstream_now_ms,
+                    forming=lambda code, tf, now: reader.forming(
+                        code, tf, now, Priority.HIGH, Trace()
+                    ),
+                    read_closed=self._read_closed,
+                )
+            async for item in source:
+                yield item
+        self._check_open()  # the listener ends only when the stream (the Spine) closes
+
+    async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
+        """The closed candles of ``market`` starting in ``[lo, hi)``, stored on the way."""
+        result = await self.candles(market, tf, start=lo, end=hi, priority=Priority.HIGH)
+        if result.meta.stale:  # served from the store while upstream is down: maybe partial
+            raise UpstreamError(f"closed {market} candles not final yet")
+        return list(result)
 
     async def _ensure_stream(self) -> Stream:
         async with self._stream_lock:
             if self._stream is None:
-                if self._stack is None:
-                    raise _not_open()
+                self._check_open()
+                assert self._stack is not None
                 stream = Stream(self._ws_url, client=self.client)
                 await self._stack.enter_async_context(stream)
                 self._stream = stream
@@ -468,6 +559,8 @@ class Spine:
 
     async def markets(self, *, refresh: bool = False) -> list[MarketInfo]:
         """Every listed market with its warning flags (fetched once, then cached)."""
+        refresh = flag_arg(refresh, "refresh")
+        self._check_open()
         async with self._markets_lock:
             if self._markets is None or refresh:
                 rows = await self.client.markets(details=True)
@@ -480,7 +573,10 @@ class Spine:
         exchange, each distinct URL once; keep them across restarts; refresh them every
         ``warmup_every_s`` from now on. Returns ``{"success", "refreshed_exchanges",
         "total_markets", "execution_time", "exchange_details"}``; a failing exchange reports
-        its error text and never stops the others."""
+        its error text and never stops the others.
+
+        Raises ClosedError outside ``async with``."""
+        self._check_open()
         report = await warm_up(self._exchanges, self._fetch_catalog, self._catalog, wall_ms=now_ms)
         self._last_warmup = report
         self._adopt_catalog()
@@ -511,9 +607,10 @@ class Spine:
             return await _markets_and_instruments(client)
 
     def tick_size(self, market: str, price: float) -> float:
-        """The price tick of ``market`` at ``price`` (Upbit's tables per quote currency)."""
-        quote = normalize_market(market).partition("-")[0]
-        return table_tick_size(quote, price)
+        """The price tick of ``market`` at ``price`` (Upbit's tables per quote currency);
+        works open or closed."""
+        quote = market_arg(market).partition("-")[0]
+        return table_tick_size(quote, number_arg(price, "price"))
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -544,8 +641,3 @@ def _ws_url_for(upstream: str) -> str:
     if upstream.startswith("http://"):
         return "ws://" + upstream.removeprefix("http://") + "/websocket/v1"
     raise InvalidRequestError(f"invalid upstream {upstream!r}: expected an http(s):// URL")
-
-
-def _not_open() -> InvalidRequestError:
-    # The same error type Client raises for the same misuse.
-    return InvalidRequestError("the Spine is not open: use `async with Spine(...) as spine`")

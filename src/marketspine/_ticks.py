@@ -11,7 +11,7 @@ from typing import Literal
 
 from ._errors import InvalidRequestError
 
-__all__ = ["QUOTES", "round_to_tick", "tick_decimals", "tick_size"]
+__all__ = ["QUOTES", "round_to_tick", "tick_decimals", "tick_size", "tick_table"]
 
 QUOTES = ("KRW", "BTC", "USDT", "IDR", "SGD", "THB")
 
@@ -48,7 +48,9 @@ _BTC: tuple[tuple[float, float], ...] = ((0.0, 0.00000001),)
 _TABLES = {"KRW": _KRW, "USDT": _USDT, "BTC": _BTC, "IDR": _KRW, "SGD": _USDT, "THB": _USDT}
 
 
-def _table(quote: str) -> tuple[tuple[float, float], ...]:
+def tick_table(quote: str) -> tuple[tuple[float, float], ...]:
+    """The (lower bound inclusive, tick) bands of a ``quote`` market, highest band first.
+    Raises InvalidRequestError for an unknown quote currency."""
     try:
         return _TABLES[quote]
     except KeyError:
@@ -59,10 +61,10 @@ def _table(quote: str) -> tuple[tuple[float, float], ...]:
 
 def tick_size(quote: str, price: float) -> float:
     """The price tick of a ``quote`` market at ``price``."""
-    for bound, tick in _table(quote):
+    for bound, tick in tick_table(quote):
         if price >= bound:
             return tick
-    return _table(quote)[-1][1]
+    return tick_table(quote)[-1][1]
 
 
 def tick_decimals(tick: float) -> int:

@@ -102,11 +102,15 @@ async def test_a_flooding_client_does_not_queue_ahead_of_another(
         done.append(who)
 
     flood = [asyncio.create_task(ask("flood", code)) for code in codes[:20]]
-    await wait_for(lambda: service.gate.waiting() == 20)
+    await wait_for(lambda: service.gate.waiting() >= 8)
+    done_before = len(done)
+    waiting = service.gate.waiting()
     await ask("polite", codes[20])
     await asyncio.gather(*flood)
-    # Behind at most the flood's two requests inside, not behind all twenty.
-    assert done.index("polite") <= 3, done
+    # Behind at most the flood's two requests inside, not behind all it had waiting.
+    assert waiting >= 8
+    assert done.index("polite") <= done_before + 2, (done_before, done)
+    assert done[-1] == "flood"
 
 
 async def test_a_request_waiting_too_long_gets_upbits_429_for_that_client_only(

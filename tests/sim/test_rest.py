@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from marketspine._time import DAY_MS, MINUTE_MS, format_utc, parse_naive_utc
 from marketspine._timeframes import TIMEFRAMES
 from marketspine.sim import History, SimConfig, create_app
-from marketspine.sim._rest import _stamp
+from marketspine.sim._rest_params import stamp
 from marketspine.sim._universe import SimMarket
 
 LIQUID = "KRW-BTC"
@@ -382,4 +382,4 @@ async def test_markets_listed_after_now_do_not_exist_yet(
 
 @given(st.integers(min_value=0, max_value=4_102_444_800_000))  # 1970 .. 2100
 def test_fast_time_labels_equal_format_utc(ms: int) -> None:
-    assert _stamp(ms) == format_utc(ms)
+    assert stamp(ms) == format_utc(ms)

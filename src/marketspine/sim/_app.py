@@ -24,9 +24,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from .._errors import InvalidRequestError, UnknownMarketError
 from .._server_thread import base_url, listen, run_server, server_thread
 from .._time import format_utc
-from . import _rest
+from . import _rest, _rest_quotes
 from ._history import History
 from ._limits import RateLimiter, Verdict, remaining_req
+from ._rest_params import NOT_FOUND, Handler
 from ._state import Faults, SimClock, SimConfig, SimState
 from ._ws import websocket_endpoint
 from ._ws_protocol import LinkWebSocketProtocol
@@ -94,7 +95,7 @@ async def _wait_for_disconnect(request: Request) -> None:
         pass
 
 
-def _quotation(group: str, handler: _rest.Handler) -> Callable[[Request], Awaitable[Response]]:
+def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint running ``handler`` behind Upbit's rate limits and the simulator's faults."""
 
     async def endpoint(request: Request) -> Response:
@@ -135,7 +136,7 @@ def _quotation(group: str, handler: _rest.Handler) -> Callable[[Request], Awaita
             body = _encode(handler(request, sim))
         except UnknownMarketError:
             stats.by_status[404] += 1
-            return _error(404, _rest.NOT_FOUND, headers)
+            return _error(404, NOT_FOUND, headers)
         except InvalidRequestError as exc:
             stats.by_status[400] += 1
             return _error(400, str(exc), headers)
@@ -259,14 +260,18 @@ _CANDLE_KINDS = ("seconds", "days", "weeks", "months", "years")
 
 def _routes() -> list[BaseRoute]:
     q = _quotation
+    quotes = _rest_quotes
     routes: list[BaseRoute] = [
         Route("/v1/market/all", q("market", _rest.market_all)),
         Route("/v1/trades/ticks", q("trade", _rest.trades_ticks)),
-        Route("/v1/ticker", q("ticker", _rest.ticker)),
-        Route("/v1/ticker/all", q("ticker", _rest.ticker_all)),
-        Route("/v1/orderbook", q("orderbook", _rest.orderbook)),
-        Route("/v1/orderbook/instruments", q("orderbook", _rest.orderbook_instruments)),
-        Route("/v1/orderbook/supported_levels", q("orderbook", _rest.orderbook_supported_levels)),
+        Route("/v1/ticker", q("ticker", _rest_quotes.ticker)),
+        Route("/v1/ticker/all", q("ticker", _rest_quotes.ticker_all)),
+        Route("/v1/orderbook", q("orderbook", _rest_quotes.orderbook)),
+        Route("/v1/orderbook/instruments", q("orderbook", _rest_quotes.orderbook_instruments)),
+        Route(
+            "/v1/orderbook/supported_levels",
+            q("orderbook", quotes.orderbook_supported_levels),
+        ),
     ]
     # Candle paths also with a trailing slash before the query (cryptofeed sends that).
     for kind in _CANDLE_KINDS:

@@ -15,22 +15,19 @@ always on the tick grid. Times are UTC epoch ms.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .._ticks import _TABLES
 from .._time import DAY_MS, HOUR_MS, MINUTE_MS, days_from_civil
 from ._noise import F64, I64, exp, stream_key, uniform, uniforms, value_noise
+from ._tick_grid import UNIT, TickGrid
 from ._universe import SimMarket
 
-__all__ = ["LEVEL_MS", "UNIT", "MarketGen", "Nodes", "TickGrid", "TradeArrays"]
+__all__ = ["LEAF", "LEVEL_MS", "MarketGen", "Nodes", "TradeArrays"]
 
-UNIT = 100_000_000  # price units per 1 quote currency
 LEVEL_MS = (DAY_MS, HOUR_MS, 5 * MINUTE_MS, MINUTE_MS)  # day, hour, 5 minutes, minute
 LEAF = len(LEVEL_MS) - 1
 _REF_DAY = days_from_civil(2026, 11, 1)  # prices sit near SimMarket.ref_price here
@@ -160,42 +157,6 @@ _EMPTY_NODES = Nodes(_INTS, _INTS, _INTS, _INTS, _INTS, _INTS, _FLOATS, _FLOATS,
 _EMPTY_TRADES = TradeArrays(_INTS, _INTS, _FLOATS, np.zeros(0, np.bool_), _INTS)
 for _array in (_INTS, _FLOATS, _EMPTY_TRADES.bid):
     _array.flags.writeable = False  # shared by every empty result
-
-
-class TickGrid:
-    """One quote currency's tick table over integer price units (see ``marketspine._ticks``)."""
-
-    def __init__(self, quote: str) -> None:
-        table = sorted(_TABLES[quote])
-        self.bounds = np.array([round(bound * UNIT) for bound, _ in table], np.int64)
-        self.ticks = np.array([round(tick * UNIT) for _, tick in table], np.int64)
-        self._bounds: list[int] = self.bounds.tolist()
-        self._ticks: list[int] = self.ticks.tolist()
-
-    def tick_at(self, units: int) -> int:
-        """The tick (in units) at one price, without numpy (for per-level loops)."""
-        band = bisect.bisect_right(self._bounds, units) - 1
-        return self._ticks[max(band, 0)]
-
-    def tick(self, units: I64) -> I64:
-        """The tick (in units) of the band each price lies in."""
-        band = np.searchsorted(self.bounds, units, side="right") - 1
-        result: I64 = self.ticks[np.maximum(band, 0)]
-        return result
-
-    def snap(self, units: F64, mode: Literal["nearest", "down", "up"] = "nearest") -> I64:
-        """Prices moved onto the tick grid (never below the smallest tick)."""
-        price = np.maximum(units, 1.0)
-        tick = self.tick(price.astype(np.int64))
-        steps = price / tick
-        if mode == "down":
-            steps = np.floor(steps + 1e-9)
-        elif mode == "up":
-            steps = np.ceil(steps - 1e-9)
-        else:
-            steps = np.rint(steps)
-        result: I64 = np.maximum(steps.astype(np.int64) * tick, 1)
-        return result
 
 
 def _segment_sum(values: F64, offsets: I64) -> F64:

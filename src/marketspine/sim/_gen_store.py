@@ -18,8 +18,9 @@ import numpy as np
 
 from .._errors import UnknownMarketError
 from .._time import DAY_MS, MINUTE_MS
-from ._gen import LEAF, LEVEL_MS, UNIT, MarketGen, Nodes, TradeArrays
+from ._gen import LEAF, LEVEL_MS, MarketGen, Nodes, TradeArrays
 from ._noise import I64
+from ._tick_grid import UNIT
 from ._universe import SimMarket
 
 __all__ = ["DEFAULT_CACHE_BYTES", "Lru", "NodeStore", "group", "summary", "trade_nodes"]

@@ -13,9 +13,10 @@ import numpy as np
 
 from .._time import DAY_MS, MINUTE_MS, format_utc
 from .._timeframes import Timeframe
-from ._gen import LEAF, LEVEL_MS, UNIT, MarketGen, Nodes, TradeArrays
+from ._gen import LEAF, LEVEL_MS, MarketGen, Nodes, TradeArrays
 from ._gen_store import DEFAULT_CACHE_BYTES, Lru, NodeStore, group, summary, trade_nodes
 from ._noise import I64, stream_key, uniform
+from ._tick_grid import UNIT
 from ._universe import SimMarket, universe
 
 __all__ = ["DEFAULT_CACHE_BYTES", "Bar", "Book", "History", "TickerState", "Trade"]
