@@ -53,7 +53,7 @@ async def test_two_processes_share_one_ceiling(redis_space: RedisSpace) -> None:
         )
     sends = await booked_sends(redis_space)
     assert len(sends) == 30
-    assert max_in_any_span(sends, SPAN) == 10  # at the ceiling, never over
+    assert max_in_any_span(sends, SPAN) <= 10  # never over the ceiling, together
     assert a.statistics().groups["candles"].sent == b.statistics().groups["candles"].sent == 15
 
 
