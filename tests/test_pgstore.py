@@ -13,6 +13,7 @@ from marketspine import InvalidRequestError, StoreError
 from marketspine._backends import redact_url
 from marketspine._pgstore import PG_SCHEMA_VERSION, PostgresStore
 from marketspine._time import MINUTE_MS
+from marketspine._timeframes import TIMEFRAMES as TF
 
 
 async def test_a_fresh_schema_is_migrated_once_by_concurrent_openers(pg_space: PgSpace) -> None:
@@ -33,22 +34,25 @@ async def test_two_writers_of_one_series_keep_both_ranges(pg_space: PgSpace) -> 
         await asyncio.gather(
             *(
                 s.write_page(
-                    "KRW-BTC", "1m", minute_candles("KRW-BTC", at, 10), (at, at + 10 * MINUTE_MS)
+                    "KRW-BTC",
+                    TF["1m"],
+                    minute_candles("KRW-BTC", at, 10),
+                    (at, at + 10 * MINUTE_MS),
                 )
                 for s, at in pages
             )
         )
-        assert (await a.coverage("KRW-BTC", "1m")).ranges == ((T0, T0 + 200 * MINUTE_MS),)
-        assert len(await b.read("KRW-BTC", "1m", T0, T0 + 200 * MINUTE_MS)) == 200
+        assert (await a.coverage("KRW-BTC", TF["1m"])).ranges == ((T0, T0 + 200 * MINUTE_MS),)
+        assert len(await b.read("KRW-BTC", TF["1m"], T0, T0 + 200 * MINUTE_MS)) == 200
 
 
 async def test_a_rewritten_page_replaces_its_rows(pg_space: PgSpace) -> None:
     async with PostgresStore(pg_space.url) as store:
         first = minute_candles("KRW-BTC", T0, 3)
-        await store.write_page("KRW-BTC", "1m", first, (T0, T0 + 3 * MINUTE_MS))
+        await store.write_page("KRW-BTC", TF["1m"], first, (T0, T0 + 3 * MINUTE_MS))
         second = minute_candles("KRW-BTC", T0 + MINUTE_MS, 3)
-        await store.write_page("KRW-BTC", "1m", second, (T0 + MINUTE_MS, T0 + 4 * MINUTE_MS))
-        assert await store.read("KRW-BTC", "1m", T0, T0 + 4 * MINUTE_MS) == first[:1] + second
+        await store.write_page("KRW-BTC", TF["1m"], second, (T0 + MINUTE_MS, T0 + 4 * MINUTE_MS))
+        assert await store.read("KRW-BTC", TF["1m"], T0, T0 + 4 * MINUTE_MS) == first[:1] + second
 
 
 async def test_a_newer_schema_and_a_foreign_table_are_refused(pg_space: PgSpace) -> None:

@@ -237,6 +237,9 @@ CLIENT_CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("tickers", {}, "markets", client_markets),
     ("orderbooks", {}, "markets", client_markets),
     ("instruments", {}, "markets", client_markets),
+    ("trades", {"market": "KRW-BTC"}, "priority", bad_priority),
+    ("tickers", {"markets": ["KRW-BTC"]}, "priority", bad_priority),
+    ("markets", {}, "priority", bad_priority),
 ]
 
 

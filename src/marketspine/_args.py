@@ -52,6 +52,7 @@ EPOCH_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z; above it, micro/
 _MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 _QUOTE = re.compile(r"[A-Z0-9]+(?:,[A-Z0-9]+)*")
 _MARKET_ACCEPTED = "a market code string QUOTE-BASE such as KRW-BTC"
+_MARKETS_ACCEPTED = f"one market code or a list of them, each {_MARKET_ACCEPTED}"
 _TIME_ACCEPTED = (
     "a datetime (naive means UTC), a date (00:00 UTC), an ISO 8601 string such as "
     f"2024-01-01T00:00:00Z, or epoch milliseconds (an int >= {EPOCH_MS_MIN})"
@@ -83,15 +84,21 @@ def _is_int(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _code(value: object) -> str | None:
+    """``value`` as an upper-case market code, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    code = value.strip().upper()
+    return code if _MARKET.fullmatch(code) else None
+
+
 def market_arg(value: object, name: str = "market") -> str:
     """The market code ``value`` in upper case (``krw-btc`` -> ``KRW-BTC``).
 
     Raises InvalidRequestError unless it is a string of the form QUOTE-BASE.
     """
-    if not isinstance(value, str):
-        raise _invalid(name, value, _MARKET_ACCEPTED)
-    code = value.strip().upper()
-    if not _MARKET.fullmatch(code):
+    code = _code(value)
+    if code is None:
         raise _invalid(name, value, _MARKET_ACCEPTED)
     return code
 
@@ -101,15 +108,22 @@ def markets_arg(value: object, name: str = "markets") -> list[str]:
 
     Raises InvalidRequestError for a non-iterable, an empty list or a bad code in it.
     """
-    accepted = f"one market code or a list of them, each {_MARKET_ACCEPTED}"
     if isinstance(value, str):
         return [market_arg(value, name)]
-    if isinstance(value, bytes | Mapping) or not isinstance(value, Iterable):
-        raise _invalid(name, value, accepted)
-    codes = [market_arg(item, f"item of {name}") for item in value]
+    # Lists and tuples skip the (slow) ABC checks: this runs on every live ticker read.
+    if type(value) not in (list, tuple) and (
+        isinstance(value, bytes | Mapping) or not isinstance(value, Iterable)
+    ):
+        raise _invalid(name, value, _MARKETS_ACCEPTED)
+    codes = []
+    for item in value:  # type: ignore[attr-defined]
+        code = _code(item)
+        if code is None:
+            raise _invalid(f"item of {name}", item, _MARKET_ACCEPTED)
+        codes.append(code)
     if not codes:
-        raise InvalidRequestError(f"no {name} given: expected {accepted}")
-    return list(dict.fromkeys(codes))
+        raise InvalidRequestError(f"no {name} given: expected {_MARKETS_ACCEPTED}")
+    return codes if len(codes) == 1 else list(dict.fromkeys(codes))
 
 
 def quote_arg(value: object, name: str = "quote") -> str:

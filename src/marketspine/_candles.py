@@ -47,7 +47,7 @@ class _MarketsFromCache:
     async def candles(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         *,
         count: int = 200,
         to_ms: int | None = None,
@@ -83,7 +83,7 @@ class CandleReader:
     async def read(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         count: int | None = None,
         start: str | int | None = None,
         end: str | int | None = None,
@@ -94,7 +94,7 @@ class CandleReader:
     ) -> CandleResult:
         """The answer behind ``Spine.candles`` (see there); its meta is not yet counted."""
         started = time.perf_counter()
-        tf = parse_timeframe(timeframe)
+        tf = timeframe
         code = normalize_market(market)
         if count is not None and (start is not None or end is not None):
             raise InvalidRequestError("give count, or start/end, not both")

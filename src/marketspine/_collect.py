@@ -19,7 +19,7 @@ from ._planner import GapCursor, plan_gaps
 from ._ratebudget import Priority
 from ._records import Candle
 from ._store import CandleStore
-from ._timeframes import Timeframe, parse_timeframe
+from ._timeframes import Timeframe
 
 __all__ = ["CandleSource", "CollectSummary", "MarketCollectSummary", "ProgressEvent", "collect"]
 
@@ -35,7 +35,7 @@ class CandleSource(Protocol):
     async def candles(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         *,
         count: int = 200,
         to_ms: int | None = None,
@@ -92,7 +92,7 @@ async def collect(
     client: CandleSource,
     store: CandleStore,
     markets: Iterable[str],
-    timeframe: Timeframe | str,
+    timeframe: Timeframe,
     *,
     since_ms: int,
     until_ms: int,
@@ -110,7 +110,7 @@ async def collect(
     UnknownMarketError (before fetching anything) for a market upstream does not list, and
     the client's or store's typed error for a page that finally fails — never skipping it.
     """
-    tf = parse_timeframe(timeframe)
+    tf = timeframe
     codes = list(dict.fromkeys(m.strip().upper() for m in markets))
     if not codes:
         raise InvalidRequestError("no market given: name at least one, such as KRW-BTC")

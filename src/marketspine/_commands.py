@@ -279,7 +279,13 @@ def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: boo
         configured[name] = url
 
     path = Path(db).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot use --db {path}: its folder {path.parent} cannot be created "
+            f"({exc.strerror or exc})"
+        ) from None
 
     async def go() -> dict[str, Any]:
         async with Spine(upstream, path, exchanges=configured, warmup_every_s=0) as spine:

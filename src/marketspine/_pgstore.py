@@ -119,7 +119,7 @@ class PostgresStore:
     async def write_page(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         candles: Sequence[Candle],
         covered: Range,
         *,
@@ -127,7 +127,7 @@ class PostgresStore:
     ) -> None:
         """Store ``candles`` and mark ``covered`` complete in one transaction (see
         ``SQLiteStore.write_page``; same errors)."""
-        tf = parse_timeframe(timeframe)
+        tf = timeframe
         # Checking and formatting a big page is CPU work: off the event loop.
         data = await asyncio.to_thread(_copy_data, market, tf, candles, covered)
         key = tf.key
@@ -152,10 +152,10 @@ class PostgresStore:
                 await _put_listing(conn, market, key, listing_ms)
 
     async def read(
-        self, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+        self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
     ) -> list[Candle]:
         """The stored candles starting in ``[start_ms, end_ms)``, ascending."""
-        tf = parse_timeframe(timeframe)
+        tf = timeframe
         async with self._session() as conn:
             cur = await conn.execute(
                 "SELECT start_ms, open, high, low, close, volume, value, last_trade_ms "
@@ -169,21 +169,21 @@ class PostgresStore:
             return [Candle(market, name, *row) for row in rows]
         return await asyncio.to_thread(lambda: [Candle(market, name, *row) for row in rows])
 
-    async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage:
+    async def coverage(self, market: str, timeframe: Timeframe) -> Coverage:
         """The ranges known complete for this series, with its listing if known."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         async with self._session() as conn:
             return await self._coverage(conn, market, key)
 
-    async def set_listing(self, market: str, timeframe: Timeframe | str, start_ms: int) -> None:
+    async def set_listing(self, market: str, timeframe: Timeframe, start_ms: int) -> None:
         """Record that no candle of this series starts before ``start_ms`` (the later wins)."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         async with self._session() as conn, conn.transaction():
             await _put_listing(conn, market, key, start_ms)
 
-    async def listing(self, market: str, timeframe: Timeframe | str) -> int | None:
+    async def listing(self, market: str, timeframe: Timeframe) -> int | None:
         """The recorded listing start, or None when no backfill reached it yet."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         async with self._session() as conn:
             return await _get_listing(conn, market, key)
 

@@ -81,7 +81,13 @@ class Spine:
     in-process tests; ``ws_url`` the WebSocket URL (derived from ``upstream`` by default);
     ``wall_ms`` the local clock (UTC epoch ms) behind the estimate of upstream's clock;
     ``memory_mb`` the one memory budget (MiB) that candle windows and live state share,
-    least recently used market evicted first."""
+    least recently used market evicted first.
+
+    Use it as ``async with Spine(...) as spine``. Before that and after ``aclose()`` every
+    data method (and ``client``/``store``) raises ``ClosedError``; ``statistics``,
+    ``tick_size``, ``clear_memory`` and ``aclose`` keep working; a closed Spine cannot be
+    reopened. Arguments are checked first: a wrong type or value raises
+    InvalidRequestError naming the argument, the value and what is accepted."""
 
     def __init__(
         self,
