@@ -28,7 +28,8 @@ from rich.table import Table
 from ._backends import is_postgres_url
 from ._client import Client
 from ._collect import CollectSummary, ProgressEvent, collect
-from ._errors import InvalidRequestError, StoreError
+from ._collect_notes import EXIT_NOTHING_COLLECTABLE, collect_notes, collect_notes_json
+from ._errors import InvalidRequestError, StoreError, UnknownMarketError
 from ._ratebudget import Priority
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
@@ -116,6 +117,10 @@ def run_collect(
             f"{', '.join(summary.markets)} in {summary.seconds:.1f} s "
             f"({summary.upstream_calls} upstream calls)"
         )
+    for line in collect_notes(summary):
+        print(f"marketspine: {line}", file=sys.stderr)
+    if not summary.collectable:
+        raise SystemExit(EXIT_NOTHING_COLLECTABLE)
 
 
 def _summary_json(summary: CollectSummary) -> dict[str, Any]:
@@ -125,6 +130,7 @@ def _summary_json(summary: CollectSummary) -> dict[str, Any]:
         "candles_written": summary.candles_written,
         "upstream_calls": summary.upstream_calls,
         "seconds": round(summary.seconds, 3),
+        **collect_notes_json(summary),
     }
 
 
@@ -153,7 +159,12 @@ async def _collect(
         if budget is not None:
             await stack.enter_async_context(budget)
         until_hint = parse_time(until) if until else None
-        now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
+        try:
+            now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
+        except UnknownMarketError:
+            # Delisted (or never listed): its 404 still told upstream's clock, and collect
+            # says which it is.
+            now = client.upstream_now_ms()
         since_ms, until_ms = _range(tf, since, until, now)
         if since_ms >= now:
             span = (

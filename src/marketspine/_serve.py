@@ -10,6 +10,7 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -168,6 +169,18 @@ def run_serve(
         app = create_service_app(service)
 
         class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # As uvicorn's, minus re-raising the signal afterwards: SIGINT and SIGTERM
+                # are this server's normal way to stop, and the shutdown was graceful.
+                handled = (signal.SIGINT, signal.SIGTERM)
+                original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+                try:
+                    yield
+                finally:
+                    for sig, handler in original.items():
+                        signal.signal(sig, handler)
+
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets)
                 if self.started:  # listening now: tell whoever started us where
@@ -187,6 +200,4 @@ def run_serve(
                 ws_ping_interval=None,
             )
         )
-        # uvicorn re-raises the Ctrl-C it shut down on: for a server, the normal way to stop.
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[sock])
+        server.run(sockets=[sock])

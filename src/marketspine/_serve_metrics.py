@@ -99,7 +99,7 @@ class ServeMetrics:
         )
         self._answers = Counter(
             "marketspine_answers",
-            "Answers by the layer that gave them (memory, database, live, upstream, mixed).",
+            "Answers by each layer that contributed (memory, database, live, upstream).",
             ["layer"],
             registry=r,
         )
