@@ -146,18 +146,17 @@ async def _collect(
     redis: str | None = None,
 ) -> CollectSummary:
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
-    budget = None
-    if redis:
-        from ._redis_budget import RedisRateBudget
+    async with contextlib.AsyncExitStack() as stack:
+        shared = None
+        if redis:
+            from ._shared import open_shared  # loads redis only when used
 
-        budget = RedisRateBudget(redis)
-    async with (
-        contextlib.AsyncExitStack() as stack,
-        open_store(db, must_exist=False) as store,
-        Client(upstream, budget=budget) as client,
-    ):
-        if budget is not None:
-            await stack.enter_async_context(budget)
+            shared = await stack.enter_async_context(open_shared(redis))
+        store = open_store(db, must_exist=False)
+        await stack.enter_async_context(store)
+        client = await stack.enter_async_context(
+            Client(upstream, budget=shared.budget if shared else None)
+        )
         until_hint = parse_time(until) if until else None
         try:
             now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
@@ -189,6 +188,7 @@ async def _collect(
                 now_ms=now,
                 priority=Priority.LOW,
                 progress=on_progress,
+                leases=shared.leases if shared else None,
             )
 
 
