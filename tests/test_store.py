@@ -212,3 +212,15 @@ async def test_a_big_write_does_not_stall_the_event_loop(make_store: MakeStore) 
     assert durations[0] > 0.05, "the write must be big enough to matter"
     assert len(lags) > 10
     assert max(lags) < 0.05, f"event loop stalled {max(lags) * 1000:.1f} ms"
+
+
+async def test_delisted_markets_are_remembered_with_the_first_sighting(
+    make_store: MakeStore,
+) -> None:
+    async with make_store() as store:
+        assert await store.delisted() == {}
+        await store.set_delisted("KRW-OLD", T0)
+        await store.set_delisted("KRW-OLD", T0 + 1000)  # the first sighting stays
+        assert await store.delisted() == {"KRW-OLD": T0}
+    async with make_store() as store:
+        assert await store.delisted() == {"KRW-OLD": T0}

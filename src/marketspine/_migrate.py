@@ -67,7 +67,13 @@ async def migrate(
             await target.set_listing(market, tf, series.listing_ms)
         if progress is not None:
             progress(series)
+    gone = await source.delisted()
+    for market, seen_ms in gone.items():
+        await target.set_delisted(market, seen_ms)
     await _verify(summaries, await target.summary())
+    copied = await target.delisted()
+    if any(copied.get(market) != seen for market, seen in gone.items()):
+        raise StoreError("migration check: the delisted markets differ")
     return MigrationReport(len(summaries), candles, ranges, time.perf_counter() - started)
 
 
@@ -78,7 +84,7 @@ async def _verify(source: list[SeriesSummary], target: list[SeriesSummary]) -> N
         copy = theirs.get((mine.market, mine.timeframe))
         if copy is None:
             raise StoreError(f"migration check: {mine.market} {mine.timeframe} is missing")
-        for field in ("rows", "first_ms", "last_ms", "ranges", "listing_ms"):
+        for field in ("rows", "first_ms", "last_ms", "ranges", "listing_ms", "last_trade_ms"):
             if getattr(mine, field) != getattr(copy, field):
                 raise StoreError(
                     f"migration check: {mine.market} {mine.timeframe} {field} differs "

@@ -61,6 +61,13 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (market, timeframe)
     );
     """,
+    # Markets upstream stopped listing (404) while this store held their candles.
+    """
+    CREATE TABLE delisted (
+        market TEXT NOT NULL PRIMARY KEY,
+        seen_ms BIGINT NOT NULL
+    );
+    """,
 )
 PG_SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -191,10 +198,12 @@ class PostgresStore:
         """One entry per stored series, sorted by market then timeframe key."""
         async with self._session() as conn:
             cur = await conn.execute(
-                "SELECT market, timeframe, COUNT(*), MIN(start_ms), MAX(start_ms) "
-                "FROM candles GROUP BY market, timeframe"
+                "SELECT market, timeframe, COUNT(*), MIN(start_ms), MAX(start_ms), "
+                "MAX(last_trade_ms) FROM candles GROUP BY market, timeframe"
             )
-            counts = {(str(m), str(k)): (int(n), f, la) for m, k, n, f, la in await cur.fetchall()}
+            counts = {
+                (str(m), str(k)): (int(n), f, la, lt) for m, k, n, f, la, lt in await cur.fetchall()
+            }
             series = set(counts)
             for table in ("coverage", "listing"):
                 cur = await conn.execute(f"SELECT DISTINCT market, timeframe FROM {table}")
@@ -202,7 +211,7 @@ class PostgresStore:
             summaries = []
             for market, key in sorted(series):
                 coverage = await self._coverage(conn, market, key)
-                rows, first, last = counts.get((market, key), (0, None, None))
+                rows, first, last, last_trade = counts.get((market, key), (0, None, None, None))
                 summaries.append(
                     SeriesSummary(
                         market,
@@ -212,9 +221,25 @@ class PostgresStore:
                         None if first is None else int(first),
                         None if last is None else int(last),
                         coverage.listing_ms,
+                        None if last_trade is None else int(last_trade),
                     )
                 )
         return summaries
+
+    async def set_delisted(self, market: str, seen_ms: int) -> None:
+        """Record that upstream no longer lists ``market`` (first seen at ``seen_ms``; an
+        earlier record is kept). Its candles stay."""
+        async with self._session() as conn:
+            await conn.execute(
+                "INSERT INTO delisted VALUES (%s, %s) ON CONFLICT (market) DO NOTHING",
+                (market, seen_ms),
+            )
+
+    async def delisted(self) -> dict[str, int]:
+        """Markets recorded as delisted → when that was first seen (epoch ms)."""
+        async with self._session() as conn:
+            cur = await conn.execute("SELECT market, seen_ms FROM delisted")
+            return {str(m): int(seen) for m, seen in await cur.fetchall()}
 
     # -- the connection ------------------------------------------------------------------
 
