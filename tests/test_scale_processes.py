@@ -32,7 +32,7 @@ from marketspine.sim import SimConfig, create_app
 
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
-SINCE, UNTIL = "2026-11-19T00:00:00Z", "2026-11-20T12:00:00Z"  # 11 pages of 1m per market
+SINCE, UNTIL = "2026-11-19T12:00:00Z", "2026-11-20T12:00:00Z"  # 8 pages of 1m per market
 CEILING = 10.0  # requests/s of the candles group
 
 

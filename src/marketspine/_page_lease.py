@@ -76,7 +76,14 @@ class RedisPageLeases:
                     self.shared += 1
                     return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
                 if await self._redis.set(lease, self._token, nx=True, px=self._lease_ms):
-                    break
+                    # The holder publishes before it releases: a result that appeared
+                    # between our look and our lease is the page, not a reason to fetch.
+                    cached = await self._redis.get(result)
+                    if cached is None:
+                        break
+                    await self._release(keys=[lease], args=[self._token])
+                    self.shared += 1
+                    return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
                 await asyncio.sleep(self._poll_s)  # the holder publishes within a fetch
         except _UNREACHABLE as exc:
             log.warning("Redis unreachable for page leases (%s); fetching %s here", exc, key)

@@ -14,8 +14,9 @@ When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
 ``fallback_share`` of the ceiling (the other processes are assumed to do the same), starting
 one window later (the shared window may have been full). Redis is tried again every
 ``retry_every_s``. On recovery the sends made meanwhile are booked in Redis and the rest of
-the window is counted as used, so neither this process's blind sends nor those of processes
-still blind (for at most ``retry_every_s`` more) push a window over the ceiling.
+the window is counted as used; for two windows more (plus ``retry_every_s``) the local share
+still applies too, so neither this process's blind sends nor those of processes not yet
+back push a window over the ceiling.
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ class RedisRateBudget:
         self._arrivals = itertools.count()
         self._down_since: float | None = None
         self._last_try = float("-inf")
+        self._grace_until = float("-inf")
         self._fallbacks = 0
         self._closed = False
 
@@ -226,6 +228,9 @@ class RedisRateBudget:
                 state.sent += 1
                 return
             try:
+                if self._clock() < self._grace_until:
+                    # Just back: others may still be blind, sending their share unbooked.
+                    await self._fallback.acquire(group, priority)
                 await self._acquire_shared(state, priority)
                 return
             except _UNREACHABLE as exc:
@@ -341,6 +346,9 @@ class RedisRateBudget:
         except _UNREACHABLE:
             return False
         self._down_since = None
+        # Until every other process has noticed too (each retries every retry_every_s, after
+        # at most a window's wait in its fallback), keep to the local share as well.
+        self._grace_until = self._clock() + 2 * self._span + self._retry_every
         log.warning("Redis reachable again; the rate budget is shared again")
         return True
 
