@@ -37,5 +37,5 @@ async def test_a_second_spine_reads_what_the_first_stored_in_postgresql(
         again = await second.candles("KRW-BTC", "1h", start=since, end=until)
         assert list(again) == list(got)
         assert again.meta.upstream_calls == 0 and again.meta.source == "database"
-        assert isinstance(second._budget, RedisRateBudget)
+        assert isinstance(second.client._budget, RedisRateBudget)
     assert await sim_requests(app) == before
