@@ -71,7 +71,7 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 PG_SCHEMA_VERSION = len(_MIGRATIONS)
 
-_COPY_CHUNK = 1 << 20  # bytes per COPY write
+_COPY_CHUNK = 1 << 18  # bytes per COPY write
 _COLUMNS = "market, timeframe, start_ms, open, high, low, close, volume, value, last_trade_ms"
 _UPSERT = (
     f"INSERT INTO candles ({_COLUMNS}) SELECT {_COLUMNS} FROM candles_staging "

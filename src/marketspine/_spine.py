@@ -36,7 +36,7 @@ from ._args import (
     time_arg,
     timeframe_arg,
 )
-from ._backends import is_postgres_url
+from ._backends import enter_owned, resolve_backends
 from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
 from ._client import Client
@@ -74,13 +74,11 @@ def default_db_path() -> Path:
 
 class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that
-    has it. ``upstream`` is Upbit's REST base URL (or a simulator's); ``db`` the SQLite file
-    (default: ``default_db_path()``) or a ``postgresql://`` URL; ``redis`` a ``redis://`` URL
-    whose rate budget every process using it shares; ``transport`` an httpx transport for
-    in-process tests; ``ws_url`` the WebSocket URL (derived from ``upstream`` by default);
-    ``wall_ms`` the local clock (UTC epoch ms) behind the estimate of upstream's clock;
-    ``memory_mb`` the one memory budget (MiB) that candle windows and live state share,
-    least recently used market evicted first.
+    has it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file
+    (default ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose
+    rate budget is shared; ``transport``: httpx transport (tests); ``ws_url``: WebSocket URL
+    (default from ``upstream``); ``wall_ms``: local UTC clock (ms); ``memory_mb``: the one
+    memory budget (MiB) of candle windows and live state, least recently used evicted first.
 
     Use it as ``async with Spine(...) as spine``. Before that and after ``aclose()`` every
     data method (and ``client``/``store``) raises ``ClosedError``; ``statistics``,
@@ -106,8 +104,7 @@ class Spine:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._upstream = upstream.rstrip("/")
-        self._db = db
-        self._redis = redis
+        self._db, budget = resolve_backends(db, budget, redis)  # URLs become store, budget
         # The one client, made on entering; the same settings every time.
         self._new_client = partial(
             Client,
@@ -154,25 +151,15 @@ class Spine:
         stack = AsyncExitStack()
         try:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            new_client = self._new_client
-            if self._redis is not None and self._new_client.keywords["budget"] is None:
-                from ._redis_budget import RedisRateBudget  # loads redis only when used
-
-                shared = await stack.enter_async_context(RedisRateBudget(self._redis))
-                new_client = partial(self._new_client, budget=shared)
-            if is_postgres_url(self._db):
-                from ._pgstore import PostgresStore  # loads psycopg only when used
-
-                assert isinstance(self._db, str)
-                self._store = await stack.enter_async_context(PostgresStore(self._db))
-            elif self._db is None or isinstance(self._db, str | Path):
+            if self._db is None or isinstance(self._db, str | Path):
                 path = Path(self._db) if self._db is not None else default_db_path()
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
                 self._store = await stack.enter_async_context(SQLiteStore(path.expanduser()))
                 await self._market_list.load(path.expanduser())
             else:
                 self._store = self._db
-            self._client = await stack.enter_async_context(new_client())
+            await enter_owned(stack, self._store, self._new_client.keywords["budget"])
+            self._client = await stack.enter_async_context(self._new_client())
         except BaseException:
             await stack.aclose()
             raise
