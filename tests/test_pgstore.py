@@ -10,10 +10,10 @@ from services import PgSpace
 from test_store import T0, minute_candles
 
 from marketspine import InvalidRequestError, StoreError
-from marketspine._backends import redact_url
 from marketspine._pgstore import PG_SCHEMA_VERSION, PostgresStore
 from marketspine._time import MINUTE_MS
 from marketspine._timeframes import TIMEFRAMES as TF
+from marketspine._urls import redact_url
 
 
 async def test_a_fresh_schema_is_migrated_once_by_concurrent_openers(pg_space: PgSpace) -> None:

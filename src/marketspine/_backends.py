@@ -1,32 +1,24 @@
-"""What a ``--db`` or ``--redis`` value names, told without importing the drivers (psycopg
-and redis load only when a command uses them, so start-up stays fast)."""
+"""The store and budget a ``Spine(db="postgresql://...", redis="redis://...")`` asks for,
+made without importing the drivers (psycopg and redis load only when used, so start-up
+stays fast)."""
 
 from __future__ import annotations
 
-import re
 import weakref
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._urls import is_postgres_url
+
 if TYPE_CHECKING:
     from ._ratebudget import RateBudget
     from ._store import CandleStore
 
-__all__ = ["enter_owned", "is_postgres_url", "redact_url", "resolve_backends"]
+__all__ = ["enter_owned", "resolve_backends"]
 
 # What resolve_backends made (and so Spine must open and close); weak: it does not keep them.
 _OWNED: weakref.WeakSet[object] = weakref.WeakSet()
-
-
-def is_postgres_url(db: object) -> bool:
-    """True for ``postgresql://...`` / ``postgres://...`` (a ``--db`` naming PostgreSQL)."""
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def resolve_backends(

@@ -25,7 +25,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ._backends import is_postgres_url
 from ._client import Client
 from ._collect import CollectSummary, ProgressEvent, collect
 from ._collect_notes import EXIT_NOTHING_COLLECTABLE, collect_notes, collect_notes_json
@@ -35,6 +34,7 @@ from ._store import SQLiteStore
 from ._subscriptions import normalize_market
 from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
+from ._urls import is_postgres_url
 
 if TYPE_CHECKING:
     from ._pgstore import PostgresStore

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._backends import is_postgres_url
 from ._errors import InvalidRequestError, StoreError
 from ._pgstore import PostgresStore
 from ._store import CandleStore, SeriesSummary, SQLiteStore
 from ._timeframes import parse_timeframe
+from ._urls import is_postgres_url
 
 __all__ = ["MigrationReport", "migrate", "migrate_databases"]
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import psycopg
 
-from ._backends import is_postgres_url, redact_url
 from ._coverage import Coverage, Range
 from ._errors import InvalidRequestError, StoreError
 from ._records import Candle
 from ._store import SeriesSummary
 from ._timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from ._urls import is_postgres_url, redact_url
 
 __all__ = ["PG_SCHEMA_VERSION", "PostgresStore"]
 
