@@ -36,6 +36,7 @@ from ._args import (
     time_arg,
     timeframe_arg,
 )
+from ._backends import enter_owned, resolve_backends
 from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
 from ._client import Client
@@ -73,12 +74,11 @@ def default_db_path() -> Path:
 
 class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that
-    has it. ``upstream`` is Upbit's REST base URL (or a simulator's); ``db`` the SQLite file
-    (default: ``default_db_path()``); ``transport`` an httpx transport for in-process tests;
-    ``ws_url`` the WebSocket URL (derived from ``upstream`` by default); ``wall_ms`` the
-    local clock (UTC epoch ms) behind the estimate of upstream's clock; ``memory_mb`` the
-    one memory budget (MiB) that candle windows and live state share, least recently used
-    market evicted first.
+    has it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file
+    (default ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose
+    rate budget is shared; ``transport``: httpx transport (tests); ``ws_url``: WebSocket URL
+    (default from ``upstream``); ``wall_ms``: local UTC clock (ms); ``memory_mb``: the one
+    memory budget (MiB) of candle windows and live state, least recently used evicted first.
 
     Use it as ``async with Spine(...) as spine``. Before that and after ``aclose()`` every
     data method (and ``client``/``store``) raises ``ClosedError``; ``statistics``,
@@ -94,6 +94,7 @@ class Spine:
         transport: httpx.AsyncBaseTransport | None = None,
         ws_url: str | None = None,
         budget: RateBudget | None = None,
+        redis: str | None = None,
         memory: CandleMemory | None = None,
         memory_mb: float = DEFAULT_MEMORY_MB,
         ticker_max_age_s: float = 1.0,
@@ -103,7 +104,7 @@ class Spine:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._upstream = upstream.rstrip("/")
-        self._db = db
+        self._db, budget = resolve_backends(db, budget, redis)  # URLs become store, budget
         # The one client, made on entering; the same settings every time.
         self._new_client = partial(
             Client,
@@ -157,6 +158,7 @@ class Spine:
                 await self._market_list.load(path.expanduser())
             else:
                 self._store = self._db
+            await enter_owned(stack, self._store, self._new_client.keywords["budget"])
             self._client = await stack.enter_async_context(self._new_client())
         except BaseException:
             await stack.aclose()
