@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -508,21 +508,28 @@ class Spine:
         async with stream.listen(listened, set(codes), maxsize=maxsize) as events:
             await self.watch(kinds, codes)
             source: AsyncIterator[Event | Candle | ClosedCandle] = events
-            if frames:
-                reader = self._candle_reader()
-                source = candle_events(
-                    events,
-                    codes,
-                    frames,
-                    pass_trades="trade" in plain,
-                    upstream_now_ms=self.client.upstream_now_ms,
-                    forming=lambda code, tf, now: reader.forming(
-                        code, tf, now, Priority.HIGH, Trace()
-                    ),
-                    read_closed=self._read_closed,
-                )
-            async for item in source:
-                yield item
+            async with AsyncExitStack() as closing:
+                if frames:
+                    reader = self._candle_reader()
+                    source = await closing.enter_async_context(
+                        aclosing(
+                            candle_events(
+                                events,
+                                codes,
+                                frames,
+                                pass_trades="trade" in plain,
+                                upstream_now_ms=self.client.upstream_now_ms,
+                                forming=lambda code, tf, now: reader.forming(
+                                    code, tf, now, Priority.HIGH, Trace()
+                                ),
+                                read_closed=self._read_closed,
+                            )
+                        )
+                    )
+                async for item in source:
+                    if self._closed:
+                        break  # what was queued before aclose() is not handed out after it
+                    yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
