@@ -77,6 +77,7 @@ def minute_db(path: Path, first_ms: int, n: int, market: str = "KRW-BTC") -> Non
 
     from marketspine._records import Candle
     from marketspine._store import SQLiteStore
+    from marketspine._timeframes import TIMEFRAMES
 
     candles = [
         Candle(market, "1m", first_ms + i * 60_000, 100.0 + i, 101.5 + i, 99.25 + i,
@@ -86,7 +87,8 @@ def minute_db(path: Path, first_ms: int, n: int, market: str = "KRW-BTC") -> Non
 
     async def write() -> None:
         async with SQLiteStore(path) as store:
-            await store.write_page(market, "1m", candles, (first_ms, first_ms + n * 60_000))
+            covered = (first_ms, first_ms + n * 60_000)
+            await store.write_page(market, TIMEFRAMES["1m"], candles, covered)
 
     asyncio.run(write())
 

@@ -12,34 +12,15 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from helpers import SIM_NOW_MS, FakeTime, ManualClock
 from services import pg_space, private_redis, redis_space  # noqa: F401  (fixtures)
-
-from marketspine._time import parse_time
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from marketspine.sim import SimConfig
 
-# A fixed simulated "now" for deterministic in-process tests (a Thursday, mid-session).
-SIM_NOW_MS = parse_time("2026-07-30T07:41:37.123Z")
-
 _STARTUP_TIMEOUT_S = 20.0
-
-
-class ManualClock:
-    """A simulated clock (UTC epoch ms) that moves only when a test moves it."""
-
-    def __init__(self, ms: int = SIM_NOW_MS) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, ms: int) -> int:
-        """Move forward by ``ms``; returns the new time."""
-        self.ms += ms
-        return self.ms
 
 
 @contextlib.contextmanager
@@ -102,3 +83,9 @@ async def sim_client(sim_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=sim_app), base_url="http://sim"
     ) as client:
         yield client
+
+
+@pytest.fixture
+def fake() -> FakeTime:
+    """Virtual monotonic time: pass ``fake.clock``/``fake.sleep``, drive with ``fake.run``."""
+    return FakeTime()

@@ -14,6 +14,7 @@ from clitools import closed_port, minute_db, run, shared_tmp, unprivileged
 from marketspine._errors import StoreError
 from marketspine._store import SCHEMA_VERSION, SQLiteStore
 from marketspine._time import parse_time
+from marketspine._timeframes import TIMEFRAMES as TF
 
 T0 = parse_time("2026-01-05T00:00:00")
 
@@ -23,7 +24,7 @@ def digest(path: Path) -> str:
 
 
 async def test_many_stores_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
-    for round_ in range(10):
+    for round_ in range(30):
         path = tmp_path / f"new-{round_}.db"
         stores = [SQLiteStore(path) for _ in range(6)]  # six connections, six threads
         try:
@@ -121,11 +122,26 @@ async def test_a_read_only_store_never_writes(tmp_path: Path) -> None:
     await asyncio.to_thread(minute_db, db, T0, 10)
     before = digest(db)
     async with SQLiteStore(db, read_only=True) as store:
-        assert len(await store.read("KRW-BTC", "1m", T0, T0 + 600_000)) == 10
+        assert len(await store.read("KRW-BTC", TF["1m"], T0, T0 + 600_000)) == 10
         with pytest.raises(StoreError, match="cannot write"):
-            await store.set_listing("KRW-BTC", "1m", T0)
+            await store.set_listing("KRW-BTC", TF["1m"], T0)
     assert digest(db) == before
     with pytest.raises(StoreError, match="no database"):
         async with SQLiteStore(tmp_path / "missing.db", read_only=True):
             pass
     assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command", ["collect KRW-BTC -t 1m", "warmup", "status", "export KRW-BTC -t 1m -o x.csv"]
+)
+def test_a_db_under_a_file_is_one_line_and_exit_2_for_every_command(
+    command: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    db = tmp_path / "a-file" / "x.db"
+    online = ["--upstream", closed_port()] if command.startswith(("collect", "warmup")) else []
+    done = run(*command.split(), "--db", str(db), *online, cwd=str(tmp_path))
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert str(db) in done.stderr

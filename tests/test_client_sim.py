@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_ratebudget import FakeTime
+from helpers import FakeTime
 
 from marketspine._circuit import CircuitBreaker
 from marketspine._client import Client
@@ -68,11 +68,6 @@ async def page_back(client: Client, timeframe: str, pages: int, **kw: Any) -> li
         candles += page
         to_ms = page[-1].start_ms
     return candles
-
-
-@pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
 
 
 @pytest.fixture
@@ -257,7 +252,7 @@ async def test_retry_bound_gives_upstream_error_not_none(
     app = make_app(sim_clock, fake, error_rate=1.0)
     breaker = CircuitBreaker(failure_threshold=100, clock=fake.clock)
     async with client_for(app, fake, breaker=breaker, retry=RetryPolicy(attempts=3)) as client:
-        with pytest.raises(UpstreamError, match="upstream answered 5"):
+        with pytest.raises(UpstreamError, match=r"answered 5\d\d"):
             await fake.run(client.trades(MARKET))
     assert (await sim_stats(app))["requests"]["total"] == 3
 

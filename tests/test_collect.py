@@ -13,6 +13,7 @@ from marketspine._ratebudget import Priority
 from marketspine._records import Candle
 from marketspine._store import SQLiteStore
 from marketspine._time import parse_time
+from marketspine._timeframes import TIMEFRAMES as TF
 from marketspine._timeframes import Timeframe
 
 T0 = parse_time("2024-01-01")
@@ -67,14 +68,14 @@ async def test_markets_run_concurrently_and_every_page_lands(tmp_path: Path) -> 
             upstream,
             store,
             ["KRW-BTC", "krw-doge"],
-            "1m",
+            TF["1m"],
             since_ms=T0,
             until_ms=MIN.shift(T0, 1000),
             now_ms=MIN.shift(T0, 2000),
             progress=events.append,
         )
-        btc = [c.start_ms for c in await store.read("KRW-BTC", "1m", 0, 2 * T0)]
-        doge = [c.start_ms for c in await store.read("KRW-DOGE", "1m", 0, 2 * T0)]
+        btc = [c.start_ms for c in await store.read("KRW-BTC", TF["1m"], 0, 2 * T0)]
+        doge = [c.start_ms for c in await store.read("KRW-DOGE", TF["1m"], 0, 2 * T0)]
     assert btc == dense(1000) and doge == dense(1000)[::7]
     assert summary.markets == ("KRW-BTC", "KRW-DOGE")
     assert summary.candles_written == 1000 + len(doge)
@@ -100,7 +101,7 @@ async def test_unknown_market_fails_before_any_candle_request(tmp_path: Path) ->
                 upstream,
                 store,
                 ["KRW-BTC", "KRW-NOPE"],
-                "1m",
+                TF["1m"],
                 since_ms=T0,
                 until_ms=MIN.shift(T0, 10),
                 now_ms=MIN.shift(T0, 20),
@@ -118,7 +119,7 @@ async def test_a_covered_range_costs_zero_upstream_calls(tmp_path: Path) -> None
                 upstream,
                 store,
                 ["KRW-BTC"],
-                "1m",
+                TF["1m"],
                 since_ms=T0,
                 until_ms=MIN.shift(T0, 500),
                 now_ms=MIN.shift(T0, 600),
@@ -141,7 +142,7 @@ async def test_a_page_that_finally_fails_is_raised_and_the_rerun_resumes(tmp_pat
                 upstream,
                 store,
                 ["KRW-BTC"],
-                "1m",
+                TF["1m"],
                 since_ms=T0,
                 until_ms=MIN.shift(T0, 1000),
                 now_ms=MIN.shift(T0, 1000),
@@ -149,11 +150,11 @@ async def test_a_page_that_finally_fails_is_raised_and_the_rerun_resumes(tmp_pat
 
         with pytest.raises(UpstreamError, match="503"):
             await run()
-        stored = await store.read("KRW-BTC", "1m", 0, 2 * T0)
+        stored = await store.read("KRW-BTC", TF["1m"], 0, 2 * T0)
         assert [c.start_ms for c in stored] == dense(1000)[600:]  # two pages, no hole
         upstream.fail_at = None
         upstream.calls.clear()
         summary = await run()
         assert [call[1] for call in upstream.calls] == [MIN.shift(T0, n) for n in (600, 400, 200)]
         assert summary.candles_written == 600
-        assert [c.start_ms for c in await store.read("KRW-BTC", "1m", 0, 2 * T0)] == dense(1000)
+        assert [c.start_ms for c in await store.read("KRW-BTC", TF["1m"], 0, 2 * T0)] == dense(1000)

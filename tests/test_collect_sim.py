@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from marketspine import parse_timeframe
 from marketspine._client import Client
 from marketspine._collect import collect
+from marketspine._horizon import served_since
 from marketspine._planner import MAX_PAGE, ceil_window, plan_gaps
 from marketspine._ratebudget import LocalRateBudget
 from marketspine._records import Candle
@@ -228,25 +229,41 @@ async def test_backfill_stops_at_listing_and_records_it(sim: Sim) -> None:
     folder.cleanup()
 
 
-async def test_seconds_stop_at_the_horizon_without_spinning(sim: Sim) -> None:
+async def test_seconds_beyond_the_horizon_are_unserved_not_empty(sim: Sim) -> None:
+    """Two days of seconds across Upbit's ~90-day horizon: the part upstream surely serves
+    is collected and covered; the older part is reported as unserved, never asked for and
+    never recorded as covered (it would read as "no trades")."""
     market, tf = sim.dense[0], parse_timeframe("1s")
-    # Two days of seconds ending 10 minutes inside Upbit's ~90-day horizon: upstream serves
-    # only those last minutes; the backfill must take them and stop, not walk two days.
-    until = tf.floor(NOW) - 90 * DAY_MS + 600_000
+    served_from = served_since(tf, NOW)
+    assert served_from is not None and served_from > NOW - 90 * DAY_MS
+    until = served_from + 600_000
     since = until - 2 * DAY_MS
     folder, store = fresh_store()
     async with store:
         before = await sim.candle_requests()
-        await collect(sim.client, store, [market], tf, since_ms=since, until_ms=until, now_ms=NOW)
+        summary = await collect(
+            sim.client, store, [market], tf, since_ms=since, until_ms=until, now_ms=NOW
+        )
         calls = await sim.candle_requests() - before
+        assert summary.unserved == (since, served_from)
+        wanted = await store.read(market, tf, served_from, until)
+        assert wanted == await sim.truth(market, tf, served_from, until)
+        assert calls <= math.ceil(len(wanted) / MAX_PAGE) + 1
+        # A whole last page is kept, a little below served_from, but never a claim older
+        # than what upstream actually answered.
         stored = await store.read(market, tf, since, until)
-        assert stored == await sim.truth(market, tf, stored[0].start_ms, until)
-        # ... and upstream has nothing older: the stored set is upstream's whole answer
-        assert await sim_page(sim.http, market, tf, stored[0].start_ms) == []
-        assert calls <= math.ceil(len(stored) / MAX_PAGE) + 1
-        assert stored[0].start_ms > since + DAY_MS and len(stored) > MAX_PAGE
+        coverage = await store.coverage(market, tf)
+        assert coverage.contains(served_from, until)
+        assert coverage.ranges[0][0] >= stored[0].start_ms >= NOW - 90 * DAY_MS
         assert await store.listing(market, tf) is None  # the horizon is not a listing
-        assert (await store.coverage(market, tf)).contains(since, until)
+        # Wholly beyond the horizon: nothing asked, nothing covered, all of it unserved.
+        before = await sim.candle_requests()
+        older = await collect(
+            sim.client, store, [market], tf, since_ms=since - DAY_MS, until_ms=since, now_ms=NOW
+        )
+        assert older.unserved == (since - DAY_MS, since) and older.upstream_calls == 0
+        assert await sim.candle_requests() == before
+        assert (await store.coverage(market, tf)).gaps(since - DAY_MS, since) != []
     folder.cleanup()
 
 

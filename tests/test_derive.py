@@ -18,6 +18,7 @@ from marketspine._ratebudget import LocalRateBudget
 from marketspine._records import Candle
 from marketspine._store import SQLiteStore
 from marketspine._time import DAY_MS, MINUTE_MS, parse_time
+from marketspine._timeframes import TIMEFRAMES as TF
 from marketspine._timeframes import Timeframe
 from marketspine.sim import SimConfig, create_app
 
@@ -71,7 +72,7 @@ async def test_derived_candles_equal_upstreams_for_every_unit(
     end = parse_time("2026-11-20")  # three whole UTC days, so 1d is derivable too
     start = end - 3 * DAY_MS
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
-        await collect(client, store, [market], "1m", since_ms=start, until_ms=end, now_ms=NOW)
+        await collect(client, store, [market], TF["1m"], since_ms=start, until_ms=end, now_ms=NOW)
         derived_any = 0
         for name in DERIVABLE:
             tf = parse_timeframe(name)
@@ -94,7 +95,7 @@ async def test_only_windows_whose_minutes_are_all_covered_are_derived(
             client,
             store,
             [market],
-            "1m",
+            TF["1m"],
             since_ms=start + 30 * MINUTE_MS,
             until_ms=start + 180 * MINUTE_MS,
             now_ms=NOW,
@@ -112,13 +113,13 @@ def minute(start: int, price: float, volume: float = 1.0) -> Candle:
 def test_aggregate_skips_empty_windows_and_keeps_first_open_last_close() -> None:
     t0 = parse_time("2024-01-01")
     minutes = [minute(t0, 10), minute(t0 + 2 * MINUTE_MS, 12), minute(t0 + 9 * MINUTE_MS, 8)]
-    five = aggregate(minutes, "5m")
+    five = aggregate(minutes, TF["5m"])
     assert [c.start_ms for c in five] == [t0, t0 + 5 * MINUTE_MS]  # 00:05 holds 00:09 only
     first = five[0]
     assert (first.open, first.close, first.high, first.low) == (10, 12.5, 13, 9)
     assert first.volume == 2.0 and first.value == 22.0
     assert first.last_trade_ms == minutes[1].last_trade_ms
-    assert aggregate([], "1h") == []
+    assert aggregate([], TF["1h"]) == []
 
 
 def test_listing_makes_earlier_minutes_known_empty_and_bad_input_is_refused() -> None:
@@ -126,10 +127,10 @@ def test_listing_makes_earlier_minutes_known_empty_and_bad_input_is_refused() ->
     coverage = Coverage.of(
         [(t0 + 30 * MINUTE_MS, t0 + 120 * MINUTE_MS)], listing_ms=t0 + 30 * MINUTE_MS
     )
-    assert derivable_ranges(coverage, "1h", t0 - DAY_MS, t0 + DAY_MS) == [
+    assert derivable_ranges(coverage, TF["1h"], t0 - DAY_MS, t0 + DAY_MS) == [
         (t0 - DAY_MS, t0 + 2 * 3_600_000)
     ]
     with pytest.raises(InvalidRequestError, match="derivable are 3m"):
-        aggregate([], "1w")
+        aggregate([], TF["1w"])
     with pytest.raises(InvalidRequestError, match="takes 1m candles"):
-        aggregate([minute(t0, 1).__replace__(timeframe="3m")], "1h")
+        aggregate([minute(t0, 1).__replace__(timeframe=TF["3m"])], TF["1h"])

@@ -87,6 +87,9 @@ def stored_rows(db: Path) -> int:
 def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if not tables:  # killed after SQLite created the file, before the schema: empty
+            return {table: [] for table in ("candles", "coverage", "listing")}
         return {
             table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
             for table in ("candles", "coverage", "listing")

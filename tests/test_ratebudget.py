@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from helpers import FakeTime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,70 +14,6 @@ from marketspine._errors import InvalidRequestError
 from marketspine._ratebudget import DEFAULT_MARGIN, GROUPS, LocalRateBudget, Priority, group_of
 
 T = TypeVar("T")
-
-
-class FakeTime:
-    """Virtual time: ``sleep`` parks the caller until ``run`` moves the clock to its deadline.
-    Time only moves when every task is blocked, so runs are deterministic and instant."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._timers, (self.now + max(0.0, seconds), next(self._seq), future))
-        await future
-
-    @staticmethod
-    async def settle() -> None:
-        for _ in range(30):
-            await asyncio.sleep(0)
-
-    async def step(self) -> bool:
-        """Wake the earliest sleeper (moving the clock); False when nobody sleeps."""
-        await self.settle()
-        while self._timers:
-            deadline, _, future = heapq.heappop(self._timers)
-            if future.done():
-                continue
-            self.now = max(self.now, deadline)
-            future.set_result(None)
-            await self.settle()
-            return True
-        return False
-
-    async def run(self, awaitable: Awaitable[T], *, max_seconds: float = 3600.0) -> T:
-        """Drive virtual time until ``awaitable`` finishes. While nobody sleeps on virtual
-        time, real time passes (I/O, real timeouts) for at most 5 s before it counts as a
-        deadlock."""
-        task = asyncio.ensure_future(awaitable)
-        end = self.now + max_seconds
-        loop = asyncio.get_running_loop()
-        real_deadline = loop.time() + 5.0
-        while not task.done():
-            if await self.step():
-                real_deadline = loop.time() + 5.0
-            elif not task.done():
-                if loop.time() > real_deadline:
-                    task.cancel()
-                    raise AssertionError("deadlock: the task waits but nobody sleeps")
-                await asyncio.wait({task}, timeout=0.002)
-            if self.now > end:
-                task.cancel()
-                raise AssertionError(f"still running after {max_seconds} virtual seconds")
-        return task.result()
-
-    async def run_until(self, condition: Callable[[], bool], max_seconds: float = 3600.0) -> None:
-        end = self.now + max_seconds
-        await self.settle()
-        while not condition():
-            if not await self.step() or self.now > end:
-                raise AssertionError("condition never became true")
 
 
 def make_budget(fake: FakeTime, **kwargs: Any) -> LocalRateBudget:

@@ -9,23 +9,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
 
 import pytest
+from helpers import ManualClock, wait_until
 
 from marketspine._quotes import Channel
 from marketspine._records import Candle, Trade
 from marketspine._spine import Spine
 from marketspine._timeframes import parse_timeframe
 from marketspine.sim import SimConfig
-
-
-class SettableClock(Protocol):
-    """The conftest ``sim_clock``: UTC epoch ms that moves only when ``advance`` moves it."""
-
-    def __call__(self) -> int: ...
-    def advance(self, ms: int) -> int: ...
-
 
 FORMING_TIMEFRAMES = ("1m", "3m", "5m", "10m", "15m", "30m", "1h", "4h", "1d")
 
@@ -43,17 +35,9 @@ async def spine(fast_sim: str, tmp_path: Path) -> AsyncIterator[Spine]:
         yield s
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_ticker_and_trades_from_live_state(spine: Spine) -> None:
     await spine.watch(["ticker", "trade"], ["KRW-BTC"])
-    await wait_for(lambda: spine._live.trade_count("KRW-BTC") >= 50, 20, "50 live trades")
+    await wait_until(lambda: spine._live.trade_count("KRW-BTC") >= 50, 20, "50 live trades")
     ticker = await spine.ticker("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
     assert ticker.market == "KRW-BTC"
     before = spine.client.statistics().sent["ticker"]
@@ -79,8 +63,20 @@ async def test_stream_yields_typed_events(spine: Spine) -> None:
     assert len({t.seq for t in seen}) == 20
 
 
-async def test_forming_candles_equal_rest_once_closed(spine: Spine) -> None:
-    market = "KRW-LINK"  # ~5,000 trades a day: a day closes every 12 s without flooding the loop
+async def test_forming_candles_equal_rest_once_closed(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    sim_clock: ManualClock,
+    tmp_path: Path,
+) -> None:
+    # Simulated time moves by hand, in steps of six hours: the stream delivers each step's
+    # trades as one burst, and two day candles close in a few real seconds at most.
+    with running_sim(SimConfig(seed=5, rate_limit=0), sim_clock) as url:
+        async with Spine(url, tmp_path / "forming.db", wall_ms=sim_clock) as spine:
+            await check_forming_candles_equal_rest_once_closed(spine, sim_clock)
+
+
+async def check_forming_candles_equal_rest_once_closed(spine: Spine, clock: ManualClock) -> None:
+    market = "KRW-LINK"  # ~5,000 trades a day: a step of hours is a burst, not a flood
     await spine.watch([f"candle.{name}" for name in FORMING_TIMEFRAMES], [market])
     closed: dict[str, Candle] = {}
 
@@ -96,7 +92,18 @@ async def test_forming_candles_equal_rest_once_closed(spine: Spine) -> None:
             closed[name] = candle
         return True
 
-    await wait_for(all_closed_twice, 60, "every timeframe to close a streamed window")
+    def delivered(seq: int) -> Callable[[], bool]:
+        return lambda: any(t.seq == seq for t in spine._live.trades(market, 50))
+
+    steps = 0
+    while not all_closed_twice():
+        steps += 1
+        assert steps <= 20, "two day candles should have closed within 20 steps of 6 h"
+        clock.advance(6 * 3_600_000)
+        # The newest trade upstream now holds; the stream has delivered the step once the
+        # live state holds it too (trades arrive in order).
+        (newest,) = await spine.client.trades(market, count=1)
+        await wait_until(delivered(newest.seq), 20, "the stream to deliver the step's trades")
     for name in FORMING_TIMEFRAMES:
         mine = closed[name]
         tf = parse_timeframe(name)
@@ -117,7 +124,7 @@ async def test_forming_candles_equal_rest_once_closed(spine: Spine) -> None:
 
 async def test_preloaded_windows_stay_hot(
     running_sim: Callable[..., AbstractContextManager[str]],
-    sim_clock: SettableClock,
+    sim_clock: ManualClock,
     tmp_path: Path,
 ) -> None:
     # One settable clock for the simulator and Spine (as a real local clock runs with
@@ -127,7 +134,7 @@ async def test_preloaded_windows_stay_hot(
             await check_preloaded_windows_stay_hot(spine, sim_clock)
 
 
-async def check_preloaded_windows_stay_hot(spine: Spine, clock: SettableClock) -> None:
+async def check_preloaded_windows_stay_hot(spine: Spine, clock: ManualClock) -> None:
     held = await spine.preload({"KRW-BTC": {"1m": 60, "1h": 24}, "KRW-ETH": {"5m": 30}})
     assert held == {"KRW-BTC": {"1m": 60, "1h": 24}, "KRW-ETH": {"5m": 30}}
     first = await spine.candles("KRW-BTC", "1m", count=60, closed_only=True)
@@ -143,7 +150,7 @@ async def check_preloaded_windows_stay_hot(spine: Spine, clock: SettableClock) -
         covered = spine._memory.covered(key)
         return covered is not None and covered[1] > newest
 
-    await wait_for(refreshed, 20, "the keeper to fetch the closed minutes")
+    await wait_until(refreshed, 20, "the keeper to fetch the closed minutes")
     later = await spine.candles("KRW-BTC", "1m", count=60, closed_only=True)
     assert later.meta.source == "memory" and later.meta.upstream_calls == 0
     assert len(later) == 60 and later[-1].start_ms == newest
@@ -188,7 +195,7 @@ async def test_bot_path_never_waits_behind_a_low_backfill(
                     priority=Priority.LOW,
                 )
             )
-            await wait_for(
+            await wait_until(
                 lambda: spine.client.statistics().sent["candles"] >= 5,
                 10,
                 "the backfill to saturate the candle group",
@@ -210,6 +217,6 @@ async def test_watched_books_at_a_chosen_depth(spine: Spine) -> None:
     with pytest.raises(InvalidRequestError, match="depth"):
         await spine.watch(["ticker"], ["KRW-BTC"], depth=5)
     await spine.watch(["orderbook"], ["KRW-BTC"], depth=5)
-    await wait_for(lambda: spine._live.orderbook("KRW-BTC") is not None, 20, "a live book")
+    await wait_until(lambda: spine._live.orderbook("KRW-BTC") is not None, 20, "a live book")
     book = await spine.orderbook("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
     assert book.market == "KRW-BTC" and len(book.units) == 5

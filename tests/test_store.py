@@ -15,6 +15,7 @@ from marketspine._coverage import Coverage
 from marketspine._records import Candle
 from marketspine._store import SCHEMA_VERSION, SQLiteStore
 from marketspine._time import MINUTE_MS, parse_time
+from marketspine._timeframes import TIMEFRAMES as TF
 
 T0 = parse_time("2024-01-01")
 
@@ -32,28 +33,28 @@ async def test_page_round_trip_is_exact_and_ascending(tmp_path: Path) -> None:
     candles = minute_candles("KRW-BTC", T0, 300)
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
         # written newest first, read back ascending
-        await store.write_page("KRW-BTC", "1m", candles[::-1], (T0, T0 + 300 * MINUTE_MS))
-        assert await store.read("KRW-BTC", "1m", T0, T0 + 300 * MINUTE_MS) == candles
+        await store.write_page("KRW-BTC", TF["1m"], candles[::-1], (T0, T0 + 300 * MINUTE_MS))
+        assert await store.read("KRW-BTC", TF["1m"], T0, T0 + 300 * MINUTE_MS) == candles
         assert (
-            await store.read("KRW-BTC", "1m", T0 + 10 * MINUTE_MS, T0 + 12 * MINUTE_MS)
+            await store.read("KRW-BTC", TF["1m"], T0 + 10 * MINUTE_MS, T0 + 12 * MINUTE_MS)
             == (candles[10:12])
         )
-        assert await store.read("KRW-ETH", "1m", T0, T0 + 300 * MINUTE_MS) == []
+        assert await store.read("KRW-ETH", TF["1m"], T0, T0 + 300 * MINUTE_MS) == []
 
 
 async def test_data_and_coverage_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     candles = minute_candles("KRW-BTC", T0, 5)
     async with SQLiteStore(path) as store:
-        await store.write_page("KRW-BTC", "1m", candles, (T0 - MINUTE_MS, T0 + 5 * MINUTE_MS))
-        await store.write_page("KRW-BTC", "1m", [], (T0 + 5 * MINUTE_MS, T0 + 9 * MINUTE_MS))
-        await store.write_page("KRW-BTC", "1m", [], (T0 + 20 * MINUTE_MS, T0 + 30 * MINUTE_MS))
+        await store.write_page("KRW-BTC", TF["1m"], candles, (T0 - MINUTE_MS, T0 + 5 * MINUTE_MS))
+        await store.write_page("KRW-BTC", TF["1m"], [], (T0 + 5 * MINUTE_MS, T0 + 9 * MINUTE_MS))
+        await store.write_page("KRW-BTC", TF["1m"], [], (T0 + 20 * MINUTE_MS, T0 + 30 * MINUTE_MS))
     async with SQLiteStore(path) as store:
-        coverage = await store.coverage("KRW-BTC", "1m")
+        coverage = await store.coverage("KRW-BTC", TF["1m"])
         assert coverage == Coverage.of(
             [(T0 - MINUTE_MS, T0 + 9 * MINUTE_MS), (T0 + 20 * MINUTE_MS, T0 + 30 * MINUTE_MS)]
         )
-        assert await store.read("KRW-BTC", "1m", 0, 2 * T0) == candles
+        assert await store.read("KRW-BTC", TF["1m"], 0, 2 * T0) == candles
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -63,14 +64,16 @@ async def test_minutes_and_months_live_side_by_side(tmp_path: Path) -> None:
     minutes = minute_candles("KRW-BTC", T0, 3, "1m")
     months = minute_candles("KRW-BTC", T0, 3, "1M")
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
-        await store.write_page("KRW-BTC", "1m", minutes, (T0, T0 + 3 * MINUTE_MS))
-        await store.write_page("KRW-BTC", "1M", months, (T0, parse_time("2024-04-01")))
+        await store.write_page("KRW-BTC", TF["1m"], minutes, (T0, T0 + 3 * MINUTE_MS))
+        await store.write_page("KRW-BTC", TF["1M"], months, (T0, parse_time("2024-04-01")))
         # the month of 2024-01 and the minute 00:00 share start_ms yet stay apart
         assert minutes[0].start_ms == months[0].start_ms
-        assert await store.read("KRW-BTC", "1m", T0, 2 * T0) == minutes
-        assert await store.read("KRW-BTC", "1M", T0, 2 * T0) == months
-        assert (await store.coverage("KRW-BTC", "1m")).ranges == ((T0, T0 + 3 * MINUTE_MS),)
-        assert (await store.coverage("KRW-BTC", "1M")).ranges == ((T0, parse_time("2024-04-01")),)
+        assert await store.read("KRW-BTC", TF["1m"], T0, 2 * T0) == minutes
+        assert await store.read("KRW-BTC", TF["1M"], T0, 2 * T0) == months
+        assert (await store.coverage("KRW-BTC", TF["1m"])).ranges == ((T0, T0 + 3 * MINUTE_MS),)
+        assert (await store.coverage("KRW-BTC", TF["1M"])).ranges == (
+            (T0, parse_time("2024-04-01")),
+        )
         names = {(s.timeframe, s.rows) for s in await store.summary()}
         assert names == {("1m", 3), ("1M", 3)}
 
@@ -79,21 +82,21 @@ async def test_a_page_that_cannot_be_written_whole_writes_nothing(tmp_path: Path
     candles = minute_candles("KRW-BTC", T0, 10)
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
         with pytest.raises(InvalidRequestError, match="outside the covered range"):
-            await store.write_page("KRW-BTC", "1m", candles, (T0, T0 + 9 * MINUTE_MS))
+            await store.write_page("KRW-BTC", TF["1m"], candles, (T0, T0 + 9 * MINUTE_MS))
         with pytest.raises(InvalidRequestError, match="written to KRW-ETH"):
-            await store.write_page("KRW-ETH", "1m", candles, (T0, T0 + 10 * MINUTE_MS))
-        assert await store.read("KRW-BTC", "1m", 0, 2 * T0) == []
-        assert await store.coverage("KRW-BTC", "1m") == Coverage()
+            await store.write_page("KRW-ETH", TF["1m"], candles, (T0, T0 + 10 * MINUTE_MS))
+        assert await store.read("KRW-BTC", TF["1m"], 0, 2 * T0) == []
+        assert await store.coverage("KRW-BTC", TF["1m"]) == Coverage()
 
 
 async def test_listing_keeps_the_later_statement_and_joins_coverage(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
-        assert await store.listing("KRW-BTC", "1d") is None
-        await store.set_listing("KRW-BTC", "1d", T0)
-        await store.set_listing("KRW-BTC", "1d", T0 - 10)
-        assert await store.listing("KRW-BTC", "1d") == T0
-        await store.write_page("KRW-BTC", "1d", [], (T0, T0 + 10), listing_ms=T0 + 5)
-        coverage = await store.coverage("KRW-BTC", "1d")
+        assert await store.listing("KRW-BTC", TF["1d"]) is None
+        await store.set_listing("KRW-BTC", TF["1d"], T0)
+        await store.set_listing("KRW-BTC", TF["1d"], T0 - 10)
+        assert await store.listing("KRW-BTC", TF["1d"]) == T0
+        await store.write_page("KRW-BTC", TF["1d"], [], (T0, T0 + 10), listing_ms=T0 + 5)
+        coverage = await store.coverage("KRW-BTC", TF["1d"])
         assert coverage.listing_ms == T0 + 5 and coverage.ranges == ((T0, T0 + 10),)
 
 
@@ -101,8 +104,8 @@ async def test_summary_lists_every_series(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
         assert await store.summary() == []
         btc = minute_candles("KRW-BTC", T0, 4)
-        await store.write_page("KRW-BTC", "1m", btc, (T0, T0 + 10 * MINUTE_MS))
-        await store.write_page("KRW-ETH", "1h", [], (T0, T0 + 3_600_000))
+        await store.write_page("KRW-BTC", TF["1m"], btc, (T0, T0 + 10 * MINUTE_MS))
+        await store.write_page("KRW-ETH", TF["1h"], [], (T0, T0 + 3_600_000))
         summary = {s.market: s for s in await store.summary()}
     assert summary["KRW-BTC"].rows == 4
     assert summary["KRW-BTC"].first_ms == btc[0].start_ms
@@ -117,7 +120,7 @@ async def test_a_text_file_is_refused_with_a_clear_error(tmp_path: Path) -> None
     path.write_text("not a database at all\n" * 100)
     store = SQLiteStore(path)
     with pytest.raises(StoreError, match=r"notes\.txt.*expected a marketspine SQLite database"):
-        await store.coverage("KRW-BTC", "1m")
+        await store.coverage("KRW-BTC", TF["1m"])
     await store.aclose()
     assert path.read_text().startswith("not a database")
 
@@ -125,7 +128,7 @@ async def test_a_text_file_is_refused_with_a_clear_error(tmp_path: Path) -> None
 async def test_a_corrupt_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     async with SQLiteStore(path) as store:
-        await store.write_page("KRW-BTC", "1m", minute_candles("KRW-BTC", T0, 50), (T0, 2 * T0))
+        await store.write_page("KRW-BTC", TF["1m"], minute_candles("KRW-BTC", T0, 50), (T0, 2 * T0))
     data = bytearray(path.read_bytes())
     data[0:16] = b"garbage garbage!"
     path.write_bytes(bytes(data))
@@ -177,7 +180,7 @@ async def test_a_big_write_does_not_stall_the_event_loop(tmp_path: Path) -> None
 
         async def write() -> None:
             started = time.perf_counter()
-            await store.write_page("KRW-BTC", "1m", candles, covered)
+            await store.write_page("KRW-BTC", TF["1m"], candles, covered)
             write_done.set()
             durations.append(time.perf_counter() - started)
 
@@ -185,7 +188,7 @@ async def test_a_big_write_does_not_stall_the_event_loop(tmp_path: Path) -> None
         async with asyncio.TaskGroup() as group:
             group.create_task(ticker())
             group.create_task(write())
-        assert len(await store.read("KRW-BTC", "1m", *covered)) == 100_000
+        assert len(await store.read("KRW-BTC", TF["1m"], *covered)) == 100_000
     # the write took many ticker periods, yet no tick was held up for long
     assert durations[0] > 0.05, "the write must be big enough to matter"
     assert len(lags) > 10

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import wait_until
 
 from marketspine._client import Client
 from marketspine._listener import Event, Gap, Health, Listener, Overflow
@@ -56,14 +57,6 @@ async def next_event(events: Listener, wanted: Callable[[Event], bool], within_s
             if wanted(event):
                 return event
     raise AssertionError("the stream ended")
-
-
-async def wait_until(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def is_trade(market: str) -> Callable[[Event], bool]:

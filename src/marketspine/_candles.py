@@ -15,7 +15,8 @@ from ._client import Client
 from ._collect import collect
 from ._coverage import Coverage
 from ._derive import DERIVABLE, derivable_ranges, derive_candles
-from ._errors import CircuitOpenError, InvalidRequestError
+from ._errors import CircuitOpenError, InvalidRequestError, UnknownMarketError
+from ._horizon import SECONDS_HORIZON_MS, served_since
 from ._live import LiveState
 from ._memory import CandleMemory
 from ._planner import MAX_PAGE, PageRequest, page_outcome
@@ -24,13 +25,13 @@ from ._records import Candle, MarketInfo
 from ._result import CandleResult, Trace, fill_gaps
 from ._store import CandleStore
 from ._subscriptions import normalize_market
-from ._time import DAY_MS, parse_time
+from ._time import parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
 __all__ = ["MAX_COUNT", "CandleReader"]
 
-SECONDS_HORIZON_MS = 90 * DAY_MS
-_ONE_MINUTE = parse_timeframe("1m")  # Upbit serves 1s candles for about three months
+_ONE_MINUTE = parse_timeframe("1m")
+_FAR_FUTURE_MS = 1 << 62
 MAX_COUNT = 100_000
 
 
@@ -47,7 +48,7 @@ class _MarketsFromCache:
     async def candles(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         *,
         count: int = 200,
         to_ms: int | None = None,
@@ -79,8 +80,92 @@ class CandleReader:
         self._live = live
         self._markets = markets
         self._series_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Markets upstream answered 404 for while the store held their candles.
+        self._delisted: set[str] = set()
 
     async def read(
+        self,
+        market: str,
+        timeframe: Timeframe,
+        count: int | None = None,
+        start: str | int | None = None,
+        end: str | int | None = None,
+        priority: Priority = Priority.NORMAL,
+        *,
+        closed_only: bool = False,
+        fill: bool = False,
+    ) -> CandleResult:
+        """The answer behind ``Spine.candles`` (see there); its meta is not yet counted.
+        A market upstream no longer lists (404) whose candles the store holds is delisted:
+        answered from the store alone from then on, ``meta.delisted`` set."""
+        code = normalize_market(market)
+        if code not in self._delisted:
+            try:
+                return await self._read(
+                    code, timeframe, count, start, end, priority, closed_only=closed_only, fill=fill
+                )
+            except UnknownMarketError:
+                if not await self._holds(code, parse_timeframe(timeframe)):
+                    raise
+                self._delisted.add(code)
+        return await self._stored_only(code, parse_timeframe(timeframe), count, start, end, fill)
+
+    async def _holds(self, market: str, tf: Timeframe) -> bool:
+        """Whether the store holds candles of ``market`` for ``tf`` (or 1m to derive from)."""
+        if (await self._store.coverage(market, tf)).ranges:
+            return True
+        return tf.name in DERIVABLE and bool(
+            (await self._store.coverage(market, _ONE_MINUTE)).ranges
+        )
+
+    async def _stored_only(
+        self,
+        market: str,
+        tf: Timeframe,
+        count: int | None,
+        start: str | int | None,
+        end: str | int | None,
+        fill: bool,
+    ) -> CandleResult:
+        """A delisted market's candles: what the store holds (or derives), nothing asked."""
+        started = time.perf_counter()
+        trace = Trace()
+        trace.delisted = True
+        trace.used("database")
+        if count is None and start is None:
+            count = 200
+        if count is not None:
+            rows = await self._stored_tail(market, tf, count)
+            end_ms = rows[-1].start_ms + 1 if rows else 0
+        else:
+            assert start is not None
+            first = _to_ms(start, "start")
+            end_ms = _to_ms(end, "end") if end is not None else _FAR_FUTURE_MS
+            rows = await self._read_known(market, tf, first, end_ms)
+        if fill and rows:
+            rows = fill_gaps(rows, tf, min(end_ms, tf.next_start(rows[-1].start_ms)))
+            rows = rows[-count:] if count is not None else rows
+        return CandleResult(market, tf, rows, trace.meta(started))
+
+    async def _stored_tail(self, market: str, tf: Timeframe, count: int) -> list[Candle]:
+        """The newest ``count`` stored (or derivable) candles, reading back in widening
+        spans from the newest covered point."""
+        ends = [(await self._store.coverage(market, tf)).ranges]
+        if tf.name in DERIVABLE:
+            ends.append((await self._store.coverage(market, _ONE_MINUTE)).ranges)
+        spans = [r for ranges in ends for r in ranges]
+        if not spans:
+            return []
+        oldest, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        reach = max(1, count)
+        while True:
+            lo = max(tf.shift(tf.floor(hi), -reach), 0)
+            rows = await self._read_known(market, tf, lo, hi)
+            if len(rows) >= count or lo <= oldest:
+                return rows[-count:]
+            reach *= 4
+
+    async def _read(
         self,
         market: str,
         timeframe: Timeframe | str,
@@ -92,9 +177,8 @@ class CandleReader:
         closed_only: bool = False,
         fill: bool = False,
     ) -> CandleResult:
-        """The answer behind ``Spine.candles`` (see there); its meta is not yet counted."""
         started = time.perf_counter()
-        tf = parse_timeframe(timeframe)
+        tf = timeframe
         code = normalize_market(market)
         if count is not None and (start is not None or end is not None):
             raise InvalidRequestError("give count, or start/end, not both")
@@ -234,6 +318,7 @@ class CandleReader:
             if coverage.listing_ms is not None and coverage.listing_ms >= position:
                 break
             if tf.unit == "second" and position <= now - SECONDS_HORIZON_MS:
+                trace.unserved_before_ms = now - SECONDS_HORIZON_MS
                 break
             request = PageRequest(position, MAX_PAGE)
             try:
@@ -302,6 +387,10 @@ class CandleReader:
         from 1m), else upstream for exactly the uncovered pages."""
         if hi <= lo:
             return []
+        served_from = served_since(tf, now)
+        if served_from is not None and lo < served_from:
+            # collect() leaves that part out: unknown, and said so, never taken for empty
+            trace.unserved_before_ms = served_from
         key = (market, tf.key)
         cached = self.memory.get(key, lo, hi)
         if cached is not None:
@@ -339,6 +428,9 @@ class CandleReader:
                     trace.pages += summary.upstream_calls
                     if summary.upstream_calls:
                         trace.used("upstream")
+                    if summary.delisted:
+                        trace.delisted = True
+                        self._delisted.add(market)
             rows = await store.read(market, tf, lo, hi)
             trace.used("database")
             if derived:

@@ -10,6 +10,7 @@ restarts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,6 +21,8 @@ from typing import Any
 import msgspec
 
 from ._records import Instrument, MarketInfo
+
+log = logging.getLogger("marketspine.warmup")
 
 __all__ = [
     "REGION_URLS",
@@ -129,6 +132,7 @@ async def warm_up(
                 "url": url,
                 "error": f"{type(outcome).__name__}: {outcome}",
             }
+            log.warning("warmup of %s (%s) failed: %s", name, url, outcome)
             continue
         markets, instruments = outcome
         catalog.exchanges[name] = ExchangeCatalog(

@@ -348,8 +348,13 @@ def serve(upstream: str, db: str | None, host: str, port: int, admin_token: str 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors are click's message and exit 2, bad input
     one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""
+    import logging
+
     from ._errors import InvalidRequestError, MarketspineError, StoreError
 
+    # The library's warnings (a failed warmup, a 418 being waited out) go to stderr, one
+    # line each; a command that sets up its own logging (serve) keeps it.
+    logging.basicConfig(level=logging.WARNING, format="marketspine: %(levelname)s: %(message)s")
     try:
         code = app.main(args=argv, prog_name="marketspine", standalone_mode=False)
     except (InvalidRequestError, StoreError) as exc:
@@ -363,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
+    except OSError as exc:
+        # The machine refused (disk full, no permission) where no command checked first.
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_FAILED)
     if isinstance(code, int) and code != EXIT_OK:
         if code == EXIT_INTERRUPTED:
             print("marketspine: interrupted", file=sys.stderr)

@@ -42,6 +42,7 @@ from ._client_args import (
 )
 from ._errors import (
     BannedError,
+    CircuitOpenError,
     ClosedError,
     InvalidRequestError,
     RateLimitedError,
@@ -58,7 +59,7 @@ from ._ratebudget import (
     group_of,
 )
 from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._replies import block_seconds, remaining_requests, status_error
+from ._replies import block_seconds, remaining_requests, status_error, transport_reason
 from ._retry import DEFAULT_RETRY, RetryPolicy, Tally
 from ._time import format_utc
 from ._time import now_ms as wall_now_ms
@@ -149,6 +150,7 @@ class Client:
         self._wall_ms = wall_ms
         self._budget: RateBudget = budget or LocalRateBudget(clock=clock, sleep=sleep)
         self._breaker = breaker or CircuitBreaker(name=self._base_url, clock=clock)
+        self._last_failure: str | None = None  # why upstream failed last, for open-circuit errors
         self._http: httpx.AsyncClient | None = None
         self._flights = Flights()
         self._sent: Counter[str] = Counter()
@@ -429,13 +431,19 @@ class Client:
         """Refuse while the breaker is open; tell it how the attempt ended."""
         try:
             self._breaker.before_call()
-        except UpstreamError:
+        except UpstreamError as exc:
             self._failed += 1
-            raise
+            if not isinstance(exc, CircuitOpenError) or self._last_failure is None:
+                raise
+            # The root cause first: "connection refused", not only "circuit open".
+            raise CircuitOpenError(
+                f"{self._last_failure}; {exc}", retry_after=exc.retry_after
+            ) from exc
         try:
             response = await self._send_handling_budget(path, params, flight)
         except UpstreamError as exc:
             self._breaker.record_failure()
+            self._last_failure = str(exc)
             tally.failures += 1
             exc.add_note(f"attempt {attempt} of {self._retry.attempts}")
             return exc, True
@@ -446,13 +454,14 @@ class Client:
         if status >= 500:
             self._breaker.record_failure()
             tally.failures += 1
+            self._last_failure = f"GET {path} failed: {self._base_url} answered {status}"
             error = UpstreamError(
-                f"GET {path} failed: upstream answered {status} "
-                f"(attempt {attempt} of {self._retry.attempts})",
+                f"{self._last_failure} (attempt {attempt} of {self._retry.attempts})",
                 retry_after=None,
             )
             return error, True
         self._breaker.record_success()  # upstream answered: it is up
+        self._last_failure = None
         return self._handle_status(path, params, response, tally, attempt)
 
     async def _send_handling_budget(
@@ -529,7 +538,8 @@ class Client:
             ) from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(
-                f"GET {path} failed: {type(exc).__name__}: {exc}", retry_after=None
+                f"GET {path} failed: cannot reach {self._base_url}: {transport_reason(exc)}",
+                retry_after=None,
             ) from exc
 
     def _learn_from_reply(self, group: str, response: httpx.Response, sent_at: float) -> None:

@@ -15,11 +15,12 @@ from typing import Any, Protocol
 
 from ._coverage import Range
 from ._errors import InvalidRequestError, UnknownMarketError
+from ._horizon import split_unserved
 from ._planner import GapCursor, plan_gaps
 from ._ratebudget import Priority
 from ._records import Candle
 from ._store import CandleStore
-from ._timeframes import Timeframe, parse_timeframe
+from ._timeframes import Timeframe
 
 __all__ = ["CandleSource", "CollectSummary", "MarketCollectSummary", "ProgressEvent", "collect"]
 
@@ -35,7 +36,7 @@ class CandleSource(Protocol):
     async def candles(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         *,
         count: int = 200,
         to_ms: int | None = None,
@@ -63,18 +64,24 @@ class ProgressEvent:
 
 @dataclass(slots=True)
 class MarketCollectSummary:
-    """What one market's backfill did."""
+    """What one market's backfill did. ``delisted``: upstream no longer lists the market
+    (Upbit answers 404 for it) but the store holds its candles, so nothing new was asked."""
 
     market: str
     gaps: int = 0
     pages: int = 0
     candles_written: int = 0
     listing_ms: int | None = None
+    delisted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CollectSummary:
-    """What ``collect`` did; ``upstream_calls`` counts candle pages requested."""
+    """What ``collect`` did; ``upstream_calls`` counts candle pages requested. ``unserved``
+    is the part of the range older than upstream serves (1s candles: about three months),
+    neither asked for nor recorded as covered. ``collectable`` is False when nothing of the
+    request could be collected at all: the whole range is unserved, or every market is
+    delisted."""
 
     markets: tuple[str, ...]
     timeframe: str
@@ -82,6 +89,13 @@ class CollectSummary:
     upstream_calls: int
     seconds: float
     per_market: tuple[MarketCollectSummary, ...] = field(default=())
+    unserved: Range | None = None
+    collectable: bool = True
+
+    @property
+    def delisted(self) -> tuple[str, ...]:
+        """The markets skipped because upstream delisted them."""
+        return tuple(d.market for d in self.per_market if d.delisted)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``marketspine collect --json``)."""
@@ -92,7 +106,7 @@ async def collect(
     client: CandleSource,
     store: CandleStore,
     markets: Iterable[str],
-    timeframe: Timeframe | str,
+    timeframe: Timeframe,
     *,
     since_ms: int,
     until_ms: int,
@@ -106,31 +120,53 @@ async def collect(
     concurrently, paced by the client's rate budget; each market pages backwards through the
     gaps its coverage leaves, writing each page with its coverage in one transaction.
 
+    The part of the range older than upstream serves (``_horizon``) is left out and
+    reported as ``unserved``. A market upstream no longer lists whose candles the store
+    holds is delisted: it is skipped (``delisted`` in its summary), as is a market that
+    upstream delists while its pages are fetched.
+
     Returns a CollectSummary. Raises InvalidRequestError for a bad range or timeframe,
-    UnknownMarketError (before fetching anything) for a market upstream does not list, and
-    the client's or store's typed error for a page that finally fails — never skipping it.
+    UnknownMarketError (before fetching anything) for a market upstream does not list and
+    the store knows nothing of, and the client's or store's typed error for a page that
+    finally fails — never skipping it.
     """
-    tf = parse_timeframe(timeframe)
+    tf = timeframe
     codes = list(dict.fromkeys(m.strip().upper() for m in markets))
     if not codes:
         raise InvalidRequestError("no market given: name at least one, such as KRW-BTC")
+    if since_ms >= until_ms:
+        raise InvalidRequestError(
+            f"empty time range: since ({since_ms}) must be before until ({until_ms})"
+        )
     started = time.perf_counter()
+    unserved, served_from = split_unserved(tf, since_ms, until_ms, now_ms)
     plans: dict[str, list[Range]] = {}
     for code in codes:
         coverage = await store.coverage(code, tf)
-        plans[code] = plan_gaps(coverage, tf, since_ms, until_ms, now_ms)
+        plans[code] = (
+            plan_gaps(coverage, tf, served_from, until_ms, now_ms) if served_from < until_ms else []
+        )
+    details = {code: MarketCollectSummary(code) for code in codes}
     # A covered closed range must cost zero upstream calls, so the market list is only
     # fetched (and the markets checked) when there is something to fetch.
     if any(plans.values()):
         listed = {info.market for info in await client.markets()}
         unknown = [code for code in codes if code not in listed]
+        held = {s.market for s in await store.summary()} if unknown else set()
+        for code in unknown:
+            if code in held:  # Upbit forgets a delisted market; the store does not
+                details[code].delisted = True
+                plans[code] = []
+        unknown = [code for code in unknown if code not in held]
         if unknown:
             raise UnknownMarketError(
                 unknown[0],
                 f"unknown market{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                "(not listed upstream; expected codes such as KRW-BTC)",
+                "(not listed upstream, and nothing of it stored: a typo, or delisted "
+                "before anything was collected; expected codes such as KRW-BTC)",
             )
-    details = {code: MarketCollectSummary(code, gaps=len(plans[code])) for code in codes}
+    for code in codes:
+        details[code].gaps = len(plans[code])
     try:
         async with asyncio.TaskGroup() as group:
             for code in codes:
@@ -148,6 +184,8 @@ async def collect(
         upstream_calls=sum(d.pages for d in details.values()),
         seconds=time.perf_counter() - started,
         per_market=tuple(details[code] for code in codes),
+        unserved=unserved,
+        collectable=served_from < until_ms and not all(d.delisted for d in details.values()),
     )
 
 
@@ -166,9 +204,14 @@ async def _collect_market(
     for gap in reversed(gaps):  # newest first: pages walk backwards anyway
         cursor = GapCursor(tf, gap)
         while (request := cursor.next_request()) is not None:
-            page = await client.candles(
-                market, tf, count=request.count, to_ms=request.to_ms, priority=priority
-            )
+            try:
+                page = await client.candles(
+                    market, tf, count=request.count, to_ms=request.to_ms, priority=priority
+                )
+            except UnknownMarketError:
+                # Delisted while collecting: what is stored stays, and stays exact.
+                detail.delisted = True
+                return
             detail.pages += 1
             outcome = cursor.feed(page)
             await store.write_page(

@@ -27,7 +27,8 @@ from rich.table import Table
 
 from ._client import Client
 from ._collect import CollectSummary, ProgressEvent, collect
-from ._errors import InvalidRequestError, StoreError
+from ._collect_notes import EXIT_NOTHING_COLLECTABLE, collect_notes, collect_notes_json
+from ._errors import InvalidRequestError, StoreError, UnknownMarketError
 from ._ratebudget import Priority
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
@@ -101,6 +102,10 @@ def run_collect(
             f"{', '.join(summary.markets)} in {summary.seconds:.1f} s "
             f"({summary.upstream_calls} upstream calls)"
         )
+    for line in collect_notes(summary):
+        print(f"marketspine: {line}", file=sys.stderr)
+    if not summary.collectable:
+        raise SystemExit(EXIT_NOTHING_COLLECTABLE)
 
 
 def _summary_json(summary: CollectSummary) -> dict[str, Any]:
@@ -110,6 +115,7 @@ def _summary_json(summary: CollectSummary) -> dict[str, Any]:
         "candles_written": summary.candles_written,
         "upstream_calls": summary.upstream_calls,
         "seconds": round(summary.seconds, 3),
+        **collect_notes_json(summary),
     }
 
 
@@ -126,7 +132,12 @@ async def _collect(
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
     async with open_store(db, must_exist=False) as store, Client(upstream) as client:
         until_hint = parse_time(until) if until else None
-        now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
+        try:
+            now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
+        except UnknownMarketError:
+            # Delisted (or never listed): its 404 still told upstream's clock, and collect
+            # says which it is.
+            now = client.upstream_now_ms()
         since_ms, until_ms = _range(tf, since, until, now)
         if since_ms >= now:
             span = (
@@ -252,7 +263,13 @@ def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: boo
         configured[name] = url
 
     path = Path(db).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot use --db {path}: its folder {path.parent} cannot be created "
+            f"({exc.strerror or exc})"
+        ) from None
 
     async def go() -> dict[str, Any]:
         async with Spine(upstream, path, exchanges=configured, warmup_every_s=0) as spine:

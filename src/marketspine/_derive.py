@@ -33,8 +33,7 @@ class Derived:
     covered: Coverage
 
 
-def _check_target(timeframe: Timeframe | str) -> Timeframe:
-    target = parse_timeframe(timeframe)
+def _check_target(target: Timeframe) -> Timeframe:
     if target.name not in DERIVABLE:
         raise InvalidRequestError(
             f"cannot derive {target.name} candles from 1m: derivable are {' '.join(DERIVABLE)}"
@@ -42,7 +41,7 @@ def _check_target(timeframe: Timeframe | str) -> Timeframe:
     return target
 
 
-def aggregate(minutes: Sequence[Candle], timeframe: Timeframe | str) -> list[Candle]:
+def aggregate(minutes: Sequence[Candle], timeframe: Timeframe) -> list[Candle]:
     """The ``timeframe`` candles made of the ascending 1m candles ``minutes``.
 
     Returns one candle per window holding at least one 1m candle, ascending. Raises
@@ -84,7 +83,7 @@ def _combine(group: list[Candle], target: Timeframe, start: int | None) -> Candl
 
 
 def derivable_ranges(
-    minute_coverage: Coverage, timeframe: Timeframe | str, start_ms: int, end_ms: int
+    minute_coverage: Coverage, timeframe: Timeframe, start_ms: int, end_ms: int
 ) -> list[Range]:
     """The ranges of ``timeframe`` window starts in ``[start_ms, end_ms)`` whose every minute
     lies in ``minute_coverage`` (listing included), ascending."""
@@ -105,7 +104,7 @@ def derivable_ranges(
 
 
 async def derive_candles(
-    store: CandleStore, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+    store: CandleStore, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
 ) -> Derived:
     """``timeframe`` candles of ``market`` starting in ``[start_ms, end_ms)``, built from the
     stored 1m candles wherever their coverage spans whole windows. ``covered`` says where the

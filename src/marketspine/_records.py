@@ -111,13 +111,16 @@ class Orderbook(msgspec.Struct, frozen=True, gc=False):
 class MarketInfo(msgspec.Struct, frozen=True):
     """A listed market. ``warning`` is the investment-warning designation (Korea's
     ``market_event.warning``, or ``market_warning == "CAUTION"`` on the other sites);
-    ``caution`` holds Korea's per-alert flags and is empty where Upbit sends none."""
+    ``caution`` holds Korea's per-alert flags and is empty where Upbit sends none.
+    ``delisted``: upstream no longer lists it, the store still holds its candles
+    (``Spine.markets(include_delisted=True)``)."""
 
     market: str
     korean_name: str | None
     english_name: str
     warning: bool
     caution: dict[str, bool]
+    delisted: bool = False
 
 
 class Instrument(msgspec.Struct, frozen=True, gc=False):

@@ -4,7 +4,9 @@ a 418 announces, the error message of a failed request and the error it means (p
 from __future__ import annotations
 
 import email.utils
+import os
 import re
+import socket
 import time
 from collections.abc import Sequence
 
@@ -13,11 +15,23 @@ import msgspec
 
 from ._errors import InvalidRequestError, MarketspineError, UnknownMarketError
 
-__all__ = ["block_seconds", "remaining_requests", "status_error", "upbit_message"]
+__all__ = [
+    "block_seconds",
+    "excerpt",
+    "remaining_requests",
+    "status_error",
+    "transport_reason",
+    "upbit_message",
+]
 
 _REMAINING_REQ = re.compile(r"group=([a-z\-]+);\s*min=\d+;\s*sec=(\d+)")
 _BLOCK_SECONDS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s\b|초)", re.IGNORECASE)
 _NOT_FOUND = "Code not found"
+_EXCERPT_CHARS = 120
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG_OR_SCRIPT = re.compile(
+    r"<(script|style)[^>]*>.*?</\1>|<!--.*?-->|<[^>]*>", re.IGNORECASE | re.DOTALL
+)
 
 
 def remaining_requests(header: str | None) -> tuple[str, int] | None:
@@ -44,6 +58,12 @@ def status_error(
             f"unknown market {markets!r}: Upbit answered 404 {_NOT_FOUND} (not listed, "
             "delisted, or a quote currency that does not exist)",
         )
+    if not _is_upbit_error(response):
+        # Not Upbit's JSON: most likely --upstream points at some other web server.
+        return InvalidRequestError(
+            f"GET {path}: {_origin(response)} answered {status} with something other than "
+            f"Upbit's API ({message!r}); is the upstream URL an Upbit REST base URL?"
+        )
     if status == 404:
         return InvalidRequestError(f"GET {path}: no such Upbit path (404 {message})")
     return InvalidRequestError(f"GET {path} rejected by Upbit ({status}): {message}")
@@ -58,10 +78,58 @@ class _ErrorEnvelope(msgspec.Struct):
 
 
 def upbit_message(response: httpx.Response) -> str:
+    """Upbit's error message, else a one-line excerpt of whatever the body is."""
     try:
         return msgspec.json.decode(response.content, type=_ErrorEnvelope).error.message
     except msgspec.DecodeError:
-        return response.text.strip()[:200]
+        return excerpt(response.content)
+
+
+def _is_upbit_error(response: httpx.Response) -> bool:
+    try:
+        msgspec.json.decode(response.content, type=_ErrorEnvelope)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _origin(response: httpx.Response) -> str:
+    try:
+        url = response.request.url
+    except RuntimeError:  # a response built by hand, without its request
+        return "upstream"
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+
+
+def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
+    """A short one-line excerpt of a reply body for error messages: an HTML page's title
+    (or its text without tags), whitespace collapsed, cut to ``limit`` characters."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if "<" in text and ">" in text:
+        title = _TITLE.search(text)
+        text = title.group(1) if title and title.group(1).strip() else _TAG_OR_SCRIPT.sub(" ", text)
+    text = " ".join(text.split())
+    if not text:
+        return "an empty body"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def transport_reason(exc: BaseException) -> str:
+    """Why a request never got an answer, in a few words: the operating system's reason
+    (``connection refused``, ``name or service not known``) found under httpx's wrapper,
+    else the exception's own message."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror) and current.strerror:
+            return current.strerror[:1].lower() + current.strerror[1:]
+        if isinstance(current, OSError) and current.errno and current.errno > 0:
+            reason = os.strerror(current.errno)  # asyncio's strerror adds the address
+            return reason[:1].lower() + reason[1:]
+        current = current.__cause__ or current.__context__
+    message = str(exc).strip() or type(exc).__name__
+    return " ".join(message.split())
 
 
 def block_seconds(response: httpx.Response) -> float | None:

@@ -36,6 +36,11 @@ class ResultMeta:
     elapsed_ms: float = 0.0
     stale: bool = False  # served while the upstream circuit was open
     forming: bool = False  # the last candle is the still-forming one
+    # Upstream serves no candle of this timeframe older than this (1s: about three months):
+    # set when the request reached before it, so what lies before is unknown, not empty.
+    unserved_before_ms: int | None = None
+    # Upstream no longer lists the market (Upbit answers 404): served from the store alone.
+    delisted: bool = False
 
     @property
     def source(self) -> str:
@@ -48,13 +53,15 @@ class ResultMeta:
 class Trace:
     """What one request touched, for its ``ResultMeta``."""
 
-    __slots__ = ("calls", "pages", "sources", "stale")
+    __slots__ = ("calls", "delisted", "pages", "sources", "stale", "unserved_before_ms")
 
     def __init__(self) -> None:
         self.sources: list[Source] = []
         self.calls = 0
         self.pages = 0
         self.stale = False
+        self.unserved_before_ms: int | None = None
+        self.delisted = False
 
     def used(self, source: Source) -> None:
         if source not in self.sources:
@@ -68,6 +75,8 @@ class Trace:
             elapsed_ms=(time.perf_counter() - started) * 1000,
             stale=self.stale,
             forming=forming,
+            unserved_before_ms=self.unserved_before_ms,
+            delisted=self.delisted,
         )
 
 

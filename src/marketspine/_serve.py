@@ -1,6 +1,6 @@
 """``marketspine serve``: one process (uvicorn, one worker) around one ``Spine`` for every
 client on the host — Upbit-compatible REST at ``/v1/…``, its own JSON API at ``/api/…``,
-``/healthz``, ``/metrics`` and the admin API.
+``/healthz``, ``/metrics``, the admin API and Upbit's WebSocket at ``/websocket/v1``.
 
 ``create_service_app(service)`` builds the Starlette app from a ``ServeService`` (routes
 grouped per module, so the admin page and the WebSocket gateway mount beside them);
@@ -10,6 +10,7 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -21,13 +22,14 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ._errors import InvalidRequestError
 from ._serve_admin import admin_routes, resolve_token, token_path
 from ._serve_api import api_routes
 from ._serve_service import ServeService
 from ._serve_upbit import upbit_routes
+from ._serve_ws import WsGateway
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
 
@@ -71,11 +73,17 @@ def create_service_app(
         async with service:
             yield
 
+    # One WebSocket gateway over the service's Spine; the service closes it. A pair the
+    # REST side watches stays watched when the gateway retires it, and the other way round.
+    gateway = WsGateway(service.spine, shared=service.demand.is_live)
+    service.gateway = gateway
+    service.demand.in_use = gateway.wants
     routes: list[BaseRoute] = [
         *upbit_routes(service),
         *api_routes(service),
         *admin_routes(service),
         *_health_routes(service),
+        WebSocketRoute("/websocket/v1", gateway.handle),
         *(extra_routes or []),
     ]
     app = Starlette(
@@ -161,6 +169,18 @@ def run_serve(
         app = create_service_app(service)
 
         class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # As uvicorn's, minus re-raising the signal afterwards: SIGINT and SIGTERM
+                # are this server's normal way to stop, and the shutdown was graceful.
+                handled = (signal.SIGINT, signal.SIGTERM)
+                original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+                try:
+                    yield
+                finally:
+                    for sig, handler in original.items():
+                        signal.signal(sig, handler)
+
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets)
                 if self.started:  # listening now: tell whoever started us where
@@ -180,6 +200,4 @@ def run_serve(
                 ws_ping_interval=None,
             )
         )
-        # uvicorn re-raises the Ctrl-C it shut down on: for a server, the normal way to stop.
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[sock])
+        server.run(sockets=[sock])

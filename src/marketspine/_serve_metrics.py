@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,7 +24,7 @@ from starlette.responses import Response
 from ._errors import InvalidRequestError
 from ._ratebudget import group_of
 
-__all__ = ["CONTENT_TYPE", "CallCount", "ServeMetrics"]
+__all__ = ["CONTENT_TYPE", "CallCount", "ServeMetrics", "counter", "gauge"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -99,7 +99,7 @@ class ServeMetrics:
         )
         self._answers = Counter(
             "marketspine_answers",
-            "Answers by the layer that gave them (memory, database, live, upstream, mixed).",
+            "Answers by each layer that contributed (memory, database, live, upstream).",
             ["layer"],
             registry=r,
         )
@@ -188,4 +188,11 @@ def gauge(name: str, doc: str, values: dict[tuple[str, ...], float], labels: lis
     family = GaugeMetricFamily(name, doc, labels=labels)
     for key, value in values.items():
         family.add_metric(list(key), value)
+    return family
+
+
+def counter(name: str, doc: str, value: float) -> Any:
+    """A counter read at scrape time (``name`` without ``_total``; the family adds it)."""
+    family = CounterMetricFamily(name, doc)
+    family.add_metric([], value)
     return family

@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 
 from ._records import Instrument
 from ._serve_jobs import BackfillJobs
-from ._serve_metrics import CallCount, ServeMetrics, gauge
+from ._serve_metrics import CallCount, ServeMetrics, counter, gauge
 from ._serve_render import CandleRows, ClosedAnswers
 from ._spine import Spine
 from ._store import CandleStore
@@ -88,6 +88,8 @@ class LiveDemand:
         self._live: set[tuple[str, str]] = set()
         self._starting: set[tuple[str, str]] = set()
         self.enabled = True
+        # Whether another user (the WebSocket gateway) streams a pair: it is then kept.
+        self.in_use: Callable[[str, str], bool] = lambda kind, market: False
 
     def want(self, kind: str, market: str) -> None:
         key = (kind, market)
@@ -119,7 +121,11 @@ class LiveDemand:
         while True:
             await asyncio.sleep(max(self._idle_s / 4, 0.05))
             cutoff = self._clock() - self._idle_s
-            idle = [key for key in self._live if self._asked.get(key, 0.0) < cutoff]
+            idle = [
+                key
+                for key in self._live
+                if self._asked.get(key, 0.0) < cutoff and not self.in_use(*key)
+            ]
             for kind, market in idle:
                 self._live.discard((kind, market))
                 self._asked.pop((kind, market), None)
@@ -308,10 +314,25 @@ class ServeService:
             ("marketspine_websocket_clients", "clients", "Downstream WebSocket clients."),
             ("marketspine_websocket_subscriptions", "subscriptions", "Downstream subscriptions."),
             (
-                "marketspine_websocket_dropped_clients_total",
-                "dropped_clients",
-                "Slow WebSocket clients closed.",
+                "marketspine_websocket_upstream_pairs",
+                "upstream_pairs",
+                "(type, market) pairs fed from the shared upstream WebSocket.",
             ),
         ):
             value = float(getattr(stats, field, 0) or 0) if stats is not None else 0.0
             yield gauge(name, doc, {(): value}, [])
+        for name, field, doc in (
+            (
+                "marketspine_websocket_dropped_clients",
+                "dropped_clients",
+                "Slow WebSocket clients closed.",
+            ),
+            (
+                "marketspine_websocket_connections",
+                "connections",
+                "WebSocket connections accepted.",
+            ),
+            ("marketspine_websocket_frames_sent", "frames_sent", "WebSocket frames sent."),
+        ):
+            value = float(getattr(stats, field, 0) or 0) if stats is not None else 0.0
+            yield counter(name, doc, value)

@@ -67,11 +67,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Answer(msgspec.Struct):
-    """A handler's answer: the JSON body and where it came from."""
+    """A handler's answer: the JSON body and where it came from (``layers``: every layer
+    that contributed, when more than one did)."""
 
     body: bytes
     source: str
     stale: bool = False
+    layers: tuple[str, ...] = ()
 
 
 class _Bad(InvalidRequestError):
@@ -197,7 +199,7 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         closed = to_ms is not None and to_ms <= tf.floor(spine.client.upstream_now_ms())
         if closed and not meta.forming and not meta.stale and rate is None:
             service.closed_answers.put(key, body)
-        return Answer(body, result.meta.source, result.meta.stale)
+        return Answer(body, meta.source, meta.stale, tuple(meta.sources))
 
     return handler
 
@@ -399,7 +401,8 @@ async def _answer(
         return PlainTextResponse(TOO_MANY, 429, headers=headers)
     except RetryLaterError as exc:
         return upbit_error(503, f"upstream unavailable: {exc}", headers)
-    service.metrics.answered(answer.source)
+    for layer in answer.layers or (answer.source,):
+        service.metrics.answered(layer)
     headers["X-Marketspine-Source"] = answer.source
     if answer.stale:
         headers["X-Marketspine-Stale"] = "true"

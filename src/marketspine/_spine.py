@@ -557,16 +557,26 @@ class Spine:
 
     # -- markets ------------------------------------------------------------------------------
 
-    async def markets(self, *, refresh: bool = False) -> list[MarketInfo]:
-        """Every listed market with its warning flags (fetched once, then cached)."""
+    async def markets(
+        self, *, refresh: bool = False, include_delisted: bool = False
+    ) -> list[MarketInfo]:
+        """Every listed market with its warning flags (fetched once, then cached). With
+        ``include_delisted``, also every market the store holds candles of that upstream
+        no longer lists (``delisted=True``; its history stays readable with ``candles``)."""
         refresh = flag_arg(refresh, "refresh")
+        include_delisted = flag_arg(include_delisted, "include_delisted")
         self._check_open()
         async with self._markets_lock:
             if self._markets is None or refresh:
                 rows = await self.client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
                 self._accounting.call_made()
-            return list(self._markets.values())
+            listed = dict(self._markets)
+        if not include_delisted:
+            return list(listed.values())
+        held = {s.market for s in await self.store.summary()}
+        gone = sorted(held - listed.keys())
+        return [*listed.values(), *(MarketInfo(m, None, m, False, {}, True) for m in gone)]
 
     async def warmup(self) -> dict[str, Any]:
         """Fetch the market list (with details) and instruments of every configured

@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 from ._coverage import Coverage, Range
 from ._errors import InvalidRequestError, StoreError
 from ._records import Candle
+from ._sqlite_open import open_read_only, open_read_write, store_error, verify_pages
 from ._timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
 __all__ = ["SCHEMA_VERSION", "CandleStore", "SQLiteStore", "SeriesSummary"]
@@ -84,7 +85,7 @@ class CandleStore(Protocol):
     async def write_page(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         candles: Sequence[Candle],
         covered: Range,
         *,
@@ -92,14 +93,14 @@ class CandleStore(Protocol):
     ) -> None: ...
 
     async def read(
-        self, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+        self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
     ) -> list[Candle]: ...
 
-    async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage: ...
+    async def coverage(self, market: str, timeframe: Timeframe) -> Coverage: ...
 
-    async def set_listing(self, market: str, timeframe: Timeframe | str, start_ms: int) -> None: ...
+    async def set_listing(self, market: str, timeframe: Timeframe, start_ms: int) -> None: ...
 
-    async def listing(self, market: str, timeframe: Timeframe | str) -> int | None: ...
+    async def listing(self, market: str, timeframe: Timeframe) -> int | None: ...
 
     async def summary(self) -> list[SeriesSummary]: ...
 
@@ -145,7 +146,7 @@ class SQLiteStore:
     async def write_page(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         candles: Sequence[Candle],
         covered: Range,
         *,
@@ -157,32 +158,30 @@ class SQLiteStore:
         Raises InvalidRequestError when a candle lies outside ``covered`` or belongs to
         another series (coverage must stay exact); StoreError when the write fails.
         """
-        tf = parse_timeframe(timeframe)
-        await self._run(lambda: self._write_page(market, tf, candles, covered, listing_ms))
+        await self._run(lambda: self._write_page(market, timeframe, candles, covered, listing_ms))
 
     async def read(
-        self, market: str, timeframe: Timeframe | str, start_ms: int, end_ms: int
+        self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
     ) -> list[Candle]:
         """The stored candles starting in ``[start_ms, end_ms)``, ascending."""
-        tf = parse_timeframe(timeframe)
-        return await self._run(lambda: self._read(market, tf, start_ms, end_ms))
+        return await self._run(lambda: self._read(market, timeframe, start_ms, end_ms))
 
-    async def coverage(self, market: str, timeframe: Timeframe | str) -> Coverage:
+    async def coverage(self, market: str, timeframe: Timeframe) -> Coverage:
         """The ranges known complete for this series, with its listing if known."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         return await self._run(lambda: self._coverage(self._connection(), market, key))
 
-    async def set_listing(self, market: str, timeframe: Timeframe | str, start_ms: int) -> None:
+    async def set_listing(self, market: str, timeframe: Timeframe, start_ms: int) -> None:
         """Record that no candle of this series starts before ``start_ms`` (a later value
         than the one stored wins: both statements are true)."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         await self._run(
             lambda: self._in_transaction(lambda c: _put_listing(c, market, key, start_ms))
         )
 
-    async def listing(self, market: str, timeframe: Timeframe | str) -> int | None:
+    async def listing(self, market: str, timeframe: Timeframe) -> int | None:
         """The recorded listing start, or None when no backfill reached it yet."""
-        key = parse_timeframe(timeframe).key
+        key = timeframe.key
         return await self._run(lambda: _get_listing(self._connection(), market, key))
 
     async def summary(self) -> list[SeriesSummary]:
@@ -212,14 +211,7 @@ class SQLiteStore:
         try:
             return job()
         except sqlite3.Error as exc:
-            if _is_read_only(exc):
-                raise StoreError(
-                    f"cannot write the candle database {self.path}: {_cause(exc)} "
-                    "(opened read-only, or the file is read-only)"
-                ) from exc
-            if _is_corrupt(exc):
-                raise StoreError(_damaged(self.path, _cause(exc))) from exc
-            raise StoreError(f"candle database {self.path}: {_cause(exc)}") from exc
+            raise store_error(exc, self.path) from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -228,88 +220,15 @@ class SQLiteStore:
 
     def _open(self) -> None:
         if self.read_only:
-            self._conn = self._open_read_only()
+            self._conn = open_read_only(self.path, SCHEMA_VERSION)
         else:
-            self._conn = self._open_read_write()
+            self._conn = open_read_write(self.path, _MIGRATIONS)
         if self.verify:
             try:
-                _verify(self._conn, self.path)
+                verify_pages(self._conn, self.path)
             except BaseException:
                 self._close()
                 raise
-
-    def _open_read_write(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(
-                f"cannot open the candle database {self.path}: {_cause(exc)} "
-                "(expected a writable file path for a marketspine SQLite database)"
-            ) from exc
-        try:
-            _check_pages(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process (only power loss may drop the
-            # last commits), at a fraction of FULL's fsync cost.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            _migrate(conn, self.path)
-        except (sqlite3.Error, StoreError) as exc:
-            conn.close()
-            if isinstance(exc, StoreError):
-                raise
-            if _is_read_only(exc):
-                raise StoreError(
-                    f"cannot write the candle database {self.path}: {_cause(exc)} "
-                    "(the file or its folder is read-only; `status` and `export` can still "
-                    "read it, `collect` needs a writable --db)"
-                ) from exc
-            raise StoreError(
-                f"cannot use {self.path} as a candle database: {_cause(exc)} "
-                "(expected a marketspine SQLite database, or a new or empty file)"
-            ) from exc
-        return conn
-
-    def _open_read_only(self) -> sqlite3.Connection:
-        if not self.path.is_file():
-            raise StoreError(
-                f"no database at {self.path}: run `marketspine collect` first or pass --db"
-            )
-        uri = f"{self.path.resolve().as_uri()}?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the candle database {self.path}: {_cause(exc)}") from exc
-        try:
-            _check_pages(conn)
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-        except sqlite3.Error as exc:
-            conn.close()
-            if _is_read_only(exc):
-                # A WAL database whose -shm cannot be created (read-only folder): when no
-                # writer is active the file alone is the whole database.
-                return self._open_immutable()
-            raise StoreError(
-                f"cannot use {self.path} as a candle database: {_cause(exc)} "
-                "(expected a marketspine SQLite database)"
-            ) from exc
-        try:
-            _check_version(conn, self.path, version, expect_schema=True)
-        except StoreError:
-            conn.close()
-            raise
-        return conn
-
-    def _open_immutable(self) -> sqlite3.Connection:
-        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
-        try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-            _check_pages(conn)
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            _check_version(conn, self.path, version, expect_schema=True)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the candle database {self.path}: {_cause(exc)}") from exc
-        return conn
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -415,99 +334,6 @@ class SQLiteStore:
                 )
             )
         return summaries
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION; raises StoreError for a newer, unknown schema.
-
-    The version is read inside the write transaction (BEGIN IMMEDIATE), so of two processes
-    opening the same new file at once one migrates and the other then sees the new version.
-    """
-    for _ in range(SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            _check_version(conn, path, version, expect_schema=False)
-            if version == SCHEMA_VERSION:
-                conn.execute("COMMIT")
-                return
-            for statement in _MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-
-def _check_version(
-    conn: sqlite3.Connection, path: Path, version: int, *, expect_schema: bool
-) -> None:
-    """StoreError for a newer schema, another program's database, or (``expect_schema``,
-    when reading) a file with no marketspine schema yet."""
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} has schema version {version}, newer than this marketspine supports "
-            f"({SCHEMA_VERSION}); upgrade marketspine or use another --db"
-        )
-    if version == 0:
-        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        if tables:
-            raise StoreError(
-                f"{path} is an SQLite database of something else (tables: "
-                f"{', '.join(t for (t,) in tables)}); expected a marketspine database"
-            )
-        if expect_schema:
-            raise StoreError(
-                f"{path} holds no marketspine data yet: run `marketspine collect` first"
-            )
-
-
-def _check_pages(conn: sqlite3.Connection) -> None:
-    """Ask SQLite to check every b-tree page as it is read, so a damaged page fails the
-    query (StoreError) instead of quietly dropping rows."""
-    conn.execute("PRAGMA cell_size_check = ON")
-
-
-def _verify(conn: sqlite3.Connection, path: Path) -> None:
-    """StoreError naming the first problem when any page of the database is damaged."""
-    try:
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-    except sqlite3.Error as exc:
-        raise StoreError(_damaged(path, _cause(exc))) from exc
-    if problems != ["ok"]:
-        lines = [line for text in problems for line in str(text).splitlines()]
-        found = [line for line in lines if not line.startswith("***")]
-        raise StoreError(_damaged(path, "; ".join(found[:2]) + ("; ..." if len(found) > 2 else "")))
-
-
-def _damaged(path: Path, cause: str) -> str:
-    return (
-        f"the candle database {path} is damaged ({cause}): "
-        "restore it from a copy, or collect again into a new --db"
-    )
-
-
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return True
-    return "malformed" in str(exc)
-
-
-def _is_read_only(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and (code & 0xFF) == sqlite3.SQLITE_READONLY:
-        return True
-    return "readonly" in str(exc) or "read-only" in str(exc)
-
-
-def _cause(exc: BaseException) -> str:
-    """The one-line reason of an OSError or sqlite3 error."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _get_listing(conn: sqlite3.Connection, market: str, key: str) -> int | None:

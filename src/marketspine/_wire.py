@@ -9,6 +9,7 @@ from typing import Any, TypeVar, overload
 import msgspec
 
 from ._errors import UpstreamError
+from ._replies import excerpt
 
 __all__ = ["decode_wire"]
 
@@ -38,4 +39,7 @@ def decode_wire(
         raw = decoder.decode(body)
         return raw if build is None else build(raw)
     except (msgspec.DecodeError, ValueError) as exc:
-        raise UpstreamError(f"malformed Upbit {what} JSON: {exc}", retry_after=None) from exc
+        raise UpstreamError(
+            f"malformed Upbit {what} JSON ({exc}); upstream sent: {excerpt(body)!r}",
+            retry_after=None,
+        ) from exc

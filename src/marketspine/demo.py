@@ -22,6 +22,7 @@ from ._demo_serve import serve_tour
 from ._records import Ticker, Trade
 from ._spine import Spine
 from ._time import DAY_MS, format_utc
+from ._timeframes import parse_timeframe
 from .sim import SimConfig, running
 
 console = Console()
@@ -43,7 +44,7 @@ async def tour(base_url: str, db: Path) -> None:
                 spine.client,
                 spine.store,
                 MARKETS,
-                "5m",
+                parse_timeframe("5m"),
                 since_ms=now - 3 * DAY_MS,
                 until_ms=now,
                 now_ms=now,

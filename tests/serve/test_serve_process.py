@@ -4,6 +4,7 @@ API, and a restart that answers stored candles without a burst of upstream reque
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from pathlib import Path
 
@@ -109,3 +110,43 @@ def test_restart_answers_stored_candles_without_upstream_calls(
     assert [r.json() for r in again] == answers
     assert all(r.headers["X-Marketspine-Source"] == "database" for r in again)
     assert sim_stats(fixed_sim)["requests"]["by_group"].get("candles", 0) == before
+
+
+def test_sigterm_shuts_down_cleanly_and_keeps_what_was_stored(
+    fixed_sim: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "term.db"
+    params = {"market": "KRW-ADA", "count": 120, "to": "2026-07-29T00:00:00"}
+    with serve_process(fixed_sim, db, "--admin-token", TOKEN) as served:
+        stored = served.get("/v1/candles/minutes/5", **params).json()
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=20) == 0
+    with serve_process(fixed_sim, db, "--admin-token", TOKEN) as again:
+        answer = again.get("/v1/candles/minutes/5", **params)
+    assert answer.json() == stored and len(stored) == 120
+    assert answer.headers["X-Marketspine-Source"] == "database"
+
+
+def test_upstream_sim_runs_the_simulator_in_the_same_process(tmp_path: Path) -> None:
+    with serve_process("sim", tmp_path / "sim.db", "--admin-token", TOKEN) as served:
+        markets = served.get("/v1/market/all")
+        candles = served.get("/v1/candles/minutes/1", market="KRW-BTC", count=5)
+    assert markets.status_code == 200 and len(markets.json()) > 0
+    assert candles.status_code == 200 and len(candles.json()) == 5
+
+
+def test_bad_port_is_a_clear_error(fixed_sim: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with serve_process(fixed_sim, tmp_path / "a.db", "--admin-token", TOKEN) as served:
+        port = served.url.rsplit(":", 1)[1]
+        args = ["--upstream", fixed_sim, "--db", str(tmp_path / "b.db"), "--port", port]
+        taken = subprocess.run(
+            [sys.executable, "-m", "marketspine", "serve", *args, "--admin-token", TOKEN],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert taken.returncode == 2
+    assert "cannot listen on" in taken.stderr and "Traceback" not in taken.stderr

@@ -27,8 +27,10 @@ class Banning(httpx.AsyncBaseTransport):
         self._inner = httpx.ASGITransport(app=app)
         self.banned = False
         self.bans = 0
+        self.paths: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
         if self.banned:
             self.bans += 1
             body = b'{"error":{"name":418,"message":"blocked for 600 seconds"}}'
@@ -235,9 +237,23 @@ async def test_live_watch_on_demand_stops_after_idling(
             url, tmp_path / "live.db", admin_token="t", warmup_every_s=-1, idle_unwatch_s=0.3
         ) as service:
             service.demand.want("ticker", "KRW-BTC")
+            service.demand.want("candle.1m", "KRW-ETH")  # built from KRW-ETH's trade stream
             await wait_for(lambda: service.demand.is_live("ticker", "KRW-BTC"))
+            await wait_for(lambda: service.demand.is_live("candle.1m", "KRW-ETH"))
             ticker = await service.spine.ticker("KRW-BTC")
             assert ticker.market == "KRW-BTC"
+            app = create_service_app(service)
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://serve"
+            ) as http:
+                sources: list[str] = []
+                for _ in range(100):  # the live ticker is fresh within a second of a trade
+                    answer = await http.get("/v1/ticker", params={"markets": "KRW-BTC"})
+                    sources.append(answer.headers["X-Marketspine-Source"])
+                    if sources[-1] == "live":
+                        break
+                    await asyncio.sleep(0.02)
+                assert sources[-1] == "live", sources
             await wait_for(lambda: not service.demand.watched())  # idle: unwatched again
 
             def open_sockets() -> int:
@@ -245,3 +261,42 @@ async def test_live_watch_on_demand_stops_after_idling(
                 return int(stats["websocket"]["open"])
 
             await wait_for(lambda: open_sockets() == 0)
+
+
+async def test_identical_requests_from_many_clients_make_one_upstream_call(
+    http: httpx.AsyncClient, upstream: Banning
+) -> None:
+    await http.get("/v1/market/all")  # the market list, out of the way
+
+    async def ask(who: int) -> httpx.Response:
+        return await http.get(
+            "/v1/ticker/all",
+            params={"quote_currencies": "KRW"},
+            headers={"X-Marketspine-Client": f"bot-{who}"},
+        )
+
+    before = upstream.paths.count("/v1/ticker/all")
+    answers = await asyncio.gather(*(ask(i) for i in range(12)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.content for a in answers}) == 1
+    assert upstream.paths.count("/v1/ticker/all") == before + 1
+
+
+async def test_warmup_runs_at_start_and_on_its_schedule(sim_app: Starlette, tmp_path: Path) -> None:
+    async with ServeService(
+        "http://sim",
+        tmp_path / "w.db",
+        admin_token="t",
+        transport=httpx.ASGITransport(app=sim_app),
+        warmup_every_s=0.05,
+        live_on_demand=False,
+    ) as service:
+        registry = service.metrics.registry
+
+        def runs() -> float:
+            return (
+                registry.get_sample_value("marketspine_warmups_total", {"result": "success"}) or 0
+            )
+
+        await wait_for(lambda: runs() >= 3)
+        assert service.warmup_report is not None and service.warmup_report["success"]

@@ -1,0 +1,304 @@
+"""``serve``'s Upbit-compatible WebSocket ``/websocket/v1``: many clients, one upstream feed.
+
+Clients speak Upbit's protocol unchanged: tickets, DEFAULT/SIMPLE/LIST formats, snapshot
+and realtime flags, a new request replaces the previous subscription, ``PING`` answered
+with ``{"status":"UP"}`` (then every 10 s), ``LIST_SUBSCRIPTIONS``, an error frame then
+close (1000) for a bad request, and Upbit's 5/s and 100/min request limit per connection.
+
+Every (type, market) any client wants comes from the ``UpstreamHub``: one listener per
+pair on the Spine's one stream, so upstream sees one connection however many clients come
+and go. Each client has its own bounded queue and writer task; a client whose queue fills
+up is closed (1008, with the reason) and never slows the others. A snapshot comes from
+the last event seen for that pair, else from the Spine (live state, or REST through the
+shared budget), one fetch per pair at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ._errors import MarketspineError
+from ._serve_ws_format import ClientStream, client_streams, listing
+from ._serve_ws_hub import Pair, Rendered, UpstreamHub
+from ._spine import Spine
+from ._subscriptions import MessagePacer
+from .sim._ws_format import (
+    STATUS_UP,
+    ListRequest,
+    WsRequestError,
+    error_message,
+    list_message,
+    parse_request,
+)
+
+__all__ = ["DEFAULT_CLIENT_QUEUE", "DEFAULT_LINGER_S", "GatewayStatistics", "WsGateway"]
+
+logger = logging.getLogger("marketspine.serve.ws")
+
+DEFAULT_CLIENT_QUEUE = 2000  # frames waiting for one client before it counts as too slow
+DEFAULT_LINGER_S = 60.0  # a pair no client wants keeps its upstream feed this long
+STATUS_EVERY_S = 10.0  # {"status":"UP"} period after a text PING, as on Upbit
+CLOSE_TIMEOUT_S = 2.0
+SLOW_CLOSE_CODE = 1008  # policy violation: the client did not read its frames
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatistics:
+    """A snapshot of the gateway's counters (cheap; for metrics and tests)."""
+
+    clients: int  # connections open now
+    subscriptions: int  # (type, market) pairs summed over open connections
+    upstream_pairs: int  # (type, market) pairs fed from upstream (lingering ones too)
+    connections: int  # connections accepted since start
+    dropped_clients: int  # closed for being too slow
+    frames_sent: int
+    snapshot_fetches: int  # snapshots asked of the Spine (no event seen yet)
+
+
+@dataclass(eq=False)
+class _Client:
+    """One downstream connection: its subscription, queue and tasks."""
+
+    ws: WebSocket
+    queue_limit: int
+    format: str = "DEFAULT"
+    streams: dict[str, ClientStream] = field(default_factory=dict)
+    pending: set[Pair] = field(default_factory=set)  # snapshots still owed
+    queue: deque[bytes] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    pacer: MessagePacer = field(default_factory=lambda: MessagePacer(margin=0.0))
+    status_next: float | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+    gone: bool = False  # the client left: no close frame to send
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def simple(self) -> bool:
+        return self.format.startswith("SIMPLE")
+
+    def pairs(self) -> set[Pair]:
+        return {(s.kind, code) for s in self.streams.values() for code in s.codes}
+
+    def owes_snapshot(self, pair: Pair) -> bool:
+        return pair in self.pending
+
+    def offer(self, pair: Pair, rendered: Rendered) -> None:
+        """Queue an event of ``pair``: as the snapshot still owed (the freshest state is
+        the snapshot), else as realtime unless the client asked for snapshots only."""
+        stream = self.streams.get(pair[0])
+        if stream is None or pair[1] not in stream.codes:
+            return
+        if pair in self.pending:
+            self.pending.discard(pair)
+            stream_type = "SNAPSHOT"
+        elif stream.realtime:
+            stream_type = "REALTIME"
+        else:
+            return
+        depth = stream.codes[pair[1]] or 30
+        self.push(rendered.get(self.simple, stream_type, depth, stream.level))
+
+    def push(self, message: bytes) -> None:
+        """Queue one message without waiting; closes the client when its queue is full."""
+        if self.close_code is not None:
+            return
+        if len(self.queue) >= self.queue_limit:
+            self.close(SLOW_CLOSE_CODE, f"too slow: {self.queue_limit} frames were not read")
+            return
+        # The LIST formats carry messages in JSON arrays; one message per frame here.
+        self.queue.append(b"[" + message + b"]" if self.format.endswith("_LIST") else message)
+        self.wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """End this connection's tasks; ``handle`` then sends the close frame."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        for task in self.tasks:
+            task.cancel()
+
+
+class WsGateway:
+    """Serves Upbit's public WebSocket protocol to any number of clients from one Spine.
+
+    ``client_queue`` bounds each client's waiting frames; ``linger_s`` keeps the feed of a
+    pair no client wants any more for that long; ``shared(type, market)`` says whether
+    another part of the process still uses a pair (its feed then stays watched when
+    retired); ``clock`` (monotonic seconds) paces PING answers and request limits.
+    """
+
+    def __init__(
+        self,
+        spine: Spine,
+        *,
+        client_queue: int = DEFAULT_CLIENT_QUEUE,
+        linger_s: float = DEFAULT_LINGER_S,
+        upstream_queue: int = 10_000,
+        shared: Callable[[str, str], bool] = lambda kind, market: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._spine = spine
+        self._client_queue = client_queue
+        self._clock = clock
+        self._hub = UpstreamHub(
+            spine, linger_s=linger_s, upstream_queue=upstream_queue, shared=shared
+        )
+        self._clients: set[_Client] = set()
+        self._closed = False
+        self._connections = 0
+        self._dropped = 0
+        self._frames_sent = 0
+
+    def wants(self, kind: str, market: str) -> bool:
+        """Whether some connected client is subscribed to ``kind`` of ``market``."""
+        return any((kind, market) in client.pairs() for client in self._clients)
+
+    async def handle(self, websocket: WebSocket) -> None:
+        """Serve one downstream connection until the client leaves, errs, is too slow, or
+        the gateway closes. Returns normally in every case."""
+        if self._closed:
+            await websocket.close(1001)
+            return
+        await websocket.accept()
+        client = _Client(websocket, self._client_queue)
+        self._clients.add(client)
+        self._connections += 1
+        try:
+            async with asyncio.TaskGroup() as group:
+                client.tasks = [
+                    group.create_task(self._read(client)),
+                    group.create_task(self._write(client)),
+                ]
+        finally:
+            self._clients.discard(client)
+            self._hub.release(client, client.pairs())
+        if client.close_code is not None and not client.gone:
+            if client.close_code == SLOW_CLOSE_CODE:
+                self._dropped += 1
+                logger.warning("closing a WebSocket client: %s", client.close_reason)
+            # A client that stopped reading may never take the close frame: bounded.
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await websocket.close(client.close_code, client.close_reason)
+
+    async def _read(self, client: _Client) -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                message = await client.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                data: str | bytes | None = text if text is not None else message.get("bytes")
+                if data is None:
+                    continue
+                if data.strip() in ("PING", b"PING"):
+                    client.push(STATUS_UP)
+                    client.status_next = self._clock() + STATUS_EVERY_S
+                    continue
+                if not await self._request(client, data):
+                    return  # the writer sends the error frame, then ends
+        client.gone = True
+        client.close(1000, "")
+
+    async def _write(self, client: _Client) -> None:
+        try:
+            while True:
+                if not client.queue:
+                    if client.close_code is not None:
+                        return
+                    client.wake.clear()
+                    await self._idle(client)
+                    continue
+                await client.ws.send_bytes(client.queue.popleft())
+                self._frames_sent += 1
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            client.gone = True
+            client.close(1000, "")
+
+    async def _idle(self, client: _Client) -> None:
+        """Wait for frames, sending ``{"status":"UP"}`` every STATUS_EVERY_S after a PING."""
+        due = client.status_next
+        timeout = None if due is None else max(0.0, due - self._clock())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await client.wake.wait()
+        if client.status_next is not None and self._clock() >= client.status_next:
+            client.status_next += STATUS_EVERY_S
+            client.push(STATUS_UP)
+
+    async def _request(self, client: _Client, data: str | bytes) -> bool:
+        """Apply one request; returns False when it was refused (error frame, then close)."""
+        try:
+            now = self._clock()
+            if client.pacer.delay(now) > 0:
+                raise WsRequestError(
+                    "TOO_MANY_REQUESTS",
+                    "요청 수 제한을 초과했습니다. Too many request messages: at most 5 per "
+                    "second and 100 per minute per connection.",
+                )
+            client.pacer.record(now)
+            request = parse_request(data)
+        except WsRequestError as error:
+            # Upbit answers a refused request with the error frame, then closes (1000).
+            client.queue.append(error_message(error))
+            client.close_code = 1000
+            client.wake.set()
+            return False
+        if isinstance(request, ListRequest):
+            client.format = request.format or client.format
+            rows = listing(client.streams)
+            client.push(_encoder.encode(list_message(client.simple, request.ticket, rows)))
+            return True
+        streams = client_streams(request, await self._known_markets())
+        before = client.pairs()
+        client.format = request.format or "DEFAULT"
+        client.streams = streams
+        after = client.pairs()
+        client.pending = {
+            (s.kind, code) for s in streams.values() if s.snapshot for code in s.codes
+        }
+        self._hub.retain(client, after)  # before releasing, so shared pairs never linger
+        self._hub.release(client, before - after)
+        for pair in sorted(client.pending):
+            self._hub.snapshot(client, pair)
+        return True
+
+    async def _known_markets(self) -> Callable[[str], bool]:
+        """Which codes are listed markets (every well-formed code when the list cannot be
+        had: upstream then ignores unknown ones, as Upbit does)."""
+        try:
+            markets = await self._spine.markets()
+        except MarketspineError as exc:
+            logger.warning("cannot check WebSocket codes against the market list: %s", exc)
+            return lambda code: True
+        self._hub.warnings = {m.market: m.warning for m in markets}
+        return self._hub.warnings.__contains__
+
+    async def aclose(self) -> None:
+        """Close every downstream connection (1001) and stop every upstream feed."""
+        self._closed = True
+        for client in list(self._clients):
+            client.close(1001, "server shutting down")
+        await self._hub.aclose()
+
+    def statistics(self) -> GatewayStatistics:
+        """A frozen snapshot of the gateway's counters."""
+        return GatewayStatistics(
+            clients=len(self._clients),
+            subscriptions=sum(len(c.pairs()) for c in self._clients),
+            upstream_pairs=len(self._hub),
+            connections=self._connections,
+            dropped_clients=self._dropped,
+            frames_sent=self._frames_sent,
+            snapshot_fetches=self._hub.fetches,
+        )

@@ -1,0 +1,292 @@
+"""What ``serve``'s ``/websocket/v1`` says to its clients, as plain data (no I/O).
+
+Requests parse exactly as the simulator parses them (one parser, ``sim._ws_format``); a
+client's subscription becomes ``ClientStream`` rows; records from the shared upstream feed
+(Ticker, Trade, Orderbook, Candle) render into Upbit's DEFAULT or SIMPLE key set.
+
+Records carry what marketspine decodes from Upbit, not every wire field. Fields no record
+holds are rendered from what the gateway knows (``Extras``: the market's warning flag, the
+side of its last trade, its best quotes from the last book) and are ``null`` when nothing
+is known: ticker ``ask_bid``, ``acc_ask_volume``, ``acc_bid_volume``; trade ``best_*``.
+A trade's ``timestamp`` (when Upbit sent it) is its trade time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ._records import Candle, Orderbook, OrderbookUnit, Ticker, Trade
+from ._time import KST_OFFSET_MS, format_utc, from_ms
+from ._timeframes import TIMEFRAMES
+from .sim._ws_format import KEYS, SubscribeRequest, split_code
+
+__all__ = [
+    "CANDLE_KINDS",
+    "ClientStream",
+    "Extras",
+    "Record",
+    "aggregate_book",
+    "client_streams",
+    "kind_of",
+    "listing",
+    "render",
+    "timeframe_of",
+]
+
+Record = Ticker | Trade | Orderbook | Candle
+
+# Timeframe name -> WebSocket candle type ("1h" -> "candle.60m"), and back.
+CANDLE_KINDS = {tf.name: tf.ws_type for tf in TIMEFRAMES.values() if tf.ws_type is not None}
+_TIMEFRAME_OF_KIND = {kind: name for name, kind in CANDLE_KINDS.items()}
+_MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStream:
+    """One subscribed type of one client: market -> orderbook depth (0 for other types),
+    the codes as the client wrote them (for LIST_SUBSCRIPTIONS), the snapshot/realtime
+    flags and the orderbook aggregation level (0 = native tick)."""
+
+    kind: str
+    codes: dict[str, int]
+    listed: tuple[str, ...]
+    snapshot: bool
+    realtime: bool
+    level: float
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """Wire fields no record carries, as far as the gateway knows them."""
+
+    warning: bool = False
+    last_side: str | None = None
+    best_ask: tuple[float, float] | None = None
+    best_bid: tuple[float, float] | None = None
+
+
+def kind_of(record: Record) -> str:
+    """The WebSocket type a record streams as (``ticker``, ``trade``, ``orderbook``,
+    ``candle.1m`` ...)."""
+    if isinstance(record, Ticker):
+        return "ticker"
+    if isinstance(record, Trade):
+        return "trade"
+    if isinstance(record, Orderbook):
+        return "orderbook"
+    return CANDLE_KINDS.get(record.timeframe, f"candle.{record.timeframe}")
+
+
+def timeframe_of(kind: str) -> str:
+    """The timeframe name of a candle type (``candle.60m`` -> ``1h``)."""
+    return _TIMEFRAME_OF_KIND[kind]
+
+
+def client_streams(
+    request: SubscribeRequest, known: Callable[[str], bool]
+) -> dict[str, ClientStream]:
+    """The subscription ``request`` asks for, by type. As on Upbit, codes that are not
+    upper-case listed markets (``known``) are dropped silently; a type named twice keeps
+    its later object; an orderbook code's ``.n`` suffix picks its depth."""
+    streams: dict[str, ClientStream] = {}
+    for item in request.streams:
+        codes: dict[str, int] = {}
+        listed: list[str] = []
+        for raw in item.codes:
+            market, depth = split_code(raw) if item.type == "orderbook" else (raw, 0)
+            if not _MARKET.fullmatch(market) or not known(market):
+                continue
+            codes[market] = depth
+            listed.append(raw)
+        streams[item.type] = ClientStream(
+            item.type,
+            codes,
+            tuple(listed),
+            snapshot=not item.only_realtime,
+            realtime=not item.only_snapshot,
+            level=item.level or 0.0,
+        )
+    return streams
+
+
+def listing(streams: dict[str, ClientStream]) -> list[tuple[str, list[str], float | None]]:
+    """(type, codes, level) rows for LIST_SUBSCRIPTIONS; level only on orderbook."""
+    return [
+        (s.kind, list(s.listed), _whole(s.level) if s.kind == "orderbook" else None)
+        for s in streams.values()
+        if s.listed
+    ]
+
+
+def render(
+    record: Record,
+    *,
+    simple: bool,
+    stream_type: str,
+    depth: int = 30,
+    level: float = 0.0,
+    extras: Extras = Extras(),
+) -> bytes:
+    """One message as a JSON object in DEFAULT (``simple`` False) or SIMPLE keys.
+    ``depth`` and ``level`` apply to orderbooks: the book is aggregated to ``level``-wide
+    price buckets when ``level`` is not 0, then cut (or zero-padded) to ``depth`` units."""
+    if isinstance(record, Ticker):
+        values: tuple[Any, ...] = _ticker_values(record, extras)
+        table = "ticker"
+    elif isinstance(record, Trade):
+        values = _trade_values(record, extras)
+        table = "trade"
+    elif isinstance(record, Orderbook):
+        return _encoder.encode(_book(record, simple, stream_type, depth, level))
+    else:
+        values = _candle_values(record)
+        table = "candle"
+    return _encoder.encode(dict(zip(KEYS[table][simple], (*values, stream_type), strict=True)))
+
+
+def _ticker_values(t: Ticker, extras: Extras) -> tuple[Any, ...]:
+    moment = from_ms(t.trade_ms)
+    return (
+        "ticker",
+        t.market,
+        t.open,
+        t.high,
+        t.low,
+        t.price,
+        t.prev_close,
+        t.acc_value,
+        t.change,
+        abs(t.change_price),
+        t.change_price,
+        abs(t.change_rate),
+        t.change_rate,
+        extras.last_side,
+        t.trade_volume,
+        t.acc_volume,
+        moment.strftime("%Y%m%d"),
+        moment.strftime("%H%M%S"),
+        t.trade_ms,
+        None,  # acc_ask_volume: not in the record
+        None,  # acc_bid_volume: not in the record
+        t.high_52w,
+        t.high_52w_date,
+        t.low_52w,
+        t.low_52w_date,
+        "ACTIVE",
+        False,
+        None,
+        "CAUTION" if extras.warning else "NONE",
+        t.ms,
+        t.acc_value_24h,
+        t.acc_volume_24h,
+    )
+
+
+def _trade_values(t: Trade, extras: Extras) -> tuple[Any, ...]:
+    moment = from_ms(t.ms)
+    change = "RISE" if t.change_price > 0 else "FALL" if t.change_price < 0 else "EVEN"
+    ask = extras.best_ask or (None, None)
+    bid = extras.best_bid or (None, None)
+    return (
+        "trade",
+        t.market,
+        t.ms,
+        moment.strftime("%Y-%m-%d"),
+        moment.strftime("%H:%M:%S"),
+        t.ms,
+        t.price,
+        t.volume,
+        t.side,
+        t.prev_close,
+        change,
+        abs(t.change_price),  # unsigned on the WebSocket, signed in the record
+        t.seq,
+        ask[0],
+        ask[1],
+        bid[0],
+        bid[1],
+    )
+
+
+def _candle_values(c: Candle) -> tuple[Any, ...]:
+    return (
+        kind_of(c),
+        c.market,
+        format_utc(c.start_ms),
+        format_utc(c.start_ms + KST_OFFSET_MS),
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.volume,
+        c.value,
+        c.last_trade_ms,
+    )
+
+
+def _book(
+    book: Orderbook, simple: bool, stream_type: str, depth: int, level: float
+) -> dict[str, Any]:
+    units: Sequence[OrderbookUnit] = book.units
+    if level and not book.level:
+        units = aggregate_book(units, level)
+    unit_keys = KEYS["unit"][simple]
+    rows = []
+    total_ask = total_bid = 0.0
+    for i in range(depth):
+        u = units[i] if i < len(units) else OrderbookUnit(0, 0, 0, 0)
+        total_ask += u.ask_size
+        total_bid += u.bid_size
+        rows.append(
+            dict(zip(unit_keys, (u.ask_price, u.bid_price, u.ask_size, u.bid_size), strict=True))
+        )
+    if depth >= len(units) and not level:
+        total_ask, total_bid = book.total_ask_size, book.total_bid_size
+    values = (
+        "orderbook",
+        book.market,
+        book.ms,
+        round(total_ask, 8),
+        round(total_bid, 8),
+        rows,
+        stream_type,
+        _whole(level or book.level),
+    )
+    return dict(zip(KEYS["orderbook"][simple], values, strict=True))
+
+
+def aggregate_book(units: Sequence[OrderbookUnit], level: float) -> list[OrderbookUnit]:
+    """Group a native book into ``level``-wide price buckets, as Upbit's "모아보기": asks
+    round up, bids round down (a bucket never shows a better price than any order in it);
+    sizes are summed. Built from the levels at hand, so it holds fewer units than a book
+    Upbit aggregates from its whole depth."""
+    asks = _buckets([(u.ask_price, u.ask_size) for u in units if u.ask_price], level, math.ceil)
+    bids = _buckets([(u.bid_price, u.bid_size) for u in units if u.bid_price], level, math.floor)
+    out = []
+    for i in range(max(len(asks), len(bids))):
+        ask = asks[i] if i < len(asks) else (0.0, 0.0)
+        bid = bids[i] if i < len(bids) else (0.0, 0.0)
+        out.append(OrderbookUnit(ask[0], ask[1], bid[0], bid[1]))
+    return out
+
+
+def _buckets(
+    side: list[tuple[float, float]], level: float, to_grid: Callable[[float], int]
+) -> list[tuple[float, float]]:
+    merged: dict[float, float] = {}
+    for price, size in side:
+        bucket = float(f"{to_grid(round(price / level, 9)) * level:.10g}")
+        merged[bucket] = merged.get(bucket, 0.0) + size
+    return [(_whole(price), round(size, 8)) for price, size in merged.items()]
+
+
+def _whole(value: float) -> float:
+    # A whole number goes out as a JSON integer (116539000, not 116539000.0), as on Upbit.
+    return int(value) if float(value).is_integer() else value

@@ -1,0 +1,247 @@
+"""The upstream side of ``serve``'s WebSocket gateway: one feed per (type, market), shared.
+
+Every (type, market) some downstream client wants is read from the Spine's one stream
+(``Spine.stream``: one upstream connection, the whole subscription re-sent on change and
+paced within Upbit's 5/s and 100/min). Each event is rendered lazily, once per format
+variant, and offered to every subscriber of its pair without waiting. A pair nobody wants
+any more lingers a while (clients often resubscribe), then its listener stops and the
+Spine unwatches it unless ``shared`` says another part of ``serve`` still uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._candle_feed import ClosedCandle
+from ._errors import MarketspineError
+from ._records import Candle, Orderbook, Ticker, Trade
+from ._serve_ws_format import Extras, Record, kind_of, render, timeframe_of
+from ._spine import Spine
+
+__all__ = ["Pair", "Rendered", "Subscriber", "UpstreamHub"]
+
+logger = logging.getLogger("marketspine.serve.ws")
+
+Pair = tuple[str, str]  # (type, market)
+
+
+class Rendered:
+    """One event's frames, rendered on first use per (simple, stream_type, depth, level)."""
+
+    __slots__ = ("_extras", "_frames", "_record")
+
+    def __init__(self, record: Record, extras: Extras) -> None:
+        self._record = record
+        self._extras = extras
+        self._frames: dict[tuple[bool, str, int, float], bytes] = {}
+
+    def get(self, simple: bool, stream_type: str, depth: int, level: float) -> bytes:
+        key = (simple, stream_type, depth, level)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = render(
+                self._record,
+                simple=simple,
+                stream_type=stream_type,
+                depth=depth,
+                level=level,
+                extras=self._extras,
+            )
+        return frame
+
+
+class Subscriber(Protocol):
+    """A downstream client as the hub sees it."""
+
+    def offer(self, pair: Pair, rendered: Rendered) -> None:
+        """Queue the event if this client wants it (never waits)."""
+
+    def owes_snapshot(self, pair: Pair) -> bool:
+        """Whether this client still waits for its snapshot of ``pair``."""
+
+
+@dataclass(eq=False)
+class _Feed:
+    """One (type, market): who wants it, its last event, its tasks."""
+
+    pair: Pair
+    subscribers: set[Subscriber] = field(default_factory=set)
+    last: Record | None = None
+    pump: asyncio.Task[None] | None = None
+    fetch: asyncio.Task[None] | None = None
+    linger: asyncio.TimerHandle | None = None
+
+
+class UpstreamHub:
+    """Shared feeds for every subscriber. ``shared(type, market)`` tells whether another
+    part of the process still uses a pair, so retiring it must not unwatch it."""
+
+    def __init__(
+        self,
+        spine: Spine,
+        *,
+        linger_s: float,
+        upstream_queue: int,
+        shared: Callable[[str, str], bool] = lambda kind, market: False,
+    ) -> None:
+        self._spine = spine
+        self._linger_s = linger_s
+        self._upstream_queue = upstream_queue
+        self._shared = shared
+        self._feeds: dict[Pair, _Feed] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.warnings: dict[str, bool] = {}  # market -> investment warning
+        self._side: dict[str, str] = {}  # market -> side of its last trade seen
+        self._book: dict[str, Orderbook] = {}  # market -> last book seen
+        self.fetches = 0
+
+    def __len__(self) -> int:
+        """Pairs with a feed (lingering ones included)."""
+        return len(self._feeds)
+
+    # -- who wants what ------------------------------------------------------------------------
+
+    def retain(self, subscriber: Subscriber, pairs: set[Pair]) -> None:
+        for pair in pairs:
+            feed = self._feeds.get(pair)
+            if feed is None:
+                feed = self._feeds[pair] = _Feed(pair)
+            if feed.linger is not None:
+                feed.linger.cancel()
+                feed.linger = None
+            if feed.pump is None:
+                feed.pump = self._spawn(self._pump(feed), f"ws-pump {pair}")
+            feed.subscribers.add(subscriber)
+
+    def release(self, subscriber: Subscriber, pairs: set[Pair]) -> None:
+        for pair in pairs:
+            feed = self._feeds.get(pair)
+            if feed is None:
+                continue
+            feed.subscribers.discard(subscriber)
+            if not feed.subscribers and feed.linger is None and not self._closed:
+                loop = asyncio.get_running_loop()
+                feed.linger = loop.call_later(self._linger_s, self._retire, feed)
+
+    def snapshot(self, subscriber: Subscriber, pair: Pair) -> None:
+        """Send ``subscriber`` its snapshot of ``pair`` (retained before): at once from the
+        last event seen, else from one fetch shared by every subscriber waiting for it."""
+        feed = self._feeds[pair]
+        if feed.last is not None:
+            subscriber.offer(pair, Rendered(feed.last, self._extras(feed.last)))
+        elif feed.fetch is None:
+            feed.fetch = self._spawn(self._fetch(feed), f"ws-snapshot {pair}")
+
+    def _retire(self, feed: _Feed) -> None:
+        if feed.subscribers or self._feeds.get(feed.pair) is not feed:
+            return
+        del self._feeds[feed.pair]
+        for task in (feed.pump, feed.fetch):
+            if task is not None:
+                task.cancel()
+        if not self._shared(*feed.pair):
+            self._spawn(self._unwatch(feed.pair), f"ws-unwatch {feed.pair}")
+
+    async def _unwatch(self, pair: Pair) -> None:
+        try:
+            await self._spine.unwatch([pair[0]], [pair[1]])
+        except MarketspineError as exc:
+            logger.warning("cannot unwatch %s %s: %s", *pair, exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        # Not a task group: one feed failing (an upstream error for one market) must not end
+        # the others. Every task is kept here and cancelled and awaited by ``aclose``.
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def _pump(self, feed: _Feed) -> None:
+        kind, market = feed.pair
+        try:
+            async for event in self._spine.stream([kind], [market], maxsize=self._upstream_queue):
+                if isinstance(event, ClosedCandle):
+                    event = event.candle
+                if isinstance(event, Ticker | Trade | Orderbook | Candle):
+                    self._dispatch(feed, event)
+                    # A burst is read without awaiting; let writers send in between, so a
+                    # burst alone never fills the queue of a client that is reading.
+                    await asyncio.sleep(0)
+        except MarketspineError as exc:
+            logger.warning("upstream feed for %s %s ended: %s", kind, market, exc)
+
+    def _dispatch(self, feed: _Feed, record: Record) -> None:
+        if kind_of(record) != feed.pair[0] or record == feed.last:
+            # Equal again: upstream re-sent its snapshot after another pair was added.
+            return
+        market = record.market
+        if isinstance(record, Trade):
+            self._side[market] = record.side
+        elif isinstance(record, Orderbook):
+            self._book[market] = record
+        feed.last = record
+        rendered = Rendered(record, self._extras(record))
+        for subscriber in list(feed.subscribers):
+            subscriber.offer(feed.pair, rendered)
+
+    def _extras(self, record: Record) -> Extras:
+        book = self._book.get(record.market)
+        best = book.units[0] if book is not None and book.units else None
+        return Extras(
+            warning=self.warnings.get(record.market, False),
+            last_side=self._side.get(record.market),
+            best_ask=(best.ask_price, best.ask_size) if best else None,
+            best_bid=(best.bid_price, best.bid_size) if best else None,
+        )
+
+    async def _fetch(self, feed: _Feed) -> None:
+        kind, market = feed.pair
+        self.fetches += 1
+        try:
+            record = await self._fetch_record(kind, market)
+        except MarketspineError as exc:
+            logger.warning("no snapshot for %s %s: %s", kind, market, exc)
+            record = None
+        finally:
+            feed.fetch = None
+        if record is None:
+            return
+        if feed.last is None:
+            feed.last = record
+        rendered = Rendered(record, self._extras(record))
+        for subscriber in list(feed.subscribers):
+            if subscriber.owes_snapshot(feed.pair):
+                subscriber.offer(feed.pair, rendered)
+
+    async def _fetch_record(self, kind: str, market: str) -> Record | None:
+        """The current state of a pair from the Spine: live while watched, else REST
+        through the shared budget."""
+        spine = self._spine
+        if kind == "ticker":
+            return await spine.ticker(market)
+        if kind == "orderbook":
+            return await spine.orderbook(market)
+        if kind == "trade":
+            trades = await spine.trades(market, 1)
+            return trades[0] if trades else None
+        candles = await spine.candles(market, timeframe_of(kind), count=1)
+        return candles[-1] if candles else None
+
+    async def aclose(self) -> None:
+        """Stop every feed (without unwatching: the Spine closes next)."""
+        self._closed = True
+        for feed in self._feeds.values():
+            if feed.linger is not None:
+                feed.linger.cancel()
+        self._feeds.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

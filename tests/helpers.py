@@ -1,0 +1,123 @@
+"""Helpers the tests share: clocks driven by hand and waiting for a condition.
+
+``FakeTime`` is virtual monotonic time for code that takes ``clock``/``sleep``;
+``ManualClock`` is a simulated UTC clock (epoch ms) for the simulator and Spine;
+``wait_until`` waits for a condition with a deadline (never a bare sleep in its place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from marketspine._time import parse_time
+
+T = TypeVar("T")
+
+# A fixed simulated "now" for deterministic in-process tests (a Thursday, mid-session).
+SIM_NOW_MS = parse_time("2026-07-30T07:41:37.123Z")
+
+# How often the waits below look at their condition again (real seconds).
+_POLL_S = 0.01
+
+
+class ManualClock:
+    """A simulated clock (UTC epoch ms) that moves only when a test moves it."""
+
+    def __init__(self, ms: int = SIM_NOW_MS) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> int:
+        """Move forward by ``ms``; returns the new time."""
+        self.ms += ms
+        return self.ms
+
+
+class FakeTime:
+    """Virtual time: ``sleep`` parks the caller until ``run`` moves the clock to its deadline.
+    Time only moves when every task is blocked, so runs are deterministic and instant."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.now + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    @staticmethod
+    async def settle() -> None:
+        for _ in range(30):
+            await asyncio.sleep(0)
+
+    async def step(self) -> bool:
+        """Wake the earliest sleeper (moving the clock); False when nobody sleeps."""
+        await self.settle()
+        while self._timers:
+            deadline, _, future = heapq.heappop(self._timers)
+            if future.done():
+                continue
+            self.now = max(self.now, deadline)
+            future.set_result(None)
+            await self.settle()
+            return True
+        return False
+
+    async def run(self, awaitable: Awaitable[T], *, max_seconds: float = 3600.0) -> T:
+        """Drive virtual time until ``awaitable`` finishes. While nobody sleeps on virtual
+        time, real time passes (I/O, real timeouts) for at most 5 s before it counts as a
+        deadlock."""
+        task = asyncio.ensure_future(awaitable)
+        end = self.now + max_seconds
+        loop = asyncio.get_running_loop()
+        real_deadline = loop.time() + 5.0
+        while not task.done():
+            if await self.step():
+                real_deadline = loop.time() + 5.0
+            elif not task.done():
+                if loop.time() > real_deadline:
+                    task.cancel()
+                    raise AssertionError("deadlock: the task waits but nobody sleeps")
+                await asyncio.wait({task}, timeout=0.002)
+            if self.now > end:
+                task.cancel()
+                raise AssertionError(f"still running after {max_seconds} virtual seconds")
+        return task.result()
+
+    async def run_until(self, condition: Callable[[], bool], max_seconds: float = 3600.0) -> None:
+        end = self.now + max_seconds
+        await self.settle()
+        while not condition():
+            if not await self.step() or self.now > end:
+                raise AssertionError("condition never became true")
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    """Return once ``condition()`` holds; fail naming ``what`` after ``within_s`` seconds.
+    For conditions that other tasks, threads or processes make true."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+        await asyncio.sleep(_POLL_S)
+
+
+def wait_until_sync(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    """``wait_until`` for synchronous tests (a condition a server thread makes true)."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+        time.sleep(_POLL_S)

@@ -1,0 +1,126 @@
+"""Contract: the official upbit-sdk (``websocket_base_url``) and ccxt pro (``urls``
+override) stream through the real ``marketspine serve`` process, their flows unchanged,
+while the simulator behind it sees one WebSocket connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import ccxt.pro  # type: ignore[import-untyped]
+import httpx
+import pytest
+from serve_support import TOKEN, ServeProcess, root_conftest, serve_process, sim_stats
+from upbit import AsyncUpbit
+from upbit.types.list_subscriptions_response import ListSubscriptionsResponse
+
+from marketspine.sim import SimConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+BTC = "KRW-BTC"
+
+
+class Clock:
+    """The simulator's clock, moved by the tests (the simulator runs in this process)."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture(scope="module")
+def clock(request: pytest.FixtureRequest) -> Clock:
+    return Clock(root_conftest(request.config).SIM_NOW_MS)
+
+
+@pytest.fixture(scope="module")
+def moving_sim(request: pytest.FixtureRequest, clock: Clock) -> Iterator[str]:
+    root = root_conftest(request.config)
+    with root.run_sim(SimConfig(rate_limit=0), clock=clock) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def served(moving_sim: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    db = tmp_path_factory.mktemp("serve-ws") / "serve.db"
+    with serve_process(moving_sim, db, "--admin-token", TOKEN) as process:
+        yield process
+
+
+def newest_trade(sim: str) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = json.loads(
+        httpx.get(sim + "/v1/trades/ticks", params={"market": BTC}, timeout=10).content
+    )
+    return rows[0]
+
+
+async def test_upbit_sdk_streams_through_serve(
+    served: ServeProcess, moving_sim: str, clock: Clock
+) -> None:
+    client = AsyncUpbit(base_url=served.url, websocket_base_url=served.url.replace("http", "ws"))
+    try:
+        async with client.ws_stream.subscribe(ticker=[BTC], trade=[BTC]) as stream:
+            events: list[Any] = []
+            async with asyncio.timeout(20):
+                while not {"ticker", "trade"} <= {e.type for e in events}:
+                    events.append(await stream.recv())
+                clock.ms += 30_000
+                newest = await asyncio.to_thread(newest_trade, moving_sim)
+                while not any(
+                    e.type == "trade" and e.sequential_id == newest["sequential_id"] for e in events
+                ):
+                    events.append(await stream.recv())
+            answer = await stream.list_subscriptions()
+    finally:
+        await client.close()
+    ticker = next(e for e in events if e.type == "ticker")
+    trade = next(e for e in events if e.type == "trade")
+    assert type(ticker).__name__ == "Ticker" and type(trade).__name__ == "Trade"
+    assert ticker.code == BTC and ticker.stream_type == "SNAPSHOT"
+    assert trade.code == BTC and trade.stream_type == "SNAPSHOT"
+    assert float(ticker.trade_price) > 0
+    last = next(e for e in reversed(events) if e.type == "trade")
+    assert last.stream_type == "REALTIME" and last.trade_timestamp == newest["timestamp"]
+    assert all(
+        isinstance(e.sequential_id, int) and e.sequential_id > 2**53
+        for e in events
+        if e.type == "trade"
+    )
+    assert isinstance(answer, ListSubscriptionsResponse)
+    assert [row.model_dump() for row in answer.result] == [
+        {"type": "ticker", "codes": [BTC]},
+        {"type": "trade", "codes": [BTC]},
+    ]
+    assert sim_stats(moving_sim)["websocket"]["connections"] == 1
+
+
+async def test_ccxt_pro_watches_through_serve(
+    served: ServeProcess, moving_sim: str, clock: Clock
+) -> None:
+    exchange = ccxt.pro.upbit({"enableRateLimit": False, "timeout": 10_000})
+    exchange.urls["api"] = {
+        "public": served.url,
+        "private": served.url,
+        "ws": served.url.replace("http", "ws") + "/websocket/v1",
+    }
+    try:
+        async with asyncio.timeout(30):
+            ticker = await exchange.watch_ticker("BTC/KRW")
+            book = await exchange.watch_order_book("BTC/KRW")
+            await exchange.watch_trades("BTC/KRW")
+            clock.ms += 30_000
+            newest = await asyncio.to_thread(newest_trade, moving_sim)
+            seen: set[str] = set()
+            while str(newest["sequential_id"]) not in seen:
+                seen.update(t["id"] for t in await exchange.watch_trades("BTC/KRW"))
+    finally:
+        await exchange.close()
+    assert ticker["symbol"] == "BTC/KRW" and ticker["last"] > 0
+    assert book["symbol"] == "BTC/KRW" and book["bids"] and book["asks"]
+    assert book["bids"][0][0] < book["asks"][0][0]
+    assert sim_stats(moving_sim)["websocket"]["connections"] == 1

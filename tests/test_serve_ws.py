@@ -1,0 +1,419 @@
+"""``WsGateway`` mounted in a tiny Starlette app on a loopback port, in front of a loopback
+simulator on a hand-driven clock: Upbit's protocol as clients see it, and many clients
+served from one upstream connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from marketspine import Spine
+from marketspine._serve_ws import WsGateway
+from marketspine.sim import SimConfig
+
+pytestmark = pytest.mark.timeout(30)
+
+BTC, ETH, XRP = "KRW-BTC", "KRW-ETH", "KRW-XRP"
+WAIT_S = 10.0
+
+
+@contextlib.contextmanager
+def gateway_app(
+    run_sim: Callable[..., contextlib.AbstractContextManager[str]],
+    sim_url: str,
+    db: Path,
+    **options: Any,
+) -> Iterator[tuple[str, Starlette]]:
+    """A Starlette app serving ``WsGateway`` over a Spine on ``sim_url``, on a loopback
+    port; yields its ws:// URL and the app (``app.state.gateway`` once started)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with Spine(sim_url, db=db) as spine:
+            gateway = WsGateway(spine, **options)
+            app.state.gateway = gateway
+            try:
+                yield
+            finally:
+                await gateway.aclose()
+
+    async def endpoint(websocket: Any) -> None:
+        await app.state.gateway.handle(websocket)
+
+    app = Starlette(routes=[WebSocketRoute("/websocket/v1", endpoint)], lifespan=lifespan)
+    with run_sim(app=app) as url:
+        yield url.replace("http://", "ws://") + "/websocket/v1", app
+
+
+@pytest.fixture
+def clock(sim_clock: Any) -> Any:
+    """The upstream simulator's clock: ``clock.advance(ms)`` makes market history happen."""
+    return sim_clock
+
+
+@pytest.fixture
+def upstream(running_sim: Callable[..., Any], clock: Any) -> Iterator[str]:
+    with running_sim(SimConfig(rate_limit=0), clock=clock) as url:
+        yield url
+
+
+@pytest.fixture
+def gateway(
+    running_sim: Callable[..., Any], upstream: str, tmp_path: Path
+) -> Iterator[tuple[str, Starlette]]:
+    with gateway_app(running_sim, upstream, tmp_path / "serve.db") as served:
+        yield served
+
+
+def connect(url: str) -> ws_connect:
+    """A client that keeps reading whatever the test leaves unread, so closing is quick
+    (a full receive queue would stop it reading the server's close frame)."""
+    return ws_connect(url, max_queue=None)
+
+
+def request(*streams: dict[str, Any], ticket: str = "t", fmt: str | None = None) -> str:
+    message: list[dict[str, Any]] = [{"ticket": ticket}, *streams]
+    if fmt is not None:
+        message.append({"format": fmt})
+    return json.dumps(message)
+
+
+async def frames_until(
+    ws: ClientConnection, done: Callable[[list[Any]], bool], limit_s: float = WAIT_S
+) -> list[Any]:
+    """Decoded frames received until ``done(frames)`` holds (a failure after ``limit_s``)."""
+    got: list[Any] = []
+    async with asyncio.timeout(limit_s):
+        while not done(got):
+            raw = await ws.recv()
+            assert isinstance(raw, bytes), "Upbit sends binary frames"
+            got.append(json.loads(raw))
+    return got
+
+
+def of(frames: list[Any], kind: str, stream_type: str | None = None) -> list[dict[str, Any]]:
+    key_type, key_st = ("ty", "st") if any("ty" in f for f in frames) else ("type", "stream_type")
+    return [
+        f
+        for f in frames
+        if isinstance(f, dict)
+        and f.get(key_type) == kind
+        and (stream_type is None or f.get(key_st) == stream_type)
+    ]
+
+
+async def newest_trade(upstream: str, market: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=upstream) as rest:
+        response = await rest.get("/v1/trades/ticks", params={"market": market, "count": 1})
+    assert response.status_code == 200, response.text
+    row: dict[str, Any] = json.loads(response.content)[0]
+    return row
+
+
+async def sim_stats(upstream: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=upstream) as rest:
+        body: dict[str, Any] = (await rest.get("/sim/stats")).json()
+    return body
+
+
+async def test_snapshot_then_realtime_in_default_and_simple(
+    gateway: tuple[str, Starlette], upstream: str, clock: Any
+) -> None:
+    url, _ = gateway
+    stream = {"type": "ticker", "codes": [BTC]}, {"type": "trade", "codes": [BTC]}
+    async with connect(url) as full, connect(url) as simple:
+        await full.send(request(*stream))
+        await simple.send(request(*stream, fmt="SIMPLE"))
+        first = await frames_until(full, lambda f: len(f) >= 2)
+        first_simple = await frames_until(simple, lambda f: len(f) >= 2)
+        assert sorted((f["type"], f["stream_type"]) for f in first) == [
+            ("ticker", "SNAPSHOT"),
+            ("trade", "SNAPSHOT"),
+        ]
+        assert sorted((f["ty"], f["st"]) for f in first_simple) == [
+            ("ticker", "SNAPSHOT"),
+            ("trade", "SNAPSHOT"),
+        ]
+        clock.advance(30_000)
+        newest = await newest_trade(upstream, BTC)
+        later = await frames_until(
+            full,
+            lambda f: any(t["sequential_id"] == newest["sequential_id"] for t in of(f, "trade")),
+        )
+        later_simple = await frames_until(
+            simple, lambda f: any(t["sid"] == newest["sequential_id"] for t in of(f, "trade"))
+        )
+    realtime = of(later, "trade", "REALTIME")
+    assert realtime and realtime[-1]["trade_timestamp"] == newest["timestamp"]
+    assert realtime[-1]["trade_price"] == newest["trade_price"]
+    assert isinstance(realtime[-1]["sequential_id"], int) and realtime[-1]["sequential_id"] > 2**53
+    assert of(later_simple, "trade", "REALTIME")[-1]["tp"] == newest["trade_price"]
+
+
+async def test_frames_match_a_direct_connection(
+    gateway: tuple[str, Starlette], upstream: str
+) -> None:
+    """The same snapshot straight from the simulator and through the gateway: every field
+    equal but the ones no record carries (documented in _serve_ws_format)."""
+    url, _ = gateway
+    stream = (
+        {"type": "ticker", "codes": [ETH]},
+        {"type": "orderbook", "codes": [f"{ETH}.5"]},
+        {"type": "trade", "codes": [ETH]},
+    )
+    direct_url = upstream.replace("http://", "ws://") + "/websocket/v1"
+    async with connect(direct_url) as direct, connect(url) as served:
+        await direct.send(request(*stream))
+        await served.send(request(*stream))
+        want = await frames_until(direct, lambda f: len(f) >= 3)
+        got = await frames_until(served, lambda f: len(f) >= 3)
+    unknown = {
+        "ticker": {"ask_bid", "acc_ask_volume", "acc_bid_volume"},
+        "trade": {"timestamp", "best_ask_price", "best_ask_size"}
+        | {"best_bid_price", "best_bid_size"},
+        "orderbook": set(),
+    }
+    for kind, skip in unknown.items():
+        (expected,) = of(want, kind)
+        (actual,) = of(got, kind)
+        assert list(actual) == list(expected), f"{kind}: keys or their order differ"
+        assert {k: v for k, v in actual.items() if k not in skip} == {
+            k: v for k, v in expected.items() if k not in skip
+        }
+    assert len(of(got, "orderbook")[0]["orderbook_units"]) == 5
+
+
+async def test_ping_list_subscriptions_and_list_format(gateway: tuple[str, Starlette]) -> None:
+    url, _ = gateway
+    async with connect(url) as ws:
+        await ws.send("PING")
+        assert json.loads(await ws.recv()) == {"status": "UP"}
+        await ws.send(json.dumps([{"ticket": "a"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+        assert json.loads(await ws.recv()) == {
+            "method": "LIST_SUBSCRIPTIONS",
+            "result": [],
+            "ticket": "a",
+        }
+        await ws.send(
+            request(
+                {"type": "orderbook", "codes": [f"{BTC}.15", "krw-eth", "KRW-NOPE"]},
+                {"type": "ticker", "codes": [BTC], "is_only_snapshot": True},
+                fmt="JSON_LIST",
+            )
+        )
+        frames = await frames_until(
+            ws, lambda f: {x[0]["type"] for x in f} == {"orderbook", "ticker"}
+        )
+        assert all(isinstance(f, list) and len(f) == 1 for f in frames)
+        books = [f[0] for f in frames if f[0]["type"] == "orderbook"]
+        assert books[0]["stream_type"] == "SNAPSHOT" and len(books[0]["orderbook_units"]) == 15
+        assert {f[0]["code"] for f in frames} == {BTC}
+        await ws.send(
+            json.dumps([{"ticket": "b"}, {"method": "LIST_SUBSCRIPTIONS"}, {"format": "SIMPLE"}])
+        )
+        answers = await frames_until(ws, lambda f: any("mthd" in x for x in f))
+    listed = next(x for x in answers if "mthd" in x)
+    assert listed == {
+        "mthd": "LIST_SUBSCRIPTIONS",
+        "rslt": [
+            {"ty": "orderbook", "cds": [f"{BTC}.15"], "lv": 0},
+            {"ty": "ticker", "cds": [BTC]},
+        ],
+        "tckt": "b",
+    }
+
+
+@pytest.mark.parametrize(
+    ("message", "name"),
+    [
+        ('[{"type": "ticker", "codes": ["KRW-BTC"]}]', "NO_TICKET"),
+        ('[{"ticket": "x"}, {"type": "tickers", "codes": ["KRW-BTC"]}]', "INVALID_PARAM"),
+        ('[{"ticket": "x"}, {"type": "ticker"}]', "NO_CODES"),
+        ("not json", "WRONG_FORMAT"),
+    ],
+)
+async def test_a_bad_request_gets_upbits_error_frame_then_close(
+    gateway: tuple[str, Starlette], message: str, name: str
+) -> None:
+    url, _ = gateway
+    async with connect(url) as ws:
+        await ws.send(message)
+        error = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), WAIT_S)
+    assert error["error"]["name"] == name and error["error"]["message"]
+    assert ws.close_code == 1000
+
+
+async def test_new_request_replaces_and_only_snapshot_stops_realtime(
+    gateway: tuple[str, Starlette], upstream: str, clock: Any
+) -> None:
+    url, _ = gateway
+    async with connect(url) as moved, connect(url) as snap_only, connect(url) as witness:
+        await moved.send(request({"type": "ticker", "codes": [BTC]}))
+        await frames_until(moved, lambda f: len(f) >= 1)
+        await moved.send(request({"type": "ticker", "codes": [ETH]}, ticket="t2"))
+        await snap_only.send(
+            request({"type": "ticker", "codes": [BTC, ETH], "is_only_snapshot": True})
+        )
+        await witness.send(request({"type": "ticker", "codes": [BTC, ETH]}))
+        await frames_until(snap_only, lambda f: len(f) >= 2)
+        await frames_until(witness, lambda f: len(f) >= 2)
+        # Requests are handled in order: once this answer is back the replacement holds.
+        await moved.send(json.dumps([{"ticket": "q"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+        before = await frames_until(
+            moved,
+            lambda f: any("method" in x for x in f) and bool(of(f, "ticker", "SNAPSHOT")),
+        )
+        clock.advance(30_000)
+        newest = {m: (await newest_trade(upstream, m))["timestamp"] for m in (BTC, ETH)}
+        # Every client of a (type, market) is served in one go: once the witness has the
+        # newest ticker of both markets, the others' frames are queued too.
+        await frames_until(
+            witness,
+            lambda f: (
+                {(x["code"], x["trade_timestamp"]) for x in of(f, "ticker")} >= set(newest.items())
+            ),
+        )
+        for ws in (moved, snap_only):
+            await ws.send("PING")
+        after_moved = await frames_until(moved, lambda f: {"status": "UP"} in f)
+        after_snap = await frames_until(snap_only, lambda f: {"status": "UP"} in f)
+    (answer,) = [f for f in before if "method" in f]
+    assert answer["result"] == [{"type": "ticker", "codes": [ETH]}]
+    assert [f["code"] for f in of(before, "ticker", "SNAPSHOT")] == [ETH]
+    assert {f["code"] for f in of(before + after_moved, "ticker")} <= {BTC, ETH}
+    assert (ETH, newest[ETH]) in {
+        (f["code"], f["trade_timestamp"]) for f in of(after_moved, "ticker", "REALTIME")
+    }
+    assert {f["code"] for f in of(after_moved, "ticker")} == {ETH}
+    assert of(after_snap, "ticker") == []
+
+
+async def test_many_clients_share_one_upstream_connection(
+    gateway: tuple[str, Starlette], upstream: str, clock: Any
+) -> None:
+    url, app = gateway
+    markets = [BTC, ETH, XRP]
+    streams = [{"type": kind, "codes": markets} for kind in ("ticker", "trade", "orderbook")]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(url)) for _ in range(20)]
+        for ws in clients:
+            await ws.send(request(*streams))
+        for ws in clients:
+            await frames_until(ws, lambda f: len(of(f, "orderbook")) >= 3)
+        clock.advance(20_000)
+        newest = await newest_trade(upstream, XRP)
+        for ws in clients:
+            await frames_until(
+                ws,
+                lambda f: newest["sequential_id"] in {t["sequential_id"] for t in of(f, "trade")},
+            )
+        stats = app.state.gateway.statistics()
+        upstream_ws = (await sim_stats(upstream))["websocket"]
+    assert (stats.clients, stats.subscriptions, stats.upstream_pairs) == (20, 20 * 9, 9)
+    assert upstream_ws["connections"] == 1
+    # The union of 20 identical subscriptions goes upstream in a few paced messages.
+    assert 1 <= upstream_ws["messages_received"] <= 5
+
+
+class FakeClient:
+    """A downstream client as ASGI messages: it reads every frame at once, or (``reads``
+    False) stops reading, so a send to it never completes."""
+
+    def __init__(self, *, reads: bool = True) -> None:
+        self.reads = reads
+        self.incoming: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+        self.incoming.put_nowait({"type": "websocket.connect"})
+        self.frames: list[Any] = []
+        self.closed: MutableMapping[str, Any] | None = None
+        self.changed = asyncio.Event()
+
+    def socket(self) -> Any:
+        from starlette.websockets import WebSocket
+
+        scope = {"type": "websocket", "path": "/websocket/v1", "headers": [], "query_string": b""}
+        return WebSocket(scope, self.incoming.get, self.send)
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            if not self.reads:
+                await asyncio.Event().wait()  # the socket's buffers are full, for ever
+            self.frames.append(json.loads(message["bytes"]))
+        elif message["type"] == "websocket.close":
+            self.closed = message
+        self.changed.set()
+
+    async def wait_for(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def streaming(client: FakeClient, clock: Any, markets: list[str]) -> None:
+    """Wait until upstream streams every market's trades and books (snapshots may have come
+    from REST before the upstream subscription was sent): step the clock until realtime
+    frames of each arrive, or fail after a bounded number of steps."""
+    wanted = {(kind, m) for kind in ("trade", "orderbook") for m in markets}
+    for _ in range(20):
+        clock.advance(2_000)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await client.wait_for(
+                    lambda: (
+                        {
+                            (f["type"], f["code"])
+                            for f in client.frames
+                            if f["stream_type"] == "REALTIME"
+                        }
+                        >= wanted
+                    )
+                )
+                return
+    raise AssertionError("upstream never streamed every subscribed market")
+
+
+async def test_a_slow_client_is_closed_and_never_slows_the_others(
+    upstream: str, clock: Any, tmp_path: Path
+) -> None:
+    markets = [BTC, ETH, XRP]
+    subscribe = request(*({"type": k, "codes": markets} for k in ("trade", "orderbook")))
+    fast, slow = FakeClient(), FakeClient(reads=False)
+    async with Spine(upstream, db=tmp_path / "serve.db") as spine:
+        gateway = WsGateway(spine, client_queue=50)
+        async with asyncio.TaskGroup() as group:
+            for client in (fast, slow):
+                group.create_task(gateway.handle(client.socket()))
+                client.incoming.put_nowait({"type": "websocket.receive", "text": subscribe})
+            await fast.wait_for(lambda: len(of(fast.frames, "orderbook")) >= 3)
+            await streaming(fast, clock, markets)
+            clock.advance(120_000)
+            newest = await newest_trade(upstream, BTC)
+            await slow.wait_for(lambda: slow.closed is not None)
+            await fast.wait_for(
+                lambda: (
+                    newest["sequential_id"]
+                    in {t["sequential_id"] for t in of(fast.frames, "trade")}
+                )
+            )
+            stats = gateway.statistics()
+            fast.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await gateway.aclose()
+    assert slow.closed is not None and slow.closed["code"] == 1008
+    assert "too slow" in slow.closed["reason"]
+    assert fast.closed is None
+    assert len(of(fast.frames, "trade", "REALTIME")) > 50  # more than the slow one could hold
+    assert (stats.clients, stats.dropped_clients) == (1, 1)
