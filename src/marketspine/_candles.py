@@ -168,7 +168,7 @@ class CandleReader:
     async def _read(
         self,
         market: str,
-        timeframe: Timeframe | str,
+        timeframe: Timeframe,
         count: int | None = None,
         start: str | int | None = None,
         end: str | int | None = None,
