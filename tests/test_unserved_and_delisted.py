@@ -19,6 +19,7 @@ import pytest
 from marketspine import UnknownMarketError
 from marketspine._spine import Spine
 from marketspine._time import DAY_MS, MINUTE_MS, format_utc
+from marketspine._timeframes import TIMEFRAMES
 from marketspine.sim import SimConfig, create_app
 
 BTC, XRP = "KRW-BTC", "KRW-XRP"
@@ -67,7 +68,7 @@ async def test_1s_candles_beyond_three_months_are_unserved_never_covered(
         assert result.meta.unserved_before_ms > start + 10 * MINUTE_MS
         assert result.meta.upstream_calls == 0
     assert await candle_calls(app) == calls
-    assert (await spine.store.coverage(BTC, "1s")).ranges == ()
+    assert (await spine.store.coverage(BTC, TIMEFRAMES["1s"])).ranges == ()
 
 
 async def test_1s_candles_across_the_horizon_cover_only_the_served_part(
@@ -81,7 +82,7 @@ async def test_1s_candles_across_the_horizon_cover_only_the_served_part(
     served_from = result.meta.unserved_before_ms
     assert served_from is not None and start < served_from < end
     assert len(result) > 100 and result[0].start_ms >= now - 90 * DAY_MS
-    covered = (await spine.store.coverage(BTC, "1s")).ranges
+    covered = (await spine.store.coverage(BTC, TIMEFRAMES["1s"])).ranges
     assert covered and covered[0][0] >= result[0].start_ms
 
 
@@ -127,7 +128,7 @@ async def test_a_listing_is_learned_once_then_never_asked_again(
     sim_clock.ms = listing + 3 * DAY_MS + 7 * MINUTE_MS
     first = await spine.candles("KRW-WAL", "1h", start=listing - 30 * DAY_MS, end=listing + DAY_MS)
     assert first and first[0].start_ms >= listing
-    assert await spine.store.listing("KRW-WAL", "1h") == first[0].start_ms
+    assert await spine.store.listing("KRW-WAL", TIMEFRAMES["1h"]) == first[0].start_ms
     calls = await candle_calls(app)
     spine.clear_memory()
     again = await spine.candles("KRW-WAL", "1h", start=listing - 400 * DAY_MS, end=listing + DAY_MS)
