@@ -19,10 +19,11 @@ import pytest
 from marketspine import UnknownMarketError
 from marketspine._spine import Spine
 from marketspine._time import DAY_MS, MINUTE_MS, format_utc
-from marketspine._timeframes import TIMEFRAMES
+from marketspine._timeframes import parse_timeframe
 from marketspine.sim import SimConfig, create_app
 
 BTC, XRP = "KRW-BTC", "KRW-XRP"
+SECOND = parse_timeframe("1s")
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ async def test_1s_candles_beyond_three_months_are_unserved_never_covered(
         assert result.meta.unserved_before_ms > start + 10 * MINUTE_MS
         assert result.meta.upstream_calls == 0
     assert await candle_calls(app) == calls
-    assert (await spine.store.coverage(BTC, TIMEFRAMES["1s"])).ranges == ()
+    assert (await spine.store.coverage(BTC, SECOND)).ranges == ()
 
 
 async def test_1s_candles_across_the_horizon_cover_only_the_served_part(
@@ -82,7 +83,7 @@ async def test_1s_candles_across_the_horizon_cover_only_the_served_part(
     served_from = result.meta.unserved_before_ms
     assert served_from is not None and start < served_from < end
     assert len(result) > 100 and result[0].start_ms >= now - 90 * DAY_MS
-    covered = (await spine.store.coverage(BTC, TIMEFRAMES["1s"])).ranges
+    covered = (await spine.store.coverage(BTC, SECOND)).ranges
     assert covered and covered[0][0] >= result[0].start_ms
 
 
@@ -109,6 +110,7 @@ async def test_a_delisted_market_is_still_served_from_the_store(app: Any, spine:
     assert await candle_calls(app) == calls + 1  # the one 404, then no candle page
     listed = {m.market: m for m in await spine.markets(refresh=True)}
     assert XRP not in listed and not any(m.delisted for m in listed.values())
+    assert list(await spine.store.delisted()) == [XRP]  # kept for `status`
     held = {m.market: m for m in await spine.markets(include_delisted=True)}
     assert held[XRP].delisted and not held[BTC].delisted
 
@@ -128,7 +130,7 @@ async def test_a_listing_is_learned_once_then_never_asked_again(
     sim_clock.ms = listing + 3 * DAY_MS + 7 * MINUTE_MS
     first = await spine.candles("KRW-WAL", "1h", start=listing - 30 * DAY_MS, end=listing + DAY_MS)
     assert first and first[0].start_ms >= listing
-    assert await spine.store.listing("KRW-WAL", TIMEFRAMES["1h"]) == first[0].start_ms
+    assert await spine.store.listing("KRW-WAL", parse_timeframe("1h")) == first[0].start_ms
     calls = await candle_calls(app)
     spine.clear_memory()
     again = await spine.candles("KRW-WAL", "1h", start=listing - 400 * DAY_MS, end=listing + DAY_MS)
@@ -198,6 +200,17 @@ def test_collect_of_a_delisted_market_says_why(
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     assert len(out.read_text().splitlines()) > 150  # header + about 180 minutes
+    status = cli("status", "--db", db, "--json")
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    (gone,) = document["delisted"]
+    # seen at upstream's clock, which the client knows to the second
+    assert gone["market"] == XRP and gone["seen"][:16] == format_utc(now)[:16]
+    last = max(s["last"] for s in document["series"] if s["market"] == XRP)
+    assert last <= gone["last_trade"] < format_utc(now) + "Z"
+    assert all(s["delisted"] == (s["market"] == XRP) for s in document["series"])
+    table = cli("status", "--db", db)
+    assert f"{XRP}: delisted" in table.stdout and gone["last_trade"] in table.stdout
 
 
 async def test_markets_carry_warnings_and_caution_flags(spine: Spine) -> None:

@@ -105,10 +105,16 @@ class CandleReader:
                     code, timeframe, count, start, end, priority, closed_only=closed_only, fill=fill
                 )
             except UnknownMarketError:
-                if not await self._holds(code, parse_timeframe(timeframe)):
+                if not await self._holds(code, timeframe):
                     raise
-                self._delisted.add(code)
-        return await self._stored_only(code, parse_timeframe(timeframe), count, start, end, fill)
+                await self._learn_delisted(code)
+        return await self._stored_only(code, timeframe, count, start, end, fill)
+
+    async def _learn_delisted(self, market: str) -> None:
+        """Remember (here and in the store, for ``status``) that upstream delisted it."""
+        if market not in self._delisted:
+            self._delisted.add(market)
+            await self._store.set_delisted(market, self._client.upstream_now_ms())
 
     async def _holds(self, market: str, tf: Timeframe) -> bool:
         """Whether the store holds candles of ``market`` for ``tf`` (or 1m to derive from)."""
@@ -430,7 +436,7 @@ class CandleReader:
                         trace.used("upstream")
                     if summary.delisted:
                         trace.delisted = True
-                        self._delisted.add(market)
+                        await self._learn_delisted(market)
             rows = await store.read(market, tf, lo, hi)
             trace.used("database")
             if derived:

@@ -177,6 +177,9 @@ async def collect(
                 )
     except BaseExceptionGroup as failures:
         raise _first_leaf(failures) from None
+    for detail in details.values():
+        if detail.delisted:  # kept for `status`, which reads the store alone
+            await store.set_delisted(detail.market, now_ms)
     return CollectSummary(
         markets=tuple(codes),
         timeframe=tf.name,

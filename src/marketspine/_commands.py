@@ -210,9 +210,10 @@ def _stdout_console() -> Console:
 
 def run_status(*, db: str, json_output: bool) -> None:
     """Print what the store holds: series, covered ranges, row counts."""
-    series = asyncio.run(_summary(db))
+    series, delisted = asyncio.run(_summary(db))
     if json_output:
-        print(json.dumps({"db": db, "series": series}, separators=(",", ":")))
+        document = {"db": db, "series": series, "delisted": delisted}
+        print(json.dumps(document, separators=(",", ":")))
         return
     table = Table(title=f"marketspine store {db}")
     for column in ("market", "timeframe", "rows", "first", "last", "covered ranges", "listing"):
@@ -227,17 +228,33 @@ def run_status(*, db: str, json_output: bool) -> None:
             "\n".join(f"{a} → {b}" for a, b in s["ranges"]) or "-",
             s["listing"] or "-",
         )
-    _stdout_console().print(table)
+    console = _stdout_console()
+    console.print(table)
+    for gone in delisted:
+        console.print(
+            f"{gone['market']}: delisted (upstream answers 404 since {gone['seen']}); last "
+            f"trade {gone['last_trade'] or '-'}; its stored candles are kept and served"
+        )
 
 
-async def _summary(db: str) -> list[dict[str, Any]]:
+async def _summary(db: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(series, delisted markets with when that was seen and their last stored trade)."""
     async with open_store(db, must_exist=True, read_only=True) as store:
         rows = await store.summary()
+        delisted = await store.delisted()
 
     def label(ms: int | None) -> str | None:
         return None if ms is None else format_utc(ms) + "Z"
 
-    return [
+    last_trade: dict[str, int] = {}
+    for s in rows:
+        if s.last_trade_ms is not None:
+            last_trade[s.market] = max(last_trade.get(s.market, 0), s.last_trade_ms)
+    gone = [
+        {"market": m, "seen": label(seen), "last_trade": label(last_trade.get(m))}
+        for m, seen in sorted(delisted.items())
+    ]
+    series = [
         {
             "market": s.market,
             "timeframe": s.timeframe,
@@ -246,9 +263,11 @@ async def _summary(db: str) -> list[dict[str, Any]]:
             "last": label(s.last_ms),
             "ranges": [[label(a), label(b)] for a, b in s.ranges],
             "listing": label(s.listing_ms),
+            "delisted": s.market in delisted,
         }
         for s in rows
     ]
+    return series, gone
 
 
 def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: bool) -> None:

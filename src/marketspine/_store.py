@@ -62,6 +62,13 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (market, timeframe)
     ) WITHOUT ROWID;
     """,
+    # Markets upstream stopped listing (404) while this store held their candles.
+    """
+    CREATE TABLE delisted (
+        market TEXT NOT NULL PRIMARY KEY,
+        seen_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -77,6 +84,7 @@ class SeriesSummary:
     first_ms: int | None
     last_ms: int | None
     listing_ms: int | None
+    last_trade_ms: int | None = None  # of the newest stored candle
 
 
 class CandleStore(Protocol):
@@ -103,6 +111,10 @@ class CandleStore(Protocol):
     async def listing(self, market: str, timeframe: Timeframe) -> int | None: ...
 
     async def summary(self) -> list[SeriesSummary]: ...
+
+    async def set_delisted(self, market: str, seen_ms: int) -> None: ...
+
+    async def delisted(self) -> dict[str, int]: ...
 
     async def aclose(self) -> None: ...
 
@@ -187,6 +199,22 @@ class SQLiteStore:
     async def summary(self) -> list[SeriesSummary]:
         """One entry per stored series, sorted by market then timeframe key."""
         return await self._run(self._summary)
+
+    async def set_delisted(self, market: str, seen_ms: int) -> None:
+        """Record that upstream no longer lists ``market`` (first seen at ``seen_ms``; an
+        earlier record is kept). Its candles stay."""
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO delisted VALUES (?, ?) ON CONFLICT (market) DO NOTHING",
+                (market, seen_ms),
+            )
+
+        await self._run(lambda: self._in_transaction(put))
+
+    async def delisted(self) -> dict[str, int]:
+        """Markets recorded as delisted → when that was first seen (epoch ms)."""
+        return await self._run(self._delisted)
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker thread. Safe to call twice."""
@@ -309,10 +337,10 @@ class SQLiteStore:
     def _summary(self) -> list[SeriesSummary]:
         conn = self._connection()
         counts = {
-            (market, key): (rows, first, last)
-            for market, key, rows, first, last in conn.execute(
-                "SELECT market, timeframe, COUNT(*), MIN(start_ms), MAX(start_ms) "
-                "FROM candles GROUP BY market, timeframe"
+            (market, key): (rows, first, last, last_trade)
+            for market, key, rows, first, last, last_trade in conn.execute(
+                "SELECT market, timeframe, COUNT(*), MIN(start_ms), MAX(start_ms), "
+                "MAX(last_trade_ms) FROM candles GROUP BY market, timeframe"
             )
         }
         series = set(counts)
@@ -321,7 +349,7 @@ class SQLiteStore:
         summaries = []
         for market, key in sorted(series):
             coverage = self._coverage(conn, market, key)
-            rows, first, last = counts.get((market, key), (0, None, None))
+            rows, first, last, last_trade = counts.get((market, key), (0, None, None, None))
             summaries.append(
                 SeriesSummary(
                     market,
@@ -331,9 +359,18 @@ class SQLiteStore:
                     first,
                     last,
                     coverage.listing_ms,
+                    last_trade,
                 )
             )
         return summaries
+
+    def _delisted(self) -> dict[str, int]:
+        conn = self._connection()
+        try:
+            rows = conn.execute("SELECT market, seen_ms FROM delisted").fetchall()
+        except sqlite3.OperationalError:  # a read-only open of a store from before the table
+            return {}
+        return {market: seen for market, seen in rows}
 
 
 def _get_listing(conn: sqlite3.Connection, market: str, key: str) -> int | None:
