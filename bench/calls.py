@@ -1,6 +1,7 @@
 """Upstream-call benchmarks (issue 9): what a cold chart costs on a dense and on an illiquid
 market, counted by the simulator (`GET /sim/stats`), which runs as a separate process with
-30 ms latency and Upbit's 10 requests/s per group.
+30 ms latency and Upbit's 10 requests/s per group; and a 30-day backfill under combined
+faults (jitter, 5xx, hangs), run three times: no 429, and what the hangs cost.
 
 Run with `python -m bench calls` (or `make bench`).
 """
@@ -18,7 +19,11 @@ from typing import Any
 import httpx
 
 from bench._sim import simulator
+from marketspine._client import Client
+from marketspine._collect import collect
 from marketspine._spine import Spine
+from marketspine._store import SQLiteStore
+from marketspine._time import DAY_MS
 
 Row = dict[str, Any]
 
@@ -74,12 +79,57 @@ async def adjacent(url: str, db: Path) -> list[Row]:
     ]
 
 
+async def backfill(url: str, db: Path, days: int) -> tuple[float, dict[str, Any], float]:
+    """A 30-day 1m backfill of KRW-BTC through the Client: (seconds, simulator stats,
+    the per-attempt timeout the client ended with)."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        await http.post("/sim/reset")
+    async with Client(url) as client, SQLiteStore(db) as store:
+        now = await client.synced_now_ms(DENSE)
+        started = time.perf_counter()
+        await collect(client, store, [DENSE], "1m", since_ms=now - days * DAY_MS, until_ms=now,
+                      now_ms=now)  # fmt: skip
+        elapsed = time.perf_counter() - started
+        timeout_s = client.statistics().timeout_s
+    async with httpx.AsyncClient(base_url=url) as http:
+        stats: dict[str, Any] = (await http.get("/sim/stats")).json()
+    return elapsed, stats, timeout_s
+
+
+FAULTS = ("--jitter-ms", "50", "--error-rate", "0.05", "--hang-rate", "0.02")
+
+
+def fault_rows(tmp: Path, runs: int = 3, days: int = 30) -> list[Row]:
+    with simulator("--latency-ms", "30", "--jitter-ms", "50") as url:
+        clean, _, _ = asyncio.run(backfill(url, tmp / "clean.db", days))
+    times, rejected, hung, errors, timeouts = [], 0, 0, 0, []
+    with simulator("--latency-ms", "30", *FAULTS) as url:
+        for run in range(runs):
+            elapsed, stats, timeout_s = asyncio.run(backfill(url, tmp / f"f{run}.db", days))
+            times.append(elapsed)
+            rejected += stats["429"] + stats["418"]
+            hung += stats["hung"]
+            errors += sum(n for code, n in stats["status"].items() if code.startswith("5"))
+            timeouts.append(timeout_s)
+    label = f"{days}-day 1m backfill, 50 ms jitter + 5% errors + 2% hangs"
+    return [
+        row(f"{label}: 429s + 418s over {runs} runs", rejected, "count", "0"),
+        row(f"{label}: faults injected over {runs} runs (hangs)", hung, "count", "> 0"),
+        row(f"{label}: faults injected over {runs} runs (5xx)", errors, "count", "> 0"),
+        row(f"{label}: timeout a hang waited (max of runs)", max(timeouts), "s", "≤ 2"),
+        row(f"{label}: time, mean of {runs} runs", sum(times) / runs, "s", "-"),
+        row(f"{days}-day 1m backfill, 50 ms jitter only: time", clean, "s", "-"),
+    ]
+
+
 def run() -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp, simulator("--latency-ms", "30") as url:
         rows += asyncio.run(cold_chart(url, Path(tmp) / "dense.db", DENSE, "dense"))
         rows += asyncio.run(cold_chart(url, Path(tmp) / "sparse.db", ILLIQUID, "illiquid"))
         rows += asyncio.run(adjacent(url, Path(tmp) / "adjacent.db"))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += fault_rows(Path(tmp))
     return rows
 
 

@@ -74,9 +74,11 @@ async def soak(url: str, db: Path, minutes: float, memory_mb: float, every_s: fl
                 )
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
         peak = max((m for _, m in samples), default=process.memory_info().rss / MIB)
+        settled = samples[len(samples) // 2 :]  # the first half still carries the fill's tail
         print(
             f"done: {len(samples)} samples once full, slope {slope_per_minute(samples):+.3f} "
-            f"MiB/min, peak RSS {peak:.1f} MiB = baseline + {peak - baseline:.1f} MiB"
+            f"MiB/min (last half {slope_per_minute(settled):+.3f} MiB/min), "
+            f"peak RSS {peak:.1f} MiB = baseline + {peak - baseline:.1f} MiB"
         )
 
 

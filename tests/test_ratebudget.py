@@ -383,3 +383,44 @@ def test_any_arrival_pattern_keeps_the_cap_and_serves_everyone(
     assert_window_cap(grants, 10, 1.0 + DEFAULT_MARGIN)
     if penalty is not None:
         assert not [t for t in grants if penalty_end - penalty < t < penalty_end - 1e-9]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_no_429_when_arrivals_jitter_more_than_the_default_margin(seed: int) -> None:
+    """Upstream counts a request when it *arrives*: grant + latency + jitter. Two grants a
+    span apart may arrive closer than a second when the first was delayed more, so the
+    window must widen by the jitter the budget sees in its round trips."""
+    import random
+
+    from marketspine.sim._limits import RateLimiter
+
+    fake = FakeTime(6000.0)
+    budget = make_budget(fake)  # default margin (20 ms), far below the 50 ms jitter
+    limiter = RateLimiter(clock=fake.clock)
+    rng = random.Random(seed)
+    verdicts: list[int] = []
+
+    async def request(priority: Priority) -> None:
+        await budget.acquire("candles", priority)
+        granted = fake.now
+        await fake.sleep(0.030 + rng.uniform(0.0, 0.050))  # to upstream
+        verdict = limiter.check("client", "candles", 10)
+        verdicts.append(verdict.status)
+        await fake.sleep(0.002)  # the answer's way back
+        budget.observe("candles", verdict.remaining, sent_at=granted)
+
+    async def worker(priority: Priority) -> None:
+        for _ in range(150):
+            await request(priority)
+
+    async def all_workers() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for i in range(6):
+                tg.create_task(worker(Priority.LOW if i % 2 else Priority.NORMAL))
+
+    await fake.run(all_workers(), max_seconds=10_000)
+    assert len(verdicts) == 900
+    assert verdicts.count(429) == 0
+    rate = len(verdicts) / (fake.now - 6000.0)
+    assert rate >= 9.3, rate  # the wider window costs at most the jitter's share
+    assert budget.statistics().groups["candles"].margin >= 0.045

@@ -50,6 +50,7 @@ from ._errors import (
     UpstreamError,
 )
 from ._flight import Flight, Flights, acquire_at_flight_priority
+from ._latency import LatencyTimeout
 from ._ratebudget import (
     GROUPS,
     BudgetStatistics,
@@ -77,6 +78,7 @@ from ._wire_rest import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TIMEOUT_FLOOR",
     "MARKETS_PER_REQUEST",
     "Client",
     "ClientStatistics",
@@ -86,6 +88,9 @@ log = logging.getLogger("marketspine.client")
 
 DEFAULT_BASE_URL = "https://api.upbit.com"
 DEFAULT_TIMEOUT = 10.0
+# A hung request is given up after 10 x the recent p99 round trip, but never sooner than
+# this: at 30 ms latency a hang then costs ~1.5 s plus a short backoff, not 10 s.
+DEFAULT_TIMEOUT_FLOOR = 1.5
 MAX_CANDLES = 200
 MAX_TRADES = 500
 MAX_BOOK_LEVELS = 30
@@ -105,6 +110,8 @@ class ClientStatistics:
     failed: int
     breaker: BreakerStatistics
     budget: BudgetStatistics
+    timed_out: int = 0  # attempts given up on (hung or too slow)
+    timeout_s: float = DEFAULT_TIMEOUT  # what the next attempt may take
 
 
 Params = tuple[tuple[str, str], ...]
@@ -119,7 +126,9 @@ class Client:
 
     ``transport`` is the test seam (``httpx.ASGITransport(app=...)``); ``budget`` may be
     shared between clients (default: a new ``LocalRateBudget`` on ``clock``/``sleep``);
-    ``timeout`` bounds each attempt in seconds; ``breaker`` guards this upstream;
+    ``timeout`` bounds each attempt in seconds; once replies have been seen, an attempt
+    waits ten times their recent p99, at least ``timeout_floor`` (so a hung request costs
+    about that, not ``timeout``); ``breaker`` guards this upstream;
     ``clock``/``sleep``/``rng`` make time and jitter injectable; ``wall_ms`` is the local
     wall clock behind ``upstream_now_ms``.
     """
@@ -131,6 +140,7 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
         budget: RateBudget | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        timeout_floor: float = DEFAULT_TIMEOUT_FLOOR,
         retry: RetryPolicy = DEFAULT_RETRY,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -143,6 +153,7 @@ class Client:
         self._base_url = base_url.rstrip("/")
         self._transport = transport
         self._timeout = timeout
+        self._timeouts = LatencyTimeout(ceiling=timeout, floor=min(timeout_floor, timeout))
         self._retry = retry
         self._clock = clock
         self._sleep = sleep
@@ -158,6 +169,7 @@ class Client:
         self._rate_limited = 0
         self._banned = 0
         self._failed = 0
+        self._timed_out = 0
         self._upstream_clock = UpstreamClock(wall_ms)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -366,6 +378,8 @@ class Client:
             failed=self._failed,
             breaker=self._breaker.statistics(),
             budget=self._budget.statistics(),
+            timed_out=self._timed_out,
+            timeout_s=self._timeouts.seconds,
         )
 
     # -- the pipeline ----------------------------------------------------------------------------
@@ -473,6 +487,7 @@ class Client:
         sent_at = self._clock()
         self._sent[group] += 1
         response = await self._send(path, params)
+        self._timeouts.observe(self._clock() - sent_at)
         self._learn_from_reply(group, response, sent_at)
         return response
 
@@ -528,13 +543,15 @@ class Client:
     async def _send(self, path: str, params: Params) -> httpx.Response:
         """Send one GET; transport failures and timeouts become UpstreamError."""
         assert self._http is not None
+        timeout = self._timeouts.seconds
         try:
             # Also bounds transports that ignore httpx timeouts (ASGI apps in tests).
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 return await self._http.get(path, params=params)
         except (TimeoutError, httpx.TimeoutException) as exc:
+            self._timed_out += 1
             raise UpstreamError(
-                f"GET {path} timed out after {self._timeout:g} s", retry_after=None
+                f"GET {path} timed out after {timeout:.3g} s", retry_after=None
             ) from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(

@@ -6,6 +6,11 @@ safe: it lets 10 go at the start of a second and 9 more refill inside the same s
 ``LocalRateBudget`` therefore caps *any* window of ``window + margin`` seconds at ``limit``
 sends — which bounds every calendar second and every sliding second alike — and counts a
 request the moment it is allowed to be sent, not when its answer arrives.
+
+Upstream counts a request when it *arrives*, a varying delay after it was allowed. Two sends
+a window apart arrive closer than a window when the first was delayed more, so the margin
+grows to the spread of the round trips the budget sees (``observe(..., sent_at=...)``): the
+margin is at least that jitter, and never the fixed 20 ms alone on a jittery network.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ DEFAULT_LIMIT = 10  # requests per window per group, Upbit's quotation limit
 # loopback simulator with 30 ms latency + up to 25 ms jitter, 5 s saturated: margin 0 gave
 # a 429 in one of two runs (and 8.2 req/s after the penalty); 20 ms gave none at 9.8 req/s.
 DEFAULT_MARGIN = 0.02
+# The margin follows the round-trip spread (high quantile minus minimum) of the last
+# RTT_SAMPLES replies of a group, up to MAX_MARGIN (beyond that, pacing is too slow to pay).
+RTT_SAMPLES = 200
+MAX_MARGIN = 0.25
+_MIN_SAMPLES = 10
 # Queue order is enqueue time + slack: a LOW request that has waited 30 s goes before a
 # CRITICAL request that has just arrived, so nobody waits forever.
 DEFAULT_SLACK: Mapping[Priority, float] = {
@@ -96,6 +106,7 @@ class GroupStatistics:
     penalties: int  # penalize() calls (after 429/418)
     blocked_for: float  # seconds of penalty left
     external: int  # sends by others on this IP, learnt from Remaining-Req
+    margin: float = 0.0  # seconds added to the window now (grows with round-trip jitter)
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,9 @@ class _Waiter:
 class _Group:
     limit: int
     span: float  # window + margin
+    window: float = 1.0
+    margin: float = DEFAULT_MARGIN  # the configured floor of the margin
+    rtts: deque[float] = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))
     sends: deque[float] = field(default_factory=deque)  # send times, ascending
     last_real_send: float = float("-inf")
     blocked_until: float = float("-inf")
@@ -172,6 +186,15 @@ class _Group:
         if paced:
             at = max(at, self.last_real_send + self.interval)
         return at
+
+    def saw_round_trip(self, seconds: float) -> None:
+        """Widen the margin to the spread of recent round trips (see the module doc)."""
+        self.rtts.append(max(0.0, seconds))
+        if len(self.rtts) < _MIN_SAMPLES:
+            return
+        ordered = sorted(self.rtts)
+        spread = ordered[int(0.99 * (len(ordered) - 1))] - ordered[0]
+        self.span = self.window + min(MAX_MARGIN, max(self.margin, spread))
 
     def record_send(self, now: float) -> None:
         self.sends.append(now)
@@ -222,6 +245,8 @@ class LocalRateBudget:
             raise InvalidRequestError("window must be > 0 s and margin >= 0 s")
         self._limit = limit
         self._limits = dict(limits or {})
+        self._window = window
+        self._margin = margin
         self._span = window + margin
         self._slack = {p: slack.get(p, 0.0) for p in Priority}
         self._clock = clock
@@ -232,7 +257,9 @@ class LocalRateBudget:
     def _group(self, name: str) -> _Group:
         group = self._groups.get(name)
         if group is None:
-            group = _Group(self._limits.get(name, self._limit), self._span)
+            group = _Group(
+                self._limits.get(name, self._limit), self._span, self._window, self._margin
+            )
             self._groups[name] = group
         return group
 
@@ -293,6 +320,8 @@ class LocalRateBudget:
         explain, believe upstream (other processes on the IP are spending)."""
         state = self._group(group)
         now = self._clock()
+        if sent_at is not None:
+            state.saw_round_trip(now - sent_at)
         # Everything sent since a window (plus the round trip) before this request left
         # may have been counted with it upstream.
         since = now - state.span if sent_at is None else sent_at - state.span - (now - sent_at)
@@ -329,5 +358,6 @@ class LocalRateBudget:
                 penalties=state.penalties,
                 blocked_for=max(0.0, state.blocked_until - now),
                 external=state.external,
+                margin=state.span - state.window,
             )
         return BudgetStatistics(groups)
