@@ -404,15 +404,13 @@ class Spine:
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
     ) -> AsyncIterator[Event | ClosedCandle]:
-        """An async iterator of typed events (Ticker, Trade, Orderbook, and the stream's
-        Gap/Health/Overflow) for ``types`` of ``markets`` (a plain string is one item).
-        A candle kind (``candle.<timeframe>``, every timeframe) yields the forming
-        ``Candle`` each time a trade changes it and a ``ClosedCandle`` once its window has
-        closed on upstream's clock, equal to the REST candle of that window (read like any
-        closed candle, so stored too).
+        """Typed events (Ticker, Trade, Orderbook; Gap/Health/Overflow) of ``types`` of
+        ``markets`` (a plain string is one item). A candle kind (``candle.<timeframe>``, any
+        timeframe) yields the forming ``Candle`` as trades change it and a ``ClosedCandle``
+        (equal to the REST candle, stored too) once its window closed on upstream's clock.
 
-        Raises InvalidRequestError for an unknown kind or market (before connecting);
-        ClosedError outside ``async with``, and when the Spine is closed while iterating."""
+        Raises InvalidRequestError before connecting; ClosedError outside ``async with``
+        and once the Spine closes while iterating."""
         kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
         maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
         self._check_open()
