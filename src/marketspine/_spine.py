@@ -457,12 +457,8 @@ class Spine:
         refresh = flag_arg(refresh, "refresh")
         include_delisted = flag_arg(include_delisted, "include_delisted")
         self._check_open()
-        listed = await self._market_list.markets(self.client, refresh=refresh)
-        if not include_delisted:
-            return listed
-        known = {m.market for m in listed}
-        held = {s.market for s in await self.store.summary()}
-        return [*listed, *(MarketInfo(m, None, m, False, {}, True) for m in sorted(held - known))]
+        held = self.store if include_delisted else None
+        return await self._market_list.markets(self.client, refresh=refresh, held=held)
 
     async def warmup(self) -> dict[str, Any]:
         """Fetch the market list (with details) and instruments of every configured
