@@ -59,7 +59,10 @@ class Accounting:
         memory_series: int,
         memory_bytes: int = 0,
         memory_limit_bytes: int = 0,
+        upstream_calls: int | None = None,
     ) -> SpineStatistics:
+        """The counters now; ``upstream_calls`` (every request the client really sent)
+        replaces the sum of the answers' calls when given."""
         latency: dict[str, dict[str, float]] = {}
         for method, samples in self._latency.items():
             ordered = sorted(samples)
@@ -71,7 +74,7 @@ class Accounting:
         return SpineStatistics(
             requests=dict(self._requests),
             answered_by=dict(self._answered_by),
-            upstream_calls=self._calls_made,
+            upstream_calls=self._calls_made if upstream_calls is None else upstream_calls,
             upstream_calls_saved=self._calls_saved,
             latency_ms=latency,
             memory_candles=memory_candles,

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -50,7 +51,7 @@ from ._memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._result import CandleResult, ResultMeta, Trace
+from ._result import CandleResult, ListResult, ResultMeta, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
 from ._stream import Stream
@@ -136,6 +137,7 @@ class Spine:
         self._watched: set[tuple[str, str]] = set()
         # statistics
         self._accounting = Accounting()
+        self._other_calls = 0  # requests of warmup's clients for other exchanges
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -253,6 +255,7 @@ class Spine:
         result = await self._candle_reader().read(
             code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
+        result.meta = replace(result.meta, priority=priority)
         self._account("candles", result.meta)
         return result
 
@@ -351,7 +354,7 @@ class Spine:
         channel: Channel = Channel.AUTO,
         max_age_s: float | None = None,
         priority: Priority = Priority.HIGH,
-    ) -> list[Ticker]:
+    ) -> ListResult[Ticker]:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started = time.perf_counter()
@@ -362,8 +365,9 @@ class Spine:
         channel, priority, age = self._quote_args(channel, priority, max_age_s)
         trace = Trace()
         tickers = await self._quotes().tickers(markets, quote, channel, age, priority, trace)
-        self._account("tickers", trace.meta(started))
-        return tickers
+        meta = trace.meta(started, priority=priority)
+        self._account("tickers", meta)
+        return ListResult(tickers, meta)
 
     async def orderbook(
         self,
@@ -386,7 +390,7 @@ class Spine:
         channel: Channel = Channel.AUTO,
         max_age_s: float | None = None,
         priority: Priority = Priority.HIGH,
-    ) -> list[Orderbook]:
+    ) -> ListResult[Orderbook]:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started = time.perf_counter()
@@ -394,12 +398,13 @@ class Spine:
         channel, priority, age = self._quote_args(channel, priority, max_age_s)
         trace = Trace()
         books = await self._quotes().orderbooks(markets, channel, age, priority, trace)
-        self._account("orderbooks", trace.meta(started))
-        return books
+        meta = trace.meta(started, priority=priority)
+        self._account("orderbooks", meta)
+        return ListResult(books, meta)
 
     async def trades(
         self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
-    ) -> list[Trade]:
+    ) -> ListResult[Trade]:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
         started = time.perf_counter()
@@ -408,8 +413,9 @@ class Spine:
         self._check_open()
         trace = Trace()
         rows = await self._quotes().trades(market, count, priority, trace)
-        self._account("trades", trace.meta(started))
-        return rows
+        meta = trace.meta(started, priority=priority)
+        self._account("trades", meta)
+        return ListResult(rows, meta)
 
     def _quote_args(
         self, channel: object, priority: object, max_age_s: object
@@ -607,7 +613,10 @@ class Spine:
         if url.rstrip("/") == self._upstream:
             return await _markets_and_instruments(self.client)
         async with Client(url, budget=self._budget) as client:
-            return await _markets_and_instruments(client)
+            try:
+                return await _markets_and_instruments(client)
+            finally:
+                self._other_calls += sum(client.statistics().sent.values())
 
     def tick_size(self, market: str, price: float) -> float:
         """The price tick of ``market`` at ``price`` (Upbit's tables per quote currency);
@@ -624,11 +633,17 @@ class Spine:
         """Counters since start: per-layer answers, upstream calls made and saved, latency."""
         memory = self._memory.statistics()
         budget = self._memory.budget.statistics()
+        # Every request the client sent (the clock-sync ticker, market lists and retries
+        # included), plus those of warmup's clients for other exchanges.
+        sent = None
+        if self._client is not None:
+            sent = sum(self._client.statistics().sent.values()) + self._other_calls
         return self._accounting.snapshot(
             memory_candles=memory.candles,
             memory_series=memory.series,
             memory_bytes=budget.used_bytes,
             memory_limit_bytes=budget.limit_bytes,
+            upstream_calls=sent,
         )
 
 
