@@ -14,7 +14,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-MODULES = ("sim_history", "sim_rest", "client", "store", "spine", "calls", "serve")
+MODULES = ("sim_history", "sim_rest", "client", "store", "spine", "calls", "serve", "serve_ws")
 
 
 def main(argv: list[str]) -> int:

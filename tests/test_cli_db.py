@@ -6,6 +6,8 @@ import asyncio
 import csv
 import hashlib
 import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -38,23 +40,31 @@ async def test_many_stores_opening_one_new_file_at_once_all_succeed(tmp_path: Pa
 
 
 def test_processes_opening_one_new_file_at_once_never_trip_over_the_schema(
-    tmp_path: Path,
+    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
 ) -> None:
     import subprocess
 
     from clitools import CONSOLE_SCRIPT
 
     path = tmp_path / "new.db"
-    url = closed_port()
-    argv = [CONSOLE_SCRIPT, "collect", "KRW-BTC", "-t", "1m", "--db", str(path), "--upstream", url]
-    procs = [
-        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(4)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=60)
-        assert "already exists" not in err and "Traceback" not in err, err
-        assert proc.returncode == 1, err  # the closed port, not the database
+    with running_sim() as url:
+        # the store opens first; then upstream answers 404 at once (exit 2, no backoff)
+        upstream = f"{url}/nothing-here"
+        argv = [CONSOLE_SCRIPT, "collect", "KRW-BTC", "-t", "1m", "--db", str(path)]
+        procs = [
+            subprocess.Popen(
+                [*argv, "--upstream", upstream],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert "already exists" not in err and "Traceback" not in err, err
+            assert "locked" not in err, err
+            assert proc.returncode == 2 and "404" in err, err  # upstream, not the database
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 

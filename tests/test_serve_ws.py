@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,24 @@ def of(frames: list[Any], kind: str, stream_type: str | None = None) -> list[dic
     ]
 
 
+def has_trade(seq: int) -> Callable[[list[Any]], bool]:
+    """A ``frames_until`` condition: the trade ``seq`` has arrived."""
+    return lambda frames: seq in {t["sequential_id"] for t in of(frames, "trade")}
+
+
 async def newest_trade(upstream: str, market: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=upstream) as rest:
         response = await rest.get("/v1/trades/ticks", params={"market": market, "count": 1})
     assert response.status_code == 200, response.text
     row: dict[str, Any] = json.loads(response.content)[0]
     return row
+
+
+async def _get(upstream: str, path: str) -> Any:
+    async with httpx.AsyncClient(base_url=upstream) as rest:
+        response = await rest.get(path)
+    assert response.status_code == 200, response.text
+    return json.loads(response.content)
 
 
 async def sim_stats(upstream: str) -> dict[str, Any]:
@@ -417,3 +430,51 @@ async def test_a_slow_client_is_closed_and_never_slows_the_others(
     assert fast.closed is None
     assert len(of(fast.frames, "trade", "REALTIME")) > 50  # more than the slow one could hold
     assert (stats.clients, stats.dropped_clients) == (1, 1)
+
+
+async def test_a_client_that_stops_reading_is_closed_over_a_real_socket(
+    running_sim: Callable[..., Any],
+    upstream: str,
+    clock: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over uvicorn, a send to a client that stopped reading blocks once the socket's
+    buffers are full; its queue then fills and it is closed with the reason, while a
+    client that reads keeps getting every frame."""
+    from marketspine import _server_thread
+
+    def small_buffers(host: str, port: int) -> socket.socket:
+        # Accepted sockets inherit the listener's send buffer: a few KB fill fast.
+        sock = listen(host, port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return sock
+
+    listen = _server_thread.listen
+    monkeypatch.setattr(_server_thread, "listen", small_buffers)
+    markets = [m["market"] for m in (await _get(upstream, "/v1/market/all"))][:10]
+    streams = [{"type": k, "codes": markets} for k in ("trade", "orderbook")]
+    with gateway_app(running_sim, upstream, tmp_path / "serve.db", client_queue=20) as (url, app):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = url.removeprefix("ws://").split("/")[0].split(":")
+        sock.connect((host, int(port)))
+        # No compression, small receive buffer: the socket's buffers fill within KBs.
+        stalled_ws = ws_connect(url, sock=sock, max_queue=1, compression=None)
+        async with stalled_ws as stalled, connect(url) as reader:
+            await stalled.send(request(*streams))
+            await reader.send(request(*streams))
+            got = await frames_until(reader, lambda f: len(of(f, "orderbook")) >= 10)
+            for _ in range(30):  # more history until the stalled client's buffers fill
+                clock.advance(60_000)
+                newest = await newest_trade(upstream, markets[0])
+                got += await frames_until(reader, has_trade(newest["sequential_id"]))
+                if app.state.gateway.statistics().dropped_clients:
+                    break
+            stats = app.state.gateway.statistics()
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(WAIT_S):
+                    while True:  # what was buffered before the close frame
+                        await stalled.recv()
+    assert stats.dropped_clients == 1 and stats.clients == 1
+    assert stalled.close_code == 1008 and "too slow" in (stalled.close_reason or "")

@@ -198,6 +198,9 @@ def run_serve(
                 lifespan="on",
                 timeout_graceful_shutdown=5,
                 ws_ping_interval=None,
+                # Clients are on this host: compressing every frame once per client would
+                # cost the WebSocket fan-out more CPU than the bytes are worth.
+                ws_per_message_deflate=False,
             )
         )
         server.run(sockets=[sock])

@@ -211,26 +211,27 @@ class WsGateway:
         client.close(1000, "")
 
     async def _write(self, client: _Client) -> None:
+        queue = client.queue
         try:
             while True:
-                if not client.queue:
-                    if client.close_code is not None:
-                        return
-                    client.wake.clear()
-                    await self._idle(client)
-                    continue
-                await client.ws.send_bytes(client.queue.popleft())
-                self._frames_sent += 1
+                while queue:
+                    await client.ws.send_bytes(queue.popleft())
+                    self._frames_sent += 1
+                if client.close_code is not None:
+                    return
+                client.wake.clear()
+                if client.status_next is None:
+                    await client.wake.wait()
+                else:
+                    await self._idle(client, client.status_next)
         except (WebSocketDisconnect, OSError, RuntimeError):
             client.gone = True
             client.close(1000, "")
 
-    async def _idle(self, client: _Client) -> None:
+    async def _idle(self, client: _Client, due: float) -> None:
         """Wait for frames, sending ``{"status":"UP"}`` every STATUS_EVERY_S after a PING."""
-        due = client.status_next
-        timeout = None if due is None else max(0.0, due - self._clock())
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max(0.0, due - self._clock())):
                 await client.wake.wait()
         if client.status_next is not None and self._clock() >= client.status_next:
             client.status_next += STATUS_EVERY_S

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ccxt.pro  # type: ignore[import-untyped]
@@ -124,3 +126,34 @@ async def test_ccxt_pro_watches_through_serve(
     assert book["symbol"] == "BTC/KRW" and book["bids"] and book["asks"]
     assert book["bids"][0][0] < book["asks"][0][0]
     assert sim_stats(moving_sim)["websocket"]["connections"] == 1
+
+
+SNIPPET = re.compile(r"```python\n# client: ([\w-]+)\n(.*?)```", re.S)
+PLACEHOLDER = 'SERVE = "http://127.0.0.1:8600"'
+
+
+def run_readme_snippet(name: str, url: str) -> dict[str, Any]:
+    """Run the README's ``# client: NAME`` block against ``url``; returns its names."""
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    code = dict(SNIPPET.findall(readme.read_text()))[name]
+    assert PLACEHOLDER in code
+    namespace: dict[str, Any] = {"__name__": f"readme_{name}"}
+    exec(
+        compile(code.replace(PLACEHOLDER, f"SERVE = {url!r}"), f"README:{name}", "exec"), namespace
+    )
+    return namespace
+
+
+def test_readme_upbit_sdk_websocket_snippet(served: ServeProcess) -> None:
+    events = run_readme_snippet("upbit-sdk-ws", served.url)["events"]
+    assert sorted((e.type, e.stream_type) for e in events) == [
+        ("ticker", "SNAPSHOT"),
+        ("trade", "SNAPSHOT"),
+    ]
+
+
+def test_readme_ccxt_pro_snippet(served: ServeProcess) -> None:
+    names = run_readme_snippet("ccxt-pro", served.url)
+    ticker, book = names["ticker"], names["book"]
+    assert ticker["symbol"] == "BTC/KRW" and ticker["last"] > 0
+    assert book["bids"] and book["asks"] and book["bids"][0][0] < book["asks"][0][0]

@@ -1,0 +1,116 @@
+"""A timestamped Upbit trade feed for ``bench serve_ws``, and serve in front of it.
+
+``python -m bench._ws_feed feed RATE`` serves ``/websocket/v1`` and prints ``serving on
+ws://HOST:PORT/websocket/v1``: every connection gets the trades of the codes it subscribed
+(Upbit's request format, DEFAULT frames), ``RATE`` trades per second in all, round-robin
+over the subscribed codes. Each trade is sent to every connection at the same moment, and its
+``sequential_id`` is the wall-clock time it was sent in nanoseconds, so a receiver in another
+process on this machine reads its latency off the frame. (The simulator ticks each connection
+on its own 100 ms schedule, which would put up to 100 ms of phase between two connections.)
+
+``python -m bench._ws_feed serve REST_URL WS_URL DB`` runs ``marketspine serve`` with REST
+from ``REST_URL`` (the simulator) and the live feed from ``WS_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+
+class _Feed:
+    def __init__(self, rate: float) -> None:
+        self.period = 1.0 / rate
+        self.codes: dict[ServerConnection, list[str]] = {}
+        self.last_ns = 0
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.codes[ws] = []
+        try:
+            async for message in ws:
+                request = json.loads(message)
+                self.codes[ws] = sorted(
+                    code
+                    for item in request
+                    if item.get("type") == "trade"
+                    for code in item.get("codes", [])
+                )
+        except ConnectionClosed:
+            pass
+        finally:
+            del self.codes[ws]
+
+    async def broadcast(self) -> None:
+        turn = 0
+        next_at = time.perf_counter()
+        while True:
+            next_at += self.period
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            turn += 1
+            frames: dict[str, bytes] = {}
+            for ws, codes in list(self.codes.items()):
+                if not codes:
+                    continue
+                code = codes[turn % len(codes)]
+                frame = frames.get(code)
+                if frame is None:
+                    frame = frames[code] = self.frame(code)
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(frame)
+
+    def frame(self, code: str) -> bytes:
+        now_ns = max(time.time_ns(), self.last_ns + 1)
+        self.last_ns = now_ns
+        ms = now_ns // 1_000_000
+        moment = time.gmtime(ms / 1000)
+        trade: dict[str, Any] = {
+            "type": "trade",
+            "code": code,
+            "timestamp": ms,
+            "trade_date": time.strftime("%Y-%m-%d", moment),
+            "trade_time": time.strftime("%H:%M:%S", moment),
+            "trade_timestamp": ms,
+            "trade_price": 100.0,
+            "trade_volume": 1.0,
+            "ask_bid": "BID",
+            "prev_closing_price": 100.0,
+            "change": "EVEN",
+            "change_price": 0.0,
+            "sequential_id": now_ns,
+            "best_ask_price": 101.0,
+            "best_ask_size": 1.0,
+            "best_bid_price": 99.0,
+            "best_bid_size": 1.0,
+            "stream_type": "REALTIME",
+        }
+        return json.dumps(trade).encode()
+
+
+async def _feed(rate: float) -> None:
+    feed = _Feed(rate)
+    async with serve(feed.handler, "127.0.0.1", 0, ping_interval=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"serving on ws://127.0.0.1:{port}/websocket/v1", flush=True)
+        await feed.broadcast()
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "feed":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_feed(float(argv[1])))
+        return
+    from marketspine._serve import run_serve
+
+    rest, ws_url, db = argv[1:4]
+    run_serve(upstream=rest, db=db, host="127.0.0.1", port=0, admin_token="bench", ws_url=ws_url)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

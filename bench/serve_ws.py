@@ -1,0 +1,253 @@
+"""``marketspine serve``'s WebSocket fan-out: 200 clients × 10 markets from one upstream feed.
+
+A timestamped trade feed (``bench._ws_feed``: every trade's ``sequential_id`` is its send
+time) stands in for Upbit's WebSocket, sending each trade to serve's upstream connection and
+to one direct client at the same moment; the simulator answers serve's REST. 200 clients
+subscribe to the trades of 10 markets through serve. Latency is arrival minus send time, on
+the wall clock of this one machine; "added" is how much later each client gets a trade than
+the direct connection got the same trade. All clients are read by this one process, so its
+own scheduling is part of the figures. The window is cut in ROUNDS; the best round counts
+(the development machine is shared, as in ``bench serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._sim import simulator
+
+CLIENTS = 200
+MARKETS = 10
+RATE = 20.0  # trades per second over all markets (each reaches all 200 clients)
+WARMUP_S = 3.0
+MEASURE_S = 12.0
+ROUNDS = 3  # the window is cut in rounds; the best one counts (the machine is shared)
+_SEQ = re.compile(rb'"sequential_id":\s*(\d+)')
+_URL = re.compile(r"serving on (\S+)")
+
+
+@contextlib.contextmanager
+def _process(args: list[str]) -> Iterator[tuple[str, int]]:
+    """A helper process; yields the URL it printed and its pid."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            match = _URL.search(line)
+            if match:
+                yield match[1], proc.pid
+                break
+        else:
+            raise RuntimeError(f"{args[2:4]} printed no URL")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _Window:
+    """(send ns, arrival ns) of the realtime feed trades arriving inside the window."""
+
+    def __init__(self) -> None:
+        self.start_ns = 0
+        self.end_ns = 0
+        self.samples: list[tuple[int, int]] = []
+
+    def note(self, frame: bytes) -> None:
+        now = time.time_ns()
+        if not self.start_ns <= now < self.end_ns:
+            return
+        match = _SEQ.search(frame)
+        if match is not None:
+            sent = int(match[1])
+            if sent > 10**18:  # a feed trade, not a REST snapshot from the simulator
+                self.samples.append((sent, now))
+
+
+def _rounds(direct: _Window, served: _Window) -> list[dict[str, list[float]]]:
+    """Per round (trades by send time, the window cut in ROUNDS): the latency (ms) from
+    send to arrival through serve and direct, and each served frame's arrival after the
+    same trade's arrival on the direct connection."""
+    first = {sent: at for sent, at in direct.samples}
+    size = (direct.end_ns - direct.start_ns) // ROUNDS
+    out: list[dict[str, list[float]]] = []
+    for index in range(ROUNDS):
+        lo = direct.start_ns + index * size
+        hi = lo + size - 1_000_000_000  # trades sent later may arrive after the window
+        out.append(
+            {
+                "direct": [(at - s) / 1e6 for s, at in direct.samples if lo <= s < hi],
+                "served": [(at - s) / 1e6 for s, at in served.samples if lo <= s < hi],
+                "added": [
+                    (at - first[s]) / 1e6 for s, at in served.samples if lo <= s < hi and s in first
+                ],
+            }
+        )
+    return out
+
+
+class _RawClient:
+    """A minimal WebSocket client on asyncio streams (server frames are small and
+    unmasked), so reading 200 connections costs this process little next to serve."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> _RawClient:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        reader, writer = await asyncio.open_connection(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"no WebSocket upgrade: {head[:100]!r}")
+        return cls(reader, writer)
+
+    def send_text(self, text: str) -> None:
+        payload = text.encode()
+        mask = os.urandom(4)
+        assert len(payload) < 65536
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        size = bytes([0x80 | len(payload)]) if len(payload) < 126 else bytes([0xFE])
+        if len(payload) >= 126:
+            size += len(payload).to_bytes(2, "big")
+        self.writer.write(b"\x81" + size + mask + masked)
+
+    async def read(self, window: _Window) -> None:
+        read = self.reader.readexactly
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                first, second = await read(2)
+                size = second & 0x7F
+                if size == 126:
+                    size = int.from_bytes(await read(2), "big")
+                elif size == 127:
+                    size = int.from_bytes(await read(8), "big")
+                payload = await read(size)
+                if first & 0x0F in (1, 2):
+                    window.note(payload)
+                elif first & 0x0F == 8:
+                    return
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
+
+
+async def _measure(serve_ws: str, feed_ws: str, markets: list[str], pid: int) -> dict[str, Any]:
+    request = json.dumps([{"ticket": "b"}, {"type": "trade", "codes": markets}])
+    direct, served = _Window(), _Window()
+    feed = await _RawClient.open(feed_ws)
+    clients = [await _RawClient.open(serve_ws) for _ in range(CLIENTS)]
+    try:
+        for client in (*clients, feed):
+            client.send_text(request)
+        readers = [asyncio.create_task(feed.read(direct))]
+        readers += [asyncio.create_task(client.read(served)) for client in clients]
+        start = time.time_ns() + int(WARMUP_S * 1e9)
+        for window in (direct, served):
+            window.start_ns, window.end_ns = start, start + int(MEASURE_S * 1e9)
+        await asyncio.sleep(WARMUP_S + MEASURE_S + 0.5)  # a fixed measuring window
+        rss = _rss_mb(pid)
+        for task in readers:
+            task.cancel()
+    finally:
+        for client in (*clients, feed):
+            client.close()
+    return {"direct": direct, "served": served, "rss": rss}
+
+
+def run() -> list[dict[str, Any]]:
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp, simulator("--rate-limit", "0") as sim:
+        listed = httpx.get(sim + "/v1/market/all", timeout=30).json()
+        markets = [m["market"] for m in listed if m["market"].startswith("KRW-")][:MARKETS]
+        with (
+            _process([py, "-m", "bench._ws_feed", "feed", str(RATE)]) as (feed_ws, _),
+            _process(
+                [py, "-m", "bench._ws_feed", "serve", sim, feed_ws, str(Path(tmp) / "s.db")]
+            ) as (serve_url, pid),
+        ):
+            idle_rss = _rss_mb(pid)
+            serve_ws = serve_url.replace("http://", "ws://") + "/websocket/v1"
+            result = asyncio.run(_measure(serve_ws, feed_ws, markets, pid))
+            metrics = httpx.get(serve_url + "/metrics", timeout=10).text
+    rounds = _rounds(result["direct"], result["served"])
+    best = min(rounds, key=lambda r: _percentile(r["added"], 0.99))
+    sent = sum(len(r["direct"]) for r in rounds)
+    delivered = sum(len(r["served"]) for r in rounds) / max(1, CLIENTS * sent)
+    dropped = re.search(r"^marketspine_websocket_dropped_clients_total (\S+)$", metrics, re.M)
+    direct, served, added = best["direct"], best["served"], best["added"]
+    return [
+        {
+            "benchmark": f"ws fan-out {CLIENTS} clients x {MARKETS} markets: added latency p99",
+            "value": round(_percentile(added, 0.99), 2),
+            "unit": f"ms (p50 {_percentile(added, 0.5):.2f})",
+            "goal": "<= 5",
+        },
+        {
+            "benchmark": "ws through serve: latency p50 / p99",
+            "value": round(_percentile(served, 0.99), 2),
+            "unit": f"ms p99 (p50 {_percentile(served, 0.5):.2f})",
+            "goal": "-",
+        },
+        {
+            "benchmark": "ws direct to the feed: latency p50 / p99",
+            "value": round(_percentile(direct, 0.99), 2),
+            "unit": f"ms p99 (p50 {_percentile(direct, 0.5):.2f})",
+            "goal": "(yardstick)",
+        },
+        {
+            "benchmark": f"ws frames delivered ({RATE:g} trades/s to {CLIENTS} clients)",
+            "value": round(delivered, 4),
+            "unit": "share",
+            "goal": "1",
+        },
+        {
+            "benchmark": "ws slow clients dropped",
+            "value": float(dropped[1]) if dropped else float("nan"),
+            "unit": "count",
+            "goal": "0",
+        },
+        {
+            "benchmark": "serve RSS: idle / with the clients",
+            "value": round(result["rss"], 1),
+            "unit": f"MB (idle {idle_rss:.1f})",
+            "goal": "-",
+        },
+    ]
