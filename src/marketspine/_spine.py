@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -103,6 +103,7 @@ class Spine:
         warmup_every_s: float = 6 * 3600,
         wall_ms: Callable[[], int] = now_ms,
         retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._upstream = upstream.rstrip("/")
         self._db = db
@@ -113,7 +114,12 @@ class Spine:
         self._memory = memory or CandleMemory(budget=MemoryBudget.megabytes(memory_mb))
         self._ticker_max_age_s = ticker_max_age_s
         self._exchanges = dict(exchanges) if exchanges else {"upbit": self._upstream}
+        # Configured exchanges are warmed up at start-up and every warmup_every_s after.
+        self._warmup_at_start = bool(exchanges)
         self._warmup_every_s = warmup_every_s
+        self._sleep = sleep  # the warmup schedule's clock (hand-driven in tests)
+        self._warmups = 0
+        self._warmup_done = asyncio.Condition()
         self._wall_ms = wall_ms
         self._retry = retry or RetryPolicy()
         self._catalog = Catalog()
@@ -169,6 +175,8 @@ class Spine:
             await stack.aclose()
             raise
         self._stack = stack
+        if self._warmup_at_start:
+            self._start("catalog refresher", self._refresh_catalog(first_now=True))
         return self
 
     async def __aexit__(
@@ -586,14 +594,30 @@ class Spine:
 
         Raises ClosedError outside ``async with``."""
         self._check_open()
+        report = await self._warm_up()
+        if self._warmup_every_s > 0:
+            self._start("catalog refresher", self._refresh_catalog(first_now=False))
+        return report.as_dict()
+
+    async def warmed(self, count: int = 1) -> dict[str, Any]:
+        """The latest warmup report, once at least ``count`` warmups have finished since
+        start-up (the start-up warmup of configured ``exchanges``, scheduled and manual
+        ones all count)."""
+        async with self._warmup_done:
+            await self._warmup_done.wait_for(lambda: self._warmups >= count)
+        assert self._last_warmup is not None
+        return self._last_warmup.as_dict()
+
+    async def _warm_up(self) -> WarmupReport:
         report = await warm_up(self._exchanges, self._fetch_catalog, self._catalog, wall_ms=now_ms)
         self._last_warmup = report
         self._adopt_catalog()
         if self._catalog_path is not None:
             await asyncio.to_thread(self._catalog.save, self._catalog_path)
-        if self._warmup_every_s > 0:
-            self._start("catalog refresher", self._refresh_catalog())
-        return report.as_dict()
+        async with self._warmup_done:
+            self._warmups += 1
+            self._warmup_done.notify_all()
+        return report
 
     def _adopt_catalog(self) -> None:
         """Answer ``markets()`` from the catalog of the main upstream, if there is one."""
@@ -601,28 +625,40 @@ class Spine:
             if entry.url.rstrip("/") == self._upstream:
                 self._markets = {m.market: m for m in entry.markets}
 
-    async def _refresh_catalog(self) -> None:
+    async def _refresh_catalog(self, *, first_now: bool) -> None:
+        if not first_now and self._warmup_every_s <= 0:
+            return
         while True:
-            await asyncio.sleep(self._warmup_every_s)
+            if first_now:
+                first_now = False
+            else:
+                await self._sleep(self._warmup_every_s)
             try:
-                await self.warmup()
+                await self._warm_up()
             except Exception:  # the next round tries again; details are in the report
                 logger.exception("scheduled warmup failed")
+            if self._warmup_every_s <= 0:
+                return
 
     async def _fetch_catalog(self, url: str) -> tuple[list[MarketInfo], list[Instrument]]:
         if url.rstrip("/") == self._upstream:
             return await _markets_and_instruments(self.client)
-        async with Client(url, budget=self._budget) as client:
+        async with Client(url, budget=self._budget, transport=self._transport) as client:
             try:
                 return await _markets_and_instruments(client)
             finally:
                 self._other_calls += sum(client.statistics().sent.values())
 
     def tick_size(self, market: str, price: float) -> float:
-        """The price tick of ``market`` at ``price`` (Upbit's tables per quote currency);
-        works open or closed."""
-        quote = market_arg(market).partition("-")[0]
-        return table_tick_size(quote, number_arg(price, "price"))
+        """The price tick of ``market``: from the instruments the last warmup fetched, else
+        (a market never warmed) Upbit's table for its quote currency at ``price``; works
+        open or closed."""
+        code = market_arg(market)
+        checked = number_arg(price, "price")
+        warmed = self._catalog.tick_size(code, self._upstream)
+        if warmed is not None:  # what upstream said at the last warmup
+            return warmed
+        return table_tick_size(code.partition("-")[0], checked)
 
     # -- statistics ---------------------------------------------------------------------------
 
