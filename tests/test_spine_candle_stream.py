@@ -139,4 +139,4 @@ async def test_kinds_are_checked_before_anything_is_opened(tmp_path: Path) -> No
             await anext(s.stream(["candle.2m"], ["KRW-BTC"]))
         for kind in STREAM_KINDS:
             assert kind in str(caught.value)
-        assert s._stream is None, "no connection for a request that was refused"
+        assert not s._feed.opened, "no connection for a request that was refused"

@@ -87,6 +87,19 @@ async def test_1s_candles_across_the_horizon_cover_only_the_served_part(
     assert covered and covered[0][0] >= result[0].start_ms
 
 
+async def test_a_count_of_1s_candles_stops_at_the_horizon_and_says_so(
+    app: Any, spine: Spine, sim_clock: Callable[[], int]
+) -> None:
+    # A market trading a few times a day has far fewer 1s candles in 90 days than asked.
+    result = await spine.candles("KRW-META", "1s", count=50_000, closed_only=True)
+    assert 0 < len(result) < 50_000
+    horizon = sim_clock() - 90 * DAY_MS
+    unserved = result.meta.unserved_before_ms
+    assert unserved is not None and abs(unserved - horizon) <= 1000  # Date: whole seconds
+    assert result[0].start_ms >= sim_clock() - 90 * DAY_MS
+    assert (await spine.store.listing("KRW-META", SECOND)) is None  # the horizon is no listing
+
+
 # -- delisted markets --------------------------------------------------------------------------
 
 

@@ -1,16 +1,38 @@
-"""What a Spine counts: requests per method, which layer answered, upstream calls made and
-saved, and latency percentiles (pure: results' metadata in, a frozen snapshot out)."""
+"""What is counted: a Spine's requests per method, which layer answered, upstream calls made
+and saved, latency percentiles (pure: results' metadata in, a frozen snapshot out); and the
+snapshot record of a Client's counters."""
 
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ._circuit import BreakerStatistics
+from ._ratebudget import BudgetStatistics
 from ._result import ResultMeta
 
-__all__ = ["Accounting", "SpineStatistics"]
+__all__ = ["Accounting", "ClientStatistics", "SpineStatistics"]
 
 _LATENCY_SAMPLES = 2048
+
+
+@dataclass(frozen=True)
+class ClientStatistics:
+    """A snapshot of the client: requests sent per group, retries, 429s, 418s, calls that
+    shared another caller's in-flight request, requests that finally failed, and the
+    breaker and budget underneath."""
+
+    sent: Mapping[str, int]
+    retries: int
+    rate_limited: int
+    banned: int
+    coalesced: int
+    failed: int
+    breaker: BreakerStatistics
+    budget: BudgetStatistics
+    timed_out: int  # attempts given up on (hung or too slow)
+    timeout_s: float  # what the next attempt may take
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,6 +345,8 @@ class CandleReader:
             held += len(outcome.candles)
             position = outcome.covered[0]
             if outcome.done:  # nothing older exists upstream
+                if tf.unit == "second":  # or it is beyond the horizon: unknown, not empty
+                    trace.unserved_before_ms = now - SECONDS_HORIZON_MS
                 break
         return [c for chunk in reversed(gathered) for c in chunk], position
 

@@ -10,8 +10,8 @@ Every request goes through the same pipeline:
     200 → bytes · 4xx → InvalidRequestError/UnknownMarketError · 429/418/5xx/timeout → retry
     the same request (bounded), then RateLimitedError/BannedError/UpstreamError
 
-HTTP failures are translated into marketspine errors in exactly one place (``_send`` and
-``_replies.status_error``), always with ``raise ... from``.
+HTTP failures are translated into marketspine errors in exactly one place (``_replies.send_get``
+and ``_replies.status_error``), always with ``raise ... from``.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
 import httpx
 
+from ._accounting import ClientStatistics
 from ._args import Moment, enum_arg, market_arg, ms_arg, timeframe_arg
-from ._circuit import BreakerStatistics, CircuitBreaker
+from ._circuit import CircuitBreaker
 from ._client_args import (
     MARKETS_PER_REQUEST,
     check_market,
@@ -41,31 +42,28 @@ from ._client_args import (
     unique,
 )
 from ._errors import (
-    BannedError,
     CircuitOpenError,
     ClosedError,
     InvalidRequestError,
-    RateLimitedError,
     RetryLaterError,
     UpstreamError,
 )
-from ._flight import Flight, Flights, acquire_at_flight_priority
+from ._flight import Flight, Flights, acquire_at_flight_priority, fetch_concurrently
 from ._latency import LatencyTimeout
 from ._ratebudget import (
     GROUPS,
-    BudgetStatistics,
     LocalRateBudget,
     Priority,
     RateBudget,
     group_of,
 )
 from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._replies import block_seconds, remaining_requests, status_error, transport_reason
+from ._replies import block_seconds, learn_from_reply, send_get, status_error
 from ._retry import DEFAULT_RETRY, RetryPolicy, Tally
 from ._time import format_utc
 from ._time import now_ms as wall_now_ms
 from ._timeframes import Timeframe
-from ._upstream_clock import CLOCK_SLACK_MS, UpstreamClock
+from ._upstream_clock import UpstreamClock
 from ._wire_rest import (
     decode_candles,
     decode_instruments,
@@ -94,24 +92,6 @@ DEFAULT_TIMEOUT_FLOOR = 1.5
 MAX_CANDLES = 200
 MAX_TRADES = 500
 MAX_BOOK_LEVELS = 30
-
-
-@dataclass(frozen=True)
-class ClientStatistics:
-    """A snapshot of the client: requests sent per group, retries, 429s, 418s, calls that
-    shared another caller's in-flight request, requests that finally failed, and the
-    breaker and budget underneath."""
-
-    sent: Mapping[str, int]
-    retries: int
-    rate_limited: int
-    banned: int
-    coalesced: int
-    failed: int
-    breaker: BreakerStatistics
-    budget: BudgetStatistics
-    timed_out: int = 0  # attempts given up on (hung or too slow)
-    timeout_s: float = DEFAULT_TIMEOUT  # what the next attempt may take
 
 
 Params = tuple[tuple[str, str], ...]
@@ -360,12 +340,8 @@ class Client:
         the forming candle for closed and store it. A range ending (``until_ms``) over an
         hour before the local clock cannot reach the forming candle, so it asks nothing.
         Raises as ``tickers`` does."""
-        now = self.upstream_now_ms()
-        if self._upstream_clock.heard or (until_ms is not None and until_ms < now - CLOCK_SLACK_MS):
-            return now
-        await self.tickers([market], priority=priority)
-        self._upstream_clock.heard = True  # even if the reply had no Date: ask once, not always
-        return self.upstream_now_ms()
+        ask = partial(self.tickers, [market], priority=priority)
+        return await self._upstream_clock.synced(ask, until_ms)
 
     def statistics(self) -> ClientStatistics:
         """A snapshot of the client's counters, breaker and budget."""
@@ -392,21 +368,11 @@ class Client:
         priority: Priority,
         decode: Callable[[bytes], list[R]],
     ) -> list[R]:
-        chunks = market_chunks(markets)
-
         async def fetch(chunk: list[str]) -> list[R]:
             params = (("markets", ",".join(chunk)), *extra)
             return decode(await self._get(path, params, priority))
 
-        if len(chunks) <= 1:
-            return await fetch(chunks[0]) if chunks else []
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(fetch(chunk)) for chunk in chunks]
-        except BaseExceptionGroup as group:
-            # Callers get one typed error, as from a single request.
-            raise group.exceptions[0] from None
-        return [record for task in tasks for record in task.result()]
+        return await fetch_concurrently(market_chunks(markets), fetch)
 
     async def _get(self, path: str, params: Params, priority: Priority) -> bytes:
         """The body of a successful GET, shared with identical GETs already in flight."""
@@ -423,7 +389,7 @@ class Client:
         """One request with retries; raises the last error once the attempts are used up."""
         if self._http is None:
             raise ClosedError("the Client is not open: use it as `async with Client(...)`")
-        tally = Tally()
+        tally = Tally(self._retry, path)
         attempts = self._retry.attempts
         error: RetryLaterError | None = None
         for attempt in range(1, attempts + 1):
@@ -467,13 +433,8 @@ class Client:
         status = response.status_code
         if status >= 500:
             self._breaker.record_failure()
-            tally.failures += 1
             self._last_failure = f"GET {path} failed: {self._base_url} answered {status}"
-            error = UpstreamError(
-                f"{self._last_failure} (attempt {attempt} of {self._retry.attempts})",
-                retry_after=None,
-            )
-            return error, True
+            return tally.server_error(self._last_failure, attempt), True
         self._breaker.record_success()  # upstream answered: it is up
         self._last_failure = None
         return self._handle_status(path, params, response, tally, attempt)
@@ -486,9 +447,13 @@ class Client:
         await acquire_at_flight_priority(self._budget, group, flight)
         sent_at = self._clock()
         self._sent[group] += 1
-        response = await self._send(path, params)
+        assert self._http is not None
+        response = await send_get(
+            self._http, path, params, self._timeouts.seconds, self._base_url, self._count_timeout
+        )
         self._timeouts.observe(self._clock() - sent_at)
-        self._learn_from_reply(group, response, sent_at)
+        rtt_s = self._clock() - sent_at
+        learn_from_reply(response, group, sent_at, rtt_s, self._budget, self._upstream_clock)
         return response
 
     def _handle_status(
@@ -503,26 +468,15 @@ class Client:
             return response.content
         if status == 429:
             self._rate_limited += 1
-            tally.rate_limited += 1
-            pause = min(policy.max_delay, policy.rate_limited_delay * 2 ** (tally.rate_limited - 1))
+            limited = tally.rate_limited_error(group, attempt)
             # The budget holds the whole group back; the retry waits in the budget step.
-            self._budget.penalize(group, pause)
-            error: RetryLaterError = RateLimitedError(
-                f"GET {path}: upstream answered 429 Too Many Requests for group {group!r} "
-                f"(attempt {attempt} of {policy.attempts}); retry after {pause:g} s",
-                retry_after=pause,
-            )
-            return error, False
+            self._budget.penalize(group, limited.retry_after or 0.0)
+            return limited, False
         if status == 418:
             self._banned += 1
-            tally.bans += 1
             told = block_seconds(response)
-            block = told if told is not None else policy.default_ban * 2 ** (tally.bans - 1)
-            error = BannedError(
-                f"GET {path}: upstream answered 418, this IP is blocked for {block:.0f} s "
-                "after too many 429s",
-                retry_after=block,
-            )
+            error = tally.banned_error(told)
+            block = error.retry_after or 0.0
             if block > policy.max_ban_wait:
                 self._failed += 1
                 # Too long to wait out: fail fast (callers answer from cache) until it ends.
@@ -540,30 +494,5 @@ class Client:
         self._failed += 1
         raise status_error(path, params, response)
 
-    async def _send(self, path: str, params: Params) -> httpx.Response:
-        """Send one GET; transport failures and timeouts become UpstreamError."""
-        assert self._http is not None
-        timeout = self._timeouts.seconds
-        try:
-            # Also bounds transports that ignore httpx timeouts (ASGI apps in tests).
-            async with asyncio.timeout(timeout):
-                return await self._http.get(path, params=params)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            self._timed_out += 1
-            raise UpstreamError(
-                f"GET {path} timed out after {timeout:.3g} s", retry_after=None
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"GET {path} failed: cannot reach {self._base_url}: {transport_reason(exc)}",
-                retry_after=None,
-            ) from exc
-
-    def _learn_from_reply(self, group: str, response: httpx.Response, sent_at: float) -> None:
-        remaining = remaining_requests(response.headers.get("remaining-req"))
-        if remaining is not None:
-            name, left = remaining
-            self._budget.observe(name if name in GROUPS else group, left, sent_at=sent_at)
-        date = response.headers.get("date")
-        if date is not None:
-            self._upstream_clock.saw_date(date, self._clock() - sent_at)
+    def _count_timeout(self) -> None:
+        self._timed_out += 1

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from typing import Any, TypeVar
 
 from ._ratebudget import Priority, RateBudget
 
-__all__ = ["Flight", "Flights", "acquire_at_flight_priority"]
+__all__ = ["Flight", "Flights", "acquire_at_flight_priority", "fetch_concurrently"]
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class _LeaderGone(Exception):
@@ -103,3 +108,18 @@ async def acquire_at_flight_priority(budget: RateBudget, group: str, flight: Fli
         if not acquiring.cancelled():
             acquiring.result()  # granted before the cancel landed: use that slot
             return
+
+
+async def fetch_concurrently(
+    parts: Sequence[T], fetch: Callable[[T], Coroutine[Any, Any, list[R]]]
+) -> list[R]:
+    """``fetch`` of every part at once (one task each), the records in the parts' order.
+    The first failure is raised alone, as from a single request, and cancels the rest."""
+    if len(parts) <= 1:
+        return await fetch(parts[0]) if parts else []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(fetch(part)) for part in parts]
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+    return [record for task in tasks for record in task.result()]

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ._ratebudget import Priority
 from ._result import CandleResult
 from ._timeframes import Timeframe
 
@@ -19,8 +20,8 @@ logger = logging.getLogger("marketspine")
 # A little after the close, so the closed candle is final upstream.
 HOT_SETTLE_MS = 200
 
-# Reads ``count`` closed candles of (market, timeframe) at HIGH priority.
-ReadClosed = Callable[[str, Timeframe, int], Awaitable[CandleResult]]
+# Reads ``count`` closed candles of (market, timeframe) at a priority.
+ReadClosed = Callable[[str, Timeframe, int, Priority], Awaitable[CandleResult]]
 
 
 @dataclass
@@ -49,6 +50,20 @@ class HotWindows:
         key = (market, tf.name)
         known = self._windows.get(key)
         self._windows[key] = HotWindow(tf, max(count, known.count if known else 0), forming_ms)
+
+    async def preload(
+        self, wanted: list[tuple[str, Timeframe, int]], now_ms: int, priority: Priority
+    ) -> dict[str, dict[str, int]]:
+        """Read each wanted (market, timeframe, closed candles) at ``priority`` and hold it
+        hot; ``now_ms`` is upstream's clock. Returns {market: {timeframe: candles held}}."""
+        reads = (self._read_closed(code, tf, count, priority) for code, tf, count in wanted)
+        results = await asyncio.gather(*reads)
+        held: dict[str, dict[str, int]] = {}
+        for (code, tf, count), result in zip(wanted, results, strict=True):
+            self.hold(code, tf, count, tf.floor(now_ms))
+            held.setdefault(code, {})[tf.name] = len(result)
+        self.changed()
+        return held
 
     def changed(self) -> None:
         """Windows were added: the keeper looks at them at once."""
@@ -80,7 +95,8 @@ class HotWindows:
         """Fetch the due windows; True when all of them succeeded."""
         now = self._now_ms()
         results = await asyncio.gather(
-            *(self._read_closed(m, w.tf, w.count) for m, w in due), return_exceptions=True
+            *(self._read_closed(m, w.tf, w.count, Priority.HIGH) for m, w in due),
+            return_exceptions=True,
         )
         ok = True
         for (market, window), result in zip(due, results, strict=True):

@@ -14,6 +14,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any, TypeVar
 
+from ._args import (
+    count_arg,
+    enum_arg,
+    market_arg,
+    markets_arg,
+    optional_seconds_arg,
+    quote_arg,
+)
 from ._client import Client
 from ._errors import InvalidRequestError, RetryLaterError, UnknownMarketError, UpstreamError
 from ._live import LiveState
@@ -48,85 +56,102 @@ class QuoteReader:
 
     def __init__(
         self,
-        client: Client,
+        client: Callable[[], Client],
         live: LiveState,
         *,
         watch: Callable[[list[str], list[str]], Awaitable[None]],
         watched: set[tuple[str, str]],
+        default_max_age_s: float,
     ) -> None:
-        self._client = client
+        self._client_of = client  # raises ClosedError while the owner is not open
+        self._default_max_age_s = default_max_age_s
         self._live = live
         self._watch = watch
         self._watched = watched
         self._rest_cache: dict[tuple[str, str], tuple[Any, float]] = {}
 
+    def _args(
+        self, channel: object, priority: object, max_age_s: object
+    ) -> tuple[Client, Channel, Priority, float]:
+        """The client and the checked channel, priority and freshness bound of a request;
+        raises ClosedError (after the arguments are checked) while the owner is not open."""
+        checked = enum_arg(channel, Channel, "channel"), enum_arg(priority, Priority, "priority")
+        age = optional_seconds_arg(max_age_s, "max_age_s")
+        client = self._client_of()
+        return client, *checked, self._default_max_age_s if age is None else age
+
     async def tickers(
         self,
         markets: Iterable[str] | None,
         quote: str | None,
-        channel: Channel,
-        max_age_s: float,
-        priority: Priority,
+        channel: object,
+        max_age_s: object,
+        priority: object,
         trace: Trace,
     ) -> list[Ticker]:
-        """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``."""
+        """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``.
+
+        Raises InvalidRequestError for bad arguments (ClosedError after them), as REST does."""
+        quote = None if quote is None else quote_arg(quote)
+        codes = markets_arg(markets) if markets is not None or quote is None else None
+        client, channel, priority, max_age_s = self._args(channel, priority, max_age_s)
         if quote is not None:
-            if markets is not None:
+            if codes is not None:
                 raise InvalidRequestError("give markets or quote, not both")
             code = quote.upper()
             result = await self._rest_cached(
                 ("tickers_by_quote", code),
                 max_age_s,
-                lambda: self._client.tickers_by_quote([code], priority=priority),
+                lambda: client.tickers_by_quote([code], priority=priority),
                 trace,
             )
             return list(result)
         return await self._live_or_rest(
             "ticker",
-            [normalize_market(m) for m in (markets or [])],
+            [normalize_market(m) for m in (codes or [])],
             channel,
             max_age_s,
             self._live.ticker,
-            lambda missing: self._client.tickers(missing, priority=priority),
+            lambda missing: client.tickers(missing, priority=priority),
             trace,
         )
 
     async def orderbooks(
         self,
         markets: Iterable[str],
-        channel: Channel,
-        max_age_s: float,
-        priority: Priority,
+        channel: object,
+        max_age_s: object,
+        priority: object,
         trace: Trace,
     ) -> list[Orderbook]:
-        """Orderbooks of ``markets`` in the order asked."""
+        """Orderbooks of ``markets`` in the order asked (arguments checked as for tickers)."""
+        codes = markets_arg(markets)
+        client, channel, priority, max_age_s = self._args(channel, priority, max_age_s)
         return await self._live_or_rest(
             "orderbook",
-            [normalize_market(m) for m in markets],
+            [normalize_market(m) for m in codes],
             channel,
             max_age_s,
             self._live.orderbook,
-            lambda missing: self._client.orderbooks(missing, priority=priority),
+            lambda missing: client.orderbooks(missing, priority=priority),
             trace,
         )
 
-    async def trades(
-        self, market: str, count: int, priority: Priority, trace: Trace
-    ) -> list[Trade]:
+    async def trades(self, market: str, count: int, priority: object, trace: Trace) -> list[Trade]:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor).
 
         Raises InvalidRequestError for a bad market or count."""
-        code = normalize_market(market)
-        if not 1 <= count <= 10_000:
-            raise InvalidRequestError(f"count must be 1..10000, got {count}")
+        code, count = market_arg(market), count_arg(count, "count", 1, 10_000)
+        priority = enum_arg(priority, Priority, "priority")
+        client = self._client_of()
         if ("trade", code) in self._watched and self._live.trade_count(code) >= count:
             trace.used("live")
             return self._live.trades(code, count)
         rows: list[Trade] = []
         cursor: int | None = None
         while len(rows) < count:
-            page = await self._client.trades(
+            page = await client.trades(
                 code, count=min(500, count - len(rows)), cursor=cursor, priority=priority
             )
             trace.calls += 1

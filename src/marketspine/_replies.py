@@ -3,22 +3,27 @@ a 418 announces, the error message of a failed request and the error it means (p
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 import msgspec
 
-from ._errors import InvalidRequestError, MarketspineError, UnknownMarketError
+from ._errors import InvalidRequestError, MarketspineError, UnknownMarketError, UpstreamError
+from ._ratebudget import GROUPS, RateBudget
+from ._upstream_clock import UpstreamClock
 
 __all__ = [
     "block_seconds",
     "excerpt",
+    "learn_from_reply",
     "remaining_requests",
+    "send_get",
     "status_error",
     "transport_reason",
     "upbit_message",
@@ -32,6 +37,25 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG_OR_SCRIPT = re.compile(
     r"<(script|style)[^>]*>.*?</\1>|<!--.*?-->|<[^>]*>", re.IGNORECASE | re.DOTALL
 )
+
+
+def learn_from_reply(
+    response: httpx.Response,
+    group: str,
+    sent_at: float,
+    rtt_s: float,
+    budget: RateBudget,
+    clock: UpstreamClock,
+) -> None:
+    """Reconcile ``budget`` with the reply's ``Remaining-Req`` (of ``group`` unless it names
+    another known one) and ``clock`` with its ``Date``, read ``rtt_s`` after sending."""
+    remaining = remaining_requests(response.headers.get("remaining-req"))
+    if remaining is not None:
+        name, left = remaining
+        budget.observe(name if name in GROUPS else group, left, sent_at=sent_at)
+    date = response.headers.get("date")
+    if date is not None:
+        clock.saw_date(date, rtt_s)
 
 
 def remaining_requests(header: str | None) -> tuple[str, int] | None:
@@ -148,3 +172,29 @@ def block_seconds(response: httpx.Response) -> float | None:
                 return max(0.0, when - time.time())
     match = _BLOCK_SECONDS.search(upbit_message(response))
     return float(match.group(1)) if match else None
+
+
+async def send_get(
+    http: httpx.AsyncClient,
+    path: str,
+    params: tuple[tuple[str, str], ...],
+    limit_s: float,
+    base_url: str,
+    on_timeout: Callable[[], None],
+) -> httpx.Response:
+    """Send one GET; transport failures and timeouts (``on_timeout`` is told) become
+    UpstreamError: the one place they are translated, always ``raise ... from``."""
+    try:
+        # Also bounds transports that ignore httpx timeouts (ASGI apps in tests).
+        async with asyncio.timeout(limit_s):
+            return await http.get(path, params=params)
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        on_timeout()
+        raise UpstreamError(
+            f"GET {path} timed out after {limit_s:.3g} s", retry_after=None
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError(
+            f"GET {path} failed: cannot reach {base_url}: {transport_reason(exc)}",
+            retry_after=None,
+        ) from exc

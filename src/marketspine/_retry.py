@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import InvalidRequestError
+from ._errors import BannedError, InvalidRequestError, RateLimitedError, UpstreamError
 
 __all__ = ["DEFAULT_RETRY", "RetryPolicy", "Tally"]
 
@@ -43,8 +43,39 @@ DEFAULT_RETRY = RetryPolicy()
 
 @dataclass
 class Tally:
-    """What the attempts of one request have met so far."""
+    """What the attempts of one ``GET path`` have met so far under ``policy``, and the
+    error each failure becomes (counted as it is made)."""
 
+    policy: RetryPolicy
+    path: str
     failures: int = 0  # 5xx, timeouts and connection errors
     rate_limited: int = 0
     bans: int = 0
+
+    def server_error(self, failure: str, attempt: int) -> UpstreamError:
+        """A 5xx answer (``failure`` says which) on attempt ``attempt``."""
+        self.failures += 1
+        return UpstreamError(
+            f"{failure} (attempt {attempt} of {self.policy.attempts})", retry_after=None
+        )
+
+    def rate_limited_error(self, group: str, attempt: int) -> RateLimitedError:
+        """A 429 for ``group``: the pause doubles while 429s repeat, up to ``max_delay``."""
+        self.rate_limited += 1
+        policy = self.policy
+        pause = min(policy.max_delay, policy.rate_limited_delay * 2 ** (self.rate_limited - 1))
+        return RateLimitedError(
+            f"GET {self.path}: upstream answered 429 Too Many Requests for group {group!r} "
+            f"(attempt {attempt} of {policy.attempts}); retry after {pause:g} s",
+            retry_after=pause,
+        )
+
+    def banned_error(self, told: float | None) -> BannedError:
+        """A 418 blocking for ``told`` seconds (None: not said; backing off doubles)."""
+        self.bans += 1
+        block = told if told is not None else self.policy.default_ban * 2 ** (self.bans - 1)
+        return BannedError(
+            f"GET {self.path}: upstream answered 418, this IP is blocked for {block:.0f} s "
+            "after too many 429s",
+            retry_after=block,
+        )

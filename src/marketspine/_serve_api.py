@@ -110,8 +110,11 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                 for c in result
             ],
         }
-        service.metrics.answered(meta.source)
-        return _json(body)
+        for layer in meta.sources:
+            service.metrics.answered(layer)
+        response = _json(body)
+        response.headers["X-Marketspine-Source"] = meta.source
+        return response
 
     async def coverage(request: Request) -> Response:
         q = request.query_params

@@ -78,9 +78,10 @@ class ClosedAnswers:
     """Whole answers made only of closed candles, by request (bounded, least recently used
     out first): asked again, they are sent as they are."""
 
-    def __init__(self, max_answers: int = 4096) -> None:
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
         self._answers: OrderedDict[str, bytes] = OrderedDict()
-        self._max = max_answers
+        self._max_bytes = max_bytes
+        self.bytes = 0
 
     def get(self, key: str) -> bytes | None:
         body = self._answers.get(key)
@@ -89,17 +90,21 @@ class ClosedAnswers:
         return body
 
     def put(self, key: str, body: bytes) -> None:
+        if len(body) > self._max_bytes // 4:
+            return  # one huge answer must not flush all the others
+        old = self._answers.pop(key, None)
+        self.bytes += len(body) - (len(old) if old is not None else 0)
         self._answers[key] = body
-        self._answers.move_to_end(key)
-        while len(self._answers) > self._max:
-            self._answers.popitem(last=False)
+        while self.bytes > self._max_bytes:
+            _, dropped = self._answers.popitem(last=False)
+            self.bytes -= len(dropped)
 
 
 class CandleRows:
     """Encoded candle rows, newest first, for ``/v1/candles/…``. A row of a closed candle is
     encoded once and kept (bounded); the forming one is encoded every time."""
 
-    def __init__(self, max_rows: int = 500_000) -> None:
+    def __init__(self, max_rows: int = 100_000) -> None:  # about 35 MB of rows at most
         self._rows: dict[tuple[str, str, int, int, float], bytes] = {}
         self._max_rows = max_rows
 

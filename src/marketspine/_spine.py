@@ -16,8 +16,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -34,23 +34,23 @@ from ._args import (
     markets_arg,
     needs_arg,
     number_arg,
-    optional_seconds_arg,
-    quote_arg,
     time_arg,
     timeframe_arg,
 )
-from ._candle_feed import ClosedCandle, candle_events
+from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
-from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
+from ._catalog import WarmupReport
 from ._client import Client
-from ._errors import ClosedError, InvalidRequestError, UpstreamError
+from ._errors import ClosedError, UpstreamError
 from ._hot import HotWindows
 from ._listener import Event
 from ._live import LiveState
+from ._live_feed import LiveFeed, ws_url_for
+from ._market_list import MarketList
 from ._memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
-from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
+from ._records import Candle, MarketInfo, Orderbook, Ticker, Trade
 from ._result import CandleResult, ListResult, ResultMeta, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
@@ -58,7 +58,7 @@ from ._stream import Stream
 from ._subscriptions import BOOK_DEPTHS
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
-from ._timeframes import Timeframe, timeframe_of_kind
+from ._timeframes import Timeframe
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
@@ -107,25 +107,23 @@ class Spine:
     ) -> None:
         self._upstream = upstream.rstrip("/")
         self._db = db
-        self._transport = transport
-        self._ws_url = ws_url or _ws_url_for(self._upstream)
-        self._budget = budget
+        # The one client, made on entering; the same settings every time.
+        self._new_client = partial(
+            Client,
+            self._upstream,
+            transport=transport,
+            budget=budget,
+            wall_ms=wall_ms,
+            retry=retry or RetryPolicy(),
+        )
         # One byte budget over candle windows and live state (a given CandleMemory brings its own).
         self._memory = memory or CandleMemory(budget=MemoryBudget.megabytes(memory_mb))
-        self._ticker_max_age_s = ticker_max_age_s
-        self._exchanges = dict(exchanges) if exchanges else {"upbit": self._upstream}
+        self._warmup_every_s = warmup_every_s
         # Configured exchanges are warmed up at start-up and every warmup_every_s after.
         self._warmup_at_start = bool(exchanges)
-        self._warmup_every_s = warmup_every_s
         self._sleep = sleep  # the warmup schedule's clock (hand-driven in tests)
         self._warmups = 0
         self._warmup_done = asyncio.Condition()
-        self._wall_ms = wall_ms
-        self._retry = retry or RetryPolicy()
-        self._catalog = Catalog()
-        self._catalog_path: Path | None = None
-        self._last_warmup: WarmupReport | None = None
-        self._hot: HotWindows | None = None
         # Every background task (live pump, catalog refresher, hot keeper) runs here.
         self._tasks: asyncio.TaskGroup | None = None
         self._started: dict[str, asyncio.Task[None]] = {}
@@ -133,17 +131,25 @@ class Spine:
         self._closed = False  # aclose() was called: this Spine is done for good
         self._client: Client | None = None
         self._store: CandleStore | None = None
-        self._stream: Stream | None = None
-        self._stream_lock = asyncio.Lock()
         self._live = LiveState(clock=time.monotonic, budget=self._memory.budget)
         self._reader: CandleReader | None = None
-        self._quote_reader: QuoteReader | None = None
-        self._markets: dict[str, MarketInfo] | None = None
-        self._markets_lock = asyncio.Lock()
-        self._watched: set[tuple[str, str]] = set()
-        # statistics
         self._accounting = Accounting()
-        self._other_calls = 0  # requests of warmup's clients for other exchanges
+        self._market_list = MarketList(
+            self._upstream,
+            exchanges or {"upbit": self._upstream},
+            budget=budget,
+            on_call=self._accounting.call_made,
+            transport=transport,
+        )
+        self._feed = LiveFeed(ws_url or ws_url_for(self._upstream), self._live, start=self._start)
+        self._quotes = QuoteReader(
+            lambda: self.client,
+            self._live,
+            watch=self.watch,
+            watched=self._feed.watched,
+            default_max_age_s=ticker_max_age_s,
+        )
+        self._hot = HotWindows(lambda: self.client.upstream_now_ms(), self._read_hot)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -157,34 +163,19 @@ class Spine:
                 path = Path(self._db) if self._db is not None else default_db_path()
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
                 self._store = await stack.enter_async_context(SQLiteStore(path.expanduser()))
-                self._catalog_path = catalog_path(path.expanduser())
-                self._catalog = await asyncio.to_thread(Catalog.load, self._catalog_path)
-                self._adopt_catalog()
+                await self._market_list.load(path.expanduser())
             else:
                 self._store = self._db
-            self._client = await stack.enter_async_context(
-                Client(
-                    self._upstream,
-                    transport=self._transport,
-                    budget=self._budget,
-                    wall_ms=self._wall_ms,
-                    retry=self._retry,
-                )
-            )
+            self._client = await stack.enter_async_context(self._new_client())
         except BaseException:
             await stack.aclose()
             raise
         self._stack = stack
         if self._warmup_at_start:
-            self._start("catalog refresher", self._refresh_catalog(first_now=True))
+            self._start_refresher(first_now=True)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -203,7 +194,7 @@ class Spine:
         if name in self._started:
             coro.close()
             return
-        if self._tasks is None:
+        if self._tasks is None or self._closed:
             coro.close()
             raise ClosedError("this Spine is not open: use it as `async with Spine(...) as spine`")
         self._started[name] = self._tasks.create_task(coro, name=f"marketspine {name}")
@@ -306,36 +297,14 @@ class Spine:
             return {}
         # Upstream's clock, not the local one, says which candle is forming now.
         now = await self.client.synced_now_ms(wanted[0][0], priority=priority)
-        forming = {tf.name: tf.floor(now) for _, tf, _ in wanted}
-        results = await asyncio.gather(
-            *(
-                self.candles(code, tf, count=count, priority=priority, closed_only=True)
-                for code, tf, count in wanted
-            )
-        )
-        hot = self._hot_windows()
-        held: dict[str, dict[str, int]] = {}
-        for (code, tf, count), result in zip(wanted, results, strict=True):
-            hot.hold(code, tf, count, forming[tf.name])
-            held.setdefault(code, {})[tf.name] = len(result)
-        if live:
-            for code, tf, _ in wanted:
-                await self.watch([f"candle.{tf.name}"], [code])
-        hot.changed()
-        self._start("hot keeper", hot.keep())
+        held = await self._hot.preload(wanted, now, priority)
+        for code, tf, _ in wanted if live else ():
+            await self.watch([f"candle.{tf.name}"], [code])
+        self._start("hot keeper", self._hot.keep())
         return held
 
-    def _hot_windows(self) -> HotWindows:
-        if self._hot is None:
-            client = self.client
-
-            async def read_closed(market: str, tf: Timeframe, count: int) -> CandleResult:
-                return await self.candles(
-                    market, tf, count=count, priority=Priority.HIGH, closed_only=True
-                )
-
-            self._hot = HotWindows(client.upstream_now_ms, read_closed)
-        return self._hot
+    async def _read_hot(self, market: str, tf: Timeframe, n: int, prio: Priority) -> CandleResult:
+        return await self.candles(market, tf, count=n, priority=prio, closed_only=True)
 
     # -- tickers, orderbooks, trades --------------------------------------------------------
 
@@ -365,14 +334,8 @@ class Spine:
     ) -> ListResult[Ticker]:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
-        started = time.perf_counter()
-        if quote is not None:
-            quote = quote_arg(quote)
-        if markets is not None or quote is None:
-            markets = markets_arg(markets)
-        channel, priority, age = self._quote_args(channel, priority, max_age_s)
-        trace = Trace()
-        tickers = await self._quotes().tickers(markets, quote, channel, age, priority, trace)
+        started, trace = time.perf_counter(), Trace()
+        tickers = await self._quotes.tickers(markets, quote, channel, max_age_s, priority, trace)
         meta = trace.meta(started, priority=priority)
         self._account("tickers", meta)
         return ListResult(tickers, meta)
@@ -401,11 +364,8 @@ class Spine:
     ) -> ListResult[Orderbook]:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
-        started = time.perf_counter()
-        markets = markets_arg(markets)
-        channel, priority, age = self._quote_args(channel, priority, max_age_s)
-        trace = Trace()
-        books = await self._quotes().orderbooks(markets, channel, age, priority, trace)
+        started, trace = time.perf_counter(), Trace()
+        books = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
         meta = trace.meta(started, priority=priority)
         self._account("orderbooks", meta)
         return ListResult(books, meta)
@@ -415,32 +375,11 @@ class Spine:
     ) -> ListResult[Trade]:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
-        started = time.perf_counter()
-        market, count = market_arg(market), count_arg(count, "count", 1, 10_000)
-        priority = enum_arg(priority, Priority, "priority")
-        self._check_open()
-        trace = Trace()
-        rows = await self._quotes().trades(market, count, priority, trace)
+        started, trace = time.perf_counter(), Trace()
+        rows = await self._quotes.trades(market, count, priority, trace)
         meta = trace.meta(started, priority=priority)
         self._account("trades", meta)
         return ListResult(rows, meta)
-
-    def _quote_args(
-        self, channel: object, priority: object, max_age_s: object
-    ) -> tuple[Channel, Priority, float]:
-        """The checked channel, priority and freshness bound of a quote request; raises
-        ClosedError outside ``async with``."""
-        checked = enum_arg(channel, Channel, "channel"), enum_arg(priority, Priority, "priority")
-        age = optional_seconds_arg(max_age_s, "max_age_s")
-        self._check_open()
-        return *checked, self._ticker_max_age_s if age is None else age
-
-    def _quotes(self) -> QuoteReader:
-        if self._quote_reader is None:
-            self._quote_reader = QuoteReader(
-                self.client, self._live, watch=self.watch, watched=self._watched
-            )
-        return self._quote_reader
 
     # -- live stream ------------------------------------------------------------------------
 
@@ -459,23 +398,12 @@ class Spine:
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
         depth = depth_arg(depth, kinds, BOOK_DEPTHS)
         self._check_open()
-        stream = await self._ensure_stream()
-        for kind in kinds:
-            if kind.startswith("candle."):
-                tf = timeframe_of_kind(kind)
-                await stream.subscribe("trade", codes)
-                self._watched.update(("trade", c) for c in codes)
-                for code in codes:
-                    if self._live.tracking(code, tf.name):
-                        continue
-                    now = await self.client.synced_now_ms(code, priority=Priority.HIGH)
-                    seed = await self._candle_reader().forming(
-                        code, tf, now, Priority.HIGH, Trace()
-                    )
-                    self._live.track(code, tf, seed)
-                continue
-            await stream.subscribe(kind, codes, depth=depth if kind == "orderbook" else None)
-            self._watched.update((kind, c) for c in codes)
+        await self._feed.watch(await self._ensure_stream(), kinds, codes, depth, self._seed)
+
+    async def _seed(self, market: str, tf: Timeframe) -> Candle | None:
+        """Upstream's forming ``tf`` candle of ``market``, judged on upstream's clock."""
+        now = await self.client.synced_now_ms(market, priority=Priority.HIGH)
+        return await self._candle_reader().forming(market, tf, now, Priority.HIGH, Trace())
 
     async def unwatch(self, kinds: Iterable[str], markets: Iterable[str]) -> None:
         """Stop keeping ``kinds`` of ``markets`` live (the reverse of ``watch``): answers
@@ -486,17 +414,7 @@ class Spine:
         ``async with``."""
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
         self._check_open()
-        if self._stream is None:
-            return
-        for kind in kinds:
-            if kind.startswith("candle."):
-                tf = timeframe_of_kind(kind)
-                idle = [c for c in codes if self._live.untrack(c, tf.name) == 0]
-                kind, codes_now = "trade", idle
-            else:
-                codes_now = [c for c in codes if kind != "trade" or not self._live.tracked_count(c)]
-            await self._stream.unsubscribe(kind, codes_now)
-            self._watched.difference_update((kind, c) for c in codes_now)
+        await self._feed.unwatch(kinds, codes)
 
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
@@ -513,30 +431,18 @@ class Spine:
         kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
         maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
         self._check_open()
-        stream = await self._ensure_stream()
-        frames = [timeframe_of_kind(k) for k in kinds if "." in k]
-        plain = {k for k in kinds if "." not in k}
-        # Candle kinds follow the trade stream; the listener opens first so no trade
-        # between upstream's forming candle and the first event is missed.
-        listened = plain | ({"trade"} if frames else set())
-        async with stream.listen(listened, set(codes), maxsize=maxsize) as events:
-            await self.watch(kinds, codes)
-            source: AsyncIterator[Event | Candle | ClosedCandle] = events
-            if frames:
-                reader = self._candle_reader()
-                source = candle_events(
-                    events,
-                    codes,
-                    frames,
-                    pass_trades="trade" in plain,
-                    upstream_now_ms=self.client.upstream_now_ms,
-                    forming=lambda code, tf, now: reader.forming(
-                        code, tf, now, Priority.HIGH, Trace()
-                    ),
-                    read_closed=self._read_closed,
-                )
-            async for item in source:
-                yield item
+        reader = self._candle_reader()
+        async for item in self._feed.events(
+            await self._ensure_stream(),
+            kinds,
+            codes,
+            maxsize,
+            watch=self.watch,
+            upstream_now_ms=self.client.upstream_now_ms,
+            forming=lambda code, tf, now: reader.forming(code, tf, now, Priority.HIGH, Trace()),
+            read_closed=self._read_closed,
+        ):
+            yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
@@ -547,20 +453,9 @@ class Spine:
         return list(result)
 
     async def _ensure_stream(self) -> Stream:
-        async with self._stream_lock:
-            if self._stream is None:
-                self._check_open()
-                assert self._stack is not None
-                stream = Stream(self._ws_url, client=self.client)
-                await self._stack.enter_async_context(stream)
-                self._stream = stream
-                self._start("live pump", self._feed_live(stream))
-            return self._stream
-
-    async def _feed_live(self, stream: Stream) -> None:
-        async with stream.listen(None, None, maxsize=100_000) as events:
-            async for event in events:
-                self._live.apply(event)
+        self._check_open()
+        assert self._stack is not None
+        return await self._feed.stream(self.client, self._stack)
 
     # -- markets ------------------------------------------------------------------------------
 
@@ -573,17 +468,12 @@ class Spine:
         refresh = flag_arg(refresh, "refresh")
         include_delisted = flag_arg(include_delisted, "include_delisted")
         self._check_open()
-        async with self._markets_lock:
-            if self._markets is None or refresh:
-                rows = await self.client.markets(details=True)
-                self._markets = {m.market: m for m in rows}
-                self._accounting.call_made()
-            listed = dict(self._markets)
+        listed = await self._market_list.markets(self.client, refresh=refresh)
         if not include_delisted:
-            return list(listed.values())
+            return listed
+        known = {m.market for m in listed}
         held = {s.market for s in await self.store.summary()}
-        gone = sorted(held - listed.keys())
-        return [*listed.values(), *(MarketInfo(m, None, m, False, {}, True) for m in gone)]
+        return [*listed, *(MarketInfo(m, None, m, False, {}, True) for m in sorted(held - known))]
 
     async def warmup(self) -> dict[str, Any]:
         """Fetch the market list (with details) and instruments of every configured
@@ -596,7 +486,7 @@ class Spine:
         self._check_open()
         report = await self._warm_up()
         if self._warmup_every_s > 0:
-            self._start("catalog refresher", self._refresh_catalog(first_now=False))
+            self._start_refresher(first_now=False)
         return report.as_dict()
 
     async def warmed(self, count: int = 1) -> dict[str, Any]:
@@ -605,49 +495,22 @@ class Spine:
         ones all count)."""
         async with self._warmup_done:
             await self._warmup_done.wait_for(lambda: self._warmups >= count)
-        assert self._last_warmup is not None
-        return self._last_warmup.as_dict()
+        report = self._market_list.last_report
+        assert report is not None
+        return report.as_dict()
 
     async def _warm_up(self) -> WarmupReport:
-        report = await warm_up(self._exchanges, self._fetch_catalog, self._catalog, wall_ms=now_ms)
-        self._last_warmup = report
-        self._adopt_catalog()
-        if self._catalog_path is not None:
-            await asyncio.to_thread(self._catalog.save, self._catalog_path)
+        report = await self._market_list.warmup(self.client)
         async with self._warmup_done:
             self._warmups += 1
             self._warmup_done.notify_all()
         return report
 
-    def _adopt_catalog(self) -> None:
-        """Answer ``markets()`` from the catalog of the main upstream, if there is one."""
-        for entry in self._catalog.exchanges.values():
-            if entry.url.rstrip("/") == self._upstream:
-                self._markets = {m.market: m for m in entry.markets}
-
-    async def _refresh_catalog(self, *, first_now: bool) -> None:
-        if not first_now and self._warmup_every_s <= 0:
-            return
-        while True:
-            if first_now:
-                first_now = False
-            else:
-                await self._sleep(self._warmup_every_s)
-            try:
-                await self._warm_up()
-            except Exception:  # the next round tries again; details are in the report
-                logger.exception("scheduled warmup failed")
-            if self._warmup_every_s <= 0:
-                return
-
-    async def _fetch_catalog(self, url: str) -> tuple[list[MarketInfo], list[Instrument]]:
-        if url.rstrip("/") == self._upstream:
-            return await _markets_and_instruments(self.client)
-        async with Client(url, budget=self._budget, transport=self._transport) as client:
-            try:
-                return await _markets_and_instruments(client)
-            finally:
-                self._other_calls += sum(client.statistics().sent.values())
+    def _start_refresher(self, *, first_now: bool) -> None:
+        every = MarketList.refresh_every(
+            self._warmup_every_s, self._warm_up, sleep=self._sleep, first_now=first_now
+        )
+        self._start("catalog refresher", every)
 
     def tick_size(self, market: str, price: float) -> float:
         """The price tick of ``market``: from the instruments the last warmup fetched, else
@@ -655,7 +518,7 @@ class Spine:
         open or closed."""
         code = market_arg(market)
         checked = number_arg(price, "price")
-        warmed = self._catalog.tick_size(code, self._upstream)
+        warmed = self._market_list.tick_size(code)
         if warmed is not None:  # what upstream said at the last warmup
             return warmed
         return table_tick_size(code.partition("-")[0], checked)
@@ -673,7 +536,7 @@ class Spine:
         # included), plus those of warmup's clients for other exchanges.
         sent = None
         if self._client is not None:
-            sent = sum(self._client.statistics().sent.values()) + self._other_calls
+            sent = sum(self._client.statistics().sent.values()) + self._market_list.other_calls
         return self._accounting.snapshot(
             memory_candles=memory.candles,
             memory_series=memory.series,
@@ -681,17 +544,3 @@ class Spine:
             memory_limit_bytes=budget.limit_bytes,
             upstream_calls=sent,
         )
-
-
-async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], list[Instrument]]:
-    markets = await client.markets(details=True, priority=Priority.HIGH)
-    instruments = await client.instruments([m.market for m in markets], priority=Priority.HIGH)
-    return markets, instruments
-
-
-def _ws_url_for(upstream: str) -> str:
-    if upstream.startswith("https://"):
-        return "wss://" + upstream.removeprefix("https://") + "/websocket/v1"
-    if upstream.startswith("http://"):
-        return "ws://" + upstream.removeprefix("http://") + "/websocket/v1"
-    raise InvalidRequestError(f"invalid upstream {upstream!r}: expected an http(s):// URL")

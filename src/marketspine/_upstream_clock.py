@@ -9,7 +9,7 @@ was made) bounds it from both sides, widened by the round trip.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 __all__ = ["CLOCK_SLACK_MS", "UpstreamClock"]
 
@@ -38,6 +38,17 @@ class UpstreamClock:
         if self._offset_high is not None:
             offset = min(offset, self._offset_high)
         return int(self._wall_ms() + offset)
+
+    async def synced(self, ask: Callable[[], Awaitable[object]], until_ms: int | None) -> int:
+        """``now_ms()``, after ``ask()`` (one request whose reply tells upstream's time)
+        unless a reply told it already or the range ending at ``until_ms`` lies over an
+        hour back, where the forming candle cannot be reached; raises as ``ask`` does."""
+        now = self.now_ms()
+        if self.heard or (until_ms is not None and until_ms < now - CLOCK_SLACK_MS):
+            return now
+        await ask()
+        self.heard = True  # even if the reply had no Date: ask once, not always
+        return self.now_ms()
 
     def saw_date(self, header: str, rtt_s: float) -> None:
         """Learn from a reply's ``Date`` header that came back ``rtt_s`` after sending;

@@ -1,0 +1,140 @@
+"""The WebSocket side of a Spine: one ``Stream`` opened on first use, a pump that feeds
+every event into the ``LiveState``, and which (kind, market) pairs are kept live."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from ._candle_feed import ClosedCandle, candle_events
+from ._client import Client
+from ._errors import InvalidRequestError
+from ._listener import Event
+from ._live import LiveState
+from ._records import Candle
+from ._stream import Stream
+from ._timeframes import Timeframe, timeframe_of_kind
+
+__all__ = ["LiveFeed", "ws_url_for"]
+
+# Upstream's forming candle of (market, timeframe), or None when its window has no trade.
+SeedForming = Callable[[str, Timeframe], Awaitable[Candle | None]]
+
+
+class LiveFeed:
+    """Opens ``Stream(ws_url)`` on first use into ``stack``, with its pump started by
+    ``start(name, coroutine)`` (the owner's task group); ``watched`` holds the pairs live."""
+
+    def __init__(
+        self,
+        ws_url: str,
+        live: LiveState,
+        *,
+        start: Callable[[str, Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self._ws_url = ws_url
+        self._live = live
+        self._start = start
+        self._stream: Stream | None = None
+        self._lock = asyncio.Lock()
+        self.watched: set[tuple[str, str]] = set()
+
+    @property
+    def opened(self) -> bool:
+        """Whether the stream was opened (it is, on first use)."""
+        return self._stream is not None
+
+    async def stream(self, client: Client, stack: AsyncExitStack) -> Stream:
+        """The stream, opened (and its pump started) on first use; ``client`` fills gaps."""
+        async with self._lock:
+            if self._stream is None:
+                stream = Stream(self._ws_url, client=client)
+                await stack.enter_async_context(stream)
+                self._stream = stream
+                self._start("live pump", self._pump(stream))
+            return self._stream
+
+    async def watch(
+        self, stream: Stream, kinds: list[str], codes: list[str], depth: int | None,
+        seed: SeedForming,
+    ) -> None:  # fmt: skip
+        """Subscribe ``kinds`` of ``codes``; a candle kind follows the trade stream and
+        keeps its forming candle, starting from ``seed``."""
+        for kind in kinds:
+            if kind.startswith("candle."):
+                tf = timeframe_of_kind(kind)
+                await stream.subscribe("trade", codes)
+                self.watched.update(("trade", c) for c in codes)
+                for code in codes:
+                    if not self._live.tracking(code, tf.name):
+                        self._live.track(code, tf, await seed(code, tf))
+                continue
+            await stream.subscribe(kind, codes, depth=depth if kind == "orderbook" else None)
+            self.watched.update((kind, c) for c in codes)
+
+    async def unwatch(self, kinds: list[str], codes: list[str]) -> None:
+        """The reverse of ``watch``: a market's trades stay streamed while a forming candle
+        of it is still built from them."""
+        if self._stream is None:
+            return
+        for kind in kinds:
+            if kind.startswith("candle."):
+                tf = timeframe_of_kind(kind)
+                idle = [c for c in codes if self._live.untrack(c, tf.name) == 0]
+                kind, codes_now = "trade", idle
+            else:
+                codes_now = [c for c in codes if kind != "trade" or not self._live.tracked_count(c)]
+            await self._stream.unsubscribe(kind, codes_now)
+            self.watched.difference_update((kind, c) for c in codes_now)
+
+    async def events(
+        self,
+        stream: Stream,
+        kinds: list[str],
+        codes: list[str],
+        maxsize: int,
+        *,
+        watch: Callable[[list[str], list[str]], Awaitable[None]],
+        upstream_now_ms: Callable[[], int],
+        forming: Callable[[str, Timeframe, int], Awaitable[Candle | None]],
+        read_closed: Callable[[str, Timeframe, int, int], Awaitable[Sequence[Candle]]],
+    ) -> AsyncIterator[Event | Candle | ClosedCandle]:
+        """The events of ``kinds`` of ``codes`` through one listener of ``maxsize``; candle
+        kinds become forming and closed candles (see ``candle_events``). ``watch`` subscribes
+        once the listener is open, so no trade after upstream's forming candle is missed."""
+        frames = [timeframe_of_kind(k) for k in kinds if "." in k]
+        plain = {k for k in kinds if "." not in k}
+        listened = plain | ({"trade"} if frames else set())  # candle kinds follow trades
+        async with stream.listen(listened, set(codes), maxsize=maxsize) as listener:
+            await watch(kinds, codes)
+            source: AsyncIterator[Event | Candle | ClosedCandle] = listener
+            if frames:
+                source = candle_events(
+                    listener,
+                    codes,
+                    frames,
+                    pass_trades="trade" in plain,
+                    upstream_now_ms=upstream_now_ms,
+                    forming=forming,
+                    read_closed=read_closed,
+                )
+            async for item in source:
+                yield item
+
+    async def _pump(self, stream: Stream) -> None:
+        async with stream.listen(None, None, maxsize=100_000) as events:
+            async for event in events:
+                self._live.apply(event)
+
+
+def ws_url_for(upstream: str) -> str:
+    """The WebSocket URL beside the REST base URL ``upstream``.
+
+    Raises InvalidRequestError unless ``upstream`` is an http(s):// URL."""
+    if upstream.startswith("https://"):
+        return "wss://" + upstream.removeprefix("https://") + "/websocket/v1"
+    if upstream.startswith("http://"):
+        return "ws://" + upstream.removeprefix("http://") + "/websocket/v1"
+    raise InvalidRequestError(f"invalid upstream {upstream!r}: expected an http(s):// URL")

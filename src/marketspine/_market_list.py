@@ -1,0 +1,127 @@
+"""The market list a Spine answers from, and the catalog of every configured exchange.
+
+``markets()`` is fetched once and cached; ``warmup()`` fetches the market list and
+instruments of every exchange (each distinct URL once), keeps them on disk across restarts,
+and the main upstream's entry then answers ``markets()`` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import httpx
+
+from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
+from ._client import Client
+from ._ratebudget import Priority, RateBudget
+from ._records import Instrument, MarketInfo
+from ._time import now_ms
+
+__all__ = ["MarketList"]
+
+logger = logging.getLogger("marketspine")
+
+
+class MarketList:
+    """Markets of ``upstream`` and the catalog of ``exchanges`` (name -> REST URL).
+    ``budget`` paces clients made for the other exchanges; ``on_call`` counts each
+    upstream call ``markets()`` makes."""
+
+    def __init__(
+        self,
+        upstream: str,
+        exchanges: Mapping[str, str],
+        *,
+        budget: RateBudget | None,
+        on_call: Callable[[], None],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._upstream = upstream
+        self._exchanges = dict(exchanges)
+        self._budget = budget
+        self._on_call = on_call
+        self._transport = transport
+        self.other_calls = 0  # requests sent by the clients made for other exchanges
+        self.last_report: WarmupReport | None = None
+        self._catalog = Catalog()
+        self._path: Path | None = None
+        self._markets: dict[str, MarketInfo] | None = None
+        self._lock = asyncio.Lock()
+
+    async def load(self, db_path: Path) -> None:
+        """Take the catalog kept beside the database at ``db_path``."""
+        self._path = catalog_path(db_path)
+        self._catalog = await asyncio.to_thread(Catalog.load, self._path)
+        self._adopt()
+
+    async def markets(self, client: Client, *, refresh: bool) -> list[MarketInfo]:
+        """Every listed market (fetched once through ``client``, or again on ``refresh``)."""
+        async with self._lock:
+            if self._markets is None or refresh:
+                rows = await client.markets(details=True)
+                self._markets = {m.market: m for m in rows}
+                self._on_call()
+            return list(self._markets.values())
+
+    async def warmup(self, client: Client) -> WarmupReport:
+        """Fetch every exchange's markets and instruments (the main one through ``client``)
+        and keep them; a failing exchange reports its error and never stops the others."""
+
+        async def fetch(url: str) -> tuple[list[MarketInfo], list[Instrument]]:
+            if url.rstrip("/") == self._upstream:
+                return await _markets_and_instruments(client)
+            async with Client(url, budget=self._budget, transport=self._transport) as other:
+                try:
+                    return await _markets_and_instruments(other)
+                finally:
+                    self.other_calls += sum(other.statistics().sent.values())
+
+        report = await warm_up(self._exchanges, fetch, self._catalog, wall_ms=now_ms)
+        self.last_report = report
+        self._adopt()
+        if self._path is not None:
+            await asyncio.to_thread(self._catalog.save, self._path)
+        return report
+
+    @staticmethod
+    async def refresh_every(
+        seconds: float,
+        warmup: Callable[[], Awaitable[object]],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        first_now: bool = False,
+    ) -> None:
+        """Run ``warmup`` (at once with ``first_now``, then) every ``seconds`` until
+        cancelled; ``seconds`` <= 0 runs it no more. A failed round is logged and the next
+        one tries again."""
+        while True:
+            if first_now:
+                first_now = False
+            elif seconds <= 0:
+                return
+            else:
+                await sleep(seconds)
+            try:
+                await warmup()
+            except Exception:  # the next round tries again; details are in the report
+                logger.exception("scheduled warmup failed")
+
+    def tick_size(self, market: str) -> float | None:
+        """The warmed tick size of ``market`` (the main upstream's first), None if never
+        warmed."""
+        return self._catalog.tick_size(market, self._upstream)
+
+    def _adopt(self) -> None:
+        """Answer ``markets()`` from the catalog of the main upstream, if there is one."""
+        for entry in self._catalog.exchanges.values():
+            if entry.url.rstrip("/") == self._upstream:
+                self._markets = {m.market: m for m in entry.markets}
+
+
+async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], list[Instrument]]:
+    markets = await client.markets(details=True, priority=Priority.HIGH)
+    instruments = await client.instruments([m.market for m in markets], priority=Priority.HIGH)
+    return markets, instruments

@@ -1,0 +1,30 @@
+"""The pure parts of serve's answers: kept closed answers stay within their byte bound,
+least recently used out first; candle rows render in Upbit's field order."""
+
+from __future__ import annotations
+
+from marketspine._records import Candle
+from marketspine._serve_render import CandleRows, ClosedAnswers
+from marketspine._timeframes import parse_timeframe
+
+
+def test_closed_answers_stay_within_their_bytes_least_recently_used_out() -> None:
+    kept = ClosedAnswers(max_bytes=1000)
+    for name in "abcd":
+        kept.put(name, b"x" * 240)
+    assert kept.get("a") is not None  # now the most recently used
+    kept.put("e", b"y" * 240)  # over 1000 bytes: the least recently used goes
+    assert kept.get("b") is None and kept.get("a") is not None
+    assert kept.bytes == 960
+    kept.put("huge", b"z" * 600)  # over a quarter of the bound: not kept at all
+    assert kept.get("huge") is None and kept.bytes == 960
+
+
+def test_day_rows_compare_with_the_day_before_newest_first() -> None:
+    day = parse_timeframe("1d")
+    first = Candle("KRW-BTC", "1d", 0, 100.0, 110.0, 90.0, 105.0, 2.0, 200.0, 1000)
+    second = Candle("KRW-BTC", "1d", 86_400_000, 105.0, 120.0, 100.0, 99.0, 1.0, 99.0, 86_401_000)
+    page = CandleRows().page([first, second], day, previous=None, forming_start_ms=None)
+    assert page.startswith(b'[{"market":"KRW-BTC","candle_date_time_utc":"1970-01-02T00:00:00"')
+    assert b'"prev_closing_price":105.0,"change_price":-6.0,"change_rate":-0.0571428571}' in page
+    assert b'"prev_closing_price":100.0,"change_price":5.0,"change_rate":0.05}]' in page
