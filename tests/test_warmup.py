@@ -38,7 +38,7 @@ async def test_regions_fetched_once_each_and_failures_isolated(
         async with Spine(
             kr, tmp_path / "db.sqlite", exchanges=exchanges, warmup_every_s=0
         ) as spine:
-            report = await spine.warmed()  # configured exchanges are warmed up at start-up
+            report = await spine.warmup()
         assert report["success"] is False
         assert report["refreshed_exchanges"] == ["upbit-kr", "upbit-kr-again", "upbit-sg"]
         details = report["exchange_details"]
@@ -94,15 +94,20 @@ class HandSleep:
 
     def __init__(self) -> None:
         self.asked: list[float] = []
-        self.sleeping = asyncio.Event()
+        self._asked = asyncio.Condition()
         self._go = asyncio.Event()
 
     async def __call__(self, seconds: float) -> None:
-        self.asked.append(seconds)
+        async with self._asked:
+            self.asked.append(seconds)
+            self._asked.notify_all()
         self._go.clear()
-        self.sleeping.set()
         await self._go.wait()
-        self.sleeping.clear()
+
+    async def sleeping(self, times: int) -> None:
+        """Return once the schedule has gone to sleep ``times`` times."""
+        async with asyncio.timeout(5), self._asked:
+            await self._asked.wait_for(lambda: len(self.asked) >= times)
 
     def wake(self) -> None:
         self._go.set()
@@ -120,21 +125,17 @@ async def test_configured_warmup_runs_at_start_up_then_every_six_hours(
         exchanges=exchanges,
         sleep=sleep,
     ) as spine:
-        before_warmup = spine.tick_size("KRW-BTC", 5.0)  # never warmed: the table
-        first = await spine.warmed()  # nobody called warmup(): it ran at start-up
-        assert first["refreshed_exchanges"] == ["upbit", "upbit-again"]
-        assert first["total_markets"] == first["exchange_details"]["upbit"]["markets"]
-        assert spine.client.statistics().sent["market"] == 1
-        async with asyncio.timeout(5):
-            await sleep.sleeping.wait()
-        assert sleep.asked == [6 * 3600]  # the next one in six hours
+        never_warmed = spine.tick_size("KRW-BTC", 5.0)  # the table's tick at price 5
+        # Nobody calls warmup(): it ran at start-up, then the schedule sleeps six hours.
+        await sleep.sleeping(1)
+        assert sleep.asked == [6 * 3600]
+        assert spine.client.statistics().sent["market"] == 1  # one URL under two names
         sleep.wake()  # six hours pass
-        async with asyncio.timeout(5):
-            await spine.warmed(2)
+        await sleep.sleeping(2)
         assert spine.client.statistics().sent["market"] == 2
-        # The warmed instrument answers, not the table (which has a tiny tick at price 5).
+        # The warmed instrument answers, not the table.
         instruments = await spine.client.instruments(["KRW-BTC"])
-        assert spine.tick_size("KRW-BTC", 5.0) == instruments[0].tick_size != before_warmup
+        assert spine.tick_size("KRW-BTC", 5.0) == instruments[0].tick_size != never_warmed
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert failures and all("broken" in r.getMessage() for r in failures)
+    assert len(failures) == 2 and all("broken" in r.getMessage() for r in failures)
     assert "404" in failures[0].getMessage()  # the cause is in the log line

@@ -18,6 +18,7 @@ from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo
+from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 
 __all__ = ["MarketList"]
@@ -27,8 +28,9 @@ logger = logging.getLogger("marketspine")
 
 class MarketList:
     """Markets of ``upstream`` and the catalog of ``exchanges`` (name -> REST URL).
-    ``budget`` paces clients made for the other exchanges; ``on_call`` counts each
-    upstream call ``markets()`` makes."""
+    ``budget`` paces clients made for the other exchanges (through ``transport`` in tests);
+    ``on_call`` counts each upstream call ``markets()`` makes. ``refresh`` warms up every
+    ``every_s`` on ``sleep``'s clock; ``warm_at_start`` says the Spine starts it at once."""
 
     def __init__(
         self,
@@ -38,12 +40,18 @@ class MarketList:
         budget: RateBudget | None,
         on_call: Callable[[], None],
         transport: httpx.AsyncBaseTransport | None = None,
+        every_s: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        warm_at_start: bool = False,
     ) -> None:
         self._upstream = upstream
         self._exchanges = dict(exchanges)
         self._budget = budget
         self._on_call = on_call
         self._transport = transport
+        self._every_s = every_s
+        self._sleep = sleep
+        self.warm_at_start = warm_at_start
         self.other_calls = 0  # requests sent by the clients made for other exchanges
         self.last_report: WarmupReport | None = None
         self._catalog = Catalog()
@@ -86,33 +94,26 @@ class MarketList:
             await asyncio.to_thread(self._catalog.save, self._path)
         return report
 
-    @staticmethod
-    async def refresh_every(
-        seconds: float,
-        warmup: Callable[[], Awaitable[object]],
-        *,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        first_now: bool = False,
-    ) -> None:
-        """Run ``warmup`` (at once with ``first_now``, then) every ``seconds`` until
-        cancelled; ``seconds`` <= 0 runs it no more. A failed round is logged and the next
-        one tries again."""
+    async def refresh(self, client: Client, *, first_now: bool = False) -> None:
+        """Warm up (at once with ``first_now``, then) every ``every_s`` until cancelled; a
+        failed round is logged and the next one tries again."""
         while True:
             if first_now:
                 first_now = False
-            elif seconds <= 0:
-                return
             else:
-                await sleep(seconds)
+                await self._sleep(self._every_s)
             try:
-                await warmup()
+                await self.warmup(client)
             except Exception:  # the next round tries again; details are in the report
                 logger.exception("scheduled warmup failed")
 
-    def tick_size(self, market: str) -> float | None:
-        """The warmed tick size of ``market`` (the main upstream's first), None if never
-        warmed."""
-        return self._catalog.tick_size(market, self._upstream)
+    def tick_size(self, market: str, price: float) -> float:
+        """The tick of ``market`` the last warmup fetched (the main upstream's first), else
+        Upbit's table for its quote currency at ``price``."""
+        warmed = self._catalog.tick_size(market, self._upstream)
+        if warmed is not None:
+            return warmed
+        return table_tick_size(market.partition("-")[0], price)
 
     def _adopt(self) -> None:
         """Answer ``markets()`` from the catalog of the main upstream, if there is one."""

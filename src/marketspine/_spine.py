@@ -15,10 +15,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -39,7 +38,6 @@ from ._args import (
 )
 from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
-from ._catalog import WarmupReport
 from ._client import Client
 from ._errors import ClosedError, UpstreamError
 from ._hot import HotWindows
@@ -51,18 +49,18 @@ from ._memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Candle, MarketInfo, Orderbook, Ticker, Trade
-from ._result import CandleResult, ListResult, ResultMeta, Trace
+from ._result import CandleResult, ListResult, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
 from ._stream import Stream
 from ._subscriptions import BOOK_DEPTHS
-from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 from ._timeframes import Timeframe
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
 DEFAULT_UPSTREAM = "https://api.upbit.com"
+_Answer = TypeVar("_Answer", CandleResult, ListResult[Any])
 logger = logging.getLogger("marketspine")
 
 
@@ -103,7 +101,7 @@ class Spine:
         warmup_every_s: float = 6 * 3600,
         wall_ms: Callable[[], int] = now_ms,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
     ) -> None:
         self._upstream = upstream.rstrip("/")
         self._db = db
@@ -119,11 +117,6 @@ class Spine:
         # One byte budget over candle windows and live state (a given CandleMemory brings its own).
         self._memory = memory or CandleMemory(budget=MemoryBudget.megabytes(memory_mb))
         self._warmup_every_s = warmup_every_s
-        # Configured exchanges are warmed up at start-up and every warmup_every_s after.
-        self._warmup_at_start = bool(exchanges)
-        self._sleep = sleep  # the warmup schedule's clock (hand-driven in tests)
-        self._warmups = 0
-        self._warmup_done = asyncio.Condition()
         # Every background task (live pump, catalog refresher, hot keeper) runs here.
         self._tasks: asyncio.TaskGroup | None = None
         self._started: dict[str, asyncio.Task[None]] = {}
@@ -139,7 +132,8 @@ class Spine:
             exchanges or {"upbit": self._upstream},
             budget=budget,
             on_call=self._accounting.call_made,
-            transport=transport,
+            transport=transport, every_s=warmup_every_s, sleep=sleep,
+            warm_at_start=bool(exchanges) and warmup_every_s > 0,  # configured: warm now
         )
         self._feed = LiveFeed(ws_url or ws_url_for(self._upstream), self._live, start=self._start)
         self._quotes = QuoteReader(
@@ -167,12 +161,13 @@ class Spine:
             else:
                 self._store = self._db
             self._client = await stack.enter_async_context(self._new_client())
+            self._accounting.count_sent(self._client, lambda: self._market_list.other_calls)
         except BaseException:
             await stack.aclose()
             raise
         self._stack = stack
-        if self._warmup_at_start:
-            self._start_refresher(first_now=True)
+        if self._market_list.warm_at_start:
+            self._start("catalog refresher", self._market_list.refresh(self.client, first_now=True))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -254,9 +249,7 @@ class Spine:
         result = await self._candle_reader().read(
             code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
-        result.meta = replace(result.meta, priority=priority)
-        self._account("candles", result.meta)
-        return result
+        return self._account("candles", result)
 
     def _candle_reader(self) -> CandleReader:
         if self._reader is None:
@@ -336,9 +329,7 @@ class Spine:
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started, trace = time.perf_counter(), Trace()
         tickers = await self._quotes.tickers(markets, quote, channel, max_age_s, priority, trace)
-        meta = trace.meta(started, priority=priority)
-        self._account("tickers", meta)
-        return ListResult(tickers, meta)
+        return self._account("tickers", ListResult(tickers, trace.meta(started, priority=priority)))
 
     async def orderbook(
         self,
@@ -365,10 +356,8 @@ class Spine:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started, trace = time.perf_counter(), Trace()
-        books = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
-        meta = trace.meta(started, priority=priority)
-        self._account("orderbooks", meta)
-        return ListResult(books, meta)
+        rows = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
+        return self._account("orderbooks", ListResult(rows, trace.meta(started, priority=priority)))
 
     async def trades(
         self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
@@ -377,9 +366,7 @@ class Spine:
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
         started, trace = time.perf_counter(), Trace()
         rows = await self._quotes.trades(market, count, priority, trace)
-        meta = trace.meta(started, priority=priority)
-        self._account("trades", meta)
-        return ListResult(rows, meta)
+        return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
 
     # -- live stream ------------------------------------------------------------------------
 
@@ -484,63 +471,29 @@ class Spine:
 
         Raises ClosedError outside ``async with``."""
         self._check_open()
-        report = await self._warm_up()
-        if self._warmup_every_s > 0:
-            self._start_refresher(first_now=False)
-        return report.as_dict()
-
-    async def warmed(self, count: int = 1) -> dict[str, Any]:
-        """The latest warmup report, once at least ``count`` warmups have finished since
-        start-up (the start-up warmup of configured ``exchanges``, scheduled and manual
-        ones all count)."""
-        async with self._warmup_done:
-            await self._warmup_done.wait_for(lambda: self._warmups >= count)
-        report = self._market_list.last_report
-        assert report is not None
-        return report.as_dict()
-
-    async def _warm_up(self) -> WarmupReport:
         report = await self._market_list.warmup(self.client)
-        async with self._warmup_done:
-            self._warmups += 1
-            self._warmup_done.notify_all()
-        return report
-
-    def _start_refresher(self, *, first_now: bool) -> None:
-        every = MarketList.refresh_every(
-            self._warmup_every_s, self._warm_up, sleep=self._sleep, first_now=first_now
-        )
-        self._start("catalog refresher", every)
+        if self._warmup_every_s > 0:
+            self._start("catalog refresher", self._market_list.refresh(self.client))
+        return report.as_dict()
 
     def tick_size(self, market: str, price: float) -> float:
-        """The price tick of ``market``: from the instruments the last warmup fetched, else
-        (a market never warmed) Upbit's table for its quote currency at ``price``; works
-        open or closed."""
-        code = market_arg(market)
-        checked = number_arg(price, "price")
-        warmed = self._market_list.tick_size(code)
-        if warmed is not None:  # what upstream said at the last warmup
-            return warmed
-        return table_tick_size(code.partition("-")[0], checked)
+        """The price tick of ``market``: the last warmup's instrument, else (never warmed)
+        Upbit's table for its quote currency at ``price``; works open or closed."""
+        return self._market_list.tick_size(market_arg(market), number_arg(price, "price"))
 
     # -- statistics ---------------------------------------------------------------------------
 
-    def _account(self, method: str, meta: ResultMeta) -> None:
-        self._accounting.account(method, meta)
+    def _account(self, method: str, result: _Answer) -> _Answer:
+        self._accounting.account(method, result.meta)
+        return result
 
     def statistics(self) -> SpineStatistics:
         """Counters since start: per-layer answers, upstream calls made and saved, latency."""
         memory = self._memory.statistics()
         budget = self._memory.budget.statistics()
-        # Every request the client sent (the clock-sync ticker, market lists and retries
-        # included), plus those of warmup's clients for other exchanges.
-        sent = None
-        if self._client is not None:
-            sent = sum(self._client.statistics().sent.values()) + self._market_list.other_calls
         return self._accounting.snapshot(
             memory_candles=memory.candles,
             memory_series=memory.series,
             memory_bytes=budget.used_bytes,
             memory_limit_bytes=budget.limit_bytes,
-            upstream_calls=sent,
         )
