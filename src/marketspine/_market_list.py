@@ -30,28 +30,29 @@ class MarketList:
     """Markets of ``upstream`` and the catalog of ``exchanges`` (name -> REST URL).
     ``budget`` paces clients made for the other exchanges (through ``transport`` in tests);
     ``on_call`` counts each upstream call ``markets()`` makes. ``refresh`` warms up every
-    ``every_s`` on ``sleep``'s clock; ``warm_at_start`` says the Spine starts it at once."""
+    ``every_s`` on ``sleep``'s clock; ``warm_at_start`` (exchanges were configured) says
+    the Spine starts it at once."""
 
     def __init__(
         self,
         upstream: str,
-        exchanges: Mapping[str, str],
+        exchanges: Mapping[str, str] | None,
         *,
         budget: RateBudget | None,
         on_call: Callable[[], None],
         transport: httpx.AsyncBaseTransport | None = None,
         every_s: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        warm_at_start: bool = False,
     ) -> None:
         self._upstream = upstream
-        self._exchanges = dict(exchanges)
+        self._exchanges = dict(exchanges) if exchanges else {"upbit": upstream}
         self._budget = budget
         self._on_call = on_call
         self._transport = transport
         self._every_s = every_s
         self._sleep = sleep
-        self.warm_at_start = warm_at_start
+        # Configured exchanges are warmed up at start-up too, when a schedule is wanted.
+        self.warm_at_start = bool(exchanges) and every_s > 0
         self.other_calls = 0  # requests sent by the clients made for other exchanges
         self.last_report: WarmupReport | None = None
         self._catalog = Catalog()

@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     import pandas
     import polars
 
-__all__ = ["COLUMNS", "CandleResult", "ListResult", "ResultMeta", "Source", "Trace", "fill_gaps"]
+__all__ = [
+    "COLUMNS",
+    "Answer",
+    "CandleResult",
+    "ListResult",
+    "ResultMeta",
+    "Source",
+    "Trace",
+    "fill_gaps",
+]
 
 # memory/database/upstream: the candle layers; live: the WebSocket-fed state; rest: a REST
 # answer for tickers, orderbooks or trades; stale: the last live answer served while REST
@@ -202,3 +211,7 @@ def _fill_until(filled: list[Candle], timeframe: Timeframe, stop_ms: int) -> Non
             )
         )
         cursor = timeframe.next_start(cursor)
+
+
+# Any Spine answer: candles, or a list of tickers, orderbooks or trades.
+Answer = TypeVar("Answer", CandleResult, ListResult[Any])
