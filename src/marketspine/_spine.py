@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -406,20 +406,18 @@ class Spine:
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
     ) -> AsyncIterator[Event | ClosedCandle]:
-        """An async iterator of typed events (Ticker, Trade, Orderbook, and the stream's
-        Gap/Health/Overflow) for ``types`` of ``markets`` (a plain string is one item).
-        A candle kind (``candle.<timeframe>``, every timeframe) yields the forming
-        ``Candle`` each time a trade changes it and a ``ClosedCandle`` once its window has
-        closed on upstream's clock, equal to the REST candle of that window (read like any
-        closed candle, so stored too).
+        """Typed events (Ticker, Trade, Orderbook; Gap/Health/Overflow) of ``types`` of
+        ``markets`` (a plain string is one item). A candle kind (``candle.<timeframe>``, any
+        timeframe) yields the forming ``Candle`` as trades change it and a ``ClosedCandle``
+        (equal to the REST candle, stored too) once its window closed on upstream's clock.
 
-        Raises InvalidRequestError for an unknown kind or market (before connecting);
-        ClosedError outside ``async with``, and when the Spine is closed while iterating."""
+        Raises InvalidRequestError before connecting; ClosedError outside ``async with``
+        and once the Spine closes while iterating."""
         kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
         maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
         self._check_open()
         reader = self._candle_reader()
-        async for item in self._feed.events(
+        events = self._feed.events(
             await self._ensure_stream(),
             kinds,
             codes,
@@ -428,8 +426,12 @@ class Spine:
             upstream_now_ms=self.client.upstream_now_ms,
             forming=lambda code, tf, now: reader.forming(code, tf, now, Priority.HIGH, Trace()),
             read_closed=self._read_closed,
-        ):
-            yield item
+        )
+        async with aclosing(events):
+            async for item in events:
+                if self._closed:
+                    break  # what was queued before aclose() is not handed out after it
+                yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
