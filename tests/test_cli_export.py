@@ -157,7 +157,7 @@ def test_nothing_stored_in_the_range_says_why_with_exit_3(db: Path, tmp_path: Pa
     assert weekly.returncode == 3 and "nothing stored for KRW-BTC 1w" in weekly.stderr
     future = export(db, str(out), "--since", "2999-01-01", "--until", "2999-02-01")
     assert future.returncode == 3 and "lies wholly in the future" in future.stderr
-    assert "3 export found nothing stored" in run("export", "--help").stdout
+    assert "3 nothing to export or collect" in run("export", "--help").stdout
 
 
 def test_without_since_everything_stored_is_exported_as_the_help_says(

@@ -92,5 +92,5 @@ def test_flags_show_as_flags_and_arguments_by_name(command: str) -> None:
 
 def test_top_level_help_documents_exit_codes() -> None:
     shown = run("--help").stdout
-    for code in ("0 done", "1 upstream", "2 bad input", "3 export", "130 interrupted"):
+    for code in ("0 done", "1 upstream", "2 bad input", "3 nothing to export", "130 interrupted"):
         assert code in shown

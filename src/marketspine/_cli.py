@@ -3,7 +3,7 @@
 Written with plain click, so usage errors are click's usual message and exit 2, flags show
 as flags and arguments by name. Exit codes (also in ``--help`` and the README):
 0 done, 1 upstream or run failure, 2 bad input (usage, values, unusable database or output
-file), 3 ``export`` found nothing stored in the range, 130 interrupted.
+file), 3 nothing to export or collect (stderr says why), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     "\b\nExit codes: 0 done; 1 upstream or run failure; 2 bad input (usage, values,\n"
-    "unusable database or output file); 3 export found nothing stored; 130 interrupted."
+    "unusable database or output file); 3 nothing to export or collect (stderr says\n"
+    "why); 130 interrupted."
 )
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

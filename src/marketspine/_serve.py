@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from ._admin_page import AdminPage, admin_page_routes
 from ._errors import InvalidRequestError
 from ._serve_admin import admin_routes, resolve_token, token_path
 from ._serve_api import api_routes
@@ -85,13 +86,15 @@ def create_service_app(
 
     # One WebSocket gateway over the service's Spine; the service closes it. A pair the
     # REST side watches stays watched when the gateway retires it, and the other way round.
+    admin_page = AdminPage(service)
     gateway = WsGateway(service.spine, shared=service.demand.is_live)
     service.gateway = gateway
     service.demand.in_use = gateway.wants
     routes: list[BaseRoute] = [
         *upbit_routes(service),
         *api_routes(service),
-        *admin_routes(service),
+        *admin_routes(service, admin_page),
+        *admin_page_routes(admin_page),
         *_health_routes(service),
         WebSocketRoute("/websocket/v1", gateway.handle),
         *(extra_routes or []),

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from ._errors import InvalidRequestError
 
 if TYPE_CHECKING:
+    from ._admin_page import AdminPage
     from ._serve_service import ServeService
 
 __all__ = ["ENV_TOKEN", "admin_routes", "authorized", "resolve_token", "token_path"]
@@ -79,10 +80,17 @@ def _unauthorized() -> Response:
     )
 
 
-def admin_routes(service: ServeService) -> list[BaseRoute]:
+def admin_routes(service: ServeService, page: AdminPage | None = None) -> list[BaseRoute]:
+    """The admin API: the bearer token (scripts) or, with ``page``, a logged-in browser
+    session that sends its CSRF token."""
+
     async def refresh_market_info(request: Request) -> Response:
         if not authorized(request, service.admin_token):
-            return _unauthorized()
+            if page is None or page.session_of(request) is None:
+                return _unauthorized()
+            refused = page.may_change(request)
+            if refused is not None:
+                return refused
         report = await service.warmup()
         return Response(msgspec.json.encode(report), media_type="application/json")
 

@@ -173,6 +173,7 @@ class ServeService:
         self.jobs = BackfillJobs(self.spine, self.spawn)
         self.gateway: Any = None  # the WebSocket gateway (``_serve_ws.WsGateway``) once mounted
         self.warmup_report: dict[str, Any] | None = None
+        self.warmup_at: float | None = None  # wall time the last warmup finished
         self.started_at = time.time()
         self._warmup_every_s = warmup_every_s
         self._warmup_lock = asyncio.Lock()
@@ -282,6 +283,7 @@ class ServeService:
             self.metrics.warmups.labels("success" if report.get("success") else "failure").inc()
             self._instruments.clear()
             self.warmup_report = report
+            self.warmup_at = time.time()
             return report
 
     async def _warmup_schedule(self) -> None:

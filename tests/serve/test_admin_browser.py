@@ -1,0 +1,154 @@
+"""The admin page in a real browser: Debian's chromium driven by Playwright logs in,
+refreshes market info, runs a backfill job to 100%, draws the candle chart and the live
+ticker table, and the console stays free of errors.
+
+Without chromium or Playwright the test skips with the reason; under
+``MARKETSPINE_REQUIRE_BROWSER=1`` (set by ``.ci/run``) it fails instead. With
+``MARKETSPINE_SCREENSHOTS=DIR`` the screenshots are kept there (the README's come from it).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serve_support import TOKEN, ServeProcess, root_conftest
+
+from marketspine._time import format_utc
+
+CHROMIUM = Path(os.environ.get("MARKETSPINE_CHROMIUM", "/usr/bin/chromium"))
+_WAIT_MS = 30_000
+
+
+def _browser_missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright for Python is not installed (pip install -e '.[dev]')"
+    if not CHROMIUM.exists():
+        return f"no chromium at {CHROMIUM} (apt-get install chromium, or set MARKETSPINE_CHROMIUM)"
+    return None
+
+
+@pytest.fixture
+def page(serve: ServeProcess) -> Iterator[Any]:
+    """A fresh browser page; the console errors it logs are kept in ``page.errors``."""
+    reason = _browser_missing()
+    if reason is not None:
+        if os.environ.get("MARKETSPINE_REQUIRE_BROWSER"):
+            pytest.fail(f"MARKETSPINE_REQUIRE_BROWSER is set but {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1100})
+            context.set_default_timeout(_WAIT_MS)
+            tab = context.new_page()
+            errors: list[str] = []
+            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.errors = errors
+            tab.browser_ = browser
+            yield tab
+        finally:
+            browser.close()
+
+
+def _screens(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("MARKETSPINE_SCREENSHOTS") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+def _coloured_pixels(png: bytes, colours: list[tuple[int, int, int]]) -> int:
+    """Pixels within a small distance of any of ``colours`` (the chart's candle colours)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    found = image.getcolors(maxcolors=image.width * image.height) or []
+    return sum(
+        n
+        for n, (r, g, b) in found
+        if any(abs(r - cr) + abs(g - cg) + abs(b - cb) < 40 for cr, cg, cb in colours)
+    )
+
+
+def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
+    page: Any, serve: ServeProcess, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    now_ms = root_conftest(request.config).SIM_NOW_MS
+    page.goto(serve.url + "/admin")
+
+    # A wrong token is refused on the page; the right one opens the dashboard.
+    page.fill("#token", "not-the-token")
+    page.click("#login-btn")
+    expect(page.locator("#login-error")).to_contain_text("wrong admin token")
+    assert len(page.errors) == 1 and "401" in page.errors[0], "the refused login's 401"
+    page.errors.clear()
+    page.fill("#token", TOKEN)
+    page.click("#login-btn")
+    expect(page.locator("#refresh-market-btn")).to_be_visible()
+
+    # The refresh button: its result in #market-status, the exchange row in the table.
+    page.click("#refresh-market-btn")
+    expect(page.locator("#market-status")).to_have_text(re.compile(r"refreshed \d+ markets"))
+    expect(page.locator("#exchanges tbody tr")).to_have_count(1)
+    expect(page.locator("#exchanges tbody")).to_contain_text("upbit")
+
+    # A backfill job started from the page reaches 100%.
+    page.fill("#job-markets", "KRW-BTC")
+    page.select_option("#job-timeframe", "1m")
+    page.fill("#job-since", format_utc(now_ms - 6 * 3_600_000) + "Z")
+    page.fill("#job-until", format_utc(now_ms - 3_600_000) + "Z")
+    page.click("#job-start-btn")
+    job = page.locator(".job-title").first
+    expect(job).to_contain_text("KRW-BTC 1m")
+    expect(job).to_contain_text("done 100%")
+    expect(page.locator(".job .bar").first).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#coverage tbody")).to_contain_text("KRW-BTC", timeout=_WAIT_MS)
+
+    # The chart draws candles of the stored market.
+    page.fill("#chart-market", "KRW-BTC")
+    page.select_option("#chart-timeframe", "1m")
+    page.fill("#chart-count", "120")
+    page.click("#chart-btn")
+    expect(page.locator("#chart-status")).to_contain_text("120 candles")
+    expect(page.locator("#chart .main-svg").first).to_be_visible()
+    chart_png = page.locator("#chart").screenshot()
+    candle_pixels = _coloured_pixels(chart_png, [(0x26, 0xA6, 0x9A), (0xEF, 0x53, 0x50)])
+    assert candle_pixels > 500, f"only {candle_pixels} candle-coloured pixels in the chart"
+
+    # Live tickers of watched markets, and the rate budget the requests used.
+    page.fill("#watch-markets", "KRW-BTC KRW-ETH")
+    page.click("#watch-btn")
+    expect(page.locator("#tickers tbody tr")).to_have_count(2)
+    expect(page.locator("#tickers tbody")).to_contain_text("KRW-ETH")
+    expect(page.locator("#budget tbody")).to_contain_text("candles")
+    expect(page.locator("#breaker")).to_contain_text("closed")
+
+    screens = _screens(tmp_path)
+    (screens / "admin-chart.png").write_bytes(chart_png)
+    page.screenshot(path=str(screens / "admin.png"), full_page=True)
+
+    # The browser's own requests are refused without the CSRF header or the session.
+    no_csrf = page.request.post(serve.url + "/admin/api/refresh-market-info")
+    assert no_csrf.status == 403
+    stranger = page.browser_.new_context()
+    try:
+        assert stranger.request.post(serve.url + "/admin/api/refresh-market-info").status == 401
+        assert stranger.request.get(serve.url + "/admin/api/state").status == 401
+    finally:
+        stranger.close()
+
+    assert page.errors == [], f"errors in the browser console: {page.errors}"

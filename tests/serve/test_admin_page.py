@@ -1,0 +1,121 @@
+"""The admin page's login, session cookie and CSRF rules, through the real ``serve``."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import httpx
+from serve_support import TOKEN, ServeProcess, sim_stats
+
+REFRESH = "/admin/api/refresh-market-info"
+
+
+@contextlib.contextmanager
+def login(serve: ServeProcess, token: str = TOKEN) -> Iterator[tuple[httpx.Client, str]]:
+    """A logged-in client and its CSRF token (read from the page, as the browser does)."""
+    with httpx.Client(base_url=serve.url, timeout=30) as client:
+        answer = client.post("/admin/login", data={"token": token})
+        assert answer.status_code == 303, answer.text
+        page = client.get("/admin").text
+        found = re.search(r'name="csrf-token" content="([^"]+)"', page)
+        assert found, "the dashboard carries its CSRF token"
+        yield client, found.group(1)
+
+
+def market_requests(sim: str) -> int:
+    return int(sim_stats(sim)["requests"]["by_group"].get("market", 0))
+
+
+def test_login_sets_a_strict_http_only_expiring_session_cookie(serve: ServeProcess) -> None:
+    with httpx.Client(base_url=serve.url, timeout=30) as client:
+        page = client.get("/admin")
+        assert page.status_code == 200 and 'id="token"' in page.text, "the login page"
+        assert "csrf-token" not in page.text
+        answer = client.post("/admin/login", data={"token": TOKEN})
+        assert answer.status_code == 303 and answer.headers["location"] == "/admin"
+        cookie = answer.headers["set-cookie"].lower()
+        for flag in ("httponly", "samesite=strict", "max-age=", "path=/admin"):
+            assert flag in cookie, f"{flag} missing from {cookie}"
+        dashboard = client.get("/admin")
+        assert 'id="refresh-market-btn"' in dashboard.text
+        assert 'id="market-status"' in dashboard.text
+
+
+def test_a_wrong_token_gets_no_session(serve: ServeProcess) -> None:
+    with httpx.Client(base_url=serve.url, timeout=30) as client:
+        answer = client.post("/admin/login", data={"token": TOKEN + "x"})
+        assert answer.status_code == 401 and "wrong admin token" in answer.text
+        assert "set-cookie" not in answer.headers
+        assert client.get("/admin/api/state").status_code == 401
+
+
+def test_state_changes_need_the_session_and_its_csrf_token(
+    serve: ServeProcess, fixed_sim: str
+) -> None:
+    with login(serve) as (client, csrf):
+        before = market_requests(fixed_sim)
+        for headers in ({}, {"X-CSRF-Token": "forged"}):
+            refused = client.post(REFRESH, headers=headers)
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["error"]["name"] == "csrf"
+            assert client.post("/admin/api/backfill", headers=headers, json={}).status_code == 403
+            assert client.post("/admin/logout", headers=headers).status_code == 403
+        assert market_requests(fixed_sim) == before, "a refused refresh changed nothing"
+
+        done = client.post(REFRESH, headers={"X-CSRF-Token": csrf})
+        assert done.status_code == 200 and done.json()["success"] is True
+        assert market_requests(fixed_sim) == before + 1
+        state = client.get("/admin/api/state").json()
+        assert state["warmup"]["total_markets"] == done.json()["total_markets"]
+        assert set(state) >= {"budget", "upstream", "layers", "websocket", "tickers", "jobs"}
+
+        # Another session's CSRF token is not this one's.
+        with login(serve) as (_, other_csrf):
+            assert client.post(REFRESH, headers={"X-CSRF-Token": other_csrf}).status_code == 403
+        assert client.post("/admin/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
+        assert client.get("/admin/api/state").status_code == 401, "logged out"
+        assert client.post(REFRESH, headers={"X-CSRF-Token": csrf}).status_code == 401
+
+
+def test_without_a_session_only_the_bearer_token_works(serve: ServeProcess) -> None:
+    with httpx.Client(base_url=serve.url, timeout=30) as client:
+        assert client.post(REFRESH).status_code == 401
+        assert client.post("/admin/api/backfill", json={}).status_code == 401
+        assert client.get("/admin/api/state").status_code == 401
+        bearer = client.post(REFRESH, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert bearer.status_code == 200 and bearer.json()["success"] is True
+
+
+def test_backfill_from_the_admin_api_reports_bad_input(serve: ServeProcess) -> None:
+    with login(serve) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        missing = client.post("/admin/api/backfill", headers=headers, json={"markets": []})
+        assert missing.status_code == 400 and "markets" in missing.json()["error"]["message"]
+        bad = client.post(
+            "/admin/api/backfill",
+            headers=headers,
+            json={"markets": ["KRW-BTC"], "timeframe": "7m", "since": "2026-07-01"},
+        )
+        assert bad.status_code == 400 and "7m" in bad.json()["error"]["message"]
+        assert client.delete("/admin/api/backfill/nope", headers=headers).status_code == 404
+
+
+def test_repeated_failed_logins_slow_the_client_down(
+    start_serve: Callable[..., AbstractContextManager[ServeProcess]],
+    fixed_sim: str,
+    tmp_path: Path,
+) -> None:
+    with (
+        start_serve(fixed_sim, tmp_path / "db.sqlite", "--admin-token", TOKEN) as served,
+        httpx.Client(base_url=served.url, timeout=30) as client,
+    ):
+        codes = [client.post("/admin/login", data={"token": "bad"}).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 401]
+        # The fourth failure started a lock-out: even the right token waits for it now.
+        locked = client.post("/admin/login", data={"token": TOKEN})
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= 1
+        assert "set-cookie" not in locked.headers
