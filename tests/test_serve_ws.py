@@ -478,3 +478,66 @@ async def test_a_client_that_stops_reading_is_closed_over_a_real_socket(
                         await stalled.recv()
     assert stats.dropped_clients == 1 and stats.clients == 1
     assert stalled.close_code == 1008 and "too slow" in (stalled.close_reason or "")
+
+
+async def test_candle_types_stream_snapshot_then_forming_candles(
+    gateway: tuple[str, Starlette], upstream: str, clock: Any
+) -> None:
+    url, _ = gateway
+    async with connect(url) as ws:
+        await ws.send(request({"type": "candle.1m", "codes": [BTC]}, fmt="SIMPLE"))
+        (snapshot,) = await frames_until(ws, lambda f: len(f) >= 1)
+        for _ in range(20):  # until upstream streams (the snapshot came from REST)
+            clock.advance(2_000)
+            with contextlib.suppress(TimeoutError):
+                await frames_until(ws, lambda f: len(f) >= 1, limit_s=0.5)
+                break
+        clock.advance(90_000)
+        newest = await newest_trade(upstream, BTC)
+        later = await frames_until(
+            ws, lambda f: any(c["tms"] == newest["timestamp"] for c in of(f, "candle.1m"))
+        )
+    async with httpx.AsyncClient(base_url=upstream) as rest:
+        response = await rest.get("/v1/candles/minutes/1", params={"market": BTC, "count": 1})
+    (forming,) = json.loads(response.content)
+    assert (snapshot["ty"], snapshot["cd"], snapshot["st"]) == ("candle.1m", BTC, "SNAPSHOT")
+    last = of(later, "candle.1m")[-1]
+    assert last["st"] == "REALTIME"
+    assert last["cdttmu"] == forming["candle_date_time_utc"]
+    assert (last["op"], last["hp"], last["lp"], last["tp"]) == (
+        forming["opening_price"],
+        forming["high_price"],
+        forming["low_price"],
+        forming["trade_price"],
+    )
+
+
+async def test_orderbook_level_groups_prices(gateway: tuple[str, Starlette]) -> None:
+    url, _ = gateway
+    async with connect(url) as ws:
+        await ws.send(request({"type": "orderbook", "codes": [BTC], "level": 10000}))
+        (book,) = of(await frames_until(ws, lambda f: len(of(f, "orderbook")) >= 1), "orderbook")
+    prices = [u["ask_price"] for u in book["orderbook_units"] if u["ask_price"]]
+    prices += [u["bid_price"] for u in book["orderbook_units"] if u["bid_price"]]
+    assert book["level"] == 10000 and prices
+    assert all(price % 10000 == 0 for price in prices)
+    asks = [u["ask_price"] for u in book["orderbook_units"] if u["ask_price"]]
+    assert asks == sorted(set(asks))
+
+
+async def test_more_than_five_requests_a_second_is_refused(
+    running_sim: Callable[..., Any], upstream: str, tmp_path: Path
+) -> None:
+    """Upbit's limit per connection: the sixth request within a second gets
+    TOO_MANY_REQUESTS and the close (the gateway's clock stands still here)."""
+    with gateway_app(running_sim, upstream, tmp_path / "s.db", clock=lambda: 100.0) as (url, _):
+        async with connect(url) as ws:
+            for n in range(5):
+                await ws.send(json.dumps([{"ticket": f"{n}"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+                assert json.loads(await ws.recv())["ticket"] == f"{n}"
+            await ws.send(json.dumps([{"ticket": "6"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+            error = json.loads(await ws.recv())
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), WAIT_S)
+    assert error["error"]["name"] == "TOO_MANY_REQUESTS"
+    assert ws.close_code == 1000
