@@ -10,6 +10,7 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import time
@@ -30,12 +31,22 @@ from ._serve_api import api_routes
 from ._serve_service import ServeService
 from ._serve_upbit import upbit_routes
 from ._serve_ws import WsGateway
+from ._urls import is_postgres_url
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
 
+logger = logging.getLogger("marketspine.serve")
 _NOT_FOUND = msgspec.json.encode(
     {"error": {"name": "not_found", "message": "no Route matched with those values"}}
 )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug or a failing database: an Upbit-shaped 500, never a bare text page (the
+    traceback goes to the log)."""
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    body = msgspec.json.encode({"error": {"name": 500, "message": f"internal error: {exc}"}})
+    return Response(body, 500, media_type="application/json")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -91,7 +102,7 @@ def create_service_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _not_found},
+        exception_handlers={404: _not_found, 405: _not_found, Exception: _internal_error},
     )
     app.state.service = service
     return app
@@ -111,6 +122,10 @@ def _simulator() -> Iterator[str]:
         yield url
 
 
+def _kept_in(db_path: Path | None) -> str:
+    return "not stored" if db_path is None else f"stored in {token_path(db_path)}"
+
+
 def run_serve(
     *, upstream: str, db: str, host: str, port: int, admin_token: str | None, **options: Any
 ) -> None:
@@ -120,7 +135,8 @@ def run_serve(
     """
     import uvicorn
 
-    db_path = Path(db).expanduser()
+    # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
+    db_path = None if is_postgres_url(db) else Path(db).expanduser()
     token, generated = resolve_token(admin_token, db_path)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -138,7 +154,7 @@ def run_serve(
         stack.callback(sock.close)
         if upstream == "sim":
             upstream = stack.enter_context(_simulator())
-        service = ServeService(upstream, db_path, admin_token=token, **options)
+        service = ServeService(upstream, db_path or db, admin_token=token, **options)
         app = create_service_app(service)
 
         class _Server(uvicorn.Server):
@@ -159,7 +175,7 @@ def run_serve(
                 if self.started:  # listening now: tell whoever started us where
                     if generated:
                         print(
-                            f"admin token (generated, stored in {token_path(db_path)}): {token}",
+                            f"admin token (generated, {_kept_in(db_path)}): {token}",
                             flush=True,
                         )
                     print(f"serving on {url}", flush=True)
