@@ -9,6 +9,7 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -141,16 +142,28 @@ def _simulator() -> Iterator[str]:
         sock.close()
 
 
+async def _check_database(path: Path) -> None:
+    """Open (create, migrate) the database once before a token is written beside it or a
+    port is taken: an unusable --db is then one line and exit 2 (StoreError), not a failed
+    startup's traceback."""
+    from ._store import SQLiteStore
+
+    async with SQLiteStore(path):
+        pass
+
+
 def run_serve(
     *, upstream: str, db: str, host: str, port: int, admin_token: str | None, **options: Any
 ) -> None:
     """Serve until SIGINT/SIGTERM; prints ``serving on http://HOST:PORT`` once listening.
 
-    Raises InvalidRequestError for an address that cannot be listened on or a bad token.
+    Raises InvalidRequestError for an address that cannot be listened on or a bad token,
+    StoreError for a database that cannot be used.
     """
     import uvicorn
 
     db_path = Path(db).expanduser()
+    asyncio.run(_check_database(db_path))
     token, generated = resolve_token(admin_token, db_path)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
