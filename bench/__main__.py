@@ -14,7 +14,9 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-MODULES = ("sim_history", "sim_rest", "client", "store", "spine", "calls", "serve", "serve_ws")
+MODULES = (
+    "sim_history", "sim_rest", "client", "store", "spine", "calls", "serve", "serve_ws", "scale",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,15 @@ from typing import Any, Protocol
 
 import pytest
 
-from marketspine import Candle, ClosedCandle, ClosedError, InvalidRequestError, Spine
+from marketspine import (
+    Candle,
+    ClosedCandle,
+    ClosedError,
+    Health,
+    InvalidRequestError,
+    Spine,
+    Ticker,
+)
 from marketspine._args import STREAM_KINDS
 from marketspine._timeframes import TIMEFRAMES
 from marketspine.sim import SimConfig
@@ -140,3 +148,18 @@ async def test_kinds_are_checked_before_anything_is_opened(tmp_path: Path) -> No
         for kind in STREAM_KINDS:
             assert kind in str(caught.value)
         assert not s._feed.opened, "no connection for a request that was refused"
+
+
+async def test_a_running_stream_ends_with_closed_error_when_the_spine_closes(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    sim_clock: SettableClock,
+    tmp_path: Path,
+) -> None:
+    with running_sim(SimConfig(seed=5, rate_limit=0), sim_clock) as url:
+        async with Spine(url, tmp_path / "plain.db", wall_ms=sim_clock) as spine:
+            events = spine.stream("ticker", "KRW-BTC")  # plain strings: one kind, one market
+            first = await next_matching(events, lambda e: not isinstance(e, Health), "a ticker", [])
+            assert isinstance(first, Ticker) and first.market == "KRW-BTC"
+            await spine.aclose()
+            with pytest.raises(ClosedError, match="closed"):
+                await anext(events)

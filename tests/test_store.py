@@ -1,4 +1,5 @@
-"""The SQLite candle store: exact round trips, atomic pages, coverage, errors, loop lag."""
+"""The candle stores, SQLite and PostgreSQL, through one suite: exact round trips, atomic
+pages, coverage, errors, loop lag. Tests taking ``make_store`` run against both back-ends."""
 
 from __future__ import annotations
 
@@ -6,18 +7,31 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from marketspine import InvalidRequestError, StoreError, parse_timeframe
 from marketspine._coverage import Coverage
+from marketspine._pgstore import PostgresStore
 from marketspine._records import Candle
 from marketspine._store import SCHEMA_VERSION, SQLiteStore
 from marketspine._time import MINUTE_MS, parse_time
 from marketspine._timeframes import TIMEFRAMES as TF
 
 T0 = parse_time("2024-01-01")
+
+MakeStore = Callable[[], SQLiteStore | PostgresStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+    """Opens a new store on this test's own database (the same one on every call)."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStore(tmp_path / "db.sqlite")
+    url = request.getfixturevalue("pg_space").url
+    return lambda: PostgresStore(url)
 
 
 def minute_candles(market: str, first: int, n: int, timeframe: str = "1m") -> list[Candle]:
@@ -29,9 +43,9 @@ def minute_candles(market: str, first: int, n: int, timeframe: str = "1m") -> li
     ]  # fmt: skip
 
 
-async def test_page_round_trip_is_exact_and_ascending(tmp_path: Path) -> None:
+async def test_page_round_trip_is_exact_and_ascending(make_store: MakeStore) -> None:
     candles = minute_candles("KRW-BTC", T0, 300)
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+    async with make_store() as store:
         # written newest first, read back ascending
         await store.write_page("KRW-BTC", TF["1m"], candles[::-1], (T0, T0 + 300 * MINUTE_MS))
         assert await store.read("KRW-BTC", TF["1m"], T0, T0 + 300 * MINUTE_MS) == candles
@@ -42,28 +56,33 @@ async def test_page_round_trip_is_exact_and_ascending(tmp_path: Path) -> None:
         assert await store.read("KRW-ETH", TF["1m"], T0, T0 + 300 * MINUTE_MS) == []
 
 
-async def test_data_and_coverage_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
+async def test_data_and_coverage_survive_reopening(make_store: MakeStore) -> None:
     candles = minute_candles("KRW-BTC", T0, 5)
-    async with SQLiteStore(path) as store:
+    async with make_store() as store:
         await store.write_page("KRW-BTC", TF["1m"], candles, (T0 - MINUTE_MS, T0 + 5 * MINUTE_MS))
         await store.write_page("KRW-BTC", TF["1m"], [], (T0 + 5 * MINUTE_MS, T0 + 9 * MINUTE_MS))
         await store.write_page("KRW-BTC", TF["1m"], [], (T0 + 20 * MINUTE_MS, T0 + 30 * MINUTE_MS))
-    async with SQLiteStore(path) as store:
+    async with make_store() as store:
         coverage = await store.coverage("KRW-BTC", TF["1m"])
         assert coverage == Coverage.of(
             [(T0 - MINUTE_MS, T0 + 9 * MINUTE_MS), (T0 + 20 * MINUTE_MS, T0 + 30 * MINUTE_MS)]
         )
         assert await store.read("KRW-BTC", TF["1m"], 0, 2 * T0) == candles
+
+
+async def test_sqlite_keeps_its_schema_version_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    async with SQLiteStore(path) as store:
+        await store.write_page("KRW-BTC", TF["1m"], [], (T0, T0 + MINUTE_MS))
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_minutes_and_months_live_side_by_side(tmp_path: Path) -> None:
+async def test_minutes_and_months_live_side_by_side(make_store: MakeStore) -> None:
     minutes = minute_candles("KRW-BTC", T0, 3, "1m")
     months = minute_candles("KRW-BTC", T0, 3, "1M")
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+    async with make_store() as store:
         await store.write_page("KRW-BTC", TF["1m"], minutes, (T0, T0 + 3 * MINUTE_MS))
         await store.write_page("KRW-BTC", TF["1M"], months, (T0, parse_time("2024-04-01")))
         # the month of 2024-01 and the minute 00:00 share start_ms yet stay apart
@@ -78,9 +97,9 @@ async def test_minutes_and_months_live_side_by_side(tmp_path: Path) -> None:
         assert names == {("1m", 3), ("1M", 3)}
 
 
-async def test_a_page_that_cannot_be_written_whole_writes_nothing(tmp_path: Path) -> None:
+async def test_a_page_that_cannot_be_written_whole_writes_nothing(make_store: MakeStore) -> None:
     candles = minute_candles("KRW-BTC", T0, 10)
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+    async with make_store() as store:
         with pytest.raises(InvalidRequestError, match="outside the covered range"):
             await store.write_page("KRW-BTC", TF["1m"], candles, (T0, T0 + 9 * MINUTE_MS))
         with pytest.raises(InvalidRequestError, match="written to KRW-ETH"):
@@ -89,8 +108,8 @@ async def test_a_page_that_cannot_be_written_whole_writes_nothing(tmp_path: Path
         assert await store.coverage("KRW-BTC", TF["1m"]) == Coverage()
 
 
-async def test_listing_keeps_the_later_statement_and_joins_coverage(tmp_path: Path) -> None:
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+async def test_listing_keeps_the_later_statement_and_joins_coverage(make_store: MakeStore) -> None:
+    async with make_store() as store:
         assert await store.listing("KRW-BTC", TF["1d"]) is None
         await store.set_listing("KRW-BTC", TF["1d"], T0)
         await store.set_listing("KRW-BTC", TF["1d"], T0 - 10)
@@ -100,8 +119,8 @@ async def test_listing_keeps_the_later_statement_and_joins_coverage(tmp_path: Pa
         assert coverage.listing_ms == T0 + 5 and coverage.ranges == ((T0, T0 + 10),)
 
 
-async def test_summary_lists_every_series(tmp_path: Path) -> None:
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+async def test_summary_lists_every_series(make_store: MakeStore) -> None:
+    async with make_store() as store:
         assert await store.summary() == []
         btc = minute_candles("KRW-BTC", T0, 4)
         await store.write_page("KRW-BTC", TF["1m"], btc, (T0, T0 + 10 * MINUTE_MS))
@@ -165,10 +184,10 @@ async def test_a_directory_is_refused_and_a_closed_store_says_so(tmp_path: Path)
         await store.summary()
 
 
-async def test_a_big_write_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+async def test_a_big_write_does_not_stall_the_event_loop(make_store: MakeStore) -> None:
     candles = minute_candles("KRW-BTC", T0, 100_000)
     covered = (T0, T0 + 100_000 * MINUTE_MS)
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+    async with make_store() as store:
         lags: list[float] = []
         write_done = asyncio.Event()
 
@@ -197,3 +216,15 @@ async def test_a_big_write_does_not_stall_the_event_loop(tmp_path: Path) -> None
     assert max(lags) < durations[0] / 2, (
         f"event loop stalled {max(lags) * 1000:.1f} ms of a {durations[0] * 1000:.1f} ms write"
     )
+
+
+async def test_delisted_markets_are_remembered_with_the_first_sighting(
+    make_store: MakeStore,
+) -> None:
+    async with make_store() as store:
+        assert await store.delisted() == {}
+        await store.set_delisted("KRW-OLD", T0)
+        await store.set_delisted("KRW-OLD", T0 + 1000)  # the first sighting stays
+        assert await store.delisted() == {"KRW-OLD": T0}
+    async with make_store() as store:
+        assert await store.delisted() == {"KRW-OLD": T0}

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -147,7 +148,7 @@ async def follow_candles(
     pass_trades: bool,
     upstream_now_ms: Callable[[], int],
     read_closed: Callable[[CandleFollower, int, int], Awaitable[Sequence[Candle]]],
-) -> AsyncIterator[T | Candle | ClosedCandle]:
+) -> AsyncGenerator[T | Candle | ClosedCandle, None]:
     """The events of ``events`` (trades only with ``pass_trades``), each followed by the
     forming candles it changed, and ``ClosedCandle`` events as windows close on
     ``upstream_now_ms``. ``read_closed(follower, lo, hi)`` returns the candles of the
@@ -208,7 +209,7 @@ async def candle_events(
     upstream_now_ms: Callable[[], int],
     forming: Callable[[str, Timeframe, int], Awaitable[Candle | None]],
     read_closed: Callable[[str, Timeframe, int, int], Awaitable[Sequence[Candle]]],
-) -> AsyncIterator[T | Candle | ClosedCandle]:
+) -> AsyncGenerator[T | Candle | ClosedCandle, None]:
     """``follow_candles`` for every timeframe of ``frames`` of every market of ``codes``:
     ``forming(market, tf, now_ms)`` gives upstream's forming candle to start from and
     ``read_closed(market, tf, lo, hi)`` the closed candles starting in ``[lo, hi)``."""
@@ -222,11 +223,13 @@ async def candle_events(
     async def read(follower: CandleFollower, lo: int, hi: int) -> Sequence[Candle]:
         return await read_closed(follower.market, follower.timeframe, lo, hi)
 
-    async for item in follow_candles(
+    followed = follow_candles(
         events,
         followers,
         pass_trades=pass_trades,
         upstream_now_ms=upstream_now_ms,
         read_closed=read,
-    ):
-        yield item
+    )
+    async with aclosing(followed):
+        async for item in followed:
+            yield item

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +22,14 @@ from ._records import Candle
 from ._store import CandleStore
 from ._timeframes import Timeframe
 
-__all__ = ["CandleSource", "CollectSummary", "MarketCollectSummary", "ProgressEvent", "collect"]
+__all__ = [
+    "CandleSource",
+    "CollectSummary",
+    "MarketCollectSummary",
+    "PageLeases",
+    "ProgressEvent",
+    "collect",
+]
 
 
 class _Listed(Protocol):
@@ -44,6 +51,18 @@ class CandleSource(Protocol):
     ) -> list[Candle]: ...
 
     async def markets(self) -> Sequence[_Listed]: ...
+
+
+class PageLeases(Protocol):
+    """Fetches a page at most once among the processes sharing it
+    (``marketspine._page_lease.RedisPageLeases`` does, through Redis)."""
+
+    async def fetch_once(
+        self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
+    ) -> tuple[list[Candle], bool]:
+        """The page named ``key``: fetched by ``fetch`` here (True) or by another process
+        (False)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,7 @@ async def collect(
     now_ms: int,
     priority: Priority = Priority.LOW,
     progress: Callable[[ProgressEvent], None] | None = None,
+    leases: PageLeases | None = None,
 ) -> CollectSummary:
     """Backfill the closed candles of ``markets`` starting in ``[since_ms, until_ms)``.
 
@@ -129,6 +149,9 @@ async def collect(
     UnknownMarketError (before fetching anything) for a market upstream does not list and
     the store knows nothing of, and the client's or store's typed error for a page that
     finally fails — never skipping it.
+
+    ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
+    another process fetched is stored here too but not counted in ``upstream_calls``.
     """
     tf = timeframe
     codes = list(dict.fromkeys(m.strip().upper() for m in markets))
@@ -172,7 +195,7 @@ async def collect(
             for code in codes:
                 group.create_task(
                     _collect_market(
-                        client, store, tf, plans[code], details[code], priority, progress
+                        client, store, tf, plans[code], details[code], priority, progress, leases
                     )
                 )
     except BaseExceptionGroup as failures:
@@ -200,6 +223,7 @@ async def _collect_market(
     detail: MarketCollectSummary,
     priority: Priority,
     progress: Callable[[ProgressEvent], None] | None,
+    leases: PageLeases | None = None,
 ) -> None:
     market = detail.market
     total_ms = sum(end - start for start, end in gaps)
@@ -207,15 +231,23 @@ async def _collect_market(
     for gap in reversed(gaps):  # newest first: pages walk backwards anyway
         cursor = GapCursor(tf, gap)
         while (request := cursor.next_request()) is not None:
+
+            def fetch(
+                to_ms: int = request.to_ms, count: int = request.count
+            ) -> Awaitable[list[Candle]]:
+                return client.candles(market, tf, count=count, to_ms=to_ms, priority=priority)
+
             try:
-                page = await client.candles(
-                    market, tf, count=request.count, to_ms=request.to_ms, priority=priority
-                )
+                if leases is None:
+                    page, fetched = await fetch(), True
+                else:
+                    key = f"{market}:{tf.key}:{request.to_ms}:{request.count}"
+                    page, fetched = await leases.fetch_once(key, fetch)
             except UnknownMarketError:
                 # Delisted while collecting: what is stored stays, and stays exact.
                 detail.delisted = True
                 return
-            detail.pages += 1
+            detail.pages += fetched
             outcome = cursor.feed(page)
             await store.write_page(
                 market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms

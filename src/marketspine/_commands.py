@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -34,6 +34,10 @@ from ._store import SQLiteStore
 from ._subscriptions import normalize_market
 from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
+from ._urls import is_postgres_url
+
+if TYPE_CHECKING:
+    from ._pgstore import PostgresStore
 
 __all__ = [
     "default_since",
@@ -64,10 +68,17 @@ def _range(timeframe: Timeframe, since: str | None, until: str | None, now: int)
     return since_ms, until_ms
 
 
-def open_store(db: str, *, must_exist: bool, read_only: bool = False) -> SQLiteStore:
-    """The store at ``db``; ``read_only`` never creates or changes anything and checks every
-    page first, so a damaged file is an error, not missing rows (status, export).
+def open_store(
+    db: str, *, must_exist: bool, read_only: bool = False
+) -> SQLiteStore | PostgresStore:
+    """The store at ``db`` (an SQLite path or a postgresql:// URL); ``read_only`` never
+    creates or changes anything in an SQLite file and checks every page first, so a damaged
+    file is an error, not missing rows (status, export).
     Raises StoreError when ``must_exist`` and there is no database."""
+    if is_postgres_url(db):
+        from ._pgstore import PostgresStore
+
+        return PostgresStore(db)
     path = Path(db).expanduser()
     if must_exist and not path.exists():
         raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
@@ -83,15 +94,19 @@ def run_collect(
     db: str,
     upstream: str,
     json_output: bool,
+    redis: str | None = None,
 ) -> None:
-    """Backfill ``markets`` and print a progress bar (terminal) or one JSON line."""
+    """Backfill ``markets`` and print a progress bar (terminal) or one JSON line. ``redis``
+    shares the rate budget with every process using the same Redis."""
     tf = parse_timeframe(timeframe)
     codes = [normalize_market(m) for m in markets]
     # Bad times fail here, before any request; "now" is upstream's, learned in _collect.
     _range(tf, since, until, now_ms())
     show_bar = not json_output and sys.stderr.isatty()
     summary = asyncio.run(
-        _collect(codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar)
+        _collect(
+            codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar, redis=redis
+        )
     )
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")))
@@ -128,9 +143,20 @@ async def _collect(
     db: str,
     upstream: str,
     show_bar: bool,
+    redis: str | None = None,
 ) -> CollectSummary:
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
-    async with open_store(db, must_exist=False) as store, Client(upstream) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        shared = None
+        if redis:
+            from ._shared import open_shared  # loads redis only when used
+
+            shared = await stack.enter_async_context(open_shared(redis))
+        store = open_store(db, must_exist=False)
+        await stack.enter_async_context(store)
+        client = await stack.enter_async_context(
+            Client(upstream, budget=shared.budget if shared else None)
+        )
         until_hint = parse_time(until) if until else None
         try:
             now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
@@ -162,6 +188,7 @@ async def _collect(
                 now_ms=now,
                 priority=Priority.LOW,
                 progress=on_progress,
+                leases=shared.leases if shared else None,
             )
 
 

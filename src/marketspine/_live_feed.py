@@ -4,8 +4,8 @@ every event into the ``LiveState``, and which (kind, market) pairs are kept live
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
 from ._candle_feed import ClosedCandle, candle_events
@@ -100,7 +100,7 @@ class LiveFeed:
         upstream_now_ms: Callable[[], int],
         forming: Callable[[str, Timeframe, int], Awaitable[Candle | None]],
         read_closed: Callable[[str, Timeframe, int, int], Awaitable[Sequence[Candle]]],
-    ) -> AsyncIterator[Event | Candle | ClosedCandle]:
+    ) -> AsyncGenerator[Event | Candle | ClosedCandle, None]:
         """The events of ``kinds`` of ``codes`` through one listener of ``maxsize``; candle
         kinds become forming and closed candles (see ``candle_events``). ``watch`` subscribes
         once the listener is open, so no trade after upstream's forming candle is missed."""
@@ -109,19 +109,22 @@ class LiveFeed:
         listened = plain | ({"trade"} if frames else set())  # candle kinds follow trades
         async with stream.listen(listened, set(codes), maxsize=maxsize) as listener:
             await watch(kinds, codes)
-            source: AsyncIterator[Event | Candle | ClosedCandle] = listener
-            if frames:
-                source = candle_events(
-                    listener,
-                    codes,
-                    frames,
-                    pass_trades="trade" in plain,
-                    upstream_now_ms=upstream_now_ms,
-                    forming=forming,
-                    read_closed=read_closed,
-                )
-            async for item in source:
-                yield item
+            if not frames:
+                async for event in listener:
+                    yield event
+                return
+            candles = candle_events(
+                listener,
+                codes,
+                frames,
+                pass_trades="trade" in plain,
+                upstream_now_ms=upstream_now_ms,
+                forming=forming,
+                read_closed=read_closed,
+            )
+            async with aclosing(candles):  # closed with this generator, not when collected
+                async for item in candles:
+                    yield item
 
     async def _pump(self, stream: Stream) -> None:
         async with stream.listen(None, None, maxsize=100_000) as events:

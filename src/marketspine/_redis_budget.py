@@ -11,9 +11,12 @@ locally at once and are sent to Redis before this process's next acquisition (a 
 followed by a retry, so the block reaches the others before this process sends again).
 
 When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
-``fallback_share`` of the ceiling (the other processes are assumed to do the same), and Redis
-is tried again every ``retry_every_s``. On recovery the sends made meanwhile are booked in
-Redis, so the window that straddles the recovery still counts them.
+``fallback_share`` of the ceiling (the other processes are assumed to do the same), starting
+one window later (the shared window may have been full). Redis is tried again every
+``retry_every_s``. On recovery the sends made meanwhile are booked in Redis and the rest of
+the window is counted as used; for two windows more (plus ``retry_every_s``) the local share
+still applies too, so neither this process's blind sends nor those of processes not yet
+back push a window over the ceiling.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ class RedisRateBudget:
         window: float = 1.0,
         margin: float = DEFAULT_MARGIN,
         fallback_share: float = DEFAULT_FALLBACK_SHARE,
-        retry_every_s: float = 1.0,
+        retry_every_s: float = 0.25,
         ticket_ttl_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -169,6 +172,7 @@ class RedisRateBudget:
         self._arrivals = itertools.count()
         self._down_since: float | None = None
         self._last_try = float("-inf")
+        self._grace_until = float("-inf")
         self._fallbacks = 0
         self._closed = False
 
@@ -224,6 +228,9 @@ class RedisRateBudget:
                 state.sent += 1
                 return
             try:
+                if self._clock() < self._grace_until:
+                    # Just back: others may still be blind, sending their share unbooked.
+                    await self._fallback.acquire(group, priority)
                 await self._acquire_shared(state, priority)
                 return
             except _UNREACHABLE as exc:
@@ -307,6 +314,9 @@ class RedisRateBudget:
         if self._down_since is None:
             self._down_since = self._last_try = self._clock()
             self._fallbacks += 1
+            # The shared window may be full of everyone's sends: start blind after it.
+            for name in {*GROUPS, *self._groups}:
+                self._fallback.penalize(name, self._span)
             log.warning(
                 "Redis unreachable (%s); rate budget falls back to a local share until it returns",
                 exc,
@@ -324,14 +334,21 @@ class RedisRateBudget:
                 horizon = self._clock() - 3 * self._span
                 while state.blind_sends and state.blind_sends[0] <= horizon:
                     state.blind_sends.popleft()
-                ages = [self._clock() - t for t in state.blind_sends]
-                if ages:
-                    await self._scripts.book(state.keys, ages)
+                now = self._clock()
+                ages = [now - t for t in state.blind_sends]
+                # The others may still be blind for a moment, sending their share unbooked:
+                # count the window full for one span (its remaining slots as sent now).
+                recent = sum(1 for age in ages if age < self._span)
+                ages += [0.0] * max(0, state.limit - recent)
+                await self._scripts.book(state.keys, ages)
                 state.blind_sends.clear()
                 await self._flush(state)
         except _UNREACHABLE:
             return False
         self._down_since = None
+        # Until every other process has noticed too (each retries every retry_every_s, after
+        # at most a window's wait in its fallback), keep to the local share as well.
+        self._grace_until = self._clock() + 2 * self._span + self._retry_every
         log.warning("Redis reachable again; the rate budget is shared again")
         return True
 

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -107,39 +106,10 @@ def serve_url(host: str, port: int) -> str:
 def _simulator() -> Iterator[str]:
     """The built-in simulator on a free loopback port, in a thread of this process (its
     own event loop; signals stay with the main server)."""
-    import uvicorn
+    from .sim import SimConfig, running
 
-    from .sim import SimConfig, create_app
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(SimConfig()),
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-            ws_ping_interval=None,
-            date_header=False,
-        )
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="sim", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise InvalidRequestError("the built-in simulator did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with running(SimConfig()) as url:
+        yield url
 
 
 async def _check_database(path: Path) -> None:

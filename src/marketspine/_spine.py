@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -36,6 +36,7 @@ from ._args import (
     time_arg,
     timeframe_arg,
 )
+from ._backends import enter_owned, resolve_backends
 from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
 from ._client import Client
@@ -73,12 +74,11 @@ def default_db_path() -> Path:
 
 class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that
-    has it. ``upstream`` is Upbit's REST base URL (or a simulator's); ``db`` the SQLite file
-    (default: ``default_db_path()``); ``transport`` an httpx transport for in-process tests;
-    ``ws_url`` the WebSocket URL (derived from ``upstream`` by default); ``wall_ms`` the
-    local clock (UTC epoch ms) behind the estimate of upstream's clock; ``memory_mb`` the
-    one memory budget (MiB) that candle windows and live state share, least recently used
-    market evicted first.
+    has it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file
+    (default ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose
+    rate budget is shared; ``transport``: httpx transport (tests); ``ws_url``: WebSocket URL
+    (default from ``upstream``); ``wall_ms``: local UTC clock (ms); ``memory_mb``: the one
+    memory budget (MiB) of candle windows and live state, least recently used evicted first.
 
     Use it as ``async with Spine(...) as spine``. Before that and after ``aclose()`` every
     data method (and ``client``/``store``) raises ``ClosedError``; ``statistics``,
@@ -94,6 +94,7 @@ class Spine:
         transport: httpx.AsyncBaseTransport | None = None,
         ws_url: str | None = None,
         budget: RateBudget | None = None,
+        redis: str | None = None,
         memory: CandleMemory | None = None,
         memory_mb: float = DEFAULT_MEMORY_MB,
         ticker_max_age_s: float = 1.0,
@@ -103,7 +104,7 @@ class Spine:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._upstream = upstream.rstrip("/")
-        self._db = db
+        self._db, budget = resolve_backends(db, budget, redis)  # URLs become store, budget
         # The one client, made on entering; the same settings every time.
         self._new_client = partial(
             Client,
@@ -157,6 +158,7 @@ class Spine:
                 await self._market_list.load(path.expanduser())
             else:
                 self._store = self._db
+            await enter_owned(stack, self._store, self._new_client.keywords["budget"])
             self._client = await stack.enter_async_context(self._new_client())
         except BaseException:
             await stack.aclose()
@@ -404,20 +406,18 @@ class Spine:
     async def stream(
         self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
     ) -> AsyncIterator[Event | ClosedCandle]:
-        """An async iterator of typed events (Ticker, Trade, Orderbook, and the stream's
-        Gap/Health/Overflow) for ``types`` of ``markets`` (a plain string is one item).
-        A candle kind (``candle.<timeframe>``, every timeframe) yields the forming
-        ``Candle`` each time a trade changes it and a ``ClosedCandle`` once its window has
-        closed on upstream's clock, equal to the REST candle of that window (read like any
-        closed candle, so stored too).
+        """Typed events (Ticker, Trade, Orderbook; Gap/Health/Overflow) of ``types`` of
+        ``markets`` (a plain string is one item). A candle kind (``candle.<timeframe>``, any
+        timeframe) yields the forming ``Candle`` as trades change it and a ``ClosedCandle``
+        (equal to the REST candle, stored too) once its window closed on upstream's clock.
 
-        Raises InvalidRequestError for an unknown kind or market (before connecting);
-        ClosedError outside ``async with``, and when the Spine is closed while iterating."""
+        Raises InvalidRequestError before connecting; ClosedError outside ``async with``
+        and once the Spine closes while iterating."""
         kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
         maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
         self._check_open()
         reader = self._candle_reader()
-        async for item in self._feed.events(
+        events = self._feed.events(
             await self._ensure_stream(),
             kinds,
             codes,
@@ -426,8 +426,12 @@ class Spine:
             upstream_now_ms=self.client.upstream_now_ms,
             forming=lambda code, tf, now: reader.forming(code, tf, now, Priority.HIGH, Trace()),
             read_closed=self._read_closed,
-        ):
-            yield item
+        )
+        async with aclosing(events):
+            async for item in events:
+                if self._closed:
+                    break  # what was queued before aclose() is not handed out after it
+                yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:

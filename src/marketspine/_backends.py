@@ -1,0 +1,47 @@
+"""The store and budget a ``Spine(db="postgresql://...", redis="redis://...")`` asks for,
+made without importing the drivers (psycopg and redis load only when used, so start-up
+stays fast)."""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._urls import is_postgres_url
+
+if TYPE_CHECKING:
+    from ._ratebudget import RateBudget
+    from ._store import CandleStore
+
+__all__ = ["enter_owned", "resolve_backends"]
+
+# What resolve_backends made (and so Spine must open and close); weak: it does not keep them.
+_OWNED: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def resolve_backends(
+    db: str | Path | CandleStore | None, budget: RateBudget | None, redis: str | None
+) -> tuple[str | Path | CandleStore | None, RateBudget | None]:
+    """``Spine(db=..., budget=..., redis=...)``: a ``postgresql://`` ``db`` becomes a
+    ``PostgresStore``, ``redis`` (when no ``budget`` is given) a ``RedisRateBudget``. Neither
+    does I/O before ``enter_owned``; both are the Spine's to close."""
+    if isinstance(db, str) and is_postgres_url(db):
+        from ._pgstore import PostgresStore
+
+        db = PostgresStore(db)
+        _OWNED.add(db)
+    if redis is not None and budget is None:
+        from ._redis_budget import RedisRateBudget
+
+        budget = RedisRateBudget(redis)
+        _OWNED.add(budget)
+    return db, budget
+
+
+async def enter_owned(stack: AsyncExitStack, *things: object) -> None:
+    """Open those of ``things`` that ``resolve_backends`` made, closing them with ``stack``."""
+    for thing in things:
+        if thing in _OWNED:
+            await stack.enter_async_context(thing)  # type: ignore[arg-type]

@@ -1,0 +1,118 @@
+"""One fetch per page across processes: a short Redis lease per (market, timeframe, page).
+
+The process that takes a page's lease fetches it and leaves the page in Redis for a short
+while; a process that finds the lease taken waits for that result and uses it as if it had
+fetched the page itself (it writes it to its store too: an upsert, so writing twice is
+harmless, and the page is stored even if the fetcher dies right after publishing). The lease
+is renewed while the fetch waits for the rate budget, and lapses within ``lease_s`` when its
+holder dies, so a waiter then takes it over. Without Redis, every page is simply fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from ._records import Candle
+
+__all__ = ["RedisPageLeases"]
+
+log = logging.getLogger("marketspine")
+
+_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[Candle]).decode
+
+
+class RedisPageLeases:
+    """``PageLeases`` (see ``_collect``) through the Redis keys ``{prefix}page:lease:KEY``
+    and ``{prefix}page:result:KEY``. The Redis client stays the caller's to close."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "marketspine:",
+        lease_s: float = 3.0,
+        keep_s: float = 60.0,
+        poll_s: float = 0.01,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._lease_ms = max(1, round(lease_s * 1000))
+        self._keep_ms = max(1, round(keep_s * 1000))
+        self._poll_s = poll_s
+        self._token = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+        self.fetched = 0  # pages this process fetched under a lease
+        self.shared = 0  # pages another process fetched for this one
+
+    async def fetch_once(
+        self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
+    ) -> tuple[list[Candle], bool]:
+        """See ``PageLeases``. A Redis failure means fetching here (correct, maybe twice)."""
+        lease = f"{self._prefix}page:lease:{key}"
+        result = f"{self._prefix}page:result:{key}"
+        try:
+            while True:
+                cached = await self._redis.get(result)
+                if cached is not None:
+                    self.shared += 1
+                    return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
+                if await self._redis.set(lease, self._token, nx=True, px=self._lease_ms):
+                    # The holder publishes before it releases: a result that appeared
+                    # between our look and our lease is the page, not a reason to fetch.
+                    cached = await self._redis.get(result)
+                    if cached is None:
+                        break
+                    await self._release(keys=[lease], args=[self._token])
+                    self.shared += 1
+                    return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
+                await asyncio.sleep(self._poll_s)  # the holder publishes within a fetch
+        except _UNREACHABLE as exc:
+            log.warning("Redis unreachable for page leases (%s); fetching %s here", exc, key)
+            return await fetch(), True
+        page = await self._fetch_holding(lease, fetch)
+        self.fetched += 1
+        try:
+            await self._redis.set(result, _encode(page), px=self._keep_ms)
+            await self._release(keys=[lease], args=[self._token])
+        except _UNREACHABLE:
+            pass  # the lease lapses by itself; waiters then fetch it themselves
+        return page, True
+
+    async def _fetch_holding(
+        self, lease: str, fetch: Callable[[], Awaitable[list[Candle]]]
+    ) -> list[Candle]:
+        """Run ``fetch`` while renewing the lease (the rate budget may hold it a while)."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self._lease_ms / 3000)
+                try:
+                    await self._renew(keys=[lease], args=[self._token, self._lease_ms])
+                except _UNREACHABLE:
+                    return
+
+        async with asyncio.TaskGroup() as group:
+            renewer = group.create_task(renew())
+            try:
+                return await fetch()
+            finally:
+                renewer.cancel()
