@@ -541,3 +541,26 @@ async def test_more_than_five_requests_a_second_is_refused(
                 await asyncio.wait_for(ws.recv(), WAIT_S)
     assert error["error"]["name"] == "TOO_MANY_REQUESTS"
     assert ws.close_code == 1000
+
+
+async def test_a_retired_candle_feed_leaves_the_trades_other_clients_want(
+    running_sim: Callable[..., Any], upstream: str, clock: Any, tmp_path: Path
+) -> None:
+    with gateway_app(running_sim, upstream, tmp_path / "s.db", linger_s=0.0) as (url, app):
+        gateway = app.state.gateway
+        async with connect(url) as trades:
+            await trades.send(request({"type": "trade", "codes": [BTC]}))
+            await frames_until(trades, lambda f: len(f) >= 1)
+            async with connect(url) as candles:
+                await candles.send(request({"type": "candle.1m", "codes": [BTC]}))
+                await frames_until(candles, lambda f: len(f) >= 1)
+                assert gateway.wants("candle.1m", BTC) and gateway.wants("candle.5m", BTC)
+            # The candle feed retires at once. The gateway runs on the server's thread, so
+            # its counters can only be looked at from here, not awaited.
+            async with asyncio.timeout(WAIT_S):
+                while gateway.statistics().upstream_pairs != 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            for _ in range(3):  # the unwatch, had it happened, is long done by now
+                clock.advance(10_000)
+                newest = await newest_trade(upstream, BTC)
+                await frames_until(trades, has_trade(newest["sequential_id"]))

@@ -378,7 +378,15 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     help="Bearer token of the admin API (default: $MARKETSPINE_ADMIN_TOKEN, else one "
     "generated at first start, kept beside the database with 0600 permissions).",
 )
-def serve(upstream: str, db: str | None, host: str, port: int, admin_token: str | None) -> None:
+@click.option(
+    "--redis",
+    metavar="URL",
+    default=None,
+    help="Share the rate budget with every process using this Redis (redis://HOST:PORT/DB).",
+)
+def serve(
+    upstream: str, db: str | None, host: str, port: int, admin_token: str | None, redis: str | None
+) -> None:
     """Serve every client on the host from one rate budget, cache and live feed:
     Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
     /api/openapi.json), /healthz, /metrics and POST /admin/api/refresh-market-info.
@@ -391,7 +399,12 @@ def serve(upstream: str, db: str | None, host: str, port: int, admin_token: str 
     from ._serve import run_serve
 
     run_serve(
-        upstream=upstream, db=db or _default_db(), host=host, port=port, admin_token=admin_token
+        upstream=upstream,
+        db=db or _default_db(),
+        host=host,
+        port=port,
+        admin_token=admin_token,
+        redis=redis,
     )
 
 

@@ -31,6 +31,7 @@ from ._serve_api import api_routes
 from ._serve_service import ServeService
 from ._serve_upbit import upbit_routes
 from ._serve_ws import WsGateway
+from ._urls import is_postgres_url
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
 
@@ -122,6 +123,10 @@ async def _check_database(path: Path) -> None:
         pass
 
 
+def _kept_in(db_path: Path | None) -> str:
+    return "not stored" if db_path is None else f"stored in {token_path(db_path)}"
+
+
 def run_serve(
     *, upstream: str, db: str, host: str, port: int, admin_token: str | None, **options: Any
 ) -> None:
@@ -132,8 +137,10 @@ def run_serve(
     """
     import uvicorn
 
-    db_path = Path(db).expanduser()
-    asyncio.run(_check_database(db_path))
+    # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
+    db_path = None if is_postgres_url(db) else Path(db).expanduser()
+    if db_path is not None:
+        asyncio.run(_check_database(db_path))
     token, generated = resolve_token(admin_token, db_path)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -151,7 +158,7 @@ def run_serve(
         stack.callback(sock.close)
         if upstream == "sim":
             upstream = stack.enter_context(_simulator())
-        service = ServeService(upstream, db_path, admin_token=token, **options)
+        service = ServeService(upstream, db_path or db, admin_token=token, **options)
         app = create_service_app(service)
 
         class _Server(uvicorn.Server):
@@ -172,7 +179,7 @@ def run_serve(
                 if self.started:  # listening now: tell whoever started us where
                     if generated:
                         print(
-                            f"admin token (generated, stored in {token_path(db_path)}): {token}",
+                            f"admin token (generated, {_kept_in(db_path)}): {token}",
                             flush=True,
                         )
                     print(f"serving on {url}", flush=True)

@@ -154,11 +154,13 @@ class ServeService:
         warmup_every_s: float = WARMUP_EVERY_S,
         idle_unwatch_s: float = 300.0,
         live_on_demand: bool = True,
+        redis: str | None = None,
     ) -> None:
         self.metrics = ServeMetrics()
         self.spine = Spine(
             upstream,
             db,
+            redis=redis,  # the rate budget shared with every process using this Redis
             transport=self.metrics.transport(transport),
             ws_url=ws_url,
             warmup_every_s=0,  # the service schedules warmups itself, to report them

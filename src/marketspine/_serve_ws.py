@@ -160,8 +160,13 @@ class WsGateway:
         self._frames_sent = 0
 
     def wants(self, kind: str, market: str) -> bool:
-        """Whether some connected client is subscribed to ``kind`` of ``market``."""
-        return any((kind, market) in client.pairs() for client in self._clients)
+        """Whether some connected client needs ``kind`` of ``market`` watched: subscribed
+        to it, or (for a candle kind, whose unwatching can stop the market's trade stream)
+        to the market's trades."""
+        pairs = {(kind, market)}
+        if kind.startswith("candle."):
+            pairs.add(("trade", market))
+        return any(pairs & client.pairs() for client in self._clients)
 
     async def handle(self, websocket: WebSocket) -> None:
         """Serve one downstream connection until the client leaves, errs, is too slow, or

@@ -144,7 +144,11 @@ class UpstreamHub:
         for task in (feed.pump, feed.fetch):
             if task is not None:
                 task.cancel()
-        if not self._shared(*feed.pair):
+        kind, market = feed.pair
+        # Unwatching a candle kind stops the market's trade stream once no candle of it is
+        # built any more, even when its trades are wanted for themselves: keep it then.
+        trades_fed = kind.startswith("candle.") and ("trade", market) in self._feeds
+        if not trades_fed and not self._shared(kind, market):
             self._spawn(self._unwatch(feed.pair), f"ws-unwatch {feed.pair}")
 
     async def _unwatch(self, pair: Pair) -> None:

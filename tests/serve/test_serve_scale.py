@@ -1,0 +1,41 @@
+"""serve on PostgreSQL with the rate budget shared through Redis (in-process, simulator)."""
+
+from __future__ import annotations
+
+import httpx
+import psycopg
+from services import PgSpace, RedisSpace
+from starlette.applications import Starlette
+
+from marketspine._redis_budget import RedisRateBudget
+from marketspine._serve import create_service_app
+from marketspine._serve_service import ServeService
+
+
+async def test_serve_stores_in_postgresql_and_spends_the_shared_budget(
+    sim_app: Starlette, pg_space: PgSpace, redis_space: RedisSpace
+) -> None:
+    async with ServeService(
+        "http://sim",
+        pg_space.url,
+        admin_token="t",
+        transport=httpx.ASGITransport(app=sim_app),
+        warmup_every_s=-1,
+        live_on_demand=False,
+        redis=redis_space.url,
+    ) as service:
+        app = create_service_app(service)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
+        ) as http:
+            answer = await http.get(
+                "/v1/candles/days",
+                params={"market": "KRW-BTC", "count": 30, "to": "2026-07-01T00:00:00Z"},
+            )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()) == 30
+        assert isinstance(service.spine.client._budget, RedisRateBudget)
+        assert service.spine.client.statistics().budget.groups["candles"].sent >= 1
+    with psycopg.connect(pg_space.url) as conn:
+        (rows,) = conn.execute("SELECT COUNT(*) FROM candles").fetchone()
+    assert rows >= 30
