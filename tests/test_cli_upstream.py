@@ -81,7 +81,7 @@ def test_a_closed_port_is_connection_refused_and_a_failed_warmup_is_logged(
     assert '"success":false' in warmup.stdout
     logged = [line for line in warmup.stderr.splitlines() if "warmup of upbit" in line]
     assert len(logged) == 1, warmup.stderr
-    assert logged[0].startswith("marketspine: WARNING: warmup of upbit (")
+    assert logged[0].startswith("marketspine: ERROR: warmup of upbit (")
     assert url in logged[0] and "connection refused" in logged[0]
 
 
@@ -133,7 +133,7 @@ async def test_spine_warmup_logs_each_failed_exchange(
             report = await spine.warmup()
     assert report["success"] is False
     records = [r for r in caplog.records if "warmup of upbit" in r.getMessage()]
-    assert len(records) == 1 and records[0].levelname == "WARNING"
+    assert len(records) == 1 and records[0].levelname == "ERROR"
     assert "connection refused" in records[0].getMessage()
 
 

@@ -3,14 +3,18 @@ the catalog kept across restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from marketspine._spine import Spine
 from marketspine.sim import SimConfig
@@ -41,7 +45,8 @@ async def test_regions_fetched_once_each_and_failures_isolated(
         assert details["broken"]["success"] is False and "404" in details["broken"]["error"]
         kr_count = details["upbit-kr"]["markets"]
         assert details["upbit-kr"]["instruments"] == kr_count == 27  # 30, 3 delisted
-        assert report["total_markets"] == 2 * kr_count + details["upbit-sg"]["markets"]
+        # kr under two names counts once: distinct markets per upstream
+        assert report["total_markets"] == kr_count + details["upbit-sg"]["markets"]
         assert market_calls(kr) == 1 and market_calls(sg) == 1
         assert isinstance(report["execution_time"], float)
 
@@ -81,3 +86,56 @@ def test_warmup_command_json(
     assert report["success"] is True
     assert set(report["refreshed_exchanges"]) == {"upbit", "upbit-id"}
     assert report["exchange_details"]["upbit-id"]["markets"] > 0
+
+
+class HandSleep:
+    """The warmup schedule's sleep, driven by hand: records what was asked and returns
+    only when the test says so."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self._asked = asyncio.Condition()
+        self._go = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        async with self._asked:
+            self.asked.append(seconds)
+            self._asked.notify_all()
+        self._go.clear()
+        await self._go.wait()
+
+    async def sleeping(self, times: int) -> None:
+        """Return once the schedule has gone to sleep ``times`` times."""
+        async with asyncio.timeout(5), self._asked:
+            await self._asked.wait_for(lambda: len(self.asked) >= times)
+
+    def wake(self) -> None:
+        self._go.set()
+
+
+async def test_configured_warmup_runs_at_start_up_then_every_six_hours(
+    sim_app: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sleep = HandSleep()
+    exchanges = {"upbit": "http://sim", "upbit-again": "http://sim/", "broken": "http://sim/x"}
+    async with Spine(
+        "http://sim",
+        tmp_path / "w.db",
+        transport=httpx.ASGITransport(app=sim_app),
+        exchanges=exchanges,
+        sleep=sleep,
+    ) as spine:
+        never_warmed = spine.tick_size("KRW-BTC", 5.0)  # the table's tick at price 5
+        # Nobody calls warmup(): it ran at start-up, then the schedule sleeps six hours.
+        await sleep.sleeping(1)
+        assert sleep.asked == [6 * 3600]
+        assert spine.client.statistics().sent["market"] == 1  # one URL under two names
+        sleep.wake()  # six hours pass
+        await sleep.sleeping(2)
+        assert spine.client.statistics().sent["market"] == 2
+        # The warmed instrument answers, not the table.
+        instruments = await spine.client.instruments(["KRW-BTC"])
+        assert spine.tick_size("KRW-BTC", 5.0) == instruments[0].tick_size != never_warmed
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 2 and all("broken" in r.getMessage() for r in failures)
+    assert "404" in failures[0].getMessage()  # the cause is in the log line

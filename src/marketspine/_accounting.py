@@ -5,14 +5,20 @@ snapshot record of a Client's counters."""
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from ._circuit import BreakerStatistics
 from ._ratebudget import BudgetStatistics
 from ._result import ResultMeta
 
 __all__ = ["Accounting", "ClientStatistics", "SpineStatistics"]
+
+
+class _Sends(Protocol):
+    def statistics(self) -> ClientStatistics: ...
+
 
 _LATENCY_SAMPLES = 2048
 
@@ -59,6 +65,7 @@ class Accounting:
         self._calls_made = 0
         self._calls_saved = 0
         self._latency: dict[str, deque[float]] = {}
+        self._sent: Callable[[], int] | None = None
 
     def account(self, method: str, meta: ResultMeta) -> None:
         """Count one answer of ``method``."""
@@ -69,6 +76,12 @@ class Accounting:
             self._calls_saved += 1
         samples = self._latency.setdefault(method, deque(maxlen=_LATENCY_SAMPLES))
         samples.append(meta.elapsed_ms)
+
+    def count_sent(self, client: _Sends, others: Callable[[], int]) -> None:
+        """Take upstream calls from what ``client`` sent plus ``others()`` (warmup's clients
+        for other exchanges), not from the answers' calls: every request counts, the
+        clock-sync ticker, market lists and retries included."""
+        self._sent = lambda: sum(client.statistics().sent.values()) + others()
 
     def call_made(self) -> None:
         """Count an upstream call made outside any answered request."""
@@ -81,7 +94,10 @@ class Accounting:
         memory_series: int,
         memory_bytes: int = 0,
         memory_limit_bytes: int = 0,
+        upstream_calls: int | None = None,
     ) -> SpineStatistics:
+        """The counters now; ``upstream_calls`` (every request the client really sent)
+        replaces the sum of the answers' calls when given."""
         latency: dict[str, dict[str, float]] = {}
         for method, samples in self._latency.items():
             ordered = sorted(samples)
@@ -93,7 +109,13 @@ class Accounting:
         return SpineStatistics(
             requests=dict(self._requests),
             answered_by=dict(self._answered_by),
-            upstream_calls=self._calls_made,
+            upstream_calls=(
+                upstream_calls
+                if upstream_calls is not None
+                else self._sent()
+                if self._sent is not None
+                else self._calls_made
+            ),
             upstream_calls_saved=self._calls_saved,
             latency_ms=latency,
             memory_candles=memory_candles,

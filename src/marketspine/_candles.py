@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 from ._client import Client
 from ._collect import collect
@@ -99,16 +100,20 @@ class CandleReader:
         A market upstream no longer lists (404) whose candles the store holds is delisted:
         answered from the store alone from then on, ``meta.delisted`` set."""
         code = normalize_market(market)
+        result: CandleResult | None = None
         if code not in self._delisted:
             try:
-                return await self._read(
+                result = await self._read(
                     code, timeframe, count, start, end, priority, closed_only=closed_only, fill=fill
                 )
             except UnknownMarketError:
                 if not await self._holds(code, timeframe):
                     raise
                 await self._learn_delisted(code)
-        return await self._stored_only(code, timeframe, count, start, end, fill)
+        if result is None:
+            result = await self._stored_only(code, timeframe, count, start, end, fill)
+        result.meta = replace(result.meta, priority=priority)
+        return result
 
     async def _learn_delisted(self, market: str) -> None:
         """Remember (here and in the store, for ``status``) that upstream delisted it."""

@@ -71,8 +71,11 @@ class Catalog(msgspec.Struct):
         temporary.write_bytes(msgspec.json.encode(self))
         os.replace(temporary, path)
 
-    def tick_size(self, market: str) -> float | None:
-        for exchange in self.exchanges.values():
+    def tick_size(self, market: str, url: str | None = None) -> float | None:
+        """The warmed tick size of ``market`` (from the exchange at ``url`` first), or None
+        when no warmup listed it."""
+        ordered = sorted(self.exchanges.values(), key=lambda e: e.url.rstrip("/") != url)
+        for exchange in ordered:
             for instrument in exchange.instruments:
                 if instrument.market == market:
                     return instrument.tick_size
@@ -127,12 +130,12 @@ async def warm_up(
     for name, url in exchanges.items():
         outcome = outcomes[url.rstrip("/")]
         if isinstance(outcome, BaseException):
-            details[name] = {
-                "success": False,
-                "url": url,
-                "error": f"{type(outcome).__name__}: {outcome}",
-            }
-            log.warning("warmup of %s (%s) failed: %s", name, url, outcome)
+            error = f"{type(outcome).__name__}: {outcome}"
+            cause = outcome.__cause__ or outcome.__context__
+            if cause is not None:
+                error += f" (caused by {type(cause).__name__}: {cause})"
+            details[name] = {"success": False, "url": url, "error": error}
+            log.error("warmup of %s (%s) failed: %s", name, url, error)
             continue
         markets, instruments = outcome
         catalog.exchanges[name] = ExchangeCatalog(
@@ -148,7 +151,10 @@ async def warm_up(
     return WarmupReport(
         success=len(refreshed) == len(exchanges),
         refreshed_exchanges=refreshed,
-        total_markets=sum(len(catalog.exchanges[n].markets) for n in refreshed),
+        # An upstream configured under two names lists its markets once.
+        total_markets=sum(
+            len(found[0]) for found in outcomes.values() if not isinstance(found, BaseException)
+        ),
         execution_time=time.perf_counter() - started,
         exchange_details=details,
     )

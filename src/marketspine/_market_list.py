@@ -12,10 +12,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+import httpx
+
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo
+from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 
 __all__ = ["MarketList"]
@@ -25,21 +28,33 @@ logger = logging.getLogger("marketspine")
 
 class MarketList:
     """Markets of ``upstream`` and the catalog of ``exchanges`` (name -> REST URL).
-    ``budget`` paces clients made for the other exchanges; ``on_call`` counts each
-    upstream call ``markets()`` makes."""
+    ``budget`` paces clients made for the other exchanges (through ``transport`` in tests);
+    ``on_call`` counts each upstream call ``markets()`` makes. ``refresh`` warms up every
+    ``every_s`` on ``sleep``'s clock; ``warm_at_start`` (exchanges were configured) says
+    the Spine starts it at once."""
 
     def __init__(
         self,
         upstream: str,
-        exchanges: Mapping[str, str],
+        exchanges: Mapping[str, str] | None,
         *,
         budget: RateBudget | None,
         on_call: Callable[[], None],
+        transport: httpx.AsyncBaseTransport | None = None,
+        every_s: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._upstream = upstream
-        self._exchanges = dict(exchanges)
+        self._exchanges = dict(exchanges) if exchanges else {"upbit": upstream}
         self._budget = budget
         self._on_call = on_call
+        self._transport = transport
+        self._every_s = every_s
+        self._sleep = sleep
+        # Configured exchanges are warmed up at start-up too, when a schedule is wanted.
+        self.warm_at_start = bool(exchanges) and every_s > 0
+        self.other_calls = 0  # requests sent by the clients made for other exchanges
+        self.last_report: WarmupReport | None = None
         self._catalog = Catalog()
         self._path: Path | None = None
         self._markets: dict[str, MarketInfo] | None = None
@@ -67,25 +82,39 @@ class MarketList:
         async def fetch(url: str) -> tuple[list[MarketInfo], list[Instrument]]:
             if url.rstrip("/") == self._upstream:
                 return await _markets_and_instruments(client)
-            async with Client(url, budget=self._budget) as other:
-                return await _markets_and_instruments(other)
+            async with Client(url, budget=self._budget, transport=self._transport) as other:
+                try:
+                    return await _markets_and_instruments(other)
+                finally:
+                    self.other_calls += sum(other.statistics().sent.values())
 
         report = await warm_up(self._exchanges, fetch, self._catalog, wall_ms=now_ms)
+        self.last_report = report
         self._adopt()
         if self._path is not None:
             await asyncio.to_thread(self._catalog.save, self._path)
         return report
 
-    @staticmethod
-    async def refresh_every(seconds: float, warmup: Callable[[], Awaitable[object]]) -> None:
-        """Run ``warmup`` every ``seconds`` until cancelled; a failed round is logged and the
-        next one tries again."""
+    async def refresh(self, client: Client, *, first_now: bool = False) -> None:
+        """Warm up (at once with ``first_now``, then) every ``every_s`` until cancelled; a
+        failed round is logged and the next one tries again."""
         while True:
-            await asyncio.sleep(seconds)
+            if first_now:
+                first_now = False
+            else:
+                await self._sleep(self._every_s)
             try:
-                await warmup()
+                await self.warmup(client)
             except Exception:  # the next round tries again; details are in the report
                 logger.exception("scheduled warmup failed")
+
+    def tick_size(self, market: str, price: float) -> float:
+        """The tick of ``market`` the last warmup fetched (the main upstream's first), else
+        Upbit's table for its quote currency at ``price``."""
+        warmed = self._catalog.tick_size(market, self._upstream)
+        if warmed is not None:
+            return warmed
+        return table_tick_size(market.partition("-")[0], price)
 
     def _adopt(self) -> None:
         """Answer ``markets()`` from the catalog of the main upstream, if there is one."""

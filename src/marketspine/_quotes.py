@@ -155,7 +155,7 @@ class QuoteReader:
                 code, count=min(500, count - len(rows)), cursor=cursor, priority=priority
             )
             trace.calls += 1
-            trace.used("upstream")
+            trace.used("rest")
             rows.extend(page)
             if len(page) < min(500, count - len(rows) + len(page)):
                 break
@@ -202,7 +202,7 @@ class QuoteReader:
                 if channel is Channel.REST_ONLY or any(h is None for h in held):
                     raise
                 fetched = [h for h in held if h is not None]
-                trace.used("live")
+                trace.used("stale")
                 trace.stale = True
             answers.update((item.market, item) for item in fetched)
         unknown = [c for c in codes if c not in answers]
@@ -219,7 +219,7 @@ class QuoteReader:
             return held[0]
         value = await fetch()
         trace.calls += 1
-        trace.used("upstream")
+        trace.used("rest")
         self._rest_cache[key] = (value, time.monotonic())
         if len(self._rest_cache) > _REST_CACHE_SIZE:
             oldest = sorted(self._rest_cache, key=lambda k: self._rest_cache[k][1])

@@ -8,10 +8,11 @@ how many pages the request was split into, how long it took and whether it is st
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
+from ._ratebudget import Priority
 from ._records import Candle
 from ._time import from_ms
 from ._timeframes import Timeframe
@@ -20,9 +21,21 @@ if TYPE_CHECKING:
     import pandas
     import polars
 
-__all__ = ["COLUMNS", "CandleResult", "ResultMeta", "Source", "Trace", "fill_gaps"]
+__all__ = [
+    "COLUMNS",
+    "Answer",
+    "CandleResult",
+    "ListResult",
+    "ResultMeta",
+    "Source",
+    "Trace",
+    "fill_gaps",
+]
 
-Source = Literal["memory", "database", "upstream", "live"]
+# memory/database/upstream: the candle layers; live: the WebSocket-fed state; rest: a REST
+# answer for tickers, orderbooks or trades; stale: the last live answer served while REST
+# was failing.
+Source = Literal["memory", "database", "upstream", "live", "rest", "stale"]
 COLUMNS = ("time_utc", "open", "high", "low", "close", "volume", "value")
 
 
@@ -41,6 +54,7 @@ class ResultMeta:
     unserved_before_ms: int | None = None
     # Upstream no longer lists the market (Upbit answers 404): served from the store alone.
     delisted: bool = False
+    priority: Priority | None = None  # the priority the request was made at
 
     @property
     def source(self) -> str:
@@ -67,7 +81,9 @@ class Trace:
         if source not in self.sources:
             self.sources.append(source)
 
-    def meta(self, started: float, *, forming: bool = False) -> ResultMeta:
+    def meta(
+        self, started: float, *, forming: bool = False, priority: Priority | None = None
+    ) -> ResultMeta:
         return ResultMeta(
             sources=tuple(self.sources),
             upstream_calls=self.calls,
@@ -77,7 +93,22 @@ class Trace:
             forming=forming,
             unserved_before_ms=self.unserved_before_ms,
             delisted=self.delisted,
+            priority=priority,
         )
+
+
+_T = TypeVar("_T")
+
+
+class ListResult(list[_T]):
+    """A plain list of answers (tickers, orderbooks, trades) that also carries ``meta``:
+    every list operation works as before."""
+
+    __slots__ = ("meta",)
+
+    def __init__(self, items: Iterable[_T] = (), meta: ResultMeta | None = None) -> None:
+        super().__init__(items)
+        self.meta = meta or ResultMeta()
 
 
 class CandleResult(Sequence[Candle]):
@@ -180,3 +211,7 @@ def _fill_until(filled: list[Candle], timeframe: Timeframe, stop_ms: int) -> Non
             )
         )
         cursor = timeframe.next_start(cursor)
+
+
+# Any Spine answer: candles, or a list of tickers, orderbooks or trades.
+Answer = TypeVar("Answer", CandleResult, ListResult[Any])

@@ -271,7 +271,7 @@ async def _trades(request: Request, service: ServeService) -> Answer:
             raise _Bad(WRONG_VALUE) from None
     with service.upstream_calls() as calls:
         if to is None and cursor is None and days_ago is None:
-            trades = await service.spine.trades(code, count)
+            trades = list(await service.spine.trades(code, count))
             service.demand.want("trade", code)
         else:
             trades = await service.spine.client.trades(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack, aclosing
 from functools import partial
 from pathlib import Path
@@ -50,12 +50,11 @@ from ._memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from ._quotes import Channel, QuoteReader
 from ._ratebudget import Priority, RateBudget
 from ._records import Candle, MarketInfo, Orderbook, Ticker, Trade
-from ._result import CandleResult, ResultMeta, Trace
+from ._result import Answer, CandleResult, ListResult, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
 from ._stream import Stream
 from ._subscriptions import BOOK_DEPTHS
-from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 from ._timeframes import Timeframe
 
@@ -100,6 +99,7 @@ class Spine:
         warmup_every_s: float = 6 * 3600,
         wall_ms: Callable[[], int] = now_ms,
         retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
     ) -> None:
         self._upstream = upstream.rstrip("/")
         self._db, budget = resolve_backends(db, budget, redis)  # URLs become store, budget
@@ -127,9 +127,9 @@ class Spine:
         self._accounting = Accounting()
         self._market_list = MarketList(
             self._upstream,
-            exchanges or {"upbit": self._upstream},
-            budget=budget,
-            on_call=self._accounting.call_made,
+            exchanges,  # configured ones are warmed up at start-up too
+            budget=budget, on_call=self._accounting.call_made,
+            transport=transport, every_s=warmup_every_s, sleep=sleep,
         )
         self._feed = LiveFeed(ws_url or ws_url_for(self._upstream), self._live, start=self._start)
         self._quotes = QuoteReader(
@@ -158,10 +158,13 @@ class Spine:
                 self._store = self._db
             await enter_owned(stack, self._store, self._new_client.keywords["budget"])
             self._client = await stack.enter_async_context(self._new_client())
+            self._accounting.count_sent(self._client, lambda: self._market_list.other_calls)
         except BaseException:
             await stack.aclose()
             raise
         self._stack = stack
+        if self._market_list.warm_at_start:
+            self._start("catalog refresher", self._market_list.refresh(self.client, first_now=True))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -243,8 +246,7 @@ class Spine:
         result = await self._candle_reader().read(
             code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
-        self._account("candles", result.meta)
-        return result
+        return self._account("candles", result)
 
     def _candle_reader(self) -> CandleReader:
         if self._reader is None:
@@ -319,13 +321,12 @@ class Spine:
         channel: Channel = Channel.AUTO,
         max_age_s: float | None = None,
         priority: Priority = Priority.HIGH,
-    ) -> list[Ticker]:
+    ) -> ListResult[Ticker]:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started, trace = time.perf_counter(), Trace()
         tickers = await self._quotes.tickers(markets, quote, channel, max_age_s, priority, trace)
-        self._account("tickers", trace.meta(started))
-        return tickers
+        return self._account("tickers", ListResult(tickers, trace.meta(started, priority=priority)))
 
     async def orderbook(
         self,
@@ -348,23 +349,21 @@ class Spine:
         channel: Channel = Channel.AUTO,
         max_age_s: float | None = None,
         priority: Priority = Priority.HIGH,
-    ) -> list[Orderbook]:
+    ) -> ListResult[Orderbook]:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started, trace = time.perf_counter(), Trace()
-        books = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
-        self._account("orderbooks", trace.meta(started))
-        return books
+        rows = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
+        return self._account("orderbooks", ListResult(rows, trace.meta(started, priority=priority)))
 
     async def trades(
         self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
-    ) -> list[Trade]:
+    ) -> ListResult[Trade]:
         """The ``count`` most recent trades, newest first: from the live state when it holds
         that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
         started, trace = time.perf_counter(), Trace()
         rows = await self._quotes.trades(market, count, priority, trace)
-        self._account("trades", trace.meta(started))
-        return rows
+        return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
 
     # -- live stream ------------------------------------------------------------------------
 
@@ -391,12 +390,9 @@ class Spine:
         return await self._candle_reader().forming(market, tf, now, Priority.HIGH, Trace())
 
     async def unwatch(self, kinds: Iterable[str], markets: Iterable[str]) -> None:
-        """Stop keeping ``kinds`` of ``markets`` live (the reverse of ``watch``): answers
-        come from REST again. A market's trades stay streamed while a forming candle of it
-        is still built from them.
-
-        Raises InvalidRequestError for an unknown kind or market; ClosedError outside
-        ``async with``."""
+        """Stop keeping ``kinds`` of ``markets`` live (undoes ``watch``; trades stay streamed
+        while a forming candle is built from them). Raises InvalidRequestError for an unknown
+        kind or market; ClosedError outside ``async with``."""
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
         self._check_open()
         await self._feed.unwatch(kinds, codes)
@@ -473,20 +469,19 @@ class Spine:
         self._check_open()
         report = await self._market_list.warmup(self.client)
         if self._warmup_every_s > 0:
-            every = MarketList.refresh_every(self._warmup_every_s, self.warmup)
-            self._start("catalog refresher", every)
+            self._start("catalog refresher", self._market_list.refresh(self.client))
         return report.as_dict()
 
     def tick_size(self, market: str, price: float) -> float:
-        """The price tick of ``market`` at ``price`` (Upbit's tables per quote currency);
-        works open or closed."""
-        quote = market_arg(market).partition("-")[0]
-        return table_tick_size(quote, number_arg(price, "price"))
+        """The price tick of ``market``: the last warmup's instrument, else (never warmed)
+        Upbit's table for its quote currency at ``price``; works open or closed."""
+        return self._market_list.tick_size(market_arg(market), number_arg(price, "price"))
 
     # -- statistics ---------------------------------------------------------------------------
 
-    def _account(self, method: str, meta: ResultMeta) -> None:
-        self._accounting.account(method, meta)
+    def _account(self, method: str, result: Answer) -> Answer:
+        self._accounting.account(method, result.meta)
+        return result
 
     def statistics(self) -> SpineStatistics:
         """Counters since start: per-layer answers, upstream calls made and saved, latency."""

@@ -1,0 +1,54 @@
+"""Every Spine answer carries ``.meta`` (sources, upstream calls, elapsed, priority) and stays
+a plain list for old callers; ``statistics()`` counts every upstream call, the clock-sync
+ticker included (issue 9 item 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from marketspine._ratebudget import Priority
+from marketspine._spine import Spine
+
+
+async def sim_requests(app: Any) -> int:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as http:
+        stats = (await http.get("/sim/stats")).json()
+    return int(sum(stats["requests"]["by_group"].values()))
+
+
+async def test_every_answer_carries_meta_and_statistics_count_every_call(
+    tmp_path: Path, sim_app: Any, sim_clock: Callable[[], int]
+) -> None:
+    async with Spine(
+        "http://sim",
+        tmp_path / "meta.db",
+        transport=httpx.ASGITransport(app=sim_app),
+        wall_ms=sim_clock,
+        warmup_every_s=0,
+    ) as spine:
+        # First a request whose first step is the clock-sync ticker (closed candles only).
+        candles = await spine.candles("KRW-ETH", "1h", count=10, closed_only=True)
+        assert candles.meta.priority == Priority.NORMAL
+        assert spine.statistics().upstream_calls == await sim_requests(sim_app) == 2
+        tickers = await spine.tickers(["KRW-BTC", "KRW-ETH"], max_age_s=60)
+        assert isinstance(tickers, list) and [t.market for t in tickers] == ["KRW-BTC", "KRW-ETH"]
+        assert tickers.meta.sources == ("rest",) and tickers.meta.upstream_calls == 1
+        assert tickers.meta.priority == Priority.HIGH and tickers.meta.elapsed_ms > 0
+        again = await spine.tickers(["KRW-BTC", "KRW-ETH"], max_age_s=60)
+        assert again.meta.sources == ("memory",) and again.meta.upstream_calls == 0
+        books = await spine.orderbooks(["KRW-BTC"], priority=Priority.CRITICAL)
+        assert books[0].market == "KRW-BTC" and books.meta.priority == Priority.CRITICAL
+        assert books.meta.sources == ("rest",) and books.meta.upstream_calls == 1
+        trades = await spine.trades("KRW-BTC", count=600, priority=Priority.LOW)
+        assert len(trades) == 600 and trades[:2] == list(trades)[:2]
+        assert trades.meta.upstream_calls == 2 and trades.meta.priority == Priority.LOW
+        krw = await spine.tickers(quote="KRW")
+        assert krw.meta.sources == ("rest",)
+        # Every request upstream saw is counted, the clock-sync ticker included.
+        assert spine.statistics().upstream_calls == await sim_requests(sim_app)
