@@ -309,6 +309,12 @@ class Stream:
     async def _run(self) -> None:
         failures = 0
         while True:
+            # On Python 3.11 a TaskGroup swallows its parent's cancellation when a child
+            # fails at the same moment (``_serve``'s group, when the last subscription goes
+            # as the stream closes): honour a cancel still pending instead of waiting on.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await self._wanted.wait()
             try:
                 ws = await connect(
