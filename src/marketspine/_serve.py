@@ -10,6 +10,7 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import time
@@ -34,9 +35,18 @@ from ._urls import is_postgres_url
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
 
+logger = logging.getLogger("marketspine.serve")
 _NOT_FOUND = msgspec.json.encode(
     {"error": {"name": "not_found", "message": "no Route matched with those values"}}
 )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug or a failing database: an Upbit-shaped 500, never a bare text page (the
+    traceback goes to the log)."""
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    body = msgspec.json.encode({"error": {"name": 500, "message": f"internal error: {exc}"}})
+    return Response(body, 500, media_type="application/json")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -92,7 +102,7 @@ def create_service_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _not_found},
+        exception_handlers={404: _not_found, 405: _not_found, Exception: _internal_error},
     )
     app.state.service = service
     return app

@@ -390,12 +390,9 @@ class Spine:
         return await self._candle_reader().forming(market, tf, now, Priority.HIGH, Trace())
 
     async def unwatch(self, kinds: Iterable[str], markets: Iterable[str]) -> None:
-        """Stop keeping ``kinds`` of ``markets`` live (the reverse of ``watch``): answers
-        come from REST again. A market's trades stay streamed while a forming candle of it
-        is still built from them.
-
-        Raises InvalidRequestError for an unknown kind or market; ClosedError outside
-        ``async with``."""
+        """Stop keeping ``kinds`` of ``markets`` live (undoes ``watch``; trades stay streamed
+        while a forming candle is built from them). Raises InvalidRequestError for an unknown
+        kind or market; ClosedError outside ``async with``."""
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
         self._check_open()
         await self._feed.unwatch(kinds, codes)

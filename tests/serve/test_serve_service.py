@@ -301,3 +301,18 @@ async def test_warmup_runs_at_start_and_on_its_schedule(sim_app: Starlette, tmp_
 
         await wait_for(lambda: runs() >= 3)
         assert service.warmup_report is not None and service.warmup_report["success"]
+
+
+async def test_an_unexpected_failure_is_an_upbit_shaped_500(
+    service: ServeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(**_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service.spine, "markets", broken)
+    app = create_service_app(service)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
+        response = await http.get("/v1/market/all")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"name": 500, "message": "internal error: disk on fire"}}
