@@ -211,7 +211,11 @@ async def test_a_big_write_does_not_stall_the_event_loop(make_store: MakeStore) 
     # the write took many ticker periods, yet no tick was held up for long
     assert durations[0] > 0.05, "the write must be big enough to matter"
     assert len(lags) > 10
-    assert max(lags) < 0.05, f"event loop stalled {max(lags) * 1000:.1f} ms"
+    # Relative to the write, not a fixed 50 ms: on a loaded machine the whole process can
+    # be descheduled for tens of ms; a write holding the loop would stall it for all of it.
+    assert max(lags) < durations[0] / 2, (
+        f"event loop stalled {max(lags) * 1000:.1f} ms of a {durations[0] * 1000:.1f} ms write"
+    )
 
 
 async def test_delisted_markets_are_remembered_with_the_first_sighting(

@@ -17,7 +17,7 @@ from helpers import wait_until
 from marketspine._client import Client
 from marketspine._listener import Event, Gap, Health, Listener, Overflow
 from marketspine._records import Orderbook, Ticker, Trade
-from marketspine._stream import Stream
+from marketspine._stream import Backoff, Stream
 from marketspine.sim import SimConfig
 
 RunSim = Callable[..., contextlib.AbstractContextManager[str]]
@@ -65,6 +65,10 @@ def is_trade(market: str) -> Callable[[Event], bool]:
 
 def is_health(state: str) -> Callable[[Event], bool]:
     return lambda e: isinstance(e, Health) and e.state == state
+
+
+# Reconnects within a tenth of a second: the tests wait for several, not for backoff.
+QUICK = Backoff(initial=0.05, cap=0.1)
 
 
 def reconnected(stream: Stream, times: int) -> bool:
@@ -136,9 +140,10 @@ async def test_rapid_changes_are_coalesced_within_upbits_message_limits(
 
 async def test_a_quiet_market_causes_no_reconnect(running_sim: RunSim) -> None:
     """cryptofeed #223/#536: "no message in N s" rules made quiet markets reconnect in storms.
-    The sim cuts sockets idle for 1 s; only pings keep this one alive."""
-    with sim(running_sim, speed=1, ws_idle_timeout_s=1.0) as base:
-        stream = Stream(ws_url(base), ping_interval=0.2, ping_timeout=0.5)
+    The sim cuts sockets idle for 0.5 s; only pings keep this one alive (12 pongs span
+    more than twice that)."""
+    with sim(running_sim, speed=1, ws_idle_timeout_s=0.5) as base:
+        stream = Stream(ws_url(base), ping_interval=0.1, ping_timeout=0.3)
         async with stream, stream.listen() as events:
             await stream.subscribe("trade", [QUIET])
             await wait_until(lambda: stream.statistics().pongs >= 12, 10, "12 pongs")
@@ -155,7 +160,9 @@ async def test_a_stalled_socket_is_detected_within_ping_interval_plus_timeout(
 ) -> None:
     ping_interval, ping_timeout = 0.3, 0.3
     with sim(running_sim, speed=30) as base:
-        stream = Stream(ws_url(base), ping_interval=ping_interval, ping_timeout=ping_timeout)
+        stream = Stream(
+            ws_url(base), ping_interval=ping_interval, ping_timeout=ping_timeout, backoff=QUICK
+        )
         async with stream, stream.listen({"trade"}) as events:
             await stream.subscribe("trade", [LIQUID])
             await next_event(events, is_trade(LIQUID), 5)
@@ -178,12 +185,14 @@ async def test_a_stalled_socket_is_detected_within_ping_interval_plus_timeout(
 
 
 async def test_no_trade_goes_missing_across_reconnects(running_sim: RunSim) -> None:
-    """Drops every 1.5 s at 30x speed: the trades delivered equal the simulator's REST
+    """Drops every 0.5 s at 30x speed: the trades delivered equal the simulator's REST
     trades for the same span exactly (sequential ids, order, no duplicates), gaps are
     announced, and the connection keeps coming back."""
-    with sim(running_sim, speed=30, ws_drop_every_s=1.5) as base:
+    with sim(running_sim, speed=30, ws_drop_every_s=0.5) as base:
         async with Client(base) as client:
-            stream = Stream(ws_url(base), client=client, ping_interval=0.5, ping_timeout=0.5)
+            stream = Stream(
+                ws_url(base), client=client, ping_interval=0.5, ping_timeout=0.5, backoff=QUICK
+            )
             async with stream, stream.listen({"trade"}, {LIQUID}, maxsize=100_000) as events:
                 await stream.subscribe("trade", [LIQUID])
                 # Wait for gaps that really held trades: a drop between two trades of a
@@ -214,8 +223,8 @@ async def test_no_trade_goes_missing_across_reconnects(running_sim: RunSim) -> N
 
 async def test_a_quiet_market_across_drops_delivers_each_trade_once(running_sim: RunSim) -> None:
     """Each reconnect brings a snapshot of the last trade again; consumers see it once."""
-    with sim(running_sim, speed=1, ws_drop_every_s=0.6) as base:
-        stream = Stream(ws_url(base), ping_interval=0.5, ping_timeout=0.5)
+    with sim(running_sim, speed=1, ws_drop_every_s=0.3) as base:
+        stream = Stream(ws_url(base), ping_interval=0.5, ping_timeout=0.5, backoff=QUICK)
         async with stream, stream.listen({"trade"}) as events:
             await stream.subscribe("trade", [QUIET])
             await wait_until(lambda: reconnected(stream, 3), 10, "3 reconnects")

@@ -5,6 +5,7 @@ modules stack in floors, each importing only from below)."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ def modules(root: Path) -> dict[str, Path]:
     }
 
 
+@functools.cache
 def imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
     """(imported module, names taken from it, line) for each package-relative import of the
     module ``name``, including imports inside functions."""

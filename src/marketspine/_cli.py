@@ -88,9 +88,13 @@ def _until_option(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
+# A port outside 0..65535 is a usage error (exit 2), not an OverflowError from bind().
+_PORT = click.IntRange(0, 65535)
+
+
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=int, default=8765, show_default=True, help="TCP port (0: any free).")
+@click.option("--port", type=_PORT, default=8765, show_default=True, help="TCP port (0: any free).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same history.")
 @click.option("--region", default="kr", show_default=True, help="Mimic Upbit's kr, sg, id or th.")
 @click.option("--latency-ms", type=float, default=0.0, help="Added latency per request.")
@@ -366,7 +370,7 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
 )
 @_db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=int, default=8600, show_default=True, help="TCP port (0: any free).")
+@click.option("--port", type=_PORT, default=8600, show_default=True, help="TCP port (0: any free).")
 @click.option(
     "--admin-token",
     metavar="TOKEN",

@@ -104,9 +104,7 @@ def run_collect(
     _range(tf, since, until, now_ms())
     show_bar = not json_output and sys.stderr.isatty()
     summary = asyncio.run(
-        _collect(
-            codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar, redis=redis
-        )
+        _collect(codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar, redis=redis)
     )
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")))

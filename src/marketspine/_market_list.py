@@ -18,6 +18,7 @@ from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo
+from ._store import CandleStore
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 
@@ -66,14 +67,22 @@ class MarketList:
         self._catalog = await asyncio.to_thread(Catalog.load, self._path)
         self._adopt()
 
-    async def markets(self, client: Client, *, refresh: bool) -> list[MarketInfo]:
-        """Every listed market (fetched once through ``client``, or again on ``refresh``)."""
+    async def markets(
+        self, client: Client, *, refresh: bool, held: CandleStore | None = None
+    ) -> list[MarketInfo]:
+        """Every listed market (fetched once through ``client``, or again on ``refresh``);
+        with ``held``, also every market that store holds candles of and upstream no longer
+        lists (``delisted=True``)."""
         async with self._lock:
             if self._markets is None or refresh:
                 rows = await client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
                 self._on_call()
-            return list(self._markets.values())
+            listed = dict(self._markets)
+        if held is None:
+            return list(listed.values())
+        gone = sorted({s.market for s in await held.summary()} - listed.keys())
+        return [*listed.values(), *(MarketInfo(m, None, m, False, {}, True) for m in gone)]
 
     async def warmup(self, client: Client) -> WarmupReport:
         """Fetch every exchange's markets and instruments (the main one through ``client``)

@@ -9,6 +9,7 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -122,6 +123,16 @@ def _simulator() -> Iterator[str]:
         yield url
 
 
+async def _check_database(path: Path) -> None:
+    """Open (create, migrate) the database once before a token is written beside it or a
+    port is taken: an unusable --db is then one line and exit 2 (StoreError), not a failed
+    startup's traceback."""
+    from ._store import SQLiteStore
+
+    async with SQLiteStore(path):
+        pass
+
+
 def _kept_in(db_path: Path | None) -> str:
     return "not stored" if db_path is None else f"stored in {token_path(db_path)}"
 
@@ -131,12 +142,15 @@ def run_serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM; prints ``serving on http://HOST:PORT`` once listening.
 
-    Raises InvalidRequestError for an address that cannot be listened on or a bad token.
+    Raises InvalidRequestError for an address that cannot be listened on or a bad token,
+    StoreError for a database that cannot be used.
     """
     import uvicorn
 
     # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
     db_path = None if is_postgres_url(db) else Path(db).expanduser()
+    if db_path is not None:
+        asyncio.run(_check_database(db_path))
     token, generated = resolve_token(admin_token, db_path)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:

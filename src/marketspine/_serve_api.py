@@ -38,6 +38,18 @@ def _label(ms: int | None) -> str | None:
     return None if ms is None else format_utc(ms) + "Z"
 
 
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _flag(text: str | None, name: str) -> bool:
+    """A boolean query parameter; anything else is a 400 naming it, never a quiet false."""
+    if text is None or text.lower() in _FALSE:
+        return False
+    if text.lower() in _TRUE:
+        return True
+    raise InvalidRequestError(f"{name} must be true or false, got {text!r}")
+
+
 def _guarded(handler: Any) -> Any:
     """Map the library's errors to Upbit-shaped answers."""
 
@@ -71,10 +83,7 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                 raise InvalidRequestError(f"count must be an integer, got {count_text!r}") from None
         if count is not None and not 1 <= count <= _MAX_API_CANDLES:
             raise InvalidRequestError(f"count must be 1..{_MAX_API_CANDLES}")
-        flags = {
-            name: q.get(name, "false").lower() in ("1", "true", "yes")
-            for name in ("fill", "closed_only")
-        }
+        flags = {name: _flag(q.get(name), name) for name in ("fill", "closed_only")}
         result = await service.spine.candles(
             market,
             tf,
@@ -96,6 +105,9 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                 "elapsed_ms": round(meta.elapsed_ms, 3),
                 "stale": meta.stale,
                 "forming": meta.forming,
+                # Without these an /api client cannot tell "unknown" from "empty".
+                "unserved_before": _label(meta.unserved_before_ms),
+                "delisted": meta.delisted,
             },
             "candles": [
                 {
@@ -184,8 +196,10 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
             ) from None
         if not isinstance(body, dict) or "since" not in body:
             raise InvalidRequestError("body must be {markets, timeframe, since[, until]}")
+        markets = body.get("markets") or []
         job = service.jobs.start(
-            list(body.get("markets") or []),
+            # One code is one market, never its characters.
+            [markets] if isinstance(markets, str) else list(markets),
             str(body.get("timeframe", "1m")),
             body["since"],
             body.get("until"),

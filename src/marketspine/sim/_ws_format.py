@@ -113,7 +113,8 @@ def parse_request(data: str | bytes) -> SubscribeRequest | ListRequest:
     """
     try:
         items = _decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a deeply nested array ("[[[[…") is malformed input too.
         raise WsRequestError("WRONG_FORMAT") from None
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
         raise WsRequestError("WRONG_FORMAT")
