@@ -146,7 +146,12 @@ def timeframe_arg(value: object, name: str = "timeframe") -> Timeframe:
     if not isinstance(value, str):
         accepted = f"a Timeframe or one of {' '.join(TIMEFRAMES)} (60m and 240m as aliases)"
         raise _invalid(name, value, accepted)
-    return parse_timeframe(value)
+    try:
+        return parse_timeframe(value)
+    except InvalidRequestError as exc:
+        if name == "timeframe":
+            raise
+        raise InvalidRequestError(f"{name}: {exc}") from None
 
 
 def time_arg(value: object, name: str) -> int | None:

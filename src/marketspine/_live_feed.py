@@ -100,10 +100,12 @@ class LiveFeed:
         upstream_now_ms: Callable[[], int],
         forming: Callable[[str, Timeframe, int], Awaitable[Candle | None]],
         read_closed: Callable[[str, Timeframe, int, int], Awaitable[Sequence[Candle]]],
+        stopped: Callable[[], bool],
     ) -> AsyncGenerator[Event | Candle | ClosedCandle, None]:
         """The events of ``kinds`` of ``codes`` through one listener of ``maxsize``; candle
         kinds become forming and closed candles (see ``candle_events``). ``watch`` subscribes
-        once the listener is open, so no trade after upstream's forming candle is missed."""
+        once the listener is open, so no trade after upstream's forming candle is missed.
+        Ends, handing out nothing more that was queued, as soon as ``stopped()`` is true."""
         frames = [timeframe_of_kind(k) for k in kinds if "." in k]
         plain = {k for k in kinds if "." not in k}
         listened = plain | ({"trade"} if frames else set())  # candle kinds follow trades
@@ -111,6 +113,8 @@ class LiveFeed:
             await watch(kinds, codes)
             if not frames:
                 async for event in listener:
+                    if stopped():
+                        return
                     yield event
                 return
             candles = candle_events(
@@ -124,6 +128,8 @@ class LiveFeed:
             )
             async with aclosing(candles):  # closed with this generator, not when collected
                 async for item in candles:
+                    if stopped():
+                        return
                     yield item
 
     async def _pump(self, stream: Stream) -> None:

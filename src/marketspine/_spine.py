@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -411,7 +411,7 @@ class Spine:
         maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
         self._check_open()
         reader = self._candle_reader()
-        events = self._feed.events(
+        async for item in self._feed.events(
             await self._ensure_stream(),
             kinds,
             codes,
@@ -420,12 +420,9 @@ class Spine:
             upstream_now_ms=self.client.upstream_now_ms,
             forming=lambda code, tf, now: reader.forming(code, tf, now, Priority.HIGH, Trace()),
             read_closed=self._read_closed,
-        )
-        async with aclosing(events):
-            async for item in events:
-                if self._closed:
-                    break  # what was queued before aclose() is not handed out after it
-                yield item
+            stopped=lambda: self._closed,  # nothing queued before aclose() comes after it
+        ):
+            yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:

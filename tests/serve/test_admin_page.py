@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
-from serve_support import TOKEN, ServeProcess, sim_stats
+import pytest
+from serve_support import TOKEN, ServeProcess, root_conftest, sim_stats
+
+from marketspine._time import format_utc
 
 REFRESH = "/admin/api/refresh-market-info"
 
@@ -119,3 +123,35 @@ def test_repeated_failed_logins_slow_the_client_down(
         locked = client.post("/admin/login", data={"token": TOKEN})
         assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= 1
         assert "set-cookie" not in locked.headers
+
+
+def test_a_backfill_job_started_from_the_page_can_be_cancelled(
+    serve: ServeProcess, request: pytest.FixtureRequest
+) -> None:
+    now_ms = root_conftest(request.config).SIM_NOW_MS
+    with login(serve) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        # Two years of 1m candles: thousands of pages, far from done when cancelled.
+        started = client.post(
+            "/admin/api/backfill",
+            headers=headers,
+            json={
+                "markets": "KRW-BTC KRW-ETH",
+                "timeframe": "1m",
+                "since": format_utc(now_ms - 730 * 86_400_000) + "Z",
+                "until": format_utc(now_ms - 86_400_000) + "Z",
+            },
+        )
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert job["markets"] == ["KRW-BTC", "KRW-ETH"] and job["state"] == "running"
+        assert client.delete(f"/admin/api/backfill/{job['id']}").status_code == 403, "no CSRF"
+        cancelled = client.delete(f"/admin/api/backfill/{job['id']}", headers=headers)
+        assert cancelled.status_code == 200, cancelled.text
+        deadline = time.monotonic() + 30
+        while (state := client.get(f"/api/backfill/{job['id']}").json())["state"] == "running":
+            assert time.monotonic() < deadline, "the cancelled job never stopped"
+            time.sleep(0.05)
+        assert state["state"] == "cancelled" and state["progress"] < 1.0
+        listed = client.get("/admin/api/state").json()["jobs"]
+        assert any(j["id"] == job["id"] and j["state"] == "cancelled" for j in listed)
