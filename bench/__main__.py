@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 MODULES = (
-    "sim_history", "sim_rest", "client", "store", "spine", "calls", "serve", "serve_ws", "scale",
+    "sim_history", "sim_rest", "client", "store", "spine", "calls", "memory", "workload",
+    "serve", "serve_ws", "scale",
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clitools import run
+from clitools import minute_db, run
 from starlette.applications import Starlette
 
 from marketspine._cli import main
@@ -112,3 +112,11 @@ def test_a_deeply_nested_websocket_request_is_wrong_format() -> None:
     with pytest.raises(WsRequestError) as caught:
         parse_request("[" * 10_000)
     assert caught.value.name == "WRONG_FORMAT"
+
+
+def test_export_of_nothing_without_since_reads_as_a_sentence(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    minute_db(db, 1_767_225_600_000, 3)  # 2026-01-01, three 1m candles
+    result = run("export", "KRW-BTC", "-t", "1M", "--db", str(db), "--out", str(tmp_path / "m.csv"))
+    assert result.returncode == 3, result.stderr
+    assert "nothing stored for KRW-BTC 1M before 20" in result.stderr  # not "in before"

@@ -62,18 +62,17 @@ def run_export(
     check_output_path(path)  # before any work: a bad --out fails fast
     candles = asyncio.run(_read(db, code, tf, since_ms, until_ms))
     if not candles:
-        span = (
-            f"[{_label(since_ms)}, {_label(until_ms)})" if since else f"before {_label(until_ms)}"
-        )
+        window = f"[{_label(since_ms)}, {_label(until_ms)})"
+        span = f"in {window}" if since else f"before {_label(until_ms)}"
         if since_ms >= now:
             reason = (
-                f"the range {span} lies wholly in the future (now is {_label(now)}): "
+                f"the range {window} lies wholly in the future (now is {_label(now)}): "
                 "nothing can be stored there yet"
             )
         else:
             source = f" (or -t 1m, from which {tf.name} is built)" if tf.name in DERIVABLE else ""
             reason = (
-                f"nothing stored for {code} {tf.name} in {span} in {db}; run "
+                f"nothing stored for {code} {tf.name} {span} in {db}; run "
                 f"`marketspine collect {code} -t {tf.name}`{source} first"
             )
         print(f"marketspine: {reason}; no file written", file=sys.stderr)

@@ -1,0 +1,193 @@
+"""The mixed workload (issue 9 item 4): a bot polling the last 200 1m candles and the ticker
+every second for 5 markets, a chart opening 1,000 15m candles on 10 markets (again every
+30 s; its memory is cleared once, a minute in, as a restart would), a screener of all KRW
+tickers every 10 s — run for ``SECONDS`` against two
+simulators at once: once through Spine (memory, database, live state) and once straight
+through the Client (no layers: every request goes upstream). Upstream calls are what each
+simulator served (`GET /sim/stats`).
+
+`python -m bench workload` (or `python -m bench.workload [SECONDS]`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._sim import simulator
+from marketspine._client import Client
+from marketspine._ratebudget import Priority
+from marketspine._result import ResultMeta
+from marketspine._spine import Spine
+
+Row = dict[str, Any]
+SECONDS = 120.0
+BOT = ["KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE"]
+CHART: list[str] = []  # the next 10 listed KRW markets, filled from the simulator
+
+
+def row(name: str, value: float, unit: str, goal: str) -> Row:
+    return {"benchmark": name, "value": value, "unit": unit, "goal": goal}
+
+
+async def served(url: str) -> int:
+    async with httpx.AsyncClient(base_url=url) as http:
+        stats = (await http.get("/sim/stats")).json()
+    return int(sum(stats["requests"]["by_group"].values()))
+
+
+async def every(seconds: float, until: float, job: Callable[[], Awaitable[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while next_at < until:
+        await job()
+        next_at += seconds
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+
+async def with_layers(url: str, db: Path, seconds: float) -> dict[str, Any]:
+    metas: list[tuple[str, ResultMeta]] = []
+    async with Spine(url, db, warmup_every_s=0) as spine:
+        await spine.watch(["ticker", "candle.1m"], BOT)
+        await spine.watch(["candle.15m"], CHART)  # a chart keeps its forming candle live
+        until = asyncio.get_running_loop().time() + seconds
+
+        async def bot() -> None:
+            for market in BOT:
+                candles = await spine.candles(market, "1m", count=200, priority=Priority.HIGH)
+                # the stream keeps a watched ticker current: a quiet market's is just older
+                tickers = await spine.tickers([market], max_age_s=10, priority=Priority.HIGH)
+                metas.extend([("candles", candles.meta), ("ticker", tickers.meta)])
+
+        opened = 0
+
+        async def chart() -> None:
+            nonlocal opened
+            opened += 1
+            if opened == 3:  # a restart a minute in: memory is empty, the database is not
+                spine.clear_memory()
+            for market in CHART:
+                result = await spine.candles(market, "15m", count=1000)
+                metas.append(("candles", result.meta))
+
+        async def screener() -> None:
+            result = await spine.tickers(quote="KRW", max_age_s=5, priority=Priority.LOW)
+            metas.append(("screener", result.meta))
+
+        await asyncio.gather(
+            every(1, until, bot), every(30, until, chart), every(10, until, screener)
+        )
+        memory = spine._memory.statistics()
+    return {"calls": await served(url), "metas": metas, "memory": memory}
+
+
+async def without_layers(url: str, seconds: float) -> int:
+    async with Client(url) as client:
+        until = asyncio.get_running_loop().time() + seconds
+
+        async def bot() -> None:
+            for market in BOT:
+                await client.candles(market, "1m", count=200, priority=Priority.HIGH)
+                await client.tickers([market], priority=Priority.HIGH)
+
+        async def chart() -> None:
+            for market in CHART:
+                to_ms = None
+                for _ in range(5):  # 1,000 candles: five pages
+                    page = await client.candles(market, "15m", count=200, to_ms=to_ms)
+                    if len(page) < 200:
+                        break
+                    to_ms = page[-1].start_ms
+
+        async def screener() -> None:
+            await client.tickers_by_quote(["KRW"], priority=Priority.LOW)
+
+        await asyncio.gather(
+            every(1, until, bot), every(30, until, chart), every(10, until, screener)
+        )
+    return await served(url)
+
+
+def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list[Row]:
+    metas: list[tuple[str, ResultMeta]] = layered["metas"]
+    calls = layered["calls"]
+    label = f"mixed workload {seconds:g} s"
+    candle_metas = [m for kind, m in metas if kind == "candles"]
+    from_memory = sum(1 for m in candle_metas if set(m.sources) <= {"memory", "live"})
+    missed = [m for m in candle_metas if not set(m.sources) <= {"memory", "live"}]
+    from_db = sum(1 for m in missed if "upstream" not in m.sources)
+    by_priority: dict[str, list[float]] = defaultdict(list)
+    for _, meta in metas:
+        by_priority[meta.priority.name if meta.priority is not None else "?"].append(
+            meta.elapsed_ms
+        )
+    rows = [
+        row(f"{label}: upstream calls without layers (Client only)", plain_calls, "calls", "-"),
+        row(f"{label}: upstream calls through Spine", calls, "calls", "-"),
+        row(f"{label}: upstream calls saved", 100 * (1 - calls / plain_calls), "%", "≥ 80"),
+        row(
+            f"{label}: candle requests answered by memory/live ({len(candle_metas)} requests)",
+            100 * from_memory / max(1, len(candle_metas)),
+            "%",
+            "≥ 90",
+        ),
+        row(
+            f"{label}: of memory misses, answered by the database ({len(missed)} misses)",
+            100 * from_db / max(1, len(missed)),
+            "%",
+            "≥ 95",
+        ),
+    ]
+    for name in ("HIGH", "NORMAL", "LOW"):
+        samples = sorted(by_priority.get(name, []))
+        if samples:
+            p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+            rows.append(
+                row(
+                    f"{label}: {name} latency p50 / p99 ({len(samples)} answers), p50",
+                    statistics.median(samples),
+                    "ms",
+                    "-",
+                )
+            )
+            rows.append(row(f"{label}: {name} latency p99", p99, "ms", "-"))
+    return rows
+
+
+async def both(seconds: float, tmp: Path) -> list[Row]:
+    with simulator("--latency-ms", "30") as a, simulator("--latency-ms", "30") as b:
+        async with httpx.AsyncClient(base_url=a) as http:
+            listed = [m["market"] for m in (await http.get("/v1/market/all")).json()]
+        CHART[:] = [m for m in listed if m.startswith("KRW-") and m not in BOT][:10]
+        layered, plain = await asyncio.gather(
+            with_layers(a, tmp / "w.db", seconds), without_layers(b, seconds)
+        )
+    return summarize(layered, plain, seconds)
+
+
+def run(seconds: float = SECONDS) -> list[Row]:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = asyncio.run(both(seconds, Path(tmp)))
+    elapsed = time.perf_counter() - started
+    rows.append(row("mixed workload: wall time of the run", elapsed, "s", "-"))
+    return rows
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else SECONDS
+    for item in run(seconds):
+        print(f"{item['benchmark']:<85} {item['value']:>10,.2f} {item['unit']:<6} {item['goal']}")
+
+
+if __name__ == "__main__":
+    main()
