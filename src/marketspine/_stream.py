@@ -205,6 +205,7 @@ class Stream:
         self._messages_sent = 0
         self._pongs = 0
         self._last_frame: dict[str, float] = {}
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class Stream:
     ) -> None:
         assert self._task_group is not None
         ws = self._ws
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         try:
@@ -309,12 +311,6 @@ class Stream:
     async def _run(self) -> None:
         failures = 0
         while True:
-            # On Python 3.11 a TaskGroup swallows its parent's cancellation when a child
-            # fails at the same moment (``_serve``'s group, when the last subscription goes
-            # as the stream closes): honour a cancel still pending instead of waiting on.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
             await self._wanted.wait()
             try:
                 ws = await connect(
@@ -329,6 +325,12 @@ class Stream:
                 reason = f"cannot connect to {self._url}: {exc}"
             else:
                 lost, delivered = await self._serve(ws)
+                # On Python 3.11 a TaskGroup drops its parent's cancellation when a child
+                # fails at the same moment (``_serve``'s group, as the last subscription
+                # goes while the stream closes): the closing flag says what the lost
+                # CancelledError would have said.
+                if self._closing:
+                    return
                 if not self._subs:
                     continue  # closed on purpose: nothing to reconnect for
                 reason = lost.reason
