@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from marketspine._ratebudget import Priority
+from marketspine._records import Orderbook, Ticker
 from marketspine._spine import Spine
 
 
@@ -51,4 +53,35 @@ async def test_every_answer_carries_meta_and_statistics_count_every_call(
         krw = await spine.tickers(quote="KRW")
         assert krw.meta.sources == ("rest",)
         # Every request upstream saw is counted, the clock-sync ticker included.
+        assert spine.statistics().upstream_calls == await sim_requests(sim_app)
+
+
+async def test_single_ticker_and_orderbook_carry_meta_and_stay_plain_records(
+    tmp_path: Path, sim_app: Any, sim_clock: Callable[[], int]
+) -> None:
+    async with Spine(
+        "http://sim",
+        tmp_path / "one.db",
+        transport=httpx.ASGITransport(app=sim_app),
+        wall_ms=sim_clock,
+        warmup_every_s=0,
+    ) as spine:
+        ticker = await spine.ticker("KRW-BTC", max_age_s=60, priority=Priority.CRITICAL)
+        assert ticker.meta.sources == ("rest",) and ticker.meta.upstream_calls == 1
+        assert ticker.meta.priority == Priority.CRITICAL and ticker.meta.elapsed_ms > 0
+        cached = await spine.ticker("KRW-BTC", max_age_s=60)
+        assert cached.meta.sources == ("memory",) and cached.meta.upstream_calls == 0
+        # Still a Ticker: equal to, and hashing like, the plain record of the list form.
+        (plain,) = await spine.tickers(["KRW-BTC"], max_age_s=60)
+        assert isinstance(ticker, Ticker) and ticker == plain and plain == ticker
+        assert (ticker != plain) is False and len({ticker, plain, cached}) == 1
+        assert msgspec.json.decode(msgspec.json.encode(ticker), type=Ticker) == plain
+        assert msgspec.structs.replace(ticker, price=1.0) != plain
+        book = await spine.orderbook("KRW-BTC", max_age_s=60, priority=Priority.LOW)
+        assert isinstance(book, Orderbook) and book.market == "KRW-BTC"
+        assert book.meta.sources == ("rest",) and book.meta.upstream_calls == 1
+        assert book.meta.priority == Priority.LOW
+        (plain_book,) = await spine.orderbooks(["KRW-BTC"], max_age_s=60)
+        assert book == plain_book and hash(book) == hash(plain_book)
+        assert (await spine.orderbook("KRW-BTC", max_age_s=60)).meta.sources == ("memory",)
         assert spine.statistics().upstream_calls == await sim_requests(sim_app)
