@@ -9,7 +9,7 @@ decoding as the plain record ignores it.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -21,54 +21,44 @@ __all__ = ["OrderbookAnswer", "TickerAnswer", "with_meta"]
 _R = TypeVar("_R", Ticker, Orderbook)
 
 
-class TickerAnswer(Ticker, frozen=True, gc=False, kw_only=True):
+class _ComparedAsRecord:
+    """Equality and hash of the plain ``record`` type's fields (``meta`` left out)."""
+
+    __slots__ = ()
+    record: ClassVar[type[msgspec.Struct]]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, self.record):
+            return NotImplemented
+        return _values(self, self.record) == _values(other, self.record)
+
+    def __ne__(self, other: object) -> bool:
+        same = self.__eq__(other)
+        return same if same is NotImplemented else not same
+
+    def __hash__(self) -> int:
+        return hash(self.record(*_values(self, self.record)))
+
+
+class TickerAnswer(_ComparedAsRecord, Ticker, frozen=True, gc=False, kw_only=True):
     """A ``Ticker`` with the ``meta`` of the request that answered it."""
 
+    record = Ticker
     meta: ResultMeta = ResultMeta()
 
-    def __eq__(self, other: object) -> bool:
-        return _same(self, other, Ticker)
 
-    def __ne__(self, other: object) -> bool:
-        return _differ(self, other, Ticker)
-
-    def __hash__(self) -> int:
-        return hash(Ticker(*_values(self, Ticker)))
-
-
-class OrderbookAnswer(Orderbook, frozen=True, gc=False, kw_only=True):
+class OrderbookAnswer(_ComparedAsRecord, Orderbook, frozen=True, gc=False, kw_only=True):
     """An ``Orderbook`` with the ``meta`` of the request that answered it."""
 
+    record = Orderbook
     meta: ResultMeta = ResultMeta()
-
-    def __eq__(self, other: object) -> bool:
-        return _same(self, other, Orderbook)
-
-    def __ne__(self, other: object) -> bool:
-        return _differ(self, other, Orderbook)
-
-    def __hash__(self) -> int:
-        return hash(Orderbook(*_values(self, Orderbook)))
 
 
 def with_meta(record: _R, meta: ResultMeta) -> _R:
     """``record`` as its answer type, carrying ``meta``."""
     answer: Any = TickerAnswer if isinstance(record, Ticker) else OrderbookAnswer
-    kind = Ticker if isinstance(record, Ticker) else Orderbook
-    return answer(*_values(record, kind), meta=meta)  # type: ignore[no-any-return]
+    return answer(*_values(record, answer.record), meta=meta)  # type: ignore[no-any-return]
 
 
-def _values(record: msgspec.Struct, kind: type[msgspec.Struct]) -> tuple[Any, ...]:
+def _values(record: object, kind: type[msgspec.Struct]) -> tuple[Any, ...]:
     return tuple(getattr(record, name) for name in kind.__struct_fields__)
-
-
-def _same(answer: msgspec.Struct, other: object, kind: type[msgspec.Struct]) -> bool:
-    if not isinstance(other, kind):
-        return NotImplemented  # type: ignore[no-any-return]
-    return _values(answer, kind) == _values(other, kind)
-
-
-def _differ(answer: msgspec.Struct, other: object, kind: type[msgspec.Struct]) -> bool:
-    if not isinstance(other, kind):
-        return NotImplemented  # type: ignore[no-any-return]
-    return _values(answer, kind) != _values(other, kind)
