@@ -91,22 +91,15 @@ async def test_a_small_miss_fetches_a_full_page_and_the_next_request_is_free(
 
 @pytest.mark.parametrize("market", [DENSE, SPARSE])
 async def test_a_stored_count_is_read_back_from_the_store_alone(
-    sim_app: Any, sim_clock: Any, tmp_path: Path, market: str
+    sim_spine: Spine, sim_app: Any, market: str
 ) -> None:
     # Memory lost (a restart, an eviction), the store holding every candle asked before:
     # the store answers all of it, however sparse the market (it read a capped first span,
     # then asked upstream for the rest instead of reading on).
-    async with Spine(
-        "http://sim",
-        tmp_path / "again.db",
-        transport=httpx.ASGITransport(app=sim_app),
-        wall_ms=sim_clock,
-        warmup_every_s=0,
-    ) as spine:
-        first = await spine.candles(market, "15m", count=1000, closed_only=True)
-        spine.clear_memory()
-        before = await sim_requests(sim_app)
-        again = await spine.candles(market, "15m", count=999, closed_only=True)
-        assert list(again) == list(first)[-999:]
-        assert again.meta.sources == ("database",) and again.meta.upstream_calls == 0
-        assert await sim_requests(sim_app) == before
+    first = await sim_spine.candles(market, "15m", count=1000, closed_only=True)
+    sim_spine.clear_memory()
+    before = await sim_requests(sim_app)
+    again = await sim_spine.candles(market, "15m", count=999, closed_only=True)
+    assert list(again) == list(first)[-999:]
+    assert again.meta.sources == ("database",) and again.meta.upstream_calls == 0
+    assert await sim_requests(sim_app) == before
