@@ -197,7 +197,7 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
             p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
             rows.append(
                 row(
-                    f"{label}: {name} latency p50 / p99 ({len(samples)} answers), p50",
+                    f"{label}: {name} latency p50 ({len(samples):,} answers)",
                     statistics.median(samples),
                     "ms",
                     "-",
