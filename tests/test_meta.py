@@ -75,3 +75,15 @@ async def test_single_ticker_and_orderbook_carry_meta_and_stay_plain_records(
     assert book == plain_book and hash(book) == hash(plain_book)
     assert (await spine.orderbook("KRW-BTC", max_age_s=60)).meta.sources == ("memory",)
     assert spine.statistics().upstream_calls == await sim_requests(sim_app)
+
+
+async def test_markets_carry_meta(spine: Spine, sim_app: Any) -> None:
+    listed = await spine.markets()
+    assert isinstance(listed, list) and any(m.market == "KRW-BTC" for m in listed)
+    assert listed.meta.sources == ("rest",) and listed.meta.upstream_calls == 1
+    cached = await spine.markets()
+    assert cached == listed and cached.meta.sources == ("memory",)
+    assert cached.meta.upstream_calls == 0
+    with_delisted = await spine.markets(include_delisted=True)
+    assert with_delisted.meta.sources == ("memory", "database")
+    assert spine.statistics().upstream_calls == await sim_requests(sim_app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ._client import Client
 from ._errors import InvalidRequestError, RetryLaterError
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo
+from ._result import ListResult, Trace
 from ._store import CandleStore
 from ._ticks import tick_size as table_tick_size
 from ._ticks import warmed_tick_size
@@ -74,20 +76,28 @@ class MarketList:
 
     async def markets(
         self, client: Client, *, refresh: bool, held: CandleStore | None = None
-    ) -> list[MarketInfo]:
+    ) -> ListResult[MarketInfo]:
         """Every listed market (fetched once through ``client``, or again on ``refresh``);
         with ``held``, also every market that store holds candles of and upstream no longer
-        lists (``delisted=True``)."""
+        lists (``delisted=True``). ``meta`` says rest (fetched now) or memory, and database
+        for the delisted ones."""
+        started, trace = time.perf_counter(), Trace()
         async with self._lock:
             if self._markets is None or refresh:
                 rows = await client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
                 self._on_call()
+                trace.calls += 1
+                trace.used("rest")
+            else:
+                trace.used("memory")
             listed = dict(self._markets)
         if held is None:
-            return list(listed.values())
+            return ListResult(listed.values(), trace.meta(started))
         gone = sorted({s.market for s in await held.summary()} - listed.keys())
-        return [*listed.values(), *(MarketInfo(m, None, m, False, {}, True) for m in gone)]
+        trace.used("database")
+        delisted = (MarketInfo(m, None, m, False, {}, True) for m in gone)
+        return ListResult([*listed.values(), *delisted], trace.meta(started))
 
     async def warmup(self, client: Client) -> WarmupReport:
         """Fetch every exchange's markets and instruments (the main one through ``client``)

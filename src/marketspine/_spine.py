@@ -444,7 +444,7 @@ class Spine:
 
     async def markets(
         self, *, refresh: bool = False, include_delisted: bool = False
-    ) -> list[MarketInfo]:
+    ) -> ListResult[MarketInfo]:
         """Every listed market with its warning flags (fetched once, then cached). With
         ``include_delisted``, also every market the store holds candles of that upstream
         no longer lists (``delisted=True``; its history stays readable with ``candles``)."""
