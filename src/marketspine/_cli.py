@@ -271,7 +271,13 @@ def migrate(source: str, target: str, json_output: bool) -> None:
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("market", metavar="MARKET")
 @_timeframe_option
-@click.option("--out", "-o", metavar="FILE", required=True, help="File to write (replaced whole).")
+@click.option(
+    "--out",
+    "-o",
+    metavar="FILE",
+    required=True,
+    help="File to write (replaced whole); - writes CSV to standard output.",
+)
 @click.option(
     "--format",
     "export_format",
