@@ -28,6 +28,7 @@ from rich.table import Table
 from ._client import Client
 from ._collect import CollectSummary, ProgressEvent, collect
 from ._collect_notes import EXIT_NOTHING_COLLECTABLE, collect_notes, collect_notes_json
+from ._default_db import sibling_hint
 from ._errors import InvalidRequestError, StoreError, UnknownMarketError
 from ._ratebudget import Priority
 from ._store import SQLiteStore
@@ -81,7 +82,10 @@ def open_store(
         return PostgresStore(db)
     path = Path(db).expanduser()
     if must_exist and not path.exists():
-        raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
+        raise StoreError(
+            f"no database at {path}: run `marketspine collect` first or pass --db"
+            + sibling_hint(path)
+        )
     return SQLiteStore(path, read_only=read_only, verify=read_only)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ._commands import open_store
+from ._default_db import sibling_hint
 from ._derive import DERIVABLE, derive_candles
 from ._errors import InvalidRequestError, UnknownMarketError
 from ._outfile import atomic_output, check_output_path
@@ -82,6 +83,7 @@ def run_export(
             reason = (
                 f"nothing stored for {code} {tf.name} {span} in {db}; run "
                 f"`marketspine collect {code} -t {tf.name}`{source} first"
+                + sibling_hint(db)
             )
         print(f"marketspine: {reason}; no file written", file=sys.stderr)
         raise SystemExit(EXIT_NOTHING_STORED)
@@ -114,7 +116,7 @@ async def _read(db: str, market: str, tf: Timeframe, since_ms: int, until_ms: in
                 market,
                 f"unknown market {market!r}: nothing of it is stored in {db} "
                 f"(`marketspine status` lists what is; `marketspine collect {market} -t TF` "
-                "stores it)",
+                "stores it)" + sibling_hint(db),
             )
         return candles
 

@@ -40,6 +40,7 @@ from ._backends import enter_owned, resolve_backends
 from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
 from ._client import Client
+from ._default_db import DEFAULT_UPSTREAM, default_db_path
 from ._errors import ClosedError, UpstreamError
 from ._hot import HotWindows
 from ._listener import Event
@@ -60,15 +61,7 @@ from ._timeframes import Timeframe
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
-DEFAULT_UPSTREAM = "https://api.upbit.com"
 logger = logging.getLogger("marketspine")
-
-
-def default_db_path() -> Path:
-    """``marketspine.db`` in the user data directory."""
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("marketspine")) / "marketspine.db"
 
 
 class Spine:
@@ -150,7 +143,7 @@ class Spine:
         try:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             if self._db is None or isinstance(self._db, str | Path):
-                path = Path(self._db) if self._db is not None else default_db_path()
+                path = Path(self._db) if self._db is not None else default_db_path(self._upstream)
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
                 self._store = await stack.enter_async_context(SQLiteStore(path.expanduser()))
                 await self._market_list.load(path.expanduser())
