@@ -266,12 +266,13 @@ class ServeService:
 
     # -- warmup ----------------------------------------------------------------------------------
 
-    async def warmup(self) -> dict[str, Any]:
-        """Run a warmup now (one at a time); returns and keeps the warmup dictionary."""
+    async def warmup(self, max_age_s: float = 0.0) -> dict[str, Any]:
+        """Run a warmup now (one at a time); returns and keeps the warmup dictionary. With
+        Redis, one another process finished within ``max_age_s`` is taken instead."""
         async with self._warmup_lock:
             started = time.perf_counter()
             try:
-                report = await self.spine.warmup()
+                report = await self.spine.warmup(max_age_s=max_age_s)
             except Exception as exc:
                 report = {
                     "success": False,
@@ -290,7 +291,7 @@ class ServeService:
 
     async def _warmup_schedule(self) -> None:
         while True:
-            await self.warmup()
+            await self.warmup(self._warmup_every_s if self._warmup_every_s > 0 else WARMUP_EVERY_S)
             if self._warmup_every_s <= 0:
                 return
             await asyncio.sleep(self._warmup_every_s)
