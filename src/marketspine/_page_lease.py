@@ -62,6 +62,7 @@ class RedisPageLeases:
         self._renew = redis.register_script(_RENEW)
         self.fetched = 0  # pages this process fetched under a lease
         self.shared = 0  # pages another process fetched for this one
+        self.waits = 0  # times this process found a page's lease held by another
 
     async def fetch_once(
         self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
@@ -84,6 +85,7 @@ class RedisPageLeases:
                     await self._release(keys=[lease], args=[self._token])
                     self.shared += 1
                     return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
+                self.waits += 1
                 await asyncio.sleep(self._poll_s)  # the holder publishes within a fetch
         except _UNREACHABLE as exc:
             log.warning("Redis unreachable for page leases (%s); fetching %s here", exc, key)

@@ -155,12 +155,14 @@ class ServeService:
         idle_unwatch_s: float = 300.0,
         live_on_demand: bool = True,
         redis: str | None = None,
+        redis_prefix: str | None = None,
     ) -> None:
         self.metrics = ServeMetrics()
         self.spine = Spine(
             upstream,
             db,
-            redis=redis,  # the rate budget shared with every process using this Redis
+            redis=redis,  # budget, pages and catalog shared with every process using it
+            redis_prefix=redis_prefix,
             transport=self.metrics.transport(transport),
             ws_url=ws_url,
             warmup_every_s=0,  # the service schedules warmups itself, to report them

@@ -254,8 +254,9 @@ class Spine:
 
     def _candle_reader(self) -> CandleReader:
         if self._reader is None:
+            leases = self._shared.leases if self._shared else None
             self._reader = CandleReader(
-                self.client, self.store, self._memory, self._live, self.markets
+                self.client, self.store, self._memory, self._live, self.markets, leases
             )
         return self._reader
 
