@@ -29,14 +29,14 @@ from ._subscriptions import normalize_market
 from ._time import parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["MAX_COUNT", "CandleReader"]
+__all__ = ["MAX_COUNT", "CandleReader", "MarketsFromCache"]
 
 _ONE_MINUTE = parse_timeframe("1m")
 _FAR_FUTURE_MS = 1 << 62
 MAX_COUNT = 100_000
 
 
-class _MarketsFromCache:
+class MarketsFromCache:
     """What ``collect`` needs of a client, with the market list answered by the caller's
     cache so a backfill of a known market costs only candle pages."""
 
@@ -428,7 +428,7 @@ class CandleReader:
             if missing:
                 try:
                     summary = await collect(
-                        _MarketsFromCache(self._client, self._markets),
+                        MarketsFromCache(self._client, self._markets),
                         store,
                         [market],
                         tf,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -126,6 +126,26 @@ class RedisCatalog:
                 catalog.exchanges[name] = ExchangeCatalog(
                     name, markets.url, fetched_ms, markets.markets, ticks.instruments
                 )
+
+    async def listed(self, url: str, codes: Sequence[str]) -> list[MarketInfo] | None:
+        """The markets Redis lists for the exchange at ``url`` if they include every one of
+        ``codes``; None (ask upstream) otherwise or when Redis is unreachable."""
+        try:
+            known = await self._redis.get(self.supported_key)
+            names = _names(known) if known is not None else []
+            values = await self._redis.mget(list(map(self.market_key, names))) if names else []
+        except (*UNREACHABLE, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        for raw in values:
+            try:
+                info = _markets(raw) if raw is not None else None
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if info is not None and info.url.rstrip("/") == url.rstrip("/"):
+                markets = list(info.markets)
+                if set(codes) <= {m.market for m in markets}:
+                    return markets
+        return None
 
     async def warm(
         self,
