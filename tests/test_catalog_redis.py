@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from services import RedisSpace
 
 from marketspine._catalog_redis import RedisCatalog
+from marketspine._redis_lease import RedisLease
 from marketspine._spine import Spine
-from marketspine._warmup_lease import RedisLease
 from marketspine.sim import SimConfig, create_app
 
 

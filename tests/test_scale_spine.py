@@ -17,6 +17,17 @@ from marketspine._time import parse_time
 from marketspine.sim import SimConfig, create_app
 
 
+def shared_spine(app: Any, pg: PgSpace, redis: RedisSpace) -> Spine:
+    """A Spine as one process would be: its store in PostgreSQL, Redis shared."""
+    return Spine(
+        "http://sim",
+        pg.url,
+        redis=redis.url,
+        redis_prefix=redis.prefix,
+        transport=httpx.ASGITransport(app=app),
+    )
+
+
 async def test_a_second_spine_reads_what_the_first_stored_in_postgresql(
     pg_space: PgSpace, redis_space: RedisSpace
 ) -> None:
@@ -24,13 +35,7 @@ async def test_a_second_spine_reads_what_the_first_stored_in_postgresql(
     since, until = parse_time("2025-03-01"), parse_time("2025-03-04T07:00:00")
 
     def spine() -> Spine:
-        return Spine(
-            "http://sim",
-            pg_space.url,
-            redis=redis_space.url,
-            redis_prefix=redis_space.prefix,
-            transport=httpx.ASGITransport(app=app),
-        )
+        return shared_spine(app, pg_space, redis_space)
 
     async with spine() as first:
         got = await first.candles("KRW-BTC", "1h", start=since, end=until)
@@ -76,13 +81,7 @@ async def test_two_spines_asked_for_the_same_missing_history_fetch_each_page_onc
     since, until = parse_time("2026-11-19T00:00:00"), parse_time("2026-11-19T10:00:00")
 
     def spine() -> Spine:
-        return Spine(
-            "http://sim",
-            pg_space.url,
-            redis=redis_space.url,
-            redis_prefix=redis_space.prefix,
-            transport=httpx.ASGITransport(app=gate),
-        )
+        return shared_spine(gate, pg_space, redis_space)
 
     async with spine() as a, spine() as b:
         asked = [

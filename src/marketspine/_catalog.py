@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -28,7 +28,6 @@ __all__ = [
     "REGION_URLS",
     "Catalog",
     "ExchangeCatalog",
-    "SharedCatalog",
     "WarmupReport",
     "catalog_path",
     "warm_up",
@@ -104,24 +103,6 @@ class WarmupReport:
 
 
 Fetch = Callable[[str], Awaitable[tuple[list[MarketInfo], list[Instrument]]]]
-
-
-class SharedCatalog(Protocol):
-    """The catalog shared by processes (``marketspine._catalog_redis.RedisCatalog``)."""
-
-    async def read_into(self, catalog: Catalog, exchanges: Mapping[str, str]) -> None:
-        """Take the shared entries of ``exchanges`` newer than ``catalog``'s into it."""
-
-    async def warm(
-        self,
-        exchanges: Mapping[str, str],
-        catalog: Catalog,
-        fetch: Callable[[], Awaitable[WarmupReport]],
-        *,
-        fresh_after_ms: int,
-    ) -> WarmupReport:
-        """A shared round finished at or after ``fresh_after_ms``, or ``fetch`` (under a
-        lease) published for the others."""
 
 
 async def warm_up(

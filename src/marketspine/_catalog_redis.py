@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 
 from ._catalog import Catalog, ExchangeCatalog, WarmupReport
 from ._records import Instrument, MarketInfo
+from ._redis_lease import UNREACHABLE, RedisLease
 from ._time import now_ms
-from ._warmup_lease import UNREACHABLE, RedisLease
 
 __all__ = ["RedisCatalog"]
 

@@ -13,16 +13,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-from ._catalog import Catalog, SharedCatalog, WarmupReport, catalog_path, warm_up
+from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo
 from ._store import CandleStore
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
+
+if TYPE_CHECKING:  # redis loads only when a Redis is used
+    from ._catalog_redis import RedisCatalog
 
 __all__ = ["MarketList"]
 
@@ -46,7 +50,7 @@ class MarketList:
         transport: httpx.AsyncBaseTransport | None = None,
         every_s: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        shared: SharedCatalog | None = None,
+        shared: RedisCatalog | None = None,
     ) -> None:
         self._upstream = upstream
         self._exchanges = dict(exchanges) if exchanges else {"upbit": upstream}

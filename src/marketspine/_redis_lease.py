@@ -1,6 +1,7 @@
 """A lease on one Redis key: taken with ``SET NX PX``, renewed while its holder works, given
 back only by its holder (a token compared in a script), lapsing by itself when the holder
-dies. The warmup takes one so that one process per refresh period calls upstream.
+dies. The warmup takes one so that one process per refresh period calls upstream; the
+page leases take one per page.
 """
 
 from __future__ import annotations
