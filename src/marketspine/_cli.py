@@ -197,7 +197,8 @@ def _default_db(upstream: str = DEFAULT_UPSTREAM) -> str:
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget with every process using this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget, page fetches and market catalog with every process using "
+    "this Redis (redis://HOST:PORT/DB).",
 )
 def collect(
     markets: tuple[str, ...],
@@ -390,7 +391,8 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget with every process using this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget, page fetches and market catalog with every process using "
+    "this Redis (redis://HOST:PORT/DB).",
 )
 def serve(
     upstream: str, db: str | None, host: str, port: int, admin_token: str | None, redis: str | None
