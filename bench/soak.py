@@ -2,11 +2,15 @@
 workload against a simulator with 250 markets for ``--minutes`` (default 30) and sample RSS;
 once the memory budget is full, RSS must stay flat (the slope is printed as it goes).
 
-    python -m bench.soak [--minutes 30] [--memory-mb 100] [--every-s 10]
+    python -m bench.soak [--minutes 30] [--memory-mb 100] [--every-s 10] [--charts 1] [--trace]
 
-Workload: every market watched live (ticker, orderbook, trade); a chart of 1,000 1m candles
-every second on a rotating market (so candle windows keep cycling through the budget); all
-KRW tickers every 10 s.
+``--charts N`` opens N charts a second instead of one (a denser workload for shorter runs).
+``--trace`` starts ``tracemalloc`` (10 frames) once the budget is full (tracing the fill
+would slow it several times over), prints the Python-level memory traced since then with every
+sample, and at the end the top 10 allocation sites (by traceback) that grew from a reference
+snapshot, taken a third of the way from full to the end (once what the budget holds has turned
+over), to the end. Growth outside the budget shows up there; allocator noise shows as RSS
+steps while traced memory stays flat.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import os
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from bench._sim import simulator
@@ -37,7 +42,37 @@ def slope_per_minute(samples: list[tuple[float, float]]) -> float:
     return 0.0 if var == 0 else cov / var * 60
 
 
-async def soak(url: str, db: Path, minutes: float, memory_mb: float, every_s: float) -> None:
+def print_growth(first: tracemalloc.Snapshot, last: tracemalloc.Snapshot, top: int = 10) -> None:
+    """The `top` allocation sites (by traceback) that grew most from `first` to `last`."""
+    skip = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen *>"),
+    ]
+    stats = last.filter_traces(skip).compare_to(first.filter_traces(skip), "traceback")
+    growing = sorted((s for s in stats if s.size_diff > 0), key=lambda s: -s.size_diff)[:top]
+    print(f"top {len(growing)} growing allocation sites, reference snapshot -> end:")
+    for stat in growing:
+        print(
+            f"  {stat.size_diff / 1024:+9.1f} KiB  {stat.count_diff:+7d} blocks  "
+            f"(now {stat.size / 1024:.1f} KiB in {stat.count} blocks)"
+        )
+        for line in stat.traceback.format(limit=8, most_recent_first=True):
+            print(f"    {line}")
+
+
+def traced_mib() -> float:
+    return tracemalloc.get_traced_memory()[0] / MIB if tracemalloc.is_tracing() else 0.0
+
+
+async def soak(
+    url: str,
+    db: Path,
+    minutes: float,
+    memory_mb: float,
+    every_s: float,
+    charts: int = 1,
+    trace: bool = False,
+) -> None:
     import psutil
 
     process = psutil.Process(os.getpid())
@@ -51,9 +86,13 @@ async def soak(url: str, db: Path, minutes: float, memory_mb: float, every_s: fl
         full_at: float | None = None
         samples: list[tuple[float, float]] = []
         next_sample = started
+        reference: tracemalloc.Snapshot | None = None
+        reference_at = started + minutes * 60  # set once the budget is full
+        traced: list[tuple[float, float]] = []
         tick = 0
         while (now := time.monotonic()) - started < minutes * 60:
-            await spine.candles(codes[tick % len(codes)], "1m", count=1000)
+            for chart in range(charts):
+                await spine.candles(codes[(tick * charts + chart) % len(codes)], "1m", count=1000)
             if tick % 10 == 0:
                 await spine.tickers(quote="KRW", max_age_s=0)
             tick += 1
@@ -64,11 +103,19 @@ async def soak(url: str, db: Path, minutes: float, memory_mb: float, every_s: fl
                 if full_at is None and stats.memory_bytes >= 0.95 * stats.memory_limit_bytes:
                     full_at = now
                     print(f"budget full after {now - started:.0f} s")
+                    reference_at = now + (started + minutes * 60 - now) / 3
+                    if trace:
+                        tracemalloc.start(10)
                 if full_at is not None:
                     samples.append((now - started, rss))
+                    if tracemalloc.is_tracing():
+                        traced.append((now - started, traced_mib()))
+                        if reference is None and now >= reference_at:
+                            reference = tracemalloc.take_snapshot()
+                            print(f"reference snapshot at {now - started:.0f} s", flush=True)
                 print(
                     f"{now - started:7.0f} s  RSS {rss:7.1f} MiB  (+{rss - baseline:.1f})  "
-                    f"held {stats.memory_bytes / MIB:6.1f} MiB  "
+                    f"held {stats.memory_bytes / MIB:6.1f} MiB  traced {traced_mib():6.1f} MiB  "
                     f"slope since full {slope_per_minute(samples):+.3f} MiB/min",
                     flush=True,
                 )
@@ -80,6 +127,14 @@ async def soak(url: str, db: Path, minutes: float, memory_mb: float, every_s: fl
             f"MiB/min (last half {slope_per_minute(settled):+.3f} MiB/min), "
             f"peak RSS {peak:.1f} MiB = baseline + {peak - baseline:.1f} MiB"
         )
+        if reference is not None:
+            half = traced[len(traced) // 2 :]
+            print(
+                f"traced Python memory since full: {traced[0][1]:.1f} -> {traced[-1][1]:.1f} MiB, "
+                f"slope {slope_per_minute(traced):+.3f} MiB/min "
+                f"(last half {slope_per_minute(half):+.3f} MiB/min)"
+            )
+            print_growth(reference, tracemalloc.take_snapshot())
 
 
 def main() -> None:
@@ -87,12 +142,19 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--memory-mb", type=float, default=100.0)
     parser.add_argument("--every-s", type=float, default=10.0)
+    parser.add_argument("--charts", type=int, default=1, help="charts opened per second")
+    parser.add_argument("--trace", action="store_true", help="tracemalloc growth report")
     args = parser.parse_args()
+    if args.charts < 1:
+        parser.error("--charts must be at least 1")
     with (
         tempfile.TemporaryDirectory() as tmp,
         simulator("--markets", "250", "--rate-limit", "0") as url,
     ):
-        asyncio.run(soak(url, Path(tmp) / "soak.db", args.minutes, args.memory_mb, args.every_s))
+        db = Path(tmp) / "soak.db"
+        asyncio.run(
+            soak(url, db, args.minutes, args.memory_mb, args.every_s, args.charts, args.trace)
+        )
 
 
 if __name__ == "__main__":
