@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from marketspine._listener import Gap
+from marketspine._memory import MemoryBudget
 from marketspine._records import Trade
 from marketspine._trade_sequence import SEEN_PER_MARKET, FillNeeded, TradeSequencer
 
@@ -95,3 +98,47 @@ def test_only_the_last_ids_are_remembered() -> None:
         seq.receive(trade(n), 1, subscribed=True)
     assert seq.receive(trade(1), 1, subscribed=True) == [trade(1)]  # forgotten: new again
     assert seq.receive(trade(SEEN_PER_MARKET + 1), 1, subscribed=True) == []
+
+
+def test_remembered_ids_are_charged_to_the_memory_budget_and_released() -> None:
+    budget = MemoryBudget(10**9)
+    seq = TradeSequencer(budget)
+    for n in range(1, 101):
+        seq.receive(trade(n, "KRW-BTC"), 1, subscribed=True)
+        seq.receive(trade(n, "KRW-ETH"), 1, subscribed=True)
+    held = budget.statistics()
+    assert held.entries == 2
+    assert held.used_bytes >= 2 * 100 * sys.getsizeof(10**16)  # the ids themselves at least
+    seq.forget("KRW-BTC")
+    seq.forget("KRW-ETH")
+    assert budget.statistics().used_bytes == 0
+    assert budget.statistics().entries == 0
+
+
+def test_ids_of_every_market_ever_seen_stay_within_the_budget() -> None:
+    # 300 markets x 2 windows of trades each: without the budget that would be 300 full
+    # windows; with it, the least recently traded markets lose their ids.
+    budget = MemoryBudget(2_000_000)
+    seq = TradeSequencer(budget)
+    for m in range(300):
+        for n in range(1, 2 * SEEN_PER_MARKET):
+            seq.receive(trade(n, f"KRW-M{m}"), 1, subscribed=True)
+        assert budget.used_bytes <= budget.limit_bytes
+    remembered = [seq.remembered(f"KRW-M{m}") for m in range(300)]
+    assert max(remembered) == SEEN_PER_MARKET
+    assert 0 < sum(1 for n in remembered if n) < 300
+    assert remembered[-1] == SEEN_PER_MARKET  # the market that traded last keeps its ids
+    assert remembered[0] == 0  # the first one lost them
+
+
+def test_a_market_whose_ids_were_evicted_still_fills_its_gap_after_a_reconnect() -> None:
+    budget = MemoryBudget(100_000)
+    seq = TradeSequencer(budget)
+    seq.receive(trade(1, "KRW-BTC"), 1, subscribed=True)
+    for m in range(20):  # other markets trade later and push KRW-BTC's ids out
+        for n in range(1, 200):
+            seq.receive(trade(n, f"KRW-M{m}"), 1, subscribed=True)
+    assert seq.remembered("KRW-BTC") == 0
+    out = seq.receive(trade(5, "KRW-BTC"), 2, subscribed=True)
+    assert len(out) == 1 and isinstance(out[0], FillNeeded)
+    assert out[0].before == trade(1, "KRW-BTC")

@@ -50,7 +50,7 @@ class LiveFeed:
         """The stream, opened (and its pump started) on first use; ``client`` fills gaps."""
         async with self._lock:
             if self._stream is None:
-                stream = Stream(self._ws_url, client=client)
+                stream = Stream(self._ws_url, client=client, memory=self._live.budget)
                 await stack.enter_async_context(stream)
                 self._stream = stream
                 self._start("live pump", self._pump(stream))

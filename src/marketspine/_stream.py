@@ -38,6 +38,7 @@ from websockets.uri import parse_uri
 
 from ._errors import InvalidRequestError, MarketspineError
 from ._listener import Fanout, Health, Listener, kind_of
+from ._memory import MemoryBudget
 from ._ratebudget import Priority
 from ._records import Trade, WsError, WsStatus
 from ._subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
@@ -154,7 +155,8 @@ class Stream:
     ``clock`` (monotonic seconds), ``sleep`` and ``rand`` are injectable so that backoff and
     ping deadlines can be tested without waiting. ``client`` (a REST client with
     ``trades(market, count=, cursor=)``) fills trade gaps after reconnects; without it gaps
-    are only announced. Errors other than connection trouble end the stream and propagate
+    are only announced; ``memory`` is the budget the trade ids kept for de-duplication are
+    charged to. Errors other than connection trouble end the stream and propagate
     out of ``async with``.
     """
 
@@ -170,6 +172,7 @@ class Stream:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        memory: MemoryBudget | None = None,
     ) -> None:
         try:
             parse_uri(url)
@@ -193,7 +196,7 @@ class Stream:
         self._changed = asyncio.Event()
         self._wanted = asyncio.Event()
         self._fanout = Fanout()
-        self._trades = TradeSequencer()
+        self._trades = TradeSequencer(memory)  # trade ids charged to the memory budget
         self._task_group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ws: ClientConnection | None = None

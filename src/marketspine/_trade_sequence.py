@@ -4,21 +4,33 @@ reconnect left a hole to fill (pure: trades in, decisions out, like h11's state 
 The stream feeds every trade frame with the connection (``epoch``) it came through. The
 first trade after a reconnect holds the market's stream while the hole is fetched from REST;
 trades arriving meanwhile wait, and are replayed in order once the fill is handed back.
+
+The ids remembered per market for de-duplication are live state like any other: given the
+shared ``MemoryBudget``, each market's window of ids is one entry of it (holder
+``trade-ids``). When the budget evicts it (the market that traded least recently), the
+window is emptied; the market's last trade stays, so a reconnect still fills its gap.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from ._listener import Gap
+from ._memory import MemoryBudget
 from ._records import Trade
 
 __all__ = ["SEEN_PER_MARKET", "FillNeeded", "Output", "TradeSequencer", "TradeTrack"]
 
 # Sequential ids remembered per market to drop duplicates (REST fill vs. WebSocket replays).
-SEEN_PER_MARKET = 4096
+# Duplicates are the newest trades around a reconnect, so a short window is enough; 4096
+# ids cost about 690 KB per market (145 MiB for 216 markets, outside any bound in bytes).
+SEEN_PER_MARKET = 512
+_ID_BYTES = sys.getsizeof(10**16)  # a 17-digit sequential id
+_HOLDER = "trade-ids"
 
 
 @dataclass
@@ -44,6 +56,10 @@ class TradeTrack:
         """Whether the trade with sequential id ``seq`` was delivered already."""
         return seq in self.seen_set
 
+    def nbytes(self) -> int:
+        """About how many bytes the remembered ids hold (window, set and the ids)."""
+        return sys.getsizeof(self.seen) + sys.getsizeof(self.seen_set) + len(self.seen) * _ID_BYTES
+
 
 @dataclass(frozen=True, eq=False)
 class FillNeeded:
@@ -62,13 +78,38 @@ Output: TypeAlias = Trade | Gap | FillNeeded
 
 
 class TradeSequencer:
-    """Per-market trade sequencing with counters for statistics."""
+    """Per-market trade sequencing with counters for statistics; ``budget`` (optional)
+    charges each market's remembered ids to the shared memory budget."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: MemoryBudget | None = None) -> None:
         self._tracks: dict[str, TradeTrack] = {}
+        self._charged: dict[str, int] = {}  # per market, as charged to the budget
+        self._budget = budget
+        if budget is not None:
+            budget.register(_HOLDER, self._evicted)
         self.duplicates = 0
         self.gaps = 0
         self.gap_trades = 0
+
+    def _remember(self, market: str, track: TradeTrack, trade: Trade, epoch: int) -> None:
+        track.remember(trade, epoch)
+        if self._budget is None:
+            return
+        size = track.nbytes()
+        if self._charged.get(market) == size:
+            self._budget.touch(_HOLDER, market)
+        else:
+            self._charged[market] = size
+            self._budget.charge(_HOLDER, market, size)
+
+    def _evicted(self, key: Hashable) -> None:
+        """The budget dropped this market's ids: forget them (not its last trade)."""
+        market = str(key)
+        self._charged.pop(market, None)
+        track = self._tracks.get(market)
+        if track is not None:
+            track.seen = deque(maxlen=SEEN_PER_MARKET)
+            track.seen_set = set()
 
     def receive(self, trade: Trade, epoch: int, *, subscribed: bool) -> list[Output]:
         """Take one trade frame from connection ``epoch``; ``subscribed`` says whether its
@@ -88,7 +129,7 @@ class TradeSequencer:
             # First trade since a reconnect: hold the stream while the hole is filled.
             track.pending = [(epoch, trade)]
             return [FillNeeded(trade.market, track.last, trade, epoch, track)]
-        track.remember(trade, epoch)
+        self._remember(trade.market, track, trade, epoch)
         return [trade]
 
     def filled(
@@ -105,7 +146,7 @@ class TradeSequencer:
             Gap(fill.market, fill.before.ms, fill.after.ms, len(missing), complete, reason)
         ]
         for trade in missing:
-            track.remember(trade, fill.epoch)
+            self._remember(fill.market, track, trade, fill.epoch)
             out.append(trade)
         track.epoch = fill.epoch
         pending, track.pending = track.pending or [], None
@@ -113,7 +154,14 @@ class TradeSequencer:
             out.extend(self.receive(trade, held_epoch, subscribed=True))
         return out
 
+    def remembered(self, market: str) -> int:
+        """How many sequential ids of ``market`` are remembered for de-duplication."""
+        track = self._tracks.get(market)
+        return 0 if track is None else len(track.seen)
+
     def forget(self, market: str) -> None:
         """Drop what ``market`` delivered: a later subscription starts afresh instead of
         back-filling a long absence."""
         self._tracks.pop(market, None)
+        if self._charged.pop(market, None) is not None and self._budget is not None:
+            self._budget.release(_HOLDER, market)
