@@ -5,6 +5,7 @@ equal the simulator's REST candle once closed, and preloaded windows kept hot.""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
@@ -51,6 +52,10 @@ async def test_ticker_and_trades_from_live_state(spine: Spine) -> None:
     assert len(trades) == 50
     assert [t.ms for t in trades] == sorted((t.ms for t in trades), reverse=True)
     assert len({t.seq for t in trades}) == 50
+    # The trade ids the stream keeps for de-duplication are charged to the same budget.
+    held = spine.statistics().memory_bytes
+    ids = held - spine._live.statistics().bytes - spine._memory.statistics().bytes
+    assert ids >= 50 * sys.getsizeof(10**16)
 
 
 async def test_stream_yields_typed_events(spine: Spine) -> None:
