@@ -6,11 +6,12 @@ once the memory budget is full, RSS must stay flat (the slope is printed as it g
 
 ``--charts N`` opens N charts a second instead of one (a denser workload for shorter runs).
 ``--trace`` starts ``tracemalloc`` (10 frames) once the budget is full (tracing the fill
-would slow it several times over), prints the Python-level memory traced since then with every
-sample, and at the end the top 10 allocation sites (by traceback) that grew from a reference
-snapshot, taken a third of the way from full to the end (once what the budget holds has turned
-over), to the end. Growth outside the budget shows up there; allocator noise shows as RSS
-steps while traced memory stays flat.
+would slow it several times over) and prints the Python-level memory traced since then with
+every sample; at the end, the top 10 allocation sites (by traceback, then by line) that grew
+from a reference snapshot taken half way from full to the end, once what the budget holds has
+turned over, to the end. Growth outside the budget shows up there; allocator noise shows as
+RSS steps while traced memory stays flat. Tracing (and the snapshot it keeps) inflates RSS:
+take the RSS figures from a run without ``--trace``.
 """
 
 from __future__ import annotations
@@ -43,21 +44,24 @@ def slope_per_minute(samples: list[tuple[float, float]]) -> float:
 
 
 def print_growth(first: tracemalloc.Snapshot, last: tracemalloc.Snapshot, top: int = 10) -> None:
-    """The `top` allocation sites (by traceback) that grew most from `first` to `last`."""
+    """The `top` allocation sites that grew most from `first` to `last`: by traceback (where
+    each came from), then by line (a leak reached through many call paths adds up there)."""
     skip = [
         tracemalloc.Filter(False, tracemalloc.__file__),
         tracemalloc.Filter(False, "<frozen *>"),
     ]
-    stats = last.filter_traces(skip).compare_to(first.filter_traces(skip), "traceback")
-    growing = sorted((s for s in stats if s.size_diff > 0), key=lambda s: -s.size_diff)[:top]
-    print(f"top {len(growing)} growing allocation sites, reference snapshot -> end:")
-    for stat in growing:
-        print(
-            f"  {stat.size_diff / 1024:+9.1f} KiB  {stat.count_diff:+7d} blocks  "
-            f"(now {stat.size / 1024:.1f} KiB in {stat.count} blocks)"
-        )
-        for line in stat.traceback.format(limit=8, most_recent_first=True):
-            print(f"    {line}")
+    first, last = first.filter_traces(skip), last.filter_traces(skip)
+    for key_type in ("traceback", "lineno"):
+        stats = last.compare_to(first, key_type)
+        growing = sorted((s for s in stats if s.size_diff > 0), key=lambda s: -s.size_diff)
+        print(f"top {min(top, len(growing))} growing sites by {key_type}, reference -> end:")
+        for stat in growing[:top]:
+            print(
+                f"  {stat.size_diff / 1024:+9.1f} KiB  {stat.count_diff:+7d} blocks  "
+                f"(now {stat.size / 1024:.1f} KiB in {stat.count} blocks)"
+            )
+            for line in stat.traceback.format(limit=8, most_recent_first=True):
+                print(f"    {line}")
 
 
 def traced_mib() -> float:
@@ -103,7 +107,7 @@ async def soak(
                 if full_at is None and stats.memory_bytes >= 0.95 * stats.memory_limit_bytes:
                     full_at = now
                     print(f"budget full after {now - started:.0f} s")
-                    reference_at = now + (started + minutes * 60 - now) / 3
+                    reference_at = now + (started + minutes * 60 - now) / 2
                     if trace:
                         tracemalloc.start(10)
                 if full_at is not None:
@@ -134,7 +138,9 @@ async def soak(
                 f"slope {slope_per_minute(traced):+.3f} MiB/min "
                 f"(last half {slope_per_minute(half):+.3f} MiB/min)"
             )
-            print_growth(reference, tracemalloc.take_snapshot())
+            end = tracemalloc.take_snapshot()
+            tracemalloc.stop()  # comparing is slow enough without tracing itself
+            print_growth(reference, end)
 
 
 def main() -> None:
