@@ -31,17 +31,31 @@ EXIT_CODES_HELP = (
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _version() -> str:
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: looked up only when asked, since importlib.metadata costs every
+    other command a noticeable part of its start-up."""
+    if not value or ctx.resilient_parsing:
+        return
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("marketspine")
+        found = version("marketspine")
     except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
+        found = "unknown"
+    click.echo(f"marketspine, version {found}")
+    ctx.exit()
 
 
 @click.group(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
-@click.version_option(_version(), "--version", "-V", prog_name="marketspine")
+@click.option(
+    "--version",
+    "-V",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def app() -> None:
     """Upbit market data, fetched once, kept locally, served fast.
 
