@@ -2,7 +2,8 @@
 
 ``FakeTime`` is virtual monotonic time for code that takes ``clock``/``sleep``;
 ``ManualClock`` is a simulated UTC clock (epoch ms) for the simulator and Spine;
-``wait_until`` waits for a condition with a deadline (never a bare sleep in its place).
+``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
+``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from marketspine._ratebudget import BudgetStatistics, Priority
 from marketspine._time import parse_time
 
 T = TypeVar("T")
@@ -121,3 +123,21 @@ def wait_until_sync(condition: Callable[[], bool], within_s: float, what: str) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within_s} s waiting for {what}")
         time.sleep(_POLL_S)
+
+
+class UnpacedBudget:
+    """A ``RateBudget`` that lets every request go at once, for an in-process client against
+    a simulator with ``rate_limit=0``. (A LocalRateBudget with a large limit still paces:
+    it books the simulator's ``Remaining-Req: sec=9`` as sends by others.)"""
+
+    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
+        return None
+
+    def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
+        return None
+
+    def penalize(self, group: str, seconds: float) -> None:
+        raise AssertionError(f"{group} penalized for {seconds} s: the simulator limits rates")
+
+    def statistics(self) -> BudgetStatistics:
+        return BudgetStatistics(groups={})
