@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import UnpacedBudget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ from marketspine._client import Client
 from marketspine._collect import collect
 from marketspine._horizon import served_since
 from marketspine._planner import MAX_PAGE, ceil_window, plan_gaps
-from marketspine._ratebudget import LocalRateBudget
 from marketspine._records import Candle
 from marketspine._store import SQLiteStore
 from marketspine._time import DAY_MS, format_utc, parse_time
@@ -85,7 +85,7 @@ async def sim() -> AsyncIterator[Sim]:
     transport = httpx.ASGITransport(app=app)
     async with (
         httpx.AsyncClient(transport=transport, base_url="http://sim") as http,
-        Client("http://sim", transport=transport, budget=LocalRateBudget(limit=10_000)) as client,
+        Client("http://sim", transport=transport, budget=UnpacedBudget()) as client,
     ):
         if not _KINDS:
             _KINDS.update(await classify(http))
