@@ -2,6 +2,7 @@
 
 ``FakeTime`` is virtual monotonic time for code that takes ``clock``/``sleep``;
 ``ManualClock`` is a simulated UTC clock (epoch ms) for the simulator and Spine;
+``run_sim`` serves a simulator on a loopback port for a ``with`` block;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
 """
@@ -9,14 +10,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from marketspine._ratebudget import BudgetStatistics, Priority
 from marketspine._time import parse_time
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from marketspine.sim import SimConfig
 
 T = TypeVar("T")
 
@@ -40,6 +47,26 @@ class ManualClock:
         """Move forward by ``ms``; returns the new time."""
         self.ms += ms
         return self.ms
+
+
+@contextlib.contextmanager
+def run_sim(
+    config: SimConfig | None = None,
+    clock: Callable[[], int] | None = None,
+    *,
+    app: Starlette | None = None,
+) -> Iterator[str]:
+    """A simulator on a free loopback port in a background thread (``marketspine.sim.running``).
+
+    Yields its base URL (``http://127.0.0.1:PORT``; WebSocket at ``ws://.../websocket/v1``);
+    stops the server and joins the thread on exit. Pass ``app`` to serve an app you built.
+    ``marketspine.sim`` is imported here, so test modules that never use the simulator
+    collect even while it is being built.
+    """
+    from marketspine.sim import running
+
+    with running(config, clock=clock, app=app) as url:
+        yield url
 
 
 class FakeTime:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import UnpacedBudget
+from helpers import ManualClock, UnpacedBudget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,19 +35,11 @@ from marketspine.sim import SimConfig, create_app
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 
 
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 @dataclass
 class Sim:
     """An in-process simulator, a marketspine Client on it, and a plain httpx for oracles."""
 
-    clock: Clock
+    clock: ManualClock
     http: httpx.AsyncClient
     client: Client
     dense: list[str]
@@ -80,7 +72,7 @@ _KINDS: dict[str, list[str]] = {}  # market kinds, found once per test session
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Sim]:
-    clock = Clock(NOW)
+    clock = ManualClock(NOW)
     app = create_app(SimConfig(rate_limit=0), clock=clock)
     transport = httpx.ASGITransport(app=app)
     async with (

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 _START_TIMEOUT_S = 30.0
 TOKEN = "test-admin-token"
@@ -98,14 +97,6 @@ def serve_process(
                 break
             if rest is not None:
                 seen.append(rest)
-
-
-def root_conftest(config: pytest.Config) -> Any:
-    """tests/conftest.py (its ``run_sim`` and ``SIM_NOW_MS``); this file shadows its name."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    module = config.pluginmanager.get_plugin(str(path))
-    assert module is not None, path
-    return module
 
 
 def sim_stats(sim: str) -> dict[str, Any]:
