@@ -25,8 +25,9 @@ FORMING_TIMEFRAMES = ("1m", "3m", "5m", "10m", "15m", "30m", "1h", "4h", "1d")
 
 @pytest.fixture
 def fast_sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
-    # One real second is two simulated hours: a day candle closes every 12 s.
-    with running_sim(SimConfig(seed=5, speed=7200, rate_limit=0)) as url:
+    # One real second is a simulated minute: trades and books stream at once. (Faster, the
+    # simulator spends seconds generating each tick's trades, and its shutdown waits.)
+    with running_sim(SimConfig(seed=5, speed=60, rate_limit=0)) as url:
         yield url
 
 
