@@ -384,8 +384,21 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     default=None,
     help="Share the rate budget with every process using this Redis (redis://HOST:PORT/DB).",
 )
+@click.option(
+    "--ws-max-per-ip",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="WebSocket connections open at once from one client address; more are refused.",
+)
 def serve(
-    upstream: str, db: str | None, host: str, port: int, admin_token: str | None, redis: str | None
+    upstream: str,
+    db: str | None,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    redis: str | None,
+    ws_max_per_ip: int,
 ) -> None:
     """Serve every client on the host from one rate budget, cache and live feed:
     Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
@@ -405,6 +418,7 @@ def serve(
         port=port,
         admin_token=admin_token,
         redis=redis,
+        ws_max_per_ip=ws_max_per_ip,
     )
 
 

@@ -31,8 +31,9 @@ from ._serve_admin import admin_routes, resolve_token, token_path
 from ._serve_api import api_routes
 from ._serve_service import ServeService
 from ._serve_upbit import upbit_routes
-from ._serve_ws import WsGateway
+from ._serve_ws import DEFAULT_MAX_PER_ADDRESS, WsGateway
 from ._urls import is_postgres_url
+from ._ws_frames import FramesProtocol
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
 
@@ -75,10 +76,14 @@ def _health_routes(service: ServeService) -> list[BaseRoute]:
 
 
 def create_service_app(
-    service: ServeService, *, extra_routes: list[BaseRoute] | None = None
+    service: ServeService,
+    *,
+    extra_routes: list[BaseRoute] | None = None,
+    ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
 ) -> Starlette:
     """The ASGI app of ``serve`` around ``service`` (entered and closed by the app's
-    lifespan). ``extra_routes`` are mounted too (the admin page, the WebSocket gateway)."""
+    lifespan). ``extra_routes`` are mounted too; ``ws_max_per_ip`` caps the WebSocket
+    connections open at once from one client address."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,7 +93,7 @@ def create_service_app(
     # One WebSocket gateway over the service's Spine; the service closes it. A pair the
     # REST side watches stays watched when the gateway retires it, and the other way round.
     admin_page = AdminPage(service)
-    gateway = WsGateway(service.spine, shared=service.demand.is_live)
+    gateway = WsGateway(service.spine, shared=service.demand.is_live, max_per_address=ws_max_per_ip)
     service.gateway = gateway
     service.demand.in_use = gateway.wants
     routes: list[BaseRoute] = [
@@ -138,9 +143,17 @@ def _kept_in(db_path: Path | None) -> str:
 
 
 def run_serve(
-    *, upstream: str, db: str, host: str, port: int, admin_token: str | None, **options: Any
+    *,
+    upstream: str,
+    db: str,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
+    **options: Any,
 ) -> None:
     """Serve until SIGINT/SIGTERM; prints ``serving on http://HOST:PORT`` once listening.
+    ``options`` go to ``ServeService``.
 
     Raises InvalidRequestError for an address that cannot be listened on or a bad token,
     StoreError for a database that cannot be used.
@@ -169,7 +182,7 @@ def run_serve(
         if upstream == "sim":
             upstream = stack.enter_context(_simulator())
         service = ServeService(upstream, db_path or db, admin_token=token, **options)
-        app = create_service_app(service)
+        app = create_service_app(service, ws_max_per_ip=ws_max_per_ip)
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -201,6 +214,7 @@ def run_serve(
                 lifespan="on",
                 timeout_graceful_shutdown=5,
                 ws_ping_interval=None,
+                ws=FramesProtocol,  # the fan-out writes each event's frame once built
                 # Clients are on this host: compressing every frame once per client would
                 # cost the WebSocket fan-out more CPU than the bytes are worth.
                 ws_per_message_deflate=False,
