@@ -10,15 +10,18 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -114,6 +117,26 @@ def create_service_app(
     return app
 
 
+class _TransportOnceTlsReady(httpx.AsyncBaseTransport):
+    """httpx's HTTP transport, made at the first request with the TLS context ``tls``
+    (built on a thread meanwhile)."""
+
+    def __init__(self, tls: concurrent.futures.Future[ssl.SSLContext]) -> None:
+        self._tls = tls
+        self._inner: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            context = await asyncio.wrap_future(self._tls)
+            if self._inner is None:  # another request may have made it meanwhile
+                self._inner = httpx.AsyncHTTPTransport(verify=context)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+
+
 def serve_url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
@@ -160,6 +183,12 @@ def run_serve(
     """
     import uvicorn
 
+    # Loading the CA certificates for the upstream HTTPS client takes 0.1-0.3 s; OpenSSL
+    # does it without the GIL, so it runs on a thread while serve starts, rather than in
+    # front of the first answer after a restart (which needs no upstream request).
+    tls_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tls")
+    tls = tls_pool.submit(httpx.create_ssl_context)
+    tls_pool.shutdown(wait=False)
     # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
     db_path = None if is_postgres_url(db) else Path(db).expanduser()
     if db_path is not None:
@@ -181,6 +210,8 @@ def run_serve(
         stack.callback(sock.close)
         if upstream == "sim":
             upstream = stack.enter_context(_simulator())
+        if options.get("transport") is None:
+            options["transport"] = _TransportOnceTlsReady(tls)
         service = ServeService(upstream, db_path or db, admin_token=token, **options)
         app = create_service_app(service, ws_max_per_ip=ws_max_per_ip)
 
