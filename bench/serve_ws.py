@@ -4,16 +4,18 @@ A timestamped trade feed (``bench._ws_feed``: every trade's ``sequential_id`` is
 time) stands in for Upbit's WebSocket, sending each trade to serve's upstream connection and
 to one direct client at the same moment; the simulator answers serve's REST. 200 clients
 subscribe to the trades of 10 markets through serve. Latency is arrival minus send time, on
-the wall clock of this one machine; "added" is how much later each client gets a trade than
-the direct connection got the same trade. All clients are read by this one process, so its
-own scheduling is part of the figures. The window is cut in ROUNDS; the best round counts
-(the development machine is shared, as in ``bench serve``).
+the wall clock of this one machine. The clients are read by READERS processes, each with its
+own direct connection to the feed; "added" is how much later each client gets a trade than
+its reader's direct connection got the same trade, so a reader's own scheduling weighs on
+both sides alike. The window is cut in ROUNDS; the best round counts (the development
+machine is shared, as in ``bench serve``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -39,8 +41,10 @@ RATE = 20.0  # trades per second over all markets (each reaches all 200 clients)
 WARMUP_S = 3.0
 MEASURE_S = 12.0
 ROUNDS = 3  # the window is cut in rounds; the best one counts (the machine is shared)
+READERS = 4  # processes reading CLIENTS // READERS connections each, plus a direct one
 _SEQ = re.compile(rb'"sequential_id":\s*(\d+)')
 _URL = re.compile(r"serving on (\S+)")
+_KEYS = ("direct", "served", "added")
 
 
 @contextlib.contextmanager
@@ -189,23 +193,32 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
 
 
-async def _measure(serve_ws: str, feed_ws: str, markets: list[str], pid: int) -> dict[str, Any]:
+async def _measure(
+    serve_ws: str, feed_ws: str, markets: list[str], clients: int, start_ns: int
+) -> dict[str, _Window]:
     request = json.dumps([{"ticket": "b"}, {"type": "trade", "codes": markets}])
     direct, served = _Window(), _Window()
+    for window in (direct, served):
+        window.start_ns, window.end_ns = start_ns, start_ns + int(MEASURE_S * 1e9)
     feed = await _RawClient.open(feed_ws, direct)
-    clients = [await _RawClient.open(serve_ws, served) for _ in range(CLIENTS)]
+    readers = [await _RawClient.open(serve_ws, served) for _ in range(clients)]
     try:
-        for client in (*clients, feed):
+        for client in (*readers, feed):
             client.send_text(request)
-        start = time.time_ns() + int(WARMUP_S * 1e9)
-        for window in (direct, served):
-            window.start_ns, window.end_ns = start, start + int(MEASURE_S * 1e9)
-        await asyncio.sleep(WARMUP_S + MEASURE_S + 0.5)  # a fixed measuring window
-        rss = _rss_mb(pid)
+        # A fixed measuring window, the same in every reader.
+        await asyncio.sleep((direct.end_ns - time.time_ns()) / 1e9 + 0.5)
     finally:
-        for client in (*clients, feed):
+        for client in (*readers, feed):
             client.close()
-    return {"direct": direct, "served": served, "rss": rss}
+    return {"direct": direct, "served": served}
+
+
+def _reader(
+    serve_ws: str, feed_ws: str, markets: list[str], clients: int, start_ns: int
+) -> dict[str, _Window]:
+    """One reader process: uvloop, as uvicorn runs serve with (a few µs per frame)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_measure(serve_ws, feed_ws, markets, clients, start_ns))
 
 
 def run() -> list[dict[str, Any]]:
@@ -221,15 +234,23 @@ def run() -> list[dict[str, Any]]:
         ):
             idle_rss = _rss_mb(pid)
             serve_ws = serve_url.replace("http://", "ws://") + "/websocket/v1"
-            # uvloop, as uvicorn runs serve with: the readers' own event loop then costs
-            # a few µs per frame instead of tens.
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                result = runner.run(_measure(serve_ws, feed_ws, markets, pid))
+            start_ns = time.time_ns() + int(WARMUP_S * 1e9)
+            each = (serve_ws, feed_ws, markets, CLIENTS // READERS, start_ns)
+            with concurrent.futures.ProcessPoolExecutor(READERS) as pool:
+                jobs = [pool.submit(_reader, *each) for _ in range(READERS)]
+                time.sleep(max(0.0, (start_ns - time.time_ns()) / 1e9) + MEASURE_S)
+                rss = _rss_mb(pid)  # with every client connected
+                results = [job.result() for job in jobs]
             metrics = httpx.get(serve_url + "/metrics", timeout=10).text
-    rounds = _rounds(result["direct"], result["served"])
+    # Round by round over every reader; each reader's "added" is against its own direct copy.
+    per_reader = [_rounds(r["direct"], r["served"]) for r in results]
+    rounds = [
+        {key: [x for reader in per_reader for x in reader[i][key]] for key in _KEYS}
+        for i in range(ROUNDS)
+    ]
     best = min(rounds, key=lambda r: _percentile(r["added"], 0.99))
-    sent = sum(len(r["direct"]) for r in rounds)
-    delivered = sum(len(r["served"]) for r in rounds) / max(1, CLIENTS * sent)
+    expected = sum(len(r["direct"]) * CLIENTS // READERS for reader in per_reader for r in reader)
+    delivered = sum(len(r["served"]) for r in rounds) / max(1, expected)
     dropped = re.search(r"^marketspine_websocket_dropped_clients_total (\S+)$", metrics, re.M)
     direct, served, added = best["direct"], best["served"], best["added"]
     return [
@@ -265,7 +286,7 @@ def run() -> list[dict[str, Any]]:
         },
         {
             "benchmark": "serve RSS: idle / with the clients",
-            "value": round(result["rss"], 1),
+            "value": round(rss, 1),
             "unit": f"MB (idle {idle_rss:.1f})",
             "goal": "-",
         },
