@@ -103,5 +103,7 @@ async def test_connections_over_ws_max_per_ip_are_refused(
                     await asyncio.wait_for(over.recv(), WAIT_S)
             await inside.send("PING")
             assert json.loads(await asyncio.wait_for(inside.recv(), WAIT_S)) == {"status": "UP"}
+        metrics = served.get("/metrics").text
     assert error["error"]["name"] == "TOO_MANY_CONNECTIONS"
     assert over.close_code == 1008 and "at most 1" in (over.close_reason or "")
+    assert "marketspine_websocket_refused_clients_total 1.0" in metrics
