@@ -566,44 +566,47 @@ async def test_a_retired_candle_feed_leaves_the_trades_other_clients_want(
                 await frames_until(trades, has_trade(newest["sequential_id"]))
 
 
-async def test_connections_over_the_per_address_cap_are_refused(
+async def answers_ping(ws: ClientConnection) -> None:
+    """The connection is open and served: a ``PING`` gets ``{"status":"UP"}`` next."""
+    await ws.send("PING")
+    assert json.loads(await asyncio.wait_for(ws.recv(), WAIT_S)) == {"status": "UP"}
+
+
+@pytest.fixture
+def gateway_with(
     running_sim: Callable[..., Any], upstream: str, tmp_path: Path
-) -> None:
-    with gateway_app(running_sim, upstream, tmp_path / "serve.db", max_per_address=2) as (
-        url,
-        app,
-    ):
+) -> Callable[..., contextlib.AbstractContextManager[tuple[str, Starlette]]]:
+    """``gateway_with(**options)``: ``gateway_app`` with those ``WsGateway`` options."""
+    return lambda **options: gateway_app(running_sim, upstream, tmp_path / "serve.db", **options)
+
+
+async def test_connections_over_the_per_address_cap_are_refused(gateway_with: Any) -> None:
+    with gateway_with(max_per_address=2) as (url, app):
         async with connect(url) as first, connect(url) as second:
             async with connect(url) as third:
                 error = json.loads(await asyncio.wait_for(third.recv(), WAIT_S))
                 with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(third.recv(), WAIT_S)
             for ws in (first, second):  # the two inside are served as before
-                await ws.send("PING")
-                assert json.loads(await asyncio.wait_for(ws.recv(), WAIT_S)) == {"status": "UP"}
+                await answers_ping(ws)
         assert error["error"]["name"] == "TOO_MANY_CONNECTIONS"
         assert "at most 2" in error["error"]["message"]
         assert third.close_code == 1008 and "too many connections" in (third.close_reason or "")
         # Their places are free again once they left.
         async with connect(url) as again:
-            await again.send("PING")
-            assert json.loads(await asyncio.wait_for(again.recv(), WAIT_S)) == {"status": "UP"}
+            await answers_ping(again)
         stats = app.state.gateway.statistics()
     assert stats.refused_clients == 1 and stats.connections == 3
 
 
 async def test_a_connection_that_never_subscribes_is_closed_after_the_idle_timeout(
-    running_sim: Callable[..., Any], upstream: str, tmp_path: Path
+    gateway_with: Any,
 ) -> None:
-    with gateway_app(running_sim, upstream, tmp_path / "serve.db", idle_timeout_s=0.5) as (
-        url,
-        app,
-    ):
+    with gateway_with(idle_timeout_s=0.5) as (url, app):
         async with connect(url) as idle, connect(url) as subscribed:
             await subscribed.send(request({"type": "ticker", "codes": [BTC]}))
             await frames_until(subscribed, lambda f: len(of(f, "ticker")) >= 1)
-            await idle.send("PING")  # a PING is not a subscription
-            assert json.loads(await asyncio.wait_for(idle.recv(), WAIT_S)) == {"status": "UP"}
+            await answers_ping(idle)  # a PING is not a subscription
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(idle.recv(), WAIT_S)
             # Past the timeout, the subscribed one is still served.
