@@ -127,7 +127,10 @@ class _TransportOnceTlsReady(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._inner is None:
-            context = await asyncio.wrap_future(self._tls)
+            try:
+                context = await asyncio.wrap_future(self._tls)
+            except (OSError, ssl.SSLError) as exc:  # e.g. a bad SSL_CERT_FILE
+                raise httpx.ConnectError(f"cannot load CA certificates: {exc}") from exc
             if self._inner is None:  # another request may have made it meanwhile
                 self._inner = httpx.AsyncHTTPTransport(verify=context)
         return await self._inner.handle_async_request(request)
