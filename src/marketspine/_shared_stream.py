@@ -214,8 +214,8 @@ class SharedStream:
                     for code in self._trades.markets():
                         if code not in markets:  # not back-filling a long absence later
                             self._trades.forget(code)
-                    self._takeovers += 1
                 previous, self.role = self.role, "holder"
+                self._takeovers += previous == "follower"
             log.info(
                 "live feed: this process now holds the upstream WebSocket (lease generation "
                 "%d, was %s)", self._generation, previous,
