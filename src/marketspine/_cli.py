@@ -382,7 +382,8 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget with every process using this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget and the live feed (one upstream WebSocket, held by one "
+    "process) with every process using this Redis (redis://HOST:PORT/DB).",
 )
 def serve(
     upstream: str, db: str | None, host: str, port: int, admin_token: str | None, redis: str | None

@@ -41,7 +41,7 @@ from ._records import Candle, Orderbook, Ticker, Trade
 from ._redis_budget import connect_redis
 from ._redis_feed import FeedEvent, RedisFeed
 from ._stream import Stream
-from ._subscriptions import KINDS, SubscriptionSet, normalize_market
+from ._subscriptions import KINDS, SubscriptionSet
 from ._trade_fill import TradeSource, fetch_missing
 from ._trade_sequence import FillNeeded, Output, TradeSequencer
 
@@ -109,6 +109,9 @@ class SharedStream:
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
+        # redis-py (8.1) sometimes swallows a cancel that lands inside a command: the loops
+        # end on this flag, checked at least every ``poll_s``, not on cancellation alone.
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -119,8 +122,12 @@ class SharedStream:
         wants_s = max(3.0, 2 * self._lease_s)
         self._wants = WantedMarkets(redis, self._feed, token=self._token, ttl_s=wants_s)
         self._log = RedisFeed(redis, self._feed)
-        await self._stack.enter_async_context(self._upstream)
-        self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        try:
+            await self._stack.enter_async_context(self._upstream)
+            self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        except BaseException:
+            await self._stack.aclose()
+            raise
         for loop in (self._elect(), self._pump(), self._consume(), self._publish()):
             self._start(loop)
         return self
@@ -128,6 +135,9 @@ class SharedStream:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closing = True
+        for wake in (self._poke, self._outbox_ready, self._follows):
+            wake.set()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(*_UNREACHABLE, redis_errors.RedisError):
@@ -186,7 +196,7 @@ class SharedStream:
     # -- roles -------------------------------------------------------------------------------
 
     async def _elect(self) -> None:
-        while True:
+        while not self._closing:
             self._poke.clear()
             try:
                 await self._wants.publish(self._own())
@@ -198,9 +208,13 @@ class SharedStream:
                     await self._follow(claim.holder)
             except _UNREACHABLE as exc:
                 await self._go_alone(exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
-                    await self._poke.wait()
+            # Not asyncio.timeout: on 3.11 a cancel arriving as it expires became a
+            # TimeoutError, swallowed here, and the stream never closed.
+            poked = asyncio.ensure_future(self._poke.wait())
+            try:
+                await asyncio.wait({poked}, timeout=self._poll_s)
+            finally:
+                poked.cancel()
 
     async def _hold(self, wanted: set[Want]) -> None:
         if self.role != "holder":
@@ -216,9 +230,11 @@ class SharedStream:
                             self._trades.forget(code)
                 previous, self.role = self.role, "holder"
                 self._takeovers += previous == "follower"
-            log.info(
-                "live feed: this process now holds the upstream WebSocket (lease generation "
-                "%d, was %s)", self._generation, previous,
+            log.log(
+                logging.WARNING if previous == "alone" else logging.INFO,
+                "live feed: %sthis process holds the upstream WebSocket for every process "
+                "on it (lease generation %d)",
+                "Redis is back; " if previous == "alone" else "", self._generation,
             )  # fmt: skip
         await self._sync(wanted)
 
@@ -229,8 +245,11 @@ class SharedStream:
                 self._epoch += 1
                 previous, self.role = self.role, "follower"
             self._follows.set()
-            level = logging.WARNING if previous == "alone" else logging.INFO
-            log.log(level, "live feed: following the shared feed of process %s", holder)
+            log.log(
+                logging.WARNING if previous == "alone" else logging.INFO,
+                "live feed: %sfollowing the shared feed of process %s",
+                "Redis is back; " if previous == "alone" else "", holder,
+            )  # fmt: skip
         await self._sync(set())
 
     async def _go_alone(self, exc: BaseException) -> None:
@@ -269,7 +288,7 @@ class SharedStream:
 
     async def _consume(self) -> None:
         """The log's events, while this process follows."""
-        while True:
+        while not self._closing:
             if self.role != "follower":
                 self._follows.clear()
                 await self._follows.wait()
@@ -295,7 +314,7 @@ class SharedStream:
         return len(events)
 
     async def _publish(self) -> None:
-        while True:
+        while not self._closing:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             batch, self._outbox = self._outbox, []
@@ -339,7 +358,7 @@ class SharedStream:
             if market not in wanted:
                 return  # another process wants it
         if isinstance(event, Orderbook):
-            depth = self._subs.depth(normalize_market(market))
+            depth = self._subs.depth(market)
             if len(event.units) > depth:  # the holder streams the deepest book anyone wants
                 event = msgspec.structs.replace(event, units=event.units[:depth])
         self._fanout.publish(event, kind, market)

@@ -1,0 +1,160 @@
+"""``SharedStream`` in one process against a real loopback simulator and Redis: the holder
+streams what the others want and they see it as if from their own socket; a holder that
+leaves hands over without a lost or repeated trade; with Redis gone each process reads its
+own socket (and says so), and comes back to the shared feed when Redis does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, AsyncExitStack
+
+import httpx
+import pytest
+from helpers import wait_until
+from services import PrivateRedis, RedisSpace
+
+from marketspine._client import Client
+from marketspine._listener import Event, Listener
+from marketspine._records import Orderbook, Ticker, Trade
+from marketspine._shared_stream import SharedStream
+from marketspine.sim import SimConfig
+
+POLL_S = 0.05  # elections this often: a test waits on conditions, not on these
+
+
+@pytest.fixture
+def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+    with running_sim(SimConfig(speed=60.0, rate_limit=0)) as url:
+        yield url
+
+
+def shared(sim: str, client: Client, redis_url: str, prefix: str) -> SharedStream:
+    ws = sim.replace("http://", "ws://") + "/websocket/v1"
+    return SharedStream(ws, client=client, redis_url=redis_url, prefix=prefix, poll_s=POLL_S)
+
+
+async def collect(listener: Listener, into: list[Event]) -> None:
+    async for event in listener:
+        into.append(event)
+
+
+@contextlib.asynccontextmanager
+async def collecting(listener: Listener) -> AsyncIterator[list[Event]]:
+    seen: list[Event] = []
+    async with listener:
+        task = asyncio.create_task(collect(listener, seen))
+        try:
+            yield seen
+        finally:
+            task.cancel()
+
+
+def trades(events: list[Event], market: str) -> list[int]:
+    return [e.seq for e in events if isinstance(e, Trade) and e.market == market]
+
+
+def history(sim: str, market: str) -> list[int]:
+    rows = httpx.get(f"{sim}/v1/trades/ticks", params={"market": market, "count": 500}).json()
+    return [row["sequential_id"] for row in reversed(rows)]
+
+
+def assert_consecutive(sim: str, market: str, got: list[int]) -> None:
+    assert got and len(got) == len(set(got)), f"{market}: duplicates in {got}"
+    full = history(sim, market)
+    start = full.index(got[0])
+    assert got == full[start : start + len(got)], f"{market}: missing or reordered trades"
+
+
+async def test_a_follower_sees_what_it_wants_from_the_holders_socket(
+    sim: str, redis_space: RedisSpace
+) -> None:
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(sim))
+        a = await stack.enter_async_context(
+            shared(sim, client, redis_space.url, redis_space.prefix)
+        )
+        await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
+        b = await stack.enter_async_context(
+            shared(sim, client, redis_space.url, redis_space.prefix)
+        )
+        await wait_until(lambda: b.role == "follower", 10, "b to follow")
+        a_seen = await stack.enter_async_context(collecting(a.listen()))
+        b_seen = await stack.enter_async_context(collecting(b.listen()))
+        await a.subscribe("trade", ["KRW-BTC"])
+        await b.subscribe("ticker", ["KRW-ETH"])
+        await b.subscribe("orderbook", ["KRW-ETH"], depth=5)
+        await b.subscribe("trade", ["KRW-BTC", "KRW-ETH"])
+        await wait_until(
+            lambda: len(trades(b_seen, "KRW-ETH")) >= 3 and len(trades(b_seen, "KRW-BTC")) >= 3,
+            20,
+            "trades of both markets through the follower",
+        )
+        await wait_until(
+            lambda: (
+                any(isinstance(e, Ticker) for e in b_seen)
+                and any(isinstance(e, Orderbook) for e in b_seen)
+            ),
+            20,
+            "the follower's ticker and book",
+        )
+        assert b.statistics().received > 0 and a.statistics().published > 0
+        assert b.statistics().published == 0
+    # Each process hands its listeners only what it asked for, at the depth it asked for.
+    assert {e.market for e in a_seen if isinstance(e, Trade | Ticker | Orderbook)} == {"KRW-BTC"}
+    assert not any(isinstance(e, Ticker | Orderbook) for e in a_seen)
+    assert all(len(e.units) <= 5 for e in b_seen if isinstance(e, Orderbook))
+    for market in ("KRW-BTC", "KRW-ETH"):
+        assert_consecutive(sim, market, trades(b_seen, market))
+
+
+async def test_a_holder_that_leaves_is_replaced_without_a_lost_or_repeated_trade(
+    sim: str, redis_space: RedisSpace
+) -> None:
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(sim))
+        a = shared(sim, client, redis_space.url, redis_space.prefix)
+        await a.__aenter__()
+        try:
+            await a.subscribe("trade", ["KRW-BTC"])
+            await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
+            b = await stack.enter_async_context(
+                shared(sim, client, redis_space.url, redis_space.prefix)
+            )
+            seen = await stack.enter_async_context(collecting(b.listen()))
+            await b.subscribe("trade", ["KRW-BTC"])
+            await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= 3, 20, "trades via a")
+        finally:
+            await a.__aexit__(None, None, None)  # releases the lease: b takes over at once
+        await wait_until(lambda: b.role == "holder", 10, "b to take over")
+        after = len(trades(seen, "KRW-BTC"))
+        await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= after + 3, 20, "b's own trades")
+        assert b.statistics().takeovers == 1
+    assert_consecutive(sim, "KRW-BTC", trades(seen, "KRW-BTC"))
+
+
+async def test_without_redis_a_process_reads_its_own_socket_and_returns_when_it_is_back(
+    sim: str, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="marketspine")
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(sim))
+        a = await stack.enter_async_context(shared(sim, client, private_redis.url, "t:"))
+        seen = await stack.enter_async_context(collecting(a.listen()))
+        await a.subscribe("trade", ["KRW-BTC"])
+        await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
+        await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= 2, 20, "trades")
+        private_redis.stop()
+        await wait_until(lambda: a.role == "alone", 10, "a to read its own socket")
+        assert "Redis unreachable" in caplog.text
+        count = len(trades(seen, "KRW-BTC"))
+        await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= count + 2, 20, "trades alone")
+        private_redis.start()
+        await wait_until(lambda: a.role == "holder", 20, "a back on the shared feed")
+        assert "Redis is back" in caplog.text
+        count = len(trades(seen, "KRW-BTC"))
+        await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= count + 2, 20, "trades shared")
+        assert a.statistics().published > 0
+    assert_consecutive(sim, "KRW-BTC", trades(seen, "KRW-BTC"))
