@@ -89,13 +89,18 @@ async def _kill_and_take_over(
     seen: list[tuple[float, dict[str, Any]]] = []
     ws = await _client(url, seen)
     await _until(lambda: len({m["code"] for _, m in seen}) == len(MARKETS))
+    # From the last trade before the kill on: the wants settled by then (each change re-sends
+    # the holder's request, which the simulator, like Upbit, answers afresh).
+    await _until(lambda: all(sum(m["code"] == c for _, m in seen) >= 2 for c in MARKETS))
     holder.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     await _until(lambda: _holder(redis, lease) == follower.pid)
     took = time.monotonic()
     await _until(lambda: sum(at > took for at, _ in seen) >= 6)
     await ws.close()
-    return took - killed, min(at for at, _ in seen if at > took) - killed, seen
+    last_before = {m["code"]: at for at, m in seen if at <= killed}
+    checked = [(at, m) for at, m in seen if at >= last_before[m["code"]]]
+    return took - killed, min(at for at, _ in seen if at > took) - killed, checked
 
 
 async def _rounds(

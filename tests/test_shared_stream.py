@@ -88,17 +88,21 @@ async def test_a_follower_sees_what_it_wants_from_the_holders_socket(
         await b.subscribe("orderbook", ["KRW-ETH"], depth=5)
         await b.subscribe("trade", ["KRW-BTC", "KRW-ETH"])
         await wait_until(
-            lambda: len(trades(b_seen, "KRW-ETH")) >= 3 and len(trades(b_seen, "KRW-BTC")) >= 3,
-            20,
-            "trades of both markets through the follower",
-        )
-        await wait_until(
             lambda: (
                 any(isinstance(e, Ticker) for e in b_seen)
                 and any(isinstance(e, Orderbook) for e in b_seen)
+                and all(trades(b_seen, m) for m in ("KRW-BTC", "KRW-ETH"))
             ),
             20,
-            "the follower's ticker and book",
+            "the follower's ticker, book and trades",
+        )
+        # Every subscription change re-sends the holder's whole request, and the simulator
+        # (like Upbit) starts its answer afresh: trades are checked once the wants settled.
+        settled = {m: len(trades(b_seen, m)) - 1 for m in ("KRW-BTC", "KRW-ETH")}
+        await wait_until(
+            lambda: all(len(trades(b_seen, m)) >= n + 4 for m, n in settled.items()),
+            20,
+            "trades of both markets through the follower",
         )
         assert b.statistics().received > 0 and a.statistics().published > 0
         assert b.statistics().published == 0
@@ -106,8 +110,8 @@ async def test_a_follower_sees_what_it_wants_from_the_holders_socket(
     assert {e.market for e in a_seen if isinstance(e, Trade | Ticker | Orderbook)} == {"KRW-BTC"}
     assert not any(isinstance(e, Ticker | Orderbook) for e in a_seen)
     assert all(len(e.units) <= 5 for e in b_seen if isinstance(e, Orderbook))
-    for market in ("KRW-BTC", "KRW-ETH"):
-        assert_consecutive(sim, market, trades(b_seen, market))
+    for market, n in settled.items():
+        assert_consecutive(sim, market, trades(b_seen, market)[n:])
 
 
 async def test_a_holder_that_leaves_is_replaced_without_a_lost_or_repeated_trade(
@@ -157,4 +161,38 @@ async def test_without_redis_a_process_reads_its_own_socket_and_returns_when_it_
         count = len(trades(seen, "KRW-BTC"))
         await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= count + 2, 20, "trades shared")
         assert a.statistics().published > 0
+    assert_consecutive(sim, "KRW-BTC", trades(seen, "KRW-BTC"))
+
+
+async def test_a_new_process_taking_a_free_lease_continues_the_trades_of_the_last_holder(
+    sim: str, redis_space: RedisSpace
+) -> None:
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(sim))
+        a = shared(sim, client, redis_space.url, redis_space.prefix)
+        await a.__aenter__()
+        try:
+            await a.subscribe("trade", ["KRW-BTC"])
+            await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
+            # b claims rarely, so the newcomer c wins the lease a gives up.
+            b = SharedStream(
+                sim.replace("http://", "ws://") + "/websocket/v1",
+                client=client,
+                redis_url=redis_space.url,
+                prefix=redis_space.prefix,
+                poll_s=5.0,
+            )
+            b = await stack.enter_async_context(b)
+            seen = await stack.enter_async_context(collecting(b.listen()))
+            await b.subscribe("trade", ["KRW-BTC"])
+            await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= 3, 20, "trades via a")
+        finally:
+            await a.__aexit__(None, None, None)
+        c = await stack.enter_async_context(
+            shared(sim, client, redis_space.url, redis_space.prefix)
+        )
+        await wait_until(lambda: c.role == "holder", 10, "c to take the free lease")
+        after = len(trades(seen, "KRW-BTC"))
+        await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= after + 3, 20, "trades via c")
+        assert b.role == "follower" and c.statistics().published > 0
     assert_consecutive(sim, "KRW-BTC", trades(seen, "KRW-BTC"))

@@ -83,6 +83,15 @@ class RedisFeed:
         entry_id = newest[0][0]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
+    async def recent(self, within_ms: int, *, count: int = 2000) -> list[FeedEvent]:
+        """The events of the last ``count`` entries appended within ``within_ms`` (Redis's
+        clock), oldest first."""
+        seconds, micros = await self._redis.time()
+        since = int(seconds) * 1000 + int(micros) // 1000 - within_ms
+        entries: Any = await self._redis.xrevrange(self.key, min=str(since), count=count)
+        found = (decode_event(fields[b"k"], fields[b"v"]) for _, fields in reversed(entries))
+        return [event for event in found if event is not None]
+
     async def read(
         self, after: str, *, block_ms: int | None = None, count: int = 1000
     ) -> tuple[str, list[FeedEvent]]:

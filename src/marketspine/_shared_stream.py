@@ -53,6 +53,8 @@ Role = Literal["starting", "holder", "follower", "alone"]
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 _SHARED = (Trade, Ticker, Orderbook, Candle, Gap)
 _BATCH = 500  # events per publishing script run
+# A new holder continues the trades the log got this recently (older: not back-filled).
+_RESUME_WITHIN_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,9 +222,16 @@ class SharedStream:
         if self.role != "holder":
             async with self._reading:
                 if self.role in ("follower", "starting"):
-                    # The old holder's log up to the lease change comes first, then this
-                    # process's socket: a new source, so each market's hole gets filled.
-                    await self._drain()
+                    if self.role == "follower":  # the old holder's log to its end first
+                        await self._drain()
+                    # Markets this process did not follow (it just started, or nothing came
+                    # since it joined): the fills continue after the old holder's last
+                    # published trades, which are remembered, not delivered.
+                    tracked = set(self._trades.markets())
+                    for event in await self._log.recent(_RESUME_WITHIN_MS):
+                        if isinstance(event, Trade) and event.market not in tracked:
+                            self._trades.receive(event, self._epoch, subscribed=True)
+                    # This process's socket is a new source: each market's hole gets filled.
                     self._epoch += 1
                     markets = {code for _, code, _ in wanted}
                     for code in self._trades.markets():
