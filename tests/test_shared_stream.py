@@ -31,9 +31,32 @@ def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str
         yield url
 
 
-def shared(sim: str, client: Client, redis_url: str, prefix: str) -> SharedStream:
+def shared(
+    sim: str, client: Client, redis_url: str, prefix: str, *, poll_s: float = POLL_S
+) -> SharedStream:
     ws = sim.replace("http://", "ws://") + "/websocket/v1"
-    return SharedStream(ws, client=client, redis_url=redis_url, prefix=prefix, poll_s=POLL_S)
+    return SharedStream(ws, client=client, redis_url=redis_url, prefix=prefix, poll_s=poll_s)
+
+
+async def hold_then_leave(
+    stack: AsyncExitStack, sim: str, client: Client, space: RedisSpace, *, b_poll_s: float
+) -> tuple[SharedStream, list[Event]]:
+    """a holds the lease and streams KRW-BTC trades to b (kept open in ``stack``, checking
+    the lease every ``b_poll_s``), then a closes cleanly (its lease released); returns b
+    and what b's listener saw (and goes on seeing)."""
+    a = shared(sim, client, space.url, space.prefix)
+    await a.__aenter__()
+    try:
+        await a.subscribe("trade", ["KRW-BTC"])
+        await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
+        b = shared(sim, client, space.url, space.prefix, poll_s=b_poll_s)
+        b = await stack.enter_async_context(b)
+        seen = await stack.enter_async_context(collecting(b.listen()))
+        await b.subscribe("trade", ["KRW-BTC"])
+        await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= 3, 20, "trades via a")
+    finally:
+        await a.__aexit__(None, None, None)
+    return b, seen
 
 
 async def collect(listener: Listener, into: list[Event]) -> None:
@@ -119,19 +142,7 @@ async def test_a_holder_that_leaves_is_replaced_without_a_lost_or_repeated_trade
 ) -> None:
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(Client(sim))
-        a = shared(sim, client, redis_space.url, redis_space.prefix)
-        await a.__aenter__()
-        try:
-            await a.subscribe("trade", ["KRW-BTC"])
-            await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
-            b = await stack.enter_async_context(
-                shared(sim, client, redis_space.url, redis_space.prefix)
-            )
-            seen = await stack.enter_async_context(collecting(b.listen()))
-            await b.subscribe("trade", ["KRW-BTC"])
-            await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= 3, 20, "trades via a")
-        finally:
-            await a.__aexit__(None, None, None)  # releases the lease: b takes over at once
+        b, seen = await hold_then_leave(stack, sim, client, redis_space, b_poll_s=POLL_S)
         await wait_until(lambda: b.role == "holder", 10, "b to take over")
         after = len(trades(seen, "KRW-BTC"))
         await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= after + 3, 20, "b's own trades")
@@ -169,25 +180,8 @@ async def test_a_new_process_taking_a_free_lease_continues_the_trades_of_the_las
 ) -> None:
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(Client(sim))
-        a = shared(sim, client, redis_space.url, redis_space.prefix)
-        await a.__aenter__()
-        try:
-            await a.subscribe("trade", ["KRW-BTC"])
-            await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
-            # b claims rarely, so the newcomer c wins the lease a gives up.
-            b = SharedStream(
-                sim.replace("http://", "ws://") + "/websocket/v1",
-                client=client,
-                redis_url=redis_space.url,
-                prefix=redis_space.prefix,
-                poll_s=5.0,
-            )
-            b = await stack.enter_async_context(b)
-            seen = await stack.enter_async_context(collecting(b.listen()))
-            await b.subscribe("trade", ["KRW-BTC"])
-            await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= 3, 20, "trades via a")
-        finally:
-            await a.__aexit__(None, None, None)
+        # b claims the lease rarely, so the newcomer c wins the lease a gives up.
+        b, seen = await hold_then_leave(stack, sim, client, redis_space, b_poll_s=5.0)
         c = await stack.enter_async_context(
             shared(sim, client, redis_space.url, redis_space.prefix)
         )

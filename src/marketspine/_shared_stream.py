@@ -121,7 +121,7 @@ class SharedStream:
         redis = connect_redis(self._redis_url)
         self._stack.push_async_callback(redis.aclose)
         self._lease = LiveLease(redis, self._feed, ttl_s=self._lease_s, token=self._token)
-        wants_s = max(3.0, 2 * self._lease_s)
+        wants_s = max(3.0, 2 * self._lease_s, 4 * self._poll_s)  # outlives a missed round
         self._wants = WantedMarkets(redis, self._feed, token=self._token, ttl_s=wants_s)
         self._log = RedisFeed(redis, self._feed)
         try:

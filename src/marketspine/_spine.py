@@ -73,8 +73,8 @@ def default_db_path() -> Path:
 class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that has
     it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file (default
-    ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose rate budget and
-    live feed are shared; ``transport``: httpx transport (tests); ``ws_url``: WebSocket URL (default from
+    ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose rate budget is
+    shared; ``transport``: httpx transport (tests); ``ws_url``: WebSocket URL (default from
     ``upstream``); ``wall_ms``: local UTC clock (ms); ``memory_mb``: the one memory budget (MiB)
     of candle windows and live state, least recently used market evicted first. Use it as
     ``async with Spine(...) as spine``. Before that and after ``aclose()`` every data method
