@@ -131,6 +131,37 @@ def test_a_good_export_replaces_the_file_whole_and_keeps_its_mode(db: Path, tmp_
     assert leftovers(tmp_path) == []
 
 
+def test_out_dash_writes_csv_to_stdout_and_no_file(db: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [CONSOLE_SCRIPT, "export", "KRW-BTC", "-t", "1m", "--db", str(db), "--out", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(done.stdout.splitlines()))
+    assert len(rows) == N and rows[0]["time_utc"] == "2026-01-05T00:00:00Z"
+    assert "to stdout" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
+def test_out_dash_into_a_reader_that_stops_early_is_not_an_error(db: Path) -> None:
+    export_cmd = [CONSOLE_SCRIPT, "export", "KRW-BTC", "-t", "1m", "--db", str(db), "--out", "-"]
+    with subprocess.Popen(export_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away after one line, as `| head -1` does
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, stderr
+    assert first.startswith(b"time_utc,open")
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+def test_out_dash_with_parquet_is_exit_2(db: Path) -> None:
+    assert_one_line_exit_2(export(db, "-", "--format", "parquet"), "--out -", "csv")
+
+
 # -- what is exported --------------------------------------------------------------------------
 
 

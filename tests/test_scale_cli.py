@@ -7,9 +7,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import psycopg
 from clitools import run
-from services import PgSpace, RedisSpace
+from services import PgSpace, PrivateRedis, RedisSpace
 
 from marketspine._time import parse_time
 
@@ -77,3 +78,23 @@ def test_migrate_says_what_is_wrong(tmp_path: Path, pg_space: PgSpace) -> None:
               "--redis", "http://nope", "--upstream", "http://127.0.0.1:9")  # fmt: skip
     assert bad.returncode == 2 and "expected redis://" in bad.stderr
     assert "Traceback" not in missing.stderr + same.stderr + bad.stderr
+
+
+async def test_collect_takes_the_market_list_a_warmup_left_in_redis(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    private_redis: PrivateRedis,
+    tmp_path: Path,
+) -> None:
+    from marketspine._spine import Spine
+    from marketspine.sim import SimConfig
+
+    def market_calls(url: str) -> int:
+        return int(httpx.get(url + "/sim/stats").json()["requests"]["by_group"].get("market", 0))
+
+    with running_sim(SimConfig(rate_limit=0)) as url:
+        async with Spine(url, tmp_path / "spine.db", redis=private_redis.url) as spine:
+            assert (await spine.warmup())["success"] is True
+        assert market_calls(url) == 1
+        summary = collect(url, str(tmp_path / "collect.db"), "--redis", private_redis.url)
+        assert summary["candles_written"] == HOURS
+        assert market_calls(url) == 1  # the listing check read market:info:upbit instead

@@ -280,7 +280,7 @@ class AdminPage:
         if isinstance(markets, str):
             markets = [m for m in markets.replace(",", " ").split() if m]
         try:
-            job = self.service.jobs.start(
+            job = await self.service.jobs.start(
                 list(markets),
                 str(body.get("timeframe") or "1m"),
                 body["since"],

@@ -13,6 +13,7 @@ from ._urls import is_postgres_url
 
 if TYPE_CHECKING:
     from ._ratebudget import RateBudget
+    from ._shared import Shared
     from ._store import CandleStore
 
 __all__ = ["enter_owned", "resolve_backends"]
@@ -22,22 +23,28 @@ _OWNED: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 def resolve_backends(
-    db: str | Path | CandleStore | None, budget: RateBudget | None, redis: str | None
-) -> tuple[str | Path | CandleStore | None, RateBudget | None]:
-    """``Spine(db=..., budget=..., redis=...)``: a ``postgresql://`` ``db`` becomes a
-    ``PostgresStore``, ``redis`` (when no ``budget`` is given) a ``RedisRateBudget``. Neither
-    does I/O before ``enter_owned``; both are the Spine's to close."""
+    db: str | Path | CandleStore | None,
+    budget: RateBudget | None,
+    redis: str | None,
+    prefix: str | None = None,
+) -> tuple[str | Path | CandleStore | None, RateBudget | None, Shared | None]:
+    """``Spine(db=..., budget=..., redis=..., redis_prefix=...)``: a ``postgresql://`` ``db``
+    becomes a ``PostgresStore``, ``redis`` the ``Shared`` parts (its ``RedisRateBudget`` the
+    budget, when none is given). None does I/O before ``enter_owned``; all are the Spine's
+    to close."""
     if isinstance(db, str) and is_postgres_url(db):
         from ._pgstore import PostgresStore
 
         db = PostgresStore(db)
         _OWNED.add(db)
-    if redis is not None and budget is None:
-        from ._redis_budget import RedisRateBudget
+    shared = None
+    if redis is not None:
+        from ._shared import Shared
 
-        budget = RedisRateBudget(redis)
-        _OWNED.add(budget)
-    return db, budget
+        shared = Shared.connect(redis, prefix=prefix)
+        _OWNED.add(shared)
+        budget = shared.budget if budget is None else budget
+    return db, budget, shared
 
 
 async def enter_owned(stack: AsyncExitStack, *things: object) -> None:

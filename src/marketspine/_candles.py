@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from ._client import Client
-from ._collect import collect
+from ._collect import PageLeases, collect, fetch_page
 from ._coverage import Coverage
 from ._derive import DERIVABLE, derivable_ranges, derive_candles
 from ._errors import CircuitOpenError, InvalidRequestError, UnknownMarketError
@@ -29,14 +29,14 @@ from ._subscriptions import normalize_market
 from ._time import parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
-__all__ = ["MAX_COUNT", "CandleReader"]
+__all__ = ["MAX_COUNT", "CandleReader", "MarketsFromCache"]
 
 _ONE_MINUTE = parse_timeframe("1m")
 _FAR_FUTURE_MS = 1 << 62
 MAX_COUNT = 100_000
 
 
-class _MarketsFromCache:
+class MarketsFromCache:
     """What ``collect`` needs of a client, with the market list answered by the caller's
     cache so a backfill of a known market costs only candle pages."""
 
@@ -65,7 +65,8 @@ class _MarketsFromCache:
 
 class CandleReader:
     """Candles of any market and timeframe from the cheapest layer that has them. One per
-    Spine; it shares the Spine's client, store, memory and live state."""
+    Spine; it shares the Spine's client, store, memory and live state. ``leases`` (processes
+    sharing a Redis) make each upstream page fetched once among them."""
 
     def __init__(
         self,
@@ -74,8 +75,10 @@ class CandleReader:
         memory: CandleMemory,
         live: LiveState,
         markets: Callable[[], Awaitable[Sequence[MarketInfo]]],
+        leases: PageLeases | None = None,
     ) -> None:
         self._client = client
+        self._leases = leases
         self._store = store
         self.memory = memory
         self._live = live
@@ -333,14 +336,14 @@ class CandleReader:
                 break
             request = PageRequest(position, MAX_PAGE)
             try:
-                page = await self._client.candles(
-                    market, tf, count=request.count, to_ms=request.to_ms, priority=priority
+                page, fetched = await fetch_page(
+                    self._client, self._leases, market, tf, request, priority
                 )
             except CircuitOpenError:
                 trace.stale = True
                 break
             trace.used("upstream")
-            trace.calls += 1
+            trace.calls += fetched  # a page another process fetched cost no call here
             trace.pages += 1
             outcome = page_outcome(tf, request, page, None)
             await store.write_page(
@@ -425,7 +428,7 @@ class CandleReader:
             if missing:
                 try:
                     summary = await collect(
-                        _MarketsFromCache(self._client, self._markets),
+                        MarketsFromCache(self._client, self._markets),
                         store,
                         [market],
                         tf,
@@ -433,6 +436,7 @@ class CandleReader:
                         until_ms=max(b for _, b in missing),
                         now_ms=now,
                         priority=priority,
+                        leases=self._leases,
                     )
                 except CircuitOpenError:
                     trace.stale = True

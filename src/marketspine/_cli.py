@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 
 import click
 
-DEFAULT_UPSTREAM = "https://api.upbit.com"
+from ._default_db import DEFAULT_UPSTREAM, default_db_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,8 +56,10 @@ def _db_option(func: click.decorators.FC) -> click.decorators.FC:
         "--db",
         metavar="PATH|URL",
         default=None,
-        help="SQLite file (default: marketspine.db in the user data directory) or a "
-        "postgresql://USER@HOST:PORT/DB URL.",
+        help="SQLite file or a postgresql://USER@HOST:PORT/DB URL (default: marketspine.db "
+        "in the user data directory for api.upbit.com; any other --upstream, such as a "
+        "simulator, gets marketspine-HOST_PORT.db beside it, so its candles never mix with "
+        "real ones).",
     )(func)
 
 
@@ -173,10 +174,8 @@ def sim(
         serve(config, host=host, port=port)
 
 
-def _default_db() -> str:
-    from platformdirs import user_data_dir
-
-    return str(Path(user_data_dir("marketspine")) / "marketspine.db")
+def _default_db(upstream: str = DEFAULT_UPSTREAM) -> str:
+    return str(default_db_path(upstream))
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
@@ -198,7 +197,8 @@ def _default_db() -> str:
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget with every process using this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget, page fetches and market catalog with every process using "
+    "this Redis (redis://HOST:PORT/DB).",
 )
 def collect(
     markets: tuple[str, ...],
@@ -225,7 +225,7 @@ def collect(
         timeframe=timeframe,
         since=since,
         until=until,
-        db=db or _default_db(),
+        db=db or _default_db(upstream),
         upstream=upstream,
         json_output=json_output,
         redis=redis,
@@ -271,7 +271,13 @@ def migrate(source: str, target: str, json_output: bool) -> None:
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("market", metavar="MARKET")
 @_timeframe_option
-@click.option("--out", "-o", metavar="FILE", required=True, help="File to write (replaced whole).")
+@click.option(
+    "--out",
+    "-o",
+    metavar="FILE",
+    required=True,
+    help="File to write (replaced whole); - writes CSV to standard output.",
+)
 @click.option(
     "--format",
     "export_format",
@@ -356,7 +362,10 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     from ._commands import run_warmup
 
     run_warmup(
-        upstream=upstream, exchanges=list(exchange), db=db or _default_db(), json_output=json_output
+        upstream=upstream,
+        exchanges=list(exchange),
+        db=db or _default_db(upstream),
+        json_output=json_output
     )
 
 
@@ -382,8 +391,9 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget and the live feed (one upstream WebSocket, held by one "
-    "process) with every process using this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget, page fetches, market catalog and live feed (one upstream "
+    "WebSocket, held by one process) with every process using this Redis "
+    "(redis://HOST:PORT/DB).",
 )
 def serve(
     upstream: str, db: str | None, host: str, port: int, admin_token: str | None, redis: str | None
@@ -401,7 +411,7 @@ def serve(
 
     run_serve(
         upstream=upstream,
-        db=db or _default_db(),
+        db=db or _default_db(upstream),
         host=host,
         port=port,
         admin_token=admin_token,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ._coverage import Range
 from ._errors import InvalidRequestError, UnknownMarketError
 from ._horizon import split_unserved
-from ._planner import GapCursor, plan_gaps
+from ._planner import GapCursor, PageRequest, plan_gaps
 from ._ratebudget import Priority
 from ._records import Candle
 from ._store import CandleStore
@@ -29,6 +29,7 @@ __all__ = [
     "PageLeases",
     "ProgressEvent",
     "collect",
+    "fetch_page",
 ]
 
 
@@ -63,6 +64,28 @@ class PageLeases(Protocol):
         """The page named ``key``: fetched by ``fetch`` here (True) or by another process
         (False)."""
         ...
+
+
+async def fetch_page(
+    source: CandleSource,
+    leases: PageLeases | None,
+    market: str,
+    tf: Timeframe,
+    request: PageRequest,
+    priority: Priority,
+) -> tuple[list[Candle], bool]:
+    """The page ``request`` of ``market``, and whether this process fetched it: once among
+    the processes sharing ``leases`` (a page is named by market, timeframe, ``to`` and
+    ``count``, so two processes walking the same gap ask for the same pages)."""
+
+    def fetch() -> Awaitable[list[Candle]]:
+        return source.candles(
+            market, tf, count=request.count, to_ms=request.to_ms, priority=priority
+        )
+
+    if leases is None:
+        return await fetch(), True
+    return await leases.fetch_once(f"{market}:{tf.key}:{request.to_ms}:{request.count}", fetch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,18 +254,8 @@ async def _collect_market(
     for gap in reversed(gaps):  # newest first: pages walk backwards anyway
         cursor = GapCursor(tf, gap)
         while (request := cursor.next_request()) is not None:
-
-            def fetch(
-                to_ms: int = request.to_ms, count: int = request.count
-            ) -> Awaitable[list[Candle]]:
-                return client.candles(market, tf, count=count, to_ms=to_ms, priority=priority)
-
             try:
-                if leases is None:
-                    page, fetched = await fetch(), True
-                else:
-                    key = f"{market}:{tf.key}:{request.to_ms}:{request.count}"
-                    page, fetched = await leases.fetch_once(key, fetch)
+                page, fetched = await fetch_page(client, leases, market, tf, request, priority)
             except UnknownMarketError:
                 # Delisted while collecting: what is stored stays, and stays exact.
                 detail.delisted = True

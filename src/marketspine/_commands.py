@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ._candles import MarketsFromCache
 from ._client import Client
-from ._collect import CollectSummary, ProgressEvent, collect
+from ._collect import CandleSource, CollectSummary, ProgressEvent, collect
 from ._collect_notes import EXIT_NOTHING_COLLECTABLE, collect_notes, collect_notes_json
+from ._default_db import sibling_hint
 from ._errors import InvalidRequestError, StoreError, UnknownMarketError
 from ._ratebudget import Priority
 from ._store import SQLiteStore
@@ -38,6 +41,8 @@ from ._urls import is_postgres_url
 
 if TYPE_CHECKING:
     from ._pgstore import PostgresStore
+    from ._records import MarketInfo
+    from ._shared import Shared
 
 __all__ = [
     "default_since",
@@ -81,7 +86,10 @@ def open_store(
         return PostgresStore(db)
     path = Path(db).expanduser()
     if must_exist and not path.exists():
-        raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
+        raise StoreError(
+            f"no database at {path}: run `marketspine collect` first or pass --db"
+            + sibling_hint(path)
+        )
     return SQLiteStore(path, read_only=read_only, verify=read_only)
 
 
@@ -175,9 +183,12 @@ async def _collect(
                 file=sys.stderr,
             )
             return CollectSummary(tuple(codes), tf.name, 0, 0, 0.0)
+        source: CandleSource = client
+        if shared is not None:  # the market list a warmup left in Redis, when it lists them all
+            source = MarketsFromCache(client, partial(_listed, shared, client, upstream, codes))
         with bar as on_progress:
             return await collect(
-                client,
+                source,
                 store,
                 codes,
                 tf,
@@ -188,6 +199,15 @@ async def _collect(
                 progress=on_progress,
                 leases=shared.leases if shared else None,
             )
+
+
+async def _listed(
+    shared: Shared, client: Client, upstream: str, codes: list[str]
+) -> Sequence[MarketInfo]:
+    """The markets the shared catalog lists for ``upstream``, if it lists all of ``codes``
+    (then collect asks upstream for candle pages only); else upstream's list."""
+    listed = await shared.catalog.listed(upstream, codes)
+    return listed if listed is not None else await client.markets()
 
 
 @contextlib.contextmanager

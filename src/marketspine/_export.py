@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from ._commands import open_store
+from ._default_db import sibling_hint
 from ._derive import DERIVABLE, derive_candles
 from ._errors import InvalidRequestError, UnknownMarketError
 from ._outfile import atomic_output, check_output_path
@@ -49,6 +52,11 @@ def run_export(
         raise InvalidRequestError(
             f"unknown --format {export_format!r}: accepted are {', '.join(FORMATS)}"
         )
+    to_stdout = out == "-"
+    if to_stdout and export_format != "csv":
+        raise InvalidRequestError(
+            f"--out - (standard output) takes --format csv only; give a FILE for {export_format}"
+        )
     if export_format == "parquet":
         _need_pyarrow()
     now = now_ms()
@@ -59,7 +67,8 @@ def run_export(
             f"--since ({_label(since_ms)}) must be before --until ({_label(until_ms)})"
         )
     path = Path(out).expanduser()
-    check_output_path(path)  # before any work: a bad --out fails fast
+    if not to_stdout:
+        check_output_path(path)  # before any work: a bad --out fails fast
     candles = asyncio.run(_read(db, code, tf, since_ms, until_ms))
     if not candles:
         window = f"[{_label(since_ms)}, {_label(until_ms)})"
@@ -74,9 +83,19 @@ def run_export(
             reason = (
                 f"nothing stored for {code} {tf.name} {span} in {db}; run "
                 f"`marketspine collect {code} -t {tf.name}`{source} first"
+                + sibling_hint(db)
             )
         print(f"marketspine: {reason}; no file written", file=sys.stderr)
         raise SystemExit(EXIT_NOTHING_STORED)
+    if to_stdout:
+        # Piped onward (`| head`, `| gzip`): a reader that goes away early is not an error.
+        try:
+            _write_csv_rows(sys.stdout, candles)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+        print(f"wrote {len(candles):,} {tf.name} candles of {code} to stdout", file=sys.stderr)
+        return
     with atomic_output(path) as temporary:
         if export_format == "csv":
             _write_csv(temporary, candles)
@@ -97,7 +116,7 @@ async def _read(db: str, market: str, tf: Timeframe, since_ms: int, until_ms: in
                 market,
                 f"unknown market {market!r}: nothing of it is stored in {db} "
                 f"(`marketspine status` lists what is; `marketspine collect {market} -t TF` "
-                "stores it)",
+                "stores it)" + sibling_hint(db),
             )
         return candles
 
@@ -131,20 +150,31 @@ async def market_is_stored(store: CandleStore, market: str) -> bool:
 
 def _write_csv(path: Path, candles: list[Candle]) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        writer.writerows(
-            (
-                from_ms(c.start_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                c.open,
-                c.high,
-                c.low,
-                c.close,
-                c.volume,
-                c.value,
-            )
-            for c in candles
+        _write_csv_rows(handle, candles)
+
+
+def _write_csv_rows(handle: TextIO, candles: list[Candle]) -> None:
+    writer = csv.writer(handle)
+    writer.writerow(COLUMNS)
+    writer.writerows(
+        (
+            from_ms(c.start_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.value,
         )
+        for c in candles
+    )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _need_pyarrow() -> None:

@@ -2,7 +2,9 @@
 
 ``markets()`` is fetched once and cached; ``warmup()`` fetches the market list and
 instruments of every exchange (each distinct URL once), keeps them on disk across restarts,
-and the main upstream's entry then answers ``markets()`` too.
+and the main upstream's entry then answers ``markets()`` too. With a shared catalog (Redis),
+a warmup another process made recently enough is taken instead of fetching, and one
+process at a time fetches for all of them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -22,6 +25,9 @@ from ._store import CandleStore
 from ._ticks import tick_size as table_tick_size
 from ._time import now_ms
 
+if TYPE_CHECKING:  # redis loads only when a Redis is used
+    from ._catalog_redis import RedisCatalog
+
 __all__ = ["MarketList"]
 
 logger = logging.getLogger("marketspine")
@@ -32,7 +38,7 @@ class MarketList:
     ``budget`` paces clients made for the other exchanges (through ``transport`` in tests);
     ``on_call`` counts each upstream call ``markets()`` makes. ``refresh`` warms up every
     ``every_s`` on ``sleep``'s clock; ``warm_at_start`` (exchanges were configured) says
-    the Spine starts it at once."""
+    the Spine starts it at once. ``shared``: the catalog other processes share."""
 
     def __init__(
         self,
@@ -44,6 +50,7 @@ class MarketList:
         transport: httpx.AsyncBaseTransport | None = None,
         every_s: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        shared: RedisCatalog | None = None,
     ) -> None:
         self._upstream = upstream
         self._exchanges = dict(exchanges) if exchanges else {"upbit": upstream}
@@ -52,6 +59,7 @@ class MarketList:
         self._transport = transport
         self._every_s = every_s
         self._sleep = sleep
+        self._shared = shared
         # Configured exchanges are warmed up at start-up too, when a schedule is wanted.
         self.warm_at_start = bool(exchanges) and every_s > 0
         self.other_calls = 0  # requests sent by the clients made for other exchanges
@@ -67,6 +75,12 @@ class MarketList:
         self._catalog = await asyncio.to_thread(Catalog.load, self._path)
         self._adopt()
 
+    async def load_shared(self) -> None:
+        """Take what the shared catalog holds that is newer than ours (without one: nothing)."""
+        if self._shared is not None:
+            await self._shared.read_into(self._catalog, self._exchanges)
+            self._adopt()
+
     async def markets(
         self, client: Client, *, refresh: bool, held: CandleStore | None = None
     ) -> list[MarketInfo]:
@@ -74,6 +88,8 @@ class MarketList:
         with ``held``, also every market that store holds candles of and upstream no longer
         lists (``delisted=True``)."""
         async with self._lock:
+            if self._markets is None and not refresh:
+                await self.load_shared()  # another process may have warmed up since
             if self._markets is None or refresh:
                 rows = await client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
@@ -84,9 +100,26 @@ class MarketList:
         gone = sorted({s.market for s in await held.summary()} - listed.keys())
         return [*listed.values(), *(MarketInfo(m, None, m, False, {}, True) for m in gone)]
 
-    async def warmup(self, client: Client) -> WarmupReport:
+    async def warmup(self, client: Client, *, max_age_s: float | None = None) -> WarmupReport:
         """Fetch every exchange's markets and instruments (the main one through ``client``)
-        and keep them; a failing exchange reports its error and never stops the others."""
+        and keep them; a failing exchange reports its error and never stops the others.
+        With a shared catalog, a warmup of them another process finished within
+        ``max_age_s`` (default ``every_s``) is taken instead, without calling upstream."""
+        if self._shared is None:
+            return await self._warm_here(client)
+        age_s = self._every_s if max_age_s is None else max_age_s
+        report = await self._shared.warm(
+            self._exchanges,
+            self._catalog,
+            lambda: self._warm_here(client),
+            fresh_after_ms=now_ms() - round(max(age_s, 0.0) * 1000),
+        )
+        self.last_report = report
+        self._adopt()
+        await self._save()
+        return report
+
+    async def _warm_here(self, client: Client) -> WarmupReport:
 
         async def fetch(url: str) -> tuple[list[MarketInfo], list[Instrument]]:
             if url.rstrip("/") == self._upstream:
@@ -100,9 +133,12 @@ class MarketList:
         report = await warm_up(self._exchanges, fetch, self._catalog, wall_ms=now_ms)
         self.last_report = report
         self._adopt()
+        await self._save()
+        return report
+
+    async def _save(self) -> None:
         if self._path is not None:
             await asyncio.to_thread(self._catalog.save, self._path)
-        return report
 
     async def refresh(self, client: Client, *, first_now: bool = False) -> None:
         """Warm up (at once with ``first_now``, then) every ``every_s`` until cancelled; a

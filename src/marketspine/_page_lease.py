@@ -11,30 +11,20 @@ holder dies, so a waiter then takes it over. Without Redis, every page is simply
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
-import uuid
 from collections.abc import Awaitable, Callable
 
 import msgspec
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from ._records import Candle
+from ._redis_lease import UNREACHABLE, RedisLease
 
 __all__ = ["RedisPageLeases"]
 
 log = logging.getLogger("marketspine")
 
-_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[Candle]).decode
 
@@ -54,20 +44,18 @@ class RedisPageLeases:
     ) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._lease_ms = max(1, round(lease_s * 1000))
+        self._lease_s = lease_s
         self._keep_ms = max(1, round(keep_s * 1000))
         self._poll_s = poll_s
-        self._token = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._release = redis.register_script(_RELEASE)
-        self._renew = redis.register_script(_RENEW)
         self.fetched = 0  # pages this process fetched under a lease
         self.shared = 0  # pages another process fetched for this one
+        self.waits = 0  # times this process found a page's lease held by another
 
     async def fetch_once(
         self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
     ) -> tuple[list[Candle], bool]:
         """See ``PageLeases``. A Redis failure means fetching here (correct, maybe twice)."""
-        lease = f"{self._prefix}page:lease:{key}"
+        lease = RedisLease(self._redis, f"{self._prefix}page:lease:{key}", lease_s=self._lease_s)
         result = f"{self._prefix}page:result:{key}"
         try:
             while True:
@@ -75,44 +63,28 @@ class RedisPageLeases:
                 if cached is not None:
                     self.shared += 1
                     return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
-                if await self._redis.set(lease, self._token, nx=True, px=self._lease_ms):
+                if await lease.try_acquire():
                     # The holder publishes before it releases: a result that appeared
                     # between our look and our lease is the page, not a reason to fetch.
                     cached = await self._redis.get(result)
                     if cached is None:
                         break
-                    await self._release(keys=[lease], args=[self._token])
+                    await lease.release()
                     self.shared += 1
                     return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
+                self.waits += 1
                 await asyncio.sleep(self._poll_s)  # the holder publishes within a fetch
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             log.warning("Redis unreachable for page leases (%s); fetching %s here", exc, key)
             return await fetch(), True
-        page = await self._fetch_holding(lease, fetch)
+
+        async def fetch_and_publish() -> list[Candle]:
+            page = await fetch()
+            with contextlib.suppress(*UNREACHABLE):  # waiters then fetch it themselves
+                await self._redis.set(result, _encode(page), px=self._keep_ms)
+            return page
+
+        # Renewed while the fetch waits for the rate budget; released once published.
+        page = await lease.holding(fetch_and_publish)
         self.fetched += 1
-        try:
-            await self._redis.set(result, _encode(page), px=self._keep_ms)
-            await self._release(keys=[lease], args=[self._token])
-        except _UNREACHABLE:
-            pass  # the lease lapses by itself; waiters then fetch it themselves
         return page, True
-
-    async def _fetch_holding(
-        self, lease: str, fetch: Callable[[], Awaitable[list[Candle]]]
-    ) -> list[Candle]:
-        """Run ``fetch`` while renewing the lease (the rate budget may hold it a while)."""
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self._lease_ms / 3000)
-                try:
-                    await self._renew(keys=[lease], args=[self._token, self._lease_ms])
-                except _UNREACHABLE:
-                    return
-
-        async with asyncio.TaskGroup() as group:
-            renewer = group.create_task(renew())
-            try:
-                return await fetch()
-            finally:
-                renewer.cancel()

@@ -197,7 +197,7 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
         if not isinstance(body, dict) or "since" not in body:
             raise InvalidRequestError("body must be {markets, timeframe, since[, until]}")
         markets = body.get("markets") or []
-        job = service.jobs.start(
+        job = await service.jobs.start(
             # One code is one market, never its characters.
             [markets] if isinstance(markets, str) else list(markets),
             str(body.get("timeframe", "1m")),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._collect import ProgressEvent, collect
-from ._errors import InvalidRequestError
+from ._errors import InvalidRequestError, UnknownMarketError
 from ._ratebudget import Priority
 from ._time import format_utc, parse_time
 from ._timeframes import Timeframe, parse_timeframe
@@ -81,10 +81,12 @@ class BackfillJobs:
         self._jobs: dict[str, BackfillJob] = {}
         self._ids = itertools.count(1)
 
-    def start(
+    async def start(
         self, markets: list[str], timeframe: str, since: str | int, until: str | int | None
     ) -> BackfillJob:
-        """Start a job. Raises InvalidRequestError naming the bad argument."""
+        """Start a job. Raises InvalidRequestError naming the bad argument, UnknownMarketError
+        for a code neither listed upstream nor held in the store (before any job exists, so a
+        typo is answered at once rather than as a job that fails later)."""
         if not markets or not all(isinstance(m, str) for m in markets):
             raise InvalidRequestError("markets: give a list of codes such as ['KRW-BTC']")
         tf = parse_timeframe(timeframe)
@@ -94,6 +96,14 @@ class BackfillJobs:
         if since_ms >= until_ms:
             raise InvalidRequestError("since must be before until")
         codes = list(dict.fromkeys(m.strip().upper() for m in markets))
+        known = {m.market for m in await self._spine.markets(include_delisted=True)}
+        for code in codes:
+            if code not in known:
+                raise UnknownMarketError(
+                    code,
+                    f"unknown market {code!r}: not listed upstream and nothing of it is stored "
+                    "(GET /v1/market/all lists the codes)",
+                )
         job = BackfillJob(f"job-{next(self._ids)}", codes, tf, since_ms, until_ms)
         self._jobs[job.id] = job
         job.task = self._spawn(self._run(job))

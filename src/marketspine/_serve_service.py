@@ -155,12 +155,14 @@ class ServeService:
         idle_unwatch_s: float = 300.0,
         live_on_demand: bool = True,
         redis: str | None = None,
+        redis_prefix: str | None = None,
     ) -> None:
         self.metrics = ServeMetrics()
         self.spine = Spine(
             upstream,
             db,
-            redis=redis,  # the rate budget shared with every process using this Redis
+            redis=redis,  # budget, pages and catalog shared with every process using it
+            redis_prefix=redis_prefix,
             transport=self.metrics.transport(transport),
             ws_url=ws_url,
             warmup_every_s=0,  # the service schedules warmups itself, to report them
@@ -266,12 +268,13 @@ class ServeService:
 
     # -- warmup ----------------------------------------------------------------------------------
 
-    async def warmup(self) -> dict[str, Any]:
-        """Run a warmup now (one at a time); returns and keeps the warmup dictionary."""
+    async def warmup(self, max_age_s: float = 0.0) -> dict[str, Any]:
+        """Run a warmup now (one at a time); returns and keeps the warmup dictionary. With
+        Redis, one another process finished within ``max_age_s`` is taken instead."""
         async with self._warmup_lock:
             started = time.perf_counter()
             try:
-                report = await self.spine.warmup()
+                report = await self.spine.warmup(max_age_s=max_age_s)
             except Exception as exc:
                 report = {
                     "success": False,
@@ -290,7 +293,7 @@ class ServeService:
 
     async def _warmup_schedule(self) -> None:
         while True:
-            await self.warmup()
+            await self.warmup(self._warmup_every_s if self._warmup_every_s > 0 else WARMUP_EVERY_S)
             if self._warmup_every_s <= 0:
                 return
             await asyncio.sleep(self._warmup_every_s)

@@ -40,6 +40,7 @@ from ._backends import enter_owned, resolve_backends
 from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
 from ._client import Client
+from ._default_db import DEFAULT_UPSTREAM, default_db_path
 from ._errors import ClosedError, UpstreamError
 from ._hot import HotWindows
 from ._listener import Event
@@ -59,24 +60,17 @@ from ._timeframes import Timeframe
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
-DEFAULT_UPSTREAM = "https://api.upbit.com"
 logger = logging.getLogger("marketspine")
-
-
-def default_db_path() -> Path:
-    """``marketspine.db`` in the user data directory."""
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("marketspine")) / "marketspine.db"
 
 
 class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that has
     it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file (default
-    ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose rate budget is
-    shared; ``transport``: httpx transport (tests); ``ws_url``: WebSocket URL (default from
-    ``upstream``); ``wall_ms``: local UTC clock (ms); ``memory_mb``: the one memory budget (MiB)
-    of candle windows and live state, least recently used market evicted first. Use it as
+    ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose rate budget,
+    page fetches and catalog are shared (keys under ``redis_prefix``); ``transport``: httpx
+    transport (tests); ``ws_url``: WebSocket URL (default from ``upstream``); ``wall_ms``:
+    local UTC clock (ms); ``memory_mb``: the one memory budget (MiB) of candle windows and
+    live state, least recently used market evicted first. Use it as
     ``async with Spine(...) as spine``. Before that and after ``aclose()`` every data method
     (and ``client``/``store``) raises ``ClosedError``; ``statistics``, ``tick_size``,
     ``clear_memory`` and ``aclose`` keep working; a closed Spine cannot be reopened. A wrong
@@ -91,6 +85,7 @@ class Spine:
         ws_url: str | None = None,
         budget: RateBudget | None = None,
         redis: str | None = None,
+        redis_prefix: str | None = None,
         memory: CandleMemory | None = None,
         memory_mb: float = DEFAULT_MEMORY_MB,
         ticker_max_age_s: float = 1.0,
@@ -101,7 +96,8 @@ class Spine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
     ) -> None:
         self._upstream = upstream.rstrip("/")
-        self._db, budget = resolve_backends(db, budget, redis)  # URLs become store, budget
+        self._db, budget, shared = resolve_backends(db, budget, redis, redis_prefix)  # from URLs
+        self._shared = shared  # Redis's shared budget, page leases and catalog
         # The one client, made on entering; the same settings every time.
         self._new_client = partial(
             Client,
@@ -127,8 +123,8 @@ class Spine:
         self._market_list = MarketList(
             self._upstream,
             exchanges,  # configured ones are warmed up at start-up too
-            budget=budget, on_call=self._accounting.call_made,
-            transport=transport, every_s=warmup_every_s, sleep=sleep,
+            budget=budget, on_call=self._accounting.call_made, transport=transport,
+            every_s=warmup_every_s, sleep=sleep, shared=shared.catalog if shared else None,
         )
         self._feed = LiveFeed(  # with redis, one process holds the upstream socket for all
             ws_url or ws_url_for(self._upstream), self._live, start=self._start, redis=redis
@@ -151,14 +147,15 @@ class Spine:
         try:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             if self._db is None or isinstance(self._db, str | Path):
-                path = Path(self._db) if self._db is not None else default_db_path()
+                path = Path(self._db) if self._db is not None else default_db_path(self._upstream)
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
                 self._store = await stack.enter_async_context(SQLiteStore(path.expanduser()))
                 await self._market_list.load(path.expanduser())
             else:
                 self._store = self._db
-            await enter_owned(stack, self._store, self._new_client.keywords["budget"])
+            await enter_owned(stack, self._store, self._shared)
             self._client = await stack.enter_async_context(self._new_client())
+            await self._market_list.load_shared()
             self._accounting.count_sent(self._client, lambda: self._market_list.other_calls)
         except BaseException:
             await stack.aclose()
@@ -251,8 +248,9 @@ class Spine:
 
     def _candle_reader(self) -> CandleReader:
         if self._reader is None:
+            leases = self._shared.leases if self._shared else None
             self._reader = CandleReader(
-                self.client, self.store, self._memory, self._live, self.markets
+                self.client, self.store, self._memory, self._live, self.markets, leases
             )
         return self._reader
 
@@ -452,16 +450,19 @@ class Spine:
         held = self.store if include_delisted else None
         return await self._market_list.markets(self.client, refresh=refresh, held=held)
 
-    async def warmup(self) -> dict[str, Any]:
+    async def warmup(self, *, max_age_s: float | None = None) -> dict[str, Any]:
         """Fetch the market list (with details) and instruments of every configured
         exchange, each distinct URL once; keep them across restarts; refresh them every
-        ``warmup_every_s`` from now on. Returns ``{"success", "refreshed_exchanges",
+        ``warmup_every_s`` from now on. With ``redis``, one process fetches under a lease
+        for all; a warmup another finished within ``max_age_s`` (default ``warmup_every_s``)
+        is taken from Redis. Returns ``{"success", "refreshed_exchanges",
         "total_markets", "execution_time", "exchange_details"}``; a failing exchange reports
         its error text and never stops the others.
 
         Raises ClosedError outside ``async with``."""
+        max_age_s = None if max_age_s is None else number_arg(max_age_s, "max_age_s")
         self._check_open()
-        report = await self._market_list.warmup(self.client)
+        report = await self._market_list.warmup(self.client, max_age_s=max_age_s)
         if self._warmup_every_s > 0:
             self._start("catalog refresher", self._market_list.refresh(self.client))
         return report.as_dict()

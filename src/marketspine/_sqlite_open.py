@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._default_db import sibling_hint
 from ._errors import StoreError
 
 __all__ = ["open_read_only", "open_read_write", "store_error", "verify_pages"]
@@ -54,7 +55,10 @@ def open_read_only(path: Path, schema_version: int) -> sqlite3.Connection:
     """A connection that never writes (status, export): a read-only file, or one in a
     read-only folder, can be read. StoreError when there is no marketspine database."""
     if not path.is_file():
-        raise StoreError(f"no database at {path}: run `marketspine collect` first or pass --db")
+        raise StoreError(
+            f"no database at {path}: run `marketspine collect` first or pass --db"
+            + sibling_hint(path)
+        )
     uri = f"{path.resolve().as_uri()}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)

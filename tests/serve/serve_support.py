@@ -35,7 +35,7 @@ class ServeProcess:
 
 @contextlib.contextmanager
 def serve_process(
-    upstream: str, db: Path, *extra: str, env: dict[str, str] | None = None
+    upstream: str, db: Path | str, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[ServeProcess]:
     """Start ``marketspine serve`` and yield once it printed ``serving on URL``."""
     process = subprocess.Popen(

@@ -23,6 +23,7 @@ async def test_serve_stores_in_postgresql_and_spends_the_shared_budget(
         warmup_every_s=-1,
         live_on_demand=False,
         redis=redis_space.url,
+        redis_prefix=redis_space.prefix,
     ) as service:
         app = create_service_app(service)
         async with httpx.AsyncClient(

@@ -225,6 +225,12 @@ async def test_backfill_job_progress_and_cancel(
     assert (await http.get("/api/backfill/nope")).status_code == 404
     bad = await http.post("/api/backfill", json={"markets": [], "timeframe": "5m", "since": since})
     assert bad.status_code == 400
+    typo = await http.post(
+        "/api/backfill", json={"markets": ["KRW-BTC", "KRW-BTX"], "timeframe": "5m", "since": since}
+    )
+    assert typo.status_code == 404, typo.text
+    assert "'KRW-BTX'" in typo.json()["error"]["message"]
+    assert len((await http.get("/api/backfill")).json()) == 2  # no job was started for it
 
 
 async def test_live_watch_on_demand_stops_after_idling(
