@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, AsyncExitStack
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from marketspine._client import Client
 from marketspine._listener import Event, Listener
 from marketspine._records import Orderbook, Ticker, Trade
 from marketspine._shared_stream import SharedStream
+from marketspine._spine import Spine
 from marketspine.sim import SimConfig
 
 POLL_S = 0.05  # elections this often: a test waits on conditions, not on these
@@ -29,6 +31,12 @@ POLL_S = 0.05  # elections this often: a test waits on conditions, not on these
 def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
     with running_sim(SimConfig(speed=60.0, rate_limit=0)) as url:
         yield url
+
+
+def feed_of(spine: Spine) -> SharedStream:
+    stream = spine._feed._stream  # the Spine's stream, opened by its first watch
+    assert isinstance(stream, SharedStream)
+    return stream
 
 
 def shared(
@@ -190,3 +198,30 @@ async def test_a_new_process_taking_a_free_lease_continues_the_trades_of_the_las
         await wait_until(lambda: len(trades(seen, "KRW-BTC")) >= after + 3, 20, "trades via c")
         assert b.role == "follower" and c.statistics().published > 0
     assert_consecutive(sim, "KRW-BTC", trades(seen, "KRW-BTC"))
+
+
+async def test_spines_sharing_a_redis_share_one_live_feed(
+    sim: str, redis_space: RedisSpace, tmp_path: Path
+) -> None:
+    def spine(name: str) -> Spine:
+        return Spine(
+            sim, tmp_path / f"{name}.db", redis=redis_space.url,
+            redis_prefix=redis_space.prefix, warmup_every_s=-1,
+        )  # fmt: skip
+
+    async with spine("a") as a, spine("b") as b:
+        await a.watch(["trade"], ["KRW-BTC"])  # a opens its feed first: it holds the lease
+        await wait_until(lambda: feed_of(a).role == "holder", 10, "a to hold the lease")
+        await b.watch(["ticker"], ["KRW-ETH"])
+        assert feed_of(b).role in ("starting", "follower")
+        live = b._live  # fed through Redis from the holder's socket
+        await wait_until(lambda: live.ticker("KRW-ETH") is not None, 20, "b's live ticker")
+        tickers = await b.tickers(["KRW-ETH"], max_age_s=60)
+        assert tickers[0].market == "KRW-ETH" and tickers.meta.sources == ("live",)
+        seen: list[Trade] = []
+        async for event in b.stream(["trade"], ["KRW-BTC"]):
+            if isinstance(event, Trade):
+                seen.append(event)
+            if len(seen) == 3:
+                break
+        assert feed_of(b).role == "follower" and feed_of(b).statistics().received > 0

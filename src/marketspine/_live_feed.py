@@ -53,9 +53,11 @@ class LiveFeed:
         *,
         start: Callable[[str, Coroutine[Any, Any, None]], None],
         redis: str | None = None,
+        redis_prefix: str | None = None,
     ) -> None:
         self._ws_url = ws_url
         self._redis = redis
+        self._redis_prefix = "marketspine:" if redis_prefix is None else redis_prefix
         self._live = live
         self._start = start
         self._stream: LiveStream | None = None
@@ -75,7 +77,12 @@ class LiveFeed:
                 if self._redis is not None:
                     from ._shared_stream import SharedStream  # loads redis only when used
 
-                    stream = SharedStream(self._ws_url, client=client, redis_url=self._redis)
+                    stream = SharedStream(
+                        self._ws_url,
+                        client=client,
+                        redis_url=self._redis,
+                        prefix=self._redis_prefix,
+                    )
                 await stack.enter_async_context(stream)
                 self._stream = stream
                 self._start("live pump", self._pump(stream))

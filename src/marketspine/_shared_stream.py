@@ -40,6 +40,7 @@ from ._live_lease import LiveLease, Want, WantedMarkets, new_token
 from ._records import Candle, Orderbook, Ticker, Trade
 from ._redis_budget import connect_redis
 from ._redis_feed import FeedEvent, RedisFeed
+from ._redis_lease import UNREACHABLE
 from ._stream import Stream
 from ._subscriptions import KINDS, SubscriptionSet
 from ._trade_fill import TradeSource, fetch_missing
@@ -50,7 +51,6 @@ __all__ = ["FeedStatistics", "SharedStream", "feed_prefix"]
 log = logging.getLogger("marketspine")
 
 Role = Literal["starting", "holder", "follower", "alone"]
-_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 _SHARED = (Trade, Ticker, Orderbook, Candle, Gap)
 _BATCH = 500  # events per publishing script run
 # A new holder continues the trades the log got this recently (older: not back-filled).
@@ -142,7 +142,7 @@ class SharedStream:
             wake.set()
         for task in list(self._tasks):
             task.cancel()
-        with contextlib.suppress(*_UNREACHABLE, redis_errors.RedisError):
+        with contextlib.suppress(*UNREACHABLE, redis_errors.RedisError):
             if self.role == "holder":
                 await self._lease.release()  # the next process takes over at once
             await self._wants.withdraw()
@@ -208,7 +208,7 @@ class SharedStream:
                     await self._hold(await self._wants.union() | self._own())
                 else:
                     await self._follow(claim.holder)
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 await self._go_alone(exc)
             # Not asyncio.timeout: on 3.11 a cancel arriving as it expires became a
             # TimeoutError, swallowed here, and the stream never closed.
@@ -306,7 +306,7 @@ class SharedStream:
                 async with self._reading:
                     if self.role == "follower":
                         await self._read(block_ms=max(1, round(self._poll_s * 800)))
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 self._poke.set()
                 await asyncio.sleep(self._poll_s)
 
@@ -334,7 +334,7 @@ class SharedStream:
                         self._poke.set()
                         break
                     self._published += len(batch[at : at + _BATCH])
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 self._poke.set()
 
     # -- delivery ----------------------------------------------------------------------------

@@ -127,8 +127,9 @@ class Spine:
             every_s=warmup_every_s, sleep=sleep, shared=shared.catalog if shared else None,
         )
         self._feed = LiveFeed(  # with redis, one process holds the upstream socket for all
-            ws_url or ws_url_for(self._upstream), self._live, start=self._start, redis=redis
-        )
+            ws_url or ws_url_for(self._upstream), self._live, start=self._start,
+            redis=redis, redis_prefix=redis_prefix,
+        )  # fmt: skip
         self._quotes = QuoteReader(
             lambda: self.client,
             self._live,
