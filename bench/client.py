@@ -2,7 +2,8 @@
 and 30 ms latency: sustained requests/s per group with zero 429s, how long a CRITICAL
 request waits behind a LOW backfill, the same sequential candle paging done by the real
 pyupbit (``get_ohlcv``) and ccxt (``fetch_ohlcv``, rate limiter on) with their own pacing,
-shared in-flight requests, and decoding speed.
+shared in-flight requests, decoding speed, and the Redis-shared budget under 50 ms jitter
+(skipped without a Redis at 127.0.0.1:6379).
 
 ``python -m bench.client [SECONDS]`` prints the table; SECONDS (default 10) is the length
 of the sustained run.
@@ -282,6 +283,62 @@ async def _margin(base: str, seconds: float, jitter_ms: float) -> list[dict[str,
     return rows
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def _redis_jitter(base: str, seconds: float, jitter_ms: float) -> list[dict[str, Any]]:
+    """The Redis budget under jitter: two budgets sharing one Redis (as two processes on one
+    IP would), three callers each, saturated for ``seconds`` while upstream latency varies
+    by ``jitter_ms``; each widens its margin to the jitter it sees, Redis applies the widest."""
+    import uuid
+
+    from redis.asyncio import Redis
+
+    from marketspine._redis_budget import RedisRateBudget
+
+    label = f"Redis budget, 2 processes, {jitter_ms:g} ms jitter, {seconds:g} s saturated"
+    probe = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
+    try:
+        await probe.ping()
+    except OSError as exc:
+        print(f"{label}: skipped, no Redis at {REDIS_URL} ({exc})", file=sys.stderr)
+        return []
+    finally:
+        await probe.aclose()
+    await _reset(base)
+    async with httpx.AsyncClient(base_url=base) as http:
+        (await http.post("/sim/faults", json={"jitter_ms": jitter_ms})).raise_for_status()
+    prefix = f"marketspine-bench-{uuid.uuid4().hex[:8]}:"
+    budgets = [RedisRateBudget(REDIS_URL, prefix=prefix, scope="bench") for _ in range(2)]
+    stop_at = time.monotonic() + seconds
+
+    async def caller(index: int, client: Client) -> None:
+        to_ms = _HISTORY_TO_MS - index * 10**9
+        while time.monotonic() < stop_at:
+            page = await client.candles("KRW-BTC", "1m", count=200, to_ms=to_ms)
+            to_ms = page[-1].start_ms
+
+    started = time.monotonic()
+    async with budgets[0], budgets[1], Client(base, budget=budgets[0]) as one:
+        async with Client(base, budget=budgets[1]) as two, asyncio.TaskGroup() as tg:
+            for index in range(6):
+                tg.create_task(caller(index, one if index % 2 else two))
+        elapsed = time.monotonic() - started
+        shared = all(b.shared for b in budgets)
+        margin = max(b.statistics().groups["candles"].margin for b in budgets)
+    async with httpx.AsyncClient(base_url=base) as http:
+        (await http.post("/sim/faults", json={"jitter_ms": JITTER_MS})).raise_for_status()
+    upstream = await _sim_stats(base)
+    served = upstream["requests"]["by_group"].get("candles", 0) - upstream["429"]
+    if not shared:
+        label += " (Redis lost during the run: fallback share)"
+    return [
+        _row(f"{label}: 429s", upstream["429"], "count", "0"),
+        _row(f"{label}: req/s", round(served / elapsed, 2), "req/s", ">= 9"),
+        _row(f"{label}: margin reached", round(margin * 1000, 1), "ms", ">= jitter spread"),
+    ]
+
+
 def _decode_speed() -> list[dict[str, Any]]:
     rows = [
         {
@@ -328,6 +385,7 @@ def run(seconds: float = 10.0) -> list[dict[str, Any]]:
         rows += asyncio.run(_paced(base, min(seconds, 5.0)))
         rows += asyncio.run(_coalescing(base))
         rows += asyncio.run(_margin(base, min(seconds, 5.0), jitter_ms=25.0))
+        rows += asyncio.run(_redis_jitter(base, min(seconds, 10.0), jitter_ms=50.0))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -16,8 +16,11 @@ from helpers import SIM_NOW_MS, FakeTime, ManualClock
 from services import pg_space, private_redis, redis_space  # noqa: F401  (fixtures)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from starlette.applications import Starlette
 
+    from marketspine._spine import Spine
     from marketspine.sim import SimConfig
 
 _STARTUP_TIMEOUT_S = 20.0
@@ -83,6 +86,23 @@ async def sim_client(sim_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=sim_app), base_url="http://sim"
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def sim_spine(
+    sim_app: Starlette, sim_clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[Spine]:
+    """A Spine on ``sim_app`` and ``sim_clock`` (its own SQLite file, no warmup schedule)."""
+    from marketspine._spine import Spine
+
+    async with Spine(
+        "http://sim",
+        tmp_path / "sim_spine.db",
+        transport=httpx.ASGITransport(app=sim_app),
+        wall_ms=sim_clock,
+        warmup_every_s=0,
+    ) as spine:
+        yield spine
 
 
 @pytest.fixture

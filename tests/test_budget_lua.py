@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from services import RedisSpace
 
-from marketspine._budget_lua import BudgetKeys, BudgetScripts
+from marketspine._budget_lua import SPAN_HOLD_S, AcquireReply, BudgetKeys, BudgetScripts
 from marketspine._ratebudget import Priority
 
 T0 = 1_800_000_000_000_000  # µs; large on purpose: Lua must keep every digit
@@ -166,3 +166,37 @@ async def test_keys_expire_and_sit_under_the_prefix(
             assert 0 < await client.pttl(name) <= 60_000
     finally:
         await client.aclose()
+
+
+async def test_the_widest_recent_span_applies_to_every_process(
+    scripts: tuple[BudgetScripts, BudgetKeys],
+) -> None:
+    # Upstream counts arrivals: the process that sees 80 ms of round-trip jitter asks for a
+    # 1.08 s span, and the others' sends must keep to it too (their sends share the window).
+    s, keys = scripts
+
+    async def acquire(now_us: int, span_s: float, ticket: str) -> AcquireReply:
+        return await s.acquire(
+            keys,
+            limit=10,
+            span_s=span_s,
+            priority=Priority.NORMAL,
+            next_priority=None,
+            ticket=ticket,
+            ticket_ttl_s=2.0,
+            burst=True,
+            now_us=now_us,
+        )
+
+    first = await acquire(T0, 1.08, "jittery")
+    assert first.granted and first.span_s == pytest.approx(1.08)
+    for i in range(1, 10):
+        assert (await acquire(T0 + i, SPAN, "calm")).granted
+    # By its own 1.02 s span the first send has left the window; by the wider one it has not.
+    refused = await acquire(T0 + 1_050_000, SPAN, "calm")
+    assert not refused.granted and refused.span_s == pytest.approx(1.08)
+    assert refused.wait_s == pytest.approx(0.03, abs=1e-5)
+    assert (await acquire(T0 + 1_080_000, SPAN, "calm")).granted
+    # Once the jittery process has not asked for SPAN_HOLD_S, the calm one's span applies.
+    later = await acquire(T0 + round(SPAN_HOLD_S * 1e6) + 1, SPAN, "calm")
+    assert later.granted and later.span_s == pytest.approx(SPAN)

@@ -87,3 +87,19 @@ async def test_a_small_miss_fetches_a_full_page_and_the_next_request_is_free(
     )
     assert len(older) >= 90 and older.meta.upstream_calls == 0
     assert await sim_requests(app) == before
+
+
+@pytest.mark.parametrize("market", [DENSE, SPARSE])
+async def test_a_stored_count_is_read_back_from_the_store_alone(
+    sim_spine: Spine, sim_app: Any, market: str
+) -> None:
+    # Memory lost (a restart, an eviction), the store holding every candle asked before:
+    # the store answers all of it, however sparse the market (it read a capped first span,
+    # then asked upstream for the rest instead of reading on).
+    first = await sim_spine.candles(market, "15m", count=1000, closed_only=True)
+    sim_spine.clear_memory()
+    before = await sim_requests(sim_app)
+    again = await sim_spine.candles(market, "15m", count=999, closed_only=True)
+    assert list(again) == list(first)[-999:]
+    assert again.meta.sources == ("database",) and again.meta.upstream_calls == 0
+    assert await sim_requests(sim_app) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from redis.asyncio import Redis
 from services import PrivateRedis, RedisSpace
 
@@ -132,3 +133,29 @@ async def test_a_budget_whose_redis_is_down_from_the_start_still_works(
             await a.acquire("candles")
         assert not a.shared
         assert a.statistics().groups["candles"].sent == 5
+
+
+async def test_the_margin_follows_round_trip_jitter_and_holds_for_every_process(
+    redis_space: RedisSpace,
+) -> None:
+    # Same argument as LocalRateBudget's: upstream counts arrivals, so sends a span apart
+    # land in one window when the first was delayed more. The margin widens to the spread
+    # of the round trips this process sees, and Redis applies it to the other processes.
+    clock = [100.0]
+    jittery, calm = budget(redis_space, clock=lambda: clock[0]), budget(redis_space)
+    async with jittery, calm:
+        for i in range(50):
+            sent_at = clock[0]
+            clock[0] += 0.030 + (0.050 if i % 10 == 0 else 0.0)  # p99 - min = 50 ms
+            jittery.observe("candles", 10, sent_at=sent_at)
+        assert jittery.statistics().groups["candles"].margin == pytest.approx(MARGIN)
+        await jittery.acquire("candles")
+        assert jittery.statistics().groups["candles"].margin == pytest.approx(0.05)
+        await calm.acquire("candles")  # it saw no jitter itself
+        assert calm.statistics().groups["candles"].margin == pytest.approx(0.05)
+    client = Redis.from_url(redis_space.url)
+    try:
+        state = await client.hgetall(BudgetKeys.of(redis_space.prefix, "ip", "candles").state)
+    finally:
+        await client.aclose()
+    assert int(state[b"span"]) == round((WINDOW + 0.05) * 1e6)

@@ -39,7 +39,8 @@ async def test_ticker_and_trades_from_live_state(spine: Spine) -> None:
     await spine.watch(["ticker", "trade"], ["KRW-BTC"])
     await wait_until(lambda: spine._live.trade_count("KRW-BTC") >= 50, 20, "50 live trades")
     ticker = await spine.ticker("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
-    assert ticker.market == "KRW-BTC"
+    assert ticker.market == "KRW-BTC" and ticker.meta.sources == ("live",)
+    assert ticker.meta.upstream_calls == 0
     before = spine.client.statistics().sent["ticker"]
     for _ in range(1000):
         await spine.ticker("KRW-BTC", max_age_s=60)
@@ -174,6 +175,7 @@ async def test_auto_falls_back_to_the_stream_when_rest_fails(
             # REST is down: AUTO answers from the stream, REST_ONLY says what failed.
             answer = await spine.ticker("KRW-BTC", max_age_s=0)
             assert answer.market == "KRW-BTC" and answer.ms >= live.ms
+            assert answer.meta.stale and answer.meta.sources == ("stale",)
             with pytest.raises(UpstreamError):
                 await spine.ticker("KRW-BTC", channel=Channel.REST_ONLY, max_age_s=0)
 
@@ -220,3 +222,4 @@ async def test_watched_books_at_a_chosen_depth(spine: Spine) -> None:
     await wait_until(lambda: spine._live.orderbook("KRW-BTC") is not None, 20, "a live book")
     book = await spine.orderbook("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
     assert book.market == "KRW-BTC" and len(book.units) == 5
+    assert book.meta.sources == ("live",) and book.meta.upstream_calls == 0

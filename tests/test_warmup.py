@@ -133,9 +133,52 @@ async def test_configured_warmup_runs_at_start_up_then_every_six_hours(
         sleep.wake()  # six hours pass
         await sleep.sleeping(2)
         assert spine.client.statistics().sent["market"] == 2
-        # The warmed instrument answers, not the table.
+        # The warmed instrument answers in the band of today's price, the table elsewhere.
         instruments = await spine.client.instruments(["KRW-BTC"])
-        assert spine.tick_size("KRW-BTC", 5.0) == instruments[0].tick_size != never_warmed
+        price = (await spine.ticker("KRW-BTC", max_age_s=0)).price
+        assert spine.tick_size("KRW-BTC", price) == instruments[0].tick_size
+        assert spine.tick_size("KRW-BTC", 5.0) == never_warmed == 0.01
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(failures) == 2 and all("broken" in r.getMessage() for r in failures)
     assert "404" in failures[0].getMessage()  # the cause is in the log line
+
+
+class OddTick(httpx.AsyncBaseTransport):
+    """The simulator, except that its instruments give KRW-BTC a tick of 250, which Upbit's
+    table does not know (as an exchange rule newer than the table would)."""
+
+    def __init__(self, app: Any) -> None:
+        self._sim = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._sim.handle_async_request(request)
+        if request.url.path != "/v1/orderbook/instruments":
+            return response
+        rows = json.loads(await response.aread())
+        for row in rows:
+            if row["market"] == "KRW-BTC":
+                row["tick_size"] = "250"
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return httpx.Response(response.status_code, headers=headers, json=rows)
+
+
+async def test_tick_size_uses_the_warmed_instrument_in_its_price_band(
+    sim_app: Any, tmp_path: Path
+) -> None:
+    async with Spine(
+        "http://sim", tmp_path / "t.db", transport=OddTick(sim_app), warmup_every_s=0
+    ) as spine:
+        price = (await spine.ticker("KRW-BTC", max_age_s=0)).price
+        assert spine.tick_size("KRW-BTC", price) == 1000  # never warmed: the table
+        await spine.warmup()
+        assert spine.tick_size("KRW-BTC", price) == 250  # the instrument, not the table
+        assert spine.tick_size("KRW-BTC", price * 1.05) == 250  # same band
+        assert spine.tick_size("KRW-BTC", 5.0) == 0.01  # another band: the table at 5
+        assert spine.tick_size("KRW-ETH", 5.0) == 0.01  # a regular tick, placed by the table
+    # After a restart the catalog has no prices: an unknown tick holds at every price, a
+    # known one is placed by the table.
+    async with Spine(
+        "http://sim", tmp_path / "t.db", transport=OddTick(sim_app), warmup_every_s=0
+    ) as spine:
+        assert spine.tick_size("KRW-BTC", 5.0) == 250
+        assert spine.tick_size("KRW-ETH", 5.0) == 0.01

@@ -4,7 +4,10 @@ Each acquisition is ONE script run, so checking the window and booking the send 
 across processes, and the time is Redis's own (``TIME`` inside the script): hosts with
 skewed clocks still agree. The rules are those of ``LocalRateBudget``:
 
-* at most ``limit`` sends in any ``span`` (window + margin) — a sorted set of send times;
+* at most ``limit`` sends in any ``span`` (window + margin) — a sorted set of send times.
+  Each process widens its margin to the round-trip jitter it sees (``JitterMargin``); the
+  widest span asked within ``SPAN_HOLD_S`` applies to everyone, since upstream counts every
+  process's requests by their arrival and the most delayed ones decide;
 * a queued or LOW request is paced one per ``span / limit`` (no burst while anyone waits);
 * priorities across processes: a process that waits registers a *ticket* at its most urgent
   waiting priority (it expires unless renewed, so a killed process stops counting); a
@@ -26,7 +29,10 @@ from redis.asyncio import Redis
 
 from ._ratebudget import Priority
 
-__all__ = ["AcquireReply", "BudgetKeys", "BudgetScripts"]
+__all__ = ["SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
+
+# A process's widened span applies to every process for this long after it last asked.
+SPAN_HOLD_S = 10.0
 
 _PRELUDE = """
 local function s(x) return string.format('%d', x) end
@@ -38,15 +44,25 @@ end
 """
 
 # KEYS: sends, state, wait:0 .. wait:3
-# ARGV: limit, span_us, interval_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
+# ARGV: limit, span_us, span_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
 #       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME)
+# Returns {granted, wait_us, tokens, now_us, span_us (the span that applied)}.
 _ACQUIRE = (
     _PRELUDE
     + """
-local limit, span, interval = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, span, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local prio, nextp, ticket = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local ttl, burst, keep = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])
 local now = now_us(ARGV[10])
+-- The widest span any process asked for within the hold applies to all.
+local wide = tonumber(redis.call('HGET', KEYS[2], 'span') or '0')
+local wide_until = tonumber(redis.call('HGET', KEYS[2], 'span_until') or '0')
+if span >= wide or wide_until <= now then
+  redis.call('HSET', KEYS[2], 'span', s(span), 'span_until', s(now + hold))
+else
+  span = wide
+end
+local interval = math.floor(span / limit)
 local others, higher = false, false
 for p = 0, 3 do
   local key = KEYS[3 + p]
@@ -98,7 +114,7 @@ if at <= now and not higher then
     redis.call('PEXPIRE', KEYS[3 + nextp], math.floor(keep / 1000))
   end
   keep_alive()
-  return {1, 0, limit - used - 1, now}
+  return {1, 0, limit - used - 1, now, span}
 end
 redis.call('ZADD', KEYS[3 + prio], s(now + ttl), ticket)
 redis.call('PEXPIRE', KEYS[3 + prio], math.floor(keep / 1000))
@@ -108,7 +124,7 @@ local wait = at - now
 if wait <= 0 then wait = math.floor(interval / 4) + 1 end
 local left = limit - used
 if left < 0 then left = 0 end
-return {0, wait, left, now}
+return {0, wait, left, now, span}
 """
 )
 
@@ -199,6 +215,7 @@ class AcquireReply:
     wait_s: float
     tokens: int  # sends the window still allows
     redis_now_us: int
+    span_s: float  # the span that applied: the asker's, or a wider one another process asked
 
 
 def _us(seconds: float) -> int:
@@ -232,11 +249,10 @@ class BudgetScripts:
         """Ask for one send now at ``priority``; ``next_priority`` is the caller's next
         waiter (kept registered as a ticket after a grant), ``burst`` whether this request
         may skip pacing (it did not queue and is not LOW)."""
-        span_us = _us(span_s)
         args: list[Any] = [
             limit,
-            span_us,
-            span_us // limit,
+            _us(span_s),
+            _us(SPAN_HOLD_S),
             int(priority),
             -1 if next_priority is None else int(next_priority),
             ticket,
@@ -245,8 +261,10 @@ class BudgetScripts:
             self._keep_us,
             "" if now_us is None else now_us,
         ]
-        granted, wait_us, tokens, now = await self._acquire(keys=keys.all(), args=args)
-        return AcquireReply(bool(granted), int(wait_us) / 1_000_000, int(tokens), int(now))
+        granted, wait_us, tokens, now, span_us = await self._acquire(keys=keys.all(), args=args)
+        return AcquireReply(
+            bool(granted), int(wait_us) / 1_000_000, int(tokens), int(now), int(span_us) / 1e6
+        )
 
     async def observe(
         self,

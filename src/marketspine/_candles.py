@@ -316,10 +316,10 @@ class CandleReader:
         widen = 1
         while True:
             coverage = await store.coverage(market, tf)
-            run_start = await self._covered_run(market, tf, coverage, position)
+            covered_from = await self._covered_run(market, tf, coverage, position)
             # Read no more than needed from a long stored run (months of 1m for a backtest):
             # about the windows still wanted, widening on sparse markets.
-            run_start = max(run_start, tf.shift(position, -max(1, count - held) * widen))
+            run_start = max(covered_from, tf.shift(position, -max(1, count - held) * widen))
             widen *= 4
             if run_start < position:
                 chunk = await self._read_known(market, tf, run_start, position)
@@ -329,6 +329,8 @@ class CandleReader:
                 position = run_start
             if held >= count or trace.stale:
                 break
+            if covered_from < position:
+                continue  # the store holds more below this capped span: read on, not upstream
             if coverage.listing_ms is not None and coverage.listing_ms >= position:
                 break
             if tf.unit == "second" and position <= now - SECONDS_HORIZON_MS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,10 +20,13 @@ import httpx
 
 from ._catalog import Catalog, WarmupReport, catalog_path, warm_up
 from ._client import Client
+from ._errors import InvalidRequestError, RetryLaterError
 from ._ratebudget import Priority, RateBudget
 from ._records import Instrument, MarketInfo
+from ._result import ListResult, Trace
 from ._store import CandleStore
 from ._ticks import tick_size as table_tick_size
+from ._ticks import warmed_tick_size
 from ._time import now_ms
 
 if TYPE_CHECKING:  # redis loads only when a Redis is used
@@ -67,6 +71,9 @@ class MarketList:
         self._catalog = Catalog()
         self._path: Path | None = None
         self._markets: dict[str, MarketInfo] | None = None
+        # Last prices seen at the latest warmup of the main upstream: they place each warmed
+        # instrument's tick in its price band (not kept across restarts).
+        self._warm_prices: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def load(self, db_path: Path) -> None:
@@ -83,10 +90,12 @@ class MarketList:
 
     async def markets(
         self, client: Client, *, refresh: bool, held: CandleStore | None = None
-    ) -> list[MarketInfo]:
+    ) -> ListResult[MarketInfo]:
         """Every listed market (fetched once through ``client``, or again on ``refresh``);
         with ``held``, also every market that store holds candles of and upstream no longer
-        lists (``delisted=True``)."""
+        lists (``delisted=True``). ``meta`` says rest (fetched now) or memory, and database
+        for the delisted ones."""
+        started, trace = time.perf_counter(), Trace()
         async with self._lock:
             if self._markets is None and not refresh:
                 await self.load_shared()  # another process may have warmed up since
@@ -94,11 +103,17 @@ class MarketList:
                 rows = await client.markets(details=True)
                 self._markets = {m.market: m for m in rows}
                 self._on_call()
+                trace.calls += 1
+                trace.used("rest")
+            else:
+                trace.used("memory")
             listed = dict(self._markets)
         if held is None:
-            return list(listed.values())
+            return ListResult(listed.values(), trace.meta(started))
         gone = sorted({s.market for s in await held.summary()} - listed.keys())
-        return [*listed.values(), *(MarketInfo(m, None, m, False, {}, True) for m in gone)]
+        trace.used("database")
+        delisted = (MarketInfo(m, None, m, False, {}, True) for m in gone)
+        return ListResult([*listed.values(), *delisted], trace.meta(started))
 
     async def warmup(self, client: Client, *, max_age_s: float | None = None) -> WarmupReport:
         """Fetch every exchange's markets and instruments (the main one through ``client``)
@@ -123,7 +138,9 @@ class MarketList:
 
         async def fetch(url: str) -> tuple[list[MarketInfo], list[Instrument]]:
             if url.rstrip("/") == self._upstream:
-                return await _markets_and_instruments(client)
+                found = await _markets_and_instruments(client)
+                self._warm_prices = await _last_prices(client, found[0])
+                return found
             async with Client(url, budget=self._budget, transport=self._transport) as other:
                 try:
                     return await _markets_and_instruments(other)
@@ -154,12 +171,14 @@ class MarketList:
                 logger.exception("scheduled warmup failed")
 
     def tick_size(self, market: str, price: float) -> float:
-        """The tick of ``market`` the last warmup fetched (the main upstream's first), else
-        Upbit's table for its quote currency at ``price``."""
+        """The tick of ``market`` at ``price``: the instrument the last warmup fetched (the
+        main upstream's first) in the price band it was fetched in, the table elsewhere
+        (see ``warmed_tick_size``); Upbit's table alone for a market never warmed."""
+        quote = market.partition("-")[0]
         warmed = self._catalog.tick_size(market, self._upstream)
         if warmed is not None:
-            return warmed
-        return table_tick_size(market.partition("-")[0], price)
+            return warmed_tick_size(quote, warmed, price, self._warm_prices.get(market))
+        return table_tick_size(quote, price)
 
     def _adopt(self) -> None:
         """Answer ``markets()`` from the catalog of the main upstream, if there is one."""
@@ -172,3 +191,15 @@ async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], li
     markets = await client.markets(details=True, priority=Priority.HIGH)
     instruments = await client.instruments([m.market for m in markets], priority=Priority.HIGH)
     return markets, instruments
+
+
+async def _last_prices(client: Client, markets: list[MarketInfo]) -> dict[str, float]:
+    """Each market's last price (one ``ticker/all`` call for every quote currency), or none
+    when that call fails: ticks are then placed by the table alone."""
+    quotes = sorted({m.market.partition("-")[0] for m in markets})
+    try:
+        tickers = await client.tickers_by_quote(quotes, priority=Priority.HIGH)
+    except (RetryLaterError, InvalidRequestError) as exc:
+        logger.warning("warmup: last prices unavailable (%s); ticks placed by the table", exc)
+        return {}
+    return {t.market: t.price for t in tickers}

@@ -34,6 +34,7 @@ __all__ = [
     "GROUPS",
     "BudgetStatistics",
     "GroupStatistics",
+    "JitterMargin",
     "LocalRateBudget",
     "Priority",
     "RateBudget",
@@ -138,6 +139,28 @@ class RateBudget(Protocol):
         ...
 
 
+class JitterMargin:
+    """The margin added to a rate window: ``floor`` at first, then the spread (high quantile
+    minus minimum) of the last ``RTT_SAMPLES`` round trips once ``_MIN_SAMPLES`` are seen,
+    never below ``floor`` nor above ``MAX_MARGIN`` (see the module doc)."""
+
+    __slots__ = ("_rtts", "floor", "value")
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+        self.value = floor
+        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
+
+    def saw(self, seconds: float) -> float:
+        """Take one round trip (seconds); returns the margin now."""
+        self._rtts.append(max(0.0, seconds))
+        if len(self._rtts) >= _MIN_SAMPLES:
+            ordered = sorted(self._rtts)
+            spread = ordered[int(0.99 * (len(ordered) - 1))] - ordered[0]
+            self.value = min(MAX_MARGIN, max(self.floor, spread))
+        return self.value
+
+
 @dataclass(order=True)
 class _Waiter:
     key: float
@@ -153,7 +176,7 @@ class _Group:
     span: float  # window + margin
     window: float = 1.0
     margin: float = DEFAULT_MARGIN  # the configured floor of the margin
-    rtts: deque[float] = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))
+    jitter: JitterMargin = field(init=False)
     sends: deque[float] = field(default_factory=deque)  # send times, ascending
     last_real_send: float = float("-inf")
     blocked_until: float = float("-inf")
@@ -163,6 +186,9 @@ class _Group:
     throttled: int = 0
     penalties: int = 0
     external: int = 0
+
+    def __post_init__(self) -> None:
+        self.jitter = JitterMargin(self.margin)
 
     @property
     def interval(self) -> float:
@@ -189,12 +215,7 @@ class _Group:
 
     def saw_round_trip(self, seconds: float) -> None:
         """Widen the margin to the spread of recent round trips (see the module doc)."""
-        self.rtts.append(max(0.0, seconds))
-        if len(self.rtts) < _MIN_SAMPLES:
-            return
-        ordered = sorted(self.rtts)
-        spread = ordered[int(0.99 * (len(ordered) - 1))] - ordered[0]
-        self.span = self.window + min(MAX_MARGIN, max(self.margin, spread))
+        self.span = self.window + self.jitter.saw(seconds)
 
     def record_send(self, now: float) -> None:
         self.sends.append(now)

@@ -6,6 +6,10 @@ priority) and only the head asks Redis, so N waiting callers cost one script run
 not N. Across processes the script in ``_budget_lua`` decides (window cap, pacing, priority
 tickets, penalties — see there).
 
+Upstream counts requests when they *arrive*, so, as in ``LocalRateBudget``, each process widens
+the window's margin to the round-trip jitter it observes (``observe(..., sent_at=...)``); the
+script applies the widest margin any process asked for lately to everyone.
+
 ``observe`` and ``penalize`` are synchronous in the ``RateBudget`` protocol: they take effect
 locally at once and are sent to Redis before this process's next acquisition (a 418 is
 followed by a retry, so the block reaches the others before this process sends again).
@@ -48,6 +52,7 @@ from ._ratebudget import (
     GROUPS,
     BudgetStatistics,
     GroupStatistics,
+    JitterMargin,
     LocalRateBudget,
     Priority,
 )
@@ -97,6 +102,8 @@ class _Waiter:
 class _Group:
     keys: BudgetKeys
     limit: int
+    jitter: JitterMargin  # this process's margin, widened to the round trips it sees
+    span: float = 0.0  # the span Redis applied at the last ask (maybe another process's)
     waiters: list[_Waiter] = field(default_factory=list)  # heap
     asking: bool = False  # one waiter talks to Redis; the others wait on it
     tokens: int = 0
@@ -150,7 +157,9 @@ class RedisRateBudget:
         self._prefix = prefix
         self._limit = limit
         self._limits = dict(limits or {})
-        self._span = window + margin
+        self._window = window
+        self._margin = margin
+        self._span = window + margin  # the least span: blind starts and recovery count it
         self._ticket = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._ticket_ttl = ticket_ttl_s
         self._retry_every = retry_every_s
@@ -210,8 +219,9 @@ class RedisRateBudget:
         state = self._groups.get(name)
         if state is None:
             keys = BudgetKeys.of(self._prefix, self._scope, name)
-            state = _Group(keys, self._limits.get(name, self._limit))
+            state = _Group(keys, self._limits.get(name, self._limit), JitterMargin(self._margin))
             state.tokens = state.limit
+            state.span = self._span
             self._groups[name] = state
         return state
 
@@ -272,7 +282,7 @@ class RedisRateBudget:
         reply = await self._scripts.acquire(
             state.keys,
             limit=state.limit,
-            span_s=self._span,
+            span_s=self._window + state.jitter.value,
             priority=head.priority,
             next_priority=None if nxt is None else nxt.priority,
             ticket=self._ticket,
@@ -280,6 +290,7 @@ class RedisRateBudget:
             burst=head.asked == 0 and len(state.waiters) == 1,
         )
         state.tokens = reply.tokens
+        state.span = reply.span_s
         head.asked += 1
         if reply.granted:
             best = heapq.heappop(state.waiters)  # the most urgent now: maybe newer than head
@@ -304,7 +315,7 @@ class RedisRateBudget:
             now = self._clock()
             age = now - (sent_at if sent_at is not None else observed_at)
             state.external += await self._scripts.observe(
-                state.keys, limit=state.limit, span_s=self._span, remaining=remaining, age_s=age
+                state.keys, limit=state.limit, span_s=state.span, remaining=remaining, age_s=age
             )
             state.pending_observations.pop(0)
 
@@ -356,8 +367,11 @@ class RedisRateBudget:
 
     def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
         """Reconcile with upstream's ``Remaining-Req`` ``sec`` (sent to Redis before the
-        next acquisition; the local fallback learns it at once)."""
+        next acquisition; the local fallback learns it at once). ``sent_at`` also widens
+        this process's margin to the round-trip jitter, as ``LocalRateBudget`` does."""
         state = self._group(group)
+        if sent_at is not None:
+            state.jitter.saw(self._clock() - sent_at)
         state.pending_observations.append((remaining_sec, sent_at, self._clock()))
         del state.pending_observations[:-8]  # only the latest few matter
         self._fallback.observe(group, remaining_sec, sent_at=sent_at)
@@ -390,5 +404,6 @@ class RedisRateBudget:
                 penalties=state.penalties,
                 blocked_for=max(0.0, state.blocked_until - now),
                 external=state.external,
+                margin=state.span - self._window,
             )
         return BudgetStatistics(groups)

@@ -22,6 +22,7 @@ from typing import Any, Self
 import httpx
 
 from ._accounting import Accounting, SpineStatistics
+from ._answers import with_meta
 from ._args import (
     Moment,
     count_arg,
@@ -307,11 +308,12 @@ class Spine:
         priority: Priority = Priority.HIGH,
     ) -> Ticker:
         """The current ticker: from the live state while ``market`` is watched (and fresh
-        within ``max_age_s``), else from REST (cached for ``max_age_s``)."""
-        (ticker,) = await self.tickers(
+        within ``max_age_s``), else from REST (cached for ``max_age_s``); a ``Ticker``
+        carrying ``.meta``."""
+        answer = await self.tickers(
             [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
         )
-        return ticker
+        return with_meta(answer[0], answer.meta)
 
     async def tickers(
         self,
@@ -336,11 +338,12 @@ class Spine:
         max_age_s: float | None = None,
         priority: Priority = Priority.HIGH,
     ) -> Orderbook:
-        """The current orderbook (full book), live while watched, else REST."""
-        (book,) = await self.orderbooks(
+        """The current orderbook (full book), live while watched, else REST; an
+        ``Orderbook`` carrying ``.meta``."""
+        answer = await self.orderbooks(
             [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
         )
-        return book
+        return with_meta(answer[0], answer.meta)
 
     async def orderbooks(
         self,
@@ -441,7 +444,7 @@ class Spine:
 
     async def markets(
         self, *, refresh: bool = False, include_delisted: bool = False
-    ) -> list[MarketInfo]:
+    ) -> ListResult[MarketInfo]:
         """Every listed market with its warning flags (fetched once, then cached). With
         ``include_delisted``, also every market the store holds candles of that upstream
         no longer lists (``delisted=True``; its history stays readable with ``candles``)."""

@@ -11,7 +11,14 @@ from typing import Literal
 
 from ._errors import InvalidRequestError
 
-__all__ = ["QUOTES", "round_to_tick", "tick_decimals", "tick_size", "tick_table"]
+__all__ = [
+    "QUOTES",
+    "round_to_tick",
+    "tick_decimals",
+    "tick_size",
+    "tick_table",
+    "warmed_tick_size",
+]
 
 QUOTES = ("KRW", "BTC", "USDT", "IDR", "SGD", "THB")
 
@@ -65,6 +72,31 @@ def tick_size(quote: str, price: float) -> float:
         if price >= bound:
             return tick
     return tick_table(quote)[-1][1]
+
+
+def warmed_tick_size(quote: str, tick: float, price: float, at: float | None) -> float:
+    """The tick at ``price`` of a market whose instrument (the live authority) gave ``tick``
+    while the market traded at ``at`` (None: unknown). An instrument states the tick of the
+    current price band only: it holds across the table's band of ``at``, and the table
+    answers for prices in other bands. Without ``at`` the instrument's band is the table's
+    band with that tick; a tick the table does not know (an exception such as USDT/KRW's
+    0.5) is then taken at every price, and so is any tick of an unknown quote currency."""
+    table = _TABLES.get(quote)
+    if table is None:
+        return tick
+    if at is not None:
+        return tick if _band(table, price) == _band(table, at) else tick_size(quote, price)
+    if any(math.isclose(tick, known, rel_tol=1e-9) for _, known in table):
+        return tick_size(quote, price)
+    return tick
+
+
+def _band(table: tuple[tuple[float, float], ...], price: float) -> int:
+    """Index of the band of ``table`` that ``price`` lies in."""
+    for index, (bound, _) in enumerate(table):
+        if price >= bound:
+            return index
+    return len(table) - 1
 
 
 def tick_decimals(tick: float) -> int:
