@@ -413,8 +413,9 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget, page fetches and market catalog with every process using "
-    "this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget, page fetches, market catalog and live feed (one upstream "
+    "WebSocket, held by one process) with every process using this Redis "
+    "(redis://HOST:PORT/DB).",
 )
 @click.option(
     "--ws-max-per-ip",

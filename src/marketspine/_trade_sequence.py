@@ -113,6 +113,10 @@ class TradeSequencer:
             out.extend(self.receive(trade, held_epoch, subscribed=True))
         return out
 
+    def markets(self) -> list[str]:
+        """The markets whose trades are tracked."""
+        return list(self._tracks)
+
     def forget(self, market: str) -> None:
         """Drop what ``market`` delivered: a later subscription starts afresh instead of
         back-filling a long absence."""
