@@ -45,14 +45,6 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit()
 
 
-def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    # Looked up only when asked: reading the installed metadata costs every command's
-    # start-up ~70 ms (serve's restart included) otherwise.
-    if value and not ctx.resilient_parsing:
-        click.echo(f"marketspine, version {_version()}")
-        ctx.exit()
-
-
 @click.group(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.option(
     "--version",
