@@ -1,7 +1,7 @@
 """Shared fixtures: the simulator in-process (ASGI, fixed clock) and on a real loopback port.
 
 ``marketspine.sim`` is imported inside the fixtures, so test modules that never use the
-simulator collect even while it is being built.
+simulator collect even while it is being built. Plain helpers are in ``helpers.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from helpers import SIM_NOW_MS, FakeTime, ManualClock
+from helpers import SIM_NOW_MS, FakeTime, ManualClock, run_sim
 from services import pg_space, private_redis, redis_space  # noqa: F401  (fixtures)
 
 if TYPE_CHECKING:
@@ -21,27 +21,6 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from marketspine._spine import Spine
-    from marketspine.sim import SimConfig
-
-_STARTUP_TIMEOUT_S = 20.0
-
-
-@contextlib.contextmanager
-def run_sim(
-    config: SimConfig | None = None,
-    clock: Callable[[], int] | None = None,
-    *,
-    app: Starlette | None = None,
-) -> Iterator[str]:
-    """A simulator on a free loopback port in a background thread (``marketspine.sim.running``).
-
-    Yields its base URL (``http://127.0.0.1:PORT``; WebSocket at ``ws://.../websocket/v1``);
-    stops the server and joins the thread on exit. Pass ``app`` to serve an app you built.
-    """
-    from marketspine.sim import running
-
-    with running(config, clock=clock, app=app) as url:
-        yield url
 
 
 @pytest.fixture
@@ -54,6 +33,18 @@ def running_sim() -> Callable[..., contextlib.AbstractContextManager[str]]:
 def sim_url() -> Iterator[str]:
     """Base URL of a real loopback simulator with the default SimConfig and a live clock."""
     with run_sim() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fixed_sim() -> Iterator[str]:
+    """A loopback simulator shared by a module's tests, its clock stopped at ``SIM_NOW_MS``,
+    no rate limit (tests ask it directly too, from the same IP as the code under test).
+    For tests that only read: one that delists, injects faults or counts requests from
+    zero starts its own with ``running_sim``."""
+    from marketspine.sim import SimConfig
+
+    with run_sim(SimConfig(rate_limit=0), clock=lambda: SIM_NOW_MS) as url:
         yield url
 
 

@@ -2,19 +2,28 @@
 
 ``FakeTime`` is virtual monotonic time for code that takes ``clock``/``sleep``;
 ``ManualClock`` is a simulated UTC clock (epoch ms) for the simulator and Spine;
-``wait_until`` waits for a condition with a deadline (never a bare sleep in its place).
+``run_sim`` serves a simulator on a loopback port for a ``with`` block;
+``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
+``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
+from marketspine._ratebudget import BudgetStatistics, Priority
 from marketspine._time import parse_time
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from marketspine.sim import SimConfig
 
 T = TypeVar("T")
 
@@ -38,6 +47,26 @@ class ManualClock:
         """Move forward by ``ms``; returns the new time."""
         self.ms += ms
         return self.ms
+
+
+@contextlib.contextmanager
+def run_sim(
+    config: SimConfig | None = None,
+    clock: Callable[[], int] | None = None,
+    *,
+    app: Starlette | None = None,
+) -> Iterator[str]:
+    """A simulator on a free loopback port in a background thread (``marketspine.sim.running``).
+
+    Yields its base URL (``http://127.0.0.1:PORT``; WebSocket at ``ws://.../websocket/v1``);
+    stops the server and joins the thread on exit. Pass ``app`` to serve an app you built.
+    ``marketspine.sim`` is imported here, so test modules that never use the simulator
+    collect even while it is being built.
+    """
+    from marketspine.sim import running
+
+    with running(config, clock=clock, app=app) as url:
+        yield url
 
 
 class FakeTime:
@@ -121,3 +150,21 @@ def wait_until_sync(condition: Callable[[], bool], within_s: float, what: str) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within_s} s waiting for {what}")
         time.sleep(_POLL_S)
+
+
+class UnpacedBudget:
+    """A ``RateBudget`` that lets every request go at once, for an in-process client against
+    a simulator with ``rate_limit=0``. (A LocalRateBudget with a large limit still paces:
+    it books the simulator's ``Remaining-Req: sec=9`` as sends by others.)"""
+
+    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
+        return None
+
+    def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
+        return None
+
+    def penalize(self, group: str, seconds: float) -> None:
+        raise AssertionError(f"{group} penalized for {seconds} s: the simulator limits rates")
+
+    def statistics(self) -> BudgetStatistics:
+        return BudgetStatistics(groups={})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import ManualClock, UnpacedBudget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ from marketspine._client import Client
 from marketspine._collect import collect
 from marketspine._horizon import served_since
 from marketspine._planner import MAX_PAGE, ceil_window, plan_gaps
-from marketspine._ratebudget import LocalRateBudget
 from marketspine._records import Candle
 from marketspine._store import SQLiteStore
 from marketspine._time import DAY_MS, format_utc, parse_time
@@ -35,19 +35,11 @@ from marketspine.sim import SimConfig, create_app
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 
 
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 @dataclass
 class Sim:
     """An in-process simulator, a marketspine Client on it, and a plain httpx for oracles."""
 
-    clock: Clock
+    clock: ManualClock
     http: httpx.AsyncClient
     client: Client
     dense: list[str]
@@ -80,12 +72,12 @@ _KINDS: dict[str, list[str]] = {}  # market kinds, found once per test session
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Sim]:
-    clock = Clock(NOW)
+    clock = ManualClock(NOW)
     app = create_app(SimConfig(rate_limit=0), clock=clock)
     transport = httpx.ASGITransport(app=app)
     async with (
         httpx.AsyncClient(transport=transport, base_url="http://sim") as http,
-        Client("http://sim", transport=transport, budget=LocalRateBudget(limit=10_000)) as client,
+        Client("http://sim", transport=transport, budget=UnpacedBudget()) as client,
     ):
         if not _KINDS:
             _KINDS.update(await classify(http))

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import UnpacedBudget
 
 from marketspine import InvalidRequestError, parse_timeframe
 from marketspine._client import Client
 from marketspine._collect import collect
 from marketspine._coverage import Coverage
 from marketspine._derive import DERIVABLE, aggregate, derivable_ranges, derive_candles
-from marketspine._ratebudget import LocalRateBudget
 from marketspine._records import Candle
 from marketspine._store import SQLiteStore
 from marketspine._time import DAY_MS, MINUTE_MS, parse_time
@@ -30,7 +30,7 @@ ONE_MINUTE = parse_timeframe("1m")
 async def client() -> AsyncIterator[Client]:
     app = create_app(SimConfig(rate_limit=0), clock=lambda: NOW)
     async with Client(
-        "http://sim", transport=httpx.ASGITransport(app=app), budget=LocalRateBudget(limit=10_000)
+        "http://sim", transport=httpx.ASGITransport(app=app), budget=UnpacedBudget()
     ) as client:
         yield client
 

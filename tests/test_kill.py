@@ -11,6 +11,7 @@ uninterrupted run's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -23,15 +24,22 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import httpx
+from helpers import UnpacedBudget
+
+from marketspine._client import Client
+from marketspine._collect import collect
+from marketspine._store import SQLiteStore
 from marketspine._time import parse_time
-from marketspine.sim import SimConfig
+from marketspine._timeframes import TIMEFRAMES
+from marketspine.sim import SimConfig, create_app
 
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 KILLS = 10
 INTERRUPTS = 3
 # Dense and sparse markets, and one (KRW-WAL, listed 2026-10-20) whose listing is reached.
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-MOC", "KRW-WAL", "KRW-SOL")
-SINCE, UNTIL = "2026-06-01", "2026-11-20T12:00:00Z"
+SINCE, UNTIL = "2026-08-01", "2026-11-20T12:00:00Z"  # 57 pages, 13,356 rows
 PAGE_ROWS = 200
 
 
@@ -111,19 +119,37 @@ def assert_coverage_is_exact(state: dict[str, list[Any]], full: dict[str, list[A
         assert full_listing[(market, key)] == start
 
 
+async def uninterrupted(app: Any, db: Path) -> int:
+    """The uninterrupted run, in-process against the same simulator (the command runs the
+    same ``collect``; unpaced here, where the processes keep Upbit's 10 requests/s).
+    Returns the pages it fetched."""
+    async with (
+        SQLiteStore(db) as store,
+        Client(
+            "http://sim",
+            transport=httpx.ASGITransport(app=app),
+            budget=UnpacedBudget(),
+        ) as client,
+    ):
+        summary = await collect(
+            client, store, MARKETS, TIMEFRAMES["1h"],
+            since_ms=parse_time(SINCE), until_ms=parse_time(UNTIL), now_ms=NOW,
+        )  # fmt: skip
+    return summary.upstream_calls
+
+
 def test_kill_9_and_ctrl_c_at_random_instants_then_rerun_gives_the_uninterrupted_database(
     running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
 ) -> None:
     rng = random.Random(20261121)
-    config = SimConfig(rate_limit=0, latency_ms=3, jitter_ms=3)
-    with running_sim(config=config, clock=lambda: NOW) as url:
-        reference = tmp_path / "reference.sqlite"
-        summary = Collector(url, reference).finish()
-        full = dump(reference)
-        total = len(full["candles"])
-        assert total > 5_000 and full["listing"], "a meaningful workload"
-        assert summary["upstream_calls"] > 2 * (KILLS + INTERRUPTS), "enough pages to interrupt"
-
+    app = create_app(SimConfig(rate_limit=0, latency_ms=3, jitter_ms=3), clock=lambda: NOW)
+    reference = tmp_path / "reference.sqlite"
+    pages = asyncio.run(uninterrupted(app, reference))
+    full = dump(reference)
+    total = len(full["candles"])
+    assert total > 5_000 and full["listing"], "a meaningful workload"
+    assert pages > 2 * (KILLS + INTERRUPTS), "enough pages to interrupt"
+    with running_sim(app=app) as url:
         db = tmp_path / "killed.sqlite"
         signals = [signal.SIGKILL] * KILLS + [signal.SIGINT] * INTERRUPTS
         rng.shuffle(signals)

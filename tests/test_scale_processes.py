@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 from clitools import CONSOLE_SCRIPT
+from helpers import UnpacedBudget
 from services import PgSpace, PrivateRedis
 
 from marketspine._client import Client
@@ -81,11 +82,13 @@ def stats(url: str) -> dict[str, Any]:
 
 
 async def reference(tmp_path: Path) -> tuple[int, set[tuple[Any, ...]]]:
-    """Pages and rows one uninterrupted process fetches alone (in-process, no rate limit)."""
+    """Pages and rows one uninterrupted process fetches alone (in-process, unpaced)."""
     app = create_app(SimConfig(rate_limit=0), clock=lambda: NOW)
     async with (
         SQLiteStore(tmp_path / "reference.sqlite") as store,
-        Client("http://sim", transport=httpx.ASGITransport(app=app)) as client,
+        Client(
+            "http://sim", transport=httpx.ASGITransport(app=app), budget=UnpacedBudget()
+        ) as client,
     ):
         summary = await collect(
             client, store, MARKETS, TIMEFRAMES["1m"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_ratebudget import FakeTime
+from helpers import FakeTime
 
 from marketspine._stream import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, Stream
 

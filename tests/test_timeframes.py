@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from marketspine import InvalidRequestError, parse_timeframe
 from marketspine._time import format_kst, format_utc, parse_naive_utc, parse_time, to_ms
-from marketspine._timeframes import TIMEFRAMES
+from marketspine._timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, TIMEFRAMES
 
 
 def ms(text: str) -> int:
@@ -109,3 +109,20 @@ def test_rest_paths_and_ws_types() -> None:
     assert parse_timeframe("1M").rest_path == "/v1/candles/months"
     assert parse_timeframe("1h").ws_type == "candle.60m"
     assert parse_timeframe("1d").ws_type is None
+
+
+def test_rest_kinds_and_minute_units_come_from_the_one_table() -> None:
+    assert {kind: tf.name for kind, tf in REST_CANDLE_KINDS.items()} == {
+        "seconds": "1s", "days": "1d", "weeks": "1w", "months": "1M", "years": "1y",
+    }  # fmt: skip
+    assert {unit: tf.name for unit, tf in MINUTE_UNITS.items()} == {
+        1: "1m", 3: "3m", 5: "5m", 10: "10m", 15: "15m", 30: "30m", 60: "1h", 240: "4h",
+    }  # fmt: skip
+    for tf in TIMEFRAMES.values():
+        assert tf.rest_path.startswith(f"/v1/candles/{tf.rest_kind}"), tf
+        held = (
+            MINUTE_UNITS[tf.minutes]
+            if tf.rest_kind == "minutes"
+            else REST_CANDLE_KINDS[tf.rest_kind]
+        )
+        assert held is tf

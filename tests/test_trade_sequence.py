@@ -142,3 +142,16 @@ def test_a_market_whose_ids_were_evicted_still_fills_its_gap_after_a_reconnect()
     out = seq.receive(trade(5, "KRW-BTC"), 2, subscribed=True)
     assert len(out) == 1 and isinstance(out[0], FillNeeded)
     assert out[0].before == trade(1, "KRW-BTC")
+
+
+def test_two_sequencers_on_one_budget_each_lose_only_their_own_ids() -> None:
+    # A shared stream's sequencer and its own Stream's share Spine's budget.
+    budget = MemoryBudget(100_000)
+    first, second = TradeSequencer(budget), TradeSequencer(budget)
+    first.receive(trade(1, "KRW-BTC"), 1, subscribed=True)
+    for n in range(1, 4 * SEEN_PER_MARKET):
+        second.receive(trade(n, "KRW-ETH"), 1, subscribed=True)
+        second.receive(trade(n, "KRW-XRP"), 1, subscribed=True)
+    assert first.remembered("KRW-BTC") == 0
+    assert second.remembered("KRW-XRP") > 0  # the market that traded last
+    assert budget.used_bytes <= budget.limit_bytes

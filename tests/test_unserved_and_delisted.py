@@ -18,7 +18,7 @@ import pytest
 
 from marketspine import UnknownMarketError
 from marketspine._spine import Spine
-from marketspine._time import DAY_MS, MINUTE_MS, format_utc
+from marketspine._time import DAY_MS, HOUR_MS, MINUTE_MS, format_utc
 from marketspine._timeframes import parse_timeframe
 from marketspine.sim import SimConfig, create_app
 
@@ -77,12 +77,15 @@ async def test_1s_candles_across_the_horizon_cover_only_the_served_part(
 ) -> None:
     await spine.candles(BTC, "1m", count=1)  # hears upstream's clock (a test's, months back)
     now = sim_clock()
+    # A day before Upbit's ~90-day horizon to two hours after it: a few pages of the served
+    # part (an hour of it lies inside Spine's safety margin), the rest unserved.
     start = now - 91 * DAY_MS
-    end = now - 89 * DAY_MS + 5 * MINUTE_MS
+    end = now - 90 * DAY_MS + 2 * HOUR_MS
     result = await spine.candles(BTC, "1s", start=start, end=end)
     served_from = result.meta.unserved_before_ms
     assert served_from is not None and start < served_from < end
     assert len(result) > 100 and result[0].start_ms >= now - 90 * DAY_MS
+    assert result[-1].start_ms < end
     covered = (await spine.store.coverage(BTC, SECOND)).ranges
     assert covered and covered[0][0] >= result[0].start_ms
 

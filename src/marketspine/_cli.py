@@ -30,17 +30,31 @@ EXIT_CODES_HELP = (
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _version() -> str:
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: looked up only when asked, since importlib.metadata costs every
+    other command a noticeable part of its start-up."""
+    if not value or ctx.resilient_parsing:
+        return
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("marketspine")
+        found = version("marketspine")
     except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
+        found = "unknown"
+    click.echo(f"marketspine, version {found}")
+    ctx.exit()
 
 
 @click.group(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
-@click.version_option(_version(), "--version", "-V", prog_name="marketspine")
+@click.option(
+    "--version",
+    "-V",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def app() -> None:
     """Upbit market data, fetched once, kept locally, served fast.
 
@@ -391,11 +405,25 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget, page fetches and market catalog with every process using "
-    "this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget, page fetches, market catalog and live feed (one upstream "
+    "WebSocket, held by one process) with every process using this Redis "
+    "(redis://HOST:PORT/DB).",
+)
+@click.option(
+    "--ws-max-per-ip",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="WebSocket connections open at once from one client address; more are refused.",
 )
 def serve(
-    upstream: str, db: str | None, host: str, port: int, admin_token: str | None, redis: str | None
+    upstream: str,
+    db: str | None,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    redis: str | None,
+    ws_max_per_ip: int,
 ) -> None:
     """Serve every client on the host from one rate budget, cache and live feed:
     Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
@@ -415,6 +443,7 @@ def serve(
         port=port,
         admin_token=admin_token,
         redis=redis,
+        ws_max_per_ip=ws_max_per_ip,
     )
 
 

@@ -15,19 +15,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-
-from ._candles import MarketsFromCache
-from ._client import Client
 from ._collect import CandleSource, CollectSummary, ProgressEvent, collect
 from ._collect_notes import EXIT_NOTHING_COLLECTABLE, collect_notes, collect_notes_json
 from ._default_db import sibling_hint
@@ -39,7 +26,12 @@ from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
 from ._urls import is_postgres_url
 
+# rich and the client (httpx) load inside the commands that use them: ``status --json``
+# and ``export`` start without either.
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ._client import Client
     from ._pgstore import PostgresStore
     from ._records import MarketInfo
     from ._shared import Shared
@@ -151,6 +143,11 @@ async def _collect(
     show_bar: bool,
     redis: str | None = None,
 ) -> CollectSummary:
+    from rich.console import Console
+
+    from ._candles import MarketsFromCache
+    from ._client import Client
+
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
     async with contextlib.AsyncExitStack() as stack:
         shared = None
@@ -214,6 +211,15 @@ async def _listed(
 def progress_bar(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
     """A rich progress bar per market (share covered, candles, candles/s, ETA); yields the
     ``progress`` callback for ``collect``."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -248,6 +254,8 @@ def progress_bar(console: Console) -> Iterator[Callable[[ProgressEvent], None]]:
 
 def _stdout_console() -> Console:
     """Rich on a terminal; on a pipe or file, wide enough that no value is cut or wrapped."""
+    from rich.console import Console
+
     if sys.stdout.isatty():
         return Console()
     return Console(width=10_000, no_color=True)
@@ -260,6 +268,8 @@ def run_status(*, db: str, json_output: bool) -> None:
         document = {"db": db, "series": series, "delisted": delisted}
         print(json.dumps(document, separators=(",", ":")))
         return
+    from rich.table import Table
+
     table = Table(title=f"marketspine store {db}")
     for column in ("market", "timeframe", "rows", "first", "last", "covered ranges", "listing"):
         table.add_column(column)
@@ -343,6 +353,8 @@ def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: boo
     if json_output:
         print(json.dumps(report, separators=(",", ":"), ensure_ascii=False))
     else:
+        from rich.table import Table
+
         table = Table(
             title=f"warmup: {report['total_markets']} markets in {report['execution_time']:.2f} s"
         )

@@ -8,16 +8,19 @@ startup that is waited for and a shutdown that is joined.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from ._errors import InvalidRequestError
+from ._ws_frames import FramesProtocol
 
 __all__ = ["base_url", "listen", "run_server", "server_thread"]
 
@@ -26,6 +29,7 @@ _DEFAULTS: dict[str, Any] = {
     "log_level": "warning",
     "lifespan": "on",
     "timeout_graceful_shutdown": 1,
+    "ws": FramesProtocol,  # WebSocket handlers may write pre-built frames (``_ws_frames``)
 }
 _STARTUP_TIMEOUT_S = 20.0
 
@@ -54,14 +58,50 @@ def base_url(sock: socket.socket, scheme: str = "http") -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def _server(app: Any, on_started: Callable[[], None] | None, options: dict[str, Any]) -> Any:
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started and on_started is not None:
-                on_started()
+class _Server(uvicorn.Server):
+    """uvicorn's server, told when it started, and stopped at once when asked (uvicorn
+    itself looks at ``should_exit`` only every 0.1 s)."""
 
-    return _Server(uvicorn.Config(app, **{**_DEFAULTS, **options}))
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop (a tick every 0.1 s), woken early by a stop.
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    def stop(self) -> None:
+        """Ask the server to stop, from any thread."""
+        self.should_exit = True
+        self._wake_loop()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+
+def _server(app: Any, on_started: Callable[[], None] | None, options: dict[str, Any]) -> _Server:
+    return _Server(uvicorn.Config(app, **{**_DEFAULTS, **options}), on_started)
 
 
 def run_server(
@@ -109,6 +149,6 @@ def server_thread(
                 raise RuntimeError(f"the server for {url} did not start in {startup_timeout_s} s")
         yield url
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(timeout=15)
         sock.close()

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,9 +39,9 @@ from websockets.uri import parse_uri
 from ._errors import InvalidRequestError, MarketspineError
 from ._listener import Fanout, Health, Listener, kind_of
 from ._memory import MemoryBudget
-from ._ratebudget import Priority
 from ._records import Trade, WsError, WsStatus
 from ._subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
+from ._trade_fill import FILL_PAGE_SIZE, TradeSource, fetch_missing
 from ._trade_sequence import FillNeeded, Output, TradeSequencer
 from ._wire_ws import decode_ws
 
@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_PING_INTERVAL",
     "DEFAULT_PING_TIMEOUT",
     "DEFAULT_URL",
+    "FILL_PAGE_SIZE",
     "Backoff",
     "Stream",
     "StreamStatistics",
@@ -60,23 +61,6 @@ DEFAULT_URL = "wss://api.upbit.com/websocket/v1"
 logger = logging.getLogger("marketspine.stream")
 
 Sleep: TypeAlias = Callable[[float], Awaitable[None]]
-
-# REST pages walked back to fill one gap: Upbit serves at most 500 trades per call.
-FILL_PAGE_SIZE = 500
-FILL_MAX_PAGES = 20
-
-
-class TradeSource(Protocol):
-    """What gap filling needs from the REST client (``Client`` satisfies it)."""
-
-    async def trades(
-        self,
-        market: str,
-        *,
-        count: int = ...,
-        cursor: int | None = ...,
-        priority: Priority = ...,
-    ) -> list[Trade]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,38 +433,8 @@ class Stream:
                 self._fanout.publish(out, "trade", out.market)
 
     async def _fill_gap(self, fill: FillNeeded) -> None:
-        missing, complete, reason = await self._fetch_missing(fill)
+        missing, complete, reason = await fetch_missing(self._client, fill)
         self._emit(self._trades.filled(fill, missing, complete=complete, reason=reason))
-
-    async def _fetch_missing(self, fill: FillNeeded) -> tuple[list[Trade], bool, str]:
-        """Trades after ``before`` and before ``after``, oldest first, walking REST back
-        from ``after`` by sequential_id; returns them, whether the walk reached ``before``,
-        and why not."""
-        if self._client is None:
-            return [], False, "no REST client to fill the gap with"
-        market, before, after = fill.market, fill.before, fill.after
-        newest_first: list[Trade] = []
-        cursor = after.seq
-        for _ in range(FILL_MAX_PAGES):
-            try:
-                page = await self._client.trades(
-                    market, count=FILL_PAGE_SIZE, cursor=cursor, priority=Priority.HIGH
-                )
-            except MarketspineError as exc:
-                return newest_first[::-1], False, f"REST trades failed: {exc}"
-            for trade in page:
-                if trade.seq == before.seq or trade.ms < before.ms:
-                    return newest_first[::-1], True, ""
-                if not fill.track.has(trade.seq) and trade.seq != after.seq:
-                    newest_first.append(trade)
-            if len(page) < FILL_PAGE_SIZE:
-                return newest_first[::-1], False, "REST history ended before the gap's start"
-            cursor = page[-1].seq
-        return (
-            newest_first[::-1],
-            False,
-            f"gap longer than {FILL_MAX_PAGES * FILL_PAGE_SIZE} trades; older ones not fetched",
-        )
 
     # -- fan-out ---------------------------------------------------------------------------
 

@@ -15,7 +15,15 @@ from typing import Literal
 from ._errors import InvalidRequestError
 from ._time import DAY_MS, MINUTE_MS, SECOND_MS, days_from_civil, from_ms
 
-__all__ = ["TIMEFRAMES", "WS_CANDLE_TYPES", "Timeframe", "parse_timeframe", "timeframe_of_kind"]
+__all__ = [
+    "MINUTE_UNITS",
+    "REST_CANDLE_KINDS",
+    "TIMEFRAMES",
+    "WS_CANDLE_TYPES",
+    "Timeframe",
+    "parse_timeframe",
+    "timeframe_of_kind",
+]
 
 Unit = Literal["second", "minute", "day", "week", "month", "year"]
 
@@ -40,6 +48,12 @@ class Timeframe:
         if self.unit == "minute":
             return f"{self.minutes}min"
         return f"1{self.unit}"
+
+    @property
+    def rest_kind(self) -> str:
+        """Upbit's REST candle kind: the path segment after ``/v1/candles/`` (``minutes``,
+        ``days``)."""
+        return self.rest_path.split("/")[3]
 
     @property
     def fixed_ms(self) -> int | None:
@@ -125,6 +139,11 @@ _ALL = (
 TIMEFRAMES: dict[str, Timeframe] = {tf.name: tf for tf in _ALL}
 # WebSocket candle type (``candle.60m``) -> timeframe (``1h``).
 WS_CANDLE_TYPES: dict[str, Timeframe] = {tf.ws_type: tf for tf in _ALL if tf.ws_type is not None}
+# REST candle kind -> its timeframe, for the kinds whose path names one timeframe (``days``);
+# ``minutes`` takes its unit from the path: MINUTE_UNITS.
+REST_CANDLE_KINDS: dict[str, Timeframe] = {tf.rest_kind: tf for tf in _ALL if tf.unit != "minute"}
+# The unit of ``/v1/candles/minutes/{unit}`` -> its timeframe (``60`` -> ``1h``).
+MINUTE_UNITS: dict[int, Timeframe] = {tf.minutes: tf for tf in _ALL if tf.unit == "minute"}
 # Upbit's minute spellings of the hour timeframes (``60m`` for ``1h``).
 _ALIASES = {f"{tf.minutes}m": tf.name for tf in _ALL if tf.minutes and tf.name[-1] != "m"}
 

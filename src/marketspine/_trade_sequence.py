@@ -6,13 +6,14 @@ first trade after a reconnect holds the market's stream while the hole is fetche
 trades arriving meanwhile wait, and are replayed in order once the fill is handed back.
 
 The ids remembered per market for de-duplication are live state like any other: given the
-shared ``MemoryBudget``, each market's window of ids is one entry of it (holder
-``trade-ids``). When the budget evicts it (the market that traded least recently), the
-window is emptied; the market's last trade stays, so a reconnect still fills its gap.
+shared ``MemoryBudget``, each market's window of ids is one entry of it (one holder per
+sequencer). When the budget evicts it (the market that traded least recently), the window
+is emptied; the market's last trade stays, so a reconnect still fills its gap.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import deque
 from collections.abc import Hashable
@@ -30,7 +31,7 @@ __all__ = ["SEEN_PER_MARKET", "FillNeeded", "Output", "TradeSequencer", "TradeTr
 # ids cost about 690 KB per market (145 MiB for 216 markets, outside any bound in bytes).
 SEEN_PER_MARKET = 512
 _ID_BYTES = sys.getsizeof(10**16)  # a 17-digit sequential id
-_HOLDER = "trade-ids"
+_holders = itertools.count()  # each sequencer is its own holder of the budget
 
 
 @dataclass
@@ -85,8 +86,9 @@ class TradeSequencer:
         self._tracks: dict[str, TradeTrack] = {}
         self._charged: dict[str, int] = {}  # per market, as charged to the budget
         self._budget = budget
+        self._holder = f"trade-ids-{next(_holders)}"
         if budget is not None:
-            budget.register(_HOLDER, self._evicted)
+            budget.register(self._holder, self._evicted)
         self.duplicates = 0
         self.gaps = 0
         self.gap_trades = 0
@@ -97,10 +99,10 @@ class TradeSequencer:
             return
         size = track.nbytes()
         if self._charged.get(market) == size:
-            self._budget.touch(_HOLDER, market)
+            self._budget.touch(self._holder, market)
         else:
             self._charged[market] = size
-            self._budget.charge(_HOLDER, market, size)
+            self._budget.charge(self._holder, market, size)
 
     def _evicted(self, key: Hashable) -> None:
         """The budget dropped this market's ids: forget them (not its last trade)."""
@@ -159,9 +161,13 @@ class TradeSequencer:
         track = self._tracks.get(market)
         return 0 if track is None else len(track.seen)
 
+    def markets(self) -> list[str]:
+        """The markets whose trades are tracked."""
+        return list(self._tracks)
+
     def forget(self, market: str) -> None:
         """Drop what ``market`` delivered: a later subscription starts afresh instead of
         back-filling a long absence."""
         self._tracks.pop(market, None)
         if self._charged.pop(market, None) is not None and self._budget is not None:
-            self._budget.release(_HOLDER, market)
+            self._budget.release(self._holder, market)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any
 
 import ccxt  # type: ignore[import-untyped]
@@ -11,17 +9,13 @@ import httpx
 import pytest
 
 from marketspine._time import MINUTE_MS, parse_naive_utc
-from marketspine.sim import SimConfig
 
 
 @pytest.fixture
-def sim(
-    running_sim: Callable[..., AbstractContextManager[str]], sim_now_ms: int
-) -> Iterator[tuple[str, Any]]:
-    with running_sim(SimConfig(rate_limit=0), clock=lambda: sim_now_ms) as url:
-        exchange = ccxt.upbit({"timeout": 10_000})
-        exchange.urls["api"] = {"public": url, "private": url}
-        yield url, exchange
+def sim(fixed_sim: str) -> tuple[str, Any]:
+    exchange = ccxt.upbit({"timeout": 10_000})
+    exchange.urls["api"] = {"public": fixed_sim, "private": fixed_sim}
+    return fixed_sim, exchange
 
 
 def rest(base: str, path: str, **params: Any) -> Any:

@@ -7,8 +7,6 @@ sends the same request to the simulator instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,25 +16,17 @@ import pyupbit  # type: ignore[import-untyped]
 import pyupbit.request_api  # type: ignore[import-untyped]
 import requests
 
-from marketspine.sim import SimConfig
-
 UPBIT = "https://api.upbit.com"
 
 
 @pytest.fixture
-def sim(
-    running_sim: Callable[..., AbstractContextManager[str]],
-    sim_now_ms: int,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[str]:
-    with running_sim(SimConfig(rate_limit=0), clock=lambda: sim_now_ms) as url:
+def sim(fixed_sim: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    def get(target: str, **kwargs: Any) -> requests.Response:
+        assert target.startswith(UPBIT), target
+        return requests.get(fixed_sim + target[len(UPBIT) :], timeout=10, **kwargs)
 
-        def get(target: str, **kwargs: Any) -> requests.Response:
-            assert target.startswith(UPBIT), target
-            return requests.get(url + target[len(UPBIT) :], timeout=10, **kwargs)
-
-        monkeypatch.setattr(pyupbit.request_api, "requests", SimpleNamespace(get=get))
-        yield url
+    monkeypatch.setattr(pyupbit.request_api, "requests", SimpleNamespace(get=get))
+    return fixed_sim
 
 
 def rest_pages(base: str, path: str, count: int) -> list[dict[str, Any]]:

@@ -3,26 +3,18 @@ simulator, through its ``base_url``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import upbit
 
-from marketspine.sim import SimConfig
-
 
 @pytest.fixture
-def sim(
-    running_sim: Callable[..., AbstractContextManager[str]], sim_now_ms: int
-) -> Iterator[tuple[str, upbit.Upbit]]:
-    with (
-        running_sim(SimConfig(rate_limit=0), clock=lambda: sim_now_ms) as url,
-        upbit.Upbit(base_url=url, max_retries=0, timeout=10) as client,
-    ):
-        yield url, client
+def sim(fixed_sim: str) -> Iterator[tuple[str, upbit.Upbit]]:
+    with upbit.Upbit(base_url=fixed_sim, max_retries=0, timeout=10) as client:
+        yield fixed_sim, client
 
 
 def rest(base: str, path: str, **params: Any) -> Any:

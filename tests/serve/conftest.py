@@ -6,24 +6,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
-from serve_support import TOKEN, ServeProcess, root_conftest, serve_process
-
-from marketspine.sim import SimConfig
+from serve_support import TOKEN, ServeProcess, serve_process
 
 
 @pytest.fixture
 def start_serve() -> Callable[..., contextlib.AbstractContextManager[ServeProcess]]:
     """``serve_process(upstream, db, *extra, env=None)``."""
     return serve_process
-
-
-@pytest.fixture(scope="module")
-def fixed_sim(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A loopback simulator with its clock stopped at ``SIM_NOW_MS``, no rate limit (the
-    tests ask it directly too, from the same IP as serve)."""
-    root = root_conftest(request.config)
-    with root.run_sim(SimConfig(rate_limit=0), clock=lambda: root.SIM_NOW_MS) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_support import TOKEN, ServeProcess, root_conftest
+from helpers import SIM_NOW_MS
+from serve_support import TOKEN, ServeProcess
 
 from marketspine._time import format_utc
 
@@ -43,7 +44,11 @@ def page(serve: ServeProcess) -> Iterator[Any]:
         if os.environ.get("MARKETSPINE_REQUIRE_BROWSER"):
             pytest.fail(f"MARKETSPINE_REQUIRE_BROWSER is set but {reason}")
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # expect() has its own 5 s default, which a loaded machine can exceed while the page
+    # parses plotly.js; the deadline bounds failures only.
+    expect.set_options(timeout=_WAIT_MS)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -88,11 +93,10 @@ def _coloured_pixels(png: bytes, colours: list[tuple[int, int, int]]) -> int:
 
 
 def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
-    page: Any, serve: ServeProcess, request: pytest.FixtureRequest, tmp_path: Path
+    page: Any, serve: ServeProcess, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
-    now_ms = root_conftest(request.config).SIM_NOW_MS
     page.goto(serve.url + "/admin")
 
     # A wrong token is refused on the page; the right one opens the dashboard.
@@ -112,8 +116,8 @@ def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
     # A backfill job started from the page reaches 100%.
     page.fill("#job-markets", "KRW-BTC")
     page.select_option("#job-timeframe", "1m")
-    page.fill("#job-since", format_utc(now_ms - 6 * 3_600_000) + "Z")
-    page.fill("#job-until", format_utc(now_ms - 3_600_000) + "Z")
+    page.fill("#job-since", format_utc(SIM_NOW_MS - 6 * 3_600_000) + "Z")
+    page.fill("#job-until", format_utc(SIM_NOW_MS - 3_600_000) + "Z")
     page.click("#job-start-btn")
     job = page.locator(".job-title").first
     expect(job).to_contain_text("KRW-BTC 1m")

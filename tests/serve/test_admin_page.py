@@ -10,8 +10,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
-import pytest
-from serve_support import TOKEN, ServeProcess, root_conftest, sim_stats
+from helpers import SIM_NOW_MS
+from serve_support import TOKEN, ServeProcess, sim_stats
 
 from marketspine._time import format_utc
 
@@ -125,10 +125,7 @@ def test_repeated_failed_logins_slow_the_client_down(
         assert "set-cookie" not in locked.headers
 
 
-def test_a_backfill_job_started_from_the_page_can_be_cancelled(
-    serve: ServeProcess, request: pytest.FixtureRequest
-) -> None:
-    now_ms = root_conftest(request.config).SIM_NOW_MS
+def test_a_backfill_job_started_from_the_page_can_be_cancelled(serve: ServeProcess) -> None:
     with login(serve) as (client, csrf):
         headers = {"X-CSRF-Token": csrf}
         # Two years of 1m candles: thousands of pages, far from done when cancelled.
@@ -138,8 +135,8 @@ def test_a_backfill_job_started_from_the_page_can_be_cancelled(
             json={
                 "markets": "KRW-BTC KRW-ETH",
                 "timeframe": "1m",
-                "since": format_utc(now_ms - 730 * 86_400_000) + "Z",
-                "until": format_utc(now_ms - 86_400_000) + "Z",
+                "since": format_utc(SIM_NOW_MS - 730 * 86_400_000) + "Z",
+                "until": format_utc(SIM_NOW_MS - 86_400_000) + "Z",
             },
         )
         assert started.status_code == 202, started.text

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import pytest
 import pyupbit  # type: ignore[import-untyped]
 import pyupbit.request_api  # type: ignore[import-untyped]
 import upbit
-from serve_support import TOKEN, ServeProcess, root_conftest, serve_process, sim_stats
+from helpers import SIM_NOW_MS, run_sim, wait_until_sync
+from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 
 from marketspine.sim import SimConfig
 
@@ -32,8 +32,7 @@ PLACEHOLDER = 'SERVE = "http://127.0.0.1:8600"'
 def limited_sim(request: pytest.FixtureRequest) -> Iterator[str]:
     """A simulator that enforces Upbit's 10 requests/s per group, clock stopped; only serve
     talks to it, so every 429 it counts would be serve's."""
-    root = root_conftest(request.config)
-    with root.run_sim(SimConfig(rate_limit=10), clock=lambda: root.SIM_NOW_MS) as url:
+    with run_sim(SimConfig(rate_limit=10), clock=lambda: SIM_NOW_MS) as url:
         yield url
 
 
@@ -108,13 +107,6 @@ def test_readme_upbit_sdk_snippet(served: ServeProcess) -> None:
         names["client"].close()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_repeated_get_ohlcv_2000_makes_no_upstream_call(
     served: ServeProcess, limited_sim: str, restore_pyupbit: None
 ) -> None:
@@ -126,7 +118,8 @@ def test_repeated_get_ohlcv_2000_makes_no_upstream_call(
         status = served.get("/api/status").json()
         return ["candle.1m", "KRW-XRP"] in status["watched"]
 
-    wait_for(forming_is_live)  # the forming candle now comes from the trade stream
+    # the forming candle now comes from the trade stream
+    wait_until_sync(forming_is_live, 10, "serve to watch KRW-XRP's 1m candles")
     before = sim_stats(limited_sim)["requests"]["total"]
     second = pyupbit.get_ohlcv("KRW-XRP", interval="minute1", count=2000, period=0)
     assert sim_stats(limited_sim)["requests"]["total"] == before

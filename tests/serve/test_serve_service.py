@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import wait_until
 from starlette.applications import Starlette
 
 from marketspine._serve import create_service_app
@@ -65,15 +66,6 @@ async def http(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
-    for _ in range(int(timeout_s / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met in time")
-
-
 MARKETS = [
     "KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-ADA", "KRW-DOGE", "KRW-TRX", "KRW-DOT",
     "KRW-AVAX", "KRW-LINK", "KRW-ATOM", "KRW-NEAR", "KRW-SUI", "KRW-APT", "KRW-ARB", "KRW-OP",
@@ -104,7 +96,7 @@ async def test_a_flooding_client_does_not_queue_ahead_of_another(
         done.append(who)
 
     flood = [asyncio.create_task(ask("flood", code)) for code in codes[:20]]
-    await wait_for(lambda: service.gate.waiting() >= 8)
+    await wait_until(lambda: service.gate.waiting() >= 8, 10, "8 requests at the gate")
     done_before = len(done)
     waiting = service.gate.waiting()
     await ask("polite", codes[20])
@@ -128,7 +120,7 @@ async def test_a_request_waiting_too_long_gets_upbits_429_for_that_client_only(
         )
 
     flood = [asyncio.create_task(ask("flood", code)) for code in codes[:15]]
-    await wait_for(lambda: service.gate.waiting() >= 5)
+    await wait_until(lambda: service.gate.waiting() >= 5, 10, "5 requests at the gate")
     polite = await ask("polite", codes[15])
     answers = await asyncio.gather(*flood)
     assert polite.status_code == 200
@@ -245,8 +237,9 @@ async def test_live_watch_on_demand_stops_after_idling(
         ) as service:
             service.demand.want("ticker", "KRW-BTC")
             service.demand.want("candle.1m", "KRW-ETH")  # built from KRW-ETH's trade stream
-            await wait_for(lambda: service.demand.is_live("ticker", "KRW-BTC"))
-            await wait_for(lambda: service.demand.is_live("candle.1m", "KRW-ETH"))
+            live = service.demand.is_live
+            await wait_until(lambda: live("ticker", "KRW-BTC"), 10, "a live KRW-BTC ticker")
+            await wait_until(lambda: live("candle.1m", "KRW-ETH"), 10, "live KRW-ETH 1m candles")
             ticker = await service.spine.ticker("KRW-BTC")
             assert ticker.market == "KRW-BTC"
             app = create_service_app(service)
@@ -261,13 +254,14 @@ async def test_live_watch_on_demand_stops_after_idling(
                         break
                     await asyncio.sleep(0.02)
                 assert sources[-1] == "live", sources
-            await wait_for(lambda: not service.demand.watched())  # idle: unwatched again
+            # idle: unwatched again
+            await wait_until(lambda: not service.demand.watched(), 10, "nothing watched")
 
             def open_sockets() -> int:
                 stats = httpx.get(url + "/sim/stats", timeout=5).json()
                 return int(stats["websocket"]["open"])
 
-            await wait_for(lambda: open_sockets() == 0)
+            await wait_until(lambda: open_sockets() == 0, 10, "every socket closed")
 
 
 async def test_identical_requests_from_many_clients_make_one_upstream_call(
@@ -305,7 +299,7 @@ async def test_warmup_runs_at_start_and_on_its_schedule(sim_app: Starlette, tmp_
                 registry.get_sample_value("marketspine_warmups_total", {"result": "success"}) or 0
             )
 
-        await wait_for(lambda: runs() >= 3)
+        await wait_until(lambda: runs() >= 3, 10, "three runs")
         assert service.warmup_report is not None and service.warmup_report["success"]
 
 

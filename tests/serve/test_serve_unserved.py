@@ -3,25 +3,22 @@ an empty list, not an error and not invented rows (issue 14)."""
 
 from __future__ import annotations
 
-import pytest
-from serve_support import ServeProcess, root_conftest
+from helpers import SIM_NOW_MS
+from serve_support import ServeProcess
 
 from marketspine._time import format_utc
 
 DAY_MS = 86_400_000
 
 
-def test_seconds_candles_beyond_three_months_are_an_empty_list(
-    serve: ServeProcess, request: pytest.FixtureRequest
-) -> None:
-    now_ms = root_conftest(request.config).SIM_NOW_MS
+def test_seconds_candles_beyond_three_months_are_an_empty_list(serve: ServeProcess) -> None:
     old = serve.get(
-        "/v1/candles/seconds", market="KRW-BTC", count=5, to=format_utc(now_ms - 100 * DAY_MS)
+        "/v1/candles/seconds", market="KRW-BTC", count=5, to=format_utc(SIM_NOW_MS - 100 * DAY_MS)
     )
     assert old.status_code == 200, old.text
     assert old.json() == []
     recent = serve.get(
-        "/v1/candles/seconds", market="KRW-BTC", count=5, to=format_utc(now_ms - 3_600_000)
+        "/v1/candles/seconds", market="KRW-BTC", count=5, to=format_utc(SIM_NOW_MS - 3_600_000)
     )
     assert recent.status_code == 200, recent.text
     rows = recent.json()

@@ -15,7 +15,8 @@ from typing import Any
 import ccxt.pro  # type: ignore[import-untyped]
 import httpx
 import pytest
-from serve_support import TOKEN, ServeProcess, root_conftest, serve_process, sim_stats
+from helpers import ManualClock, run_sim
+from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 from upbit import AsyncUpbit
 from upbit.types.list_subscriptions_response import ListSubscriptionsResponse
 
@@ -27,25 +28,15 @@ BTC = "KRW-BTC"
 BTC_PAIR = "BTC/KRW"
 
 
-class Clock:
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
     """The simulator's clock, moved by the tests (the simulator runs in this process)."""
-
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
+    return ManualClock()
 
 
 @pytest.fixture(scope="module")
-def clock(request: pytest.FixtureRequest) -> Clock:
-    return Clock(root_conftest(request.config).SIM_NOW_MS)
-
-
-@pytest.fixture(scope="module")
-def moving_sim(request: pytest.FixtureRequest, clock: Clock) -> Iterator[str]:
-    root = root_conftest(request.config)
-    with root.run_sim(SimConfig(rate_limit=0), clock=clock) as url:
+def moving_sim(clock: ManualClock) -> Iterator[str]:
+    with run_sim(SimConfig(rate_limit=0), clock=clock) as url:
         yield url
 
 
@@ -64,7 +55,7 @@ def newest_trade(sim: str) -> dict[str, Any]:
 
 
 async def test_upbit_sdk_streams_through_serve(
-    served: ServeProcess, moving_sim: str, clock: Clock
+    served: ServeProcess, moving_sim: str, clock: ManualClock
 ) -> None:
     client = AsyncUpbit(base_url=served.url, websocket_base_url=served.url.replace("http", "ws"))
     try:
@@ -109,7 +100,7 @@ async def test_upbit_sdk_streams_through_serve(
 
 
 async def test_ccxt_pro_watches_through_serve(
-    served: ServeProcess, moving_sim: str, clock: Clock
+    served: ServeProcess, moving_sim: str, clock: ManualClock
 ) -> None:
     exchange = ccxt.pro.upbit({"enableRateLimit": False, "timeout": 10_000})
     exchange.urls["api"] = {

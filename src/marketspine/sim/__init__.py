@@ -3,22 +3,51 @@
 ``create_app(SimConfig(...))`` gives an ASGI app for in-process tests
 (``httpx.ASGITransport(app=...)``); ``running(...)`` serves one on a background thread for a
 ``with`` block; ``serve(...)`` runs it on a port until stopped (``marketspine sim``).
+
+The names load on first use: ``marketspine serve`` reads the wire format from
+``sim._ws_format`` without paying for the generator (numpy) it never runs.
 """
 
 from __future__ import annotations
 
-from ._app import SERVER_OPTIONS, create_app, running, serve
-from ._history import History
-from ._state import Faults, SimClock, SimConfig, SimState
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "SERVER_OPTIONS",
-    "Faults",
-    "History",
-    "SimClock",
-    "SimConfig",
-    "SimState",
-    "create_app",
-    "running",
-    "serve",
-]
+if TYPE_CHECKING:
+    from ._app import SERVER_OPTIONS as SERVER_OPTIONS
+    from ._app import create_app as create_app
+    from ._app import running as running
+    from ._app import serve as serve
+    from ._history import History as History
+    from ._state import Faults as Faults
+    from ._state import SimClock as SimClock
+    from ._state import SimConfig as SimConfig
+    from ._state import SimState as SimState
+
+# name -> the private module that defines it
+_HOME = {
+    "SERVER_OPTIONS": "_app",
+    "create_app": "_app",
+    "running": "_app",
+    "serve": "_app",
+    "History": "_history",
+    "Faults": "_state",
+    "SimClock": "_state",
+    "SimConfig": "_state",
+    "SimState": "_state",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'marketspine.sim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

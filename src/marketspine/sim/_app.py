@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from .._errors import InvalidRequestError, UnknownMarketError
 from .._server_thread import base_url, listen, run_server, server_thread
 from .._time import format_utc
+from .._timeframes import REST_CANDLE_KINDS
 from . import _rest, _rest_quotes
 from ._history import History
 from ._limits import RateLimiter, Verdict, remaining_req
@@ -255,8 +256,6 @@ async def _post_reset(request: Request) -> Response:
 
 # -- assembly --------------------------------------------------------------------------------
 
-_CANDLE_KINDS = ("seconds", "days", "weeks", "months", "years")
-
 
 def _routes() -> list[BaseRoute]:
     q = _quotation
@@ -274,7 +273,7 @@ def _routes() -> list[BaseRoute]:
         ),
     ]
     # Candle paths also with a trailing slash before the query (cryptofeed sends that).
-    for kind in _CANDLE_KINDS:
+    for kind in REST_CANDLE_KINDS:
         endpoint = q("candles", _rest.candles(kind))
         routes += [Route(f"/v1/candles/{kind}", endpoint), Route(f"/v1/candles/{kind}/", endpoint)]
     minutes = q("candles", _rest.candles("minutes"))

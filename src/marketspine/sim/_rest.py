@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from .._errors import InvalidRequestError
 from .._time import DAY_MS, KST_OFFSET_MS
-from .._timeframes import TIMEFRAMES, Timeframe
+from .._timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
 from ._rest_params import (
     WRONG_VALUE,
     Handler,
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from ._universe import SimMarket
 
 __all__ = [
-    "CANDLE_KINDS",
     "CAUTION_KEYS",
     "SECONDS_KEPT_MS",
     "candles",
@@ -59,15 +58,6 @@ MAX_CANDLES = 200
 MAX_TRADES = 500
 SECONDS_KEPT_MS = 90 * DAY_MS  # seconds candles: only ~3 months back (API.md §1.2)
 TRADES_KEPT_DAYS = 7  # trades/ticks: days_ago 1..7
-_MINUTE_FRAMES = {tf.minutes: tf for tf in TIMEFRAMES.values() if tf.unit == "minute"}
-CANDLE_KINDS: dict[str, Timeframe | None] = {
-    "seconds": TIMEFRAMES["1s"],
-    "minutes": None,  # the unit comes from the path
-    "days": TIMEFRAMES["1d"],
-    "weeks": TIMEFRAMES["1w"],
-    "months": TIMEFRAMES["1M"],
-    "years": TIMEFRAMES["1y"],
-}
 
 
 # -- /v1/market/all -------------------------------------------------------------------------
@@ -102,12 +92,12 @@ def market_all(request: Request, sim: SimState) -> Json:
 
 
 def _timeframe(request: Request, kind: str) -> Timeframe:
-    timeframe = CANDLE_KINDS[kind]
+    timeframe = REST_CANDLE_KINDS.get(kind)
     if timeframe is not None:
         return timeframe
-    unit = request.path_params.get("unit", "")
+    unit = request.path_params.get("unit", "")  # minutes: the unit comes from the path
     try:
-        return _MINUTE_FRAMES[int(unit)]
+        return MINUTE_UNITS[int(unit)]
     except (ValueError, KeyError):
         raise InvalidRequestError(BAD_UNIT) from None
 

@@ -17,7 +17,7 @@ import msgspec
 
 from .._errors import InvalidRequestError
 from .._time import KST_OFFSET_MS, format_utc, from_ms
-from .._timeframes import Timeframe, parse_timeframe
+from .._timeframes import WS_CANDLE_TYPES, Timeframe
 from ._levels import clean_float, whole
 
 __all__ = [
@@ -51,8 +51,7 @@ STREAM_TYPES: dict[str, Timeframe | None] = {
     "ticker": None,
     "trade": None,
     "orderbook": None,
-    "candle.1s": parse_timeframe("1s"),
-    **{f"candle.{m}m": parse_timeframe(f"{m}m") for m in (1, 3, 5, 10, 15, 30, 60, 240)},
+    **WS_CANDLE_TYPES,
 }
 
 _ERROR_TEXT = {
