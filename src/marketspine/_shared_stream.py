@@ -362,8 +362,9 @@ class SharedStream:
             self._outbox.append(event)
             self._outbox_ready.set()
         kind, market = filter_key(event)
+        kind = "trade" if kind == "gap" else kind  # as Stream: gaps follow the trade filter
         if not isinstance(event, Health | Overflow):
-            wanted = self._subs.markets("trade" if kind == "gap" else kind)
+            wanted = self._subs.markets(kind)
             if market not in wanted:
                 return  # another process wants it
         if isinstance(event, Orderbook):
