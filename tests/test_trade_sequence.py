@@ -120,13 +120,7 @@ def test_a_snapshot_not_delivered_asks_for_the_hole_before_it() -> None:
     assert (fill.before, fill.after, fill.epoch) == (trade(1), trade(4), 2)
     assert seq.receive(trade(5), 2, subscribed=True) == []  # held while the fill runs
     out = seq.filled(fill, [trade(2), trade(3)], complete=True, reason="")
-    assert out == [
-        Gap("KRW-BTC", trade(1).ms, trade(4).ms, 2, True, ""),
-        trade(2),
-        trade(3),
-        trade(4),
-        trade(5),
-    ]
+    assert out == [Gap("KRW-BTC", trade(1).ms, trade(4).ms, 2, True, ""), *map(trade, range(2, 6))]
 
 
 def test_a_realtime_trade_first_in_a_new_epoch_asks_for_a_fill() -> None:
