@@ -30,27 +30,30 @@ TICKS = "/v1/trades/ticks"
 
 
 class AdvanceOnRequest:
-    """ASGI middleware: when a WebSocket request naming ``trigger`` reaches the simulator,
-    move ``clock`` on by ``ms`` first. The simulator builds the new answer in the same step
-    (no await in between), so the old subscription never streams that span: its trades fall
-    in the switch window, exactly as when upstream trades while a request is in flight."""
+    """ASGI middleware: when a WebSocket connection's ``nth`` request message reaches the
+    simulator, move ``clock`` on by ``ms`` first. The simulator builds the new answer in the
+    same step (no await in between), so the old subscription never streams that span: its
+    trades fall in the switch window, as when upstream trades while a request is in flight."""
 
-    def __init__(self, app: ASGIApp, *, clock: ManualClock, ms: int, trigger: str) -> None:
+    def __init__(self, app: ASGIApp, *, clock: ManualClock, ms: int, nth: int) -> None:
         self.app = app
         self.clock = clock
         self.ms = ms
-        self.trigger = trigger
+        self.nth = nth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
+        requests = 0
 
         async def advancing() -> Message:
+            nonlocal requests
             message = await receive()
             data = message.get("text") or message.get("bytes") or ""
             text = data if isinstance(data, str) else data.decode(errors="replace")
-            if self.trigger in text:
+            requests += '"ticket"' in text
+            if '"ticket"' in text and requests == self.nth:
                 self.clock.advance(self.ms)
             return message
 
@@ -60,12 +63,13 @@ class AdvanceOnRequest:
 @contextlib.contextmanager
 def switching_sim(window_ms: int) -> Iterator[tuple[str, ManualClock, Any]]:
     """A loopback simulator on a hand-moved clock that moves ``window_ms`` on as it takes
-    the request adding ADDED; yields its URL, the clock and its state (history, stats)."""
+    a connection's second request (the first change); yields its URL, the clock and its
+    state (history, stats)."""
     from marketspine.sim import SimConfig, create_app
 
     clock = ManualClock()
     app = create_app(SimConfig(rate_limit=0), clock=clock)
-    app.add_middleware(AdvanceOnRequest, clock=clock, ms=window_ms, trigger=ADDED)
+    app.add_middleware(AdvanceOnRequest, clock=clock, ms=window_ms, nth=2)
     with run_sim(app=app) as base:
         yield base, clock, app.state.sim
 
@@ -105,19 +109,26 @@ def all_reached(seen: list[Collected], last: Any) -> bool:
 
 
 @pytest.mark.parametrize("window_ms", [0, 8_000], ids=["nothing-in-the-switch", "trades-in-it"])
-async def test_adding_a_market_loses_no_trade_of_one_already_streaming(window_ms: int) -> None:
+@pytest.mark.parametrize("change", ["add", "remove"])
+async def test_a_subscription_change_loses_no_trade_of_a_market_streaming_across_it(
+    change: str, window_ms: int
+) -> None:
     with switching_sim(window_ms) as (base, clock, sim):
         async with Client(base) as client:
             stream = Stream(ws_url(base), client=client)
             async with stream, stream.listen({"trade"}, maxsize=100_000) as events:
                 seen = Collected(events)
-                await stream.subscribe("trade", [STREAMING])
+                first = [STREAMING] if change == "add" else [STREAMING, ADDED]
+                await stream.subscribe("trade", first)
                 clock.advance(20_000)  # trades flowing on the first answer
                 before_switch = sim.history.last_trade(STREAMING, clock.ms)
                 await wait_until(lambda: seen.reached(STREAMING, before_switch), 20, "trades")
                 switch_at = clock.ms
-                await stream.subscribe("trade", [ADDED])  # the whole request is re-sent
-                await wait_until(lambda: bool(seen.trades(ADDED)), 20, "the added market")
+                if change == "add":  # the whole request is re-sent
+                    await stream.subscribe("trade", [ADDED])
+                else:
+                    await stream.unsubscribe("trade", [ADDED])
+                await wait_until(lambda: sim.stats.ws_messages_received >= 2, 20, "the change")
                 clock.advance(20_000)  # trades flowing on the new answer
                 last = sim.history.last_trade(STREAMING, clock.ms)
                 await wait_until(lambda: seen.reached(STREAMING, last), 20, "the later trades")
