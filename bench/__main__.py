@@ -16,7 +16,7 @@ from rich.table import Table
 
 MODULES = (
     "sim_history", "sim_rest", "client", "store", "spine", "calls", "memory", "workload",
-    "serve", "serve_ws", "scale",
+    "serve", "serve_ws", "scale", "feed",
 )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,12 +136,17 @@ def run() -> list[dict[str, Any]]:
         served = max((r[0] for r in rounds), key=lambda r: r["rps"])
         bare = max((r[1] for r in rounds), key=lambda r: r["rps"])
         # Restart on the same database: the stored candles answer without upstream.
+        # Three restarts: the best counts (the machine is shared), the median is shown.
         before = httpx.get(sim + "/sim/stats", timeout=10).json()["requests"]["by_group"]
-        started = time.perf_counter()
-        with _process(_serve_args(sim, db)) as (url, ready_s):
-            answer = httpx.get(url + PATH, timeout=30)
-            first_answer_s = time.perf_counter() - started
-            assert answer.status_code == 200 and answer.content == body
+        restarts: list[tuple[float, float]] = []
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            with _process(_serve_args(sim, db)) as (url, ready_s):
+                answer = httpx.get(url + PATH, timeout=30)
+                restarts.append((time.perf_counter() - started, ready_s))
+                assert answer.status_code == 200 and answer.content == body
+        first_answer_s, ready_s = min(restarts)
+        median_s = statistics.median(took for took, _ in restarts)
         after = httpx.get(sim + "/sim/stats", timeout=10).json()["requests"]["by_group"]
     size = f"{len(body):,} B body"
     rows += [
@@ -183,7 +189,7 @@ def run() -> list[dict[str, Any]]:
         {
             "benchmark": "restart: process start to first cached answer",
             "value": round(first_answer_s, 3),
-            "unit": "s",
+            "unit": f"s (median {median_s:.3f})",
             "goal": "<= 1",
         },
         {

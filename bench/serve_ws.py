@@ -4,16 +4,18 @@ A timestamped trade feed (``bench._ws_feed``: every trade's ``sequential_id`` is
 time) stands in for Upbit's WebSocket, sending each trade to serve's upstream connection and
 to one direct client at the same moment; the simulator answers serve's REST. 200 clients
 subscribe to the trades of 10 markets through serve. Latency is arrival minus send time, on
-the wall clock of this one machine; "added" is how much later each client gets a trade than
-the direct connection got the same trade. All clients are read by this one process, so its
-own scheduling is part of the figures. The window is cut in ROUNDS; the best round counts
-(the development machine is shared, as in ``bench serve``).
+the wall clock of this one machine. The clients are read by READERS processes, each with its
+own direct connection to the feed; "added" is how much later each client gets a trade than
+its reader's direct connection got the same trade, so a reader's own scheduling weighs on
+both sides alike. The window is cut in ROUNDS; the best round counts (the development
+machine is shared, as in ``bench serve``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -25,10 +27,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
+import uvloop
 
 from ._sim import simulator
 
@@ -38,8 +41,10 @@ RATE = 20.0  # trades per second over all markets (each reaches all 200 clients)
 WARMUP_S = 3.0
 MEASURE_S = 12.0
 ROUNDS = 3  # the window is cut in rounds; the best one counts (the machine is shared)
+READERS = 4  # processes reading CLIENTS // READERS connections each, plus a direct one
 _SEQ = re.compile(rb'"sequential_id":\s*(\d+)')
 _URL = re.compile(r"serving on (\S+)")
+_KEYS = ("direct", "served", "added")
 
 
 @contextlib.contextmanager
@@ -78,8 +83,7 @@ class _Window:
         self.end_ns = 0
         self.samples: list[tuple[int, int]] = []
 
-    def note(self, frame: bytes) -> None:
-        now = time.time_ns()
+    def note(self, frame: bytes, now: int) -> None:
         if not self.start_ns <= now < self.end_ns:
             return
         match = _SEQ.search(frame)
@@ -111,28 +115,38 @@ def _rounds(direct: _Window, served: _Window) -> list[dict[str, list[float]]]:
     return out
 
 
-class _RawClient:
-    """A minimal WebSocket client on asyncio streams (server frames are small and
-    unmasked), so reading 200 connections costs this process little next to serve."""
+class _RawClient(asyncio.Protocol):
+    """A minimal WebSocket client as an asyncio protocol (server frames are unmasked): each
+    chunk is stamped the moment the event loop hands it over, before any parsing, so reading
+    201 connections in this one process adds little to what it measures."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, window: _Window) -> None:
+        self.window = window
+        self.buffer = b""
+        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
 
     @classmethod
-    async def open(cls, url: str) -> _RawClient:
+    async def open(cls, url: str, window: _Window) -> _RawClient:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        reader, writer = await asyncio.open_connection(host, port)
+        loop = asyncio.get_running_loop()
+        _, client = await loop.create_connection(lambda: cls(window), host, port)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
+        client.write(
             f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(f"no WebSocket upgrade: {head[:100]!r}")
-        return cls(reader, writer)
+        await client.upgraded
+        return client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
 
     def send_text(self, text: str) -> None:
         payload = text.encode()
@@ -142,26 +156,36 @@ class _RawClient:
         size = bytes([0x80 | len(payload)]) if len(payload) < 126 else bytes([0xFE])
         if len(payload) >= 126:
             size += len(payload).to_bytes(2, "big")
-        self.writer.write(b"\x81" + size + mask + masked)
+        self.write(b"\x81" + size + mask + masked)
 
-    async def read(self, window: _Window) -> None:
-        read = self.reader.readexactly
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                first, second = await read(2)
-                size = second & 0x7F
-                if size == 126:
-                    size = int.from_bytes(await read(2), "big")
-                elif size == 127:
-                    size = int.from_bytes(await read(8), "big")
-                payload = await read(size)
-                if first & 0x0F in (1, 2):
-                    window.note(payload)
-                elif first & 0x0F == 8:
-                    return
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        buffer = self.buffer + data
+        if not self.upgraded.done():
+            head, found, buffer = buffer.partition(b"\r\n\r\n")
+            if not found:
+                self.buffer = head
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(f"no upgrade: {head[:100]!r}"))
+                return
+            self.upgraded.set_result(None)
+        while len(buffer) >= 2:
+            size, start = buffer[1] & 0x7F, 2
+            if size == 126:
+                size, start = int.from_bytes(buffer[2:4], "big"), 4
+            elif size == 127:
+                size, start = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < start + size:
+                break
+            if buffer[0] & 0x0F in (1, 2):
+                self.window.note(buffer[start : start + size], now)
+            buffer = buffer[start + size :]
+        self.buffer = buffer
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -169,27 +193,32 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
 
 
-async def _measure(serve_ws: str, feed_ws: str, markets: list[str], pid: int) -> dict[str, Any]:
+async def _measure(
+    serve_ws: str, feed_ws: str, markets: list[str], clients: int, start_ns: int
+) -> dict[str, _Window]:
     request = json.dumps([{"ticket": "b"}, {"type": "trade", "codes": markets}])
     direct, served = _Window(), _Window()
-    feed = await _RawClient.open(feed_ws)
-    clients = [await _RawClient.open(serve_ws) for _ in range(CLIENTS)]
+    for window in (direct, served):
+        window.start_ns, window.end_ns = start_ns, start_ns + int(MEASURE_S * 1e9)
+    feed = await _RawClient.open(feed_ws, direct)
+    readers = [await _RawClient.open(serve_ws, served) for _ in range(clients)]
     try:
-        for client in (*clients, feed):
+        for client in (*readers, feed):
             client.send_text(request)
-        readers = [asyncio.create_task(feed.read(direct))]
-        readers += [asyncio.create_task(client.read(served)) for client in clients]
-        start = time.time_ns() + int(WARMUP_S * 1e9)
-        for window in (direct, served):
-            window.start_ns, window.end_ns = start, start + int(MEASURE_S * 1e9)
-        await asyncio.sleep(WARMUP_S + MEASURE_S + 0.5)  # a fixed measuring window
-        rss = _rss_mb(pid)
-        for task in readers:
-            task.cancel()
+        # A fixed measuring window, the same in every reader.
+        await asyncio.sleep((direct.end_ns - time.time_ns()) / 1e9 + 0.5)
     finally:
-        for client in (*clients, feed):
+        for client in (*readers, feed):
             client.close()
-    return {"direct": direct, "served": served, "rss": rss}
+    return {"direct": direct, "served": served}
+
+
+def _reader(
+    serve_ws: str, feed_ws: str, markets: list[str], clients: int, start_ns: int
+) -> dict[str, _Window]:
+    """One reader process: uvloop, as uvicorn runs serve with (a few µs per frame)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_measure(serve_ws, feed_ws, markets, clients, start_ns))
 
 
 def run() -> list[dict[str, Any]]:
@@ -205,12 +234,23 @@ def run() -> list[dict[str, Any]]:
         ):
             idle_rss = _rss_mb(pid)
             serve_ws = serve_url.replace("http://", "ws://") + "/websocket/v1"
-            result = asyncio.run(_measure(serve_ws, feed_ws, markets, pid))
+            start_ns = time.time_ns() + int(WARMUP_S * 1e9)
+            each = (serve_ws, feed_ws, markets, CLIENTS // READERS, start_ns)
+            with concurrent.futures.ProcessPoolExecutor(READERS) as pool:
+                jobs = [pool.submit(_reader, *each) for _ in range(READERS)]
+                time.sleep(max(0.0, (start_ns - time.time_ns()) / 1e9) + MEASURE_S)
+                rss = _rss_mb(pid)  # with every client connected
+                results = [job.result() for job in jobs]
             metrics = httpx.get(serve_url + "/metrics", timeout=10).text
-    rounds = _rounds(result["direct"], result["served"])
+    # Round by round over every reader; each reader's "added" is against its own direct copy.
+    per_reader = [_rounds(r["direct"], r["served"]) for r in results]
+    rounds = [
+        {key: [x for reader in per_reader for x in reader[i][key]] for key in _KEYS}
+        for i in range(ROUNDS)
+    ]
     best = min(rounds, key=lambda r: _percentile(r["added"], 0.99))
-    sent = sum(len(r["direct"]) for r in rounds)
-    delivered = sum(len(r["served"]) for r in rounds) / max(1, CLIENTS * sent)
+    expected = sum(len(r["direct"]) * CLIENTS // READERS for reader in per_reader for r in reader)
+    delivered = sum(len(r["served"]) for r in rounds) / max(1, expected)
     dropped = re.search(r"^marketspine_websocket_dropped_clients_total (\S+)$", metrics, re.M)
     direct, served, added = best["direct"], best["served"], best["added"]
     return [
@@ -246,7 +286,7 @@ def run() -> list[dict[str, Any]]:
         },
         {
             "benchmark": "serve RSS: idle / with the clients",
-            "value": round(result["rss"], 1),
+            "value": round(rss, 1),
             "unit": f"MB (idle {idle_rss:.1f})",
             "goal": "-",
         },

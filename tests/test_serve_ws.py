@@ -564,3 +564,54 @@ async def test_a_retired_candle_feed_leaves_the_trades_other_clients_want(
                 clock.advance(10_000)
                 newest = await newest_trade(upstream, BTC)
                 await frames_until(trades, has_trade(newest["sequential_id"]))
+
+
+async def answers_ping(ws: ClientConnection) -> None:
+    """The connection is open and served: a ``PING`` gets ``{"status":"UP"}`` next."""
+    await ws.send("PING")
+    assert json.loads(await asyncio.wait_for(ws.recv(), WAIT_S)) == {"status": "UP"}
+
+
+@pytest.fixture
+def gateway_with(
+    running_sim: Callable[..., Any], upstream: str, tmp_path: Path
+) -> Callable[..., contextlib.AbstractContextManager[tuple[str, Starlette]]]:
+    """``gateway_with(**options)``: ``gateway_app`` with those ``WsGateway`` options."""
+    return lambda **options: gateway_app(running_sim, upstream, tmp_path / "serve.db", **options)
+
+
+async def test_connections_over_the_per_address_cap_are_refused(gateway_with: Any) -> None:
+    with gateway_with(max_per_address=2) as (url, app):
+        async with connect(url) as first, connect(url) as second:
+            async with connect(url) as third:
+                error = json.loads(await asyncio.wait_for(third.recv(), WAIT_S))
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(third.recv(), WAIT_S)
+            for ws in (first, second):  # the two inside are served as before
+                await answers_ping(ws)
+        assert error["error"]["name"] == "TOO_MANY_CONNECTIONS"
+        assert "at most 2" in error["error"]["message"]
+        assert third.close_code == 1008 and "too many connections" in (third.close_reason or "")
+        # Their places are free again once they left.
+        async with connect(url) as again:
+            await answers_ping(again)
+        stats = app.state.gateway.statistics()
+    assert stats.refused_clients == 1 and stats.connections == 3
+
+
+async def test_a_connection_that_never_subscribes_is_closed_after_the_idle_timeout(
+    gateway_with: Any,
+) -> None:
+    with gateway_with(idle_timeout_s=0.5) as (url, app):
+        async with connect(url) as idle, connect(url) as subscribed:
+            await subscribed.send(request({"type": "ticker", "codes": [BTC]}))
+            await frames_until(subscribed, lambda f: len(of(f, "ticker")) >= 1)
+            await answers_ping(idle)  # a PING is not a subscription
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(idle.recv(), WAIT_S)
+            # Past the timeout, the subscribed one is still served.
+            await subscribed.send("PING")
+            await frames_until(subscribed, lambda f: {"status": "UP"} in f)
+        stats = app.state.gateway.statistics()
+    assert idle.close_code == 1000 and "no subscription within 0.5 s" in (idle.close_reason or "")
+    assert stats.idle_closed == 1

@@ -95,3 +95,65 @@ def test_only_the_last_ids_are_remembered() -> None:
         seq.receive(trade(n), 1, subscribed=True)
     assert seq.receive(trade(1), 1, subscribed=True) == [trade(1)]  # forgotten: new again
     assert seq.receive(trade(SEEN_PER_MARKET + 1), 1, subscribed=True) == []
+
+
+# A subscription change re-sends the whole request on the same connection: a new epoch whose
+# answer starts with each code's latest trade as a SNAPSHOT frame.
+
+
+def test_a_snapshot_already_delivered_adopts_the_new_epoch_without_a_fill() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    seq.receive(trade(2), 1, subscribed=True)
+    assert seq.receive(trade(2), 2, subscribed=True, snapshot=True) == []
+    assert seq.duplicates == 1
+    # The epoch was adopted: the realtime trades after the snapshot need no fill.
+    assert seq.receive(trade(3), 2, subscribed=True) == [trade(3)]
+    assert seq.gaps == 0
+
+
+def test_a_snapshot_not_delivered_asks_for_the_hole_before_it() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(4), 2, subscribed=True, snapshot=True)
+    assert isinstance(fill, FillNeeded)
+    assert (fill.before, fill.after, fill.epoch) == (trade(1), trade(4), 2)
+    assert seq.receive(trade(5), 2, subscribed=True) == []  # held while the fill runs
+    out = seq.filled(fill, [trade(2), trade(3)], complete=True, reason="")
+    assert out == [Gap("KRW-BTC", trade(1).ms, trade(4).ms, 2, True, ""), *map(trade, range(2, 6))]
+
+
+def test_a_realtime_trade_first_in_a_new_epoch_asks_for_a_fill() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(3), 2, subscribed=True)
+    assert isinstance(fill, FillNeeded)
+    assert (fill.before, fill.after, fill.epoch) == (trade(1), trade(3), 2)
+
+
+def test_an_unseen_snapshot_asks_for_a_fill_even_in_the_same_epoch() -> None:
+    # A frame of the old subscription, read after the request went out, already carried
+    # the new epoch: the snapshot still marks where the new answer starts.
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (first,) = seq.receive(trade(2), 2, subscribed=True)  # late frame of the old answer
+    assert seq.receive(trade(5), 2, subscribed=True, snapshot=True) == []  # held
+    assert isinstance(first, FillNeeded)
+    out = seq.filled(first, [], complete=True, reason="")
+    assert out[:2] == [Gap("KRW-BTC", trade(1).ms, trade(2).ms, 0, True, ""), trade(2)]
+    (second,) = out[2:]
+    assert isinstance(second, FillNeeded)
+    assert (second.before, second.after) == (trade(2), trade(5))
+    out = seq.filled(second, [trade(3), trade(4)], complete=True, reason="")
+    assert out[1:] == [trade(3), trade(4), trade(5)]
+
+
+def test_a_seen_snapshot_held_during_a_fill_is_dropped_once_replayed() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(3), 2, subscribed=True)
+    assert seq.receive(trade(3), 2, subscribed=True, snapshot=True) == []
+    assert isinstance(fill, FillNeeded)
+    out = seq.filled(fill, [trade(2)], complete=True, reason="")
+    assert out[1:] == [trade(2), trade(3)]
+    assert seq.duplicates == 1

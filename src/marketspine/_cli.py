@@ -405,11 +405,25 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     "--redis",
     metavar="URL",
     default=None,
-    help="Share the rate budget, page fetches and market catalog with every process using "
-    "this Redis (redis://HOST:PORT/DB).",
+    help="Share the rate budget, page fetches, market catalog and live feed (one upstream "
+    "WebSocket, held by one process) with every process using this Redis "
+    "(redis://HOST:PORT/DB).",
+)
+@click.option(
+    "--ws-max-per-ip",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="WebSocket connections open at once from one client address; more are refused.",
 )
 def serve(
-    upstream: str, db: str | None, host: str, port: int, admin_token: str | None, redis: str | None
+    upstream: str,
+    db: str | None,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    redis: str | None,
+    ws_max_per_ip: int,
 ) -> None:
     """Serve every client on the host from one rate budget, cache and live feed:
     Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
@@ -429,6 +443,7 @@ def serve(
         port=port,
         admin_token=admin_token,
         redis=redis,
+        ws_max_per_ip=ws_max_per_ip,
     )
 
 

@@ -6,26 +6,45 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._candle_feed import ClosedCandle, candle_events
 from ._client import Client
 from ._errors import InvalidRequestError
-from ._listener import Event
+from ._listener import Event, Listener
 from ._live import LiveState
 from ._records import Candle
 from ._stream import Stream
+
+if TYPE_CHECKING:
+    from ._shared_stream import SharedStream
 from ._timeframes import Timeframe, timeframe_of_kind
 
-__all__ = ["LiveFeed", "ws_url_for"]
+__all__ = ["LiveFeed", "LiveStream", "ws_url_for"]
 
 # Upstream's forming candle of (market, timeframe), or None when its window has no trade.
 SeedForming = Callable[[str, Timeframe], Awaitable[Candle | None]]
 
 
+class LiveStream(Protocol):
+    """What the feed uses of its stream: a ``Stream``, or a ``SharedStream`` with Redis."""
+
+    async def subscribe(
+        self, kind: str, markets: list[str] | str, *, depth: int | None = None
+    ) -> None: ...
+
+    async def unsubscribe(self, kind: str, markets: list[str] | str) -> None: ...
+
+    def listen(
+        self, kinds: set[str] | None = None, markets: set[str] | None = None, *, maxsize: int = ...
+    ) -> Listener: ...
+
+
 class LiveFeed:
     """Opens ``Stream(ws_url)`` on first use into ``stack``, with its pump started by
-    ``start(name, coroutine)`` (the owner's task group); ``watched`` holds the pairs live."""
+    ``start(name, coroutine)`` (the owner's task group); ``watched`` holds the pairs live.
+    With ``redis`` (a URL) the stream is shared: one process on that Redis holds the
+    upstream socket for all (see ``_shared_stream``)."""
 
     def __init__(
         self,
@@ -33,11 +52,15 @@ class LiveFeed:
         live: LiveState,
         *,
         start: Callable[[str, Coroutine[Any, Any, None]], None],
+        redis: str | None = None,
+        redis_prefix: str | None = None,
     ) -> None:
         self._ws_url = ws_url
+        self._redis = redis
+        self._redis_prefix = "marketspine:" if redis_prefix is None else redis_prefix
         self._live = live
         self._start = start
-        self._stream: Stream | None = None
+        self._stream: LiveStream | None = None
         self._lock = asyncio.Lock()
         self.watched: set[tuple[str, str]] = set()
 
@@ -46,18 +69,27 @@ class LiveFeed:
         """Whether the stream was opened (it is, on first use)."""
         return self._stream is not None
 
-    async def stream(self, client: Client, stack: AsyncExitStack) -> Stream:
+    async def stream(self, client: Client, stack: AsyncExitStack) -> LiveStream:
         """The stream, opened (and its pump started) on first use; ``client`` fills gaps."""
         async with self._lock:
             if self._stream is None:
-                stream = Stream(self._ws_url, client=client)
+                stream: Stream | SharedStream = Stream(self._ws_url, client=client)
+                if self._redis is not None:
+                    from ._shared_stream import SharedStream  # loads redis only when used
+
+                    stream = SharedStream(
+                        self._ws_url,
+                        client=client,
+                        redis_url=self._redis,
+                        prefix=self._redis_prefix,
+                    )
                 await stack.enter_async_context(stream)
                 self._stream = stream
                 self._start("live pump", self._pump(stream))
             return self._stream
 
     async def watch(
-        self, stream: Stream, kinds: list[str], codes: list[str], depth: int | None,
+        self, stream: LiveStream, kinds: list[str], codes: list[str], depth: int | None,
         seed: SeedForming,
     ) -> None:  # fmt: skip
         """Subscribe ``kinds`` of ``codes``; a candle kind follows the trade stream and
@@ -91,7 +123,7 @@ class LiveFeed:
 
     async def events(
         self,
-        stream: Stream,
+        stream: LiveStream,
         kinds: list[str],
         codes: list[str],
         maxsize: int,
@@ -132,7 +164,7 @@ class LiveFeed:
                         return
                     yield item
 
-    async def _pump(self, stream: Stream) -> None:
+    async def _pump(self, stream: LiveStream) -> None:
         async with stream.listen(None, None, maxsize=100_000) as events:
             async for event in events:
                 self._live.apply(event)

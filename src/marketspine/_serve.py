@@ -10,15 +10,18 @@ grouped per module, so the admin page and the WebSocket gateway mount beside the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,8 +34,9 @@ from ._serve_admin import admin_routes, resolve_token, token_path
 from ._serve_api import api_routes
 from ._serve_service import ServeService
 from ._serve_upbit import upbit_routes
-from ._serve_ws import WsGateway
+from ._serve_ws import DEFAULT_MAX_PER_ADDRESS, WsGateway
 from ._urls import is_postgres_url
+from ._ws_frames import FramesProtocol
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
 
@@ -75,10 +79,14 @@ def _health_routes(service: ServeService) -> list[BaseRoute]:
 
 
 def create_service_app(
-    service: ServeService, *, extra_routes: list[BaseRoute] | None = None
+    service: ServeService,
+    *,
+    extra_routes: list[BaseRoute] | None = None,
+    ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
 ) -> Starlette:
     """The ASGI app of ``serve`` around ``service`` (entered and closed by the app's
-    lifespan). ``extra_routes`` are mounted too (the admin page, the WebSocket gateway)."""
+    lifespan). ``extra_routes`` are mounted too; ``ws_max_per_ip`` caps the WebSocket
+    connections open at once from one client address."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,7 +96,7 @@ def create_service_app(
     # One WebSocket gateway over the service's Spine; the service closes it. A pair the
     # REST side watches stays watched when the gateway retires it, and the other way round.
     admin_page = AdminPage(service)
-    gateway = WsGateway(service.spine, shared=service.demand.is_live)
+    gateway = WsGateway(service.spine, shared=service.demand.is_live, max_per_address=ws_max_per_ip)
     service.gateway = gateway
     service.demand.in_use = gateway.wants
     routes: list[BaseRoute] = [
@@ -107,6 +115,29 @@ def create_service_app(
     )
     app.state.service = service
     return app
+
+
+class _TransportOnceTlsReady(httpx.AsyncBaseTransport):
+    """httpx's HTTP transport, made at the first request with the TLS context ``tls``
+    (built on a thread meanwhile)."""
+
+    def __init__(self, tls: concurrent.futures.Future[ssl.SSLContext]) -> None:
+        self._tls = tls
+        self._inner: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            try:
+                context = await asyncio.wrap_future(self._tls)
+            except (OSError, ssl.SSLError) as exc:  # e.g. a bad SSL_CERT_FILE
+                raise httpx.ConnectError(f"cannot load CA certificates: {exc}") from exc
+            if self._inner is None:  # another request may have made it meanwhile
+                self._inner = httpx.AsyncHTTPTransport(verify=context)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
 
 
 def serve_url(host: str, port: int) -> str:
@@ -138,15 +169,29 @@ def _kept_in(db_path: Path | None) -> str:
 
 
 def run_serve(
-    *, upstream: str, db: str, host: str, port: int, admin_token: str | None, **options: Any
+    *,
+    upstream: str,
+    db: str,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
+    **options: Any,
 ) -> None:
     """Serve until SIGINT/SIGTERM; prints ``serving on http://HOST:PORT`` once listening.
+    ``options`` go to ``ServeService``.
 
     Raises InvalidRequestError for an address that cannot be listened on or a bad token,
     StoreError for a database that cannot be used.
     """
     import uvicorn
 
+    # Loading the CA certificates for the upstream HTTPS client takes 0.1-0.3 s; OpenSSL
+    # does it without the GIL, so it runs on a thread while serve starts, rather than in
+    # front of the first answer after a restart (which needs no upstream request).
+    tls_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tls")
+    tls = tls_pool.submit(httpx.create_ssl_context)
+    tls_pool.shutdown(wait=False)
     # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
     db_path = None if is_postgres_url(db) else Path(db).expanduser()
     if db_path is not None:
@@ -168,8 +213,10 @@ def run_serve(
         stack.callback(sock.close)
         if upstream == "sim":
             upstream = stack.enter_context(_simulator())
+        if options.get("transport") is None:
+            options["transport"] = _TransportOnceTlsReady(tls)
         service = ServeService(upstream, db_path or db, admin_token=token, **options)
-        app = create_service_app(service)
+        app = create_service_app(service, ws_max_per_ip=ws_max_per_ip)
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -201,6 +248,7 @@ def run_serve(
                 lifespan="on",
                 timeout_graceful_shutdown=5,
                 ws_ping_interval=None,
+                ws=FramesProtocol,  # the fan-out writes each event's frame once built
                 # Clients are on this host: compressing every frame once per client would
                 # cost the WebSocket fan-out more CPU than the bytes are worth.
                 ws_per_message_deflate=False,

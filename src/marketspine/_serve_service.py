@@ -340,6 +340,8 @@ class ServeService:
                 "WebSocket connections accepted.",
             ),
             ("marketspine_websocket_frames_sent", "frames_sent", "WebSocket frames sent."),
+            ("marketspine_websocket_refused_clients", "refused_clients", "Over --ws-max-per-ip."),
+            ("marketspine_websocket_idle_closed", "idle_closed", "Closed: never subscribed."),
         ):
             value = float(getattr(stats, field, 0) or 0) if stats is not None else 0.0
             yield counter(name, doc, value)

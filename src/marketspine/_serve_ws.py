@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,10 +27,11 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._errors import MarketspineError
-from ._serve_ws_format import ClientStream, client_streams, listing
+from ._serve_ws_format import ClientStream, at_supported_levels, client_streams, listing
 from ._serve_ws_hub import Pair, Rendered, UpstreamHub
 from ._spine import Spine
 from ._subscriptions import MessagePacer
+from ._ws_frames import RawFrames, binary_frame, raw_frames
 from .sim._ws_format import (
     STATUS_UP,
     ListRequest,
@@ -40,12 +41,23 @@ from .sim._ws_format import (
     parse_request,
 )
 
-__all__ = ["DEFAULT_CLIENT_QUEUE", "DEFAULT_LINGER_S", "GatewayStatistics", "WsGateway"]
+__all__ = [
+    "DEFAULT_CLIENT_QUEUE",
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_LINGER_S",
+    "DEFAULT_MAX_PER_ADDRESS",
+    "GatewayStatistics",
+    "WsGateway",
+]
 
 logger = logging.getLogger("marketspine.serve.ws")
 
 DEFAULT_CLIENT_QUEUE = 2000  # frames waiting for one client before it counts as too slow
 DEFAULT_LINGER_S = 60.0  # a pair no client wants keeps its upstream feed this long
+# Every bot on the host comes from 127.0.0.1: the cap is for a client leaking connections.
+DEFAULT_MAX_PER_ADDRESS = 500  # connections open at once from one client address
+DEFAULT_IDLE_TIMEOUT_S = 120.0  # no subscription by then: closed (Upbit closes idle ones ~120 s)
+INSTRUMENTS_TTL_S = 60.0  # supported orderbook levels are asked again after this long
 STATUS_EVERY_S = 10.0  # {"status":"UP"} period after a text PING, as on Upbit
 CLOSE_TIMEOUT_S = 2.0
 SLOW_CLOSE_CODE = 1008  # policy violation: the client did not read its frames
@@ -61,6 +73,8 @@ class GatewayStatistics:
     upstream_pairs: int  # (type, market) pairs fed from upstream (lingering ones too)
     connections: int  # connections accepted since start
     dropped_clients: int  # closed for being too slow
+    refused_clients: int  # refused: too many connections from their address
+    idle_closed: int  # closed for never subscribing within the idle timeout
     frames_sent: int
     snapshot_fetches: int  # snapshots asked of the Spine (no event seen yet)
 
@@ -71,6 +85,7 @@ class _Client:
 
     ws: WebSocket
     queue_limit: int
+    raw: RawFrames | None = None  # writes pre-built frames straight out, when served so
     format: str = "DEFAULT"
     streams: dict[str, ClientStream] = field(default_factory=dict)
     pending: set[Pair] = field(default_factory=set)  # snapshots still owed
@@ -81,11 +96,18 @@ class _Client:
     close_code: int | None = None
     close_reason: str = ""
     gone: bool = False  # the client left: no close frame to send
+    subscribed: bool = False  # a subscription request was accepted
+    sent: int = 0  # frames sent
+    backlog: int = 0  # raw frames written since the socket last took everything
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def simple(self) -> bool:
         return self.format.startswith("SIMPLE")
+
+    @property
+    def listed(self) -> bool:
+        return self.format.endswith("_LIST")
 
     def pairs(self) -> set[Pair]:
         return {(s.kind, code) for s in self.streams.values() for code in s.codes}
@@ -107,17 +129,37 @@ class _Client:
         else:
             return
         depth = stream.codes[pair[1]] or 30
-        self.push(rendered.get(self.simple, stream_type, depth, stream.level))
+        if self.raw is not None:  # the frame is built once for every client alike
+            self._emit(rendered.frame(self.simple, stream_type, depth, stream.level, self.listed))
+        else:
+            self._emit(rendered.get(self.simple, stream_type, depth, stream.level, self.listed))
 
-    def push(self, message: bytes) -> None:
-        """Queue one message without waiting; closes the client when its queue is full."""
+    def push(self, message: bytes, *, listed: bool = True) -> None:
+        """Send or queue one message without waiting (in the LIST formats' JSON array
+        unless ``listed`` is False); closes the client when it is too far behind."""
+        # The LIST formats carry messages in JSON arrays; one message per frame here.
+        data = b"[" + message + b"]" if listed and self.listed else message
+        self._emit(data if self.raw is None else binary_frame(data))
+
+    def _emit(self, data: bytes) -> None:
+        """``data`` is a whole frame when ``raw`` writes them, else a message to queue."""
         if self.close_code is not None:
+            return
+        if self.raw is not None:
+            # Frames wait in the transport only once the socket's buffers are full.
+            self.backlog = self.backlog + 1 if self.raw.buffered() else 0
+            if self.backlog >= self.queue_limit:
+                self.close(SLOW_CLOSE_CODE, f"too slow: {self.queue_limit} frames were not read")
+            elif self.raw.write(data):
+                self.sent += 1
+            else:
+                self.gone = True
+                self.close(1000, "")
             return
         if len(self.queue) >= self.queue_limit:
             self.close(SLOW_CLOSE_CODE, f"too slow: {self.queue_limit} frames were not read")
             return
-        # The LIST formats carry messages in JSON arrays; one message per frame here.
-        self.queue.append(b"[" + message + b"]" if self.format.endswith("_LIST") else message)
+        self.queue.append(data)
         self.wake.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -132,9 +174,12 @@ class WsGateway:
     """Serves Upbit's public WebSocket protocol to any number of clients from one Spine.
 
     ``client_queue`` bounds each client's waiting frames; ``linger_s`` keeps the feed of a
-    pair no client wants any more for that long; ``shared(type, market)`` says whether
-    another part of the process still uses a pair (its feed then stays watched when
-    retired); ``clock`` (monotonic seconds) paces PING answers and request limits.
+    pair no client wants any more for that long; ``max_per_address`` caps the connections
+    open at once from one client address (more are refused: an error frame, then close
+    1008); ``idle_timeout_s`` closes a connection that has not subscribed by then;
+    ``shared(type, market)`` says whether another part of the process still uses a pair
+    (its feed then stays watched when retired); ``clock`` (monotonic seconds) paces PING
+    answers and request limits.
     """
 
     def __init__(
@@ -143,12 +188,16 @@ class WsGateway:
         *,
         client_queue: int = DEFAULT_CLIENT_QUEUE,
         linger_s: float = DEFAULT_LINGER_S,
+        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         upstream_queue: int = 10_000,
         shared: Callable[[str, str], bool] = lambda kind, market: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._spine = spine
         self._client_queue = client_queue
+        self._max_per_address = max_per_address
+        self._idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._hub = UpstreamHub(
             spine, linger_s=linger_s, upstream_queue=upstream_queue, shared=shared
@@ -157,7 +206,12 @@ class WsGateway:
         self._closed = False
         self._connections = 0
         self._dropped = 0
+        self._refused = 0
+        self._idle_closed = 0
         self._frames_sent = 0
+        self._per_address: Counter[str] = Counter()
+        # market -> (supported orderbook levels, when they were fetched)
+        self._instruments: dict[str, tuple[tuple[float, ...], float]] = {}
 
     def wants(self, kind: str, market: str) -> bool:
         """Whether some connected client needs ``kind`` of ``market`` watched: subscribed
@@ -174,10 +228,42 @@ class WsGateway:
         if self._closed:
             await websocket.close(1001)
             return
+        address = websocket.client.host if websocket.client is not None else ""
+        if self._per_address[address] >= self._max_per_address:
+            await self._refuse(websocket, address)
+            return
+        self._per_address[address] += 1
+        try:
+            await self._serve(websocket)
+        finally:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
+
+    async def _refuse(self, websocket: WebSocket, address: str) -> None:
+        """Upbit's way of refusing: an error frame, then close (1008 here, with the reason)."""
+        self._refused += 1
+        limit = self._max_per_address
+        logger.warning("refusing a WebSocket client from %s: %d connections open", address, limit)
+        error = WsRequestError(
+            "TOO_MANY_CONNECTIONS",
+            f"연결 수 제한을 초과했습니다. Too many WebSocket connections from {address}: at most "
+            f"{limit} at a time (marketspine serve --ws-max-per-ip).",
+        )
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await websocket.accept()
+                await websocket.send_bytes(error_message(error))
+                await websocket.close(SLOW_CLOSE_CODE, f"too many connections: at most {limit}")
+
+    async def _serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        client = _Client(websocket, self._client_queue)
+        client = _Client(websocket, self._client_queue, raw_frames(websocket.scope))
         self._clients.add(client)
         self._connections += 1
+        idle = asyncio.get_running_loop().call_later(
+            self._idle_timeout_s, self._close_unsubscribed, client
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 client.tasks = [
@@ -185,7 +271,9 @@ class WsGateway:
                     group.create_task(self._write(client)),
                 ]
         finally:
+            idle.cancel()
             self._clients.discard(client)
+            self._frames_sent += client.sent
             self._hub.release(client, client.pairs())
         if client.close_code is not None and not client.gone:
             if client.close_code == SLOW_CLOSE_CODE:
@@ -195,6 +283,11 @@ class WsGateway:
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await websocket.close(client.close_code, client.close_reason)
+
+    def _close_unsubscribed(self, client: _Client) -> None:
+        if not client.subscribed and client.close_code is None:
+            self._idle_closed += 1
+            client.close(1000, f"idle: no subscription within {self._idle_timeout_s:g} s")
 
     async def _read(self, client: _Client) -> None:
         with contextlib.suppress(WebSocketDisconnect):
@@ -221,7 +314,7 @@ class WsGateway:
             while True:
                 while queue:
                     await client.ws.send_bytes(queue.popleft())
-                    self._frames_sent += 1
+                    client.sent += 1
                 if client.close_code is not None:
                     return
                 client.wake.clear()
@@ -256,7 +349,7 @@ class WsGateway:
             request = parse_request(data)
         except WsRequestError as error:
             # Upbit answers a refused request with the error frame, then closes (1000).
-            client.queue.append(error_message(error))
+            client.push(error_message(error), listed=False)
             client.close_code = 1000
             client.wake.set()
             return False
@@ -266,6 +359,8 @@ class WsGateway:
             client.push(_encoder.encode(list_message(client.simple, request.ticket, rows)))
             return True
         streams = client_streams(request, await self._known_markets())
+        streams = at_supported_levels(streams, await self._levels(streams))
+        client.subscribed = True
         before = client.pairs()
         client.format = request.format or "DEFAULT"
         client.streams = streams
@@ -290,6 +385,26 @@ class WsGateway:
         self._hub.warnings = {m.market: m.warning for m in markets}
         return self._hub.warnings.__contains__
 
+    async def _levels(self, streams: dict[str, ClientStream]) -> dict[str, tuple[float, ...]]:
+        """Supported orderbook levels of the markets of an orderbook stream with a ``level``
+        (from ``/v1/orderbook/instruments`` through the shared budget, kept a minute);
+        none when they cannot be had (every level is then served, aggregated here)."""
+        stream = streams.get("orderbook")
+        if stream is None or not stream.level or not stream.codes:
+            return {}
+        now = self._clock()
+        held = self._instruments
+        missing = [m for m in stream.codes if m not in held or now - held[m][1] > INSTRUMENTS_TTL_S]
+        if missing:
+            try:
+                found = await self._spine.client.instruments(missing)
+            except MarketspineError as exc:
+                logger.warning("cannot check orderbook levels: %s", exc)
+                found = []
+            for item in found:
+                self._instruments[item.market] = (item.supported_levels, now)
+        return {m: self._instruments[m][0] for m in stream.codes if m in self._instruments}
+
     async def aclose(self) -> None:
         """Close every downstream connection (1001) and stop every upstream feed."""
         self._closed = True
@@ -305,6 +420,8 @@ class WsGateway:
             upstream_pairs=len(self._hub),
             connections=self._connections,
             dropped_clients=self._dropped,
-            frames_sent=self._frames_sent,
+            refused_clients=self._refused,
+            idle_closed=self._idle_closed,
+            frames_sent=self._frames_sent + sum(c.sent for c in self._clients),
             snapshot_fetches=self._hub.fetches,
         )

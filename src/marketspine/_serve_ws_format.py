@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -32,6 +32,7 @@ __all__ = [
     "Extras",
     "Record",
     "aggregate_book",
+    "at_supported_levels",
     "client_streams",
     "kind_of",
     "listing",
@@ -114,6 +115,25 @@ def client_streams(
             level=item.level or 0.0,
         )
     return streams
+
+
+def at_supported_levels(
+    streams: dict[str, ClientStream], levels: Mapping[str, Sequence[float]]
+) -> dict[str, ClientStream]:
+    """``streams`` without the orderbook codes whose market does not support the stream's
+    ``level`` (Upbit sends nothing at all for them); markets missing from ``levels``
+    (market -> supported levels) are kept."""
+    stream = streams.get("orderbook")
+    if stream is None or not stream.level:
+        return streams
+
+    def supported(market: str) -> bool:
+        known = levels.get(market)
+        return known is None or any(math.isclose(stream.level, x, abs_tol=1e-12) for x in known)
+
+    codes = {market: depth for market, depth in stream.codes.items() if supported(market)}
+    listed = tuple(raw for raw in stream.listed if split_code(raw)[0] in codes)
+    return {**streams, "orderbook": replace(stream, codes=codes, listed=listed)}
 
 
 def listing(streams: dict[str, ClientStream]) -> list[tuple[str, list[str], float | None]]:

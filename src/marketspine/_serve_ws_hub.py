@@ -21,6 +21,7 @@ from ._errors import MarketspineError
 from ._records import Candle, Orderbook, Ticker, Trade
 from ._serve_ws_format import Extras, Record, kind_of, render, timeframe_of
 from ._spine import Spine
+from ._ws_frames import binary_frame
 
 __all__ = ["Pair", "Rendered", "Subscriber", "UpstreamHub"]
 
@@ -29,21 +30,27 @@ logger = logging.getLogger("marketspine.serve.ws")
 Pair = tuple[str, str]  # (type, market)
 
 
-class Rendered:
-    """One event's frames, rendered on first use per (simple, stream_type, depth, level)."""
+_Variant = tuple[bool, str, int, float, bool]  # simple, stream_type, depth, level, listed
 
-    __slots__ = ("_extras", "_frames", "_record")
+
+class Rendered:
+    """One event's messages, rendered on first use per variant (simple, stream_type,
+    depth, level, listed: in a JSON array for the LIST formats), and their frames."""
+
+    __slots__ = ("_extras", "_frames", "_messages", "_record")
 
     def __init__(self, record: Record, extras: Extras) -> None:
         self._record = record
         self._extras = extras
-        self._frames: dict[tuple[bool, str, int, float], bytes] = {}
+        self._messages: dict[_Variant, bytes] = {}
+        self._frames: dict[_Variant, bytes] = {}
 
-    def get(self, simple: bool, stream_type: str, depth: int, level: float) -> bytes:
-        key = (simple, stream_type, depth, level)
-        frame = self._frames.get(key)
-        if frame is None:
-            frame = self._frames[key] = render(
+    def get(self, simple: bool, stream_type: str, depth: int, level: float, listed: bool) -> bytes:
+        """The message of one variant."""
+        key = (simple, stream_type, depth, level, listed)
+        message = self._messages.get(key)
+        if message is None:
+            message = render(
                 self._record,
                 simple=simple,
                 stream_type=stream_type,
@@ -51,6 +58,17 @@ class Rendered:
                 level=level,
                 extras=self._extras,
             )
+            message = self._messages[key] = b"[" + message + b"]" if listed else message
+        return message
+
+    def frame(
+        self, simple: bool, stream_type: str, depth: int, level: float, listed: bool
+    ) -> bytes:
+        """The message of one variant as a whole WebSocket frame (``binary_frame``)."""
+        key = (simple, stream_type, depth, level, listed)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = binary_frame(self.get(*key))
         return frame
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from ._errors import InvalidRequestError
+from ._ws_frames import FramesProtocol
 
 __all__ = ["base_url", "listen", "run_server", "server_thread"]
 
@@ -28,6 +29,7 @@ _DEFAULTS: dict[str, Any] = {
     "log_level": "warning",
     "lifespan": "on",
     "timeout_graceful_shutdown": 1,
+    "ws": FramesProtocol,  # WebSocket handlers may write pre-built frames (``_ws_frames``)
 }
 _STARTUP_TIMEOUT_S = 20.0
 

@@ -46,7 +46,7 @@ from ._errors import ClosedError, UpstreamError
 from ._hot import HotWindows
 from ._listener import Event
 from ._live import LiveState
-from ._live_feed import LiveFeed, ws_url_for
+from ._live_feed import LiveFeed, LiveStream, ws_url_for
 from ._market_list import MarketList
 from ._memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from ._quotes import Channel, QuoteReader
@@ -55,7 +55,6 @@ from ._records import Candle, MarketInfo, Orderbook, Ticker, Trade
 from ._result import Answer, CandleResult, ListResult, Trace
 from ._retry import RetryPolicy
 from ._store import CandleStore, SQLiteStore
-from ._stream import Stream
 from ._subscriptions import BOOK_DEPTHS
 from ._time import now_ms
 from ._timeframes import Timeframe
@@ -128,7 +127,10 @@ class Spine:
             budget=budget, on_call=self._accounting.call_made, transport=transport,
             every_s=warmup_every_s, sleep=sleep, shared=shared.catalog if shared else None,
         )
-        self._feed = LiveFeed(ws_url or ws_url_for(self._upstream), self._live, start=self._start)
+        self._feed = LiveFeed(  # with redis, one process holds the upstream socket for all
+            ws_url or ws_url_for(self._upstream), self._live, start=self._start,
+            redis=redis, redis_prefix=redis_prefix,
+        )  # fmt: skip
         self._quotes = QuoteReader(
             lambda: self.client,
             self._live,
@@ -433,7 +435,7 @@ class Spine:
             raise UpstreamError(f"closed {market} candles not final yet")
         return list(result)
 
-    async def _ensure_stream(self) -> Stream:
+    async def _ensure_stream(self) -> LiveStream:
         self._check_open()
         assert self._stack is not None
         return await self._feed.stream(self.client, self._stack)

@@ -12,9 +12,10 @@ group owned by ``async with``):
   quiet market's socket answers pings as promptly as a busy one's);
 - lost connections come back with capped exponential backoff plus jitter, and the backoff
   only resets after a connection that actually delivered data;
-- trades missed while disconnected are fetched from REST by ``sequential_id`` and delivered
-  in order without duplicates, announced by a ``Gap`` event; ``Health`` events tell
-  consumers about the connection;
+- trades missed while disconnected, or while a subscription change switched the answer
+  upstream, are fetched from REST by ``sequential_id`` and delivered in order without
+  duplicates, announced by a ``Gap`` event (none when the answer's SNAPSHOT trade shows
+  nothing was missed); ``Health`` events tell consumers about the connection;
 - each consumer (``listen()``) has its own bounded queue: latest-wins for tickers and
   orderbooks; trades and candles are never dropped silently (``Overflow`` says how many).
 """
@@ -29,7 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,16 +39,17 @@ from websockets.uri import parse_uri
 
 from ._errors import InvalidRequestError, MarketspineError
 from ._listener import Fanout, Health, Listener, kind_of
-from ._ratebudget import Priority
 from ._records import Trade, WsError, WsStatus
 from ._subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
+from ._trade_fill import FILL_PAGE_SIZE, TradeSource, fetch_missing
 from ._trade_sequence import FillNeeded, Output, TradeSequencer
-from ._wire_ws import decode_ws
+from ._wire_ws import decode_ws_frame
 
 __all__ = [
     "DEFAULT_PING_INTERVAL",
     "DEFAULT_PING_TIMEOUT",
     "DEFAULT_URL",
+    "FILL_PAGE_SIZE",
     "Backoff",
     "Stream",
     "StreamStatistics",
@@ -59,23 +61,6 @@ DEFAULT_URL = "wss://api.upbit.com/websocket/v1"
 logger = logging.getLogger("marketspine.stream")
 
 Sleep: TypeAlias = Callable[[float], Awaitable[None]]
-
-# REST pages walked back to fill one gap: Upbit serves at most 500 trades per call.
-FILL_PAGE_SIZE = 500
-FILL_MAX_PAGES = 20
-
-
-class TradeSource(Protocol):
-    """What gap filling needs from the REST client (``Client`` satisfies it)."""
-
-    async def trades(
-        self,
-        market: str,
-        *,
-        count: int = ...,
-        cursor: int | None = ...,
-        priority: Priority = ...,
-    ) -> list[Trade]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +182,10 @@ class Stream:
         self._task_group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ws: ClientConnection | None = None
-        self._epoch = 0
+        self._epoch = 0  # connections opened
+        # Subscription requests sent: the trade sequencer's epoch, since upstream starts
+        # every answer afresh (a new connection's first request or a change re-sent).
+        self._generation = 0
         self._state = ""
         self._connect_failures = 0
         self._frames = 0
@@ -375,6 +363,7 @@ class Stream:
                 await ws.close()  # Upbit rejects an empty request; close politely instead
                 raise _ConnectionLost("nothing subscribed")
             message = self._subs.request_message(self._ticket).decode()
+            self._generation += 1  # before sending: no frame of the new answer precedes it
             try:
                 await ws.send(message)
             except ConnectionClosed as exc:
@@ -410,7 +399,6 @@ class Stream:
             self._pongs += 1
 
     async def _read_loop(self, ws: ClientConnection) -> None:
-        epoch = self._epoch
         while True:
             try:
                 frame = await ws.recv()
@@ -419,7 +407,7 @@ class Stream:
             self._frames += 1
             data = frame.encode() if isinstance(frame, str) else frame
             try:
-                event = decode_ws(data)
+                event, snapshot = decode_ws_frame(data)
             except (MarketspineError, msgspec.MsgspecError, ValueError) as exc:
                 self._undecodable += 1
                 logger.warning("skipping an undecodable WebSocket frame (%s): %.200r", exc, data)
@@ -432,7 +420,11 @@ class Stream:
             self._last_frame[kind] = self._clock()
             if isinstance(event, Trade):
                 subscribed = event.market in self._subs.markets("trade")
-                self._emit(self._trades.receive(event, epoch, subscribed=subscribed))
+                self._emit(
+                    self._trades.receive(
+                        event, self._generation, subscribed=subscribed, snapshot=snapshot
+                    )
+                )
             else:
                 self._fanout.publish(event, kind, event.market)
 
@@ -446,38 +438,8 @@ class Stream:
                 self._fanout.publish(out, "trade", out.market)
 
     async def _fill_gap(self, fill: FillNeeded) -> None:
-        missing, complete, reason = await self._fetch_missing(fill)
+        missing, complete, reason = await fetch_missing(self._client, fill)
         self._emit(self._trades.filled(fill, missing, complete=complete, reason=reason))
-
-    async def _fetch_missing(self, fill: FillNeeded) -> tuple[list[Trade], bool, str]:
-        """Trades after ``before`` and before ``after``, oldest first, walking REST back
-        from ``after`` by sequential_id; returns them, whether the walk reached ``before``,
-        and why not."""
-        if self._client is None:
-            return [], False, "no REST client to fill the gap with"
-        market, before, after = fill.market, fill.before, fill.after
-        newest_first: list[Trade] = []
-        cursor = after.seq
-        for _ in range(FILL_MAX_PAGES):
-            try:
-                page = await self._client.trades(
-                    market, count=FILL_PAGE_SIZE, cursor=cursor, priority=Priority.HIGH
-                )
-            except MarketspineError as exc:
-                return newest_first[::-1], False, f"REST trades failed: {exc}"
-            for trade in page:
-                if trade.seq == before.seq or trade.ms < before.ms:
-                    return newest_first[::-1], True, ""
-                if not fill.track.has(trade.seq) and trade.seq != after.seq:
-                    newest_first.append(trade)
-            if len(page) < FILL_PAGE_SIZE:
-                return newest_first[::-1], False, "REST history ended before the gap's start"
-            cursor = page[-1].seq
-        return (
-            newest_first[::-1],
-            False,
-            f"gap longer than {FILL_MAX_PAGES * FILL_PAGE_SIZE} trades; older ones not fetched",
-        )
 
     # -- fan-out ---------------------------------------------------------------------------
 

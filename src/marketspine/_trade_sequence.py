@@ -1,9 +1,18 @@
 """Trade sequencing: per market, which trades to deliver, which are duplicates, and when a
-reconnect left a hole to fill (pure: trades in, decisions out, like h11's state machine).
+reconnect or a subscription change left a hole to fill (pure: trades in, decisions out, like
+h11's state machine).
 
-The stream feeds every trade frame with the connection (``epoch``) it came through. The
-first trade after a reconnect holds the market's stream while the hole is fetched from REST;
+The stream feeds every trade frame with the ``epoch`` it came under: a new epoch starts with
+every subscription request (a new connection's first, or a change re-sent on the same one),
+since upstream then answers afresh and trades of the switch can be lost. The first trade of a
+tracked market in a new epoch holds the market's stream while the hole is fetched from REST;
 trades arriving meanwhile wait, and are replayed in order once the fill is handed back.
+
+Upbit answers a request (unless ``is_only_realtime``) with each code's latest trade as a
+SNAPSHOT frame first. A snapshot already delivered proves nothing was missed: the market
+adopts the new epoch without a fill. An unseen snapshot always asks for the hole before it,
+whatever its epoch (frames of the old subscription may still arrive after a request is
+sent, so the epoch alone cannot tell where the new answer starts).
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ class TradeTrack:
     """What one market's trade stream has delivered, for de-duplication and gap filling."""
 
     last: Trade | None = None
-    epoch: int = 0  # the connection the last trade came through
+    epoch: int = 0  # the epoch (subscription request) the last trade came under
     seen: deque[int] = field(default_factory=lambda: deque(maxlen=SEEN_PER_MARKET))
     seen_set: set[int] = field(default_factory=set)
-    # While a gap is being filled, trades arriving meanwhile wait here with their epoch.
-    pending: list[tuple[int, Trade]] | None = None
+    # While a gap is being filled, trades arriving meanwhile wait here with their epoch and
+    # whether they came as a SNAPSHOT.
+    pending: list[tuple[int, Trade, bool]] | None = None
 
     def remember(self, trade: Trade, epoch: int) -> None:
         if len(self.seen) == self.seen.maxlen:
@@ -48,7 +58,7 @@ class TradeTrack:
 @dataclass(frozen=True, eq=False)
 class FillNeeded:
     """Fetch the trades of ``market`` after ``before`` and before ``after`` (the first trade
-    of connection ``epoch``), then hand them to ``TradeSequencer.filled``."""
+    of a new answer, under ``epoch``), then hand them to ``TradeSequencer.filled``."""
 
     market: str
     before: Trade
@@ -70,23 +80,30 @@ class TradeSequencer:
         self.gaps = 0
         self.gap_trades = 0
 
-    def receive(self, trade: Trade, epoch: int, *, subscribed: bool) -> list[Output]:
-        """Take one trade frame from connection ``epoch``; ``subscribed`` says whether its
-        market is still subscribed (late frames of a market just dropped are ignored)."""
+    def receive(
+        self, trade: Trade, epoch: int, *, subscribed: bool, snapshot: bool = False
+    ) -> list[Output]:
+        """Take one trade frame that came under ``epoch``; ``subscribed`` says whether its
+        market is still subscribed (late frames of a market just dropped are ignored),
+        ``snapshot`` whether it was a SNAPSHOT frame (the start of a request's answer)."""
         track = self._tracks.get(trade.market)
         if track is None:
             if not subscribed:
                 return []
             track = self._tracks[trade.market] = TradeTrack()
         if track.pending is not None:
-            track.pending.append((epoch, trade))
+            track.pending.append((epoch, trade, snapshot))
             return []
         if track.has(trade.seq):
             self.duplicates += 1
+            if snapshot:  # the new answer starts where delivery stands: nothing missed
+                track.epoch = epoch
             return []
-        if track.last is not None and epoch != track.epoch:
-            # First trade since a reconnect: hold the stream while the hole is filled.
-            track.pending = [(epoch, trade)]
+        if track.last is not None and (snapshot or epoch != track.epoch):
+            # A new answer (reconnect, resubscription) starts with a trade not delivered:
+            # hold the stream while the hole before it is filled. The trade itself ends the
+            # fill, so it is replayed as a plain one.
+            track.pending = [(epoch, trade, False)]
             return [FillNeeded(trade.market, track.last, trade, epoch, track)]
         track.remember(trade, epoch)
         return [trade]
@@ -109,9 +126,13 @@ class TradeSequencer:
             out.append(trade)
         track.epoch = fill.epoch
         pending, track.pending = track.pending or [], None
-        for held_epoch, trade in pending:
-            out.extend(self.receive(trade, held_epoch, subscribed=True))
+        for held_epoch, trade, snapshot in pending:
+            out.extend(self.receive(trade, held_epoch, subscribed=True, snapshot=snapshot))
         return out
+
+    def markets(self) -> list[str]:
+        """The markets whose trades are tracked."""
+        return list(self._tracks)
 
     def forget(self, market: str) -> None:
         """Drop what ``market`` delivered: a later subscription starts afresh instead of

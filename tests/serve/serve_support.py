@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,25 @@ def serve_process(
                 break
             if rest is not None:
                 seen.append(rest)
+
+
+@contextlib.contextmanager
+def serve_processes(upstream: str, dbs: list[Path], *extra: str) -> Iterator[list[ServeProcess]]:
+    """``serve_process`` for each of ``dbs``, started side by side (start-up dominates)."""
+    managers = [serve_process(upstream, db, *extra) for db in dbs]
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(len(managers)) as pool:
+        started = [pool.submit(manager.__enter__) for manager in managers]
+        served, failure = [], None
+        for manager, future in zip(managers, started, strict=True):
+            try:
+                served.append(future.result())
+            except Exception as exc:
+                failure = failure or exc
+            else:
+                stack.push(manager.__exit__)
+        if failure is not None:
+            raise failure
+        yield served
 
 
 def sim_stats(sim: str) -> dict[str, Any]:

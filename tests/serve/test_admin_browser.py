@@ -44,7 +44,11 @@ def page(serve: ServeProcess) -> Iterator[Any]:
         if os.environ.get("MARKETSPINE_REQUIRE_BROWSER"):
             pytest.fail(f"MARKETSPINE_REQUIRE_BROWSER is set but {reason}")
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # expect() has its own 5 s default, which a loaded machine can exceed while the page
+    # parses plotly.js; the deadline bounds failures only.
+    expect.set_options(timeout=_WAIT_MS)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
