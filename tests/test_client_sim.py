@@ -1,9 +1,9 @@
 """The REST client against the simulator: exact pages under faults, zero 429s at the ceiling,
 429/418 recovery, shared in-flight requests counted upstream, the breaker, priorities.
 
-Most tests run the simulator in-process with its rate limiter on the same virtual clock as
-the client's budget (``limit_clock``), so a ten-second workload takes milliseconds; one test
-runs on real time.
+Most tests run the simulator in-process with its rate limiter and its latency on the same
+virtual clock as the client's budget (``limit_clock``, ``sleep``), so a ten-second workload
+takes milliseconds; one test runs on real time.
 """
 
 from __future__ import annotations
@@ -30,8 +30,12 @@ FAST_RETRY = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.1, rate_limite
 def make_app(sim_clock: Callable[[], int], fake: FakeTime | None = None, **config: Any) -> Any:
     from marketspine.sim import SimConfig, create_app
 
-    limit_clock = fake.clock if fake is not None else None
-    return create_app(SimConfig(**config), clock=sim_clock, limit_clock=limit_clock)
+    if fake is None:
+        return create_app(SimConfig(**config), clock=sim_clock)
+    # Limits and latency on the fake clock of the client's budget.
+    return create_app(
+        SimConfig(**config), clock=sim_clock, limit_clock=fake.clock, sleep=fake.sleep
+    )
 
 
 def client_for(app: Any, fake: FakeTime | None = None, **kwargs: Any) -> Client:
@@ -107,6 +111,34 @@ async def test_every_page_arrives_exactly_despite_errors_hangs_and_jitter(
     assert upstream["hung"] > 0, "no request hung: the test proves nothing about hangs"
     assert stats.retries >= failures + upstream["hung"]
     assert upstream["429"] == 0
+
+
+async def test_on_virtual_time_a_request_is_counted_its_latency_after_it_left(
+    sim_clock: Callable[[], int], fake: FakeTime
+) -> None:
+    # The simulator counts a request when it arrives. Were its latency a real wait, the fake
+    # clock would jump meanwhile to the next sleeper (a budget waiting for the next window)
+    # and count a request of one second in the next: 11 in a second, a 429 the client never
+    # earned (issue 9 point 7). One request a second, 0.2 s latency: 1000.7 → 1000.9, 1001.0
+    # → 1001.2, one in each second.
+    app = make_app(sim_clock, fake, rate_limit=1, latency_ms=200.0)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as http:
+
+        async def send_at(moment: float) -> int:
+            await fake.sleep(moment - fake.now)
+            return (await http.get("/v1/market/all")).status_code
+
+        async def both() -> list[int]:
+            start = fake.now
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(send_at(start + left)) for left in (0.7, 1.0)]
+            return [t.result() for t in tasks]
+
+        statuses = await fake.run(both())
+    assert statuses == [200, 200], "a request was counted later than it arrived"
+    assert fake.now == pytest.approx(1001.2)  # the latency passed on the fake clock
 
 
 async def test_zero_429s_at_the_ceiling_with_concurrent_callers(

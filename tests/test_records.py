@@ -32,7 +32,7 @@ from marketspine._wire_rest import (
     decode_tickers,
     decode_trades,
 )
-from marketspine._wire_ws import decode_ws
+from marketspine._wire_ws import decode_ws, decode_ws_frame
 
 REST_TRADE = b"""[{"market":"KRW-BTC","trade_date_utc":"2026-07-30","trade_time_utc":"07:04:03",
  "timestamp":1785395043779,"trade_price":91361000.0,"trade_volume":0.01275549,
@@ -103,6 +103,23 @@ def test_ws_trade_simple_equals_default() -> None:
     # json.dumps would route the 17-digit id through Python's int, which stays exact.
     frame = json.dumps(simple).encode()
     assert decode_ws(frame) == decode_ws(WS_TRADE_DEFAULT)
+
+
+@pytest.mark.parametrize("fmt", ["DEFAULT", "SIMPLE"])
+@pytest.mark.parametrize("stream_type", ["SNAPSHOT", "REALTIME"])
+def test_ws_frames_say_whether_they_are_a_snapshot(fmt: str, stream_type: str) -> None:
+    frame = json.loads(WS_TRADE_DEFAULT)
+    frame["stream_type"] = stream_type
+    if fmt == "SIMPLE":
+        frame = {
+            "ty": "trade",
+            "cd": frame["code"],
+            "sid": frame["sequential_id"],
+            "st": stream_type,
+        }
+    trade, snapshot = decode_ws_frame(json.dumps(frame).encode())
+    assert isinstance(trade, Trade)  # the record itself is the same either way
+    assert snapshot == (stream_type == "SNAPSHOT")
 
 
 @pytest.mark.parametrize(("change", "sign"), [("RISE", 1), ("EVEN", 1), ("FALL", -1)])

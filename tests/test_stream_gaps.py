@@ -26,7 +26,7 @@ def make_trade(seq: int) -> Trade:
     return Trade(MARKET, 1_790_000_000_000 + seq * 10, 100.0 + seq, 0.25, "BID", seq, 100.0, 1.0)
 
 
-def frame(trade: Trade) -> bytes:
+def frame(trade: Trade, stream_type: str = "REALTIME") -> bytes:
     return json.dumps(
         {
             "type": "trade",
@@ -40,7 +40,7 @@ def frame(trade: Trade) -> bytes:
             "prev_closing_price": trade.prev_close,
             "change": "RISE",
             "change_price": trade.change_price,
-            "stream_type": "REALTIME",
+            "stream_type": stream_type,
         }
     ).encode()
 
@@ -72,16 +72,17 @@ class FakeTrades:
 
 
 @contextlib.asynccontextmanager
-async def scripted(connections: list[list[int]]) -> AsyncIterator[str]:
-    """A WebSocket server whose n-th connection sends the trades ``connections[n]`` and
-    then closes abruptly — except the last one, which stays open."""
+async def scripted(connections: list[list[int]], *, snapshots: bool = False) -> AsyncIterator[str]:
+    """A WebSocket server whose n-th connection sends the trades ``connections[n]`` (the
+    first as a SNAPSHOT frame with ``snapshots``, as Upbit answers a request) and then
+    closes abruptly — except the last one, which stays open."""
     remaining = list(connections)
 
     async def handler(ws: ServerConnection) -> None:
         seqs = remaining.pop(0)
         await ws.recv()
-        for seq in seqs:
-            await ws.send(frame(make_trade(seq)))
+        for n, seq in enumerate(seqs):
+            await ws.send(frame(make_trade(seq), "SNAPSHOT" if snapshots and not n else "REALTIME"))
         if remaining:
             ws.transport.abort()
         else:
@@ -97,8 +98,10 @@ async def run(
     source: FakeTrades,
     until: Callable[[list[Event]], bool],
     on_poll: Callable[[Stream], None] = lambda _: None,
+    *,
+    snapshots: bool = False,
 ) -> tuple[list[Event], Stream]:
-    async with scripted(connections) as url:
+    async with scripted(connections, snapshots=snapshots) as url:
         stream = Stream(url, client=source, backoff=FAST)
         async with stream, stream.listen({"trade"}, maxsize=10_000) as events:
             await stream.subscribe("trade", [MARKET])
@@ -215,3 +218,22 @@ async def test_without_a_rest_client_gaps_are_still_announced() -> None:
     [gap] = gaps(got)
     assert (gap.filled, gap.complete) == (0, False)
     assert "no REST client" in gap.reason
+
+
+async def test_a_reconnect_whose_snapshot_was_delivered_needs_no_rest_call() -> None:
+    source = FakeTrades(10)
+    events, stream = await run(
+        [[1, 2, 3], [3, 4, 5]], source, lambda got: len(seqs(got)) >= 5, snapshots=True
+    )
+    assert seqs(events) == [1, 2, 3, 4, 5]
+    assert (gaps(events), source.calls, stream.statistics().duplicate_trades) == ([], [], 1)
+
+
+async def test_a_reconnect_whose_snapshot_is_new_fills_the_hole_before_it() -> None:
+    source = FakeTrades(10)
+    events, _ = await run(
+        [[1, 2, 3], [6, 7]], source, lambda got: len(seqs(got)) >= 7, snapshots=True
+    )
+    assert seqs(events) == list(range(1, 8))
+    assert [g.filled for g in gaps(events)] == [2]
+    assert source.calls == [6]

@@ -7,7 +7,12 @@ import sys
 from marketspine._listener import Gap
 from marketspine._memory import MemoryBudget
 from marketspine._records import Trade
-from marketspine._trade_sequence import SEEN_PER_MARKET, FillNeeded, TradeSequencer
+from marketspine._trade_sequence import (
+    KEPT_WHEN_EVICTED,
+    SEEN_PER_MARKET,
+    FillNeeded,
+    TradeSequencer,
+)
 
 
 def trade(seq: int, market: str = "KRW-BTC") -> Trade:
@@ -100,6 +105,68 @@ def test_only_the_last_ids_are_remembered() -> None:
     assert seq.receive(trade(SEEN_PER_MARKET + 1), 1, subscribed=True) == []
 
 
+# A subscription change re-sends the whole request on the same connection: a new epoch whose
+# answer starts with each code's latest trade as a SNAPSHOT frame.
+
+
+def test_a_snapshot_already_delivered_adopts_the_new_epoch_without_a_fill() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    seq.receive(trade(2), 1, subscribed=True)
+    assert seq.receive(trade(2), 2, subscribed=True, snapshot=True) == []
+    assert seq.duplicates == 1
+    # The epoch was adopted: the realtime trades after the snapshot need no fill.
+    assert seq.receive(trade(3), 2, subscribed=True) == [trade(3)]
+    assert seq.gaps == 0
+
+
+def test_a_snapshot_not_delivered_asks_for_the_hole_before_it() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(4), 2, subscribed=True, snapshot=True)
+    assert isinstance(fill, FillNeeded)
+    assert (fill.before, fill.after, fill.epoch) == (trade(1), trade(4), 2)
+    assert seq.receive(trade(5), 2, subscribed=True) == []  # held while the fill runs
+    out = seq.filled(fill, [trade(2), trade(3)], complete=True, reason="")
+    assert out == [Gap("KRW-BTC", trade(1).ms, trade(4).ms, 2, True, ""), *map(trade, range(2, 6))]
+
+
+def test_a_realtime_trade_first_in_a_new_epoch_asks_for_a_fill() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(3), 2, subscribed=True)
+    assert isinstance(fill, FillNeeded)
+    assert (fill.before, fill.after, fill.epoch) == (trade(1), trade(3), 2)
+
+
+def test_an_unseen_snapshot_asks_for_a_fill_even_in_the_same_epoch() -> None:
+    # A frame of the old subscription, read after the request went out, already carried
+    # the new epoch: the snapshot still marks where the new answer starts.
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (first,) = seq.receive(trade(2), 2, subscribed=True)  # late frame of the old answer
+    assert seq.receive(trade(5), 2, subscribed=True, snapshot=True) == []  # held
+    assert isinstance(first, FillNeeded)
+    out = seq.filled(first, [], complete=True, reason="")
+    assert out[:2] == [Gap("KRW-BTC", trade(1).ms, trade(2).ms, 0, True, ""), trade(2)]
+    (second,) = out[2:]
+    assert isinstance(second, FillNeeded)
+    assert (second.before, second.after) == (trade(2), trade(5))
+    out = seq.filled(second, [trade(3), trade(4)], complete=True, reason="")
+    assert out[1:] == [trade(3), trade(4), trade(5)]
+
+
+def test_a_seen_snapshot_held_during_a_fill_is_dropped_once_replayed() -> None:
+    seq = TradeSequencer()
+    seq.receive(trade(1), 1, subscribed=True)
+    (fill,) = seq.receive(trade(3), 2, subscribed=True)
+    assert seq.receive(trade(3), 2, subscribed=True, snapshot=True) == []
+    assert isinstance(fill, FillNeeded)
+    out = seq.filled(fill, [trade(2)], complete=True, reason="")
+    assert out[1:] == [trade(2), trade(3)]
+    assert seq.duplicates == 1
+
+
 def test_remembered_ids_are_charged_to_the_memory_budget_and_released() -> None:
     budget = MemoryBudget(10**9)
     seq = TradeSequencer(budget)
@@ -117,7 +184,7 @@ def test_remembered_ids_are_charged_to_the_memory_budget_and_released() -> None:
 
 def test_ids_of_every_market_ever_seen_stay_within_the_budget() -> None:
     # 300 markets x 2 windows of trades each: without the budget that would be 300 full
-    # windows; with it, the least recently traded markets lose their ids.
+    # windows; with it, the least recently traded markets keep only their newest ids.
     budget = MemoryBudget(2_000_000)
     seq = TradeSequencer(budget)
     for m in range(300):
@@ -126,9 +193,10 @@ def test_ids_of_every_market_ever_seen_stay_within_the_budget() -> None:
         assert budget.used_bytes <= budget.limit_bytes
     remembered = [seq.remembered(f"KRW-M{m}") for m in range(300)]
     assert max(remembered) == SEEN_PER_MARKET
-    assert 0 < sum(1 for n in remembered if n) < 300
+    assert 0 < sum(1 for n in remembered if n == SEEN_PER_MARKET) < 300
+    assert set(remembered) == {KEPT_WHEN_EVICTED, SEEN_PER_MARKET}
     assert remembered[-1] == SEEN_PER_MARKET  # the market that traded last keeps its ids
-    assert remembered[0] == 0  # the first one lost them
+    assert remembered[0] == KEPT_WHEN_EVICTED  # the first one kept only its newest ids
 
 
 def test_a_market_whose_ids_were_evicted_still_fills_its_gap_after_a_reconnect() -> None:
@@ -138,8 +206,10 @@ def test_a_market_whose_ids_were_evicted_still_fills_its_gap_after_a_reconnect()
     for m in range(20):  # other markets trade later and push KRW-BTC's ids out
         for n in range(1, 200):
             seq.receive(trade(n, f"KRW-M{m}"), 1, subscribed=True)
-    assert seq.remembered("KRW-BTC") == 0
-    out = seq.receive(trade(5, "KRW-BTC"), 2, subscribed=True)
+    assert seq.remembered("KRW-BTC") == 1  # its newest ids stay: here its only one
+    # A snapshot of its last trade is still known: the new answer is adopted, no fill.
+    assert seq.receive(trade(1, "KRW-BTC"), 2, subscribed=True, snapshot=True) == []
+    out = seq.receive(trade(5, "KRW-BTC"), 3, subscribed=True)
     assert len(out) == 1 and isinstance(out[0], FillNeeded)
     assert out[0].before == trade(1, "KRW-BTC")
 
@@ -148,10 +218,11 @@ def test_two_sequencers_on_one_budget_each_lose_only_their_own_ids() -> None:
     # A shared stream's sequencer and its own Stream's share Spine's budget.
     budget = MemoryBudget(100_000)
     first, second = TradeSequencer(budget), TradeSequencer(budget)
-    first.receive(trade(1, "KRW-BTC"), 1, subscribed=True)
+    for n in range(1, SEEN_PER_MARKET):
+        first.receive(trade(n, "KRW-BTC"), 1, subscribed=True)
     for n in range(1, 4 * SEEN_PER_MARKET):
         second.receive(trade(n, "KRW-ETH"), 1, subscribed=True)
         second.receive(trade(n, "KRW-XRP"), 1, subscribed=True)
-    assert first.remembered("KRW-BTC") == 0
+    assert first.remembered("KRW-BTC") == KEPT_WHEN_EVICTED
     assert second.remembered("KRW-XRP") > 0  # the market that traded last
     assert budget.used_bytes <= budget.limit_bytes

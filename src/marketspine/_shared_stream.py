@@ -17,7 +17,9 @@ a fall-back, a return) makes the sequencer ask for the hole, which is filled fro
 ``sequential_id`` exactly as ``Stream`` does after a reconnect: a process taking the lease
 over first reads the log to its end, then its first upstream trade of each market fills the
 gap from the old holder's last published trade, and those fills are published too, so every
-follower sees consecutive trades without duplicates.
+follower sees consecutive trades without duplicates. The holder's subscription changes (what
+any process wants) are re-sent by its own ``Stream``, whose sequencer fills what the switch
+lost; its ``Gap`` and filled trades are published like any other event.
 """
 
 from __future__ import annotations
@@ -365,8 +367,9 @@ class SharedStream:
             self._outbox.append(event)
             self._outbox_ready.set()
         kind, market = filter_key(event)
+        kind = "trade" if kind == "gap" else kind  # as Stream: gaps follow the trade filter
         if not isinstance(event, Health | Overflow):
-            wanted = self._subs.markets("trade" if kind == "gap" else kind)
+            wanted = self._subs.markets(kind)
             if market not in wanted:
                 return  # another process wants it
         if isinstance(event, Orderbook):

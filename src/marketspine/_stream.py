@@ -12,9 +12,10 @@ group owned by ``async with``):
   quiet market's socket answers pings as promptly as a busy one's);
 - lost connections come back with capped exponential backoff plus jitter, and the backoff
   only resets after a connection that actually delivered data;
-- trades missed while disconnected are fetched from REST by ``sequential_id`` and delivered
-  in order without duplicates, announced by a ``Gap`` event; ``Health`` events tell
-  consumers about the connection;
+- trades missed while disconnected, or while a subscription change switched the answer
+  upstream, are fetched from REST by ``sequential_id`` and delivered in order without
+  duplicates, announced by a ``Gap`` event (none when the answer's SNAPSHOT trade shows
+  nothing was missed); ``Health`` events tell consumers about the connection;
 - each consumer (``listen()``) has its own bounded queue: latest-wins for tickers and
   orderbooks; trades and candles are never dropped silently (``Overflow`` says how many).
 """
@@ -43,7 +44,7 @@ from ._records import Trade, WsError, WsStatus
 from ._subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
 from ._trade_fill import FILL_PAGE_SIZE, TradeSource, fetch_missing
 from ._trade_sequence import FillNeeded, Output, TradeSequencer
-from ._wire_ws import decode_ws
+from ._wire_ws import decode_ws_frame
 
 __all__ = [
     "DEFAULT_PING_INTERVAL",
@@ -184,7 +185,10 @@ class Stream:
         self._task_group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ws: ClientConnection | None = None
-        self._epoch = 0
+        self._epoch = 0  # connections opened
+        # Subscription requests sent: the trade sequencer's epoch, since upstream starts
+        # every answer afresh (a new connection's first request or a change re-sent).
+        self._generation = 0
         self._state = ""
         self._connect_failures = 0
         self._frames = 0
@@ -362,6 +366,7 @@ class Stream:
                 await ws.close()  # Upbit rejects an empty request; close politely instead
                 raise _ConnectionLost("nothing subscribed")
             message = self._subs.request_message(self._ticket).decode()
+            self._generation += 1  # before sending: no frame of the new answer precedes it
             try:
                 await ws.send(message)
             except ConnectionClosed as exc:
@@ -397,7 +402,6 @@ class Stream:
             self._pongs += 1
 
     async def _read_loop(self, ws: ClientConnection) -> None:
-        epoch = self._epoch
         while True:
             try:
                 frame = await ws.recv()
@@ -406,7 +410,7 @@ class Stream:
             self._frames += 1
             data = frame.encode() if isinstance(frame, str) else frame
             try:
-                event = decode_ws(data)
+                event, snapshot = decode_ws_frame(data)
             except (MarketspineError, msgspec.MsgspecError, ValueError) as exc:
                 self._undecodable += 1
                 logger.warning("skipping an undecodable WebSocket frame (%s): %.200r", exc, data)
@@ -419,7 +423,11 @@ class Stream:
             self._last_frame[kind] = self._clock()
             if isinstance(event, Trade):
                 subscribed = event.market in self._subs.markets("trade")
-                self._emit(self._trades.receive(event, epoch, subscribed=subscribed))
+                self._emit(
+                    self._trades.receive(
+                        event, self._generation, subscribed=subscribed, snapshot=snapshot
+                    )
+                )
             else:
                 self._fanout.publish(event, kind, event.market)
 

@@ -1,14 +1,24 @@
 """Trade sequencing: per market, which trades to deliver, which are duplicates, and when a
-reconnect left a hole to fill (pure: trades in, decisions out, like h11's state machine).
+reconnect or a subscription change left a hole to fill (pure: trades in, decisions out, like
+h11's state machine).
 
-The stream feeds every trade frame with the connection (``epoch``) it came through. The
-first trade after a reconnect holds the market's stream while the hole is fetched from REST;
+The stream feeds every trade frame with the ``epoch`` it came under: a new epoch starts with
+every subscription request (a new connection's first, or a change re-sent on the same one),
+since upstream then answers afresh and trades of the switch can be lost. The first trade of a
+tracked market in a new epoch holds the market's stream while the hole is fetched from REST;
 trades arriving meanwhile wait, and are replayed in order once the fill is handed back.
+
+Upbit answers a request (unless ``is_only_realtime``) with each code's latest trade as a
+SNAPSHOT frame first. A snapshot already delivered proves nothing was missed: the market
+adopts the new epoch without a fill. An unseen snapshot always asks for the hole before it,
+whatever its epoch (frames of the old subscription may still arrive after a request is
+sent, so the epoch alone cannot tell where the new answer starts).
 
 The ids remembered per market for de-duplication are live state like any other: given the
 shared ``MemoryBudget``, each market's window of ids is one entry of it (one holder per
-sequencer). When the budget evicts it (the market that traded least recently), the window
-is emptied; the market's last trade stays, so a reconnect still fills its gap.
+sequencer). When the budget evicts it (the market that traded least recently), only its
+newest ids stay (its last trade among them: a snapshot of it is still known, and a
+reconnect still fills the gap after it).
 """
 
 from __future__ import annotations
@@ -24,12 +34,21 @@ from ._listener import Gap
 from ._memory import MemoryBudget
 from ._records import Trade
 
-__all__ = ["SEEN_PER_MARKET", "FillNeeded", "Output", "TradeSequencer", "TradeTrack"]
+__all__ = [
+    "KEPT_WHEN_EVICTED",
+    "SEEN_PER_MARKET",
+    "FillNeeded",
+    "Output",
+    "TradeSequencer",
+    "TradeTrack",
+]
 
 # Sequential ids remembered per market to drop duplicates (REST fill vs. WebSocket replays).
 # Duplicates are the newest trades around a reconnect, so a short window is enough; 4096
 # ids cost about 690 KB per market (145 MiB for 216 markets, outside any bound in bytes).
 SEEN_PER_MARKET = 512
+# Ids a market keeps when the budget evicts its window (uncharged until it trades again).
+KEPT_WHEN_EVICTED = 16
 _ID_BYTES = sys.getsizeof(10**16)  # a 17-digit sequential id
 _holders = itertools.count()  # each sequencer is its own holder of the budget
 
@@ -39,11 +58,12 @@ class TradeTrack:
     """What one market's trade stream has delivered, for de-duplication and gap filling."""
 
     last: Trade | None = None
-    epoch: int = 0  # the connection the last trade came through
+    epoch: int = 0  # the epoch (subscription request) the last trade came under
     seen: deque[int] = field(default_factory=lambda: deque(maxlen=SEEN_PER_MARKET))
     seen_set: set[int] = field(default_factory=set)
-    # While a gap is being filled, trades arriving meanwhile wait here with their epoch.
-    pending: list[tuple[int, Trade]] | None = None
+    # While a gap is being filled, trades arriving meanwhile wait here with their epoch and
+    # whether they came as a SNAPSHOT.
+    pending: list[tuple[int, Trade, bool]] | None = None
 
     def remember(self, trade: Trade, epoch: int) -> None:
         if len(self.seen) == self.seen.maxlen:
@@ -65,7 +85,7 @@ class TradeTrack:
 @dataclass(frozen=True, eq=False)
 class FillNeeded:
     """Fetch the trades of ``market`` after ``before`` and before ``after`` (the first trade
-    of connection ``epoch``), then hand them to ``TradeSequencer.filled``."""
+    of a new answer, under ``epoch``), then hand them to ``TradeSequencer.filled``."""
 
     market: str
     before: Trade
@@ -110,26 +130,34 @@ class TradeSequencer:
         self._charged.pop(market, None)
         track = self._tracks.get(market)
         if track is not None:
-            track.seen = deque(maxlen=SEEN_PER_MARKET)
-            track.seen_set = set()
+            newest = list(track.seen)[-KEPT_WHEN_EVICTED:]
+            track.seen = deque(newest, maxlen=SEEN_PER_MARKET)
+            track.seen_set = set(newest)
 
-    def receive(self, trade: Trade, epoch: int, *, subscribed: bool) -> list[Output]:
-        """Take one trade frame from connection ``epoch``; ``subscribed`` says whether its
-        market is still subscribed (late frames of a market just dropped are ignored)."""
+    def receive(
+        self, trade: Trade, epoch: int, *, subscribed: bool, snapshot: bool = False
+    ) -> list[Output]:
+        """Take one trade frame that came under ``epoch``; ``subscribed`` says whether its
+        market is still subscribed (late frames of a market just dropped are ignored),
+        ``snapshot`` whether it was a SNAPSHOT frame (the start of a request's answer)."""
         track = self._tracks.get(trade.market)
         if track is None:
             if not subscribed:
                 return []
             track = self._tracks[trade.market] = TradeTrack()
         if track.pending is not None:
-            track.pending.append((epoch, trade))
+            track.pending.append((epoch, trade, snapshot))
             return []
         if track.has(trade.seq):
             self.duplicates += 1
+            if snapshot:  # the new answer starts where delivery stands: nothing missed
+                track.epoch = epoch
             return []
-        if track.last is not None and epoch != track.epoch:
-            # First trade since a reconnect: hold the stream while the hole is filled.
-            track.pending = [(epoch, trade)]
+        if track.last is not None and (snapshot or epoch != track.epoch):
+            # A new answer (reconnect, resubscription) starts with a trade not delivered:
+            # hold the stream while the hole before it is filled. The trade itself ends the
+            # fill, so it is replayed as a plain one.
+            track.pending = [(epoch, trade, False)]
             return [FillNeeded(trade.market, track.last, trade, epoch, track)]
         self._remember(trade.market, track, trade, epoch)
         return [trade]
@@ -152,8 +180,8 @@ class TradeSequencer:
             out.append(trade)
         track.epoch = fill.epoch
         pending, track.pending = track.pending or [], None
-        for held_epoch, trade in pending:
-            out.extend(self.receive(trade, held_epoch, subscribed=True))
+        for held_epoch, trade, snapshot in pending:
+            out.extend(self.receive(trade, held_epoch, subscribed=True, snapshot=snapshot))
         return out
 
     def remembered(self, market: str) -> int:

@@ -26,7 +26,7 @@ from ._time import parse_naive_utc
 from ._timeframes import WS_CANDLE_TYPES
 from ._wire import decode_wire
 
-__all__ = ["WsMessage", "decode_ws"]
+__all__ = ["WsMessage", "decode_ws", "decode_ws_frame"]
 
 
 class _WsError(msgspec.Struct, gc=False):
@@ -85,6 +85,7 @@ class _WsDefault(msgspec.Struct, gc=False):
     candle_date_time_utc: str = ""
     candle_acc_trade_volume: float = 0.0
     candle_acc_trade_price: float = 0.0
+    stream_type: str = ""  # SNAPSHOT (the first frame per code of an answer) or REALTIME
     # keep-alive and errors
     status: str | None = None
     error: _WsError | None = None
@@ -122,6 +123,7 @@ class _WsSimple(msgspec.Struct, gc=False):
     cdttmu: str = ""
     catv: float = 0.0
     catp: float = 0.0
+    st: str = ""
     status: str | None = None
     error: _WsError | None = None
 
@@ -143,10 +145,24 @@ def decode_ws(frame: bytes) -> WsMessage:
 
     Raises UpstreamError for frames that are not JSON objects or carry an unknown type.
     """
+    return decode_ws_frame(frame)[0]
+
+
+def decode_ws_frame(frame: bytes) -> tuple[WsMessage, bool]:
+    """As ``decode_ws``, and whether the frame is a SNAPSHOT (``stream_type``): the first
+    frame per code of the answer to a subscription request."""
     # SIMPLE frames key the type as "ty"; DEFAULT frames never contain that key.
     if b'"ty"' in frame:
-        return decode_wire(_ws_simple_decoder, frame, "WebSocket frame", _from_simple)
-    return decode_wire(_ws_default_decoder, frame, "WebSocket frame", _from_default)
+        return decode_wire(_ws_simple_decoder, frame, "WebSocket frame", _simple_frame)
+    return decode_wire(_ws_default_decoder, frame, "WebSocket frame", _default_frame)
+
+
+def _simple_frame(m: _WsSimple) -> tuple[WsMessage, bool]:
+    return _from_simple(m), m.st == "SNAPSHOT"
+
+
+def _default_frame(m: _WsDefault) -> tuple[WsMessage, bool]:
+    return _from_default(m), m.stream_type == "SNAPSHOT"
 
 
 def _unknown_frame(kind: str | None) -> UpstreamError:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from serve_support import ServeProcess, serve_processes, sim_stats
+from serve_support import ServeProcess, serve_processes
 from services import PrivateRedis
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -98,7 +98,6 @@ async def test_killing_the_feed_holder_hands_the_feed_over_without_a_lost_trade(
             )
             assert holder_pid(store, lease) == a.process.pid
             before = len(seen)
-            fills_before = sim_stats(fast_sim)["requests"]["by_group"].get("trade", 0)
             a.process.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             await wait_for(lambda: holder_pid(store, lease) == b.process.pid, 30, "b to take over")
@@ -115,8 +114,9 @@ async def test_killing_the_feed_holder_hands_the_feed_over_without_a_lost_trade(
             await ws.close()
             await first.close()
         assert takeover_s <= TAKEOVER_S, f"takeover took {takeover_s:.2f} s"
-        # b filled the hole from REST (trades by sequential_id) before going on live.
-        assert sim_stats(fast_sim)["requests"]["by_group"].get("trade", 0) > fills_before
+        # Whether b needed a REST fill depends on whether a trade fell between a's last
+        # publication and b's first socket frame; the continuity below holds either way
+        # (the fill itself is tested in tests/test_shared_stream.py).
     for market in MARKETS:
         # From the last trade before the kill on (the wants settled by then: each change
         # re-sends the holder's request, and the simulator, like Upbit, answers afresh).

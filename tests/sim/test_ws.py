@@ -248,6 +248,23 @@ async def test_a_new_request_replaces_the_subscription(sim: Sim) -> None:
     assert all(f.get("ty") == "trade" and f["cd"] == ETH for f in frames[new_from:])
 
 
+async def test_a_new_request_starts_a_code_already_streaming_with_its_latest_trade(
+    sim: Sim,
+) -> None:
+    """As on Upbit, a request answers afresh: a code streaming before gets a SNAPSHOT of its
+    latest trade again (what a client checks to know whether the switch lost trades)."""
+    async with connect(sim) as ws:
+        await subscribe(ws, {"type": "trade", "codes": [BTC]})
+        await frames_until(ws, lambda f: len(f) >= 1)
+        sim.clock.advance(30_000)
+        latest = sim.state.history.last_trade(BTC, sim.clock.ms).seq
+        await frames_until(ws, lambda f: any(x["sequential_id"] == latest for x in f))
+        await subscribe(ws, {"type": "trade", "codes": [BTC, ETH]})
+        after = await frames_until(ws, lambda f: len(of(f, "trade", ETH)) >= 1)
+    [again] = [f for f in of(after, "trade", BTC) if f["stream_type"] == "SNAPSHOT"]
+    assert again["sequential_id"] == latest
+
+
 async def test_list_subscriptions_in_default_and_simple(sim: Sim) -> None:
     async with connect(sim) as ws:
         await ws.send('[{"ticket":"q"},{"method":"LIST_SUBSCRIPTIONS"}]')

@@ -65,8 +65,14 @@ _ERROR_STATUSES = tuple(_SERVER_ERRORS)
 class _Runtime:
     """What the request pipeline needs besides SimState: the limiter and the fault dice."""
 
-    def __init__(self, seed: int, limit_clock: Callable[[], float] | None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        limit_clock: Callable[[], float] | None,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
         self.limiter = RateLimiter() if limit_clock is None else RateLimiter(limit_clock)
+        self.sleep = sleep  # waits out the simulated network latency
         # A dedicated generator: fault decisions are reproducible for a seed and never
         # disturb any other randomness.
         self.dice = random.Random(f"marketspine-sim-faults-{seed}")
@@ -107,7 +113,9 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
         stats.count_request(group, request.scope["path"])
         if faults.latency_ms or faults.jitter_ms:
             delay_ms = faults.latency_ms + runtime.dice.uniform(0.0, faults.jitter_ms)
-            await asyncio.sleep(delay_ms / 1000)  # simulated network latency
+            # On the limiter's clock: the request is counted when it arrives, its latency
+            # after it left, however the clock is driven.
+            await runtime.sleep(delay_ms / 1000)
         if faults.rate_limit > 0:
             client = request.client.host if request.client else "unknown"
             origin = "origin" in request.headers
@@ -296,12 +304,16 @@ def create_app(
     *,
     clock: Callable[[], int] | None = None,
     limit_clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     history: History | None = None,
 ) -> Starlette:
     """A simulator app (Starlette, ASGI). ``clock`` returns simulated UTC epoch ms (default:
     ``SimClock(config.speed)``); ``limit_clock`` returns real seconds for the rate limiter
-    (default ``time.monotonic``); ``history`` shares an existing ``History`` of the same seed,
-    region and size (default: a new one). ``app.state.sim`` is the ``SimState``."""
+    (default ``time.monotonic``) and ``sleep`` waits out the simulated latency on the same
+    time (default ``asyncio.sleep``): pass both from one fake clock, or a request is counted
+    whenever the fake clock has got to after a real wait, not when it arrives. ``history``
+    shares an existing ``History`` of the same seed, region and size (default: a new one).
+    ``app.state.sim`` is the ``SimState``."""
     if history is None:
         history = History(config.seed, markets=config.markets, region=config.region)
     app = Starlette(
@@ -315,7 +327,7 @@ def create_app(
         clock=clock if clock is not None else SimClock(config.speed),
         faults=config.faults(),
     )
-    app.state.sim_runtime = _Runtime(config.seed, limit_clock)
+    app.state.sim_runtime = _Runtime(config.seed, limit_clock, sleep)
     return app
 
 
