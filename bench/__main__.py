@@ -15,8 +15,18 @@ from rich.console import Console
 from rich.table import Table
 
 MODULES = (
-    "sim_history", "sim_rest", "client", "store", "spine", "calls", "memory", "workload",
-    "serve", "serve_ws", "scale", "feed",
+    "sim_history",
+    "sim_rest",
+    "client",
+    "store",
+    "spine",
+    "calls",
+    "memory",
+    "workload",
+    "serve",
+    "serve_ws",
+    "scale",
+    "feed",
 )
 
 

@@ -379,7 +379,7 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
         upstream=upstream,
         exchanges=list(exchange),
         db=db or _default_db(upstream),
-        json_output=json_output
+        json_output=json_output,
     )
 
 

@@ -82,8 +82,7 @@ def run_export(
             source = f" (or -t 1m, from which {tf.name} is built)" if tf.name in DERIVABLE else ""
             reason = (
                 f"nothing stored for {code} {tf.name} {span} in {db}; run "
-                f"`marketspine collect {code} -t {tf.name}`{source} first"
-                + sibling_hint(db)
+                f"`marketspine collect {code} -t {tf.name}`{source} first" + sibling_hint(db)
             )
         print(f"marketspine: {reason}; no file written", file=sys.stderr)
         raise SystemExit(EXIT_NOTHING_STORED)

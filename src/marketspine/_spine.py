@@ -124,8 +124,12 @@ class Spine:
         self._market_list = MarketList(
             self._upstream,
             exchanges,  # configured ones are warmed up at start-up too
-            budget=budget, on_call=self._accounting.call_made, transport=transport,
-            every_s=warmup_every_s, sleep=sleep, shared=shared.catalog if shared else None,
+            budget=budget,
+            on_call=self._accounting.call_made,
+            transport=transport,
+            every_s=warmup_every_s,
+            sleep=sleep,
+            shared=shared.catalog if shared else None,
         )
         self._feed = LiveFeed(  # with redis, one process holds the upstream socket for all
             ws_url or ws_url_for(self._upstream), self._live, start=self._start,

@@ -61,9 +61,11 @@ def page(serve: ServeProcess) -> Iterator[Any]:
             errors: list[tuple[str, str]] = []  # (message, the URL it concerns)
             tab.on(
                 "console",
-                lambda m: errors.append((m.text, m.location.get("url", "")))
-                if m.type == "error"
-                else None,
+                lambda m: (
+                    errors.append((m.text, m.location.get("url", "")))
+                    if m.type == "error"
+                    else None
+                ),
             )
             tab.on("pageerror", lambda e: errors.append((str(e), "")))
             tab.errors = errors
