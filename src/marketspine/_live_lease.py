@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import msgspec
 from redis.asyncio import Redis
 
+from ._redis_lease import RELEASE_IF_HELD
+
 __all__ = ["Claim", "LiveLease", "Want", "WantedMarkets", "deepest", "new_token"]
 
 # (kind, market, orderbook depth or 0)
@@ -42,10 +44,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local generation = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
 return {1, generation, ARGV[1], tonumber(ARGV[2])}
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 # Wants: the value is "EXPIRY_MS PAYLOAD", the expiry on Redis's own clock.
 _WANT = """
@@ -101,7 +99,7 @@ class LiveLease:
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self._keys = [f"{feed}lease", f"{feed}generation"]
         self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
+        self._release = redis.register_script(RELEASE_IF_HELD)
 
     async def claim(self) -> Claim:
         """Take the lease if it is free, renew it if it is ours; returns who holds it."""

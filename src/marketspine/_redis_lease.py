@@ -17,13 +17,14 @@ from typing import TypeVar
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-__all__ = ["UNREACHABLE", "RedisLease"]
+__all__ = ["RELEASE_IF_HELD", "UNREACHABLE", "RedisLease"]
 
 T = TypeVar("T")
 
 # What a dead or unreachable Redis raises (the caller then works without the lease).
 UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
-_RELEASE = """
+# Delete the lease KEYS[1] only if ARGV[1] (the caller's token) still holds it.
+RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -42,7 +43,7 @@ class RedisLease:
         self._redis = redis
         self._lease_ms = max(1, round(lease_s * 1000))
         self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._release = redis.register_script(_RELEASE)
+        self._release = redis.register_script(RELEASE_IF_HELD)
         self._renew = redis.register_script(_RENEW)
 
     async def try_acquire(self) -> bool:

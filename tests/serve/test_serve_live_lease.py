@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from helpers import wait_until
 from serve_support import ServeProcess, serve_processes
 from services import PrivateRedis
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,14 +40,6 @@ def fast_sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterato
 def holder_pid(client: redis.Redis, lease: str) -> int | None:
     value = client.get(lease)
     return None if value is None else int(value.split(b":")[0])
-
-
-async def wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def subscribe(serve: ServeProcess, markets: tuple[str, ...]) -> ClientConnection:
@@ -85,13 +78,13 @@ async def test_killing_the_feed_holder_hands_the_feed_over_without_a_lost_trade(
         )
         # A client of a opens a's live feed first: a holds the lease.
         first = await subscribe(a, MARKETS[:1])
-        await wait_for(lambda: holder_pid(store, lease) == a.process.pid, 30, "a to hold")
+        await wait_until(lambda: holder_pid(store, lease) == a.process.pid, 30, "a to hold")
         # A client of b: b follows, its markets are wanted from a through Redis.
         seen: list[dict[str, Any]] = []
         ws = await subscribe(b, MARKETS)
         reader = asyncio.create_task(read_trades(ws, seen))
         try:
-            await wait_for(
+            await wait_until(
                 lambda: all(sum(t["code"] == m for t in seen) >= 2 for m in MARKETS),
                 30,
                 "trades of every market through Redis",
@@ -100,11 +93,13 @@ async def test_killing_the_feed_holder_hands_the_feed_over_without_a_lost_trade(
             before = len(seen)
             a.process.send_signal(signal.SIGKILL)
             killed = time.monotonic()
-            await wait_for(lambda: holder_pid(store, lease) == b.process.pid, 30, "b to take over")
+            await wait_until(
+                lambda: holder_pid(store, lease) == b.process.pid, 30, "b to take over"
+            )
             takeover_s = time.monotonic() - killed
             # Trades of every market that happened after the takeover, through b's own socket.
-            await wait_for(lambda: len(seen) >= before + 3 * len(MARKETS), 30, "more trades")
-            await wait_for(
+            await wait_until(lambda: len(seen) >= before + 3 * len(MARKETS), 30, "more trades")
+            await wait_until(
                 lambda: all(any(t["code"] == m for t in seen[before:]) for m in MARKETS),
                 30,
                 "trades of every market after the kill",
