@@ -1,11 +1,12 @@
 """A timestamped Upbit trade feed for ``bench serve_ws``, and serve in front of it.
 
-``python -m bench._ws_feed feed RATE`` serves ``/websocket/v1`` and prints ``serving on
-ws://HOST:PORT/websocket/v1``: every connection gets the trades of the codes it subscribed
-(Upbit's request format, DEFAULT frames), ``RATE`` trades per second in all, round-robin
-over the subscribed codes. Each trade is sent to every connection at the same moment, and its
-``sequential_id`` is the wall-clock time it was sent in nanoseconds, so a receiver in another
-process on this machine reads its latency off the frame. (The simulator ticks each connection
+``python -m bench._ws_feed feed RATE [BURST]`` serves ``/websocket/v1`` and prints
+``serving on ws://HOST:PORT/websocket/v1``: every connection gets the trades of the codes it
+subscribed (Upbit's request format, DEFAULT frames), ``RATE`` trades per second in all,
+round-robin over the subscribed codes, ``BURST`` (default 1) codes' trades back to back.
+Each trade is sent to every connection at the same moment, and its ``sequential_id`` is the
+wall-clock time it was sent in nanoseconds, so a receiver in another process on this
+machine reads its latency off the frame. (The simulator ticks each connection
 on its own 100 ms schedule, which would put up to 100 ms of phase between two connections.)
 
 ``python -m bench._ws_feed serve REST_URL WS_URL DB`` runs ``marketspine serve`` with REST
@@ -26,8 +27,9 @@ from websockets.exceptions import ConnectionClosed
 
 
 class _Feed:
-    def __init__(self, rate: float) -> None:
-        self.period = 1.0 / rate
+    def __init__(self, rate: float, burst: int) -> None:
+        self.period = burst / rate
+        self.burst = burst
         self.codes: dict[ServerConnection, list[str]] = {}
         self.last_ns = 0
 
@@ -53,17 +55,20 @@ class _Feed:
         while True:
             next_at += self.period
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            turn += 1
-            frames: dict[str, bytes] = {}
-            for ws, codes in list(self.codes.items()):
-                if not codes:
-                    continue
-                code = codes[turn % len(codes)]
-                frame = frames.get(code)
-                if frame is None:
-                    frame = frames[code] = self.frame(code)
-                with contextlib.suppress(ConnectionClosed):
-                    await ws.send(frame)
+            # A burst sends the next BURST codes' trades back to back, each to every
+            # connection before the next one.
+            for _ in range(self.burst):
+                turn += 1
+                frames: dict[str, bytes] = {}
+                for ws, codes in list(self.codes.items()):
+                    if not codes:
+                        continue
+                    code = codes[turn % len(codes)]
+                    frame = frames.get(code)
+                    if frame is None:
+                        frame = frames[code] = self.frame(code)
+                    with contextlib.suppress(ConnectionClosed):
+                        await ws.send(frame)
 
     def frame(self, code: str) -> bytes:
         now_ns = max(time.time_ns(), self.last_ns + 1)
@@ -93,8 +98,8 @@ class _Feed:
         return json.dumps(trade).encode()
 
 
-async def _feed(rate: float) -> None:
-    feed = _Feed(rate)
+async def _feed(rate: float, burst: int) -> None:
+    feed = _Feed(rate, burst)
     async with serve(feed.handler, "127.0.0.1", 0, ping_interval=None) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"serving on ws://127.0.0.1:{port}/websocket/v1", flush=True)
@@ -104,7 +109,7 @@ async def _feed(rate: float) -> None:
 def main(argv: list[str]) -> None:
     if argv[0] == "feed":
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_feed(float(argv[1])))
+            asyncio.run(_feed(float(argv[1]), int(argv[2]) if len(argv) > 2 else 1))
         return
     from marketspine._serve import run_serve
 
