@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedOK
 
 from marketspine._server_thread import server_thread
 from marketspine._ws_frames import binary_frame, raw_frames
@@ -29,11 +30,11 @@ def _app(seen: list[Any]) -> Starlette:
         await websocket.send_bytes(b"through asgi")
         for size in SIZES:
             if raw is not None:
-                assert raw.write(binary_frame(bytes([size % 251]) * size))
+                assert raw.write(binary_frame(bytes([size % 251]) * size)) >= 0
         await websocket.send_bytes(b"asgi again")
         await websocket.receive()  # until the client leaves
         if raw is not None:
-            assert not raw.write(binary_frame(b"late"))  # closed: nothing written
+            assert raw.write(binary_frame(b"late")) == -1  # closed: nothing written
 
     return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
 
@@ -46,6 +47,29 @@ async def test_raw_frames_reach_a_real_client_in_order() -> None:
     assert got[0] == b"through asgi" and got[-1] == b"asgi again"
     assert got[1:-1] == [bytes([size % 251]) * size for size in SIZES]
     assert seen[0] is not None and seen[0].buffered() == 0
+
+
+async def test_nothing_is_written_after_the_close_frame() -> None:
+    # Once serve has sent its close frame the socket stays open for the client's reply,
+    # but no data frame may follow (RFC 6455 5.5.1).
+    seen: list[Any] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raw = raw_frames(websocket.scope)
+        assert raw is not None
+        assert raw.write(binary_frame(b"before")) >= 0
+        await websocket.close(1000, "done")
+        seen.append(raw.write(binary_frame(b"after")))
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    with server_thread(app) as url:
+        async with connect(url.replace("http", "ws") + "/ws", compression=None) as ws:
+            assert await ws.recv() == b"before"
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+    assert ws.close_code == 1000 and ws.close_reason == "done"
+    assert seen == [-1]
 
 
 def test_no_writer_is_offered_by_other_servers() -> None:

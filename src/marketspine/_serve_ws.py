@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._errors import MarketspineError
 from ._serve_ws_format import ClientStream, at_supported_levels, client_streams, listing
-from ._serve_ws_hub import Pair, Rendered, UpstreamHub
+from ._serve_ws_hub import Pair, Rendered, UpstreamHub, Variant
 from ._spine import Spine
 from ._subscriptions import MessagePacer
 from ._ws_frames import RawFrames, binary_frame, raw_frames
@@ -79,7 +79,7 @@ class GatewayStatistics:
     snapshot_fetches: int  # snapshots asked of the Spine (no event seen yet)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Client:
     """One downstream connection: its subscription, queue and tasks."""
 
@@ -88,6 +88,8 @@ class _Client:
     raw: RawFrames | None = None  # writes pre-built frames straight out, when served so
     format: str = "DEFAULT"
     streams: dict[str, ClientStream] = field(default_factory=dict)
+    # pair -> (its realtime variant, whether realtime frames are wanted): see ``configure``
+    routes: dict[Pair, tuple[Variant, bool]] = field(default_factory=dict)
     pending: set[Pair] = field(default_factory=set)  # snapshots still owed
     queue: deque[bytes] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -109,52 +111,65 @@ class _Client:
     def listed(self) -> bool:
         return self.format.endswith("_LIST")
 
+    def configure(self, format: str, streams: dict[str, ClientStream]) -> None:
+        """Take a new format and subscription; each pair's realtime variant is worked out
+        here once, not per event and client."""
+        self.format, self.streams = format, streams
+        simple, listed = self.simple, self.listed
+        self.routes = {
+            (s.kind, code): ((simple, "REALTIME", depth or 30, s.level, listed), s.realtime)
+            for s in streams.values()
+            for code, depth in s.codes.items()
+        }
+
     def pairs(self) -> set[Pair]:
-        return {(s.kind, code) for s in self.streams.values() for code in s.codes}
+        return set(self.routes)
 
     def owes_snapshot(self, pair: Pair) -> bool:
         return pair in self.pending
 
+    def realtime_route(self, pair: Pair) -> tuple[Variant, bool] | None:
+        route = self.routes.get(pair)
+        return (route[0], self.raw is not None) if route is not None and route[1] else None
+
     def offer(self, pair: Pair, rendered: Rendered) -> None:
         """Queue an event of ``pair``: as the snapshot still owed (the freshest state is
         the snapshot), else as realtime unless the client asked for snapshots only."""
-        stream = self.streams.get(pair[0])
-        if stream is None or pair[1] not in stream.codes:
+        route = self.routes.get(pair)
+        if route is None:
             return
-        if pair in self.pending:
+        variant, realtime = route
+        if self.pending and pair in self.pending:
             self.pending.discard(pair)
-            stream_type = "SNAPSHOT"
-        elif stream.realtime:
-            stream_type = "REALTIME"
-        else:
+            variant = (variant[0], "SNAPSHOT", *variant[2:])
+        elif not realtime:
             return
-        depth = stream.codes[pair[1]] or 30
-        if self.raw is not None:  # the frame is built once for every client alike
-            self._emit(rendered.frame(self.simple, stream_type, depth, stream.level, self.listed))
-        else:
-            self._emit(rendered.get(self.simple, stream_type, depth, stream.level, self.listed))
+        # The frame is built once and the same bytes written to every client alike.
+        self.send(rendered.frame(variant) if self.raw is not None else rendered.get(variant))
 
     def push(self, message: bytes, *, listed: bool = True) -> None:
         """Send or queue one message without waiting (in the LIST formats' JSON array
         unless ``listed`` is False); closes the client when it is too far behind."""
         # The LIST formats carry messages in JSON arrays; one message per frame here.
         data = b"[" + message + b"]" if listed and self.listed else message
-        self._emit(data if self.raw is None else binary_frame(data))
+        self.send(data if self.raw is None else binary_frame(data))
 
-    def _emit(self, data: bytes) -> None:
-        """``data`` is a whole frame when ``raw`` writes them, else a message to queue."""
+    def send(self, data: bytes) -> None:
+        """Send ``data`` now, a whole frame when ``raw`` writes them, else queue it as a
+        message; closes the client when it is too far behind. The fan-out's hot path."""
         if self.close_code is not None:
             return
         if self.raw is not None:
-            # Frames wait in the transport only once the socket's buffers are full.
-            self.backlog = self.backlog + 1 if self.raw.buffered() else 0
-            if self.backlog >= self.queue_limit:
-                self.close(SLOW_CLOSE_CODE, f"too slow: {self.queue_limit} frames were not read")
-            elif self.raw.write(data):
-                self.sent += 1
-            else:
+            waiting = self.raw.write(data)
+            if waiting < 0:
                 self.gone = True
                 self.close(1000, "")
+                return
+            self.sent += 1
+            # Frames wait in the transport only once the socket's buffers are full.
+            self.backlog = self.backlog + 1 if waiting else 0
+            if self.backlog >= self.queue_limit:
+                self.close(SLOW_CLOSE_CODE, f"too slow: {self.queue_limit} frames were not read")
             return
         if len(self.queue) >= self.queue_limit:
             self.close(SLOW_CLOSE_CODE, f"too slow: {self.queue_limit} frames were not read")
@@ -354,7 +369,7 @@ class WsGateway:
             client.wake.set()
             return False
         if isinstance(request, ListRequest):
-            client.format = request.format or client.format
+            client.configure(request.format or client.format, client.streams)
             rows = listing(client.streams)
             client.push(_encoder.encode(list_message(client.simple, request.ticket, rows)))
             return True
@@ -362,8 +377,7 @@ class WsGateway:
         streams = at_supported_levels(streams, await self._levels(streams))
         client.subscribed = True
         before = client.pairs()
-        client.format = request.format or "DEFAULT"
-        client.streams = streams
+        client.configure(request.format or "DEFAULT", streams)
         after = client.pairs()
         client.pending = {
             (s.kind, code) for s in streams.values() if s.snapshot for code in s.codes

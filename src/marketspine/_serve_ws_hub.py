@@ -23,33 +23,34 @@ from ._serve_ws_format import Extras, Record, kind_of, render, timeframe_of
 from ._spine import Spine
 from ._ws_frames import binary_frame
 
-__all__ = ["Pair", "Rendered", "Subscriber", "UpstreamHub"]
+__all__ = ["Pair", "Rendered", "Subscriber", "UpstreamHub", "Variant"]
 
 logger = logging.getLogger("marketspine.serve.ws")
 
 Pair = tuple[str, str]  # (type, market)
 
 
-_Variant = tuple[bool, str, int, float, bool]  # simple, stream_type, depth, level, listed
+# How one client wants an event rendered: simple keys, stream_type, orderbook depth,
+# orderbook level, listed (in a JSON array, for the LIST formats).
+Variant = tuple[bool, str, int, float, bool]
 
 
 class Rendered:
-    """One event's messages, rendered on first use per variant (simple, stream_type,
-    depth, level, listed: in a JSON array for the LIST formats), and their frames."""
+    """One event's messages, rendered on first use per ``Variant``, and their frames."""
 
     __slots__ = ("_extras", "_frames", "_messages", "_record")
 
     def __init__(self, record: Record, extras: Extras) -> None:
         self._record = record
         self._extras = extras
-        self._messages: dict[_Variant, bytes] = {}
-        self._frames: dict[_Variant, bytes] = {}
+        self._messages: dict[Variant, bytes] = {}
+        self._frames: dict[Variant, bytes] = {}
 
-    def get(self, simple: bool, stream_type: str, depth: int, level: float, listed: bool) -> bytes:
+    def get(self, variant: Variant) -> bytes:
         """The message of one variant."""
-        key = (simple, stream_type, depth, level, listed)
-        message = self._messages.get(key)
+        message = self._messages.get(variant)
         if message is None:
+            simple, stream_type, depth, level, listed = variant
             message = render(
                 self._record,
                 simple=simple,
@@ -58,17 +59,15 @@ class Rendered:
                 level=level,
                 extras=self._extras,
             )
-            message = self._messages[key] = b"[" + message + b"]" if listed else message
+            message = self._messages[variant] = b"[" + message + b"]" if listed else message
         return message
 
-    def frame(
-        self, simple: bool, stream_type: str, depth: int, level: float, listed: bool
-    ) -> bytes:
-        """The message of one variant as a whole WebSocket frame (``binary_frame``)."""
-        key = (simple, stream_type, depth, level, listed)
-        frame = self._frames.get(key)
+    def frame(self, variant: Variant) -> bytes:
+        """The message of one variant as a whole WebSocket frame (``binary_frame``); the
+        same bytes object for every client of the variant."""
+        frame = self._frames.get(variant)
         if frame is None:
-            frame = self._frames[key] = binary_frame(self.get(*key))
+            frame = self._frames[variant] = binary_frame(self.get(variant))
         return frame
 
 
@@ -81,6 +80,17 @@ class Subscriber(Protocol):
     def owes_snapshot(self, pair: Pair) -> bool:
         """Whether this client still waits for its snapshot of ``pair``."""
 
+    def realtime_route(self, pair: Pair) -> tuple[Variant, bool] | None:
+        """How this client takes realtime events of ``pair``: the variant, and whether as
+        whole frames (``Rendered.frame``) rather than messages; None when it takes none."""
+
+    def send(self, payload: bytes) -> None:
+        """Send or queue one payload of its ``realtime_route`` (never waits)."""
+
+
+# One feed's realtime fan-out: per (variant, framed), the send of every client taking it.
+_Plan = list[tuple[Variant, bool, list[Callable[[bytes], None]]]]
+
 
 @dataclass(eq=False)
 class _Feed:
@@ -92,6 +102,8 @@ class _Feed:
     pump: asyncio.Task[None] | None = None
     fetch: asyncio.Task[None] | None = None
     linger: asyncio.TimerHandle | None = None
+    plan: _Plan | None = None  # None: to be made again (the subscribers changed)
+    owing: bool = False  # a subscriber may still wait for its snapshot: events go by offer
 
 
 class UpstreamHub:
@@ -135,6 +147,7 @@ class UpstreamHub:
             if feed.pump is None:
                 feed.pump = self._spawn(self._pump(feed), f"ws-pump {pair}")
             feed.subscribers.add(subscriber)
+            feed.plan = None  # new, or its route may have changed
 
     def release(self, subscriber: Subscriber, pairs: set[Pair]) -> None:
         for pair in pairs:
@@ -142,6 +155,7 @@ class UpstreamHub:
             if feed is None:
                 continue
             feed.subscribers.discard(subscriber)
+            feed.plan = None
             if not feed.subscribers and feed.linger is None and not self._closed:
                 loop = asyncio.get_running_loop()
                 feed.linger = loop.call_later(self._linger_s, self._retire, feed)
@@ -152,7 +166,9 @@ class UpstreamHub:
         feed = self._feeds[pair]
         if feed.last is not None:
             subscriber.offer(pair, Rendered(feed.last, self._extras(feed.last)))
-        elif feed.fetch is None:
+            return
+        feed.owing = True  # the next event is its snapshot, if it comes before the fetch
+        if feed.fetch is None:
             feed.fetch = self._spawn(self._fetch(feed), f"ws-snapshot {pair}")
 
     def _retire(self, feed: _Feed) -> None:
@@ -210,8 +226,31 @@ class UpstreamHub:
             self._book[market] = record
         feed.last = record
         rendered = Rendered(record, self._extras(record))
+        if feed.owing:
+            self._offer(feed, rendered)
+            return
+        # The hot path, once per client per event: each variant is rendered once, then
+        # only the clients' sends run (worked out per client in ``_plan``, not here).
+        plan = feed.plan if feed.plan is not None else self._plan(feed)
+        for variant, framed, sends in plan:
+            payload = rendered.frame(variant) if framed else rendered.get(variant)
+            for send in sends:
+                send(payload)
+
+    def _plan(self, feed: _Feed) -> _Plan:
+        groups: dict[tuple[Variant, bool], list[Callable[[bytes], None]]] = {}
+        for subscriber in feed.subscribers:
+            route = subscriber.realtime_route(feed.pair)
+            if route is not None:
+                groups.setdefault(route, []).append(subscriber.send)
+        feed.plan = [(variant, framed, sends) for (variant, framed), sends in groups.items()]
+        return feed.plan
+
+    def _offer(self, feed: _Feed, rendered: Rendered) -> None:
+        """Offer to every subscriber, each deciding (a snapshot still owed comes first)."""
         for subscriber in list(feed.subscribers):
             subscriber.offer(feed.pair, rendered)
+        feed.owing = any(s.owes_snapshot(feed.pair) for s in feed.subscribers)
 
     def _extras(self, record: Record) -> Extras:
         book = self._book.get(record.market)
@@ -241,6 +280,7 @@ class UpstreamHub:
         for subscriber in list(feed.subscribers):
             if subscriber.owes_snapshot(feed.pair):
                 subscriber.offer(feed.pair, rendered)
+        feed.owing = any(s.owes_snapshot(feed.pair) for s in feed.subscribers)
 
     async def _fetch_record(self, kind: str, market: str) -> Record | None:
         """The current state of a pair from the Spine: live while watched, else REST

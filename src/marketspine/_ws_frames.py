@@ -26,6 +26,7 @@ from websockets.protocol import State
 __all__ = ["FRAMES_EXTENSION", "FramesProtocol", "RawFrames", "binary_frame", "raw_frames"]
 
 FRAMES_EXTENSION = "marketspine.websocket.frames"
+_OPEN = State.OPEN
 
 
 def binary_frame(payload: bytes) -> bytes:
@@ -43,28 +44,30 @@ def binary_frame(payload: bytes) -> bytes:
 class RawFrames:
     """Writes whole frames to one connection's transport, in order with uvicorn's own."""
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_conn", "_transport")
 
     def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
-        self._protocol = protocol
+        # Both are set once the connection is made, before the ASGI app runs.
+        self._conn = protocol.conn
+        self._transport = protocol.transport
 
-    def write(self, frame: bytes) -> bool:
-        """Write ``frame`` (from ``binary_frame``) now; returns False, writing nothing,
+    def write(self, frame: bytes) -> int:
+        """Write ``frame`` (from ``binary_frame``) now; returns how many bytes were waiting
+        in the transport before it (0 while the client keeps up), or -1, writing nothing,
         once the connection is closing or closed."""
-        protocol = self._protocol
-        if (
-            protocol.close_sent
-            or protocol.disconnected
-            or protocol.conn.state is not State.OPEN
-            or protocol.transport.is_closing()
-        ):
-            return False
-        protocol.transport.write(frame)
-        return True
+        # Every way uvicorn closes leaves the connection's state past OPEN (a close frame
+        # sent or received) or the transport closing (lost, aborted, shut down), so its
+        # own close_sent and disconnected flags need no reading here, once per frame.
+        transport = self._transport
+        if self._conn.state is not _OPEN or transport.is_closing():
+            return -1
+        waiting = transport.get_write_buffer_size()
+        transport.write(frame)
+        return waiting
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the socket (0 while the client keeps up)."""
-        return self._protocol.transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size()
 
 
 def raw_frames(scope: Mapping[str, Any]) -> RawFrames | None:
