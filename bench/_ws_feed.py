@@ -4,10 +4,11 @@
 ``serving on ws://HOST:PORT/websocket/v1``: every connection gets the trades of the codes it
 subscribed (Upbit's request format, DEFAULT frames), ``RATE`` trades per second in all,
 round-robin over the subscribed codes, ``BURST`` (default 1) codes' trades back to back.
-Each trade is sent to every connection at the same moment, and its ``sequential_id`` is the
-wall-clock time it was sent in nanoseconds, so a receiver in another process on this
-machine reads its latency off the frame. (The simulator ticks each connection
-on its own 100 ms schedule, which would put up to 100 ms of phase between two connections.)
+Each trade is sent to every connection at the same moment, in a new random order each
+time, and its ``sequential_id`` is the wall-clock time it was sent in nanoseconds, so a
+receiver in another process on this machine reads its latency off the frame. (The simulator
+ticks each connection on its own 100 ms schedule, which would put up to 100 ms of phase
+between two connections.)
 
 ``python -m bench._ws_feed serve REST_URL WS_URL DB`` runs ``marketspine serve`` with REST
 from ``REST_URL`` (the simulator) and the live feed from ``WS_URL``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -32,6 +34,7 @@ class _Feed:
         self.burst = burst
         self.codes: dict[ServerConnection, list[str]] = {}
         self.last_ns = 0
+        self.random = random.Random()
 
     async def handler(self, ws: ServerConnection) -> None:
         self.codes[ws] = []
@@ -60,7 +63,12 @@ class _Feed:
             for _ in range(self.burst):
                 turn += 1
                 frames: dict[str, bytes] = {}
-                for ws, codes in list(self.codes.items()):
+                # Each send takes tens of µs: in a fixed order the connection opened last
+                # (serve's, opened at its first subscriber, after the readers' direct ones)
+                # would always get each trade last. Shuffled, no connection is favoured.
+                order = list(self.codes.items())
+                self.random.shuffle(order)
+                for ws, codes in order:
                     if not codes:
                         continue
                     code = codes[turn % len(codes)]
