@@ -277,10 +277,10 @@ def run() -> list[dict[str, Any]]:
     # Round by round over every reader; each reader's "added" is against its own direct copy.
     best = {stamp: _best(results, stamp) for stamp in ("kernel", "reader")}
     kernel, reader = best["kernel"], best["reader"]
-    # Trades sent a second before the window ends at the latest, as in the rounds.
-    last = results[0]["direct"].end_ns - 1_000_000_000
-    expected = sum(sum(s < last for s, _ in r["direct"].kernel) for r in results)
-    got = sum(sum(s < last for s, _ in r["served"].kernel) for r in results)
+    # Trades sent inside the window, a second before it ends at the latest (as in the rounds).
+    first, last = results[0]["direct"].start_ns, results[0]["direct"].end_ns - 1_000_000_000
+    expected = sum(sum(first <= s < last for s, _ in r["direct"].kernel) for r in results)
+    got = sum(sum(first <= s < last for s, _ in r["served"].kernel) for r in results)
     delivered = got / max(1, expected * (CLIENTS // READERS))
     dropped = re.search(r"^marketspine_websocket_dropped_clients_total (\S+)$", metrics, re.M)
     direct, served, added = kernel["direct"], kernel["served"], kernel["added"]
