@@ -248,6 +248,30 @@ async def test_ping_list_subscriptions_and_list_format(gateway: tuple[str, Starl
     }
 
 
+async def test_a_format_given_with_list_subscriptions_applies_to_later_frames(
+    gateway: tuple[str, Starlette], upstream: str, clock: Any
+) -> None:
+    url, _ = gateway
+    async with connect(url) as ws:
+        await ws.send(request({"type": "trade", "codes": [BTC]}))
+        (snapshot,) = await frames_until(ws, lambda f: len(f) >= 1)
+        assert snapshot["type"] == "trade" and snapshot["stream_type"] == "SNAPSHOT"
+        clock.advance(30_000)
+        newest = await newest_trade(upstream, BTC)
+        await frames_until(ws, has_trade(newest["sequential_id"]))  # realtime, DEFAULT
+        await ws.send(
+            json.dumps([{"ticket": "b"}, {"method": "LIST_SUBSCRIPTIONS"}, {"format": "SIMPLE"}])
+        )
+        await frames_until(ws, lambda f: any("mthd" in x for x in f))
+        clock.advance(30_000)
+        newest = await newest_trade(upstream, BTC)
+        later = await frames_until(
+            ws,
+            lambda f: newest["sequential_id"] in {x.get("sid", x.get("sequential_id")) for x in f},
+        )
+    assert later and all(x["ty"] == "trade" and x["st"] == "REALTIME" for x in later)
+
+
 @pytest.mark.parametrize(
     ("message", "name"),
     [

@@ -370,6 +370,7 @@ class WsGateway:
             return False
         if isinstance(request, ListRequest):
             client.configure(request.format or client.format, client.streams)
+            self._hub.retain(client, client.pairs())  # its frames change with the format
             rows = listing(client.streams)
             client.push(_encoder.encode(list_message(client.simple, request.ticket, rows)))
             return True

@@ -137,6 +137,8 @@ class UpstreamHub:
     # -- who wants what ------------------------------------------------------------------------
 
     def retain(self, subscriber: Subscriber, pairs: set[Pair]) -> None:
+        """Feed ``pairs`` to ``subscriber``; call it again whenever its ``realtime_route``
+        of them changes (a new format), so their fan-out plans are made anew."""
         for pair in pairs:
             feed = self._feeds.get(pair)
             if feed is None:
