@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from ._candle_feed import ClosedCandle
 from ._errors import MarketspineError
 from ._records import Candle, Orderbook, Ticker, Trade
-from ._serve_ws_format import Extras, Record, kind_of, render, timeframe_of
+from ._serve_ws_format import Extras, Record, kind_of, render, repeats, timeframe_of
 from ._spine import Spine
 from ._ws_frames import binary_frame
 
@@ -200,8 +200,14 @@ class UpstreamHub:
             logger.warning("upstream feed for %s %s ended: %s", kind, market, exc)
 
     def _dispatch(self, feed: _Feed, record: Record) -> None:
-        if kind_of(record) != feed.pair[0] or record == feed.last:
-            # Equal again: upstream re-sent its snapshot after another pair was added.
+        if kind_of(record) != feed.pair[0]:
+            return
+        kept = None if feed.last is None else repeats(record, feed.last)
+        if kept is not None:
+            # Upstream re-sent its snapshot after another pair was added, or this is the
+            # WebSocket copy of the REST record the snapshot came from: nothing new to send,
+            # but later snapshots show the copy, which carries the WebSocket-only fields.
+            feed.last = kept
             return
         market = record.market
         if isinstance(record, Trade):
