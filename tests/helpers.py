@@ -160,7 +160,9 @@ class UnpacedBudget:
     async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
         return None
 
-    def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
         return None
 
     def penalize(self, group: str, seconds: float) -> None:
