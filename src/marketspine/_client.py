@@ -443,9 +443,14 @@ class Client:
         sent_at = self._clock()
         self._sent[group] += 1
         assert self._http is not None
-        response = await send_get(
-            self._http, path, params, self._timeouts.seconds, self._base_url, self._count_timeout
-        )
+        limit_s, on_timeout = self._timeouts.seconds, self._count_timeout
+        try:
+            response = await send_get(self._http, path, params, limit_s, self._base_url, on_timeout)
+        except UpstreamError:
+            # A hung or failed request may still have reached upstream, as late as now: the
+            # budget counts it then, as it counts a late reply (a refused one costs nothing).
+            self._budget.observe(group, None, sent_at=sent_at)
+            raise
         rtt_s = self._clock() - sent_at
         self._timeouts.observe(rtt_s)
         learn_from_reply(response, group, sent_at, rtt_s, self._budget, self._upstream_clock)
