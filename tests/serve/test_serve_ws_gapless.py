@@ -23,8 +23,8 @@ from marketspine.sim import SimConfig, create_app
 pytestmark = pytest.mark.timeout(90)
 
 MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-XRP"]
-SPEED = 30.0  # simulated seconds per real second: BTC trades about 20 times a second
-ENOUGH = 40  # REALTIME trades per market to compare
+SPEED = 60.0  # simulated seconds per real second: BTC trades about 40 times a second
+ENOUGH = 15  # REALTIME trades per market to compare
 WAIT_S = 30.0
 
 
