@@ -109,7 +109,7 @@ class _Feed:
 async def _feed(rate: float, burst: int) -> None:
     feed = _Feed(rate, burst)
     async with serve(feed.handler, "127.0.0.1", 0, ping_interval=None) as server:
-        port = server.sockets[0].getsockname()[1]
+        port = next(iter(server.sockets)).getsockname()[1]
         print(f"serving on ws://127.0.0.1:{port}/websocket/v1", flush=True)
         await feed.broadcast()
 

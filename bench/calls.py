@@ -24,6 +24,9 @@ from marketspine._collect import collect
 from marketspine._spine import Spine
 from marketspine._store import SQLiteStore
 from marketspine._time import DAY_MS
+from marketspine._timeframes import parse_timeframe
+
+ONE_MINUTE = parse_timeframe("1m")
 
 Row = dict[str, Any]
 
@@ -87,8 +90,8 @@ async def backfill(url: str, db: Path, days: int) -> tuple[float, dict[str, Any]
     async with Client(url) as client, SQLiteStore(db) as store:
         now = await client.synced_now_ms(DENSE)
         started = time.perf_counter()
-        await collect(client, store, [DENSE], "1m", since_ms=now - days * DAY_MS, until_ms=now,
-                      now_ms=now)  # fmt: skip
+        since = now - days * DAY_MS
+        await collect(client, store, [DENSE], ONE_MINUTE, since_ms=since, until_ms=now, now_ms=now)
         elapsed = time.perf_counter() - started
         timeout_s = client.statistics().timeout_s
     async with httpx.AsyncClient(base_url=url) as http:

@@ -76,8 +76,11 @@ async def _until(condition: Any, within_s: float = 60) -> None:
 
 
 def _holder(redis: Redis, lease: str) -> int | None:
-    value = redis.get(lease)
-    return None if value is None else int(value.split(b":")[0])
+    value = redis.get(lease)  # b"pid:generation"
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    return int(text.split(":")[0])
 
 
 async def _kill_and_take_over(

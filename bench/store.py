@@ -88,17 +88,17 @@ async def _reads(folder: Path) -> list[dict[str, Any]]:
                 for i in range(first, min(first + 10_000, minutes))
             ]  # fmt: skip
             covered = (batch[0].start_ms, batch[-1].start_ms + MINUTE_MS)
-            await store.write_page(MARKET, "1m", batch, covered)
+            await store.write_page(MARKET, _ONE_MINUTE, batch, covered)
     end = start + minutes * MINUTE_MS
     async with SQLiteStore(db) as store:  # a new connection: SQLite's page cache is cold
         middle = start + 40 * DAY_MS
         started = time.perf_counter()
-        thousand = await store.read(MARKET, "1m", middle, middle + 1000 * MINUTE_MS)
+        thousand = await store.read(MARKET, _ONE_MINUTE, middle, middle + 1000 * MINUTE_MS)
         read_ms = (time.perf_counter() - started) * 1000
         assert len(thousand) == 1000
     async with SQLiteStore(db) as store:
         started = time.perf_counter()
-        candles = await store.read(MARKET, "1m", start, end)
+        candles = await store.read(MARKET, _ONE_MINUTE, start, end)
         frame = CandleResult(MARKET, _ONE_MINUTE, candles).to_pandas()
         frame_s = time.perf_counter() - started
         assert len(frame) == minutes

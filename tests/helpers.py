@@ -2,7 +2,8 @@
 
 ``FakeTime`` is virtual monotonic time for code that takes ``clock``/``sleep``;
 ``ManualClock`` is a simulated UTC clock (epoch ms) for the simulator and Spine;
-``run_sim`` serves a simulator on a loopback port for a ``with`` block;
+``run_sim`` serves a simulator on a loopback port for a ``with`` block; ``SimGate`` holds
+its WebSocket traffic, to play a race out the same way every run;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
 """
@@ -13,9 +14,10 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from marketspine._ratebudget import BudgetStatistics, Priority
 from marketspine._time import parse_time
@@ -67,6 +69,55 @@ def run_sim(
 
     with running(config, clock=clock, app=app) as url:
         yield url
+
+
+_Message = MutableMapping[str, Any]
+
+
+class SimGate:
+    """Holds a simulator app's WebSocket traffic while closed: ``requests`` the messages its
+    clients send, ``frames`` the messages it sends them (both open at first); ``held``
+    counts the frames that had to wait. Serve ``wrap(create_app(...))`` with ``run_sim``;
+    the events are set and cleared from the test's thread."""
+
+    def __init__(self) -> None:
+        self.requests = threading.Event()
+        self.frames = threading.Event()
+        self.requests.set()
+        self.frames.set()
+        self.held = 0
+
+    def wrap(self, app: Any) -> Any:
+        async def gated(
+            scope: _Message,
+            receive: Callable[[], Awaitable[_Message]],
+            send: Callable[[_Message], Awaitable[None]],
+        ) -> None:
+            if scope["type"] != "websocket":
+                await app(scope, receive, send)
+                return
+
+            async def held_receive() -> _Message:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    await _opened(self.requests)
+                return message
+
+            async def held_send(message: _Message) -> None:
+                if message["type"] == "websocket.send" and not self.frames.is_set():
+                    self.held += 1
+                    await _opened(self.frames)
+                await send(message)
+
+            await app(scope, held_receive, held_send)
+
+        return gated
+
+
+async def _opened(event: threading.Event) -> None:
+    # The simulator runs on its own thread and loop; the test opens the gate from another.
+    while not event.is_set():  # noqa: ASYNC110
+        await asyncio.sleep(_POLL_S)
 
 
 class FakeTime:
@@ -160,7 +211,9 @@ class UnpacedBudget:
     async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
         return None
 
-    def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
         return None
 
     def penalize(self, group: str, seconds: float) -> None:

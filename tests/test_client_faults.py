@@ -49,6 +49,18 @@ async def set_faults(app: Any, **faults: float) -> None:
         (await http.post("/sim/faults", json=faults)).raise_for_status()
 
 
+class CountingBudget(LocalRateBudget):
+    """A local budget that counts the replies (or failures) it is told of."""
+
+    observed = 0
+
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
+        self.observed += 1
+        super().observe(group, remaining_sec, sent_at=sent_at)
+
+
 class HangOnce(httpx.AsyncBaseTransport):
     """The simulator in-process; once a request has hung there, hangs are switched off
     before the next request goes in (so exactly one hangs while ``hang_rate`` is 1)."""
@@ -68,7 +80,7 @@ async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> No
     from marketspine.sim import SimConfig, create_app
 
     app = create_app(SimConfig(rate_limit=0, latency_ms=30))
-    budget = LocalRateBudget(limit=1000)
+    budget = CountingBudget(limit=1000)
     retry = RetryPolicy(base_delay=0.01, max_delay=0.05)
     async with Client(
         "http://sim",
@@ -96,3 +108,6 @@ async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> No
     assert upstream["hung"] == 1
     assert upstream["requests"]["by_group"]["candles"] - requests_before == 2
     assert budget.statistics().groups["candles"].sent - sent_before == 2
+    # Every send is told back to the budget, the hung one included: it may have reached
+    # upstream as late as it was given up, and is counted then.
+    assert budget.observed == budget.statistics().groups["candles"].sent

@@ -225,7 +225,9 @@ async def test_two_processes_on_one_ip_recover_from_429s_and_418s(
 async def test_a_418_block_is_waited_out(sim_clock: Callable[[], int], fake: FakeTime) -> None:
     # A budget that believes in 100/s and ignores Remaining-Req makes strikes pile up fast.
     class Reckless(LocalRateBudget):
-        def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
+        def observe(
+            self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+        ) -> None:
             pass
 
     app = make_app(sim_clock, fake)

@@ -424,3 +424,54 @@ async def test_no_429_when_arrivals_jitter_more_than_the_default_margin(seed: in
     rate = len(verdicts) / (fake.now - 6000.0)
     assert rate >= 9.3, rate  # the wider window costs at most the jitter's share
     assert budget.statistics().groups["candles"].margin >= 0.045
+
+
+async def _one_late_arrival_then_a_full_window(start: float) -> tuple[list[int], list[float]]:
+    """What serve's budget met in test_four_clients_at_full_speed_cause_no_429: the group's
+    first request reached upstream 83 ms after it was granted (queued behind a slow reply at
+    the server), the next ones within 1 ms. Returns upstream's verdicts and the grant times."""
+    from marketspine.sim._limits import RateLimiter
+
+    fake = FakeTime(start)
+    budget = make_budget(fake)  # default margin: 20 ms
+    limiter = RateLimiter(clock=fake.clock)
+    verdicts: list[int] = []
+    grants: list[float] = []
+
+    async def request(to_upstream: float) -> None:
+        await budget.acquire("candles")
+        granted = fake.now
+        grants.append(granted)
+        await fake.sleep(to_upstream)
+        verdict = limiter.check("serve", "candles", 10)
+        verdicts.append(verdict.status)
+        await fake.sleep(0.001)  # the answer's way back
+        budget.observe("candles", verdict.remaining, sent_at=granted)
+
+    async def scenario() -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(request(0.083))
+            await fake.sleep(0.09)  # its answer is in before the others go
+            for _ in range(10):
+                tg.create_task(request(0.001))
+
+    await fake.run(scenario())
+    return verdicts, grants
+
+
+async def test_one_request_delayed_beyond_the_margin_cannot_make_eleven_in_a_second() -> None:
+    """Upstream counts a request when it arrives. A single early request delayed far beyond
+    the margin (before the margin has samples to learn from, or as the outlier a quantile
+    leaves out) must still keep the 11th request out of its second, at every phase of
+    upstream's calendar second."""
+    over: list[float] = []
+    for step in range(200):
+        start = 7000.0 + step * 0.005
+        verdicts, grants = await _one_late_arrival_then_a_full_window(start)
+        assert len(verdicts) == 11
+        if 429 in verdicts:
+            over.append(round(start % 1, 3))
+        # The cost is the late request's own delay beyond the margin, once: the 11th goes
+        # a window + margin after the first *arrived* (less the fastest round trip).
+        assert max(grants) - start <= 1.0 + 0.02 + 0.083 + 0.001, max(grants) - start
+    assert over == [], f"429 at phases {over}"

@@ -1,4 +1,5 @@
-"""Decoding Upbit's wire JSON into records: REST and WebSocket give the same record.
+"""Decoding Upbit's wire JSON into records: REST and WebSocket give the same record, the
+WebSocket's adding the fields only it sends.
 
 Payloads are the live captures quoted in API.md Appendix A.
 """
@@ -81,12 +82,37 @@ def test_rest_trade_keeps_the_17_digit_sequential_id_exact() -> None:
     assert trade.seq != int(float(trade.seq))
 
 
+# The fields only the WebSocket sends, None in a record decoded from REST.
+WS_ONLY_TRADE = dict.fromkeys(
+    ("best_ask_price", "best_ask_size", "best_bid_price", "best_bid_size")
+)
+WS_ONLY_TICKER = dict.fromkeys(
+    ("side", "acc_ask_volume", "acc_bid_volume", "market_state", "delisting_date")
+)
+
+
 def test_ws_trade_default_equals_rest_trade_with_signed_change() -> None:
     (rest,) = decode_trades(REST_TRADE)
     ws = decode_ws(WS_TRADE_DEFAULT)
-    assert ws == rest
     assert isinstance(ws, Trade)
+    assert msgspec.structs.replace(ws, **WS_ONLY_TRADE) == rest
     assert ws.change_price == -63000.0
+    # The WebSocket adds the book's best quotes at the trade; REST has none.
+    assert (ws.best_ask_price, ws.best_ask_size) == (91370000.0, 0.0070459)
+    assert (ws.best_bid_price, ws.best_bid_size) == (91361000.0, 0.00196362)
+    assert rest.best_ask_price is rest.best_ask_size is None
+    assert rest.best_bid_price is rest.best_bid_size is None
+    assert ws != rest  # records compare every field: a trade's identity is (market, seq)
+
+
+def test_ws_trade_without_best_quotes_or_side_still_decodes() -> None:
+    """Frames from before Upbit added best_* (2020) lack them; a missing side is BID."""
+    frame = json.loads(WS_TRADE_DEFAULT)
+    for key in ("best_ask_price", "best_ask_size", "best_bid_price", "best_bid_size", "ask_bid"):
+        del frame[key]
+    trade = decode_ws(json.dumps(frame).encode())
+    assert isinstance(trade, Trade)
+    assert trade.side == "BID" and trade.best_ask_price is None and trade.best_bid_size is None
 
 
 def test_ws_trade_simple_equals_default() -> None:
@@ -149,9 +175,29 @@ def test_ws_ticker_default_and_simple_equal_rest_ticker() -> None:
     raw = json.loads(REST_TICKER)[0]
     ws = {k: v for k, v in raw.items() if not k.endswith("_kst")}
     ws["code"] = ws.pop("market")
-    ws.update(type="ticker", stream_type="REALTIME", ask_bid="BID", market_state="ACTIVE")
+    ws.update(
+        type="ticker",
+        stream_type="REALTIME",
+        ask_bid="BID",
+        acc_ask_volume=150.11940843,
+        acc_bid_volume=154.0,
+        market_state="ACTIVE",
+        is_trading_suspended=False,
+        delisting_date=None,
+        market_warning="NONE",
+    )
     (rest,) = decode_tickers(REST_TICKER)
-    assert decode_ws(json.dumps(ws).encode()) == rest
+    default = decode_ws(json.dumps(ws).encode())
+    assert isinstance(default, Ticker)
+    assert msgspec.structs.replace(default, **WS_ONLY_TICKER) == rest
+    # The WebSocket-only fields, which REST does not send (API.md §1.4).
+    assert (default.side, default.acc_ask_volume, default.acc_bid_volume) == (
+        "BID",
+        150.11940843,
+        154.0,
+    )
+    assert (default.market_state, default.delisting_date) == ("ACTIVE", None)
+    assert msgspec.structs.replace(rest, **WS_ONLY_TICKER) == rest
     short = {
         "type": "ty", "code": "cd", "opening_price": "op", "high_price": "hp",
         "low_price": "lp", "trade_price": "tp", "prev_closing_price": "pcp", "change": "c",
@@ -162,10 +208,35 @@ def test_ws_ticker_default_and_simple_equal_rest_ticker() -> None:
         "trade_timestamp": "ttms", "ask_bid": "ab", "highest_52_week_price": "h52wp",
         "highest_52_week_date": "h52wdt", "lowest_52_week_price": "l52wp",
         "lowest_52_week_date": "l52wdt", "market_state": "ms", "timestamp": "tms",
-        "stream_type": "st",
+        "stream_type": "st", "acc_ask_volume": "aav", "acc_bid_volume": "abv",
+        "is_trading_suspended": "its", "delisting_date": "dd", "market_warning": "mw",
     }  # fmt: skip
     simple = {short[k]: v for k, v in ws.items()}
-    assert decode_ws(json.dumps(simple).encode()) == rest
+    assert decode_ws(json.dumps(simple).encode()) == default
+
+
+@pytest.mark.parametrize("fmt", ["DEFAULT", "SIMPLE"])
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("2026-08-01", "2026-08-01"), (None, None), ({"year": 2026}, None), (20260801, None)],
+)
+def test_ws_ticker_delisting_date_is_kept_only_as_a_string(
+    fmt: str, sent: object, kept: str | None
+) -> None:
+    """Upbit documents it as "a date or null" without a format: an unexpected shape is
+    dropped rather than failing the whole frame."""
+    if fmt == "DEFAULT":
+        frame = {
+            "type": "ticker",
+            "code": "KRW-BTC",
+            "market_state": "DELISTED",
+            "delisting_date": sent,
+        }
+    else:
+        frame = {"ty": "ticker", "cd": "KRW-BTC", "ms": "DELISTED", "dd": sent}
+    ticker = decode_ws(json.dumps(frame).encode())
+    assert isinstance(ticker, Ticker)
+    assert (ticker.market_state, ticker.delisting_date) == ("DELISTED", kept)
 
 
 def test_day_candle_start_is_the_utc_label_not_the_timestamp() -> None:
@@ -346,6 +417,28 @@ def test_records_are_frozen_and_encode() -> None:
         trade.price = 1.0  # type: ignore[misc]
     assert msgspec.json.decode(msgspec.json.encode(trade), type=Trade) == trade
     assert isinstance(decode_tickers(REST_TICKER)[0], Ticker)
+    ws = decode_ws(WS_TRADE_DEFAULT)
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(ws), type=Trade) == ws
+
+
+def test_records_without_the_ws_only_fields_still_decode() -> None:
+    """A record encoded before the WebSocket-only fields existed (a Redis feed entry of an
+    older version) decodes with them None; an older decoder ignores them."""
+    (trade,) = decode_trades(REST_TRADE)
+    (ticker,) = decode_tickers(REST_TICKER)
+    for record in (trade, ticker):
+        old = {k: v for k, v in msgspec.structs.asdict(record).items() if v is not None}
+        assert msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=type(record)) == record
+
+    class OldTrade(msgspec.Struct):  # the fields a Trade had before
+        market: str
+        seq: int
+        change_price: float
+
+    ws = decode_ws(WS_TRADE_DEFAULT)
+    assert isinstance(ws, Trade)
+    old_trade = msgspec.msgpack.decode(msgspec.msgpack.encode(ws), type=OldTrade)
+    assert (old_trade.seq, old_trade.change_price) == (ws.seq, ws.change_price)
 
 
 def test_candle_times_with_an_offset_are_converted_to_utc() -> None:

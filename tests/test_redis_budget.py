@@ -159,3 +159,43 @@ async def test_the_margin_follows_round_trip_jitter_and_holds_for_every_process(
     finally:
         await client.aclose()
     assert int(state[b"span"]) == round((WINDOW + 0.05) * 1e6)
+
+
+async def moves(space: RedisSpace, group: str = "candles") -> list[float]:
+    """How far (s) each booked send of the group was moved later, oldest booking first
+    (a member is named after the time it was booked)."""
+    client = Redis.from_url(space.url)
+    try:
+        rows = await client.zrange(
+            BudgetKeys.of(space.prefix, "ip", group).sends, 0, -1, withscores=True
+        )
+    finally:
+        await client.aclose()
+    booked = sorted((int(member.split(b":")[0]), score) for member, score in rows)
+    return [(score - at) / 1e6 for at, score in booked]
+
+
+async def test_a_send_that_arrived_late_counts_when_it_arrived_for_every_process(
+    redis_space: RedisSpace,
+) -> None:
+    # As in LocalRateBudget: the group's first request was held up 83 ms on its way, before
+    # any margin was learnt; nine fast ones (2 ms round trips) followed. Once those show the
+    # fastest round trip, the first send moves 81 ms later in Redis, where every process's
+    # window counts it, without this process having to ask again.
+    clock = [100.0]
+    late = budget(redis_space, clock=lambda: clock[0])
+    async with late:
+        await late.acquire("candles")
+        clock[0] += 0.083
+        late.observe("candles", 9, sent_at=100.0)
+        for used in range(2, 11):
+            clock[0] += 0.001
+            await late.acquire("candles")
+            sent_at = clock[0]
+            clock[0] += 0.002
+            late.observe("candles", 10 - used, sent_at=sent_at)
+        deadline = time.monotonic() + 5.0
+        while (moved := await moves(redis_space))[0] == 0.0:
+            assert time.monotonic() < deadline, "the late send was never moved"
+            await asyncio.sleep(0.01)
+    assert moved == pytest.approx([0.081] + [0.0] * 9, abs=2e-6)

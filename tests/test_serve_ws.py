@@ -179,7 +179,8 @@ async def test_frames_match_a_direct_connection(
     gateway: tuple[str, Starlette], upstream: str
 ) -> None:
     """The same snapshot straight from the simulator and through the gateway: every field
-    equal but the ones no record carries (documented in _serve_ws_format)."""
+    equal but the WebSocket-only ones, which a snapshot answered from REST lacks (documented
+    in _serve_ws_format; test_serve_ws_fields compares them on REALTIME frames)."""
     url, _ = gateway
     stream = (
         {"type": "ticker", "codes": [ETH]},

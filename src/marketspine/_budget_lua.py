@@ -13,7 +13,9 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   waiting priority (it expires unless renewed, so a killed process stops counting); a
   request is refused while a ticket of a higher priority waits, so LOW never takes the slot
   a CRITICAL request elsewhere is waiting for;
-* a penalty (after a 429 or 418) stops the group for everyone until it runs out.
+* a penalty (after a 429 or 418) stops the group for everyone until it runs out;
+* a send whose reply shows it may have reached upstream late is moved to that later time
+  (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it.
 
 Times are integer microseconds. Lua 5.1 prints large numbers as ``1.7e+15``, so every number
 handed back to Redis goes through ``string.format('%d')``. ``now_us`` may be passed in by
@@ -46,7 +48,8 @@ end
 # KEYS: sends, state, wait:0 .. wait:3
 # ARGV: limit, span_us, span_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
 #       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME)
-# Returns {granted, wait_us, tokens, now_us, span_us (the span that applied)}.
+# Returns {granted, wait_us, tokens, now_us, span_us (the span that applied), member (the
+# send's member in KEYS[1], scored now_us; '' when refused)}.
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -98,7 +101,8 @@ local function keep_alive()
 end
 if at <= now and not higher then
   local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-  redis.call('ZADD', KEYS[1], s(now), s(now) .. ':' .. seq)
+  local member = s(now) .. ':' .. seq
+  redis.call('ZADD', KEYS[1], s(now), member)
   -- A paced grant keeps to the slot schedule: the few ms the asker needed to come back
   -- (up to a quarter interval) are not lost from every interval. The window cap above
   -- still counts the real send times.
@@ -114,7 +118,7 @@ if at <= now and not higher then
     redis.call('PEXPIRE', KEYS[3 + nextp], math.floor(keep / 1000))
   end
   keep_alive()
-  return {1, 0, limit - used - 1, now, span}
+  return {1, 0, limit - used - 1, now, span, member}
 end
 redis.call('ZADD', KEYS[3 + prio], s(now + ttl), ticket)
 redis.call('PEXPIRE', KEYS[3 + prio], math.floor(keep / 1000))
@@ -124,7 +128,7 @@ local wait = at - now
 if wait <= 0 then wait = math.floor(interval / 4) + 1 end
 local left = limit - used
 if left < 0 then left = 0 end
-return {0, wait, left, now, span}
+return {0, wait, left, now, span, ''}
 """
 )
 
@@ -187,6 +191,22 @@ return #ARGV - 2
 )
 
 
+# KEYS: sends. ARGV: member, score_us, member, score_us, ... Moves sends later (never
+# earlier), and only those still kept. Returns how many moved.
+# (ZADD's GT flag would do it, but only from Redis 6.2 on.)
+_MOVE = """
+local moved = 0
+for i = 1, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(ARGV[i + 1]) > tonumber(score) then
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetKeys:
     """The Redis keys of one (egress scope, group) budget. The ``{scope:group}`` hash tag
@@ -216,6 +236,7 @@ class AcquireReply:
     tokens: int  # sends the window still allows
     redis_now_us: int
     span_s: float  # the span that applied: the asker's, or a wider one another process asked
+    member: str = ""  # a granted send's member in the sends set (its score: redis_now_us)
 
 
 def _us(seconds: float) -> int:
@@ -231,6 +252,7 @@ class BudgetScripts:
         self._observe = redis.register_script(_OBSERVE)
         self._penalize = redis.register_script(_PENALIZE)
         self._book = redis.register_script(_BOOK)
+        self._move = redis.register_script(_MOVE)
         self._keep_us = _us(keep_s)
 
     async def acquire(
@@ -261,9 +283,16 @@ class BudgetScripts:
             self._keep_us,
             "" if now_us is None else now_us,
         ]
-        granted, wait_us, tokens, now, span_us = await self._acquire(keys=keys.all(), args=args)
+        granted, wait_us, tokens, now, span_us, member = await self._acquire(
+            keys=keys.all(), args=args
+        )
         return AcquireReply(
-            bool(granted), int(wait_us) / 1_000_000, int(tokens), int(now), int(span_us) / 1e6
+            bool(granted),
+            int(wait_us) / 1_000_000,
+            int(tokens),
+            int(now),
+            int(span_us) / 1e6,
+            member.decode() if isinstance(member, bytes) else str(member),
         )
 
     async def observe(
@@ -302,3 +331,9 @@ class BudgetScripts:
         args: list[Any] = [self._keep_us, "" if now_us is None else now_us]
         args.extend(_us(age) for age in ages_s)
         return int(await self._book(keys=[keys.sends, keys.state], args=args))
+
+    async def move(self, keys: BudgetKeys, scores_us: dict[str, int]) -> int:
+        """Count sends (member -> new score, microseconds of Redis's clock) later than they
+        were booked; sends already dropped stay dropped. Returns how many moved."""
+        args: list[Any] = [x for member, score in scores_us.items() for x in (member, score)]
+        return int(await self._move(keys=[keys.sends], args=args)) if args else 0

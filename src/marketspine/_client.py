@@ -211,8 +211,7 @@ class Client:
             params.append(("to", format_utc(-(-to_ms // 1000) * 1000) + "Z"))
         body = await self._get(tf.rest_path, tuple(params), priority)
         candles = decode_candles(body, tf)
-        if candles:
-            self._upstream_clock.saw_tick(max(c.last_trade_ms for c in candles))
+        self._upstream_clock.saw_ticks(c.last_trade_ms for c in candles)
         return candles
 
     async def trades(
@@ -242,8 +241,7 @@ class Client:
             check_range("days_ago", days_ago, 1, 7)
             params.append(("days_ago", str(days_ago)))
         trades = decode_trades(await self._get("/v1/trades/ticks", tuple(params), priority))
-        if trades:
-            self._upstream_clock.saw_tick(max(t.ms for t in trades))
+        self._upstream_clock.saw_ticks(t.ms for t in trades)
         return trades
 
     async def tickers(
@@ -255,8 +253,7 @@ class Client:
         RetryLaterError subclasses.
         """
         tickers = await self._per_market_chunks("/v1/ticker", markets, (), priority, decode_tickers)
-        if tickers:
-            self._upstream_clock.saw_tick(max(t.ms for t in tickers))
+        self._upstream_clock.saw_ticks(t.ms for t in tickers)
         return tickers
 
     async def tickers_by_quote(
@@ -271,8 +268,7 @@ class Client:
             return []
         params = (("quote_currencies", ",".join(wanted)),)
         tickers = decode_tickers(await self._get("/v1/ticker/all", params, priority))
-        if tickers:
-            self._upstream_clock.saw_tick(max(t.ms for t in tickers))
+        self._upstream_clock.saw_ticks(t.ms for t in tickers)
         return tickers
 
     async def orderbooks(
@@ -297,8 +293,7 @@ class Client:
         books = await self._per_market_chunks(
             "/v1/orderbook", markets, tuple(extra), priority, decode_orderbooks
         )
-        if books:
-            self._upstream_clock.saw_tick(max(b.ms for b in books))
+        self._upstream_clock.saw_ticks(b.ms for b in books)
         return books
 
     async def markets(
@@ -448,11 +443,16 @@ class Client:
         sent_at = self._clock()
         self._sent[group] += 1
         assert self._http is not None
-        response = await send_get(
-            self._http, path, params, self._timeouts.seconds, self._base_url, self._count_timeout
-        )
-        self._timeouts.observe(self._clock() - sent_at)
+        limit_s, on_timeout = self._timeouts.seconds, self._count_timeout
+        try:
+            response = await send_get(self._http, path, params, limit_s, self._base_url, on_timeout)
+        except UpstreamError:
+            # A hung or failed request may still have reached upstream, as late as now: the
+            # budget counts it then, as it counts a late reply (a refused one costs nothing).
+            self._budget.observe(group, None, sent_at=sent_at)
+            raise
         rtt_s = self._clock() - sent_at
+        self._timeouts.observe(rtt_s)
         learn_from_reply(response, group, sent_at, rtt_s, self._budget, self._upstream_clock)
         return response
 

@@ -11,6 +11,14 @@ Upstream counts a request when it *arrives*, a varying delay after it was allowe
 a window apart arrive closer than a window when the first was delayed more, so the margin
 grows to the spread of the round trips the budget sees (``observe(..., sent_at=...)``): the
 margin is at least that jitter, and never the fixed 20 ms alone on a jittery network.
+
+A margin is a statistic: it says nothing until replies have come back, and a high quantile
+leaves out exactly the one request that was held up. Such a request can still put 11
+arrivals in one upstream second (a first request queued 83 ms at the server behind a slow
+reply, then nine fast ones, then the 11th a window + 20 ms after the first was *granted*).
+So each answered send also counts at the latest time it may have arrived: its round trip
+beyond the fastest recent one, less what the learnt margin already covers (the floor stays
+a cushion that delay never spends). Only a late request pays, with its own lateness, once.
 """
 
 from __future__ import annotations
@@ -125,9 +133,12 @@ class RateBudget(Protocol):
         """Return when one request of ``group`` may be sent, counting it as sent now."""
         ...
 
-    def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
-        """Reconcile with the ``sec`` of a reply's ``Remaining-Req`` header. ``sent_at``
-        (the budget clock when the request was granted) sharpens the reconciliation."""
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
+        """A reply came back: reconcile with the ``sec`` of its ``Remaining-Req`` header
+        (None: it had none). ``sent_at`` (the budget clock when the request was granted)
+        sharpens the reconciliation and tells how late the request may have arrived."""
         ...
 
     def penalize(self, group: str, seconds: float) -> None:
@@ -144,16 +155,25 @@ class JitterMargin:
     minus minimum) of the last ``RTT_SAMPLES`` round trips once ``_MIN_SAMPLES`` are seen,
     never below ``floor`` nor above ``MAX_MARGIN`` (see the module doc)."""
 
-    __slots__ = ("_rtts", "floor", "value")
+    __slots__ = ("_rtts", "floor", "least", "value")
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
         self.value = floor
+        self.least = float("inf")  # the fastest of the recent round trips
         self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
+
+    def late_by(self, rtt: float) -> float:
+        """How much later than the margin allows a request with round trip ``rtt`` may have
+        reached upstream: its round trip beyond the fastest recent one (the least delay a
+        request and an answer take) less the part of the margin learnt from jitter. The
+        floor is left out of that on purpose: it stays a cushion that delay never spends."""
+        return max(0.0, rtt - self.least - (self.value - self.floor))
 
     def saw(self, seconds: float) -> float:
         """Take one round trip (seconds); returns the margin now."""
         self._rtts.append(max(0.0, seconds))
+        self.least = min(self._rtts)
         if len(self._rtts) >= _MIN_SAMPLES:
             ordered = sorted(self._rtts)
             spread = ordered[int(0.99 * (len(ordered) - 1))] - ordered[0]
@@ -170,6 +190,12 @@ class _Waiter:
     granted: bool = field(compare=False, default=False)
 
 
+@dataclass(slots=True)
+class _Send:
+    at: float  # when the budget granted it
+    answered: float | None = None  # when its reply was seen; None while in flight
+
+
 @dataclass
 class _Group:
     limit: int
@@ -177,7 +203,7 @@ class _Group:
     window: float = 1.0
     margin: float = DEFAULT_MARGIN  # the configured floor of the margin
     jitter: JitterMargin = field(init=False)
-    sends: deque[float] = field(default_factory=deque)  # send times, ascending
+    sends: deque[_Send] = field(default_factory=deque)  # by grant time, ascending
     last_real_send: float = float("-inf")
     blocked_until: float = float("-inf")
     waiters: list[_Waiter] = field(default_factory=list)  # heap
@@ -195,20 +221,33 @@ class _Group:
         return self.span / self.limit
 
     def prune(self, now: float) -> None:
-        # Keep a few windows: observe() looks back a window plus a round trip.
+        # Keep a few windows: observe() looks back a window plus a round trip, and a reply
+        # that comes back within them still moves its send to when it may have arrived.
         horizon = now - 3 * self.span
-        while self.sends and self.sends[0] <= horizon:
+        while self.sends and max(self.sends[0].at, self.sends[0].answered or 0.0) <= horizon:
             self.sends.popleft()
 
     def in_window(self, now: float, since: float) -> int:
-        return sum(1 for t in self.sends if since < t <= now)
+        """Sends granted in (since, now]."""
+        return sum(1 for s in self.sends if since < s.at <= now)
+
+    def counted_at(self, send: _Send) -> float:
+        """When the window counts ``send``: its grant, or later when its reply shows that it
+        may have reached upstream later than the margin allows (see the module doc)."""
+        if send.answered is None:
+            return send.at
+        return send.at + self.jitter.late_by(send.answered - send.at)
+
+    def counted_in_window(self, now: float) -> int:
+        return sum(1 for s in self.sends if now - self.span < self.counted_at(s))
 
     def next_send_at(self, now: float, *, paced: bool) -> float:
         """Earliest time at or after ``now`` a send is allowed."""
         at = max(now, self.blocked_until)
         if len(self.sends) >= self.limit:
-            # The limit-th most recent send must have left the window.
-            at = max(at, self.sends[-self.limit] + self.span)
+            # The limit-th latest counted send must have left the window.
+            counted = heapq.nlargest(self.limit, map(self.counted_at, self.sends))
+            at = max(at, counted[-1] + self.span)
         if paced:
             at = max(at, self.last_real_send + self.interval)
         return at
@@ -217,8 +256,17 @@ class _Group:
         """Widen the margin to the spread of recent round trips (see the module doc)."""
         self.span = self.window + self.jitter.saw(seconds)
 
+    def saw_answer(self, sent_at: float, now: float) -> None:
+        """The reply to the send made at ``sent_at`` came back ``now``. Replies are paired
+        with the latest unanswered send granted no later than ``sent_at``: two sends granted
+        before either left may swap replies, which ends in the same counted times."""
+        for send in reversed(self.sends):
+            if send.answered is None and send.at <= sent_at:
+                send.answered = now
+                return
+
     def record_send(self, now: float) -> None:
-        self.sends.append(now)
+        self.sends.append(_Send(now))
         self.last_real_send = now
         self.sent += 1
         self.prune(now)
@@ -335,14 +383,20 @@ class LocalRateBudget:
         if state.waiters and not state.sleeping:
             state.waiters[0].wake.set()
 
-    def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
-        """Book sends that upstream counted but this budget did not make: when the reply's
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
+        """Count the answered send at the latest time it may have arrived (with ``sent_at``),
+        and book sends that upstream counted but this budget did not make: when the reply's
         ``Remaining-Req`` ``sec`` says fewer are left than our own sends in the window
         explain, believe upstream (other processes on the IP are spending)."""
         state = self._group(group)
         now = self._clock()
         if sent_at is not None:
             state.saw_round_trip(now - sent_at)
+            state.saw_answer(sent_at, now)
+        if remaining_sec is None:
+            return
         # Everything sent since a window (plus the round trip) before this request left
         # may have been counted with it upstream.
         since = now - state.span if sent_at is None else sent_at - state.span - (now - sent_at)
@@ -350,7 +404,8 @@ class LocalRateBudget:
         upstream_used = state.limit - max(remaining_sec, 0)
         extra = upstream_used - ours
         if extra > 0:
-            state.sends.extend([now] * extra)
+            # Counted upstream by now: booked as answered, never paired with a reply.
+            state.sends.extend(_Send(now, now) for _ in range(extra))
             state.external += extra
             state.prune(now)
 
@@ -370,7 +425,7 @@ class LocalRateBudget:
             waiting = {p.name: 0 for p in Priority}
             for waiter in state.waiters:
                 waiting[waiter.priority.name] += 1
-            used = state.in_window(now, now - state.span)
+            used = state.counted_in_window(now)
             groups[name] = GroupStatistics(
                 tokens=max(0, state.limit - used),
                 waiting=waiting,

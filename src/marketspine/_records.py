@@ -2,6 +2,11 @@
 
 Times are UTC epoch milliseconds. Records are msgspec Structs: cheap to build, compare
 and encode. ``_wire_rest`` and ``_wire_ws`` decode Upbit's wire JSON into them.
+
+A few fields only Upbit's WebSocket sends (a trade's best quotes, a ticker's day volume by
+side and market state) come last, with a None default: None from REST, which does not send
+them. Equality compares every field, so a WebSocket trade and the REST copy of it differ
+there; a trade's identity is its ``(market, seq)``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     seq: int
     prev_close: float
     change_price: float
+    # The book's best quotes when the trade happened: WebSocket only (None from REST).
+    best_ask_price: float | None = None
+    best_ask_size: float | None = None
+    best_bid_price: float | None = None
+    best_bid_size: float | None = None
 
 
 class Ticker(msgspec.Struct, frozen=True, gc=False):
@@ -85,6 +95,12 @@ class Ticker(msgspec.Struct, frozen=True, gc=False):
     high_52w_date: str
     low_52w: float
     low_52w_date: str
+    # WebSocket only (None from REST, which does not send them):
+    side: Side | None = None  # the last trade's taker side (Upbit's ask_bid)
+    acc_ask_volume: float | None = None  # the day's volume taken by sells (ASK) ...
+    acc_bid_volume: float | None = None  # ... and by buys (BID)
+    market_state: str | None = None  # PREVIEW, ACTIVE or DELISTED
+    delisting_date: str | None = None  # when a delisting is scheduled, as Upbit writes it
 
 
 class OrderbookUnit(msgspec.Struct, frozen=True, gc=False):

@@ -8,7 +8,9 @@ tickets, penalties — see there).
 
 Upstream counts requests when they *arrive*, so, as in ``LocalRateBudget``, each process widens
 the window's margin to the round-trip jitter it observes (``observe(..., sent_at=...)``); the
-script applies the widest margin any process asked for lately to everyone.
+script applies the widest margin any process asked for lately to everyone. And as there, a send
+whose reply shows it may have arrived later than the margin allows is moved in Redis to that
+later time (``JitterMargin.late_by``), so one held-up request cannot put 11 in a second.
 
 ``observe`` and ``penalize`` are synchronous in the ``RateBudget`` protocol: they take effect
 locally at once and are sent to Redis before this process's next acquisition (a 418 is
@@ -98,6 +100,17 @@ class _Waiter:
     asked: int = field(compare=False, default=0)
 
 
+@dataclass(slots=True)
+class _Booked:
+    """A send this process booked in Redis, to move later if its reply shows it was late."""
+
+    at: float  # local clock at the grant
+    member: str
+    score_us: int  # as booked, Redis's clock
+    answered: float | None = None  # local clock when its reply was seen
+    moved_us: int = 0  # how far it was moved so far
+
+
 @dataclass
 class _Group:
     keys: BudgetKeys
@@ -117,6 +130,9 @@ class _Group:
     pending_penalties: list[tuple[float, float]] = field(default_factory=list)
     pending_observations: list[tuple[int, float | None, float]] = field(default_factory=list)
     blind_sends: deque[float] = field(default_factory=deque)  # local times, while on fallback
+    booked: deque[_Booked] = field(default_factory=deque)  # recent grants, oldest first
+    pending_moves: dict[str, int] = field(default_factory=dict)  # member -> new score (us)
+    pushing: asyncio.Task[None] | None = None  # sends pending_moves now, for every process
 
 
 class RedisRateBudget:
@@ -207,6 +223,9 @@ class RedisRateBudget:
                     await self._flush(state)
                 except _UNREACHABLE:
                     break
+        for state in self._groups.values():
+            if state.pushing is not None:
+                state.pushing.cancel()
         if self._owns_client:
             await self._redis.aclose()
 
@@ -293,6 +312,7 @@ class RedisRateBudget:
         state.span = reply.span_s
         head.asked += 1
         if reply.granted:
+            self._remember(state, reply.member, reply.redis_now_us)
             best = heapq.heappop(state.waiters)  # the most urgent now: maybe newer than head
             best.granted = True
             best.wake.set()
@@ -302,14 +322,70 @@ class RedisRateBudget:
             return
         await self._sleep(min(reply.wait_s, _POLL_CAP_S))
 
+    def _remember(self, state: _Group, member: str, score_us: int) -> None:
+        now = self._clock()
+        state.booked.append(_Booked(now, member, score_us))
+        # Redis keeps sends 5 s or 3 spans; a later move would find nothing to move.
+        horizon = now - max(5.0, 3 * state.span)
+        while state.booked and state.booked[0].at <= horizon:
+            state.booked.popleft()
+
+    @staticmethod
+    def _move_late_sends(state: _Group, sent_at: float, now: float) -> None:
+        """Pair the reply with its send (as ``LocalRateBudget`` does) and queue moving every
+        answered send to the latest time it may have arrived. Each new round trip may lower
+        the fastest one known, and so make earlier sends later."""
+        for booked in reversed(state.booked):
+            if booked.answered is None and booked.at <= sent_at:
+                booked.answered = now
+                break
+        for booked in state.booked:
+            if booked.answered is None:
+                continue
+            late_us = round(state.jitter.late_by(booked.answered - booked.at) * 1_000_000)
+            if late_us > booked.moved_us:
+                booked.moved_us = late_us
+                state.pending_moves[booked.member] = booked.score_us + late_us
+
+    def _push_moves_soon(self, state: _Group) -> None:
+        """The other processes decide on Redis's window too: send the moves now rather than
+        at this process's next ask (``observe`` is synchronous, so in a task)."""
+        if state.pushing is not None or not state.pending_moves or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the next ask sends them
+            return
+        state.pushing = loop.create_task(self._push_moves(state))
+
+    async def _push_moves(self, state: _Group) -> None:
+        try:
+            while state.pending_moves and self.shared:
+                moves, state.pending_moves = state.pending_moves, {}
+                try:
+                    await self._scripts.move(state.keys, moves)
+                except (redis_errors.RedisError, OSError):
+                    # Kept for the next ask, which sends them or reports what is wrong.
+                    state.pending_moves = {**moves, **state.pending_moves}  # newer ones win
+                    return
+        finally:
+            state.pushing = None
+
     async def _flush(self, state: _Group) -> None:
-        """Send the penalties and observations said since the last ask."""
+        """Send the penalties, moves and observations said since the last ask."""
         while state.pending_penalties:
             seconds, said_at = state.pending_penalties[0]
             left = seconds - (self._clock() - said_at)
             if left > 0:
                 await self._scripts.penalize(state.keys, left)
             state.pending_penalties.pop(0)
+        if state.pending_moves:
+            moves, state.pending_moves = state.pending_moves, {}
+            try:
+                await self._scripts.move(state.keys, moves)
+            except BaseException:
+                state.pending_moves = {**moves, **state.pending_moves}
+                raise
         while state.pending_observations:
             remaining, sent_at, observed_at = state.pending_observations[0]
             now = self._clock()
@@ -365,15 +441,20 @@ class RedisRateBudget:
 
     # -- feedback ------------------------------------------------------------------------
 
-    def observe(self, group: str, remaining_sec: int, *, sent_at: float | None = None) -> None:
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
         """Reconcile with upstream's ``Remaining-Req`` ``sec`` (sent to Redis before the
         next acquisition; the local fallback learns it at once). ``sent_at`` also widens
         this process's margin to the round-trip jitter, as ``LocalRateBudget`` does."""
         state = self._group(group)
         if sent_at is not None:
             state.jitter.saw(self._clock() - sent_at)
-        state.pending_observations.append((remaining_sec, sent_at, self._clock()))
-        del state.pending_observations[:-8]  # only the latest few matter
+            self._move_late_sends(state, sent_at, self._clock())
+            self._push_moves_soon(state)
+        if remaining_sec is not None:
+            state.pending_observations.append((remaining_sec, sent_at, self._clock()))
+            del state.pending_observations[:-8]  # only the latest few matter
         self._fallback.observe(group, remaining_sec, sent_at=sent_at)
 
     def penalize(self, group: str, seconds: float) -> None:

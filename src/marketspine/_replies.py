@@ -48,11 +48,15 @@ def learn_from_reply(
     clock: UpstreamClock,
 ) -> None:
     """Reconcile ``budget`` with the reply's ``Remaining-Req`` (of ``group`` unless it names
-    another known one) and ``clock`` with its ``Date``, read ``rtt_s`` after sending."""
+    another known one) and ``clock`` with its ``Date``, read ``rtt_s`` after sending. A reply
+    without the header (a gateway's 5xx page) is still told: its round trip says how late
+    the request may have reached upstream."""
     remaining = remaining_requests(response.headers.get("remaining-req"))
     if remaining is not None:
         name, left = remaining
         budget.observe(name if name in GROUPS else group, left, sent_at=sent_at)
+    else:
+        budget.observe(group, None, sent_at=sent_at)
     date = response.headers.get("date")
     if date is not None:
         clock.saw_date(date, rtt_s)

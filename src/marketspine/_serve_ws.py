@@ -10,7 +10,8 @@ pair on the Spine's one stream, so upstream sees one connection however many cli
 and go. Each client has its own bounded queue and writer task; a client whose queue fills
 up is closed (1008, with the reason) and never slows the others. A snapshot comes from
 the last event seen for that pair, else from the Spine (live state, or REST through the
-shared budget), one fetch per pair at a time.
+shared budget), one fetch per pair at a time; a trade snapshot fetched so is joined to the
+live stream without a hole or a repeat (see ``_serve_ws_hub``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class GatewayStatistics:
     idle_closed: int  # closed for never subscribing within the idle timeout
     frames_sent: int
     snapshot_fetches: int  # snapshots asked of the Spine (no event seen yet)
+    snapshot_joins: int  # REST walks joining a fetched trade snapshot to the live stream
+    snapshot_join_trades: int  # trades those walks filled in between
 
 
 @dataclass(eq=False, slots=True)
@@ -439,4 +442,6 @@ class WsGateway:
             idle_closed=self._idle_closed,
             frames_sent=self._frames_sent + sum(c.sent for c in self._clients),
             snapshot_fetches=self._hub.fetches,
+            snapshot_joins=self._hub.joins,
+            snapshot_join_trades=self._hub.join_trades,
         )

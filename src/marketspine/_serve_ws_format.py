@@ -4,11 +4,14 @@ Requests parse exactly as the simulator parses them (one parser, ``sim._ws_forma
 client's subscription becomes ``ClientStream`` rows; records from the shared upstream feed
 (Ticker, Trade, Orderbook, Candle) render into Upbit's DEFAULT or SIMPLE key set.
 
-Records carry what marketspine decodes from Upbit, not every wire field. Fields no record
-holds are rendered from what the gateway knows (``Extras``: the market's warning flag, the
-side of its last trade, its best quotes from the last book) and are ``null`` when nothing
-is known: ticker ``ask_bid``, ``acc_ask_volume``, ``acc_bid_volume``; trade ``best_*``.
-A trade's ``timestamp`` (when Upbit sent it) is its trade time.
+Records from Upbit's WebSocket carry its WebSocket-only fields (a ticker's ``ask_bid``,
+``acc_ask_volume``/``acc_bid_volume``, ``market_state``, ``delisting_date``; a trade's
+``best_*``), and those render as received. A record from REST lacks them (None): they are
+rendered from what the gateway knows (``Extras``: the side of the market's last trade, its
+best quotes from the last book) and are ``null`` when nothing is known (a REST ticker's
+``acc_ask_volume``/``acc_bid_volume`` always); ``market_state`` is then ``ACTIVE``.
+``market_warning`` comes from the market list, ``is_trading_suspended`` is always false
+(deprecated upstream), and a trade's ``timestamp`` (when Upbit sent it) is its trade time.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "kind_of",
     "listing",
     "render",
+    "repeats",
     "timeframe_of",
 ]
 
@@ -83,6 +87,29 @@ def kind_of(record: Record) -> str:
     if isinstance(record, Orderbook):
         return "orderbook"
     return CANDLE_KINDS.get(record.timeframe, f"candle.{record.timeframe}")
+
+
+def repeats(record: Record, last: Record) -> Record | None:
+    """The record to keep as the pair's last if ``record`` tells a client nothing that
+    ``last`` (the pair's previous event) did not, else None. A repeat is the same record
+    again (upstream re-sends its snapshots when the subscription changes), the same trade
+    (``seq``: records compare every field, and a REST trade lacks the WebSocket-only ones)
+    or the WebSocket copy of ``last``, a REST ticker; the copy with the WebSocket-only
+    fields is the one kept."""
+    if isinstance(record, Trade) and isinstance(last, Trade):
+        if record.seq != last.seq or record.market != last.market:
+            return None
+        return last if record.best_ask_price is None else record
+    if isinstance(record, Ticker) and isinstance(last, Ticker) and last.market_state is None:
+        alike = msgspec.structs.replace(record, **_NO_WS_ONLY) == last
+        return record if alike else None
+    return record if record == last else None
+
+
+# The ticker fields only the WebSocket sends, as a REST ticker has them.
+_NO_WS_ONLY: dict[str, Any] = dict.fromkeys(
+    ("side", "acc_ask_volume", "acc_bid_volume", "market_state", "delisting_date")
+)
 
 
 def timeframe_of(kind: str) -> str:
@@ -187,21 +214,21 @@ def _ticker_values(t: Ticker, extras: Extras) -> tuple[Any, ...]:
         t.change_price,
         abs(t.change_rate),
         t.change_rate,
-        extras.last_side,
+        t.side or extras.last_side,
         t.trade_volume,
         t.acc_volume,
         moment.strftime("%Y%m%d"),
         moment.strftime("%H%M%S"),
         t.trade_ms,
-        None,  # acc_ask_volume: not in the record
-        None,  # acc_bid_volume: not in the record
+        t.acc_ask_volume,  # None from REST: Upbit's REST ticker has no such field
+        t.acc_bid_volume,
         t.high_52w,
         t.high_52w_date,
         t.low_52w,
         t.low_52w_date,
-        "ACTIVE",
+        t.market_state or "ACTIVE",  # a REST ticker is of a listed market
         False,
-        None,
+        t.delisting_date,
         "CAUTION" if extras.warning else "NONE",
         t.ms,
         t.acc_value_24h,
@@ -212,8 +239,9 @@ def _ticker_values(t: Ticker, extras: Extras) -> tuple[Any, ...]:
 def _trade_values(t: Trade, extras: Extras) -> tuple[Any, ...]:
     moment = from_ms(t.ms)
     change = "RISE" if t.change_price > 0 else "FALL" if t.change_price < 0 else "EVEN"
-    ask = extras.best_ask or (None, None)
-    bid = extras.best_bid or (None, None)
+    # A WebSocket trade carries the quotes at the trade; a REST one gets the last book's.
+    ask = _quote(t.best_ask_price, t.best_ask_size, extras.best_ask)
+    bid = _quote(t.best_bid_price, t.best_bid_size, extras.best_bid)
     return (
         "trade",
         t.market,
@@ -233,6 +261,14 @@ def _trade_values(t: Trade, extras: Extras) -> tuple[Any, ...]:
         bid[0],
         bid[1],
     )
+
+
+def _quote(
+    price: float | None, size: float | None, known: tuple[float, float] | None
+) -> tuple[float | None, float | None]:
+    if price is not None:
+        return price, size
+    return known or (None, None)
 
 
 def _candle_values(c: Candle) -> tuple[Any, ...]:

@@ -6,6 +6,10 @@ paced within Upbit's 5/s and 100/min). Each event is rendered lazily, once per f
 variant, and offered to every subscriber of its pair without waiting. A pair nobody wants
 any more lingers a while (clients often resubscribe), then its listener stops and the
 Spine unwatches it unless ``shared`` says another part of ``serve`` still uses it.
+
+A trade snapshot answered from REST (no trade seen yet) is joined to the live stream
+(``TradeJoin``): trades between the two are filled from REST, trades the snapshot covers
+are not sent again, so a client gets every trade after its snapshot, in order, once.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any, Protocol
 from ._candle_feed import ClosedCandle
 from ._errors import MarketspineError
 from ._records import Candle, Orderbook, Ticker, Trade
-from ._serve_ws_format import Extras, Record, kind_of, render, timeframe_of
+from ._serve_ws_format import Extras, Record, kind_of, render, repeats, timeframe_of
 from ._spine import Spine
+from ._trade_fill import Walk, walk_back
+from ._trade_join import JoinOutput, TradeJoin, WalkNeeded
 from ._ws_frames import binary_frame
 
 __all__ = ["Pair", "Rendered", "Subscriber", "UpstreamHub", "Variant"]
@@ -104,6 +110,8 @@ class _Feed:
     linger: asyncio.TimerHandle | None = None
     plan: _Plan | None = None  # None: to be made again (the subscribers changed)
     owing: bool = False  # a subscriber may still wait for its snapshot: events go by offer
+    join: TradeJoin | None = None  # a trade snapshot from REST, until the stream meets it
+    walk: asyncio.Task[None] | None = None
 
 
 class UpstreamHub:
@@ -129,6 +137,8 @@ class UpstreamHub:
         self._side: dict[str, str] = {}  # market -> side of its last trade seen
         self._book: dict[str, Orderbook] = {}  # market -> last book seen
         self.fetches = 0
+        self.joins = 0  # REST walks joining a trade snapshot to the stream
+        self.join_trades = 0  # trades they filled in
 
     def __len__(self) -> int:
         """Pairs with a feed (lingering ones included)."""
@@ -177,7 +187,7 @@ class UpstreamHub:
         if feed.subscribers or self._feeds.get(feed.pair) is not feed:
             return
         del self._feeds[feed.pair]
-        for task in (feed.pump, feed.fetch):
+        for task in (feed.pump, feed.fetch, feed.walk):
             if task is not None:
                 task.cancel()
         kind, market = feed.pair
@@ -218,8 +228,49 @@ class UpstreamHub:
             logger.warning("upstream feed for %s %s ended: %s", kind, market, exc)
 
     def _dispatch(self, feed: _Feed, record: Record) -> None:
-        if kind_of(record) != feed.pair[0] or record == feed.last:
-            # Equal again: upstream re-sent its snapshot after another pair was added.
+        if kind_of(record) != feed.pair[0]:
+            return
+        if isinstance(record, Trade) and feed.join is not None:
+            self._join(feed, feed.join.receive(record))
+        else:
+            self._send(feed, record)
+
+    def _join(self, feed: _Feed, outputs: list[JoinOutput]) -> None:
+        join = feed.join
+        for out in outputs:
+            if isinstance(out, WalkNeeded):
+                self.joins += 1
+                feed.walk = self._spawn(self._walk(feed, out), f"ws-join {feed.pair}")
+            else:
+                self._send(feed, out)
+        if join is not None and join.joined and feed.join is join:
+            if join.incomplete:
+                logger.warning(
+                    "trades of %s after a snapshot may be missing: %s",
+                    feed.pair[1],
+                    join.incomplete,
+                )
+            self.join_trades += join.filled
+            feed.join = None
+
+    async def _walk(self, feed: _Feed, need: WalkNeeded) -> None:
+        try:
+            client = self._spine.client
+        except MarketspineError as exc:  # the Spine is closing
+            walk = Walk([], False, False, str(exc))
+        else:
+            walk = await walk_back(client, need.market, need.before, need.after)
+        feed.walk = None
+        if feed.join is not None:
+            self._join(feed, feed.join.walked(walk))
+
+    def _send(self, feed: _Feed, record: Record) -> None:
+        kept = None if feed.last is None else repeats(record, feed.last)
+        if kept is not None:
+            # Upstream re-sent its snapshot after another pair was added, or this is the
+            # WebSocket copy of the REST record the snapshot came from: nothing new to send,
+            # but later snapshots show the copy, which carries the WebSocket-only fields.
+            feed.last = kept
             return
         market = record.market
         if isinstance(record, Trade):
@@ -278,6 +329,8 @@ class UpstreamHub:
             return
         if feed.last is None:
             feed.last = record
+            if isinstance(record, Trade):  # the stream is yet to meet it
+                feed.join = TradeJoin(record)
         rendered = Rendered(record, self._extras(record))
         for subscriber in list(feed.subscribers):
             if subscriber.owes_snapshot(feed.pair):

@@ -9,7 +9,7 @@ was made) bounds it from both sides, widened by the round trip.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 __all__ = ["CLOCK_SLACK_MS", "UpstreamClock"]
 
@@ -61,9 +61,12 @@ class UpstreamClock:
         wall = self._wall_ms()
         self._bound(low=date_ms - wall, high=date_ms + 1000 - (wall - rtt_s * 1000))
 
-    def saw_tick(self, upstream_ms: int) -> None:
-        """Learn that upstream's clock has reached ``upstream_ms`` (a tick it reported)."""
-        self._bound(low=upstream_ms - self._wall_ms(), high=None)
+    def saw_ticks(self, upstream_ms: Iterable[int]) -> None:
+        """Learn that upstream's clock has reached the newest of ``upstream_ms`` (the ticks
+        of one answer; none teaches nothing)."""
+        newest = max(upstream_ms, default=None)
+        if newest is not None:
+            self._bound(low=newest - self._wall_ms(), high=None)
 
     def _bound(self, *, low: float, high: float | None) -> None:
         if self._offset_high is not None and low > self._offset_high + 1000:

@@ -6,7 +6,7 @@ msgspec decodes any frame, and the type field says which record to build.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -73,9 +73,18 @@ class _WsDefault(msgspec.Struct, gc=False):
     highest_52_week_date: str = ""
     lowest_52_week_price: float = 0.0
     lowest_52_week_date: str = ""
+    acc_ask_volume: float | None = None
+    acc_bid_volume: float | None = None
+    market_state: str | None = None
+    delisting_date: Any = None  # "a date or null": kept only as a string (see _text)
+    # ticker and trade; None when absent (a trade then counts as BID, as before)
+    ask_bid: Side | None = None
     # trade
-    ask_bid: Side = "BID"
     sequential_id: int = 0
+    best_ask_price: float | None = None
+    best_ask_size: float | None = None
+    best_bid_price: float | None = None
+    best_bid_size: float | None = None
     # orderbook
     total_ask_size: float = 0.0
     total_bid_size: float = 0.0
@@ -114,8 +123,16 @@ class _WsSimple(msgspec.Struct, gc=False):
     h52wdt: str = ""
     l52wp: float = 0.0
     l52wdt: str = ""
-    ab: Side = "BID"
+    aav: float | None = None
+    abv: float | None = None
+    ms: str | None = None
+    dd: Any = None
+    ab: Side | None = None
     sid: int = 0
+    bap: float | None = None
+    bas: float | None = None
+    bbp: float | None = None
+    bbs: float | None = None
     tas: float = 0.0
     tbs: float = 0.0
     obu: list[_WsUnitSimple] = []
@@ -137,6 +154,12 @@ WsMessage: TypeAlias = Ticker | Trade | Orderbook | Candle | WsStatus | WsError
 def _signed(change: Change, unsigned: float) -> float:
     # WebSocket trades send the change unsigned next to RISE/EVEN/FALL; REST sends it signed.
     return -abs(unsigned) if change == "FALL" else abs(unsigned)
+
+
+def _text(value: Any) -> str | None:
+    # Upbit documents delisting_date only as "a date or null" and has only been seen sending
+    # null: a string is kept as sent, any other shape dropped rather than failing the frame.
+    return value if isinstance(value, str) else None
 
 
 def decode_ws(frame: bytes) -> WsMessage:
@@ -195,6 +218,11 @@ def _from_default(m: _WsDefault) -> WsMessage:
             m.highest_52_week_date,
             m.lowest_52_week_price,
             m.lowest_52_week_date,
+            m.ask_bid,
+            m.acc_ask_volume,
+            m.acc_bid_volume,
+            m.market_state,
+            _text(m.delisting_date),
         )
     if kind == "trade":
         return Trade(
@@ -202,10 +230,14 @@ def _from_default(m: _WsDefault) -> WsMessage:
             m.trade_timestamp,
             m.trade_price,
             m.trade_volume,
-            m.ask_bid,
+            m.ask_bid or "BID",
             m.sequential_id,
             m.prev_closing_price,
             _signed(m.change, m.change_price),
+            m.best_ask_price,
+            m.best_ask_size,
+            m.best_bid_price,
+            m.best_bid_size,
         )
     if kind == "orderbook":
         units = tuple(
@@ -257,9 +289,27 @@ def _from_simple(m: _WsSimple) -> WsMessage:
             m.h52wdt,
             m.l52wp,
             m.l52wdt,
+            m.ab,
+            m.aav,
+            m.abv,
+            m.ms,
+            _text(m.dd),
         )
     if kind == "trade":
-        return Trade(m.cd, m.ttms, m.tp, m.tv, m.ab, m.sid, m.pcp, _signed(m.c, m.cp))
+        return Trade(
+            m.cd,
+            m.ttms,
+            m.tp,
+            m.tv,
+            m.ab or "BID",
+            m.sid,
+            m.pcp,
+            _signed(m.c, m.cp),
+            m.bap,
+            m.bas,
+            m.bbp,
+            m.bbs,
+        )
     if kind == "orderbook":
         units = tuple(OrderbookUnit(u.ap, u.as_, u.bp, u.bs) for u in m.obu)
         return Orderbook(m.cd, m.tms, m.tas, m.tbs, units, m.lv)

@@ -57,12 +57,19 @@ async def read_trades(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
             into.append(message)
 
 
-def history(sim: str, market: str) -> list[int]:
-    """The simulator's most recent trades of ``market``, oldest first (sequential ids)."""
-    rows = httpx.get(
-        f"{sim}/v1/trades/ticks", params={"market": market, "count": 500}, timeout=10
-    ).json()
-    return [row["sequential_id"] for row in reversed(rows)]
+def history(sim: str, market: str, since: int) -> list[int]:
+    """The simulator's trades of ``market`` from ``since`` on, oldest first (sequential ids),
+    paged back with ``cursor``: the simulated clock runs on while the test is checked, and
+    under load more than one page of trades can follow ``since``."""
+    ids: list[int] = []
+    params: dict[str, str | int] = {"market": market, "count": 500}
+    for _ in range(100):
+        rows = httpx.get(f"{sim}/v1/trades/ticks", params=params, timeout=10).json()
+        ids = [row["sequential_id"] for row in reversed(rows)] + ids
+        if not rows or ids[0] <= since:
+            break
+        params["cursor"] = rows[-1]["sequential_id"]
+    return ids
 
 
 async def test_killing_the_feed_holder_hands_the_feed_over_without_a_lost_trade(
@@ -118,7 +125,7 @@ async def test_killing_the_feed_holder_hands_the_feed_over_without_a_lost_trade(
         got = [t["sequential_id"] for t in seen if t["code"] == market]
         got = got[sum(t["code"] == market for t in seen[:before]) - 1 :]
         assert len(got) == len(set(got)), f"{market}: duplicate trades {got}"
-        full = history(fast_sim, market)
+        full = history(fast_sim, market, got[0])
         assert got[0] in full, f"{market}: first trade {got[0]} not in the simulator's history"
         start = full.index(got[0])
         assert got == full[start : start + len(got)], f"{market}: missing or reordered trades"

@@ -102,3 +102,38 @@ def test_ticker_once_per_batch_with_the_history_ticker(history: History, sim_now
         state.ms,
     )
     assert ticker["change_price"] == abs(ticker["signed_change_price"])
+
+
+def test_a_trades_best_quotes_are_the_book_at_it_on_every_connection(
+    history: History, sim_now_ms: int
+) -> None:
+    """best_* depend on the trade alone, not on where a connection's ticks fall: a feed
+    stepping every few ms and one taking a minute at once send the same quotes."""
+    stream = {"type": "trade", "codes": [BTC], "is_only_realtime": True}
+    fine, coarse = feed_of(history, sim_now_ms, stream), feed_of(history, sim_now_ms, stream)
+    fine.tick(sim_now_ms, 0.0)
+    coarse.tick(sim_now_ms, 0.0)
+    stepped = [
+        m for now in range(sim_now_ms + 7, sim_now_ms + 60_001, 7) for m in fine.tick(now, 0.0)
+    ]
+    at_once = coarse.tick(sim_now_ms + 60_000, 0.0)
+    assert len(at_once) > 10
+    assert stepped == [
+        {**m, "timestamp": s["timestamp"]} for m, s in zip(at_once, stepped, strict=True)
+    ]
+    for message in at_once:
+        book = history.orderbook(BTC, message["trade_timestamp"], 1)
+        assert (message["best_ask_price"], message["best_ask_size"]) == book.asks[0]
+        assert (message["best_bid_price"], message["best_bid_size"]) == book.bids[0]
+        assert message["best_bid_price"] < message["best_ask_price"]
+
+
+def test_ticker_day_volume_by_side_adds_up(history: History, sim_now_ms: int) -> None:
+    feed = feed_of(history, sim_now_ms, {"type": "ticker", "codes": [BTC]}, fmt="SIMPLE")
+    (snapshot,) = feed.tick(sim_now_ms, 0.0)
+    (realtime,) = feed.tick(sim_now_ms + 30_000, 0.0)
+    for ticker in (snapshot, realtime):
+        assert ticker["aav"] > 0 and ticker["abv"] > 0
+        assert ticker["aav"] + ticker["abv"] == pytest.approx(ticker["atv"], rel=1e-12)
+        assert ticker["ab"] in ("ASK", "BID") and ticker["ms"] == "ACTIVE"
+    assert realtime["ab"] == history.last_trade(BTC, sim_now_ms + 30_000).side  # type: ignore[union-attr]

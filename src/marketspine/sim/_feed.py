@@ -318,10 +318,12 @@ class Feed:
     def _trade(
         self, simple: bool, code: str, trade: Any, now_ms: int, stream_type: str
     ) -> dict[str, Any]:
-        bucket = (code, trade.ms // 100)  # books change on a 100 ms grid
-        book = self._best.get(bucket)
+        # best_* are the book at the trade's millisecond: a function of the trade alone, so
+        # every connection (and a snapshot) sends the same quotes with the same trade.
+        moment = (code, trade.ms)
+        book = self._best.get(moment)
         if book is None:
-            book = self._best[bucket] = self.history.orderbook(code, trade.ms, 1)
+            book = self._best[moment] = self.history.orderbook(code, trade.ms, 1)
         prev_close = self.history.prev_close(code, trade.ms)
         return trade_message(
             simple,
