@@ -76,9 +76,10 @@ _Message = MutableMapping[str, Any]
 
 class SimGate:
     """Holds a simulator app's WebSocket traffic while closed: ``requests`` the messages its
-    clients send, ``frames`` the messages it sends them (both open at first); ``held``
-    counts the frames that had to wait. Serve ``wrap(create_app(...))`` with ``run_sim``;
-    the events are set and cleared from the test's thread."""
+    clients send, ``frames`` the messages it sends them (both open at first); ``held`` and
+    ``held_requests`` count the frames and requests that had to wait. Serve
+    ``wrap(create_app(...))`` with ``run_sim``; the events are set and cleared from the
+    test's thread."""
 
     def __init__(self) -> None:
         self.requests = threading.Event()
@@ -86,6 +87,7 @@ class SimGate:
         self.requests.set()
         self.frames.set()
         self.held = 0
+        self.held_requests = 0
 
     def wrap(self, app: Any) -> Any:
         async def gated(
@@ -100,6 +102,8 @@ class SimGate:
             async def held_receive() -> _Message:
                 message = await receive()
                 if message["type"] == "websocket.receive":
+                    if not self.requests.is_set():
+                        self.held_requests += 1
                     await _opened(self.requests)
                 return message
 

@@ -109,6 +109,17 @@ bad_depth = st.one_of(
     junk.filter(lambda v: v is not None), st.integers().filter(lambda n: n not in (1, 5, 15, 30))
 )
 bad_maxsize = st.one_of(junk, st.integers(max_value=0), st.text(max_size=3))
+# ``since`` of a stream of KRW-BTC: not a mapping, a market outside it, or a value that is
+# neither a Trade of it nor a sequential_id > 0 (None and {} mean no since).
+bad_since = st.one_of(
+    junk.filter(lambda v: v is not None and v != {}),
+    st.integers(),
+    st.text(max_size=3),
+    st.dictionaries(st.sampled_from(["KRW-ETH", "BTC-ETH"]), st.integers(1), min_size=1),
+    st.dictionaries(
+        st.just("KRW-BTC"), st.one_of(junk, st.integers(max_value=0), st.text()), min_size=1
+    ),
+)
 
 
 def _matches(pattern: str, text: str) -> bool:
@@ -167,6 +178,7 @@ CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("stream", {"markets": ["KRW-BTC"]}, "types", bad_kinds),
     ("stream", {"types": ["trade"]}, "markets", bad_markets),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "maxsize", bad_maxsize),
+    ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "since", bad_since),
     ("markets", {}, "refresh", bad_flag),
     ("tick_size", {"price": 100.0}, "market", bad_market),
     ("tick_size", {"market": "KRW-BTC"}, "price", bad_seconds),

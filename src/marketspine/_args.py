@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeGuard, TypeVar
 
 from ._errors import InvalidRequestError
+from ._records import Trade
 from ._time import parse_time, to_ms
 from ._timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
@@ -42,6 +43,7 @@ __all__ = [
     "number_arg",
     "optional_seconds_arg",
     "quote_arg",
+    "since_arg",
     "time_arg",
     "timeframe_arg",
 ]
@@ -324,3 +326,37 @@ def needs_arg(value: object, high: int, name: str = "needs") -> dict[str, dict[T
             held = wanted.setdefault(code, {})
             held[tf] = max(held.get(tf, 0), count)
     return wanted
+
+
+def since_arg(value: object, markets: Sequence[str], name: str = "since") -> dict[str, Trade | int]:
+    """``{market: the last Trade the caller has of it, or its sequential_id}`` checked, each
+    market one of ``markets`` (in upper case); None is no market.
+
+    Raises InvalidRequestError for another shape, a market not in ``markets`` or given
+    twice, a Trade of another market, or a sequential_id that is not an int > 0."""
+    if value is None:
+        return {}
+    accepted = "a mapping {market: the last Trade you have of it, or its sequential_id}"
+    if not isinstance(value, Mapping):
+        raise _invalid(name, value, accepted)
+    marks: dict[str, Trade | int] = {}
+    for market, mark in value.items():
+        code = market_arg(market, f"market in {name}")
+        if code not in markets or code in marks:
+            given = "is given twice" if code in marks else "is not one of the markets streamed"
+            raise InvalidRequestError(
+                f"invalid market in {name} {_shown(market)}: {code} {given} "
+                f"({', '.join(markets)}); expected {accepted}"
+            )
+        one = f"a Trade of {code} or its sequential_id (an int > 0)"
+        if isinstance(mark, Trade):
+            if mark.market != code:
+                raise InvalidRequestError(
+                    f"invalid {name}[{market!r}]: a Trade of {mark.market}; expected {one}"
+                )
+            marks[code] = mark
+        elif _is_int(mark) and int(mark) > 0:
+            marks[code] = int(mark)
+        else:
+            raise _invalid(f"{name}[{market!r}]", mark, one)
+    return marks

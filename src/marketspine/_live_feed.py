@@ -4,7 +4,7 @@ every event into the ``LiveState``, and which (kind, market) pairs are kept live
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -13,8 +13,9 @@ from ._client import Client
 from ._errors import InvalidRequestError
 from ._listener import Event, Listener
 from ._live import LiveState
-from ._records import Candle
+from ._records import Candle, Trade
 from ._stream import Stream
+from ._trades_since import trades_since
 
 if TYPE_CHECKING:
     from ._shared_stream import SharedStream
@@ -61,6 +62,7 @@ class LiveFeed:
         self._live = live
         self._start = start
         self._stream: LiveStream | None = None
+        self._client: Client | None = None  # fills trades up to a stream's ``since``
         self._lock = asyncio.Lock()
         self.watched: set[tuple[str, str]] = set()
 
@@ -86,7 +88,7 @@ class LiveFeed:
                         memory=memory,
                     )
                 await stack.enter_async_context(stream)
-                self._stream = stream
+                self._stream, self._client = stream, client
                 self._start("live pump", self._pump(stream))
             return self._stream
 
@@ -123,7 +125,7 @@ class LiveFeed:
             await self._stream.unsubscribe(kind, codes_now)
             self.watched.difference_update((kind, c) for c in codes_now)
 
-    async def events(
+    def events(
         self,
         stream: LiveStream,
         kinds: list[str],
@@ -135,11 +137,31 @@ class LiveFeed:
         forming: Callable[[str, Timeframe, int], Awaitable[Candle | None]],
         read_closed: Callable[[str, Timeframe, int, int], Awaitable[Sequence[Candle]]],
         stopped: Callable[[], bool],
+        since: Mapping[str, Trade | int],
     ) -> AsyncGenerator[Event | Candle | ClosedCandle, None]:
         """The events of ``kinds`` of ``codes`` through one listener of ``maxsize``; candle
         kinds become forming and closed candles (see ``candle_events``). ``watch`` subscribes
         once the listener is open, so no trade after upstream's forming candle is missed.
-        Ends, handing out nothing more that was queued, as soon as ``stopped()`` is true."""
+        The trades of each market in ``since`` begin right after its trade (see
+        ``trades_since``). Ends, handing out nothing more that was queued, as soon as
+        ``stopped()`` is true."""
+        items = self._events(
+            stream, kinds, codes, maxsize, watch, upstream_now_ms, forming, read_closed, stopped
+        )
+        return trades_since(items, since, self._client, stopped) if since else items
+
+    async def _events(
+        self,
+        stream: LiveStream,
+        kinds: list[str],
+        codes: list[str],
+        maxsize: int,
+        watch: Callable[[list[str], list[str]], Awaitable[None]],
+        upstream_now_ms: Callable[[], int],
+        forming: Callable[[str, Timeframe, int], Awaitable[Candle | None]],
+        read_closed: Callable[[str, Timeframe, int, int], Awaitable[Sequence[Candle]]],
+        stopped: Callable[[], bool],
+    ) -> AsyncGenerator[Event | Candle | ClosedCandle, None]:
         frames = [timeframe_of_kind(k) for k in kinds if "." in k]
         plain = {k for k in kinds if "." not in k}
         listened = plain | ({"trade"} if frames else set())  # candle kinds follow trades

@@ -11,7 +11,6 @@ markets are watched, otherwise from REST with a freshness bound the caller sets.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
@@ -34,6 +33,7 @@ from ._args import (
     markets_arg,
     needs_arg,
     number_arg,
+    since_arg,
     time_arg,
     timeframe_arg,
 )
@@ -60,8 +60,6 @@ from ._time import now_ms
 from ._timeframes import Timeframe
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
-
-logger = logging.getLogger("marketspine")
 
 
 class Spine:
@@ -405,17 +403,20 @@ class Spine:
         await self._feed.unwatch(kinds, codes)
 
     async def stream(
-        self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000
-    ) -> AsyncIterator[Event | ClosedCandle]:
+        self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000,
+        since: Mapping[str, Trade | int] | None = None,
+    ) -> AsyncIterator[Event | ClosedCandle]:  # fmt: skip
         """Typed events (Ticker, Trade, Orderbook; Gap/Health/Overflow) of ``types`` of
         ``markets`` (a plain string is one item). A candle kind (``candle.<timeframe>``, any
         timeframe) yields the forming ``Candle`` as trades change it and a ``ClosedCandle``
         (equal to the REST candle, stored too) once its window closed on upstream's clock.
+        ``since`` ({market: the last Trade you have, or its sequential_id}) starts its trades
+        right after it, missing ones read from REST first (a ``Gap`` when not all could be).
 
         Raises InvalidRequestError before connecting; ClosedError outside ``async with``
         and once the Spine closes while iterating."""
         kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
-        maxsize = count_arg(maxsize, "maxsize", 1, 10_000_000)
+        maxsize, marks = count_arg(maxsize, "maxsize", 1, 10_000_000), since_arg(since, codes)
         self._check_open()
         reader = self._candle_reader()
         async for item in self._feed.events(
@@ -428,6 +429,7 @@ class Spine:
             forming=lambda code, tf, now: reader.forming(code, tf, now, Priority.HIGH, Trace()),
             read_closed=self._read_closed,
             stopped=lambda: self._closed,  # nothing queued before aclose() comes after it
+            since=marks,
         ):
             yield item
         self._check_open()  # the listener ends only when the stream (the Spine) closes
