@@ -342,6 +342,16 @@ class ServeService:
             ("marketspine_websocket_frames_sent", "frames_sent", "WebSocket frames sent."),
             ("marketspine_websocket_refused_clients", "refused_clients", "Over --ws-max-per-ip."),
             ("marketspine_websocket_idle_closed", "idle_closed", "Closed: never subscribed."),
+            (
+                "marketspine_websocket_snapshot_joins",
+                "snapshot_joins",
+                "REST walks joining a fetched trade snapshot to the live stream.",
+            ),
+            (
+                "marketspine_websocket_snapshot_join_trades",
+                "snapshot_join_trades",
+                "Trades those walks filled in between snapshot and stream.",
+            ),
         ):
             value = float(getattr(stats, field, 0) or 0) if stats is not None else 0.0
             yield counter(name, doc, value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -135,3 +136,10 @@ async def test_trades_before_the_upstream_subscription_is_live_arrive(
     want = await history_between(gated_sim, market, snapshot["sequential_id"], last)
     assert len(want) >= 40  # the 90 s hold a hole of dozens of trades
     assert got == want
+    # The operator sees the join: one walk, and the trades it filled before the stream's.
+    async with httpx.AsyncClient(base_url=served_gated.url, timeout=10) as http:
+        metrics = (await http.get("/metrics")).text
+    joins = re.search(r"\nmarketspine_websocket_snapshot_joins_total (\S+)\n", metrics)
+    filled = re.search(r"\nmarketspine_websocket_snapshot_join_trades_total (\S+)\n", metrics)
+    assert joins is not None and float(joins.group(1)) == 1
+    assert filled is not None and 0 < float(filled.group(1)) <= len(want)
