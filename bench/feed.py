@@ -127,12 +127,24 @@ async def _rounds(
     return found
 
 
+def _history(sim: str, market: str, since: int) -> list[int]:
+    """The simulator's trades of ``market`` from ``since`` on, oldest first, paged back with
+    ``cursor`` (at speed 60 more than one page of 500 can follow a round's first trade)."""
+    ids: list[int] = []
+    params: dict[str, str | int] = {"market": market, "count": 500}
+    while True:
+        rows = httpx.get(f"{sim}/v1/trades/ticks", params=params).json()
+        ids = [r["sequential_id"] for r in reversed(rows)] + ids
+        if not rows or ids[0] <= since:
+            return ids
+        params["cursor"] = rows[-1]["sequential_id"]
+
+
 def _missed_or_repeated(sim: str, seen: list[tuple[float, dict[str, Any]]]) -> int:
     wrong = 0
     for market in MARKETS:
         got = [m["sequential_id"] for _, m in seen if m["code"] == market]
-        rows = httpx.get(f"{sim}/v1/trades/ticks", params={"market": market, "count": 500})
-        full = [r["sequential_id"] for r in reversed(rows.json())]
+        full = _history(sim, market, got[0])
         span = full[full.index(got[0]) : full.index(got[-1]) + 1]
         wrong += len(got) - len(set(got)) + len(set(span) - set(got))
     return wrong
