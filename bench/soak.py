@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
+from bench._memprobe import malloc_trim, probe
 from bench._sim import simulator
 from marketspine._ratebudget import LocalRateBudget
 from marketspine._spine import Spine
@@ -64,6 +67,87 @@ def print_growth(first: tracemalloc.Snapshot, last: tracemalloc.Snapshot, top: i
                 print(f"    {line}")
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"malloc": {"arena": 1.0}}`` -> ``{"malloc.arena": 1.0}``; list items by index."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat.update(flatten({str(i): v for i, v in enumerate(value)}, f"{name}."))
+        else:
+            flat[name] = float(value)
+    return flat
+
+
+_BRIEF = {
+    "smaps.heap": "heap",
+    "smaps.anon": "anon",
+    "malloc.uordblks": "malloc used",
+    "malloc.fordblks": "free",
+    "obmalloc.arenas": "ob arenas",
+    "obmalloc.used": "ob used",
+    "sqlite.used": "sqlite",
+}
+
+
+def brief(sample: dict[str, float]) -> str:
+    """The sample's allocator figures on one line (MiB; arenas and counts as counts)."""
+    figures = [f"{label} {sample[key]:.1f}" for key, label in _BRIEF.items() if key in sample]
+    counts = ("live_trade_markets", "seq_ids", "series_locks", "queued", "windows")
+    return "  ".join(figures + [f"{name} {sample[name]:.0f}" for name in counts])
+
+
+def print_component_slopes(parts: list[tuple[float, dict[str, float]]]) -> None:
+    """Per recorded figure: its change and slope once full, and over the last half."""
+    if len(parts) < 4:
+        return
+    half = parts[len(parts) // 2 :]
+    print("figure                          first      last   slope/min  last half/min")
+    for name in parts[0][1]:
+        if name == "t" or not all(name in p for _, p in parts):
+            continue
+        series = [(t, p[name]) for t, p in parts]
+        tail = [(t, p[name]) for t, p in half]
+        print(
+            f"  {name:<26} {series[0][1]:9.2f} {series[-1][1]:9.2f} "
+            f"{slope_per_minute(series):+10.4f} {slope_per_minute(tail):+12.4f}"
+        )
+
+
+def structures(spine: Spine) -> dict[str, int]:
+    """Counts of what the live structures hold (private attributes: a benchmark's view)."""
+    live = spine._live
+    reader = spine._reader
+    budget = spine._memory.budget
+    holders: dict[str, int] = {}
+    for holder, _ in budget._entries:
+        holders[holder.split("-")[0]] = holders.get(holder.split("-")[0], 0) + 1
+    stream: Any = spine._feed._stream
+    tracks = stream._trades._tracks if stream is not None else {}
+    listeners = stream._fanout._listeners if stream is not None else []
+    return {
+        "windows": len(spine._memory._windows),
+        "live_tickers": len(live._tickers),
+        "live_books": len(live._books),
+        "live_trade_markets": len(live._trades),
+        "live_trades": sum(len(rows) for rows in live._trades.values()),
+        "live_trade_ids": sum(len(ids) for ids in live._trade_seqs.values()),
+        "live_candles": len(live._candles),
+        "live_tracked": len(live._tracked),
+        "seq_markets": len(tracks),
+        "seq_ids": sum(len(t.seen_set) for t in tracks.values()),
+        "seq_pending": sum(len(t.pending or ()) for t in tracks.values()),
+        "series_locks": 0 if reader is None else len(reader.series_locks),
+        "queued": sum(listener.qsize() for listener in listeners),
+        "budget_entries": len(budget._entries),
+        **{f"budget_{name}": count for name, count in sorted(holders.items())},
+        "flights": len(spine.client._flights._in_flight),
+        "tasks": len(asyncio.all_tasks()),
+    }
+
+
 def traced_mib() -> float:
     return tracemalloc.get_traced_memory()[0] / MIB if tracemalloc.is_tracing() else 0.0
 
@@ -76,6 +160,8 @@ async def soak(
     every_s: float,
     charts: int = 1,
     trace: bool = False,
+    record: Path | None = None,
+    trim_every_s: float = 0.0,
 ) -> None:
     import psutil
 
@@ -93,6 +179,9 @@ async def soak(
         reference: tracemalloc.Snapshot | None = None
         reference_at = started + minutes * 60  # set once the budget is full
         traced: list[tuple[float, float]] = []
+        parts: list[tuple[float, dict[str, float]]] = []  # flattened probes once full
+        out = record.open("w") if record is not None else None
+        next_trim = started + trim_every_s
         tick = 0
         while (now := time.monotonic()) - started < minutes * 60:
             for chart in range(charts):
@@ -100,6 +189,9 @@ async def soak(
             if tick % 10 == 0:
                 await spine.tickers(quote="KRW", max_age_s=0)
             tick += 1
+            if trim_every_s > 0 and now >= next_trim:
+                next_trim += trim_every_s
+                malloc_trim()
             if now >= next_sample:
                 next_sample += every_s
                 stats = spine.statistics()
@@ -123,6 +215,20 @@ async def soak(
                     f"slope since full {slope_per_minute(samples):+.3f} MiB/min",
                     flush=True,
                 )
+                sample = {
+                    "t": now - started,
+                    "rss": rss,
+                    "held": stats.memory_bytes / MIB,
+                    "traced": traced_mib(),
+                    **flatten(probe()),
+                    **structures(spine),
+                }
+                print("         " + brief(sample), flush=True)
+                if full_at is not None:
+                    parts.append((now - started, sample))
+                if out is not None:
+                    out.write(json.dumps({"full": full_at is not None, **sample}) + "\n")
+                    out.flush()
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
         peak = max((m for _, m in samples), default=process.memory_info().rss / MIB)
         settled = samples[len(samples) // 2 :]  # the first half still carries the fill's tail
@@ -131,6 +237,9 @@ async def soak(
             f"MiB/min (last half {slope_per_minute(settled):+.3f} MiB/min), "
             f"peak RSS {peak:.1f} MiB = baseline + {peak - baseline:.1f} MiB"
         )
+        print_component_slopes(parts)
+        if out is not None:
+            out.close()
         if reference is not None:
             half = traced[len(traced) // 2 :]
             print(
@@ -150,6 +259,10 @@ def main() -> None:
     parser.add_argument("--every-s", type=float, default=10.0)
     parser.add_argument("--charts", type=int, default=1, help="charts opened per second")
     parser.add_argument("--trace", action="store_true", help="tracemalloc growth report")
+    parser.add_argument("--record", type=Path, help="write every sample as a JSON line here")
+    parser.add_argument(
+        "--trim-every-s", type=float, default=0.0, help="call glibc malloc_trim(0) this often"
+    )
     args = parser.parse_args()
     if args.charts < 1:
         parser.error("--charts must be at least 1")
@@ -159,7 +272,17 @@ def main() -> None:
     ):
         db = Path(tmp) / "soak.db"
         asyncio.run(
-            soak(url, db, args.minutes, args.memory_mb, args.every_s, args.charts, args.trace)
+            soak(
+                url,
+                db,
+                args.minutes,
+                args.memory_mb,
+                args.every_s,
+                args.charts,
+                args.trace,
+                args.record,
+                args.trim_every_s,
+            )
         )
 
 

@@ -7,7 +7,6 @@ tracked in the live state, else from one upstream call.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -18,6 +17,7 @@ from ._coverage import Coverage
 from ._derive import DERIVABLE, derivable_ranges, derive_candles
 from ._errors import CircuitOpenError, InvalidRequestError, UnknownMarketError
 from ._horizon import SECONDS_HORIZON_MS, served_since
+from ._keyed_lock import KeyedLock
 from ._live import LiveState
 from ._memory import CandleMemory
 from ._planner import MAX_PAGE, PageRequest, page_outcome
@@ -83,7 +83,8 @@ class CandleReader:
         self.memory = memory
         self._live = live
         self._markets = markets
-        self._series_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # One fetch per series at a time; a series' lock exists only while it is in use.
+        self.series_locks = KeyedLock()
         # Markets upstream answered 404 for while the store held their candles.
         self._delisted: set[str] = set()
 
@@ -290,8 +291,7 @@ class CandleReader:
         if cached is not None:
             trace.used("memory")
             return cached
-        lock = self._series_locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self.series_locks.hold(key):
             rows, low = await self._walk_back(market, tf, count, end, now, priority, trace)
         if not trace.stale:
             self.memory.put(key, low, end, rows)
@@ -416,8 +416,7 @@ class CandleReader:
             return cached
         # One fetch per series at a time: a second caller waits and then finds the pages
         # stored, so concurrent requests make one upstream call per missing page.
-        lock = self._series_locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self.series_locks.hold(key):
             store = self._store
             coverage = await store.coverage(market, tf)
             derived: list[Candle] = []
