@@ -19,7 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from marketspine._errors import UpstreamError
 from marketspine._ratebudget import BudgetStatistics, Priority
+from marketspine._records import Trade
 from marketspine._time import parse_time
 
 if TYPE_CHECKING:
@@ -225,3 +227,28 @@ class UnpacedBudget:
 
     def statistics(self) -> BudgetStatistics:
         return BudgetStatistics(groups={})
+
+
+class ListedTrades:
+    """REST trades, newest first as listed; ``trades(cursor=seq)`` pages what is listed
+    after that trade, as Upbit's ``/v1/trades/ticks`` does; ``fail`` makes every call fail
+    as an unreachable upstream does. ``calls`` counts them."""
+
+    def __init__(self, listed: list[Trade], fail: bool = False) -> None:
+        self.listed = listed
+        self.fail = fail
+        self.calls = 0
+
+    async def trades(
+        self,
+        market: str,
+        *,
+        count: int = 100,
+        cursor: int | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> list[Trade]:
+        self.calls += 1
+        if self.fail:
+            raise UpstreamError("upstream is down")
+        start = 0 if cursor is None else [t.seq for t in self.listed].index(cursor) + 1
+        return self.listed[start : start + count]

@@ -4,8 +4,8 @@ order their sequential ids do not tell)."""
 
 from __future__ import annotations
 
-from marketspine._errors import UpstreamError
-from marketspine._ratebudget import Priority
+from helpers import ListedTrades
+
 from marketspine._records import Trade
 from marketspine._trade_fill import Walk, walk_back
 from marketspine._trade_join import TradeJoin, WalkNeeded
@@ -19,33 +19,7 @@ def trade(ms: int, n: int = 0) -> Trade:
     return Trade(BTC, T0 + ms, 100.0, 0.5, "BID", (T0 + ms) * 10_000 + n, 100.0, 1.0)
 
 
-class History:
-    """REST trades, newest first as listed; ``trades(cursor=seq)`` pages what is listed
-    after that trade, as Upbit's ``/v1/trades/ticks`` does."""
-
-    def __init__(self, listed: list[Trade], fail: bool = False) -> None:
-        self.listed = listed
-        self.fail = fail
-        self.calls = 0
-
-    async def trades(
-        self,
-        market: str,
-        *,
-        count: int = 100,
-        cursor: int | None = None,
-        priority: Priority = Priority.NORMAL,
-    ) -> list[Trade]:
-        self.calls += 1
-        if self.fail:
-            raise UpstreamError("upstream is down")
-        start = 0
-        if cursor is not None:
-            start = [t.seq for t in self.listed].index(cursor) + 1
-        return self.listed[start : start + count]
-
-
-async def walk(history: History, need: WalkNeeded) -> Walk:
+async def walk(history: ListedTrades, need: WalkNeeded) -> Walk:
     return await walk_back(history, need.market, need.before, need.after)
 
 
@@ -66,7 +40,7 @@ def test_earlier_trades_are_covered_by_the_snapshot() -> None:
 
 
 async def test_a_later_trade_fills_the_hole_from_rest_then_the_held_trades() -> None:
-    history = History([trade(9), trade(8), trade(7), trade(6), trade(5), trade(4)])
+    history = ListedTrades([trade(9), trade(8), trade(7), trade(6), trade(5), trade(4)])
     join = TradeJoin(trade(5))
     (need,) = join.receive(trade(8))
     assert need == WalkNeeded(BTC, trade(5), trade(8))
@@ -78,7 +52,7 @@ async def test_a_later_trade_fills_the_hole_from_rest_then_the_held_trades() -> 
 
 async def test_the_same_millisecond_goes_by_upbits_listing_not_by_id() -> None:
     # Listed newest first, and the id ending in 0 is the newer of the two at ms 5.
-    history = History([trade(6), trade(5, 0), trade(5, 1), trade(4)])
+    history = ListedTrades([trade(6), trade(5, 0), trade(5, 1), trade(4)])
     # The stream starts at the older one: the snapshot (the newer) covers it.
     join = TradeJoin(trade(5, 0))
     (need,) = join.receive(trade(5, 1))
@@ -94,7 +68,7 @@ async def test_the_same_millisecond_goes_by_upbits_listing_not_by_id() -> None:
 
 
 async def test_a_held_trade_found_before_the_snapshot_asks_for_the_next_walk() -> None:
-    history = History([trade(6), trade(5, 2), trade(5, 0), trade(5, 1), trade(4)])
+    history = ListedTrades([trade(6), trade(5, 2), trade(5, 0), trade(5, 1), trade(4)])
     join = TradeJoin(trade(5, 0))
     (need,) = join.receive(trade(5, 1))
     assert join.receive(trade(5, 0)) == []
@@ -105,7 +79,7 @@ async def test_a_held_trade_found_before_the_snapshot_asks_for_the_next_walk() -
 
 
 async def test_a_walk_that_cannot_finish_joins_with_what_it_found() -> None:
-    history = History([trade(9), trade(8), trade(7), trade(6), trade(5)], fail=True)
+    history = ListedTrades([trade(9), trade(8), trade(7), trade(6), trade(5)], fail=True)
     join = TradeJoin(trade(5))
     (need,) = join.receive(trade(8))
     assert join.walked(await walk(history, need)) == [trade(8)]

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+from helpers import ListedTrades
+
 from marketspine import Gap, Health, Trade
-from marketspine._errors import UpstreamError
-from marketspine._ratebudget import Priority
 from marketspine._trade_fill import FILL_MAX_PAGES, FILL_PAGE_SIZE
 from marketspine._trades_since import find_trade, trades_since
 
@@ -22,36 +22,14 @@ def trade(ms: int, market: str = BTC) -> Trade:
     return Trade(market, T0 + ms, 100.0, 0.5, "BID", (T0 + ms) * 10_000, 100.0, 1.0)
 
 
-class History:
-    """REST trades of BTC, newest first; ``trades(cursor=seq)`` pages what is listed after
-    that trade, as Upbit's ``/v1/trades/ticks`` does."""
-
-    def __init__(self, listed: list[Trade], fail: bool = False) -> None:
-        self.listed = listed
-        self.fail = fail
-        self.calls = 0
-
-    async def trades(
-        self,
-        market: str,
-        *,
-        count: int = 100,
-        cursor: int | None = None,
-        priority: Priority = Priority.NORMAL,
-    ) -> list[Trade]:
-        self.calls += 1
-        if self.fail:
-            raise UpstreamError("upstream is down")
-        start = 0 if cursor is None else [t.seq for t in self.listed].index(cursor) + 1
-        return self.listed[start : start + count]
-
-
 async def live(events: Sequence[Any]) -> AsyncGenerator[Any, None]:
     for event in events:
         yield event
 
 
-async def run(events: Sequence[Any], since: dict[str, Trade | int], rest: History) -> list[Any]:
+async def run(
+    events: Sequence[Any], since: dict[str, Trade | int], rest: ListedTrades
+) -> list[Any]:
     return [e async for e in trades_since(live(events), since, rest)]
 
 
@@ -61,7 +39,7 @@ def upto(ms: int) -> list[Trade]:
 
 
 async def test_the_hole_is_filled_in_order_and_nothing_is_repeated() -> None:
-    rest = History(upto(9))
+    rest = ListedTrades(upto(9))
     other = trade(7, ETH)
     got = await run([Health("connected", ""), other, trade(8), trade(9)], {BTC: trade(4)}, rest)
     assert got == [Health("connected", ""), other, *map(trade, range(5, 10))]
@@ -69,14 +47,14 @@ async def test_the_hole_is_filled_in_order_and_nothing_is_repeated() -> None:
 
 
 async def test_older_trades_and_the_callers_own_are_dropped() -> None:
-    rest = History(upto(9))
+    rest = ListedTrades(upto(9))
     got = await run([trade(2), trade(3), trade(4), trade(5)], {BTC: trade(4)}, rest)
     assert got == [trade(5)]
     assert rest.calls == 0
 
 
 async def test_a_sequential_id_is_looked_up_for_its_time_then_joined() -> None:
-    rest = History(upto(9))
+    rest = ListedTrades(upto(9))
     assert await run([trade(7), trade(8)], {BTC: trade(4).seq}, rest) == [
         trade(5),
         trade(6),
@@ -84,15 +62,15 @@ async def test_a_sequential_id_is_looked_up_for_its_time_then_joined() -> None:
         trade(8),
     ]
     assert rest.calls == 2  # the lookup, the walk
-    newer = History(upto(9))
+    newer = ListedTrades(upto(9))
     assert await run([trade(2), trade(5), trade(6)], {BTC: trade(5).seq}, newer) == [trade(6)]
-    itself = History(upto(9))
+    itself = ListedTrades(upto(9))
     assert await run([trade(4), trade(5)], {BTC: trade(4).seq}, itself) == [trade(5)]
     assert itself.calls == 0
 
 
 async def test_a_sequential_id_not_found_is_a_gap_and_the_stream_goes_on() -> None:
-    rest = History(upto(9))
+    rest = ListedTrades(upto(9))
     (gap, *after) = await run([trade(8), trade(9)], {BTC: 12345}, rest)
     assert gap == Gap(BTC, 0, trade(8).ms, 0, False, gap.reason)
     assert "12345 is not in KRW-BTC's REST history" in gap.reason
@@ -100,7 +78,7 @@ async def test_a_sequential_id_not_found_is_a_gap_and_the_stream_goes_on() -> No
 
 
 async def test_a_failing_walk_is_a_gap_before_the_live_trades() -> None:
-    rest = History(upto(9), fail=True)
+    rest = ListedTrades(upto(9), fail=True)
     got = await run([trade(8), trade(9)], {BTC: trade(4)}, rest)
     gap = Gap(BTC, trade(4).ms, trade(8).ms, 0, False, "REST trades failed: upstream is down")
     assert got == [gap, trade(8), trade(9)]
@@ -108,7 +86,7 @@ async def test_a_failing_walk_is_a_gap_before_the_live_trades() -> None:
 
 async def test_a_hole_too_long_to_walk_is_a_gap_before_what_was_found() -> None:
     longest = FILL_MAX_PAGES * FILL_PAGE_SIZE
-    rest = History(upto(longest + 10))
+    rest = ListedTrades(upto(longest + 10))
     got = await run([trade(longest + 10)], {BTC: trade(0)}, rest)
     gap, *trades = got
     assert isinstance(gap, Gap) and not gap.complete and "longer than" in gap.reason
@@ -118,6 +96,6 @@ async def test_a_hole_too_long_to_walk_is_a_gap_before_what_was_found() -> None:
 
 
 async def test_find_trade_says_why_it_cannot() -> None:
-    assert await find_trade(History(upto(3)), BTC, trade(1).seq) == trade(1)
-    assert "failed" in str(await find_trade(History(upto(3), fail=True), BTC, 1))
+    assert await find_trade(ListedTrades(upto(3)), BTC, trade(1).seq) == trade(1)
+    assert "failed" in str(await find_trade(ListedTrades(upto(3), fail=True), BTC, 1))
     assert "no REST client" in str(await find_trade(None, BTC, 1))
