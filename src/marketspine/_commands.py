@@ -24,7 +24,7 @@ from ._store import SQLiteStore
 from ._subscriptions import normalize_market
 from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
-from ._urls import is_postgres_url
+from ._urls import check_db, check_upstream, is_postgres_url
 
 # rich and the client (httpx) load inside the commands that use them: ``status --json``
 # and ``export`` start without either.
@@ -71,7 +71,9 @@ def open_store(
     """The store at ``db`` (an SQLite path or a postgresql:// URL); ``read_only`` never
     creates or changes anything in an SQLite file and checks every page first, so a damaged
     file is an error, not missing rows (status, export).
-    Raises StoreError when ``must_exist`` and there is no database."""
+    Raises StoreError when ``must_exist`` and there is no database, InvalidRequestError
+    for a URL of another database."""
+    check_db(db, "--db")
     if is_postgres_url(db):
         from ._pgstore import PostgresStore
 
@@ -98,6 +100,7 @@ def run_collect(
 ) -> None:
     """Backfill ``markets`` and print a progress bar (terminal) or one JSON line. ``redis``
     shares the rate budget with every process using the same Redis."""
+    check_upstream(upstream, "--upstream")
     tf = parse_timeframe(timeframe)
     codes = [normalize_market(m) for m in markets]
     # Bad times fail here, before any request; "now" is upstream's, learned in _collect.
@@ -329,6 +332,8 @@ def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: boo
     """Warm up every configured exchange and print the report; exit 1 if any failed."""
     from ._spine import Spine
 
+    check_upstream(upstream, "--upstream")
+    check_db(db, "--db")
     configured = {"upbit": upstream}
     for item in exchanges:
         name, sep, url = item.partition("=")

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._candle_feed import ClosedCandle, candle_events
 from ._client import Client
-from ._errors import InvalidRequestError
 from ._listener import Event, Listener
 from ._live import LiveState
 from ._records import Candle, Trade
 from ._stream import Stream
 from ._trades_since import trades_since
+from ._urls import check_upstream
 
 if TYPE_CHECKING:
     from ._shared_stream import SharedStream
@@ -198,8 +198,7 @@ def ws_url_for(upstream: str) -> str:
     """The WebSocket URL beside the REST base URL ``upstream``.
 
     Raises InvalidRequestError unless ``upstream`` is an http(s):// URL."""
+    check_upstream(upstream)
     if upstream.startswith("https://"):
         return "wss://" + upstream.removeprefix("https://") + "/websocket/v1"
-    if upstream.startswith("http://"):
-        return "ws://" + upstream.removeprefix("http://") + "/websocket/v1"
-    raise InvalidRequestError(f"invalid upstream {upstream!r}: expected an http(s):// URL")
+    return "ws://" + upstream.removeprefix("http://") + "/websocket/v1"

@@ -19,7 +19,7 @@ from ._errors import InvalidRequestError, StoreError
 from ._pgstore import PostgresStore
 from ._store import CandleStore, SeriesSummary, SQLiteStore
 from ._timeframes import parse_timeframe
-from ._urls import is_postgres_url
+from ._urls import check_db, is_postgres_url
 
 __all__ = ["MigrationReport", "migrate", "migrate_databases"]
 
@@ -99,6 +99,8 @@ def migrate_databases(source: str, target: str) -> MigrationReport:
     Raises StoreError when the source does not exist, either side cannot be used or the
     check fails; InvalidRequestError when both name the same database.
     """
+    check_db(source, "--from")
+    check_db(target, "--to")
     if source == target:
         raise InvalidRequestError(f"--from and --to name the same database ({source})")
     if not is_postgres_url(source) and not Path(source).expanduser().is_file():

@@ -35,7 +35,7 @@ from ._serve_api import api_routes
 from ._serve_service import ServeService
 from ._serve_upbit import upbit_routes
 from ._serve_ws import DEFAULT_MAX_PER_ADDRESS, WsGateway
-from ._urls import is_postgres_url
+from ._urls import check_db, check_upstream, is_postgres_url
 from ._ws_frames import FramesProtocol
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
@@ -154,13 +154,19 @@ def _simulator() -> Iterator[str]:
         yield url
 
 
-async def _check_database(path: Path) -> None:
+async def _check_database(db: Path | str) -> None:
     """Open (create, migrate) the database once before a token is written beside it or a
-    port is taken: an unusable --db is then one line and exit 2 (StoreError), not a failed
-    startup's traceback."""
-    from ._store import SQLiteStore
+    port is taken: an unusable --db (an SQLite path, or a PostgreSQL URL that cannot be
+    reached) is then one line and exit 2 (StoreError), not a failed startup's traceback
+    and uvicorn's exit code 3."""
+    if isinstance(db, Path):
+        from ._store import SQLiteStore
 
-    async with SQLiteStore(path):
+        async with SQLiteStore(db):
+            return
+    from ._pgstore import PostgresStore  # psycopg is imported only for PostgreSQL
+
+    async with PostgresStore(db):
         pass
 
 
@@ -192,10 +198,13 @@ def run_serve(
     tls_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tls")
     tls = tls_pool.submit(httpx.create_ssl_context)
     tls_pool.shutdown(wait=False)
+    # Bad values fail before anything is written (the database, a token beside it).
+    if upstream != "sim":
+        check_upstream(upstream, "--upstream", also=", or sim")
+    check_db(db, "--db")
     # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
     db_path = None if is_postgres_url(db) else Path(db).expanduser()
-    if db_path is not None:
-        asyncio.run(_check_database(db_path))
+    asyncio.run(_check_database(db_path or db))
     token, generated = resolve_token(admin_token, db_path)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
