@@ -1,6 +1,7 @@
 """What a newcomer tripped on, walking the README: a port out of range, an unusable
-``serve --db``, a single market string to ``POST /api/backfill``, ``/api/candles`` hiding
-that a range is unserved, a non-boolean ``fill``, a deeply nested WebSocket request."""
+``serve --db``, a single market string or JSON of the wrong type to ``POST /api/backfill``,
+``/api/candles`` hiding that a range is unserved, a non-boolean ``fill``, a deeply nested
+WebSocket request."""
 
 from __future__ import annotations
 
@@ -78,6 +79,33 @@ async def test_backfill_of_one_market_string_is_that_market(http: httpx.AsyncCli
     )
     assert answer.status_code == 202, answer.text
     assert answer.json()["markets"] == ["KRW-BTC"]
+
+
+_DAY = {"markets": ["KRW-BTC"], "timeframe": "1d"}
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({**_DAY, "markets": 5, "since": "2026-01-01"}, "invalid markets 5 (int)"),
+        ({**_DAY, "markets": ["KRW-BTC", 7], "since": "2026-01-01"}, "invalid item of markets 7"),
+        ({**_DAY, "timeframe": 5, "since": "2026-01-01"}, "invalid timeframe 5 (int)"),
+        ({**_DAY, "since": 1.5}, "invalid since 1.5 (float)"),
+        ({**_DAY, "since": ["2026-01-01"]}, "invalid since ['2026-01-01'] (list)"),
+        ({**_DAY, "since": True}, "invalid since True (bool)"),
+        ({**_DAY, "since": None}, "since is required"),
+        ({**_DAY, "since": "2026-01-01", "until": {}}, "invalid until {} (dict)"),
+        # Epoch seconds, not 1970-01-20 in milliseconds (which started a job before).
+        ({**_DAY, "since": 1_700_000_000}, "can only be epoch seconds"),
+    ],
+)
+async def test_backfill_refuses_json_values_of_the_wrong_type(
+    http: httpx.AsyncClient, body: dict[str, object], complaint: str
+) -> None:
+    answer = await http.post("/api/backfill", json=body)
+    assert answer.status_code == 400, answer.text  # was 500 ('float' object has no ...)
+    assert complaint in answer.json()["error"]["message"]
+    assert (await http.get("/api/backfill")).json() == []  # no job started
 
 
 async def test_api_candles_says_when_a_range_is_unserved(http: httpx.AsyncClient) -> None:

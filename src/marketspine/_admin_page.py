@@ -281,8 +281,8 @@ class AdminPage:
             markets = [m for m in markets.replace(",", " ").split() if m]
         try:
             job = await self.service.jobs.start(
-                list(markets),
-                str(body.get("timeframe") or "1m"),
+                markets,
+                body.get("timeframe") or "1m",
                 body["since"],
                 body.get("until") or None,
             )

@@ -196,11 +196,9 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
             ) from None
         if not isinstance(body, dict) or "since" not in body:
             raise InvalidRequestError("body must be {markets, timeframe, since[, until]}")
-        markets = body.get("markets") or []
         job = await service.jobs.start(
-            # One code is one market, never its characters.
-            [markets] if isinstance(markets, str) else list(markets),
-            str(body.get("timeframe", "1m")),
+            body.get("markets") or [],  # one code is one market, never its characters
+            body.get("timeframe", "1m"),
             body["since"],
             body.get("until"),
         )

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._args import markets_arg, time_arg, timeframe_arg
 from ._collect import ProgressEvent, collect
 from ._errors import InvalidRequestError, UnknownMarketError
 from ._ratebudget import Priority
-from ._time import format_utc, parse_time
-from ._timeframes import Timeframe, parse_timeframe
+from ._time import format_utc
+from ._timeframes import Timeframe
 
 if TYPE_CHECKING:
     from ._spine import Spine
@@ -82,20 +83,24 @@ class BackfillJobs:
         self._ids = itertools.count(1)
 
     async def start(
-        self, markets: list[str], timeframe: str, since: str | int, until: str | int | None
+        self, markets: object, timeframe: object, since: object, until: object
     ) -> BackfillJob:
-        """Start a job. Raises InvalidRequestError naming the bad argument, UnknownMarketError
-        for a code neither listed upstream nor held in the store (before any job exists, so a
-        typo is answered at once rather than as a job that fails later)."""
-        if not markets or not all(isinstance(m, str) for m in markets):
-            raise InvalidRequestError("markets: give a list of codes such as ['KRW-BTC']")
-        tf = parse_timeframe(timeframe)
-        since_ms = since if isinstance(since, int) else parse_time(since)
+        """Start a job. The arguments come from a JSON body, so they are checked as the
+        Spine's are (a code or a list of codes; a timeframe name; an ISO 8601 time or epoch
+        milliseconds, never seconds). Raises InvalidRequestError naming the bad argument,
+        UnknownMarketError for a code neither listed upstream nor held in the store (before
+        any job exists, so a typo is answered at once rather than as a job that fails later)."""
+        codes = markets_arg(markets)
+        tf = timeframe_arg(timeframe)
+        since_ms = time_arg(since, "since")
+        if since_ms is None:
+            raise InvalidRequestError("since is required, e.g. 2026-01-01 (ISO 8601, UTC)")
         now = self._spine.client.upstream_now_ms()
-        until_ms = now if until is None else until if isinstance(until, int) else parse_time(until)
+        until_ms = time_arg(until, "until") or now
         if since_ms >= until_ms:
-            raise InvalidRequestError("since must be before until")
-        codes = list(dict.fromkeys(m.strip().upper() for m in markets))
+            raise InvalidRequestError(
+                f"since ({format_utc(since_ms)}Z) must be before until ({format_utc(until_ms)}Z)"
+            )
         known = {m.market for m in await self._spine.markets(include_delisted=True)}
         for code in codes:
             if code not in known:
