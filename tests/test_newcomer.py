@@ -148,3 +148,25 @@ def test_export_of_nothing_without_since_reads_as_a_sentence(tmp_path: Path) -> 
     result = run("export", "KRW-BTC", "-t", "1M", "--db", str(db), "--out", str(tmp_path / "m.csv"))
     assert result.returncode == 3, result.stderr
     assert "nothing stored for KRW-BTC 1M before 20" in result.stderr  # not "in before"
+
+
+@pytest.mark.parametrize(
+    ("span", "complaint"),
+    [
+        # No end given: "before end" named an end nobody gave.
+        (
+            {"start": "2030-01-01"},
+            "start (2030-01-01T00:00:00Z) lies in the future: upstream's now",
+        ),
+        (
+            {"start": "2026-02-01", "end": "2026-01-01"},
+            "start (2026-02-01T00:00:00Z) must be before end (2026-01-01T00:00:00Z)",
+        ),
+    ],
+)
+async def test_a_range_that_cannot_be_says_why_with_its_times(
+    http: httpx.AsyncClient, span: dict[str, str], complaint: str
+) -> None:
+    answer = await http.get("/api/candles", params={"market": "KRW-BTC", "timeframe": "1m", **span})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"].startswith(complaint)

@@ -26,7 +26,7 @@ from ._records import Candle, MarketInfo
 from ._result import CandleResult, Trace, fill_gaps
 from ._store import CandleStore
 from ._subscriptions import normalize_market
-from ._time import parse_time
+from ._time import format_utc, parse_time
 from ._timeframes import Timeframe, parse_timeframe
 
 __all__ = ["MAX_COUNT", "CandleReader", "MarketsFromCache"]
@@ -228,7 +228,13 @@ class CandleReader:
             first = _to_ms(start, "start")
             end_ms = _to_ms(end, "end") if end is not None else now + 1
             if first >= end_ms:
-                raise InvalidRequestError("start must be before end")
+                # Without an end the range ends now: say so, since no end was given.
+                raise InvalidRequestError(
+                    f"start ({format_utc(first)}Z) must be before end ({format_utc(end_ms)}Z)"
+                    if end is not None
+                    else f"start ({format_utc(first)}Z) lies in the future: upstream's now is "
+                    f"{format_utc(now)}Z"
+                )
             rows = await self._closed_range(
                 code, tf, first, min(end_ms, forming_start), now, priority, trace
             )
