@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from clitools import closed_port, minute_db, run
 
-from marketspine import Spine
+from marketspine import Client, Spine
 from marketspine._errors import InvalidRequestError
 
 pytestmark = pytest.mark.timeout(60)
@@ -80,3 +80,13 @@ def test_serve_on_a_postgresql_it_cannot_reach_is_one_line_and_exit_2(tmp_path: 
 async def test_spine_refuses_a_db_url_of_another_database(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="expected an SQLite file path"):
         Spine("http://127.0.0.1:1", db="sqlite:///candles.db")
+
+
+@pytest.mark.parametrize("upstream", [5, None, b"https://api.upbit.com", "api.upbit.com"])
+def test_spine_and_client_refuse_an_upstream_that_is_not_an_http_url(upstream: object) -> None:
+    # Before: 5 or None was an AttributeError ('int' object has no attribute 'rstrip'), and
+    # a Client took "api.upbit.com" and failed at its first request, after the retries.
+    with pytest.raises(InvalidRequestError, match="expected an http\\(s\\):// URL"):
+        Spine(upstream)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="invalid base_url"):
+        Client(upstream)  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ from ._time import format_utc
 from ._time import now_ms as wall_now_ms
 from ._timeframes import Timeframe
 from ._upstream_clock import UpstreamClock
+from ._urls import check_upstream
 from ._wire_rest import (
     decode_candles,
     decode_instruments,
@@ -130,6 +131,7 @@ class Client:
     ) -> None:
         if timeout <= 0:
             raise InvalidRequestError(f"timeout must be > 0 s, got {timeout}")
+        check_upstream(base_url, "base_url")  # before any request and its retries
         self._base_url = base_url.rstrip("/")
         self._transport = transport
         self._timeout = timeout

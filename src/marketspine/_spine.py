@@ -94,8 +94,8 @@ class Spine:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
     ) -> None:
+        self._db, budget, shared = resolve_backends(db, budget, redis, redis_prefix, upstream)
         self._upstream = upstream.rstrip("/")
-        self._db, budget, shared = resolve_backends(db, budget, redis, redis_prefix)  # from URLs
         self._shared = shared  # Redis's shared budget, page leases and catalog
         # The one client, made on entering; the same settings every time.
         self._new_client = partial(

@@ -30,13 +30,20 @@ def check_db(db: object, name: str = "db") -> None:
         )
 
 
-def check_upstream(upstream: str, name: str = "upstream", also: str = "") -> None:
+def check_upstream(upstream: object, name: str = "upstream", also: str = "") -> None:
     """Refuse an ``upstream`` that is not an http(s):// URL before any request is made
     (httpx would refuse it only after the retries, as a connection failure).
     Raises InvalidRequestError naming ``name`` and what is accepted (``also`` adds to it)."""
-    if not upstream.startswith(("http://", "https://")) or upstream in ("http://", "https://"):
+    if (
+        not isinstance(upstream, str)
+        or not upstream.startswith(("http://", "https://"))
+        or upstream in ("http://", "https://")
+    ):
+        shown = repr(upstream)
+        if not isinstance(upstream, str):
+            shown += f" ({type(upstream).__name__})"
         raise InvalidRequestError(
-            f"invalid {name} {upstream!r}: expected an http(s):// URL such as "
+            f"invalid {name} {shown}: expected an http(s):// URL such as "
             f"https://api.upbit.com or http://127.0.0.1:8765{also}"
         )
 
