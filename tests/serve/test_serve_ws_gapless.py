@@ -143,3 +143,7 @@ async def test_trades_before_the_upstream_subscription_is_live_arrive(
     filled = re.search(r"\nmarketspine_websocket_snapshot_join_trades_total (\S+)\n", metrics)
     assert joins is not None and float(joins.group(1)) == 1
     assert filled is not None and 0 < float(filled.group(1)) <= len(want)
+    incomplete = re.search(
+        r"\nmarketspine_websocket_snapshot_joins_incomplete_total (\S+)\n", metrics
+    )
+    assert incomplete is not None and float(incomplete.group(1)) == 0
