@@ -77,19 +77,22 @@ _Message = MutableMapping[str, Any]
 
 
 class SimGate:
-    """Holds a simulator app's WebSocket traffic while closed: ``requests`` the messages its
-    clients send, ``frames`` the messages it sends them (both open at first); ``held`` and
-    ``held_requests`` count the frames and requests that had to wait. Serve
-    ``wrap(create_app(...))`` with ``run_sim``; the events are set and cleared from the
-    test's thread."""
+    """Holds a simulator app's traffic while closed: ``requests`` the WebSocket messages its
+    clients send, ``frames`` the messages it sends them, ``rest`` its REST calls (``/v1/``;
+    all open at first); ``held``, ``held_requests`` and ``held_rest`` count the frames,
+    requests and calls that had to wait. Serve ``wrap(create_app(...))`` with ``run_sim``;
+    the events are set and cleared from the test's thread."""
 
     def __init__(self) -> None:
         self.requests = threading.Event()
         self.frames = threading.Event()
+        self.rest = threading.Event()
         self.requests.set()
         self.frames.set()
+        self.rest.set()
         self.held = 0
         self.held_requests = 0
+        self.held_rest = 0
 
     def wrap(self, app: Any) -> Any:
         async def gated(
@@ -98,6 +101,10 @@ class SimGate:
             send: Callable[[_Message], Awaitable[None]],
         ) -> None:
             if scope["type"] != "websocket":
+                if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+                    if not self.rest.is_set():
+                        self.held_rest += 1
+                    await _opened(self.rest)
                 await app(scope, receive, send)
                 return
 

@@ -199,3 +199,24 @@ async def test_a_send_that_arrived_late_counts_when_it_arrived_for_every_process
             assert time.monotonic() < deadline, "the late send was never moved"
             await asyncio.sleep(0.01)
     assert moved == pytest.approx([0.081] + [0.0] * 9, abs=2e-6)
+
+
+async def test_acquisitions_that_find_redis_back_together_recover_once(
+    private_redis: PrivateRedis,
+) -> None:
+    # Several callers of one budget all try Redis again (here: at every call). The first
+    # books the blind sends and sends what was said meanwhile; a second one at the same time
+    # used to book them all again and send the same observation twice (IndexError).
+    space = RedisSpace(private_redis.url, "race:")
+    async with budget(space, fallback_share=0.5, retry_every_s=0.0) as a:
+        await a.acquire("candles")
+        private_redis.stop()
+        a.observe("candles", 9)  # said while Redis is away: sent once it is back
+        await a.acquire("candles", Priority.LOW)  # blind from here: 1 send
+        assert not a.shared
+        private_redis.start()  # empty
+        await asyncio.gather(*(a.acquire("candles", Priority.LOW) for _ in range(3)))
+        assert a.shared
+    # One recovery: the blind send plus the rest of the window as used (10), then the one
+    # acquisition that waited for Redis; the others went on blind meanwhile (not booked).
+    assert len(await booked_sends(space)) == 11

@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from marketspine import Spine
 from marketspine._serve_ws import WsGateway
+from marketspine._trade_join import JOIN_HOLD_MAX
 from marketspine.sim import SimConfig, create_app
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,13 +54,18 @@ def upstream(gate: SimGate, clock: ManualClock) -> Iterator[str]:
 
 
 @pytest.fixture
-def gateway(upstream: str, tmp_path: Path) -> Iterator[tuple[str, Starlette]]:
+def hold_max() -> int:
+    return JOIN_HOLD_MAX
+
+
+@pytest.fixture
+def gateway(upstream: str, tmp_path: Path, hold_max: int) -> Iterator[tuple[str, Starlette]]:
     """``WsGateway`` over a Spine on ``upstream``; its ws:// URL and app."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with Spine(upstream, db=tmp_path / "serve.db") as spine:
-            app.state.gateway = WsGateway(spine)
+            app.state.gateway = WsGateway(spine, join_hold_max=hold_max)
             try:
                 yield
             finally:
@@ -182,3 +188,38 @@ async def test_live_trades_older_than_the_rest_snapshot_are_not_sent(
             assert await assert_gapless(ws, snapshot, upstream) >= 3
     # The stream met the snapshot's own trade: no REST walk was needed.
     assert app.state.gateway.statistics().snapshot_joins == 0
+
+
+@pytest.mark.parametrize("hold_max", [3])
+async def test_a_walk_that_hangs_holds_no_more_than_the_cap_then_the_hole_is_counted(
+    gateway: tuple[str, Starlette], upstream: str, gate: SimGate, clock: ManualClock
+) -> None:
+    """REST hangs while the snapshot is joined: once more live trades came than a join may
+    hold, they are sent (the hole before them left open, logged and counted), not queued
+    until REST answers; the walk's late answer adds nothing."""
+    url, app = gateway
+    gate.requests.clear()  # the gateway's upstream subscription is not live yet
+    async with ws_connect(url, max_queue=None) as ws:
+        await ws.send(subscribe("trade", BTC))
+        (snapshot,) = await frames_until(ws, lambda f: len(f) >= 1)
+        clock.advance(60_000)  # a hole the walk would fill
+        # The stream will start at the newest of these: the rest are the hole.
+        *hole, first = await history_after(
+            upstream, snapshot["sequential_id"], await newest_seq(upstream)
+        )
+        assert hole, "no hole: the market did not trade"
+        gate.rest.clear()  # the walk's REST call hangs
+        gate.requests.set()
+        await wait_until(lambda: gate.held_rest >= 1, WAIT_S, "the walk's REST call")
+        clock.advance(120_000)  # more live trades than the join may hold
+        held = trades(await frames_until(ws, lambda f: len(trades(f)) > 3))
+        stats = app.state.gateway.statistics()
+        assert (stats.snapshot_joins, stats.snapshot_joins_incomplete) == (1, 1)
+        gate.rest.set()
+        clock.advance(30_000)
+        newest = await newest_seq(upstream)
+        got = held + trades(await frames_until(ws, reached(newest)))
+    # Every trade from the first live one on, in order, once; none of the hole.
+    want = [first, *await history_after(upstream, first["sequential_id"], newest)]
+    assert [t["sequential_id"] for t in got] == [t["sequential_id"] for t in want]
+    assert app.state.gateway.statistics().snapshot_join_trades == 0

@@ -17,7 +17,16 @@ import httpx
 import pytest
 from helpers import ManualClock, SimGate, run_sim, wait_until
 
-from marketspine import Gap, Health, InvalidRequestError, RetryPolicy, Spine, Ticker, Trade
+from marketspine import (
+    Gap,
+    Health,
+    InvalidRequestError,
+    Overflow,
+    RetryPolicy,
+    Spine,
+    Ticker,
+    Trade,
+)
 from marketspine.sim import SimConfig, create_app
 
 pytestmark = pytest.mark.timeout(60)
@@ -225,3 +234,40 @@ async def test_bad_since_values_are_refused_naming_the_argument(spine: Spine) ->
             assert isinstance(event, Health)
     assert event.market == BTC
     await events.aclose()
+
+
+async def test_live_trades_queued_during_a_walk_are_bounded_and_drops_announced(
+    spine: Spine, gate: SimGate, clock: ManualClock
+) -> None:
+    """The walk runs while the stream is read no further: live trades wait in the stream's
+    own queue (``maxsize``), and those it cannot hold are announced by an ``Overflow``."""
+    (last,) = await spine.trades(BTC, 1)
+    gate.requests.clear()
+    got: list[Any] = []
+
+    async def read() -> None:
+        async for event in spine.stream(["trade"], [BTC], maxsize=3, since={BTC: last}):
+            got.append(event)
+            if isinstance(event, Overflow):
+                return
+
+    reader = asyncio.create_task(read())
+    try:
+        await wait_until(lambda: gate.held_requests >= 1, WAIT_S, "the held subscription")
+        clock.advance(60_000)  # a hole to walk
+        gate.rest.clear()  # the walk's REST call hangs
+        gate.requests.set()
+        await wait_until(lambda: gate.held_rest >= 1, WAIT_S, "the walk's REST call")
+        stream = spine._feed._stream
+        assert stream is not None
+        clock.advance(120_000)
+        await wait_until(
+            lambda: sum(stream.statistics().dropped_per_listener) >= 1, WAIT_S, "a full queue"
+        )
+        gate.rest.set()
+        await asyncio.wait_for(reader, WAIT_S)
+    finally:
+        reader.cancel()
+    overflow = got[-1]
+    assert (overflow.kind, overflow.market) == ("trade", BTC) and overflow.dropped >= 1
+    assert not any(isinstance(e, Gap) for e in got)  # the walk itself completed

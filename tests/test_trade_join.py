@@ -8,7 +8,7 @@ from helpers import ListedTrades
 
 from marketspine._records import Trade
 from marketspine._trade_fill import Walk, walk_back
-from marketspine._trade_join import TradeJoin, WalkNeeded
+from marketspine._trade_join import JOIN_HOLD_MAX, TradeJoin, WalkNeeded
 
 BTC = "KRW-BTC"
 T0 = 1_700_000_000_000
@@ -84,3 +84,19 @@ async def test_a_walk_that_cannot_finish_joins_with_what_it_found() -> None:
     (need,) = join.receive(trade(8))
     assert join.walked(await walk(history, need)) == [trade(8)]
     assert join.joined and join.incomplete.startswith("REST trades failed")
+
+
+async def test_no_more_than_the_cap_is_held_while_a_walk_runs() -> None:
+    history = ListedTrades([trade(9), trade(8), trade(7), trade(6), trade(5)])
+    join = TradeJoin(trade(5))
+    (need,) = join.receive(trade(8))
+    later = [trade(9 + i) for i in range(JOIN_HOLD_MAX)]
+    for held in later[:-1]:
+        assert join.receive(held) == []
+    # One more than the cap: the join ends, what it held goes out, the hole is named.
+    assert join.receive(later[-1]) == [trade(8), *later]
+    assert join.joined and "more than 10000 live trades" in join.incomplete
+    # The walk's late answer adds nothing; the stream goes on.
+    assert join.walked(await walk(history, need)) == []
+    assert join.filled == 0
+    assert join.receive(trade(20_000)) == [trade(20_000)]

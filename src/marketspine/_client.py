@@ -10,18 +10,18 @@ Every request goes through the same pipeline:
     200 → bytes · 4xx → InvalidRequestError/UnknownMarketError · 429/418/5xx/timeout → retry
     the same request (bounded), then RateLimitedError/BannedError/UpstreamError
 
-HTTP failures are translated into marketspine errors in exactly one place (``_replies.send_get``
+The client decides what to ask and shares identical requests in flight; the rest of the
+pipeline, one GET from the breaker to its status, is ``_request_chain.RequestChain``. HTTP
+failures are translated into marketspine errors in exactly one place (``_replies.send_get``
 and ``_replies.status_error``), always with ``raise ... from``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from types import TracebackType
@@ -41,25 +41,13 @@ from ._client_args import (
     market_chunks,
     unique,
 )
-from ._errors import (
-    CircuitOpenError,
-    ClosedError,
-    InvalidRequestError,
-    RetryLaterError,
-    UpstreamError,
-)
-from ._flight import Flight, Flights, acquire_at_flight_priority, fetch_concurrently
+from ._errors import InvalidRequestError
+from ._flight import Flights, fetch_concurrently
 from ._latency import LatencyTimeout
-from ._ratebudget import (
-    GROUPS,
-    LocalRateBudget,
-    Priority,
-    RateBudget,
-    group_of,
-)
+from ._ratebudget import GROUPS, LocalRateBudget, Priority, RateBudget
 from ._records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
-from ._replies import block_seconds, learn_from_reply, send_get, status_error
-from ._retry import DEFAULT_RETRY, RetryPolicy, Tally
+from ._request_chain import Params, RequestChain
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._time import format_utc
 from ._time import now_ms as wall_now_ms
 from ._timeframes import Timeframe
@@ -83,8 +71,6 @@ __all__ = [
     "ClientStatistics",
 ]
 
-log = logging.getLogger("marketspine.client")
-
 DEFAULT_BASE_URL = "https://api.upbit.com"
 DEFAULT_TIMEOUT = 10.0
 # A hung request is given up after 10 x the recent p99 round trip, but never sooner than
@@ -95,10 +81,7 @@ MAX_TRADES = 500
 MAX_BOOK_LEVELS = 30
 
 
-Params = tuple[tuple[str, str], ...]
 R = TypeVar("R")
-# A retryable outcome of one attempt: the error, and whether to back off before the next.
-_Retry = tuple[RetryLaterError, bool]
 
 
 class Client:
@@ -133,42 +116,29 @@ class Client:
             raise InvalidRequestError(f"timeout must be > 0 s, got {timeout}")
         check_upstream(base_url, "base_url")  # before any request and its retries
         self._base_url = base_url.rstrip("/")
-        self._transport = transport
-        self._timeout = timeout
         self._timeouts = LatencyTimeout(ceiling=timeout, floor=min(timeout_floor, timeout))
-        self._retry = retry
-        self._clock = clock
-        self._sleep = sleep
-        self._rng = rng
-        self._wall_ms = wall_ms
         self._budget: RateBudget = budget or LocalRateBudget(clock=clock, sleep=sleep)
         self._breaker = breaker or CircuitBreaker(name=self._base_url, clock=clock)
-        self._last_failure: str | None = None  # why upstream failed last, for open-circuit errors
-        self._http: httpx.AsyncClient | None = None
         self._flights = Flights()
-        self._sent: Counter[str] = Counter()
-        self._retries = 0
-        self._rate_limited = 0
-        self._banned = 0
-        self._failed = 0
-        self._timed_out = 0
         self._upstream_clock = UpstreamClock(wall_ms)
+        self._chain = RequestChain(
+            self._base_url,
+            transport=transport,
+            timeout=timeout,
+            timeouts=self._timeouts,
+            retry=retry,
+            budget=self._budget,
+            breaker=self._breaker,
+            upstream_clock=self._upstream_clock,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._http = httpx.AsyncClient(
-            base_url=self._base_url,
-            transport=self._transport,
-            timeout=self._timeout,
-            # No Origin header ever: Upbit limits requests that carry one to 1 per 10 s.
-            headers={
-                "Accept": "application/json",
-                "Accept-Encoding": "gzip",
-                "User-Agent": "marketspine",
-            },
-            follow_redirects=False,
-        )
+        self._chain.open()
         return self
 
     async def __aexit__(
@@ -181,9 +151,7 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the HTTP connections (idempotent)."""
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.aclose()
+        await self._chain.aclose()
 
     # -- quotation endpoints -----------------------------------------------------------------
 
@@ -342,16 +310,17 @@ class Client:
 
     def statistics(self) -> ClientStatistics:
         """A snapshot of the client's counters, breaker and budget."""
+        chain = self._chain
         return ClientStatistics(
-            sent={group: self._sent[group] for group in GROUPS},
-            retries=self._retries,
-            rate_limited=self._rate_limited,
-            banned=self._banned,
+            sent={group: chain.sent[group] for group in GROUPS},
+            retries=chain.retries,
+            rate_limited=chain.rate_limited,
+            banned=chain.banned,
             coalesced=self._flights.coalesced,
-            failed=self._failed,
+            failed=chain.failed,
             breaker=self._breaker.statistics(),
             budget=self._budget.statistics(),
-            timed_out=self._timed_out,
+            timed_out=chain.timed_out,
             timeout_s=self._timeouts.seconds,
         )
 
@@ -375,126 +344,5 @@ class Client:
         """The body of a successful GET, shared with identical GETs already in flight."""
         priority = enum_arg(priority, Priority, "priority")  # every method's one funnel
         return await self._flights.share(
-            (path, params), priority, lambda flight: self._fetch(path, params, flight)
+            (path, params), priority, lambda flight: self._chain.fetch(path, params, flight)
         )
-
-    # One request is a chain of steps, each handling one concern and handing the rest on:
-    # retries → breaker → budget → send, and the answer's status back up the chain. A
-    # retryable outcome comes back as (error, back off?) instead of being raised.
-
-    async def _fetch(self, path: str, params: Params, flight: Flight) -> bytes:
-        """One request with retries; raises the last error once the attempts are used up."""
-        if self._http is None:
-            raise ClosedError("the Client is not open: use it as `async with Client(...)`")
-        tally = Tally(self._retry, path)
-        attempts = self._retry.attempts
-        error: RetryLaterError | None = None
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                self._retries += 1
-            outcome = await self._send_handling_breaker(path, params, flight, tally, attempt)
-            if isinstance(outcome, bytes):
-                return outcome
-            error, back_off = outcome
-            if back_off and attempt < attempts:
-                await self._sleep(self._retry.backoff(tally.failures, self._rng()))
-        self._failed += 1
-        assert error is not None  # at least one attempt ran and failed
-        raise error
-
-    async def _send_handling_breaker(
-        self, path: str, params: Params, flight: Flight, tally: Tally, attempt: int
-    ) -> bytes | _Retry:
-        """Refuse while the breaker is open; tell it how the attempt ended."""
-        try:
-            self._breaker.before_call()
-        except UpstreamError as exc:
-            self._failed += 1
-            if not isinstance(exc, CircuitOpenError) or self._last_failure is None:
-                raise
-            # The root cause first: "connection refused", not only "circuit open".
-            raise CircuitOpenError(
-                f"{self._last_failure}; {exc}", retry_after=exc.retry_after
-            ) from exc
-        try:
-            response = await self._send_handling_budget(path, params, flight)
-        except UpstreamError as exc:
-            self._breaker.record_failure()
-            self._last_failure = str(exc)
-            tally.failures += 1
-            exc.add_note(f"attempt {attempt} of {self._retry.attempts}")
-            return exc, True
-        except BaseException:
-            self._breaker.record_abandoned()
-            raise
-        status = response.status_code
-        if status >= 500:
-            self._breaker.record_failure()
-            self._last_failure = f"GET {path} failed: {self._base_url} answered {status}"
-            return tally.server_error(self._last_failure, attempt), True
-        self._breaker.record_success()  # upstream answered: it is up
-        self._last_failure = None
-        return self._handle_status(path, params, response, tally, attempt)
-
-    async def _send_handling_budget(
-        self, path: str, params: Params, flight: Flight
-    ) -> httpx.Response:
-        """Wait for the budget, send, and reconcile the budget and clock with the reply."""
-        group = group_of(path)
-        await acquire_at_flight_priority(self._budget, group, flight)
-        sent_at = self._clock()
-        self._sent[group] += 1
-        assert self._http is not None
-        limit_s, on_timeout = self._timeouts.seconds, self._count_timeout
-        try:
-            response = await send_get(self._http, path, params, limit_s, self._base_url, on_timeout)
-        except UpstreamError:
-            # A hung or failed request may still have reached upstream, as late as now: the
-            # budget counts it then, as it counts a late reply (a refused one costs nothing).
-            self._budget.observe(group, None, sent_at=sent_at)
-            raise
-        rtt_s = self._clock() - sent_at
-        self._timeouts.observe(rtt_s)
-        learn_from_reply(response, group, sent_at, rtt_s, self._budget, self._upstream_clock)
-        return response
-
-    def _handle_status(
-        self, path: str, params: Params, response: httpx.Response, tally: Tally, attempt: int
-    ) -> bytes | _Retry:
-        """The body of a 200; a 429 or a short 418 to retry (the budget holds the retry
-        back); raises for other answers."""
-        status = response.status_code
-        policy = self._retry
-        group = group_of(path)
-        if status == 200:
-            return response.content
-        if status == 429:
-            self._rate_limited += 1
-            limited = tally.rate_limited_error(group, attempt)
-            # The budget holds the whole group back; the retry waits in the budget step.
-            self._budget.penalize(group, limited.retry_after or 0.0)
-            return limited, False
-        if status == 418:
-            self._banned += 1
-            told = block_seconds(response)
-            error = tally.banned_error(told)
-            block = error.retry_after or 0.0
-            if block > policy.max_ban_wait:
-                self._failed += 1
-                # Too long to wait out: fail fast (callers answer from cache) until it ends.
-                self._breaker.trip(block)
-                raise error
-            log.warning(
-                "Upbit blocked this IP (418) for %.0f s%s; waiting it out before retrying GET %s",
-                block,
-                "" if told is not None else " (no block time given: backing off)",
-                path,
-            )
-            for name in GROUPS:  # the block covers the IP, every group
-                self._budget.penalize(name, block)
-            return error, False
-        self._failed += 1
-        raise status_error(path, params, response)
-
-    def _count_timeout(self) -> None:
-        self._timed_out += 1

@@ -22,6 +22,7 @@ from ._errors import InvalidRequestError, StoreError, UnknownMarketError
 from ._ratebudget import Priority
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
+from ._task_dump import dumping_tasks_on_signal
 from ._time import format_utc, now_ms, parse_time
 from ._timeframes import Timeframe, parse_timeframe
 from ._urls import check_db, check_upstream, is_postgres_url
@@ -153,6 +154,7 @@ async def _collect(
 
     bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(dumping_tasks_on_signal())
         shared = None
         if redis:
             from ._shared import open_shared  # loads redis only when used

@@ -197,6 +197,7 @@ class RedisRateBudget:
         self._arrivals = itertools.count()
         self._down_since: float | None = None
         self._last_try = float("-inf")
+        self._recovering = False  # a _try_recover is talking to Redis
         self._grace_until = float("-inf")
         self._fallbacks = 0
         self._closed = False
@@ -372,13 +373,16 @@ class RedisRateBudget:
             state.pushing = None
 
     async def _flush(self, state: _Group) -> None:
-        """Send the penalties, moves and observations said since the last ask."""
+        """Send the penalties, moves and observations said since the last ask. Flushes may
+        overlap (ask, recovery, aclose): an item leaves its list before it is sent."""
         while state.pending_penalties:
-            seconds, said_at = state.pending_penalties[0]
-            left = seconds - (self._clock() - said_at)
-            if left > 0:
-                await self._scripts.penalize(state.keys, left)
-            state.pending_penalties.pop(0)
+            seconds, said_at = penalty = state.pending_penalties.pop(0)
+            try:
+                if (left := seconds - (self._clock() - said_at)) > 0:
+                    await self._scripts.penalize(state.keys, left)
+            except BaseException:
+                state.pending_penalties.insert(0, penalty)  # not sent: first again
+                raise
         if state.pending_moves:
             moves, state.pending_moves = state.pending_moves, {}
             try:
@@ -387,13 +391,15 @@ class RedisRateBudget:
                 state.pending_moves = {**moves, **state.pending_moves}
                 raise
         while state.pending_observations:
-            remaining, sent_at, observed_at = state.pending_observations[0]
-            now = self._clock()
-            age = now - (sent_at if sent_at is not None else observed_at)
-            state.external += await self._scripts.observe(
-                state.keys, limit=state.limit, span_s=state.span, remaining=remaining, age_s=age
-            )
-            state.pending_observations.pop(0)
+            remaining, sent_at, observed_at = seen = state.pending_observations.pop(0)
+            age = self._clock() - (sent_at if sent_at is not None else observed_at)
+            try:
+                state.external += await self._scripts.observe(
+                    state.keys, limit=state.limit, span_s=state.span, remaining=remaining, age_s=age
+                )
+            except BaseException:
+                state.pending_observations.insert(0, seen)
+                raise
 
     # -- fallback and recovery -----------------------------------------------------------
 
@@ -413,9 +419,10 @@ class RedisRateBudget:
         """Every ``retry_every_s`` while blind: reach Redis again and book the sends made
         meanwhile. True when the shared budget is back."""
         now = self._clock()
-        if now - self._last_try < self._retry_every:
-            return False
+        if self._recovering or now - self._last_try < self._retry_every:
+            return False  # one at a time: a second would book the blind sends twice
         self._last_try = now
+        self._recovering = True
         try:
             for state in self._groups.values():
                 horizon = self._clock() - 3 * self._span
@@ -432,6 +439,8 @@ class RedisRateBudget:
                 await self._flush(state)
         except _UNREACHABLE:
             return False
+        finally:
+            self._recovering = False
         self._down_since = None
         # Until every other process has noticed too (each retries every retry_every_s, after
         # at most a window's wait in its fallback), keep to the local share as well.

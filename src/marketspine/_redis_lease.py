@@ -57,10 +57,17 @@ class RedisLease:
     async def holding(self, work: Callable[[], Awaitable[T]]) -> T:
         """Run ``work`` while renewing the held lease every third of its time, then release
         it (also when ``work`` fails). A renewal Redis refuses only ends the renewing."""
+        # The renewer ends on this flag, not on its cancellation alone: on Python 3.11 a
+        # cancel that lands just as redis-py's write of a renewal finishes is swallowed
+        # (asyncio.wait_for returns the finished write), and a renewer that went on would
+        # keep the lease, and this call, alive for ever (every other process waiting too).
+        done = asyncio.Event()
 
         async def renew() -> None:
-            while True:
+            while not done.is_set():
                 await asyncio.sleep(self._lease_ms / 3000)
+                if done.is_set():
+                    return
                 try:
                     if not await self._renew(keys=[self.key], args=[self._token, self._lease_ms]):
                         return  # lapsed and taken by another: nothing left to renew
@@ -73,6 +80,7 @@ class RedisLease:
                 try:
                     return await work()
                 finally:
+                    done.set()
                     renewer.cancel()
         finally:
             with contextlib.suppress(*UNREACHABLE):  # it lapses by itself

@@ -352,6 +352,11 @@ class ServeService:
                 "snapshot_join_trades",
                 "Trades those walks filled in between snapshot and stream.",
             ),
+            (
+                "marketspine_websocket_snapshot_joins_incomplete",
+                "snapshot_joins_incomplete",
+                "Trade snapshot joins that left trades out: the walk failed or took too long.",
+            ),
         ):
             value = float(getattr(stats, field, 0) or 0) if stats is not None else 0.0
             yield counter(name, doc, value)

@@ -32,6 +32,7 @@ from ._serve_ws_format import ClientStream, at_supported_levels, client_streams,
 from ._serve_ws_hub import Pair, Rendered, UpstreamHub, Variant
 from ._spine import Spine
 from ._subscriptions import MessagePacer
+from ._trade_join import JOIN_HOLD_MAX
 from ._ws_frames import RawFrames, binary_frame, raw_frames
 from .sim._ws_format import (
     STATUS_UP,
@@ -80,6 +81,7 @@ class GatewayStatistics:
     snapshot_fetches: int  # snapshots asked of the Spine (no event seen yet)
     snapshot_joins: int  # REST walks joining a fetched trade snapshot to the live stream
     snapshot_join_trades: int  # trades those walks filled in between
+    snapshot_joins_incomplete: int  # joins that left trades out (walk failed, or too long)
 
 
 @dataclass(eq=False, slots=True)
@@ -195,6 +197,8 @@ class WsGateway:
     pair no client wants any more for that long; ``max_per_address`` caps the connections
     open at once from one client address (more are refused: an error frame, then close
     1008); ``idle_timeout_s`` closes a connection that has not subscribed by then;
+    ``join_hold_max`` bounds the live trades of a market held while a trade snapshot from
+    REST is joined to the stream (``TradeJoin``);
     ``shared(type, market)`` says whether another part of the process still uses a pair
     (its feed then stays watched when retired); ``clock`` (monotonic seconds) paces PING
     answers and request limits.
@@ -209,6 +213,7 @@ class WsGateway:
         max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         upstream_queue: int = 10_000,
+        join_hold_max: int = JOIN_HOLD_MAX,
         shared: Callable[[str, str], bool] = lambda kind, market: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -218,7 +223,11 @@ class WsGateway:
         self._idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._hub = UpstreamHub(
-            spine, linger_s=linger_s, upstream_queue=upstream_queue, shared=shared
+            spine,
+            linger_s=linger_s,
+            upstream_queue=upstream_queue,
+            join_hold_max=join_hold_max,
+            shared=shared,
         )
         self._clients: set[_Client] = set()
         self._closed = False
@@ -444,4 +453,5 @@ class WsGateway:
             snapshot_fetches=self._hub.fetches,
             snapshot_joins=self._hub.joins,
             snapshot_join_trades=self._hub.join_trades,
+            snapshot_joins_incomplete=self._hub.joins_incomplete,
         )

@@ -9,7 +9,10 @@ Spine unwatches it unless ``shared`` says another part of ``serve`` still uses i
 
 A trade snapshot answered from REST (no trade seen yet) is joined to the live stream
 (``TradeJoin``): trades between the two are filled from REST, trades the snapshot covers
-are not sent again, so a client gets every trade after its snapshot, in order, once.
+are not sent again, so a client gets every trade after its snapshot, in order, once. A
+join that cannot (the walk fails, or more than ``join_hold_max`` live trades come while it
+runs) sends what it has at once, logs a warning and counts in ``joins_incomplete``: the
+Upbit protocol has no message for a hole.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ._records import Candle, Orderbook, Ticker, Trade
 from ._serve_ws_format import Extras, Record, kind_of, render, repeats, timeframe_of
 from ._spine import Spine
 from ._trade_fill import Walk, walk_back
-from ._trade_join import JoinOutput, TradeJoin, WalkNeeded
+from ._trade_join import JOIN_HOLD_MAX, JoinOutput, TradeJoin, WalkNeeded
 from ._ws_frames import binary_frame
 
 __all__ = ["Pair", "Rendered", "Subscriber", "UpstreamHub", "Variant"]
@@ -124,11 +127,13 @@ class UpstreamHub:
         *,
         linger_s: float,
         upstream_queue: int,
+        join_hold_max: int = JOIN_HOLD_MAX,
         shared: Callable[[str, str], bool] = lambda kind, market: False,
     ) -> None:
         self._spine = spine
         self._linger_s = linger_s
         self._upstream_queue = upstream_queue
+        self._join_hold_max = join_hold_max
         self._shared = shared
         self._feeds: dict[Pair, _Feed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -139,6 +144,7 @@ class UpstreamHub:
         self.fetches = 0
         self.joins = 0  # REST walks joining a trade snapshot to the stream
         self.join_trades = 0  # trades they filled in
+        self.joins_incomplete = 0  # joins that could not fill the hole (or all of it)
 
     def __len__(self) -> int:
         """Pairs with a feed (lingering ones included)."""
@@ -244,7 +250,11 @@ class UpstreamHub:
             else:
                 self._send(feed, out)
         if join is not None and join.joined and feed.join is join:
+            if feed.walk is not None:  # given up while walking: its answer is not wanted
+                feed.walk.cancel()
+                feed.walk = None
             if join.incomplete:
+                self.joins_incomplete += 1
                 logger.warning(
                     "trades of %s after a snapshot may be missing: %s",
                     feed.pair[1],
@@ -330,7 +340,7 @@ class UpstreamHub:
         if feed.last is None:
             feed.last = record
             if isinstance(record, Trade):  # the stream is yet to meet it
-                feed.join = TradeJoin(record)
+                feed.join = TradeJoin(record, hold_max=self._join_hold_max)
         rendered = Rendered(record, self._extras(record))
         for subscriber in list(feed.subscribers):
             if subscriber.owes_snapshot(feed.pair):

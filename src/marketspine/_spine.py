@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -37,13 +36,14 @@ from ._args import (
     time_arg,
     timeframe_arg,
 )
-from ._backends import enter_owned, resolve_backends
+from ._backends import resolve_backends
 from ._candle_feed import ClosedCandle
 from ._candles import MAX_COUNT, CandleReader
 from ._client import Client
 from ._default_db import DEFAULT_UPSTREAM, default_db_path
-from ._errors import ClosedError, UpstreamError
+from ._errors import UpstreamError
 from ._hot import HotWindows
+from ._lifetime import Lifetime
 from ._listener import Event
 from ._live import LiveState
 from ._live_feed import LiveFeed, LiveStream, ws_url_for
@@ -54,7 +54,7 @@ from ._ratebudget import Priority, RateBudget
 from ._records import Candle, MarketInfo, Orderbook, Ticker, Trade
 from ._result import Answer, CandleResult, ListResult, Trace
 from ._retry import RetryPolicy
-from ._store import CandleStore, SQLiteStore
+from ._store import CandleStore
 from ._subscriptions import BOOK_DEPTHS
 from ._time import now_ms
 from ._timeframes import Timeframe
@@ -94,11 +94,11 @@ class Spine:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
     ) -> None:
-        self._db, budget, shared = resolve_backends(db, budget, redis, redis_prefix, upstream)
+        db, budget, shared = resolve_backends(db, budget, redis, redis_prefix, upstream)  # URLs
         self._upstream = upstream.rstrip("/")
         self._shared = shared  # Redis's shared budget, page leases and catalog
         # The one client, made on entering; the same settings every time.
-        self._new_client = partial(
+        new_client = partial(
             Client,
             self._upstream,
             transport=transport,
@@ -106,16 +106,12 @@ class Spine:
             wall_ms=wall_ms,
             retry=retry or RetryPolicy(),
         )
+        # What it holds while open: store, client, and the task group every background task
+        # (live pump, catalog refresher, hot keeper) runs in.
+        self._life = Lifetime(self._upstream, db, shared, new_client)
         # One byte budget over candle windows and live state (a given CandleMemory brings its own).
         self._memory = memory or CandleMemory(budget=MemoryBudget.megabytes(memory_mb))
         self._warmup_every_s = warmup_every_s
-        # Every background task (live pump, catalog refresher, hot keeper) runs here.
-        self._tasks: asyncio.TaskGroup | None = None
-        self._started: dict[str, asyncio.Task[None]] = {}
-        self._stack: AsyncExitStack | None = None
-        self._closed = False  # aclose() was called: this Spine is done for good
-        self._client: Client | None = None
-        self._store: CandleStore | None = None
         self._live = LiveState(clock=time.monotonic, budget=self._memory.budget)
         self._reader: CandleReader | None = None
         self._accounting = Accounting()
@@ -130,7 +126,7 @@ class Spine:
             shared=shared.catalog if shared else None,
         )
         self._feed = LiveFeed(  # with redis, one process holds the upstream socket for all
-            ws_url or ws_url_for(self._upstream), self._live, start=self._start,
+            ws_url or ws_url_for(self._upstream), self._live, start=self._life.start,
             redis=redis, redis_prefix=redis_prefix,
         )  # fmt: skip
         self._quotes = QuoteReader(
@@ -145,29 +141,19 @@ class Spine:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._closed:
-            raise ClosedError("this Spine is closed and cannot be reopened: make a new Spine")
-        stack = AsyncExitStack()
-        try:
-            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            if self._db is None or isinstance(self._db, str | Path):
-                path = Path(self._db) if self._db is not None else default_db_path(self._upstream)
-                path.expanduser().parent.mkdir(parents=True, exist_ok=True)
-                self._store = await stack.enter_async_context(SQLiteStore(path.expanduser()))
-                await self._market_list.load(path.expanduser())
-            else:
-                self._store = self._db
-            await enter_owned(stack, self._store, self._shared)
-            self._client = await stack.enter_async_context(self._new_client())
-            await self._market_list.load_shared()
-            self._accounting.count_sent(self._client, lambda: self._market_list.other_calls)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+        await self._life.open(self._prepare)
         if self._market_list.warm_at_start:
-            self._start("catalog refresher", self._market_list.refresh(self.client, first_now=True))
+            self._life.start(
+                "catalog refresher", self._market_list.refresh(self.client, first_now=True)
+            )
         return self
+
+    async def _prepare(self, db_path: Path | None, client: Client) -> None:
+        """Take the catalogs kept beside the database and in Redis; count the client's calls."""
+        if db_path is not None:
+            await self._market_list.load(db_path)
+        await self._market_list.load_shared()
+        self._accounting.count_sent(client, lambda: self._market_list.other_calls)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -175,44 +161,17 @@ class Spine:
     async def aclose(self) -> None:
         """Stop the stream and background tasks, close the client and the store. From now
         on every data method raises ClosedError (idempotent)."""
-        self._closed = True
-        for task in self._started.values():
-            task.cancel()
-        self._started.clear()
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-
-    def _start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` as the background task ``name`` in Spine's task group, once."""
-        if name in self._started:
-            coro.close()
-            return
-        if self._tasks is None or self._closed:
-            coro.close()
-            raise ClosedError("this Spine is not open: use it as `async with Spine(...) as spine`")
-        self._started[name] = self._tasks.create_task(coro, name=f"marketspine {name}")
-
-    def _check_open(self) -> None:
-        """Raises ClosedError unless inside ``async with`` and not closed."""
-        if self._closed:
-            raise ClosedError("this Spine is closed (aclose() was called): make a new Spine")
-        if self._stack is None:
-            raise ClosedError("this Spine is not open: use it as `async with Spine(...) as spine`")
+        await self._life.aclose()
 
     @property
     def client(self) -> Client:
         """The upstream client. Raises ClosedError outside ``async with``."""
-        self._check_open()
-        assert self._client is not None
-        return self._client
+        return self._life.client
 
     @property
     def store(self) -> CandleStore:
         """The candle store. Raises ClosedError outside ``async with``."""
-        self._check_open()
-        assert self._store is not None
-        return self._store
+        return self._life.store
 
     # -- candles ---------------------------------------------------------------------------
 
@@ -244,7 +203,7 @@ class Spine:
         start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
         priority = enum_arg(priority, Priority, "priority")
         closed_only, fill = flag_arg(closed_only, "closed_only"), flag_arg(fill, "fill")
-        self._check_open()
+        self._life.check_open()
         result = await self._candle_reader().read(
             code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
@@ -285,7 +244,7 @@ class Spine:
             for tf, count in frames.items()
         ]
         live, priority = flag_arg(live, "live"), enum_arg(priority, Priority, "priority")
-        self._check_open()
+        self._life.check_open()
         if not wanted:
             return {}
         # Upstream's clock, not the local one, says which candle is forming now.
@@ -293,7 +252,7 @@ class Spine:
         held = await self._hot.preload(wanted, now, priority)
         for code, tf, _ in wanted if live else ():
             await self.watch([f"candle.{tf.name}"], [code])
-        self._start("hot keeper", self._hot.keep())
+        self._life.start("hot keeper", self._hot.keep())
         return held
 
     async def _read_hot(self, market: str, tf: Timeframe, n: int, prio: Priority) -> CandleResult:
@@ -386,7 +345,7 @@ class Spine:
         outside ``async with``."""
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
         depth = depth_arg(depth, kinds, BOOK_DEPTHS)
-        self._check_open()
+        self._life.check_open()
         await self._feed.watch(await self._ensure_stream(), kinds, codes, depth, self._seed)
 
     async def _seed(self, market: str, tf: Timeframe) -> Candle | None:
@@ -399,7 +358,7 @@ class Spine:
         while a forming candle is built from them). Raises InvalidRequestError for an unknown
         kind or market; ClosedError outside ``async with``."""
         kinds, codes = kinds_arg(kinds), markets_arg(markets)
-        self._check_open()
+        self._life.check_open()
         await self._feed.unwatch(kinds, codes)
 
     async def stream(
@@ -417,7 +376,7 @@ class Spine:
         and once the Spine closes while iterating."""
         kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
         maxsize, marks = count_arg(maxsize, "maxsize", 1, 10_000_000), since_arg(since, codes)
-        self._check_open()
+        self._life.check_open()
         reader = self._candle_reader()
         async for item in self._feed.events(
             await self._ensure_stream(),
@@ -428,11 +387,11 @@ class Spine:
             upstream_now_ms=self.client.upstream_now_ms,
             forming=lambda code, tf, now: reader.forming(code, tf, now, Priority.HIGH, Trace()),
             read_closed=self._read_closed,
-            stopped=lambda: self._closed,  # nothing queued before aclose() comes after it
+            stopped=lambda: self._life.closed,  # nothing queued before aclose() comes after it
             since=marks,
         ):
             yield item
-        self._check_open()  # the listener ends only when the stream (the Spine) closes
+        self._life.check_open()  # the listener ends only when the stream (the Spine) closes
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
         """The closed candles of ``market`` starting in ``[lo, hi)``, stored on the way."""
@@ -442,9 +401,7 @@ class Spine:
         return list(result)
 
     async def _ensure_stream(self) -> LiveStream:
-        self._check_open()
-        assert self._stack is not None
-        return await self._feed.stream(self.client, self._stack)
+        return await self._feed.stream(self.client, self._life.stack)
 
     # -- markets ------------------------------------------------------------------------------
 
@@ -456,7 +413,7 @@ class Spine:
         no longer lists (``delisted=True``; its history stays readable with ``candles``)."""
         refresh = flag_arg(refresh, "refresh")
         include_delisted = flag_arg(include_delisted, "include_delisted")
-        self._check_open()
+        self._life.check_open()
         held = self.store if include_delisted else None
         return await self._market_list.markets(self.client, refresh=refresh, held=held)
 
@@ -471,10 +428,10 @@ class Spine:
 
         Raises ClosedError outside ``async with``."""
         max_age_s = None if max_age_s is None else number_arg(max_age_s, "max_age_s")
-        self._check_open()
+        self._life.check_open()
         report = await self._market_list.warmup(self.client, max_age_s=max_age_s)
         if self._warmup_every_s > 0:
-            self._start("catalog refresher", self._market_list.refresh(self.client))
+            self._life.start("catalog refresher", self._market_list.refresh(self.client))
         return report.as_dict()
 
     def tick_size(self, market: str, price: float) -> float:

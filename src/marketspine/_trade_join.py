@@ -16,6 +16,10 @@ snapshot, each live trade is judged:
   meeting it, the snapshot comes later in Upbit's order (same millisecond): the trade is
   dropped and the stream judged on. A walk that could not finish (REST failing, history
   too long) joins with what it found.
+
+At most ``JOIN_HOLD_MAX`` live trades are held: one more ends the join at once, with the
+held trades delivered and the hole left unfilled (``incomplete`` says so), and the walk's
+answer, when it comes, is ignored. A live stream is never held without a bound.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from typing import TypeAlias
 from ._records import Trade
 from ._trade_fill import Walk
 
-__all__ = ["JoinOutput", "TradeJoin", "WalkNeeded"]
+__all__ = ["JOIN_HOLD_MAX", "JoinOutput", "TradeJoin", "WalkNeeded"]
+
+# Live trades held per join while its REST walk runs. A walk is usually one REST call
+# (well under a second; at most FILL_MAX_PAGES calls, a few seconds at the shared budget's
+# pace) while even Upbit's busiest market trades a few hundred times a second at its peaks:
+# a normal walk holds tens, at most a few thousand. Ten thousand (~3 MB) is only reached
+# by a walk that hangs, and then the trades go out with the hole named, not queued forever.
+JOIN_HOLD_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +57,9 @@ JoinOutput: TypeAlias = Trade | WalkNeeded
 class TradeJoin:
     """The live trades of one market, joined to ``snapshot`` (a trade already sent)."""
 
-    def __init__(self, snapshot: Trade) -> None:
+    def __init__(self, snapshot: Trade, *, hold_max: int = JOIN_HOLD_MAX) -> None:
         self.snapshot = snapshot
+        self.hold_max = hold_max
         self.joined = False
         self.dropped = 0  # live trades the snapshot covered
         self.filled = 0  # trades delivered from REST between the snapshot and the stream
@@ -59,8 +71,17 @@ class TradeJoin:
         if self.joined:
             return [trade]
         if self._held is not None:
-            self._held.append(trade)
-            return []
+            if len(self._held) < self.hold_max:
+                self._held.append(trade)
+                return []
+            # The walk takes too long: give it up rather than hold the stream unbounded.
+            held, self._held = self._held, None
+            self.joined = True
+            self.incomplete = (
+                f"more than {self.hold_max} live trades came while REST was walked back to"
+                " the snapshot; the trades in between were not fetched"
+            )
+            return [*held, trade]
         snapshot = self.snapshot
         if trade.seq == snapshot.seq:
             self.joined = True
@@ -73,7 +94,8 @@ class TradeJoin:
 
     def walked(self, walk: Walk) -> list[JoinOutput]:
         """Hand back the walk asked for: the trades to deliver, in order (and maybe the
-        next walk, when the held trade turned out to come before the snapshot)."""
+        next walk, when the held trade turned out to come before the snapshot); nothing once
+        the join ended without it (too many trades held)."""
         held, self._held = self._held or [], None
         if not held:
             return []

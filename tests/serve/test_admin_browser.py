@@ -145,6 +145,8 @@ def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
     expect(page.locator("#tickers tbody")).to_contain_text("KRW-ETH")
     expect(page.locator("#budget tbody")).to_contain_text("candles")
     expect(page.locator("#breaker")).to_contain_text("closed")
+    websocket = re.compile(r"0 snapshot joins \(0 trades filled, 0 incomplete\)")
+    expect(page.locator("#websocket")).to_contain_text(websocket)
 
     screens = _screens(tmp_path)
     (screens / "admin-chart.png").write_bytes(chart_png)

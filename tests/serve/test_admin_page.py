@@ -94,6 +94,23 @@ def test_without_a_session_only_the_bearer_token_works(serve: ServeProcess) -> N
         assert bearer.status_code == 200 and bearer.json()["success"] is True
 
 
+def test_the_websocket_figures_are_those_of_the_metrics(serve: ServeProcess) -> None:
+    """The page shows the gateway's counters as ``/metrics`` has them, the snapshot joins
+    (walks, the trades they filled, those that left a hole) included."""
+    with login(serve) as (client, _):
+        websocket = client.get("/admin/api/state").json()["websocket"]
+        metrics = client.get("/metrics").text
+    for field, metric in (
+        ("dropped_clients", "marketspine_websocket_dropped_clients_total"),
+        ("snapshot_joins", "marketspine_websocket_snapshot_joins_total"),
+        ("snapshot_join_trades", "marketspine_websocket_snapshot_join_trades_total"),
+        ("snapshot_joins_incomplete", "marketspine_websocket_snapshot_joins_incomplete_total"),
+    ):
+        found = re.search(rf"\n{metric} (\S+)\n", metrics)
+        assert found is not None, f"{metric} missing from /metrics"
+        assert websocket[field] == float(found.group(1)), field
+
+
 def test_backfill_from_the_admin_api_reports_bad_input(serve: ServeProcess) -> None:
     with login(serve) as (client, csrf):
         headers = {"X-CSRF-Token": csrf}

@@ -143,3 +143,14 @@ async def test_trades_before_the_upstream_subscription_is_live_arrive(
     filled = re.search(r"\nmarketspine_websocket_snapshot_join_trades_total (\S+)\n", metrics)
     assert joins is not None and float(joins.group(1)) == 1
     assert filled is not None and 0 < float(filled.group(1)) <= len(want)
+    incomplete = re.search(
+        r"\nmarketspine_websocket_snapshot_joins_incomplete_total (\S+)\n", metrics
+    )
+    assert incomplete is not None and float(incomplete.group(1)) == 0
+    # And the admin page shows the same figures.
+    async with httpx.AsyncClient(base_url=served_gated.url, timeout=10) as http:
+        assert (await http.post("/admin/login", data={"token": TOKEN})).status_code == 303
+        websocket = (await http.get("/admin/api/state")).json()["websocket"]
+    assert websocket["snapshot_joins"] == 1
+    assert websocket["snapshot_join_trades"] == float(filled.group(1))
+    assert websocket["snapshot_joins_incomplete"] == 0

@@ -115,7 +115,7 @@ function renderHealth(state) {
   layers.append(rate);
   const ws = state.websocket;
   $("websocket").textContent = ws
-    ? `${ws.clients} clients, ${ws.subscriptions} subscriptions, ${ws.upstream_pairs} upstream pairs, ${ws.dropped_clients} dropped, ${fmt(ws.frames_sent)} frames sent`
+    ? `${ws.clients} clients, ${ws.subscriptions} subscriptions, ${ws.upstream_pairs} upstream pairs, ${ws.dropped_clients} dropped, ${fmt(ws.frames_sent)} frames sent, ${ws.snapshot_joins} snapshot joins (${fmt(ws.snapshot_join_trades)} trades filled, ${ws.snapshot_joins_incomplete} incomplete)`
     : "no gateway";
   fill("tickers", state.tickers, (row, t) => {
     cell(row, t.market);

@@ -1,0 +1,62 @@
+"""``SIGUSR1`` prints where a running command is: every asyncio task with the chain of
+coroutines it is awaiting in, then every thread's stack (``kill -USR1 PID`` on a collector
+that seems stuck). The work of a long command lives in tasks, which ``faulthandler`` alone
+does not show, and ``Task.print_stack`` shows only a suspended task's outermost frame."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+__all__ = ["await_chain", "dump_tasks", "dumping_tasks_on_signal"]
+
+
+def await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Where ``task`` is: one line per coroutine it is suspended in, outermost first."""
+    lines = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:  # the future at the bottom: the task's repr shows it already
+            break
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}')
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return lines
+
+
+def dump_tasks(file: TextIO | None = None) -> None:
+    """Print every task of the running loop with its await chain, then every thread."""
+    out = file or sys.stderr
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    print(f"marketspine: {len(tasks)} asyncio tasks", file=out)
+    for task in tasks:
+        print(f"--- {task!r}", file=out)
+        print("\n".join(await_chain(task)), file=out)
+    out.flush()
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # no real file behind it
+        faulthandler.dump_traceback(file=out, all_threads=True)
+
+
+@contextlib.contextmanager
+def dumping_tasks_on_signal(signum: int | None = None) -> Iterator[None]:
+    """While inside (in the running loop), ``signum`` (default ``SIGUSR1``) dumps the tasks
+    to stderr; a no-op where the loop takes no signal handlers (Windows, another thread)."""
+    number = signum if signum is not None else getattr(signal, "SIGUSR1", None)
+    loop = asyncio.get_running_loop()
+    try:
+        if number is None:
+            raise NotImplementedError
+        loop.add_signal_handler(number, dump_tasks)
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(number)
