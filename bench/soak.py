@@ -174,6 +174,8 @@ async def soak(
         print(f"baseline RSS {baseline:.1f} MiB, budget {memory_mb:g} MiB, {len(codes)} markets")
         started = time.monotonic()
         full_at: float | None = None
+        settled_at: float | None = None  # once what the budget held when full has turned over
+        turnover_at = 0  # the budget's eviction count that marks it
         samples: list[tuple[float, float]] = []
         next_sample = started
         reference: tracemalloc.Snapshot | None = None
@@ -196,14 +198,19 @@ async def soak(
                 next_sample += every_s
                 stats = spine.statistics()
                 rss = process.memory_info().rss / MIB
+                held = spine._memory.budget.statistics()
                 if full_at is None and stats.memory_bytes >= 0.95 * stats.memory_limit_bytes:
                     full_at = now
-                    print(f"budget full after {now - started:.0f} s")
+                    turnover_at = held.evictions + held.entries
+                    print(f"budget full after {now - started:.0f} s ({held.entries} entries)")
                     reference_at = now + (started + minutes * 60 - now) / 2
                     if trace:
                         tracemalloc.start(10)
                 if full_at is not None:
                     samples.append((now - started, rss))
+                    if settled_at is None and held.evictions >= turnover_at:
+                        settled_at = now - started
+                        print(f"held data turned over by {settled_at:.0f} s", flush=True)
                     if tracemalloc.is_tracing():
                         traced.append((now - started, traced_mib()))
                         if reference is None and now >= reference_at:
@@ -231,12 +238,22 @@ async def soak(
                     out.flush()
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
         peak = max((m for _, m in samples), default=process.memory_info().rss / MIB)
-        settled = samples[len(samples) // 2 :]  # the first half still carries the fill's tail
+        half = samples[len(samples) // 2 :]  # the first half still carries the fill's tail
+        # Until every entry held at full has been evicted or used again, the allocator is
+        # still placing the first replacements: RSS settles there, it does not grow.
+        turned = [(t, m) for t, m in samples if settled_at is not None and t >= settled_at]
         print(
             f"done: {len(samples)} samples once full, slope {slope_per_minute(samples):+.3f} "
-            f"MiB/min (last half {slope_per_minute(settled):+.3f} MiB/min), "
+            f"MiB/min (last half {slope_per_minute(half):+.3f} MiB/min), "
             f"peak RSS {peak:.1f} MiB = baseline + {peak - baseline:.1f} MiB"
         )
+        if len(turned) >= 2:
+            print(
+                f"once the held data turned over ({turned[0][0]:.0f} s, {len(turned)} samples): "
+                f"slope {slope_per_minute(turned):+.3f} MiB/min, RSS {turned[0][1]:.1f} -> "
+                f"{turned[-1][1]:.1f} MiB (range {min(m for _, m in turned):.1f}-"
+                f"{max(m for _, m in turned):.1f})"
+            )
         print_component_slopes(parts)
         if out is not None:
             out.close()

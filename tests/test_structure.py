@@ -96,3 +96,17 @@ def test_the_library_never_imports_the_simulator() -> None:
         if target == "sim" or target.startswith("sim.")
     ]
     assert wrong == []
+
+
+def test_no_module_uses_asyncio_wait_for() -> None:
+    # On Python 3.11 asyncio.wait_for swallows a cancel that lands as the awaited thing
+    # finishes (it returns the result): a background loop then never ends and a close hangs
+    # (the page-lease renewer did). ``async with asyncio.timeout(...)`` cancels the task itself.
+    found = [
+        f"{name}.py:{node.lineno}"
+        for name, path in ALL.items()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Attribute) and node.attr == "wait_for"
+        and isinstance(node.value, ast.Name) and node.value.id == "asyncio"
+    ]  # fmt: skip
+    assert found == [], "use `async with asyncio.timeout(...)` instead:\n" + "\n".join(found)

@@ -232,9 +232,8 @@ class AdminPage:
         rows: list[dict[str, Any]] = []
         for market in markets[:_MAX_TICKERS]:
             try:
-                ticker = await asyncio.wait_for(
-                    self.service.spine.ticker(market, channel=Channel.WEBSOCKET_ONLY), 1.0
-                )
+                async with asyncio.timeout(1.0):
+                    ticker = await self.service.spine.ticker(market, channel=Channel.WEBSOCKET_ONLY)
             except (MarketspineError, TimeoutError):
                 continue
             rows.append(

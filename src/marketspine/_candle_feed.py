@@ -185,7 +185,8 @@ async def follow_candles(
             if closes and not retry:
                 wait_s = min(max(0.0, (min(closes) - now) / 1000), _MAX_WAIT_S)
             try:
-                event = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
+                async with asyncio.timeout(wait_s):
+                    event = await anext(events)
             except TimeoutError:
                 continue
             except StopAsyncIteration:

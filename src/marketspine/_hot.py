@@ -89,7 +89,8 @@ class HotWindows:
             # failed refresh is retried no sooner than that.
             wait_s = 1.0 if due else min(max(0.0, (next_due - settled) / 1000), 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._changed.wait()
 
     async def _refresh(self, due: list[tuple[str, HotWindow]]) -> bool:
         """Fetch the due windows; True when all of them succeeded."""

@@ -81,7 +81,8 @@ class _Server(uvicorn.Server):
         while not should_exit:
             counter = (counter + 1) % 864000
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.1)
+                async with asyncio.timeout(0.1):
+                    await self._wake.wait()
             should_exit = await self.on_tick(counter)
 
     def stop(self) -> None:

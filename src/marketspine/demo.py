@@ -101,7 +101,8 @@ async def tour(base_url: str, db: Path) -> None:
                     counts[f"{event.market} tickers"] += 1
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(listen(), timeout=3.0)
+            async with asyncio.timeout(3.0):
+                await listen()
         live = Table(title="3 s of live data")
         for column in ("market", "price", "change", "trades", "tickers", "last trade (UTC)"):
             live.add_column(column)

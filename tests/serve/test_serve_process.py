@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import httpx
+from helpers import wait_until_sync
 from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 
 REFRESH = "/admin/api/refresh-market-info"
@@ -31,6 +32,10 @@ def test_healthz_and_openapi(serve: ServeProcess) -> None:
 
 def test_admin_refresh_needs_the_bearer_token(serve: ServeProcess, fixed_sim: str) -> None:
     url = serve.url + REFRESH
+    # serve's own warmup at start asks for the market list too: count from after it.
+    wait_until_sync(
+        lambda: serve.get("/api/warmup").status_code == 200, 30, "serve's start-up warmup"
+    )
     before = sim_stats(fixed_sim)["requests"]["by_group"].get("market", 0)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
         refused = httpx.post(url, headers=headers, timeout=10)
