@@ -90,3 +90,31 @@ def test_spine_and_client_refuse_an_upstream_that_is_not_an_http_url(upstream: o
         Spine(upstream)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequestError, match="invalid base_url"):
         Client(upstream)  # type: ignore[arg-type]
+
+
+def _bad_fault_values() -> list[tuple[str, str, str]]:
+    """(flag, a bad value, the range the error must name) for every ``sim`` fault flag, so
+    a new fault setting is checked too; NaN and infinity besides, which pass ``< 0``."""
+    from dataclasses import fields
+
+    from marketspine.sim._state import Faults
+
+    cases = []
+    for field in fields(Faults):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name.endswith("_rate"):
+            cases += [(flag, "2", "between 0 and 1"), (flag, "nan", "between 0 and 1")]
+        else:
+            cases.append((flag, "-1", ">= 0"))
+    return [*cases, ("--latency-ms", "inf", "finite number >= 0"), ("--speed", "nan", "> 0")]
+
+
+@pytest.mark.parametrize(("flag", "value", "accepted"), _bad_fault_values())
+def test_a_bad_sim_fault_flag_names_the_flag_the_value_and_the_range(
+    flag: str, value: str, accepted: str
+) -> None:
+    # --port 0: were the value let through, the simulator would serve on a free port (and
+    # the run time out) rather than collide with another test's.
+    done = run("sim", "--port", "0", flag, value, timeout=20)
+    assert_one_line_exit_2(done, f"{flag} must be", accepted, f"got {value}")
+    assert done.stdout == ""

@@ -5,6 +5,7 @@ Handlers reach it as ``request.app.state.sim`` (a ``SimState``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,9 +41,13 @@ class Faults:
     ws_stall_every_s: float = 0.0
     ws_idle_timeout_s: float = 120.0  # close sockets that neither sent nor received for this long
 
-    def update(self, changes: dict[str, Any]) -> None:
+    def update(
+        self, changes: dict[str, Any], *, label: Callable[[str], str] = "fault setting {!r}".format
+    ) -> None:
         """Apply ``changes`` (field name → value); raises InvalidRequestError on unknown
-        names or values of the wrong type or sign, changing nothing in that case."""
+        names or values of the wrong type, sign or range, changing nothing in that case.
+        The message names a setting as ``label(name)`` (the CLI passes its flag names), the
+        value given and the range accepted."""
         known = {f.name: f.type for f in fields(self)}
         staged: dict[str, float | int] = {}
         for name, value in changes.items():
@@ -50,10 +55,14 @@ class Faults:
                 raise InvalidRequestError(
                     f"unknown fault setting {name!r}: accepted are {', '.join(known)}"
                 )
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise InvalidRequestError(f"fault setting {name!r} must be a number >= 0")
-            if name.endswith("_rate") and value > 1:
-                raise InvalidRequestError(f"fault setting {name!r} is a share between 0 and 1")
+            share = name.endswith("_rate")
+            accepted = "a share between 0 and 1" if share else "a number >= 0"
+            number = not isinstance(value, bool) and isinstance(value, int | float)
+            if number and not share and not math.isfinite(value):
+                accepted = "a finite number >= 0"
+            # NaN passes every comparison, and an infinite latency or share is no setting.
+            if not number or not math.isfinite(value) or value < 0 or (share and value > 1):
+                raise InvalidRequestError(f"{label(name)} must be {accepted}, got {_shown(value)}")
             staged[name] = int(value) if name == "rate_limit" else float(value)
         for name, value in staged.items():
             setattr(self, name, value)
@@ -86,15 +95,27 @@ class SimConfig:
             )
         if not 1 <= self.markets <= 1000:
             raise InvalidRequestError(f"--markets must be 1..1000, got {self.markets}")
-        if self.speed <= 0:
-            raise InvalidRequestError(f"--speed must be > 0, got {self.speed}")
+        if not (math.isfinite(self.speed) and self.speed > 0):  # NaN is not > 0 either
+            raise InvalidRequestError(f"--speed must be a number > 0, got {_shown(self.speed)}")
         self.faults()  # validates the fault fields
 
     def faults(self) -> Faults:
-        """The starting fault settings (validated)."""
+        """The starting fault settings (validated; an error names the ``sim`` flag)."""
         faults = Faults()
-        faults.update({f.name: getattr(self, f.name) for f in fields(Faults)})
+        faults.update({f.name: getattr(self, f.name) for f in fields(Faults)}, label=_flag)
         return faults
+
+
+def _flag(name: str) -> str:
+    """The ``marketspine sim`` flag that sets the field ``name``."""
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value: object) -> str:
+    """``value`` as the user typed it: 2 rather than click's 2.0, nan, 'slow' quoted."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 class SimClock:
