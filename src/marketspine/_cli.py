@@ -214,6 +214,16 @@ def _default_db(upstream: str = DEFAULT_UPSTREAM) -> str:
     help="Share the rate budget, page fetches and market catalog with every process using "
     "this Redis (redis://HOST:PORT/DB).",
 )
+@click.option(
+    "--progress-every",
+    "progress_every_s",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=10.0,  # _progress_lines.DEFAULT_EVERY_S, which the CLI does not load to parse
+    show_default=True,
+    help="When stderr is no terminal (a pipe, a log), print a progress line there at most "
+    "this often; 0 = never.",
+)
 def collect(
     markets: tuple[str, ...],
     timeframe: str,
@@ -223,10 +233,11 @@ def collect(
     upstream: str,
     json_output: bool,
     redis: str | None,
+    progress_every_s: float,
 ) -> None:
     """Backfill closed candles of MARKET... (codes such as KRW-BTC) into the store:
-    resumable, exact, at the rate-limit ceiling. A progress bar on a terminal, else a
-    one-line summary.
+    resumable, exact, at the rate-limit ceiling. A progress bar on a terminal (a progress
+    line every 10 s in a log), then a one-line summary.
 
     \b
     Example:
@@ -243,6 +254,7 @@ def collect(
         upstream=upstream,
         json_output=json_output,
         redis=redis,
+        progress_every_s=progress_every_s,
     )
 
 

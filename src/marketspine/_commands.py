@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._collect import CandleSource, CollectSummary, ProgressEvent, collect
 from ._collect_notes import EXIT_NOTHING_COLLECTABLE, collect_notes, collect_notes_json
 from ._default_db import sibling_hint
 from ._errors import InvalidRequestError, StoreError, UnknownMarketError
+from ._progress_lines import DEFAULT_EVERY_S, ProgressLines
 from ._ratebudget import Priority
 from ._store import SQLiteStore
 from ._subscriptions import normalize_market
@@ -98,17 +99,34 @@ def run_collect(
     upstream: str,
     json_output: bool,
     redis: str | None = None,
+    progress_every_s: float = DEFAULT_EVERY_S,
 ) -> None:
     """Backfill ``markets`` and print a progress bar (terminal) or one JSON line. ``redis``
-    shares the rate budget with every process using the same Redis."""
+    shares the rate budget with every process using the same Redis. When stderr is no
+    terminal, a plain progress line goes there at most every ``progress_every_s`` seconds
+    (0: never), ``--json`` or not: stdout keeps only the summary."""
     check_upstream(upstream, "--upstream")
     tf = parse_timeframe(timeframe)
     codes = [normalize_market(m) for m in markets]
     # Bad times fail here, before any request; "now" is upstream's, learned in _collect.
     _range(tf, since, until, now_ms())
-    show_bar = not json_output and sys.stderr.isatty()
+    progress: Literal["bar", "lines"] | None
+    if sys.stderr.isatty():
+        progress = "bar" if not json_output else None
+    else:
+        progress = "lines" if progress_every_s > 0 else None
     summary = asyncio.run(
-        _collect(codes, tf, since, until, db=db, upstream=upstream, show_bar=show_bar, redis=redis)
+        _collect(
+            codes,
+            tf,
+            since,
+            until,
+            db=db,
+            upstream=upstream,
+            progress=progress,
+            progress_every_s=progress_every_s,
+            redis=redis,
+        )
     )
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")))
@@ -144,15 +162,13 @@ async def _collect(
     *,
     db: str,
     upstream: str,
-    show_bar: bool,
+    progress: Literal["bar", "lines"] | None,
+    progress_every_s: float = DEFAULT_EVERY_S,
     redis: str | None = None,
 ) -> CollectSummary:
-    from rich.console import Console
-
     from ._candles import MarketsFromCache
     from ._client import Client
 
-    bar = progress_bar(Console(stderr=True)) if show_bar else contextlib.nullcontext(None)
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(dumping_tasks_on_signal())
         shared = None
@@ -188,7 +204,8 @@ async def _collect(
         source: CandleSource = client
         if shared is not None:  # the market list a warmup left in Redis, when it lists them all
             source = MarketsFromCache(client, partial(_listed, shared, client, upstream, codes))
-        with bar as on_progress:
+        # Made here, so that lines count elapsed time and ETA from the first page asked for.
+        with _progress(progress, codes, tf, progress_every_s) as on_progress:
             return await collect(
                 source,
                 store,
@@ -201,6 +218,20 @@ async def _collect(
                 progress=on_progress,
                 leases=shared.leases if shared else None,
             )
+
+
+def _progress(
+    kind: Literal["bar", "lines"] | None, codes: list[str], tf: Timeframe, every_s: float
+) -> contextlib.AbstractContextManager[Callable[[ProgressEvent], None] | None]:
+    """The ``progress`` callback for ``collect`` (None: none), as a context manager."""
+    if kind == "bar":
+        from rich.console import Console
+
+        return progress_bar(Console(stderr=True))
+    if kind == "lines":
+        write = partial(print, file=sys.stderr, flush=True)
+        return contextlib.nullcontext(ProgressLines(write, codes, tf.name, every_s=every_s))
+    return contextlib.nullcontext(None)
 
 
 async def _listed(
