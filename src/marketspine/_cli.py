@@ -61,7 +61,8 @@ def app() -> None:
     \b
     Example:
       marketspine sim --port 8765 &
-      marketspine collect KRW-BTC -t 1m --since 2026-01-01 --upstream http://127.0.0.1:8765
+      marketspine collect KRW-BTC -t 1m --since 2026-01-01 --until 2026-01-03 \\
+        --upstream http://127.0.0.1:8765
     """
 
 
