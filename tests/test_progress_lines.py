@@ -70,3 +70,17 @@ def test_an_interval_of_zero_writes_nothing() -> None:
         clock.now += 100
         progress(page("KRW-BTC", step, step * MIN, 10 * MIN))
     assert lines == []
+
+
+def test_a_log_that_went_away_stops_the_lines_not_the_backfill() -> None:
+    clock, tried = HandClock(), []
+
+    def closed_pipe(line: str) -> None:
+        tried.append(line)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    progress = ProgressLines(closed_pipe, ["KRW-BTC"], "1m", every_s=1, clock=clock)
+    for step in range(1, 5):
+        clock.now += 2
+        progress(page("KRW-BTC", step, step * 200 * MIN, 10_000 * MIN))  # never raises
+    assert len(tried) == 1  # and it does not try again

@@ -63,7 +63,10 @@ class ProgressLines:
             return
         # From now, not from the last due time: a stall does not cause a burst of lines.
         self._next_at = now + self._every_s
-        self._write(self.line(now))
+        try:
+            self._write(self.line(now))
+        except OSError:  # the log went away (a closed pipe): the backfill goes on without it
+            self._every_s = 0.0
 
     def line(self, now: float) -> str:
         """The progress line as of ``now`` (a ``clock`` reading)."""
