@@ -1,0 +1,99 @@
+"""What the memory budget is charged is what the objects take (tracemalloc), for candle
+windows read from the store and for live trades decoded from WebSocket frames alike. When one
+holder's charge ran high (windows, 1.43x: their shared market strings counted per candle, and
+each start counted twice), every window the budget evicted for live trades freed less than it
+was charged, and the soak's RSS kept climbing while the budget's total stayed flat."""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+from marketspine._live import LiveState
+from marketspine._memory import CandleMemory, MemoryBudget
+from marketspine._records import Candle, Trade
+from marketspine._store import SQLiteStore
+from marketspine._timeframes import TIMEFRAMES
+from marketspine._wire_ws import decode_ws
+
+T0 = 28_333_334 * 60_000  # a minute start in 2023
+MARKETS = [f"KRW-M{i:02d}" for i in range(8)]
+LOW, HIGH = 0.85, 1.15  # real / charged
+
+
+def traced(work: Callable[[], object]) -> int:
+    """Bytes ``work()`` left allocated (Python-level, every thread)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = work()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del kept
+    return after - before
+
+
+async def test_a_window_read_from_the_store_is_charged_what_it_takes(tmp_path: Path) -> None:
+    tf, rng = TIMEFRAMES["1m"], random.Random(7)
+    span = (T0, T0 + 1000 * 60_000)
+    budget = MemoryBudget(2**30)
+    memory = CandleMemory(budget=budget)
+    async with SQLiteStore(tmp_path / "charges.db") as store:
+        for market in MARKETS:
+            rows = [
+                Candle(market, "1m", T0 + i * 60_000, *(rng.uniform(1, 1e6) for _ in range(6)),
+                       T0 + i * 60_000 + 59_000)
+                for i in range(1000)
+            ]  # fmt: skip
+            await store.write_page(market, tf, rows, span)
+        del rows
+        await store.read(MARKETS[0], tf, *span)  # the connection's caches, outside the trace
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for market in MARKETS:  # as Spine fills a window on a memory miss
+                memory.put((market, "1m"), *span, await store.read(market, tf, *span))
+            gc.collect()
+            real = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert memory.statistics().candles == 8000
+    assert LOW <= real / budget.used_bytes <= HIGH, (real, budget.used_bytes)
+
+
+def test_live_trades_from_websocket_frames_are_charged_what_they_take() -> None:
+    rng = random.Random(11)
+    frames = [
+        json.dumps({
+            "type": "trade", "code": market, "timestamp": T0 + k, "trade_timestamp": T0 + k,
+            "trade_price": rng.uniform(1, 1e6), "trade_volume": rng.uniform(0, 10),
+            "ask_bid": rng.choice(["ASK", "BID"]), "prev_closing_price": 100.0,
+            "change": "RISE", "change_price": rng.uniform(0, 5),
+            "sequential_id": 17_000_000_000_000_000 + k * 8 + i,
+            "best_ask_price": rng.uniform(1, 1e6), "best_ask_size": rng.uniform(0, 9),
+            "best_bid_price": rng.uniform(1, 1e6), "best_bid_size": rng.uniform(0, 9),
+            "stream_type": "REALTIME",
+        }).encode()
+        for k in range(1500)
+        for i, market in enumerate(MARKETS)
+    ]  # fmt: skip
+    budget = MemoryBudget(2**30)
+    live = LiveState(clock=lambda: 0.0, budget=budget)
+
+    def apply() -> LiveState:
+        for frame in frames:
+            event = decode_ws(frame)
+            assert isinstance(event, Trade)
+            live.apply(event)
+        return live
+
+    real = traced(apply)  # past the per-market cap: one in, one out
+    assert LOW <= real / budget.used_bytes <= HIGH, (real, budget.used_bytes)
