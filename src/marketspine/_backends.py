@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._urls import check_db, check_upstream, is_postgres_url
+from ._urls import check_db, is_postgres_url
 
 if TYPE_CHECKING:
     from ._ratebudget import RateBudget
@@ -27,14 +27,11 @@ def resolve_backends(
     budget: RateBudget | None,
     redis: str | None,
     prefix: str | None = None,
-    upstream: object = "https://api.upbit.com",
 ) -> tuple[str | Path | CandleStore | None, RateBudget | None, Shared | None]:
     """``Spine(db=..., budget=..., redis=..., redis_prefix=...)``: a ``postgresql://`` ``db``
     becomes a ``PostgresStore``, ``redis`` the ``Shared`` parts (its ``RedisRateBudget`` the
     budget, when none is given). None does I/O before ``enter_owned``; all are the Spine's
-    to close. Raises InvalidRequestError for a ``db`` URL of another database or an
-    ``upstream`` that is not an http(s):// URL."""
-    check_upstream(upstream)
+    to close. Raises InvalidRequestError for a ``db`` URL of another database."""
     check_db(db)
     if isinstance(db, str) and is_postgres_url(db):
         from ._pgstore import PostgresStore

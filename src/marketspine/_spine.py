@@ -58,6 +58,7 @@ from ._store import CandleStore
 from ._subscriptions import BOOK_DEPTHS
 from ._time import now_ms
 from ._timeframes import Timeframe
+from ._urls import check_upstream
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
@@ -94,7 +95,8 @@ class Spine:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
     ) -> None:
-        db, budget, shared = resolve_backends(db, budget, redis, redis_prefix, upstream)  # URLs
+        check_upstream(upstream)  # before anything is made from the other arguments
+        db, budget, shared = resolve_backends(db, budget, redis, redis_prefix)  # from URLs
         self._upstream = upstream.rstrip("/")
         self._shared = shared  # Redis's shared budget, page leases and catalog
         # The one client, made on entering; the same settings every time.
