@@ -204,7 +204,10 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
         )
         return _json(job.as_dict(), 202)
 
-    async def backfill_list(request: Request) -> Response:
+    async def backfill(request: Request) -> Response:
+        # One route for both methods, so a wrong one's 405 names them both in Allow.
+        if request.method == "POST":
+            return await backfill_start(request)
         return _json([job.as_dict() for job in service.jobs.all()])
 
     async def backfill_one(request: Request) -> Response:
@@ -230,8 +233,7 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
         Route("/api/coverage", _guarded(coverage)),
         Route("/api/status", _guarded(status)),
         Route("/api/warmup", _guarded(warmup)),
-        Route("/api/backfill", _guarded(backfill_start), methods=["POST"]),
-        Route("/api/backfill", _guarded(backfill_list), methods=["GET"]),
+        Route("/api/backfill", _guarded(backfill), methods=["GET", "POST"]),
         Route("/api/backfill/{job_id}", _guarded(backfill_one), methods=["GET", "DELETE"]),
     ]
 

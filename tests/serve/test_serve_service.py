@@ -316,3 +316,35 @@ async def test_an_unexpected_failure_is_an_upbit_shaped_500(
         response = await http.get("/v1/market/all")
     assert response.status_code == 500
     assert response.json() == {"error": {"name": 500, "message": "internal error: disk on fire"}}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v1/candles/minutes/1", {"GET", "HEAD"}),
+        ("DELETE", "/v1/ticker", {"GET", "HEAD"}),
+        ("PUT", "/api/backfill", {"GET", "HEAD", "POST"}),  # two methods, one path
+        ("POST", "/api/backfill/some-job", {"GET", "HEAD", "DELETE"}),
+        ("GET", "/admin/api/refresh-market-info", {"POST"}),
+        ("POST", "/healthz", {"GET", "HEAD"}),
+    ],
+)
+async def test_a_wrong_method_on_a_known_path_is_405_naming_the_allowed_ones(
+    http: httpx.AsyncClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = await http.request(method, path)
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == allowed
+    error = response.json()["error"]
+    assert error["name"] == 405
+    assert f"{method} {path}" in error["message"]
+    assert all(name in error["message"] for name in allowed), error["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_an_unknown_path_stays_the_gateway_404(http: httpx.AsyncClient, method: str) -> None:
+    response = await http.request(method, "/v1/nope")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"name": "not_found", "message": "no Route matched with those values"}
+    }

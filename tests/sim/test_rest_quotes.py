@@ -401,6 +401,30 @@ async def test_unrouted_paths_get_the_gateway_404(sim_client: httpx.AsyncClient,
     assert "Remaining-Req" not in response.headers
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("POST", "/v1/candles/minutes/1", {"GET", "HEAD"}),
+        ("DELETE", "/v1/ticker", {"GET", "HEAD"}),
+        ("PUT", "/v1/market/all", {"GET", "HEAD"}),
+        ("GET", "/sim/reset", {"POST"}),
+        ("DELETE", "/sim/faults", {"GET", "HEAD", "POST"}),  # two methods, one path
+    ],
+)
+async def test_a_wrong_method_on_a_known_path_is_405_naming_the_allowed_ones(
+    sim_app: Starlette, sim_client: httpx.AsyncClient, method: str, url: str, allowed: set[str]
+) -> None:
+    response = await sim_client.request(method, url)
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == allowed
+    error = response.json()["error"]
+    assert error["name"] == 405
+    assert f"{method} {url}" in error["message"]
+    assert all(name in error["message"] for name in allowed), error["message"]
+    assert "Remaining-Req" not in response.headers
+    assert sim_app.state.sim.stats.snapshot()["status"] == {"405": 1}
+
+
 HISTORICAL = [
     "/v1/candles/minutes/1?market=KRW-BTC&count=200&to=2026-07-01T00:00:00",
     "/v1/candles/days?market=KRW-ETH&count=200&to=2026-07-01T00:00:00",

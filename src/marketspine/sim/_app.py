@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -156,11 +157,26 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    """Unrouted paths (and wrong methods) get the gateway's answer, without Remaining-Req."""
+    """Unrouted paths get the gateway's answer, without Remaining-Req."""
     sim: SimState = request.app.state.sim
     sim.stats.count_request(None, request.scope["path"])
     sim.stats.by_status[404] += 1
     return Response(_NOT_FOUND_BODY, 404, media_type=_JSON)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A known path asked with a method it does not take: 405 in Upbit's error shape with
+    Starlette's ``Allow`` header, without Remaining-Req (no group was charged). What Upbit
+    itself answers is not measured (API.md; its Kong gateway answers 404 to a method a route
+    is restricted from); telling the caller the path exists helps more than "no Route
+    matched"."""
+    sim: SimState = request.app.state.sim
+    sim.stats.count_request(None, request.scope["path"])
+    sim.stats.by_status[405] += 1
+    headers = exc.headers if isinstance(exc, HTTPException) and exc.headers else {}
+    allowed = ", ".join(sorted(headers.get("Allow", "").split(", ")))
+    message = f"{request.method} {request.url.path} is not allowed: it accepts {allowed}"
+    return _error(405, message, dict(headers))
 
 
 # -- /sim/* ---------------------------------------------------------------------------------
@@ -175,14 +191,13 @@ async def _get_stats(request: Request) -> Response:
     return _json(sim.stats.snapshot())
 
 
-async def _get_faults(request: Request) -> Response:
+async def _faults(request: Request) -> Response:
+    """GET: every fault setting. POST: change fault settings (a JSON object of Faults
+    fields) → 200 with every setting. One route for both methods, so a wrong one's 405
+    names them both in Allow."""
     sim: SimState = request.app.state.sim
-    return _json(sim.faults.as_dict())
-
-
-async def _post_faults(request: Request) -> Response:
-    """Change fault settings: a JSON object of Faults fields → 200 with every setting."""
-    sim: SimState = request.app.state.sim
+    if request.method != "POST":
+        return _json(sim.faults.as_dict())
     accepted = ", ".join(Faults().as_dict())
     try:
         changes = msgspec.json.decode(await request.body())
@@ -289,8 +304,7 @@ def _routes() -> list[BaseRoute]:
         Route("/v1/candles/minutes/{unit}", minutes),
         Route("/v1/candles/minutes/{unit}/", minutes),
         Route("/sim/stats", _get_stats),
-        Route("/sim/faults", _get_faults),
-        Route("/sim/faults", _post_faults, methods=["POST"]),
+        Route("/sim/faults", _faults, methods=["GET", "POST"]),
         Route("/sim/reset", _post_reset, methods=["POST"]),
         Route("/sim/markets", _get_markets),
         Route("/sim/delist", _post_delist, methods=["POST"]),
@@ -318,7 +332,7 @@ def create_app(
         history = History(config.seed, markets=config.markets, region=config.region)
     app = Starlette(
         routes=_routes(),
-        exception_handlers={404: _not_found, 405: _not_found},
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
     )
     app.router.redirect_slashes = False  # Upbit answers 404, it does not redirect
     app.state.sim = SimState(
