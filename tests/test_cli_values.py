@@ -2,7 +2,8 @@
 ``--db`` URL of another database (``sqlite:///x.db``, ``mysql://...``) is not a file path
 to create folders for, an ``--upstream`` that is not http(s) is bad input (not "circuit
 open" after the retries), and ``serve`` on a PostgreSQL it cannot reach is one line and
-exit 2 (not a failed startup's traceback and uvicorn's exit code 3)."""
+exit 2 (not a failed startup's traceback and uvicorn's exit code 3); a ``--since`` in the
+future is bad input for ``collect`` and ``export`` alike."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from clitools import closed_port, minute_db, run
+from helpers import SIM_NOW_MS
 
 from marketspine import Client, Spine
+from marketspine._cli import EXIT_USAGE, main
 from marketspine._errors import InvalidRequestError
+from marketspine._time import DAY_MS, format_utc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,3 +122,56 @@ def test_a_bad_sim_fault_flag_names_the_flag_the_value_and_the_range(
     done = run("sim", "--port", "0", flag, value, timeout=20)
     assert_one_line_exit_2(done, f"{flag} must be", accepted, f"got {value}")
     assert done.stdout == ""
+
+
+def main_exit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``marketspine ARGS...`` in this process: (exit code, stderr)."""
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    code = done.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("until", [[], ["--until", "2999-02-01"]])
+@pytest.mark.parametrize("command", ["collect", "export"])
+def test_a_since_in_the_future_is_bad_input_for_collect_and_export_alike(
+    command: str, until: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: collect said "nothing to collect" and exited 0; export exited 3 with --until
+    # and, without it, 2 naming an --until nobody gave.
+    db = tmp_path / "c.db"
+    out = tmp_path / "x.csv"
+    if command == "collect":
+        args = ["collect", "KRW-BTC", "-t", "1h", "--upstream", closed_port()]
+    else:
+        minute_db(db, 1_767_225_600_000, 3)
+        args = ["export", "KRW-BTC", "-t", "1m", "--out", str(out)]
+    code, err = main_exit(capsys, *args, "--since", "2999-01-01", *until, "--db", str(db))
+    assert code == EXIT_USAGE, err
+    assert err.startswith("marketspine: error: --since 2999-01-01T00:00:00Z lies in the future")
+    assert "give a --since before now" in err and "naive means UTC" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    assert db.exists() == (command == "export")  # collect asked and stored nothing
+
+
+def test_an_until_so_far_ahead_that_the_default_start_is_in_the_future_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["collect", "KRW-BTC", "-t", "1h", "--upstream", closed_port(), "--until", "2999-01-01"]
+    code, err = main_exit(capsys, *args, "--db", str(tmp_path / "c.db"))
+    assert code == EXIT_USAGE, err
+    # No --since was given: the complaint names the start collect chose, not a --since.
+    assert "the start 200 windows before --until, 2998-12-23T16:00:00Z lies in the future" in err
+
+
+def test_a_since_after_upstreams_now_is_bad_input_too(
+    fixed_sim: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ahead of upstream's clock (the simulator's stands at SIM_NOW_MS), not of this one's.
+    since = format_utc(SIM_NOW_MS + DAY_MS) + "Z"
+    args = ["collect", "KRW-BTC", "-t", "1h", "--upstream", fixed_sim, "--since", since]
+    code, err = main_exit(capsys, *args, "--db", str(tmp_path / "c.db"), "--json")
+    assert code == EXIT_USAGE, err
+    assert f"--since {since} lies in the future (upstream's now is 2026-07-30T07:41:" in err
+    assert capsys.readouterr().out == ""  # no summary of a collect that never ran

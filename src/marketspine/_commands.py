@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._shared import Shared
 
 __all__ = [
+    "check_since",
     "default_since",
     "open_store",
     "progress_bar",
@@ -55,15 +56,31 @@ def default_since(timeframe: Timeframe, until_ms: int) -> int:
     return timeframe.shift(timeframe.floor(until_ms), -200 * DEFAULT_PAGES)
 
 
-def _range(timeframe: Timeframe, since: str | None, until: str | None, now: int) -> tuple[int, int]:
-    """``[since, until)`` in ms. Without --until the end is ``now``: a --since at or after it
-    is a range wholly in the future (returned as is, for the caller to say so), not an error."""
+def check_since(since_ms: int, now: int, whose: str = "now", what: str = "--since") -> None:
+    """Raise InvalidRequestError (exit 2) for a start at or after ``now``: no candle can be
+    stored from there yet, so collect and export alike call it bad input rather than an
+    empty result. ``whose`` names the clock (upstream's, for collect), ``what`` the start."""
+    if since_ms >= now:
+        raise InvalidRequestError(
+            f"{what} {format_utc(since_ms)}Z lies in the future ({whose} is "
+            f"{format_utc(now)}Z): give a --since before now (ISO 8601, naive means UTC)"
+        )
+
+
+def _range(
+    timeframe: Timeframe, since: str | None, until: str | None, now: int, whose: str = "now"
+) -> tuple[int, int]:
+    """``[since, until)`` in ms; without --until the end is ``now``. Raises
+    InvalidRequestError for a --since not before --until, or in the future."""
     until_ms = parse_time(until) if until else now
     since_ms = parse_time(since) if since else default_since(timeframe, until_ms)
     if since_ms >= until_ms and until is not None:
         raise InvalidRequestError(
             f"--since ({format_utc(since_ms)}) must be before --until ({format_utc(until_ms)})"
         )
+    # Without --since the start is the default one: say so, since no --since was given.
+    what = "--since" if since else f"the start {200 * DEFAULT_PAGES} windows before --until,"
+    check_since(since_ms, now, whose, what)
     return since_ms, until_ms
 
 
@@ -188,19 +205,8 @@ async def _collect(
             # Delisted (or never listed): its 404 still told upstream's clock, and collect
             # says which it is.
             now = client.upstream_now_ms()
-        since_ms, until_ms = _range(tf, since, until, now)
-        if since_ms >= now:
-            span = (
-                f"[{format_utc(since_ms)}Z, {format_utc(until_ms)}Z)"
-                if until
-                else f"--since {format_utc(since_ms)}Z"
-            )
-            print(
-                f"marketspine: nothing to collect: {span} lies wholly in the future "
-                f"(upstream's now is {format_utc(now)}Z)",
-                file=sys.stderr,
-            )
-            return CollectSummary(tuple(codes), tf.name, 0, 0, 0.0)
+        # Checked again on upstream's clock, which a local clock running ahead misjudges.
+        since_ms, until_ms = _range(tf, since, until, now, "upstream's now")
         source: CandleSource = client
         if shared is not None:  # the market list a warmup left in Redis, when it lists them all
             source = MarketsFromCache(client, partial(_listed, shared, client, upstream, codes))

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ._commands import open_store
+from ._commands import check_since, open_store
 from ._default_db import sibling_hint
 from ._derive import DERIVABLE, derive_candles
 from ._errors import InvalidRequestError, UnknownMarketError
@@ -62,10 +62,11 @@ def run_export(
     now = now_ms()
     since_ms = parse_time(since) if since else 0
     until_ms = parse_time(until) if until else now
-    if since_ms >= until_ms:
+    if since_ms >= until_ms and until:
         raise InvalidRequestError(
             f"--since ({_label(since_ms)}) must be before --until ({_label(until_ms)})"
         )
+    check_since(since_ms, now)  # as collect: nothing can be stored from there yet
     path = Path(out).expanduser()
     if not to_stdout:
         check_output_path(path)  # before any work: a bad --out fails fast
@@ -73,17 +74,11 @@ def run_export(
     if not candles:
         window = f"[{_label(since_ms)}, {_label(until_ms)})"
         span = f"in {window}" if since else f"before {_label(until_ms)}"
-        if since_ms >= now:
-            reason = (
-                f"the range {window} lies wholly in the future (now is {_label(now)}): "
-                "nothing can be stored there yet"
-            )
-        else:
-            source = f" (or -t 1m, from which {tf.name} is built)" if tf.name in DERIVABLE else ""
-            reason = (
-                f"nothing stored for {code} {tf.name} {span} in {db}; run "
-                f"`marketspine collect {code} -t {tf.name}`{source} first" + sibling_hint(db)
-            )
+        source = f" (or -t 1m, from which {tf.name} is built)" if tf.name in DERIVABLE else ""
+        reason = (
+            f"nothing stored for {code} {tf.name} {span} in {db}; run "
+            f"`marketspine collect {code} -t {tf.name}`{source} first" + sibling_hint(db)
+        )
         print(f"marketspine: {reason}; no file written", file=sys.stderr)
         raise SystemExit(EXIT_NOTHING_STORED)
     if to_stdout:
