@@ -165,11 +165,14 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    """A known path asked with a method it does not take: 405 in Upbit's error shape with
-    Starlette's ``Allow`` header, without Remaining-Req (no group was charged). What Upbit
-    itself answers is not measured (API.md; its Kong gateway answers 404 to a method a route
-    is restricted from); telling the caller the path exists helps more than "no Route
-    matched"."""
+    """A known path asked with a method it does not take. Upbit's own paths answer as its
+    Kong gateway does for a method a route does not take (404 "no Route matched"): the
+    simulator stands in for Upbit, and a client tested against it must see what Upbit
+    sends. The simulator's own ``/sim/*`` paths answer 405 in Upbit's error shape with
+    Starlette's ``Allow`` header, naming the methods they take. Neither has Remaining-Req
+    (no group was charged)."""
+    if not request.url.path.startswith("/sim/"):
+        return await _not_found(request, exc)
     sim: SimState = request.app.state.sim
     sim.stats.count_request(None, request.scope["path"])
     sim.stats.by_status[405] += 1
