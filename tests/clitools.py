@@ -1,14 +1,19 @@
-"""Running the real ``marketspine`` console script (the one pip installed) in tests."""
+"""Running the ``marketspine`` command line in tests: the real console script (the one pip
+installed) in a child process, or its ``main`` in this process where what a test checks is
+arguments, messages and exit codes rather than the process around them."""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +21,8 @@ import pytest
 
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("marketspine"))
 COMMANDS = ("sim", "collect", "export", "status", "warmup")
+# What ``run`` sets for the child; ``run_in_process`` sets the same around its call.
+ENV = {"COLUMNS": "60", "NO_COLOR": "1"}
 
 
 def run(
@@ -23,7 +30,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``marketspine ARGS...`` without a terminal; ``user`` runs it as that uid (and
     gid), so file permissions hold even when the tests run as root."""
-    env = {**os.environ, "COLUMNS": "60", "NO_COLOR": "1"}
+    env = {**os.environ, **ENV}
     argv = [CONSOLE_SCRIPT, *args]
     if user is not None:
         # setpriv rather than Popen(user=...): this sandbox lets only the former exec the
@@ -42,6 +49,53 @@ def run(
         env=env,
         cwd=cwd,
     )
+
+
+def run_in_process(*args: str, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``marketspine ARGS...`` through ``marketspine._cli.main`` in this process, as ``run``
+    returns it: the exit code, stdout and stderr (the log lines main sends there included).
+
+    Spares a test the interpreter's start-up and imports (most of a short command's time).
+    Whatever the call changes is put back: cwd, the environment, stdin/stdout/stderr, the
+    root logger. An exception main lets through is printed as the interpreter would (a
+    traceback, exit 1), so tests that check there is none keep failing when there is one.
+    What only a process shows (the console script itself, signals, another uid, resource
+    limits, a broken pipe, what is printed or left running at interpreter exit) needs
+    ``run``.
+    """
+    from marketspine._cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    code: int
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in ENV.items():
+            patch.setenv(name, value)
+        if cwd is not None:
+            patch.chdir(cwd)
+        patch.setattr(sys, "stdin", io.StringIO())
+        patch.setattr(sys, "stdout", out)
+        patch.setattr(sys, "stderr", err)
+        # No handlers, as in a fresh interpreter: main's logging.basicConfig then sends the
+        # library's warnings to this stderr (pytest's capture would take them otherwise).
+        root.handlers = []
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:  # as the interpreter exits on SystemExit("message")
+                print(exc.code, file=err)
+                code = 1
+        except Exception:
+            err.write(traceback.format_exc())
+            code = 1
+        finally:
+            root.handlers = handlers
+            root.setLevel(level)
+    return subprocess.CompletedProcess(["marketspine", *args], code, out.getvalue(), err.getvalue())
 
 
 def closed_port() -> str:
