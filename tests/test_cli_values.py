@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clitools import closed_port, minute_db, run
+from clitools import closed_port, minute_db, run, run_in_process
 from helpers import SIM_NOW_MS
 
 from marketspine import Client, Spine
@@ -46,7 +46,7 @@ def assert_one_line_exit_2(done: subprocess.CompletedProcess[str], *words: str) 
 def test_a_db_url_of_another_database_is_refused(command: str, db: str, tmp_path: Path) -> None:
     minute_db(tmp_path / "seed.db", 1_767_225_600_000, 3)
     args = command.format(db=db, up=closed_port()).split()
-    done = run(*args, cwd=str(tmp_path))
+    done = run_in_process(*args, cwd=tmp_path)
     assert_one_line_exit_2(done, "expected an SQLite file path or a postgresql://")
     assert "mysql://me@127.0.0.1/candles" in done.stderr or "sqlite:///candles.db" in done.stderr
     # Before: a folder "mysql:" (or "sqlite:") and an SQLite file inside it, exit 0.
@@ -65,7 +65,7 @@ def test_a_db_url_of_another_database_is_refused(command: str, db: str, tmp_path
 def test_an_upstream_that_is_not_http_is_bad_input(
     command: str, upstream: str, tmp_path: Path
 ) -> None:
-    done = run(*command.format(up=upstream).split(), cwd=str(tmp_path))
+    done = run_in_process(*command.format(up=upstream).split(), cwd=tmp_path)
     assert_one_line_exit_2(done, f"invalid --upstream {upstream!r}", "http(s)://")
     if command.startswith("serve"):
         assert "or sim" in done.stderr
@@ -75,6 +75,8 @@ def test_an_upstream_that_is_not_http_is_bad_input(
 
 def test_serve_on_a_postgresql_it_cannot_reach_is_one_line_and_exit_2(tmp_path: Path) -> None:
     url = closed_port().replace("http://", "postgresql://nobody@") + "/candles"
+    # A real process: serve starts a TLS thread and a database driver before it fails, and
+    # anything they print or keep running at interpreter exit shows only there.
     done = run("serve", "--upstream", "sim", "--port", "0", "--db", url, cwd=str(tmp_path))
     assert_one_line_exit_2(done, "cannot open the candle database", url)
     assert "serving on" not in done.stdout
@@ -119,7 +121,7 @@ def test_a_bad_sim_fault_flag_names_the_flag_the_value_and_the_range(
 ) -> None:
     # --port 0: were the value let through, the simulator would serve on a free port (and
     # the run time out) rather than collide with another test's.
-    done = run("sim", "--port", "0", flag, value, timeout=20)
+    done = run_in_process("sim", "--port", "0", flag, value)
     assert_one_line_exit_2(done, f"{flag} must be", accepted, f"got {value}")
     assert done.stdout == ""
 
