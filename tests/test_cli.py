@@ -1,5 +1,7 @@
 """The command line: help everywhere, bad input as one line and exit 2, and
-collect → export → status end to end against a real loopback simulator."""
+collect → export → status end to end against a real loopback simulator. The CLI runs in this
+process (``run_in_process``) except where ``python -m marketspine`` itself is the point;
+test_readme_walkthrough runs the console script end to end."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from clitools import run_in_process
 
 from marketspine._time import format_utc, parse_naive_utc, parse_time
 
 COMMANDS = ("sim", "collect", "export", "status", "warmup")
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def python_m(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m marketspine ARGS...`` in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "marketspine", *args],
         capture_output=True,
@@ -29,12 +33,23 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_python_m_marketspine_is_the_command_line(tmp_path: Path) -> None:
+    top = python_m("--help")
+    assert top.returncode == 0, top.stderr
+    assert all(command in top.stdout for command in COMMANDS)
+    # Bad input as a whole process prints it (interpreter exit included): one line, exit 2.
+    bad = python_m("collect", "KRW-BTC", "-t", "2m", "--db", str(tmp_path / "x.db"))
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.startswith("marketspine: error: ") and "unknown timeframe '2m'" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_every_command_has_help() -> None:
-    top = cli("--help")
+    top = run_in_process("--help")
     assert top.returncode == 0
     for command in COMMANDS:
         assert command in top.stdout
-        shown = cli(command, "--help")
+        shown = run_in_process(command, "--help")
         assert shown.returncode == 0, shown.stderr
         assert len(shown.stdout.strip().splitlines()) > 3
 
@@ -54,7 +69,8 @@ def test_every_command_has_help() -> None:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], complaint: str, tmp_path: Path) -> None:
-    done = cli(*args, "--db", str(tmp_path / "x.db")) if args[0] != "sim" else cli(*args)
+    db = [] if args[0] == "sim" else ["--db", str(tmp_path / "x.db")]
+    done = run_in_process(*args, *db)
     assert done.returncode == 2, done.stderr
     assert complaint in done.stderr
     assert "Traceback" not in done.stderr
@@ -64,10 +80,10 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], complaint: str, tmp_p
 def test_unreadable_database_is_exit_2(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
-    done = cli("status", "--db", str(garbage))
+    done = run_in_process("status", "--db", str(garbage))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and str(garbage) in done.stderr
-    missing = cli("status", "--db", str(tmp_path / "nope.db"))
+    missing = run_in_process("status", "--db", str(tmp_path / "nope.db"))
     assert missing.returncode == 2 and "no database" in missing.stderr
 
 
@@ -94,7 +110,7 @@ def test_collect_export_status_end_to_end(
     db = str(tmp_path / "spine.db")
     since, until = "2026-01-01", "2026-01-10T05:00:00"
     with running_sim(SimConfig(rate_limit=10)) as url:
-        first = cli(
+        first = run_in_process(
             "collect",
             "KRW-BTC",
             "KRW-ETH",
@@ -115,7 +131,7 @@ def test_collect_export_status_end_to_end(
         assert summary["markets"] == ["KRW-BTC", "KRW-ETH"] and summary["timeframe"] == "1h"
         assert summary["candles_written"] == 2 * (9 * 24 + 5)
         assert summary["upstream_calls"] <= 2 * 2 + 1  # two pages per market (+ market list)
-        again = cli(
+        again = run_in_process(
             "collect",
             "KRW-BTC",
             "KRW-ETH",
@@ -135,10 +151,10 @@ def test_collect_export_status_end_to_end(
         expected = rest_candles(
             url, "/v1/candles/minutes/60", "KRW-BTC", parse_time(since), parse_time(until)
         )
-        unknown = cli("collect", "KRW-NOPE", "-t", "1h", "--db", db, "--upstream", url)
+        unknown = run_in_process("collect", "KRW-NOPE", "-t", "1h", "--db", db, "--upstream", url)
         assert unknown.returncode == 2 and "KRW-NOPE" in unknown.stderr
     out = tmp_path / "btc.csv"
-    exported = cli(
+    exported = run_in_process(
         "export",
         "KRW-BTC",
         "-t",
@@ -163,7 +179,7 @@ def test_collect_export_status_end_to_end(
     assert [float(r["volume"]) for r in rows] == [c["candle_acc_trade_volume"] for c in expected]
     parquet = tmp_path / "btc.parquet"
     assert (
-        cli(
+        run_in_process(
             "export",
             "KRW-BTC",
             "-t",
@@ -185,7 +201,7 @@ def test_collect_export_status_end_to_end(
 
     table = pq.read_table(parquet)
     assert table.column("close").to_pylist() == [c["trade_price"] for c in expected]
-    status = cli("status", "--db", db, "--json")
+    status = run_in_process("status", "--db", db, "--json")
     assert status.returncode == 0, status.stderr
     series = {(s["market"], s["timeframe"]): s for s in json.loads(status.stdout)["series"]}
     # Two full pages: every page asks for 200 and stores all of it (the asked 221 hours and
@@ -231,14 +247,14 @@ def test_collect_takes_now_from_upstream_not_the_local_clock(
     forming = now - now % 60_000
     since = forming - 90 * 60_000
     with running_sim(SimConfig(rate_limit=10), sim_clock) as url:
-        done = cli(
+        done = run_in_process(
             "collect", "KRW-BTC", "-t", "1m", "--since", format_utc(since), "--db", db,
             "--upstream", url, "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         expected = rest_candles(url, "/v1/candles/minutes/1", "KRW-BTC", since, forming)
     out = tmp_path / "skew.csv"
-    exported = cli(
+    exported = run_in_process(
         "export", "KRW-BTC", "-t", "1m", "--since", format_utc(since),
         "--until", format_utc(forming + 3_600_000), "--db", db, "--out", str(out),
     )  # fmt: skip
