@@ -1,5 +1,6 @@
 """Usage errors are click's usual message and exit 2, never a traceback; --version works;
-every command's help has text and an example, shows flags as flags and arguments by name."""
+every command's help has text and an example, shows flags as flags and arguments by name.
+In-process (``run_in_process``) but for --version, which runs the installed console script."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import re
 from importlib.metadata import version
 
 import pytest
-from clitools import COMMANDS, run
+from clitools import COMMANDS, run, run_in_process
 
 
 def listed_commands() -> list[str]:
     """The commands ``marketspine --help`` lists (so a new command is checked too)."""
-    shown = run("--help")
+    shown = run_in_process("--help")
     assert shown.returncode == 0, shown.stderr
     section = shown.stdout.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
     return [
@@ -42,7 +43,7 @@ def test_the_listed_commands_are_the_known_ones() -> None:
     ],
 )
 def test_usage_errors_are_clicks_message_and_exit_2(args: list[str], complaint: str) -> None:
-    done = run(*args)
+    done = run_in_process(*args)
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
     assert complaint in done.stderr
@@ -51,14 +52,14 @@ def test_usage_errors_are_clicks_message_and_exit_2(args: list[str], complaint: 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_prints_the_version(flag: str) -> None:
-    done = run(flag)
+    done = run(flag)  # the console script pip installed, and its package's metadata
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"marketspine, version {version('marketspine')}"
 
 
 @pytest.mark.parametrize("command", listed_commands())
 def test_every_command_has_help_with_an_example(command: str) -> None:
-    done = run(command, "--help")
+    done = run_in_process(command, "--help")
     assert done.returncode == 0, done.stderr
     text = done.stdout
     usage, _, rest = text.partition("\n\n")
@@ -77,7 +78,7 @@ def test_flags_show_as_flags_and_arguments_by_name(command: str) -> None:
 
     from marketspine._cli import app
 
-    shown = run(command, "--help").stdout
+    shown = run_in_process(command, "--help").stdout
     cmd = app.commands[command]
     for param in cmd.params:
         if isinstance(param, click.Option) and param.is_flag:
@@ -91,6 +92,6 @@ def test_flags_show_as_flags_and_arguments_by_name(command: str) -> None:
 
 
 def test_top_level_help_documents_exit_codes() -> None:
-    shown = run("--help").stdout
+    shown = run_in_process("--help").stdout
     for code in ("0 done", "1 upstream", "2 bad input", "3 nothing to export", "130 interrupted"):
         assert code in shown
