@@ -1,5 +1,6 @@
 """Output without a terminal: collect prints one summary line, and progress lines on stderr
 (a supervisor's or CI's log is not left silent for minutes), and status prints whole values.
+In-process: ``run_in_process``'s stdout and stderr are no terminals, as a pipe is not.
 (A --since in the future is bad input: test_cli_values.)"""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
-from clitools import run
+from clitools import run_in_process
 
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA")
 
@@ -25,7 +26,7 @@ def test_collect_and_status_on_a_pipe(
     with running_sim(SimConfig(rate_limit=50)) as url:
         markets = [m["market"] for m in httpx.get(f"{url}/v1/market/all").json()]
         chosen = [m for m in MARKETS if m in markets] or markets[:6]
-        done = run(
+        done = run_in_process(
             "collect", *chosen, "-t", "1h", "--since", "2026-01-01", "--until", "2026-01-02",
             "--db", db, "--upstream", url,
         )  # fmt: skip
@@ -35,7 +36,7 @@ def test_collect_and_status_on_a_pipe(
         assert len(lines) == 1, done.stdout
         assert lines[0].startswith("collected ") and all(m in lines[0] for m in chosen)
 
-    status = run("status", "--db", db)
+    status = run_in_process("status", "--db", db)
     assert status.returncode == 0, status.stderr
     # whole values although COLUMNS=60: every timestamp and the path in full, not "2026-01-0…"
     assert "…" not in status.stdout
@@ -50,7 +51,7 @@ def test_collect_on_a_pipe_logs_progress_lines_on_stderr(
     from marketspine.sim import SimConfig
 
     def collect(db: str, url: str, every: str) -> tuple[dict[str, object], list[str]]:
-        done = run(
+        done = run_in_process(
             "collect", "KRW-BTC", "KRW-ETH", "-t", "1m", "--since", "2026-01-01",
             "--until", "2026-01-03", "--db", db, "--upstream", url, "--json",
             "--progress-every", every,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clitools import run
+from clitools import run_in_process
 
 from marketspine._default_db import default_db_path
 
@@ -43,7 +43,7 @@ def test_the_default_upstream_keeps_the_documented_name(data_home: Path) -> None
 def test_collect_from_a_simulator_never_writes_the_real_default_database(
     data_home: Path, sim_url: str
 ) -> None:
-    done = run("collect", "KRW-BTC", "-t", "1d", "--upstream", sim_url, "--json")
+    done = run_in_process("collect", "KRW-BTC", "-t", "1d", "--upstream", sim_url, "--json")
     assert done.returncode == 0, done.stderr
     port = sim_url.rsplit(":", 1)[1].rstrip("/")
     own = data_home / f"marketspine-127.0.0.1_{port}.db"
@@ -51,10 +51,10 @@ def test_collect_from_a_simulator_never_writes_the_real_default_database(
     assert not (data_home / "marketspine.db").exists()
     # Reading the real default database points at the simulator's file instead of saying
     # only "collect first".
-    missing = run("export", "KRW-BTC", "-t", "1d", "--out", "-")
+    missing = run_in_process("export", "KRW-BTC", "-t", "1d", "--out", "-")
     assert missing.returncode == 2, missing.stderr
     assert own.name in missing.stderr and "--db" in missing.stderr
     assert "Traceback" not in missing.stderr
-    found = run("export", "KRW-BTC", "-t", "1d", "--out", "-", "--db", str(own))
+    found = run_in_process("export", "KRW-BTC", "-t", "1d", "--out", "-", "--db", str(own))
     assert found.returncode == 0, found.stderr
     assert found.stdout.startswith("time_utc,open")
