@@ -53,7 +53,7 @@ def test_collect_on_a_pipe_logs_progress_lines_on_stderr(
     def collect(db: str, url: str, every: str) -> tuple[dict[str, object], list[str]]:
         done = run_in_process(
             "collect", "KRW-BTC", "KRW-ETH", "-t", "1m", "--since", "2026-01-01",
-            "--until", "2026-01-03", "--db", db, "--upstream", url, "--json",
+            "--until", "2026-01-02", "--db", db, "--upstream", url, "--json",
             "--progress-every", every,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
