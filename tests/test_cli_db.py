@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from clitools import closed_port, minute_db, run, shared_tmp, unprivileged
+from clitools import closed_port, minute_db, run, run_in_process, shared_tmp, unprivileged
 
 from marketspine._errors import StoreError
 from marketspine._store import SCHEMA_VERSION, SQLiteStore
@@ -118,12 +118,12 @@ def test_a_damaged_page_is_an_error_not_a_short_export(tmp_path: Path) -> None:
     minute_db(db, T0, 5000)
     damage_root_page(db)
     out = tmp_path / "x.csv"
-    done = run("export", "KRW-BTC", "-t", "1m", "--db", str(db), "--out", str(out))
+    done = run_in_process("export", "KRW-BTC", "-t", "1m", "--db", str(db), "--out", str(out))
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "is damaged" in done.stderr and str(db) in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
-    status = run("status", "--db", str(db))
+    status = run_in_process("status", "--db", str(db))
     assert status.returncode == 2 and "is damaged" in status.stderr
 
 
@@ -151,7 +151,7 @@ def test_a_db_under_a_file_is_one_line_and_exit_2_for_every_command(
     (tmp_path / "a-file").write_text("x")
     db = tmp_path / "a-file" / "x.db"
     online = ["--upstream", closed_port()] if command.startswith(("collect", "warmup")) else []
-    done = run(*command.split(), "--db", str(db), *online, cwd=str(tmp_path))
+    done = run_in_process(*command.split(), "--db", str(db), *online, cwd=tmp_path)
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert str(db) in done.stderr
