@@ -1,7 +1,8 @@
-"""``marketspine export`` through the real console script: output files are written whole or
-not at all, a bad ``--out`` is one line and exit 2, unknown markets exit 2, derivable
-timeframes are built from stored 1m as the library builds them, and an empty result says why
-with exit code 3."""
+"""``marketspine export``: output files are written whole or not at all, a bad ``--out`` is one
+line and exit 2, unknown markets exit 2, derivable timeframes are built from stored 1m as the
+library builds them, and an empty result says why with exit code 3. In-process, but for what
+only the real console script shows: another user's permissions, a file size limit, a reader
+that closes the pipe."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from clitools import CONSOLE_SCRIPT, minute_db, rest_candles, run, shared_tmp, unprivileged
+from clitools import (
+    CONSOLE_SCRIPT,
+    minute_db,
+    rest_candles,
+    run,
+    run_in_process,
+    shared_tmp,
+    unprivileged,
+)
 
 from marketspine._time import parse_naive_utc, parse_time
 
@@ -31,7 +40,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def export(
     db: Path, out: str, *more: str, timeframe: str = "1m"
 ) -> subprocess.CompletedProcess[str]:
-    return run("export", "KRW-BTC", "-t", timeframe, "--db", str(db), "--out", out, *more)
+    return run_in_process(
+        "export", "KRW-BTC", "-t", timeframe, "--db", str(db), "--out", out, *more
+    )
 
 
 def assert_one_line_exit_2(done: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -132,12 +143,8 @@ def test_a_good_export_replaces_the_file_whole_and_keeps_its_mode(db: Path, tmp_
 
 
 def test_out_dash_writes_csv_to_stdout_and_no_file(db: Path, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [CONSOLE_SCRIPT, "export", "KRW-BTC", "-t", "1m", "--db", str(db), "--out", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
+    done = run_in_process(
+        "export", "KRW-BTC", "-t", "1m", "--db", str(db), "--out", "-", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(done.stdout.splitlines()))
@@ -167,7 +174,7 @@ def test_out_dash_with_parquet_is_exit_2(db: Path) -> None:
 
 def test_an_unknown_market_is_exit_2_and_writes_nothing(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "x.csv"
-    done = run("export", "KRW-NOPE", "-t", "1m", "--db", str(db), "--out", str(out))
+    done = run_in_process("export", "KRW-NOPE", "-t", "1m", "--db", str(db), "--out", str(out))
     assert_one_line_exit_2(done, "unknown market 'KRW-NOPE'", str(db))
     assert not out.exists()
 
@@ -186,13 +193,14 @@ def test_nothing_stored_in_the_range_says_why_with_exit_3(db: Path, tmp_path: Pa
     # a 1w series is not derived from 1m: nothing stored for it at all
     weekly = export(db, str(out), timeframe="1w")
     assert weekly.returncode == 3 and "nothing stored for KRW-BTC 1w" in weekly.stderr
-    assert "3 nothing to export or collect" in run("export", "--help").stdout
+    assert "3 nothing to export or collect" in run_in_process("export", "--help").stdout
 
 
 def test_without_since_everything_stored_is_exported_as_the_help_says(
     db: Path, tmp_path: Path
 ) -> None:
-    assert "from the first stored candle" in " ".join(run("export", "--help").stdout.split())
+    shown = run_in_process("export", "--help").stdout
+    assert "from the first stored candle" in " ".join(shown.split())
     out = tmp_path / "all.csv"
     done = export(db, str(out), "--until", "2026-06-01")
     assert done.returncode == 0, done.stderr
@@ -209,7 +217,7 @@ def test_derivable_timeframes_are_built_from_stored_1m_like_upstream_builds_them
     db = tmp_path / "minutes.db"
     since, until = "2026-01-01T00:00:00", "2026-01-01T06:00:00"
     with running_sim(SimConfig(rate_limit=20)) as url:
-        done = run(
+        done = run_in_process(
             "collect", "KRW-BTC", "-t", "1m", "--since", since, "--until", until,
             "--db", str(db), "--upstream", url, "--json",
         )  # fmt: skip
