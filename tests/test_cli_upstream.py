@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from clitools import CONSOLE_SCRIPT, closed_port, run
+from clitools import CONSOLE_SCRIPT, closed_port, run_in_process
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -113,7 +113,7 @@ def not_upbit(
 
 
 def test_an_upstream_that_is_not_upbit_is_a_short_excerpt(not_upbit: str, tmp_path: Path) -> None:
-    done = run(
+    done = run_in_process(
         "collect", "KRW-BTC", "-t", "1m", "--db", str(tmp_path / "x.db"), "--upstream", not_upbit
     )
     assert done.returncode in (1, 2), done.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clitools import minute_db, run
+from clitools import minute_db, run_in_process
 from starlette.applications import Starlette
 
 from marketspine._cli import main
@@ -30,7 +30,8 @@ pytestmark = pytest.mark.timeout(60)
     ],
 )
 def test_a_port_out_of_range_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
-    result = run(*args, "--db", str(tmp_path / "s.db")) if args[0] == "serve" else run(*args)
+    db = ["--db", str(tmp_path / "s.db")] if args[0] == "serve" else []
+    result = run_in_process(*args, *db)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "--port" in result.stderr and "0<=x<=65535" in result.stderr
@@ -145,7 +146,9 @@ def test_a_deeply_nested_websocket_request_is_wrong_format() -> None:
 def test_export_of_nothing_without_since_reads_as_a_sentence(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     minute_db(db, 1_767_225_600_000, 3)  # 2026-01-01, three 1m candles
-    result = run("export", "KRW-BTC", "-t", "1M", "--db", str(db), "--out", str(tmp_path / "m.csv"))
+    result = run_in_process(
+        "export", "KRW-BTC", "-t", "1M", "--db", str(db), "--out", str(tmp_path / "m.csv")
+    )
     assert result.returncode == 3, result.stderr
     assert "nothing stored for KRW-BTC 1M before 20" in result.stderr  # not "in before"
 
