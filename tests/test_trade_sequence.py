@@ -215,8 +215,9 @@ def test_a_market_whose_ids_were_evicted_still_fills_its_gap_after_a_reconnect()
 
 
 def test_two_sequencers_on_one_budget_each_lose_only_their_own_ids() -> None:
-    # A shared stream's sequencer and its own Stream's share Spine's budget.
-    budget = MemoryBudget(100_000)
+    # A shared stream's sequencer and its own Stream's share Spine's budget, which holds
+    # two markets' full windows of ids (about 22 KB each) but not three.
+    budget = MemoryBudget(50_000)
     first, second = TradeSequencer(budget), TradeSequencer(budget)
     for n in range(1, SEEN_PER_MARKET):
         first.receive(trade(n, "KRW-BTC"), 1, subscribed=True)

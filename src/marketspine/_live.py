@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import sys
+import itertools
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,8 +40,8 @@ class LiveStatistics:
     evicted_markets: int = 0
 
 
-# A trade's slot in its market's list and its sequential id in the dedup set.
-_TRADE_SLOT = 8 + 2 * 8 + sys.getsizeof(10**16)
+# A trade's slot in its market's deque: one pointer (each 64-slot block adds two links).
+_TRADE_SLOT = 8
 _LIVE = "live"
 
 
@@ -63,8 +64,7 @@ class LiveState:
         self._tickers: dict[str, tuple[Ticker, float]] = {}
         self._books: dict[str, tuple[Orderbook, float]] = {}
         # Trades kept ascending by (ms, seq); seq alone does not guarantee order upstream.
-        self._trades: dict[str, list[Trade]] = {}
-        self._trade_seqs: dict[str, set[int]] = {}
+        self._trades: dict[str, _Trades] = {}
         self._candles: dict[tuple[str, str], tuple[Candle, float]] = {}
         # Forming candles built from the trade stream, per market: timeframe name ->
         # (forming candle or None, the candle it closed last, trades at or before this ms
@@ -126,7 +126,6 @@ class LiveState:
         self._tickers.pop(market, None)
         self._books.pop(market, None)
         self._trades.pop(market, None)
-        self._trade_seqs.pop(market, None)
         for candle_key in [k for k in self._candles if k[0] == market]:
             del self._candles[candle_key]
         self._bytes.pop(market, None)
@@ -142,7 +141,8 @@ class LiveState:
         cut = seed.last_trade_ms if seed is not None else -1
         forming = _Forming(timeframe, seed, None, cut)
         # Trades that arrived before tracking began still belong to the forming candle.
-        for trade in self._trades.get(market, ()):
+        held = self._trades.get(market)
+        for trade in held.rows if held is not None else ():
             forming.add(trade)
         self._tracked.setdefault(market, {})[timeframe.name] = forming
 
@@ -173,21 +173,16 @@ class LiveState:
         return None if held is None else held.closed
 
     def _add_trade(self, trade: Trade) -> None:
-        seqs = self._trade_seqs.setdefault(trade.market, set())
-        if trade.seq in seqs:
+        held = self._trades.get(trade.market)
+        if held is None:
+            held = self._trades[trade.market] = _Trades()
+        elif held.has(trade.seq):
             return
         for forming in self._tracked.get(trade.market, {}).values():
             forming.add(trade)
-        rows = self._trades.setdefault(trade.market, [])
-        if not rows or (rows[-1].ms, rows[-1].seq) <= (trade.ms, trade.seq):
-            rows.append(trade)
-        else:
-            keys = [(t.ms, t.seq) for t in rows]
-            rows.insert(bisect.bisect(keys, (trade.ms, trade.seq)), trade)
-        seqs.add(trade.seq)
-        if len(rows) > self._trades_per_market:
-            dropped = rows.pop(0)
-            seqs.discard(dropped.seq)
+        held.add(trade)
+        if len(held.rows) > self._trades_per_market:
+            held.rows.popleft()
             self._touch(trade.market)  # same size as before: one in, one out
         else:
             self._bytes[trade.market] = self._bytes.get(trade.market, 0) + _TRADE_SLOT
@@ -209,11 +204,14 @@ class LiveState:
     def trades(self, market: str, count: int) -> list[Trade]:
         """Up to ``count`` most recent trades, newest first."""
         self._touch(market)
-        rows = self._trades.get(market, [])
-        return rows[-count:][::-1] if count > 0 else []
+        held = self._trades.get(market)
+        if held is None or count <= 0:
+            return []
+        return list(itertools.islice(reversed(held.rows), count))
 
     def trade_count(self, market: str) -> int:
-        return len(self._trades.get(market, ()))
+        held = self._trades.get(market)
+        return 0 if held is None else len(held.rows)
 
     def age_s(self, kind: str, market: str) -> float | None:
         """Seconds since the last ``ticker``/``orderbook`` of ``market`` arrived."""
@@ -238,11 +236,37 @@ class LiveState:
             tickers=len(self._tickers),
             orderbooks=len(self._books),
             trade_markets=len(self._trades),
-            trades=sum(len(rows) for rows in self._trades.values()),
+            trades=sum(len(held.rows) for held in self._trades.values()),
             candles=len(self._candles),
             bytes=sum(self._bytes.values()),
             evicted_markets=self._evicted_markets,
         )
+
+
+class _Trades:
+    """One market's most recent trades, ascending by (ms, seq).
+
+    A deque and no set of ids beside it: the deque grows and shrinks in fixed blocks, where
+    a list regrown after every eviction and a set's table rebuilt as ids come and go left
+    holes in the C heap that kept RSS climbing while the budget's total stayed flat."""
+
+    __slots__ = ("rows", "top")
+
+    def __init__(self) -> None:
+        self.rows: deque[Trade] = deque()
+        self.top = -1  # the highest sequential id held: a higher one is new without a scan
+
+    def has(self, seq: int) -> bool:
+        return seq <= self.top and any(held.seq == seq for held in self.rows)
+
+    def add(self, trade: Trade) -> None:
+        rows = self.rows
+        if not rows or (rows[-1].ms, rows[-1].seq) <= (trade.ms, trade.seq):
+            rows.append(trade)
+        else:
+            at = bisect.bisect(rows, (trade.ms, trade.seq), key=lambda t: (t.ms, t.seq))
+            rows.insert(at, trade)
+        self.top = max(self.top, trade.seq)
 
 
 class _Forming:

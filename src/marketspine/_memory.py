@@ -149,8 +149,11 @@ class MemoryBudget:
 class _Window:
     lo: int
     hi: int
-    candles: list[Candle]
-    starts: list[int]
+    candles: list[Candle]  # ascending by start_ms
+
+
+def _start(candle: Candle) -> int:
+    return candle.start_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,17 +168,17 @@ class MemoryStatistics:
 
 def _window_bytes(candles: Sequence[Candle]) -> int:
     if not candles:
-        return 2 * sys.getsizeof([])
-    # Each candle: the record and a pointer to it in `candles` and to its start (the same
-    # int object) in `starts`. Candles read from the store share one market and one
-    # timeframe string: those count once, or evicting a window frees less than it was
-    # charged (30% less, measured), and RSS climbs while the budget's total stays put.
+        return sys.getsizeof([])
+    # Each candle: the record and a pointer to it in the window's list. Candles read from
+    # the store share one market and one timeframe string: those count once, or evicting a
+    # window frees less than it was charged (30% less, measured), and RSS climbs while the
+    # budget's total stays put.
     first = candles[0]
     strings = sys.getsizeof(first.market) + sys.getsizeof(first.timeframe)
-    per = record_bytes(first) - strings + 2 * _POINTER
+    per = record_bytes(first) - strings + _POINTER
     if all(c.market is first.market and c.timeframe is first.timeframe for c in candles):
-        return len(candles) * per + strings + 2 * sys.getsizeof([])
-    return len(candles) * (per + strings) + 2 * sys.getsizeof([])
+        return len(candles) * per + strings + sys.getsizeof([])
+    return len(candles) * (per + strings) + sys.getsizeof([])
 
 
 class CandleMemory:
@@ -213,8 +216,8 @@ class CandleMemory:
         self._windows.move_to_end(key)
         self.budget.touch(self._HOLDER, key)
         self._hits += 1
-        left = bisect.bisect_left(window.starts, start_ms)
-        right = bisect.bisect_left(window.starts, end_ms)
+        left = bisect.bisect_left(window.candles, start_ms, key=_start)
+        right = bisect.bisect_left(window.candles, end_ms, key=_start)
         return window.candles[left:right]
 
     def latest(self, key: SeriesKey, count: int, end_ms: int) -> list[Candle] | None:
@@ -224,7 +227,7 @@ class CandleMemory:
         if window is None or window.hi < end_ms:
             self._misses += 1
             return None
-        right = bisect.bisect_left(window.starts, end_ms)
+        right = bisect.bisect_left(window.candles, end_ms, key=_start)
         if right < count:
             self._misses += 1
             return None
@@ -247,7 +250,7 @@ class CandleMemory:
             merged = {c.start_ms: c for c in window.candles}
             merged.update((c.start_ms, c) for c in candles)
             lo, hi = min(lo, window.lo), max(hi, window.hi)
-            rows = [merged[s] for s in sorted(merged)]
+            rows = sorted(merged.values(), key=_start)
         else:
             rows = list(candles)
         if window is not None:
@@ -262,7 +265,7 @@ class CandleMemory:
             if not rows:
                 return
             lo = rows[0].start_ms
-        self._windows[key] = _Window(lo, hi, rows, [c.start_ms for c in rows])
+        self._windows[key] = _Window(lo, hi, rows)
         self._windows.move_to_end(key)
         self._total += len(rows)
         self._bytes[key] = _window_bytes(rows)

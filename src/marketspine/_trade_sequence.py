@@ -60,26 +60,33 @@ class TradeTrack:
     last: Trade | None = None
     epoch: int = 0  # the epoch (subscription request) the last trade came under
     seen: deque[int] = field(default_factory=lambda: deque(maxlen=SEEN_PER_MARKET))
-    seen_set: set[int] = field(default_factory=set)
+    # The highest id in ``seen``: a newer trade (the usual case) is new without a scan. No
+    # set beside the window: a set's table is rebuilt as ids come and go, and those
+    # rebuilds (up to 64 KB each, per market) left holes in the C heap that grew RSS.
+    top: int = -1
     # While a gap is being filled, trades arriving meanwhile wait here with their epoch and
     # whether they came as a SNAPSHOT.
     pending: list[tuple[int, Trade, bool]] | None = None
 
     def remember(self, trade: Trade, epoch: int) -> None:
-        if len(self.seen) == self.seen.maxlen:
-            self.seen_set.discard(self.seen[0])
         self.seen.append(trade.seq)
-        self.seen_set.add(trade.seq)
+        self.top = max(self.top, trade.seq)
         self.last = trade
         self.epoch = epoch
 
     def has(self, seq: int) -> bool:
         """Whether the trade with sequential id ``seq`` was delivered already."""
-        return seq in self.seen_set
+        return seq <= self.top and seq in self.seen
+
+    def keep_newest(self, count: int) -> None:
+        """Forget all but the ``count`` ids remembered last."""
+        newest = list(self.seen)[-count:]
+        self.seen = deque(newest, maxlen=SEEN_PER_MARKET)
+        self.top = max(newest, default=-1)
 
     def nbytes(self) -> int:
-        """About how many bytes the remembered ids hold (window, set and the ids)."""
-        return sys.getsizeof(self.seen) + sys.getsizeof(self.seen_set) + len(self.seen) * _ID_BYTES
+        """About how many bytes the remembered ids hold (the window and the ids)."""
+        return sys.getsizeof(self.seen) + len(self.seen) * _ID_BYTES
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,9 +137,7 @@ class TradeSequencer:
         self._charged.pop(market, None)
         track = self._tracks.get(market)
         if track is not None:
-            newest = list(track.seen)[-KEPT_WHEN_EVICTED:]
-            track.seen = deque(newest, maxlen=SEEN_PER_MARKET)
-            track.seen_set = set(newest)
+            track.keep_newest(KEPT_WHEN_EVICTED)
 
     def receive(
         self, trade: Trade, epoch: int, *, subscribed: bool, snapshot: bool = False
