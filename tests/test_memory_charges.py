@@ -17,7 +17,9 @@ from marketspine._live import LiveState
 from marketspine._memory import CandleMemory, MemoryBudget
 from marketspine._records import Candle, Trade
 from marketspine._store import SQLiteStore
+from marketspine._time import format_utc
 from marketspine._timeframes import TIMEFRAMES
+from marketspine._wire_rest import decode_candles
 from marketspine._wire_ws import decode_ws
 
 T0 = 28_333_334 * 60_000  # a minute start in 2023
@@ -61,6 +63,61 @@ async def test_a_window_read_from_the_store_is_charged_what_it_takes(tmp_path: P
             before = tracemalloc.get_traced_memory()[0]
             for market in MARKETS:  # as Spine fills a window on a memory miss
                 memory.put((market, "1m"), *span, await store.read(market, tf, *span))
+            gc.collect()
+            real = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert memory.statistics().candles == 8000
+    assert LOW <= real / budget.used_bytes <= HIGH, (real, budget.used_bytes)
+
+
+def upstream_page(market: str, starts: range, rng: random.Random) -> bytes:
+    """A REST candle answer as Upbit sends it (newest first)."""
+    return json.dumps([
+        {
+            "market": market, "candle_date_time_utc": format_utc(start)[:19],
+            "candle_date_time_kst": format_utc(start + 9 * 3_600_000)[:19],
+            "opening_price": rng.uniform(1, 1e6), "high_price": rng.uniform(1, 1e6),
+            "low_price": rng.uniform(1, 1e6), "trade_price": rng.uniform(1, 1e6),
+            "timestamp": start + 59_000, "candle_acc_trade_price": rng.uniform(0, 1e9),
+            "candle_acc_trade_volume": rng.uniform(0, 1e3), "unit": 1,
+        }
+        for start in reversed(starts)
+    ]).encode()  # fmt: skip
+
+
+async def test_a_window_of_stored_and_fetched_candles_is_charged_what_it_takes(
+    tmp_path: Path,
+) -> None:
+    # A chart's window: what the store held, joined by the newest pages fetched upstream.
+    # Each decoded candle had its own market string, charged once a window (0.74 of its
+    # charge before).
+    tf, rng = TIMEFRAMES["1m"], random.Random(9)
+    stored_end, end = T0 + 800 * 60_000, T0 + 1000 * 60_000
+    budget = MemoryBudget(2**30)
+    memory = CandleMemory(budget=budget)
+    async with SQLiteStore(tmp_path / "charges.db") as store:
+        for market in MARKETS:
+            rows = [
+                Candle(market, "1m", T0 + i * 60_000, *(rng.uniform(1, 1e6) for _ in range(6)),
+                       T0 + i * 60_000 + 59_000)
+                for i in range(800)
+            ]  # fmt: skip
+            await store.write_page(market, tf, rows, (T0, stored_end))
+        del rows
+        pages = [upstream_page(m, range(stored_end, end, 60_000), rng) for m in MARKETS]
+        await store.read(MARKETS[0], tf, T0, stored_end)  # the connection's caches
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for market, page in zip(MARKETS, pages, strict=True):
+                memory.put(
+                    (market, "1m"), T0, stored_end, await store.read(market, tf, T0, stored_end)
+                )
+                fetched = decode_candles(page, tf)[::-1]
+                memory.put((market, "1m"), stored_end, end, fetched)
+                del fetched
             gc.collect()
             real = tracemalloc.get_traced_memory()[0] - before
         finally:

@@ -11,6 +11,7 @@ in the URL picks another schema); ``marketspine_schema`` holds its version.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -171,7 +172,7 @@ class PostgresStore:
                 (market, tf.key, start_ms, end_ms),
             )
             rows = await cur.fetchall()
-        name = tf.name
+        name, market = tf.name, sys.intern(market)  # one string shared with upstream's pages
         if len(rows) < 1000:
             return [Candle(market, name, *row) for row in rows]
         return await asyncio.to_thread(lambda: [Candle(market, name, *row) for row in rows])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -322,7 +323,7 @@ class SQLiteStore:
             "ORDER BY start_ms",
             (market, tf.key, start_ms, end_ms),
         )
-        name = tf.name
+        name, market = tf.name, sys.intern(market)  # one string shared with upstream's pages
         return [Candle(market, name, *row) for row in cursor]
 
     @staticmethod

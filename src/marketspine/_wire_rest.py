@@ -7,6 +7,7 @@ Typed msgspec decoders: numbers are never routed through a looser type, so a tra
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import msgspec
 
@@ -141,9 +142,11 @@ def decode_candles(body: bytes, timeframe: Timeframe) -> list[Candle]:
     Raises UpstreamError when the body is not Upbit's candle JSON.
     """
     name = timeframe.name
+    # Interned: every candle of a market shares one market string, as the candles read
+    # from the store do, so a window holds it once (about 60 bytes a candle less).
     return [
         Candle(
-            r.market,
+            sys.intern(r.market),
             name,
             _epoch_ms(r.candle_date_time_utc),
             r.opening_price,
