@@ -4,6 +4,10 @@ once the memory budget is full, RSS must stay flat (the slope is printed as it g
 
     python -m bench.soak [--minutes 30] [--memory-mb 100] [--every-s 10] [--charts 1] [--trace]
 
+Each second it opens a 1,000-candle chart of the next market, and every 10 s the tickers of
+all; each pass over the markets takes the next of ``--timeframes`` (default 1m, 5m, 15m, 1h),
+so there are more windows than the budget holds and it keeps evicting (one timeframe's
+216 windows fit in 100 MiB once windows were charged what they take).
 ``--charts N`` opens N charts a second instead of one (a denser workload for shorter runs).
 ``--trace`` starts ``tracemalloc`` (10 frames) once the budget is full (tracing the fill
 would slow it several times over) and prints the Python-level memory traced since then with
@@ -158,6 +162,7 @@ async def soak(
     memory_mb: float,
     every_s: float,
     charts: int = 1,
+    timeframes: tuple[str, ...] = ("1m",),
     trace: bool = False,
     record: Path | None = None,
     trim_every_s: float = 0.0,
@@ -170,7 +175,10 @@ async def soak(
         codes = [m.market for m in await spine.markets()]
         await spine.watch(["ticker", "orderbook", "trade"], codes)
         baseline = process.memory_info().rss / MIB
-        print(f"baseline RSS {baseline:.1f} MiB, budget {memory_mb:g} MiB, {len(codes)} markets")
+        print(
+            f"baseline RSS {baseline:.1f} MiB, budget {memory_mb:g} MiB, {len(codes)} markets, "
+            f"charts of {', '.join(timeframes)}"
+        )
         started = time.monotonic()
         full_at: float | None = None
         settled_at: float | None = None  # once what the budget held when full has turned over
@@ -186,7 +194,9 @@ async def soak(
         tick = 0
         while (now := time.monotonic()) - started < minutes * 60:
             for chart in range(charts):
-                await spine.candles(codes[(tick * charts + chart) % len(codes)], "1m", count=1000)
+                opened = tick * charts + chart
+                timeframe = timeframes[opened // len(codes) % len(timeframes)]
+                await spine.candles(codes[opened % len(codes)], timeframe, count=1000)
             if tick % 10 == 0:
                 await spine.tickers(quote="KRW", max_age_s=0)
             tick += 1
@@ -274,6 +284,9 @@ def main() -> None:
     parser.add_argument("--memory-mb", type=float, default=100.0)
     parser.add_argument("--every-s", type=float, default=10.0)
     parser.add_argument("--charts", type=int, default=1, help="charts opened per second")
+    parser.add_argument(
+        "--timeframes", default="1m,5m,15m,1h", help="chart timeframes, one per pass"
+    )
     parser.add_argument("--trace", action="store_true", help="tracemalloc growth report")
     parser.add_argument("--record", type=Path, help="write every sample as a JSON line here")
     parser.add_argument(
@@ -295,6 +308,7 @@ def main() -> None:
                 args.memory_mb,
                 args.every_s,
                 args.charts,
+                tuple(args.timeframes.split(",")),
                 args.trace,
                 args.record,
                 args.trim_every_s,
