@@ -10,7 +10,7 @@ import gc
 import json
 import random
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from marketspine._live import LiveState
@@ -42,31 +42,45 @@ def traced(work: Callable[[], object]) -> int:
     return after - before
 
 
+async def traced_async(work: Callable[[], Awaitable[object]]) -> int:
+    """Bytes ``await work()`` left allocated (Python-level, every thread)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await work()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+async def store_minutes(store: SQLiteStore, count: int, rng: random.Random) -> tuple[int, int]:
+    """``count`` random 1m candles from T0 for each of MARKETS; returns their span."""
+    span = (T0, T0 + count * 60_000)
+    for market in MARKETS:
+        rows = [
+            Candle(market, "1m", T0 + i * 60_000, *(rng.uniform(1, 1e6) for _ in range(6)),
+                   T0 + i * 60_000 + 59_000)
+            for i in range(count)
+        ]  # fmt: skip
+        await store.write_page(market, TIMEFRAMES["1m"], rows, span)
+    await store.read(MARKETS[0], TIMEFRAMES["1m"], *span)  # the connection's caches
+    return span
+
+
 async def test_a_window_read_from_the_store_is_charged_what_it_takes(tmp_path: Path) -> None:
-    tf, rng = TIMEFRAMES["1m"], random.Random(7)
-    span = (T0, T0 + 1000 * 60_000)
+    tf = TIMEFRAMES["1m"]
     budget = MemoryBudget(2**30)
     memory = CandleMemory(budget=budget)
     async with SQLiteStore(tmp_path / "charges.db") as store:
-        for market in MARKETS:
-            rows = [
-                Candle(market, "1m", T0 + i * 60_000, *(rng.uniform(1, 1e6) for _ in range(6)),
-                       T0 + i * 60_000 + 59_000)
-                for i in range(1000)
-            ]  # fmt: skip
-            await store.write_page(market, tf, rows, span)
-        del rows
-        await store.read(MARKETS[0], tf, *span)  # the connection's caches, outside the trace
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
+        span = await store_minutes(store, 1000, random.Random(7))
+
+        async def fill() -> None:
             for market in MARKETS:  # as Spine fills a window on a memory miss
                 memory.put((market, "1m"), *span, await store.read(market, tf, *span))
-            gc.collect()
-            real = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
+
+        real = await traced_async(fill)
     assert memory.statistics().candles == 8000
     assert LOW <= real / budget.used_bytes <= HIGH, (real, budget.used_bytes)
 
@@ -90,38 +104,23 @@ async def test_a_window_of_stored_and_fetched_candles_is_charged_what_it_takes(
     tmp_path: Path,
 ) -> None:
     # A chart's window: what the store held, joined by the newest pages fetched upstream.
-    # Each decoded candle had its own market string, charged once a window (0.74 of its
-    # charge before).
+    # Each decoded candle used to bring its own market string, and such a mixed window was
+    # charged a string for every candle: it held 0.74 of its charge.
     tf, rng = TIMEFRAMES["1m"], random.Random(9)
-    stored_end, end = T0 + 800 * 60_000, T0 + 1000 * 60_000
-    budget = MemoryBudget(2**30)
-    memory = CandleMemory(budget=budget)
     async with SQLiteStore(tmp_path / "charges.db") as store:
-        for market in MARKETS:
-            rows = [
-                Candle(market, "1m", T0 + i * 60_000, *(rng.uniform(1, 1e6) for _ in range(6)),
-                       T0 + i * 60_000 + 59_000)
-                for i in range(800)
-            ]  # fmt: skip
-            await store.write_page(market, tf, rows, (T0, stored_end))
-        del rows
+        _, stored_end = await store_minutes(store, 800, rng)
+        end = stored_end + 200 * 60_000
         pages = [upstream_page(m, range(stored_end, end, 60_000), rng) for m in MARKETS]
-        await store.read(MARKETS[0], tf, T0, stored_end)  # the connection's caches
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
+        budget = MemoryBudget(2**30)
+        memory = CandleMemory(budget=budget)
+
+        async def fill() -> None:
             for market, page in zip(MARKETS, pages, strict=True):
-                memory.put(
-                    (market, "1m"), T0, stored_end, await store.read(market, tf, T0, stored_end)
-                )
-                fetched = decode_candles(page, tf)[::-1]
-                memory.put((market, "1m"), stored_end, end, fetched)
-                del fetched
-            gc.collect()
-            real = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
+                stored = await store.read(market, tf, T0, stored_end)
+                memory.put((market, "1m"), T0, stored_end, stored)
+                memory.put((market, "1m"), stored_end, end, decode_candles(page, tf)[::-1])
+
+        real = await traced_async(fill)
     assert memory.statistics().candles == 8000
     assert LOW <= real / budget.used_bytes <= HIGH, (real, budget.used_bytes)
 
