@@ -34,6 +34,7 @@ from bench._memprobe import malloc_trim, probe
 from bench._sim import simulator
 from marketspine._ratebudget import LocalRateBudget
 from marketspine._spine import Spine
+from marketspine._timeframes import TIMEFRAMES
 
 MIB = 2**20
 
@@ -295,6 +296,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.charts < 1:
         parser.error("--charts must be at least 1")
+    unknown = [tf for tf in args.timeframes.split(",") if tf not in TIMEFRAMES]
+    if unknown:
+        parser.error(f"unknown --timeframes {', '.join(unknown)}: expected {', '.join(TIMEFRAMES)}")
     with (
         tempfile.TemporaryDirectory() as tmp,
         simulator("--markets", "250", "--rate-limit", "0") as url,
