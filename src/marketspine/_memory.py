@@ -18,6 +18,7 @@ than ``per_series`` candles (the oldest are dropped first).
 from __future__ import annotations
 
 import bisect
+import operator
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -152,8 +153,7 @@ class _Window:
     candles: list[Candle]  # ascending by start_ms
 
 
-def _start(candle: Candle) -> int:
-    return candle.start_ms
+_start = operator.attrgetter("start_ms")  # the bisect key of a window's candles
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import msgspec
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -34,8 +33,9 @@ from ._errors import InvalidRequestError
 from ._serve_admin import admin_routes, resolve_token, token_path
 from ._serve_api import api_routes
 from ._serve_service import ServeService
-from ._serve_upbit import upbit_error, upbit_routes
+from ._serve_upbit import upbit_routes
 from ._serve_ws import DEFAULT_MAX_PER_ADDRESS, WsGateway
+from ._upbit_errors import method_not_allowed
 from ._urls import check_db, check_upstream, is_postgres_url
 from ._ws_frames import FramesProtocol
 
@@ -61,12 +61,9 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    """A known path asked with a method it does not take: 405 in Upbit's error shape, with
-    Starlette's ``Allow`` header, so a client sees the path exists and what to send."""
-    headers = exc.headers if isinstance(exc, HTTPException) and exc.headers else {}
-    allowed = ", ".join(sorted(headers.get("Allow", "").split(", ")))
-    message = f"{request.method} {request.url.path} is not allowed: it accepts {allowed}"
-    return upbit_error(405, message, dict(headers))
+    """A known path asked with a method it does not take: 405, so a client sees the path
+    exists and what to send."""
+    return method_not_allowed(request, exc)
 
 
 def _health_routes(service: ServeService) -> list[BaseRoute]:

@@ -32,6 +32,7 @@ from ._result import CandleResult
 from ._serve_render import instrument_row, market_row, number, orderbook_row, ticker_row, trade_row
 from ._time import DAY_MS, parse_time
 from ._timeframes import TIMEFRAMES, Timeframe
+from ._upbit_errors import upbit_error
 
 if TYPE_CHECKING:
     from ._serve_service import ServeService
@@ -82,12 +83,6 @@ class _Bad(InvalidRequestError):
     def __init__(self, message: str, status: int = 400) -> None:
         self.status = status
         super().__init__(message)
-
-
-def upbit_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """Upbit's error body: ``{"error":{"name":<status>,"message":...}}``."""
-    body = _encode({"error": {"name": status, "message": message}})
-    return Response(body, status, headers=headers, media_type="application/json")
 
 
 # -- parameters ------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -26,6 +25,8 @@ from .._errors import InvalidRequestError, UnknownMarketError
 from .._server_thread import base_url, listen, run_server, server_thread
 from .._time import format_utc
 from .._timeframes import REST_CANDLE_KINDS
+from .._upbit_errors import method_not_allowed
+from .._upbit_errors import upbit_error as _error
 from . import _rest, _rest_quotes
 from ._history import History
 from ._limits import RateLimiter, Verdict, remaining_req
@@ -77,11 +78,6 @@ class _Runtime:
         # A dedicated generator: fault decisions are reproducible for a seed and never
         # disturb any other randomness.
         self.dice = random.Random(f"marketspine-sim-faults-{seed}")
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = _encode({"error": {"name": status, "message": message}})
-    return Response(body, status, headers=headers, media_type=_JSON)
 
 
 def _rejection(verdict: Verdict) -> Response:
@@ -176,10 +172,7 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     sim: SimState = request.app.state.sim
     sim.stats.count_request(None, request.scope["path"])
     sim.stats.by_status[405] += 1
-    headers = exc.headers if isinstance(exc, HTTPException) and exc.headers else {}
-    allowed = ", ".join(sorted(headers.get("Allow", "").split(", ")))
-    message = f"{request.method} {request.url.path} is not allowed: it accepts {allowed}"
-    return _error(405, message, dict(headers))
+    return method_not_allowed(request, exc)
 
 
 # -- /sim/* ---------------------------------------------------------------------------------
