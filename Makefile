@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m marketspine.demo
+	$(BIN)/python -m marketspine._cli.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

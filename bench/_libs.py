@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from marketspine._time import MINUTE_MS, format_utc
+from marketspine._base.time import MINUTE_MS, format_utc
 
 MARKET = "KRW-BTC"
 

@@ -119,7 +119,7 @@ def main(argv: list[str]) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_feed(float(argv[1]), int(argv[2]) if len(argv) > 2 else 1))
         return
-    from marketspine._serve import run_serve
+    from marketspine._serve.app import run_serve
 
     rest, ws_url, db = argv[1:4]
     run_serve(upstream=rest, db=db, host="127.0.0.1", port=0, admin_token="bench", ws_url=ws_url)

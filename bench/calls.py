@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 
 from bench._sim import simulator
-from marketspine._client import Client
-from marketspine._collect import collect
-from marketspine._spine import Spine
-from marketspine._store import SQLiteStore
-from marketspine._time import DAY_MS
-from marketspine._timeframes import parse_timeframe
+from marketspine._base.time import DAY_MS
+from marketspine._base.timeframes import parse_timeframe
+from marketspine._client.client import Client
+from marketspine._spine.spine import Spine
+from marketspine._store.backfill import collect
+from marketspine._store.sqlite import SQLiteStore
 
 ONE_MINUTE = parse_timeframe("1m")
 

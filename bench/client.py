@@ -24,11 +24,11 @@ import msgspec
 
 from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
 from bench._sim import start_simulator
-from marketspine._client import Client
-from marketspine._ratebudget import DEFAULT_MARGIN, LocalRateBudget, Priority
-from marketspine._time import MINUTE_MS
-from marketspine._timeframes import parse_timeframe
-from marketspine._wire_rest import decode_candles
+from marketspine._base.time import MINUTE_MS
+from marketspine._base.timeframes import parse_timeframe
+from marketspine._budget.local import DEFAULT_MARGIN, LocalRateBudget, Priority
+from marketspine._client.client import Client
+from marketspine._upbit.rest import decode_candles
 
 LATENCY_MS = 30.0
 JITTER_MS = 3.0
@@ -294,7 +294,7 @@ async def _redis_jitter(base: str, seconds: float, jitter_ms: float) -> list[dic
 
     from redis.asyncio import Redis
 
-    from marketspine._redis_budget import RedisRateBudget
+    from marketspine._budget.redis import RedisRateBudget
 
     label = f"Redis budget, 2 processes, {jitter_ms:g} ms jitter, {seconds:g} s saturated"
     probe = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)

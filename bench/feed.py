@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench._sim import simulator
-from marketspine._shared_stream import feed_prefix
+from marketspine._live.shared_stream import feed_prefix
 
 REDIS = "redis://127.0.0.1:6379/0"
 MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-XRP"]

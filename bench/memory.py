@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bench._sim import simulator
-from marketspine._memory import HELD_SHARE
-from marketspine._ratebudget import LocalRateBudget
-from marketspine._spine import Spine
+from marketspine._base.memory import HELD_SHARE
+from marketspine._budget.local import LocalRateBudget
+from marketspine._spine.spine import Spine
 
 Row = dict[str, Any]
 MIB = 2**20

@@ -23,12 +23,12 @@ import psycopg
 from redis.asyncio import Redis
 
 from bench._sim import simulator
-from marketspine._pgstore import PostgresStore
-from marketspine._ratebudget import Priority
-from marketspine._records import Candle
-from marketspine._redis_budget import RedisRateBudget
-from marketspine._store import SQLiteStore
-from marketspine._timeframes import TIMEFRAMES
+from marketspine._base.timeframes import TIMEFRAMES
+from marketspine._budget.local import Priority
+from marketspine._budget.redis import RedisRateBudget
+from marketspine._store.postgres import PostgresStore
+from marketspine._store.sqlite import SQLiteStore
+from marketspine.records import Candle
 
 REDIS = "redis://127.0.0.1:6379/0"
 PG = "postgresql://postgres@127.0.0.1:5432/test"

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from marketspine._time import DAY_MS, parse_time
-from marketspine._timeframes import TIMEFRAMES, Timeframe
+from marketspine._base.time import DAY_MS, parse_time
+from marketspine._base.timeframes import TIMEFRAMES, Timeframe
 from marketspine.sim._history import History
 
 NOW = parse_time("2026-11-20T13:47:21.345Z")

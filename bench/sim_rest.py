@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from bench._sim import start_simulator
-from marketspine._time import DAY_MS, MINUTE_MS, format_utc, now_ms
+from marketspine._base.time import DAY_MS, MINUTE_MS, format_utc, now_ms
 from marketspine.sim import SimConfig, create_app
 
 GOAL = ">= 1000"

@@ -32,9 +32,9 @@ from typing import Any
 
 from bench._memprobe import malloc_trim, probe
 from bench._sim import simulator
-from marketspine._ratebudget import LocalRateBudget
-from marketspine._spine import Spine
-from marketspine._timeframes import TIMEFRAMES
+from marketspine._base.timeframes import TIMEFRAMES
+from marketspine._budget.local import LocalRateBudget
+from marketspine._spine.spine import Spine
 
 MIB = 2**20
 

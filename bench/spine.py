@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bench._sim import simulator
-from marketspine._quotes import Channel
-from marketspine._ratebudget import LocalRateBudget
-from marketspine._spine import Spine
-from marketspine._time import DAY_MS
+from marketspine._base.time import DAY_MS
+from marketspine._budget.local import LocalRateBudget
+from marketspine._spine.quotes import Channel
+from marketspine._spine.spine import Spine
 
 Row = dict[str, Any]
 

@@ -21,13 +21,13 @@ import httpx
 
 from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
 from bench._sim import start_simulator
-from marketspine._client import Client
-from marketspine._collect import collect
-from marketspine._records import Candle
-from marketspine._result import CandleResult
-from marketspine._store import SQLiteStore
-from marketspine._time import DAY_MS, MINUTE_MS, now_ms
-from marketspine._timeframes import parse_timeframe
+from marketspine._base.time import DAY_MS, MINUTE_MS, now_ms
+from marketspine._base.timeframes import parse_timeframe
+from marketspine._client.client import Client
+from marketspine._spine.result import CandleResult
+from marketspine._store.backfill import collect
+from marketspine._store.sqlite import SQLiteStore
+from marketspine.records import Candle
 
 LATENCY_MS = 30.0
 LIMIT = 10

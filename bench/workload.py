@@ -30,11 +30,11 @@ from typing import Any
 import httpx
 
 from bench._sim import simulator
-from marketspine._client import Client
-from marketspine._ratebudget import Priority
-from marketspine._result import ResultMeta
-from marketspine._spine import Spine
-from marketspine._timeframes import parse_timeframe
+from marketspine._base.timeframes import parse_timeframe
+from marketspine._budget.local import Priority
+from marketspine._client.client import Client
+from marketspine._spine.result import ResultMeta
+from marketspine._spine.spine import Spine
 
 Row = dict[str, Any]
 SECONDS = 120.0

@@ -52,7 +52,7 @@ def run(
 
 
 def run_in_process(*args: str, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``marketspine ARGS...`` through ``marketspine._cli.main`` in this process, as ``run``
+    """``marketspine ARGS...`` through ``marketspine._cli.main.main`` in this process, as ``run``
     returns it: the exit code, stdout and stderr (the log lines main sends there included).
 
     Spares a test the interpreter's start-up and imports (most of a short command's time).
@@ -63,7 +63,7 @@ def run_in_process(*args: str, cwd: str | Path | None = None) -> subprocess.Comp
     limits, a broken pipe, what is printed or left running at interpreter exit) needs
     ``run``.
     """
-    from marketspine._cli import main
+    from marketspine._cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
@@ -110,7 +110,7 @@ def rest_candles(base_url: str, path: str, market: str, since_ms: int, until_ms:
     """Every candle upstream (a simulator) has in ``[since, until)``, ascending, paged by hand."""
     import httpx
 
-    from marketspine._time import format_utc, parse_naive_utc
+    from marketspine._base.time import format_utc, parse_naive_utc
 
     rows: list[dict] = []
     to = until_ms
@@ -129,9 +129,9 @@ def minute_db(path: Path, first_ms: int, n: int, market: str = "KRW-BTC") -> Non
     """A real marketspine SQLite file holding ``n`` 1m candles from ``first_ms``, all covered."""
     import asyncio
 
-    from marketspine._records import Candle
-    from marketspine._store import SQLiteStore
-    from marketspine._timeframes import TIMEFRAMES
+    from marketspine._base.timeframes import TIMEFRAMES
+    from marketspine._store.sqlite import SQLiteStore
+    from marketspine.records import Candle
 
     candles = [
         Candle(market, "1m", first_ms + i * 60_000, 100.0 + i, 101.5 + i, 99.25 + i,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from starlette.applications import Starlette
 
-    from marketspine._spine import Spine
+    from marketspine._spine.spine import Spine
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ async def sim_spine(
     sim_app: Starlette, sim_clock: ManualClock, tmp_path: Path
 ) -> AsyncIterator[Spine]:
     """A Spine on ``sim_app`` and ``sim_clock`` (its own SQLite file, no warmup schedule)."""
-    from marketspine._spine import Spine
+    from marketspine._spine.spine import Spine
 
     async with Spine(
         "http://sim",

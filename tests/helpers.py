@@ -19,10 +19,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from marketspine._errors import UpstreamError
-from marketspine._ratebudget import BudgetStatistics, Priority
-from marketspine._records import Trade
-from marketspine._time import parse_time
+from marketspine._base.time import parse_time
+from marketspine._budget.local import BudgetStatistics, Priority
+from marketspine.errors import UpstreamError
+from marketspine.records import Trade
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

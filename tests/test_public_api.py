@@ -67,7 +67,7 @@ def test_the_command_line_loads_without_the_network_stack() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, marketspine.__main__, marketspine._cli; print('httpx' in sys.modules)"
+    probe = "import sys, marketspine.__main__, marketspine._cli.main; print('httpx' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from clitools import run
 
-from marketspine._time import now_ms, parse_time
-from marketspine._timeframes import parse_timeframe
+from marketspine._base.time import now_ms, parse_time
+from marketspine._base.timeframes import parse_timeframe
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,6 +1,7 @@
-"""The package's shape, checked from its source: every module small enough to read, no
-module reaching for another's private names, and an import graph without cycles (so the
-modules stack in floors, each importing only from below)."""
+"""The package's shape, checked from its source: subpackages stacked in layers that import only
+downward, an import graph without cycles, no module reaching for another's private names, the
+simulator started only by the command line, and every background task owned by something that
+ends it. These are rules about concepts, not sizes: a module is as long as its concept needs."""
 
 from __future__ import annotations
 
@@ -11,11 +12,31 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "marketspine"
-MAX_LINES = 500
+
+# Bottom to top: a module may import from its own layer and the layers before it. The public
+# face (errors, records) is the floor; __init__ and __main__ sit on top of everything.
+LAYERS = [
+    "errors",
+    "records",
+    "_base",
+    "_upbit",
+    "_budget",
+    "_client",
+    "_store",
+    "_live",
+    "_spine",
+    "_serve",
+    "sim",
+    "_cli",
+    "__init__",
+    "__main__",
+]
+# The top folder holds only the public face; everything else lives in a subpackage.
+PUBLIC_FACE = {"__init__", "__main__", "errors", "records"}
 
 
 def modules(root: Path) -> dict[str, Path]:
-    """Dotted module name (relative to the package) -> file, sim/ included."""
+    """Dotted module name (relative to the package) -> file, every subpackage included."""
     return {
         ".".join(path.relative_to(root).with_suffix("").parts): path
         for path in sorted(root.rglob("*.py"))
@@ -26,7 +47,7 @@ def modules(root: Path) -> dict[str, Path]:
 def imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
     """(imported module, names taken from it, line) for each package-relative import of the
     module ``name``, including imports inside functions."""
-    package = name.split(".")[:-1]  # sim._ws and sim.__init__ both live in sim
+    package = name.split(".")[:-1]  # _live.stream and _live.__init__ both live in _live
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.level > 0:
@@ -40,15 +61,40 @@ def imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
     return found
 
 
+def layer(name: str) -> int:
+    return LAYERS.index(name.split(".")[0])
+
+
 ALL = modules(PACKAGE)
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if not n.startswith("sim.")])
-def test_no_module_is_over_500_lines(name: str) -> None:
-    lines = len(ALL[name].read_text().splitlines())
-    assert lines <= MAX_LINES, (
-        f"{name}.py has {lines} lines: cut it at a seam (at most {MAX_LINES})"
-    )
+def test_the_top_folder_holds_only_the_public_face() -> None:
+    top = {name for name in ALL if "." not in name}
+    assert top == PUBLIC_FACE, f"move {sorted(top - PUBLIC_FACE)} into the subpackage of its layer"
+    assert (PACKAGE / "py.typed").exists()
+
+
+@pytest.mark.parametrize("package", [p for p in LAYERS if (PACKAGE / p).is_dir()])
+def test_every_subpackage_says_what_it_holds_and_may_import(package: str) -> None:
+    doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
+    assert doc, f"{package}/__init__.py needs a docstring: what it holds, what it may import"
+    if package != "sim":
+        assert "May import" in doc, f"{package}/__init__.py does not say what it may import"
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    assert [name for name in ALL if name.split(".")[0] not in LAYERS] == []
+
+
+def test_layers_import_only_downward() -> None:
+    upward = [
+        f"{name}.py:{line} imports {target}"
+        for name, path in ALL.items()
+        if name not in ("__init__", "__main__")  # the lazy index of public names
+        for target, _, line in imports(name, path)
+        if layer(target) > layer(name)
+    ]
+    assert upward == [], "a layer may import only from the layers below it:\n" + "\n".join(upward)
 
 
 def test_no_module_imports_a_private_name_of_another() -> None:
@@ -85,17 +131,70 @@ def test_the_import_graph_has_no_cycle() -> None:
         visit(name, [])
 
 
-def test_the_library_never_imports_the_simulator() -> None:
-    # The simulator is the shared test double: only the demo and the service start one.
-    top = {"demo", "_demo_serve", "__main__", "_cli", "_commands"}
+def test_only_the_command_line_starts_the_simulator() -> None:
+    # The simulator is the shared test double: the command line (`sim`, `serve --upstream
+    # sim`) and the demo start one; the library and serve never import it.
     wrong = [
         f"{name}.py:{line} imports {target}"
         for name, path in ALL.items()
-        if not name.startswith("sim") and name not in top and not name.startswith("_serve")
+        if not name.startswith(("sim", "_cli."))
         for target, _, line in imports(name, path)
         if target == "sim" or target.startswith("sim.")
     ]
     assert wrong == []
+
+
+def test_the_protocol_has_one_home_outside_the_simulator() -> None:
+    # Serve and the simulator both speak Upbit: they take its formats from _upbit, and nothing
+    # outside sim reaches into the simulator's private modules for them.
+    wrong = [
+        f"{name}.py:{line} imports {target}"
+        for name, path in ALL.items()
+        if not name.startswith("sim")
+        for target, _, line in imports(name, path)
+        if target.startswith("sim._")
+    ]
+    assert wrong == []
+
+
+def _calls(tree: ast.AST, attr: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == attr
+    ]
+
+
+def test_every_background_task_is_owned() -> None:
+    # A task nobody holds is garbage-collected mid-run or outlives its owner's close. Tasks
+    # are made in a TaskGroup (`group.create_task`), or by an owner that keeps each one and
+    # cancels it on close (listed here), or raced and awaited in the same function
+    # (`ensure_future` beside `asyncio.wait`).
+    owners = {
+        "_serve.ws_hub": "one failing feed must not end the others; aclose cancels each",
+        "_budget.redis": "the pending-moves push, kept on its group state and awaited on close",
+    }
+    loose = []
+    for name, path in ALL.items():
+        source = path.read_text()
+        tree = ast.parse(source, str(path))
+        for call in _calls(tree, "create_task"):
+            # The module's tasks are made in a group it opens itself.
+            in_group = ast.unparse(call.func) != "asyncio.create_task" and (
+                "asyncio.TaskGroup()" in source
+            )
+            if not in_group and name not in owners:
+                loose.append(f"{name}.py:{call.lineno} {ast.unparse(call.func)}")
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            waits = any(ast.unparse(c.func) == "asyncio.wait" for c in _calls(func, "wait"))
+            for call in _calls(func, "ensure_future"):
+                if not waits:
+                    loose.append(f"{name}.py:{call.lineno} ensure_future without asyncio.wait")
+    assert loose == [], "give each task an owner (a TaskGroup):\n" + "\n".join(loose)
 
 
 def test_no_module_uses_asyncio_wait_for() -> None:
@@ -106,7 +205,9 @@ def test_no_module_uses_asyncio_wait_for() -> None:
         f"{name}.py:{node.lineno}"
         for name, path in ALL.items()
         for node in ast.walk(ast.parse(path.read_text(), str(path)))
-        if isinstance(node, ast.Attribute) and node.attr == "wait_for"
-        and isinstance(node.value, ast.Name) and node.value.id == "asyncio"
-    ]  # fmt: skip
+        if isinstance(node, ast.Attribute)
+        and node.attr == "wait_for"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "asyncio"
+    ]
     assert found == [], "use `async with asyncio.timeout(...)` instead:\n" + "\n".join(found)

@@ -10,89 +10,89 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._accounting import SpineStatistics as SpineStatistics
-    from ._candle_feed import ClosedCandle as ClosedCandle
-    from ._circuit import CircuitBreaker as CircuitBreaker
-    from ._client import Client as Client
-    from ._errors import BannedError as BannedError
-    from ._errors import CircuitOpenError as CircuitOpenError
-    from ._errors import ClosedError as ClosedError
-    from ._errors import InvalidRequestError as InvalidRequestError
-    from ._errors import MarketspineError as MarketspineError
-    from ._errors import RateLimitedError as RateLimitedError
-    from ._errors import RetryLaterError as RetryLaterError
-    from ._errors import StoreError as StoreError
-    from ._errors import UnknownMarketError as UnknownMarketError
-    from ._errors import UpstreamError as UpstreamError
-    from ._listener import Gap as Gap
-    from ._listener import Health as Health
-    from ._listener import Listener as Listener
-    from ._listener import Overflow as Overflow
-    from ._quotes import Channel as Channel
-    from ._ratebudget import LocalRateBudget as LocalRateBudget
-    from ._ratebudget import Priority as Priority
-    from ._ratebudget import RateBudget as RateBudget
-    from ._records import Candle as Candle
-    from ._records import Instrument as Instrument
-    from ._records import MarketInfo as MarketInfo
-    from ._records import Orderbook as Orderbook
-    from ._records import OrderbookUnit as OrderbookUnit
-    from ._records import Ticker as Ticker
-    from ._records import Trade as Trade
-    from ._result import CandleResult as CandleResult
-    from ._result import ResultMeta as ResultMeta
-    from ._retry import RetryPolicy as RetryPolicy
-    from ._spine import Spine as Spine
-    from ._stream import Backoff as Backoff
-    from ._stream import Stream as Stream
-    from ._stream import StreamStatistics as StreamStatistics
-    from ._timeframes import TIMEFRAMES as TIMEFRAMES
-    from ._timeframes import Timeframe as Timeframe
-    from ._timeframes import parse_timeframe as parse_timeframe
+    from ._base.timeframes import TIMEFRAMES as TIMEFRAMES
+    from ._base.timeframes import Timeframe as Timeframe
+    from ._base.timeframes import parse_timeframe as parse_timeframe
+    from ._budget.local import LocalRateBudget as LocalRateBudget
+    from ._budget.local import Priority as Priority
+    from ._budget.local import RateBudget as RateBudget
+    from ._client.circuit import CircuitBreaker as CircuitBreaker
+    from ._client.client import Client as Client
+    from ._client.retry import RetryPolicy as RetryPolicy
+    from ._live.candle_feed import ClosedCandle as ClosedCandle
+    from ._live.listener import Gap as Gap
+    from ._live.listener import Health as Health
+    from ._live.listener import Listener as Listener
+    from ._live.listener import Overflow as Overflow
+    from ._live.stream import Backoff as Backoff
+    from ._live.stream import Stream as Stream
+    from ._live.stream import StreamStatistics as StreamStatistics
+    from ._spine.accounting import SpineStatistics as SpineStatistics
+    from ._spine.quotes import Channel as Channel
+    from ._spine.result import CandleResult as CandleResult
+    from ._spine.result import ResultMeta as ResultMeta
+    from ._spine.spine import Spine as Spine
+    from .errors import BannedError as BannedError
+    from .errors import CircuitOpenError as CircuitOpenError
+    from .errors import ClosedError as ClosedError
+    from .errors import InvalidRequestError as InvalidRequestError
+    from .errors import MarketspineError as MarketspineError
+    from .errors import RateLimitedError as RateLimitedError
+    from .errors import RetryLaterError as RetryLaterError
+    from .errors import StoreError as StoreError
+    from .errors import UnknownMarketError as UnknownMarketError
+    from .errors import UpstreamError as UpstreamError
+    from .records import Candle as Candle
+    from .records import Instrument as Instrument
+    from .records import MarketInfo as MarketInfo
+    from .records import Orderbook as Orderbook
+    from .records import OrderbookUnit as OrderbookUnit
+    from .records import Ticker as Ticker
+    from .records import Trade as Trade
 
 __version__ = "0.1.0"
 
 # name -> the private module that defines it
 _HOME = {
-    "ClosedCandle": "_candle_feed",
-    "CircuitBreaker": "_circuit",
-    "Client": "_client",
-    "RetryPolicy": "_retry",
-    "BannedError": "_errors",
-    "CircuitOpenError": "_errors",
-    "ClosedError": "_errors",
-    "InvalidRequestError": "_errors",
-    "MarketspineError": "_errors",
-    "RateLimitedError": "_errors",
-    "RetryLaterError": "_errors",
-    "StoreError": "_errors",
-    "UnknownMarketError": "_errors",
-    "UpstreamError": "_errors",
-    "LocalRateBudget": "_ratebudget",
-    "Priority": "_ratebudget",
-    "RateBudget": "_ratebudget",
-    "Candle": "_records",
-    "Instrument": "_records",
-    "MarketInfo": "_records",
-    "Orderbook": "_records",
-    "OrderbookUnit": "_records",
-    "Ticker": "_records",
-    "Trade": "_records",
-    "CandleResult": "_result",
-    "ResultMeta": "_result",
-    "Channel": "_quotes",
-    "Spine": "_spine",
-    "SpineStatistics": "_accounting",
-    "Backoff": "_stream",
-    "Gap": "_listener",
-    "Health": "_listener",
-    "Listener": "_listener",
-    "Overflow": "_listener",
-    "Stream": "_stream",
-    "StreamStatistics": "_stream",
-    "TIMEFRAMES": "_timeframes",
-    "Timeframe": "_timeframes",
-    "parse_timeframe": "_timeframes",
+    "ClosedCandle": "_live.candle_feed",
+    "CircuitBreaker": "_client.circuit",
+    "Client": "_client.client",
+    "RetryPolicy": "_client.retry",
+    "BannedError": "errors",
+    "CircuitOpenError": "errors",
+    "ClosedError": "errors",
+    "InvalidRequestError": "errors",
+    "MarketspineError": "errors",
+    "RateLimitedError": "errors",
+    "RetryLaterError": "errors",
+    "StoreError": "errors",
+    "UnknownMarketError": "errors",
+    "UpstreamError": "errors",
+    "LocalRateBudget": "_budget.local",
+    "Priority": "_budget.local",
+    "RateBudget": "_budget.local",
+    "Candle": "records",
+    "Instrument": "records",
+    "MarketInfo": "records",
+    "Orderbook": "records",
+    "OrderbookUnit": "records",
+    "Ticker": "records",
+    "Trade": "records",
+    "CandleResult": "_spine.result",
+    "ResultMeta": "_spine.result",
+    "Channel": "_spine.quotes",
+    "Spine": "_spine.spine",
+    "SpineStatistics": "_spine.accounting",
+    "Backoff": "_live.stream",
+    "Gap": "_live.listener",
+    "Health": "_live.listener",
+    "Listener": "_live.listener",
+    "Overflow": "_live.listener",
+    "Stream": "_live.stream",
+    "StreamStatistics": "_live.stream",
+    "TIMEFRAMES": "_base.timeframes",
+    "Timeframe": "_base.timeframes",
+    "parse_timeframe": "_base.timeframes",
 }
 
 __all__ = sorted([*_HOME, "__version__"])

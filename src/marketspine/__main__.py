@@ -7,7 +7,7 @@ import sys
 
 def run() -> None:
     try:
-        from ._cli import main
+        from ._cli.main import main
     except KeyboardInterrupt:  # Ctrl-C while the command line was still loading
         print("marketspine: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -8,7 +8,7 @@ import ccxt  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from marketspine._time import MINUTE_MS, parse_naive_utc
+from marketspine._base.time import MINUTE_MS, parse_naive_utc
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from helpers import SIM_NOW_MS
 from serve_support import TOKEN, ServeProcess
 
-from marketspine._time import format_utc
+from marketspine._base.time import format_utc
 
 CHROMIUM = Path(os.environ.get("MARKETSPINE_CHROMIUM", "/usr/bin/chromium"))
 _WAIT_MS = 30_000

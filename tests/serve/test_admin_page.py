@@ -13,7 +13,7 @@ import httpx
 from helpers import SIM_NOW_MS
 from serve_support import TOKEN, ServeProcess, sim_stats
 
-from marketspine._time import format_utc
+from marketspine._base.time import format_utc
 
 REFRESH = "/admin/api/refresh-market-info"
 

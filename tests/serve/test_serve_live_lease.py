@@ -23,7 +23,7 @@ from serve_support import ServeProcess, serve_processes
 from services import PrivateRedis
 from websockets.asyncio.client import ClientConnection, connect
 
-from marketspine._shared_stream import feed_prefix
+from marketspine._live.shared_stream import feed_prefix
 from marketspine.sim import SimConfig
 
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")

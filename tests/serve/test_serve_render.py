@@ -3,9 +3,9 @@ least recently used out first; candle rows render in Upbit's field order."""
 
 from __future__ import annotations
 
-from marketspine._records import Candle
-from marketspine._serve_render import CandleRows, ClosedAnswers
-from marketspine._timeframes import parse_timeframe
+from marketspine._base.timeframes import parse_timeframe
+from marketspine._upbit.rest_rows import CandleRows, ClosedAnswers
+from marketspine.records import Candle
 
 
 def test_closed_answers_stay_within_their_bytes_least_recently_used_out() -> None:

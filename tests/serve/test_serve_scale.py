@@ -7,9 +7,9 @@ import psycopg
 from services import PgSpace, RedisSpace
 from starlette.applications import Starlette
 
-from marketspine._redis_budget import RedisRateBudget
-from marketspine._serve import create_service_app
-from marketspine._serve_service import ServeService
+from marketspine._budget.redis import RedisRateBudget
+from marketspine._serve.app import create_service_app
+from marketspine._serve.service import ServeService
 
 
 async def test_serve_stores_in_postgresql_and_spends_the_shared_budget(

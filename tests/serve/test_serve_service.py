@@ -14,9 +14,9 @@ import pytest
 from helpers import wait_until
 from starlette.applications import Starlette
 
-from marketspine._serve import create_service_app
-from marketspine._serve_service import ServeService
-from marketspine._time import DAY_MS, HOUR_MS, MINUTE_MS, format_utc, parse_time
+from marketspine._base.time import DAY_MS, HOUR_MS, MINUTE_MS, format_utc, parse_time
+from marketspine._serve.app import create_service_app
+from marketspine._serve.service import ServeService
 
 TOO_MANY = "Too many API requests."
 

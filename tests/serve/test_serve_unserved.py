@@ -6,7 +6,7 @@ from __future__ import annotations
 from helpers import SIM_NOW_MS
 from serve_support import ServeProcess
 
-from marketspine._time import format_utc
+from marketspine._base.time import format_utc
 
 DAY_MS = 86_400_000
 

@@ -14,10 +14,10 @@ import pytest
 import websockets
 from starlette.applications import Starlette
 
-from marketspine._time import DAY_MS, format_utc
+from marketspine._base.time import DAY_MS, format_utc
+from marketspine._upbit.ws_format import SubscribeRequest, parse_request
 from marketspine.sim import SimConfig, create_app
 from marketspine.sim._feed import Feed
-from marketspine.sim._ws_format import SubscribeRequest, parse_request
 
 pytestmark = pytest.mark.timeout(30)
 

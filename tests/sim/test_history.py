@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marketspine._errors import UnknownMarketError
-from marketspine._ticks import round_to_tick
-from marketspine._time import DAY_MS, HOUR_MS, MINUTE_MS, parse_time
-from marketspine._timeframes import TIMEFRAMES, Timeframe
+from marketspine._base.time import DAY_MS, HOUR_MS, MINUTE_MS, parse_time
+from marketspine._base.timeframes import TIMEFRAMES, Timeframe
+from marketspine._upbit.ticks import round_to_tick
+from marketspine.errors import UnknownMarketError
 from marketspine.sim._history import Bar, History, Trade
 
 NOW = parse_time("2026-07-30T07:41:37.123Z")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from marketspine._errors import InvalidRequestError
-from marketspine._ticks import round_to_tick, tick_size
-from marketspine._time import DAY_MS, parse_time
-from marketspine._timeframes import TIMEFRAMES
+from marketspine._base.time import DAY_MS, parse_time
+from marketspine._base.timeframes import TIMEFRAMES
+from marketspine._upbit.ticks import round_to_tick, tick_size
+from marketspine.errors import InvalidRequestError
 from marketspine.sim._history import History
 from marketspine.sim._universe import CAUTION_FLAGS, REGION_QUOTES, universe
 

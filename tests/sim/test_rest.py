@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from marketspine._time import DAY_MS, MINUTE_MS, format_utc, parse_naive_utc
-from marketspine._timeframes import TIMEFRAMES
+from marketspine._base.time import DAY_MS, MINUTE_MS, format_utc, parse_naive_utc
+from marketspine._base.timeframes import TIMEFRAMES
 from marketspine.sim import History, SimConfig, create_app
 from marketspine.sim._rest_params import stamp
 from marketspine.sim._universe import SimMarket

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from marketspine._ticks import tick_size
-from marketspine._time import DAY_MS, format_utc
+from marketspine._base.time import DAY_MS, format_utc
+from marketspine._upbit.ticks import tick_size
 from marketspine.sim import History, SimConfig, create_app
 from marketspine.sim._universe import SimMarket
 

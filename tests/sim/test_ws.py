@@ -17,7 +17,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from marketspine._time import format_utc
+from marketspine._base.time import format_utc
 from marketspine.sim import SimConfig, create_app
 from marketspine.sim import _ws as ws_module
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from marketspine._time import format_utc
-from marketspine._timeframes import parse_timeframe
+from marketspine._base.time import format_utc
+from marketspine._base.timeframes import parse_timeframe
+from marketspine._upbit.ws_format import SubscribeRequest, parse_request
 from marketspine.sim._feed import Feed
 from marketspine.sim._history import History
-from marketspine.sim._ws_format import SubscribeRequest, parse_request
 
 BTC = "KRW-BTC"
 

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from marketspine.sim._levels import aggregate_levels, supported_levels
-from marketspine.sim._limits import ConnectLimiter, MessageLimiter
-from marketspine.sim._ws_format import (
+from marketspine._upbit.levels import aggregate_levels, supported_levels
+from marketspine._upbit.ws_format import (
     KEYS,
     ListRequest,
     StreamRequest,
@@ -24,6 +23,7 @@ from marketspine.sim._ws_format import (
     split_code,
     trade_message,
 )
+from marketspine.sim._limits import ConnectLimiter, MessageLimiter
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from .._errors import InvalidRequestError, UnknownMarketError
-from .._server_thread import base_url, listen, run_server, server_thread
-from .._time import format_utc
-from .._timeframes import REST_CANDLE_KINDS
-from .._upbit_errors import method_not_allowed
-from .._upbit_errors import upbit_error as _error
+from .._base.time import format_utc
+from .._base.timeframes import REST_CANDLE_KINDS
+from .._serve.server_thread import base_url, listen, run_server, server_thread
+from .._upbit.errors import method_not_allowed
+from .._upbit.errors import upbit_error as _error
+from ..errors import InvalidRequestError, UnknownMarketError
 from . import _rest, _rest_quotes
 from ._history import History
 from ._limits import RateLimiter, Verdict, remaining_req

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._ticks import tick_size
-from .._timeframes import Timeframe
-from ._levels import aggregate_levels, is_supported_level, supported_levels
-from ._ws_format import (
+from .._base.timeframes import Timeframe
+from .._upbit.levels import aggregate_levels, is_supported_level, supported_levels
+from .._upbit.ticks import tick_size
+from .._upbit.ws_format import (
     STREAM_TYPES,
     SubscribeRequest,
     candle_message,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .._time import DAY_MS, HOUR_MS, MINUTE_MS, days_from_civil
+from .._base.time import DAY_MS, HOUR_MS, MINUTE_MS, days_from_civil
 from ._noise import F64, I64, exp, stream_key, uniform, uniforms, value_noise
 from ._tick_grid import UNIT, TickGrid
 from ._universe import SimMarket

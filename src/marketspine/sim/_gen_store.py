@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .._errors import UnknownMarketError
-from .._time import DAY_MS, MINUTE_MS
+from .._base.time import DAY_MS, MINUTE_MS
+from ..errors import UnknownMarketError
 from ._gen import LEAF, LEVEL_MS, MarketGen, Nodes, TradeArrays
 from ._noise import I64
 from ._tick_grid import UNIT

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._time import DAY_MS, MINUTE_MS, format_utc
-from .._timeframes import Timeframe
+from .._base.time import DAY_MS, MINUTE_MS, format_utc
+from .._base.timeframes import Timeframe
 from ._gen import LEAF, LEVEL_MS, MarketGen, Nodes, TradeArrays
 from ._gen_store import DEFAULT_CACHE_BYTES, Lru, NodeStore, group, summary, trade_nodes
 from ._noise import I64, stream_key, uniform

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from .._errors import InvalidRequestError
-from .._time import DAY_MS, KST_OFFSET_MS
-from .._timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
+from .._base.time import DAY_MS, KST_OFFSET_MS
+from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
+from ..errors import InvalidRequestError
 from ._rest_params import (
     WRONG_VALUE,
     Handler,

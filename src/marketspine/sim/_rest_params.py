@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from .._errors import InvalidRequestError, UnknownMarketError
-from .._time import DAY_MS, format_utc, parse_time
+from .._base.time import DAY_MS, format_utc, parse_time
+from ..errors import InvalidRequestError, UnknownMarketError
 
 if TYPE_CHECKING:
     from ._state import SimState

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from .._errors import InvalidRequestError, UnknownMarketError
-from .._ticks import tick_decimals, tick_size
-from .._time import KST_OFFSET_MS
-from ._levels import aggregate_levels, is_supported_level, supported_levels
+from .._base.time import KST_OFFSET_MS
+from .._upbit.levels import aggregate_levels, is_supported_level, supported_levels
+from .._upbit.ticks import tick_decimals, tick_size
+from ..errors import InvalidRequestError, UnknownMarketError
 from ._rest_params import (
     NOT_FOUND,
     WRONG_VALUE,

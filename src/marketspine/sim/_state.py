@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .._errors import InvalidRequestError
-from .._time import now_ms as wall_ms
+from .._base.time import now_ms as wall_ms
+from ..errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from ._history import History

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from .._ticks import tick_table
+from .._upbit.ticks import tick_table
 from ._noise import F64, I64
 
 __all__ = ["UNIT", "TickGrid"]
@@ -20,7 +20,7 @@ UNIT = 100_000_000  # price units per 1 quote currency
 
 
 class TickGrid:
-    """One quote currency's tick table over integer price units (see ``marketspine._ticks``)."""
+    """One quote currency's tick table over integer price units (see ``_upbit.ticks``)."""
 
     def __init__(self, quote: str) -> None:
         table = sorted(tick_table(quote))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .._errors import InvalidRequestError
-from .._time import DAY_MS, days_from_civil
+from .._base.time import DAY_MS, days_from_civil
+from ..errors import InvalidRequestError
 
 __all__ = ["CAUTION_FLAGS", "REGION_QUOTES", "SimMarket", "universe"]
 

@@ -34,10 +34,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._feed import TICK_S, Feed
-from ._limits import MESSAGES_PER_MIN, MESSAGES_PER_S, ConnectLimiter, MessageLimiter
-from ._state import SimState
-from ._ws_format import (
+from .._upbit.ws_format import (
     STATUS_UP,
     ListRequest,
     WsRequestError,
@@ -47,6 +44,9 @@ from ._ws_format import (
     list_message,
     parse_request,
 )
+from ._feed import TICK_S, Feed
+from ._limits import MESSAGES_PER_MIN, MESSAGES_PER_S, ConnectLimiter, MessageLimiter
+from ._state import SimState
 from ._ws_protocol import LINK_EXTENSION, STALL_MESSAGE
 
 __all__ = ["STATUS_EVERY_S", "WebSocketEndpoint", "websocket_endpoint"]

@@ -1,0 +1,6 @@
+"""When a request may be sent: the rate budget of Upbit's limit groups, in one process
+(``local``) or shared by every process on an egress IP through Redis (``redis`` with its Lua
+scripts in ``redis_lua``).
+
+May import: the public face, ``_base`` and ``_upbit``.
+"""

@@ -1,0 +1,439 @@
+"""The request budget of Upbit's rate-limit groups: when a request may be sent.
+
+Upbit allows 10 requests/s per group per IP and answers 429 above that. Its window may be
+a fixed calendar second, so a plain token bucket (capacity 10, refilled at 10/s) is not
+safe: it lets 10 go at the start of a second and 9 more refill inside the same second.
+``LocalRateBudget`` therefore caps *any* window of ``window + margin`` seconds at ``limit``
+sends — which bounds every calendar second and every sliding second alike — and counts a
+request the moment it is allowed to be sent, not when its answer arrives.
+
+Upstream counts a request when it *arrives*, a varying delay after it was allowed. Two sends
+a window apart arrive closer than a window when the first was delayed more, so the margin
+grows to the spread of the round trips the budget sees (``observe(..., sent_at=...)``): the
+margin is at least that jitter, and never the fixed 20 ms alone on a jittery network.
+
+A margin is a statistic: it says nothing until replies have come back, and a high quantile
+leaves out exactly the one request that was held up. Such a request can still put 11
+arrivals in one upstream second (a first request queued 83 ms at the server behind a slow
+reply, then nine fast ones, then the 11th a window + 20 ms after the first was *granted*).
+So each answered send also counts at the latest time it may have arrived: its round trip
+beyond the fastest recent one, less what the learnt margin already covers (the floor stays
+a cushion that delay never spends). Only a late request pays, with its own lateness, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import InvalidRequestError
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "DEFAULT_MARGIN",
+    "DEFAULT_SLACK",
+    "GROUPS",
+    "BudgetStatistics",
+    "GroupStatistics",
+    "JitterMargin",
+    "LocalRateBudget",
+    "Priority",
+    "RateBudget",
+    "group_of",
+]
+
+
+class Priority(enum.IntEnum):
+    """How urgent a request is; a larger value is more urgent (``CRITICAL > LOW``)."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+GROUPS = ("market", "candles", "trade", "ticker", "orderbook")
+
+DEFAULT_LIMIT = 10  # requests per window per group, Upbit's quotation limit
+# Added to the 1 s window: arrival times at the server vary (event-loop and network jitter),
+# and two sends exactly one window apart may land in one server second. Measured against a
+# loopback simulator with 30 ms latency + up to 25 ms jitter, 5 s saturated: margin 0 gave
+# a 429 in one of two runs (and 8.2 req/s after the penalty); 20 ms gave none at 9.8 req/s.
+DEFAULT_MARGIN = 0.02
+# The margin follows the round-trip spread (high quantile minus minimum) of the last
+# RTT_SAMPLES replies of a group, up to MAX_MARGIN (beyond that, pacing is too slow to pay).
+RTT_SAMPLES = 200
+MAX_MARGIN = 0.25
+_MIN_SAMPLES = 10
+# Queue order is enqueue time + slack: a LOW request that has waited 30 s goes before a
+# CRITICAL request that has just arrived, so nobody waits forever.
+DEFAULT_SLACK: Mapping[Priority, float] = {
+    Priority.CRITICAL: 0.0,
+    Priority.HIGH: 1.0,
+    Priority.NORMAL: 5.0,
+    Priority.LOW: 30.0,
+}
+
+_PATH_GROUPS = (
+    ("/v1/market/", "market"),
+    ("/v1/candles/", "candles"),
+    ("/v1/trades/", "trade"),
+    ("/v1/ticker", "ticker"),
+    ("/v1/orderbook", "orderbook"),
+)
+
+
+def group_of(path: str) -> str:
+    """The rate-limit group of an Upbit REST ``path`` (``/v1/candles/days`` → ``candles``).
+
+    Raises InvalidRequestError for paths outside the quotation API.
+    """
+    for prefix, group in _PATH_GROUPS:
+        if path.startswith(prefix):
+            return group
+    raise InvalidRequestError(
+        f"no rate-limit group for path {path!r}: expected /v1/market/all, /v1/candles/..., "
+        "/v1/trades/ticks, /v1/ticker[/all] or /v1/orderbook[/instruments]"
+    )
+
+
+@dataclass(frozen=True)
+class GroupStatistics:
+    """One group's budget at the moment of asking."""
+
+    tokens: int  # sends the window still allows right now
+    waiting: Mapping[str, int]  # queued acquires per priority name
+    sent: int  # acquires granted (each one a request sent)
+    throttled: int  # acquires that had to queue
+    penalties: int  # penalize() calls (after 429/418)
+    blocked_for: float  # seconds of penalty left
+    external: int  # sends by others on this IP, learnt from Remaining-Req
+    margin: float = 0.0  # seconds added to the window now (grows with round-trip jitter)
+
+
+@dataclass(frozen=True)
+class BudgetStatistics:
+    """Every known group's budget, by group name."""
+
+    groups: Mapping[str, GroupStatistics]
+
+
+class RateBudget(Protocol):
+    """When requests to a rate-limited group may be sent. Implementations may share the
+    budget across processes (e.g. through Redis); callers only need these four methods."""
+
+    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
+        """Return when one request of ``group`` may be sent, counting it as sent now."""
+        ...
+
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
+        """A reply came back: reconcile with the ``sec`` of its ``Remaining-Req`` header
+        (None: it had none). ``sent_at`` (the budget clock when the request was granted)
+        sharpens the reconciliation and tells how late the request may have arrived."""
+        ...
+
+    def penalize(self, group: str, seconds: float) -> None:
+        """Let nobody send in ``group`` for ``seconds`` (after a 429 or 418)."""
+        ...
+
+    def statistics(self) -> BudgetStatistics:
+        """A snapshot of the budget."""
+        ...
+
+
+class JitterMargin:
+    """The margin added to a rate window: ``floor`` at first, then the spread (high quantile
+    minus minimum) of the last ``RTT_SAMPLES`` round trips once ``_MIN_SAMPLES`` are seen,
+    never below ``floor`` nor above ``MAX_MARGIN`` (see the module doc)."""
+
+    __slots__ = ("_rtts", "floor", "least", "value")
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+        self.value = floor
+        self.least = float("inf")  # the fastest of the recent round trips
+        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
+
+    def late_by(self, rtt: float) -> float:
+        """How much later than the margin allows a request with round trip ``rtt`` may have
+        reached upstream: its round trip beyond the fastest recent one (the least delay a
+        request and an answer take) less the part of the margin learnt from jitter. The
+        floor is left out of that on purpose: it stays a cushion that delay never spends."""
+        return max(0.0, rtt - self.least - (self.value - self.floor))
+
+    def saw(self, seconds: float) -> float:
+        """Take one round trip (seconds); returns the margin now."""
+        self._rtts.append(max(0.0, seconds))
+        self.least = min(self._rtts)
+        if len(self._rtts) >= _MIN_SAMPLES:
+            ordered = sorted(self._rtts)
+            spread = ordered[int(0.99 * (len(ordered) - 1))] - ordered[0]
+            self.value = min(MAX_MARGIN, max(self.floor, spread))
+        return self.value
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: float
+    seq: int
+    priority: Priority = field(compare=False)
+    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+    granted: bool = field(compare=False, default=False)
+
+
+@dataclass(slots=True)
+class _Send:
+    at: float  # when the budget granted it
+    answered: float | None = None  # when its reply was seen; None while in flight
+
+
+@dataclass
+class _Group:
+    limit: int
+    span: float  # window + margin
+    window: float = 1.0
+    margin: float = DEFAULT_MARGIN  # the configured floor of the margin
+    jitter: JitterMargin = field(init=False)
+    sends: deque[_Send] = field(default_factory=deque)  # by grant time, ascending
+    last_real_send: float = float("-inf")
+    blocked_until: float = float("-inf")
+    waiters: list[_Waiter] = field(default_factory=list)  # heap
+    sleeping: bool = False  # one waiter sleeps until the next slot; the others wait on it
+    sent: int = 0
+    throttled: int = 0
+    penalties: int = 0
+    external: int = 0
+
+    def __post_init__(self) -> None:
+        self.jitter = JitterMargin(self.margin)
+
+    @property
+    def interval(self) -> float:
+        return self.span / self.limit
+
+    def prune(self, now: float) -> None:
+        # Keep a few windows: observe() looks back a window plus a round trip, and a reply
+        # that comes back within them still moves its send to when it may have arrived.
+        horizon = now - 3 * self.span
+        while self.sends and max(self.sends[0].at, self.sends[0].answered or 0.0) <= horizon:
+            self.sends.popleft()
+
+    def in_window(self, now: float, since: float) -> int:
+        """Sends granted in (since, now]."""
+        return sum(1 for s in self.sends if since < s.at <= now)
+
+    def counted_at(self, send: _Send) -> float:
+        """When the window counts ``send``: its grant, or later when its reply shows that it
+        may have reached upstream later than the margin allows (see the module doc)."""
+        if send.answered is None:
+            return send.at
+        return send.at + self.jitter.late_by(send.answered - send.at)
+
+    def counted_in_window(self, now: float) -> int:
+        return sum(1 for s in self.sends if now - self.span < self.counted_at(s))
+
+    def next_send_at(self, now: float, *, paced: bool) -> float:
+        """Earliest time at or after ``now`` a send is allowed."""
+        at = max(now, self.blocked_until)
+        if len(self.sends) >= self.limit:
+            # The limit-th latest counted send must have left the window.
+            counted = heapq.nlargest(self.limit, map(self.counted_at, self.sends))
+            at = max(at, counted[-1] + self.span)
+        if paced:
+            at = max(at, self.last_real_send + self.interval)
+        return at
+
+    def saw_round_trip(self, seconds: float) -> None:
+        """Widen the margin to the spread of recent round trips (see the module doc)."""
+        self.span = self.window + self.jitter.saw(seconds)
+
+    def saw_answer(self, sent_at: float, now: float) -> None:
+        """The reply to the send made at ``sent_at`` came back ``now``. Replies are paired
+        with the latest unanswered send granted no later than ``sent_at``: two sends granted
+        before either left may swap replies, which ends in the same counted times."""
+        for send in reversed(self.sends):
+            if send.answered is None and send.at <= sent_at:
+                send.answered = now
+                return
+
+    def record_send(self, now: float) -> None:
+        self.sends.append(_Send(now))
+        self.last_real_send = now
+        self.sent += 1
+        self.prune(now)
+
+
+class LocalRateBudget:
+    """An in-process budget per rate-limit group, shared by every caller in the process.
+
+    Rules, per group:
+
+    * **Window cap** — at most ``limit`` sends in any interval of ``window + margin``
+      seconds, counted at the moment ``acquire`` returns. This holds for any alignment of
+      the server's window, fixed calendar second or sliding.
+    * **Bursts only when nobody waits** — an ``acquire`` that finds no queue and room in the
+      window returns at once. Requests that queue are released one per token interval
+      (``(window + margin) / limit``), so a saturated group sends evenly and a newcomer
+      never waits behind a whole window's burst. LOW requests are always paced this way, so
+      a backfill cannot fill the window that a CRITICAL request needs.
+    * **Priorities with aging** — the queue is ordered by enqueue time + ``slack[priority]``
+      (CRITICAL 0 s, HIGH 1 s, NORMAL 5 s, LOW 30 s by default), earliest first. A CRITICAL
+      request overtakes everything that has waited less than its class's slack; a LOW
+      request, once it has waited 30 s, is ahead of any newcomer — no class starves.
+    * **Reconciliation** — ``observe`` compares upstream's ``Remaining-Req`` ``sec`` with the
+      sends this budget made in the window; when upstream counted more (other processes on
+      the IP), the difference is booked as sends made now.
+    * **Penalties** — ``penalize`` stops the group for a while after a 429 or 418.
+
+    ``clock`` (seconds, monotonic) and ``sleep`` are injectable so tests run on fake time.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        limits: Mapping[str, int] | None = None,
+        window: float = 1.0,
+        margin: float = DEFAULT_MARGIN,
+        slack: Mapping[Priority, float] = DEFAULT_SLACK,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if limit < 1 or any(n < 1 for n in (limits or {}).values()):
+            raise InvalidRequestError("rate limits must be at least 1 request per window")
+        if window <= 0 or margin < 0:
+            raise InvalidRequestError("window must be > 0 s and margin >= 0 s")
+        self._limit = limit
+        self._limits = dict(limits or {})
+        self._window = window
+        self._margin = margin
+        self._span = window + margin
+        self._slack = {p: slack.get(p, 0.0) for p in Priority}
+        self._clock = clock
+        self._sleep = sleep
+        self._groups: dict[str, _Group] = {}
+        self._seq = itertools.count()
+
+    def _group(self, name: str) -> _Group:
+        group = self._groups.get(name)
+        if group is None:
+            group = _Group(
+                self._limits.get(name, self._limit), self._span, self._window, self._margin
+            )
+            self._groups[name] = group
+        return group
+
+    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
+        """Return when one request of ``group`` may be sent; it is counted as sent now."""
+        state = self._group(group)
+        now = self._clock()
+        paced = priority == Priority.LOW
+        if not state.waiters and state.next_send_at(now, paced=paced) <= now:
+            state.record_send(now)
+            return
+        state.throttled += 1
+        waiter = _Waiter(now + self._slack[priority], next(self._seq), priority)
+        heapq.heappush(state.waiters, waiter)
+        try:
+            await self._wait_for_grant(state, waiter)
+        except BaseException:
+            if not waiter.granted:
+                state.waiters.remove(waiter)
+                heapq.heapify(state.waiters)
+            self._hand_over(state)
+            raise
+
+    async def _wait_for_grant(self, state: _Group, waiter: _Waiter) -> None:
+        while not waiter.granted:
+            if state.sleeping:
+                await waiter.wake.wait()
+                waiter.wake.clear()
+                continue
+            state.sleeping = True
+            try:
+                now = self._clock()
+                delay = state.next_send_at(now, paced=True) - now
+                if delay > 0:
+                    await self._sleep(delay)
+            finally:
+                state.sleeping = False
+            self._grant_ready(state)
+        self._hand_over(state)
+
+    def _grant_ready(self, state: _Group) -> None:
+        now = self._clock()
+        while state.waiters and state.next_send_at(now, paced=True) <= now:
+            best = heapq.heappop(state.waiters)
+            best.granted = True
+            state.record_send(now)
+            best.wake.set()
+
+    @staticmethod
+    def _hand_over(state: _Group) -> None:
+        # Whoever leaves the queue makes sure someone is left to sleep for the next slot.
+        if state.waiters and not state.sleeping:
+            state.waiters[0].wake.set()
+
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
+        """Count the answered send at the latest time it may have arrived (with ``sent_at``),
+        and book sends that upstream counted but this budget did not make: when the reply's
+        ``Remaining-Req`` ``sec`` says fewer are left than our own sends in the window
+        explain, believe upstream (other processes on the IP are spending)."""
+        state = self._group(group)
+        now = self._clock()
+        if sent_at is not None:
+            state.saw_round_trip(now - sent_at)
+            state.saw_answer(sent_at, now)
+        if remaining_sec is None:
+            return
+        # Everything sent since a window (plus the round trip) before this request left
+        # may have been counted with it upstream.
+        since = now - state.span if sent_at is None else sent_at - state.span - (now - sent_at)
+        ours = state.in_window(now, since)
+        upstream_used = state.limit - max(remaining_sec, 0)
+        extra = upstream_used - ours
+        if extra > 0:
+            # Counted upstream by now: booked as answered, never paired with a reply.
+            state.sends.extend(_Send(now, now) for _ in range(extra))
+            state.external += extra
+            state.prune(now)
+
+    def penalize(self, group: str, seconds: float) -> None:
+        """Let nobody in ``group`` send for ``seconds`` from now."""
+        state = self._group(group)
+        state.blocked_until = max(state.blocked_until, self._clock() + seconds)
+        state.penalties += 1
+
+    def statistics(self) -> BudgetStatistics:
+        """A snapshot of every group used so far (and the five Upbit groups)."""
+        now = self._clock()
+        for name in GROUPS:
+            self._group(name)
+        groups = {}
+        for name, state in self._groups.items():
+            waiting = {p.name: 0 for p in Priority}
+            for waiter in state.waiters:
+                waiting[waiter.priority.name] += 1
+            used = state.counted_in_window(now)
+            groups[name] = GroupStatistics(
+                tokens=max(0, state.limit - used),
+                waiting=waiting,
+                sent=state.sent,
+                throttled=state.throttled,
+                penalties=state.penalties,
+                blocked_for=max(0.0, state.blocked_until - now),
+                external=state.external,
+                margin=state.span - state.window,
+            )
+        return BudgetStatistics(groups)

@@ -1,0 +1,499 @@
+"""``RedisRateBudget``: one rate budget per (egress scope, group) for every process sharing
+a Redis, with a local fallback while Redis is unreachable.
+
+Inside a process, waiters of a group queue locally (most urgent first, FIFO within a
+priority) and only the head asks Redis, so N waiting callers cost one script run per slot,
+not N. Across processes the script in ``_budget_lua`` decides (window cap, pacing, priority
+tickets, penalties — see there).
+
+Upstream counts requests when they *arrive*, so, as in ``LocalRateBudget``, each process widens
+the window's margin to the round-trip jitter it observes (``observe(..., sent_at=...)``); the
+script applies the widest margin any process asked for lately to everyone. And as there, a send
+whose reply shows it may have arrived later than the margin allows is moved in Redis to that
+later time (``JitterMargin.late_by``), so one held-up request cannot put 11 in a second.
+
+``observe`` and ``penalize`` are synchronous in the ``RateBudget`` protocol: they take effect
+locally at once and are sent to Redis before this process's next acquisition (a 418 is
+followed by a retry, so the block reaches the others before this process sends again).
+
+When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
+``fallback_share`` of the ceiling (the other processes are assumed to do the same), starting
+one window later (the shared window may have been full). Redis is tried again every
+``retry_every_s``. On recovery the sends made meanwhile are booked in Redis and the rest of
+the window is counted as used; for two windows more (plus ``retry_every_s``) the local share
+still applies too, so neither this process's blind sends nor those of processes not yet
+back push a window over the ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..errors import InvalidRequestError
+from .local import (
+    DEFAULT_LIMIT,
+    DEFAULT_MARGIN,
+    GROUPS,
+    BudgetStatistics,
+    GroupStatistics,
+    JitterMargin,
+    LocalRateBudget,
+    Priority,
+)
+from .redis_lua import BudgetKeys, BudgetScripts
+
+__all__ = ["DEFAULT_FALLBACK_SHARE", "RedisRateBudget", "connect_redis"]
+
+log = logging.getLogger("marketspine")
+
+# Two processes per IP is the common scale-out; each keeps under half while blind.
+DEFAULT_FALLBACK_SHARE = 0.5
+_POLL_CAP_S = 0.25  # longest sleep between two asks (renews the priority ticket, ttl 2 s)
+_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+def connect_redis(url: str) -> Redis:
+    """A Redis client for ``url`` (``redis://host:port/db``) that fails fast: short
+    timeouts and one immediate reconnect, so a dead server means fallback, not a stall.
+
+    Raises InvalidRequestError for a URL that is not a Redis URL.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidRequestError(
+            f"--redis {url!r} is not a Redis URL: expected redis://HOST:PORT[/DB] "
+            "(or rediss:// or unix://)"
+        )
+    try:
+        return Redis.from_url(
+            url,
+            socket_connect_timeout=0.5,
+            socket_timeout=1.0,
+            retry=Retry(NoBackoff(), 1),
+        )
+    except ValueError as exc:
+        raise InvalidRequestError(f"--redis {url!r}: {exc}") from exc
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: tuple[int, int]  # (-priority, arrival): most urgent first, FIFO within a priority
+    priority: Priority = field(compare=False)
+    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+    granted: bool = field(compare=False, default=False)
+    asked: int = field(compare=False, default=0)
+
+
+@dataclass(slots=True)
+class _Booked:
+    """A send this process booked in Redis, to move later if its reply shows it was late."""
+
+    at: float  # local clock at the grant
+    member: str
+    score_us: int  # as booked, Redis's clock
+    answered: float | None = None  # local clock when its reply was seen
+    moved_us: int = 0  # how far it was moved so far
+
+
+@dataclass
+class _Group:
+    keys: BudgetKeys
+    limit: int
+    jitter: JitterMargin  # this process's margin, widened to the round trips it sees
+    span: float = 0.0  # the span Redis applied at the last ask (maybe another process's)
+    waiters: list[_Waiter] = field(default_factory=list)  # heap
+    asking: bool = False  # one waiter talks to Redis; the others wait on it
+    tokens: int = 0
+    sent: int = 0
+    throttled: int = 0
+    penalties: int = 0
+    external: int = 0
+    blocked_until: float = float("-inf")  # local clock
+    # Said locally, not yet sent to Redis: penalty seconds with the local time they were said,
+    # and Remaining-Req observations as (remaining, sent_at, observed_at).
+    pending_penalties: list[tuple[float, float]] = field(default_factory=list)
+    pending_observations: list[tuple[int, float | None, float]] = field(default_factory=list)
+    blind_sends: deque[float] = field(default_factory=deque)  # local times, while on fallback
+    booked: deque[_Booked] = field(default_factory=deque)  # recent grants, oldest first
+    pending_moves: dict[str, int] = field(default_factory=dict)  # member -> new score (us)
+    pushing: asyncio.Task[None] | None = None  # sends pending_moves now, for every process
+
+
+class RedisRateBudget:
+    """A ``RateBudget`` shared through Redis by every process with the same ``scope``.
+
+    ``redis`` is a URL or a client (a client passed in stays the caller's to close).
+    Keys live under ``prefix`` (``marketspine:budget:{scope:group}:...``). Use as
+    ``async with RedisRateBudget(url) as budget`` or call ``aclose()``.
+    ``clock``/``sleep`` are injectable; Redis decides the window on its own clock.
+    """
+
+    def __init__(
+        self,
+        redis: str | Redis,
+        *,
+        scope: str = "default",
+        prefix: str = "marketspine:",
+        limit: int = DEFAULT_LIMIT,
+        limits: Mapping[str, int] | None = None,
+        window: float = 1.0,
+        margin: float = DEFAULT_MARGIN,
+        fallback_share: float = DEFAULT_FALLBACK_SHARE,
+        retry_every_s: float = 0.25,
+        ticket_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if limit < 1 or any(n < 1 for n in (limits or {}).values()):
+            raise InvalidRequestError("rate limits must be at least 1 request per window")
+        if window <= 0 or margin < 0:
+            raise InvalidRequestError("window must be > 0 s and margin >= 0 s")
+        if not 0 < fallback_share <= 1:
+            raise InvalidRequestError("fallback_share must be in (0, 1]")
+        self._owns_client = isinstance(redis, str)
+        self._redis = connect_redis(redis) if isinstance(redis, str) else redis
+        self._scripts = BudgetScripts(self._redis)
+        self._scope = scope
+        self._prefix = prefix
+        self._limit = limit
+        self._limits = dict(limits or {})
+        self._window = window
+        self._margin = margin
+        self._span = window + margin  # the least span: blind starts and recovery count it
+        self._ticket = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._ticket_ttl = ticket_ttl_s
+        self._retry_every = retry_every_s
+        self._clock = clock
+        self._sleep = sleep
+        share_limits = {
+            name: max(1, math.floor(self._limits.get(name, limit) * fallback_share))
+            for name in {*GROUPS, *self._limits}
+        }
+        self._fallback = LocalRateBudget(
+            limit=max(1, math.floor(limit * fallback_share)),
+            limits=share_limits,
+            window=window,
+            margin=margin,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._groups: dict[str, _Group] = {}
+        self._arrivals = itertools.count()
+        self._down_since: float | None = None
+        self._last_try = float("-inf")
+        self._recovering = False  # a _try_recover is talking to Redis
+        self._grace_until = float("-inf")
+        self._fallbacks = 0
+        self._closed = False
+
+    async def __aenter__(self) -> RedisRateBudget:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Send what is still pending (best effort) and close a client this budget opened."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._down_since is None:
+            for state in self._groups.values():
+                try:
+                    await self._flush(state)
+                except _UNREACHABLE:
+                    break
+        for state in self._groups.values():
+            if state.pushing is not None:
+                state.pushing.cancel()
+        if self._owns_client:
+            await self._redis.aclose()
+
+    @property
+    def shared(self) -> bool:
+        """False while Redis is unreachable and the local fallback decides."""
+        return self._down_since is None
+
+    def _group(self, name: str) -> _Group:
+        state = self._groups.get(name)
+        if state is None:
+            keys = BudgetKeys.of(self._prefix, self._scope, name)
+            state = _Group(keys, self._limits.get(name, self._limit), JitterMargin(self._margin))
+            state.tokens = state.limit
+            state.span = self._span
+            self._groups[name] = state
+        return state
+
+    # -- acquisition ---------------------------------------------------------------------
+
+    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
+        """Return when one request of ``group`` may be sent by this process; counted now
+        in Redis (or, while Redis is unreachable, in the local fallback at a safe share)."""
+        state = self._group(group)
+        while True:
+            if not self.shared and not await self._try_recover():
+                await self._fallback.acquire(group, priority)
+                state.blind_sends.append(self._clock())
+                state.sent += 1
+                return
+            try:
+                if self._clock() < self._grace_until:
+                    # Just back: others may still be blind, sending their share unbooked.
+                    await self._fallback.acquire(group, priority)
+                await self._acquire_shared(state, priority)
+                return
+            except _UNREACHABLE as exc:
+                self._go_blind(exc)
+
+    async def _acquire_shared(self, state: _Group, priority: Priority) -> None:
+        waiter = _Waiter((-priority, next(self._arrivals)), priority)
+        heapq.heappush(state.waiters, waiter)
+        try:
+            while not waiter.granted:
+                if state.asking:
+                    await waiter.wake.wait()
+                    waiter.wake.clear()
+                    continue
+                state.asking = True
+                try:
+                    await self._ask(state)
+                finally:
+                    state.asking = False
+                    if state.waiters:
+                        state.waiters[0].wake.set()  # the next head asks next
+        except BaseException:
+            if not waiter.granted:
+                state.waiters.remove(waiter)
+                heapq.heapify(state.waiters)
+                if state.waiters and not state.asking:
+                    state.waiters[0].wake.set()
+            raise
+
+    async def _ask(self, state: _Group) -> None:
+        """One round for the head waiter: grant it, or sleep until Redis says to ask again."""
+        await self._flush(state)
+        head = state.waiters[0]
+        nxt = min(state.waiters[1:], default=None)
+        now = self._clock()
+        if state.blocked_until > now:  # a penalty said here: no need to ask
+            await self._sleep(min(state.blocked_until - now, _POLL_CAP_S))
+            return
+        reply = await self._scripts.acquire(
+            state.keys,
+            limit=state.limit,
+            span_s=self._window + state.jitter.value,
+            priority=head.priority,
+            next_priority=None if nxt is None else nxt.priority,
+            ticket=self._ticket,
+            ticket_ttl_s=self._ticket_ttl,
+            burst=head.asked == 0 and len(state.waiters) == 1,
+        )
+        state.tokens = reply.tokens
+        state.span = reply.span_s
+        head.asked += 1
+        if reply.granted:
+            self._remember(state, reply.member, reply.redis_now_us)
+            best = heapq.heappop(state.waiters)  # the most urgent now: maybe newer than head
+            best.granted = True
+            best.wake.set()
+            state.sent += 1
+            if best.asked > 1 or best is not head:
+                state.throttled += 1
+            return
+        await self._sleep(min(reply.wait_s, _POLL_CAP_S))
+
+    def _remember(self, state: _Group, member: str, score_us: int) -> None:
+        now = self._clock()
+        state.booked.append(_Booked(now, member, score_us))
+        # Redis keeps sends 5 s or 3 spans; a later move would find nothing to move.
+        horizon = now - max(5.0, 3 * state.span)
+        while state.booked and state.booked[0].at <= horizon:
+            state.booked.popleft()
+
+    @staticmethod
+    def _move_late_sends(state: _Group, sent_at: float, now: float) -> None:
+        """Pair the reply with its send (as ``LocalRateBudget`` does) and queue moving every
+        answered send to the latest time it may have arrived. Each new round trip may lower
+        the fastest one known, and so make earlier sends later."""
+        for booked in reversed(state.booked):
+            if booked.answered is None and booked.at <= sent_at:
+                booked.answered = now
+                break
+        for booked in state.booked:
+            if booked.answered is None:
+                continue
+            late_us = round(state.jitter.late_by(booked.answered - booked.at) * 1_000_000)
+            if late_us > booked.moved_us:
+                booked.moved_us = late_us
+                state.pending_moves[booked.member] = booked.score_us + late_us
+
+    def _push_moves_soon(self, state: _Group) -> None:
+        """The other processes decide on Redis's window too: send the moves now rather than
+        at this process's next ask (``observe`` is synchronous, so in a task)."""
+        if state.pushing is not None or not state.pending_moves or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the next ask sends them
+            return
+        state.pushing = loop.create_task(self._push_moves(state))
+
+    async def _push_moves(self, state: _Group) -> None:
+        try:
+            while state.pending_moves and self.shared:
+                moves, state.pending_moves = state.pending_moves, {}
+                try:
+                    await self._scripts.move(state.keys, moves)
+                except (redis_errors.RedisError, OSError):
+                    # Kept for the next ask, which sends them or reports what is wrong.
+                    state.pending_moves = {**moves, **state.pending_moves}  # newer ones win
+                    return
+        finally:
+            state.pushing = None
+
+    async def _flush(self, state: _Group) -> None:
+        """Send the penalties, moves and observations said since the last ask. Flushes may
+        overlap (ask, recovery, aclose): an item leaves its list before it is sent."""
+        while state.pending_penalties:
+            seconds, said_at = penalty = state.pending_penalties.pop(0)
+            try:
+                if (left := seconds - (self._clock() - said_at)) > 0:
+                    await self._scripts.penalize(state.keys, left)
+            except BaseException:
+                state.pending_penalties.insert(0, penalty)  # not sent: first again
+                raise
+        if state.pending_moves:
+            moves, state.pending_moves = state.pending_moves, {}
+            try:
+                await self._scripts.move(state.keys, moves)
+            except BaseException:
+                state.pending_moves = {**moves, **state.pending_moves}
+                raise
+        while state.pending_observations:
+            remaining, sent_at, observed_at = seen = state.pending_observations.pop(0)
+            age = self._clock() - (sent_at if sent_at is not None else observed_at)
+            try:
+                state.external += await self._scripts.observe(
+                    state.keys, limit=state.limit, span_s=state.span, remaining=remaining, age_s=age
+                )
+            except BaseException:
+                state.pending_observations.insert(0, seen)
+                raise
+
+    # -- fallback and recovery -----------------------------------------------------------
+
+    def _go_blind(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = self._last_try = self._clock()
+            self._fallbacks += 1
+            # The shared window may be full of everyone's sends: start blind after it.
+            for name in {*GROUPS, *self._groups}:
+                self._fallback.penalize(name, self._span)
+            log.warning(
+                "Redis unreachable (%s); rate budget falls back to a local share until it returns",
+                exc,
+            )
+
+    async def _try_recover(self) -> bool:
+        """Every ``retry_every_s`` while blind: reach Redis again and book the sends made
+        meanwhile. True when the shared budget is back."""
+        now = self._clock()
+        if self._recovering or now - self._last_try < self._retry_every:
+            return False  # one at a time: a second would book the blind sends twice
+        self._last_try = now
+        self._recovering = True
+        try:
+            for state in self._groups.values():
+                horizon = self._clock() - 3 * self._span
+                while state.blind_sends and state.blind_sends[0] <= horizon:
+                    state.blind_sends.popleft()
+                now = self._clock()
+                ages = [now - t for t in state.blind_sends]
+                # The others may still be blind for a moment, sending their share unbooked:
+                # count the window full for one span (its remaining slots as sent now).
+                recent = sum(1 for age in ages if age < self._span)
+                ages += [0.0] * max(0, state.limit - recent)
+                await self._scripts.book(state.keys, ages)
+                state.blind_sends.clear()
+                await self._flush(state)
+        except _UNREACHABLE:
+            return False
+        finally:
+            self._recovering = False
+        self._down_since = None
+        # Until every other process has noticed too (each retries every retry_every_s, after
+        # at most a window's wait in its fallback), keep to the local share as well.
+        self._grace_until = self._clock() + 2 * self._span + self._retry_every
+        log.warning("Redis reachable again; the rate budget is shared again")
+        return True
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
+        """Reconcile with upstream's ``Remaining-Req`` ``sec`` (sent to Redis before the
+        next acquisition; the local fallback learns it at once). ``sent_at`` also widens
+        this process's margin to the round-trip jitter, as ``LocalRateBudget`` does."""
+        state = self._group(group)
+        if sent_at is not None:
+            state.jitter.saw(self._clock() - sent_at)
+            self._move_late_sends(state, sent_at, self._clock())
+            self._push_moves_soon(state)
+        if remaining_sec is not None:
+            state.pending_observations.append((remaining_sec, sent_at, self._clock()))
+            del state.pending_observations[:-8]  # only the latest few matter
+        self._fallback.observe(group, remaining_sec, sent_at=sent_at)
+
+    def penalize(self, group: str, seconds: float) -> None:
+        """Stop ``group`` for ``seconds`` here at once, and for every process sharing the
+        Redis before this one sends again."""
+        state = self._group(group)
+        now = self._clock()
+        state.blocked_until = max(state.blocked_until, now + seconds)
+        state.pending_penalties.append((seconds, now))
+        state.penalties += 1
+        self._fallback.penalize(group, seconds)
+
+    def statistics(self) -> BudgetStatistics:
+        """This process's view: its sends and waits, the window's tokens at its last ask."""
+        now = self._clock()
+        for name in GROUPS:
+            self._group(name)
+        groups = {}
+        for name, state in self._groups.items():
+            waiting = {p.name: 0 for p in Priority}
+            for waiter in state.waiters:
+                waiting[waiter.priority.name] += 1
+            groups[name] = GroupStatistics(
+                tokens=max(0, state.tokens),
+                waiting=waiting,
+                sent=state.sent,
+                throttled=state.throttled,
+                penalties=state.penalties,
+                blocked_for=max(0.0, state.blocked_until - now),
+                external=state.external,
+                margin=state.span - self._window,
+            )
+        return BudgetStatistics(groups)

@@ -1,0 +1,339 @@
+"""The Lua scripts that keep one rate budget in Redis for every process on an egress IP.
+
+Each acquisition is ONE script run, so checking the window and booking the send are atomic
+across processes, and the time is Redis's own (``TIME`` inside the script): hosts with
+skewed clocks still agree. The rules are those of ``LocalRateBudget``:
+
+* at most ``limit`` sends in any ``span`` (window + margin) — a sorted set of send times.
+  Each process widens its margin to the round-trip jitter it sees (``JitterMargin``); the
+  widest span asked within ``SPAN_HOLD_S`` applies to everyone, since upstream counts every
+  process's requests by their arrival and the most delayed ones decide;
+* a queued or LOW request is paced one per ``span / limit`` (no burst while anyone waits);
+* priorities across processes: a process that waits registers a *ticket* at its most urgent
+  waiting priority (it expires unless renewed, so a killed process stops counting); a
+  request is refused while a ticket of a higher priority waits, so LOW never takes the slot
+  a CRITICAL request elsewhere is waiting for;
+* a penalty (after a 429 or 418) stops the group for everyone until it runs out;
+* a send whose reply shows it may have reached upstream late is moved to that later time
+  (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it.
+
+Times are integer microseconds. Lua 5.1 prints large numbers as ``1.7e+15``, so every number
+handed back to Redis goes through ``string.format('%d')``. ``now_us`` may be passed in by
+tests to drive the clock by hand; empty means ``TIME``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .local import Priority
+
+__all__ = ["SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
+
+# A process's widened span applies to every process for this long after it last asked.
+SPAN_HOLD_S = 10.0
+
+_PRELUDE = """
+local function s(x) return string.format('%d', x) end
+local function now_us(given)
+  if given ~= nil and given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"""
+
+# KEYS: sends, state, wait:0 .. wait:3
+# ARGV: limit, span_us, span_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
+#       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME)
+# Returns {granted, wait_us, tokens, now_us, span_us (the span that applied), member (the
+# send's member in KEYS[1], scored now_us; '' when refused)}.
+_ACQUIRE = (
+    _PRELUDE
+    + """
+local limit, span, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local prio, nextp, ticket = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local ttl, burst, keep = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])
+local now = now_us(ARGV[10])
+-- The widest span any process asked for within the hold applies to all.
+local wide = tonumber(redis.call('HGET', KEYS[2], 'span') or '0')
+local wide_until = tonumber(redis.call('HGET', KEYS[2], 'span_until') or '0')
+if span >= wide or wide_until <= now then
+  redis.call('HSET', KEYS[2], 'span', s(span), 'span_until', s(now + hold))
+else
+  span = wide
+end
+local interval = math.floor(span / limit)
+local others, higher = false, false
+for p = 0, 3 do
+  local key = KEYS[3 + p]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', s(now))
+  redis.call('ZREM', key, ticket)
+  if redis.call('ZCARD', key) > 0 then
+    others = true
+    if p > prio then higher = true end
+  end
+end
+-- Sends are kept 5 s (or 3 spans): enough for the window, and for a look at recent history.
+local horizon = 3 * span
+if horizon < 5000000 then horizon = 5000000 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', s(now - horizon))
+local at = now
+local blocked = tonumber(redis.call('HGET', KEYS[2], 'blocked') or '0')
+if blocked > at then at = blocked end
+local used = redis.call('ZCOUNT', KEYS[1], '(' .. s(now - span), '+inf')
+if used >= limit then
+  local kth = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
+  local free = tonumber(kth[2]) + span
+  if free > at then at = free end
+end
+if (not burst) or others then
+  local last = redis.call('HGET', KEYS[2], 'last')
+  if last and tonumber(last) + interval > at then at = tonumber(last) + interval end
+end
+local function keep_alive()
+  redis.call('PEXPIRE', KEYS[1], math.floor(keep / 1000))
+  local life = keep
+  if blocked - now + keep > life then life = blocked - now + keep end
+  redis.call('PEXPIRE', KEYS[2], math.floor(life / 1000))
+end
+if at <= now and not higher then
+  local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+  local member = s(now) .. ':' .. seq
+  redis.call('ZADD', KEYS[1], s(now), member)
+  -- A paced grant keeps to the slot schedule: the few ms the asker needed to come back
+  -- (up to a quarter interval) are not lost from every interval. The window cap above
+  -- still counts the real send times.
+  local slot = now
+  local last = redis.call('HGET', KEYS[2], 'last')
+  if last and ((not burst) or others) then
+    slot = tonumber(last) + interval
+    if slot < now - math.floor(interval / 4) then slot = now - math.floor(interval / 4) end
+  end
+  redis.call('HSET', KEYS[2], 'last', s(slot))
+  if nextp >= 0 then
+    redis.call('ZADD', KEYS[3 + nextp], s(now + ttl), ticket)
+    redis.call('PEXPIRE', KEYS[3 + nextp], math.floor(keep / 1000))
+  end
+  keep_alive()
+  return {1, 0, limit - used - 1, now, span, member}
+end
+redis.call('ZADD', KEYS[3 + prio], s(now + ttl), ticket)
+redis.call('PEXPIRE', KEYS[3 + prio], math.floor(keep / 1000))
+keep_alive()
+local wait = at - now
+-- Refused only for a more urgent waiter elsewhere: look again soon; it takes the slot first.
+if wait <= 0 then wait = math.floor(interval / 4) + 1 end
+local left = limit - used
+if left < 0 then left = 0 end
+return {0, wait, left, now, span, ''}
+"""
+)
+
+# KEYS: sends, state. ARGV: limit, span_us, remaining_sec, age_us, keep_us, now_us
+# Books the sends upstream counted (its Remaining-Req) that no process booked here: other
+# hosts on the IP that do not share this Redis. Returns how many were booked.
+_OBSERVE = (
+    _PRELUDE
+    + """
+local limit, span = tonumber(ARGV[1]), tonumber(ARGV[2])
+local remaining, age, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_us(ARGV[6])
+if remaining < 0 then remaining = 0 end
+local since = now - 2 * age - span
+local ours = redis.call('ZCOUNT', KEYS[1], '(' .. s(since), '+inf')
+local extra = (limit - remaining) - ours
+if extra <= 0 then return 0 end
+for i = 1, extra do
+  local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+  redis.call('ZADD', KEYS[1], s(now), s(now) .. ':' .. seq)
+end
+redis.call('PEXPIRE', KEYS[1], math.floor(keep / 1000))
+return extra
+"""
+)
+
+# KEYS: state. ARGV: seconds_us, keep_us, now_us. Nobody sends in the group until now + seconds.
+_PENALIZE = (
+    _PRELUDE
+    + """
+local now = now_us(ARGV[3])
+local until_us = now + tonumber(ARGV[1])
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0')
+if until_us > blocked then
+  redis.call('HSET', KEYS[1], 'blocked', s(until_us))
+else
+  until_us = blocked
+end
+redis.call('PEXPIRE', KEYS[1], math.floor((until_us - now + tonumber(ARGV[2])) / 1000))
+return until_us - now
+"""
+)
+
+# KEYS: sends, state. ARGV: keep_us, now_us, ages_us... Books sends made elsewhere (while
+# Redis was unreachable) at now - age each, so the window after recovery counts them.
+_BOOK = (
+    _PRELUDE
+    + """
+local keep = tonumber(ARGV[1])
+local now = now_us(ARGV[2])
+for i = 3, #ARGV do
+  local at = now - tonumber(ARGV[i])
+  local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+  redis.call('ZADD', KEYS[1], s(at), s(at) .. ':' .. seq)
+end
+redis.call('PEXPIRE', KEYS[1], math.floor(keep / 1000))
+redis.call('PEXPIRE', KEYS[2], math.floor(keep / 1000))
+return #ARGV - 2
+"""
+)
+
+
+# KEYS: sends. ARGV: member, score_us, member, score_us, ... Moves sends later (never
+# earlier), and only those still kept. Returns how many moved.
+# (ZADD's GT flag would do it, but only from Redis 6.2 on.)
+_MOVE = """
+local moved = 0
+for i = 1, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(ARGV[i + 1]) > tonumber(score) then
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetKeys:
+    """The Redis keys of one (egress scope, group) budget. The ``{scope:group}`` hash tag
+    keeps them in one cluster slot, as a multi-key script needs."""
+
+    sends: str
+    state: str
+    waits: tuple[str, str, str, str]  # by Priority value
+
+    @classmethod
+    def of(cls, prefix: str, scope: str, group: str) -> BudgetKeys:
+        base = f"{prefix}budget:{{{scope}:{group}}}"
+        waits = tuple(f"{base}:wait:{p.value}" for p in Priority)
+        assert len(waits) == 4
+        return cls(f"{base}:sends", f"{base}:state", (waits[0], waits[1], waits[2], waits[3]))
+
+    def all(self) -> list[str]:
+        return [self.sends, self.state, *self.waits]
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireReply:
+    """What one acquisition answered: granted now, or how long to wait before asking again."""
+
+    granted: bool
+    wait_s: float
+    tokens: int  # sends the window still allows
+    redis_now_us: int
+    span_s: float  # the span that applied: the asker's, or a wider one another process asked
+    member: str = ""  # a granted send's member in the sends set (its score: redis_now_us)
+
+
+def _us(seconds: float) -> int:
+    return max(0, round(seconds * 1_000_000))
+
+
+class BudgetScripts:
+    """The budget scripts registered on one Redis connection (loaded on first use and
+    reloaded by redis-py after a server restart empties its script cache)."""
+
+    def __init__(self, redis: Redis, *, keep_s: float = 60.0) -> None:
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._observe = redis.register_script(_OBSERVE)
+        self._penalize = redis.register_script(_PENALIZE)
+        self._book = redis.register_script(_BOOK)
+        self._move = redis.register_script(_MOVE)
+        self._keep_us = _us(keep_s)
+
+    async def acquire(
+        self,
+        keys: BudgetKeys,
+        *,
+        limit: int,
+        span_s: float,
+        priority: Priority,
+        next_priority: Priority | None,
+        ticket: str,
+        ticket_ttl_s: float,
+        burst: bool,
+        now_us: int | None = None,
+    ) -> AcquireReply:
+        """Ask for one send now at ``priority``; ``next_priority`` is the caller's next
+        waiter (kept registered as a ticket after a grant), ``burst`` whether this request
+        may skip pacing (it did not queue and is not LOW)."""
+        args: list[Any] = [
+            limit,
+            _us(span_s),
+            _us(SPAN_HOLD_S),
+            int(priority),
+            -1 if next_priority is None else int(next_priority),
+            ticket,
+            _us(ticket_ttl_s),
+            1 if burst and priority != Priority.LOW else 0,
+            self._keep_us,
+            "" if now_us is None else now_us,
+        ]
+        granted, wait_us, tokens, now, span_us, member = await self._acquire(
+            keys=keys.all(), args=args
+        )
+        return AcquireReply(
+            bool(granted),
+            int(wait_us) / 1_000_000,
+            int(tokens),
+            int(now),
+            int(span_us) / 1e6,
+            member.decode() if isinstance(member, bytes) else str(member),
+        )
+
+    async def observe(
+        self,
+        keys: BudgetKeys,
+        *,
+        limit: int,
+        span_s: float,
+        remaining: int,
+        age_s: float,
+        now_us: int | None = None,
+    ) -> int:
+        """Book what upstream's ``Remaining-Req`` ``sec`` counted beyond the booked sends of
+        the window (``age_s``: how long ago the request was sent). Returns sends booked."""
+        args: list[Any] = [
+            limit,
+            _us(span_s),
+            remaining,
+            _us(age_s),
+            self._keep_us,
+            "" if now_us is None else now_us,
+        ]
+        return int(await self._observe(keys=[keys.sends, keys.state], args=args))
+
+    async def penalize(
+        self, keys: BudgetKeys, seconds: float, *, now_us: int | None = None
+    ) -> float:
+        """Stop the group for everyone for ``seconds``; returns the block left (s)."""
+        args: list[Any] = [_us(seconds), self._keep_us, "" if now_us is None else now_us]
+        return int(await self._penalize(keys=[keys.state], args=args)) / 1_000_000
+
+    async def book(
+        self, keys: BudgetKeys, ages_s: list[float], *, now_us: int | None = None
+    ) -> int:
+        """Book sends made ``ages_s`` seconds ago without Redis; returns how many."""
+        args: list[Any] = [self._keep_us, "" if now_us is None else now_us]
+        args.extend(_us(age) for age in ages_s)
+        return int(await self._book(keys=[keys.sends, keys.state], args=args))
+
+    async def move(self, keys: BudgetKeys, scores_us: dict[str, int]) -> int:
+        """Count sends (member -> new score, microseconds of Redis's clock) later than they
+        were booked; sends already dropped stay dropped. Returns how many moved."""
+        args: list[Any] = [x for member, score in scores_us.items() for x in (member, score)]
+        return int(await self._move(keys=[keys.sends], args=args)) if args else 0

@@ -1,0 +1,508 @@
+"""The ``marketspine`` command line: thin calls into the library, never the reverse.
+
+Written with plain click, so usage errors are click's usual message and exit 2, flags show
+as flags and arguments by name. Exit codes (also in ``--help`` and the README):
+0 done, 1 upstream or run failure, 2 bad input (usage, values, unusable database or output
+file), 3 nothing to export or collect (stderr says why), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import click
+
+from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOTHING_STORED = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "\b\nExit codes: 0 done; 1 upstream or run failure; 2 bad input (usage, values,\n"
+    "unusable database or output file); 3 nothing to export or collect (stderr says\n"
+    "why); 130 interrupted."
+)
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: looked up only when asked, since importlib.metadata costs every
+    other command a noticeable part of its start-up."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("marketspine")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        found = "unknown"
+    click.echo(f"marketspine, version {found}")
+    ctx.exit()
+
+
+@click.group(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option(
+    "--version",
+    "-V",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
+def app() -> None:
+    """Upbit market data, fetched once, kept locally, served fast.
+
+    \b
+    Example:
+      marketspine sim --port 8765 &
+      marketspine collect KRW-BTC -t 1m --since 2026-01-01 --until 2026-01-03 \\
+        --upstream http://127.0.0.1:8765
+    """
+
+
+def _db_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--db",
+        metavar="PATH|URL",
+        default=None,
+        help="SQLite file or a postgresql://USER@HOST:PORT/DB URL (default: marketspine.db "
+        "in the user data directory for api.upbit.com; any other --upstream, such as a "
+        "simulator, gets marketspine-HOST_PORT.db beside it, so its candles never mix with "
+        "real ones).",
+    )(func)
+
+
+def _upstream_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--upstream",
+        metavar="URL",
+        default=DEFAULT_UPSTREAM,
+        show_default=True,
+        help="Upbit REST base URL (or a simulator's).",
+    )(func)
+
+
+def _timeframe_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--timeframe",
+        "-t",
+        metavar="TF",
+        required=True,
+        help="1s 1m 3m 5m 10m 15m 30m 1h 4h 1d 1w 1M 1y (60m, 240m accepted).",
+    )(func)
+
+
+def _until_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--until", metavar="TIME", default=None, help="ISO 8601 end, exclusive (default: now)."
+    )(func)
+
+
+# A port outside 0..65535 is a usage error (exit 2), not an OverflowError from bind().
+_PORT = click.IntRange(0, 65535)
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=_PORT, default=8765, show_default=True, help="TCP port (0: any free).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same history.")
+@click.option("--region", default="kr", show_default=True, help="Mimic Upbit's kr, sg, id or th.")
+@click.option("--latency-ms", type=float, default=0.0, help="Added latency per request.")
+@click.option("--jitter-ms", type=float, default=0.0, help="Random extra latency, up to this.")
+@click.option("--error-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
+@click.option("--hang-rate", type=float, default=0.0, help="Share of requests never answered.")
+@click.option(
+    "--rate-limit",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Requests/s per group per client; 0 = none.",
+)
+@click.option("--markets", type=int, default=30, show_default=True, help="Markets to list.")
+@click.option("--speed", type=float, default=1.0, help="Simulated time runs this much faster.")
+@click.option(
+    "--ws-drop-every-s",
+    type=float,
+    default=0.0,
+    help="Cut each WebSocket every N s without a close frame; 0 = never.",
+)
+@click.option(
+    "--ws-stall-every-s",
+    type=float,
+    default=0.0,
+    help="Each WebSocket goes silent (no data, no pongs) every N s.",
+)
+@click.option(
+    "--ws-idle-timeout-s",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Close WebSockets idle this long.",
+)
+def sim(
+    host: str,
+    port: int,
+    seed: int,
+    region: str,
+    latency_ms: float,
+    jitter_ms: float,
+    error_rate: float,
+    hang_rate: float,
+    rate_limit: int,
+    markets: int,
+    speed: float,
+    ws_drop_every_s: float,
+    ws_stall_every_s: float,
+    ws_idle_timeout_s: float,
+) -> None:
+    """Run a faithful offline Upbit (REST and WebSocket) until stopped.
+
+    \b
+    Example:
+      marketspine sim --port 8765 --seed 1 --speed 60
+    """
+    from ..sim import SimConfig, serve
+
+    config = SimConfig(
+        seed=seed,
+        region=region,
+        markets=markets,
+        speed=speed,
+        rate_limit=rate_limit,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        error_rate=error_rate,
+        hang_rate=hang_rate,
+        ws_drop_every_s=ws_drop_every_s,
+        ws_stall_every_s=ws_stall_every_s,
+        ws_idle_timeout_s=ws_idle_timeout_s,
+    )
+    # uvicorn re-raises the Ctrl-C it shut down on; for a server that is the normal way
+    # to stop, so exit 0.
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(config, host=host, port=port)
+
+
+def _default_db(upstream: str = DEFAULT_UPSTREAM) -> str:
+    return str(default_db_path(upstream))
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("markets", metavar="MARKET...", nargs=-1, required=True)
+@_timeframe_option
+@click.option(
+    "--since",
+    metavar="TIME",
+    default=None,
+    help="ISO 8601 start, naive means UTC (default: 200 windows before --until).",
+)
+@_until_option
+@_db_option
+@_upstream_option
+@click.option(
+    "--json", "json_output", is_flag=True, help="Print a one-line JSON summary (no progress bar)."
+)
+@click.option(
+    "--redis",
+    metavar="URL",
+    default=None,
+    help="Share the rate budget, page fetches and market catalog with every process using "
+    "this Redis (redis://HOST:PORT/DB).",
+)
+@click.option(
+    "--progress-every",
+    "progress_every_s",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=10.0,  # _progress_lines.DEFAULT_EVERY_S, which the CLI does not load to parse
+    show_default=True,
+    help="When stderr is no terminal (a pipe, a log), print a progress line there at most "
+    "this often; 0 = never.",
+)
+def collect(
+    markets: tuple[str, ...],
+    timeframe: str,
+    since: str | None,
+    until: str | None,
+    db: str | None,
+    upstream: str,
+    json_output: bool,
+    redis: str | None,
+    progress_every_s: float,
+) -> None:
+    """Backfill closed candles of MARKET... (codes such as KRW-BTC) into the store:
+    resumable, exact, at the rate-limit ceiling. A progress bar on a terminal (a progress
+    line every 10 s in a log), then a one-line summary.
+
+    \b
+    Example:
+      marketspine collect KRW-BTC KRW-ETH -t 1m --since 2026-01-01 --until 2026-01-02
+    """
+    from .commands import run_collect
+
+    run_collect(
+        list(markets),
+        timeframe=timeframe,
+        since=since,
+        until=until,
+        db=db or _default_db(upstream),
+        upstream=upstream,
+        json_output=json_output,
+        redis=redis,
+        progress_every_s=progress_every_s,
+    )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option("--from", "source", metavar="PATH", required=True, help="SQLite file to copy.")
+@click.option(
+    "--to", "target", metavar="URL|PATH", required=True, help="postgresql:// URL (or a file)."
+)
+@click.option("--json", "json_output", is_flag=True, help="Print a one-line JSON summary.")
+def migrate(source: str, target: str, json_output: bool) -> None:
+    """Copy a candle database (candles, coverage, listings) to another, then verify row
+    counts, first/last candle and coverage of every series. Rerunning resumes.
+
+    \b
+    Example:
+      marketspine migrate --from ./spine.db --to postgresql://postgres@127.0.0.1/test
+    """
+    import json
+
+    from .._store.migrate import migrate_databases
+
+    report = migrate_databases(source, target)
+    summary = {
+        "series": report.series,
+        "candles": report.candles,
+        "ranges": report.ranges,
+        "seconds": round(report.seconds, 3),
+        "verified": True,
+    }
+    if json_output:
+        print(json.dumps(summary, separators=(",", ":")))
+    else:
+        print(
+            f"migrated {report.candles:,} candles in {report.series} series "
+            f"({report.ranges} covered ranges) in {report.seconds:.1f} s; counts and "
+            "coverage verified"
+        )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("market", metavar="MARKET")
+@_timeframe_option
+@click.option(
+    "--out",
+    "-o",
+    metavar="FILE",
+    required=True,
+    help="File to write (replaced whole); - writes CSV to standard output.",
+)
+@click.option(
+    "--format",
+    "export_format",
+    metavar="csv|parquet",
+    default="csv",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    default=None,
+    help="ISO 8601 start, naive means UTC (default: from the first stored candle).",
+)
+@_until_option
+@_db_option
+def export(
+    market: str,
+    timeframe: str,
+    out: str,
+    export_format: str,
+    since: str | None,
+    until: str | None,
+    db: str | None,
+) -> None:
+    """Write the stored candles of MARKET (such as KRW-BTC) to CSV or Parquet: columns
+    time_utc,open,high,low,close,volume,value, ascending, only candles that exist. 3m to 1d
+    are also built from stored 1m candles, as the library does. Exits 3 when nothing is
+    stored in the range.
+
+    \b
+    Example:
+      marketspine export KRW-BTC -t 5m --since 2026-01-01 --out btc-5m.csv
+    """
+    from .export import run_export
+
+    run_export(
+        market,
+        timeframe=timeframe,
+        since=since,
+        until=until,
+        db=db or _default_db(),
+        export_format=export_format,
+        out=out,
+    )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@_db_option
+@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
+def status(db: str | None, json_output: bool) -> None:
+    """What is stored: markets, timeframes, covered ranges, row counts (opens the
+    database read-only).
+
+    \b
+    Example:
+      marketspine status --db ./spine.db --json
+    """
+    from .commands import run_status
+
+    run_status(db=db or _default_db(), json_output=json_output)
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@_upstream_option
+@click.option(
+    "--exchange",
+    metavar="NAME=URL",
+    multiple=True,
+    help="Another exchange (repeatable), e.g. upbit-sg=https://sg-api.upbit.com.",
+)
+@_db_option
+@click.option("--json", "json_output", is_flag=True, help="Print the JSON report.")
+def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output: bool) -> None:
+    """Fetch market lists and instruments (tick sizes, levels) of every configured
+    exchange. Exits 1 when any exchange failed.
+
+    \b
+    Example:
+      marketspine warmup --exchange upbit-sg=https://sg-api.upbit.com --json
+    """
+    from .commands import run_warmup
+
+    run_warmup(
+        upstream=upstream,
+        exchanges=list(exchange),
+        db=db or _default_db(upstream),
+        json_output=json_output,
+    )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option(
+    "--upstream",
+    metavar="URL|sim",
+    default=DEFAULT_UPSTREAM,
+    show_default=True,
+    help="Upbit REST base URL, or 'sim' for the built-in simulator in this process.",
+)
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=_PORT, default=8600, show_default=True, help="TCP port (0: any free).")
+@click.option(
+    "--admin-token",
+    metavar="TOKEN",
+    default=None,
+    help="Bearer token of the admin API (default: $MARKETSPINE_ADMIN_TOKEN, else one "
+    "generated at first start, kept beside the database with 0600 permissions).",
+)
+@click.option(
+    "--redis",
+    metavar="URL",
+    default=None,
+    help="Share the rate budget, page fetches, market catalog and live feed (one upstream "
+    "WebSocket, held by one process) with every process using this Redis "
+    "(redis://HOST:PORT/DB).",
+)
+@click.option(
+    "--ws-max-per-ip",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="WebSocket connections open at once from one client address; more are refused.",
+)
+def serve(
+    upstream: str,
+    db: str | None,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    redis: str | None,
+    ws_max_per_ip: int,
+) -> None:
+    """Serve every client on the host from one rate budget, cache and live feed:
+    Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
+    /api/openapi.json), /healthz, /metrics and POST /admin/api/refresh-market-info.
+    Prints 'serving on http://HOST:PORT' when ready; stops on Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      marketspine serve --upstream sim --port 8600
+    """
+    from .._serve.app import run_serve
+
+    run_serve(
+        upstream=_simulator if upstream == "sim" else upstream,
+        db=db or _default_db(upstream),
+        host=host,
+        port=port,
+        admin_token=admin_token,
+        redis=redis,
+        ws_max_per_ip=ws_max_per_ip,
+    )
+
+
+@contextlib.contextmanager
+def _simulator() -> Iterator[str]:
+    """``--upstream sim``: the built-in simulator on a free loopback port, in a thread of
+    this process (its own event loop; signals stay with the main server)."""
+    from ..sim import SimConfig, running
+
+    with running(SimConfig()) as url:
+        yield url
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: usage errors are click's message and exit 2, bad input
+    one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""
+    import logging
+
+    from ..errors import InvalidRequestError, MarketspineError, StoreError
+
+    # The library's warnings (a failed warmup, a 418 being waited out) go to stderr, one
+    # line each; a command that sets up its own logging (serve) keeps it.
+    logging.basicConfig(level=logging.WARNING, format="marketspine: %(levelname)s: %(message)s")
+    try:
+        code = app.main(args=argv, prog_name="marketspine", standalone_mode=False)
+    except (InvalidRequestError, StoreError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except MarketspineError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        # click turns a Ctrl-C inside a command into Abort; the bare one comes before.
+        print("marketspine: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except OSError as exc:
+        # The machine refused (disk full, no permission) where no command checked first.
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_FAILED)
+    if isinstance(code, int) and code != EXIT_OK:
+        if code == EXIT_INTERRUPTED:
+            print("marketspine: interrupted", file=sys.stderr)
+        raise SystemExit(code)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"marketspine: error: {message}", file=sys.stderr)
+    raise SystemExit(code) from None

@@ -1,0 +1,56 @@
+"""How long to wait for one request: a multiple of the recent round trips (pure).
+
+A fixed 10 s timeout makes every hung request cost 10 s. Upstream's own latency says how
+long an answer takes: waiting ``multiple`` × the recent p99 (never less than ``floor``,
+never more than ``ceiling``) gives up on a hang within a second or two at ordinary
+latency, while a slow but healthy upstream raises its own p99 and so its timeout.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..errors import InvalidRequestError
+
+__all__ = ["LatencyTimeout"]
+
+
+class LatencyTimeout:
+    """The per-attempt timeout from observed round trips. Until ``min_samples`` replies were
+    seen it is ``ceiling`` (nothing is known yet)."""
+
+    def __init__(
+        self,
+        *,
+        ceiling: float,
+        floor: float = 1.5,
+        multiple: float = 10.0,
+        samples: int = 200,
+        min_samples: int = 10,
+    ) -> None:
+        if not 0 < floor <= ceiling:
+            raise InvalidRequestError(
+                f"timeout floor must be > 0 s and at most the timeout, got {floor} and {ceiling}"
+            )
+        if multiple < 1:
+            raise InvalidRequestError(f"timeout multiple must be >= 1, got {multiple}")
+        self.ceiling = ceiling
+        self.floor = floor
+        self._multiple = multiple
+        self._min_samples = min_samples
+        self._seen: deque[float] = deque(maxlen=samples)
+        self._current = ceiling
+
+    def observe(self, seconds: float) -> None:
+        """Record the round trip of one answered request (any status)."""
+        self._seen.append(max(0.0, seconds))
+        if len(self._seen) < self._min_samples:
+            return
+        ordered = sorted(self._seen)
+        p99 = ordered[int(0.99 * (len(ordered) - 1))]
+        self._current = min(self.ceiling, max(self.floor, self._multiple * p99))
+
+    @property
+    def seconds(self) -> float:
+        """The timeout for the next attempt."""
+        return self._current

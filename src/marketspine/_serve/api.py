@@ -1,0 +1,346 @@
+"""``serve``'s own JSON API under ``/api/`` (documented at ``/api/openapi.json``): candles by
+``start``/``end`` of any length with derived timeframes and ``fill``; coverage and status;
+backfill jobs (start, progress, cancel); the warmup report. Errors have Upbit's shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .._base.time import format_utc
+from .._base.timeframes import TIMEFRAMES, parse_timeframe
+from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
+
+if TYPE_CHECKING:
+    from .service import ServeService
+
+__all__ = ["OPENAPI", "api_routes"]
+
+_MAX_API_CANDLES = 100_000
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": {"name": status, "message": message}}, status)
+
+
+def _label(ms: int | None) -> str | None:
+    return None if ms is None else format_utc(ms) + "Z"
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _flag(text: str | None, name: str) -> bool:
+    """A boolean query parameter; anything else is a 400 naming it, never a quiet false."""
+    if text is None or text.lower() in _FALSE:
+        return False
+    if text.lower() in _TRUE:
+        return True
+    raise InvalidRequestError(f"{name} must be true or false, got {text!r}")
+
+
+def _guarded(handler: Any) -> Any:
+    """Map the library's errors to Upbit-shaped answers."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            response: Response = await handler(request)
+        except UnknownMarketError as exc:
+            return _error(404, str(exc))
+        except InvalidRequestError as exc:
+            return _error(400, str(exc))
+        except RetryLaterError as exc:
+            return _error(503, f"upstream unavailable: {exc}")
+        return response
+
+    return endpoint
+
+
+def api_routes(service: ServeService) -> list[BaseRoute]:
+    async def candles(request: Request) -> Response:
+        q = request.query_params
+        market = q.get("market")
+        if not market:
+            raise InvalidRequestError("market is required, e.g. market=KRW-BTC")
+        tf = parse_timeframe(q.get("timeframe", "1m"))
+        count_text, start, end = q.get("count"), q.get("start"), q.get("end")
+        count = None
+        if count_text is not None:
+            try:
+                count = int(count_text)
+            except ValueError:
+                raise InvalidRequestError(f"count must be an integer, got {count_text!r}") from None
+        if count is not None and not 1 <= count <= _MAX_API_CANDLES:
+            raise InvalidRequestError(f"count must be 1..{_MAX_API_CANDLES}")
+        flags = {name: _flag(q.get(name), name) for name in ("fill", "closed_only")}
+        result = await service.spine.candles(
+            market,
+            tf,
+            count=count,
+            start=start,
+            end=end,
+            fill=flags["fill"],
+            closed_only=flags["closed_only"],
+        )
+        meta = result.meta
+        body = {
+            "market": result.market,
+            "timeframe": tf.name,
+            "meta": {
+                "source": meta.source,
+                "sources": list(meta.sources),
+                "upstream_calls": meta.upstream_calls,
+                "pages": meta.pages,
+                "elapsed_ms": round(meta.elapsed_ms, 3),
+                "stale": meta.stale,
+                "forming": meta.forming,
+                # Without these an /api client cannot tell "unknown" from "empty".
+                "unserved_before": _label(meta.unserved_before_ms),
+                "delisted": meta.delisted,
+            },
+            "candles": [
+                {
+                    "time_utc": format_utc(c.start_ms) + "Z",
+                    "open": c.open,
+                    "high": c.high,
+                    "low": c.low,
+                    "close": c.close,
+                    "volume": c.volume,
+                    "value": c.value,
+                }
+                for c in result
+            ],
+        }
+        for layer in meta.sources:
+            service.metrics.answered(layer)
+        response = _json(body)
+        response.headers["X-Marketspine-Source"] = meta.source
+        return response
+
+    async def coverage(request: Request) -> Response:
+        q = request.query_params
+        market, timeframe = q.get("market"), q.get("timeframe")
+        store = service.spine.store
+        if market and timeframe:
+            tf = parse_timeframe(timeframe)
+            covered = await store.coverage(market.strip().upper(), tf)
+            return _json(
+                {
+                    "market": market.strip().upper(),
+                    "timeframe": tf.name,
+                    "ranges": [[_label(a), _label(b)] for a, b in covered.ranges],
+                    "listing": _label(covered.listing_ms),
+                }
+            )
+        series = await store.summary()
+        return _json(
+            [
+                {
+                    "market": s.market,
+                    "timeframe": s.timeframe,
+                    "rows": s.rows,
+                    "first": _label(s.first_ms),
+                    "last": _label(s.last_ms),
+                    "ranges": [[_label(a), _label(b)] for a, b in s.ranges],
+                    "listing": _label(s.listing_ms),
+                }
+                for s in series
+                if (not market or s.market == market.strip().upper())
+            ]
+        )
+
+    async def status(request: Request) -> Response:
+        spine_stats = dataclasses.asdict(service.spine.statistics())
+        client = service.spine.client.statistics()
+        return _json(
+            {
+                "uptime_s": round(time.time() - service.started_at, 3),
+                "spine": spine_stats,
+                "upstream": {
+                    "sent": dict(client.sent),
+                    "retries": client.retries,
+                    "rate_limited": client.rate_limited,
+                    "banned": client.banned,
+                    "coalesced": client.coalesced,
+                    "failed": client.failed,
+                    "breaker": str(client.breaker.state),
+                    "budget": {
+                        name: {"tokens": g.tokens, "waiting": dict(g.waiting), "sent": g.sent}
+                        for name, g in client.budget.groups.items()
+                    },
+                },
+                "watched": [list(k) for k in service.demand.watched()],
+                "waiting_requests": service.gate.waiting(),
+                "jobs": {"running": sum(j.state == "running" for j in service.jobs.all())},
+                "warmup": service.warmup_report,
+            }
+        )
+
+    async def backfill_start(request: Request) -> Response:
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError:
+            raise InvalidRequestError(
+                "body must be JSON: {markets, timeframe, since, until}"
+            ) from None
+        if not isinstance(body, dict) or "since" not in body:
+            raise InvalidRequestError("body must be {markets, timeframe, since[, until]}")
+        job = await service.jobs.start(
+            body.get("markets") or [],  # one code is one market, never its characters
+            body.get("timeframe", "1m"),
+            body["since"],
+            body.get("until"),
+        )
+        return _json(job.as_dict(), 202)
+
+    async def backfill(request: Request) -> Response:
+        # One route for both methods, so a wrong one's 405 names them both in Allow.
+        if request.method == "POST":
+            return await backfill_start(request)
+        return _json([job.as_dict() for job in service.jobs.all()])
+
+    async def backfill_one(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        job = (
+            service.jobs.cancel(job_id) if request.method == "DELETE" else service.jobs.get(job_id)
+        )
+        if job is None:
+            return _error(404, f"no backfill job {job_id!r}")
+        return _json(job.as_dict())
+
+    async def warmup(request: Request) -> Response:
+        if service.warmup_report is None:
+            return _error(404, "no warmup has finished yet")
+        return _json(service.warmup_report)
+
+    async def openapi(request: Request) -> Response:
+        return _json(OPENAPI)
+
+    return [
+        Route("/api/openapi.json", openapi),
+        Route("/api/candles", _guarded(candles)),
+        Route("/api/coverage", _guarded(coverage)),
+        Route("/api/status", _guarded(status)),
+        Route("/api/warmup", _guarded(warmup)),
+        Route("/api/backfill", _guarded(backfill), methods=["GET", "POST"]),
+        Route("/api/backfill/{job_id}", _guarded(backfill_one), methods=["GET", "DELETE"]),
+    ]
+
+
+def _q(
+    name: str, description: str, *, required: bool = False, kind: str = "string"
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": kind},
+    }
+
+
+_ERROR = {"description": 'Upbit-shaped error {"error": {"name", "message"}}'}
+_OK = {"description": "JSON"}
+_TIMEFRAMES = ", ".join(TIMEFRAMES)
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "marketspine serve", "version": "0.1.0"},
+    "paths": {
+        "/api/candles": {
+            "get": {
+                "summary": "Candles of one market, ascending, from the cheapest layer",
+                "parameters": [
+                    _q("market", "Market code such as KRW-BTC", required=True),
+                    _q("timeframe", f"One of {_TIMEFRAMES} (default 1m)"),
+                    _q("start", "ISO 8601 or epoch ms; window starts in [start, end)"),
+                    _q("end", "ISO 8601 or epoch ms, exclusive (default now)"),
+                    _q("count", "The most recent N candles instead of start/end", kind="integer"),
+                    _q(
+                        "fill",
+                        "true: flat zero-volume candles for windows without trades",
+                        kind="boolean",
+                    ),
+                    _q("closed_only", "true: leave out the forming candle", kind="boolean"),
+                ],
+                "responses": {"200": _OK, "400": _ERROR, "404": _ERROR, "503": _ERROR},
+            }
+        },
+        "/api/coverage": {
+            "get": {
+                "summary": "Covered ranges per stored series (one series with market+timeframe)",
+                "parameters": [_q("market", "Market code"), _q("timeframe", "Timeframe")],
+                "responses": {"200": _OK, "400": _ERROR},
+            }
+        },
+        "/api/status": {
+            "get": {
+                "summary": "Layer hits, upstream calls, budget, breaker, live watches, jobs",
+                "responses": {"200": _OK},
+            }
+        },
+        "/api/warmup": {
+            "get": {
+                "summary": "The last warmup report (success, refreshed_exchanges, total_markets, "
+                "execution_time, exchange_details)",
+                "responses": {"200": _OK, "404": _ERROR},
+            }
+        },
+        "/api/backfill": {
+            "post": {
+                "summary": "Start a backfill job (runs at LOW priority, never blocks requests)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["markets", "timeframe", "since"],
+                                "properties": {
+                                    "markets": {"type": "array", "items": {"type": "string"}},
+                                    "timeframe": {"type": "string"},
+                                    "since": {"type": "string", "description": "ISO 8601"},
+                                    "until": {
+                                        "type": "string",
+                                        "description": "ISO 8601 (default now)",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"202": _OK, "400": _ERROR},
+            },
+            "get": {"summary": "Every job with its progress", "responses": {"200": _OK}},
+        },
+        "/api/backfill/{job_id}": {
+            "parameters": [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {"summary": "One job's progress", "responses": {"200": _OK, "404": _ERROR}},
+            "delete": {
+                "summary": "Cancel a job (what it stored stays)",
+                "responses": {"200": _OK, "404": _ERROR},
+            },
+        },
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _OK}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": _OK}}},
+        "/admin/api/refresh-market-info": {
+            "post": {
+                "summary": "Run a warmup now (Authorization: Bearer <admin token>)",
+                "responses": {"200": _OK, "401": _ERROR},
+            }
+        },
+    },
+}

@@ -1,0 +1,269 @@
+"""``marketspine serve``: one process (uvicorn, one worker) around one ``Spine`` for every
+client on the host — Upbit-compatible REST at ``/v1/…``, its own JSON API at ``/api/…``,
+``/healthz``, ``/metrics``, the admin API and Upbit's WebSocket at ``/websocket/v1``.
+
+``create_service_app(service)`` builds the Starlette app from a ``ServeService`` (routes
+grouped per module, so the admin page and the WebSocket gateway mount beside them);
+``run_serve`` is the command line's entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from .._base.urls import check_db, check_upstream, is_postgres_url
+from .._upbit.errors import method_not_allowed
+from ..errors import InvalidRequestError
+from .admin_api import admin_routes, resolve_token, token_path
+from .admin_page import AdminPage, admin_page_routes
+from .api import api_routes
+from .service import ServeService
+from .upbit_rest import upbit_routes
+from .upbit_ws import DEFAULT_MAX_PER_ADDRESS, WsGateway
+from .ws_frames import FramesProtocol
+
+__all__ = ["create_service_app", "run_serve", "serve_url"]
+
+logger = logging.getLogger("marketspine.serve")
+_NOT_FOUND = msgspec.json.encode(
+    {"error": {"name": "not_found", "message": "no Route matched with those values"}}
+)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug or a failing database: an Upbit-shaped 500, never a bare text page (the
+    traceback goes to the log)."""
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    body = msgspec.json.encode({"error": {"name": 500, "message": f"internal error: {exc}"}})
+    return Response(body, 500, media_type="application/json")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unrouted paths get the answer Upbit's gateway gives (no Remaining-Req)."""
+    return Response(_NOT_FOUND, 404, media_type="application/json")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A known path asked with a method it does not take: 405, so a client sees the path
+    exists and what to send."""
+    return method_not_allowed(request, exc)
+
+
+def _health_routes(service: ServeService) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        breaker = service.spine.client.statistics().breaker
+        body = {
+            "status": "ok",
+            "uptime_s": round(time.time() - service.started_at, 3),
+            "upstream_breaker": str(getattr(breaker, "state", "unknown")),
+            "warmup": None
+            if service.warmup_report is None
+            else bool(service.warmup_report.get("success")),
+        }
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    return [
+        Route("/healthz", healthz),
+        Route("/metrics", service.metrics.endpoint),
+    ]
+
+
+def create_service_app(
+    service: ServeService,
+    *,
+    extra_routes: list[BaseRoute] | None = None,
+    ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
+) -> Starlette:
+    """The ASGI app of ``serve`` around ``service`` (entered and closed by the app's
+    lifespan). ``extra_routes`` are mounted too; ``ws_max_per_ip`` caps the WebSocket
+    connections open at once from one client address."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with service:
+            yield
+
+    # One WebSocket gateway over the service's Spine; the service closes it. A pair the
+    # REST side watches stays watched when the gateway retires it, and the other way round.
+    admin_page = AdminPage(service)
+    gateway = WsGateway(service.spine, shared=service.demand.is_live, max_per_address=ws_max_per_ip)
+    service.gateway = gateway
+    service.demand.in_use = gateway.wants
+    routes: list[BaseRoute] = [
+        *upbit_routes(service),
+        *api_routes(service),
+        *admin_routes(service, admin_page),
+        *admin_page_routes(admin_page),
+        *_health_routes(service),
+        WebSocketRoute("/websocket/v1", gateway.handle),
+        *(extra_routes or []),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            404: _not_found,
+            405: _method_not_allowed,
+            Exception: _internal_error,
+        },
+    )
+    app.state.service = service
+    return app
+
+
+class _TransportOnceTlsReady(httpx.AsyncBaseTransport):
+    """httpx's HTTP transport, made at the first request with the TLS context ``tls``
+    (built on a thread meanwhile)."""
+
+    def __init__(self, tls: concurrent.futures.Future[ssl.SSLContext]) -> None:
+        self._tls = tls
+        self._inner: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            try:
+                context = await asyncio.wrap_future(self._tls)
+            except (OSError, ssl.SSLError) as exc:  # e.g. a bad SSL_CERT_FILE
+                raise httpx.ConnectError(f"cannot load CA certificates: {exc}") from exc
+            if self._inner is None:  # another request may have made it meanwhile
+                self._inner = httpx.AsyncHTTPTransport(verify=context)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+
+
+def serve_url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+async def _check_database(db: Path | str) -> None:
+    """Open (create, migrate) the database once before a token is written beside it or a
+    port is taken: an unusable --db (an SQLite path, or a PostgreSQL URL that cannot be
+    reached) is then one line and exit 2 (StoreError), not a failed startup's traceback
+    and uvicorn's exit code 3."""
+    if isinstance(db, Path):
+        from .._store.sqlite import SQLiteStore
+
+        async with SQLiteStore(db):
+            return
+    from .._store.postgres import PostgresStore  # psycopg is imported only for PostgreSQL
+
+    async with PostgresStore(db):
+        pass
+
+
+def _kept_in(db_path: Path | None) -> str:
+    return "not stored" if db_path is None else f"stored in {token_path(db_path)}"
+
+
+def run_serve(
+    *,
+    upstream: str | Callable[[], contextlib.AbstractContextManager[str]],
+    db: str,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
+    **options: Any,
+) -> None:
+    """Serve until SIGINT/SIGTERM; prints ``serving on http://HOST:PORT`` once listening.
+    ``options`` go to ``ServeService``. ``upstream`` is a base URL, or a context manager
+    factory that starts an upstream once the arguments are checked and yields its URL (the
+    command line's ``--upstream sim``: serve itself never imports the simulator).
+
+    Raises InvalidRequestError for an address that cannot be listened on or a bad token,
+    StoreError for a database that cannot be used.
+    """
+    import uvicorn
+
+    # Loading the CA certificates for the upstream HTTPS client takes 0.1-0.3 s; OpenSSL
+    # does it without the GIL, so it runs on a thread while serve starts, rather than in
+    # front of the first answer after a restart (which needs no upstream request).
+    tls_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tls")
+    tls = tls_pool.submit(httpx.create_ssl_context)
+    tls_pool.shutdown(wait=False)
+    # Bad values fail before anything is written (the database, a token beside it).
+    if isinstance(upstream, str):
+        check_upstream(upstream, "--upstream", also=", or sim")
+    check_db(db, "--db")
+    # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
+    db_path = None if is_postgres_url(db) else Path(db).expanduser()
+    asyncio.run(_check_database(db_path or db))
+    token, generated = resolve_token(admin_token, db_path)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise InvalidRequestError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --host "
+            "or --port (--port 0 picks a free one)"
+        ) from exc
+    url = serve_url(host, sock.getsockname()[1])
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(sock.close)
+        if not isinstance(upstream, str):
+            upstream = stack.enter_context(upstream())
+        if options.get("transport") is None:
+            options["transport"] = _TransportOnceTlsReady(tls)
+        service = ServeService(upstream, db_path or db, admin_token=token, **options)
+        app = create_service_app(service, ws_max_per_ip=ws_max_per_ip)
+
+        class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # As uvicorn's, minus re-raising the signal afterwards: SIGINT and SIGTERM
+                # are this server's normal way to stop, and the shutdown was graceful.
+                handled = (signal.SIGINT, signal.SIGTERM)
+                original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+                try:
+                    yield
+                finally:
+                    for sig, handler in original.items():
+                        signal.signal(sig, handler)
+
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                if self.started:  # listening now: tell whoever started us where
+                    if generated:
+                        print(
+                            f"admin token (generated, {_kept_in(db_path)}): {token}",
+                            flush=True,
+                        )
+                    print(f"serving on {url}", flush=True)
+
+        server = _Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+                ws_ping_interval=None,
+                ws=FramesProtocol,  # the fan-out writes each event's frame once built
+                # Clients are on this host: compressing every frame once per client would
+                # cost the WebSocket fan-out more CPU than the bytes are worth.
+                ws_per_message_deflate=False,
+            )
+        )
+        server.run(sockets=[sock])

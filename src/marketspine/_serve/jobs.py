@@ -1,0 +1,195 @@
+"""Backfill jobs of ``serve``'s ``/api/backfill``: the backtester's path. A job collects the
+closed candles of some markets over a range at LOW priority in the background, so it never
+blocks a request, reports progress per market, and can be cancelled; what it stored stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._base.args import markets_arg, time_arg, timeframe_arg
+from .._base.time import format_utc
+from .._base.timeframes import Timeframe
+from .._budget.local import Priority
+from .._store.backfill import ProgressEvent, collect
+from ..errors import InvalidRequestError, UnknownMarketError
+
+if TYPE_CHECKING:
+    from .._spine.spine import Spine
+
+__all__ = ["BackfillJob", "BackfillJobs"]
+
+State = Literal["running", "done", "failed", "cancelled"]
+_KEEP_FINISHED = 100
+
+
+@dataclass
+class BackfillJob:
+    id: str
+    markets: list[str]
+    timeframe: Timeframe
+    since_ms: int
+    until_ms: int
+    state: State = "running"
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    progress: dict[str, ProgressEvent] = field(default_factory=dict)
+    task: asyncio.Task[Any] | None = None
+    cancel_requested: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def as_dict(self) -> dict[str, Any]:
+        markets = {}
+        for market in self.markets:
+            event = self.progress.get(market)
+            markets[market] = {
+                "pages": event.pages if event else 0,
+                "candles_written": event.candles_written if event else 0,
+                "done_ms": event.done_ms if event else 0,
+                "total_ms": event.total_ms if event else 0,
+                "finished": bool(event and event.finished),
+            }
+        done = sum(m["done_ms"] for m in markets.values())
+        total = sum(m["total_ms"] for m in markets.values())
+        finished = self.state == "done"
+        return {
+            "id": self.id,
+            "state": self.state,
+            "markets": self.markets,
+            "timeframe": self.timeframe.name,
+            "since": format_utc(self.since_ms) + "Z",
+            "until": format_utc(self.until_ms) + "Z",
+            "progress": 1.0 if finished else (round(done / total, 4) if total else 0.0),
+            "per_market": markets,
+            "error": self.error,
+            "created": self.created,
+            "finished": self.finished,
+        }
+
+
+class BackfillJobs:
+    """Running and recently finished jobs; ``spawn`` runs work in the service's task group."""
+
+    def __init__(self, spine: Spine, spawn: Callable[[Any], asyncio.Task[Any]]) -> None:
+        self._spine = spine
+        self._spawn = spawn
+        self._jobs: dict[str, BackfillJob] = {}
+        self._ids = itertools.count(1)
+
+    async def start(
+        self, markets: object, timeframe: object, since: object, until: object
+    ) -> BackfillJob:
+        """Start a job. The arguments come from a JSON body, so they are checked as the
+        Spine's are (a code or a list of codes; a timeframe name; an ISO 8601 time or epoch
+        milliseconds, never seconds). Raises InvalidRequestError naming the bad argument,
+        UnknownMarketError for a code neither listed upstream nor held in the store (before
+        any job exists, so a typo is answered at once rather than as a job that fails later)."""
+        codes = markets_arg(markets)
+        tf = timeframe_arg(timeframe)
+        since_ms = time_arg(since, "since")
+        if since_ms is None:
+            raise InvalidRequestError("since is required, e.g. 2026-01-01 (ISO 8601, UTC)")
+        now = self._spine.client.upstream_now_ms()
+        until_ms = time_arg(until, "until") or now
+        if since_ms >= until_ms:
+            raise InvalidRequestError(
+                f"since ({format_utc(since_ms)}Z) must be before until ({format_utc(until_ms)}Z)"
+            )
+        known = {m.market for m in await self._spine.markets(include_delisted=True)}
+        for code in codes:
+            if code not in known:
+                raise UnknownMarketError(
+                    code,
+                    f"unknown market {code!r}: not listed upstream and nothing of it is stored "
+                    "(GET /v1/market/all lists the codes)",
+                )
+        job = BackfillJob(f"job-{next(self._ids)}", codes, tf, since_ms, until_ms)
+        self._jobs[job.id] = job
+        job.task = self._spawn(self._run(job))
+        self._forget_old()
+        return job
+
+    def get(self, job_id: str) -> BackfillJob | None:
+        return self._jobs.get(job_id)
+
+    def all(self) -> list[BackfillJob]:
+        return list(self._jobs.values())
+
+    def cancel(self, job_id: str) -> BackfillJob | None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state == "running":
+            job.cancel_requested = True
+            job.state = "cancelled"
+            job.finished = time.time()
+            job.done.set()
+            if job.task is not None:  # a task cancelled before it ran never runs
+                job.task.cancel()
+        return job
+
+    async def _run(self, job: BackfillJob) -> None:
+        def progress(event: ProgressEvent) -> None:
+            job.progress[event.market] = event
+
+        try:
+            now = await self._spine.client.synced_now_ms(job.markets[0], priority=Priority.LOW)
+            await collect(
+                _Source(self._spine),
+                self._spine.store,
+                job.markets,
+                job.timeframe,
+                since_ms=job.since_ms,
+                until_ms=min(job.until_ms, now),
+                now_ms=now,
+                priority=Priority.LOW,
+                progress=progress,
+            )
+        except asyncio.CancelledError:
+            if job.cancel_requested:  # the user's cancel: the job ends here
+                return
+            job.state = "cancelled"  # shutdown: let it through
+            job.finished = time.time()
+            job.done.set()
+            raise
+        except Exception as exc:
+            job.state = "failed"
+            job.error = str(exc)
+        else:
+            job.state = "done"
+        if job.cancel_requested:  # cancelled as it finished: the user's word stands
+            job.state = "cancelled"
+        job.finished = job.finished or time.time()
+        job.done.set()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.state != "running"]
+        for job in finished[: max(0, len(finished) - _KEEP_FINISHED)]:
+            del self._jobs[job.id]
+
+
+class _Source:
+    """The collector's view of the Spine: its client for pages, its cached market list."""
+
+    def __init__(self, spine: Spine) -> None:
+        self._spine = spine
+
+    async def candles(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        *,
+        count: int = 200,
+        to_ms: int | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> list[Any]:
+        return await self._spine.client.candles(
+            market, timeframe, count=count, to_ms=to_ms, priority=priority
+        )
+
+    async def markets(self) -> list[Any]:
+        return await self._spine.markets()

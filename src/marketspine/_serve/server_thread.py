@@ -1,0 +1,155 @@
+"""Run an ASGI app with uvicorn: in the foreground until stopped, or on a background thread
+for as long as a ``with`` block lasts (tests, the demo, anything embedding a server).
+
+One place for what every server here needs: a socket bound before uvicorn starts (so port 0
+gives a real port to announce), a clear error when the address cannot be listened on, a
+startup that is waited for and a shutdown that is joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from ..errors import InvalidRequestError
+from .ws_frames import FramesProtocol
+
+__all__ = ["base_url", "listen", "run_server", "server_thread"]
+
+# uvicorn options every server here shares; callers add or override their own.
+_DEFAULTS: dict[str, Any] = {
+    "log_level": "warning",
+    "lifespan": "on",
+    "timeout_graceful_shutdown": 1,
+    "ws": FramesProtocol,  # WebSocket handlers may write pre-built frames (``_ws_frames``)
+}
+_STARTUP_TIMEOUT_S = 20.0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (0 picks a free port). Raises
+    InvalidRequestError naming the address when it cannot be listened on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidRequestError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --host "
+            "or --port (--port 0 picks a free one)"
+        ) from exc
+    return sock
+
+
+def base_url(sock: socket.socket, scheme: str = "http") -> str:
+    """``scheme://host:port`` of a bound socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, told when it started, and stopped at once when asked (uvicorn
+    itself looks at ``should_exit`` only every 0.1 s)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop (a tick every 0.1 s), woken early by a stop.
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._wake.wait()
+            should_exit = await self.on_tick(counter)
+
+    def stop(self) -> None:
+        """Ask the server to stop, from any thread."""
+        self.should_exit = True
+        self._wake_loop()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+
+def _server(app: Any, on_started: Callable[[], None] | None, options: dict[str, Any]) -> _Server:
+    return _Server(uvicorn.Config(app, **{**_DEFAULTS, **options}), on_started)
+
+
+def run_server(
+    app: Any,
+    sock: socket.socket,
+    *,
+    on_started: Callable[[], None] | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` on ``sock`` (from ``listen``) in this thread until SIGINT/SIGTERM;
+    ``on_started`` runs once connections are accepted. ``options`` are uvicorn.Config
+    keywords. Closes ``sock`` on return."""
+    server = _server(app, on_started, options)
+    with contextlib.closing(sock):
+        server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def server_thread(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout_s: float = _STARTUP_TIMEOUT_S,
+    **options: Any,
+) -> Iterator[str]:
+    """Serve ``app`` on a background thread for the duration of the block; yields the base
+    URL (``http://127.0.0.1:PORT`` with the real port). Stops the server and joins the
+    thread on exit. Raises InvalidRequestError when the address cannot be listened on and
+    RuntimeError when the server does not start within ``startup_timeout_s``."""
+    sock = listen(host, port)
+    url = base_url(sock)
+    started = threading.Event()
+    server = _server(app, started.set, options)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"server:{url}", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not started.wait(0.05):
+            if not thread.is_alive():
+                raise RuntimeError(f"the server thread for {url} ended before it started")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server for {url} did not start in {startup_timeout_s} s")
+        yield url
+    finally:
+        server.stop()
+        thread.join(timeout=15)
+        sock.close()

@@ -1,0 +1,362 @@
+"""The ``serve`` service object: one ``Spine`` and what is built around it for every HTTP
+client on the host — the fair request gate, on-demand live watching, backfill jobs, the
+warmup schedule and the metrics. Route modules (``_serve_upbit``, ``_serve_api``, the admin
+page) take this object; ``_serve.create_service_app`` mounts them.
+
+Background work runs in one task group owned by ``async with ServeService(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from prometheus_client.core import Metric
+
+from .._spine.spine import Spine
+from .._store.sqlite import CandleStore
+from .._upbit.rest_rows import CandleRows, ClosedAnswers
+from ..records import Instrument
+from .jobs import BackfillJobs
+from .metrics import CallCount, ServeMetrics, counter, gauge
+
+__all__ = ["FairGate", "LiveDemand", "ServeService"]
+
+logger = logging.getLogger("marketspine.serve")
+
+WARMUP_EVERY_S = 6 * 3600  # the design documents' schedule
+_INSTRUMENTS_TTL_S = 60.0
+
+
+class FairGate:
+    """At most ``per_client`` requests of one client inside the Spine at a time; the rest
+    of that client's requests wait in its own line. A client flooding requests then holds
+    a bounded share of the shared upstream budget's queue, so another client's request is
+    never stuck behind all of them."""
+
+    def __init__(self, per_client: int = 8) -> None:
+        self._per_client = per_client
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._users: defaultdict[str, int] = defaultdict(int)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, client: str) -> AsyncIterator[None]:
+        semaphore = self._slots.get(client)
+        if semaphore is None:
+            semaphore = self._slots[client] = asyncio.Semaphore(self._per_client)
+        self._users[client] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            self._users[client] -= 1
+            if not self._users[client]:  # forget idle clients
+                del self._users[client]
+                self._slots.pop(client, None)
+
+    def waiting(self) -> int:
+        return sum(self._users.values())
+
+
+class LiveDemand:
+    """Watches what clients ask for: a ticker, book, trade list or forming candle asked for
+    is watched live from then on (one shared upstream WebSocket); a kind not asked for in
+    ``idle_s`` is unwatched again."""
+
+    def __init__(
+        self,
+        spine: Spine,
+        spawn: Callable[[Any], Any],
+        *,
+        idle_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._spine = spine
+        self._spawn = spawn
+        self._idle_s = idle_s
+        self._clock = clock
+        self._asked: dict[tuple[str, str], float] = {}
+        self._live: set[tuple[str, str]] = set()
+        self._starting: set[tuple[str, str]] = set()
+        self.enabled = True
+        # Whether another user (the WebSocket gateway) streams a pair: it is then kept.
+        self.in_use: Callable[[str, str], bool] = lambda kind, market: False
+
+    def want(self, kind: str, market: str) -> None:
+        key = (kind, market)
+        self._asked[key] = self._clock()
+        if not self.enabled or key in self._live or key in self._starting:
+            return
+        self._starting.add(key)
+        self._spawn(self._start(key))
+
+    def is_live(self, kind: str, market: str) -> bool:
+        return (kind, market) in self._live
+
+    def watched(self) -> list[tuple[str, str]]:
+        return sorted(self._live)
+
+    async def _start(self, key: tuple[str, str]) -> None:
+        kind, market = key
+        try:
+            await self._spine.watch([kind], [market])
+        except Exception as exc:  # the answer came from REST anyway; try again when asked
+            logger.warning("cannot watch %s %s live: %s", kind, market, exc)
+        else:
+            self._live.add(key)
+        finally:
+            self._starting.discard(key)
+
+    async def reap(self) -> None:
+        """Unwatch, every so often, what has not been asked for in ``idle_s``."""
+        while True:
+            await asyncio.sleep(max(self._idle_s / 4, 0.05))
+            cutoff = self._clock() - self._idle_s
+            idle = [
+                key
+                for key in self._live
+                if self._asked.get(key, 0.0) < cutoff and not self.in_use(*key)
+            ]
+            for kind, market in idle:
+                self._live.discard((kind, market))
+                self._asked.pop((kind, market), None)
+                try:
+                    await self._spine.unwatch([kind], [market])
+                except Exception as exc:
+                    logger.warning("cannot unwatch %s %s: %s", kind, market, exc)
+
+
+class ServeService:
+    """Everything ``serve`` answers from. ``upstream``/``db``/``transport``/``ws_url`` go to
+    the ``Spine``; ``admin_token`` guards the admin API; ``max_wait_s`` bounds how long a
+    request may wait for its turn before it gets Upbit's 429; ``warmup_every_s`` is the
+    warmup schedule (0: only at start; negative: never)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        db: str | Path | CandleStore | None = None,
+        *,
+        admin_token: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        ws_url: str | None = None,
+        max_wait_s: float = 8.0,
+        per_client: int = 8,
+        warmup_every_s: float = WARMUP_EVERY_S,
+        idle_unwatch_s: float = 300.0,
+        live_on_demand: bool = True,
+        redis: str | None = None,
+        redis_prefix: str | None = None,
+    ) -> None:
+        self.metrics = ServeMetrics()
+        self.spine = Spine(
+            upstream,
+            db,
+            redis=redis,  # budget, pages and catalog shared with every process using it
+            redis_prefix=redis_prefix,
+            transport=self.metrics.transport(transport),
+            ws_url=ws_url,
+            warmup_every_s=0,  # the service schedules warmups itself, to report them
+        )
+        self.admin_token = admin_token
+        self.max_wait_s = max_wait_s
+        self.gate = FairGate(per_client)
+        self.candle_rows = CandleRows()
+        self.closed_answers = ClosedAnswers()
+        self.demand = LiveDemand(self.spine, self.spawn, idle_s=idle_unwatch_s)
+        self.demand.enabled = live_on_demand
+        self.jobs = BackfillJobs(self.spine, self.spawn)
+        self.gateway: Any = None  # the WebSocket gateway (``_serve_ws.WsGateway``) once mounted
+        self.warmup_report: dict[str, Any] | None = None
+        self.warmup_at: float | None = None  # wall time the last warmup finished
+        self.started_at = time.time()
+        self._warmup_every_s = warmup_every_s
+        self._warmup_lock = asyncio.Lock()
+        self._instruments: dict[str, tuple[Instrument, float]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._remaining: dict[str, tuple[str, float]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        self.metrics.add_live(self._budget_figures)
+        self.metrics.add_live(self._gateway_figures)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.spine)
+            self._group = await stack.enter_async_context(asyncio.TaskGroup())
+            stack.push_async_callback(self._cancel_tasks)
+            self._stack = stack.pop_all()
+        if self._warmup_every_s >= 0:
+            self.spawn(self._warmup_schedule())
+        self.spawn(self.demand.reap())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the gateway, stop jobs and background work, close the Spine."""
+        if self.gateway is not None:
+            with contextlib.suppress(Exception):
+                await self.gateway.aclose()
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+        self._group = None
+
+    def spawn(self, work: Any) -> asyncio.Task[Any]:
+        """Run the coroutine ``work`` in the service's task group."""
+        if self._group is None:
+            work.close()
+            raise RuntimeError("use ServeService as `async with ServeService(...)`")
+        task = self._group.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- helpers for the routes -----------------------------------------------------------------
+
+    def upstream_calls(self) -> contextlib.AbstractContextManager[CallCount]:
+        """Counts the upstream requests made inside the block."""
+        return self.metrics.calls()
+
+    def remaining_req(self, group: str) -> str:
+        """Upbit's ``Remaining-Req`` value (pyupbit parses it with a regex): what the shared
+        budget still allows this second."""
+        now = time.monotonic()
+        held = self._remaining.get(group)
+        if held is not None and now - held[1] < 0.02:  # read the budget at most 50 times/s
+            return held[0]
+        stats = self.spine.client.statistics().budget.groups.get(group)
+        sec = 9 if stats is None else max(0, min(9, stats.tokens))
+        header = f"group={group}; min=600; sec={sec}"
+        self._remaining[group] = (header, now)
+        return header
+
+    async def instruments(self, codes: Sequence[str]) -> list[Instrument]:
+        """Instruments of ``codes``, each fetched at most once a minute."""
+        now = time.monotonic()
+        missing = [
+            c
+            for c in codes
+            if (held := self._instruments.get(c)) is None or now - held[1] > _INSTRUMENTS_TTL_S
+        ]
+        if missing:
+            for item in await self.spine.client.instruments(missing):
+                self._instruments[item.market] = (item, now)
+        return [self._instruments[c][0] for c in codes if c in self._instruments]
+
+    # -- warmup ----------------------------------------------------------------------------------
+
+    async def warmup(self, max_age_s: float = 0.0) -> dict[str, Any]:
+        """Run a warmup now (one at a time); returns and keeps the warmup dictionary. With
+        Redis, one another process finished within ``max_age_s`` is taken instead."""
+        async with self._warmup_lock:
+            started = time.perf_counter()
+            try:
+                report = await self.spine.warmup(max_age_s=max_age_s)
+            except Exception as exc:
+                report = {
+                    "success": False,
+                    "refreshed_exchanges": [],
+                    "total_markets": 0,
+                    "execution_time": round(time.perf_counter() - started, 3),
+                    "exchange_details": {"error": str(exc)},
+                }
+            self.metrics.warmup_duration.set(time.perf_counter() - started)
+            self.metrics.warmup_success.set(1 if report.get("success") else 0)
+            self.metrics.warmups.labels("success" if report.get("success") else "failure").inc()
+            self._instruments.clear()
+            self.warmup_report = report
+            self.warmup_at = time.time()
+            return report
+
+    async def _warmup_schedule(self) -> None:
+        while True:
+            await self.warmup(self._warmup_every_s if self._warmup_every_s > 0 else WARMUP_EVERY_S)
+            if self._warmup_every_s <= 0:
+                return
+            await asyncio.sleep(self._warmup_every_s)
+
+    # -- figures read at scrape time ---------------------------------------------------------------
+
+    def _budget_figures(self) -> Iterable[Metric]:
+        groups = self.spine.client.statistics().budget.groups
+        yield gauge(
+            "marketspine_budget_remaining",
+            "Requests the shared upstream budget still allows this second, by group.",
+            {(name,): float(g.tokens) for name, g in groups.items()},
+            ["group"],
+        )
+        yield gauge(
+            "marketspine_live_watched",
+            "Kinds of markets watched live on demand.",
+            {(): float(len(self.demand.watched()))},
+            [],
+        )
+
+    def _gateway_figures(self) -> Iterator[Metric]:
+        stats = self.gateway.statistics() if self.gateway is not None else None
+        for name, field, doc in (
+            ("marketspine_websocket_clients", "clients", "Downstream WebSocket clients."),
+            ("marketspine_websocket_subscriptions", "subscriptions", "Downstream subscriptions."),
+            (
+                "marketspine_websocket_upstream_pairs",
+                "upstream_pairs",
+                "(type, market) pairs fed from the shared upstream WebSocket.",
+            ),
+        ):
+            value = float(getattr(stats, field, 0) or 0) if stats is not None else 0.0
+            yield gauge(name, doc, {(): value}, [])
+        for name, field, doc in (
+            (
+                "marketspine_websocket_dropped_clients",
+                "dropped_clients",
+                "Slow WebSocket clients closed.",
+            ),
+            (
+                "marketspine_websocket_connections",
+                "connections",
+                "WebSocket connections accepted.",
+            ),
+            ("marketspine_websocket_frames_sent", "frames_sent", "WebSocket frames sent."),
+            ("marketspine_websocket_refused_clients", "refused_clients", "Over --ws-max-per-ip."),
+            ("marketspine_websocket_idle_closed", "idle_closed", "Closed: never subscribed."),
+            (
+                "marketspine_websocket_snapshot_joins",
+                "snapshot_joins",
+                "REST walks joining a fetched trade snapshot to the live stream.",
+            ),
+            (
+                "marketspine_websocket_snapshot_join_trades",
+                "snapshot_join_trades",
+                "Trades those walks filled in between snapshot and stream.",
+            ),
+            (
+                "marketspine_websocket_snapshot_joins_incomplete",
+                "snapshot_joins_incomplete",
+                "Trade snapshot joins that left trades out: the walk failed or took too long.",
+            ),
+        ):
+            value = float(getattr(stats, field, 0) or 0) if stats is not None else 0.0
+            yield counter(name, doc, value)

@@ -1,0 +1,441 @@
+"""``serve``'s Upbit-compatible quotation REST (``/v1/…``): Upbit's paths, parameters, JSON
+fields in Upbit's order, errors and ``Remaining-Req`` header, answered through one ``Spine``
+(memory → store → upstream for candles; live state → REST for tickers, books and trades).
+
+Every answer says which layer gave it in ``X-Marketspine-Source`` (``memory``, ``database``,
+``live``, ``upstream`` or ``mixed``) and carries ``X-Marketspine-Stale: true`` when it was
+served from cache because upstream is failing or banning us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .._base.time import DAY_MS, parse_time
+from .._base.timeframes import TIMEFRAMES, Timeframe
+from .._spine.result import CandleResult
+from .._upbit.errors import upbit_error
+from .._upbit.rest_rows import (
+    instrument_row,
+    market_row,
+    number,
+    orderbook_row,
+    ticker_row,
+    trade_row,
+)
+from ..errors import (
+    BannedError,
+    InvalidRequestError,
+    RateLimitedError,
+    RetryLaterError,
+    UnknownMarketError,
+)
+
+if TYPE_CHECKING:
+    from .._spine.spine import Spine
+    from .service import ServeService
+
+__all__ = [
+    "MISSING",
+    "NOT_FOUND",
+    "TOO_MANY",
+    "TYPE_MISMATCH",
+    "WRONG_VALUE",
+    "Answer",
+    "upbit_error",
+    "upbit_routes",
+]
+
+# Upbit's own texts, verbatim (shared/upbit/API.md §4).
+MISSING = "Missing request parameter error. Check the required parameters!"
+TYPE_MISMATCH = "Type mismatch error. Check the parameters type!"
+WRONG_VALUE = "Invalid parameter. Check the given value!"
+NOT_FOUND = "Code not found"
+BAD_UNIT = "specified unit is not valid."
+TOO_MANY = "Too many API requests."
+
+MAX_CANDLES = 200
+MAX_TRADES = 500
+MAX_BOOK_LEVELS = 30
+_EARLIEST_MS = parse_time("2017-01-01")  # Upbit opened in 2017: nothing is older
+_SECONDS_KEPT_MS = 90 * DAY_MS
+_MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
+_MINUTES = {tf.minutes: tf for tf in TIMEFRAMES.values() if tf.unit == "minute"}
+_encode = msgspec.json.Encoder().encode
+
+
+class Answer(msgspec.Struct):
+    """A handler's answer: the JSON body and where it came from (``layers``: every layer
+    that contributed, when more than one did)."""
+
+    body: bytes
+    source: str
+    stale: bool = False
+    layers: tuple[str, ...] = ()
+
+
+class _Bad(InvalidRequestError):
+    """A request error with Upbit's status and verbatim message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+def _param(params: QueryParams, *names: str) -> str | None:
+    for name in names:
+        value = params.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _required(params: QueryParams, *names: str) -> str:
+    value = _param(params, *names)
+    if value is None or value == "":
+        raise _Bad(MISSING)
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _Bad(TYPE_MISMATCH) from None
+
+
+def _count(params: QueryParams, maximum: int) -> int:
+    """``count``: default 1, above ``maximum`` clamped (as Upbit does), below 1 refused."""
+    text = params.get("count")
+    if text is None:
+        return 1
+    count = _int(text)
+    if count < 1:
+        raise _Bad(WRONG_VALUE)
+    return min(count, maximum)
+
+
+def _code(text: str) -> str:
+    code = text.strip().upper()
+    if not _MARKET.fullmatch(code):  # a comma list is one unknown code to Upbit
+        raise _Bad(NOT_FOUND, 404)
+    return code
+
+
+def _codes(params: QueryParams) -> list[str]:
+    """``markets`` as a comma list or repeated keys (pyupbit sends lists that way)."""
+    codes: list[str] = []
+    for value in params.getlist("markets"):
+        for part in value.split(","):
+            if part.strip() and (code := _code(part)) not in codes:
+                codes.append(code)
+    if not codes:
+        raise _Bad(MISSING)
+    return codes
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+async def _market_all(request: Request, service: ServeService) -> Answer:
+    details = (_param(request.query_params, "is_details", "isDetails") or "").lower() == "true"
+    with service.upstream_calls() as calls:
+        rows = await service.spine.markets()
+    body = _encode([market_row(m, details=details) for m in rows])
+    return Answer(body, "upstream" if calls.count else "memory")
+
+
+def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
+    async def handler(request: Request, service: ServeService) -> Answer:
+        # Closed history never changes: an answer made only of closed candles is kept whole.
+        key = request.url.path + "?" + request.url.query
+        kept = service.closed_answers.get(key)
+        if kept is not None:
+            return Answer(kept, "memory")
+        params = request.query_params
+        tf = TIMEFRAMES[kind] if kind != "minutes" else _minute_frame(request)
+        code = _code(_required(params, "market"))
+        count = _count(params, MAX_CANDLES)
+        convert = _param(params, "converting_price_unit", "convertingPriceUnit")
+        if convert is not None and (tf.unit != "day" or convert != "KRW"):
+            raise _Bad(WRONG_VALUE)
+        to = params.get("to")
+        want = count + 1 if tf.unit == "day" else count  # days compare with the day before
+        spine = service.spine
+        to_ms: int | None = None
+        if to is None:
+            result = await spine.candles(code, tf, count=want)
+            service.demand.want(f"candle.{tf.name}", code)
+        else:
+            try:
+                to_ms = parse_time(to)
+            except InvalidRequestError:
+                raise _Bad(WRONG_VALUE) from None
+            result = await candles_before(spine, code, tf, want, to_ms)
+            if result.meta.forming:
+                service.demand.want(f"candle.{tf.name}", code)
+        rows = list(result)
+        previous = rows[-want] if tf.unit == "day" and len(rows) >= want else None
+        rows = rows[-count:] if len(rows) >= count else rows
+        if previous is not None and rows and previous.start_ms >= rows[0].start_ms:
+            previous = None
+        rate = await _krw_rate(spine, code) if convert is not None else None
+        forming = rows[-1].start_ms if result.meta.forming and rows else None
+        body = service.candle_rows.page(
+            rows, tf, previous=previous, forming_start_ms=forming, krw_rate=rate
+        )
+        meta = result.meta
+        closed = to_ms is not None and to_ms <= tf.floor(spine.client.upstream_now_ms())
+        if closed and not meta.forming and not meta.stale and rate is None:
+            service.closed_answers.put(key, body)
+        return Answer(body, meta.source, meta.stale, tuple(meta.sources))
+
+    return handler
+
+
+def _minute_frame(request: Request) -> Timeframe:
+    try:
+        return _MINUTES[int(request.path_params["unit"])]
+    except (ValueError, KeyError):
+        raise _Bad(BAD_UNIT) from None
+
+
+async def candles_before(
+    spine: Spine, code: str, tf: Timeframe, count: int, to_ms: int
+) -> CandleResult:
+    """The ``count`` most recent existing candles starting before ``to_ms`` (Upbit's
+    ``count`` + ``to``), the forming one included when ``to_ms`` is past its start. Windows
+    without trades have no candle, so the range widens backwards until enough exist, the
+    listing (or the 1s horizon) is reached or upstream is failing (then: what is stored)."""
+    # Upstream's clock, not ours: a local clock running ahead would put ``to`` in the past.
+    # (A ``to`` over an hour back cannot reach the forming candle: nothing is asked then.)
+    now = await spine.client.synced_now_ms(code, until_ms=to_ms)
+    end: int | None = to_ms if to_ms <= now else None
+    last = tf.floor((end if end is not None else now + 1) - 1)
+    windows = count
+    while True:
+        lo = tf.shift(last, -(windows - 1))
+        result = await spine.candles(code, tf, start=lo, end=end)
+        if len(result) >= count or result.meta.stale or lo <= _EARLIEST_MS:
+            break
+        if tf.unit == "second" and lo <= now - _SECONDS_KEPT_MS:
+            break
+        listing = await spine.store.listing(code, tf)
+        if listing is not None and listing >= lo:
+            break
+        windows *= 4
+    if len(result) <= count:
+        return result
+    return CandleResult(result.market, result.timeframe, list(result)[-count:], result.meta)
+
+
+async def _krw_rate(spine: Spine, code: str) -> float:
+    quote = code.partition("-")[0]
+    if quote == "KRW":
+        return 1.0
+    return (await spine.ticker(f"KRW-{quote}")).price
+
+
+def _live_or(service: ServeService, kind: str, codes: list[str], calls: int) -> str:
+    if calls:
+        return "upstream"
+    return "live" if all(service.demand.is_live(kind, c) for c in codes) else "memory"
+
+
+async def _trades(request: Request, service: ServeService) -> Answer:
+    params = request.query_params
+    code = _code(_required(params, "market"))
+    count = _count(params, MAX_TRADES)
+    to = params.get("to")
+    cursor_text = params.get("cursor")
+    days_text = _param(params, "days_ago", "daysAgo")
+    days_ago = None if days_text is None else _int(days_text)
+    if days_ago is not None and not 1 <= days_ago <= 7:
+        raise _Bad(WRONG_VALUE)
+    cursor = None
+    if cursor_text is not None:
+        try:
+            cursor = int(cursor_text)
+        except ValueError:
+            raise _Bad(WRONG_VALUE) from None
+    with service.upstream_calls() as calls:
+        if to is None and cursor is None and days_ago is None:
+            trades = list(await service.spine.trades(code, count))
+            service.demand.want("trade", code)
+        else:
+            trades = await service.spine.client.trades(
+                code, count=count, cursor=cursor, to=to, days_ago=days_ago
+            )
+    body = _encode([trade_row(t) for t in trades])
+    return Answer(body, _live_or(service, "trade", [code], calls.count))
+
+
+async def _ticker(request: Request, service: ServeService) -> Answer:
+    codes = _codes(request.query_params)
+    with service.upstream_calls() as calls:
+        tickers = await service.spine.tickers(codes)
+    for code in codes:
+        service.demand.want("ticker", code)
+    body = _encode([ticker_row(t) for t in tickers])
+    return Answer(body, _live_or(service, "ticker", codes, calls.count))
+
+
+async def _ticker_all(request: Request, service: ServeService) -> Answer:
+    text = _required(request.query_params, "quote_currencies", "quoteCurrencies")
+    quotes = ",".join(dict.fromkeys(q.strip().upper() for q in text.split(",") if q.strip()))
+    if not quotes:
+        raise _Bad(MISSING)
+    with service.upstream_calls() as calls:
+        tickers = await service.spine.tickers(quote=quotes)
+    body = _encode([ticker_row(t) for t in tickers])
+    return Answer(body, "upstream" if calls.count else "memory")
+
+
+async def _orderbook(request: Request, service: ServeService) -> Answer:
+    params = request.query_params
+    codes = _codes(params)
+    count_text = params.get("count")
+    depth = MAX_BOOK_LEVELS if count_text is None else _int(count_text)
+    if not 1 <= depth <= MAX_BOOK_LEVELS:
+        depth = MAX_BOOK_LEVELS  # Upbit: out of range means the default
+    try:
+        level = float(params.get("level") or 0)
+    except ValueError:
+        raise _Bad(WRONG_VALUE) from None
+    if not 0 <= level < float("inf"):
+        raise _Bad(WRONG_VALUE)
+    with service.upstream_calls() as calls:
+        if level:
+            books = await service.spine.client.orderbooks(codes, count=depth, level=level)
+        else:
+            books = await service.spine.orderbooks(codes)
+            for code in codes:
+                service.demand.want("orderbook", code)
+    body = _encode([orderbook_row(b, depth) for b in books])
+    return Answer(body, _live_or(service, "orderbook", codes, calls.count))
+
+
+async def _instruments(request: Request, service: ServeService) -> Answer:
+    codes = _codes(request.query_params)
+    with service.upstream_calls() as calls:
+        rows = await service.instruments(codes)
+    body = _encode([instrument_row(i) for i in rows])
+    return Answer(body, "upstream" if calls.count else "memory")
+
+
+async def _supported_levels(request: Request, service: ServeService) -> Answer:
+    with service.upstream_calls() as calls:
+        markets = [m.market for m in await service.spine.markets()]
+        rows = await service.instruments(markets)
+    body = _encode(
+        [
+            {"market": i.market, "supported_levels": [number(x) for x in i.supported_levels]}
+            for i in rows
+        ]
+    )
+    return Answer(body, "upstream" if calls.count else "memory")
+
+
+# -- the common wrapper -------------------------------------------------------------------------
+
+Handler = Callable[[Request, "ServeService"], Awaitable[Answer]]
+
+
+def _client_key(request: Request) -> str:
+    """Whose queue a request waits in: the ``X-Marketspine-Client`` header when a client names
+    itself, else its address and User-Agent (bots on one host differ by the latter)."""
+    named = request.headers.get("x-marketspine-client")
+    if named:
+        return named
+    host = request.client.host if request.client else "?"
+    return f"{host} {request.headers.get('user-agent', '')}"
+
+
+def _endpoint(service: ServeService, group: str, route: str, handler: Handler) -> Any:
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await _answer(service, group, handler, request)
+        service.metrics.observe_request(route, response.status_code, time.perf_counter() - started)
+        return response
+
+    return endpoint
+
+
+async def _answer(
+    service: ServeService, group: str, handler: Handler, request: Request
+) -> Response:
+    headers = {"Remaining-Req": service.remaining_req(group), "limit-by-ip": "Yes"}
+    try:
+        try:
+            async with asyncio.timeout(service.max_wait_s):
+                async with service.gate.slot(_client_key(request)):
+                    try:
+                        answer = await handler(request, service)
+                    except BannedError:
+                        # The 418 has opened the breaker: the retry is answered from cache
+                        # (marked stale) or fails fast, never hammering on upstream.
+                        answer = await handler(request, service)
+        except TimeoutError:
+            # Waited our turn for as long as a client waits: Upbit's own 429, for this
+            # client only — nothing was sent upstream on its behalf meanwhile.
+            service.metrics.downstream_throttled()
+            return PlainTextResponse(TOO_MANY, 429, headers=headers)
+    except _Bad as exc:
+        return upbit_error(exc.status, str(exc), headers)
+    except UnknownMarketError:
+        return upbit_error(404, NOT_FOUND, headers)
+    except InvalidRequestError:
+        return upbit_error(400, WRONG_VALUE, headers)
+    except RateLimitedError:
+        return PlainTextResponse(TOO_MANY, 429, headers=headers)
+    except RetryLaterError as exc:
+        return upbit_error(503, f"upstream unavailable: {exc}", headers)
+    for layer in answer.layers or (answer.source,):
+        service.metrics.answered(layer)
+    headers["X-Marketspine-Source"] = answer.source
+    if answer.stale:
+        headers["X-Marketspine-Stale"] = "true"
+    return Response(answer.body, 200, headers=headers, media_type="application/json")
+
+
+def upbit_routes(service: ServeService) -> list[BaseRoute]:
+    """Every quotation path of Upbit's REST API (with the trailing-slash spellings some
+    clients send for candles)."""
+    paths: list[tuple[str, str, Handler]] = [
+        ("/v1/market/all", "market", _market_all),
+        ("/v1/trades/ticks", "trade", _trades),
+        ("/v1/ticker", "ticker", _ticker),
+        ("/v1/ticker/all", "ticker", _ticker_all),
+        ("/v1/orderbook", "orderbook", _orderbook),
+        ("/v1/orderbook/instruments", "orderbook", _instruments),
+        ("/v1/orderbook/supported_levels", "orderbook", _supported_levels),
+    ]
+    for kind, name in (
+        ("seconds", "1s"),
+        ("days", "1d"),
+        ("weeks", "1w"),
+        ("months", "1M"),
+        ("years", "1y"),
+    ):
+        paths.append((f"/v1/candles/{kind}", "candles", _candles(name)))
+    paths.append(("/v1/candles/minutes/{unit}", "candles", _candles("minutes")))
+    routes: list[BaseRoute] = []
+    for path, group, handler in paths:
+        endpoint = _endpoint(service, group, path, handler)
+        routes.append(Route(path, endpoint))
+        if path.startswith("/v1/candles/"):
+            routes.append(Route(path + "/", endpoint))
+    return routes

@@ -1,0 +1,114 @@
+"""Hot windows: the candle windows ``Spine.preload`` declared, kept fresh by a keeper that
+refetches each one once its candle has closed on upstream's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .._base.timeframes import Timeframe
+from .._budget.local import Priority
+from .result import CandleResult
+
+__all__ = ["HOT_SETTLE_MS", "HotWindow", "HotWindows"]
+
+logger = logging.getLogger("marketspine")
+
+# A little after the close, so the closed candle is final upstream.
+HOT_SETTLE_MS = 200
+
+# Reads ``count`` closed candles of (market, timeframe) at a priority.
+ReadClosed = Callable[[str, Timeframe, int, Priority], Awaitable[CandleResult]]
+
+
+@dataclass
+class HotWindow:
+    """A preloaded window: how many closed candles to hold, and the start of the candle that
+    was forming when it was last fetched (a close after that makes it due)."""
+
+    tf: Timeframe
+    count: int
+    forming_ms: int
+
+
+class HotWindows:
+    """The hot windows by (market, timeframe name). ``upstream_now_ms`` is upstream's clock;
+    ``read_closed`` refetches a window (through ``Spine.candles``, so it is accounted)."""
+
+    def __init__(self, upstream_now_ms: Callable[[], int], read_closed: ReadClosed) -> None:
+        self._now_ms = upstream_now_ms
+        self._read_closed = read_closed
+        self._windows: dict[tuple[str, str], HotWindow] = {}
+        self._changed = asyncio.Event()
+
+    def hold(self, market: str, tf: Timeframe, count: int, forming_ms: int) -> None:
+        """Keep ``count`` closed candles of ``market`` hot (the larger count when held
+        already); ``forming_ms`` starts the candle that was forming when they were read."""
+        key = (market, tf.name)
+        known = self._windows.get(key)
+        self._windows[key] = HotWindow(tf, max(count, known.count if known else 0), forming_ms)
+
+    async def preload(
+        self, wanted: list[tuple[str, Timeframe, int]], now_ms: int, priority: Priority
+    ) -> dict[str, dict[str, int]]:
+        """Read each wanted (market, timeframe, closed candles) at ``priority`` and hold it
+        hot; ``now_ms`` is upstream's clock. Returns {market: {timeframe: candles held}}."""
+        reads = (self._read_closed(code, tf, count, priority) for code, tf, count in wanted)
+        results = await asyncio.gather(*reads)
+        held: dict[str, dict[str, int]] = {}
+        for (code, tf, count), result in zip(wanted, results, strict=True):
+            self.hold(code, tf, count, tf.floor(now_ms))
+            held.setdefault(code, {})[tf.name] = len(result)
+        self.changed()
+        return held
+
+    def changed(self) -> None:
+        """Windows were added: the keeper looks at them at once."""
+        self._changed.set()
+
+    async def keep(self) -> None:
+        """Refresh every hot window once a candle has closed (upstream clock) since it was
+        last fetched; runs until cancelled. Due-ness is judged from what each window holds,
+        not from when the keeper last woke, so a clock jump or a stalled loop cannot skip a
+        close."""
+        while True:
+            self._changed.clear()
+            settled = self._now_ms() - HOT_SETTLE_MS
+            due = [
+                (market, window)
+                for (market, _), window in self._windows.items()
+                if window.tf.floor(settled) > window.forming_ms
+            ]
+            if due and await self._refresh(due):
+                continue
+            next_due = min(w.tf.next_start(w.forming_ms) for w in self._windows.values())
+            # At most a second at a time, so a clock that jumps or runs fast is noticed; a
+            # failed refresh is retried no sooner than that.
+            wait_s = 1.0 if due else min(max(0.0, (next_due - settled) / 1000), 1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._changed.wait()
+
+    async def _refresh(self, due: list[tuple[str, HotWindow]]) -> bool:
+        """Fetch the due windows; True when all of them succeeded."""
+        now = self._now_ms()
+        results = await asyncio.gather(
+            *(self._read_closed(m, w.tf, w.count, Priority.HIGH) for m, w in due),
+            return_exceptions=True,
+        )
+        ok = True
+        for (market, window), result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                # Keep the others hot; this one is tried again after a pause.
+                logger.error(
+                    "refreshing hot window %s %s failed: %s", market, window.tf.name, result
+                )
+                ok = False
+            elif result.meta.stale:  # served from the store while upstream is down
+                ok = False
+            else:
+                window.forming_ms = window.tf.floor(now)
+        return ok

@@ -1,0 +1,459 @@
+"""``Spine``: the one entry point every client asks.
+
+A request for candles is answered from the bounded memory windows, then the store (stored
+candles, or candles derived from stored 1m), then upstream for exactly the missing pages,
+merged. Tickers, orderbooks and recent trades come from the WebSocket-fed live state while
+markets are watched, otherwise from REST with a freshness bound the caller sets.
+
+``Spine`` owns its client, store, stream and background tasks; use it as ``async with``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from .._base.args import (
+    Moment,
+    count_arg,
+    depth_arg,
+    enum_arg,
+    flag_arg,
+    kinds_arg,
+    market_arg,
+    markets_arg,
+    needs_arg,
+    number_arg,
+    since_arg,
+    time_arg,
+    timeframe_arg,
+)
+from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
+from .._base.time import now_ms
+from .._base.timeframes import Timeframe
+from .._base.urls import check_upstream
+from .._budget.local import Priority, RateBudget
+from .._client.client import Client
+from .._client.retry import RetryPolicy
+from .._live.candle_feed import ClosedCandle
+from .._live.feed import LiveFeed, LiveStream, ws_url_for
+from .._live.listener import Event
+from .._live.state import LiveState
+from .._live.subscriptions import BOOK_DEPTHS
+from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
+from .._store.sqlite import CandleStore
+from ..errors import UpstreamError
+from ..records import Candle, MarketInfo, Orderbook, Ticker, Trade
+from .accounting import Accounting, SpineStatistics
+from .answers import with_meta
+from .backends import resolve_backends
+from .candles import MAX_COUNT, CandleReader
+from .hot import HotWindows
+from .lifetime import Lifetime
+from .market_list import MarketList
+from .quotes import Channel, QuoteReader
+from .result import Answer, CandleResult, ListResult, Trace
+
+__all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
+
+
+class Spine:
+    """Market data for bots, charts, screeners and backtests, from the cheapest layer that has
+    it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file (default
+    ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose rate budget,
+    page fetches and catalog are shared (keys under ``redis_prefix``); ``transport``: httpx
+    transport (tests); ``ws_url``: WebSocket URL (default from ``upstream``); ``wall_ms``:
+    local UTC clock (ms); ``memory_mb``: the one memory budget (MiB) of candle windows and
+    live state, least recently used market evicted first. Use it as
+    ``async with Spine(...) as spine``. Before that and after ``aclose()`` every data method
+    (and ``client``/``store``) raises ``ClosedError``; ``statistics``, ``tick_size``,
+    ``clear_memory`` and ``aclose`` keep working; a closed Spine cannot be reopened. A wrong
+    argument type or value raises InvalidRequestError naming it and what is accepted."""
+
+    def __init__(
+        self,
+        upstream: str = DEFAULT_UPSTREAM,
+        db: str | Path | CandleStore | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        ws_url: str | None = None,
+        budget: RateBudget | None = None,
+        redis: str | None = None,
+        redis_prefix: str | None = None,
+        memory: CandleMemory | None = None,
+        memory_mb: float = DEFAULT_MEMORY_MB,
+        ticker_max_age_s: float = 1.0,
+        exchanges: Mapping[str, str] | None = None,
+        warmup_every_s: float = 6 * 3600,
+        wall_ms: Callable[[], int] = now_ms,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
+    ) -> None:
+        check_upstream(upstream)  # before anything is made from the other arguments
+        db, budget, shared = resolve_backends(db, budget, redis, redis_prefix)  # from URLs
+        self._upstream = upstream.rstrip("/")
+        self._shared = shared  # Redis's shared budget, page leases and catalog
+        # The one client, made on entering; the same settings every time.
+        new_client = partial(
+            Client,
+            self._upstream,
+            transport=transport,
+            budget=budget,
+            wall_ms=wall_ms,
+            retry=retry or RetryPolicy(),
+        )
+        # What it holds while open: store, client, and the task group every background task
+        # (live pump, catalog refresher, hot keeper) runs in.
+        self._life = Lifetime(self._upstream, db, shared, new_client)
+        # One byte budget over candle windows and live state (a given CandleMemory brings its own).
+        self._memory = memory or CandleMemory(budget=MemoryBudget.megabytes(memory_mb))
+        self._warmup_every_s = warmup_every_s
+        self._live = LiveState(clock=time.monotonic, budget=self._memory.budget)
+        self._reader: CandleReader | None = None
+        self._accounting = Accounting()
+        self._market_list = MarketList(
+            self._upstream,
+            exchanges,  # configured ones are warmed up at start-up too
+            budget=budget,
+            on_call=self._accounting.call_made,
+            transport=transport,
+            every_s=warmup_every_s,
+            sleep=sleep,
+            shared=shared.catalog if shared else None,
+        )
+        self._feed = LiveFeed(  # with redis, one process holds the upstream socket for all
+            ws_url or ws_url_for(self._upstream), self._live, start=self._life.start,
+            redis=redis, redis_prefix=redis_prefix,
+        )  # fmt: skip
+        self._quotes = QuoteReader(
+            lambda: self.client,
+            self._live,
+            watch=self.watch,
+            watched=self._feed.watched,
+            default_max_age_s=ticker_max_age_s,
+        )
+        self._hot = HotWindows(lambda: self.client.upstream_now_ms(), self._read_hot)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._life.open(self._prepare)
+        if self._market_list.warm_at_start:
+            self._life.start(
+                "catalog refresher", self._market_list.refresh(self.client, first_now=True)
+            )
+        return self
+
+    async def _prepare(self, db_path: Path | None, client: Client) -> None:
+        """Take the catalogs kept beside the database and in Redis; count the client's calls."""
+        if db_path is not None:
+            await self._market_list.load(db_path)
+        await self._market_list.load_shared()
+        self._accounting.count_sent(client, lambda: self._market_list.other_calls)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream and background tasks, close the client and the store. From now
+        on every data method raises ClosedError (idempotent)."""
+        await self._life.aclose()
+
+    @property
+    def client(self) -> Client:
+        """The upstream client. Raises ClosedError outside ``async with``."""
+        return self._life.client
+
+    @property
+    def store(self) -> CandleStore:
+        """The candle store. Raises ClosedError outside ``async with``."""
+        return self._life.store
+
+    # -- candles ---------------------------------------------------------------------------
+
+    async def candles(
+        self,
+        market: str,
+        timeframe: Timeframe | str,
+        count: int | None = None,
+        start: Moment | None = None,
+        end: Moment | None = None,
+        priority: Priority = Priority.NORMAL,
+        *,
+        closed_only: bool = False,
+        fill: bool = False,
+    ) -> CandleResult:
+        """Candles of ``market``, ascending. Either ``count`` (the most recent existing
+        candles, the forming one last unless ``closed_only``) or ``start``/``end`` (window
+        starts in ``[start, end)``: a datetime (naive means UTC), a date (00:00 UTC), ISO
+        8601 or epoch milliseconds; ``end`` defaults to now). With
+        neither, the last 200. ``fill`` adds flat zero-volume candles for windows without
+        trades. Closed candles are fetched upstream at most once, ever.
+
+        Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
+        markets, RetryLaterError subclasses when upstream is needed but failing, ClosedError
+        outside ``async with``.
+        """
+        code, tf = market_arg(market), timeframe_arg(timeframe)
+        count = None if count is None else count_arg(count, "count", 1, MAX_COUNT)
+        start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
+        priority = enum_arg(priority, Priority, "priority")
+        closed_only, fill = flag_arg(closed_only, "closed_only"), flag_arg(fill, "fill")
+        self._life.check_open()
+        result = await self._candle_reader().read(
+            code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
+        )
+        return self._account("candles", result)
+
+    def _candle_reader(self) -> CandleReader:
+        if self._reader is None:
+            leases = self._shared.leases if self._shared else None
+            self._reader = CandleReader(
+                self.client, self.store, self._memory, self._live, self.markets, leases
+            )
+        return self._reader
+
+    def clear_memory(self) -> None:
+        """Forget every memory window (the store keeps everything; the next read is cold)."""
+        self._memory.clear()
+
+    # -- preloading --------------------------------------------------------------------------
+
+    async def preload(
+        self,
+        needs: Mapping[str, Mapping[str, int]],
+        *,
+        live: bool = False,
+        priority: Priority = Priority.HIGH,
+    ) -> dict[str, dict[str, int]]:
+        """Fetch what ``needs`` declares ({market: {timeframe: closed candles}}, a strategy's
+        indicator periods) in one budgeted pass and keep those windows hot: each is refreshed
+        as its candle closes, so later ``candles(..., count=n)`` calls are memory hits.
+        With ``live`` the forming candles are kept current from the trade stream too.
+        Returns {market: {timeframe: candles now held}}.
+
+        Raises InvalidRequestError for a bad market, timeframe or count, UnknownMarketError.
+        """
+        wanted = [
+            (code, tf, count)
+            for code, frames in needs_arg(needs, MAX_COUNT).items()
+            for tf, count in frames.items()
+        ]
+        live, priority = flag_arg(live, "live"), enum_arg(priority, Priority, "priority")
+        self._life.check_open()
+        if not wanted:
+            return {}
+        # Upstream's clock, not the local one, says which candle is forming now.
+        now = await self.client.synced_now_ms(wanted[0][0], priority=priority)
+        held = await self._hot.preload(wanted, now, priority)
+        for code, tf, _ in wanted if live else ():
+            await self.watch([f"candle.{tf.name}"], [code])
+        self._life.start("hot keeper", self._hot.keep())
+        return held
+
+    async def _read_hot(self, market: str, tf: Timeframe, n: int, prio: Priority) -> CandleResult:
+        return await self.candles(market, tf, count=n, priority=prio, closed_only=True)
+
+    # -- tickers, orderbooks, trades --------------------------------------------------------
+
+    async def ticker(
+        self,
+        market: str,
+        *,
+        channel: Channel = Channel.AUTO,
+        max_age_s: float | None = None,
+        priority: Priority = Priority.HIGH,
+    ) -> Ticker:
+        """The current ticker: from the live state while ``market`` is watched (and fresh
+        within ``max_age_s``), else from REST (cached for ``max_age_s``); a ``Ticker``
+        carrying ``.meta``."""
+        answer = await self.tickers(
+            [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
+        )
+        return with_meta(answer[0], answer.meta)
+
+    async def tickers(
+        self,
+        markets: Iterable[str] | None = None,
+        *,
+        quote: str | None = None,
+        channel: Channel = Channel.AUTO,
+        max_age_s: float | None = None,
+        priority: Priority = Priority.HIGH,
+    ) -> ListResult[Ticker]:
+        """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
+        (e.g. ``"KRW"``) — one REST call for a whole quote market."""
+        started, trace = time.perf_counter(), Trace()
+        tickers = await self._quotes.tickers(markets, quote, channel, max_age_s, priority, trace)
+        return self._account("tickers", ListResult(tickers, trace.meta(started, priority=priority)))
+
+    async def orderbook(
+        self,
+        market: str,
+        *,
+        channel: Channel = Channel.AUTO,
+        max_age_s: float | None = None,
+        priority: Priority = Priority.HIGH,
+    ) -> Orderbook:
+        """The current orderbook (full book), live while watched, else REST; an
+        ``Orderbook`` carrying ``.meta``."""
+        answer = await self.orderbooks(
+            [market_arg(market)], channel=channel, max_age_s=max_age_s, priority=priority
+        )
+        return with_meta(answer[0], answer.meta)
+
+    async def orderbooks(
+        self,
+        markets: Iterable[str],
+        *,
+        channel: Channel = Channel.AUTO,
+        max_age_s: float | None = None,
+        priority: Priority = Priority.HIGH,
+    ) -> ListResult[Orderbook]:
+        """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
+        else REST (cached for ``max_age_s``)."""
+        started, trace = time.perf_counter(), Trace()
+        rows = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
+        return self._account("orderbooks", ListResult(rows, trace.meta(started, priority=priority)))
+
+    async def trades(
+        self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
+    ) -> ListResult[Trade]:
+        """The ``count`` most recent trades, newest first: from the live state when it holds
+        that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
+        started, trace = time.perf_counter(), Trace()
+        rows = await self._quotes.trades(market, count, priority, trace)
+        return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
+
+    # -- live stream ------------------------------------------------------------------------
+
+    async def watch(
+        self, kinds: Iterable[str], markets: Iterable[str], *, depth: int | None = None
+    ) -> None:
+        """Keep ``kinds`` of ``markets`` live: ``ticker``, ``trade``, ``orderbook``, and
+        ``candle.<timeframe>`` (any timeframe, e.g. ``candle.5m`` or ``candle.1d``): its
+        forming candle is then built from the trade stream on top of upstream's forming
+        candle, so it stays exact (the stream fills trade gaps after reconnects).
+        ``depth`` (1, 5, 15 or 30) streams shallower orderbooks; live answers then hold
+        that many levels.
+
+        Raises InvalidRequestError for an unknown kind, market or depth; ClosedError
+        outside ``async with``."""
+        kinds, codes = kinds_arg(kinds), markets_arg(markets)
+        depth = depth_arg(depth, kinds, BOOK_DEPTHS)
+        self._life.check_open()
+        await self._feed.watch(await self._ensure_stream(), kinds, codes, depth, self._seed)
+
+    async def _seed(self, market: str, tf: Timeframe) -> Candle | None:
+        """Upstream's forming ``tf`` candle of ``market``, judged on upstream's clock."""
+        now = await self.client.synced_now_ms(market, priority=Priority.HIGH)
+        return await self._candle_reader().forming(market, tf, now, Priority.HIGH, Trace())
+
+    async def unwatch(self, kinds: Iterable[str], markets: Iterable[str]) -> None:
+        """Stop keeping ``kinds`` of ``markets`` live (undoes ``watch``; trades stay streamed
+        while a forming candle is built from them). Raises InvalidRequestError for an unknown
+        kind or market; ClosedError outside ``async with``."""
+        kinds, codes = kinds_arg(kinds), markets_arg(markets)
+        self._life.check_open()
+        await self._feed.unwatch(kinds, codes)
+
+    async def stream(
+        self, types: Iterable[str], markets: Iterable[str], *, maxsize: int = 1000,
+        since: Mapping[str, Trade | int] | None = None,
+    ) -> AsyncIterator[Event | ClosedCandle]:  # fmt: skip
+        """Typed events (Ticker, Trade, Orderbook; Gap/Health/Overflow) of ``types`` of
+        ``markets`` (a plain string is one item). A candle kind (``candle.<timeframe>``, any
+        timeframe) yields the forming ``Candle`` as trades change it and a ``ClosedCandle``
+        (equal to the REST candle, stored too) once its window closed on upstream's clock.
+        ``since`` ({market: the last Trade you have, or its sequential_id}) starts its trades
+        right after it, missing ones read from REST first (a ``Gap`` when not all could be).
+
+        Raises InvalidRequestError before connecting; ClosedError outside ``async with``
+        and once the Spine closes while iterating."""
+        kinds, codes = kinds_arg(types, "types"), markets_arg(markets)
+        maxsize, marks = count_arg(maxsize, "maxsize", 1, 10_000_000), since_arg(since, codes)
+        self._life.check_open()
+        reader = self._candle_reader()
+        async for item in self._feed.events(
+            await self._ensure_stream(),
+            kinds,
+            codes,
+            maxsize,
+            watch=self.watch,
+            upstream_now_ms=self.client.upstream_now_ms,
+            forming=lambda code, tf, now: reader.forming(code, tf, now, Priority.HIGH, Trace()),
+            read_closed=self._read_closed,
+            stopped=lambda: self._life.closed,  # nothing queued before aclose() comes after it
+            since=marks,
+        ):
+            yield item
+        self._life.check_open()  # the listener ends only when the stream (the Spine) closes
+
+    async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
+        """The closed candles of ``market`` starting in ``[lo, hi)``, stored on the way."""
+        result = await self.candles(market, tf, start=lo, end=hi, priority=Priority.HIGH)
+        if result.meta.stale:  # served from the store while upstream is down: maybe partial
+            raise UpstreamError(f"closed {market} candles not final yet")
+        return list(result)
+
+    async def _ensure_stream(self) -> LiveStream:
+        return await self._feed.stream(self.client, self._life.stack)
+
+    # -- markets ------------------------------------------------------------------------------
+
+    async def markets(
+        self, *, refresh: bool = False, include_delisted: bool = False
+    ) -> ListResult[MarketInfo]:
+        """Every listed market with its warning flags (fetched once, then cached). With
+        ``include_delisted``, also every market the store holds candles of that upstream
+        no longer lists (``delisted=True``; its history stays readable with ``candles``)."""
+        refresh = flag_arg(refresh, "refresh")
+        include_delisted = flag_arg(include_delisted, "include_delisted")
+        self._life.check_open()
+        held = self.store if include_delisted else None
+        return await self._market_list.markets(self.client, refresh=refresh, held=held)
+
+    async def warmup(self, *, max_age_s: float | None = None) -> dict[str, Any]:
+        """Fetch the market list (with details) and instruments of every configured
+        exchange, each distinct URL once; keep them across restarts; refresh them every
+        ``warmup_every_s`` from now on. With ``redis``, one process fetches under a lease
+        for all; a warmup another finished within ``max_age_s`` (default ``warmup_every_s``)
+        is taken from Redis. Returns ``{"success", "refreshed_exchanges",
+        "total_markets", "execution_time", "exchange_details"}``; a failing exchange reports
+        its error text and never stops the others.
+
+        Raises ClosedError outside ``async with``."""
+        max_age_s = None if max_age_s is None else number_arg(max_age_s, "max_age_s")
+        self._life.check_open()
+        report = await self._market_list.warmup(self.client, max_age_s=max_age_s)
+        if self._warmup_every_s > 0:
+            self._life.start("catalog refresher", self._market_list.refresh(self.client))
+        return report.as_dict()
+
+    def tick_size(self, market: str, price: float) -> float:
+        """The price tick of ``market``: the last warmup's instrument, else (never warmed)
+        Upbit's table for its quote currency at ``price``; works open or closed."""
+        return self._market_list.tick_size(market_arg(market), number_arg(price, "price"))
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def _account(self, method: str, result: Answer) -> Answer:
+        self._accounting.account(method, result.meta)
+        return result
+
+    def statistics(self) -> SpineStatistics:
+        """Counters since start: per-layer answers, upstream calls made and saved, latency."""
+        memory = self._memory.statistics()
+        budget = self._memory.budget.statistics()
+        return self._accounting.snapshot(
+            memory_candles=memory.candles,
+            memory_series=memory.series,
+            memory_bytes=budget.used_bytes,
+            memory_limit_bytes=budget.limit_bytes,
+        )

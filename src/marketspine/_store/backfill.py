@@ -1,0 +1,295 @@
+"""The resumable backfill runner: planner pages → upstream → store, one transaction per page.
+
+Each page is written together with the coverage it proves as soon as it arrives, so a crash
+or Ctrl-C at any instant loses at most the page in flight, and a rerun plans only what is
+still uncovered: the database ends the same as after an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from .._base.coverage import Range
+from .._base.timeframes import Timeframe
+from .._budget.local import Priority
+from .._upbit.horizon import split_unserved
+from ..errors import InvalidRequestError, UnknownMarketError
+from ..records import Candle
+from .planner import GapCursor, PageRequest, plan_gaps
+from .sqlite import CandleStore
+
+__all__ = [
+    "CandleSource",
+    "CollectSummary",
+    "MarketCollectSummary",
+    "PageLeases",
+    "ProgressEvent",
+    "collect",
+    "fetch_page",
+]
+
+
+class _Listed(Protocol):
+    @property
+    def market(self) -> str: ...
+
+
+class CandleSource(Protocol):
+    """What the collector needs from upstream (``marketspine._client.client.Client`` has it)."""
+
+    async def candles(
+        self,
+        market: str,
+        timeframe: Timeframe,
+        *,
+        count: int = 200,
+        to_ms: int | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> list[Candle]: ...
+
+    async def markets(self) -> Sequence[_Listed]: ...
+
+
+class PageLeases(Protocol):
+    """Fetches a page at most once among the processes sharing it
+    (``marketspine._store.page_lease.RedisPageLeases`` does, through Redis)."""
+
+    async def fetch_once(
+        self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
+    ) -> tuple[list[Candle], bool]:
+        """The page named ``key``: fetched by ``fetch`` here (True) or by another process
+        (False)."""
+        ...
+
+
+async def fetch_page(
+    source: CandleSource,
+    leases: PageLeases | None,
+    market: str,
+    tf: Timeframe,
+    request: PageRequest,
+    priority: Priority,
+) -> tuple[list[Candle], bool]:
+    """The page ``request`` of ``market``, and whether this process fetched it: once among
+    the processes sharing ``leases`` (a page is named by market, timeframe, ``to`` and
+    ``count``, so two processes walking the same gap ask for the same pages)."""
+
+    def fetch() -> Awaitable[list[Candle]]:
+        return source.candles(
+            market, tf, count=request.count, to_ms=request.to_ms, priority=priority
+        )
+
+    if leases is None:
+        return await fetch(), True
+    return await leases.fetch_once(f"{market}:{tf.key}:{request.to_ms}:{request.count}", fetch)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """Sent after every stored page. ``done_ms`` of ``total_ms`` (the uncovered time found
+    at the start) is now covered; ``position_ms`` is the oldest point reached in the current
+    gap (pages walk backwards)."""
+
+    market: str
+    timeframe: str
+    pages: int
+    candles_written: int
+    position_ms: int
+    done_ms: int
+    total_ms: int
+    finished: bool
+
+
+@dataclass(slots=True)
+class MarketCollectSummary:
+    """What one market's backfill did. ``delisted``: upstream no longer lists the market
+    (Upbit answers 404 for it) but the store holds its candles, so nothing new was asked."""
+
+    market: str
+    gaps: int = 0
+    pages: int = 0
+    candles_written: int = 0
+    listing_ms: int | None = None
+    delisted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CollectSummary:
+    """What ``collect`` did; ``upstream_calls`` counts candle pages requested. ``unserved``
+    is the part of the range older than upstream serves (1s candles: about three months),
+    neither asked for nor recorded as covered. ``collectable`` is False when nothing of the
+    request could be collected at all: the whole range is unserved, or every market is
+    delisted."""
+
+    markets: tuple[str, ...]
+    timeframe: str
+    candles_written: int
+    upstream_calls: int
+    seconds: float
+    per_market: tuple[MarketCollectSummary, ...] = field(default=())
+    unserved: Range | None = None
+    collectable: bool = True
+
+    @property
+    def delisted(self) -> tuple[str, ...]:
+        """The markets skipped because upstream delisted them."""
+        return tuple(d.market for d in self.per_market if d.delisted)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for ``marketspine collect --json``)."""
+        return asdict(self)
+
+
+async def collect(
+    client: CandleSource,
+    store: CandleStore,
+    markets: Iterable[str],
+    timeframe: Timeframe,
+    *,
+    since_ms: int,
+    until_ms: int,
+    now_ms: int,
+    priority: Priority = Priority.LOW,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    leases: PageLeases | None = None,
+) -> CollectSummary:
+    """Backfill the closed candles of ``markets`` starting in ``[since_ms, until_ms)``.
+
+    ``now_ms`` is upstream's clock: the window forming then is never stored. Markets run
+    concurrently, paced by the client's rate budget; each market pages backwards through the
+    gaps its coverage leaves, writing each page with its coverage in one transaction.
+
+    The part of the range older than upstream serves (``_horizon``) is left out and
+    reported as ``unserved``. A market upstream no longer lists whose candles the store
+    holds is delisted: it is skipped (``delisted`` in its summary), as is a market that
+    upstream delists while its pages are fetched.
+
+    Returns a CollectSummary. Raises InvalidRequestError for a bad range or timeframe,
+    UnknownMarketError (before fetching anything) for a market upstream does not list and
+    the store knows nothing of, and the client's or store's typed error for a page that
+    finally fails — never skipping it.
+
+    ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
+    another process fetched is stored here too but not counted in ``upstream_calls``.
+    """
+    tf = timeframe
+    codes = list(dict.fromkeys(m.strip().upper() for m in markets))
+    if not codes:
+        raise InvalidRequestError("no market given: name at least one, such as KRW-BTC")
+    if since_ms >= until_ms:
+        raise InvalidRequestError(
+            f"empty time range: since ({since_ms}) must be before until ({until_ms})"
+        )
+    started = time.perf_counter()
+    unserved, served_from = split_unserved(tf, since_ms, until_ms, now_ms)
+    plans: dict[str, list[Range]] = {}
+    for code in codes:
+        coverage = await store.coverage(code, tf)
+        plans[code] = (
+            plan_gaps(coverage, tf, served_from, until_ms, now_ms) if served_from < until_ms else []
+        )
+    details = {code: MarketCollectSummary(code) for code in codes}
+    # A covered closed range must cost zero upstream calls, so the market list is only
+    # fetched (and the markets checked) when there is something to fetch.
+    if any(plans.values()):
+        listed = {info.market for info in await client.markets()}
+        unknown = [code for code in codes if code not in listed]
+        held = {s.market for s in await store.summary()} if unknown else set()
+        for code in unknown:
+            if code in held:  # Upbit forgets a delisted market; the store does not
+                details[code].delisted = True
+                plans[code] = []
+        unknown = [code for code in unknown if code not in held]
+        if unknown:
+            raise UnknownMarketError(
+                unknown[0],
+                f"unknown market{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                "(not listed upstream, and nothing of it stored: a typo, or delisted "
+                "before anything was collected; expected codes such as KRW-BTC)",
+            )
+    for code in codes:
+        details[code].gaps = len(plans[code])
+    try:
+        async with asyncio.TaskGroup() as group:
+            for code in codes:
+                group.create_task(
+                    _collect_market(
+                        client, store, tf, plans[code], details[code], priority, progress, leases
+                    )
+                )
+    except BaseExceptionGroup as failures:
+        raise _first_leaf(failures) from None
+    for detail in details.values():
+        if detail.delisted:  # kept for `status`, which reads the store alone
+            await store.set_delisted(detail.market, now_ms)
+    return CollectSummary(
+        markets=tuple(codes),
+        timeframe=tf.name,
+        candles_written=sum(d.candles_written for d in details.values()),
+        upstream_calls=sum(d.pages for d in details.values()),
+        seconds=time.perf_counter() - started,
+        per_market=tuple(details[code] for code in codes),
+        unserved=unserved,
+        collectable=served_from < until_ms and not all(d.delisted for d in details.values()),
+    )
+
+
+async def _collect_market(
+    client: CandleSource,
+    store: CandleStore,
+    tf: Timeframe,
+    gaps: list[Range],
+    detail: MarketCollectSummary,
+    priority: Priority,
+    progress: Callable[[ProgressEvent], None] | None,
+    leases: PageLeases | None = None,
+) -> None:
+    market = detail.market
+    total_ms = sum(end - start for start, end in gaps)
+    done_ms = 0
+    for gap in reversed(gaps):  # newest first: pages walk backwards anyway
+        cursor = GapCursor(tf, gap)
+        while (request := cursor.next_request()) is not None:
+            try:
+                page, fetched = await fetch_page(client, leases, market, tf, request, priority)
+            except UnknownMarketError:
+                # Delisted while collecting: what is stored stays, and stays exact.
+                detail.delisted = True
+                return
+            detail.pages += fetched
+            outcome = cursor.feed(page)
+            await store.write_page(
+                market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+            )
+            # What was asked for; a full page may store a few older candles besides.
+            detail.candles_written += sum(1 for c in outcome.candles if gap[0] <= c.start_ms)
+            if outcome.listing_ms is not None:
+                detail.listing_ms = max(detail.listing_ms or outcome.listing_ms, outcome.listing_ms)
+            # A full page may prove more than the gap; progress counts the gap's part only.
+            low, high = max(outcome.covered[0], gap[0]), min(outcome.covered[1], gap[1])
+            done_ms += max(0, high - low)
+            if progress is not None:
+                progress(
+                    ProgressEvent(
+                        market,
+                        tf.name,
+                        detail.pages,
+                        detail.candles_written,
+                        cursor.position_ms,
+                        done_ms,
+                        total_ms,
+                        finished=done_ms >= total_ms,
+                    )
+                )
+    if progress is not None and not gaps:
+        progress(ProgressEvent(market, tf.name, 0, 0, 0, 0, 0, finished=True))
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error inside a (nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,0 +1,90 @@
+"""One fetch per page across processes: a short Redis lease per (market, timeframe, page).
+
+The process that takes a page's lease fetches it and leaves the page in Redis for a short
+while; a process that finds the lease taken waits for that result and uses it as if it had
+fetched the page itself (it writes it to its store too: an upsert, so writing twice is
+harmless, and the page is stored even if the fetcher dies right after publishing). The lease
+is renewed while the fetch waits for the rate budget, and lapses within ``lease_s`` when its
+holder dies, so a waiter then takes it over. Without Redis, every page is simply fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from redis.asyncio import Redis
+
+from ..records import Candle
+from .redis_lease import UNREACHABLE, RedisLease
+
+__all__ = ["RedisPageLeases"]
+
+log = logging.getLogger("marketspine")
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[Candle]).decode
+
+
+class RedisPageLeases:
+    """``PageLeases`` (see ``_collect``) through the Redis keys ``{prefix}page:lease:KEY``
+    and ``{prefix}page:result:KEY``. The Redis client stays the caller's to close."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "marketspine:",
+        lease_s: float = 3.0,
+        keep_s: float = 60.0,
+        poll_s: float = 0.01,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._lease_s = lease_s
+        self._keep_ms = max(1, round(keep_s * 1000))
+        self._poll_s = poll_s
+        self.fetched = 0  # pages this process fetched under a lease
+        self.shared = 0  # pages another process fetched for this one
+        self.waits = 0  # times this process found a page's lease held by another
+
+    async def fetch_once(
+        self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
+    ) -> tuple[list[Candle], bool]:
+        """See ``PageLeases``. A Redis failure means fetching here (correct, maybe twice)."""
+        lease = RedisLease(self._redis, f"{self._prefix}page:lease:{key}", lease_s=self._lease_s)
+        result = f"{self._prefix}page:result:{key}"
+        try:
+            while True:
+                cached = await self._redis.get(result)
+                if cached is not None:
+                    self.shared += 1
+                    return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
+                if await lease.try_acquire():
+                    # The holder publishes before it releases: a result that appeared
+                    # between our look and our lease is the page, not a reason to fetch.
+                    cached = await self._redis.get(result)
+                    if cached is None:
+                        break
+                    await lease.release()
+                    self.shared += 1
+                    return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
+                self.waits += 1
+                await asyncio.sleep(self._poll_s)  # the holder publishes within a fetch
+        except UNREACHABLE as exc:
+            log.warning("Redis unreachable for page leases (%s); fetching %s here", exc, key)
+            return await fetch(), True
+
+        async def fetch_and_publish() -> list[Candle]:
+            page = await fetch()
+            with contextlib.suppress(*UNREACHABLE):  # waiters then fetch it themselves
+                await self._redis.set(result, _encode(page), px=self._keep_ms)
+            return page
+
+        # Renewed while the fetch waits for the rate budget; released once published.
+        page = await lease.holding(fetch_and_publish)
+        self.fetched += 1
+        return page, True

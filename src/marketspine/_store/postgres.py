@@ -1,0 +1,372 @@
+"""``PostgresStore``: the ``CandleStore`` in PostgreSQL, for several processes on one database.
+
+Same rows and promises as ``SQLiteStore``: keyed by (market, ``Timeframe.key``, start_ms);
+each page is written with the coverage it proves in ONE transaction. A page goes in by COPY
+into a temporary staging table, then one upsert into ``candles``. Two processes writing the
+same series serialize their coverage merge on an advisory lock, so neither loses the other's
+range. The schema lives in the connection's ``search_path`` (``options=-csearch_path=...``
+in the URL picks another schema); ``marketspine_schema`` holds its version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from .._base.coverage import Coverage, Range
+from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from .._base.urls import is_postgres_url, redact_url
+from ..errors import InvalidRequestError, StoreError
+from ..records import Candle
+from .sqlite import SeriesSummary
+
+__all__ = ["PG_SCHEMA_VERSION", "PostgresStore"]
+
+_Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+_NAME_OF_KEY = {tf.key: tf.name for tf in TIMEFRAMES.values()}
+_MIGRATION_LOCK = 0x6D61726B65747370  # pg_advisory_xact_lock key: "marketsp"
+
+# Index i moves the schema from version i to i + 1. Append, never edit.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE candles (
+        market TEXT NOT NULL,
+        timeframe TEXT NOT NULL,
+        start_ms BIGINT NOT NULL,
+        open DOUBLE PRECISION NOT NULL,
+        high DOUBLE PRECISION NOT NULL,
+        low DOUBLE PRECISION NOT NULL,
+        close DOUBLE PRECISION NOT NULL,
+        volume DOUBLE PRECISION NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        last_trade_ms BIGINT NOT NULL,
+        PRIMARY KEY (market, timeframe, start_ms)
+    );
+    CREATE TABLE coverage (
+        market TEXT NOT NULL,
+        timeframe TEXT NOT NULL,
+        start_ms BIGINT NOT NULL,
+        end_ms BIGINT NOT NULL,
+        PRIMARY KEY (market, timeframe, start_ms)
+    );
+    CREATE TABLE listing (
+        market TEXT NOT NULL,
+        timeframe TEXT NOT NULL,
+        start_ms BIGINT NOT NULL,
+        PRIMARY KEY (market, timeframe)
+    );
+    """,
+    # Markets upstream stopped listing (404) while this store held their candles.
+    """
+    CREATE TABLE delisted (
+        market TEXT NOT NULL PRIMARY KEY,
+        seen_ms BIGINT NOT NULL
+    );
+    """,
+)
+PG_SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COPY_CHUNK = 1 << 18  # bytes per COPY write
+_COLUMNS = "market, timeframe, start_ms, open, high, low, close, volume, value, last_trade_ms"
+_UPSERT = (
+    f"INSERT INTO candles ({_COLUMNS}) SELECT {_COLUMNS} FROM candles_staging "
+    "ON CONFLICT (market, timeframe, start_ms) DO UPDATE SET open = EXCLUDED.open, "
+    "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
+    "volume = EXCLUDED.volume, value = EXCLUDED.value, last_trade_ms = EXCLUDED.last_trade_ms"
+)
+
+
+class PostgresStore:
+    """A ``CandleStore`` in a PostgreSQL database. Use as ``async with PostgresStore(url)``
+    or call ``aclose()``. Every method raises StoreError when the database cannot be used."""
+
+    def __init__(self, url: str) -> None:
+        if not is_postgres_url(url):
+            raise InvalidRequestError(
+                f"{url!r} is not a PostgreSQL URL: expected postgresql://USER@HOST:PORT/DB"
+            )
+        self.url = url
+        self._shown = redact_url(url)
+        self._conn: _Conn | None = None
+        self._lock = asyncio.Lock()  # one statement sequence at a time on the connection
+        self._closed = False
+
+    async def __aenter__(self) -> PostgresStore:
+        try:
+            async with self._session():
+                pass
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection. Safe to call twice."""
+        self._closed = True
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+    # -- the CandleStore interface -------------------------------------------------------
+
+    async def write_page(
+        self,
+        market: str,
+        timeframe: Timeframe,
+        candles: Sequence[Candle],
+        covered: Range,
+        *,
+        listing_ms: int | None = None,
+    ) -> None:
+        """Store ``candles`` and mark ``covered`` complete in one transaction (see
+        ``SQLiteStore.write_page``; same errors)."""
+        tf = timeframe
+        # Checking and formatting a big page is CPU work: off the event loop.
+        data = await asyncio.to_thread(_copy_data, market, tf, candles, covered)
+        key = tf.key
+        async with self._session() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{market}/{key}",)
+            )
+            if data:
+                async with cur.copy(f"COPY candles_staging ({_COLUMNS}) FROM STDIN") as copy:
+                    for at in range(0, len(data), _COPY_CHUNK):
+                        await copy.write(data[at : at + _COPY_CHUNK])
+                await cur.execute(_UPSERT)
+            merged = (await self._coverage(conn, market, key)).add(*covered)
+            await cur.execute(
+                "DELETE FROM coverage WHERE market = %s AND timeframe = %s", (market, key)
+            )
+            await cur.executemany(
+                "INSERT INTO coverage VALUES (%s, %s, %s, %s)",
+                [(market, key, start, end) for start, end in merged.ranges],
+            )
+            if listing_ms is not None:
+                await _put_listing(conn, market, key, listing_ms)
+
+    async def read(
+        self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
+    ) -> list[Candle]:
+        """The stored candles starting in ``[start_ms, end_ms)``, ascending."""
+        tf = timeframe
+        async with self._session() as conn:
+            cur = await conn.execute(
+                "SELECT start_ms, open, high, low, close, volume, value, last_trade_ms "
+                "FROM candles WHERE market = %s AND timeframe = %s AND start_ms >= %s "
+                "AND start_ms < %s ORDER BY start_ms",
+                (market, tf.key, start_ms, end_ms),
+            )
+            rows = await cur.fetchall()
+        name, market = tf.name, sys.intern(market)  # one string shared with upstream's pages
+        if len(rows) < 1000:
+            return [Candle(market, name, *row) for row in rows]
+        return await asyncio.to_thread(lambda: [Candle(market, name, *row) for row in rows])
+
+    async def coverage(self, market: str, timeframe: Timeframe) -> Coverage:
+        """The ranges known complete for this series, with its listing if known."""
+        key = timeframe.key
+        async with self._session() as conn:
+            return await self._coverage(conn, market, key)
+
+    async def set_listing(self, market: str, timeframe: Timeframe, start_ms: int) -> None:
+        """Record that no candle of this series starts before ``start_ms`` (the later wins)."""
+        key = timeframe.key
+        async with self._session() as conn, conn.transaction():
+            await _put_listing(conn, market, key, start_ms)
+
+    async def listing(self, market: str, timeframe: Timeframe) -> int | None:
+        """The recorded listing start, or None when no backfill reached it yet."""
+        key = timeframe.key
+        async with self._session() as conn:
+            return await _get_listing(conn, market, key)
+
+    async def summary(self) -> list[SeriesSummary]:
+        """One entry per stored series, sorted by market then timeframe key."""
+        async with self._session() as conn:
+            cur = await conn.execute(
+                "SELECT market, timeframe, COUNT(*), MIN(start_ms), MAX(start_ms), "
+                "MAX(last_trade_ms) FROM candles GROUP BY market, timeframe"
+            )
+            counts = {
+                (str(m), str(k)): (int(n), f, la, lt) for m, k, n, f, la, lt in await cur.fetchall()
+            }
+            series = set(counts)
+            for table in ("coverage", "listing"):
+                cur = await conn.execute(f"SELECT DISTINCT market, timeframe FROM {table}")
+                series.update((str(m), str(k)) for m, k in await cur.fetchall())
+            summaries = []
+            for market, key in sorted(series):
+                coverage = await self._coverage(conn, market, key)
+                rows, first, last, last_trade = counts.get((market, key), (0, None, None, None))
+                summaries.append(
+                    SeriesSummary(
+                        market,
+                        _NAME_OF_KEY.get(key, key),
+                        coverage.ranges,
+                        rows,
+                        None if first is None else int(first),
+                        None if last is None else int(last),
+                        coverage.listing_ms,
+                        None if last_trade is None else int(last_trade),
+                    )
+                )
+        return summaries
+
+    async def set_delisted(self, market: str, seen_ms: int) -> None:
+        """Record that upstream no longer lists ``market`` (first seen at ``seen_ms``; an
+        earlier record is kept). Its candles stay."""
+        async with self._session() as conn:
+            await conn.execute(
+                "INSERT INTO delisted VALUES (%s, %s) ON CONFLICT (market) DO NOTHING",
+                (market, seen_ms),
+            )
+
+    async def delisted(self) -> dict[str, int]:
+        """Markets recorded as delisted → when that was first seen (epoch ms)."""
+        async with self._session() as conn:
+            cur = await conn.execute("SELECT market, seen_ms FROM delisted")
+            return {str(m): int(seen) for m, seen in await cur.fetchall()}
+
+    # -- the connection ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[_Conn]:
+        """The open connection, held alone; psycopg errors become StoreError here, only here."""
+        if self._closed:
+            raise StoreError(f"the candle database {self._shown} is closed")
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await self._open()
+                yield self._conn
+            except psycopg.Error as exc:
+                raise StoreError(f"candle database {self._shown}: {_one_line(exc)}") from exc
+
+    async def _open(self) -> _Conn:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=5
+            )
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot open the candle database {self._shown}: {_one_line(exc)} "
+                "(expected a reachable PostgreSQL server, e.g. postgresql://USER@HOST:5432/DB)"
+            ) from exc
+        try:
+            await _migrate(conn, self._shown)
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS candles_staging "
+                "(LIKE candles) ON COMMIT DELETE ROWS"
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    async def _coverage(conn: _Conn, market: str, key: str) -> Coverage:
+        cur = await conn.execute(
+            "SELECT start_ms, end_ms FROM coverage WHERE market = %s AND timeframe = %s "
+            "ORDER BY start_ms",
+            (market, key),
+        )
+        ranges = [(int(s), int(e)) for s, e in await cur.fetchall()]
+        return Coverage.of(ranges, await _get_listing(conn, market, key))
+
+
+def _copy_text(value: str) -> str:
+    """``value`` escaped for COPY's text format."""
+    return value.translate({92: "\\\\", 9: "\\t", 10: "\\n", 13: "\\r"})
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _copy_data(market: str, tf: Timeframe, candles: Sequence[Candle], covered: Range) -> bytes:
+    """The page as COPY text rows (tab-separated), checked as SQLiteStore checks a page;
+    the last of a duplicate start wins."""
+    start, end = covered
+    if start > end:
+        raise InvalidRequestError(f"covered range {covered} ends before it starts")
+    head = f"{_copy_text(market)}\t{_copy_text(tf.key)}"
+    rows: dict[int, str] = {}
+    for c in candles:
+        if not start <= c.start_ms < end:
+            raise InvalidRequestError(
+                f"candle at {c.start_ms} lies outside the covered range {covered}"
+            )
+        if c.market != market or (c.timeframe != tf.name and parse_timeframe(c.timeframe) != tf):
+            raise InvalidRequestError(
+                f"candle of {c.market} {c.timeframe} written to {market} {tf.name}"
+            )
+        rows[c.start_ms] = (
+            f"{head}\t{c.start_ms}\t{c.open!r}\t{c.high!r}\t{c.low!r}\t{c.close!r}\t"
+            f"{c.volume!r}\t{c.value!r}\t{c.last_trade_ms}\n"
+        )
+    return "".join(rows.values()).encode()
+
+
+async def _migrate(conn: _Conn, shown: str) -> None:
+    """Bring the schema to PG_SCHEMA_VERSION (one process at a time); raises StoreError for
+    a newer schema or a foreign ``candles`` table."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        cur = await conn.execute(
+            "SELECT to_regclass('marketspine_schema') IS NOT NULL, "
+            "to_regclass('candles') IS NOT NULL"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        versioned, has_candles = row
+        if not versioned:
+            if has_candles:
+                raise StoreError(
+                    f"{shown} has a table 'candles' that marketspine did not create; "
+                    "expected a marketspine database (or pick another schema with "
+                    "?options=-csearch_path%3DSCHEMA)"
+                )
+            await conn.execute("CREATE TABLE marketspine_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO marketspine_schema VALUES (0)")
+        cur = await conn.execute("SELECT version FROM marketspine_schema")
+        found = await cur.fetchone()
+        version = int(found[0]) if found else 0
+        if version > PG_SCHEMA_VERSION:
+            raise StoreError(
+                f"{shown} has schema version {version}, newer than this marketspine supports "
+                f"({PG_SCHEMA_VERSION}); upgrade marketspine or use another --db"
+            )
+        for target in range(version, PG_SCHEMA_VERSION):
+            await conn.execute(_MIGRATIONS[target])
+            await conn.execute("UPDATE marketspine_schema SET version = %s", (target + 1,))
+
+
+async def _get_listing(conn: _Conn, market: str, key: str) -> int | None:
+    cur = await conn.execute(
+        "SELECT start_ms FROM listing WHERE market = %s AND timeframe = %s", (market, key)
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def _put_listing(conn: _Conn, market: str, key: str, start_ms: int) -> None:
+    await conn.execute(
+        "INSERT INTO listing VALUES (%s, %s, %s) ON CONFLICT (market, timeframe) "
+        "DO UPDATE SET start_ms = GREATEST(listing.start_ms, EXCLUDED.start_ms)",
+        (market, key, start_ms),
+    )

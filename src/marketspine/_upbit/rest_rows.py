@@ -1,0 +1,266 @@
+"""Records back into Upbit's REST JSON (pure): the fields, in Upbit's order, that a client of
+``api.upbit.com`` expects. ``serve`` answers its ``/v1/…`` paths with these.
+
+Closed candles never change, so their encoded rows are kept (``CandleRows``): a cached
+page of 200 is then a join of 200 byte strings, not 200 encodings.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from .._base.time import DAY_MS, KST_OFFSET_MS, format_utc
+from .._base.timeframes import Timeframe
+from ..records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
+from .ticks import tick_decimals
+
+__all__ = [
+    "CAUTION_KEYS",
+    "CandleRows",
+    "ClosedAnswers",
+    "decimal_text",
+    "instrument_row",
+    "market_row",
+    "number",
+    "orderbook_row",
+    "stamp",
+    "ticker_row",
+    "trade_row",
+]
+
+CAUTION_KEYS = (
+    "PRICE_FLUCTUATIONS",
+    "TRADING_VOLUME_SOARING",
+    "DEPOSIT_AMOUNT_SOARING",
+    "GLOBAL_PRICE_DIFFERENCES",
+    "CONCENTRATION_OF_SMALL_ACCOUNTS",
+)
+
+_encode = msgspec.json.Encoder().encode
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_text(day: int) -> str:
+    return format_utc(day * DAY_MS)[:10]
+
+
+_HOUR_MINUTE = tuple(f"T{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
+_SECOND = tuple(f"{s:02d}" for s in range(60))
+
+
+def stamp(ms: int) -> str:
+    """``yyyy-MM-ddTHH:mm:ss`` (naive UTC) from lookup tables: a page of 200 candles needs
+    400 of these and strftime would be most of its cost."""
+    day, rest = divmod(ms, DAY_MS)
+    minute, second = divmod(rest // 1000, 60)
+    return _date_text(day) + _HOUR_MINUTE[minute] + _SECOND[second]
+
+
+def number(value: float) -> int | float:
+    """A whole number as a JSON integer (levels, zero slots), otherwise the float."""
+    return int(value) if float(value).is_integer() else value
+
+
+def decimal_text(value: float) -> str:
+    """A tick or level the way Upbit spells it in strings: ``"1000"``, ``"0.00000001"``."""
+    value = float(value)
+    if value >= 1 or value == 0:
+        return str(int(value)) if value.is_integer() else repr(value)
+    return f"{value:.{tick_decimals(value)}f}"
+
+
+class ClosedAnswers:
+    """Whole answers made only of closed candles, by request (bounded, least recently used
+    out first): asked again, they are sent as they are."""
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self._answers: OrderedDict[str, bytes] = OrderedDict()
+        self._max_bytes = max_bytes
+        self.bytes = 0
+
+    def get(self, key: str) -> bytes | None:
+        body = self._answers.get(key)
+        if body is not None:
+            self._answers.move_to_end(key)
+        return body
+
+    def put(self, key: str, body: bytes) -> None:
+        if len(body) > self._max_bytes // 4:
+            return  # one huge answer must not flush all the others
+        old = self._answers.pop(key, None)
+        self.bytes += len(body) - (len(old) if old is not None else 0)
+        self._answers[key] = body
+        while self.bytes > self._max_bytes:
+            _, dropped = self._answers.popitem(last=False)
+            self.bytes -= len(dropped)
+
+
+class CandleRows:
+    """Encoded candle rows, newest first, for ``/v1/candles/…``. A row of a closed candle is
+    encoded once and kept (bounded); the forming one is encoded every time."""
+
+    def __init__(self, max_rows: int = 100_000) -> None:  # about 35 MB of rows at most
+        self._rows: dict[tuple[str, str, int, int, float], bytes] = {}
+        self._max_rows = max_rows
+
+    def page(
+        self,
+        candles: Sequence[Candle],
+        tf: Timeframe,
+        *,
+        previous: Candle | None,
+        forming_start_ms: int | None,
+        krw_rate: float | None = None,
+    ) -> bytes:
+        """The JSON array of ``candles`` (ascending in, newest first out). ``previous`` is
+        the candle before the first (day candles compare with its close); a candle starting
+        at ``forming_start_ms`` is still forming. ``krw_rate`` adds ``converted_trade_price``
+        (days with ``converting_price_unit=KRW``)."""
+        rows: list[bytes] = []
+        prev_close = previous.close if previous is not None else None
+        for candle in candles:
+            prev = candle.open if prev_close is None else prev_close
+            prev_close = candle.close
+            if krw_rate is not None:
+                rows.append(_encode(_candle(candle, tf, prev, krw_rate)))
+                continue
+            key = (candle.market, tf.key, candle.start_ms, candle.last_trade_ms, prev)
+            row = self._rows.get(key)
+            if row is None:
+                row = _encode(_candle(candle, tf, prev, None))
+                if candle.start_ms != forming_start_ms:
+                    if len(self._rows) >= self._max_rows:
+                        self._rows.clear()  # rebuilt from the hot pages within a request
+                    self._rows[key] = row
+            rows.append(row)
+        rows.reverse()
+        return b"[" + b",".join(rows) + b"]"
+
+
+def _candle(candle: Candle, tf: Timeframe, prev: float, krw_rate: float | None) -> dict[str, Any]:
+    utc = stamp(candle.start_ms)
+    row: dict[str, Any] = {
+        "market": candle.market,
+        "candle_date_time_utc": utc,
+        "candle_date_time_kst": stamp(candle.start_ms + KST_OFFSET_MS),
+        "opening_price": candle.open,
+        "high_price": candle.high,
+        "low_price": candle.low,
+        "trade_price": candle.close,
+        "timestamp": candle.last_trade_ms,
+        "candle_acc_trade_price": candle.value,
+        "candle_acc_trade_volume": candle.volume,
+    }
+    if tf.unit == "minute":
+        row["unit"] = tf.minutes
+    elif tf.unit == "day":
+        change = round(candle.close - prev, 8)
+        row["prev_closing_price"] = prev
+        row["change_price"] = change
+        row["change_rate"] = round(change / prev, 10) if prev else 0.0
+        if krw_rate is not None:
+            row["converted_trade_price"] = round(candle.close * krw_rate, 8)
+    elif tf.unit != "second":
+        row["first_day_of_period"] = utc[:10]
+    return row
+
+
+def market_row(info: MarketInfo, *, details: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"market": info.market}
+    if info.korean_name is not None:
+        row["korean_name"] = info.korean_name
+    row["english_name"] = info.english_name
+    if details:
+        row["market_event"] = {
+            "warning": info.warning,
+            "caution": {key: bool(info.caution.get(key, False)) for key in CAUTION_KEYS},
+        }
+    return row
+
+
+def ticker_row(t: Ticker) -> dict[str, Any]:
+    utc = stamp(t.trade_ms)
+    kst = stamp(t.trade_ms + KST_OFFSET_MS)
+    return {
+        "market": t.market,
+        "trade_date": utc[0:4] + utc[5:7] + utc[8:10],
+        "trade_time": utc[11:13] + utc[14:16] + utc[17:19],
+        "trade_date_kst": kst[0:4] + kst[5:7] + kst[8:10],
+        "trade_time_kst": kst[11:13] + kst[14:16] + kst[17:19],
+        "trade_timestamp": t.trade_ms,
+        "opening_price": t.open,
+        "high_price": t.high,
+        "low_price": t.low,
+        "trade_price": t.price,
+        "prev_closing_price": t.prev_close,
+        "change": t.change,
+        "change_price": abs(t.change_price),
+        "change_rate": abs(t.change_rate),
+        "signed_change_price": t.change_price,
+        "signed_change_rate": t.change_rate,
+        "trade_volume": t.trade_volume,
+        "acc_trade_price": t.acc_value,
+        "acc_trade_price_24h": t.acc_value_24h,
+        "acc_trade_volume": t.acc_volume,
+        "acc_trade_volume_24h": t.acc_volume_24h,
+        "highest_52_week_price": t.high_52w,
+        "highest_52_week_date": t.high_52w_date,
+        "lowest_52_week_price": t.low_52w,
+        "lowest_52_week_date": t.low_52w_date,
+        "timestamp": t.ms,
+    }
+
+
+def orderbook_row(book: Orderbook, depth: int) -> dict[str, Any]:
+    """A book cut to ``depth`` levels (totals over those levels), thin sides padded with
+    zero slots, REST key order ``bid_price, bid_size, ask_price, ask_size``."""
+    units = list(book.units[:depth])
+    rows = [
+        {
+            "bid_price": number(u.bid_price),
+            "bid_size": number(u.bid_size) if u.bid_size == 0 else u.bid_size,
+            "ask_price": number(u.ask_price),
+            "ask_size": number(u.ask_size) if u.ask_size == 0 else u.ask_size,
+        }
+        for u in units
+    ]
+    rows += [{"bid_price": 0, "bid_size": 0, "ask_price": 0, "ask_size": 0}] * (depth - len(rows))
+    cut = len(units) < len(book.units)
+    return {
+        "market": book.market,
+        "timestamp": book.ms,
+        "total_ask_size": round(sum(u.ask_size for u in units), 8) if cut else book.total_ask_size,
+        "total_bid_size": round(sum(u.bid_size for u in units), 8) if cut else book.total_bid_size,
+        "orderbook_units": rows,
+        "level": number(book.level),
+    }
+
+
+def trade_row(t: Trade) -> dict[str, Any]:
+    utc = stamp(t.ms)
+    return {
+        "market": t.market,
+        "trade_date_utc": utc[:10],
+        "trade_time_utc": utc[11:],
+        "timestamp": t.ms,
+        "trade_price": t.price,
+        "trade_volume": t.volume,
+        "prev_closing_price": t.prev_close,
+        "change_price": t.change_price,
+        "ask_bid": t.side,
+        "sequential_id": t.seq,
+    }
+
+
+def instrument_row(i: Instrument) -> dict[str, Any]:
+    return {
+        "market": i.market,
+        "quote_currency": i.quote_currency,
+        "tick_size": decimal_text(i.tick_size),
+        "supported_levels": [decimal_text(x) for x in i.supported_levels],
+    }

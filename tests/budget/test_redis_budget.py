@@ -1,0 +1,222 @@
+"""RedisRateBudget: several budgets (as several processes would) sharing the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+from services import PrivateRedis, RedisSpace
+
+from marketspine._budget.local import Priority
+from marketspine._budget.redis import RedisRateBudget
+from marketspine._budget.redis_lua import BudgetKeys
+
+WINDOW = 0.25  # a short window keeps these tests fast; the rules do not depend on it
+MARGIN = 0.02
+SPAN = WINDOW + MARGIN
+
+
+def budget(space: RedisSpace, **kwargs: object) -> RedisRateBudget:
+    return RedisRateBudget(
+        space.url,
+        prefix=space.prefix,
+        scope="ip",
+        window=WINDOW,
+        margin=MARGIN,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def booked_sends(space: RedisSpace, group: str = "candles") -> list[float]:
+    """Send times (s, Redis clock) as Redis booked them for the group."""
+    client = Redis.from_url(space.url)
+    try:
+        keys = BudgetKeys.of(space.prefix, "ip", group)
+        rows = await client.zrange(keys.sends, 0, -1, withscores=True)
+    finally:
+        await client.aclose()
+    return sorted(score / 1e6 for _, score in rows)
+
+
+def max_in_any_span(times: list[float], span: float) -> int:
+    best = 0
+    for i, t in enumerate(times):
+        best = max(best, sum(1 for u in times[i:] if u - t < span))
+    return best
+
+
+async def test_two_processes_share_one_ceiling(redis_space: RedisSpace) -> None:
+    async with budget(redis_space) as a, budget(redis_space) as b:
+        await asyncio.gather(
+            *(x.acquire("candles", Priority.LOW) for x in (a, b) for _ in range(15))
+        )
+    sends = await booked_sends(redis_space)
+    assert len(sends) == 30
+    assert max_in_any_span(sends, SPAN) <= 10  # never over the ceiling, together
+    assert a.statistics().groups["candles"].sent == b.statistics().groups["candles"].sent == 15
+
+
+async def test_low_elsewhere_never_takes_a_critical_requests_slot(
+    redis_space: RedisSpace,
+) -> None:
+    order: list[str] = []
+    saturated = asyncio.Event()
+
+    async def take(x: RedisRateBudget, name: str, priority: Priority) -> None:
+        await x.acquire("candles", priority)
+        order.append(name)
+        if len(order) == 12:
+            saturated.set()
+
+    async with budget(redis_space) as a, budget(redis_space) as b:
+        flood = [asyncio.create_task(take(a, f"low{i}", Priority.LOW)) for i in range(25)]
+        await asyncio.wait_for(saturated.wait(), 5)  # the window is full, LOW is paced
+        before = len(order)
+        await take(b, "critical", Priority.CRITICAL)
+        await asyncio.gather(*flood)
+    # The CRITICAL request took the next free slot or the one after (one LOW may have been
+    # granted while its ask was in flight), never waiting behind the LOW queue.
+    assert order.index("critical") <= before + 1
+
+
+async def test_a_penalty_seen_by_one_process_pauses_the_others(redis_space: RedisSpace) -> None:
+    keys = BudgetKeys.of(redis_space.prefix, "ip", "candles")
+    client = Redis.from_url(redis_space.url)
+    async with budget(redis_space) as a, budget(redis_space) as b:
+        await b.acquire("candles")  # b can send
+        a.penalize("candles", 0.5)  # a 429/418 seen by a
+        said = time.monotonic()
+        retry = asyncio.create_task(a.acquire("candles"))  # a's retry carries it to Redis
+        while await client.hget(keys.state, "blocked") is None:
+            assert time.monotonic() - said < 2, "the penalty never reached Redis"
+            await asyncio.sleep(0.002)
+        await b.acquire("candles", Priority.CRITICAL)
+        # b, which never saw the 429, still waited out the block.
+        assert time.monotonic() - said >= 0.45
+        await retry
+    await client.aclose()
+
+
+async def test_unreachable_redis_falls_back_to_a_share_and_recovers(
+    private_redis: PrivateRedis,
+) -> None:
+    space = RedisSpace(private_redis.url, "fb:")
+    async with budget(space, fallback_share=0.5, retry_every_s=0.05) as a:
+        await a.acquire("candles")
+        assert a.shared
+        private_redis.stop()
+        started = time.monotonic()
+        for _ in range(8):
+            await a.acquire("candles", Priority.LOW)
+        blind = time.monotonic() - started
+        assert not a.shared
+        # 5 per span while blind (half the ceiling): 8 sends need more than one span.
+        assert blind > SPAN
+        private_redis.start()  # an empty Redis, as after a restart
+        deadline = time.monotonic() + 5
+        while not a.shared:
+            assert time.monotonic() < deadline, "the budget never went back to Redis"
+            await a.acquire("candles", Priority.LOW)
+        # The sends made blind within the last spans were booked, so the window counts them.
+        assert len(await booked_sends(space)) >= 2
+
+
+async def test_a_budget_whose_redis_is_down_from_the_start_still_works(
+    private_redis: PrivateRedis,
+) -> None:
+    private_redis.stop()
+    space = RedisSpace(private_redis.url, "down:")
+    async with budget(space, fallback_share=0.5, retry_every_s=10) as a:
+        for _ in range(5):
+            await a.acquire("candles")
+        assert not a.shared
+        assert a.statistics().groups["candles"].sent == 5
+
+
+async def test_the_margin_follows_round_trip_jitter_and_holds_for_every_process(
+    redis_space: RedisSpace,
+) -> None:
+    # Same argument as LocalRateBudget's: upstream counts arrivals, so sends a span apart
+    # land in one window when the first was delayed more. The margin widens to the spread
+    # of the round trips this process sees, and Redis applies it to the other processes.
+    clock = [100.0]
+    jittery, calm = budget(redis_space, clock=lambda: clock[0]), budget(redis_space)
+    async with jittery, calm:
+        for i in range(50):
+            sent_at = clock[0]
+            clock[0] += 0.030 + (0.050 if i % 10 == 0 else 0.0)  # p99 - min = 50 ms
+            jittery.observe("candles", 10, sent_at=sent_at)
+        assert jittery.statistics().groups["candles"].margin == pytest.approx(MARGIN)
+        await jittery.acquire("candles")
+        assert jittery.statistics().groups["candles"].margin == pytest.approx(0.05)
+        await calm.acquire("candles")  # it saw no jitter itself
+        assert calm.statistics().groups["candles"].margin == pytest.approx(0.05)
+    client = Redis.from_url(redis_space.url)
+    try:
+        state = await client.hgetall(BudgetKeys.of(redis_space.prefix, "ip", "candles").state)
+    finally:
+        await client.aclose()
+    assert int(state[b"span"]) == round((WINDOW + 0.05) * 1e6)
+
+
+async def moves(space: RedisSpace, group: str = "candles") -> list[float]:
+    """How far (s) each booked send of the group was moved later, oldest booking first
+    (a member is named after the time it was booked)."""
+    client = Redis.from_url(space.url)
+    try:
+        rows = await client.zrange(
+            BudgetKeys.of(space.prefix, "ip", group).sends, 0, -1, withscores=True
+        )
+    finally:
+        await client.aclose()
+    booked = sorted((int(member.split(b":")[0]), score) for member, score in rows)
+    return [(score - at) / 1e6 for at, score in booked]
+
+
+async def test_a_send_that_arrived_late_counts_when_it_arrived_for_every_process(
+    redis_space: RedisSpace,
+) -> None:
+    # As in LocalRateBudget: the group's first request was held up 83 ms on its way, before
+    # any margin was learnt; nine fast ones (2 ms round trips) followed. Once those show the
+    # fastest round trip, the first send moves 81 ms later in Redis, where every process's
+    # window counts it, without this process having to ask again.
+    clock = [100.0]
+    late = budget(redis_space, clock=lambda: clock[0])
+    async with late:
+        await late.acquire("candles")
+        clock[0] += 0.083
+        late.observe("candles", 9, sent_at=100.0)
+        for used in range(2, 11):
+            clock[0] += 0.001
+            await late.acquire("candles")
+            sent_at = clock[0]
+            clock[0] += 0.002
+            late.observe("candles", 10 - used, sent_at=sent_at)
+        deadline = time.monotonic() + 5.0
+        while (moved := await moves(redis_space))[0] == 0.0:
+            assert time.monotonic() < deadline, "the late send was never moved"
+            await asyncio.sleep(0.01)
+    assert moved == pytest.approx([0.081] + [0.0] * 9, abs=2e-6)
+
+
+async def test_acquisitions_that_find_redis_back_together_recover_once(
+    private_redis: PrivateRedis,
+) -> None:
+    # Several callers of one budget all try Redis again (here: at every call). The first
+    # books the blind sends and sends what was said meanwhile; a second one at the same time
+    # used to book them all again and send the same observation twice (IndexError).
+    space = RedisSpace(private_redis.url, "race:")
+    async with budget(space, fallback_share=0.5, retry_every_s=0.0) as a:
+        await a.acquire("candles")
+        private_redis.stop()
+        a.observe("candles", 9)  # said while Redis is away: sent once it is back
+        await a.acquire("candles", Priority.LOW)  # blind from here: 1 send
+        assert not a.shared
+        private_redis.start()  # empty
+        await asyncio.gather(*(a.acquire("candles", Priority.LOW) for _ in range(3)))
+        assert a.shared
+    # One recovery: the blind send plus the rest of the window as used (10), then the one
+    # acquisition that waited for Redis; the others went on blind meanwhile (not booked).
+    assert len(await booked_sends(space)) == 11

@@ -1,0 +1,100 @@
+"""collect --db postgresql:// --redis, and migrate SQLite → PostgreSQL, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import httpx
+import psycopg
+from clitools import run
+from services import PgSpace, PrivateRedis, RedisSpace
+
+from marketspine._base.time import parse_time
+
+SINCE, UNTIL = "2026-01-01", "2026-01-03T05:00:00"
+HOURS = 2 * 24 + 5
+
+
+def collect(url: str, db: str, *extra: str) -> dict[str, object]:
+    done = run(
+        "collect", "KRW-BTC", "-t", "1h", "--since", SINCE, "--until", UNTIL,
+        "--db", db, "--upstream", url, "--json", *extra,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def test_collect_into_postgresql_sharing_redis_resumes_from_its_coverage(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    pg_space: PgSpace,
+    redis_space: RedisSpace,
+) -> None:
+    from marketspine.sim import SimConfig
+
+    with running_sim(SimConfig(rate_limit=10)) as url:
+        first = collect(url, pg_space.url, "--redis", redis_space.url)
+        assert first["candles_written"] == HOURS
+        again = collect(url, pg_space.url, "--redis", redis_space.url)
+        assert again["upstream_calls"] == 0
+    since_ms, until_ms = parse_time(SINCE), parse_time(UNTIL)
+    with psycopg.connect(pg_space.url) as conn:
+        asked = conn.execute(
+            "SELECT COUNT(*) FROM candles WHERE start_ms >= %s AND start_ms < %s",
+            (since_ms, until_ms),
+        ).fetchone()
+    assert asked == (HOURS,)
+
+
+def test_migrate_copies_and_verifies_and_can_run_again(
+    running_sim: Callable[..., AbstractContextManager[str]], pg_space: PgSpace, tmp_path: Path
+) -> None:
+    from marketspine.sim import SimConfig
+
+    db = str(tmp_path / "spine.db")
+    with running_sim(SimConfig(rate_limit=0)) as url:
+        collect(url, db)
+    source = json.loads(run("status", "--db", db, "--json").stdout)
+    for _ in range(2):  # a second run changes nothing and verifies again
+        moved = run("migrate", "--from", db, "--to", pg_space.url, "--json")
+        assert moved.returncode == 0, moved.stderr
+        report = json.loads(moved.stdout)
+        assert report["series"] == 1 and report["verified"]
+        assert report["candles"] == sum(s["rows"] for s in source["series"]) >= HOURS
+    target = json.loads(run("status", "--db", pg_space.url, "--json").stdout)
+    assert source.pop("db") == db and target.pop("db") == pg_space.url
+    assert source == target and source
+
+
+def test_migrate_says_what_is_wrong(tmp_path: Path, pg_space: PgSpace) -> None:
+    missing = run("migrate", "--from", str(tmp_path / "none.db"), "--to", pg_space.url)
+    assert missing.returncode == 2 and "no database at" in missing.stderr
+    same = run("migrate", "--from", pg_space.url, "--to", pg_space.url)
+    assert same.returncode == 2 and "same database" in same.stderr
+    bad = run("collect", "KRW-BTC", "-t", "1h", "--db", str(tmp_path / "x.db"),
+              "--redis", "http://nope", "--upstream", "http://127.0.0.1:9")  # fmt: skip
+    assert bad.returncode == 2 and "expected redis://" in bad.stderr
+    assert "Traceback" not in missing.stderr + same.stderr + bad.stderr
+
+
+async def test_collect_takes_the_market_list_a_warmup_left_in_redis(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    private_redis: PrivateRedis,
+    tmp_path: Path,
+) -> None:
+    from marketspine._spine.spine import Spine
+    from marketspine.sim import SimConfig
+
+    def market_calls(url: str) -> int:
+        return int(httpx.get(url + "/sim/stats").json()["requests"]["by_group"].get("market", 0))
+
+    with running_sim(SimConfig(rate_limit=0)) as url:
+        async with Spine(url, tmp_path / "spine.db", redis=private_redis.url) as spine:
+            assert (await spine.warmup())["success"] is True
+        assert market_calls(url) == 1
+        summary = collect(url, str(tmp_path / "collect.db"), "--redis", private_redis.url)
+        assert summary["candles_written"] == HOURS
+        assert market_calls(url) == 1  # the listing check read market:info:upbit instead

@@ -1,0 +1,177 @@
+"""Several real ``marketspine collect`` processes sharing one Redis and one PostgreSQL,
+against one loopback simulator that enforces Upbit's 10 requests/s: no 429, the ceiling
+used together, every page fetched once, a killed collector resumed exactly, Redis lost and
+found mid-run without a 429. A private redis-server per test (free port) is the shared Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from clitools import CONSOLE_SCRIPT
+from helpers import UnpacedBudget
+from services import PgSpace, PrivateRedis
+
+from marketspine._base.time import parse_time
+from marketspine._base.timeframes import TIMEFRAMES
+from marketspine._client.client import Client
+from marketspine._store.backfill import collect
+from marketspine._store.sqlite import SQLiteStore
+from marketspine.sim import SimConfig, create_app
+
+NOW = parse_time("2026-11-20T12:34:56.789Z")
+MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
+SINCE, UNTIL = "2026-11-19T12:00:00Z", "2026-11-20T12:00:00Z"  # 8 pages of 1m per market
+CEILING = 10.0  # requests/s of the candles group
+
+
+class Recorder:
+    """An ASGI wrapper around the simulator that notes when each candle request arrives."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.arrivals: list[float] = []
+        self.queries: list[bytes] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/candles/"):
+            with self._lock:
+                self.arrivals.append(time.monotonic())
+                self.queries.append(scope["query_string"])
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[tuple[str, Recorder]]:
+    recorder = Recorder(create_app(SimConfig(rate_limit=10), clock=lambda: NOW))
+    with running_sim(app=recorder) as url:  # type: ignore[arg-type]
+        yield url, recorder
+
+
+def start(url: str, db: str, redis: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [CONSOLE_SCRIPT, "collect", *MARKETS, "-t", "1m", "--since", SINCE, "--until", UNTIL,
+         "--db", db, "--upstream", url, "--redis", redis, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return summary
+
+
+def stats(url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"{url}/sim/stats").json()
+    return answer
+
+
+async def reference(tmp_path: Path) -> tuple[int, set[tuple[Any, ...]]]:
+    """Pages and rows one uninterrupted process fetches alone (in-process, unpaced)."""
+    app = create_app(SimConfig(rate_limit=0), clock=lambda: NOW)
+    async with (
+        SQLiteStore(tmp_path / "reference.sqlite") as store,
+        Client(
+            "http://sim", transport=httpx.ASGITransport(app=app), budget=UnpacedBudget()
+        ) as client,
+    ):
+        summary = await collect(
+            client, store, MARKETS, TIMEFRAMES["1m"],
+            since_ms=parse_time(SINCE), until_ms=parse_time(UNTIL), now_ms=NOW,
+        )  # fmt: skip
+    with sqlite3.connect(tmp_path / "reference.sqlite") as conn:
+        rows = set(conn.execute("SELECT * FROM candles").fetchall())
+    return summary.upstream_calls, rows
+
+
+def stored(pg: PgSpace) -> set[tuple[Any, ...]]:
+    with psycopg.connect(pg.url) as conn:
+        return set(conn.execute("SELECT * FROM candles").fetchall())
+
+
+def wait_for_rows(pg: PgSpace, rows: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(pg.url) as conn:
+            try:
+                found = conn.execute("SELECT COUNT(*) FROM candles").fetchone()
+            except psycopg.errors.UndefinedTable:  # not created yet
+                found = (0,)
+        if found is not None and found[0] >= rows:
+            return
+        assert process.poll() is None, "the collector ended before the moment to act"
+        assert time.monotonic() < deadline, f"no {rows} rows within 30 s"
+        time.sleep(0.01)
+
+
+def saturated_rate(arrivals: list[float]) -> float:
+    """Requests/s between the 5th and the 5th-last arrival (start-up and tail left out)."""
+    middle = sorted(arrivals)[4:-4]
+    return (len(middle) - 1) / (middle[-1] - middle[0])
+
+
+async def test_two_collectors_share_the_ceiling_and_fetch_each_page_once(
+    sim: tuple[str, Recorder], pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    url, recorder = sim
+    pages, rows = await reference(tmp_path)
+    a = start(url, pg_space.url, private_redis.url)
+    b = start(url, pg_space.url, private_redis.url)
+    first, second = finish(a), finish(b)
+    seen = stats(url)
+    assert seen["429"] == 0 and seen["418"] == 0
+    # Each page once: the two fetched together what one fetches alone (+ one clock call each).
+    assert first["upstream_calls"] + second["upstream_calls"] == pages
+    assert len(recorder.queries) == len(set(recorder.queries))  # no page asked twice
+    assert stored(pg_space) == rows
+    rate = saturated_rate(recorder.arrivals)
+    assert rate >= 0.95 * CEILING, f"{rate:.2f} requests/s together"
+
+
+async def test_a_killed_collector_is_resumed_exactly(
+    sim: tuple[str, Recorder], pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    url, _ = sim
+    _, rows = await reference(tmp_path)
+    a = start(url, pg_space.url, private_redis.url)
+    b = start(url, pg_space.url, private_redis.url)
+    wait_for_rows(pg_space, 1000, a)
+    a.send_signal(signal.SIGKILL)  # perhaps holding a page lease: it lapses, b goes on
+    a.wait(timeout=10)
+    finish(b)
+    assert stored(pg_space) == rows
+    again = finish(start(url, pg_space.url, private_redis.url))
+    assert again["upstream_calls"] == 0
+    assert stats(url)["429"] == 0
+
+
+async def test_redis_lost_mid_run_falls_back_to_a_share_without_a_429(
+    sim: tuple[str, Recorder], pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    url, _ = sim
+    _, rows = await reference(tmp_path)
+    a = start(url, pg_space.url, private_redis.url)
+    b = start(url, pg_space.url, private_redis.url)
+    wait_for_rows(pg_space, 1000, a)
+    private_redis.stop()
+    wait_for_rows(pg_space, 2000, a)  # both go on, each at half the ceiling
+    private_redis.start()  # empty, as after a restart: both return to the shared budget
+    finish(a)
+    finish(b)
+    assert stats(url)["429"] == 0 and stats(url)["418"] == 0
+    assert stored(pg_space) == rows
