@@ -1,7 +1,8 @@
 """Upbit's quotation REST API over the simulated history: parameters in, Upbit JSON shapes out.
 
 This module serves markets, candles and trades (``_rest_quotes``: tickers and orderbooks).
-Each handler takes the request and the simulator state and returns the JSON array to send;
+Each handler takes the request and the simulator state and returns the JSON array to send,
+its rows written by ``_upbit.rest_rows`` (the writer ``serve`` uses too);
 it raises ``InvalidRequestError`` (→ 400) or ``UnknownMarketError`` (→ 404 ``Code not
 found``) with Upbit's verbatim messages. Faults, rate limits and headers are the app's job
 (``_app.py``). Behaviour follows ``shared/upbit/API.md`` §1–§4; where Upbit's behaviour is

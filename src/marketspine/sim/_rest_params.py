@@ -12,7 +12,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from .._base.time import parse_time
-from .._upbit.rest_rows import stamp
+from .._upbit.rest_rows import stamp  # re-exported: the handlers' tests check it here
 from .._upbit.texts import MISSING, NOT_FOUND, TYPE_MISMATCH, WRONG_VALUE
 from ..errors import InvalidRequestError, UnknownMarketError
 
