@@ -36,6 +36,7 @@ from .._base.time import now_ms as wall_now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
 from .._budget.local import GROUPS, BudgetStatistics, LocalRateBudget, Priority, RateBudget
+from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
 from .._upbit.rest import (
     decode_candles,
     decode_instruments,
@@ -76,9 +77,6 @@ DEFAULT_TIMEOUT = 10.0
 # A hung request is given up after 10 x the recent p99 round trip, but never sooner than
 # this: at 30 ms latency a hang then costs ~1.5 s plus a short backoff, not 10 s.
 DEFAULT_TIMEOUT_FLOOR = 1.5
-MAX_CANDLES = 200
-MAX_TRADES = 500
-MAX_BOOK_LEVELS = 30
 
 
 R = TypeVar("R")

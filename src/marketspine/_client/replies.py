@@ -16,6 +16,7 @@ import msgspec
 
 from .._budget.local import GROUPS, RateBudget
 from .._upbit.decode import excerpt
+from .._upbit.texts import NOT_FOUND
 from ..errors import InvalidRequestError, MarketspineError, UnknownMarketError, UpstreamError
 from .upstream_clock import UpstreamClock
 
@@ -31,7 +32,6 @@ __all__ = [
 
 _REMAINING_REQ = re.compile(r"group=([a-z\-]+);\s*min=\d+;\s*sec=(\d+)")
 _BLOCK_SECONDS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s\b|초)", re.IGNORECASE)
-_NOT_FOUND = "Code not found"
 
 
 def learn_from_reply(
@@ -71,14 +71,14 @@ def status_error(
     """The error for a 4xx answer other than 429/418."""
     message = upbit_message(response)
     status = response.status_code
-    if status == 404 and message == _NOT_FOUND:
+    if status == 404 and message == NOT_FOUND:
         values = dict(params)
         markets = (
             values.get("market") or values.get("markets") or values.get("quote_currencies", "?")
         )
         return UnknownMarketError(
             markets,
-            f"unknown market {markets!r}: Upbit answered 404 {_NOT_FOUND} (not listed, "
+            f"unknown market {markets!r}: Upbit answered 404 {NOT_FOUND} (not listed, "
             "delisted, or a quote currency that does not exist)",
         )
     if not _is_upbit_error(response):

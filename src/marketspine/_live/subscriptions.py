@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import msgspec
 
 from .._base.timeframes import WS_CANDLE_TYPES, timeframe_of_kind
+from .._upbit.limits import WS_MESSAGES_PER_MIN, WS_MESSAGES_PER_S
 from ..errors import InvalidRequestError
 
 __all__ = [
@@ -171,7 +172,7 @@ class MessagePacer:
     second and 100 in any minute (sliding windows, which also satisfy fixed calendar
     windows). Pure: the caller passes the time in seconds."""
 
-    LIMITS = ((5, 1.0), (100, 60.0))
+    LIMITS = ((WS_MESSAGES_PER_S, 1.0), (WS_MESSAGES_PER_MIN, 60.0))
 
     def __init__(self, limits: Iterable[tuple[int, float]] = LIMITS, *, margin: float = 0.05):
         self._limits = tuple(limits)

@@ -24,6 +24,7 @@ from prometheus_client.core import Metric
 
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore
+from .._upbit.limits import remaining_req
 from .._upbit.rest_rows import CandleRows, ClosedAnswers
 from ..records import Instrument
 from .jobs import BackfillJobs
@@ -249,7 +250,7 @@ class ServeService:
             return held[0]
         stats = self.spine.client.statistics().budget.groups.get(group)
         sec = 9 if stats is None else max(0, min(9, stats.tokens))
-        header = f"group={group}; min=600; sec={sec}"
+        header = remaining_req(group, sec)
         self._remaining[group] = (header, now)
         return header
 

@@ -21,18 +21,21 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .._base.time import DAY_MS, parse_time
-from .._base.timeframes import TIMEFRAMES, Timeframe
+from .._base.time import parse_time
+from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
 from .._spine.result import CandleResult
 from .._upbit.errors import upbit_error
+from .._upbit.horizon import SECONDS_HORIZON_MS
+from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES, TRADES_KEPT_DAYS
 from .._upbit.rest_rows import (
     instrument_row,
     market_row,
-    number,
     orderbook_row,
+    supported_levels_row,
     ticker_row,
     trade_row,
 )
+from .._upbit.texts import BAD_UNIT, MISSING, NOT_FOUND, TOO_MANY, TYPE_MISMATCH, WRONG_VALUE
 from ..errors import (
     BannedError,
     InvalidRequestError,
@@ -45,32 +48,10 @@ if TYPE_CHECKING:
     from .._spine.spine import Spine
     from .service import ServeService
 
-__all__ = [
-    "MISSING",
-    "NOT_FOUND",
-    "TOO_MANY",
-    "TYPE_MISMATCH",
-    "WRONG_VALUE",
-    "Answer",
-    "upbit_error",
-    "upbit_routes",
-]
+__all__ = ["Answer", "upbit_error", "upbit_routes"]
 
-# Upbit's own texts, verbatim (shared/upbit/API.md §4).
-MISSING = "Missing request parameter error. Check the required parameters!"
-TYPE_MISMATCH = "Type mismatch error. Check the parameters type!"
-WRONG_VALUE = "Invalid parameter. Check the given value!"
-NOT_FOUND = "Code not found"
-BAD_UNIT = "specified unit is not valid."
-TOO_MANY = "Too many API requests."
-
-MAX_CANDLES = 200
-MAX_TRADES = 500
-MAX_BOOK_LEVELS = 30
 _EARLIEST_MS = parse_time("2017-01-01")  # Upbit opened in 2017: nothing is older
-_SECONDS_KEPT_MS = 90 * DAY_MS
 _MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
-_MINUTES = {tf.minutes: tf for tf in TIMEFRAMES.values() if tf.unit == "minute"}
 _encode = msgspec.json.Encoder().encode
 
 
@@ -166,7 +147,7 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         if kept is not None:
             return Answer(kept, "memory")
         params = request.query_params
-        tf = TIMEFRAMES[kind] if kind != "minutes" else _minute_frame(request)
+        tf = REST_CANDLE_KINDS[kind] if kind != "minutes" else _minute_frame(request)
         code = _code(_required(params, "market"))
         count = _count(params, MAX_CANDLES)
         convert = _param(params, "converting_price_unit", "convertingPriceUnit")
@@ -208,7 +189,7 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
 
 def _minute_frame(request: Request) -> Timeframe:
     try:
-        return _MINUTES[int(request.path_params["unit"])]
+        return MINUTE_UNITS[int(request.path_params["unit"])]
     except (ValueError, KeyError):
         raise _Bad(BAD_UNIT) from None
 
@@ -231,7 +212,7 @@ async def candles_before(
         result = await spine.candles(code, tf, start=lo, end=end)
         if len(result) >= count or result.meta.stale or lo <= _EARLIEST_MS:
             break
-        if tf.unit == "second" and lo <= now - _SECONDS_KEPT_MS:
+        if tf.unit == "second" and lo <= now - SECONDS_HORIZON_MS:
             break
         listing = await spine.store.listing(code, tf)
         if listing is not None and listing >= lo:
@@ -263,7 +244,7 @@ async def _trades(request: Request, service: ServeService) -> Answer:
     cursor_text = params.get("cursor")
     days_text = _param(params, "days_ago", "daysAgo")
     days_ago = None if days_text is None else _int(days_text)
-    if days_ago is not None and not 1 <= days_ago <= 7:
+    if days_ago is not None and not 1 <= days_ago <= TRADES_KEPT_DAYS:
         raise _Bad(WRONG_VALUE)
     cursor = None
     if cursor_text is not None:
@@ -340,12 +321,7 @@ async def _supported_levels(request: Request, service: ServeService) -> Answer:
     with service.upstream_calls() as calls:
         markets = [m.market for m in await service.spine.markets()]
         rows = await service.instruments(markets)
-    body = _encode(
-        [
-            {"market": i.market, "supported_levels": [number(x) for x in i.supported_levels]}
-            for i in rows
-        ]
-    )
+    body = _encode([supported_levels_row(i.market, i.supported_levels) for i in rows])
     return Answer(body, "upstream" if calls.count else "memory")
 
 
@@ -423,14 +399,8 @@ def upbit_routes(service: ServeService) -> list[BaseRoute]:
         ("/v1/orderbook/instruments", "orderbook", _instruments),
         ("/v1/orderbook/supported_levels", "orderbook", _supported_levels),
     ]
-    for kind, name in (
-        ("seconds", "1s"),
-        ("days", "1d"),
-        ("weeks", "1w"),
-        ("months", "1M"),
-        ("years", "1y"),
-    ):
-        paths.append((f"/v1/candles/{kind}", "candles", _candles(name)))
+    for kind in REST_CANDLE_KINDS:
+        paths.append((f"/v1/candles/{kind}", "candles", _candles(kind)))
     paths.append(("/v1/candles/minutes/{unit}", "candles", _candles("minutes")))
     routes: list[BaseRoute] = []
     for path, group, handler in paths:

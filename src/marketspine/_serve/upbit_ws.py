@@ -30,6 +30,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .._live.subscriptions import MessagePacer
 from .._live.trade_join import JOIN_HOLD_MAX
 from .._spine.spine import Spine
+from .._upbit.limits import MAX_BOOK_LEVELS
 from .._upbit.ws_format import (
     STATUS_UP,
     ListRequest,
@@ -122,7 +123,10 @@ class _Client:
         self.format, self.streams = format, streams
         simple, listed = self.simple, self.listed
         self.routes = {
-            (s.kind, code): ((simple, "REALTIME", depth or 30, s.level, listed), s.realtime)
+            (s.kind, code): (
+                (simple, "REALTIME", depth or MAX_BOOK_LEVELS, s.level, listed),
+                s.realtime,
+            )
             for s in streams.values()
             for code, depth in s.codes.items()
         }
@@ -367,11 +371,7 @@ class WsGateway:
         try:
             now = self._clock()
             if client.pacer.delay(now) > 0:
-                raise WsRequestError(
-                    "TOO_MANY_REQUESTS",
-                    "요청 수 제한을 초과했습니다. Too many request messages: at most 5 per "
-                    "second and 100 per minute per connection.",
-                )
+                raise WsRequestError("TOO_MANY_REQUESTS")
             client.pacer.record(now)
             request = parse_request(data)
         except WsRequestError as error:

@@ -1,6 +1,6 @@
 """What ``serve``'s ``/websocket/v1`` says to its clients, as plain data (no I/O).
 
-Requests parse exactly as the simulator parses them (one parser, ``sim._ws_format``); a
+Requests parse exactly as the simulator parses them (one parser, ``_upbit.ws_format``); a
 client's subscription becomes ``ClientStream`` rows; records from the shared upstream feed
 (Ticker, Trade, Orderbook, Candle) render into Upbit's DEFAULT or SIMPLE key set.
 
@@ -26,6 +26,7 @@ import msgspec
 
 from .._base.time import KST_OFFSET_MS, format_utc, from_ms
 from .._base.timeframes import TIMEFRAMES
+from .._upbit.limits import MAX_BOOK_LEVELS
 from .._upbit.ws_format import KEYS, SubscribeRequest, split_code
 from ..records import Candle, Orderbook, OrderbookUnit, Ticker, Trade
 
@@ -177,7 +178,7 @@ def render(
     *,
     simple: bool,
     stream_type: str,
-    depth: int = 30,
+    depth: int = MAX_BOOK_LEVELS,
     level: float = 0.0,
     extras: Extras = Extras(),
 ) -> bytes:

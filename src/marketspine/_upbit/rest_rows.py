@@ -1,5 +1,8 @@
 """Records back into Upbit's REST JSON (pure): the fields, in Upbit's order, that a client of
-``api.upbit.com`` expects. ``serve`` answers its ``/v1/…`` paths with these.
+``api.upbit.com`` expects. The one writer of these rows: ``serve`` answers its ``/v1/…``
+paths with them, and so does the simulator. Candle rows are built from field values
+(``candle_row``), not records: the simulator writes pages of 200 from its own bars, and a
+record per bar would cost it a tenth of its speed for nothing.
 
 Closed candles never change, so their encoded rows are kept (``CandleRows``): a cached
 page of 200 is then a join of 200 byte strings, not 200 encodings.
@@ -23,12 +26,14 @@ __all__ = [
     "CAUTION_KEYS",
     "CandleRows",
     "ClosedAnswers",
+    "candle_row",
     "decimal_text",
     "instrument_row",
     "market_row",
     "number",
     "orderbook_row",
     "stamp",
+    "supported_levels_row",
     "ticker_row",
     "trade_row",
 ]
@@ -143,43 +148,83 @@ class CandleRows:
 
 
 def _candle(candle: Candle, tf: Timeframe, prev: float, krw_rate: float | None) -> dict[str, Any]:
-    utc = stamp(candle.start_ms)
+    converted = None if krw_rate is None else round(candle.close * krw_rate, 8)
+    return candle_row(
+        candle.market,
+        tf,
+        candle.start_ms,
+        candle.open,
+        candle.high,
+        candle.low,
+        candle.close,
+        candle.last_trade_ms,
+        candle.value,
+        candle.volume,
+        prev,
+        converted,
+    )
+
+
+def candle_row(
+    market: str,
+    tf: Timeframe,
+    start_ms: int,
+    open_: float,
+    high: float,
+    low: float,
+    close: float,
+    last_trade_ms: int,
+    value: float,
+    volume: float,
+    prev_close: float | None = None,
+    converted: float | None = None,
+) -> dict[str, Any]:
+    """One ``/v1/candles/…`` row. Day rows compare with ``prev_close`` (the close of the day
+    before; None on the listing day, which compares with its own open) and carry
+    ``converted`` as ``converted_trade_price`` when given (``converting_price_unit=KRW``)."""
+    utc = stamp(start_ms)
     row: dict[str, Any] = {
-        "market": candle.market,
+        "market": market,
         "candle_date_time_utc": utc,
-        "candle_date_time_kst": stamp(candle.start_ms + KST_OFFSET_MS),
-        "opening_price": candle.open,
-        "high_price": candle.high,
-        "low_price": candle.low,
-        "trade_price": candle.close,
-        "timestamp": candle.last_trade_ms,
-        "candle_acc_trade_price": candle.value,
-        "candle_acc_trade_volume": candle.volume,
+        "candle_date_time_kst": stamp(start_ms + KST_OFFSET_MS),
+        "opening_price": open_,
+        "high_price": high,
+        "low_price": low,
+        "trade_price": close,
+        "timestamp": last_trade_ms,
+        "candle_acc_trade_price": value,
+        "candle_acc_trade_volume": volume,
     }
-    if tf.unit == "minute":
+    unit = tf.unit
+    if unit == "minute":
         row["unit"] = tf.minutes
-    elif tf.unit == "day":
-        change = round(candle.close - prev, 8)
+    elif unit == "day":
+        prev = open_ if prev_close is None else prev_close
+        change = round(close - prev, 8)
         row["prev_closing_price"] = prev
         row["change_price"] = change
         row["change_rate"] = round(change / prev, 10) if prev else 0.0
-        if krw_rate is not None:
-            row["converted_trade_price"] = round(candle.close * krw_rate, 8)
-    elif tf.unit != "second":
+        if converted is not None:
+            row["converted_trade_price"] = converted
+    elif unit != "second":
         row["first_day_of_period"] = utc[:10]
     return row
 
 
-def market_row(info: MarketInfo, *, details: bool) -> dict[str, Any]:
+def market_row(info: MarketInfo, *, details: bool, korea: bool = True) -> dict[str, Any]:
+    """A ``/v1/market/all`` row; with ``details`` the warnings: ``market_event`` on Upbit
+    Korea, the older ``market_warning`` on the other regional sites (``korea`` False)."""
     row: dict[str, Any] = {"market": info.market}
     if info.korean_name is not None:
         row["korean_name"] = info.korean_name
     row["english_name"] = info.english_name
-    if details:
+    if details and korea:
         row["market_event"] = {
             "warning": info.warning,
             "caution": {key: bool(info.caution.get(key, False)) for key in CAUTION_KEYS},
         }
+    elif details:
+        row["market_warning"] = "CAUTION" if info.warning else "NONE"
     return row
 
 
@@ -216,29 +261,33 @@ def ticker_row(t: Ticker) -> dict[str, Any]:
     }
 
 
-def orderbook_row(book: Orderbook, depth: int) -> dict[str, Any]:
+def orderbook_row(book: Orderbook, depth: int, *, with_level: bool = True) -> dict[str, Any]:
     """A book cut to ``depth`` levels (totals over those levels), thin sides padded with
-    zero slots, REST key order ``bid_price, bid_size, ask_price, ask_size``."""
+    zero slots, REST key order ``bid_price, bid_size, ask_price, ask_size``. Prices and
+    sizes go out as they are, an empty slot's zeros as JSON integers (as Upbit writes them).
+    ``level`` only on Upbit Korea (``with_level``)."""
     units = list(book.units[:depth])
     rows = [
         {
-            "bid_price": number(u.bid_price),
-            "bid_size": number(u.bid_size) if u.bid_size == 0 else u.bid_size,
-            "ask_price": number(u.ask_price),
-            "ask_size": number(u.ask_size) if u.ask_size == 0 else u.ask_size,
+            "bid_price": u.bid_price or 0,
+            "bid_size": u.bid_size or 0,
+            "ask_price": u.ask_price or 0,
+            "ask_size": u.ask_size or 0,
         }
         for u in units
     ]
     rows += [{"bid_price": 0, "bid_size": 0, "ask_price": 0, "ask_size": 0}] * (depth - len(rows))
     cut = len(units) < len(book.units)
-    return {
+    row: dict[str, Any] = {
         "market": book.market,
         "timestamp": book.ms,
         "total_ask_size": round(sum(u.ask_size for u in units), 8) if cut else book.total_ask_size,
         "total_bid_size": round(sum(u.bid_size for u in units), 8) if cut else book.total_bid_size,
         "orderbook_units": rows,
-        "level": number(book.level),
     }
+    if with_level:
+        row["level"] = number(book.level)
+    return row
 
 
 def trade_row(t: Trade) -> dict[str, Any]:
@@ -264,3 +313,8 @@ def instrument_row(i: Instrument) -> dict[str, Any]:
         "tick_size": decimal_text(i.tick_size),
         "supported_levels": [decimal_text(x) for x in i.supported_levels],
     }
+
+
+def supported_levels_row(market: str, levels: Sequence[float]) -> dict[str, Any]:
+    """A ``/v1/orderbook/supported_levels`` row (deprecated by Upbit): levels as numbers."""
+    return {"market": market, "supported_levels": [number(x) for x in levels]}

@@ -19,6 +19,8 @@ from .._base.time import KST_OFFSET_MS, format_utc, from_ms
 from .._base.timeframes import WS_CANDLE_TYPES, Timeframe
 from ..errors import InvalidRequestError
 from .levels import clean_float, whole
+from .limits import MAX_BOOK_LEVELS
+from .texts import WS_ERROR_TEXTS
 
 __all__ = [
     "FORMATS",
@@ -43,8 +45,7 @@ __all__ = [
 ]
 
 FORMATS = ("DEFAULT", "SIMPLE", "JSON_LIST", "SIMPLE_LIST")
-ORDERBOOK_DEPTHS = (1, 5, 15, 30)
-_MAX_DEPTH = 30
+ORDERBOOK_DEPTHS = (1, 5, 15, MAX_BOOK_LEVELS)
 
 # Stream type -> the candle timeframe it carries (None for ticker, trade, orderbook).
 STREAM_TYPES: dict[str, Timeframe | None] = {
@@ -54,13 +55,6 @@ STREAM_TYPES: dict[str, Timeframe | None] = {
     **WS_CANDLE_TYPES,
 }
 
-_ERROR_TEXT = {
-    "WRONG_FORMAT": "Format 이 맞지 않습니다.",
-    "NO_TICKET": "티켓이 존재하지 않거나, 유효하지 않습니다.",
-    "NO_TYPE": "type 필드가 존재하지 않습니다.",
-    "NO_CODES": "codes 필드가 존재하지 않습니다.",
-}
-
 
 class WsRequestError(InvalidRequestError):
     """A WebSocket request Upbit would refuse; ``name`` is Upbit's error name
@@ -68,7 +62,7 @@ class WsRequestError(InvalidRequestError):
 
     def __init__(self, name: str, message: str | None = None) -> None:
         self.name = name
-        super().__init__(message or _ERROR_TEXT[name])
+        super().__init__(message or WS_ERROR_TEXTS[name])
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +183,9 @@ def split_code(code: str) -> tuple[str, int]:
     1, 5, 15, 30 also means 30 (as Upbit does since 2025-07-02)."""
     market, dot, suffix = code.partition(".")
     if not dot:
-        return market, _MAX_DEPTH
-    depth = int(suffix) if suffix.isdigit() else _MAX_DEPTH
-    return market, depth if depth in ORDERBOOK_DEPTHS else _MAX_DEPTH
+        return market, MAX_BOOK_LEVELS
+    depth = int(suffix) if suffix.isdigit() else MAX_BOOK_LEVELS
+    return market, depth if depth in ORDERBOOK_DEPTHS else MAX_BOOK_LEVELS
 
 
 # DEFAULT and SIMPLE keys, in Upbit's wire order (API.md §5.4 and the recorded frames).

@@ -26,11 +26,13 @@ from .._base.timeframes import REST_CANDLE_KINDS
 from .._serve.server_thread import base_url, listen, run_server, server_thread
 from .._upbit.errors import method_not_allowed
 from .._upbit.errors import upbit_error as _error
+from .._upbit.limits import remaining_req
+from .._upbit.texts import NOT_FOUND, TOO_MANY, blocked_text
 from ..errors import InvalidRequestError, UnknownMarketError
 from . import _rest, _rest_quotes
 from ._history import History
-from ._limits import RateLimiter, Verdict, remaining_req
-from ._rest_params import NOT_FOUND, Handler
+from ._limits import RateLimiter, Verdict
+from ._rest_params import Handler
 from ._state import Faults, SimClock, SimConfig, SimState
 from ._ws import websocket_endpoint
 from ._ws_protocol import LinkWebSocketProtocol
@@ -48,7 +50,6 @@ SERVER_OPTIONS: dict[str, Any] = {
 
 _encode = msgspec.json.Encoder().encode
 _JSON = "application/json;charset=UTF-8"
-_TOO_MANY = "Too many API requests."
 # With rate limiting off nothing is counted; replies show what a fresh second would.
 _UNLIMITED_REMAINING = 9
 _NOT_FOUND_BODY = _encode(
@@ -83,14 +84,10 @@ class _Runtime:
 def _rejection(verdict: Verdict) -> Response:
     headers = {"Remaining-Req": remaining_req(verdict.group, 0), "limit-by-ip": "Yes"}
     if verdict.status == 429:
-        return PlainTextResponse(_TOO_MANY, 429, headers=headers)
+        return PlainTextResponse(TOO_MANY, 429, headers=headers)
     seconds = max(1, int(-(-verdict.blocked_for_s // 1)))
     headers["Retry-After"] = str(seconds)
-    message = (
-        f"Too many requests after 429 answers: this IP is blocked for {seconds} seconds. "
-        "Retry after the block ends."
-    )
-    return _error(418, message, headers)
+    return _error(418, blocked_text(seconds), headers)
 
 
 async def _wait_for_disconnect(request: Request) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._base.timeframes import Timeframe
 from .._upbit.levels import aggregate_levels, is_supported_level, supported_levels
+from .._upbit.limits import MAX_BOOK_LEVELS
 from .._upbit.ticks import tick_size
 from .._upbit.ws_format import (
     STREAM_TYPES,
@@ -34,7 +35,6 @@ __all__ = ["BOOK_BUDGET_S", "CANDLE_EVERY_S", "TICK_S", "Delisting", "Feed"]
 TICK_S = 0.1  # real seconds between stream ticks
 CANDLE_EVERY_S = 1.0  # a forming candle is re-sent at most this often (real seconds)
 BOOK_BUDGET_S = 0.03  # orderbook building per tick and connection (see Feed._book_step)
-_BOOK_DEPTH = 30
 
 # Market code -> simulated ms it was (or will be) delisted, or None while it stays listed.
 Delisting = Callable[[str], int | None]
@@ -390,7 +390,7 @@ class Feed:
 
 def _book_depth(level: float | None) -> int:
     # Aggregated levels each swallow several native ones: ask the history for a deeper book.
-    return _BOOK_DEPTH * 10 if level else _BOOK_DEPTH
+    return MAX_BOOK_LEVELS * 10 if level else MAX_BOOK_LEVELS
 
 
 def _level_supported(

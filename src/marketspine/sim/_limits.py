@@ -21,19 +21,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._upbit.limits import WS_CONNECTS_PER_S, WS_MESSAGES_PER_MIN, WS_MESSAGES_PER_S
+
 __all__ = [
-    "CONNECTS_PER_S",
     "FIRST_BLOCK_S",
     "MAX_BLOCK_S",
-    "MESSAGES_PER_MIN",
-    "MESSAGES_PER_S",
     "ORIGIN_GROUP",
     "STRIKES_BEFORE_BLOCK",
     "ConnectLimiter",
     "MessageLimiter",
     "RateLimiter",
     "Verdict",
-    "remaining_req",
 ]
 
 ORIGIN_GROUP = "origin"
@@ -42,15 +40,6 @@ STRIKES_BEFORE_BLOCK = 10
 FIRST_BLOCK_S = 1.0
 MAX_BLOCK_S = 600.0
 FORGIVE_AFTER_S = 300.0
-
-# The deprecated ``min`` field of Remaining-Req is a constant on Upbit.
-_MIN_FIELD = {ORIGIN_GROUP: 6}
-_DEFAULT_MIN_FIELD = 600
-
-
-def remaining_req(group: str, remaining: int) -> str:
-    """The ``Remaining-Req`` header value Upbit sends (pyupbit parses it with a regex)."""
-    return f"group={group}; min={_MIN_FIELD.get(group, _DEFAULT_MIN_FIELD)}; sec={remaining}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +116,14 @@ class RateLimiter:
 
 # -- WebSocket (API.md §3.4) -----------------------------------------------------------------
 
-CONNECTS_PER_S = 5  # connection attempts per client IP and second
-MESSAGES_PER_S = 5  # request messages per connection and second
-MESSAGES_PER_MIN = 100  # request messages per connection and minute
+# The limits are Upbit's (``_upbit.limits``): WS_CONNECTS_PER_S, WS_MESSAGES_PER_S/_MIN.
 
 
 class ConnectLimiter:
     """Connection attempts per client IP in a sliding one-second window."""
 
     def __init__(
-        self, per_second: int = CONNECTS_PER_S, clock: Callable[[], float] = time.monotonic
+        self, per_second: int = WS_CONNECTS_PER_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._per_second = per_second
         self._clock = clock
@@ -158,8 +145,8 @@ class ConnectLimiter:
 
 
 class MessageLimiter:
-    """Request messages on one connection: MESSAGES_PER_S per second and MESSAGES_PER_MIN
-    per minute, both sliding windows."""
+    """Request messages on one connection: WS_MESSAGES_PER_S per second and
+    WS_MESSAGES_PER_MIN per minute, both sliding windows."""
 
     def __init__(self) -> None:
         self._times: deque[float] = deque()
@@ -175,7 +162,7 @@ class MessageLimiter:
             if t <= now - 1.0:
                 break
             last_second += 1
-        if len(times) >= MESSAGES_PER_MIN or last_second >= MESSAGES_PER_S:
+        if len(times) >= WS_MESSAGES_PER_MIN or last_second >= WS_MESSAGES_PER_S:
             return False
         times.append(now)
         return True

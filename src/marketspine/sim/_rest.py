@@ -1,7 +1,8 @@
 """Upbit's quotation REST API over the simulated history: parameters in, Upbit JSON shapes out.
 
 This module serves markets, candles and trades (``_rest_quotes``: tickers and orderbooks).
-Each handler takes the request and the simulator state and returns the JSON array to send;
+Each handler takes the request and the simulator state and returns the JSON array to send,
+its rows written by ``_upbit.rest_rows`` (the writer ``serve`` uses too);
 it raises ``InvalidRequestError`` (→ 400) or ``UnknownMarketError`` (→ 404 ``Code not
 found``) with Upbit's verbatim messages. Faults, rate limits and headers are the app's job
 (``_app.py``). Behaviour follows ``shared/upbit/API.md`` §1–§4; where Upbit's behaviour is
@@ -10,15 +11,20 @@ unknown, the choice is stated next to the code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 
-from .._base.time import DAY_MS, KST_OFFSET_MS
+from .._base.time import DAY_MS
 from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
+from .._upbit.horizon import SECONDS_HORIZON_MS
+from .._upbit.limits import MAX_CANDLES, MAX_TRADES, TRADES_KEPT_DAYS
+from .._upbit.rest_rows import candle_row, market_row, trade_row
+from .._upbit.texts import BAD_UNIT, WRONG_VALUE
 from ..errors import InvalidRequestError
+from ..records import MarketInfo, Side
+from ..records import Trade as TradeRecord
 from ._rest_params import (
-    WRONG_VALUE,
     Handler,
     Json,
     count_param,
@@ -29,7 +35,6 @@ from ._rest_params import (
     parse_to,
     required,
     round8,
-    stamp,
 )
 
 if TYPE_CHECKING:
@@ -37,27 +42,7 @@ if TYPE_CHECKING:
     from ._state import SimState
     from ._universe import SimMarket
 
-__all__ = [
-    "CAUTION_KEYS",
-    "SECONDS_KEPT_MS",
-    "candles",
-    "market_all",
-    "trades_ticks",
-]
-
-BAD_UNIT = "specified unit is not valid."
-
-CAUTION_KEYS = (
-    "PRICE_FLUCTUATIONS",
-    "TRADING_VOLUME_SOARING",
-    "DEPOSIT_AMOUNT_SOARING",
-    "GLOBAL_PRICE_DIFFERENCES",
-    "CONCENTRATION_OF_SMALL_ACCOUNTS",
-)
-MAX_CANDLES = 200
-MAX_TRADES = 500
-SECONDS_KEPT_MS = 90 * DAY_MS  # seconds candles: only ~3 months back (API.md §1.2)
-TRADES_KEPT_DAYS = 7  # trades/ticks: days_ago 1..7
+__all__ = ["candles", "market_all", "trades_ticks"]
 
 
 # -- /v1/market/all -------------------------------------------------------------------------
@@ -69,23 +54,17 @@ def market_all(request: Request, sim: SimState) -> Json:
     details = is_true(param(request.query_params, "is_details", "isDetails"))
     now_ms = sim.now_ms()
     korea = sim.config.region == "kr"
-    rows: Json = []
-    for market in sim.history.markets:
-        if not sim.is_listed(market, now_ms):
-            continue
-        row: dict[str, Any] = {"market": market.code}
-        if market.korean_name is not None:
-            row["korean_name"] = market.korean_name
-        row["english_name"] = market.english_name
-        if details and korea:
-            row["market_event"] = {
-                "warning": market.warning,
-                "caution": {key: bool(market.caution.get(key, False)) for key in CAUTION_KEYS},
-            }
-        elif details:
-            row["market_warning"] = "CAUTION" if market.warning else "NONE"
-        rows.append(row)
-    return rows
+    return [
+        market_row(
+            MarketInfo(
+                market.code, market.korean_name, market.english_name, market.warning, market.caution
+            ),
+            details=details,
+            korea=korea,
+        )
+        for market in sim.history.markets
+        if sim.is_listed(market, now_ms)
+    ]
 
 
 # -- /v1/candles/* --------------------------------------------------------------------------
@@ -118,7 +97,7 @@ def candles(kind: str) -> Handler:
         convert = param(params, "converting_price_unit", "convertingPriceUnit")
         if convert is not None and (kind != "days" or convert != "KRW"):
             raise InvalidRequestError(WRONG_VALUE)
-        oldest_ms = now_ms - SECONDS_KEPT_MS if kind == "seconds" else None
+        oldest_ms = now_ms - SECONDS_HORIZON_MS if kind == "seconds" else None
         if oldest_ms is not None and before_ms <= oldest_ms:
             return []
         bars = sim.history.candles(
@@ -126,42 +105,34 @@ def candles(kind: str) -> Handler:
         )
         if oldest_ms is not None:
             bars = [bar for bar in bars if bar.start_ms >= oldest_ms]
-        return [_candle(sim, market, kind, timeframe, bar, convert is not None) for bar in bars]
+        return [_candle(sim, market, timeframe, bar, convert is not None) for bar in bars]
 
     return handler
 
 
 def _candle(
-    sim: SimState, market: SimMarket, kind: str, timeframe: Timeframe, bar: Bar, convert: bool
+    sim: SimState, market: SimMarket, timeframe: Timeframe, bar: Bar, convert: bool
 ) -> dict[str, Any]:
-    utc = stamp(bar.start_ms)
-    row: dict[str, Any] = {
-        "market": market.code,
-        "candle_date_time_utc": utc,
-        "candle_date_time_kst": stamp(bar.start_ms + KST_OFFSET_MS),
-        "opening_price": bar.open,
-        "high_price": bar.high,
-        "low_price": bar.low,
-        "trade_price": bar.close,
-        "timestamp": bar.last_ms,
-        "candle_acc_trade_price": bar.value,
-        "candle_acc_trade_volume": bar.volume,
-    }
-    if kind == "minutes":
-        row["unit"] = timeframe.minutes
-    elif kind == "days":
+    prev = converted = None
+    if timeframe.unit == "day":
+        # None on the listing day: Upbit compares with the listing price (the day's open).
         prev = sim.history.prev_close(market.code, bar.start_ms)
-        if prev is None:  # the listing day: Upbit compares with the listing price
-            prev = bar.open
-        change = round8(bar.close - prev)
-        row["prev_closing_price"] = prev
-        row["change_price"] = change
-        row["change_rate"] = round(change / prev, 10) if prev else 0.0
         if convert:
-            row["converted_trade_price"] = _to_krw(sim, market, bar)
-    elif kind != "seconds":
-        row["first_day_of_period"] = utc[:10]
-    return row
+            converted = _to_krw(sim, market, bar)
+    return candle_row(
+        market.code,
+        timeframe,
+        bar.start_ms,
+        bar.open,
+        bar.high,
+        bar.low,
+        bar.close,
+        bar.last_ms,
+        bar.value,
+        bar.volume,
+        prev,
+        converted,
+    )
 
 
 def _to_krw(sim: SimState, market: SimMarket, bar: Bar) -> float:
@@ -240,16 +211,14 @@ def _tick(
             first = sim.history.aggregate(market.code, day, day + DAY_MS)
             prev = trade.price if first is None else first.open
         prev_by_day[day] = prev
-    utc = stamp(trade.ms)
-    return {
-        "market": market.code,
-        "trade_date_utc": utc[:10],
-        "trade_time_utc": utc[11:],
-        "timestamp": trade.ms,
-        "trade_price": trade.price,
-        "trade_volume": trade.volume,
-        "prev_closing_price": prev,
-        "change_price": round8(trade.price - prev),
-        "ask_bid": trade.side,
-        "sequential_id": trade.seq,
-    }
+    record = TradeRecord(
+        market.code,
+        trade.ms,
+        trade.price,
+        trade.volume,
+        cast(Side, trade.side),
+        trade.seq,
+        prev,
+        round8(trade.price - prev),
+    )
+    return trade_row(record)

@@ -1,17 +1,19 @@
-"""What every simulated REST handler shares: Upbit's error messages, the handler type, and
-the parsing of query parameters and market codes (raising ``InvalidRequestError`` → 400
-or ``UnknownMarketError`` → 404 ``Code not found`` with Upbit's verbatim messages)."""
+"""What every simulated REST handler shares: the handler type and the parsing of query
+parameters and market codes (raising ``InvalidRequestError`` → 400 or
+``UnknownMarketError`` → 404 ``Code not found`` with Upbit's verbatim messages, from
+``_upbit.texts``)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from .._base.time import DAY_MS, format_utc, parse_time
+from .._base.time import parse_time
+from .._upbit.rest_rows import stamp  # re-exported: the handlers' tests check it here
+from .._upbit.texts import MISSING, NOT_FOUND, TYPE_MISMATCH, WRONG_VALUE
 from ..errors import InvalidRequestError, UnknownMarketError
 
 if TYPE_CHECKING:
@@ -19,17 +21,12 @@ if TYPE_CHECKING:
     from ._universe import SimMarket
 
 __all__ = [
-    "MISSING",
-    "NOT_FOUND",
-    "TYPE_MISMATCH",
-    "WRONG_VALUE",
     "Handler",
     "Json",
     "codes_param",
     "count_param",
     "int_param",
     "is_true",
-    "json_number",
     "listed_market",
     "param",
     "parse_to",
@@ -40,12 +37,6 @@ __all__ = [
 
 Json = list[dict[str, Any]]
 Handler = Callable[[Request, "SimState"], Json]
-
-# Upbit's messages, verbatim (API.md §4).
-MISSING = "Missing request parameter error. Check the required parameters!"
-TYPE_MISMATCH = "Type mismatch error. Check the parameters type!"
-WRONG_VALUE = "Invalid parameter. Check the given value!"
-NOT_FOUND = "Code not found"
 
 
 def param(params: QueryParams, *names: str) -> str | None:
@@ -113,23 +104,6 @@ def parse_to(text: str) -> int:
         raise InvalidRequestError(WRONG_VALUE) from None
 
 
-@functools.lru_cache(maxsize=4096)
-def _date_text(day: int) -> str:
-    return format_utc(day * DAY_MS)[:10]
-
-
-_HOUR_MINUTE = tuple(f"T{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
-_SECOND = tuple(f"{s:02d}" for s in range(60))
-
-
-def stamp(ms: int) -> str:
-    """``format_utc(ms)`` (``yyyy-MM-ddTHH:mm:ss``) from lookup tables: a 200-candle page
-    needs 400 of these, and strftime was most of the page's cost."""
-    day, rest = divmod(ms, DAY_MS)
-    minute, second = divmod(rest // 1000, 60)
-    return _date_text(day) + _HOUR_MINUTE[minute] + _SECOND[second]
-
-
 def is_true(text: str | None) -> bool:
     return text is not None and text.strip().lower() == "true"
 
@@ -137,8 +111,3 @@ def is_true(text: str | None) -> bool:
 def round8(value: float) -> float:
     """Prices and sizes carry at most 8 decimals on Upbit; this removes float noise."""
     return round(value, 8)
-
-
-def json_number(value: float) -> int | float:
-    """A whole number as a JSON integer (orderbook levels, zero slots), otherwise a float."""
-    return int(value) if float(value).is_integer() else value

@@ -10,21 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from .._base.time import KST_OFFSET_MS
 from .._upbit.levels import aggregate_levels, is_supported_level, supported_levels
-from .._upbit.ticks import tick_decimals, tick_size
+from .._upbit.limits import MAX_BOOK_LEVELS
+from .._upbit.rest_rows import instrument_row, orderbook_row, supported_levels_row, ticker_row
+from .._upbit.texts import NOT_FOUND, WRONG_VALUE
+from .._upbit.ticks import tick_size
 from ..errors import InvalidRequestError, UnknownMarketError
+from ..records import Instrument, Orderbook, OrderbookUnit, Ticker
 from ._rest_params import (
-    NOT_FOUND,
-    WRONG_VALUE,
     Json,
     codes_param,
     int_param,
-    json_number,
     listed_market,
     required,
     round8,
-    stamp,
 )
 
 if TYPE_CHECKING:
@@ -38,9 +37,6 @@ __all__ = [
     "ticker",
     "ticker_all",
 ]
-
-MAX_BOOK_LEVELS = 30
-
 
 # -- /v1/ticker, /v1/ticker/all ---------------------------------------------------------------
 
@@ -73,41 +69,31 @@ def _tickers(sim: SimState, markets: list[SimMarket], now_ms: int) -> Json:
         if state is None:  # listed but not traded yet: Upbit has no ticker either
             continue
         last = state.last
-        utc = stamp(last.ms)
-        kst = stamp(last.ms + KST_OFFSET_MS)
         prev = state.prev_close
         signed = round8(last.price - prev)
-        signed_rate = round(signed / prev, 10) if prev else 0.0
-        rows.append(
-            {
-                "market": market.code,
-                "trade_date": utc[0:4] + utc[5:7] + utc[8:10],
-                "trade_time": utc[11:13] + utc[14:16] + utc[17:19],
-                "trade_date_kst": kst[0:4] + kst[5:7] + kst[8:10],
-                "trade_time_kst": kst[11:13] + kst[14:16] + kst[17:19],
-                "trade_timestamp": last.ms,
-                "opening_price": state.day_open,
-                "high_price": state.day_high,
-                "low_price": state.day_low,
-                "trade_price": last.price,
-                "prev_closing_price": prev,
-                "change": "RISE" if signed > 0 else "FALL" if signed < 0 else "EVEN",
-                "change_price": abs(signed),
-                "change_rate": abs(signed_rate),
-                "signed_change_price": signed,
-                "signed_change_rate": signed_rate,
-                "trade_volume": last.volume,
-                "acc_trade_price": state.acc_value,
-                "acc_trade_price_24h": state.acc_value_24h,
-                "acc_trade_volume": state.acc_volume,
-                "acc_trade_volume_24h": state.acc_volume_24h,
-                "highest_52_week_price": state.high_52w,
-                "highest_52_week_date": state.high_52w_date,
-                "lowest_52_week_price": state.low_52w,
-                "lowest_52_week_date": state.low_52w_date,
-                "timestamp": state.ms,
-            }
+        ticker = Ticker(
+            market=market.code,
+            ms=state.ms,
+            trade_ms=last.ms,
+            price=last.price,
+            open=state.day_open,
+            high=state.day_high,
+            low=state.day_low,
+            prev_close=prev,
+            change="RISE" if signed > 0 else "FALL" if signed < 0 else "EVEN",
+            change_price=signed,
+            change_rate=round(signed / prev, 10) if prev else 0.0,
+            trade_volume=last.volume,
+            acc_volume=state.acc_volume,
+            acc_value=state.acc_value,
+            acc_volume_24h=state.acc_volume_24h,
+            acc_value_24h=state.acc_value_24h,
+            high_52w=state.high_52w,
+            high_52w_date=state.high_52w_date,
+            low_52w=state.low_52w,
+            low_52w_date=state.low_52w_date,
         )
+        rows.append(ticker_row(ticker))
     return rows
 
 
@@ -130,14 +116,6 @@ def _levels(sim: SimState, market: SimMarket, now_ms: int) -> tuple[float, ...]:
     """Price-aggregation levels of ``market`` at its current price band (the rule is shared
     with the WebSocket side: 0, then 10, 100 and 1000 ticks on Korea's KRW markets)."""
     return supported_levels(market.quote, _tick_of(sim, market, now_ms), sim.config.region)
-
-
-def _decimal_text(value: float) -> str:
-    """A tick or level the way Upbit spells it in strings: ``"1000"``, ``"0.00000001"``."""
-    value = float(value)
-    if value >= 1 or value == 0:
-        return str(int(value)) if value.is_integer() else repr(value)
-    return f"{value:.{tick_decimals(value)}f}"
 
 
 def orderbook(request: Request, sim: SimState) -> Json:
@@ -177,28 +155,24 @@ def _book(
     else:
         book = sim.history.orderbook(market.code, now_ms, depth)
         asks, bids = list(book.asks[:depth]), list(book.bids[:depth])
-    units = []
-    for i in range(depth):
-        ask_price, ask_size = asks[i] if i < len(asks) else (0, 0)
-        bid_price, bid_size = bids[i] if i < len(bids) else (0, 0)
-        units.append(
-            {
-                "bid_price": bid_price,
-                "bid_size": bid_size,
-                "ask_price": ask_price,
-                "ask_size": ask_size,
-            }
+    pairs = max(len(asks), len(bids))
+    zero = (0, 0)
+    units = tuple(
+        OrderbookUnit(
+            *(asks[i] if i < len(asks) else zero),
+            *(bids[i] if i < len(bids) else zero),
         )
-    row: dict[str, Any] = {
-        "market": market.code,
-        "timestamp": book.ms,
-        "total_ask_size": round8(sum(size for _, size in asks)),
-        "total_bid_size": round8(sum(size for _, size in bids)),
-        "orderbook_units": units,
-    }
-    if sim.config.region == "kr":
-        row["level"] = json_number(level)
-    return row
+        for i in range(pairs)
+    )
+    record = Orderbook(
+        market.code,
+        book.ms,
+        round8(sum(size for _, size in asks)),
+        round8(sum(size for _, size in bids)),
+        units,
+        level,
+    )
+    return orderbook_row(record, depth, with_level=sim.config.region == "kr")
 
 
 def orderbook_instruments(request: Request, sim: SimState) -> Json:
@@ -207,14 +181,10 @@ def orderbook_instruments(request: Request, sim: SimState) -> Json:
     rows: Json = []
     for code in codes_param(request.query_params):
         market = listed_market(sim, code, now_ms)
-        rows.append(
-            {
-                "market": market.code,
-                "quote_currency": market.quote,
-                "tick_size": _decimal_text(_tick_of(sim, market, now_ms)),
-                "supported_levels": [_decimal_text(x) for x in _levels(sim, market, now_ms)],
-            }
+        instrument = Instrument(
+            market.code, market.quote, _tick_of(sim, market, now_ms), _levels(sim, market, now_ms)
         )
+        rows.append(instrument_row(instrument))
     return rows
 
 
@@ -222,10 +192,7 @@ def orderbook_supported_levels(request: Request, sim: SimState) -> Json:
     """Deprecated by Upbit but still served: every market's levels as numbers."""
     now_ms = sim.now_ms()
     return [
-        {
-            "market": market.code,
-            "supported_levels": [json_number(x) for x in _levels(sim, market, now_ms)],
-        }
+        supported_levels_row(market.code, _levels(sim, market, now_ms))
         for market in sim.history.markets
         if sim.is_listed(market, now_ms)
     ]

@@ -10,17 +10,12 @@ import hashlib
 from dataclasses import dataclass
 
 from .._base.time import DAY_MS, days_from_civil
+from .._upbit.rest_rows import CAUTION_KEYS
 from ..errors import InvalidRequestError
 
 __all__ = ["CAUTION_FLAGS", "REGION_QUOTES", "SimMarket", "universe"]
 
-CAUTION_FLAGS = (
-    "PRICE_FLUCTUATIONS",
-    "TRADING_VOLUME_SOARING",
-    "DEPOSIT_AMOUNT_SOARING",
-    "GLOBAL_PRICE_DIFFERENCES",
-    "CONCENTRATION_OF_SMALL_ACCOUNTS",
-)
+CAUTION_FLAGS = CAUTION_KEYS  # the flags a market may be generated with: Upbit's own
 
 # Quote currencies per regional site; the first is the fiat market.
 REGION_QUOTES: dict[str, tuple[str, str, str]] = {

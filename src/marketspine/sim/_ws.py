@@ -34,6 +34,8 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .._upbit.limits import remaining_req
+from .._upbit.texts import TOO_MANY
 from .._upbit.ws_format import (
     STATUS_UP,
     ListRequest,
@@ -45,7 +47,7 @@ from .._upbit.ws_format import (
     parse_request,
 )
 from ._feed import TICK_S, Feed
-from ._limits import MESSAGES_PER_MIN, MESSAGES_PER_S, ConnectLimiter, MessageLimiter
+from ._limits import ConnectLimiter, MessageLimiter
 from ._state import SimState
 from ._ws_protocol import LINK_EXTENSION, STALL_MESSAGE
 
@@ -132,12 +134,7 @@ class _Connection:
         """Apply one request; returns False once the connection was closed over it."""
         try:
             if not self.limiter.allow(time.monotonic()):
-                raise WsRequestError(
-                    "TOO_MANY_REQUESTS",
-                    f"요청 수 제한을 초과했습니다. Too many request messages: at most "
-                    f"{MESSAGES_PER_S} per second and {MESSAGES_PER_MIN} per minute "
-                    "per connection.",
-                )
+                raise WsRequestError("TOO_MANY_REQUESTS")
             request = parse_request(data)
         except WsRequestError as error:
             await self.send(error_message(error))
@@ -238,7 +235,7 @@ websocket_endpoint = WebSocketEndpoint()
 async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one client until it leaves, errs, or a fault cuts it.
 
-    Over CONNECTS_PER_S connections per second from one client IP, the upgrade is refused
+    Over WS_CONNECTS_PER_S connections per second from one client IP, the upgrade is refused
     with HTTP 429 ``Too many API requests.``. Returns normally in every case; client
     disconnects are not errors. A cut returns without a close message.
     """
@@ -249,16 +246,14 @@ async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
     if remaining is None:
         state.stats.by_status[429] += 1
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(
-                PlainTextResponse("Too many API requests.", status_code=429)
-            )
+            await websocket.send_denial_response(PlainTextResponse(TOO_MANY, status_code=429))
         else:
             await websocket.close(1008)
         return
     # As measured on Upbit's upgrade reply (API.md §3.2); min is a fixed value there too.
     await websocket.accept(
         headers=[
-            (b"remaining-req", f"group=websocket; min=300; sec={remaining}".encode()),
+            (b"remaining-req", remaining_req("websocket", remaining).encode()),
             (b"limit-by-ip", b"Yes"),
         ]
     )
