@@ -4,6 +4,7 @@ every event into the ``LiveState``, and which (kind, market) pairs are kept live
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any, Protocol
@@ -14,7 +15,7 @@ from ..records import Candle, Trade
 from .candle_feed import ClosedCandle, candle_events
 from .listener import Event, Listener
 from .state import LiveState
-from .stream import Stream
+from .stream import Stream, StreamStatistics
 from .trades_since import trades_since
 
 if TYPE_CHECKING:
@@ -91,6 +92,17 @@ class LiveFeed:
                 self._stream, self._client = stream, client
                 self._start("live pump", self._pump(stream))
             return self._stream
+
+    def statistics(self) -> StreamStatistics | None:
+        """The own stream's counters, its frame ages only of the kinds watched now (an
+        unwatched kind's age grows for ever); None before the stream opens, and with a
+        stream shared through Redis (frames then reach the process holding the lease)."""
+        if not isinstance(self._stream, Stream):
+            return None
+        stats = self._stream.statistics()
+        kinds = {kind for kind, _ in self.watched}
+        ages = {k: age for k, age in stats.last_frame_age_s.items() if k in kinds}
+        return dataclasses.replace(stats, last_frame_age_s=ages)
 
     async def watch(
         self, stream: LiveStream, kinds: list[str], codes: list[str], depth: int | None,

@@ -124,6 +124,7 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
         }
         for layer in meta.sources:
             service.metrics.answered(layer)
+        service.metrics.cache_lookup(meta.sources)
         response = _json(body)
         response.headers["X-Marketspine-Source"] = meta.source
         return response

@@ -4,7 +4,9 @@ Upstream requests are counted where they leave: an httpx transport wrapped aroun
 Spine's, which sees every request and status (429s and 418s included, retries too). The
 same transport counts the calls made on behalf of the current downstream request (a
 context variable), which is how ``X-Marketspine-Source`` tells a cached answer from a
-fetched one. Budget, WebSocket and warmup figures are read when Prometheus scrapes.
+fetched one. Budget, WebSocket and warmup figures are read when Prometheus scrapes, as are
+the Spine's (``spine_figures``: breaker, memory budget, live stream). The alert and recording
+rules over these names, and a Grafana dashboard, are in ``docs/monitoring/``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,7 +26,10 @@ from starlette.responses import Response
 from .._budget.local import group_of
 from ..errors import InvalidRequestError
 
-__all__ = ["CONTENT_TYPE", "CallCount", "ServeMetrics", "counter", "gauge"]
+if TYPE_CHECKING:
+    from .._spine.spine import Spine
+
+__all__ = ["CONTENT_TYPE", "CallCount", "ServeMetrics", "counter", "gauge", "spine_figures"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -130,6 +135,17 @@ class ServeMetrics:
         self.warmups = Counter(
             "marketspine_warmups", "Warmups run, by result.", ["result"], registry=r
         )
+        self.warmup_last_success = Gauge(
+            "marketspine_warmup_last_success_timestamp_seconds",
+            "Wall time (Unix seconds) the last successful warmup finished; 0: none yet.",
+            registry=r,
+        )
+        self._cache = Counter(
+            "marketspine_cache_requests",
+            "Answered requests by result: hit (no upstream request needed) or miss.",
+            ["result"],
+            registry=r,
+        )
         self._live: list[Callable[[], Iterable[Metric]]] = []
         r.register(_LiveFigures(self._read_live))
 
@@ -161,6 +177,10 @@ class ServeMetrics:
 
     def answered(self, layer: str) -> None:
         self._answers.labels(layer).inc()
+
+    def cache_lookup(self, layers: Iterable[str]) -> None:
+        """One answered request made of ``layers``: a hit unless upstream was one of them."""
+        self._cache.labels("miss" if "upstream" in layers else "hit").inc()
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self._requests.labels(route, str(status)).inc()
@@ -196,3 +216,59 @@ def counter(name: str, doc: str, value: float) -> Any:
     family = CounterMetricFamily(name, doc)
     family.add_metric([], value)
     return family
+
+
+def spine_figures(spine: Spine) -> Iterator[Metric]:
+    """The Spine's figures at scrape time: the upstream breaker, the memory budget and the
+    live stream (frame ages per kind watched, connection, reconnects, events dropped)."""
+    breaker = spine.client.statistics().breaker
+    yield gauge(
+        "marketspine_upstream_circuit_open",
+        "1 while the upstream breaker is open or probing (half-open), else 0.",
+        {(): 0.0 if breaker.state == "closed" else 1.0},
+        [],
+    )
+    yield counter(
+        "marketspine_upstream_circuit_opened", "Times the breaker opened.", breaker.opened
+    )
+    yield counter(
+        "marketspine_upstream_circuit_rejected",
+        "Upstream calls refused while the breaker was open.",
+        breaker.rejected,
+    )
+    stats = spine.statistics()
+    yield gauge(
+        "marketspine_memory_used_bytes",
+        "Bytes of candle windows and live state charged to the memory budget.",
+        {(): float(stats.memory_bytes)},
+        [],
+    )
+    yield gauge(
+        "marketspine_memory_limit_bytes",
+        "The memory budget's limit for held data.",
+        {(): float(stats.memory_limit_bytes)},
+        [],
+    )
+    live = spine.live_statistics()
+    yield gauge(
+        "marketspine_live_frame_age_seconds",
+        "Seconds since the upstream WebSocket's last frame, per kind watched.",
+        {} if live is None else {(kind,): age for kind, age in live.last_frame_age_s.items()},
+        ["kind"],
+    )
+    yield gauge(
+        "marketspine_live_connected",
+        "1 while the upstream WebSocket is connected, else 0.",
+        {(): 1.0 if live is not None and live.connected else 0.0},
+        [],
+    )
+    yield counter(
+        "marketspine_live_reconnects",
+        "Upstream WebSocket connections opened after the first (drops recovered).",
+        0 if live is None else live.reconnects,
+    )
+    yield counter(
+        "marketspine_live_dropped_events",
+        "Live events dropped because a listener's queue was full.",
+        0 if live is None else sum(live.dropped_per_listener),
+    )

@@ -28,7 +28,7 @@ from .._upbit.limits import remaining_req
 from .._upbit.rest_rows import CandleRows, ClosedAnswers
 from ..records import Instrument
 from .jobs import BackfillJobs
-from .metrics import CallCount, ServeMetrics, counter, gauge
+from .metrics import CallCount, ServeMetrics, counter, gauge, spine_figures
 
 __all__ = ["FairGate", "LiveDemand", "ServeService"]
 
@@ -189,6 +189,7 @@ class ServeService:
         self._stack: AsyncExitStack | None = None
         self.metrics.add_live(self._budget_figures)
         self.metrics.add_live(self._gateway_figures)
+        self.metrics.add_live(lambda: spine_figures(self.spine))
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -287,6 +288,8 @@ class ServeService:
             self.metrics.warmup_duration.set(time.perf_counter() - started)
             self.metrics.warmup_success.set(1 if report.get("success") else 0)
             self.metrics.warmups.labels("success" if report.get("success") else "failure").inc()
+            if report.get("success"):
+                self.metrics.warmup_last_success.set_to_current_time()
             self._instruments.clear()
             self.warmup_report = report
             self.warmup_at = time.time()

@@ -381,6 +381,7 @@ async def _answer(
         return upbit_error(503, f"upstream unavailable: {exc}", headers)
     for layer in answer.layers or (answer.source,):
         service.metrics.answered(layer)
+    service.metrics.cache_lookup(answer.layers or (answer.source,))
     headers["X-Marketspine-Source"] = answer.source
     if answer.stale:
         headers["X-Marketspine-Stale"] = "true"

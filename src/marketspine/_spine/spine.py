@@ -45,6 +45,7 @@ from .._live.candle_feed import ClosedCandle
 from .._live.feed import LiveFeed, LiveStream, ws_url_for
 from .._live.listener import Event
 from .._live.state import LiveState
+from .._live.stream import StreamStatistics
 from .._live.subscriptions import BOOK_DEPTHS
 from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
 from .._store.sqlite import CandleStore
@@ -442,6 +443,11 @@ class Spine:
         return self._market_list.tick_size(market_arg(market), number_arg(price, "price"))
 
     # -- statistics ---------------------------------------------------------------------------
+
+    def live_statistics(self) -> StreamStatistics | None:
+        """The live stream's counters (frame ages of the kinds watched now); None before it
+        opens, or when it is shared through Redis."""
+        return self._feed.statistics()
 
     def _account(self, method: str, result: Answer) -> Answer:
         self._accounting.account(method, result.meta)

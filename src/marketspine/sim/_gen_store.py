@@ -353,7 +353,9 @@ class NodeStore:
             yield chunk
             end_day = first_day
             days = max((cut - end_day * DAY_MS) / DAY_MS, 1.0)
-            rate = got / days if got else rate / 4
+            # Floored: after a long empty run rate / 4 reached 0.0 and the span's division
+            # gave float infinity (the span is capped at 256 days well before the floor).
+            rate = got / days if got else max(rate / 4, 1e-6)
 
     def trades_back(
         self, gen: MarketGen, limit: int, max_seq: int | None, *, want: int

@@ -187,6 +187,10 @@ def trades_ticks(request: Request, sim: SimState) -> Json:
             seq = int(cursor)
         except ValueError:
             raise InvalidRequestError(WRONG_VALUE) from None
+        # A trade's sequential_id is its ms * 10_000 + its index: no kept trade lies past
+        # ``before_ms``, so a cursor from the future (or beyond int64) starts there instead
+        # of walking (and generating) every empty day in between.
+        seq = min(seq, before_ms * 10_000)
         found = sim.history.trades_before_seq(market.code, seq, count)
         trades = [t for t in found if t.ms < before_ms]
     else:
