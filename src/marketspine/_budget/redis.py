@@ -303,7 +303,7 @@ class RedisRateBudget:
         head = self._order.first(state.waiters, now)
         assert head is not None  # the asker itself waits
         if state.blocked_until > now:  # a penalty said here: no need to ask
-            self._throttled(state, head)
+            self._throttled(state)
             await self._sleep(min(state.blocked_until - now, _POLL_CAP_S))
             return
         others = [w for w in state.waiters if w is not head]
@@ -329,16 +329,19 @@ class RedisRateBudget:
             best.granted = True
             best.wake.set()
             state.counts.sent += 1
+            self._throttled(state)
             return
-        self._throttled(state, head)
+        self._throttled(state)
         await self._sleep(min(reply.wait_s, _POLL_CAP_S))
 
     @staticmethod
-    def _throttled(state: _Group, waiter: _Waiter) -> None:
-        """``waiter`` could not go at once: counted once, as ``LocalRateBudget`` counts."""
-        if not waiter.throttled:
-            waiter.throttled = True
-            state.counts.throttled += 1
+    def _throttled(state: _Group) -> None:
+        """Every acquire still waiting after a round could not go at once: each is counted
+        once, as ``LocalRateBudget`` counts one that queues."""
+        for waiter in state.waiters:
+            if not waiter.throttled:
+                waiter.throttled = True
+                state.counts.throttled += 1
 
     def _remember(self, state: _Group, member: str, score_us: int) -> None:
         now = self._clock()
