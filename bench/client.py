@@ -26,7 +26,8 @@ from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
 from bench._sim import start_simulator
 from marketspine._base.time import MINUTE_MS
 from marketspine._base.timeframes import parse_timeframe
-from marketspine._budget.local import DEFAULT_MARGIN, LocalRateBudget, Priority
+from marketspine._budget.local import DEFAULT_MARGIN, LocalRateBudget
+from marketspine._budget.rules import Priority
 from marketspine._client.client import Client
 from marketspine._upbit.rest import decode_candles
 

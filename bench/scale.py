@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 
 from bench._sim import simulator
 from marketspine._base.timeframes import TIMEFRAMES
-from marketspine._budget.local import Priority
 from marketspine._budget.redis import RedisRateBudget
+from marketspine._budget.rules import Priority
 from marketspine._store.postgres import PostgresStore
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.records import Candle

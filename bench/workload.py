@@ -31,7 +31,7 @@ import httpx
 
 from bench._sim import simulator
 from marketspine._base.timeframes import parse_timeframe
-from marketspine._budget.local import Priority
+from marketspine._budget.rules import Priority
 from marketspine._client.client import Client
 from marketspine._spine.result import ResultMeta
 from marketspine._spine.spine import Spine

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from marketspine._base.time import parse_time
-from marketspine._budget.local import BudgetStatistics, Priority
+from marketspine._budget.rules import BudgetStatistics, Priority
 from marketspine.errors import UpstreamError
 from marketspine.records import Trade
 

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from ._base.timeframes import Timeframe as Timeframe
     from ._base.timeframes import parse_timeframe as parse_timeframe
     from ._budget.local import LocalRateBudget as LocalRateBudget
-    from ._budget.local import Priority as Priority
-    from ._budget.local import RateBudget as RateBudget
+    from ._budget.rules import Priority as Priority
+    from ._budget.rules import RateBudget as RateBudget
     from ._client.circuit import CircuitBreaker as CircuitBreaker
     from ._client.client import Client as Client
     from ._client.retry import RetryPolicy as RetryPolicy
@@ -69,8 +69,8 @@ _HOME = {
     "UnknownMarketError": "errors",
     "UpstreamError": "errors",
     "LocalRateBudget": "_budget.local",
-    "Priority": "_budget.local",
-    "RateBudget": "_budget.local",
+    "Priority": "_budget.rules",
+    "RateBudget": "_budget.rules",
     "Candle": "records",
     "Instrument": "records",
     "MarketInfo": "records",

@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 from services import RedisSpace
 
-from marketspine._budget.local import Priority
 from marketspine._budget.redis_lua import SPAN_HOLD_S, AcquireReply, BudgetKeys, BudgetScripts
+from marketspine._budget.rules import Priority
 
 T0 = 1_800_000_000_000_000  # µs; large on purpose: Lua must keep every digit
 SPAN = 1.02

@@ -10,7 +10,8 @@ from helpers import FakeTime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marketspine._budget.local import DEFAULT_MARGIN, GROUPS, LocalRateBudget, Priority, group_of
+from marketspine._budget.local import DEFAULT_MARGIN, GROUPS, LocalRateBudget, group_of
+from marketspine._budget.rules import Priority
 from marketspine.errors import InvalidRequestError
 
 T = TypeVar("T")

@@ -9,9 +9,9 @@ import pytest
 from redis.asyncio import Redis
 from services import PrivateRedis, RedisSpace
 
-from marketspine._budget.local import Priority
 from marketspine._budget.redis import RedisRateBudget
 from marketspine._budget.redis_lua import BudgetKeys
+from marketspine._budget.rules import Priority
 
 WINDOW = 0.25  # a short window keeps these tests fast; the rules do not depend on it
 MARGIN = 0.02

@@ -14,7 +14,8 @@ import pytest
 from helpers import FakeTime
 
 from marketspine._base.time import format_utc, parse_time
-from marketspine._budget.local import LocalRateBudget, Priority
+from marketspine._budget.local import LocalRateBudget
+from marketspine._budget.rules import Priority
 from marketspine._client.circuit import CircuitBreaker
 from marketspine._client.client import MARKETS_PER_REQUEST, Client
 from marketspine._client.retry import RetryPolicy

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from helpers import FakeTime
 
-from marketspine._budget.local import DEFAULT_MARGIN, LocalRateBudget, Priority
+from marketspine._budget.local import DEFAULT_MARGIN, LocalRateBudget
+from marketspine._budget.rules import Priority
 from marketspine._client.circuit import CircuitBreaker
 from marketspine._client.client import Client
 from marketspine._client.retry import RetryPolicy

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from marketspine._budget.local import Priority
+from marketspine._budget.rules import Priority
 from marketspine._live.listener import Event, Gap, Listener
 from marketspine._live.stream import FILL_PAGE_SIZE, Backoff, Stream
 from marketspine.errors import UpstreamError

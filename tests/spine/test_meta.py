@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from marketspine._budget.local import Priority
+from marketspine._budget.rules import Priority
 from marketspine._spine.spine import Spine
 from marketspine.records import Orderbook, Ticker
 

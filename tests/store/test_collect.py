@@ -11,7 +11,7 @@ from marketspine import UnknownMarketError, UpstreamError, parse_timeframe
 from marketspine._base.time import parse_time
 from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._base.timeframes import Timeframe
-from marketspine._budget.local import Priority
+from marketspine._budget.rules import Priority
 from marketspine._store.backfill import CollectSummary, ProgressEvent, collect
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.records import Candle

@@ -24,39 +24,33 @@ a cushion that delay never spends). Only a late request pays, with its own laten
 from __future__ import annotations
 
 import asyncio
-import enum
 import heapq
 import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..errors import InvalidRequestError
+from .rules import (
+    DEFAULT_AGE_STEP,
+    BudgetStatistics,
+    GroupCounters,
+    Priority,
+    WaitOrder,
+    check_group,
+    check_priority,
+    check_settings,
+)
 
 __all__ = [
     "DEFAULT_LIMIT",
     "DEFAULT_MARGIN",
-    "DEFAULT_SLACK",
     "GROUPS",
-    "BudgetStatistics",
-    "GroupStatistics",
     "JitterMargin",
     "LocalRateBudget",
-    "Priority",
-    "RateBudget",
     "group_of",
 ]
-
-
-class Priority(enum.IntEnum):
-    """How urgent a request is; a larger value is more urgent (``CRITICAL > LOW``)."""
-
-    LOW = 0
-    NORMAL = 1
-    HIGH = 2
-    CRITICAL = 3
 
 
 GROUPS = ("market", "candles", "trade", "ticker", "orderbook")
@@ -72,15 +66,6 @@ DEFAULT_MARGIN = 0.02
 RTT_SAMPLES = 200
 MAX_MARGIN = 0.25
 _MIN_SAMPLES = 10
-# Queue order is enqueue time + slack: a LOW request that has waited 30 s goes before a
-# CRITICAL request that has just arrived, so nobody waits forever.
-DEFAULT_SLACK: Mapping[Priority, float] = {
-    Priority.CRITICAL: 0.0,
-    Priority.HIGH: 1.0,
-    Priority.NORMAL: 5.0,
-    Priority.LOW: 30.0,
-}
-
 _PATH_GROUPS = (
     ("/v1/market/", "market"),
     ("/v1/candles/", "candles"),
@@ -102,52 +87,6 @@ def group_of(path: str) -> str:
         f"no rate-limit group for path {path!r}: expected /v1/market/all, /v1/candles/..., "
         "/v1/trades/ticks, /v1/ticker[/all] or /v1/orderbook[/instruments]"
     )
-
-
-@dataclass(frozen=True)
-class GroupStatistics:
-    """One group's budget at the moment of asking."""
-
-    tokens: int  # sends the window still allows right now
-    waiting: Mapping[str, int]  # queued acquires per priority name
-    sent: int  # acquires granted (each one a request sent)
-    throttled: int  # acquires that had to queue
-    penalties: int  # penalize() calls (after 429/418)
-    blocked_for: float  # seconds of penalty left
-    external: int  # sends by others on this IP, learnt from Remaining-Req
-    margin: float = 0.0  # seconds added to the window now (grows with round-trip jitter)
-
-
-@dataclass(frozen=True)
-class BudgetStatistics:
-    """Every known group's budget, by group name."""
-
-    groups: Mapping[str, GroupStatistics]
-
-
-class RateBudget(Protocol):
-    """When requests to a rate-limited group may be sent. Implementations may share the
-    budget across processes (e.g. through Redis); callers only need these four methods."""
-
-    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
-        """Return when one request of ``group`` may be sent, counting it as sent now."""
-        ...
-
-    def observe(
-        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
-    ) -> None:
-        """A reply came back: reconcile with the ``sec`` of its ``Remaining-Req`` header
-        (None: it had none). ``sent_at`` (the budget clock when the request was granted)
-        sharpens the reconciliation and tells how late the request may have arrived."""
-        ...
-
-    def penalize(self, group: str, seconds: float) -> None:
-        """Let nobody send in ``group`` for ``seconds`` (after a 429 or 418)."""
-        ...
-
-    def statistics(self) -> BudgetStatistics:
-        """A snapshot of the budget."""
-        ...
 
 
 class JitterMargin:
@@ -181,13 +120,13 @@ class JitterMargin:
         return self.value
 
 
-@dataclass(order=True)
+@dataclass(eq=False)
 class _Waiter:
-    key: float
+    priority: Priority
+    since: float  # the budget clock when it started to wait
     seq: int
-    priority: Priority = field(compare=False)
-    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
-    granted: bool = field(compare=False, default=False)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    granted: bool = False
 
 
 @dataclass(slots=True)
@@ -206,12 +145,9 @@ class _Group:
     sends: deque[_Send] = field(default_factory=deque)  # by grant time, ascending
     last_real_send: float = float("-inf")
     blocked_until: float = float("-inf")
-    waiters: list[_Waiter] = field(default_factory=list)  # heap
+    waiters: list[_Waiter] = field(default_factory=list)  # arrival order; WaitOrder picks
     sleeping: bool = False  # one waiter sleeps until the next slot; the others wait on it
-    sent: int = 0
-    throttled: int = 0
-    penalties: int = 0
-    external: int = 0
+    counts: GroupCounters = field(default_factory=GroupCounters)
 
     def __post_init__(self) -> None:
         self.jitter = JitterMargin(self.margin)
@@ -268,7 +204,7 @@ class _Group:
     def record_send(self, now: float) -> None:
         self.sends.append(_Send(now))
         self.last_real_send = now
-        self.sent += 1
+        self.counts.sent += 1
         self.prune(now)
 
 
@@ -285,10 +221,10 @@ class LocalRateBudget:
       (``(window + margin) / limit``), so a saturated group sends evenly and a newcomer
       never waits behind a whole window's burst. LOW requests are always paced this way, so
       a backfill cannot fill the window that a CRITICAL request needs.
-    * **Priorities with aging** — the queue is ordered by enqueue time + ``slack[priority]``
-      (CRITICAL 0 s, HIGH 1 s, NORMAL 5 s, LOW 30 s by default), earliest first. A CRITICAL
-      request overtakes everything that has waited less than its class's slack; a LOW
-      request, once it has waited 30 s, is ahead of any newcomer — no class starves.
+    * **Priorities with aging** — who goes next is ``rules.WaitOrder``'s: most urgent first,
+      FIFO within a priority, a waiter rising one level per ``age_step`` seconds waited
+      (10 s: a LOW request is CRITICAL after 30 s and then ahead of any newcomer) — no
+      priority starves. ``RedisRateBudget`` orders the same way.
     * **Reconciliation** — ``observe`` compares upstream's ``Remaining-Req`` ``sec`` with the
       sends this budget made in the window; when upstream counted more (other processes on
       the IP), the difference is booked as sends made now.
@@ -304,20 +240,17 @@ class LocalRateBudget:
         limits: Mapping[str, int] | None = None,
         window: float = 1.0,
         margin: float = DEFAULT_MARGIN,
-        slack: Mapping[Priority, float] = DEFAULT_SLACK,
+        age_step: float = DEFAULT_AGE_STEP,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if limit < 1 or any(n < 1 for n in (limits or {}).values()):
-            raise InvalidRequestError("rate limits must be at least 1 request per window")
-        if window <= 0 or margin < 0:
-            raise InvalidRequestError("window must be > 0 s and margin >= 0 s")
+        check_settings(limit=limit, limits=limits, window=window, margin=margin, age_step=age_step)
         self._limit = limit
         self._limits = dict(limits or {})
         self._window = window
         self._margin = margin
         self._span = window + margin
-        self._slack = {p: slack.get(p, 0.0) for p in Priority}
+        self._order = WaitOrder(age_step)
         self._clock = clock
         self._sleep = sleep
         self._groups: dict[str, _Group] = {}
@@ -326,6 +259,7 @@ class LocalRateBudget:
     def _group(self, name: str) -> _Group:
         group = self._groups.get(name)
         if group is None:
+            check_group(name)
             group = _Group(
                 self._limits.get(name, self._limit), self._span, self._window, self._margin
             )
@@ -334,21 +268,21 @@ class LocalRateBudget:
 
     async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
         """Return when one request of ``group`` may be sent; it is counted as sent now."""
+        priority = check_priority(priority)
         state = self._group(group)
         now = self._clock()
-        paced = priority == Priority.LOW
+        paced = not self._order.may_burst(priority)
         if not state.waiters and state.next_send_at(now, paced=paced) <= now:
             state.record_send(now)
             return
-        state.throttled += 1
-        waiter = _Waiter(now + self._slack[priority], next(self._seq), priority)
-        heapq.heappush(state.waiters, waiter)
+        state.counts.throttled += 1
+        waiter = _Waiter(priority, now, next(self._seq))
+        state.waiters.append(waiter)
         try:
             await self._wait_for_grant(state, waiter)
         except BaseException:
             if not waiter.granted:
                 state.waiters.remove(waiter)
-                heapq.heapify(state.waiters)
             self._hand_over(state)
             raise
 
@@ -372,7 +306,9 @@ class LocalRateBudget:
     def _grant_ready(self, state: _Group) -> None:
         now = self._clock()
         while state.waiters and state.next_send_at(now, paced=True) <= now:
-            best = heapq.heappop(state.waiters)
+            best = self._order.first(state.waiters, now)
+            assert best is not None
+            state.waiters.remove(best)
             best.granted = True
             state.record_send(now)
             best.wake.set()
@@ -406,14 +342,14 @@ class LocalRateBudget:
         if extra > 0:
             # Counted upstream by now: booked as answered, never paired with a reply.
             state.sends.extend(_Send(now, now) for _ in range(extra))
-            state.external += extra
+            state.counts.external += extra
             state.prune(now)
 
     def penalize(self, group: str, seconds: float) -> None:
         """Let nobody in ``group`` send for ``seconds`` from now."""
         state = self._group(group)
         state.blocked_until = max(state.blocked_until, self._clock() + seconds)
-        state.penalties += 1
+        state.counts.penalties += 1
 
     def statistics(self) -> BudgetStatistics:
         """A snapshot of every group used so far (and the five Upbit groups)."""
@@ -422,18 +358,10 @@ class LocalRateBudget:
             self._group(name)
         groups = {}
         for name, state in self._groups.items():
-            waiting = {p.name: 0 for p in Priority}
-            for waiter in state.waiters:
-                waiting[waiter.priority.name] += 1
-            used = state.counted_in_window(now)
-            groups[name] = GroupStatistics(
-                tokens=max(0, state.limit - used),
-                waiting=waiting,
-                sent=state.sent,
-                throttled=state.throttled,
-                penalties=state.penalties,
-                blocked_for=max(0.0, state.blocked_until - now),
-                external=state.external,
+            groups[name] = state.counts.snapshot(
+                tokens=state.limit - state.counted_in_window(now),
+                waiting=(waiter.priority for waiter in state.waiters),
+                blocked_for=state.blocked_until - now,
                 margin=state.span - state.window,
             )
         return BudgetStatistics(groups)

@@ -1,10 +1,11 @@
 """``RedisRateBudget``: one rate budget per (egress scope, group) for every process sharing
 a Redis, with a local fallback while Redis is unreachable.
 
-Inside a process, waiters of a group queue locally (most urgent first, FIFO within a
-priority) and only the head asks Redis, so N waiting callers cost one script run per slot,
-not N. Across processes the script in ``_budget_lua`` decides (window cap, pacing, priority
-tickets, penalties — see there).
+Inside a process, waiters of a group queue locally in ``rules.WaitOrder``'s order (most urgent
+first, FIFO within a priority, rising a level per ``age_step`` waited — as in
+``LocalRateBudget``) and only the head asks Redis, so N waiting callers cost one script run per
+slot, not N. Across processes the script in ``redis_lua`` decides (window cap, pacing, priority
+tickets, penalties — see there); the levels it compares are the aged ones computed here.
 
 Upstream counts requests when they *arrive*, so, as in ``LocalRateBudget``, each process widens
 the window's margin to the round-trip jitter it observes (``observe(..., sent_at=...)``); the
@@ -28,7 +29,6 @@ back push a window over the ceiling.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import math
@@ -47,17 +47,19 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..errors import InvalidRequestError
-from .local import (
-    DEFAULT_LIMIT,
-    DEFAULT_MARGIN,
-    GROUPS,
-    BudgetStatistics,
-    GroupStatistics,
-    JitterMargin,
-    LocalRateBudget,
-    Priority,
-)
+from .local import DEFAULT_LIMIT, DEFAULT_MARGIN, GROUPS, JitterMargin, LocalRateBudget
 from .redis_lua import BudgetKeys, BudgetScripts
+from .rules import (
+    DEFAULT_AGE_STEP,
+    BudgetStatistics,
+    GroupCounters,
+    Priority,
+    WaitOrder,
+    check_fallback_share,
+    check_group,
+    check_priority,
+    check_settings,
+)
 
 __all__ = ["DEFAULT_FALLBACK_SHARE", "RedisRateBudget", "connect_redis"]
 
@@ -91,13 +93,15 @@ def connect_redis(url: str) -> Redis:
         raise InvalidRequestError(f"--redis {url!r}: {exc}") from exc
 
 
-@dataclass(order=True)
+@dataclass(eq=False)
 class _Waiter:
-    key: tuple[int, int]  # (-priority, arrival): most urgent first, FIFO within a priority
-    priority: Priority = field(compare=False)
-    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
-    granted: bool = field(compare=False, default=False)
-    asked: int = field(compare=False, default=0)
+    priority: Priority
+    since: float  # local clock when it started to wait
+    seq: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    granted: bool = False
+    asked: int = 0  # script runs made while it was the head
+    throttled: bool = False  # counted as throttled already
 
 
 @dataclass(slots=True)
@@ -117,13 +121,10 @@ class _Group:
     limit: int
     jitter: JitterMargin  # this process's margin, widened to the round trips it sees
     span: float = 0.0  # the span Redis applied at the last ask (maybe another process's)
-    waiters: list[_Waiter] = field(default_factory=list)  # heap
+    waiters: list[_Waiter] = field(default_factory=list)  # arrival order; WaitOrder picks
     asking: bool = False  # one waiter talks to Redis; the others wait on it
     tokens: int = 0
-    sent: int = 0
-    throttled: int = 0
-    penalties: int = 0
-    external: int = 0
+    counts: GroupCounters = field(default_factory=GroupCounters)
     blocked_until: float = float("-inf")  # local clock
     # Said locally, not yet sent to Redis: penalty seconds with the local time they were said,
     # and Remaining-Req observations as (remaining, sent_at, observed_at).
@@ -157,15 +158,12 @@ class RedisRateBudget:
         fallback_share: float = DEFAULT_FALLBACK_SHARE,
         retry_every_s: float = 0.25,
         ticket_ttl_s: float = 2.0,
+        age_step: float = DEFAULT_AGE_STEP,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if limit < 1 or any(n < 1 for n in (limits or {}).values()):
-            raise InvalidRequestError("rate limits must be at least 1 request per window")
-        if window <= 0 or margin < 0:
-            raise InvalidRequestError("window must be > 0 s and margin >= 0 s")
-        if not 0 < fallback_share <= 1:
-            raise InvalidRequestError("fallback_share must be in (0, 1]")
+        check_settings(limit=limit, limits=limits, window=window, margin=margin, age_step=age_step)
+        check_fallback_share(fallback_share)
         self._owns_client = isinstance(redis, str)
         self._redis = connect_redis(redis) if isinstance(redis, str) else redis
         self._scripts = BudgetScripts(self._redis)
@@ -181,6 +179,7 @@ class RedisRateBudget:
         self._retry_every = retry_every_s
         self._clock = clock
         self._sleep = sleep
+        self._order = WaitOrder(age_step)
         share_limits = {
             name: max(1, math.floor(self._limits.get(name, limit) * fallback_share))
             for name in {*GROUPS, *self._limits}
@@ -190,6 +189,7 @@ class RedisRateBudget:
             limits=share_limits,
             window=window,
             margin=margin,
+            age_step=age_step,
             clock=clock,
             sleep=sleep,
         )
@@ -238,6 +238,7 @@ class RedisRateBudget:
     def _group(self, name: str) -> _Group:
         state = self._groups.get(name)
         if state is None:
+            check_group(name)
             keys = BudgetKeys.of(self._prefix, self._scope, name)
             state = _Group(keys, self._limits.get(name, self._limit), JitterMargin(self._margin))
             state.tokens = state.limit
@@ -250,12 +251,13 @@ class RedisRateBudget:
     async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
         """Return when one request of ``group`` may be sent by this process; counted now
         in Redis (or, while Redis is unreachable, in the local fallback at a safe share)."""
+        priority = check_priority(priority)
         state = self._group(group)
         while True:
             if not self.shared and not await self._try_recover():
                 await self._fallback.acquire(group, priority)
                 state.blind_sends.append(self._clock())
-                state.sent += 1
+                state.counts.sent += 1
                 return
             try:
                 if self._clock() < self._grace_until:
@@ -267,8 +269,11 @@ class RedisRateBudget:
                 self._go_blind(exc)
 
     async def _acquire_shared(self, state: _Group, priority: Priority) -> None:
-        waiter = _Waiter((-priority, next(self._arrivals)), priority)
-        heapq.heappush(state.waiters, waiter)
+        waiter = _Waiter(priority, self._clock(), next(self._arrivals))
+        if state.waiters:  # others wait already: this one cannot go at once
+            waiter.throttled = True
+            state.counts.throttled += 1
+        state.waiters.append(waiter)
         try:
             while not waiter.granted:
                 if state.asking:
@@ -281,47 +286,62 @@ class RedisRateBudget:
                 finally:
                     state.asking = False
                     if state.waiters:
-                        state.waiters[0].wake.set()  # the next head asks next
+                        state.waiters[0].wake.set()  # someone asks next, for the head
         except BaseException:
             if not waiter.granted:
                 state.waiters.remove(waiter)
-                heapq.heapify(state.waiters)
                 if state.waiters and not state.asking:
                     state.waiters[0].wake.set()
             raise
 
     async def _ask(self, state: _Group) -> None:
-        """One round for the head waiter: grant it, or sleep until Redis says to ask again."""
+        """One round for the head waiter (``WaitOrder``'s first): grant it, or sleep until
+        Redis says to ask again. Redis compares levels across processes: this process asks
+        at its head's aged level and leaves a ticket at the level of the next."""
         await self._flush(state)
-        head = state.waiters[0]
-        nxt = min(state.waiters[1:], default=None)
         now = self._clock()
+        head = self._order.first(state.waiters, now)
+        assert head is not None  # the asker itself waits
         if state.blocked_until > now:  # a penalty said here: no need to ask
+            self._throttled(state)
             await self._sleep(min(state.blocked_until - now, _POLL_CAP_S))
             return
+        others = [w for w in state.waiters if w is not head]
         reply = await self._scripts.acquire(
             state.keys,
             limit=state.limit,
             span_s=self._window + state.jitter.value,
-            priority=head.priority,
-            next_priority=None if nxt is None else nxt.priority,
+            priority=self._order.level(head.priority, now - head.since),
+            next_priority=self._order.top_level(others, now),
             ticket=self._ticket,
             ticket_ttl_s=self._ticket_ttl,
-            burst=head.asked == 0 and len(state.waiters) == 1,
+            burst=head.asked == 0 and not others and self._order.may_burst(head.priority),
         )
         state.tokens = reply.tokens
         state.span = reply.span_s
         head.asked += 1
         if reply.granted:
             self._remember(state, reply.member, reply.redis_now_us)
-            best = heapq.heappop(state.waiters)  # the most urgent now: maybe newer than head
+            # The first now: maybe one that came (or rose a level) while Redis answered.
+            best = self._order.first(state.waiters, self._clock())
+            assert best is not None
+            state.waiters.remove(best)
             best.granted = True
             best.wake.set()
-            state.sent += 1
-            if best.asked > 1 or best is not head:
-                state.throttled += 1
+            state.counts.sent += 1
+            self._throttled(state)
             return
+        self._throttled(state)
         await self._sleep(min(reply.wait_s, _POLL_CAP_S))
+
+    @staticmethod
+    def _throttled(state: _Group) -> None:
+        """Every acquire still waiting after a round could not go at once: each is counted
+        once, as ``LocalRateBudget`` counts one that queues."""
+        for waiter in state.waiters:
+            if not waiter.throttled:
+                waiter.throttled = True
+                state.counts.throttled += 1
 
     def _remember(self, state: _Group, member: str, score_us: int) -> None:
         now = self._clock()
@@ -394,7 +414,7 @@ class RedisRateBudget:
             remaining, sent_at, observed_at = seen = state.pending_observations.pop(0)
             age = self._clock() - (sent_at if sent_at is not None else observed_at)
             try:
-                state.external += await self._scripts.observe(
+                state.counts.external += await self._scripts.observe(
                     state.keys, limit=state.limit, span_s=state.span, remaining=remaining, age_s=age
                 )
             except BaseException:
@@ -473,7 +493,7 @@ class RedisRateBudget:
         now = self._clock()
         state.blocked_until = max(state.blocked_until, now + seconds)
         state.pending_penalties.append((seconds, now))
-        state.penalties += 1
+        state.counts.penalties += 1
         self._fallback.penalize(group, seconds)
 
     def statistics(self) -> BudgetStatistics:
@@ -483,17 +503,10 @@ class RedisRateBudget:
             self._group(name)
         groups = {}
         for name, state in self._groups.items():
-            waiting = {p.name: 0 for p in Priority}
-            for waiter in state.waiters:
-                waiting[waiter.priority.name] += 1
-            groups[name] = GroupStatistics(
-                tokens=max(0, state.tokens),
-                waiting=waiting,
-                sent=state.sent,
-                throttled=state.throttled,
-                penalties=state.penalties,
-                blocked_for=max(0.0, state.blocked_until - now),
-                external=state.external,
+            groups[name] = state.counts.snapshot(
+                tokens=state.tokens,
+                waiting=(waiter.priority for waiter in state.waiters),
+                blocked_for=state.blocked_until - now,
                 margin=state.span - self._window,
             )
         return BudgetStatistics(groups)

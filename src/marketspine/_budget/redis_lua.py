@@ -12,7 +12,8 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
 * priorities across processes: a process that waits registers a *ticket* at its most urgent
   waiting priority (it expires unless renewed, so a killed process stops counting); a
   request is refused while a ticket of a higher priority waits, so LOW never takes the slot
-  a CRITICAL request elsewhere is waiting for;
+  a CRITICAL request elsewhere is waiting for. The priorities passed in are the waiters'
+  aged levels (``rules.WaitOrder``): the process decides them, the script only compares;
 * a penalty (after a 429 or 418) stops the group for everyone until it runs out;
 * a send whose reply shows it may have reached upstream late is moved to that later time
   (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it.
@@ -29,7 +30,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .local import Priority
+from .rules import Priority, WaitOrder
 
 __all__ = ["SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
 
@@ -279,7 +280,7 @@ class BudgetScripts:
             -1 if next_priority is None else int(next_priority),
             ticket,
             _us(ticket_ttl_s),
-            1 if burst and priority != Priority.LOW else 0,
+            1 if burst and WaitOrder.may_burst(priority) else 0,
             self._keep_us,
             "" if now_us is None else now_us,
         ]

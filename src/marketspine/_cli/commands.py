@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._base.time import format_utc, now_ms, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._base.urls import check_db, check_upstream, is_postgres_url
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from .._live.subscriptions import normalize_market
 from .._store.backfill import CandleSource, CollectSummary, ProgressEvent, collect
 from .._store.default_path import sibling_hint

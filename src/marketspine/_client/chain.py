@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from .._budget.local import GROUPS, RateBudget, group_of
+from .._budget.local import GROUPS, group_of
+from .._budget.rules import RateBudget
 from ..errors import CircuitOpenError, ClosedError, RetryLaterError, UpstreamError
 from .circuit import CircuitBreaker
 from .flight import Flight, acquire_at_flight_priority

@@ -35,7 +35,8 @@ from .._base.time import format_utc
 from .._base.time import now_ms as wall_now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
-from .._budget.local import GROUPS, BudgetStatistics, LocalRateBudget, Priority, RateBudget
+from .._budget.local import GROUPS, LocalRateBudget
+from .._budget.rules import BudgetStatistics, Priority, RateBudget
 from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
 from .._upbit.rest import (
     decode_candles,

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from typing import Any, TypeVar
 
-from .._budget.local import Priority, RateBudget
+from .._budget.rules import Priority, RateBudget
 
 __all__ = ["Flight", "Flights", "acquire_at_flight_priority", "fetch_concurrently"]
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import httpx
 import msgspec
 
-from .._budget.local import GROUPS, RateBudget
+from .._budget.local import GROUPS
+from .._budget.rules import RateBudget
 from .._upbit.decode import excerpt
 from .._upbit.texts import NOT_FOUND
 from ..errors import InvalidRequestError, MarketspineError, UnknownMarketError, UpstreamError

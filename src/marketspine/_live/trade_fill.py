@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from ..errors import MarketspineError
 from ..records import Trade
 from .trade_sequence import FillNeeded

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import TypeVar
 
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from ..errors import MarketspineError
 from ..records import Trade
 from .listener import Gap

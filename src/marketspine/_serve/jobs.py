@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._base.args import markets_arg, time_arg, timeframe_arg
 from .._base.time import format_utc
 from .._base.timeframes import Timeframe
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from .._store.backfill import ProgressEvent, collect
 from ..errors import InvalidRequestError, UnknownMarketError
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .._base.urls import check_db, is_postgres_url
 
 if TYPE_CHECKING:
-    from .._budget.local import RateBudget
+    from .._budget.rules import RateBudget
     from .._store.sqlite import CandleStore
     from .shared import Shared
 

@@ -16,7 +16,7 @@ from .._base.keyed_lock import KeyedLock
 from .._base.memory import CandleMemory
 from .._base.time import format_utc, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from .._client.client import Client
 from .._live.state import LiveState
 from .._live.subscriptions import normalize_market

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .._base.timeframes import Timeframe
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from .result import CandleResult
 
 __all__ = ["HOT_SETTLE_MS", "HotWindow", "HotWindows"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._base.time import now_ms
-from .._budget.local import Priority, RateBudget
+from .._budget.rules import Priority, RateBudget
 from .._client.client import Client
 from .._store.sqlite import CandleStore
 from .._upbit.ticks import tick_size as table_tick_size

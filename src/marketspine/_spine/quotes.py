@@ -22,7 +22,7 @@ from .._base.args import (
     optional_seconds_arg,
     quote_arg,
 )
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from .._client.client import Client
 from .._live.state import LiveState
 from .._live.subscriptions import normalize_market

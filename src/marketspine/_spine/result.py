@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .._base.time import from_ms
 from .._base.timeframes import Timeframe
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from ..records import Candle
 
 if TYPE_CHECKING:

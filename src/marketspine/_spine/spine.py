@@ -38,7 +38,7 @@ from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from .._base.time import now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
-from .._budget.local import Priority, RateBudget
+from .._budget.rules import Priority, RateBudget
 from .._client.client import Client
 from .._client.retry import RetryPolicy
 from .._live.candle_feed import ClosedCandle

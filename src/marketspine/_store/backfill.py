@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from .._base.coverage import Range
 from .._base.timeframes import Timeframe
-from .._budget.local import Priority
+from .._budget.rules import Priority
 from .._upbit.horizon import split_unserved
 from ..errors import InvalidRequestError, UnknownMarketError
 from ..records import Candle

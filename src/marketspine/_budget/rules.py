@@ -1,0 +1,255 @@
+"""What every rate budget shares, whatever keeps its window: the priorities, the ``RateBudget``
+protocol, the checks of the settings, the statistics and their counters, and the wait order.
+Pure: no I/O, no clock of its own (times are passed in).
+
+The wait order (``WaitOrder``), for ``LocalRateBudget`` and ``RedisRateBudget`` alike:
+
+* **Strict priority** — of the requests waiting for a group, the most urgent goes next
+  (CRITICAL > HIGH > NORMAL > LOW); within one priority, the one that has waited longest
+  (FIFO).
+* **Aging** — a waiter's priority rises one level for every ``age_step`` seconds it has
+  waited (10 s by default), up to CRITICAL: a LOW request is NORMAL after 10 s, HIGH after
+  20 s and CRITICAL after 30 s, and then goes before any CRITICAL request that arrived after
+  it. No priority starves, however endless the demand above it.
+* **Pacing** — a request that finds nobody waiting and room in the window goes at once,
+  except LOW, which is always paced one per token interval (``may_burst``), so a backfill
+  never fills the window a more urgent request needs.
+
+Why levels and not the local budget's former deadlines (enqueue time + a slack per priority):
+the Redis budget orders processes by *level* — each waiting process registers a ticket at
+the level of its most urgent waiter, and a request is refused while a higher ticket waits
+(``redis_lua``). An aged level is a level like any other, so the same policy reaches across
+processes exactly: the process computes its waiters' levels here and Lua only compares them,
+with no second clock to agree on. Across processes, FIFO within a level is not kept (the first
+process to ask for a free slot takes it); within a process it is. The default step keeps the
+former guarantee that a LOW request is ahead of every newcomer once it has waited 30 s.
+
+``WaitOrder`` is the one place for further rules on who goes next (e.g. keeping the last
+slots of a window from LOW work while more urgent work could arrive).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from ..errors import InvalidRequestError
+
+__all__ = [
+    "DEFAULT_AGE_STEP",
+    "WAIT_ORDER",
+    "BudgetStatistics",
+    "GroupCounters",
+    "GroupStatistics",
+    "Priority",
+    "Queued",
+    "RateBudget",
+    "WaitOrder",
+    "check_fallback_share",
+    "check_group",
+    "check_priority",
+    "check_settings",
+]
+
+
+class Priority(enum.IntEnum):
+    """How urgent a request is; a larger value is more urgent (``CRITICAL > LOW``)."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+# A waiter rises one priority level per this many seconds waited: LOW is CRITICAL after 30 s.
+DEFAULT_AGE_STEP = 10.0
+
+
+# -- the settings --------------------------------------------------------------------------
+
+
+def check_settings(
+    *, limit: int, limits: Mapping[str, int] | None, window: float, margin: float, age_step: float
+) -> None:
+    """Refuse a budget's settings that cannot work (InvalidRequestError)."""
+    if limit < 1 or any(n < 1 for n in (limits or {}).values()):
+        raise InvalidRequestError("rate limits must be at least 1 request per window")
+    for name in limits or {}:
+        check_group(name)
+    if window <= 0 or margin < 0:
+        raise InvalidRequestError("window must be > 0 s and margin >= 0 s")
+    if not age_step > 0:  # NaN too
+        raise InvalidRequestError(f"age_step must be > 0 s (got {age_step!r})")
+
+
+def check_fallback_share(share: float) -> None:
+    """A share of the ceiling kept while the shared budget is unreachable."""
+    if not 0 < share <= 1:
+        raise InvalidRequestError("fallback_share must be in (0, 1]")
+
+
+def check_group(group: str) -> str:
+    """A group name: a non-empty string of letters, digits, ``_`` or ``-`` (it is part of
+    the Redis budget's key, between braces)."""
+    if (
+        not isinstance(group, str)
+        or not group
+        or not group.replace("_", "").replace("-", "").isalnum()
+    ):
+        raise InvalidRequestError(
+            f"rate-limit group must be a name of letters, digits, '_' or '-' (got {group!r})"
+        )
+    return group
+
+
+def check_priority(priority: Priority | int) -> Priority:
+    """The ``Priority`` of ``priority`` (its members or their int values 0..3)."""
+    if isinstance(priority, Priority):
+        return priority
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        try:
+            return Priority(priority)
+        except ValueError:
+            pass
+    raise InvalidRequestError(
+        f"priority must be a Priority (LOW, NORMAL, HIGH, CRITICAL), not {priority!r}"
+    )
+
+
+# -- the statistics ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupStatistics:
+    """One group's budget at the moment of asking."""
+
+    tokens: int  # sends the window still allows right now
+    waiting: Mapping[str, int]  # queued acquires per priority name
+    sent: int  # acquires granted (each one a request sent)
+    throttled: int  # acquires that could not go at once and queued
+    penalties: int  # penalize() calls (after 429/418)
+    blocked_for: float  # seconds of penalty left
+    external: int  # sends by others on this IP, learnt from Remaining-Req
+    margin: float = 0.0  # seconds added to the window now (grows with round-trip jitter)
+
+
+@dataclass(frozen=True)
+class BudgetStatistics:
+    """Every known group's budget, by group name."""
+
+    groups: Mapping[str, GroupStatistics]
+
+
+@dataclass(slots=True)
+class GroupCounters:
+    """What a budget counts per group, the same way in every budget: a send when an acquire
+    returns, a throttle when an acquire cannot go at once (counted when it starts to wait,
+    whether or not it is granted later), a penalty per ``penalize`` call, and the sends that
+    upstream counted but no budget here made (``external``)."""
+
+    sent: int = 0
+    throttled: int = 0
+    penalties: int = 0
+    external: int = 0
+
+    def snapshot(
+        self, *, tokens: int, waiting: Iterable[Priority], blocked_for: float, margin: float
+    ) -> GroupStatistics:
+        """The group's statistics, with ``waiting`` the priorities of its queued acquires."""
+        by_name = {p.name: 0 for p in Priority}
+        for priority in waiting:
+            by_name[priority.name] += 1
+        return GroupStatistics(
+            tokens=max(0, tokens),
+            waiting=by_name,
+            sent=self.sent,
+            throttled=self.throttled,
+            penalties=self.penalties,
+            blocked_for=max(0.0, blocked_for),
+            external=self.external,
+            margin=margin,
+        )
+
+
+# -- the wait order ------------------------------------------------------------------------
+
+
+class Queued(Protocol):
+    """A waiting acquire, as the wait order sees it."""
+
+    @property
+    def priority(self) -> Priority: ...
+
+    @property
+    def since(self) -> float: ...  # the budget's clock when it started to wait
+
+    @property
+    def seq(self) -> int: ...  # arrival order, for waiters with the same ``since``
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitOrder:
+    """Which waiting request goes next (see the module doc)."""
+
+    age_step: float = DEFAULT_AGE_STEP
+
+    def level(self, priority: Priority, waited: float) -> Priority:
+        """The priority a request of ``priority`` competes at after waiting ``waited`` s."""
+        steps = int(max(0.0, waited) // self.age_step)
+        return Priority(min(int(Priority.CRITICAL), int(priority) + steps))
+
+    def rank(self, waiter: Queued, now: float) -> tuple[int, float, int]:
+        """Sort key at ``now``: the smallest goes first."""
+        return (-self.level(waiter.priority, now - waiter.since), waiter.since, waiter.seq)
+
+    def first(self, waiters: Iterable[Q], now: float) -> Q | None:
+        """The waiter that goes next at ``now`` (None when nobody waits). Levels change as
+        time passes, so the order is decided at each grant, not kept in a heap."""
+        return min(waiters, key=lambda w: self.rank(w, now), default=None)
+
+    def top_level(self, waiters: Iterable[Queued], now: float) -> Priority | None:
+        """The level of the most urgent waiter at ``now`` (None when nobody waits)."""
+        best = self.first(waiters, now)
+        return None if best is None else self.level(best.priority, now - best.since)
+
+    @staticmethod
+    def may_burst(priority: Priority) -> bool:
+        """Whether a request that finds nobody waiting may skip pacing (go at once while the
+        window has room): every priority but LOW, which is always paced."""
+        return priority != Priority.LOW
+
+
+WAIT_ORDER = WaitOrder()
+
+
+# -- the protocol --------------------------------------------------------------------------
+
+
+class RateBudget(Protocol):
+    """When requests to a rate-limited group may be sent. Implementations may share the
+    budget across processes (e.g. through Redis); callers only need these four methods."""
+
+    async def acquire(self, group: str, priority: Priority = Priority.NORMAL) -> None:
+        """Return when one request of ``group`` may be sent, counting it as sent now."""
+        ...
+
+    def observe(
+        self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
+    ) -> None:
+        """A reply came back: reconcile with the ``sec`` of its ``Remaining-Req`` header
+        (None: it had none). ``sent_at`` (the budget clock when the request was granted)
+        sharpens the reconciliation and tells how late the request may have arrived."""
+        ...
+
+    def penalize(self, group: str, seconds: float) -> None:
+        """Let nobody send in ``group`` for ``seconds`` (after a 429 or 418)."""
+        ...
+
+    def statistics(self) -> BudgetStatistics:
+        """A snapshot of the budget."""
+        ...

@@ -1,0 +1,299 @@
+"""The rules both rate budgets share (``_budget.rules``): one set of cases — the checks of the
+settings, the statistics after a known sequence, the order in which waiters go — run against
+``LocalRateBudget`` on fake time and ``RedisRateBudget`` on the real Redis, with a clock the
+test moves by hand (Redis keeps its window on its own clock; the waiters' ages are the
+budget's)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from helpers import FakeTime, wait_until
+from redis.asyncio import Redis
+from services import RedisSpace
+
+from marketspine._budget.local import GROUPS, LocalRateBudget
+from marketspine._budget.redis import RedisRateBudget
+from marketspine._budget.redis_lua import BudgetKeys, BudgetScripts
+from marketspine._budget.rules import (
+    DEFAULT_AGE_STEP,
+    WAIT_ORDER,
+    GroupStatistics,
+    Priority,
+    WaitOrder,
+)
+from marketspine.errors import InvalidRequestError
+
+T = TypeVar("T")
+Budget = LocalRateBudget | RedisRateBudget
+START = 1000.0
+
+
+@dataclass
+class Subject:
+    """One kind of budget, made on the test's ``FakeTime`` clock."""
+
+    kind: str
+    fake: FakeTime
+    space: RedisSpace | None = None
+    made: list[Budget] = field(default_factory=list)
+
+    def make(self, **settings: Any) -> Budget:
+        budget: Budget
+        if self.space is None:
+            budget = LocalRateBudget(clock=self.fake.clock, sleep=self.fake.sleep, **settings)
+        else:
+            # Redis decides the window on its own clock, so this one sleeps for real; the
+            # clock the test moves by hand gives the waiters' ages and the local penalty.
+            budget = RedisRateBudget(
+                self.space.url, prefix=self.space.prefix, clock=self.fake.clock, **settings
+            )
+        self.made.append(budget)
+        return budget
+
+    async def drive(self, awaitable: Awaitable[T]) -> T:
+        """Run ``awaitable`` to its end: on fake time, or for Redis on real time."""
+        if self.space is None:
+            return await self.fake.run(awaitable)
+        async with asyncio.timeout(20):
+            return await awaitable
+
+
+@pytest.fixture(params=["local", "redis"])
+async def subject(
+    request: pytest.FixtureRequest, redis_space: RedisSpace
+) -> AsyncIterator[Subject]:
+    # Both kinds take the Redis space (an async fixture cannot be asked for conditionally);
+    # the local one leaves it unused.
+    made = Subject(
+        request.param, FakeTime(START), redis_space if request.param == "redis" else None
+    )
+    try:
+        yield made
+    finally:
+        for budget in made.made:
+            if isinstance(budget, RedisRateBudget):
+                await budget.aclose()
+
+
+def waiting(budget: Budget, group: str = "candles") -> int:
+    return sum(budget.statistics().groups[group].waiting.values())
+
+
+# -- the settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"limit": 0}, "rate limits must be at least 1 request per window"),
+        ({"limits": {"candles": 0}}, "rate limits must be at least 1 request per window"),
+        ({"window": 0}, r"window must be > 0 s and margin >= 0 s"),
+        ({"margin": -0.01}, r"window must be > 0 s and margin >= 0 s"),
+        ({"age_step": 0}, r"age_step must be > 0 s \(got 0\)"),
+        ({"age_step": float("nan")}, r"age_step must be > 0 s"),
+        ({"limits": {"candles}x": 5}}, "rate-limit group must be a name"),
+    ],
+)
+async def test_bad_settings_are_refused_alike(
+    subject: Subject, settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        subject.make(**settings)
+
+
+async def test_a_bad_priority_or_group_is_refused_alike(subject: Subject) -> None:
+    budget = subject.make()
+    for priority in (4, -1, "HIGH", True, 1.0):
+        with pytest.raises(InvalidRequestError, match="priority must be a Priority"):
+            await budget.acquire("candles", priority)  # type: ignore[arg-type]
+    for group in ("", "a b", "candles}", "x:y"):
+        with pytest.raises(InvalidRequestError, match="rate-limit group must be a name"):
+            await budget.acquire(group)
+    await subject.drive(budget.acquire("candles", 3))  # type: ignore[arg-type]  # CRITICAL
+    assert budget.statistics().groups["candles"].sent == 1
+
+
+def test_a_fallback_share_outside_0_1_is_refused() -> None:
+    for share in (0.0, 1.5):
+        with pytest.raises(InvalidRequestError, match=r"fallback_share must be in \(0, 1\]"):
+            RedisRateBudget("redis://127.0.0.1:1/0", fallback_share=share)
+
+
+# -- the statistics ------------------------------------------------------------------------
+
+
+async def test_statistics_after_a_known_sequence_are_alike(subject: Subject) -> None:
+    # A window far longer than the test: Redis's real clock frees nothing meanwhile.
+    budget = subject.make(limit=3, window=60.0, margin=0.0)
+    await budget.acquire("candles")
+    await budget.acquire("candles")  # at once: the window has room and nobody waits
+    budget.observe("candles", 0)  # upstream counted 3: one send made elsewhere
+    tasks = [asyncio.create_task(budget.acquire("candles", p)) for p in Priority]
+
+    def settled() -> bool:
+        stats = budget.statistics().groups["candles"]
+        # Redis books the observation at the next ask; tokens are as it last answered.
+        return sum(stats.waiting.values()) == 4 and stats.external == 1 and stats.tokens == 0
+
+    await wait_until(settled, 5.0, "four waiters and the external send counted")
+    budget.penalize("candles", 5.0)
+    stats = budget.statistics()
+    assert set(stats.groups) == set(GROUPS)
+    assert stats.groups["candles"] == GroupStatistics(
+        tokens=0,
+        waiting={"LOW": 1, "NORMAL": 1, "HIGH": 1, "CRITICAL": 1},
+        sent=2,
+        throttled=4,  # counted when they could not go, not when they are served
+        penalties=1,
+        blocked_for=pytest.approx(5.0),  # type: ignore[arg-type]
+        external=1,
+        margin=pytest.approx(0.0),  # type: ignore[arg-type]
+    )
+    assert stats.groups["ticker"] == GroupStatistics(
+        tokens=3,
+        waiting={"LOW": 0, "NORMAL": 0, "HIGH": 0, "CRITICAL": 0},
+        sent=0,
+        throttled=0,
+        penalties=0,
+        blocked_for=0.0,
+        external=0,
+        margin=0.0,
+    )
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    after = budget.statistics().groups["candles"]
+    assert (after.sent, after.throttled, sum(after.waiting.values())) == (2, 4, 0)
+
+
+# -- the wait order ------------------------------------------------------------------------
+
+
+class Hold:
+    """Keeps a group from sending while the test queues its waiters at chosen times, then
+    lets it go at ``START + until``: the local budget by a penalty on its fake clock, the
+    Redis one by a penalty in Redis that the test lifts by hand (a real one would last
+    real seconds)."""
+
+    def __init__(self, subject: Subject, budget: Budget, until: float) -> None:
+        self.subject, self.budget, self.until = subject, budget, until
+
+    async def __aenter__(self) -> Hold:
+        if self.subject.space is None:
+            self.budget.penalize("candles", self.until)
+        else:
+            self.client = Redis.from_url(self.subject.space.url)
+            self.keys = BudgetKeys.of(self.subject.space.prefix, "default", "candles")
+            await BudgetScripts(self.client).penalize(self.keys, 600.0)
+        return self
+
+    async def release(self) -> None:
+        self.subject.fake.now = START + self.until
+        if self.subject.space is not None:
+            await self.client.hdel(self.keys.state, "blocked")
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.subject.space is not None:
+            await self.client.aclose()
+
+
+async def test_waiters_go_by_aged_priority_then_fifo_and_none_starves(subject: Subject) -> None:
+    # One send per 50 ms: the seven grants take 0.35 s, far less than an age step (10 s).
+    budget = subject.make(limit=1, window=0.05, margin=0.0)
+    order: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def take(name: str, priority: Priority) -> None:
+        await budget.acquire("candles", priority)
+        order.append(name)
+
+    # (name, priority, seconds after START it starts waiting); released at START + 36.
+    queue = [
+        ("low for 36 s", Priority.LOW, 0.0),  # risen to CRITICAL: ahead of a new CRITICAL
+        ("normal for 16 s", Priority.NORMAL, 20.0),  # risen to HIGH, and the older HIGH
+        ("low for 6 s", Priority.LOW, 30.0),  # still LOW: last
+        ("high for 2 s", Priority.HIGH, 34.0),
+        ("critical", Priority.CRITICAL, 35.0),
+        ("normal a", Priority.NORMAL, 35.0),  # FIFO within a priority
+        ("normal b", Priority.NORMAL, 35.0),
+    ]
+    async with Hold(subject, budget, until=36.0) as hold:
+        for queued, (name, priority, at) in enumerate(queue, start=1):
+            subject.fake.now = START + at
+            tasks.append(asyncio.create_task(take(name, priority)))
+            await wait_until(lambda n=queued: waiting(budget) == n, 5.0, f"{name} queued")
+        await hold.release()
+        await subject.drive(asyncio.gather(*tasks))
+    assert order == [
+        "low for 36 s",
+        "critical",
+        "normal for 16 s",
+        "high for 2 s",
+        "normal a",
+        "normal b",
+        "low for 6 s",
+    ]
+
+
+async def test_only_low_is_paced_when_nobody_waits(subject: Subject) -> None:
+    # Nobody waits and the window has room: NORMAL bursts, LOW keeps one per token interval.
+    budget = subject.make(limit=10, window=60.0, margin=0.0)  # interval 6 s
+    for _ in range(3):
+        await budget.acquire("ticker", Priority.NORMAL)
+    assert budget.statistics().groups["ticker"].throttled == 0
+    await budget.acquire("candles", Priority.LOW)  # nothing sent before it to pace it by
+    low = asyncio.create_task(budget.acquire("candles", Priority.LOW))
+    await wait_until(lambda: waiting(budget) == 1, 5.0, "the second LOW queued")
+    assert not low.done()
+    low.cancel()
+    await asyncio.gather(low, return_exceptions=True)
+    assert budget.statistics().groups["candles"].throttled == 1
+
+
+# -- the policy itself ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Waiter:
+    priority: Priority
+    since: float
+    seq: int
+
+
+def test_levels_rise_one_per_age_step_up_to_critical() -> None:
+    order = WaitOrder(age_step=10.0)
+    assert [order.level(Priority.LOW, w) for w in (0, 9.99, 10, 20, 30, 1e6)] == [
+        Priority.LOW,
+        Priority.LOW,
+        Priority.NORMAL,
+        Priority.HIGH,
+        Priority.CRITICAL,
+        Priority.CRITICAL,
+    ]
+    assert order.level(Priority.HIGH, -5.0) == Priority.HIGH  # a clock step back ages nothing
+    assert WAIT_ORDER.age_step == DEFAULT_AGE_STEP == 10.0
+    assert WaitOrder.may_burst(Priority.NORMAL) and not WaitOrder.may_burst(Priority.LOW)
+
+
+def test_low_is_served_once_it_has_waited_three_steps_under_endless_critical_demand() -> None:
+    # One grant per 0.1 s; a new CRITICAL request arrives with each, so five always wait.
+    order = WaitOrder(age_step=10.0)
+    seq = iter(range(10**6))
+    now = 0.0
+    low = Waiter(Priority.LOW, now, next(seq))
+    queue: list[Waiter] = [low, *(Waiter(Priority.CRITICAL, now, next(seq)) for _ in range(5))]
+    while True:
+        now += 0.1
+        best = order.first(queue, now)
+        assert best is not None
+        queue.remove(best)
+        if best is low:
+            break
+        queue.append(Waiter(Priority.CRITICAL, now, next(seq)))
+    assert 30.0 <= now <= 30.0 + 0.1 + 1e-9, now
+    assert order.first([], now) is None
