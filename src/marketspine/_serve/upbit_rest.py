@@ -10,7 +10,6 @@ served from cache because upstream is failing or banning us.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._base.markets import MarketCode, market_code
 from .._base.time import DAY_MS, parse_time
 from .._base.timeframes import TIMEFRAMES, Timeframe
 from .._spine.result import CandleResult
@@ -69,7 +69,6 @@ MAX_TRADES = 500
 MAX_BOOK_LEVELS = 30
 _EARLIEST_MS = parse_time("2017-01-01")  # Upbit opened in 2017: nothing is older
 _SECONDS_KEPT_MS = 90 * DAY_MS
-_MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 _MINUTES = {tf.minutes: tf for tf in TIMEFRAMES.values() if tf.unit == "minute"}
 _encode = msgspec.json.Encoder().encode
 
@@ -128,11 +127,11 @@ def _count(params: QueryParams, maximum: int) -> int:
     return min(count, maximum)
 
 
-def _code(text: str) -> str:
-    code = text.strip().upper()
-    if not _MARKET.fullmatch(code):  # a comma list is one unknown code to Upbit
-        raise _Bad(NOT_FOUND, 404)
-    return code
+def _code(text: str) -> MarketCode:
+    try:
+        return market_code(text)
+    except InvalidRequestError:  # a comma list is one unknown code to Upbit
+        raise _Bad(NOT_FOUND, 404) from None
 
 
 def _codes(params: QueryParams) -> list[str]:

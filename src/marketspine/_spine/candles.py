@@ -13,13 +13,13 @@ from dataclasses import replace
 
 from .._base.coverage import Coverage
 from .._base.keyed_lock import KeyedLock
+from .._base.markets import MarketCode
 from .._base.memory import CandleMemory
 from .._base.time import format_utc, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._budget.local import Priority
 from .._client.client import Client
 from .._live.state import LiveState
-from .._live.subscriptions import normalize_market
 from .._store.backfill import PageLeases, collect, fetch_page
 from .._store.derive import DERIVABLE, derivable_ranges, derive_candles
 from .._store.planner import MAX_PAGE, PageRequest, page_outcome
@@ -90,7 +90,7 @@ class CandleReader:
 
     async def read(
         self,
-        market: str,
+        market: MarketCode,
         timeframe: Timeframe,
         count: int | None = None,
         start: str | int | None = None,
@@ -103,7 +103,7 @@ class CandleReader:
         """The answer behind ``Spine.candles`` (see there); its meta is not yet counted.
         A market upstream no longer lists (404) whose candles the store holds is delisted:
         answered from the store alone from then on, ``meta.delisted`` set."""
-        code = normalize_market(market)
+        code = market
         result: CandleResult | None = None
         if code not in self._delisted:
             try:
@@ -182,7 +182,7 @@ class CandleReader:
 
     async def _read(
         self,
-        market: str,
+        market: MarketCode,
         timeframe: Timeframe,
         count: int | None = None,
         start: str | int | None = None,
@@ -194,7 +194,7 @@ class CandleReader:
     ) -> CandleResult:
         started = time.perf_counter()
         tf = timeframe
-        code = normalize_market(market)
+        code = market
         if count is not None and (start is not None or end is not None):
             raise InvalidRequestError("give count, or start/end, not both")
         if start is None and end is not None:
