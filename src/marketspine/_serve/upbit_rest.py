@@ -21,6 +21,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .._base.markets import MarketCode, market_code
+from .._base.reach_back import read_back
 from .._base.time import DAY_MS, parse_time
 from .._base.timeframes import TIMEFRAMES, Timeframe
 from .._spine.result import CandleResult
@@ -223,19 +224,24 @@ async def candles_before(
     # (A ``to`` over an hour back cannot reach the forming candle: nothing is asked then.)
     now = await spine.client.synced_now_ms(code, until_ms=to_ms)
     end: int | None = to_ms if to_ms <= now else None
-    last = tf.floor((end if end is not None else now + 1) - 1)
-    windows = count
-    while True:
-        lo = tf.shift(last, -(windows - 1))
-        result = await spine.candles(code, tf, start=lo, end=end)
-        if len(result) >= count or result.meta.stale or lo <= _EARLIEST_MS:
-            break
-        if tf.unit == "second" and lo <= now - _SECONDS_KEPT_MS:
-            break
+
+    async def read(lo: int) -> CandleResult:
+        return await spine.candles(code, tf, start=lo, end=end)
+
+    async def exhausted(result: CandleResult, lo: int) -> bool:
+        if result.meta.stale or (tf.unit == "second" and lo <= now - _SECONDS_KEPT_MS):
+            return True
         listing = await spine.store.listing(code, tf)
-        if listing is not None and listing >= lo:
-            break
-        windows *= 4
+        return listing is not None and listing >= lo
+
+    result = await read_back(
+        tf,
+        count,
+        end if end is not None else now + 1,
+        read,
+        oldest_ms=_EARLIEST_MS,
+        exhausted=exhausted,
+    )
     if len(result) <= count:
         return result
     return CandleResult(result.market, result.timeframe, list(result)[-count:], result.meta)

@@ -15,6 +15,7 @@ from .._base.coverage import Coverage
 from .._base.keyed_lock import KeyedLock
 from .._base.markets import MarketCode
 from .._base.memory import CandleMemory
+from .._base.reach_back import reach_windows, read_back
 from .._base.time import format_utc, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._budget.local import Priority
@@ -172,13 +173,12 @@ class CandleReader:
         if not spans:
             return []
         oldest, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        reach = max(1, count)
-        while True:
-            lo = max(tf.shift(tf.floor(hi), -reach), 0)
-            rows = await self._read_known(market, tf, lo, hi)
-            if len(rows) >= count or lo <= oldest:
-                return rows[-count:]
-            reach *= 4
+
+        async def read(lo: int) -> list[Candle]:
+            return await self._read_known(market, tf, lo, hi)
+
+        rows = await read_back(tf, count, hi, read, oldest_ms=oldest)
+        return rows[-count:]
 
     async def _read(
         self,
@@ -319,14 +319,15 @@ class CandleReader:
         position = end  # everything in [position, end) is known and gathered
         gathered: list[list[Candle]] = []  # newest chunk first
         held = 0
-        widen = 1
+        attempt = 0  # reads of stored runs so far: each spans 4× the windows of the last
         while True:
             coverage = await store.coverage(market, tf)
             covered_from = await self._covered_run(market, tf, coverage, position)
             # Read no more than needed from a long stored run (months of 1m for a backtest):
             # about the windows still wanted, widening on sparse markets.
-            run_start = max(covered_from, tf.shift(position, -max(1, count - held) * widen))
-            widen *= 4
+            reach = reach_windows(count - held, attempt)
+            run_start = max(covered_from, tf.shift(position, -reach))
+            attempt += 1
             if run_start < position:
                 chunk = await self._read_known(market, tf, run_start, position)
                 trace.used("database")
