@@ -23,6 +23,8 @@ from typing import TypeAlias, TypeGuard, TypeVar
 
 from ..errors import InvalidRequestError
 from ..records import Trade
+from .markets import MARKET_ACCEPTED, MarketCode, market_code
+from .markets import shown as _shown
 from .time import parse_time, to_ms
 from .timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
@@ -51,10 +53,8 @@ __all__ = [
 EPOCH_MS_MIN = 100_000_000_000  # 1973-03-03T09:46:40Z; an int below it is epoch seconds
 EPOCH_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z; above it, micro/nanoseconds
 
-_MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 _QUOTE = re.compile(r"[A-Z0-9]+(?:,[A-Z0-9]+)*")
-_MARKET_ACCEPTED = "a market code string QUOTE-BASE such as KRW-BTC"
-_MARKETS_ACCEPTED = f"one market code or a list of them, each {_MARKET_ACCEPTED}"
+_MARKETS_ACCEPTED = f"one market code or a list of them, each {MARKET_ACCEPTED}"
 _TIME_ACCEPTED = (
     "a datetime (naive means UTC), a date (00:00 UTC), an ISO 8601 string such as "
     f"2024-01-01T00:00:00Z, or epoch milliseconds (an int >= {EPOCH_MS_MIN})"
@@ -69,14 +69,6 @@ E = TypeVar("E", bound=enum.Enum)
 Moment: TypeAlias = dt.datetime | dt.date | str | int
 
 
-def _shown(value: object) -> str:
-    """``value`` as the error shows it: its repr (cut short) and its type."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
 def _invalid(name: str, value: object, accepted: str) -> InvalidRequestError:
     return InvalidRequestError(f"invalid {name} {_shown(value)}: expected {accepted}")
 
@@ -86,27 +78,17 @@ def _is_int(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _code(value: object) -> str | None:
-    """``value`` as an upper-case market code, or None when it is not one."""
-    if not isinstance(value, str):
-        return None
-    code = value.strip().upper()
-    return code if _MARKET.fullmatch(code) else None
-
-
-def market_arg(value: object, name: str = "market") -> str:
+def market_arg(value: object, name: str = "market") -> MarketCode:
     """The market code ``value`` in upper case (``krw-btc`` -> ``KRW-BTC``).
 
     Raises InvalidRequestError unless it is a string of the form QUOTE-BASE.
     """
-    code = _code(value)
-    if code is None:
-        raise _invalid(name, value, _MARKET_ACCEPTED)
-    return code
+    return market_code(value, name)
 
 
 def markets_arg(value: object, name: str = "markets") -> list[str]:
-    """Market codes in the order given, duplicates dropped; a plain string is one market.
+    """Market codes (each a MarketCode) in the order given, duplicates dropped; a plain
+    string is one market.
 
     Raises InvalidRequestError for a non-iterable, an empty list or a bad code in it.
     """
@@ -117,12 +99,7 @@ def markets_arg(value: object, name: str = "markets") -> list[str]:
         isinstance(value, bytes | Mapping) or not isinstance(value, Iterable)
     ):
         raise _invalid(name, value, _MARKETS_ACCEPTED)
-    codes = []
-    for item in value:  # type: ignore[attr-defined]
-        code = _code(item)
-        if code is None:
-            raise _invalid(f"item of {name}", item, _MARKET_ACCEPTED)
-        codes.append(code)
+    codes: list[str] = [market_code(item, f"item of {name}") for item in value]  # type: ignore[attr-defined]
     if not codes:
         raise InvalidRequestError(f"no {name} given: expected {_MARKETS_ACCEPTED}")
     return codes if len(codes) == 1 else list(dict.fromkeys(codes))

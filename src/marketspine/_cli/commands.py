@@ -15,11 +15,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._base.markets import market_code
 from .._base.time import format_utc, now_ms, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._base.urls import check_db, check_upstream, is_postgres_url
 from .._budget.rules import Priority
-from .._live.subscriptions import normalize_market
 from .._store.backfill import CandleSource, CollectSummary, ProgressEvent, collect
 from .._store.default_path import sibling_hint
 from .._store.sqlite import SQLiteStore
@@ -124,7 +124,7 @@ def run_collect(
     (0: never), ``--json`` or not: stdout keeps only the summary."""
     check_upstream(upstream, "--upstream")
     tf = parse_timeframe(timeframe)
-    codes = [normalize_market(m) for m in markets]
+    codes: list[str] = [market_code(m) for m in markets]
     # Bad times fail here, before any request; "now" is upstream's, learned in _collect.
     _range(tf, since, until, now_ms())
     progress: Literal["bar", "lines"] | None

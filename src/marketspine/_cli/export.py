@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from .._base.markets import market_code
 from .._base.time import format_utc, from_ms, now_ms, parse_time
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
-from .._live.subscriptions import normalize_market
 from .._store.default_path import sibling_hint
 from .._store.derive import DERIVABLE, derive_candles
 from .._store.sqlite import CandleStore
@@ -47,7 +47,7 @@ def run_export(
     only. Raises InvalidRequestError (exit 2) for bad input, an unknown market or an unusable
     ``out``; exits EXIT_NOTHING_STORED when the range holds nothing."""
     tf = parse_timeframe(timeframe)
-    code = normalize_market(market)
+    code = market_code(market)
     if export_format not in FORMATS:
         raise InvalidRequestError(
             f"unknown --format {export_format!r}: accepted are {', '.join(FORMATS)}"

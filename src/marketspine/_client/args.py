@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
+from .._base.markets import MarketCode, market_code
 from ..errors import InvalidRequestError
 
 __all__ = [
     "MARKETS_PER_REQUEST",
-    "check_market",
     "check_range",
     "check_time_of_day",
     "level_text",
@@ -20,13 +21,9 @@ __all__ = [
 # Market lists are split so URLs stay far below the ~8 KB gateways accept.
 MARKETS_PER_REQUEST = 100
 
+T = TypeVar("T")
+
 _TIME_OF_DAY = re.compile(r"\d{6}|\d{2}:\d{2}:\d{2}")
-
-
-def check_market(market: str) -> None:
-    """Raises InvalidRequestError unless ``market`` is one market code."""
-    if not isinstance(market, str) or not market or "," in market:
-        raise InvalidRequestError(f"invalid market {market!r}: expected one code such as KRW-BTC")
 
 
 def check_range(name: str, value: int, low: int, high: int) -> None:
@@ -42,7 +39,7 @@ def check_time_of_day(to: str) -> str:
     return to
 
 
-def unique(items: Iterable[str]) -> list[str]:
+def unique(items: Iterable[T]) -> list[T]:
     """``items`` without repeats, in first-seen order."""
     return list(dict.fromkeys(items))
 
@@ -55,8 +52,9 @@ def level_text(level: float) -> str:
     return f"{level:.10f}".rstrip("0").rstrip(".") or "0"
 
 
-def market_chunks(markets: Sequence[str]) -> list[list[str]]:
-    """``markets`` checked, without repeats, in chunks of at most ``MARKETS_PER_REQUEST``.
+def market_chunks(markets: Sequence[str]) -> list[list[MarketCode]]:
+    """``markets`` as market codes, without repeats, in chunks of at most
+    ``MARKETS_PER_REQUEST``.
 
     Raises InvalidRequestError for a bare string or a malformed code."""
     if isinstance(markets, str):
@@ -73,7 +71,5 @@ def market_chunks(markets: Sequence[str]) -> list[list[str]]:
             raise InvalidRequestError(
                 f"invalid item of markets {item!r}: expected a code string such as KRW-BTC"
             )
-    codes = unique(items)
-    for code in codes:
-        check_market(code)
+    codes = unique([market_code(item, "item of markets") for item in items])
     return [codes[i : i + MARKETS_PER_REQUEST] for i in range(0, len(codes), MARKETS_PER_REQUEST)]

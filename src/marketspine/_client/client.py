@@ -30,7 +30,8 @@ from typing import Self, TypeVar
 
 import httpx
 
-from .._base.args import Moment, enum_arg, market_arg, ms_arg, timeframe_arg
+from .._base.args import Moment, enum_arg, ms_arg, timeframe_arg
+from .._base.markets import MarketCode, market_code
 from .._base.time import format_utc
 from .._base.time import now_ms as wall_now_ms
 from .._base.timeframes import Timeframe
@@ -50,7 +51,6 @@ from ..errors import InvalidRequestError
 from ..records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
 from .args import (
     MARKETS_PER_REQUEST,
-    check_market,
     check_range,
     check_time_of_day,
     level_text,
@@ -189,10 +189,10 @@ class Client:
         Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
         markets, RetryLaterError subclasses when upstream stays unavailable.
         """
-        tf, market = timeframe_arg(timeframe), market_arg(market)
+        tf, code = timeframe_arg(timeframe), market_code(market)
         check_range("count", count, 1, MAX_CANDLES)
         to_ms = ms_arg(to_ms, "to_ms")
-        params: list[tuple[str, str]] = [("market", market), ("count", str(count))]
+        params: list[tuple[str, str]] = [("market", code), ("count", str(count))]
         if to_ms is not None:
             # Candles start on whole seconds: "start < to_ms" is "start < to_ms rounded up".
             params.append(("to", format_utc(-(-to_ms // 1000) * 1000) + "Z"))
@@ -217,9 +217,9 @@ class Client:
 
         Raises InvalidRequestError, UnknownMarketError, RetryLaterError subclasses.
         """
-        check_market(market)
+        code = market_code(market)
         check_range("count", count, 1, MAX_TRADES)
-        params: list[tuple[str, str]] = [("market", market), ("count", str(count))]
+        params: list[tuple[str, str]] = [("market", code), ("count", str(count))]
         if cursor is not None:
             params.append(("cursor", str(cursor)))
         if to is not None:
@@ -351,7 +351,7 @@ class Client:
         priority: Priority,
         decode: Callable[[bytes], list[R]],
     ) -> list[R]:
-        async def fetch(chunk: list[str]) -> list[R]:
+        async def fetch(chunk: list[MarketCode]) -> list[R]:
             params = (("markets", ",".join(chunk)), *extra)
             return decode(await self._get(path, params, priority))
 

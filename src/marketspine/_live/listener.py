@@ -15,10 +15,11 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
+from .._base.markets import market_code
 from .._base.timeframes import TIMEFRAMES
 from ..errors import InvalidRequestError
 from ..records import Candle, Orderbook, Ticker, Trade
-from .subscriptions import normalize_kind, normalize_market
+from .subscriptions import normalize_kind
 
 __all__ = [
     "LATEST_WINS",
@@ -153,7 +154,7 @@ class Listener:
             raise InvalidRequestError(f"listener maxsize must be >= 1, got {maxsize}")
         self._fanout = fanout
         self._kinds = None if kinds is None else {normalize_kind(k) for k in kinds}
-        self._markets = None if markets is None else {normalize_market(m) for m in markets}
+        self._markets = None if markets is None else {market_code(m) for m in markets}
         self._maxsize = maxsize
         self._items: deque[Event | tuple[str, str]] = deque()  # a tuple: a latest-wins slot
         self._latest: dict[tuple[str, str], Event] = {}

@@ -37,12 +37,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.uri import parse_uri
 
+from .._base.markets import market_code
 from .._base.memory import MemoryBudget
 from .._upbit.ws import decode_ws_frame
 from ..errors import InvalidRequestError, MarketspineError
 from ..records import Trade, WsError, WsStatus
 from .listener import Fanout, Health, Listener, kind_of
-from .subscriptions import MessagePacer, SubscriptionSet, normalize_kind, normalize_market
+from .subscriptions import MessagePacer, SubscriptionSet, normalize_kind
 from .trade_fill import FILL_PAGE_SIZE, TradeSource, fetch_missing
 from .trade_sequence import FillNeeded, Output, TradeSequencer
 
@@ -240,7 +241,7 @@ class Stream:
 
         Raises InvalidRequestError for an unknown kind, a malformed market code or depth.
         """
-        codes = [markets] if isinstance(markets, str) else list(markets)
+        codes = [market_code(m) for m in ([markets] if isinstance(markets, str) else markets)]
         if self._subs.add(kind, codes, depth=depth):
             self._changed.set()
             self._wanted.set()
@@ -251,13 +252,13 @@ class Stream:
 
         Raises InvalidRequestError for an unknown kind or a malformed market code.
         """
-        codes = [markets] if isinstance(markets, str) else list(markets)
+        codes = [market_code(m) for m in ([markets] if isinstance(markets, str) else markets)]
         if not self._subs.remove(kind, codes):
             return
         if normalize_kind(kind) == "trade":
             # A later re-subscription starts afresh instead of back-filling a long absence.
             for code in codes:
-                self._trades.forget(normalize_market(code))
+                self._trades.forget(code)
         self._changed.set()
         if not self._subs:
             self._wanted.clear()

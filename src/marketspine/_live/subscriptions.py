@@ -7,12 +7,12 @@ so the client keeps every kind and code it wants in one ``SubscriptionSet`` and 
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable
 
 import msgspec
 
+from .._base.markets import market_code
 from .._base.timeframes import WS_CANDLE_TYPES, timeframe_of_kind
 from .._upbit.limits import WS_MESSAGES_PER_MIN, WS_MESSAGES_PER_S
 from ..errors import InvalidRequestError
@@ -23,12 +23,9 @@ __all__ = [
     "MessagePacer",
     "SubscriptionSet",
     "normalize_kind",
-    "normalize_market",
 ]
 
 KINDS = ("ticker", "trade", "orderbook", *WS_CANDLE_TYPES)
-
-_MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 
 # Orderbook depths Upbit streams (``KRW-BTC.5``); any other suffix silently gives 30.
 BOOK_DEPTHS = (1, 5, 15, 30)
@@ -52,19 +49,6 @@ def normalize_kind(kind: str) -> str:
     raise InvalidRequestError(f"unknown stream kind {kind!r}: accepted are {', '.join(KINDS)}")
 
 
-def normalize_market(market: str) -> str:
-    """``market`` in upper case (Upbit's WebSocket silently ignores lower-case codes).
-
-    Raises InvalidRequestError unless it looks like QUOTE-BASE (``KRW-BTC``).
-    """
-    code = market.strip().upper()
-    if not _MARKET.fullmatch(code):
-        raise InvalidRequestError(
-            f"invalid market code {market!r}: expected QUOTE-BASE like KRW-BTC"
-        )
-    return code
-
-
 class SubscriptionSet:
     """Every (kind, market) one connection wants. Changes report whether anything changed,
     so callers re-send only when needed."""
@@ -83,7 +67,8 @@ class SubscriptionSet:
         Upbit does not stream.
         """
         kind = normalize_kind(kind)
-        codes = {normalize_market(m) for m in markets}
+        # Upper case: Upbit's WebSocket silently ignores lower-case codes.
+        codes = {market_code(m) for m in markets}
         if depth is not None:
             if kind != "orderbook":
                 raise InvalidRequestError(f"depth applies to orderbook streams, not {kind}")
@@ -109,8 +94,8 @@ class SubscriptionSet:
         return True
 
     def depth(self, market: str) -> int:
-        """The orderbook levels streamed for ``market``."""
-        return self._depth.get(normalize_market(market), 30)
+        """The orderbook levels streamed for ``market`` (any case)."""
+        return self._depth.get(market_code(market), 30)
 
     def remove(self, kind: str, markets: Iterable[str]) -> bool:
         """Remove ``markets`` from ``kind``; returns True when the set changed.
@@ -118,7 +103,7 @@ class SubscriptionSet:
         Raises InvalidRequestError for an unknown kind or a malformed market code.
         """
         kind = normalize_kind(kind)
-        codes = {normalize_market(m) for m in markets}
+        codes = {market_code(m) for m in markets}
         current = self._codes.get(kind, set())
         gone = codes & current
         if not gone:

@@ -10,7 +10,6 @@ served from cache because upstream is failing or banning us.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._base.markets import MarketCode, market_code
+from .._base.reach_back import read_back
 from .._base.time import parse_time
 from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
 from .._spine.result import CandleResult
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["Answer", "upbit_error", "upbit_routes"]
 
 _EARLIEST_MS = parse_time("2017-01-01")  # Upbit opened in 2017: nothing is older
-_MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -109,11 +109,11 @@ def _count(params: QueryParams, maximum: int) -> int:
     return min(count, maximum)
 
 
-def _code(text: str) -> str:
-    code = text.strip().upper()
-    if not _MARKET.fullmatch(code):  # a comma list is one unknown code to Upbit
-        raise _Bad(NOT_FOUND, 404)
-    return code
+def _code(text: str) -> MarketCode:
+    try:
+        return market_code(text)
+    except InvalidRequestError:  # a comma list is one unknown code to Upbit
+        raise _Bad(NOT_FOUND, 404) from None
 
 
 def _codes(params: QueryParams) -> list[str]:
@@ -205,19 +205,24 @@ async def candles_before(
     # (A ``to`` over an hour back cannot reach the forming candle: nothing is asked then.)
     now = await spine.client.synced_now_ms(code, until_ms=to_ms)
     end: int | None = to_ms if to_ms <= now else None
-    last = tf.floor((end if end is not None else now + 1) - 1)
-    windows = count
-    while True:
-        lo = tf.shift(last, -(windows - 1))
-        result = await spine.candles(code, tf, start=lo, end=end)
-        if len(result) >= count or result.meta.stale or lo <= _EARLIEST_MS:
-            break
-        if tf.unit == "second" and lo <= now - SECONDS_HORIZON_MS:
-            break
+
+    async def read(lo: int) -> CandleResult:
+        return await spine.candles(code, tf, start=lo, end=end)
+
+    async def exhausted(result: CandleResult, lo: int) -> bool:
+        if result.meta.stale or (tf.unit == "second" and lo <= now - SECONDS_HORIZON_MS):
+            return True
         listing = await spine.store.listing(code, tf)
-        if listing is not None and listing >= lo:
-            break
-        windows *= 4
+        return listing is not None and listing >= lo
+
+    result = await read_back(
+        tf,
+        count,
+        end if end is not None else now + 1,
+        read,
+        oldest_ms=_EARLIEST_MS,
+        exhausted=exhausted,
+    )
     if len(result) <= count:
         return result
     return CandleResult(result.market, result.timeframe, list(result)[-count:], result.meta)

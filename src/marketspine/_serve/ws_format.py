@@ -17,13 +17,13 @@ best quotes from the last book) and are ``null`` when nothing is known (a REST t
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
 
+from .._base.markets import is_market_code
 from .._base.time import KST_OFFSET_MS, format_utc, from_ms
 from .._base.timeframes import TIMEFRAMES
 from .._upbit.limits import MAX_BOOK_LEVELS
@@ -50,7 +50,6 @@ Record = Ticker | Trade | Orderbook | Candle
 # Timeframe name -> WebSocket candle type ("1h" -> "candle.60m"), and back.
 CANDLE_KINDS = {tf.name: tf.ws_type for tf in TIMEFRAMES.values() if tf.ws_type is not None}
 _TIMEFRAME_OF_KIND = {kind: name for name, kind in CANDLE_KINDS.items()}
-_MARKET = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 _encoder = msgspec.json.Encoder()
 
 
@@ -130,7 +129,7 @@ def client_streams(
         listed: list[str] = []
         for raw in item.codes:
             market, depth = split_code(raw) if item.type == "orderbook" else (raw, 0)
-            if not _MARKET.fullmatch(market) or not known(market):
+            if not is_market_code(market) or not known(market):
                 continue
             codes[market] = depth
             listed.append(raw)

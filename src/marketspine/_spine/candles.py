@@ -13,13 +13,14 @@ from dataclasses import replace
 
 from .._base.coverage import Coverage
 from .._base.keyed_lock import KeyedLock
+from .._base.markets import MarketCode
 from .._base.memory import CandleMemory
+from .._base.reach_back import reach_windows, read_back
 from .._base.time import format_utc, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._budget.rules import Priority
 from .._client.client import Client
 from .._live.state import LiveState
-from .._live.subscriptions import normalize_market
 from .._store.backfill import PageLeases, collect, fetch_page
 from .._store.derive import DERIVABLE, derivable_ranges, derive_candles
 from .._store.planner import MAX_PAGE, PageRequest, page_outcome
@@ -90,7 +91,7 @@ class CandleReader:
 
     async def read(
         self,
-        market: str,
+        market: MarketCode,
         timeframe: Timeframe,
         count: int | None = None,
         start: str | int | None = None,
@@ -103,7 +104,7 @@ class CandleReader:
         """The answer behind ``Spine.candles`` (see there); its meta is not yet counted.
         A market upstream no longer lists (404) whose candles the store holds is delisted:
         answered from the store alone from then on, ``meta.delisted`` set."""
-        code = normalize_market(market)
+        code = market
         result: CandleResult | None = None
         if code not in self._delisted:
             try:
@@ -172,17 +173,16 @@ class CandleReader:
         if not spans:
             return []
         oldest, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        reach = max(1, count)
-        while True:
-            lo = max(tf.shift(tf.floor(hi), -reach), 0)
-            rows = await self._read_known(market, tf, lo, hi)
-            if len(rows) >= count or lo <= oldest:
-                return rows[-count:]
-            reach *= 4
+
+        async def read(lo: int) -> list[Candle]:
+            return await self._read_known(market, tf, lo, hi)
+
+        rows = await read_back(tf, count, hi, read, oldest_ms=oldest)
+        return rows[-count:]
 
     async def _read(
         self,
-        market: str,
+        market: MarketCode,
         timeframe: Timeframe,
         count: int | None = None,
         start: str | int | None = None,
@@ -194,7 +194,7 @@ class CandleReader:
     ) -> CandleResult:
         started = time.perf_counter()
         tf = timeframe
-        code = normalize_market(market)
+        code = market
         if count is not None and (start is not None or end is not None):
             raise InvalidRequestError("give count, or start/end, not both")
         if start is None and end is not None:
@@ -319,14 +319,15 @@ class CandleReader:
         position = end  # everything in [position, end) is known and gathered
         gathered: list[list[Candle]] = []  # newest chunk first
         held = 0
-        widen = 1
+        attempt = 0  # reads of stored runs so far: each spans 4× the windows of the last
         while True:
             coverage = await store.coverage(market, tf)
             covered_from = await self._covered_run(market, tf, coverage, position)
             # Read no more than needed from a long stored run (months of 1m for a backtest):
             # about the windows still wanted, widening on sparse markets.
-            run_start = max(covered_from, tf.shift(position, -max(1, count - held) * widen))
-            widen *= 4
+            reach = reach_windows(count - held, attempt)
+            run_start = max(covered_from, tf.shift(position, -reach))
+            attempt += 1
             if run_start < position:
                 chunk = await self._read_known(market, tf, run_start, position)
                 trace.used("database")

@@ -25,7 +25,6 @@ from .._base.args import (
 from .._budget.rules import Priority
 from .._client.client import Client
 from .._live.state import LiveState
-from .._live.subscriptions import normalize_market
 from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError, UpstreamError
 from ..records import Orderbook, Ticker, Trade
 from .result import Trace
@@ -108,7 +107,7 @@ class QuoteReader:
             return list(result)
         return await self._live_or_rest(
             "ticker",
-            [normalize_market(m) for m in (codes or [])],
+            codes or [],
             channel,
             max_age_s,
             self._live.ticker,
@@ -129,7 +128,7 @@ class QuoteReader:
         client, channel, priority, max_age_s = self._args(channel, priority, max_age_s)
         return await self._live_or_rest(
             "orderbook",
-            [normalize_market(m) for m in codes],
+            codes,
             channel,
             max_age_s,
             self._live.orderbook,
