@@ -162,3 +162,14 @@ def test_every_type_a_public_method_takes_or_returns_is_exported() -> None:
     assert not missing, f"public methods take or return these, not importable: {missing}"
     for cls in seen:  # and under their own names
         assert getattr(marketspine, cls.__name__) is cls
+
+
+def test_spine_methods_take_all_but_the_first_two_arguments_by_keyword() -> None:
+    # spine.candles("KRW-BTC", "1m", count=5): a later parameter can be added, removed or
+    # reordered without silently changing what a positional call meant.
+    for name, member in vars(marketspine.Spine).items():
+        if not inspect.isfunction(member) or (name.startswith("_") and name != "__init__"):
+            continue
+        after_self = list(inspect.signature(member).parameters.values())[1:]
+        positional = [p.name for p in after_self[2:] if p.kind is not p.KEYWORD_ONLY]
+        assert not positional, f"Spine.{name}: {positional} should be keyword-only"
