@@ -1,25 +1,42 @@
 """marketspine — Upbit market data, fetched once, kept locally, served fast.
 
-Names load on first use, so the command line (and a Ctrl-C during its start) does not
-wait for httpx, websockets and the rest to import.
+The public API is one list: the ``if TYPE_CHECKING:`` imports below. Type checkers and
+IDEs read them as they are; at run time they do not run (so the command line, and a Ctrl-C
+during its start, does not wait for httpx, websockets and the rest to import) and this
+module reads them from its own source instead: each name's module becomes an entry of the
+lazy table that ``__getattr__`` imports from on first use, and ``__all__`` is the table's
+names plus ``__version__``. To export a name, add its import there (``from .x import Y as
+Y``); nothing else. Every type a public method accepts or returns must be in it
+(``tests/test_public_api.py`` walks the annotations to check).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._base.coverage import Coverage as Coverage
+    from ._base.memory import CandleMemory as CandleMemory
+    from ._base.memory import MemoryBudget as MemoryBudget
+    from ._base.memory import MemoryBudgetStatistics as MemoryBudgetStatistics
+    from ._base.memory import MemoryStatistics as MemoryStatistics
     from ._base.timeframes import TIMEFRAMES as TIMEFRAMES
     from ._base.timeframes import Timeframe as Timeframe
     from ._base.timeframes import parse_timeframe as parse_timeframe
     from ._budget.local import LocalRateBudget as LocalRateBudget
+    from ._budget.rules import BudgetStatistics as BudgetStatistics
+    from ._budget.rules import GroupStatistics as GroupStatistics
     from ._budget.rules import Priority as Priority
     from ._budget.rules import RateBudget as RateBudget
+    from ._client.circuit import BreakerStatistics as BreakerStatistics
     from ._client.circuit import CircuitBreaker as CircuitBreaker
     from ._client.client import Client as Client
+    from ._client.client import ClientStatistics as ClientStatistics
     from ._client.retry import RetryPolicy as RetryPolicy
     from ._live.candle_feed import ClosedCandle as ClosedCandle
+    from ._live.listener import Event as Event
     from ._live.listener import Gap as Gap
     from ._live.listener import Health as Health
     from ._live.listener import Listener as Listener
@@ -27,11 +44,17 @@ if TYPE_CHECKING:
     from ._live.stream import Backoff as Backoff
     from ._live.stream import Stream as Stream
     from ._live.stream import StreamStatistics as StreamStatistics
+    from ._live.trade_fill import TradeSource as TradeSource
     from ._spine.accounting import SpineStatistics as SpineStatistics
     from ._spine.quotes import Channel as Channel
     from ._spine.result import CandleResult as CandleResult
+    from ._spine.result import ListResult as ListResult
     from ._spine.result import ResultMeta as ResultMeta
     from ._spine.spine import Spine as Spine
+    from ._store.postgres import PostgresStore as PostgresStore
+    from ._store.sqlite import CandleStore as CandleStore
+    from ._store.sqlite import SeriesSummary as SeriesSummary
+    from ._store.sqlite import SQLiteStore as SQLiteStore
     from .errors import BannedError as BannedError
     from .errors import CircuitOpenError as CircuitOpenError
     from .errors import ClosedError as ClosedError
@@ -52,59 +75,33 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# name -> the private module that defines it
-_HOME = {
-    "ClosedCandle": "_live.candle_feed",
-    "CircuitBreaker": "_client.circuit",
-    "Client": "_client.client",
-    "RetryPolicy": "_client.retry",
-    "BannedError": "errors",
-    "CircuitOpenError": "errors",
-    "ClosedError": "errors",
-    "InvalidRequestError": "errors",
-    "MarketspineError": "errors",
-    "RateLimitedError": "errors",
-    "RetryLaterError": "errors",
-    "StoreError": "errors",
-    "UnknownMarketError": "errors",
-    "UpstreamError": "errors",
-    "LocalRateBudget": "_budget.local",
-    "Priority": "_budget.rules",
-    "RateBudget": "_budget.rules",
-    "Candle": "records",
-    "Instrument": "records",
-    "MarketInfo": "records",
-    "Orderbook": "records",
-    "OrderbookUnit": "records",
-    "Ticker": "records",
-    "Trade": "records",
-    "CandleResult": "_spine.result",
-    "ResultMeta": "_spine.result",
-    "Channel": "_spine.quotes",
-    "Spine": "_spine.spine",
-    "SpineStatistics": "_spine.accounting",
-    "Backoff": "_live.stream",
-    "Gap": "_live.listener",
-    "Health": "_live.listener",
-    "Listener": "_live.listener",
-    "Overflow": "_live.listener",
-    "Stream": "_live.stream",
-    "StreamStatistics": "_live.stream",
-    "TIMEFRAMES": "_base.timeframes",
-    "Timeframe": "_base.timeframes",
-    "parse_timeframe": "_base.timeframes",
-}
 
+def _public_homes() -> dict[str, str]:
+    """Each public name -> the private module defining it: the `if TYPE_CHECKING:` imports
+    above, read from this file (a few milliseconds, once)."""
+    with open(__file__, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    homes: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for line in node.body:
+                assert isinstance(line, ast.ImportFrom) and line.module, "from .x import Y as Y"
+                homes.update((alias.name, line.module) for alias in line.names)
+    return homes
+
+
+_HOME = _public_homes()  # name -> the private module that defines it
 __all__ = sorted([*_HOME, "__version__"])
 
+if not TYPE_CHECKING:  # type checkers know the names from the imports; a typo is their error
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'marketspine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    def __getattr__(name: str) -> Any:
+        home = _HOME.get(name)
+        if home is None:
+            raise AttributeError(f"module 'marketspine' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{home}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
 
 
 def __dir__() -> list[str]:

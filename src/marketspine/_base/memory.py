@@ -30,9 +30,9 @@ from ..records import Candle
 __all__ = [
     "DEFAULT_MEMORY_MB",
     "HELD_SHARE",
-    "BudgetStatistics",
     "CandleMemory",
     "MemoryBudget",
+    "MemoryBudgetStatistics",
     "MemoryStatistics",
     "record_bytes",
 ]
@@ -75,7 +75,7 @@ def record_bytes(record: object) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetStatistics:
+class MemoryBudgetStatistics:  # not the rate budget's BudgetStatistics: both are public
     limit_bytes: int
     used_bytes: int
     entries: int
@@ -142,8 +142,10 @@ class MemoryBudget:
         """Forget an entry its holder dropped."""
         self._used -= self._entries.pop((holder, key), 0)
 
-    def statistics(self) -> BudgetStatistics:
-        return BudgetStatistics(self.limit_bytes, self._used, len(self._entries), self._evictions)
+    def statistics(self) -> MemoryBudgetStatistics:
+        return MemoryBudgetStatistics(
+            self.limit_bytes, self._used, len(self._entries), self._evictions
+        )
 
 
 @dataclass(slots=True)

@@ -182,11 +182,11 @@ class Spine:
         self,
         market: str,
         timeframe: Timeframe | str,
+        *,
         count: int | None = None,
         start: Moment | None = None,
         end: Moment | None = None,
         priority: Priority = Priority.NORMAL,
-        *,
         closed_only: bool = False,
         fill: bool = False,
     ) -> CandleResult:
