@@ -4,12 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench screenshots clean
+.PHONY: install demo test lint bench screenshots dist-check clean
 
-$(STAMP): pyproject.toml
+# Every extra and the test tools, at the exact versions CI tests with (constraints.txt;
+# pyproject.toml holds the ranges a library user may have). __init__.py holds the version,
+# which the installed metadata (and so `marketspine --version`) takes at install.
+$(STAMP): pyproject.toml constraints.txt src/marketspine/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,all]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,6 +22,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # Tests mostly wait on sockets and child processes, so more workers than cores pays off;
@@ -39,5 +43,10 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	MARKETSPINE_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/serve/test_admin_browser.py
 
+# The sdist and wheel built and installed as a user would: without extras in a clean venv,
+# then with [sim] (see .ci/smoke_wheel.sh).
+dist-check: $(STAMP)
+	BUILD_PYTHON=$(BIN)/python PYTHON=$(PYTHON) .ci/smoke_wheel.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

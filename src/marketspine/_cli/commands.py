@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._base.extras import need
 from .._base.markets import market_code
 from .._base.time import format_utc, now_ms, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
@@ -190,6 +191,7 @@ async def _collect(
         stack.enter_context(dumping_tasks_on_signal())
         shared = None
         if redis:
+            need("redis")
             from .._spine.shared import open_shared  # loads redis only when used
 
             shared = await stack.enter_async_context(open_shared(redis))

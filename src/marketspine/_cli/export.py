@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from .._base.extras import need
 from .._base.markets import market_code
 from .._base.time import format_utc, from_ms, now_ms, parse_time
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
@@ -45,7 +46,8 @@ def run_export(
 ) -> None:
     """Write the candles of one series in ``[since, until)`` to ``out``, ascending, existing
     only. Raises InvalidRequestError (exit 2) for bad input, an unknown market or an unusable
-    ``out``; exits EXIT_NOTHING_STORED when the range holds nothing."""
+    ``out``, MissingExtraError (exit 2) for Parquet without the parquet extra; exits
+    EXIT_NOTHING_STORED when the range holds nothing."""
     tf = parse_timeframe(timeframe)
     code = market_code(market)
     if export_format not in FORMATS:
@@ -58,7 +60,7 @@ def run_export(
             f"--out - (standard output) takes --format csv only; give a FILE for {export_format}"
         )
     if export_format == "parquet":
-        _need_pyarrow()
+        need("parquet")
     now = now_ms()
     since_ms = parse_time(since) if since else 0
     until_ms = parse_time(until) if until else now
@@ -169,15 +171,6 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-
-
-def _need_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise InvalidRequestError(
-            "--format parquet needs pyarrow: pip install 'marketspine[parquet]'"
-        ) from None
 
 
 def _write_parquet(path: Path, candles: list[Candle]) -> None:

@@ -168,6 +168,9 @@ def sim(
     Example:
       marketspine sim --port 8765 --seed 1 --speed 60
     """
+    from .._base.extras import need
+
+    need("sim")  # one line naming the extra, not an ImportError from inside the simulator
     from ..sim import SimConfig, serve
 
     config = SimConfig(
@@ -448,6 +451,12 @@ def serve(
     Example:
       marketspine serve --upstream sim --port 8600
     """
+    from .._base.extras import need
+
+    # Checked before anything starts, so a missing extra is one line, not a traceback.
+    need("serve")
+    if upstream == "sim":
+        need("sim")
     from .._serve.app import run_serve
 
     run_serve(
@@ -476,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""
     import logging
 
+    from .._base.extras import MissingExtraError
     from ..errors import InvalidRequestError, MarketspineError, StoreError
 
     # The library's warnings (a failed warmup, a 418 being waited out) go to stderr, one
@@ -483,7 +493,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="marketspine: %(levelname)s: %(message)s")
     try:
         code = app.main(args=argv, prog_name="marketspine", standalone_mode=False)
-    except (InvalidRequestError, StoreError) as exc:
+    except (InvalidRequestError, StoreError, MissingExtraError) as exc:
+        # A missing extra is fixed by the user (pip install), like a bad value: exit 2.
         _fail(str(exc), EXIT_USAGE)
     except MarketspineError as exc:
         _fail(str(exc), EXIT_FAILED)

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._base.extras import need
 from .._base.urls import check_db, is_postgres_url
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def resolve_backends(
         _OWNED.add(db)
     shared = None
     if redis is not None:
+        need("redis")
         from .shared import Shared
 
         shared = Shared.connect(redis, prefix=prefix)

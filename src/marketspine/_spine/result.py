@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
+from .._base.extras import need
 from .._base.time import from_ms
 from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
@@ -161,6 +162,7 @@ class CandleResult(Sequence[Candle]):
 
     def to_pandas(self) -> pandas.DataFrame:
         """A DataFrame indexed by ``time_utc`` (UTC). Needs the ``pandas`` extra."""
+        need("pandas")
         import pandas as pd
 
         frame = pd.DataFrame(self.columns())
@@ -169,6 +171,7 @@ class CandleResult(Sequence[Candle]):
 
     def to_polars(self) -> polars.DataFrame:
         """A polars DataFrame with a ``time_utc`` column (UTC). Needs the ``polars`` extra."""
+        need("polars")
         import polars as pl
 
         return pl.DataFrame(self.columns()).with_columns(

@@ -14,12 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._base.timeframes import parse_timeframe
 from .._base.urls import check_db, is_postgres_url
 from ..errors import InvalidRequestError, StoreError
-from .postgres import PostgresStore
 from .sqlite import CandleStore, SeriesSummary, SQLiteStore
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
 
 __all__ = ["MigrationReport", "migrate", "migrate_databases"]
 
@@ -108,6 +111,8 @@ def migrate_databases(source: str, target: str) -> MigrationReport:
 
     def open_one(db: str, *, read_only: bool) -> SQLiteStore | PostgresStore:
         if is_postgres_url(db):
+            from .postgres import PostgresStore  # psycopg (the postgres extra) only when used
+
             return PostgresStore(db)
         return SQLiteStore(Path(db).expanduser(), read_only=read_only)
 

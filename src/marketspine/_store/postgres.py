@@ -17,7 +17,14 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
-import psycopg
+from .._base.extras import missing_extra
+
+# Every way to PostgreSQL (a postgresql:// --db, Spine(db=...), migrate) imports this module:
+# without the driver it is one line naming the extra, not an ImportError from here.
+try:
+    import psycopg
+except ImportError:
+    raise missing_extra("postgres") from None
 
 from .._base.coverage import Coverage, Range
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe

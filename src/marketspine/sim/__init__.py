@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._base.extras import need
+
 if TYPE_CHECKING:
     from ._app import SERVER_OPTIONS as SERVER_OPTIONS
     from ._app import create_app as create_app
@@ -37,6 +39,10 @@ _HOME = {
     "SimState": "_state",
 }
 
+# The server and the generator need the 'sim' extra (starlette, uvicorn, numpy); the
+# configuration and clock do not.
+_NEEDS_EXTRA = {"_app", "_history"}
+
 __all__ = sorted(_HOME)
 
 
@@ -44,6 +50,8 @@ def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'marketspine.sim' has no attribute {name!r}")
+    if home in _NEEDS_EXTRA:
+        need("sim")  # one line naming the extra rather than numpy's or starlette's ImportError
     value = getattr(importlib.import_module(f".{home}", __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value
