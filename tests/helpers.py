@@ -6,6 +6,7 @@
 its WebSocket traffic, to play a race out the same way every run;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
+``Recorder`` notes when each candle request reaches a simulator app it wraps.
 """
 
 from __future__ import annotations
@@ -259,3 +260,20 @@ class ListedTrades:
             raise UpstreamError("upstream is down")
         start = 0 if cursor is None else [t.seq for t in self.listed].index(cursor) + 1
         return self.listed[start : start + count]
+
+
+class Recorder:
+    """An ASGI wrapper around the simulator that notes when each candle request arrives."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.arrivals: list[float] = []
+        self.queries: list[bytes] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/candles/"):
+            with self._lock:
+                self.arrivals.append(time.monotonic())
+                self.queries.append(scope["query_string"])
+        await self.app(scope, receive, send)

@@ -56,7 +56,7 @@ def test_exported_names_are_pinned() -> None:
 
 def test_priorities_and_errors_are_ordered_for_callers() -> None:
     p = marketspine.Priority
-    assert p.CRITICAL > p.HIGH > p.NORMAL > p.LOW  # the order: more urgent is larger
+    assert p.CRITICAL > p.HIGH > p.NORMAL > p.LOW  # the documented order: more urgent is larger
     assert issubclass(marketspine.UnknownMarketError, marketspine.InvalidRequestError)
     assert issubclass(marketspine.CircuitOpenError, marketspine.RetryLaterError)
     assert issubclass(marketspine.RetryLaterError, marketspine.MarketspineError)

@@ -104,8 +104,8 @@ async def test_a_window_of_stored_and_fetched_candles_is_charged_what_it_takes(
     tmp_path: Path,
 ) -> None:
     # A chart's window: what the store held, joined by the newest pages fetched upstream.
-    # Each decoded candle used to bring its own market string, and such a mixed window was
-    # charged a string for every candle: it held 0.74 of its charge.
+    # Charged a market string for every candle (as if each decoded candle brought its own),
+    # such a mixed window would hold 0.74 of its charge.
     tf, rng = TIMEFRAMES["1m"], random.Random(9)
     async with SQLiteStore(tmp_path / "charges.db") as store:
         _, stored_end = await store_minutes(store, 800, rng)

@@ -28,7 +28,7 @@ from marketspine.sim import SimConfig
 
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
 SPEED = 60.0  # simulated time runs faster: a few trades per second per market
-TAKEOVER_S = 3.0  # issue 13: another process takes over within 3 s
+TAKEOVER_S = 3.0  # the promise: another process takes over within 3 s
 
 
 @pytest.fixture

@@ -10,12 +10,14 @@ from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import pytest
-from helpers import wait_until_sync
+from helpers import Recorder, wait_until_sync
 from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 from services import PgSpace, PrivateRedis
-from test_scale_processes import NOW, Recorder
 
+from marketspine._base.time import parse_time
 from marketspine.sim import SimConfig, create_app
+
+NOW = parse_time("2026-11-20T12:34:56.789Z")
 
 # Ranges of 50 minutes (one page of 200 each, as sparse as the markets are), a day apart.
 BOTH = [("KRW-BTC", "2026-11-19T06:00:00Z"), ("KRW-ETH", "2026-11-19T09:00:00Z")]

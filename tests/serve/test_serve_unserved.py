@@ -1,5 +1,5 @@
 """Through serve, 1-second candles older than Upbit's three months answer as Upbit does:
-an empty list, not an error and not invented rows (issue 14)."""
+an empty list, not an error and not invented rows."""
 
 from __future__ import annotations
 

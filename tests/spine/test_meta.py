@@ -1,6 +1,6 @@
 """Every Spine answer carries ``.meta`` (sources, upstream calls, elapsed, priority) and stays
 a plain list for old callers; ``statistics()`` counts every upstream call, the clock-sync
-ticker included (issue 9 item 3)."""
+ticker included."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What Upbit cannot give (issue 14): 1s candles older than ~3 months are unserved, not
+"""What Upbit cannot give: 1s candles older than ~3 months are unserved, not
 empty; a delisted market's stored history stays readable; a listing is learned once.
 Against the simulator (in-process for Spine, on a loopback port for the CLI), simulated
 time fixed by hand."""
