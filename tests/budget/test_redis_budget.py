@@ -99,6 +99,7 @@ async def test_a_penalty_seen_by_one_process_pauses_the_others(redis_space: Redi
     await client.aclose()
 
 
+@pytest.mark.process
 async def test_unreachable_redis_falls_back_to_a_share_and_recovers(
     private_redis: PrivateRedis,
 ) -> None:
@@ -123,6 +124,7 @@ async def test_unreachable_redis_falls_back_to_a_share_and_recovers(
         assert len(await booked_sends(space)) >= 2
 
 
+@pytest.mark.process
 async def test_a_budget_whose_redis_is_down_from_the_start_still_works(
     private_redis: PrivateRedis,
 ) -> None:
@@ -201,6 +203,7 @@ async def test_a_send_that_arrived_late_counts_when_it_arrived_for_every_process
     assert moved == pytest.approx([0.081] + [0.0] * 9, abs=2e-6)
 
 
+@pytest.mark.process
 async def test_acquisitions_that_find_redis_back_together_recover_once(
     private_redis: PrivateRedis,
 ) -> None:
