@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import marketspine
 
 EXPECTED = {
@@ -62,6 +64,7 @@ def test_priorities_and_errors_are_ordered_for_callers() -> None:
     assert issubclass(marketspine.RetryLaterError, marketspine.MarketspineError)
 
 
+@pytest.mark.process
 def test_the_command_line_loads_without_the_network_stack() -> None:
     # Names load on first use: the CLI starts fast and a Ctrl-C during its start is caught.
     import subprocess

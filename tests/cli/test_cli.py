@@ -33,6 +33,7 @@ def python_m(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.process
 def test_python_m_marketspine_is_the_command_line(tmp_path: Path) -> None:
     top = python_m("--help")
     assert top.returncode == 0, top.stderr

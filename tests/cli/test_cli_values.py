@@ -74,6 +74,7 @@ def test_an_upstream_that_is_not_http_is_bad_input(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.process
 def test_serve_on_a_postgresql_it_cannot_reach_is_one_line_and_exit_2(tmp_path: Path) -> None:
     url = closed_port().replace("http://", "postgresql://nobody@") + "/candles"
     # A real process: serve starts a TLS thread and a database driver before it fails, and

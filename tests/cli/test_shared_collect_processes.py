@@ -30,6 +30,8 @@ from marketspine._store.backfill import collect
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.sim import SimConfig, create_app
 
+pytestmark = pytest.mark.process
+
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
 SINCE, UNTIL = "2026-11-19T12:00:00Z", "2026-11-20T12:00:00Z"  # 8 pages of 1m per market

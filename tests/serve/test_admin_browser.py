@@ -22,6 +22,8 @@ from serve_support import TOKEN, ServeProcess
 
 from marketspine._base.time import format_utc
 
+pytestmark = [pytest.mark.process, pytest.mark.browser]
+
 CHROMIUM = Path(os.environ.get("MARKETSPINE_CHROMIUM", "/usr/bin/chromium"))
 _WAIT_MS = 30_000
 

@@ -23,6 +23,8 @@ from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 
 from marketspine.sim import SimConfig
 
+pytestmark = pytest.mark.process
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 SNIPPET = re.compile(r"```python\n# client: ([\w-]+)\n(.*?)```", re.S)
 PLACEHOLDER = 'SERVE = "http://127.0.0.1:8600"'

@@ -26,6 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from marketspine._live.shared_stream import feed_prefix
 from marketspine.sim import SimConfig
 
+pytestmark = pytest.mark.process
+
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
 SPEED = 60.0  # simulated time runs faster: a few trades per second per market
 TAKEOVER_S = 3.0  # the promise: another process takes over within 3 s

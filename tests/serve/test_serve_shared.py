@@ -17,6 +17,8 @@ from services import PgSpace, PrivateRedis
 from marketspine._base.time import parse_time
 from marketspine.sim import SimConfig, create_app
 
+pytestmark = pytest.mark.process
+
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 
 # Ranges of 50 minutes (one page of 200 each, as sparse as the markets are), a day apart.

@@ -22,7 +22,7 @@ from upbit.types.list_subscriptions_response import ListSubscriptionsResponse
 
 from marketspine.sim import SimConfig
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 BTC = "KRW-BTC"
 BTC_PAIR = "BTC/KRW"

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from marketspine.sim import SimConfig, create_app
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.process]
 
 MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-XRP"]
 SPEED = 60.0  # simulated seconds per real second: BTC trades about 40 times a second
