@@ -6,7 +6,8 @@
 its WebSocket traffic, to play a race out the same way every run;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
-``Recorder`` notes when each candle request reaches a simulator app it wraps.
+``Recorder`` notes when each candle request reaches a simulator app it wraps;
+``require_module`` imports an optional extra or skips (in CI: fails) saying which.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import importlib
 import itertools
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
 
 from marketspine._base.time import parse_time
 from marketspine._budget.local import BudgetStatistics, Priority
@@ -277,3 +283,16 @@ class Recorder:
                 self.arrivals.append(time.monotonic())
                 self.queries.append(scope["query_string"])
         await self.app(scope, receive, send)
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """Import ``name`` (an optional extra: pandas, polars, pyarrow, a third-party client),
+    or skip the test or module with ``reason``, as ``pytest.importorskip`` does; under
+    ``MARKETSPINE_REQUIRE_EXTRAS=1`` (set by ``.ci/run``) a missing extra fails instead, so
+    CI never passes by skipping what it should have run."""
+    if os.environ.get("MARKETSPINE_REQUIRE_EXTRAS") != "1":
+        return pytest.importorskip(name, reason=reason)
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        pytest.fail(f"{reason} ({exc}); MARKETSPINE_REQUIRE_EXTRAS=1 requires it", pytrace=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from clitools import run_in_process
+from helpers import require_module
 
 from marketspine._base.time import format_utc, parse_naive_utc, parse_time
 
@@ -108,6 +109,7 @@ def test_collect_export_status_end_to_end(
 ) -> None:
     from marketspine.sim import SimConfig
 
+    pq = require_module("pyarrow.parquet", "pyarrow is not installed (the parquet extra)")
     db = str(tmp_path / "spine.db")
     since, until = "2026-01-01", "2026-01-10T05:00:00"
     with running_sim(SimConfig(rate_limit=10)) as url:
@@ -198,8 +200,6 @@ def test_collect_export_status_end_to_end(
         ).returncode
         == 0
     )
-    import pyarrow.parquet as pq
-
     table = pq.read_table(parquet)
     assert table.column("close").to_pylist() == [c["trade_price"] for c in expected]
     status = run_in_process("status", "--db", db, "--json")

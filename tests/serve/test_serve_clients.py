@@ -12,16 +12,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ccxt  # type: ignore[import-untyped]
 import httpx
 import pytest
-import pyupbit  # type: ignore[import-untyped]
-import pyupbit.request_api  # type: ignore[import-untyped]
-import upbit
-from helpers import SIM_NOW_MS, run_sim, wait_until_sync
+from helpers import SIM_NOW_MS, require_module, run_sim, wait_until_sync
 from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 
 from marketspine.sim import SimConfig
+
+ccxt = require_module("ccxt", "ccxt is not installed (a dev dependency: pip install -e '.[dev]')")
+pyupbit = require_module(
+    "pyupbit", "pyupbit is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+require_module(
+    "pyupbit.request_api", "pyupbit is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+upbit = require_module(
+    "upbit", "upbit-sdk is not installed (a dev dependency: pip install -e '.[dev]')"
+)
 
 pytestmark = pytest.mark.process
 
