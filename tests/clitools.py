@@ -18,6 +18,7 @@ import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,13 +181,15 @@ def closed_port() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def rest_candles(base_url: str, path: str, market: str, since_ms: int, until_ms: int) -> list[dict]:
+def rest_candles(
+    base_url: str, path: str, market: str, since_ms: int, until_ms: int
+) -> list[dict[str, Any]]:
     """Every candle upstream (a simulator) has in ``[since, until)``, ascending, paged by hand."""
     import httpx
 
     from marketspine._base.time import format_utc, parse_naive_utc
 
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     to = until_ms
     with httpx.Client(base_url=base_url) as http:
         while True:

@@ -7,7 +7,9 @@ its WebSocket traffic, to play a race out the same way every run;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
 ``Recorder`` notes when each candle request reaches a simulator app it wraps;
-``require_module`` imports an optional extra or skips (in CI: fails) saying which.
+``answer_meta`` and ``aclose`` reach what ``Spine.ticker``/``orderbook`` and ``Spine.stream``
+return beyond their declared types; ``require_module`` imports an optional extra or skips
+(in CI: fails) saying which.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    MutableMapping,
+)
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,8 +37,10 @@ import pytest
 
 from marketspine._base.time import parse_time
 from marketspine._budget.local import BudgetStatistics, Priority
+from marketspine._spine.answers import OrderbookAnswer, TickerAnswer
+from marketspine._spine.result import ResultMeta
 from marketspine.errors import UpstreamError
-from marketspine.records import Trade
+from marketspine.records import Orderbook, Ticker, Trade
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -291,8 +302,22 @@ def require_module(name: str, reason: str) -> ModuleType:
     ``MARKETSPINE_REQUIRE_EXTRAS=1`` (set by ``.ci/run``) a missing extra fails instead, so
     CI never passes by skipping what it should have run."""
     if os.environ.get("MARKETSPINE_REQUIRE_EXTRAS") != "1":
-        return pytest.importorskip(name, reason=reason)
+        module: ModuleType = pytest.importorskip(name, reason=reason)
+        return module
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         pytest.fail(f"{reason} ({exc}); MARKETSPINE_REQUIRE_EXTRAS=1 requires it", pytrace=False)
+
+
+def answer_meta(answer: Ticker | Orderbook) -> ResultMeta:
+    """The ``meta`` that ``Spine.ticker``/``Spine.orderbook`` answers carry (declared as the
+    plain record, they are its answer subtype)."""
+    assert isinstance(answer, TickerAnswer | OrderbookAnswer), type(answer)
+    return answer.meta
+
+
+async def aclose(events: AsyncIterator[Any]) -> None:
+    """Close what ``Spine.stream`` returned (declared an AsyncIterator, an async generator)."""
+    assert isinstance(events, AsyncGenerator), type(events)
+    await events.aclose()

@@ -55,15 +55,18 @@ async def traced_async(work: Callable[[], Awaitable[object]]) -> int:
         tracemalloc.stop()
 
 
+def random_minute(market: str, i: int, rng: random.Random) -> Candle:
+    """The ``i``-th 1m candle from T0, its six prices and amounts drawn from ``rng``."""
+    open_, high, low, close, volume, value = (rng.uniform(1, 1e6) for _ in range(6))
+    start = T0 + i * 60_000
+    return Candle(market, "1m", start, open_, high, low, close, volume, value, start + 59_000)
+
+
 async def store_minutes(store: SQLiteStore, count: int, rng: random.Random) -> tuple[int, int]:
     """``count`` random 1m candles from T0 for each of MARKETS; returns their span."""
     span = (T0, T0 + count * 60_000)
     for market in MARKETS:
-        rows = [
-            Candle(market, "1m", T0 + i * 60_000, *(rng.uniform(1, 1e6) for _ in range(6)),
-                   T0 + i * 60_000 + 59_000)
-            for i in range(count)
-        ]  # fmt: skip
+        rows = [random_minute(market, i, rng) for i in range(count)]
         await store.write_page(market, TIMEFRAMES["1m"], rows, span)
     await store.read(MARKETS[0], TIMEFRAMES["1m"], *span)  # the connection's caches
     return span

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -89,9 +90,11 @@ def test_unreadable_database_is_exit_2(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no database" in missing.stderr
 
 
-def rest_candles(base_url: str, path: str, market: str, since_ms: int, until_ms: int) -> list[dict]:
+def rest_candles(
+    base_url: str, path: str, market: str, since_ms: int, until_ms: int
+) -> list[dict[str, Any]]:
     """Every candle the simulator's REST API has in [since, until), paged by hand."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     to = until_ms
     with httpx.Client(base_url=base_url) as http:
         while True:

@@ -41,7 +41,7 @@ CEILING = 10.0  # requests/s of the candles group
 @pytest.fixture
 def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder(create_app(SimConfig(rate_limit=10), clock=lambda: NOW))
-    with running_sim(app=recorder) as url:  # type: ignore[arg-type]
+    with running_sim(app=recorder) as url:
         yield url, recorder
 
 

@@ -171,11 +171,12 @@ def test_four_clients_at_full_speed_cause_no_429(
     def screener() -> None:
         with httpx.Client(base_url=served.url, timeout=15) as http:
             for _ in markets:
-                for path, params in (
+                asks: list[tuple[str, dict[str, str | int]]] = [
                     ("/v1/ticker/all", {"quote_currencies": "KRW"}),
                     ("/v1/candles/minutes/1", {"market": "KRW-ETH", "count": 200}),
                     ("/v1/candles/minutes/30", {"market": "KRW-BTC", "count": 200}),
-                ):
+                ]
+                for path, params in asks:
                     response = http.get(path, params=params)
                     if response.status_code != 200:
                         failures.append(f"screener {path} {response.status_code}")

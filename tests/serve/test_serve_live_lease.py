@@ -41,6 +41,7 @@ def fast_sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterato
 
 def holder_pid(client: redis.Redis, lease: str) -> int | None:
     value = client.get(lease)
+    assert value is None or isinstance(value, bytes), value
     return None if value is None else int(value.split(b":")[0])
 
 

@@ -30,7 +30,7 @@ ONLY_B = [("KRW-ETH", "2026-11-18T03:00:00Z"), ("KRW-XRP", "2026-11-17T21:00:00Z
 @pytest.fixture
 def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder(create_app(SimConfig(rate_limit=10), clock=lambda: NOW))
-    with running_sim(app=recorder) as url:  # type: ignore[arg-type]
+    with running_sim(app=recorder) as url:
         yield url, recorder
 
 
