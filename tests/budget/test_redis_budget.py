@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -29,12 +30,16 @@ def budget(space: RedisSpace, **kwargs: object) -> RedisRateBudget:
     )
 
 
+Scored = list[tuple[bytes, float]]  # a sorted set read with its scores
+
+
 async def booked_sends(space: RedisSpace, group: str = "candles") -> list[float]:
     """Send times (s, Redis clock) as Redis booked them for the group."""
     client = Redis.from_url(space.url)
     try:
         keys = BudgetKeys.of(space.prefix, "ip", group)
-        rows = await client.zrange(keys.sends, 0, -1, withscores=True)
+        # withscores=True: (member, score) pairs, which redis-py's return type does not say.
+        rows = cast(Scored, await client.zrange(keys.sends, 0, -1, withscores=True))
     finally:
         await client.aclose()
     return sorted(score / 1e6 for _, score in rows)
@@ -168,9 +173,8 @@ async def moves(space: RedisSpace, group: str = "candles") -> list[float]:
     (a member is named after the time it was booked)."""
     client = Redis.from_url(space.url)
     try:
-        rows = await client.zrange(
-            BudgetKeys.of(space.prefix, "ip", group).sends, 0, -1, withscores=True
-        )
+        sends = BudgetKeys.of(space.prefix, "ip", group).sends
+        rows = cast(Scored, await client.zrange(sends, 0, -1, withscores=True))
     finally:
         await client.aclose()
     booked = sorted((int(member.split(b":")[0]), score) for member, score in rows)
