@@ -4,7 +4,9 @@ arguments, messages and exit codes rather than the process around them."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -16,6 +18,7 @@ import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +41,10 @@ def run(
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("running as another user needs setpriv (util-linux)")
-        argv = [setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        argv = [setpriv, *_as_user(user), *argv]
+        env["PYTHONPATH"] = _source_for(user)
+        if cwd is None:  # the test's own folder may be one the user cannot enter
+            cwd = "/"
     return subprocess.run(
         argv,
         capture_output=True,
@@ -49,6 +55,75 @@ def run(
         env=env,
         cwd=cwd,
     )
+
+
+def _as_user(user: int) -> list[str]:
+    return [f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+
+
+@functools.cache
+def _package_copy() -> Path:
+    """A copy of the marketspine source under test in a fresh folder every user can read.
+
+    The checkout may sit where other users cannot enter (a clone under a 0700 home): there
+    another user's interpreter would skip the unreadable ``PYTHONPATH`` entry and import
+    whatever other marketspine it finds (the editable install's), or none. Removed at exit.
+    """
+    import marketspine
+
+    folder = Path(tempfile.mkdtemp(prefix="marketspine-src-"))
+    atexit.register(shutil.rmtree, folder, True)
+    shutil.copytree(
+        Path(marketspine.__file__).parent,
+        folder / "marketspine",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for path in [folder, *folder.rglob("*")]:  # a umask of 077 left them private
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
+
+
+def _source_for(user: int) -> str:
+    """The ``PYTHONPATH`` under which ``user`` imports the marketspine under test (a copy
+    it can read); skips the test, saying why, when that user cannot run this interpreter
+    with marketspine's dependencies (a virtualenv in a folder it cannot enter)."""
+    copy = _package_copy()
+    pythonpath = os.pathsep.join([str(copy), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    reason = _cannot_import(user, pythonpath)
+    if reason is not None:
+        pytest.skip(
+            f"uid {user} cannot run {sys.executable} with marketspine's dependencies "
+            f"(is the interpreter's environment in a folder other users cannot enter, such "
+            f"as a 0700 home?): {reason}"
+        )
+    return pythonpath
+
+
+@functools.cache
+def _cannot_import(user: int, pythonpath: str) -> str | None:
+    """None when ``user`` imports the copy of marketspine and its command line, else why not."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None
+    probe = "import marketspine, marketspine._cli.main; print(marketspine.__file__)"
+    try:
+        done = subprocess.run(
+            [setpriv, *_as_user(user), sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": pythonpath},
+            cwd="/",
+        )
+    except OSError as exc:
+        return str(exc)
+    if done.returncode != 0:
+        return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    imported = Path(done.stdout.strip())
+    if not imported.is_relative_to(_package_copy()):
+        return f"it imported {imported}, not the copy of the source under test"
+    return None
 
 
 def run_in_process(*args: str, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -106,13 +181,15 @@ def closed_port() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def rest_candles(base_url: str, path: str, market: str, since_ms: int, until_ms: int) -> list[dict]:
+def rest_candles(
+    base_url: str, path: str, market: str, since_ms: int, until_ms: int
+) -> list[dict[str, Any]]:
     """Every candle upstream (a simulator) has in ``[since, until)``, ascending, paged by hand."""
     import httpx
 
     from marketspine._base.time import format_utc, parse_naive_utc
 
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     to = until_ms
     with httpx.Client(base_url=base_url) as http:
         while True:

@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from marketspine._spine.spine import Spine
 
 
+# The fixtures of services.py that need the machine's PostgreSQL or Redis (or its redis-server).
+_SERVICE_FIXTURES = {"pg_space", "redis_space", "private_redis"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``services`` every test that asks for a real PostgreSQL or Redis, directly or
+    through its fixtures, so ``-m "not services"`` runs without them."""
+    for item in items:
+        if _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture
 def running_sim() -> Callable[..., contextlib.AbstractContextManager[str]]:
     """The ``run_sim(config=None, clock=None, *, app=None)`` context manager (a real server)."""

@@ -6,6 +6,10 @@
 its WebSocket traffic, to play a race out the same way every run;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
+``Recorder`` notes when each candle request reaches a simulator app it wraps;
+``answer_meta`` and ``aclose`` reach what ``Spine.ticker``/``orderbook`` and ``Spine.stream``
+return beyond their declared types; ``require_module`` imports an optional extra or skips
+(in CI: fails) saying which.
 """
 
 from __future__ import annotations
@@ -13,16 +17,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import importlib
 import itertools
+import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    MutableMapping,
+)
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
 
 from marketspine._base.time import parse_time
 from marketspine._budget.rules import BudgetStatistics, Priority
+from marketspine._spine.answers import OrderbookAnswer, TickerAnswer
+from marketspine._spine.result import ResultMeta
 from marketspine.errors import UpstreamError
-from marketspine.records import Trade
+from marketspine.records import Orderbook, Ticker, Trade
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -259,3 +277,47 @@ class ListedTrades:
             raise UpstreamError("upstream is down")
         start = 0 if cursor is None else [t.seq for t in self.listed].index(cursor) + 1
         return self.listed[start : start + count]
+
+
+class Recorder:
+    """An ASGI wrapper around the simulator that notes when each candle request arrives."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.arrivals: list[float] = []
+        self.queries: list[bytes] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/candles/"):
+            with self._lock:
+                self.arrivals.append(time.monotonic())
+                self.queries.append(scope["query_string"])
+        await self.app(scope, receive, send)
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """Import ``name`` (an optional extra: pandas, polars, pyarrow, a third-party client),
+    or skip the test or module with ``reason``, as ``pytest.importorskip`` does; under
+    ``MARKETSPINE_REQUIRE_EXTRAS=1`` (set by ``.ci/run``) a missing extra fails instead, so
+    CI never passes by skipping what it should have run."""
+    if os.environ.get("MARKETSPINE_REQUIRE_EXTRAS") != "1":
+        module: ModuleType = pytest.importorskip(name, reason=reason)
+        return module
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        pytest.fail(f"{reason} ({exc}); MARKETSPINE_REQUIRE_EXTRAS=1 requires it", pytrace=False)
+
+
+def answer_meta(answer: Ticker | Orderbook) -> ResultMeta:
+    """The ``meta`` that ``Spine.ticker``/``Spine.orderbook`` answers carry (declared as the
+    plain record, they are its answer subtype)."""
+    assert isinstance(answer, TickerAnswer | OrderbookAnswer), type(answer)
+    return answer.meta
+
+
+async def aclose(events: AsyncIterator[Any]) -> None:
+    """Close what ``Spine.stream`` returned (declared an AsyncIterator, an async generator)."""
+    assert isinstance(events, AsyncGenerator), type(events)
+    await events.aclose()

@@ -7,6 +7,8 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
 import marketspine
 
 EXPECTED = {
@@ -77,12 +79,13 @@ def test_exported_names_are_pinned() -> None:
 
 def test_priorities_and_errors_are_ordered_for_callers() -> None:
     p = marketspine.Priority
-    assert p.CRITICAL > p.HIGH > p.NORMAL > p.LOW  # the order: more urgent is larger
+    assert p.CRITICAL > p.HIGH > p.NORMAL > p.LOW  # the documented order: more urgent is larger
     assert issubclass(marketspine.UnknownMarketError, marketspine.InvalidRequestError)
     assert issubclass(marketspine.CircuitOpenError, marketspine.RetryLaterError)
     assert issubclass(marketspine.RetryLaterError, marketspine.MarketspineError)
 
 
+@pytest.mark.process
 def test_the_command_line_loads_without_the_network_stack() -> None:
     # Names load on first use: the CLI starts fast and a Ctrl-C during its start is caught.
     import subprocess

@@ -52,6 +52,7 @@ def test_the_first_collect_finishes_in_well_under_a_minute_at_the_ceiling() -> N
     assert pages / CEILING_PAGES_PER_S <= 20, (pages, argv)
 
 
+@pytest.mark.process
 def test_the_walkthrough_runs_and_each_command_finds_what_collect_stored(
     running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
 ) -> None:

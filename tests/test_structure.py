@@ -48,7 +48,7 @@ def imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
     """(imported module, names taken from it, line) for each package-relative import of the
     module ``name``, including imports inside functions."""
     package = name.split(".")[:-1]  # _live.stream and _live.__init__ both live in _live
-    found = []
+    found: list[tuple[str, list[str], int]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.level > 0:
             base = package[: len(package) - (node.level - 1)]

@@ -210,6 +210,7 @@ def test_every_candle_timeframe_is_a_stream_kind() -> None:
 
 def test_needs_are_checked_and_normalised() -> None:
     assert needs_arg({"krw-btc": {"60m": 5, "1h": 9}}, 100) == {"KRW-BTC": {TIMEFRAMES["1h"]: 9}}
+    bad: object
     for bad in ([], {"KRW-BTC": 5}, {"KRW-BTC": {"1m": "5"}}, {5: {"1m": 5}}):
         with pytest.raises(InvalidRequestError):
             needs_arg(bad, 100)

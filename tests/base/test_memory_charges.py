@@ -55,15 +55,18 @@ async def traced_async(work: Callable[[], Awaitable[object]]) -> int:
         tracemalloc.stop()
 
 
+def random_minute(market: str, i: int, rng: random.Random) -> Candle:
+    """The ``i``-th 1m candle from T0, its six prices and amounts drawn from ``rng``."""
+    open_, high, low, close, volume, value = (rng.uniform(1, 1e6) for _ in range(6))
+    start = T0 + i * 60_000
+    return Candle(market, "1m", start, open_, high, low, close, volume, value, start + 59_000)
+
+
 async def store_minutes(store: SQLiteStore, count: int, rng: random.Random) -> tuple[int, int]:
     """``count`` random 1m candles from T0 for each of MARKETS; returns their span."""
     span = (T0, T0 + count * 60_000)
     for market in MARKETS:
-        rows = [
-            Candle(market, "1m", T0 + i * 60_000, *(rng.uniform(1, 1e6) for _ in range(6)),
-                   T0 + i * 60_000 + 59_000)
-            for i in range(count)
-        ]  # fmt: skip
+        rows = [random_minute(market, i, rng) for i in range(count)]
         await store.write_page(market, TIMEFRAMES["1m"], rows, span)
     await store.read(MARKETS[0], TIMEFRAMES["1m"], *span)  # the connection's caches
     return span
@@ -104,8 +107,8 @@ async def test_a_window_of_stored_and_fetched_candles_is_charged_what_it_takes(
     tmp_path: Path,
 ) -> None:
     # A chart's window: what the store held, joined by the newest pages fetched upstream.
-    # Each decoded candle used to bring its own market string, and such a mixed window was
-    # charged a string for every candle: it held 0.74 of its charge.
+    # Charged a market string for every candle (as if each decoded candle brought its own),
+    # such a mixed window would hold 0.74 of its charge.
     tf, rng = TIMEFRAMES["1m"], random.Random(9)
     async with SQLiteStore(tmp_path / "charges.db") as store:
         _, stored_end = await store_minutes(store, 800, rng)

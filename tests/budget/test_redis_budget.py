@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -29,12 +30,16 @@ def budget(space: RedisSpace, **kwargs: object) -> RedisRateBudget:
     )
 
 
+Scored = list[tuple[bytes, float]]  # a sorted set read with its scores
+
+
 async def booked_sends(space: RedisSpace, group: str = "candles") -> list[float]:
     """Send times (s, Redis clock) as Redis booked them for the group."""
     client = Redis.from_url(space.url)
     try:
         keys = BudgetKeys.of(space.prefix, "ip", group)
-        rows = await client.zrange(keys.sends, 0, -1, withscores=True)
+        # withscores=True: (member, score) pairs, which redis-py's return type does not say.
+        rows = cast(Scored, await client.zrange(keys.sends, 0, -1, withscores=True))
     finally:
         await client.aclose()
     return sorted(score / 1e6 for _, score in rows)
@@ -99,6 +104,7 @@ async def test_a_penalty_seen_by_one_process_pauses_the_others(redis_space: Redi
     await client.aclose()
 
 
+@pytest.mark.process
 async def test_unreachable_redis_falls_back_to_a_share_and_recovers(
     private_redis: PrivateRedis,
 ) -> None:
@@ -123,6 +129,7 @@ async def test_unreachable_redis_falls_back_to_a_share_and_recovers(
         assert len(await booked_sends(space)) >= 2
 
 
+@pytest.mark.process
 async def test_a_budget_whose_redis_is_down_from_the_start_still_works(
     private_redis: PrivateRedis,
 ) -> None:
@@ -166,9 +173,8 @@ async def moves(space: RedisSpace, group: str = "candles") -> list[float]:
     (a member is named after the time it was booked)."""
     client = Redis.from_url(space.url)
     try:
-        rows = await client.zrange(
-            BudgetKeys.of(space.prefix, "ip", group).sends, 0, -1, withscores=True
-        )
+        sends = BudgetKeys.of(space.prefix, "ip", group).sends
+        rows = cast(Scored, await client.zrange(sends, 0, -1, withscores=True))
     finally:
         await client.aclose()
     booked = sorted((int(member.split(b":")[0]), score) for member, score in rows)
@@ -201,6 +207,7 @@ async def test_a_send_that_arrived_late_counts_when_it_arrived_for_every_process
     assert moved == pytest.approx([0.081] + [0.0] * 9, abs=2e-6)
 
 
+@pytest.mark.process
 async def test_acquisitions_that_find_redis_back_together_recover_once(
     private_redis: PrivateRedis,
 ) -> None:

@@ -12,10 +12,12 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from clitools import run_in_process
+from helpers import require_module
 
 from marketspine._base.time import format_utc, parse_naive_utc, parse_time
 
@@ -33,6 +35,7 @@ def python_m(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.process
 def test_python_m_marketspine_is_the_command_line(tmp_path: Path) -> None:
     top = python_m("--help")
     assert top.returncode == 0, top.stderr
@@ -87,9 +90,11 @@ def test_unreadable_database_is_exit_2(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no database" in missing.stderr
 
 
-def rest_candles(base_url: str, path: str, market: str, since_ms: int, until_ms: int) -> list[dict]:
+def rest_candles(
+    base_url: str, path: str, market: str, since_ms: int, until_ms: int
+) -> list[dict[str, Any]]:
     """Every candle the simulator's REST API has in [since, until), paged by hand."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     to = until_ms
     with httpx.Client(base_url=base_url) as http:
         while True:
@@ -107,6 +112,7 @@ def test_collect_export_status_end_to_end(
 ) -> None:
     from marketspine.sim import SimConfig
 
+    pq = require_module("pyarrow.parquet", "pyarrow is not installed (the parquet extra)")
     db = str(tmp_path / "spine.db")
     since, until = "2026-01-01", "2026-01-10T05:00:00"
     with running_sim(SimConfig(rate_limit=10)) as url:
@@ -197,8 +203,6 @@ def test_collect_export_status_end_to_end(
         ).returncode
         == 0
     )
-    import pyarrow.parquet as pq
-
     table = pq.read_table(parquet)
     assert table.column("close").to_pylist() == [c["trade_price"] for c in expected]
     status = run_in_process("status", "--db", db, "--json")

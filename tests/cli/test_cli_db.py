@@ -39,6 +39,7 @@ async def test_many_stores_opening_one_new_file_at_once_all_succeed(tmp_path: Pa
             assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
+@pytest.mark.process
 def test_processes_opening_one_new_file_at_once_never_trip_over_the_schema(
     running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
 ) -> None:
@@ -69,6 +70,7 @@ def test_processes_opening_one_new_file_at_once_never_trip_over_the_schema(
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
+@pytest.mark.process
 def test_a_read_only_database_is_read_by_status_and_export_but_not_by_collect() -> None:
     with shared_tmp() as folder:
         db = folder / "spine.db"

@@ -91,6 +91,7 @@ def test_a_file_system_that_takes_no_files_is_one_line_and_exit_2(db: Path, targ
     assert not Path(target).exists()
 
 
+@pytest.mark.process
 def test_a_read_only_folder_is_one_line_and_exit_2(db: Path) -> None:
     with shared_tmp() as folder:
         readable = folder / "spine.db"
@@ -108,6 +109,7 @@ def test_a_read_only_folder_is_one_line_and_exit_2(db: Path) -> None:
         assert list(locked.iterdir()) == []
 
 
+@pytest.mark.process
 def test_a_write_that_fails_halfway_leaves_the_old_file_whole(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "btc.csv"
     out.write_text("the previous export\n")
@@ -153,6 +155,7 @@ def test_out_dash_writes_csv_to_stdout_and_no_file(db: Path, tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []  # no file named "-"
 
 
+@pytest.mark.process
 def test_out_dash_into_a_reader_that_stops_early_is_not_an_error(db: Path) -> None:
     export_cmd = [CONSOLE_SCRIPT, "export", "KRW-BTC", "-t", "1m", "--db", str(db), "--out", "-"]
     with subprocess.Popen(export_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:

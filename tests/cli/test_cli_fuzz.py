@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from marketspine._base.time import parse_time
 from marketspine._cli.main import app
 
+pytestmark = pytest.mark.process
+
 ALLOWED_EXIT_CODES = {0, 1, 2, 3, 130}
 RUNS_UNTIL_STOPPED = {"sim", "serve"}
 

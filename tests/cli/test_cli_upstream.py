@@ -44,6 +44,7 @@ def assert_one_short_line(done: subprocess.CompletedProcess[str], *words: str) -
     return lines[0]
 
 
+@pytest.mark.process
 def test_a_closed_port_is_connection_refused_and_a_failed_warmup_is_logged(
     tmp_path: Path,
 ) -> None:

@@ -50,6 +50,7 @@ def test_usage_errors_are_clicks_message_and_exit_2(args: list[str], complaint: 
     assert "Error: " in done.stderr or "Usage: marketspine" in done.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_prints_the_version(flag: str) -> None:
     done = run(flag)  # the console script pip installed, and its package's metadata

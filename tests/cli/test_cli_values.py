@@ -1,9 +1,10 @@
-"""Values a newcomer mistypes are refused before anything is written or asked upstream: a
-``--db`` URL of another database (``sqlite:///x.db``, ``mysql://...``) is not a file path
-to create folders for, an ``--upstream`` that is not http(s) is bad input (not "circuit
-open" after the retries), and ``serve`` on a PostgreSQL it cannot reach is one line and
-exit 2 (not a failed startup's traceback and uvicorn's exit code 3); a ``--since`` in the
-future is bad input for ``collect`` and ``export`` alike."""
+"""Values mistyped on the command line are refused before anything is written or asked
+upstream: a ``--db`` URL of another database (``sqlite:///x.db``, ``mysql://...``) is not a
+file path to create folders for, an ``--upstream`` that is not http(s) is bad input (not
+"circuit open" after the retries), ``serve`` on a PostgreSQL it cannot reach or on a
+folder as ``--db`` is one line and exit 2 (not a failed startup's traceback and uvicorn's
+exit code 3), a ``--port`` out of range is a usage error, and a ``--since`` in the future is
+bad input for ``collect`` and ``export`` alike."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def test_an_upstream_that_is_not_http_is_bad_input(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.process
 def test_serve_on_a_postgresql_it_cannot_reach_is_one_line_and_exit_2(tmp_path: Path) -> None:
     url = closed_port().replace("http://", "postgresql://nobody@") + "/candles"
     # A real process: serve starts a TLS thread and a database driver before it fails, and
@@ -139,8 +141,8 @@ def main_exit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]
 def test_a_since_in_the_future_is_bad_input_for_collect_and_export_alike(
     command: str, until: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Before: collect said "nothing to collect" and exited 0; export exited 3 with --until
-    # and, without it, 2 naming an --until nobody gave.
+    # Not "nothing to collect" and exit 0, nor exit 3, nor a complaint naming an --until
+    # nobody gave: the same usage error from both commands.
     db = tmp_path / "c.db"
     out = tmp_path / "x.csv"
     if command == "collect":
@@ -177,3 +179,48 @@ def test_a_since_after_upstreams_now_is_bad_input_too(
     assert code == EXIT_USAGE, err
     assert f"--since {since} lies in the future (upstream's now is 2026-07-30T07:41:" in err
     assert capsys.readouterr().out == ""  # no summary of a collect that never ran
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sim", "--port", "99999"),
+        ("sim", "--port", "-5"),
+        ("serve", "--upstream", "sim", "--port", "70000"),
+    ],
+)
+def test_a_port_out_of_range_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    db = ["--db", str(tmp_path / "s.db")] if args[0] == "serve" else []
+    result = run_in_process(*args, *db)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "--port" in result.stderr and "0<=x<=65535" in result.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_serve_on_an_unusable_db_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    # In-process (the console script's own entry point): it must fail before serving.
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--upstream", "sim", "--port", "0", "--db", str(folder)])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("marketspine: error: cannot open the candle database")
+    assert len(err.strip().splitlines()) == 1
+    assert "serving on" not in out
+    # Nothing written beside it either: not even the generated admin token.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]
+
+
+def test_export_of_nothing_without_since_reads_as_a_sentence(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    minute_db(db, 1_767_225_600_000, 3)  # 2026-01-01, three 1m candles
+    result = run_in_process(
+        "export", "KRW-BTC", "-t", "1M", "--db", str(db), "--out", str(tmp_path / "m.csv")
+    )
+    assert result.returncode == 3, result.stderr
+    assert "nothing stored for KRW-BTC 1M before 20" in result.stderr  # a sentence

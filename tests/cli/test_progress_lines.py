@@ -23,7 +23,7 @@ def page(market: str, pages: int, done_ms: int, total_ms: int) -> ProgressEvent:
 
 
 def test_one_line_at_most_every_interval_and_none_before_the_first() -> None:
-    clock, lines = HandClock(), []
+    clock, lines = HandClock(), list[str]()
     progress = ProgressLines(lines.append, ["KRW-BTC"], "1m", every_s=10, clock=clock)
     total = 10_000 * MIN
     for step in range(1, 40):  # a page every 0.5 s for 19.5 s
@@ -37,7 +37,7 @@ def test_one_line_at_most_every_interval_and_none_before_the_first() -> None:
 
 
 def test_the_line_says_how_far_how_fast_and_how_long() -> None:
-    clock, lines = HandClock(), []
+    clock, lines = HandClock(), list[str]()
     markets = ["KRW-BTC", "KRW-ETH"]
     progress = ProgressLines(lines.append, markets, "1m", every_s=10, clock=clock)
     progress(page("KRW-ETH", 0, 0, 0))  # nothing to fetch: done at once
@@ -52,7 +52,7 @@ def test_the_line_says_how_far_how_fast_and_how_long() -> None:
 
 
 def test_a_market_not_heard_from_yet_counts_as_not_started() -> None:
-    clock, lines = HandClock(), []
+    clock, lines = HandClock(), list[str]()
     markets = [f"KRW-M{i}" for i in range(4)]
     progress = ProgressLines(lines.append, markets, "1h", every_s=1, clock=clock)
     clock.now += 3600 * 2 + 5 * 60
@@ -64,7 +64,7 @@ def test_a_market_not_heard_from_yet_counts_as_not_started() -> None:
 
 
 def test_an_interval_of_zero_writes_nothing() -> None:
-    clock, lines = HandClock(), []
+    clock, lines = HandClock(), list[str]()
     progress = ProgressLines(lines.append, ["KRW-BTC"], "1m", every_s=0, clock=clock)
     for step in range(1, 5):
         clock.now += 100

@@ -1,5 +1,5 @@
 """A hung request costs a multiple of the observed latency, not the fixed 10 s timeout, and
-its retry spends exactly one more token (issue 9 item 8)."""
+its retry spends exactly one more token."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_the_timeout_follows_the_recent_p99_between_floor_and_ceiling() -> None:
     for i in range(100):  # 30 ms latency with up to 50 ms jitter
         timeouts.observe(0.030 + 0.050 * i / 99)
     assert timeouts.seconds == 1.5  # 10 x p99 (0.8 s) is below the floor
-    assert timeouts.seconds <= 2.0  # the issue's bound for a hang at 30 ms latency
+    assert timeouts.seconds <= 2.0  # the promised bound for a hang at 30 ms latency
     for _ in range(200):  # upstream slows down: the timeout follows
         timeouts.observe(0.4)
     assert timeouts.seconds == pytest.approx(4.0)

@@ -120,7 +120,7 @@ async def test_on_virtual_time_a_request_is_counted_its_latency_after_it_left(
     # The simulator counts a request when it arrives. Were its latency a real wait, the fake
     # clock would jump meanwhile to the next sleeper (a budget waiting for the next window)
     # and count a request of one second in the next: 11 in a second, a 429 the client never
-    # earned (issue 9 point 7). One request a second, 0.2 s latency: 1000.7 → 1000.9, 1001.0
+    # earned. One request a second, 0.2 s latency: 1000.7 → 1000.9, 1001.0
     # → 1001.2, one in each second.
     app = make_app(sim_clock, fake, rate_limit=1, latency_ms=200.0)
     async with httpx.AsyncClient(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import ccxt  # type: ignore[import-untyped]
 import httpx
 import pytest
+from helpers import require_module
 
 from marketspine._base.time import MINUTE_MS, parse_naive_utc
+
+ccxt = require_module("ccxt", "ccxt is not installed (a dev dependency: pip install -e '.[dev]')")
 
 
 @pytest.fixture

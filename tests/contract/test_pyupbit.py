@@ -12,16 +12,22 @@ from typing import Any
 
 import httpx
 import pytest
-import pyupbit  # type: ignore[import-untyped]
-import pyupbit.request_api  # type: ignore[import-untyped]
-import requests
+from helpers import require_module
+
+pyupbit = require_module(
+    "pyupbit", "pyupbit is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+require_module(
+    "pyupbit.request_api", "pyupbit is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+requests = require_module("requests", "requests (pyupbit's HTTP client) is not installed")
 
 UPBIT = "https://api.upbit.com"
 
 
 @pytest.fixture
 def sim(fixed_sim: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    def get(target: str, **kwargs: Any) -> requests.Response:
+    def get(target: str, **kwargs: Any) -> Any:  # a requests.Response
         assert target.startswith(UPBIT), target
         return requests.get(fixed_sim + target[len(UPBIT) :], timeout=10, **kwargs)
 

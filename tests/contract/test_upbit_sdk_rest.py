@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-import upbit
+from helpers import require_module
+
+require_module("upbit", "upbit-sdk is not installed (a dev dependency: pip install -e '.[dev]')")
+import upbit  # noqa: E402
 
 
 @pytest.fixture

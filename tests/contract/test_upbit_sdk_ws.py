@@ -11,10 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from upbit import AsyncUpbit
-from upbit.types.list_subscriptions_response import ListSubscriptionsResponse
+from helpers import require_module
 
 from marketspine.sim import SimConfig, create_app
+
+require_module("upbit", "upbit-sdk is not installed (a dev dependency: pip install -e '.[dev]')")
+from upbit import AsyncUpbit  # noqa: E402
+from upbit.types.list_subscriptions_response import ListSubscriptionsResponse  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -139,7 +139,7 @@ async def test_the_log_gives_back_every_kind_of_event_in_order(redis: Redis, fee
     lease, log = LiveLease(redis, feed), RedisFeed(redis, feed)
     await lease.claim()
     assert await log.tail() == "0-0"
-    events = [
+    events: list[Trade | Ticker | Orderbook | Candle | Gap] = [
         TRADE,
         Ticker(
             "KRW-BTC",

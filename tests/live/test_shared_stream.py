@@ -158,6 +158,7 @@ async def test_a_holder_that_leaves_is_replaced_without_a_lost_or_repeated_trade
     assert_consecutive(sim, "KRW-BTC", trades(seen, "KRW-BTC"))
 
 
+@pytest.mark.process
 async def test_without_redis_a_process_reads_its_own_socket_and_returns_when_it_is_back(
     sim: str, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -97,8 +97,8 @@ async def say_up_then_close(ws: ServerConnection) -> None:
 
 
 async def test_connections_that_close_at_once_still_back_off() -> None:
-    """The origin project's bug: a handshake that succeeds counted as success, so a server
-    closing every connection at once was hammered without delay."""
+    """A handshake that succeeds is not yet a success: a server closing every connection
+    at once is not hammered without delay."""
     sleep = FakeSleep(ATTEMPTS)
     async with serving(close_at_once) as url:
         stream, health = await run_until_attempts(url, sleep)

@@ -1,7 +1,7 @@
 """Closing a stream stops its connection loop even when the cancellation is swallowed
 inside a connection (Python 3.11's TaskGroup does that when a child fails at the same
-moment, as when a stream closes while its last subscription goes). Before the fix the loop
-connected again and waited forever, and ``serve``'s shutdown hung."""
+moment, as when a stream closes while its last subscription goes): the loop must not
+connect again and wait forever, which would hang ``serve``'s shutdown."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ async def test_closing_stops_the_loop_even_when_a_connection_swallowed_the_cance
     closing = asyncio.create_task(stream.__aexit__(None, None, None))
     await asyncio.wait({closing}, timeout=10)
     closed = closing.done()
-    if not closed:  # the bug: cancel again, which the second connection honours
+    if not closed:  # the loop swallowed it: cancel again, which the next connection honours
         closing.cancel()
         await asyncio.wait({closing}, timeout=10)
     assert closed, "closing the stream hung: the connection loop went on"

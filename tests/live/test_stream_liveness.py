@@ -1,4 +1,4 @@
-"""Stall detection on hand-driven time (issue 9 item 9): with the default ping settings a
+"""Stall detection on hand-driven time: with the default ping settings a
 socket that stops answering is noticed within 6 s, and a socket that answers its pings is
 never called stalled, however long its markets stay quiet."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ManualClock, SimGate, run_sim, wait_until
+from helpers import ManualClock, SimGate, aclose, run_sim, wait_until
 
 from marketspine import (
     Gap,
@@ -27,6 +27,7 @@ from marketspine import (
     Ticker,
     Trade,
 )
+from marketspine._live.stream import Stream
 from marketspine.sim import SimConfig, create_app
 
 pytestmark = pytest.mark.timeout(60)
@@ -108,14 +109,14 @@ async def stream_while_held(
         clock.advance(60_000)  # these trades happen before upstream's stream goes live
         gate.requests.set()
         stream = spine._feed._stream
-        assert stream is not None
+        assert isinstance(stream, Stream), stream  # its own socket: no Redis here
         await wait_until(lambda: stream.statistics().frames >= 1, WAIT_S, "the live stream")
         clock.advance(30_000)  # and these after it
         newest = await newest_seq(spine)
         return await events_until(events, first, newest), newest
     finally:
         first.cancel()
-        await events.aclose()
+        await aclose(events)
 
 
 async def test_without_since_the_trades_before_the_subscription_are_missing(
@@ -159,7 +160,7 @@ async def test_live_trades_older_than_since_are_dropped(
     first = asyncio.ensure_future(anext(events))
     try:
         stream = spine._feed._stream  # the pump's, the plain stream's and this listener
-        assert stream is not None
+        assert isinstance(stream, Stream), stream  # its own socket: no Redis here
         await wait_until(
             lambda: len(stream.statistics().dropped_per_listener) >= 3, WAIT_S, "the listener"
         )
@@ -171,8 +172,8 @@ async def test_live_trades_older_than_since_are_dropped(
     finally:
         first.cancel()
         plain_first.cancel()
-        await events.aclose()
-        await plain.aclose()
+        await aclose(events)
+        await aclose(plain)
     older = [t for t in lagging if isinstance(t, Trade) and t.ms < last.ms]
     assert older, "the live stream did not lag: nothing to drop"
     assert rows(got) == rows(await history(spine, last.seq, newest))
@@ -198,7 +199,7 @@ async def test_a_walk_that_fails_is_announced_by_a_gap(
             (await http.post("/sim/faults", json={"error_rate": 0.0})).raise_for_status()
     finally:
         first.cancel()
-        await events.aclose()
+        await aclose(events)
     *_, gap, live = [e for e in got if not isinstance(e, Health)]
     assert isinstance(gap, Gap) and isinstance(live, Trade)
     assert (gap.market, gap.since_ms, gap.until_ms) == (BTC, last.ms, live.ms)
@@ -226,14 +227,14 @@ async def test_bad_since_values_are_refused_naming_the_argument(spine: Spine) ->
         with pytest.raises(InvalidRequestError) as caught:
             await anext(events)
         assert message in str(caught.value), since
-        await events.aclose()
+        await aclose(events)
     # Kinds other than trade are allowed: ``since`` only changes trade events.
     events = spine.stream(["ticker"], [BTC], since={BTC: eth_trade.seq + 1})
     async with asyncio.timeout(WAIT_S):
         while not isinstance(event := await anext(events), Ticker):
             assert isinstance(event, Health)
     assert event.market == BTC
-    await events.aclose()
+    await aclose(events)
 
 
 async def test_live_trades_queued_during_a_walk_are_bounded_and_drops_announced(
@@ -259,7 +260,7 @@ async def test_live_trades_queued_during_a_walk_are_bounded_and_drops_announced(
         gate.requests.set()
         await wait_until(lambda: gate.held_rest >= 1, WAIT_S, "the walk's REST call")
         stream = spine._feed._stream
-        assert stream is not None
+        assert isinstance(stream, Stream), stream  # its own socket: no Redis here
         clock.advance(120_000)
         await wait_until(
             lambda: sum(stream.statistics().dropped_per_listener) >= 1, WAIT_S, "a full queue"

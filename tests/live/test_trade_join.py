@@ -19,7 +19,8 @@ def trade(ms: int, n: int = 0) -> Trade:
     return Trade(BTC, T0 + ms, 100.0, 0.5, "BID", (T0 + ms) * 10_000 + n, 100.0, 1.0)
 
 
-async def walk(history: ListedTrades, need: WalkNeeded) -> Walk:
+async def walk(history: ListedTrades, need: Trade | WalkNeeded) -> Walk:
+    assert isinstance(need, WalkNeeded), need  # what the join asked for, not a trade
     return await walk_back(history, need.market, need.before, need.after)
 
 

@@ -22,6 +22,8 @@ from serve_support import TOKEN, ServeProcess
 
 from marketspine._base.time import format_utc
 
+pytestmark = [pytest.mark.process, pytest.mark.browser]
+
 CHROMIUM = Path(os.environ.get("MARKETSPINE_CHROMIUM", "/usr/bin/chromium"))
 _WAIT_MS = 30_000
 
@@ -68,8 +70,9 @@ def page(serve: ServeProcess) -> Iterator[Any]:
                 ),
             )
             tab.on("pageerror", lambda e: errors.append((str(e), "")))
-            tab.errors = errors
-            tab.browser_ = browser
+            # Kept on the page for the test (Playwright's Page declares no such attributes).
+            tab.errors = errors  # type: ignore[attr-defined]
+            tab.browser_ = browser  # type: ignore[attr-defined]
             yield tab
         finally:
             browser.close()
@@ -87,11 +90,13 @@ def _coloured_pixels(png: bytes, colours: list[tuple[int, int, int]]) -> int:
 
     image = Image.open(io.BytesIO(png)).convert("RGB")
     found = image.getcolors(maxcolors=image.width * image.height) or []
-    return sum(
-        n
-        for n, (r, g, b) in found
-        if any(abs(r - cr) + abs(g - cg) + abs(b - cb) < 40 for cr, cg, cb in colours)
-    )
+    pixels = 0
+    for n, colour in found:
+        assert isinstance(colour, tuple)  # an RGB image counts (r, g, b) colours
+        r, g, b = colour
+        if any(abs(r - cr) + abs(g - cg) + abs(b - cb) < 40 for cr, cg, cb in colours):
+            pixels += n
+    return pixels
 
 
 def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(

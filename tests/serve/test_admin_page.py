@@ -10,10 +10,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import SIM_NOW_MS
 from serve_support import TOKEN, ServeProcess, sim_stats
 
 from marketspine._base.time import format_utc
+
+pytestmark = pytest.mark.process
 
 REFRESH = "/admin/api/refresh-market-info"
 

@@ -12,16 +12,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ccxt  # type: ignore[import-untyped]
 import httpx
 import pytest
-import pyupbit  # type: ignore[import-untyped]
-import pyupbit.request_api  # type: ignore[import-untyped]
-import upbit
-from helpers import SIM_NOW_MS, run_sim, wait_until_sync
+from helpers import SIM_NOW_MS, require_module, run_sim, wait_until_sync
 from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 
 from marketspine.sim import SimConfig
+
+ccxt = require_module("ccxt", "ccxt is not installed (a dev dependency: pip install -e '.[dev]')")
+pyupbit = require_module(
+    "pyupbit", "pyupbit is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+require_module(
+    "pyupbit.request_api", "pyupbit is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+upbit = require_module(
+    "upbit", "upbit-sdk is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+
+pytestmark = pytest.mark.process
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SNIPPET = re.compile(r"```python\n# client: ([\w-]+)\n(.*?)```", re.S)
@@ -162,11 +171,12 @@ def test_four_clients_at_full_speed_cause_no_429(
     def screener() -> None:
         with httpx.Client(base_url=served.url, timeout=15) as http:
             for _ in markets:
-                for path, params in (
+                asks: list[tuple[str, dict[str, str | int]]] = [
                     ("/v1/ticker/all", {"quote_currencies": "KRW"}),
                     ("/v1/candles/minutes/1", {"market": "KRW-ETH", "count": 200}),
                     ("/v1/candles/minutes/30", {"market": "KRW-BTC", "count": 200}),
-                ):
+                ]
+                for path, params in asks:
                     response = http.get(path, params=params)
                     if response.status_code != 200:
                         failures.append(f"screener {path} {response.status_code}")

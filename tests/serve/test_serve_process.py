@@ -9,8 +9,11 @@ import stat
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import wait_until_sync
 from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
+
+pytestmark = pytest.mark.process
 
 REFRESH = "/admin/api/refresh-market-info"
 WARMUP_KEYS = {

@@ -133,7 +133,7 @@ async def test_a_request_waiting_too_long_gets_upbits_429_for_that_client_only(
 async def test_a_418_opens_the_breaker_and_cache_is_served_stale(
     service: ServeService, http: httpx.AsyncClient, upstream: Banning
 ) -> None:
-    params = {"market": "KRW-BTC", "count": 50}
+    params: dict[str, str | int] = {"market": "KRW-BTC", "count": 50}
     fresh = await http.get("/v1/candles/minutes/1", params=params)
     assert fresh.status_code == 200 and len(fresh.json()) == 50
     assert "X-Marketspine-Stale" not in fresh.headers

@@ -10,12 +10,16 @@ from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import pytest
-from helpers import wait_until_sync
+from helpers import Recorder, wait_until_sync
 from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
 from services import PgSpace, PrivateRedis
-from test_scale_processes import NOW, Recorder
 
+from marketspine._base.time import parse_time
 from marketspine.sim import SimConfig, create_app
+
+pytestmark = pytest.mark.process
+
+NOW = parse_time("2026-11-20T12:34:56.789Z")
 
 # Ranges of 50 minutes (one page of 200 each, as sparse as the markets are), a day apart.
 BOTH = [("KRW-BTC", "2026-11-19T06:00:00Z"), ("KRW-ETH", "2026-11-19T09:00:00Z")]
@@ -26,7 +30,7 @@ ONLY_B = [("KRW-ETH", "2026-11-18T03:00:00Z"), ("KRW-XRP", "2026-11-17T21:00:00Z
 @pytest.fixture
 def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder(create_app(SimConfig(rate_limit=10), clock=lambda: NOW))
-    with running_sim(app=recorder) as url:  # type: ignore[arg-type]
+    with running_sim(app=recorder) as url:
         yield url, recorder
 
 

@@ -1,12 +1,15 @@
 """Through serve, 1-second candles older than Upbit's three months answer as Upbit does:
-an empty list, not an error and not invented rows (issue 14)."""
+an empty list, not an error and not invented rows."""
 
 from __future__ import annotations
 
+import pytest
 from helpers import SIM_NOW_MS
 from serve_support import ServeProcess
 
 from marketspine._base.time import format_utc
+
+pytestmark = pytest.mark.process
 
 DAY_MS = 86_400_000
 

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from serve_support import ServeProcess, sim_stats
 
+pytestmark = pytest.mark.process
+
 REMAINING = re.compile(r"group=([a-z\-]+); min=([0-9]+); sec=([0-9]+)")  # pyupbit's regex
 
 SAME_AS_UPBIT = [

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from marketspine import Spine
 from marketspine._serve.upbit_ws import WsGateway
+from marketspine._upbit.ws_format import WsRequestError, parse_request
 from marketspine.sim import SimConfig
 
 pytestmark = pytest.mark.timeout(30)
@@ -293,6 +294,13 @@ async def test_a_bad_request_gets_upbits_error_frame_then_close(
             await asyncio.wait_for(ws.recv(), WAIT_S)
     assert error["error"]["name"] == name and error["error"]["message"]
     assert ws.close_code == 1000
+
+
+def test_a_deeply_nested_websocket_request_is_wrong_format() -> None:
+    # Parsed before it reaches any gateway: the nesting must not exhaust the parser's stack.
+    with pytest.raises(WsRequestError) as caught:
+        parse_request("[" * 10_000)
+    assert caught.value.name == "WRONG_FORMAT"
 
 
 async def test_new_request_replaces_and_only_snapshot_stops_realtime(

@@ -12,17 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ccxt.pro  # type: ignore[import-untyped]
 import httpx
 import pytest
-from helpers import ManualClock, run_sim
+from helpers import ManualClock, require_module, run_sim
 from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
-from upbit import AsyncUpbit
-from upbit.types.list_subscriptions_response import ListSubscriptionsResponse
 
 from marketspine.sim import SimConfig
 
-pytestmark = pytest.mark.timeout(60)
+ccxt_pro = require_module(
+    "ccxt.pro", "ccxt is not installed (a dev dependency: pip install -e '.[dev]')"
+)
+require_module("upbit", "upbit-sdk is not installed (a dev dependency: pip install -e '.[dev]')")
+from upbit import AsyncUpbit  # noqa: E402
+from upbit.types.list_subscriptions_response import ListSubscriptionsResponse  # noqa: E402
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 BTC = "KRW-BTC"
 BTC_PAIR = "BTC/KRW"
@@ -102,7 +106,7 @@ async def test_upbit_sdk_streams_through_serve(
 async def test_ccxt_pro_watches_through_serve(
     served: ServeProcess, moving_sim: str, clock: ManualClock
 ) -> None:
-    exchange = ccxt.pro.upbit({"enableRateLimit": False, "timeout": 10_000})
+    exchange = ccxt_pro.upbit({"enableRateLimit": False, "timeout": 10_000})
     exchange.urls["api"] = {
         "public": served.url,
         "private": served.url,

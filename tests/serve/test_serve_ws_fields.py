@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from marketspine.sim import SimConfig
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 BTC = "KRW-BTC"
 WAIT_S = 20.0

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from marketspine.sim import SimConfig, create_app
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.process]
 
 MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-XRP"]
 SPEED = 60.0  # simulated seconds per real second: BTC trades about 40 times a second
@@ -54,7 +54,11 @@ async def history_between(sim: str, market: str, first: int, last: int) -> list[
     newest_first = [last]
     async with httpx.AsyncClient(base_url=sim, timeout=10) as rest:
         while True:
-            params = {"market": market, "count": 500, "cursor": newest_first[-1]}
+            params: dict[str, str | int] = {
+                "market": market,
+                "count": 500,
+                "cursor": newest_first[-1],
+            }
             page = (await rest.get("/v1/trades/ticks", params=params)).json()
             assert page, f"{market}: the history ended before the snapshot's trade"
             for row in page:
@@ -127,7 +131,7 @@ async def test_trades_before_the_upstream_subscription_is_live_arrive(
         gate.requests.set()
         clock.advance(30_000)
         last = await newest(gated_sim, market)
-        got = []
+        got: list[int] = []
         async with asyncio.timeout(WAIT_S):
             while not got or got[-1] != last:
                 frame = json.loads(await ws.recv())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -395,7 +396,7 @@ def test_orderbook_straddles_the_last_trade(history: History, code: str) -> None
 
 
 def test_unknown_market_raises_everywhere(history: History) -> None:
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: history.candles("KRW-NOPE", TIMEFRAMES["1m"], before_ms=NOW, now_ms=NOW, count=1),
         lambda: history.aggregate("KRW-NOPE", 0, NOW),
         lambda: history.trades("KRW-NOPE", before_ms=NOW, count=1),

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+pytestmark = pytest.mark.process
+
 URL_LINE = re.compile(
     r"marketspine sim: (http://127\.0\.0\.1:(\d+)) \(ws://127\.0\.0\.1:(\d+)/websocket/v1\) "
     r"seed=5 region=kr"

@@ -9,11 +9,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-import ccxt.pro  # type: ignore[import-untyped]
 import httpx
 import pytest
+from helpers import require_module
 
 from marketspine.sim import SimConfig, create_app
+
+ccxt_pro = require_module(
+    "ccxt.pro", "ccxt is not installed (a dev dependency: pip install -e '.[dev]')"
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -23,7 +27,7 @@ async def test_ccxt_pro_watches_ticker_trades_and_book(
 ) -> None:
     app = create_app(SimConfig(), clock=sim_clock)
     with running_sim(app=app) as url:
-        exchange = ccxt.pro.upbit()
+        exchange = ccxt_pro.upbit()
         exchange.urls["api"] = {
             "public": url,
             "private": url,

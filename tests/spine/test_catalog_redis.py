@@ -60,6 +60,13 @@ def spine(gate: Gate, space: RedisSpace, db: Path, **kwargs: Any) -> Spine:
     )
 
 
+async def stored(redis: Redis, key: str) -> bytes:
+    """The value at ``key``, which must be there."""
+    value = await redis.get(key)
+    assert isinstance(value, bytes), (key, value)
+    return value
+
+
 def catalog_of(s: Spine) -> RedisCatalog:
     assert s._shared is not None
     return s._shared.catalog
@@ -75,9 +82,9 @@ async def test_the_warmup_writes_the_design_documents_keys(
     redis = Redis.from_url(redis_space.url)
     try:
         p = redis_space.prefix
-        info = json.loads(await redis.get(f"{p}market:info:upbit"))
-        precision = json.loads(await redis.get(f"{p}precision:cache:upbit"))
-        supported = json.loads(await redis.get(f"{p}supported:exchanges"))
+        info = json.loads(await stored(redis, f"{p}market:info:upbit"))
+        precision = json.loads(await stored(redis, f"{p}precision:cache:upbit"))
+        supported = json.loads(await stored(redis, f"{p}supported:exchanges"))
     finally:
         await redis.aclose()
     assert supported == ["upbit"]

@@ -15,7 +15,7 @@ async def test_a_cancel_that_lands_with_a_wake_up_ends_the_keeper() -> None:
         raise AssertionError("nothing is due")
 
     minute = TIMEFRAMES["1m"]
-    hot = HotWindows(lambda: 10 * 60_000, read_closed)  # type: ignore[arg-type]
+    hot = HotWindows(lambda: 10 * 60_000, read_closed)
     hot.hold("KRW-BTC", minute, 10, minute.floor(10 * 60_000))  # forming: not due
     keeper = asyncio.create_task(hot.keep())
     for _ in range(5):  # let it reach its wait

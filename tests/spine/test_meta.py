@@ -1,6 +1,6 @@
 """Every Spine answer carries ``.meta`` (sources, upstream calls, elapsed, priority) and stays
 a plain list for old callers; ``statistics()`` counts every upstream call, the clock-sync
-ticker included (issue 9 item 3)."""
+ticker included."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from helpers import answer_meta
 
 from marketspine._budget.rules import Priority
 from marketspine._spine.spine import Spine
@@ -57,10 +58,10 @@ async def test_single_ticker_and_orderbook_carry_meta_and_stay_plain_records(
     spine: Spine, sim_app: Any
 ) -> None:
     ticker = await spine.ticker("KRW-BTC", max_age_s=60, priority=Priority.CRITICAL)
-    assert ticker.meta.sources == ("rest",) and ticker.meta.upstream_calls == 1
-    assert ticker.meta.priority == Priority.CRITICAL and ticker.meta.elapsed_ms > 0
+    assert answer_meta(ticker).sources == ("rest",) and answer_meta(ticker).upstream_calls == 1
+    assert answer_meta(ticker).priority == Priority.CRITICAL and answer_meta(ticker).elapsed_ms > 0
     cached = await spine.ticker("KRW-BTC", max_age_s=60)
-    assert cached.meta.sources == ("memory",) and cached.meta.upstream_calls == 0
+    assert answer_meta(cached).sources == ("memory",) and answer_meta(cached).upstream_calls == 0
     # Still a Ticker: equal to, and hashing like, the plain record of the list form.
     (plain,) = await spine.tickers(["KRW-BTC"], max_age_s=60)
     assert isinstance(ticker, Ticker) and ticker == plain and plain == ticker
@@ -69,11 +70,11 @@ async def test_single_ticker_and_orderbook_carry_meta_and_stay_plain_records(
     assert msgspec.structs.replace(ticker, price=1.0) != plain
     book = await spine.orderbook("KRW-BTC", max_age_s=60, priority=Priority.LOW)
     assert isinstance(book, Orderbook) and book.market == "KRW-BTC"
-    assert book.meta.sources == ("rest",) and book.meta.upstream_calls == 1
-    assert book.meta.priority == Priority.LOW
+    assert answer_meta(book).sources == ("rest",) and answer_meta(book).upstream_calls == 1
+    assert answer_meta(book).priority == Priority.LOW
     (plain_book,) = await spine.orderbooks(["KRW-BTC"], max_age_s=60)
     assert book == plain_book and hash(book) == hash(plain_book)
-    assert (await spine.orderbook("KRW-BTC", max_age_s=60)).meta.sources == ("memory",)
+    assert answer_meta(await spine.orderbook("KRW-BTC", max_age_s=60)).sources == ("memory",)
     assert spine.statistics().upstream_calls == await sim_requests(sim_app)
 
 

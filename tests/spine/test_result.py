@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from helpers import require_module
+
 from marketspine import parse_timeframe
 from marketspine._base.time import MINUTE_MS, parse_time
 from marketspine._spine.result import CandleResult, ResultMeta, fill_gaps
@@ -38,6 +40,12 @@ def test_result_is_a_sequence_with_meta_and_frames() -> None:
     )
     assert list(result) == rows and len(result) == 2 and result[1] is rows[1]
     assert result.meta.source == "mixed"
+    require_module(
+        "pandas", "pandas is not installed (the pandas extra: pip install -e '.[pandas]')"
+    )
+    require_module(
+        "polars", "polars is not installed (the polars extra: pip install -e '.[polars]')"
+    )
     frame = result.to_pandas()
     assert list(frame.columns) == ["open", "high", "low", "close", "volume", "value"]
     assert frame.index[1].to_pydatetime() == dt.datetime(2025, 1, 1, 0, 1, tzinfo=dt.UTC)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import aclose
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,7 +80,7 @@ bad_seconds = st.one_of(
     st.integers(max_value=-1),
     st.text(max_size=3),
 )
-bad_kinds = st.one_of(
+bad_kinds: st.SearchStrategy[object] = st.one_of(
     st.integers(),
     st.just([]),
     st.text(max_size=10).filter(lambda t: t.strip() not in STREAM_KINDS),
@@ -204,7 +205,7 @@ async def call(spine: Spine, method: str, kwargs: dict[str, Any]) -> Any:
         try:
             return await anext(events)
         finally:
-            await events.aclose()
+            await aclose(events)
     result = getattr(spine, method)(**kwargs)
     return await result if method != "tick_size" else result
 
@@ -285,7 +286,7 @@ moments = st.datetimes(min_value=dt.datetime(2026, 7, 1), max_value=dt.datetime(
 KST = dt.timezone(dt.timedelta(hours=9))
 
 
-FORMS: list[Callable[[dt.datetime], object]] = [
+FORMS: list[Callable[[dt.datetime], dt.datetime | str | int]] = [
     lambda d: d,  # naive: UTC
     lambda d: d.replace(tzinfo=dt.UTC).astimezone(KST),
     lambda d: d.isoformat(),

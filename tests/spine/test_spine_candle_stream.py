@@ -64,9 +64,13 @@ async def test_every_candle_kind_yields_forming_then_the_closed_rest_candle(
             # Each kind's forming candle comes first (the market trades in every window of a
             # minute or more; the current second may have no trade yet).
             for name in [n for n in TIMEFRAMES if n != "1s"]:
+
+                def is_forming(e: object, n: str = name) -> bool:
+                    return isinstance(e, Candle) and e.timeframe == n
+
                 forming = await next_matching(
                     events,
-                    lambda e, n=name: isinstance(e, Candle) and e.timeframe == n,
+                    is_forming,
                     f"the forming {name} candle",
                     seen,
                 )

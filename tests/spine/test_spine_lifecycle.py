@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import aclose
 
 from marketspine import ClosedError, Spine
 from marketspine._client.client import Client
@@ -21,7 +22,7 @@ async def first_event(spine: Spine) -> Any:
     try:
         return await anext(events)
     finally:
-        await events.aclose()
+        await aclose(events)
 
 
 # Every public method that touches data, called with good arguments.

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from helpers import ManualClock, wait_until
+from helpers import ManualClock, answer_meta, wait_until
 
 from marketspine._base.time import HOUR_MS, MINUTE_MS
 from marketspine._base.timeframes import parse_timeframe
@@ -42,8 +42,8 @@ async def test_ticker_and_trades_from_live_state(spine: Spine) -> None:
     await spine.watch(["ticker", "trade"], ["KRW-BTC"])
     await wait_until(lambda: spine._live.trade_count("KRW-BTC") >= 50, 20, "50 live trades")
     ticker = await spine.ticker("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
-    assert ticker.market == "KRW-BTC" and ticker.meta.sources == ("live",)
-    assert ticker.meta.upstream_calls == 0
+    assert ticker.market == "KRW-BTC" and answer_meta(ticker).sources == ("live",)
+    assert answer_meta(ticker).upstream_calls == 0
     before = spine.client.statistics().sent["ticker"]
     for _ in range(1000):
         await spine.ticker("KRW-BTC", max_age_s=60)
@@ -188,7 +188,7 @@ async def test_auto_falls_back_to_the_stream_when_rest_fails(
             # REST is down: AUTO answers from the stream, REST_ONLY says what failed.
             answer = await spine.ticker("KRW-BTC", max_age_s=0)
             assert answer.market == "KRW-BTC" and answer.ms >= live.ms
-            assert answer.meta.stale and answer.meta.sources == ("stale",)
+            assert answer_meta(answer).stale and answer_meta(answer).sources == ("stale",)
             with pytest.raises(UpstreamError):
                 await spine.ticker("KRW-BTC", channel=Channel.REST_ONLY, max_age_s=0)
 
@@ -235,4 +235,4 @@ async def test_watched_books_at_a_chosen_depth(spine: Spine) -> None:
     await wait_until(lambda: spine._live.orderbook("KRW-BTC") is not None, 20, "a live book")
     book = await spine.orderbook("KRW-BTC", channel=Channel.WEBSOCKET_ONLY)
     assert book.market == "KRW-BTC" and len(book.units) == 5
-    assert book.meta.sources == ("live",) and book.meta.upstream_calls == 0
+    assert answer_meta(book).sources == ("live",) and answer_meta(book).upstream_calls == 0

@@ -1,4 +1,4 @@
-"""What Upbit cannot give (issue 14): 1s candles older than ~3 months are unserved, not
+"""What Upbit cannot give: 1s candles older than ~3 months are unserved, not
 empty; a delisted market's stored history stays readable; a listing is learned once.
 Against the simulator (in-process for Spine, on a loopback port for the CLI), simulated
 time fixed by hand."""
@@ -167,6 +167,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.process
 def test_collect_says_what_upbit_does_not_serve_and_records_nothing(
     running_sim: Callable[..., AbstractContextManager[str]],
     sim_clock: Callable[[], int],
@@ -191,6 +192,7 @@ def test_collect_says_what_upbit_does_not_serve_and_records_nothing(
     assert not any(s["timeframe"] == "1s" and s["ranges"] for s in series)
 
 
+@pytest.mark.process
 def test_collect_of_a_delisted_market_says_why(
     running_sim: Callable[..., AbstractContextManager[str]],
     sim_clock: Callable[[], int],

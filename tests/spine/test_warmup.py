@@ -58,6 +58,7 @@ async def test_regions_fetched_once_each_and_failures_isolated(
         assert "KRW-BTC" in names
 
 
+@pytest.mark.process
 def test_warmup_command_json(
     running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
 ) -> None:

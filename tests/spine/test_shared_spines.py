@@ -83,15 +83,12 @@ async def test_two_spines_asked_for_the_same_missing_history_fetch_each_page_onc
     def spine() -> Spine:
         return shared_spine(gate, pg_space, redis_space)
 
+    queries: list[dict[str, Any]] = [
+        {"timeframe": "1m", "start": since, "end": until},  # 3 pages of history
+        {"timeframe": "1h", "count": 450, "closed_only": True},  # 3 pages back
+    ]
     async with spine() as a, spine() as b:
-        asked = [
-            (s, kwargs)
-            for s in (a, b)
-            for kwargs in (
-                {"timeframe": "1m", "start": since, "end": until},  # 3 pages of history
-                {"timeframe": "1h", "count": 450, "closed_only": True},  # 3 pages back
-            )
-        ]
+        asked = [(s, kwargs) for s in (a, b) for kwargs in queries]
         tasks = [asyncio.create_task(s.candles("KRW-BTC", **kw)) for s, kw in asked]
         # Both asked before any page came back: the loser of each page's lease waits.
         await wait_until(lambda: leases(a).waits + leases(b).waits >= 2, 30, "a page waited on")

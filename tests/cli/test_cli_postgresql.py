@@ -9,10 +9,13 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 from clitools import run
 from services import PgSpace, PrivateRedis, RedisSpace
 
 from marketspine._base.time import parse_time
+
+pytestmark = pytest.mark.process
 
 SINCE, UNTIL = "2026-01-01", "2026-01-03T05:00:00"
 HOURS = 2 * 24 + 5

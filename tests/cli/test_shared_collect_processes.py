@@ -10,7 +10,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -21,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 from clitools import CONSOLE_SCRIPT
-from helpers import UnpacedBudget
+from helpers import Recorder, UnpacedBudget
 from services import PgSpace, PrivateRedis
 
 from marketspine._base.time import parse_time
@@ -31,33 +30,18 @@ from marketspine._store.backfill import collect
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.sim import SimConfig, create_app
 
+pytestmark = pytest.mark.process
+
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
 SINCE, UNTIL = "2026-11-19T12:00:00Z", "2026-11-20T12:00:00Z"  # 8 pages of 1m per market
 CEILING = 10.0  # requests/s of the candles group
 
 
-class Recorder:
-    """An ASGI wrapper around the simulator that notes when each candle request arrives."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.arrivals: list[float] = []
-        self.queries: list[bytes] = []
-        self._lock = threading.Lock()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/candles/"):
-            with self._lock:
-                self.arrivals.append(time.monotonic())
-                self.queries.append(scope["query_string"])
-        await self.app(scope, receive, send)
-
-
 @pytest.fixture
 def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder(create_app(SimConfig(rate_limit=10), clock=lambda: NOW))
-    with running_sim(app=recorder) as url:  # type: ignore[arg-type]
+    with running_sim(app=recorder) as url:
         yield url, recorder
 
 

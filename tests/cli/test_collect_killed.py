@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from helpers import UnpacedBudget
 
 from marketspine._base.time import parse_time
@@ -33,6 +34,8 @@ from marketspine._client.client import Client
 from marketspine._store.backfill import collect
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.sim import SimConfig, create_app
+
+pytestmark = pytest.mark.process
 
 NOW = parse_time("2026-11-20T12:34:56.789Z")
 KILLS = 10

@@ -38,5 +38,7 @@ async def test_serve_stores_in_postgresql_and_spends_the_shared_budget(
         assert isinstance(service.spine.client._budget, RedisRateBudget)
         assert service.spine.client.statistics().budget.groups["candles"].sent >= 1
     with psycopg.connect(pg_space.url) as conn:
-        (rows,) = conn.execute("SELECT COUNT(*) FROM candles").fetchone()
+        counted = conn.execute("SELECT COUNT(*) FROM candles").fetchone()
+    assert counted is not None
+    (rows,) = counted
     assert rows >= 30
