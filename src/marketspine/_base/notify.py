@@ -18,6 +18,7 @@ import queue
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,14 +290,14 @@ class NotifyHandler(logging.Handler):
             assert latest is not None
             folded.latest, folded.repeats = None, 0
             folded.sent_at = latest.at if now is None else now
-            self._send(latest, repeats)
+            self._send(latest, repeats + 1)  # the one told before, and the ones since
 
     def _send(self, alert: _Alert, times: int) -> None:
-        import apprise
+        apprise = _import_apprise()
 
         line = alert.line
         if times > 1:
-            line += f" ({times} times in the last {self._window:.0f} s)"
+            line += f" ({times} times in {self._window:.0f} s)"
         body = line
         if alert.details:
             body += "\n" + "\n".join(f"{k}: {v}" for k, v in sorted(alert.details.items()))
@@ -329,8 +330,16 @@ class NotifyHandler(logging.Handler):
             self.statistics.failed += 1
 
 
+def _import_apprise() -> Any:
+    # apprise 2.3 imports the deprecated imghdr; its warning is no news to an operator.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise
+    return apprise
+
+
 def _apprise_for(urls: Sequence[str]) -> Any:
-    import apprise
+    apprise = _import_apprise()
 
     if not urls:
         raise InvalidRequestError("no notify URL given")
@@ -355,8 +364,7 @@ def check_notify_urls(urls: Sequence[str]) -> None:
 def send_test(urls: Sequence[str], source: str = "marketspine") -> bool:
     """Send one test message to every URL now; True when apprise delivered it.
     Raises InvalidRequestError for a URL apprise cannot parse."""
-    import apprise
-
+    apprise = _import_apprise()
     sender = _apprise_for(urls)
     return bool(
         sender.notify(

@@ -51,7 +51,9 @@ def operations(
     level = logging.getLevelName(log_level.upper())
     root.setLevel(level)
     # httpx logs every request at INFO: that is --log-level debug's business.
-    logging.getLogger("httpx").setLevel(level if level <= logging.DEBUG else logging.WARNING)
+    httpx_log = logging.getLogger("httpx")
+    httpx_level = httpx_log.level
+    httpx_log.setLevel(level if level <= logging.DEBUG else logging.WARNING)
     for handler in root.handlers:
         # On the handler too: the notifier lets INFO through the marketspine logger.
         handler.setLevel(level)
@@ -68,5 +70,6 @@ def operations(
     finally:
         if notifier is not None:
             detach_notify(notifier)
+        httpx_log.setLevel(httpx_level)
         for handler in root.handlers:
             handler.removeFilter(redact)
