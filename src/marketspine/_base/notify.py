@@ -340,14 +340,16 @@ def _import_apprise() -> Any:
 
 def _apprise_for(urls: Sequence[str]) -> Any:
     apprise = _import_apprise()
-
     if not urls:
         raise InvalidRequestError("no notify URL given")
     # apprise logs each send; its lines hold the URLs, so they stay out of the operator's log.
     logging.getLogger("apprise").setLevel(logging.CRITICAL)
     sender = apprise.Apprise()
     for url in urls:
-        if not sender.add(url):
+        with warnings.catch_warnings():  # adding one loads its plugin (imghdr, see above)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            added = sender.add(url)
+        if not added:
             raise InvalidRequestError(
                 f"invalid notify URL {shown_notify_url(url)!r}: apprise cannot parse it "
                 "(see https://github.com/caronc/apprise/wiki for the URL of each service)"
