@@ -133,7 +133,7 @@ def test_a_notifier_nobody_listens_on_is_logged(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING, logger="marketspine.notify"):
         handler.handle(record)
         handler.flush()
-    handler.close()
+    handler.stop()
     assert handler.statistics.failed == 1
     assert any("not delivered" in r.getMessage() for r in caplog.records)
 
@@ -187,3 +187,17 @@ def test_json_lines_carry_event_key_and_details() -> None:
         "ban", "http://x", 30, "banned",
     )  # fmt: skip
     assert line["time"].endswith("+00:00")
+
+
+def test_the_handler_keeps_sending_after_someone_configures_logging(
+    notifier: NotifyHandler, got: Receiver
+) -> None:
+    import logging.config
+
+    # As uvicorn does when a server starts: dictConfig closes every existing handler.
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    logging.getLogger("marketspine.client").warning(
+        "circuit to y opened", extra={"event": "circuit_open", "key": "y"}
+    )
+    notifier.flush()
+    assert got.wait_for(1)[0]["title"] == "marketspine: circuit open"

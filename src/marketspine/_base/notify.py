@@ -176,8 +176,7 @@ class NotifyStatistics:
     per_event: dict[str, int] = field(default_factory=dict)
 
 
-_TICK = object()  # ask the worker to send what is due
-_STOP = object()
+_STOP = object()  # (a threading.Event in the queue: send what is due, then set it)
 
 
 class NotifyHandler(logging.Handler):
@@ -235,17 +234,25 @@ class NotifyHandler(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
-        """Send what is due now, and wait until the queue is worked off (tests, shutdown)."""
+        """Send what is due now and wait (at most a few sends' time) until the queue is
+        worked off (tests; the logging module at exit)."""
         if self._worker.is_alive():
-            self._queue.put(_TICK)
-            self._queue.join()
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait(timeout=2 * SEND_TIMEOUT_S)
 
     def close(self) -> None:
-        """Send the folded repeats still waiting, then stop the thread (idempotent)."""
+        """Nothing to release but the worker, which ``stop`` ends: ``logging.config``
+        closes every handler when anyone configures logging (uvicorn does, starting a
+        server), and this one must keep sending after that."""
+        super().close()
+
+    def stop(self) -> None:
+        """Send the folded repeats still waiting, then end the thread (idempotent)."""
         if self._worker.is_alive():
             self._queue.put(_STOP)
             self._worker.join(timeout=2 * SEND_TIMEOUT_S)
-        super().close()
+        self.close()
 
     # -- the sending side (the worker thread only) ------------------------------------------
 
@@ -263,6 +270,8 @@ class NotifyHandler(logging.Handler):
                 if isinstance(item, _Alert):
                     self._receive(item)
                 self._send_due(self._clock())
+                if isinstance(item, threading.Event):
+                    item.set()
             finally:
                 self._queue.task_done()
 
@@ -400,4 +409,4 @@ def detach_notify(handler: NotifyHandler) -> None:
     logger.removeHandler(handler)
     if not any(isinstance(h, NotifyHandler) for h in logger.handlers):
         logger.setLevel(handler.restore_level or logging.NOTSET)
-    handler.close()
+    handler.stop()
