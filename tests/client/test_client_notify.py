@@ -36,13 +36,15 @@ async def test_the_circuit_opening_and_closing_is_told_once_each(
     notifier: NotifyHandler, got: Receiver
 ) -> None:
     with run_sim(SimConfig(rate_limit=0)) as url:
-        httpx.post(f"{url}/sim/faults", json={"error_rate": 1.0}).raise_for_status()
+        faults = httpx.AsyncClient(base_url=url)
+        (await faults.post("/sim/faults", json={"error_rate": 1.0})).raise_for_status()
         breaker = CircuitBreaker(failure_threshold=2, cool_down=0, name=url)
         retry = RetryPolicy(attempts=2, base_delay=0, max_delay=0)
         async with Client(url, breaker=breaker, retry=retry) as client:
             with pytest.raises(RetryLaterError):
                 await client.markets()
-            httpx.post(f"{url}/sim/faults", json={"error_rate": 0.0}).raise_for_status()
+            (await faults.post("/sim/faults", json={"error_rate": 0.0})).raise_for_status()
+            await faults.aclose()
             assert await client.markets()  # the probe goes through and closes it
     notifier.flush()
     opened, closed = got.wait_for(2)
@@ -56,9 +58,9 @@ async def test_the_circuit_opening_and_closing_is_told_once_each(
 async def test_a_418_block_is_told_with_its_length(notifier: NotifyHandler, got: Receiver) -> None:
     with run_sim(SimConfig(rate_limit=1)) as url:
         # Strikes of 429 until the simulator blocks this IP (its limits: 10 strikes).
-        with httpx.Client(base_url=url) as raw:
+        async with httpx.AsyncClient(base_url=url) as raw:
             for _ in range(100):
-                if raw.get("/v1/market/all").status_code == 418:
+                if (await raw.get("/v1/market/all")).status_code == 418:
                     break
             else:
                 raise AssertionError("the simulator never blocked")
