@@ -200,8 +200,10 @@ class NotifyHandler(logging.Handler):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         source: str = "marketspine",
     ) -> None:
-        super().__init__(level)
+        # Checked before Handler.__init__ registers this handler with logging (which flushes
+        # every registered handler at exit): a refused URL leaves nothing half made behind.
         self._apprise = _apprise_for(urls)
+        super().__init__(level)
         self._window = window_s
         self._clock = clock
         self._source = source

@@ -200,7 +200,8 @@ class RequestChain:
             block = error.retry_after or 0.0
             ban = {"event": "ban", "key": self._base_url, "seconds": round(block)}
             if block > policy.max_ban_wait:
-                log.warning(
+                # INFO: the BannedError raised below tells stderr; alerts take INFO.
+                log.info(
                     "Upbit blocked this IP (418) for %.0f s; failing fast (GET %s)",
                     block, path, extra=ban,
                 )  # fmt: skip

@@ -132,7 +132,8 @@ class CircuitBreaker:
             self._state = "open"
             self._opened_at = self._clock()
             self._open_for = self._cool_down
-            log.warning(
+            # INFO: the failing call's own error says it on stderr already; alerts take INFO.
+            log.info(
                 "circuit to %s opened after %d consecutive failures: failing fast for %.0f s",
                 self._name, self._failures, self._open_for,
                 extra={"event": "circuit_open", "key": self._name, "failures": self._failures},
@@ -144,7 +145,7 @@ class CircuitBreaker:
         418 block), so calls fail fast and callers answer from cache instead of hammering."""
         if self.state != "open":
             self._opened += 1
-            log.warning(
+            log.info(
                 "circuit to %s opened for %.0f s: upstream refuses us that long",
                 self._name, seconds,
                 extra={"event": "circuit_open", "key": self._name, "seconds": round(seconds)},
