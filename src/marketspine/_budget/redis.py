@@ -433,6 +433,7 @@ class RedisRateBudget:
             log.warning(
                 "Redis unreachable (%s); rate budget falls back to a local share until it returns",
                 exc,
+                extra={"event": "redis_lost", "key": "budget"},
             )
 
     async def _try_recover(self) -> bool:
@@ -465,7 +466,10 @@ class RedisRateBudget:
         # Until every other process has noticed too (each retries every retry_every_s, after
         # at most a window's wait in its fallback), keep to the local share as well.
         self._grace_until = self._clock() + 2 * self._span + self._retry_every
-        log.warning("Redis reachable again; the rate budget is shared again")
+        log.warning(
+            "Redis reachable again; the rate budget is shared again",
+            extra={"event": "redis_back", "key": "budget"},
+        )
         return True
 
     # -- feedback ------------------------------------------------------------------------

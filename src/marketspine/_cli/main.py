@@ -9,7 +9,9 @@ file), 3 nothing to export or collect (stderr says why), 130 interrupted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
+import time
 from collections.abc import Iterator
 
 import click
@@ -102,6 +104,38 @@ def _timeframe_option(func: click.decorators.FC) -> click.decorators.FC:
 def _until_option(func: click.decorators.FC) -> click.decorators.FC:
     return click.option(
         "--until", metavar="TIME", default=None, help="ISO 8601 end, exclusive (default: now)."
+    )(func)
+
+
+def _operations_options(func: click.decorators.FC) -> click.decorators.FC:
+    """``--notify``, ``--log-level`` and ``--log-format`` (serve, collect, warmup)."""
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: one JSON object per line (time, level, logger, message, event, "
+        "details), for log shippers.",
+    )(func)
+    func = click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        default="warning",
+        show_default=True,
+        help="Least severe log lines shown on stderr (info: each refresh and exchange).",
+    )(func)
+    return _notify_option(func)
+
+
+def _notify_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--notify",
+        metavar="URL",
+        multiple=True,
+        envvar="MARKETSPINE_NOTIFY",
+        help="Send alerts (bans, circuit, failed refreshes, lost Redis/database, ...) to "
+        "this apprise URL, e.g. tgram://BOTTOKEN/CHATID or json://HOST:PORT/ (repeatable; "
+        "default: $MARKETSPINE_NOTIFY, comma or space separated).",
     )(func)
 
 
@@ -229,6 +263,7 @@ def _default_db(upstream: str = DEFAULT_UPSTREAM) -> str:
     help="When stderr is no terminal (a pipe, a log), print a progress line there at most "
     "this often; 0 = never.",
 )
+@_operations_options
 def collect(
     markets: tuple[str, ...],
     timeframe: str,
@@ -239,6 +274,9 @@ def collect(
     json_output: bool,
     redis: str | None,
     progress_every_s: float,
+    notify: tuple[str, ...],
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Backfill closed candles of MARKET... (codes such as KRW-BTC) into the store:
     resumable, exact, at the rate-limit ceiling. A progress bar on a terminal (a progress
@@ -249,18 +287,29 @@ def collect(
       marketspine collect KRW-BTC KRW-ETH -t 1m --since 2026-01-01 --until 2026-01-02
     """
     from .commands import run_collect
+    from .logs import operations, url_password
 
-    run_collect(
-        list(markets),
-        timeframe=timeframe,
-        since=since,
-        until=until,
-        db=db or _default_db(upstream),
-        upstream=upstream,
-        json_output=json_output,
-        redis=redis,
-        progress_every_s=progress_every_s,
-    )
+    with operations(
+        log_level=log_level,
+        log_format=log_format,
+        notify=notify,
+        secrets=[url_password(db), url_password(redis)],
+    ):
+        log = logging.getLogger("marketspine.collect")
+        log.info("collect: %d market(s) at %s from %s", len(markets), timeframe, upstream)
+        started = time.perf_counter()
+        run_collect(
+            list(markets),
+            timeframe=timeframe,
+            since=since,
+            until=until,
+            db=db or _default_db(upstream),
+            upstream=upstream,
+            json_output=json_output,
+            redis=redis,
+            progress_every_s=progress_every_s,
+        )
+        log.info("collect: done in %.1f s", time.perf_counter() - started)
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
@@ -382,7 +431,16 @@ def status(db: str | None, json_output: bool) -> None:
 )
 @_db_option
 @click.option("--json", "json_output", is_flag=True, help="Print the JSON report.")
-def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output: bool) -> None:
+@_operations_options
+def warmup(
+    upstream: str,
+    exchange: tuple[str, ...],
+    db: str | None,
+    json_output: bool,
+    notify: tuple[str, ...],
+    log_level: str,
+    log_format: str,
+) -> None:
     """Fetch market lists and instruments (tick sizes, levels) of every configured
     exchange. Exits 1 when any exchange failed.
 
@@ -391,13 +449,17 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
       marketspine warmup --exchange upbit-sg=https://sg-api.upbit.com --json
     """
     from .commands import run_warmup
+    from .logs import operations, url_password
 
-    run_warmup(
-        upstream=upstream,
-        exchanges=list(exchange),
-        db=db or _default_db(upstream),
-        json_output=json_output,
-    )
+    with operations(
+        log_level=log_level, log_format=log_format, notify=notify, secrets=[url_password(db)]
+    ):
+        run_warmup(
+            upstream=upstream,
+            exchanges=list(exchange),
+            db=db or _default_db(upstream),
+            json_output=json_output,
+        )
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
@@ -433,6 +495,7 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     show_default=True,
     help="WebSocket connections open at once from one client address; more are refused.",
 )
+@_operations_options
 def serve(
     upstream: str,
     db: str | None,
@@ -441,6 +504,9 @@ def serve(
     admin_token: str | None,
     redis: str | None,
     ws_max_per_ip: int,
+    notify: tuple[str, ...],
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Serve every client on the host from one rate budget, cache and live feed:
     Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
@@ -451,23 +517,55 @@ def serve(
     Example:
       marketspine serve --upstream sim --port 8600
     """
+    import os
+
     from .._base.extras import need
 
     # Checked before anything starts, so a missing extra is one line, not a traceback.
     need("serve")
     if upstream == "sim":
         need("sim")
-    from .._serve.app import run_serve
 
-    run_serve(
-        upstream=_simulator if upstream == "sim" else upstream,
-        db=db or _default_db(upstream),
-        host=host,
-        port=port,
-        admin_token=admin_token,
-        redis=redis,
-        ws_max_per_ip=ws_max_per_ip,
-    )
+    from .._serve.app import run_serve
+    from .logs import operations, url_password
+
+    secrets = [admin_token, os.environ.get("MARKETSPINE_ADMIN_TOKEN")]
+    with operations(
+        log_level=log_level,
+        log_format=log_format,
+        notify=notify,
+        secrets=[*secrets, url_password(db), url_password(redis)],
+    ):
+        run_serve(
+            upstream=_simulator if upstream == "sim" else upstream,
+            db=db or _default_db(upstream),
+            host=host,
+            port=port,
+            admin_token=admin_token,
+            redis=redis,
+            ws_max_per_ip=ws_max_per_ip,
+        )
+
+
+@app.command("notify-test", context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@_notify_option
+def notify_test(notify: tuple[str, ...]) -> None:
+    """Send one test message to each --notify URL; exit 1 when it was not delivered, 2 for
+    a URL apprise cannot parse.
+
+    \b
+    Example:
+      marketspine notify-test --notify tgram://BOTTOKEN/CHATID
+    """
+    from .._base.notify import send_test, split_notify_urls
+    from ..errors import InvalidRequestError
+
+    urls = split_notify_urls(notify)
+    if not urls:
+        raise InvalidRequestError("no notify URL: give --notify URL or set MARKETSPINE_NOTIFY")
+    if not send_test(urls):
+        _fail("the test message was not delivered to every --notify URL", EXIT_FAILED)
+    print(f"test message sent to {len(urls)} notify URL(s)")
 
 
 @contextlib.contextmanager
@@ -483,8 +581,6 @@ def _simulator() -> Iterator[str]:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors are click's message and exit 2, bad input
     one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""
-    import logging
-
     from .._base.extras import MissingExtraError
     from ..errors import InvalidRequestError, MarketspineError, StoreError
 

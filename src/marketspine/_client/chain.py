@@ -185,6 +185,11 @@ class RequestChain:
             return response.content
         if status == 429:
             self.rate_limited += 1
+            log.info(
+                "Upbit answered 429 (too many requests) to GET %s; the %s group is held back",
+                path, group,
+                extra={"event": "rate_limited", "key": f"{self._base_url} {group}"},
+            )  # fmt: skip
             limited = tally.rate_limited_error(group, attempt)
             # The budget holds the whole group back; the retry waits in the budget step.
             self._budget.penalize(group, limited.retry_after or 0.0)
@@ -194,7 +199,13 @@ class RequestChain:
             told = block_seconds(response)
             error = tally.banned_error(told)
             block = error.retry_after or 0.0
+            ban = {"event": "ban", "key": self._base_url, "seconds": round(block)}
             if block > policy.max_ban_wait:
+                # INFO: the BannedError raised below tells stderr; alerts take INFO.
+                log.info(
+                    "Upbit blocked this IP (418) for %.0f s; failing fast (GET %s)",
+                    block, path, extra=ban,
+                )  # fmt: skip
                 self.failed += 1
                 # Too long to wait out: fail fast (callers answer from cache) until it ends.
                 self._breaker.trip(block)
@@ -204,6 +215,7 @@ class RequestChain:
                 block,
                 "" if told is not None else " (no block time given: backing off)",
                 path,
+                extra=ban,
             )
             for name in GROUPS:  # the block covers the IP, every group
                 self._budget.penalize(name, block)

@@ -11,6 +11,7 @@ While open, calls fail fast with CircuitOpenError so callers can answer from cac
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ __all__ = [
     "BreakerStatistics",
     "CircuitBreaker",
 ]
+
+log = logging.getLogger("marketspine.client")
 
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_COOL_DOWN = 10.0
@@ -108,6 +111,12 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         """The call reached a working upstream: close the breaker."""
+        if self._state != "closed":
+            log.info(
+                "circuit to %s closed: upstream answers again",
+                self._name,
+                extra={"event": "circuit_closed", "key": self._name},
+            )
         self._state = "closed"
         self._failures = 0
         self._probe_out = False
@@ -123,6 +132,12 @@ class CircuitBreaker:
             self._state = "open"
             self._opened_at = self._clock()
             self._open_for = self._cool_down
+            # INFO: the failing call's own error says it on stderr already; alerts take INFO.
+            log.info(
+                "circuit to %s opened after %d consecutive failures: failing fast for %.0f s",
+                self._name, self._failures, self._open_for,
+                extra={"event": "circuit_open", "key": self._name, "failures": self._failures},
+            )  # fmt: skip
         self._probe_out = False
 
     def trip(self, seconds: float) -> None:
@@ -130,6 +145,11 @@ class CircuitBreaker:
         418 block), so calls fail fast and callers answer from cache instead of hammering."""
         if self.state != "open":
             self._opened += 1
+            log.info(
+                "circuit to %s opened for %.0f s: upstream refuses us that long",
+                self._name, seconds,
+                extra={"event": "circuit_open", "key": self._name, "seconds": round(seconds)},
+            )  # fmt: skip
         self._state = "open"
         self._opened_at = self._clock()
         self._open_for = max(self._cool_down, seconds)

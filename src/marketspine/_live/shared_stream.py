@@ -249,6 +249,7 @@ class SharedStream:
                 "live feed: %sthis process holds the upstream WebSocket for every process "
                 "on it (lease generation %d)",
                 "Redis is back; " if previous == "alone" else "", self._generation,
+                extra={"event": "lease_moved", "key": "live feed", "role": "holder"},
             )  # fmt: skip
         await self._sync(wanted)
 
@@ -263,6 +264,7 @@ class SharedStream:
                 logging.WARNING if previous == "alone" else logging.INFO,
                 "live feed: %sfollowing the shared feed of process %s",
                 "Redis is back; " if previous == "alone" else "", holder,
+                extra={"event": "lease_moved", "key": "live feed", "role": "follower"},
             )  # fmt: skip
         await self._sync(set())
 
@@ -275,6 +277,7 @@ class SharedStream:
             log.warning(
                 "live feed: Redis unreachable (%s); this process reads its own upstream "
                 "WebSocket until Redis is back (was %s)", exc, previous,
+                extra={"event": "redis_lost", "key": "live feed"},
             )  # fmt: skip
         await self._sync(self._own())
 

@@ -24,6 +24,7 @@ reconnect still fills the gap after it).
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 from collections import deque
 from collections.abc import Hashable
@@ -33,6 +34,8 @@ from typing import TypeAlias
 from .._base.memory import MemoryBudget
 from ..records import Trade
 from .listener import Gap
+
+log = logging.getLogger("marketspine.live")
 
 __all__ = [
     "KEPT_WHEN_EVICTED",
@@ -177,6 +180,12 @@ class TradeSequencer:
             return []  # unsubscribed while filling
         self.gaps += 1
         self.gap_trades += len(missing)
+        if not complete:
+            log.warning(
+                "trades of %s lost between %d and %d ms: the gap could not be filled (%s)",
+                fill.market, fill.before.ms, fill.after.ms, reason,
+                extra={"event": "gap_unfilled", "key": fill.market, "filled": len(missing)},
+            )  # fmt: skip
         out: list[Output] = [
             Gap(fill.market, fill.before.ms, fill.after.ms, len(missing), complete, reason)
         ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
 from .._store.backfill import ProgressEvent, collect
 from ..errors import InvalidRequestError, UnknownMarketError
+
+log = logging.getLogger("marketspine.serve")
 
 if TYPE_CHECKING:
     from .._spine.spine import Spine
@@ -159,6 +162,11 @@ class BackfillJobs:
         except Exception as exc:
             job.state = "failed"
             job.error = str(exc)
+            log.error(
+                "backfill job %s (%s %s) failed: %s",
+                job.id, ",".join(job.markets), job.timeframe.name, exc,
+                extra={"event": "backfill_failed", "key": job.id},
+            )  # fmt: skip
         else:
             job.state = "done"
         if job.cancel_requested:  # cancelled as it finished: the user's word stands

@@ -118,11 +118,17 @@ async def warm_up(
     started = time.perf_counter()
     urls = sorted({url.rstrip("/") for url in exchanges.values()})
 
+    took: dict[str, float] = {}  # seconds per URL, for the log
+    log.info("refresh: warming up %d exchange(s)", len(exchanges))
+
     async def attempt(url: str) -> tuple[list[MarketInfo], list[Instrument]] | BaseException:
+        began = time.perf_counter()
         try:
             return await fetch(url)
         except Exception as exc:  # reported per exchange, never raised past the others
             return exc
+        finally:
+            took[url] = time.perf_counter() - began
 
     outcomes = dict(zip(urls, await asyncio.gather(*(attempt(u) for u in urls)), strict=True))
     details: dict[str, dict[str, Any]] = {}
@@ -135,20 +141,24 @@ async def warm_up(
             if cause is not None:
                 error += f" (caused by {type(cause).__name__}: {cause})"
             details[name] = {"success": False, "url": url, "error": error}
-            log.error("warmup of %s (%s) failed: %s", name, url, error)
+            log.error(
+                "warmup of %s (%s) failed: %s", name, url, error,
+                extra={"event": "warmup_failed", "key": name},
+            )  # fmt: skip
             continue
         markets, instruments = outcome
         catalog.exchanges[name] = ExchangeCatalog(
             name, url, wall_ms(), tuple(markets), tuple(instruments)
         )
         refreshed.append(name)
+        log.info("refresh: %s ok, %d markets in %.2f s", name, len(markets), took[url.rstrip("/")])
         details[name] = {
             "success": True,
             "url": url,
             "markets": len(markets),
             "instruments": len(instruments),
         }
-    return WarmupReport(
+    report = WarmupReport(
         success=len(refreshed) == len(exchanges),
         refreshed_exchanges=refreshed,
         # An upstream configured under two names lists its markets once.
@@ -158,6 +168,12 @@ async def warm_up(
         execution_time=time.perf_counter() - started,
         exchange_details=details,
     )
+    log.log(
+        logging.INFO if report.success else logging.WARNING,
+        "refresh: success %d/%d, %d markets in %.2f s",
+        len(refreshed), len(exchanges), report.total_markets, report.execution_time,
+    )  # fmt: skip
+    return report
 
 
 def catalog_path(db_path: Path) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +68,7 @@ class MarketList:
         self.warm_at_start = bool(exchanges) and every_s > 0
         self.other_calls = 0  # requests sent by the clients made for other exchanges
         self.last_report: WarmupReport | None = None
+        self._failing: set[str] = set()  # exchanges whose last warmup failed (to tell recovery)
         self._catalog = Catalog()
         self._path: Path | None = None
         self._markets: dict[str, MarketInfo] | None = None
@@ -160,6 +161,7 @@ class MarketList:
     async def refresh(self, client: Client, *, first_now: bool = False) -> None:
         """Warm up (at once with ``first_now``, then) every ``every_s`` until cancelled; a
         failed round is logged and the next one tries again."""
+        failed = False  # the last round raised (so the next success is a recovery)
         while True:
             if first_now:
                 first_now = False
@@ -168,7 +170,17 @@ class MarketList:
             try:
                 await self.warmup(client)
             except Exception:  # the next round tries again; details are in the report
-                logger.exception("scheduled warmup failed")
+                failed = True
+                logger.exception(
+                    "scheduled warmup failed", extra={"event": "warmup_failed", "key": "scheduled"}
+                )
+            else:
+                if failed:
+                    failed = False
+                    logger.info(
+                        "scheduled warmup recovered",
+                        extra={"event": "warmup_recovered", "key": "scheduled"},
+                    )
 
     def tick_size(self, market: str, price: float) -> float:
         """The tick of ``market`` at ``price``: the instrument the last warmup fetched (the
@@ -182,9 +194,42 @@ class MarketList:
 
     def _adopt(self) -> None:
         """Answer ``markets()`` from the catalog of the main upstream, if there is one."""
+        if self.last_report is not None:
+            self._failing = _log_recoveries(self._failing, self.last_report)
         for entry in self._catalog.exchanges.values():
             if entry.url.rstrip("/") == self._upstream:
+                if self._markets is not None:
+                    _log_listing_changes(self._markets, entry.markets)
                 self._markets = {m.market: m for m in entry.markets}
+
+
+def _log_recoveries(failing: set[str], report: WarmupReport) -> set[str]:
+    """Log each exchange that failed last time and warmed up now; the ones failing now."""
+    for name in sorted(failing & set(report.refreshed_exchanges)):
+        logger.info(
+            "warmup of %s recovered", name, extra={"event": "warmup_recovered", "key": name}
+        )
+    return set(report.exchange_details) - set(report.refreshed_exchanges)
+
+
+def _log_listing_changes(before: dict[str, MarketInfo], after: Iterable[MarketInfo]) -> None:
+    """Log markets upstream stopped listing, and changed warning/caution flags."""
+    now = {m.market: m for m in after}
+    for code in sorted(before.keys() - now.keys()):
+        logger.warning(
+            "market %s delisted: upstream no longer lists it",
+            code,
+            extra={"event": "market_delisted", "key": code},
+        )
+    for code in sorted(before.keys() & now.keys()):
+        old, new = before[code], now[code]
+        if (old.warning, old.caution) != (new.warning, new.caution):
+            raised = sorted(k for k, v in new.caution.items() if v)
+            logger.warning(
+                "market %s flags changed: warning %s -> %s, caution %s",
+                code, old.warning, new.warning, ", ".join(raised) or "none",
+                extra={"event": "market_flags", "key": code, "warning": new.warning},
+            )  # fmt: skip
 
 
 async def _markets_and_instruments(client: Client) -> tuple[list[MarketInfo], list[Instrument]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -35,6 +35,13 @@ from .._base.args import (
     timeframe_arg,
 )
 from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
+from .._base.notify import (
+    NotifyHandler,
+    attach_notify,
+    check_notify_urls,
+    detach_notify,
+    split_notify_urls,
+)
 from .._base.time import now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
@@ -71,7 +78,8 @@ class Spine:
     page fetches and catalog are shared (keys under ``redis_prefix``); ``transport``: httpx
     transport (tests); ``ws_url``: WebSocket URL (default from ``upstream``); ``wall_ms``:
     local UTC clock (ms); ``memory_mb``: the one memory budget (MiB) of candle windows and
-    live state, least recently used market evicted first. Use it as
+    live state, least recently used market evicted first; ``notify``: apprise URLs (e.g.
+    ``tgram://BOTTOKEN/CHATID``) alerted while open (bans, circuit, failed warmups). Use it as
     ``async with Spine(...) as spine``. Before that and after ``aclose()`` every data method
     (and ``client``/``store``) raises ``ClosedError``; ``statistics``, ``tick_size``,
     ``clear_memory`` and ``aclose`` keep working; a closed Spine cannot be reopened. A wrong
@@ -95,8 +103,13 @@ class Spine:
         wall_ms: Callable[[], int] = now_ms,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the warmup schedule's
+        notify: Sequence[str] = (),
     ) -> None:
         check_upstream(upstream)  # before anything is made from the other arguments
+        # Alerts (bans, circuit, failed warmups, ...) to these apprise URLs while open.
+        self._notify_urls = split_notify_urls([notify] if isinstance(notify, str) else notify)
+        check_notify_urls(self._notify_urls)
+        self._notifier: NotifyHandler | None = None
         db, budget, shared = resolve_backends(db, budget, redis, redis_prefix)  # from URLs
         self._upstream = upstream.rstrip("/")
         self._shared = shared  # Redis's shared budget, page leases and catalog
@@ -144,6 +157,8 @@ class Spine:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._notify_urls and self._notifier is None:
+            self._notifier = attach_notify(self._notify_urls)
         await self._life.open(self._prepare)
         if self._market_list.warm_at_start:
             self._life.start(
@@ -165,6 +180,9 @@ class Spine:
         """Stop the stream and background tasks, close the client and the store. From now
         on every data method raises ClosedError (idempotent)."""
         await self._life.aclose()
+        if self._notifier is not None:
+            notifier, self._notifier = self._notifier, None
+            await asyncio.to_thread(detach_notify, notifier)  # sends what it folded
 
     @property
     def client(self) -> Client:
