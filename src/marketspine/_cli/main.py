@@ -416,6 +416,21 @@ def warmup(upstream: str, exchange: tuple[str, ...], db: str | None, json_output
     "generated at first start, kept beside the database with 0600 permissions).",
 )
 @click.option(
+    "--read-token",
+    metavar="TOKEN",
+    default=None,
+    help="Bearer token that may read /api but change nothing (default: "
+    "$MARKETSPINE_READ_TOKEN, else none: reads need the admin token or an admin session).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    metavar="NAME",
+    multiple=True,
+    help="A host name clients may reach serve by (a TLS proxy's, a LAN name); repeatable. "
+    "Besides it only IP addresses, localhost and --host are answered (DNS rebinding).",
+)
+@click.option(
     "--redis",
     metavar="URL",
     default=None,
@@ -436,13 +451,16 @@ def serve(
     host: str,
     port: int,
     admin_token: str | None,
+    read_token: str | None,
+    allowed_hosts: tuple[str, ...],
     redis: str | None,
     ws_max_per_ip: int,
 ) -> None:
     """Serve every client on the host from one rate budget, cache and live feed:
     Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
-    /api/openapi.json), /healthz, /metrics and POST /admin/api/refresh-market-info.
-    Prints 'serving on http://HOST:PORT' when ready; stops on Ctrl-C or SIGTERM.
+    /api/openapi.json; a bearer token required), /healthz, /metrics and POST
+    /admin/api/refresh-market-info. Prints 'serving on http://HOST:PORT' when ready;
+    stops on Ctrl-C or SIGTERM.
 
     \b
     Example:
@@ -456,6 +474,8 @@ def serve(
         host=host,
         port=port,
         admin_token=admin_token,
+        read_token=read_token,
+        allowed_hosts=allowed_hosts,
         redis=redis,
         ws_max_per_ip=ws_max_per_ip,
     )
