@@ -28,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import InvalidRequestError
 
 __all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "PLOTLY_MAPLIBRE_STYLE",
     "SECURITY_HEADERS",
     "AllowedHosts",
     "HostCheck",
@@ -37,10 +39,17 @@ __all__ = [
 ]
 
 # The admin page has no inline script, style or event handler: everything comes from
-# serve itself. plotly.js sets styles through the CSSOM (``element.style``), which
-# ``style-src 'self'`` allows; the browser test checks that no violation is reported.
+# serve itself. plotly.js (pinned in pyproject.toml) sets styles through the CSSOM, which
+# ``style-src`` does not govern, but it adds two <style> elements of its own: an empty one
+# it then fills with ``insertRule`` (the hash of "" below) and MapLibre's stylesheet (the
+# second hash; tests/serve/test_lockdown.py checks it against the shipped plotly.min.js).
+# Those two hashes, not 'unsafe-inline': no other inline style applies. The browser test
+# checks that no violation is reported.
+_EMPTY_STYLE = "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+PLOTLY_MAPLIBRE_STYLE = "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='"
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; "
+    f"style-src 'self' {_EMPTY_STYLE} {PLOTLY_MAPLIBRE_STYLE}; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 SECURITY_HEADERS: dict[str, str] = {
