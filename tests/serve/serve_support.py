@@ -20,6 +20,7 @@ import httpx
 
 _START_TIMEOUT_S = 30.0
 TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}  # /api needs a token
 
 
 @dataclass
@@ -28,8 +29,10 @@ class ServeProcess:
     process: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
 
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(self.url + path, params=params, timeout=15)
+    def get(
+        self, path: str, *, headers: dict[str, str] | None = None, **params: Any
+    ) -> httpx.Response:
+        return httpx.get(self.url + path, params=params, headers=headers, timeout=15)
 
 
 @contextlib.contextmanager

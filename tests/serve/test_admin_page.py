@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import SIM_NOW_MS
-from serve_support import TOKEN, ServeProcess, sim_stats
+from serve_support import AUTH, TOKEN, ServeProcess, sim_stats
 
 from marketspine._base.time import format_utc
 
@@ -166,7 +166,9 @@ def test_a_backfill_job_started_from_the_page_can_be_cancelled(serve: ServeProce
         cancelled = client.delete(f"/admin/api/backfill/{job['id']}", headers=headers)
         assert cancelled.status_code == 200, cancelled.text
         deadline = time.monotonic() + 30
-        while (state := client.get(f"/api/backfill/{job['id']}").json())["state"] == "running":
+        while (state := client.get(f"/api/backfill/{job['id']}", headers=AUTH).json())[
+            "state"
+        ] == "running":
             assert time.monotonic() < deadline, "the cancelled job never stopped"
             time.sleep(0.05)
         assert state["state"] == "cancelled" and state["progress"] < 1.0

@@ -30,7 +30,10 @@ async def http(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[httpx.AsyncC
     ) as service:
         app = create_service_app(service)
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://serve",
+            timeout=30,
+            headers={"Authorization": "Bearer t"},  # /api needs a token
         ) as client:
             yield client
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import SIM_NOW_MS, require_module, run_sim, wait_until_sync
-from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
+from serve_support import AUTH, TOKEN, ServeProcess, serve_process, sim_stats
 
 from marketspine.sim import SimConfig
 
@@ -124,7 +124,7 @@ def test_repeated_get_ohlcv_2000_makes_no_upstream_call(
     assert first is not None and len(first) == 2000
 
     def forming_is_live() -> bool:
-        status = served.get("/api/status").json()
+        status = served.get("/api/status", headers=AUTH).json()
         return ["candle.1m", "KRW-XRP"] in status["watched"]
 
     # the forming candle now comes from the trade stream

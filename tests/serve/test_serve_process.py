@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import wait_until_sync
-from serve_support import TOKEN, ServeProcess, serve_process, sim_stats
+from serve_support import AUTH, TOKEN, ServeProcess, serve_process, sim_stats
 
 pytestmark = pytest.mark.process
 
@@ -37,7 +37,9 @@ def test_admin_refresh_needs_the_bearer_token(serve: ServeProcess, fixed_sim: st
     url = serve.url + REFRESH
     # serve's own warmup at start asks for the market list too: count from after it.
     wait_until_sync(
-        lambda: serve.get("/api/warmup").status_code == 200, 30, "serve's start-up warmup"
+        lambda: serve.get("/api/warmup", headers=AUTH).status_code == 200,
+        30,
+        "serve's start-up warmup",
     )
     before = sim_stats(fixed_sim)["requests"]["by_group"].get("market", 0)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -51,7 +53,7 @@ def test_admin_refresh_needs_the_bearer_token(serve: ServeProcess, fixed_sim: st
     assert set(report) == WARMUP_KEYS and report["success"] is True
     assert report["total_markets"] > 0
     assert sim_stats(fixed_sim)["requests"]["by_group"].get("market", 0) == before + 1
-    assert serve.get("/api/warmup").json() == report
+    assert serve.get("/api/warmup", headers=AUTH).json() == report
 
 
 def test_metrics_names(serve: ServeProcess) -> None:

@@ -61,7 +61,10 @@ async def service(upstream: Banning, tmp_path: Path) -> AsyncIterator[ServeServi
 async def http(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
     app = create_service_app(service)  # the service is entered by the fixture, not lifespan
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://serve",
+        timeout=30,
+        headers={"Authorization": "Bearer t"},  # /api needs a token
     ) as client:
         yield client
 

@@ -481,6 +481,21 @@ def warmup(
     "generated at first start, kept beside the database with 0600 permissions).",
 )
 @click.option(
+    "--read-token",
+    metavar="TOKEN",
+    default=None,
+    help="Bearer token that may read /api but change nothing (default: "
+    "$MARKETSPINE_READ_TOKEN, else none: reads need the admin token or an admin session).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    metavar="NAME",
+    multiple=True,
+    help="A host name clients may reach serve by (a TLS proxy's, a LAN name); repeatable. "
+    "Besides it only IP addresses, localhost and --host are answered (DNS rebinding).",
+)
+@click.option(
     "--redis",
     metavar="URL",
     default=None,
@@ -502,6 +517,8 @@ def serve(
     host: str,
     port: int,
     admin_token: str | None,
+    read_token: str | None,
+    allowed_hosts: tuple[str, ...],
     redis: str | None,
     ws_max_per_ip: int,
     notify: tuple[str, ...],
@@ -510,8 +527,9 @@ def serve(
 ) -> None:
     """Serve every client on the host from one rate budget, cache and live feed:
     Upbit-compatible REST at /v1/..., its own JSON API at /api/ (OpenAPI at
-    /api/openapi.json), /healthz, /metrics and POST /admin/api/refresh-market-info.
-    Prints 'serving on http://HOST:PORT' when ready; stops on Ctrl-C or SIGTERM.
+    /api/openapi.json; a bearer token required), /healthz, /metrics and POST
+    /admin/api/refresh-market-info. Prints 'serving on http://HOST:PORT' when ready;
+    stops on Ctrl-C or SIGTERM.
 
     \b
     Example:
@@ -529,7 +547,7 @@ def serve(
     from .._serve.app import run_serve
     from .logs import operations, url_password
 
-    secrets = [admin_token, os.environ.get("MARKETSPINE_ADMIN_TOKEN")]
+    secrets = [admin_token, os.environ.get("MARKETSPINE_ADMIN_TOKEN"), read_token]
     with operations(
         log_level=log_level,
         log_format=log_format,
@@ -542,6 +560,8 @@ def serve(
             host=host,
             port=port,
             admin_token=admin_token,
+            read_token=read_token,
+            allowed_hosts=allowed_hosts,
             redis=redis,
             ws_max_per_ip=ws_max_per_ip,
         )

@@ -6,7 +6,11 @@ plotly.js comes from the ``plotly`` package's own bundle, so nothing is fetched 
 
 Routes here answer JSON to the page; every state-changing one needs the session cookie and
 its ``X-CSRF-Token`` (403 without). ``POST /admin/api/refresh-market-info`` (in
-``_serve_admin``) takes that or the bearer token.
+``_serve/admin_api``) takes that or the bearer token. The page's chart and coverage come
+from ``/admin/api/candles`` and ``/admin/api/coverage``: ``/api``'s routes mounted where the
+session cookie (scoped to ``/admin``) is sent. Nothing on the page is inline (no script,
+style or event handler in the HTML), so serve's Content-Security-Policy needs no
+``'unsafe-inline'``.
 """
 
 from __future__ import annotations

@@ -258,6 +258,26 @@ _TIMEFRAMES = ", ".join(TIMEFRAMES)
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "marketspine serve", "version": "0.1.0"},
+    # Every /api route needs one of these (app.py locks them): reads take the read-only
+    # token, the admin token or an admin session; changes the admin token, or a session
+    # with its CSRF token in X-CSRF-Token. 401 without credentials, 403 for too few rights.
+    "security": [{"bearer": []}, {"session": []}],
+    "components": {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "--admin-token (everything) or --read-token (GET only)",
+            },
+            "session": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "marketspine_admin",
+                "description": "The admin page's login session; changes also need its "
+                "X-CSRF-Token header",
+            },
+        }
+    },
     "paths": {
         "/api/candles": {
             "get": {
@@ -335,8 +355,10 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _OK, "404": _ERROR},
             },
         },
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _OK}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": _OK}}},
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _OK}}},
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": _OK}}
+        },
         "/admin/api/refresh-market-info": {
             "post": {
                 "summary": "Run a warmup now (Authorization: Bearer <admin token>)",

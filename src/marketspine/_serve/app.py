@@ -5,6 +5,11 @@ client on the host — Upbit-compatible REST at ``/v1/…``, its own JSON API at
 ``create_service_app(service)`` builds the Starlette app from a ``ServeService`` (routes
 grouped per module, so the admin page and the WebSocket gateway mount beside them);
 ``run_serve`` is the command line's entry.
+
+Locked down: every ``/api`` route but ``/api/openapi.json`` answers only the credentials
+``ApiAccess`` accepts (``_serve/admin_api``); ``/v1``, ``/websocket/v1``, ``/healthz`` and
+``/metrics`` stay open to clients on the host, as Upbit's are. Every answer carries the
+security headers, and ``run_serve`` refuses a ``Host`` that is not its own (``_serve/security``).
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -31,9 +37,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from .._base.urls import check_db, check_upstream, is_postgres_url
 from .._upbit.errors import method_not_allowed
 from ..errors import InvalidRequestError
-from .admin_api import admin_routes, resolve_token, token_path
+from .admin_api import ApiAccess, admin_routes, resolve_read_token, resolve_token, token_path
 from .admin_page import AdminPage, admin_page_routes
 from .api import api_routes
+from .security import SECURITY_HEADERS, AllowedHosts, HostCheck, SecurityHeaders, is_loopback
 from .service import ServeService
 from .upbit_rest import upbit_routes
 from .upbit_ws import DEFAULT_MAX_PER_ADDRESS, WsGateway
@@ -45,6 +52,10 @@ logger = logging.getLogger("marketspine.serve")
 _NOT_FOUND = msgspec.json.encode(
     {"error": {"name": "not_found", "message": "no Route matched with those values"}}
 )
+# The /api reads the admin page draws from. Its session cookie is scoped to /admin (the
+# browser sends it nowhere else), so they are served at /admin/api/… too, same rules.
+_PAGE_READS = ("/api/candles", "/api/coverage")
+_OPEN_API = "/api/openapi.json"  # the description of the API is no secret
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -52,7 +63,8 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     traceback goes to the log)."""
     logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     body = msgspec.json.encode({"error": {"name": 500, "message": f"internal error: {exc}"}})
-    return Response(body, 500, media_type="application/json")
+    # Answered outside the middleware (by Starlette's outermost layer): headers given here.
+    return Response(body, 500, media_type="application/json", headers=SECURITY_HEADERS)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -85,15 +97,32 @@ def _health_routes(service: ServeService) -> list[BaseRoute]:
     ]
 
 
+def _locked_api(routes: list[BaseRoute], access: ApiAccess) -> list[BaseRoute]:
+    """``routes`` with every ``/api`` route but the OpenAPI description behind ``access``
+    (a route added to ``api_routes`` is locked too), plus the page's reads under /admin."""
+    locked: list[BaseRoute] = []
+    for route in routes:
+        if isinstance(route, Route) and route.path != _OPEN_API:
+            endpoint = access.guard(route.endpoint)
+            locked.append(Route(route.path, endpoint, methods=route.methods, name=route.name))
+            if route.path in _PAGE_READS:
+                locked.append(Route("/admin" + route.path, endpoint, methods=["GET"]))
+        else:
+            locked.append(route)
+    return locked
+
+
 def create_service_app(
     service: ServeService,
     *,
     extra_routes: list[BaseRoute] | None = None,
     ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
+    allowed_hosts: AllowedHosts | None = None,
 ) -> Starlette:
     """The ASGI app of ``serve`` around ``service`` (entered and closed by the app's
     lifespan). ``extra_routes`` are mounted too; ``ws_max_per_ip`` caps the WebSocket
-    connections open at once from one client address."""
+    connections open at once from one client address; with ``allowed_hosts``, a request
+    whose ``Host`` it does not allow is refused (``run_serve`` always gives it)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,15 +137,20 @@ def create_service_app(
     service.demand.in_use = gateway.wants
     routes: list[BaseRoute] = [
         *upbit_routes(service),
-        *api_routes(service),
+        *_locked_api(api_routes(service), ApiAccess(service, admin_page)),
         *admin_routes(service, admin_page),
         *admin_page_routes(admin_page),
         *_health_routes(service),
         WebSocketRoute("/websocket/v1", gateway.handle),
         *(extra_routes or []),
     ]
+    # The headers go outermost, so the Host refusal carries them too.
+    middleware = [Middleware(SecurityHeaders)]
+    if allowed_hosts is not None:
+        middleware.append(Middleware(HostCheck, hosts=allowed_hosts))
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
             404: _not_found,
@@ -175,6 +209,17 @@ def _kept_in(db_path: Path | None) -> str:
     return "not stored" if db_path is None else f"stored in {token_path(db_path)}"
 
 
+def exposure_warning(host: str, url: str, read_token: str | None) -> str | None:
+    """The start-up warning for listening on ``host`` beyond loopback (None on loopback):
+    serve speaks plain HTTP, so tokens and data would cross the network readable."""
+    if is_loopback(host):
+        return None
+    advice = "put a TLS proxy in front (and name it with --allowed-host)"
+    if read_token is None:
+        advice += ", and give read-only clients a --read-token rather than the admin token"
+    return f"serve listens on {url}, beyond loopback, without TLS: {advice}"
+
+
 def run_serve(
     *,
     upstream: str | Callable[[], contextlib.AbstractContextManager[str]],
@@ -182,6 +227,8 @@ def run_serve(
     host: str,
     port: int,
     admin_token: str | None,
+    read_token: str | None = None,
+    allowed_hosts: Sequence[str] = (),
     ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
     **options: Any,
 ) -> None:
@@ -189,9 +236,11 @@ def run_serve(
     ``options`` go to ``ServeService``. ``upstream`` is a base URL, or a context manager
     factory that starts an upstream once the arguments are checked and yields its URL (the
     command line's ``--upstream sim``: serve itself never imports the simulator).
+    ``read_token`` (else ``MARKETSPINE_READ_TOKEN``) opens ``/api``'s reads; requests are
+    answered for IP addresses, ``localhost``, ``host`` and the ``allowed_hosts`` names.
 
-    Raises InvalidRequestError for an address that cannot be listened on or a bad token,
-    StoreError for a database that cannot be used.
+    Raises InvalidRequestError for an address that cannot be listened on, a bad token or
+    host name, StoreError for a database that cannot be used.
     """
     import uvicorn
 
@@ -205,6 +254,9 @@ def run_serve(
     if isinstance(upstream, str):
         check_upstream(upstream, "--upstream", also=", or sim")
     check_db(db, "--db")
+    read_token = resolve_read_token(read_token)
+    # A name to listen on is a name clients use (an address or a wildcard is no name).
+    hosts = AllowedHosts([*allowed_hosts, host])
     # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
     db_path = None if is_postgres_url(db) else Path(db).expanduser()
     asyncio.run(_check_database(db_path or db))
@@ -220,6 +272,9 @@ def run_serve(
             "or --port (--port 0 picks a free one)"
         ) from exc
     url = serve_url(host, sock.getsockname()[1])
+    warning = exposure_warning(host, url, read_token)
+    if warning is not None:
+        logger.warning(warning)
 
     with contextlib.ExitStack() as stack:
         stack.callback(sock.close)
@@ -227,8 +282,10 @@ def run_serve(
             upstream = stack.enter_context(upstream())
         if options.get("transport") is None:
             options["transport"] = _TransportOnceTlsReady(tls)
-        service = ServeService(upstream, db_path or db, admin_token=token, **options)
-        app = create_service_app(service, ws_max_per_ip=ws_max_per_ip)
+        service = ServeService(
+            upstream, db_path or db, admin_token=token, read_token=read_token, **options
+        )
+        app = create_service_app(service, ws_max_per_ip=ws_max_per_ip, allowed_hosts=hosts)
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager

@@ -138,9 +138,10 @@ class LiveDemand:
 
 class ServeService:
     """Everything ``serve`` answers from. ``upstream``/``db``/``transport``/``ws_url`` go to
-    the ``Spine``; ``admin_token`` guards the admin API; ``max_wait_s`` bounds how long a
-    request may wait for its turn before it gets Upbit's 429; ``warmup_every_s`` is the
-    warmup schedule (0: only at start; negative: never)."""
+    the ``Spine``; ``admin_token`` guards the admin API and ``/api``, ``read_token`` (if
+    any) opens ``/api``'s reads only; ``max_wait_s`` bounds how long a request may wait for
+    its turn before it gets Upbit's 429; ``warmup_every_s`` is the warmup schedule (0: only
+    at start; negative: never)."""
 
     def __init__(
         self,
@@ -148,6 +149,7 @@ class ServeService:
         db: str | Path | CandleStore | None = None,
         *,
         admin_token: str,
+        read_token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         ws_url: str | None = None,
         max_wait_s: float = 8.0,
@@ -169,6 +171,7 @@ class ServeService:
             warmup_every_s=0,  # the service schedules warmups itself, to report them
         )
         self.admin_token = admin_token
+        self.read_token = read_token
         self.max_wait_s = max_wait_s
         self.gate = FairGate(per_client)
         self.candle_rows = CandleRows()

@@ -198,7 +198,7 @@ $("job-form").addEventListener("submit", async (event) => {
 // -- coverage -------------------------------------------------------------------------------
 
 async function loadCoverage() {
-  const series = await api("/api/coverage");
+  const series = await api("/admin/api/coverage");
   fill("coverage", series, (row, s) => {
     cell(row, s.market);
     cell(row, s.timeframe);
@@ -238,7 +238,7 @@ async function loadChart() {
   const count = $("chart-count").value || "120";
   $("chart-status").textContent = "loading…";
   try {
-    const answer = await api(`/api/candles?market=${encodeURIComponent(market)}&timeframe=${timeframe}&count=${count}`);
+    const answer = await api(`/admin/api/candles?market=${encodeURIComponent(market)}&timeframe=${timeframe}&count=${count}`);
     Object.assign(chart, { market, timeframe, candles: answer.candles });
     $("chart-status").textContent = `${answer.candles.length} candles from ${answer.meta.sources.join("+")}`;
     drawChart();
@@ -249,7 +249,7 @@ async function loadChart() {
 
 async function updateForming() {
   if (!chart.market || document.hidden) return;
-  const answer = await api(`/api/candles?market=${encodeURIComponent(chart.market)}&timeframe=${chart.timeframe}&count=2`);
+  const answer = await api(`/admin/api/candles?market=${encodeURIComponent(chart.market)}&timeframe=${chart.timeframe}&count=2`);
   for (const k of answer.candles) {
     const at = chart.candles.findIndex((c) => c.time_utc === k.time_utc);
     if (at >= 0) chart.candles[at] = k;
