@@ -118,11 +118,16 @@ async def warm_up(
     started = time.perf_counter()
     urls = sorted({url.rstrip("/") for url in exchanges.values()})
 
+    took_ms: dict[str, int] = {}  # each URL's own fetch time (they run side by side)
+
     async def attempt(url: str) -> tuple[list[MarketInfo], list[Instrument]] | BaseException:
+        began = time.perf_counter()
         try:
             return await fetch(url)
         except Exception as exc:  # reported per exchange, never raised past the others
             return exc
+        finally:
+            took_ms[url] = round((time.perf_counter() - began) * 1000)
 
     outcomes = dict(zip(urls, await asyncio.gather(*(attempt(u) for u in urls)), strict=True))
     details: dict[str, dict[str, Any]] = {}
@@ -134,7 +139,12 @@ async def warm_up(
             cause = outcome.__cause__ or outcome.__context__
             if cause is not None:
                 error += f" (caused by {type(cause).__name__}: {cause})"
-            details[name] = {"success": False, "url": url, "error": error}
+            details[name] = {
+                "success": False,
+                "url": url,
+                "error": error,
+                "duration_ms": took_ms[url.rstrip("/")],
+            }
             log.error("warmup of %s (%s) failed: %s", name, url, error)
             continue
         markets, instruments = outcome
@@ -147,6 +157,7 @@ async def warm_up(
             "url": url,
             "markets": len(markets),
             "instruments": len(instruments),
+            "duration_ms": took_ms[url.rstrip("/")],
         }
     return WarmupReport(
         success=len(refreshed) == len(exchanges),
