@@ -126,6 +126,8 @@ async def test_backfill_jobs_are_kept_done_and_cancelled(
         assert bad.status_code == 400 and "limit" in bad.json()["error"]["message"]
         one = (await http.get("/api/backfill/history", params={"limit": 1})).json()
         assert len(one["runs"]) == 1
+        paths = (await http.get("/api/openapi.json")).json()["paths"]
+        assert {"/api/warmup/history", "/api/backfill/history"} <= set(paths)
 
     cancelled, done = body["runs"]
     assert (done["ok"], done["trigger"], done["markets"]) == (True, "job", 1)
