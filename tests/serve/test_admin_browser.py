@@ -1,6 +1,8 @@
 """The admin page in a real browser: Debian's chromium driven by Playwright logs in,
 refreshes market info, runs a backfill job to 100%, draws the candle chart and the live
-ticker table, and the console stays free of errors.
+ticker table, and the console stays free of errors; the run history with its chart, and the
+candle chart as an operator uses it (title, Upbit's colours or green/red, a failed request
+marked with old candles removed, more than 1,000 candles by paging).
 
 Without chromium or Playwright the test skips with the reason; under
 ``MARKETSPINE_REQUIRE_BROWSER=1`` (set by ``.ci/run``) it fails instead. With
@@ -140,7 +142,8 @@ def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
     expect(page.locator("#chart-status")).to_contain_text("120 candles")
     expect(page.locator("#chart .main-svg").first).to_be_visible()
     chart_png = page.locator("#chart").screenshot()
-    candle_pixels = _coloured_pixels(chart_png, [(0x26, 0xA6, 0x9A), (0xEF, 0x53, 0x50)])
+    # Upbit's own colours by default: red rising, blue falling.
+    candle_pixels = _coloured_pixels(chart_png, [(0xC8, 0x4A, 0x31), (0x12, 0x61, 0xC4)])
     assert candle_pixels > 500, f"only {candle_pixels} candle-coloured pixels in the chart"
 
     # Live tickers of watched markets, and the rate budget the requests used.
@@ -173,4 +176,98 @@ def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
         for text, url in page.errors
         if not (url.endswith("/admin/login") and "401" in text)
     ]
+    assert unexpected == [], f"errors in the browser console: {unexpected}"
+
+
+_TRACE_COLOURS = """() => {
+    const d = document.getElementById("chart").data[0];
+    return [d.increasing.line.color, d.decreasing.line.color];
+}"""
+_CHART_LAYOUT = """() => {
+    const layout = document.getElementById("chart").layout;
+    return [layout.title.text, layout.xaxis.title.text];
+}"""
+_DRAWN = "() => (document.getElementById('chart').data || []).map((t) => t.x.length)"
+
+
+def _log_in(page: Any, url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url + "/admin")
+    page.fill("#token", TOKEN)
+    page.click("#login-btn")
+    expect(page.locator("#refresh-market-btn")).to_be_visible()
+
+
+def _show(page: Any, market: str, count: int) -> None:
+    page.fill("#chart-market", market)
+    page.select_option("#chart-timeframe", "1m")
+    page.fill("#chart-count", str(count))
+    page.click("#chart-btn")
+
+
+def test_history_and_the_chart_as_an_operator_uses_it(
+    page: Any, serve: ServeProcess, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    candle_requests: list[str] = []
+    page.on(
+        "request",
+        lambda r: candle_requests.append(r.url) if "/api/candles" in r.url else None,
+    )
+    _log_in(page, serve.url)
+
+    # The run history: the warmup at start and a manual one, in the table and the chart.
+    page.click("#refresh-market-btn")
+    expect(page.locator("#market-status")).to_have_text(re.compile(r"refreshed \d+ markets"))
+    expect(page.locator("#history tbody")).to_contain_text("manual")
+    expect(page.locator("#history tbody")).to_contain_text("start")
+    expect(page.locator("#history tbody")).to_contain_text("upbit ok")
+    expect(page.locator("#history-rate")).to_contain_text("success 100.0%")
+    expect(page.locator("#history-rate")).to_contain_text("(target 95%)")
+    expect(page.locator("#history-chart .main-svg").first).to_be_visible()
+    rows = page.locator("#history tbody tr").count()
+    plotted = page.evaluate(
+        "() => document.getElementById('history-chart').data.map(t => t.x.length)"
+    )
+    assert rows >= 2 and plotted == [rows, rows]
+    expect(page.locator("#updated")).to_contain_text("UTC")
+
+    # The chart drawn at load: titled with market and timeframe, time in UTC, Upbit's colours.
+    expect(page.locator("#chart-status")).to_contain_text("120 candles")
+    assert page.evaluate(_CHART_LAYOUT) == ["KRW-BTC · 1m", "time (UTC)"]
+    assert page.evaluate(_TRACE_COLOURS) == ["#c84a31", "#1261c4"]
+
+    # Green/red on request, remembered across a reload.
+    page.check("#chart-green-red")
+    assert page.evaluate(_TRACE_COLOURS) == ["#26a69a", "#ef5350"]
+    page.reload()
+    expect(page.locator("#chart-status")).to_contain_text("120 candles")
+    expect(page.locator("#chart-green-red")).to_be_checked()
+    assert page.evaluate(_TRACE_COLOURS) == ["#26a69a", "#ef5350"]
+    page.uncheck("#chart-green-red")
+    assert page.evaluate(_TRACE_COLOURS) == ["#c84a31", "#1261c4"]
+
+    # A failed request: the error over the chart, the previous market's candles gone.
+    _show(page, "KRW-NOPE", 120)
+    expect(page.locator("#chart-error")).to_be_visible()
+    expect(page.locator("#chart-error")).to_contain_text("KRW-NOPE 1m:")
+    expect(page.locator("#chart-status")).to_have_text("failed")
+    assert page.evaluate(_DRAWN) == []
+
+    # 1,500 candles: more than one /api/candles request, joined, every candle drawn.
+    candle_requests.clear()
+    _show(page, "KRW-BTC", 1500)
+    expect(page.locator("#chart-status")).to_contain_text("1500 candles")
+    expect(page.locator("#chart-error")).to_be_hidden()
+    assert page.evaluate(_DRAWN) == [1500, 1500]
+    times = page.evaluate("() => document.getElementById('chart').data[0].x")
+    assert times == sorted(set(times)), "joined pages are ascending without repeats"
+    paged = [u for u in candle_requests if "KRW-BTC" in u and "count=2&" not in u + "&"]
+    assert len(paged) >= 2 and any("start=" in u and "end=" in u for u in paged), paged
+
+    page.screenshot(path=str(_screens(tmp_path) / "admin-history.png"), full_page=True)
+    # The only errors: the browser's own line for the unknown market's 404.
+    unexpected = [(text, url) for text, url in page.errors if "KRW-NOPE" not in url]
     assert unexpected == [], f"errors in the browser console: {unexpected}"

@@ -174,3 +174,16 @@ def test_a_backfill_job_started_from_the_page_can_be_cancelled(serve: ServeProce
         assert state["state"] == "cancelled" and state["progress"] < 1.0
         listed = client.get("/admin/api/state").json()["jobs"]
         assert any(j["id"] == job["id"] and j["state"] == "cancelled" for j in listed)
+
+
+def test_the_dashboard_has_the_history_and_chart_parts_and_no_inline_script(
+    serve: ServeProcess,
+) -> None:
+    with login(serve) as (client, _):
+        html = client.get("/admin").text
+    for part in ('id="history"', 'id="history-chart"', 'id="history-rate"', 'id="chart-error"'):
+        assert part in html, part
+    assert 'id="chart-green-red"' in html
+    # A Content-Security-Policy without 'unsafe-inline' must not break the page.
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline <script>"
+    assert not re.search(r"\son[a-z]+\s*=", html), "an inline event handler"

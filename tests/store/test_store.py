@@ -1,5 +1,6 @@
 """The candle stores, SQLite and PostgreSQL, through one suite: exact round trips, atomic
-pages, coverage, errors, loop lag. Tests taking ``make_store`` run against both back-ends."""
+pages, coverage, errors, loop lag, the run history. Tests taking ``make_store`` run against
+both back-ends."""
 
 from __future__ import annotations
 
@@ -10,14 +11,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
+from services import PgSpace
 
 from marketspine import InvalidRequestError, StoreError, parse_timeframe
 from marketspine._base.coverage import Coverage
-from marketspine._base.time import MINUTE_MS, parse_time
+from marketspine._base.time import DAY_MS, MINUTE_MS, parse_time
 from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._store.postgres import PostgresStore
-from marketspine._store.sqlite import SCHEMA_VERSION, SQLiteStore
+from marketspine._store.sqlite import (
+    HISTORY_KEEP_MS,
+    HISTORY_KEEP_RUNS,
+    SCHEMA_VERSION,
+    RunRecord,
+    SQLiteStore,
+)
 from marketspine.records import Candle
 
 T0 = parse_time("2024-01-01")
@@ -228,3 +237,103 @@ async def test_delisted_markets_are_remembered_with_the_first_sighting(
         assert await store.delisted() == {"KRW-OLD": T0}
     async with make_store() as store:
         assert await store.delisted() == {"KRW-OLD": T0}
+
+
+# -- the run history: every finished warmup and backfill job, newest first, bounded per kind
+# (the last HISTORY_KEEP_RUNS, within HISTORY_KEEP_MS); an older file gains the table.
+
+
+def warmup(at: int, *, ok: bool = True, trigger: str = "scheduled") -> RunRecord:
+    upbit = {"exchange": "upbit", "ok": ok, "markets": 3 if ok else 0, "duration_ms": 12}
+    return RunRecord(
+        "warmup",
+        trigger,
+        at,
+        15,
+        ok,
+        3 if ok else 0,
+        ({**upbit, "error": None if ok else "ConnectError: refused"},),
+        None if ok else "upbit: ConnectError: refused",
+    )
+
+
+async def test_runs_come_back_newest_first_per_kind_and_survive_reopening(
+    make_store: MakeStore,
+) -> None:
+    job = RunRecord(
+        "backfill",
+        "job",
+        T0 + 5,
+        2500,
+        False,
+        2,
+        ({"market": "KRW-BTC", "ok": True, "candles": 60, "error": None},),
+        "cancelled",
+        "job-1 1m",
+    )
+    async with make_store() as store:
+        assert await store.runs("warmup") == []
+        await store.add_run(warmup(T0, trigger="start"))
+        await store.add_run(warmup(T0 + 10, ok=False, trigger="manual"))
+        await store.add_run(job)
+    async with make_store() as store:
+        warmups = await store.runs("warmup")
+        assert [(r.started_ms, r.trigger, r.ok) for r in warmups] == [
+            (T0 + 10, "manual", False),
+            (T0, "start", True),
+        ]
+        assert warmups[0] == warmup(T0 + 10, ok=False, trigger="manual")
+        assert await store.runs("backfill") == [job]
+        assert [r.started_ms for r in await store.runs("warmup", limit=1)] == [T0 + 10]
+
+
+async def test_the_history_is_bounded_by_count_and_age(make_store: MakeStore) -> None:
+    async with make_store() as store:
+        await store.add_run(RunRecord("backfill", "job", T0 - 400 * DAY_MS, 1, True, 1))
+        old = T0 - HISTORY_KEEP_MS - 1
+        await store.add_run(warmup(old))
+        for i in range(HISTORY_KEEP_RUNS + 2):
+            await store.add_run(warmup(T0 + i * MINUTE_MS))
+        kept = await store.runs("warmup", limit=5000)
+        # the run older than 90 days and the two oldest beyond the count are gone
+        assert len(kept) == HISTORY_KEEP_RUNS
+        assert kept[0].started_ms == T0 + (HISTORY_KEEP_RUNS + 1) * MINUTE_MS
+        assert kept[-1].started_ms == T0 + 2 * MINUTE_MS
+        # another kind's runs are bounded by their own inserts only
+        assert len(await store.runs("backfill")) == 1
+
+
+async def test_an_older_sqlite_file_gains_the_history_and_keeps_its_candles(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    async with SQLiteStore(path) as store:
+        await store.write_page(
+            "KRW-BTC", TF["1m"], minute_candles("KRW-BTC", T0, 3), (T0, T0 + 3 * MINUTE_MS)
+        )
+    # Make it the file of a marketspine from before the run history (schema version 2).
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE run_history")
+        conn.execute("PRAGMA user_version = 2")
+    async with SQLiteStore(path, read_only=True) as store:  # a read-only open never migrates
+        assert await store.runs("warmup") == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    async with SQLiteStore(path) as store:
+        await store.add_run(warmup(T0))
+        assert len(await store.runs("warmup")) == 1
+        assert len(await store.read("KRW-BTC", TF["1m"], T0, T0 + 3 * MINUTE_MS)) == 3
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+async def test_an_older_postgres_schema_gains_the_history(pg_space: PgSpace) -> None:
+    async with PostgresStore(pg_space.url) as store:
+        await store.write_page("KRW-BTC", TF["1m"], [], (T0, T0 + MINUTE_MS))
+    with psycopg.connect(pg_space.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE run_history")
+        conn.execute("UPDATE marketspine_schema SET version = 2")
+    async with PostgresStore(pg_space.url) as store:
+        await store.add_run(warmup(T0))
+        assert [r.started_ms for r in await store.runs("warmup")] == [T0]
+        assert (await store.coverage("KRW-BTC", TF["1m"])).ranges == ((T0, T0 + MINUTE_MS),)

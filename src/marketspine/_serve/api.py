@@ -1,6 +1,7 @@
 """``serve``'s own JSON API under ``/api/`` (documented at ``/api/openapi.json``): candles by
 ``start``/``end`` of any length with derived timeframes and ``fill``; coverage and status;
-backfill jobs (start, progress, cancel); the warmup report. Errors have Upbit's shape.
+backfill jobs (start, progress, cancel); the warmup report; the history of warmups and
+backfill jobs. Errors have Upbit's shape.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from .._base.time import format_utc
 from .._base.timeframes import TIMEFRAMES, parse_timeframe
 from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
+from .history import SUCCESS_TARGET, history_answer
 
 if TYPE_CHECKING:
     from .service import ServeService
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["OPENAPI", "api_routes"]
 
 _MAX_API_CANDLES = 100_000
+_MAX_HISTORY = 1000  # the store keeps at most this many runs of a kind
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -225,6 +228,22 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
             return _error(404, "no warmup has finished yet")
         return _json(service.warmup_report)
 
+    async def runs_of(kind: str, request: Request) -> Response:
+        text = request.query_params.get("limit", "100")
+        try:
+            limit = int(text)
+        except ValueError:
+            raise InvalidRequestError(f"limit must be an integer, got {text!r}") from None
+        if not 1 <= limit <= _MAX_HISTORY:
+            raise InvalidRequestError(f"limit must be 1..{_MAX_HISTORY}")
+        return _json(history_answer(kind, await service.spine.store.runs(kind, limit)))
+
+    async def warmup_history(request: Request) -> Response:
+        return await runs_of("warmup", request)
+
+    async def backfill_history(request: Request) -> Response:
+        return await runs_of("backfill", request)
+
     async def openapi(request: Request) -> Response:
         return _json(OPENAPI)
 
@@ -234,7 +253,10 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
         Route("/api/coverage", _guarded(coverage)),
         Route("/api/status", _guarded(status)),
         Route("/api/warmup", _guarded(warmup)),
+        Route("/api/warmup/history", _guarded(warmup_history)),
         Route("/api/backfill", _guarded(backfill), methods=["GET", "POST"]),
+        # Before /api/backfill/{job_id}, which would take "history" for a job id.
+        Route("/api/backfill/history", _guarded(backfill_history)),
         Route("/api/backfill/{job_id}", _guarded(backfill_one), methods=["GET", "DELETE"]),
     ]
 
@@ -316,6 +338,23 @@ OPENAPI: dict[str, Any] = {
                 "summary": "The last warmup report (success, refreshed_exchanges, total_markets, "
                 "execution_time, exchange_details)",
                 "responses": {"200": _OK, "404": _ERROR},
+            }
+        },
+        "/api/warmup/history": {
+            "get": {
+                "summary": "Finished warmups (start, scheduled, manual), newest first, with a "
+                "summary: count, success_rate against the target "
+                f"({SUCCESS_TARGET:.0%}), median and max duration_ms",
+                "parameters": [_q("limit", "Newest N runs, 1..1000 (default 100)", kind="integer")],
+                "responses": {"200": _OK, "400": _ERROR},
+            }
+        },
+        "/api/backfill/history": {
+            "get": {
+                "summary": "Finished backfill jobs (done, failed, cancelled), newest first, with "
+                "the same summary as /api/warmup/history",
+                "parameters": [_q("limit", "Newest N runs, 1..1000 (default 100)", kind="integer")],
+                "responses": {"200": _OK, "400": _ERROR},
             }
         },
         "/api/backfill": {

@@ -54,7 +54,7 @@ _NOT_FOUND = msgspec.json.encode(
 )
 # The /api reads the admin page draws from. Its session cookie is scoped to /admin (the
 # browser sends it nowhere else), so they are served at /admin/api/… too, same rules.
-_PAGE_READS = ("/api/candles", "/api/coverage")
+_PAGE_READS = ("/api/candles", "/api/coverage", "/api/warmup/history", "/api/backfill/history")
 _OPEN_API = "/api/openapi.json"  # the description of the API is no secret
 
 

@@ -18,6 +18,7 @@ from .._base.time import format_utc
 from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
 from .._store.backfill import ProgressEvent, collect
+from .._store.sqlite import RunRecord
 from ..errors import InvalidRequestError, UnknownMarketError
 
 log = logging.getLogger("marketspine.serve")
@@ -46,6 +47,7 @@ class BackfillJob:
     task: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    reported: bool = False  # its end was handed to ``on_end`` (the run history)
 
     def as_dict(self) -> dict[str, Any]:
         markets = {}
@@ -75,13 +77,48 @@ class BackfillJob:
             "finished": self.finished,
         }
 
+    def as_run(self) -> RunRecord:
+        """The history entry of a backfill job that has ended (done, failed or cancelled)."""
+        finished = self.finished if self.finished is not None else self.created
+        results = []
+        for market in self.markets:
+            event = self.progress.get(market)
+            done = bool(event and event.finished)
+            results.append(
+                {
+                    "market": market,
+                    "ok": done,
+                    "candles": event.candles_written if event else 0,
+                    "error": None if done or self.state == "done" else self.error or self.state,
+                }
+            )
+        return RunRecord(
+            "backfill",
+            "job",
+            round(self.created * 1000),
+            max(0, round((finished - self.created) * 1000)),
+            self.state == "done",
+            len(self.markets),
+            tuple(results),
+            self.error or (None if self.state == "done" else self.state),
+            f"{self.id} {self.timeframe.name}",
+        )
+
 
 class BackfillJobs:
-    """Running and recently finished jobs; ``spawn`` runs work in the service's task group."""
+    """Running and recently finished jobs; ``spawn`` runs work in the service's task group;
+    ``on_end`` hears of each job once, as it ends (done, failed or cancelled)."""
 
-    def __init__(self, spine: Spine, spawn: Callable[[Any], asyncio.Task[Any]]) -> None:
+    def __init__(
+        self,
+        spine: Spine,
+        spawn: Callable[[Any], asyncio.Task[Any]],
+        *,
+        on_end: Callable[[RunRecord], None] | None = None,
+    ) -> None:
         self._spine = spine
         self._spawn = spawn
+        self._on_end = on_end
         self._jobs: dict[str, BackfillJob] = {}
         self._ids = itertools.count(1)
 
@@ -133,7 +170,14 @@ class BackfillJobs:
             job.done.set()
             if job.task is not None:  # a task cancelled before it ran never runs
                 job.task.cancel()
+            self._ended(job)
         return job
+
+    def _ended(self, job: BackfillJob) -> None:
+        if job.reported or self._on_end is None:
+            return
+        job.reported = True
+        self._on_end(job.as_run())
 
     async def _run(self, job: BackfillJob) -> None:
         def progress(event: ProgressEvent) -> None:
@@ -158,6 +202,7 @@ class BackfillJobs:
             job.state = "cancelled"  # shutdown: let it through
             job.finished = time.time()
             job.done.set()
+            self._ended(job)
             raise
         except Exception as exc:
             job.state = "failed"
@@ -173,6 +218,7 @@ class BackfillJobs:
             job.state = "cancelled"
         job.finished = job.finished or time.time()
         job.done.set()
+        self._ended(job)
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.state != "running"]

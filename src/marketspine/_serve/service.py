@@ -23,10 +23,11 @@ import httpx
 from prometheus_client.core import Metric
 
 from .._spine.spine import Spine
-from .._store.sqlite import CandleStore
+from .._store.sqlite import CandleStore, RunRecord
 from .._upbit.limits import remaining_req
 from .._upbit.rest_rows import CandleRows, ClosedAnswers
 from ..records import Instrument
+from .history import keep_run, warmup_run
 from .jobs import BackfillJobs
 from .metrics import CallCount, ServeMetrics, counter, gauge, spine_figures
 
@@ -178,7 +179,7 @@ class ServeService:
         self.closed_answers = ClosedAnswers()
         self.demand = LiveDemand(self.spine, self.spawn, idle_s=idle_unwatch_s)
         self.demand.enabled = live_on_demand
-        self.jobs = BackfillJobs(self.spine, self.spawn)
+        self.jobs = BackfillJobs(self.spine, self.spawn, on_end=self.keep_run_later)
         self.gateway: Any = None  # the WebSocket gateway (``_serve_ws.WsGateway``) once mounted
         self.warmup_report: dict[str, Any] | None = None
         self.warmup_at: float | None = None  # wall time the last warmup finished
@@ -273,11 +274,13 @@ class ServeService:
 
     # -- warmup ----------------------------------------------------------------------------------
 
-    async def warmup(self, max_age_s: float = 0.0) -> dict[str, Any]:
+    async def warmup(self, max_age_s: float = 0.0, *, trigger: str = "manual") -> dict[str, Any]:
         """Run a warmup now (one at a time); returns and keeps the warmup dictionary. With
-        Redis, one another process finished within ``max_age_s`` is taken instead."""
+        Redis, one another process finished within ``max_age_s`` is taken instead.
+        ``trigger`` (start, scheduled, manual) is what the run history records."""
         async with self._warmup_lock:
             started = time.perf_counter()
+            started_ms = round(time.time() * 1000)
             try:
                 report = await self.spine.warmup(max_age_s=max_age_s)
             except Exception as exc:
@@ -296,13 +299,27 @@ class ServeService:
             self._instruments.clear()
             self.warmup_report = report
             self.warmup_at = time.time()
+            took_ms = round((time.perf_counter() - started) * 1000)
+            self.keep_run_later(warmup_run(report, trigger, started_ms, took_ms))
             return report
 
+    def keep_run_later(self, run: RunRecord) -> None:
+        """Write ``run`` to the run history in the background (never delaying the caller)."""
+        try:
+            self.spawn(keep_run(self.spine.store, run))
+        except RuntimeError as exc:  # outside ``async with``: nothing runs in the background
+            logger.warning("cannot keep the %s run in the history: %s", run.kind, exc)
+
     async def _warmup_schedule(self) -> None:
+        trigger = "start"
         while True:
-            await self.warmup(self._warmup_every_s if self._warmup_every_s > 0 else WARMUP_EVERY_S)
+            await self.warmup(
+                self._warmup_every_s if self._warmup_every_s > 0 else WARMUP_EVERY_S,
+                trigger=trigger,
+            )
             if self._warmup_every_s <= 0:
                 return
+            trigger = "scheduled"
             await asyncio.sleep(self._warmup_every_s)
 
     # -- figures read at scrape time ---------------------------------------------------------------

@@ -118,7 +118,7 @@ async def warm_up(
     started = time.perf_counter()
     urls = sorted({url.rstrip("/") for url in exchanges.values()})
 
-    took: dict[str, float] = {}  # seconds per URL, for the log
+    took_ms: dict[str, int] = {}  # each URL's own fetch time (they run side by side)
     log.info("refresh: warming up %d exchange(s)", len(exchanges))
 
     async def attempt(url: str) -> tuple[list[MarketInfo], list[Instrument]] | BaseException:
@@ -128,7 +128,7 @@ async def warm_up(
         except Exception as exc:  # reported per exchange, never raised past the others
             return exc
         finally:
-            took[url] = time.perf_counter() - began
+            took_ms[url] = round((time.perf_counter() - began) * 1000)
 
     outcomes = dict(zip(urls, await asyncio.gather(*(attempt(u) for u in urls)), strict=True))
     details: dict[str, dict[str, Any]] = {}
@@ -140,7 +140,12 @@ async def warm_up(
             cause = outcome.__cause__ or outcome.__context__
             if cause is not None:
                 error += f" (caused by {type(cause).__name__}: {cause})"
-            details[name] = {"success": False, "url": url, "error": error}
+            details[name] = {
+                "success": False,
+                "url": url,
+                "error": error,
+                "duration_ms": took_ms[url.rstrip("/")],
+            }
             log.error(
                 "warmup of %s (%s) failed: %s", name, url, error,
                 extra={"event": "warmup_failed", "key": name},
@@ -151,12 +156,16 @@ async def warm_up(
             name, url, wall_ms(), tuple(markets), tuple(instruments)
         )
         refreshed.append(name)
-        log.info("refresh: %s ok, %d markets in %.2f s", name, len(markets), took[url.rstrip("/")])
+        log.info(
+            "refresh: %s ok, %d markets in %.2f s",
+            name, len(markets), took_ms[url.rstrip("/")] / 1000,
+        )  # fmt: skip
         details[name] = {
             "success": True,
             "url": url,
             "markets": len(markets),
             "instruments": len(instruments),
+            "duration_ms": took_ms[url.rstrip("/")],
         }
     report = WarmupReport(
         success=len(refreshed) == len(exchanges),

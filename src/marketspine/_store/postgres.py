@@ -31,7 +31,14 @@ from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._base.urls import is_postgres_url, redact_url
 from ..errors import InvalidRequestError, StoreError
 from ..records import Candle
-from .sqlite import SeriesSummary
+from .sqlite import (
+    HISTORY_KEEP_MS,
+    HISTORY_KEEP_RUNS,
+    RunRecord,
+    SeriesSummary,
+    history_record,
+    history_row,
+)
 
 __all__ = ["PG_SCHEMA_VERSION", "PostgresStore"]
 
@@ -75,6 +82,22 @@ _MIGRATIONS: tuple[str, ...] = (
         market TEXT NOT NULL PRIMARY KEY,
         seen_ms BIGINT NOT NULL
     );
+    """,
+    # The run history: every finished warmup and backfill job (see ``RunRecord``).
+    """
+    CREATE TABLE run_history (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        ok BOOLEAN NOT NULL,
+        markets INTEGER NOT NULL,
+        results JSONB NOT NULL,
+        error TEXT,
+        label TEXT
+    );
+    CREATE INDEX run_history_by_kind ON run_history (kind, started_ms);
     """,
 )
 PG_SCHEMA_VERSION = len(_MIGRATIONS)
@@ -248,6 +271,33 @@ class PostgresStore:
         async with self._session() as conn:
             cur = await conn.execute("SELECT market, seen_ms FROM delisted")
             return {str(m): int(seen) for m, seen in await cur.fetchall()}
+
+    async def add_run(self, run: RunRecord) -> None:
+        """Keep ``run`` in the run history, pruning that kind's runs beyond the bound (see
+        ``SQLiteStore.add_run``)."""
+        async with self._session() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO run_history (kind, trigger, started_ms, duration_ms, ok, markets, "
+                "results, error, label) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
+                history_row(run),
+            )
+            await conn.execute(
+                "DELETE FROM run_history WHERE kind = %s AND (started_ms < %s OR id IN "
+                "(SELECT id FROM run_history WHERE kind = %s "
+                "ORDER BY started_ms DESC, id DESC OFFSET %s))",
+                (run.kind, run.started_ms - HISTORY_KEEP_MS, run.kind, HISTORY_KEEP_RUNS),
+            )
+
+    async def runs(self, kind: str, limit: int = 100) -> list[RunRecord]:
+        """The newest ``limit`` runs of ``kind`` in the run history, newest first."""
+        async with self._session() as conn:
+            cur = await conn.execute(
+                "SELECT kind, trigger, started_ms, duration_ms, ok, markets, results, error, "
+                "label FROM run_history WHERE kind = %s ORDER BY started_ms DESC, id DESC "
+                "LIMIT %s",
+                (kind, max(0, limit)),
+            )
+            return [history_record(*row) for row in await cur.fetchall()]
 
     # -- the connection ------------------------------------------------------------------
 

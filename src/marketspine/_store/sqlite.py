@@ -12,6 +12,7 @@ thread that owns the connection; the event loop only awaits the results.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -19,15 +20,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .._base.coverage import Coverage, Range
+from .._base.time import DAY_MS
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from ..errors import InvalidRequestError, StoreError
 from ..records import Candle
 from .sqlite_open import open_read_only, open_read_write, store_error, verify_pages
 
-__all__ = ["SCHEMA_VERSION", "CandleStore", "SQLiteStore", "SeriesSummary"]
+__all__ = [
+    "HISTORY_KEEP_MS",
+    "HISTORY_KEEP_RUNS",
+    "SCHEMA_VERSION",
+    "CandleStore",
+    "RunRecord",
+    "SQLiteStore",
+    "SeriesSummary",
+    "history_record",
+    "history_row",
+]
 
 T = TypeVar("T")
 
@@ -70,8 +82,29 @@ _MIGRATIONS: tuple[str, ...] = (
         seen_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # The run history: every finished warmup and backfill job (see ``RunRecord``).
+    """
+    CREATE TABLE run_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        markets INTEGER NOT NULL,
+        results TEXT NOT NULL,
+        error TEXT,
+        label TEXT
+    );
+    CREATE INDEX run_history_by_kind ON run_history (kind, started_ms);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+# The run history is bounded: per kind, the last HISTORY_KEEP_RUNS runs that started within
+# HISTORY_KEEP_MS of the newest one; older runs are pruned as a new one is added.
+HISTORY_KEEP_RUNS = 1000
+HISTORY_KEEP_MS = 90 * DAY_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +119,23 @@ class SeriesSummary:
     last_ms: int | None
     listing_ms: int | None
     last_trade_ms: int | None = None  # of the newest stored candle
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One finished warmup or backfill job, as the run history keeps it."""
+
+    kind: str  # "warmup" or "backfill"
+    trigger: str  # "start", "scheduled", "manual" (warmups) or "job"
+    started_ms: int  # epoch ms
+    duration_ms: int
+    ok: bool
+    markets: int  # markets listed (warmup) or asked for (backfill job)
+    # Per exchange for a warmup ({exchange, ok, markets, duration_ms, error}), per market
+    # for a backfill job ({market, ok, candles, error}).
+    results: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+    label: str | None = None  # a backfill job's id and series, e.g. "job-3 1m"
 
 
 class CandleStore(Protocol):
@@ -116,6 +166,10 @@ class CandleStore(Protocol):
     async def set_delisted(self, market: str, seen_ms: int) -> None: ...
 
     async def delisted(self) -> dict[str, int]: ...
+
+    async def add_run(self, run: RunRecord) -> None: ...
+
+    async def runs(self, kind: str, limit: int = 100) -> list[RunRecord]: ...
 
     async def aclose(self) -> None: ...
 
@@ -216,6 +270,30 @@ class SQLiteStore:
     async def delisted(self) -> dict[str, int]:
         """Markets recorded as delisted → when that was first seen (epoch ms)."""
         return await self._run(self._delisted)
+
+    async def add_run(self, run: RunRecord) -> None:
+        """Keep ``run`` in the run history, pruning that kind's runs beyond the bound
+        (``HISTORY_KEEP_RUNS``, ``HISTORY_KEEP_MS`` before ``run.started_ms``)."""
+        row = history_row(run)
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO run_history (kind, trigger, started_ms, duration_ms, ok, markets, "
+                "results, error, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            conn.execute(
+                "DELETE FROM run_history WHERE kind = ? AND (started_ms < ? OR id IN "
+                "(SELECT id FROM run_history WHERE kind = ? "
+                "ORDER BY started_ms DESC, id DESC LIMIT -1 OFFSET ?))",
+                (run.kind, run.started_ms - HISTORY_KEEP_MS, run.kind, HISTORY_KEEP_RUNS),
+            )
+
+        await self._run(lambda: self._in_transaction(put))
+
+    async def runs(self, kind: str, limit: int = 100) -> list[RunRecord]:
+        """The newest ``limit`` runs of ``kind`` in the run history, newest first."""
+        return await self._run(lambda: self._runs(kind, limit))
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker thread. Safe to call twice."""
@@ -373,6 +451,22 @@ class SQLiteStore:
             return {}
         return {market: seen for market, seen in rows}
 
+    def _runs(self, kind: str, limit: int) -> list[RunRecord]:
+        try:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT kind, trigger, started_ms, duration_ms, ok, markets, results, error, "
+                    "label FROM run_history WHERE kind = ? ORDER BY started_ms DESC, id DESC "
+                    "LIMIT ?",
+                    (kind, max(0, limit)),
+                )
+                .fetchall()
+            )
+        except sqlite3.OperationalError:  # a read-only open of a store from before the table
+            return []
+        return [history_record(*row) for row in rows]
+
 
 def _get_listing(conn: sqlite3.Connection, market: str, key: str) -> int | None:
     row = conn.execute(
@@ -386,4 +480,46 @@ def _put_listing(conn: sqlite3.Connection, market: str, key: str, start_ms: int)
         "INSERT INTO listing VALUES (?, ?, ?) ON CONFLICT (market, timeframe) "
         "DO UPDATE SET start_ms = MAX(start_ms, excluded.start_ms)",
         (market, key, start_ms),
+    )
+
+
+def history_row(run: RunRecord) -> tuple[Any, ...]:
+    """``run`` as the columns of a run_history row (results as JSON text)."""
+    return (
+        run.kind,
+        run.trigger,
+        run.started_ms,
+        run.duration_ms,
+        bool(run.ok),
+        run.markets,
+        json.dumps(list(run.results), separators=(",", ":")),
+        run.error,
+        run.label,
+    )
+
+
+def history_record(
+    kind: str,
+    trigger: str,
+    started_ms: int,
+    duration_ms: int,
+    ok: object,
+    markets: int,
+    results: object,
+    error: str | None,
+    label: str | None,
+) -> RunRecord:
+    """A run_history row back as a ``RunRecord`` (results as JSON text or already decoded)."""
+    found = json.loads(results) if isinstance(results, str | bytes) else results
+    items = found if isinstance(found, list) else []
+    return RunRecord(
+        str(kind),
+        str(trigger),
+        int(started_ms),
+        int(duration_ms),
+        bool(ok),
+        int(markets),
+        tuple(item for item in items if isinstance(item, dict)),
+        error,
+        label,
     )
