@@ -7,6 +7,7 @@ budget's)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -82,6 +83,10 @@ async def subject(
 
 def waiting(budget: Budget, group: str = "candles") -> int:
     return sum(budget.statistics().groups[group].waiting.values())
+
+
+def _waits(budget: Budget, count: int) -> bool:
+    return waiting(budget) == count
 
 
 # -- the settings --------------------------------------------------------------------------
@@ -226,7 +231,7 @@ async def test_waiters_go_by_aged_priority_then_fifo_and_none_starves(subject: S
         for queued, (name, priority, at) in enumerate(queue, start=1):
             subject.fake.now = START + at
             tasks.append(asyncio.create_task(take(name, priority)))
-            await wait_until(lambda n=queued: waiting(budget) == n, 5.0, f"{name} queued")
+            await wait_until(functools.partial(_waits, budget, queued), 5.0, f"{name} queued")
         await hold.release()
         await subject.drive(asyncio.gather(*tasks))
     assert order == [

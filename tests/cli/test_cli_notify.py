@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clitools import closed_port, run_in_process
@@ -56,7 +57,7 @@ def test_notify_test_exits_2_naming_a_url_apprise_cannot_parse() -> None:
     assert usage.returncode == 2 and "no notify URL" in usage.stderr
 
 
-def _json_lines(text: str) -> list[dict]:
+def _json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 

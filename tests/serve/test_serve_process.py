@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -107,7 +108,7 @@ def test_restart_answers_stored_candles_without_upstream_calls(
     fixed_sim: str, tmp_path: Path
 ) -> None:
     db = tmp_path / "r.db"
-    pages = [
+    pages: list[dict[str, Any]] = [
         {"market": "KRW-BTC", "count": 200, "to": "2026-07-29T00:00:00"},
         {"market": "KRW-BTC", "count": 200, "to": "2026-07-28T20:40:00"},
         {"market": "KRW-ETH", "count": 150, "to": "2026-07-29T00:00:00"},
@@ -126,7 +127,7 @@ def test_sigterm_shuts_down_cleanly_and_keeps_what_was_stored(
     fixed_sim: str, tmp_path: Path
 ) -> None:
     db = tmp_path / "term.db"
-    params = {"market": "KRW-ADA", "count": 120, "to": "2026-07-29T00:00:00"}
+    params: dict[str, Any] = {"market": "KRW-ADA", "count": 120, "to": "2026-07-29T00:00:00"}
     with serve_process(fixed_sim, db, "--admin-token", TOKEN) as served:
         stored = served.get("/v1/candles/minutes/5", **params).json()
         served.process.send_signal(signal.SIGTERM)

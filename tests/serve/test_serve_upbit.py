@@ -115,7 +115,7 @@ def test_unrouted_path_answers_like_upbits_gateway(serve: ServeProcess) -> None:
 def test_closed_candles_are_fetched_once_then_answered_from_cache(
     serve: ServeProcess, fixed_sim: str
 ) -> None:
-    params = {"market": "KRW-SOL", "count": 200, "to": "2026-07-28T00:00:00"}
+    params: dict[str, Any] = {"market": "KRW-SOL", "count": 200, "to": "2026-07-28T00:00:00"}
     first = serve.get("/v1/candles/minutes/3", **params)
     before = sim_stats(fixed_sim)["requests"]["by_group"].get("candles", 0)
     again = serve.get("/v1/candles/minutes/3", **params)

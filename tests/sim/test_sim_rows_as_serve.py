@@ -5,6 +5,7 @@ the same values). In-process on a fixed clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -75,7 +76,7 @@ async def test_candle_pages_match_serves_rows(
 
 async def test_quote_rows_match_serves_rows(sim_client: httpx.AsyncClient) -> None:
     markets = {"markets": "KRW-BTC,KRW-ETH,BTC-ETH"}
-    cases = [
+    cases: list[tuple[str, dict[str, Any], Callable[[bytes], list[Any]], Callable[[Any], Any]]] = [
         ("/v1/trades/ticks", {"market": "KRW-BTC", "count": 50}, decode_trades, trade_row),
         ("/v1/ticker", markets, decode_tickers, ticker_row),
         ("/v1/ticker/all", {"quote_currencies": "KRW,BTC"}, decode_tickers, ticker_row),
@@ -85,7 +86,7 @@ async def test_quote_rows_match_serves_rows(sim_client: httpx.AsyncClient) -> No
         response = await sim_client.get(path, params=params)
         assert response.status_code == 200, path
         theirs = response.json()
-        ours = [write(record) for record in decode(response.content)]  # type: ignore[operator]
+        ours = [write(record) for record in decode(response.content)]
         assert theirs and ordered(ours) == ordered(theirs), path
 
 
