@@ -52,6 +52,7 @@ EXPECTED = {
     "ResultMeta",
     "RetryLaterError",
     "RetryPolicy",
+    "RunRecord",
     "SQLiteStore",
     "SeriesSummary",
     "Spine",

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._spine.spine import Spine as Spine
     from ._store.postgres import PostgresStore as PostgresStore
     from ._store.sqlite import CandleStore as CandleStore
+    from ._store.sqlite import RunRecord as RunRecord
     from ._store.sqlite import SeriesSummary as SeriesSummary
     from ._store.sqlite import SQLiteStore as SQLiteStore
     from .errors import BannedError as BannedError

@@ -9,12 +9,16 @@ token given."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from serve_support import TOKEN, ServeProcess
+
+# Each starts a real serve process (serve_support.serve_process).
+pytestmark = pytest.mark.process
 
 # schemathesis' own pytest integration (``from_fixture``) does not run on pytest 9, so its
 # strategies are drawn by a plain hypothesis test instead.

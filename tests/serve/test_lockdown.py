@@ -39,6 +39,9 @@ from marketspine._serve.security import (
 )
 from marketspine._serve.service import ServeService
 
+# Each starts a real serve process (serve_support.serve_process).
+pytestmark = pytest.mark.process
+
 ADMIN, READER = "admin-secret", "reader-secret"
 NAME = "spine.example.lan"
 FOREIGN = "evil.example"

@@ -22,6 +22,9 @@ from starlette.applications import Starlette
 from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
 
+# Each starts a real serve process (serve_support.serve_process).
+pytestmark = pytest.mark.process
+
 MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
 RULES = MONITORING / "marketspine-rules.yml"
 RULE_TESTS = MONITORING / "marketspine-rules.test.yml"

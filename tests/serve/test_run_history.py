@@ -27,7 +27,10 @@ from marketspine._store.sqlite import SQLiteStore
 async def api(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
     app = create_service_app(service)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=60
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://serve",
+        timeout=60,
+        headers={"Authorization": f"Bearer {service.admin_token}"},
     ) as client:
         yield client
 

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import run_sim
+from helpers import run_sim, wait_until_sync
 from receiver import Receiver, receiver
 from serve_support import serve_process
 from services import PgSpace
 
 from marketspine.sim import SimConfig
+
+# Each starts a real serve process (serve_support.serve_process).
+pytestmark = pytest.mark.process
 
 ADMIN = "admin-secret-4242"
 DB_PASSWORD = "pg-secret-5151"
@@ -39,7 +42,14 @@ def test_serve_alerts_on_a_circuit_and_leaks_no_secret(got: Receiver, pg_space: 
             sim, db, "--admin-token", ADMIN, "--notify", notify,
             "--log-level", "debug", "--log-format", "json",
         ) as served:  # fmt: skip
-            assert served.get("/v1/candles/days", market="KRW-BTC", count=2).status_code == 200
+            # The circuit opened by the errors closes after its cool-down.
+            wait_until_sync(
+                lambda: (
+                    served.get("/v1/candles/days", market="KRW-BTC", count=2).status_code == 200
+                ),
+                60,
+                "serve answering candles once upstream is back",
+            )
             httpx.post(f"{sim}/sim/faults", json={"error_rate": 1.0}).raise_for_status()
             for _ in range(3):  # each asks upstream (a new market each time) and fails
                 served.get("/v1/ticker", markets="KRW-ETH")
@@ -72,7 +82,14 @@ def test_a_failing_notifier_never_stops_serve(got: Receiver, tmp_path: Path) -> 
                 served.get("/v1/ticker", markets="KRW-ETH")
             httpx.post(f"{sim}/sim/faults", json={"error_rate": 0.0}).raise_for_status()
             assert served.get("/healthz").status_code == 200
-            assert served.get("/v1/candles/days", market="KRW-BTC", count=2).status_code == 200
+            # The circuit opened by the errors closes after its cool-down.
+            wait_until_sync(
+                lambda: (
+                    served.get("/v1/candles/days", market="KRW-BTC", count=2).status_code == 200
+                ),
+                60,
+                "serve answering candles once upstream is back",
+            )
         assert served.process.stderr is not None
         log = served.process.stderr.read()
     assert "marketspine: WARNING: notification 'circuit_open' not delivered" in log
