@@ -1,7 +1,7 @@
 """Typed market-data records: the same record whether it came over REST or WebSocket.
 
 Times are UTC epoch milliseconds. Records are msgspec Structs: cheap to build, compare
-and encode. ``_wire_rest`` and ``_wire_ws`` decode Upbit's wire JSON into them.
+and encode. ``_upbit.rest`` and ``_upbit.ws`` decode Upbit's wire JSON into them.
 
 A few fields only Upbit's WebSocket sends (a trade's best quotes, a ticker's day volume by
 side and market state) come last, with a None default: None from REST, which does not send

@@ -46,7 +46,7 @@ class LiveFeed:
     """Opens ``Stream(ws_url)`` on first use into ``stack``, with its pump started by
     ``start(name, coroutine)`` (the owner's task group); ``watched`` holds the pairs live.
     With ``redis`` (a URL) the stream is shared: one process on that Redis holds the
-    upstream socket for all (see ``_shared_stream``)."""
+    upstream socket for all (see ``_live.shared_stream``)."""
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ The lease is one key, ``{feed}lease``, whose value is the holder's token, with a
 ``ttl_ms``: the holder renews it well within that; a holder killed with ``kill -9`` stops
 renewing and another process takes the key once it lapsed. Every taking bumps
 ``{feed}generation``, a fencing number: what a holder publishes is checked against the
-lease in the same script (see ``_redis_feed``), so a holder that lost its lease (paused,
+lease in the same script (see ``_live.redis_log``), so a holder that lost its lease (paused,
 cut off) cannot publish after its successor started.
 
 Each process writes the (kind, market, depth) triples it wants into the hash

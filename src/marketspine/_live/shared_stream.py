@@ -3,9 +3,9 @@
 A drop-in for ``Stream`` (``subscribe``/``unsubscribe``/``listen``) in which each process is,
 at any moment, one of:
 
-- **holder**: it holds the live-feed lease (``_live_lease``), subscribes its own
+- **holder**: it holds the live-feed lease (``_live.lease``), subscribes its own
   ``Stream`` upstream to what every process wants, and publishes every event it delivers
-  into the Redis log (``_redis_feed``);
+  into the Redis log (``_live.redis_log``);
 - **follower**: its own ``Stream`` stays unsubscribed (no upstream connection); it reads
   the log from where it stood and delivers those events as if its own socket had sent them;
 - **alone**: Redis is unreachable, so it reads its own upstream socket for what it wants

@@ -318,7 +318,7 @@ class Stream:
             else:
                 lost, delivered = await self._serve(ws)
                 # On Python 3.11 a TaskGroup drops its parent's cancellation when a child
-                # fails at the same moment (``_serve``'s group, as the last subscription
+                # fails at the same moment (``_serve.app``'s group, as the last subscription
                 # goes while the stream closes): the closing flag says what the lost
                 # CancelledError would have said.
                 if self._closing:

@@ -1,6 +1,6 @@
 """Filling a trade gap from REST by ``sequential_id``: walk Upbit's trade pages back from
 the first trade after the hole to the last one before it (the I/O half of
-``_trade_sequence``'s ``FillNeeded``; used by ``Stream`` after reconnects, by the shared
+``_live.trade_sequence``'s ``FillNeeded``; used by ``Stream`` after reconnects, by the shared
 live feed after a takeover, and by ``serve``'s WebSocket to join a REST snapshot to the
 live stream)."""
 

@@ -1,5 +1,5 @@
 """Joining a trade snapshot taken from REST to a live trade stream (pure: trades in,
-decisions out, like ``_trade_sequence``).
+decisions out, like ``_live.trade_sequence``).
 
 ``serve``'s WebSocket may answer a client's trade snapshot from REST before the live stream
 of that market reaches it, and the live stream starts wherever it starts: later than the

@@ -1,6 +1,6 @@
 """Who may use the admin page: login with the admin token, sessions, CSRF tokens and the
 slow-down of repeated failed logins. Pure bookkeeping with an injectable clock; the routes
-in ``_admin_page`` do the HTTP.
+in ``_serve.admin_page`` do the HTTP.
 
 - A login compares SHA-256 digests of the given and the right token with
   ``hmac.compare_digest``: the time taken depends on neither the token's length nor how

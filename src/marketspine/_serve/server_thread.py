@@ -29,7 +29,7 @@ _DEFAULTS: dict[str, Any] = {
     "log_level": "warning",
     "lifespan": "on",
     "timeout_graceful_shutdown": 1,
-    "ws": FramesProtocol,  # WebSocket handlers may write pre-built frames (``_ws_frames``)
+    "ws": FramesProtocol,  # WebSocket handlers may write pre-built frames (``_serve.ws_frames``)
 }
 _STARTUP_TIMEOUT_S = 20.0
 

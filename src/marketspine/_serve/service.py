@@ -1,6 +1,6 @@
 """The ``serve`` service object: one ``Spine`` and what is built around it for every HTTP
 client on the host — the fair request gate, on-demand live watching, backfill jobs, the
-warmup schedule and the metrics. Route modules (``_serve_upbit``, ``_serve_api``, the admin
+warmup schedule and the metrics. Route modules (``_serve.upbit_rest``, ``_serve.api``, the admin
 page) take this object; ``_serve.create_service_app`` mounts them.
 
 Background work runs in one task group owned by ``async with ServeService(...)``.

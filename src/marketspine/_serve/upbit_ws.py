@@ -11,7 +11,7 @@ and go. Each client has its own bounded queue and writer task; a client whose qu
 up is closed (1008, with the reason) and never slows the others. A snapshot comes from
 the last event seen for that pair, else from the Spine (live state, or REST through the
 shared budget), one fetch per pair at a time; a trade snapshot fetched so is joined to the
-live stream without a hole or a repeat (see ``_serve_ws_hub``).
+live stream without a hole or a repeat (see ``_serve.ws_hub``).
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ async def collect(
     concurrently, paced by the client's rate budget; each market pages backwards through the
     gaps its coverage leaves, writing each page with its coverage in one transaction.
 
-    The part of the range older than upstream serves (``_horizon``) is left out and
+    The part of the range older than upstream serves (``_upbit.horizon``) is left out and
     reported as ``unserved``. A market upstream no longer lists whose candles the store
     holds is delisted: it is skipped (``delisted`` in its summary), as is a market that
     upstream delists while its pages are fetched.

@@ -30,7 +30,7 @@ _decode = msgspec.msgpack.Decoder(list[Candle]).decode
 
 
 class RedisPageLeases:
-    """``PageLeases`` (see ``_collect``) through the Redis keys ``{prefix}page:lease:KEY``
+    """``PageLeases`` (see ``_store.backfill``) through the Redis keys ``{prefix}page:lease:KEY``
     and ``{prefix}page:result:KEY``. The Redis client stays the caller's to close."""
 
     def __init__(

@@ -4,8 +4,8 @@
 (``httpx.ASGITransport(app=...)``); ``running(...)`` serves one on a background thread for a
 ``with`` block; ``serve(...)`` runs it on a port until stopped (``marketspine sim``).
 
-The names load on first use: ``marketspine serve`` reads the wire format from
-``sim._ws_format`` without paying for the generator (numpy) it never runs.
+The names load on first use, so importing the package costs nothing until one is used.
+The simulator takes Upbit's protocol (rows, formats, limits, texts) from ``_upbit``.
 """
 
 from __future__ import annotations
