@@ -12,11 +12,9 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from clitools import run_in_process
+from clitools import rest_candles, run_in_process
 from helpers import require_module
 
 from marketspine._base.time import format_utc, parse_naive_utc, parse_time
@@ -88,23 +86,6 @@ def test_unreadable_database_is_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and str(garbage) in done.stderr
     missing = run_in_process("status", "--db", str(tmp_path / "nope.db"))
     assert missing.returncode == 2 and "no database" in missing.stderr
-
-
-def rest_candles(
-    base_url: str, path: str, market: str, since_ms: int, until_ms: int
-) -> list[dict[str, Any]]:
-    """Every candle the simulator's REST API has in [since, until), paged by hand."""
-    rows: list[dict[str, Any]] = []
-    to = until_ms
-    with httpx.Client(base_url=base_url) as http:
-        while True:
-            page = http.get(
-                path, params={"market": market, "count": 200, "to": format_utc(to) + "Z"}
-            ).json()
-            rows.extend(c for c in page if parse_naive_utc(c["candle_date_time_utc"]) >= since_ms)
-            if len(page) < 200 or parse_naive_utc(page[-1]["candle_date_time_utc"]) < since_ms:
-                return rows[::-1]
-            to = parse_naive_utc(page[-1]["candle_date_time_utc"])
 
 
 def test_collect_export_status_end_to_end(
