@@ -553,7 +553,7 @@ def serve(
         log_format=log_format,
         notify=notify,
         secrets=[*secrets, url_password(db), url_password(redis)],
-    ):
+    ) as redact:
         run_serve(
             upstream=_simulator if upstream == "sim" else upstream,
             db=db or _default_db(upstream),
@@ -564,6 +564,7 @@ def serve(
             allowed_hosts=allowed_hosts,
             redis=redis,
             ws_max_per_ip=ws_max_per_ip,
+            keep_secret=lambda token: redact.add([token]),
         )
 
 

@@ -230,9 +230,12 @@ def run_serve(
     read_token: str | None = None,
     allowed_hosts: Sequence[str] = (),
     ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
+    keep_secret: Callable[[str], None] | None = None,
     **options: Any,
 ) -> None:
     """Serve until SIGINT/SIGTERM; prints ``serving on http://HOST:PORT`` once listening.
+    ``keep_secret`` is told the admin token once it is known (a generated or stored one too),
+    so the logs can redact it.
     ``options`` go to ``ServeService``. ``upstream`` is a base URL, or a context manager
     factory that starts an upstream once the arguments are checked and yields its URL (the
     command line's ``--upstream sim``: serve itself never imports the simulator).
@@ -261,6 +264,8 @@ def run_serve(
     db_path = None if is_postgres_url(db) else Path(db).expanduser()
     asyncio.run(_check_database(db_path or db))
     token, generated = resolve_token(admin_token, db_path)
+    if keep_secret is not None:
+        keep_secret(token)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
