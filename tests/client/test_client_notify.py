@@ -12,9 +12,9 @@ from helpers import run_sim
 from receiver import Receiver, receiver
 
 from marketspine import Client
-from marketspine._base.notify import NotifyHandler, attach_notify, detach_notify
 from marketspine._client.circuit import CircuitBreaker
 from marketspine._client.retry import RetryPolicy
+from marketspine._spine.notify import NotifyHandler, attach_notify, detach_notify
 from marketspine.errors import RetryLaterError
 from marketspine.sim import SimConfig
 

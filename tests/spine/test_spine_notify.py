@@ -11,7 +11,7 @@ from clitools import closed_port
 from receiver import receiver
 
 from marketspine import Spine
-from marketspine._base.notify import NotifyHandler
+from marketspine._spine.notify import NotifyHandler
 from marketspine.errors import InvalidRequestError
 
 

@@ -9,7 +9,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 
-from .._base.notify import (
+from .._spine.notify import (
     JsonFormatter,
     RedactFilter,
     attach_notify,

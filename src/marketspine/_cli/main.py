@@ -578,7 +578,7 @@ def notify_test(notify: tuple[str, ...]) -> None:
     Example:
       marketspine notify-test --notify tgram://BOTTOKEN/CHATID
     """
-    from .._base.notify import send_test, split_notify_urls
+    from .._spine.notify import send_test, split_notify_urls
     from ..errors import InvalidRequestError
 
     urls = split_notify_urls(notify)

@@ -35,13 +35,6 @@ from .._base.args import (
     timeframe_arg,
 )
 from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
-from .._base.notify import (
-    NotifyHandler,
-    attach_notify,
-    check_notify_urls,
-    detach_notify,
-    split_notify_urls,
-)
 from .._base.time import now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
@@ -65,6 +58,13 @@ from .candles import MAX_COUNT, CandleReader
 from .hot import HotWindows
 from .lifetime import Lifetime
 from .market_list import MarketList
+from .notify import (
+    NotifyHandler,
+    attach_notify,
+    check_notify_urls,
+    detach_notify,
+    split_notify_urls,
+)
 from .quotes import Channel, QuoteReader
 from .result import Answer, CandleResult, ListResult, Trace
 

@@ -12,7 +12,8 @@ import pytest
 from helpers import FakeTime
 from receiver import Receiver, receiver
 
-from marketspine._base.notify import (
+from marketspine._client.circuit import CircuitBreaker
+from marketspine._spine.notify import (
     JsonFormatter,
     NotifyHandler,
     RedactFilter,
@@ -21,7 +22,6 @@ from marketspine._base.notify import (
     notify_secrets,
     split_notify_urls,
 )
-from marketspine._client.circuit import CircuitBreaker
 from marketspine.errors import InvalidRequestError
 
 
