@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +31,7 @@ from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._base.urls import is_postgres_url, redact_url
 from ..errors import InvalidRequestError, StoreError
 from ..records import Candle
+from .recording import PG_RECORDING_SCHEMA
 from .sqlite import (
     HISTORY_KEEP_MS,
     HISTORY_KEEP_RUNS,
@@ -99,6 +100,8 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX run_history_by_kind ON run_history (kind, started_ms);
     """,
+    # What ``marketspine record`` keeps: trades, known trade gaps, books, tickers.
+    PG_RECORDING_SCHEMA,
 )
 PG_SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -298,6 +301,11 @@ class PostgresStore:
                 (kind, max(0, limit)),
             )
             return [history_record(*row) for row in await cur.fetchall()]
+
+    def session(self) -> AbstractAsyncContextManager[_Conn]:
+        """The open connection, held alone while the block runs (psycopg errors become
+        StoreError): how the recording tables (``_store.recording_postgres``) are reached."""
+        return self._session()
 
     # -- the connection ------------------------------------------------------------------
 

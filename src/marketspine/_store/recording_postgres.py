@@ -1,0 +1,180 @@
+"""``PostgresRecording``: the recording tables (``_store.recording``) of a PostgreSQL store, on
+the store's own connection. A batch of trades goes in as one ``INSERT ... SELECT FROM
+unnest(arrays)``: one statement and one round trip per batch, whatever its size, and no
+staging table to keep on the connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from ..records import Orderbook, Ticker, Trade
+from .postgres import PostgresStore
+from .recording import (
+    GAP_COLUMNS,
+    ORDERBOOK_COLUMNS,
+    TICKER_COLUMNS,
+    TRADE_COLUMNS,
+    TradeGap,
+    orderbook_of_row,
+    orderbook_row,
+    ticker_of_row,
+    ticker_row,
+    trade_of_row,
+    trade_row,
+)
+
+__all__ = ["PostgresRecording"]
+
+_TRADE_TYPES = (
+    "text[]", "bigint[]", "bigint[]", "float8[]", "float8[]", "boolean[]", "float8[]",
+    "float8[]", "float8[]", "float8[]", "float8[]", "float8[]",
+)  # fmt: skip
+_PUT_TRADES = (
+    f"INSERT INTO trades ({TRADE_COLUMNS}) SELECT * FROM unnest("
+    + ", ".join(f"%s::{t}" for t in _TRADE_TYPES)
+    + ") ON CONFLICT (market, seq) DO NOTHING"
+)
+
+
+def _marks(columns: str) -> str:
+    return ", ".join(["%s"] * len(columns.split(",")))
+
+
+def _replace(table: str, columns: str) -> str:
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (c.strip() for c in columns.split(",")[2:]))
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({_marks(columns)}) "
+        f"ON CONFLICT (market, ms) DO UPDATE SET {updates}"
+    )
+
+
+_PUT_BOOK = _replace("orderbooks", ORDERBOOK_COLUMNS)
+_PUT_TICKER = _replace("tickers", TICKER_COLUMNS)
+_PUT_GAP = (
+    f"INSERT INTO trade_gaps ({GAP_COLUMNS}) VALUES ({_marks(GAP_COLUMNS)}) "
+    "ON CONFLICT (market, to_seq) DO UPDATE SET from_seq = EXCLUDED.from_seq, "
+    "from_ms = EXCLUDED.from_ms, to_ms = EXCLUDED.to_ms, reason = EXCLUDED.reason, "
+    "found_ms = EXCLUDED.found_ms"
+)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows turned into one list per column (the arrays ``unnest`` takes)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+class PostgresRecording:
+    """A ``RecordingStore`` in the database of ``store`` (opened and closed by its owner)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    async def write(
+        self,
+        trades: Sequence[Trade] = (),
+        *,
+        orderbooks: Sequence[Orderbook] = (),
+        tickers: Sequence[Ticker] = (),
+        gaps: Sequence[TradeGap] = (),
+        closed_gaps: Sequence[TradeGap] = (),
+    ) -> int:
+        """See ``RecordingStore.write``."""
+        if not (trades or orderbooks or tickers or gaps or closed_gaps):
+            return 0
+        # Turning a big batch into columns is CPU work: off the event loop.
+        columns = await asyncio.to_thread(
+            lambda: _columns([trade_row(t) for t in trades], len(_TRADE_TYPES))
+        )
+        added = 0
+        async with self.store.session() as conn, conn.transaction(), conn.cursor() as cur:
+            if trades:
+                await cur.execute(_PUT_TRADES, columns)
+                added = max(0, cur.rowcount)
+            if orderbooks:
+                await cur.executemany(_PUT_BOOK, [orderbook_row(b) for b in orderbooks])
+            if tickers:
+                await cur.executemany(_PUT_TICKER, [ticker_row(t) for t in tickers])
+            if closed_gaps:
+                await cur.executemany(
+                    "DELETE FROM trade_gaps WHERE market = %s AND to_seq = %s",
+                    [(g.market, g.to_seq) for g in closed_gaps],
+                )
+            if gaps:
+                await cur.executemany(
+                    _PUT_GAP,
+                    [
+                        (g.market, g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.reason, g.found_ms)
+                        for g in gaps
+                    ],
+                )
+        return added
+
+    async def last_trade(self, market: str) -> Trade | None:
+        """See ``RecordingStore.last_trade``."""
+        return await self._one_trade(market, "DESC")
+
+    async def first_trade(self, market: str) -> Trade | None:
+        """See ``RecordingStore.first_trade``."""
+        return await self._one_trade(market, "ASC")
+
+    async def _one_trade(self, market: str, order: str) -> Trade | None:
+        rows = await self._rows(
+            f"SELECT {TRADE_COLUMNS} FROM trades WHERE market = %s ORDER BY seq {order} LIMIT 1",
+            (market,),
+        )
+        return trade_of_row(rows[0]) if rows else None
+
+    async def trades(
+        self, market: str, start_ms: int, end_ms: int, *, limit: int | None = None
+    ) -> list[Trade]:
+        """See ``RecordingStore.trades``."""
+        rows = await self._rows(
+            f"SELECT {TRADE_COLUMNS} FROM trades WHERE market = %s AND ms >= %s AND ms < %s "
+            "ORDER BY seq LIMIT %s",
+            (market, start_ms, end_ms, limit),
+        )
+        return [trade_of_row(row) for row in rows]
+
+    async def trade_count(self, market: str | None = None) -> int:
+        """See ``RecordingStore.trade_count``."""
+        if market is None:
+            rows = await self._rows("SELECT COUNT(*) FROM trades", ())
+        else:
+            rows = await self._rows("SELECT COUNT(*) FROM trades WHERE market = %s", (market,))
+        return int(rows[0][0])
+
+    async def trade_gaps(self, market: str | None = None) -> list[TradeGap]:
+        """See ``RecordingStore.trade_gaps``."""
+        where, args = ("", ()) if market is None else (" WHERE market = %s", (market,))
+        rows = await self._rows(
+            f"SELECT {GAP_COLUMNS} FROM trade_gaps{where} ORDER BY market, to_seq", args
+        )
+        return [
+            TradeGap(str(m), int(fs), int(ts), int(fm), int(tm), str(r), int(found))
+            for m, fs, ts, fm, tm, r, found in rows
+        ]
+
+    async def orderbooks(self, market: str, start_ms: int, end_ms: int) -> list[Orderbook]:
+        """See ``RecordingStore.orderbooks``."""
+        rows = await self._rows(
+            f"SELECT {ORDERBOOK_COLUMNS} FROM orderbooks WHERE market = %s AND ms >= %s "
+            "AND ms < %s ORDER BY ms",
+            (market, start_ms, end_ms),
+        )
+        return [orderbook_of_row(row) for row in rows]
+
+    async def tickers(self, market: str, start_ms: int, end_ms: int) -> list[Ticker]:
+        """See ``RecordingStore.tickers``."""
+        rows = await self._rows(
+            f"SELECT {TICKER_COLUMNS} FROM tickers WHERE market = %s AND ms >= %s "
+            "AND ms < %s ORDER BY ms",
+            (market, start_ms, end_ms),
+        )
+        return [ticker_of_row(row) for row in rows]
+
+    async def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        async with self.store.session() as conn:
+            cur = await conn.execute(sql, args)
+            return await cur.fetchall()
