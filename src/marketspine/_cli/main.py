@@ -313,6 +313,78 @@ def collect(
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("markets", metavar="MARKET...", nargs=-1)
+@click.option(
+    "--quote", metavar="CURRENCY", default=None, help="Every listed market quoted in it (KRW)."
+)
+@click.option(
+    "--kinds",
+    metavar="KINDS",
+    default="trade,orderbook,ticker",
+    show_default=True,
+    help="What to record, comma separated: trade, orderbook, ticker.",
+)
+@click.option(
+    "--orderbook-every",
+    metavar="DURATION",
+    default="1s",
+    show_default=True,
+    help="At most one book per market this often (exchange time); 0 = every change.",
+)
+@click.option(
+    "--backfill",
+    metavar="DURATION",
+    default="7d",
+    show_default=True,
+    help="At start, fill the store's trade holes this far back from REST at LOW priority "
+    "(Upbit serves 7 days of trades); 0 = none.",
+)
+@_db_option
+@_upstream_option
+@click.option("--json", "json_output", is_flag=True, help="Print the summary as one JSON line.")
+@_operations_options
+def record(
+    markets: tuple[str, ...],
+    quote: str | None,
+    kinds: str,
+    orderbook_every: str,
+    backfill: str,
+    db: str | None,
+    upstream: str,
+    json_output: bool,
+    notify: tuple[str, ...],
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Keep every trade (exactly once, by sequential_id, holes filled from REST or stored
+    as known gaps), orderbook snapshots and tickers of MARKET... (or all, or --quote KRW)
+    until Ctrl-C or SIGTERM, which commit what is held; then print a summary. A rerun
+    continues right after the last stored trade.
+
+    \b
+    Example:
+      marketspine record --quote KRW --db krw.db
+      marketspine record KRW-BTC KRW-ETH --kinds trade --db postgresql://postgres@127.0.0.1/test
+    """
+    from .logs import operations, url_password
+    from .record import run_record
+
+    with operations(
+        log_level=log_level, log_format=log_format, notify=notify, secrets=[url_password(db)]
+    ):
+        run_record(
+            markets,
+            quote=quote,
+            kinds=kinds,
+            orderbook_every=orderbook_every,
+            backfill=backfill,
+            db=db or _default_db(upstream),
+            upstream=upstream,
+            json_output=json_output,
+        )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.option("--from", "source", metavar="PATH", required=True, help="SQLite file to copy.")
 @click.option(
     "--to", "target", metavar="URL|PATH", required=True, help="postgresql:// URL (or a file)."
