@@ -93,8 +93,8 @@ def test_killed_and_rerun_through_drops_every_trade_is_stored_once(
     config = SimConfig(speed=60, ws_drop_every_s=0.7)
     db = tmp_path / "rec.sqlite"
     with running_sim(config) as base:
-        argv = [sys.executable, "-m", "marketspine", "record", "KRW-BTC", "--kinds",
-                "trade", "--backfill", "10s", "--db", str(db), "--upstream", base, "--json"]  # fmt: skip
+        argv = [sys.executable, "-m", "marketspine", "record", "KRW-BTC", "--kinds", "trade",
+                "--backfill", "10s", "--db", str(db), "--upstream", base, "--json"]  # fmt: skip
         first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             start = drops(base)
