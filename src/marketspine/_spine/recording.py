@@ -112,12 +112,14 @@ async def record(
     quote: str | None = None,
     kinds: Sequence[str] = RECORD_KINDS,
     orderbook_every_ms: int = 0,
+    orderbook_depth: int | None = None,
     backfill_ms: int = 0,
     stop: asyncio.Event,
     on_start: Callable[[list[str]], None] | None = None,
 ) -> RecordSummary:
     """Record ``kinds`` of ``markets`` (see ``pick_markets``) into the Spine's store until
-    ``stop`` is set; then commit what is held and return what was done. ``backfill_ms``
+    ``stop`` is set; then commit what is held and return what was done. Books are recorded
+    ``orderbook_depth`` levels deep (1, 5, 15 or 30; None: 30). ``backfill_ms``
     (> 0) also fills, at LOW priority, the store's trade holes of that long before now
     (known gaps, the span before the first stored trade). ``on_start`` hears the markets
     once the recording runs.
@@ -136,6 +138,8 @@ async def record(
                 last[code] = found
     recorder = Recorder(recording, spine.client, last=last, orderbook_every_ms=orderbook_every_ms)
     reports: list[BackfillReport] = []
+    if "orderbook" in kinds and orderbook_depth is not None:
+        await spine.watch(["orderbook"], codes, depth=orderbook_depth)  # the stream keeps it
     # Closed with the recording, not when collected: its listener leaves the stream now.
     events = cast(
         AsyncGenerator[object, None],
