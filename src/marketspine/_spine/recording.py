@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from .._base.markets import market_code
@@ -165,14 +166,20 @@ async def record(
 async def _backfill(
     spine: Spine, recorder: Recorder, market: str, horizon_ms: int, reports: list[BackfillReport]
 ) -> None:
-    """Once ``market`` has a stored trade (the stream's first, or one from before), fill its
-    holes after ``horizon_ms``."""
-    await recorder.stored_trade(market)
-    report = await backfill_market(
+    """Fill the holes of ``market`` after ``horizon_ms``: the known gaps at once, and once
+    this run committed a trade of it (the join to the stored trades, with the gap it may
+    have left), that gap and the span before its first stored trade."""
+    recording, report = recording_for(spine.store), BackfillReport(market)
+    reports.append(report)
+    fill = partial(
+        backfill_market,
         spine.client,
-        recording_for(spine.store),
+        recording,
         market,
         horizon_ms=horizon_ms,
         wall_ms=spine.client.upstream_now_ms,
+        report=report,
     )
-    reports.append(report)
+    await fill(before_first=False)
+    await recorder.committed_trade(market)
+    await fill()
