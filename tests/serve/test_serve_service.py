@@ -351,3 +351,16 @@ async def test_an_unknown_path_stays_the_gateway_404(http: httpx.AsyncClient, me
     assert response.json() == {
         "error": {"name": "not_found", "message": "no Route matched with those values"}
     }
+
+
+async def test_polled_series_show_in_status_and_metrics(http: httpx.AsyncClient) -> None:
+    for _ in range(3):  # a bot polling the last 50 minutes
+        answer = await http.get("/v1/candles/minutes/1", params={"market": "KRW-BTC", "count": 50})
+        assert answer.status_code == 200 and len(answer.json()) == 50
+    polled = (await http.get("/api/status")).json()["polled"]
+    assert [(p["market"], p["timeframe"], p["count"], p["learned"]) for p in polled] == [
+        ("KRW-BTC", "1m", 50, True)
+    ]
+    metrics = (await http.get("/metrics")).text
+    assert 'marketspine_polled_series{learned="true"} 1.0' in metrics
+    assert "marketspine_learned_poll_hits_total 0.0" in metrics
