@@ -58,6 +58,7 @@ EXPECTED = {
     "Spine",
     "SpineStatistics",
     "StoreError",
+    "StoreUnavailableError",
     "Stream",
     "StreamStatistics",
     "TIMEFRAMES",
