@@ -26,9 +26,9 @@ EXIT_NOTHING_STORED = 3
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
-    "\b\nExit codes: 0 done; 1 upstream, database out of reach or run failure; 2 bad\n"
-    "input (usage, values, unusable database or output file); 3 nothing to export or\n"
-    "collect (stderr says why); 130 interrupted."
+    "\b\nExit codes: 0 done; 1 upstream or run failure, or database out of reach;\n"
+    "2 bad input (usage, values, unusable database or output file);\n"
+    "3 nothing to export or collect (stderr says why); 130 interrupted."
 )
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
