@@ -73,16 +73,18 @@ def test_collect_redoes_the_page_its_terminated_connection_cut_and_ends_exact(
             run = collect(sim, db, "--notify", got.url, "--log-level", "info")
             try:
 
-                def page_waits() -> bool:
+                def waiting() -> set[int]:
+                    """The run's backends waiting on the lock."""
                     assert run.poll() is None, run.communicate()
-                    row = holder.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                    rows = holder.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
                         "AND wait_event_type = 'Lock' AND state = 'active'",
                         (name,),
-                    ).fetchone()
-                    return row is not None and row[0] == 1
+                    ).fetchall()
+                    return {pid for (pid,) in rows}
 
-                wait_until_sync(page_waits, 60, "the run's page to wait on the lock")
+                wait_until_sync(lambda: len(waiting()) == 1, 60, "the run's page to wait")
+                (cut,) = waiting()
                 ended = holder.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE application_name = %s",
@@ -90,7 +92,7 @@ def test_collect_redoes_the_page_its_terminated_connection_cut_and_ends_exact(
                 ).fetchall()
                 assert ended == [(True,)]
                 # The run reconnects and writes the same page again (waiting on the lock).
-                wait_until_sync(page_waits, 60, "the page to be written again")
+                wait_until_sync(lambda: bool(waiting() - {cut}), 60, "the page to be redone")
                 holder.execute("SELECT pg_advisory_unlock_all()")
                 out, err = run.communicate(timeout=60)
             finally:

@@ -96,18 +96,20 @@ async def test_a_page_in_flight_is_written_once_after_its_connection_is_terminat
                 store.write_page("KRW-BTC", M1, page, (T0 + 200 * MINUTE_MS, T0 + 400 * MINUTE_MS))
             )
 
-            def waiting_on_the_lock() -> bool:
-                row = holder.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            def waiting() -> set[int]:
+                """The backends of this store waiting on the lock."""
+                rows = holder.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
                     "AND wait_event_type = 'Lock' AND state = 'active'",
                     (name,),
-                ).fetchone()
-                return row is not None and row[0] == 1
+                ).fetchall()
+                return {pid for (pid,) in rows}
 
-            await wait_until(waiting_on_the_lock, 30, "the page's transaction to wait")
+            await wait_until(lambda: len(waiting()) == 1, 30, "the page's transaction to wait")
+            (cut,) = waiting()
             assert terminate(pg_space, name) == 1
             # The page is redone on a new connection (which waits on the lock again).
-            await wait_until(waiting_on_the_lock, 30, "the page to be written again")
+            await wait_until(lambda: bool(waiting() - {cut}), 30, "the page to be redone")
             holder.execute("SELECT pg_advisory_unlock_all()")
             await writing
         assert await store.read("KRW-BTC", M1, T0, T0 + 400 * MINUTE_MS) == first + page

@@ -17,6 +17,7 @@ which may hold a password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -399,7 +400,7 @@ class PostgresStore:
                         raise StoreError(
                             f"candle database {self._shown}: {self._said(exc)}"
                         ) from exc
-                    self._lost(exc)
+                    await self._lost(self._said(exc))
             raise StoreUnavailableError(
                 f"the candle database {self._shown} dropped the connection {_MAX_REDOS} "
                 "times in one call; retry later",
@@ -413,9 +414,11 @@ class PostgresStore:
         StoreUnavailableError."""
         if self._closed:
             raise StoreError(f"the candle database {self._shown} is closed")
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        self._conn = None
+        if self._conn is not None:
+            if not self._conn.closed:
+                return self._conn
+            # Closed under a call that ended otherwise (cancelled halfway): lost all the same.
+            await self._lost("the connection was closed")
         delay = _BACKOFF_FIRST_S
         while True:
             try:
@@ -451,13 +454,15 @@ class PostgresStore:
             )
         return conn
 
-    def _lost(self, exc: psycopg.Error) -> None:
-        """The connection broke under a call: reconnect (the caller redoes its work)."""
-        self._conn = None
+    async def _lost(self, said: str) -> None:
+        """The connection broke (``said``: how): drop it; the next call reconnects."""
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.close()
+            self._conn = None
         if self._down_since is not None:
             return  # one outage, one line (and one alert)
         self._down_since = time.monotonic()
-        said = self._said(exc)
         log.warning(
             "candle database %s lost (%s); reconnecting for up to %.3g s",
             self._shown,
