@@ -60,6 +60,7 @@ EXPECTED = {
     "Spine",
     "SpineStatistics",
     "StoreError",
+    "StoreUnavailableError",
     "Stream",
     "StreamStatistics",
     "TIMEFRAMES",

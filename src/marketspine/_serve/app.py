@@ -191,9 +191,9 @@ def serve_url(host: str, port: int) -> str:
 
 async def _check_database(db: Path | str) -> None:
     """Open (create, migrate) the database once before a token is written beside it or a
-    port is taken: an unusable --db (an SQLite path, or a PostgreSQL URL that cannot be
-    reached) is then one line and exit 2 (StoreError), not a failed startup's traceback
-    and uvicorn's exit code 3."""
+    port is taken: an unusable --db (an SQLite path, a PostgreSQL database that refuses) is
+    then one line and exit 2 (StoreError), one out of reach exit 1 (StoreUnavailableError),
+    not a failed startup's traceback and uvicorn's exit code 3."""
     if isinstance(db, Path):
         from .._store.sqlite import SQLiteStore
 
