@@ -550,9 +550,10 @@ async function loadChart() {
     if (seq !== chart.seq) return;
     Object.assign(chart, { market, timeframe, candles: answer.candles });
     $("chart-error").hidden = true;
+    await drawChart(); // the status says what is drawn: after the drawing
+    if (seq !== chart.seq) return;
     const pages = answer.requests > 1 ? ` in ${answer.requests} requests` : "";
     $("chart-status").textContent = `${answer.candles.length} candles from ${answer.sources.join("+")}${pages}`;
-    await drawChart();
   } catch (error) {
     if (seq === chart.seq) await chartFailed(market, timeframe, error.message);
   }
