@@ -51,6 +51,19 @@ function short(text, most = 60) {
   return line.length > most ? line.slice(0, most - 1) + "…" : line;
 }
 
+// What an upstream failure means, in a few words (the exception's text goes into a title).
+const ERROR_WORDS = [
+  [/CircuitOpen/, "Upbit unavailable (breaker open)"],
+  [/Banned|\b418\b/, "banned by Upbit (418)"],
+  [/RateLimited|\b429\b/, "rate-limited by Upbit (429)"],
+  [/Timeout|timed out/i, "Upbit did not answer in time"],
+  [/Upstream|\b5\d\d\b|connect/i, "Upbit failed to answer"],
+];
+function errorWords(text) {
+  const found = ERROR_WORDS.find(([pattern]) => pattern.test(text || ""));
+  return found ? found[1] : short(text || "failed", 40);
+}
+
 // -- one time zone for the whole page -------------------------------------------------------
 
 const ZONES = { KST: 9 * 3600e3, UTC: 0 }; // KST has no daylight saving time
@@ -147,7 +160,7 @@ function renderWarmup(warmup) {
     [d.success ? fmt(d.markets) : "–"],
     [wallClock(warmup.finished_at ? warmup.finished_at * 1000 : null)],
     [`${fmt(warmup.execution_time, 3)} s`],
-    d.success ? ["ok", "ok"] : [`failed: ${short(d.error || "no answer", 40)}`, "error", d.error || ""],
+    d.success ? ["ok", "ok"] : [`failed: ${errorWords(d.error)}`, "error", d.error || ""],
   ]);
 }
 
@@ -180,7 +193,7 @@ $("refresh-market-btn").addEventListener("click", async () => {
       loadMarkets().catch(() => {});
     } else {
       status.className = "status error";
-      status.textContent = "failed: " + failed.map(([n, d]) => `${n}: ${short(d.error || "failed", 40)}`).join("; ");
+      status.textContent = "failed: " + failed.map(([n, d]) => `${n}: ${errorWords(d.error)}`).join("; ");
       status.title = failed.map(([n, d]) => `${n}: ${d.error || "failed"}`).join("\n");
     }
   } catch (error) {
@@ -254,7 +267,7 @@ function renderHealth(state) {
 // asked for at once. When asking fails, the panel says since when, and when the watch lapses.
 
 const WATCH_KEY = "marketspine.watching";
-const watch = { markets: [], renewedAt: null, error: null, lapseS: 300, timer: null };
+const watch = { markets: [], renewedAt: null, error: null, lapseS: 300, timer: null, seenLive: new Set() };
 
 function storedWatch() {
   try {
@@ -306,9 +319,14 @@ function renderWatch() {
 function renderTickers(state) {
   const byMarket = new Map(state.tickers.map((t) => [t.market, t]));
   const markets = [...watch.markets, ...state.tickers.map((t) => t.market).filter((m) => !watch.markets.includes(m))];
+  const live = new Set(state.watched.filter(([kind]) => kind === "ticker").map(([, m]) => m));
+  const settled = watch.renewedAt !== null && Date.now() - watch.renewedAt > 10e3;
   fill("tickers", markets, (m) => m, (m) => {
     const t = byMarket.get(m);
-    if (!t) return [[m], ["waiting for the first ticker", "muted"], ["–"], ["–"], ["–"]];
+    if (!t) {
+      const why = settled && !live.has(m) ? "not live: serve cannot watch it" : "waiting for the first ticker";
+      return [[m], [why, "muted"], ["–"], ["–"], ["–"]];
+    }
     return [
       [m],
       [price(t.price, m)],
@@ -317,15 +335,19 @@ function renderTickers(state) {
       [wallClock(t.ms).slice(11)],
     ];
   });
-  // serve no longer watches one of ours (restarted, or it lapsed): ask now, not in a minute.
-  const live = new Set(state.watched.filter(([kind]) => kind === "ticker").map(([, m]) => m));
-  const settled = watch.renewedAt !== null && Date.now() - watch.renewedAt > 10e3;
-  if (settled && watch.markets.some((m) => !live.has(m))) renewWatch();
+  // serve no longer watches one of ours that it did (restarted, or it lapsed): ask now, not
+  // in a minute. (One it never could, an unknown market, is not asked for again and again.)
+  for (const m of live) watch.seenLive.add(m);
+  if (settled && watch.markets.some((m) => watch.seenLive.has(m) && !live.has(m))) {
+    watch.seenLive.clear();
+    renewWatch();
+  }
 }
 
 $("watch-form").addEventListener("submit", (event) => {
   event.preventDefault();
   watch.markets = [...new Set($("watch-markets").value.toUpperCase().split(/[\s,]+/).filter(Boolean))];
+  watch.seenLive.clear();
   try {
     localStorage.setItem(WATCH_KEY, JSON.stringify(watch.markets));
   } catch {
@@ -695,7 +717,14 @@ function pollAnswered(state) {
   renderOutage();
   // Recovered: what failed during the outage is asked for again.
   if (wasDown && health.upstreamDownSince === null) {
-    if (!$("chart-error").hidden) loadChart();
+    const status = $("market-status");
+    if (status.classList.contains("error")) {
+      const failed = state.warmup && !state.warmup.success;
+      status.textContent = failed ? "Upbit answers again: press Refresh market info to retry" : "";
+      status.title = "";
+      status.className = "status muted";
+    }
+    if (!$("chart-error").hidden || (chart.market && !chart.candles.length)) loadChart();
     loadCoverage().catch(() => {});
     if (!$("market-list").options.length) loadMarkets().catch(() => {});
   }
