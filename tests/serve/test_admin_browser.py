@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from helpers import SIM_NOW_MS, require_module, wait_until_sync
 from serve_support import TOKEN, ServeProcess
@@ -467,16 +468,8 @@ def test_a_phone_gets_one_column_and_plotly_comes_compressed(
         page.context.close()
 
 
-def _breaker_open(route: Any) -> None:
-    """/admin/api/state as serve answers it, but with the breaker to Upbit open."""
-    response = route.fetch()
-    state = response.json()
-    state["upstream"]["breaker"] = "open"
-    route.fulfill(response=response, json=state)
-
-
 def test_an_outage_is_one_line_cleared_on_recovery_and_watches_are_kept(
-    page: Any, serve: ServeProcess
+    page: Any, serve: ServeProcess, fixed_sim: str
 ) -> None:
     from playwright.sync_api import expect
 
@@ -504,14 +497,26 @@ def test_an_outage_is_one_line_cleared_on_recovery_and_watches_are_kept(
     page.unroute("**/admin/api/state")
     expect(outage).to_be_hidden()
 
-    # Upbit unavailable (the breaker open): said so, and cleared once it closes.
-    page.route("**/admin/api/state", _breaker_open)
-    expect(outage).to_contain_text("Upbit is unavailable")
-    expect(outage).to_contain_text("breaker open")
-    expect(page.locator("#breaker")).to_contain_text("open")
-    page.unroute("**/admin/api/state")
+    # Upbit fails (the simulator answers 5xx): the breaker opens, the line says so and the
+    # failed refresh is told in words, not as exception text; both go once Upbit answers.
+    market_status = page.locator("#market-status")
+    httpx.post(fixed_sim + "/sim/faults", json={"error_rate": 1.0}, timeout=10)
+    try:
+        page.click("#refresh-market-btn")
+        expect(outage).to_contain_text("Upbit is unavailable")
+        expect(outage).to_contain_text("breaker open")
+        expect(market_status).to_contain_text("failed: upbit: Upbit")
+        expect(page.locator("#exchanges tbody")).to_contain_text("failed: Upbit")
+        assert "Error" not in (market_status.text_content() or "") + (outage.text_content() or "")
+    finally:
+        httpx.post(fixed_sim + "/sim/faults", json={"error_rate": 0.0}, timeout=10)
+    # After its cool-down the breaker lets a probe through: the refresh is that probe.
+    expect(page.locator("#breaker")).to_have_text(re.compile("half_open|closed"), timeout=60_000)
+    page.click("#refresh-market-btn")
+    expect(market_status).to_contain_text("refreshed")
     expect(outage).to_be_hidden()
     expect(page.locator("#breaker")).to_contain_text("closed")
+    expect(page.locator("#exchanges tbody")).to_contain_text("ok")
 
     # Watched tickers are asked for again while the page is open...
     page.fill("#watch-markets", "KRW-BTC")
