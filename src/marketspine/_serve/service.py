@@ -101,6 +101,11 @@ class LiveDemand:
         self._starting.add(key)
         self._spawn(self._start(key))
 
+    @property
+    def idle_s(self) -> float:
+        """How long a pair stays watched after it was last asked for."""
+        return self._idle_s
+
     def is_live(self, kind: str, market: str) -> bool:
         return (kind, market) in self._live
 
