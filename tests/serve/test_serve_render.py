@@ -9,15 +9,24 @@ from marketspine.records import Candle
 
 
 def test_closed_answers_stay_within_their_bytes_least_recently_used_out() -> None:
-    kept = ClosedAnswers(max_bytes=1000)
+    entry = ClosedAnswers.ENTRY_BYTES  # each key and its slot are charged too
+    kept = ClosedAnswers(max_bytes=4 * (240 + entry) + 100)
     for name in "abcd":
         kept.put(name, b"x" * 240)
     assert kept.get("a") is not None  # now the most recently used
-    kept.put("e", b"y" * 240)  # over 1000 bytes: the least recently used goes
+    kept.put("e", b"y" * 240)  # over the bound: the least recently used goes
     assert kept.get("b") is None and kept.get("a") is not None
-    assert kept.bytes == 960
+    assert kept.bytes == 4 * (240 + entry)
     kept.put("huge", b"z" * 600)  # over a quarter of the bound: not kept at all
-    assert kept.get("huge") is None and kept.bytes == 960
+    assert kept.get("huge") is None and kept.bytes == 4 * (240 + entry)
+
+
+def test_many_tiny_closed_answers_are_bounded_by_their_keys_too() -> None:
+    kept = ClosedAnswers(max_bytes=100_000)
+    for n in range(10_000):  # empty answers ("[]"): only the keys would grow before
+        kept.put(("1m", "KRW-BTC", 1, n), b"[]")
+    assert kept.bytes <= 100_000
+    assert len(kept) == 100_000 // (2 + ClosedAnswers.ENTRY_BYTES)
 
 
 def test_day_rows_compare_with_the_day_before_newest_first() -> None:

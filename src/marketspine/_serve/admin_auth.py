@@ -7,8 +7,10 @@ in ``_serve.admin_page`` do the HTTP.
   much of it was right, so a wrong token is refused with the same timing as a right one.
 - A session lives ``session_s`` seconds; each has its own CSRF token, which every
   state-changing request must echo in ``X-CSRF-Token``.
-- After ``free_failures`` failed logins from one client, each further attempt must wait
-  a lock-out that doubles per failure (capped); a success clears the count.
+- After ``free_failures`` failed logins from one client address, each further attempt must
+  wait a lock-out that doubles per failure (capped); a success clears the count. Wrong
+  bearer tokens count here too (``_serve.admin_api``). Addresses are counted separately, so
+  a lock-out caused from one never refuses another; at most ``max_clients`` are tracked.
 """
 
 from __future__ import annotations
@@ -95,9 +97,11 @@ class LoginThrottle:
         free_failures: int = 3,
         first_lockout_s: float = 1.0,
         max_lockout_s: float = 300.0,
+        max_clients: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.free_failures = free_failures
+        self.max_clients = max_clients
         self.first_lockout_s = first_lockout_s
         self.max_lockout_s = max_lockout_s
         self._clock = clock
@@ -116,9 +120,12 @@ class LoginThrottle:
         lockout = (
             0.0 if over <= 0 else min(self.max_lockout_s, self.first_lockout_s * 2 ** (over - 1))
         )
+        self._failures.pop(client, None)  # re-inserted: the dict's order is last failure's
         self._failures[client] = (count, self._clock() + lockout)
-        if len(self._failures) > 10_000:  # a flood of addresses must not grow this forever
+        if len(self._failures) > self.max_clients:  # a flood of addresses must not grow it
             self._forget_unlocked()
+            while len(self._failures) > self.max_clients:  # all locked: oldest failure out
+                del self._failures[next(iter(self._failures))]
         return lockout
 
     def succeeded(self, client: str) -> None:

@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 from .._spine.quotes import Channel
 from ..errors import MarketspineError
 from .admin_auth import COOKIE, AdminSessions, LoginThrottle, Session, tokens_match
+from .security import foreign_origin, peer_of
 
 if TYPE_CHECKING:
     from .service import ServeService
@@ -54,10 +55,6 @@ def _error(status: int, name: str, message: str) -> Response:
     return _json({"error": {"name": name, "message": message}}, status)
 
 
-def _client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 class AdminPage:
     """Sessions, the login throttle and the page's routes over one ``ServeService``."""
 
@@ -70,7 +67,8 @@ class AdminPage:
     ) -> None:
         self.service = service
         self.sessions = sessions or AdminSessions()
-        self.throttle = throttle or LoginThrottle()
+        # The one throttle the bearer path of /api and /admin/api counts in too.
+        self.throttle = throttle or service.login_throttle
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -105,7 +103,14 @@ class AdminPage:
         )
 
     async def login(self, request: Request) -> Response:
-        client = _client_of(request)
+        foreign = foreign_origin(request)
+        if foreign is not None:
+            # A form on another site posting here (CSRF on the login) is neither checked
+            # nor counted: its failures must not lock the real admin out.
+            return _login_refused(
+                f"a login from another site ({foreign}) is refused: log in on this page", 403
+            )
+        client = peer_of(request)
         wait = self.throttle.wait_s(client)
         if wait > 0:
             return _login_refused(
@@ -297,7 +302,7 @@ class AdminPage:
         return _json(job.as_dict(), 202)
 
 
-def _login_refused(message: str, status: int, *, retry_after: float) -> Response:
+def _login_refused(message: str, status: int, *, retry_after: float = 0.0) -> Response:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
     page = (_STATIC / "login.html").read_text(encoding="utf-8")
     return Response(

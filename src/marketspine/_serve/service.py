@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,17 +20,20 @@ from typing import Any, Self
 
 import httpx
 from prometheus_client.core import Metric
+from starlette.requests import Request
 
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore, RunRecord
 from .._upbit.limits import remaining_req
 from .._upbit.rest_rows import CandleRows, ClosedAnswers
 from ..records import Instrument
+from .admin_auth import LoginThrottle
 from .history import keep_run, warmup_run
-from .jobs import BackfillJobs
+from .jobs import DEFAULT_MAX_RUNNING, BackfillJobs
 from .metrics import CallCount, ServeMetrics, counter, gauge, spine_figures
+from .security import peer_of
 
-__all__ = ["FairGate", "LiveDemand", "ServeService"]
+__all__ = ["FairGate", "LiveDemand", "ServeService", "client_of"]
 
 logger = logging.getLogger("marketspine.serve")
 
@@ -39,34 +41,70 @@ WARMUP_EVERY_S = 6 * 3600  # the design documents' schedule
 _INSTRUMENTS_TTL_S = 60.0
 
 
+def client_of(request: Request) -> tuple[str, str]:
+    """Whose line a request waits in: its peer address (the proxy's client only when the
+    proxy is trusted: ``--forwarded-allow-ips``), and within it the name the client gives
+    itself (``X-Marketspine-Client``), else its User-Agent (bots on one host differ by it)."""
+    address = peer_of(request)
+    named = request.headers.get("x-marketspine-client")
+    return address, named or request.headers.get("user-agent", "")
+
+
 class FairGate:
     """At most ``per_client`` requests of one client inside the Spine at a time; the rest
     of that client's requests wait in its own line. A client flooding requests then holds
     a bounded share of the shared upstream budget's queue, so another client's request is
-    never stuck behind all of them."""
+    never stuck behind all of them.
 
-    def __init__(self, per_client: int = 8) -> None:
+    A client is a peer address and a name it gives; names cost nothing, so one address
+    holds at most ``lines_per_address`` named lines at once, and a request naming yet
+    another waits in that address's one overflow line. Rotating names therefore gets an
+    address at most ``(lines_per_address + 1) * per_client`` requests inside, and the
+    gate's own bookkeeping stays that small per address."""
+
+    OVERFLOW = "\x00overflow"  # no header value can hold a NUL: never a client's own name
+
+    def __init__(self, per_client: int = 8, lines_per_address: int = 16) -> None:
         self._per_client = per_client
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._users: defaultdict[str, int] = defaultdict(int)
+        self._lines_per_address = lines_per_address
+        # address -> name -> (its semaphore, requests holding or waiting for it)
+        self._lines: dict[str, dict[str, list[Any]]] = {}
 
     @contextlib.asynccontextmanager
-    async def slot(self, client: str) -> AsyncIterator[None]:
-        semaphore = self._slots.get(client)
-        if semaphore is None:
-            semaphore = self._slots[client] = asyncio.Semaphore(self._per_client)
-        self._users[client] += 1
+    async def slot(
+        self, client: tuple[str, str], *, wait_s: float | None = None
+    ) -> AsyncIterator[None]:
+        """A place inside for ``client`` (peer address, name) while the block runs; with
+        ``wait_s``, TimeoutError when none was free within that long (the block's own
+        run time is not bounded)."""
+        address, name = client
+        lines = self._lines.setdefault(address, {})
+        if name not in lines and len(lines) >= self._lines_per_address + (self.OVERFLOW in lines):
+            name = self.OVERFLOW
+        line = lines.get(name)
+        if line is None:
+            line = lines[name] = [asyncio.Semaphore(self._per_client), 0]
+        line[1] += 1
         try:
-            async with semaphore:
+            async with asyncio.timeout(wait_s):
+                await line[0].acquire()
+            try:
                 yield
+            finally:
+                line[0].release()
         finally:
-            self._users[client] -= 1
-            if not self._users[client]:  # forget idle clients
-                del self._users[client]
-                self._slots.pop(client, None)
+            line[1] -= 1
+            if not line[1]:  # forget idle lines and addresses
+                del lines[name]
+                if not lines:
+                    del self._lines[address]
 
     def waiting(self) -> int:
-        return sum(self._users.values())
+        return sum(line[1] for lines in self._lines.values() for line in lines.values())
+
+    def lines(self, address: str) -> int:
+        """Lines an address holds now (the overflow line included)."""
+        return len(self._lines.get(address, {}))
 
 
 class LiveDemand:
@@ -141,7 +179,8 @@ class ServeService:
     """Everything ``serve`` answers from. ``upstream``/``db``/``transport``/``ws_url`` go to
     the ``Spine``; ``admin_token`` guards the admin API and ``/api``, ``read_token`` (if
     any) opens ``/api``'s reads only; ``max_wait_s`` bounds how long a request may wait for
-    its turn before it gets Upbit's 429; ``warmup_every_s`` is the warmup schedule (0: only
+    its turn before it gets Upbit's 429; ``max_jobs`` backfill jobs run at most at once;
+    ``warmup_every_s`` is the warmup schedule (0: only
     at start; negative: never)."""
 
     def __init__(
@@ -160,6 +199,7 @@ class ServeService:
         live_on_demand: bool = True,
         redis: str | None = None,
         redis_prefix: str | None = None,
+        max_jobs: int = DEFAULT_MAX_RUNNING,
     ) -> None:
         self.metrics = ServeMetrics()
         self.spine = Spine(
@@ -173,13 +213,17 @@ class ServeService:
         )
         self.admin_token = admin_token
         self.read_token = read_token
+        # Failed logins and wrong bearer tokens, by client address: one count for both.
+        self.login_throttle = LoginThrottle()
         self.max_wait_s = max_wait_s
         self.gate = FairGate(per_client)
         self.candle_rows = CandleRows()
         self.closed_answers = ClosedAnswers()
         self.demand = LiveDemand(self.spine, self.spawn, idle_s=idle_unwatch_s)
         self.demand.enabled = live_on_demand
-        self.jobs = BackfillJobs(self.spine, self.spawn, on_end=self.keep_run_later)
+        self.jobs = BackfillJobs(
+            self.spine, self.spawn, on_end=self.keep_run_later, max_running=max_jobs
+        )
         self.gateway: Any = None  # the WebSocket gateway (``_serve_ws.WsGateway``) once mounted
         self.warmup_report: dict[str, Any] | None = None
         self.warmup_at: float | None = None  # wall time the last warmup finished

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import msgspec
@@ -81,28 +81,37 @@ def decimal_text(value: float) -> str:
 
 class ClosedAnswers:
     """Whole answers made only of closed candles, by request (bounded, least recently used
-    out first): asked again, they are sent as they are."""
+    out first): asked again, they are sent as they are. ``max_bytes`` bounds the answers
+    and their keys together: each entry is charged its body and ``ENTRY_BYTES`` for its key
+    (a small tuple of normalised parameters) and the dictionary's slot."""
+
+    ENTRY_BYTES = 320  # a 4-tuple of a short str, a market code and two ints, and its slot
 
     def __init__(self, max_bytes: int = 32 << 20) -> None:
-        self._answers: OrderedDict[str, bytes] = OrderedDict()
+        self._answers: OrderedDict[Hashable, bytes] = OrderedDict()
         self._max_bytes = max_bytes
         self.bytes = 0
 
-    def get(self, key: str) -> bytes | None:
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: Hashable) -> bytes | None:
         body = self._answers.get(key)
         if body is not None:
             self._answers.move_to_end(key)
         return body
 
-    def put(self, key: str, body: bytes) -> None:
+    def put(self, key: Hashable, body: bytes) -> None:
         if len(body) > self._max_bytes // 4:
             return  # one huge answer must not flush all the others
         old = self._answers.pop(key, None)
-        self.bytes += len(body) - (len(old) if old is not None else 0)
+        if old is not None:
+            self.bytes -= len(old) + self.ENTRY_BYTES
+        self.bytes += len(body) + self.ENTRY_BYTES
         self._answers[key] = body
         while self.bytes > self._max_bytes:
             _, dropped = self._answers.popitem(last=False)
-            self.bytes -= len(dropped)
+            self.bytes -= len(dropped) + self.ENTRY_BYTES
 
 
 class CandleRows:
