@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from .._base.args import time_arg
 from .._base.time import DAY_MS, format_utc
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from .._base.urls import without_db_urls
 from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
 from .disconnect import ClientLeft, unless_client_leaves
 from .history import SUCCESS_TARGET, history_answer
@@ -90,7 +91,7 @@ def _guarded(handler: Any) -> Any:
         except JobLimitError as exc:
             return _error(429, str(exc))
         except RetryLaterError as exc:
-            return _error(503, f"upstream unavailable: {exc}")
+            return _error(503, f"upstream unavailable: {without_db_urls(str(exc))}")
         return response
 
     return endpoint

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._base.args import markets_arg, time_arg, timeframe_arg
 from .._base.time import format_utc
 from .._base.timeframes import Timeframe
+from .._base.urls import without_db_urls
 from .._budget.rules import Priority
 from .._store.backfill import ProgressEvent, collect
 from .._store.sqlite import RunRecord
@@ -231,7 +232,7 @@ class BackfillJobs:
             raise
         except Exception as exc:
             job.state = "failed"
-            job.error = str(exc)
+            job.error = without_db_urls(str(exc))  # shown to /api clients
             log.error(
                 "backfill job %s (%s %s) failed: %s",
                 job.id, ",".join(job.markets), job.timeframe.name, exc,

@@ -22,6 +22,7 @@ import httpx
 from prometheus_client.core import Metric
 from starlette.requests import Request
 
+from .._base.urls import without_db_urls
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore, RunRecord
 from .._upbit.limits import remaining_req
@@ -333,7 +334,8 @@ class ServeService:
                     "refreshed_exchanges": [],
                     "total_markets": 0,
                     "execution_time": round(time.perf_counter() - started, 3),
-                    "exchange_details": {"error": str(exc)},
+                    # Shown on /api/warmup: a failing database is said, not where it is.
+                    "exchange_details": {"error": without_db_urls(str(exc))},
                 }
             self.metrics.warmup_duration.set(time.perf_counter() - started)
             self.metrics.warmup_success.set(1 if report.get("success") else 0)
