@@ -43,6 +43,7 @@ __all__ = [
     "admin_routes",
     "authorized",
     "bearer_token",
+    "given_admin_token",
     "resolve_read_token",
     "resolve_token",
     "token_path",
@@ -91,13 +92,17 @@ def _read_stored(path: Path) -> str | None:
             f"cannot read the admin token file {path} ({exc.strerror or exc}; a symbolic "
             "link is never followed): remove it, or give --admin-token"
         ) from exc
-    with os.fdopen(fd) as stored:
-        info = os.fstat(stored.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InvalidRequestError(
                 f"the admin token file {path} is not a regular file: remove it, or give "
                 "--admin-token"
             )
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd) as stored:
         if info.st_mode & 0o077:
             logger.warning(
                 "the admin token file %s is readable or writable by others (mode %o): chmod 600 it",
@@ -105,6 +110,16 @@ def _read_stored(path: Path) -> str | None:
                 stat.S_IMODE(info.st_mode),
             )
         return stored.read(4096)
+
+
+def given_admin_token(given: str | None) -> str | None:
+    """The admin token given (``given``, else ``MARKETSPINE_ADMIN_TOKEN``), checked; None
+    when neither gives one (one is then kept beside the database).
+
+    Raises InvalidRequestError for an empty or short token."""
+    if given is None:
+        given = os.environ.get(ENV_TOKEN) or None
+    return None if given is None else _checked(given, "--admin-token")
 
 
 def resolve_token(given: str | None, db: Path | None) -> tuple[str, bool]:
@@ -116,10 +131,9 @@ def resolve_token(given: str | None, db: Path | None) -> tuple[str, bool]:
 
     Raises InvalidRequestError for an empty or short token (given or stored), or a token
     file that is a link, not a regular file, or unreadable."""
-    if given is None:
-        given = os.environ.get(ENV_TOKEN) or None
+    given = given_admin_token(given)
     if given is not None:
-        return _checked(given, "--admin-token"), False
+        return given, False
     if db is None:
         return secrets.token_urlsafe(24), True
     path = token_path(db)

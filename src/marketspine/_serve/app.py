@@ -37,7 +37,14 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from .._base.urls import check_db, check_upstream, is_postgres_url
 from .._upbit.errors import method_not_allowed
 from ..errors import InvalidRequestError
-from .admin_api import ApiAccess, admin_routes, resolve_read_token, resolve_token, token_path
+from .admin_api import (
+    ApiAccess,
+    admin_routes,
+    given_admin_token,
+    resolve_read_token,
+    resolve_token,
+    token_path,
+)
 from .admin_page import AdminPage, admin_page_routes
 from .api import api_routes
 from .security import (
@@ -273,6 +280,7 @@ def run_serve(
         check_upstream(upstream, "--upstream", also=", or sim")
     check_db(db, "--db")
     read_token = resolve_read_token(read_token)
+    admin_token = given_admin_token(admin_token)
     proxies = proxy_addresses(forwarded_allow_ips)
     # A name to listen on is a name clients use (an address or a wildcard is no name).
     hosts = AllowedHosts([*allowed_hosts, host])
