@@ -22,6 +22,7 @@ import httpx
 from prometheus_client.core import Metric
 from starlette.requests import Request
 
+from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from .._base.urls import without_db_urls
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore, RunRecord
@@ -203,9 +204,12 @@ class ServeService:
         max_jobs: int = DEFAULT_MAX_RUNNING,
     ) -> None:
         self.metrics = ServeMetrics()
+        # One memory budget over the Spine's candles and live state and serve's kept answers.
+        self.memory = MemoryBudget.megabytes(DEFAULT_MEMORY_MB)
         self.spine = Spine(
             upstream,
             db,
+            memory=CandleMemory(budget=self.memory),
             redis=redis,  # budget, pages and catalog shared with every process using it
             redis_prefix=redis_prefix,
             transport=self.metrics.transport(transport),
@@ -219,7 +223,7 @@ class ServeService:
         self.max_wait_s = max_wait_s
         self.gate = FairGate(per_client)
         self.candle_rows = CandleRows()
-        self.closed_answers = ClosedAnswers()
+        self.closed_answers = ClosedAnswers(budget=self.memory)
         self.demand = LiveDemand(self.spine, self.spawn, idle_s=idle_unwatch_s)
         self.demand.enabled = live_on_demand
         self.jobs = BackfillJobs(
