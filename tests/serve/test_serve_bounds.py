@@ -5,7 +5,9 @@ means, junk parameters adding nothing; ``/api/candles`` refuses a range of more 
 100,000 windows naming the first page, waits in the per-client gate and stops fetching when
 its client leaves; one address holds a bounded number of gate lines however many names it
 gives; wrong bearer tokens lock their own address out (429) and never another, where the
-admin token keeps working; a login posted from another site is refused and not counted."""
+admin token keeps working; a browser that logged in before is counted under its device
+cookie, not the address it shares; a login posted from another site is refused and not
+counted."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from helpers import SIM_NOW_MS, wait_until
 from starlette.applications import Starlette
 
 from marketspine._base.time import format_utc
+from marketspine._serve.admin_auth import COOKIE, DEVICE_COOKIE, device_cookie, device_of
 from marketspine._serve.app import create_service_app
 from marketspine._serve.disconnect import ClientLeft, unless_client_leaves
 from marketspine._serve.security import MAX_BODY_BYTES
@@ -69,6 +72,8 @@ async def service(held: HeldCandles, tmp_path: Path) -> AsyncIterator[ServeServi
         max_wait_s=1.0,
         per_client=1,
     ) as service:
+        # A lock-out long enough to outlast any pause of a loaded machine between requests.
+        service.login_throttle.first_lockout_s = 60
         yield service
         held.release.set()
 
@@ -348,3 +353,29 @@ async def test_a_login_from_another_site_is_refused_and_not_counted(
         "/admin/login", data={"token": ADMIN}, headers={"Origin": "http://127.0.0.1:8600"}
     )
     assert same.status_code == 303, same.text
+
+
+async def test_a_browser_that_logged_in_before_is_not_locked_out_by_its_address(
+    service: ServeService,
+) -> None:
+    async with client(service) as browser, client(service) as other:  # both 127.0.0.1
+        first = await browser.post("/admin/login", data={"token": ADMIN})
+        assert first.status_code == 303 and DEVICE_COOKIE in first.cookies
+        browser.cookies.delete(COOKIE)  # logged out: only the device cookie stays
+        for n in range(6):  # another local process guesses
+            await other.post("/admin/login", data={"token": f"guess-{n}"})
+        assert (await other.post("/admin/login", data={"token": ADMIN})).status_code == 429
+        again = await browser.post("/admin/login", data={"token": ADMIN})
+        assert again.status_code == 303, again.text
+        # A forged device cookie is no device: counted under the address, locked out.
+        other.cookies.set(DEVICE_COOKIE, "forged.0000", domain="127.0.0.1", path="/admin")
+        assert (await other.post("/admin/login", data={"token": ADMIN})).status_code == 429
+
+
+def test_device_cookies_are_signed_with_the_admin_token() -> None:
+    cookie = device_cookie(ADMIN)
+    device = device_of(cookie, ADMIN)
+    assert device is not None and cookie.startswith(device + ".")
+    assert device_of(cookie, ADMIN + "-rotated") is None  # a new token forgets devices
+    assert device_of(device + ".deadbeef", ADMIN) is None
+    assert device_of(None, ADMIN) is None and device_of("x" * 500, ADMIN) is None

@@ -29,7 +29,17 @@ from starlette.routing import BaseRoute, Route
 
 from .._spine.quotes import Channel
 from ..errors import MarketspineError
-from .admin_auth import COOKIE, AdminSessions, LoginThrottle, Session, tokens_match
+from .admin_auth import (
+    COOKIE,
+    DEVICE_COOKIE,
+    DEVICE_S,
+    AdminSessions,
+    LoginThrottle,
+    Session,
+    device_cookie,
+    device_of,
+    tokens_match,
+)
 from .security import foreign_origin, peer_of
 
 if TYPE_CHECKING:
@@ -110,7 +120,10 @@ class AdminPage:
             return _login_refused(
                 f"a login from another site ({foreign}) is refused: log in on this page", 403
             )
-        client = peer_of(request)
+        # A browser that logged in here before is counted apart from its address, which
+        # it may share with others (every local process is 127.0.0.1).
+        device = device_of(request.cookies.get(DEVICE_COOKIE), self.service.admin_token)
+        client = peer_of(request) if device is None else f"device {device}"
         wait = self.throttle.wait_s(client)
         if wait > 0:
             return _login_refused(
@@ -140,6 +153,16 @@ class AdminPage:
             samesite="strict",
             secure=request.url.scheme == "https",
         )
+        if device is None:
+            response.set_cookie(
+                DEVICE_COOKIE,
+                device_cookie(self.service.admin_token),
+                max_age=DEVICE_S,
+                path="/admin",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
         return response
 
     async def logout(self, request: Request) -> Response:
