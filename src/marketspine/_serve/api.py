@@ -126,10 +126,14 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
             closed_only=flags["closed_only"],
         )
         # Through the same per-client gate as /v1, and only while the client waits for it.
+        inside = False
         try:
             async with service.gate.slot(client_of(request), wait_s=service.max_wait_s):
+                inside = True
                 result = await unless_client_leaves(request.receive, work)
         except TimeoutError:
+            if inside:  # the work's own, not the gate's
+                raise
             work.close()  # never started: the gate had no room within max_wait_s
             service.metrics.downstream_throttled()
             return _error(

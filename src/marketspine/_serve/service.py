@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -52,6 +53,15 @@ def client_of(request: Request) -> tuple[str, str]:
     return address, named or request.headers.get("user-agent", "")
 
 
+@dataclass(slots=True)
+class _Line:
+    """One client's line at the gate: its places inside, and the requests holding or
+    waiting for one."""
+
+    places: asyncio.Semaphore
+    users: int = 0
+
+
 class FairGate:
     """At most ``per_client`` requests of one client inside the Spine at a time; the rest
     of that client's requests wait in its own line. A client flooding requests then holds
@@ -69,8 +79,7 @@ class FairGate:
     def __init__(self, per_client: int = 8, lines_per_address: int = 16) -> None:
         self._per_client = per_client
         self._lines_per_address = lines_per_address
-        # address -> name -> (its semaphore, requests holding or waiting for it)
-        self._lines: dict[str, dict[str, list[Any]]] = {}
+        self._lines: dict[str, dict[str, _Line]] = {}  # address -> name -> its line
 
     @contextlib.asynccontextmanager
     async def slot(
@@ -85,24 +94,24 @@ class FairGate:
             name = self.OVERFLOW
         line = lines.get(name)
         if line is None:
-            line = lines[name] = [asyncio.Semaphore(self._per_client), 0]
-        line[1] += 1
+            line = lines[name] = _Line(asyncio.Semaphore(self._per_client))
+        line.users += 1
         try:
             async with asyncio.timeout(wait_s):
-                await line[0].acquire()
+                await line.places.acquire()
             try:
                 yield
             finally:
-                line[0].release()
+                line.places.release()
         finally:
-            line[1] -= 1
-            if not line[1]:  # forget idle lines and addresses
+            line.users -= 1
+            if not line.users:  # forget idle lines and addresses
                 del lines[name]
                 if not lines:
                     del self._lines[address]
 
     def waiting(self) -> int:
-        return sum(line[1] for lines in self._lines.values() for line in lines.values())
+        return sum(line.users for lines in self._lines.values() for line in lines.values())
 
     def lines(self, address: str) -> int:
         """Lines an address holds now (the overflow line included)."""
