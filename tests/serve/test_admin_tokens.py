@@ -100,3 +100,11 @@ def test_a_short_stored_token_is_refused(tmp_path: Path) -> None:
     token_path(db).chmod(0o600)
     with pytest.raises(InvalidRequestError, match=r"the admin token in .* is 5 characters"):
         resolve_token(None, db)
+
+
+def test_an_empty_token_file_is_made_anew(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    token_path(db).touch(0o600)  # a start that died before writing the token
+    token, generated = resolve_token(None, db)
+    assert generated and token_path(db).read_text() == token + "\n"
+    assert stat.S_IMODE(token_path(db).stat().st_mode) == 0o600

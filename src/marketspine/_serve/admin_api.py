@@ -138,8 +138,10 @@ def resolve_token(given: str | None, db: Path | None) -> tuple[str, bool]:
         return secrets.token_urlsafe(24), True
     path = token_path(db)
     stored = _read_stored(path)
-    if stored is not None:
+    if stored is not None and stored.strip():
         return _checked(stored, f"the admin token in {path}"), False
+    if stored is not None:  # an empty file (a start that died writing it): made anew
+        path.unlink()
     token = secrets.token_urlsafe(24)
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
