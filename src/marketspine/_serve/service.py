@@ -190,7 +190,8 @@ class ServeService:
     """Everything ``serve`` answers from. ``upstream``/``db``/``transport``/``ws_url`` go to
     the ``Spine``; ``admin_token`` guards the admin API and ``/api``, ``read_token`` (if
     any) opens ``/api``'s reads only; ``max_wait_s`` bounds how long a request may wait for
-    its turn before it gets Upbit's 429; ``max_jobs`` backfill jobs run at most at once;
+    its turn before it gets Upbit's 429; ``per_client`` and ``lines_per_address`` shape the
+    fair gate (``FairGate``); ``max_jobs`` backfill jobs run at most at once;
     ``warmup_every_s`` is the warmup schedule (0: only
     at start; negative: never)."""
 
@@ -205,6 +206,7 @@ class ServeService:
         ws_url: str | None = None,
         max_wait_s: float = 8.0,
         per_client: int = 8,
+        lines_per_address: int = 16,
         warmup_every_s: float = WARMUP_EVERY_S,
         idle_unwatch_s: float = 300.0,
         live_on_demand: bool = True,
@@ -230,7 +232,7 @@ class ServeService:
         # Failed logins and wrong bearer tokens, by client address: one count for both.
         self.login_throttle = LoginThrottle()
         self.max_wait_s = max_wait_s
-        self.gate = FairGate(per_client)
+        self.gate = FairGate(per_client, lines_per_address)
         self.candle_rows = CandleRows()
         self.closed_answers = ClosedAnswers(budget=self.memory)
         self.demand = LiveDemand(self.spine, self.spawn, idle_s=idle_unwatch_s)
