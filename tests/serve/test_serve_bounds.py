@@ -344,15 +344,21 @@ async def test_a_login_from_another_site_is_refused_and_not_counted(
             "/admin/login", data={"token": "wrong"}, headers={"Origin": "https://evil.example"}
         )
         assert answer.status_code == 403 and "another site" in answer.text
-    cross = await http.post(
-        "/admin/login", data={"token": "wrong"}, headers={"Sec-Fetch-Site": "cross-site"}
-    )
-    assert cross.status_code == 403
+    for headers in (
+        {"Sec-Fetch-Site": "cross-site", "Origin": "null"},  # a sandboxed page elsewhere
+        {"Sec-Fetch-Site": "same-site"},  # another port of this host
+        {"Origin": "http://127.0.0.1:9999"},
+    ):
+        cross = await http.post("/admin/login", data={"token": "wrong"}, headers=headers)
+        assert cross.status_code == 403, headers
     assert service.login_throttle.wait_s("127.0.0.1") == 0
     same = await http.post(
         "/admin/login", data={"token": ADMIN}, headers={"Origin": "http://127.0.0.1:8600"}
     )
     assert same.status_code == 303, same.text
+    # What a browser sends from serve's own login page (no-referrer makes the Origin null).
+    own = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert (await http.post("/admin/login", data={"token": ADMIN}, headers=own)).status_code == 303
 
 
 async def test_a_browser_that_logged_in_before_is_not_locked_out_by_its_address(

@@ -112,20 +112,24 @@ def peer_of(connection: HTTPConnection) -> str:
 
 def foreign_origin(connection: HTTPConnection) -> str | None:
     """The other site a browser says a request comes from, or None when it is this one's or
-    unsaid (a script sends neither header). ``Origin`` must name this ``Host`` (a default
-    port written or not); without it, ``Sec-Fetch-Site`` must not say ``cross-site``."""
+    unsaid (a script sends neither header). An ``Origin`` must name this ``Host`` (a default
+    port written or not), and ``Sec-Fetch-Site`` must say neither ``cross-site`` nor
+    ``same-site`` (another port of this host). ``Origin: null`` alone proves nothing:
+    serve's own ``Referrer-Policy: no-referrer`` makes browsers send it on their own forms,
+    where ``Sec-Fetch-Site`` says ``same-origin``."""
+    fetched_from = connection.headers.get("sec-fetch-site", "").lower()
+    if fetched_from in ("cross-site", "same-site"):
+        return f"a {fetched_from} page"
     origin = connection.headers.get("origin")
-    if origin is not None:
-        scheme, sep, rest = origin.lower().partition("://")
-        if not sep or scheme not in _DEFAULT_PORTS:
-            return origin  # "null" (a sandboxed or opaque origin) included
-        host = connection.headers.get("host", "").lower()
-        default = _DEFAULT_PORTS[scheme]
-        if rest.rstrip("/").removesuffix(default) != host.removesuffix(default):
-            return origin
+    if origin is None or origin == "null":
         return None
-    if connection.headers.get("sec-fetch-site", "").lower() == "cross-site":
-        return "a cross-site page"
+    scheme, sep, rest = origin.lower().partition("://")
+    if not sep or scheme not in _DEFAULT_PORTS:
+        return origin
+    host = connection.headers.get("host", "").lower()
+    default = _DEFAULT_PORTS[scheme]
+    if rest.rstrip("/").removesuffix(default) != host.removesuffix(default):
+        return origin
     return None
 
 
