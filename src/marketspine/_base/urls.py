@@ -53,7 +53,10 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-_DB_URL = re.compile(r"\b(?:postgres(?:ql)?|rediss?)://[^\s'\"]*", re.IGNORECASE)
+# Up to a space or quote, never ending on the punctuation of the sentence around it.
+_DB_URL = re.compile(
+    r"\b(?:postgres(?:ql)?|rediss?)://(?:[^\s'\"]*[^\s'\".,:;)\]])?", re.IGNORECASE
+)
 
 
 def without_db_urls(text: str) -> str:
