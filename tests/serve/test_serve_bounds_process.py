@@ -1,6 +1,7 @@
 """serve's bounds through the real process (#24 points 3 and 4): a WebSocket request over
 32 KiB gets Upbit's error frame and close 1009, a far larger one is closed by the protocol
-layer unread; a body announced at 300 MiB is 413 at once, none of it read; and
+layer unread; a body announced at 300 MiB is 413 at once, none of it read; a long
+``/api/candles`` stops fetching upstream once its client hangs up; and
 ``X-Forwarded-For`` is believed only from a peer named with ``--forwarded-allow-ips``, so
 without it a client cannot pick the address its lock-out is counted under."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from helpers import wait_until_sync
 from serve_support import TOKEN, ServeProcess
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -92,6 +95,49 @@ def _statuses(url: str, forwarded: list[str]) -> list[int]:
             ).status_code
             for ip in forwarded
         ]
+
+
+def _candle_calls(serve: ServeProcess) -> float:
+    """Candle requests serve has sent upstream, from its /metrics."""
+    text = serve.get("/metrics").text
+    found = re.findall(
+        r'^marketspine_upstream_requests_total\{group="candles"[^}]*\} (\S+)$', text, re.M
+    )
+    return sum(float(value) for value in found)
+
+
+def test_api_candles_stop_fetching_once_the_client_leaves(serve: ServeProcess) -> None:
+    # From 127.0.0.2: the shared serve's lock-out of 127.0.0.1 (below) is not this client's.
+    here = httpx.Client(
+        base_url=serve.url,
+        transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    before = _candle_calls(serve)
+    address = urlsplit(serve.url)
+    assert address.hostname is not None and address.port is not None
+    # 60 days of 1m candles upstream has and serve does not: about 430 pages, 43 s at the
+    # budget's 10/s, unless the client's leaving stops them.
+    query = "market=KRW-XRP&timeframe=1m&start=2026-05-01&end=2026-06-30"
+    sock = socket.create_connection(
+        (address.hostname, address.port), source_address=("127.0.0.2", 0)
+    )
+    sock.sendall(
+        f"GET /api/candles?{query} HTTP/1.1\r\nHost: {address.netloc}\r\n"
+        f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+    )
+    wait_until_sync(lambda: _candle_calls(serve) >= before + 3, 20, "pages fetched")
+    sock.close()  # the client leaves
+    with here:
+        wait_until_sync(
+            lambda: here.get("/api/status").json()["waiting_requests"] == 0, 20, "gate empty"
+        )
+        stopped = _candle_calls(serve)
+        assert stopped < before + 100  # far from the 430 pages
+        # A round trip later, nothing more was fetched for it.
+        assert here.get("/api/status").status_code == 200
+    assert _candle_calls(serve) == stopped
 
 
 def _locked_after_four(statuses: list[int]) -> bool:
