@@ -160,7 +160,9 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         # under what the request means (not its text: junk parameters or another spelling
         # of the same time must neither miss nor add an entry).
         key = (tf.key, code, count, to_ms)
-        kept = service.closed_answers.get(key) if to_ms is not None else None
+        kept = None
+        if to_ms is not None and convert is None:  # converted answers are never kept
+            kept = service.closed_answers.get(key)
         if kept is not None:
             return Answer(kept, "memory")
         want = count + 1 if tf.unit == "day" else count  # days compare with the day before
