@@ -177,7 +177,7 @@ async def test_closed_answers_are_kept_under_what_the_request_means(
     assert len(service.closed_answers) == 1 and service.closed_answers.bytes == bytes_kept
     assert service.closed_answers.bytes >= len(first.content) + 200  # its key is charged
     # Day candles converted to KRW are another answer than the kept unconverted one.
-    days = {"market": "KRW-BTC", "count": 2, "to": to}
+    days = {"market": "KRW-BTC", "count": "2", "to": to}
     plain = await http.get("/v1/candles/days", params=days)
     converted = await http.get("/v1/candles/days", params={**days, "converting_price_unit": "KRW"})
     assert plain.status_code == converted.status_code == 200, converted.text
