@@ -3,7 +3,8 @@
 Clients speak Upbit's protocol unchanged: tickets, DEFAULT/SIMPLE/LIST formats, snapshot
 and realtime flags, a new request replaces the previous subscription, ``PING`` answered
 with ``{"status":"UP"}`` (then every 10 s), ``LIST_SUBSCRIPTIONS``, an error frame then
-close (1000) for a bad request, and Upbit's 5/s and 100/min request limit per connection.
+close (1000) for a bad request, and Upbit's 5/s and 100/min request limit per connection. A
+request over ``MAX_REQUEST_BYTES`` is refused unparsed (an error frame, then close 1009).
 
 Every (type, market) any client wants comes from the ``UpstreamHub``: one listener per
 pair on the Spine's one stream, so upstream sees one connection however many clients come
