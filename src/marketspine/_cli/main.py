@@ -511,6 +511,15 @@ def warmup(
     show_default=True,
     help="WebSocket connections open at once from one client address; more are refused.",
 )
+@click.option(
+    "--forwarded-allow-ips",
+    "forwarded_allow_ips",
+    metavar="IP[/BITS]",
+    multiple=True,
+    help="A proxy in front of serve (address or network; repeatable or comma-separated): "
+    "only its X-Forwarded-For is believed. Without it every limit (login lock-out, "
+    "--ws-max-per-ip, the per-client share) keys on the connecting address.",
+)
 @_operations_options
 def serve(
     upstream: str,
@@ -522,6 +531,7 @@ def serve(
     allowed_hosts: tuple[str, ...],
     redis: str | None,
     ws_max_per_ip: int,
+    forwarded_allow_ips: tuple[str, ...],
     notify: tuple[str, ...],
     log_level: str,
     log_format: str,
@@ -565,6 +575,7 @@ def serve(
             allowed_hosts=allowed_hosts,
             redis=redis,
             ws_max_per_ip=ws_max_per_ip,
+            forwarded_allow_ips=forwarded_allow_ips,
             keep_secret=lambda token: redact.add([token]),
         )
 

@@ -34,7 +34,18 @@ from starlette.routing import BaseRoute, Route
 
 from .._spine.quotes import Channel
 from ..errors import MarketspineError
-from .admin_auth import COOKIE, AdminSessions, LoginThrottle, Session, tokens_match
+from .admin_auth import (
+    COOKIE,
+    DEVICE_COOKIE,
+    DEVICE_S,
+    AdminSessions,
+    LoginThrottle,
+    Session,
+    device_cookie,
+    device_of,
+    tokens_match,
+)
+from .security import foreign_origin, peer_of
 
 if TYPE_CHECKING:
     from .service import ServeService
@@ -91,10 +102,6 @@ def _error(status: int, name: str, message: str) -> Response:
     return _json({"error": {"name": name, "message": message}}, status)
 
 
-def _client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 class AdminPage:
     """Sessions, the login throttle and the page's routes over one ``ServeService``."""
 
@@ -107,7 +114,8 @@ class AdminPage:
     ) -> None:
         self.service = service
         self.sessions = sessions or AdminSessions()
-        self.throttle = throttle or LoginThrottle()
+        # The one throttle the bearer path of /api and /admin/api counts in too.
+        self.throttle = throttle or service.login_throttle
         self.plotly = CompressedAsset(_plotly_js())
 
     # -- who is asking ----------------------------------------------------------------------
@@ -143,7 +151,17 @@ class AdminPage:
         )
 
     async def login(self, request: Request) -> Response:
-        client = _client_of(request)
+        foreign = foreign_origin(request)
+        if foreign is not None:
+            # A form on another site posting here (CSRF on the login) is neither checked
+            # nor counted: its failures must not lock the real admin out.
+            return _login_refused(
+                f"a login from another site ({foreign}) is refused: log in on this page", 403
+            )
+        # A browser that logged in here before is counted apart from its address, which
+        # it may share with others (every local process is 127.0.0.1).
+        device = device_of(request.cookies.get(DEVICE_COOKIE), self.service.admin_token)
+        client = peer_of(request) if device is None else f"device {device}"
         wait = self.throttle.wait_s(client)
         if wait > 0:
             return _login_refused(
@@ -173,6 +191,16 @@ class AdminPage:
             samesite="strict",
             secure=request.url.scheme == "https",
         )
+        if device is None:
+            response.set_cookie(
+                DEVICE_COOKIE,
+                device_cookie(self.service.admin_token),
+                max_age=DEVICE_S,
+                path="/admin",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -350,7 +378,7 @@ class AdminPage:
         return _json(job.as_dict(), 202)
 
 
-def _login_refused(message: str, status: int, *, retry_after: float) -> Response:
+def _login_refused(message: str, status: int, *, retry_after: float = 0.0) -> Response:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
     page = (_STATIC / "login.html").read_text(encoding="utf-8")
     return Response(

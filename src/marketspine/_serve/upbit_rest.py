@@ -44,6 +44,7 @@ from ..errors import (
     RetryLaterError,
     UnknownMarketError,
 )
+from .service import client_of
 
 if TYPE_CHECKING:
     from .._spine.spine import Spine
@@ -141,11 +142,6 @@ async def _market_all(request: Request, service: ServeService) -> Answer:
 
 def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
     async def handler(request: Request, service: ServeService) -> Answer:
-        # Closed history never changes: an answer made only of closed candles is kept whole.
-        key = request.url.path + "?" + request.url.query
-        kept = service.closed_answers.get(key)
-        if kept is not None:
-            return Answer(kept, "memory")
         params = request.query_params
         tf = REST_CANDLE_KINDS[kind] if kind != "minutes" else _minute_frame(request)
         code = _code(_required(params, "market"))
@@ -154,17 +150,27 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         if convert is not None and (tf.unit != "day" or convert != "KRW"):
             raise _Bad(WRONG_VALUE)
         to = params.get("to")
-        want = count + 1 if tf.unit == "day" else count  # days compare with the day before
-        spine = service.spine
         to_ms: int | None = None
-        if to is None:
-            result = await spine.candles(code, tf, count=want)
-            service.demand.want(f"candle.{tf.name}", code)
-        else:
+        if to is not None:
             try:
                 to_ms = parse_time(to)
             except InvalidRequestError:
                 raise _Bad(WRONG_VALUE) from None
+        # Closed history never changes: an answer made only of closed candles is kept whole,
+        # under what the request means (not its text: junk parameters or another spelling
+        # of the same time must neither miss nor add an entry).
+        key = (tf.key, code, count, to_ms)
+        kept = None
+        if to_ms is not None and convert is None:  # converted answers are never kept
+            kept = service.closed_answers.get(key)
+        if kept is not None:
+            return Answer(kept, "memory")
+        want = count + 1 if tf.unit == "day" else count  # days compare with the day before
+        spine = service.spine
+        if to_ms is None:
+            result = await spine.candles(code, tf, count=want)
+            service.demand.want(f"candle.{tf.name}", code)
+        else:
             result = await candles_before(spine, code, tf, want, to_ms)
             if result.meta.forming:
                 service.demand.want(f"candle.{tf.name}", code)
@@ -335,16 +341,6 @@ async def _supported_levels(request: Request, service: ServeService) -> Answer:
 Handler = Callable[[Request, "ServeService"], Awaitable[Answer]]
 
 
-def _client_key(request: Request) -> str:
-    """Whose queue a request waits in: the ``X-Marketspine-Client`` header when a client names
-    itself, else its address and User-Agent (bots on one host differ by the latter)."""
-    named = request.headers.get("x-marketspine-client")
-    if named:
-        return named
-    host = request.client.host if request.client else "?"
-    return f"{host} {request.headers.get('user-agent', '')}"
-
-
 def _endpoint(service: ServeService, group: str, route: str, handler: Handler) -> Any:
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
@@ -362,7 +358,7 @@ async def _answer(
     try:
         try:
             async with asyncio.timeout(service.max_wait_s):
-                async with service.gate.slot(_client_key(request)):
+                async with service.gate.slot(client_of(request)):
                     try:
                         answer = await handler(request, service)
                     except BannedError:
