@@ -241,8 +241,8 @@ async def test_live_watch_on_demand_stops_after_idling(
             service.demand.want("ticker", "KRW-BTC")
             service.demand.want("candle.1m", "KRW-ETH")  # built from KRW-ETH's trade stream
             live = service.demand.is_live
-            await wait_until(lambda: live("ticker", "KRW-BTC"), 10, "a live KRW-BTC ticker")
-            await wait_until(lambda: live("candle.1m", "KRW-ETH"), 10, "live KRW-ETH 1m candles")
+            await wait_until(lambda: live("ticker", "KRW-BTC"), 30, "a live KRW-BTC ticker")
+            await wait_until(lambda: live("candle.1m", "KRW-ETH"), 30, "live KRW-ETH 1m candles")
             ticker = await service.spine.ticker("KRW-BTC")
             assert ticker.market == "KRW-BTC"
             app = create_service_app(service)
