@@ -27,7 +27,17 @@ from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
 from .._spine.result import CandleResult
 from .._upbit.errors import upbit_error
 from .._upbit.horizon import SECONDS_HORIZON_MS
-from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES, TRADES_KEPT_DAYS
+from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
+from .._upbit.params import (
+    MAX_CODES,
+    check_code_length,
+    count_value,
+    cursor_value,
+    days_ago_value,
+    int_value,
+    quote_values,
+    time_of_day_ms,
+)
 from .._upbit.rest_rows import (
     instrument_row,
     market_row,
@@ -53,6 +63,7 @@ __all__ = ["Answer", "upbit_error", "upbit_routes"]
 
 _EARLIEST_MS = parse_time("2017-01-01")  # Upbit opened in 2017: nothing is older
 _encode = msgspec.json.Encoder().encode
+_UPBIT_TEXTS = frozenset({MISSING, TYPE_MISMATCH, WRONG_VALUE, BAD_UNIT})
 
 
 class Answer(msgspec.Struct):
@@ -93,26 +104,24 @@ def _required(params: QueryParams, *names: str) -> str:
 
 def _int(text: str) -> int:
     try:
-        return int(text)
-    except ValueError:
+        return int_value(text)
+    except InvalidRequestError:
         raise _Bad(TYPE_MISMATCH) from None
 
 
 def _count(params: QueryParams, maximum: int) -> int:
     """``count``: default 1, above ``maximum`` clamped (as Upbit does), below 1 refused."""
-    text = params.get("count")
-    if text is None:
-        return 1
-    count = _int(text)
-    if count < 1:
-        raise _Bad(WRONG_VALUE)
-    return min(count, maximum)
+    try:
+        return count_value(params.get("count"), maximum)
+    except InvalidRequestError as exc:
+        raise _Bad(str(exc)) from None
 
 
 def _code(text: str) -> MarketCode:
     try:
+        check_code_length(text)
         return market_code(text)
-    except InvalidRequestError:  # a comma list is one unknown code to Upbit
+    except InvalidRequestError:  # a comma list, or too long: one unknown code to Upbit
         raise _Bad(NOT_FOUND, 404) from None
 
 
@@ -123,6 +132,8 @@ def _codes(params: QueryParams) -> list[str]:
         for part in value.split(","):
             if part.strip() and (code := _code(part)) not in codes:
                 codes.append(code)
+                if len(codes) > MAX_CODES:
+                    raise _Bad(WRONG_VALUE)
     if not codes:
         raise _Bad(MISSING)
     return codes
@@ -245,18 +256,14 @@ async def _trades(request: Request, service: ServeService) -> Answer:
     params = request.query_params
     code = _code(_required(params, "market"))
     count = _count(params, MAX_TRADES)
+    # Every parameter checked here, as Upbit checks it: nothing absurd goes upstream.
     to = params.get("to")
+    if to is not None:
+        time_of_day_ms(to)
     cursor_text = params.get("cursor")
+    cursor = None if cursor_text is None else cursor_value(cursor_text)
     days_text = _param(params, "days_ago", "daysAgo")
-    days_ago = None if days_text is None else _int(days_text)
-    if days_ago is not None and not 1 <= days_ago <= TRADES_KEPT_DAYS:
-        raise _Bad(WRONG_VALUE)
-    cursor = None
-    if cursor_text is not None:
-        try:
-            cursor = int(cursor_text)
-        except ValueError:
-            raise _Bad(WRONG_VALUE) from None
+    days_ago = None if days_text is None else days_ago_value(days_text)
     with service.upstream_calls() as calls:
         if to is None and cursor is None and days_ago is None:
             trades = list(await service.spine.trades(code, count))
@@ -281,7 +288,7 @@ async def _ticker(request: Request, service: ServeService) -> Answer:
 
 async def _ticker_all(request: Request, service: ServeService) -> Answer:
     text = _required(request.query_params, "quote_currencies", "quoteCurrencies")
-    quotes = ",".join(dict.fromkeys(q.strip().upper() for q in text.split(",") if q.strip()))
+    quotes = ",".join(quote_values(text))
     if not quotes:
         raise _Bad(MISSING)
     with service.upstream_calls() as calls:
@@ -378,8 +385,10 @@ async def _answer(
         return upbit_error(exc.status, str(exc), headers)
     except UnknownMarketError:
         return upbit_error(404, NOT_FOUND, headers)
-    except InvalidRequestError:
-        return upbit_error(400, WRONG_VALUE, headers)
+    except InvalidRequestError as exc:
+        # Upbit's own text when the check said which (``_upbit.params``), else its usual one.
+        message = str(exc) if str(exc) in _UPBIT_TEXTS else WRONG_VALUE
+        return upbit_error(400, message, headers)
     except RateLimitedError:
         return PlainTextResponse(TOO_MANY, 429, headers=headers)
     except RetryLaterError as exc:
