@@ -22,6 +22,7 @@ from typing import Any, Self
 import httpx
 from prometheus_client.core import Metric
 
+from .._client.retry import RetryPolicy
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore, RunRecord
 from .._upbit.limits import remaining_req
@@ -170,6 +171,10 @@ class ServeService:
             transport=self.metrics.transport(transport),
             ws_url=ws_url,
             warmup_every_s=0,  # the service schedules warmups itself, to report them
+            # A 418 is never waited out while a client waits: it opens the circuit for the
+            # block, and clients get what serve holds (marked stale) or a 503 at once;
+            # backfill jobs wait it out themselves (``jobs``).
+            retry=RetryPolicy(max_ban_wait=0.0),
         )
         self.admin_token = admin_token
         self.read_token = read_token

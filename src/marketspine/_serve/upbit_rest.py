@@ -10,6 +10,7 @@ served from cache because upstream is failing or banning us.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,11 @@ class _Bad(InvalidRequestError):
     def __init__(self, message: str, status: int = 400) -> None:
         self.status = status
         super().__init__(message)
+
+
+class _Unavailable(RetryLaterError):
+    """Upstream cannot answer now (circuit open, a ban, upstream down) and serve holds
+    nothing to answer with: a 503 in Upbit's shape."""
 
 
 # -- parameters ------------------------------------------------------------------------------
@@ -180,6 +186,14 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
             if result.meta.forming:
                 service.demand.want(f"candle.{tf.name}", code)
         rows = list(result)
+        if not rows and result.meta.stale:
+            # Upstream cannot answer and nothing is held: never an empty 200, which Upbit's
+            # clients read as "no candles there".
+            wait = spine.client.statistics().breaker.retry_after
+            raise _Unavailable(
+                f"upstream cannot answer now and no {tf.name} candles of {code} are held",
+                retry_after=wait or None,
+            )
         previous = rows[-want] if tf.unit == "day" and len(rows) >= want else None
         rows = rows[-count:] if len(rows) >= count else rows
         if previous is not None and rows and previous.start_ms >= rows[0].start_ms:
@@ -392,6 +406,8 @@ async def _answer(
     except RateLimitedError:
         return PlainTextResponse(TOO_MANY, 429, headers=headers)
     except RetryLaterError as exc:
+        if exc.retry_after:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return upbit_error(503, f"upstream unavailable: {exc}", headers)
     for layer in answer.layers or (answer.source,):
         service.metrics.answered(layer)
