@@ -143,7 +143,8 @@ class ServeService:
     the ``Spine``; ``admin_token`` guards the admin API and ``/api``, ``read_token`` (if
     any) opens ``/api``'s reads only; ``max_wait_s`` bounds how long a request may wait for
     its turn before it gets Upbit's 429; ``warmup_every_s`` is the warmup schedule (0: only
-    at start; negative: never)."""
+    at start; negative: never); ``retry`` how upstream requests are retried (by default a
+    418 is never waited out)."""
 
     def __init__(
         self,
@@ -161,6 +162,7 @@ class ServeService:
         live_on_demand: bool = True,
         redis: str | None = None,
         redis_prefix: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.metrics = ServeMetrics()
         self.spine = Spine(
@@ -174,7 +176,7 @@ class ServeService:
             # A 418 is never waited out while a client waits: it opens the circuit for the
             # block, and clients get what serve holds (marked stale) or a 503 at once;
             # backfill jobs wait it out themselves (``jobs``).
-            retry=RetryPolicy(max_ban_wait=0.0),
+            retry=retry or RetryPolicy(max_ban_wait=0.0),
         )
         self.admin_token = admin_token
         self.read_token = read_token

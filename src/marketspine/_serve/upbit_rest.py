@@ -297,6 +297,8 @@ async def _ticker(request: Request, service: ServeService) -> Answer:
     for code in codes:
         service.demand.want("ticker", code)
     body = _encode([ticker_row(t) for t in tickers])
+    if tickers.meta.stale:  # upstream cannot answer: the stream's last tickers, said so
+        return Answer(body, "live", stale=True)
     return Answer(body, _live_or(service, "ticker", codes, calls.count))
 
 
@@ -324,14 +326,18 @@ async def _orderbook(request: Request, service: ServeService) -> Answer:
         raise _Bad(WRONG_VALUE) from None
     if not 0 <= level < float("inf"):
         raise _Bad(WRONG_VALUE)
+    stale = False
     with service.upstream_calls() as calls:
         if level:
             books = await service.spine.client.orderbooks(codes, count=depth, level=level)
         else:
-            books = await service.spine.orderbooks(codes)
+            held = await service.spine.orderbooks(codes)
+            stale, books = held.meta.stale, list(held)
             for code in codes:
                 service.demand.want("orderbook", code)
     body = _encode([orderbook_row(b, depth) for b in books])
+    if stale:  # upstream cannot answer: the stream's last books, said so
+        return Answer(body, "live", stale=True)
     return Answer(body, _live_or(service, "orderbook", codes, calls.count))
 
 
