@@ -334,6 +334,18 @@ async def test_breaker_opens_fails_fast_then_one_probe_closes_it(fake: FakeTime)
     assert len(upstream.requests) == 4
 
 
+async def test_a_cursor_that_is_no_sequential_id_is_refused_before_sending(
+    fake: FakeTime,
+) -> None:
+    upstream = Upstream(ok([], group="trade"))
+    async with make_client(fake, upstream) as client:
+        for cursor in (-1, 2**63, 10**25):
+            with pytest.raises(InvalidRequestError, match="invalid cursor"):
+                await client.trades("KRW-BTC", cursor=cursor)
+        assert await client.trades("KRW-BTC", cursor=2**63 - 1) == []
+    assert len(upstream.requests) == 1
+
+
 async def test_one_requests_own_5xx_and_4xx_never_open_the_breaker(fake: FakeTime) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         if "cursor" in request.url.params:  # upstream cannot answer this one request

@@ -228,7 +228,10 @@ async def candles_before(
     listing (or the 1s horizon) is reached or upstream is failing (then: what is stored)."""
     # Upstream's clock, not ours: a local clock running ahead would put ``to`` in the past.
     # (A ``to`` over an hour back cannot reach the forming candle: nothing is asked then.)
-    now = await spine.client.synced_now_ms(code, until_ms=to_ms)
+    try:
+        now = await spine.client.synced_now_ms(code, until_ms=to_ms)
+    except RetryLaterError:  # upstream cannot tell its clock now: what is held answers
+        now = spine.client.upstream_now_ms()
     end: int | None = to_ms if to_ms <= now else None
 
     async def read(lo: int) -> CandleResult:
