@@ -10,6 +10,7 @@ that can ban (418), go down (connection refused) or fail one kind of request (50
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -32,13 +33,14 @@ FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, max_ban_wait=0
 
 class Upstream(httpx.AsyncBaseTransport):
     """The simulator behind switchable faults: ``ban_s`` (every request gets a 418 of that
-    many seconds), ``down`` (connection refused), ``fails`` (a predicate on the request:
+    many seconds), ``down`` (connection refused), ``hung`` (no answer), ``fails`` (a predicate on the request:
     answered ``fail_status``). ``sent`` counts what reached the simulator."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self._inner = inner
         self.ban_s = 0
         self.down = False
+        self.hung = False
         self.fails: Callable[[httpx.Request], bool] = lambda request: False
         self.fail_status = 500
         self.sent = 0
@@ -48,6 +50,9 @@ class Upstream(httpx.AsyncBaseTransport):
         if self.down:
             self.refused += 1
             raise httpx.ConnectError("connection refused", request=request)
+        if self.hung:
+            self.refused += 1
+            await asyncio.Event().wait()  # never answers: the client gives up on it
         if self.ban_s:
             self.refused += 1
             body = b'{"error":{"name":418,"message":"blocked"}}'
@@ -190,8 +195,9 @@ async def test_stored_candles_are_answered_stale_while_upstream_cannot_answer(
 
 
 @pytest.mark.process
-async def test_a_watched_ticker_is_answered_stale_at_once_during_a_ban(
-    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path
+@pytest.mark.parametrize("failure", ["banned", "hung"])
+async def test_a_watched_ticker_is_answered_stale_at_once_while_upstream_fails(
+    running_sim: Callable[..., AbstractContextManager[str]], tmp_path: Path, failure: str
 ) -> None:
     with running_sim(SimConfig(rate_limit=0)) as url:
         upstream = Upstream(httpx.AsyncHTTPTransport())
@@ -214,14 +220,18 @@ async def test_a_watched_ticker_is_answered_stale_at_once_during_a_ban(
                     20,
                     "the stream to hold the quiet market's ticker, older than 1 s",
                 )
-                upstream.ban_s = 60  # never waited out while a client waits
+                if failure == "banned":
+                    upstream.ban_s = 60  # never waited out while a client waits
+                else:
+                    upstream.hung = True  # retried for longer than a client waits (8 s)
                 stale = await http.get("/v1/ticker", params=params)
                 assert stale.status_code == 200, stale.text
                 assert stale.headers["X-Marketspine-Stale"] == "true"
                 assert stale.headers["X-Marketspine-Source"] == "live"
                 assert stale.json()[0]["market"] == quiet
                 assert stale.json()[0]["trade_price"] == first.json()[0]["trade_price"]
-                again = await http.get("/v1/ticker", params=params)  # circuit open: at once
-                assert again.headers["X-Marketspine-Stale"] == "true"
-                assert upstream.refused == 1
-                assert_upbit_503(await http.get("/v1/ticker", params={"markets": "KRW-ETH"}))
+                if failure == "banned":
+                    again = await http.get("/v1/ticker", params=params)  # circuit open
+                    assert again.headers["X-Marketspine-Stale"] == "true"
+                    assert upstream.refused == 1
+                    assert_upbit_503(await http.get("/v1/ticker", params={"markets": "KRW-ETH"}))
