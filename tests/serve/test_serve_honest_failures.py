@@ -33,8 +33,9 @@ FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, max_ban_wait=0
 
 class Upstream(httpx.AsyncBaseTransport):
     """The simulator behind switchable faults: ``ban_s`` (every request gets a 418 of that
-    many seconds), ``down`` (connection refused), ``hung`` (no answer), ``fails`` (a predicate on the request:
-    answered ``fail_status``). ``sent`` counts what reached the simulator."""
+    many seconds), ``down`` (connection refused), ``hung`` (no answer), ``fails`` (a
+    predicate on the request: answered ``fail_status``). ``sent`` counts what reached the
+    simulator."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self._inner = inner
