@@ -441,7 +441,7 @@ class CandleReader:
                 if result.candles or result.covered.ranges:
                     derived = [c for c in result.candles if lo <= c.start_ms < hi]
                     missing = _subtract(missing, result.covered)
-            if missing:
+            if missing and not trace.stale:  # upstream failed in this read: not again
                 try:
                     summary = await collect(
                         MarketsFromCache(self._client, self._markets),
