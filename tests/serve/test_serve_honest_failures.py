@@ -11,6 +11,7 @@ that can ban (418), go down (connection refused) or fail one kind of request (50
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -236,3 +237,28 @@ async def test_a_watched_ticker_is_answered_stale_at_once_while_upstream_fails(
                     assert again.headers["X-Marketspine-Stale"] == "true"
                     assert upstream.refused == 1
                     assert_upbit_503(await http.get("/v1/ticker", params={"markets": "KRW-ETH"}))
+
+
+@pytest.mark.process
+def test_the_absurd_cursor_of_the_issue_against_real_processes(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    start_serve: Callable[..., AbstractContextManager[Any]],
+    tmp_path: Path,
+) -> None:
+    """#24's reproduction: the 26-digit cursor was passed upstream, answered 500, retried,
+    and opened the shared circuit for every client. Now: 400 from serve, nothing upstream."""
+    with running_sim(SimConfig(rate_limit=0)) as sim, start_serve(sim, tmp_path / "s.db") as served:
+
+        def trade_requests() -> int:
+            stats = httpx.get(sim + "/sim/stats", timeout=10).json()
+            return int(stats["requests"]["by_path"].get("/v1/trades/ticks", 0))
+
+        answer = served.get("/v1/trades/ticks", market="KRW-BTC", cursor="9" * 26)
+        assert answer.status_code == 400
+        assert answer.json() == {"error": {"name": 400, "message": WRONG_VALUE}}
+        assert trade_requests() == 0  # (serve's own warmup may ask other paths meanwhile)
+        other = served.get("/v1/orderbook", markets="KRW-ETH", headers={"User-Agent": "other"})
+        assert other.status_code == 200, other.text
+        metrics = served.get("/metrics").text
+        assert "marketspine_upstream_circuit_open 0.0" in metrics
+        assert re.search(r"marketspine_upstream_circuit_opened(_total)? 0\.0", metrics)
