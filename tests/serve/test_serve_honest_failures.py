@@ -22,6 +22,7 @@ import pytest
 from helpers import wait_until
 from starlette.applications import Starlette
 
+from marketspine._base.time import DAY_MS, format_utc
 from marketspine._client.retry import RetryPolicy
 from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
@@ -262,3 +263,24 @@ def test_the_absurd_cursor_of_the_issue_against_real_processes(
         metrics = served.get("/metrics").text
         assert "marketspine_upstream_circuit_open 0.0" in metrics
         assert re.search(r"marketspine_upstream_circuit_opened(_total)? 0\.0", metrics)
+
+
+async def test_a_backfill_job_pauses_over_a_ban_and_completes(
+    service: ServeService, http: httpx.AsyncClient, upstream: Upstream, sim_now_ms: int
+) -> None:
+    since = format_utc(sim_now_ms - 2 * DAY_MS) + "Z"
+    assert (await http.get("/v1/market/all")).status_code == 200  # the market list is held
+    upstream.ban_s = 1  # serve fails fast on it; the job waits it out and goes on
+    started = await http.post(
+        "/api/backfill",
+        json={"markets": ["KRW-ETH"], "timeframe": "15m", "since": since},
+        headers={"Authorization": "Bearer t"},
+    )
+    assert started.status_code == 202, started.text
+    job = service.jobs.get(started.json()["id"])
+    assert job is not None
+    await wait_until(lambda: upstream.refused >= 1, 10, "the job to meet the ban")
+    upstream.ban_s = 0
+    await wait_until(job.done.is_set, 20, "the job to finish after the ban")
+    assert job.state == "done", job.error
+    assert job.progress["KRW-ETH"].finished and job.progress["KRW-ETH"].candles_written > 0

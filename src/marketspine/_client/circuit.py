@@ -159,8 +159,10 @@ class CircuitBreaker:
         self._probe_out = False
 
     def trip(self, seconds: float) -> None:
-        """Open now for at least ``seconds``: upstream said it will refuse us that long (a
-        418 block), so calls fail fast and callers answer from cache instead of hammering."""
+        """Open now for ``seconds``: upstream said it will refuse us that long (a 418 block),
+        so calls fail fast and callers answer from cache instead of hammering. Exactly that
+        long, not the failures' cool-down: a client of ``serve`` is answered stale (or 503)
+        while it is open, for no longer than the block."""
         if self.state != "open":
             self._opened += 1
             log.info(
@@ -170,7 +172,7 @@ class CircuitBreaker:
             )  # fmt: skip
         self._state = "open"
         self._opened_at = self._clock()
-        self._open_for = max(self._cool_down, seconds)
+        self._open_for = max(0.0, seconds)
         self._probe_out = False
 
     def record_abandoned(self) -> None:
