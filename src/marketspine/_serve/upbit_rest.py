@@ -182,6 +182,12 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
                 to_ms = parse_time(to)
             except InvalidRequestError:
                 raise _Bad(WRONG_VALUE) from None
+            if to_ms <= _EARLIEST_MS:
+                # Before Upbit existed: nothing to ask upstream about, as Upbit answers a
+                # listed market (an empty page) or an unknown one (404).
+                if code not in {m.market for m in await spine.markets()}:
+                    raise _Bad(NOT_FOUND, 404)
+                return Answer(b"[]", "memory")
             result = await candles_before(spine, code, tf, want, to_ms)
             if result.meta.forming:
                 service.demand.want(f"candle.{tf.name}", code)
