@@ -24,7 +24,13 @@ from .._base.urls import without_db_urls
 from .._budget.rules import Priority
 from .._store.backfill import ProgressEvent, collect
 from .._store.sqlite import RunRecord
-from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
+from ..errors import (
+    BannedError,
+    CircuitOpenError,
+    InvalidRequestError,
+    RetryLaterError,
+    UnknownMarketError,
+)
 
 log = logging.getLogger("marketspine.serve")
 
@@ -36,6 +42,10 @@ __all__ = ["DEFAULT_MAX_RUNNING", "BackfillJob", "BackfillJobs", "JobLimitError"
 State = Literal["running", "done", "failed", "cancelled"]
 _KEEP_FINISHED = 100
 DEFAULT_MAX_RUNNING = 4
+# A job pauses over a ban or an open circuit this many times at most, each pause at most
+# this long (Upbit's bans grow to ten minutes).
+_RESUMES = 20
+_MAX_PAUSE_S = 600.0
 
 
 class JobLimitError(RetryLaterError):
@@ -210,18 +220,7 @@ class BackfillJobs:
             job.progress[event.market] = event
 
         try:
-            now = await self._spine.client.synced_now_ms(job.markets[0], priority=Priority.LOW)
-            await collect(
-                _Source(self._spine),
-                self._spine.store,
-                job.markets,
-                job.timeframe,
-                since_ms=job.since_ms,
-                until_ms=min(job.until_ms, now),
-                now_ms=now,
-                priority=Priority.LOW,
-                progress=progress,
-            )
+            await self._collect_waiting_out_blocks(job, progress)
         except asyncio.CancelledError:
             if job.cancel_requested:  # the user's cancel: the job ends here
                 return
@@ -245,6 +244,38 @@ class BackfillJobs:
         job.finished = job.finished or time.time()
         job.done.set()
         self._ended(job)
+
+    async def _collect_waiting_out_blocks(
+        self, job: BackfillJob, progress: Callable[[ProgressEvent], None]
+    ) -> None:
+        """``collect`` the job; a 418 block or an open circuit (serve fails fast on both, so
+        its clients are answered at once) is waited out, and the job goes on where it
+        stopped (every page is stored as it comes), at most ``_RESUMES`` times."""
+        for resume in itertools.count():
+            try:
+                now = await self._spine.client.synced_now_ms(job.markets[0], priority=Priority.LOW)
+                await collect(
+                    _Source(self._spine),
+                    self._spine.store,
+                    job.markets,
+                    job.timeframe,
+                    since_ms=job.since_ms,
+                    until_ms=min(job.until_ms, now),
+                    now_ms=now,
+                    priority=Priority.LOW,
+                    progress=progress,
+                )
+            except (BannedError, CircuitOpenError) as exc:
+                if resume >= _RESUMES:
+                    raise
+                wait = min(_MAX_PAUSE_S, max(1.0, exc.retry_after or 0.0))
+                log.info(
+                    "backfill job %s pauses %.0f s: %s", job.id, wait, exc,
+                    extra={"event": "backfill_paused", "key": job.id},
+                )  # fmt: skip
+                await asyncio.sleep(wait)
+            else:
+                return
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.state != "running"]

@@ -25,6 +25,7 @@ from starlette.requests import Request
 
 from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from .._base.urls import without_db_urls
+from .._client.retry import RetryPolicy
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore, RunRecord
 from .._upbit.limits import remaining_req
@@ -197,8 +198,8 @@ class ServeService:
     any) opens ``/api``'s reads only; ``max_wait_s`` bounds how long a request may wait for
     its turn before it gets Upbit's 429; ``per_client`` and ``lines_per_address`` shape the
     fair gate (``FairGate``); ``max_jobs`` backfill jobs run at most at once;
-    ``warmup_every_s`` is the warmup schedule (0: only
-    at start; negative: never)."""
+    ``warmup_every_s`` is the warmup schedule (0: only at start; negative: never); ``retry``
+    how upstream requests are retried (by default a 418 is never waited out)."""
 
     def __init__(
         self,
@@ -218,6 +219,7 @@ class ServeService:
         redis: str | None = None,
         redis_prefix: str | None = None,
         max_jobs: int = DEFAULT_MAX_RUNNING,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.metrics = ServeMetrics()
         # One memory budget over the Spine's candles and live state and serve's kept answers.
@@ -231,6 +233,10 @@ class ServeService:
             transport=self.metrics.transport(transport),
             ws_url=ws_url,
             warmup_every_s=0,  # the service schedules warmups itself, to report them
+            # A 418 is never waited out while a client waits: it opens the circuit for the
+            # block, and clients get what serve holds (marked stale) or a 503 at once;
+            # backfill jobs wait it out themselves (``jobs``).
+            retry=retry or RetryPolicy(max_ban_wait=0.0),
         )
         self.admin_token = admin_token
         self.read_token = read_token

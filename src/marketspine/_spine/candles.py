@@ -26,7 +26,7 @@ from .._store.derive import DERIVABLE, derivable_ranges, derive_candles
 from .._store.planner import MAX_PAGE, PageRequest, page_outcome
 from .._store.sqlite import CandleStore
 from .._upbit.horizon import SECONDS_HORIZON_MS, served_since
-from ..errors import CircuitOpenError, InvalidRequestError, UnknownMarketError
+from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
 from ..records import Candle, MarketInfo
 from .result import CandleResult, Trace, fill_gaps
 
@@ -210,7 +210,12 @@ class CandleReader:
             # cold request needs no separate clock call (ceil(count/200) + 1 calls in all).
             early = await self._forming_rows(code, tf, priority, trace)
         until_ms = _to_ms(end, "end") if count is None and end is not None else None
-        now = await self._client.synced_now_ms(code, until_ms=until_ms, priority=priority)
+        try:
+            now = await self._client.synced_now_ms(code, until_ms=until_ms, priority=priority)
+        except RetryLaterError:
+            # Upstream cannot tell its clock now: our best estimate, and what is held.
+            trace.stale = True
+            now = self._client.upstream_now_ms()
         forming_start = tf.floor(now)
         if count is not None:
             if closed_only:
@@ -271,10 +276,11 @@ class CandleReader:
     async def _forming_rows(
         self, market: str, tf: Timeframe, priority: Priority, trace: Trace
     ) -> list[Candle]:
-        """Upstream's newest candle (forming or not), [] when the circuit is open."""
+        """Upstream's newest candle (forming or not), [] when upstream cannot answer now
+        (circuit open, a ban, upstream down): the rest is answered from what is held."""
         try:
             rows = await self._client.candles(market, tf, count=1, priority=priority)
-        except CircuitOpenError:
+        except RetryLaterError:
             trace.stale = True
             return []
         trace.used("upstream")
@@ -334,10 +340,12 @@ class CandleReader:
                 gathered.append(chunk)
                 held += len(chunk)
                 position = run_start
-            if held >= count or trace.stale:
+            if held >= count:
                 break
             if covered_from < position:
                 continue  # the store holds more below this capped span: read on, not upstream
+            if trace.stale:  # upstream cannot answer now: what is stored is the answer
+                break
             if coverage.listing_ms is not None and coverage.listing_ms >= position:
                 break
             if tf.unit == "second" and position <= now - SECONDS_HORIZON_MS:
@@ -348,7 +356,7 @@ class CandleReader:
                 page, fetched = await fetch_page(
                     self._client, self._leases, market, tf, request, priority
                 )
-            except CircuitOpenError:
+            except RetryLaterError:  # upstream cannot answer now: what is held, flagged stale
                 trace.stale = True
                 break
             trace.used("upstream")
@@ -433,7 +441,7 @@ class CandleReader:
                 if result.candles or result.covered.ranges:
                     derived = [c for c in result.candles if lo <= c.start_ms < hi]
                     missing = _subtract(missing, result.covered)
-            if missing:
+            if missing and not trace.stale:  # upstream failed in this read: not again
                 try:
                     summary = await collect(
                         MarketsFromCache(self._client, self._markets),
@@ -446,7 +454,7 @@ class CandleReader:
                         priority=priority,
                         leases=self._leases,
                     )
-                except CircuitOpenError:
+                except RetryLaterError:  # upstream cannot answer now: what is stored, stale
                     trace.stale = True
                 else:
                     trace.calls += summary.upstream_calls

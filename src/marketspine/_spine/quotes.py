@@ -37,6 +37,9 @@ _Quote = TypeVar("_Quote", Ticker, Orderbook)
 _T = TypeVar("_T")
 # Old REST answers are worthless anyway: past this many, the oldest half is dropped.
 _REST_CACHE_SIZE = 4096
+# Seconds AUTO waits for REST while it holds the stream's last answer of every market asked
+# (older than asked for): then that answer, flagged stale.
+_REST_WAIT_WHILE_HELD_S = 2.0
 # Seconds WEBSOCKET_ONLY waits for the stream's first answer of a market.
 _LIVE_WAIT_S = 10.0
 
@@ -196,13 +199,18 @@ class QuoteReader:
             missing = []
         if missing:
             calls = trace.calls
+            held = [read_live(c, None) for c in missing]
+            fallback = channel is Channel.AUTO and all(h is not None for h in held)
+            # Holding an older answer for each, REST gets a short while: upstream failing
+            # (retried with backoff) must not keep the caller from what is held.
+            patience = _REST_WAIT_WHILE_HELD_S if fallback else None
             try:
-                fetched = await self._rest_cached(
-                    (kind, ",".join(missing)), max_age_s, lambda: fetch(missing), trace
-                )
-            except RetryLaterError:
-                held = [read_live(c, None) for c in missing]
-                if channel is Channel.REST_ONLY or any(h is None for h in held):
+                async with asyncio.timeout(patience):
+                    fetched = await self._rest_cached(
+                        (kind, ",".join(missing)), max_age_s, lambda: fetch(missing), trace
+                    )
+            except (RetryLaterError, TimeoutError):
+                if not fallback:
                     raise
                 fetched = [h for h in held if h is not None]
                 trace.used("stale")
