@@ -21,6 +21,7 @@ import io
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -500,8 +501,18 @@ def test_an_outage_is_one_line_cleared_on_recovery_and_watches_are_kept(
     # Upbit fails (the simulator answers 5xx): the breaker opens, the line says so and the
     # failed refresh is told in words, not as exception text; both go once Upbit answers.
     market_status = page.locator("#market-status")
+    listed = httpx.get(serve.url + "/v1/market/all", timeout=10).json()
+    cold = [m["market"] for m in listed[-6:]]
     httpx.post(fixed_sim + "/sim/faults", json={"error_rate": 1.0}, timeout=10)
     try:
+        # One request failing again and again is that request's trouble; several different
+        # ones failing is an outage, and opens the breaker.
+        def orderbook(market: str) -> int:
+            params = {"markets": market}
+            return httpx.get(serve.url + "/v1/orderbook", params=params, timeout=60).status_code
+
+        with ThreadPoolExecutor(len(cold)) as pool:
+            assert set(pool.map(orderbook, cold)) <= {500, 503}
         page.click("#refresh-market-btn")
         expect(outage).to_contain_text("Upbit is unavailable")
         expect(outage).to_contain_text("breaker open")

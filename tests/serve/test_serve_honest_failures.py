@@ -227,6 +227,16 @@ async def test_a_watched_ticker_is_answered_stale_at_once_while_upstream_fails(
                     upstream.ban_s = 60  # never waited out while a client waits
                 else:
                     upstream.hung = True  # retried for longer than a client waits (8 s)
+                # While the stream proves the quiet market's ticker current, it is simply
+                # live: not stale, and nothing asked upstream.
+                asked = upstream.refused
+                current = await http.get("/v1/ticker", params=params)
+                assert current.status_code == 200, current.text
+                assert "X-Marketspine-Stale" not in current.headers
+                assert current.headers["X-Marketspine-Source"] == "live"
+                assert upstream.refused == asked
+                # As while the socket reconnects: what is held is of unknown currency.
+                live.follow_liveness(lambda: None)
                 stale = await http.get("/v1/ticker", params=params)
                 assert stale.status_code == 200, stale.text
                 assert stale.headers["X-Marketspine-Stale"] == "true"
