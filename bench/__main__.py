@@ -21,6 +21,7 @@ MODULES = (
     "store",
     "spine",
     "calls",
+    "cold",
     "memory",
     "workload",
     "serve",
