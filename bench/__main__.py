@@ -25,6 +25,7 @@ MODULES = (
     "memory",
     "workload",
     "serve",
+    "serve_history",
     "serve_ws",
     "scale",
     "feed",
