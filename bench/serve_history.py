@@ -150,8 +150,7 @@ def run() -> list[Row]:
             with httpx.Client(base_url=url, timeout=60) as http:
                 to_ms = held_until_ms
                 while to_ms > held_until_ms - DAY_MS - 200 * MINUTE_MS:
-                    query = {"market": MARKET, "count": 200, "to": _iso(to_ms)}
-                    answer = http.get(PATH, params=query)
+                    answer = http.get(f"{PATH}?market={MARKET}&count=200&to={_iso(to_ms)}")
                     answer.raise_for_status()
                     to_ms -= 200 * MINUTE_MS
             rounds = [asyncio.run(_load(url, held_until_ms, n)) for n in range(ROUNDS)]
