@@ -7,15 +7,18 @@ ceil(count/200) + 1 calls. In-process simulator on a fixed clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
 from helpers import SIM_NOW_MS, ManualClock, wait_until
 
+from marketspine._base.time import parse_time
 from marketspine._base.timeframes import parse_timeframe
 from marketspine._client.client import Client
 from marketspine._spine.spine import Spine
@@ -26,17 +29,25 @@ HOUR = 3_600_000
 
 
 class PageHold:
-    """The simulator behind a hold on candle pages (requests with ``to``): while ``held``
-    is clear, each page waits for it; ``waiting`` counts the pages waiting now."""
+    """The simulator behind a hold on candle pages (requests with ``to``, before
+    ``before_ms`` when set): while ``held`` is clear, each waits for it; ``waiting`` counts
+    the pages waiting now."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.held = asyncio.Event()
         self.held.set()
         self.waiting = 0
+        self.before_ms: int | None = None
+
+    def _holds(self, query: bytes) -> bool:
+        to = parse_qs(query.decode()).get("to")
+        if to is None:
+            return False
+        return self.before_ms is None or parse_time(to[0]) < self.before_ms
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and b"to=" in scope["query_string"]:
+        if scope["type"] == "http" and self._holds(scope["query_string"]):
             self.waiting += 1
             try:
                 await self.held.wait()
@@ -128,6 +139,29 @@ async def test_a_stored_read_is_answered_while_a_fetch_of_its_series_is_held(
     hold.held.set()
     older = await missing
     assert older.meta.upstream_calls >= 1 and older[-1].start_ms < stored_start
+
+
+async def test_a_fetch_of_the_newest_pages_is_not_held_behind_one_further_back(
+    held: tuple[Spine, PageHold], clock: ManualClock
+) -> None:
+    spine, hold = held
+    await spine.candles("KRW-BTC", "1m", count=300, closed_only=True)
+    hold.before_ms = SIM_NOW_MS - 30 * 86_400_000
+    hold.held.clear()
+    backfill = asyncio.create_task(
+        spine.candles("KRW-BTC", "1m", start=SIM_NOW_MS - 40 * 86_400_000, end=hold.before_ms)
+    )
+    await wait_until(lambda: hold.waiting >= 1, 30, "the backfill's page reached upstream")
+    clock.advance(5 * 60_000)  # five minutes close: the newest page is missing now
+    async with asyncio.timeout(30):
+        newest = await spine.candles("KRW-BTC", "1m", count=300, closed_only=True)
+    assert not backfill.done()
+    assert newest.meta.upstream_calls >= 1 and len(newest) == 300
+    assert newest[-1].start_ms == parse_timeframe("1m").floor(clock.ms) - 60_000
+    hold.held.set()
+    backfill.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await backfill
 
 
 async def test_a_read_waiting_for_a_held_fetch_of_its_pages_fetches_nothing_again(

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from .._base.coverage import Coverage
-from .._base.keyed_lock import KeyedLock
 from .._base.markets import MarketCode
 from .._base.memory import CandleMemory
+from .._base.range_lock import RangeLock
 from .._base.reach_back import reach_windows, read_back
 from .._base.time import format_utc, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
@@ -87,8 +87,9 @@ class CandleReader:
         self.memory = memory
         self._live = live
         self._markets = markets
-        # One fetch per series at a time; a series' lock exists only while it is in use.
-        self.series_locks = KeyedLock()
+        # Fetches of overlapping ranges of a series take turns; a lock exists only while
+        # it is in use, and reads of what is stored never take it.
+        self.series_locks = RangeLock()
         # Markets upstream answered 404 for while the store held their candles.
         self._delisted: set[str] = set()
 
@@ -441,11 +442,16 @@ class CandleReader:
         """Fetch and store the pages below ``position`` that the ``want`` missing candles
         need: the next page of the walk and, for more than a page, the others at once, spread
         by the density of the ``held`` candles over ``known_windows`` windows above. Under
-        the series lock, so concurrent requests fetch each page once: a request that waited
-        finds ``position`` covered and fetches nothing. Returns the highest point below which
-        a short page proved nothing exists (the listing, or the 1s horizon), if any."""
+        the series lock for the range they should reach, so concurrent requests fetch each
+        page once (one that waited finds ``position`` covered and fetches nothing), while a
+        fetch elsewhere in the series (a backfill months back) holds no one up. Returns the
+        highest point below which a short page proved nothing exists (the listing, or the 1s
+        horizon), if any."""
         store = self._store
-        async with self.series_locks.hold((market, tf.key)):
+        # The range these pages should reach, about: overlapping fetches take turns.
+        per_candle = known_windows / held if held > 0 else 1.0
+        reach = tf.shift(position, -max(1, math.ceil(want * per_candle)))
+        async with self.series_locks.hold((market, tf.key), reach, position):
             coverage = await store.coverage(market, tf)
             if await self._covered_run(market, tf, coverage, position) < position:
                 return None  # fetched while we waited
@@ -568,10 +574,12 @@ class CandleReader:
         store = self._store
         missing, derived = await self._missing(market, tf, lo, hi, served_from)
         if missing:
-            # One fetch per series at a time: a second caller waits, then finds the pages
-            # stored, so concurrent requests make one upstream call per missing page. What
-            # is stored is read without the lock: no reader waits behind another's fetch.
-            async with self.series_locks.hold(key):
+            # Overlapping fetches of a series take turns: a second caller waits, then finds
+            # the pages stored, so concurrent requests make one upstream call per missing
+            # page. What is stored is read without the lock: no reader waits behind
+            # another's fetch, nor a fetch behind one elsewhere in the series.
+            span = (min(a for a, _ in missing), max(b for _, b in missing))
+            async with self.series_locks.hold(key, *span):
                 missing, derived = await self._missing(market, tf, lo, hi, served_from)
                 if missing:
                     await self._collect(market, tf, missing, now, priority, trace)
