@@ -12,13 +12,11 @@ import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from helpers import SIM_NOW_MS, ManualClock, wait_until
+from helpers import SIM_NOW_MS, ManualClock, PageHold, wait_until
 
-from marketspine._base.time import parse_time
 from marketspine._base.timeframes import parse_timeframe
 from marketspine._client.client import Client
 from marketspine._spine.spine import Spine
@@ -26,34 +24,6 @@ from marketspine.records import Candle
 from marketspine.sim import SimConfig, create_app
 
 HOUR = 3_600_000
-
-
-class PageHold:
-    """The simulator behind a hold on candle pages (requests with ``to``, before
-    ``before_ms`` when set): while ``held`` is clear, each waits for it; ``waiting`` counts
-    the pages waiting now."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.held = asyncio.Event()
-        self.held.set()
-        self.waiting = 0
-        self.before_ms: int | None = None
-
-    def _holds(self, query: bytes) -> bool:
-        to = parse_qs(query.decode()).get("to")
-        if to is None:
-            return False
-        return self.before_ms is None or parse_time(to[0]) < self.before_ms
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and self._holds(scope["query_string"]):
-            self.waiting += 1
-            try:
-                await self.held.wait()
-            finally:
-                self.waiting -= 1
-        await self.app(scope, receive, send)
 
 
 class InFlight:
