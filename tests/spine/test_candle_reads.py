@@ -218,3 +218,34 @@ async def test_a_count_partly_stored_fetches_only_below_what_is_stored(
     assert before == 2 and flight.calls - before == 1 + 3
     assert flight.most >= 2
     assert list(result) == await _newest(app, clock, "KRW-BTC", "1m", 1000)
+
+
+class LateReply:
+    """The simulator, with the local clock jumping ``jump_ms`` while its reply to a request
+    without ``to`` (the newest page) travels: upstream made the page before the jump."""
+
+    def __init__(self, app: Any, clock: ManualClock, jump_ms: int) -> None:
+        self.app, self.clock, self.jump_ms = app, clock, jump_ms
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+        newest = scope["type"] == "http" and scope["path"].startswith("/v1/candles/")
+        if newest and b"to=" not in scope["query_string"]:
+            self.clock.advance(self.jump_ms)
+
+
+async def test_the_window_forming_when_the_newest_page_was_made_is_never_stored(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    minute = parse_timeframe("1m")
+    forming = minute.floor(clock.ms)
+    clock.ms = forming + 58_000  # upstream makes the page 2 s before the window closes
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    async with _spine(LateReply(app, clock, 5_000), clock, tmp_path / "late.db") as spine:
+        # The local clock reads 3 s past the close when the reply lands; upstream's Date
+        # header says the page was made before it.
+        result = await spine.candles("KRW-BTC", "1m", count=300)
+        assert result.meta.forming and result[-1].start_ms == forming
+        coverage = await spine.store.coverage("KRW-BTC", minute)
+        assert coverage.ranges and coverage.ranges[-1][1] <= forming
+        assert await spine.store.read("KRW-BTC", minute, forming, forming + 60_000) == []
