@@ -32,7 +32,7 @@ class InFlight:
     ``alone_s``): pages sent together then overlap whatever the machine's load, and pages
     sent one after another never do."""
 
-    def __init__(self, app: Any, alone_s: float = 2.0) -> None:
+    def __init__(self, app: Any, alone_s: float = 10.0) -> None:
         self.app = app
         self.alone_s = alone_s
         self.now = 0
@@ -210,7 +210,7 @@ async def test_a_count_partly_stored_fetches_only_below_what_is_stored(
     async with _spine(flight, clock, tmp_path / "part.db") as spine:
         await spine.candles("KRW-BTC", "1m", count=300)
         before = flight.calls
-        flight.alone_s = 2.0
+        flight.alone_s = 10.0
         spine.clear_memory()
         result = await spine.candles("KRW-BTC", "1m", count=1000)
     # The first read stored its two pages whole (399 closed minutes): the forming candle,
