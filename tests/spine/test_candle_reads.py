@@ -249,3 +249,15 @@ async def test_the_window_forming_when_the_newest_page_was_made_is_never_stored(
         coverage = await spine.store.coverage("KRW-BTC", minute)
         assert coverage.ranges and coverage.ranges[-1][1] <= forming
         assert await spine.store.read("KRW-BTC", minute, forming, forming + 60_000) == []
+
+
+async def test_a_long_cold_count_goes_out_in_rounds_and_stays_exact(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    flight = InFlight(app, alone_s=0.0)
+    count = 3000
+    async with _spine(flight, clock, tmp_path / "long.db") as spine:
+        result = await spine.candles("KRW-BTC", "1m", count=count)
+    assert flight.calls <= math.ceil(count / 200) + 1
+    assert list(result) == await _newest(app, clock, "KRW-BTC", "1m", count)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from marketspine._base.time import parse_time
 from marketspine._base.timeframes import parse_timeframe
-from marketspine._store.page_spread import spread_pages
+from marketspine._store.page_spread import MAX_SPREAD, spread_pages
 from marketspine._store.planner import PageRequest
 
 ONE_MINUTE = parse_timeframe("1m")
@@ -59,3 +59,9 @@ def test_no_page_at_or_below_the_stop() -> None:
     stop = AT - 450 * 60_000  # the top of a stored run, or the listing
     pages = spread_pages(ONE_MINUTE, AT, 800, held=199, windows=199, calls_left=5, stop_ms=stop)
     assert tos(pages) == [0, 200, 400]
+
+
+def test_a_long_read_goes_out_in_rounds_of_a_second_of_budget() -> None:
+    pages = spread_pages(ONE_MINUTE, AT, 99_000, held=200, windows=200, calls_left=500)
+    assert len(pages) == MAX_SPREAD
+    assert tos(pages) == [200 * n for n in range(MAX_SPREAD)]

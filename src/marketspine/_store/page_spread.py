@@ -27,7 +27,12 @@ import math
 from .._base.timeframes import Timeframe
 from .planner import MAX_PAGE, PageRequest
 
-__all__ = ["spread_pages"]
+__all__ = ["MAX_SPREAD", "spread_pages"]
+
+# Pages of one read in flight at once: a second of one Upbit group's budget. A longer read
+# (count=100,000) goes out in rounds of these, so it never fills the budget's queue ahead
+# of other requests of its priority.
+MAX_SPREAD = 10
 
 
 def spread_pages(
@@ -45,7 +50,8 @@ def spread_pages(
 
     The first is the exact next page of a walk (``to`` = ``position_ms``); the others follow
     200 windows apart, as many as the estimated density needs to reach ``want`` candles
-    (one more as a margin when the market is not fully dense and ``calls_left`` allows).
+    (one more as a margin when the market is not fully dense and ``calls_left`` allows),
+    at most ``MAX_SPREAD``.
     Just the first when one page is enough, nothing is known to estimate from, or the
     chain would need more than ``calls_left`` calls and more than a walk would. Pages
     reaching to or below ``stop_ms`` (the listing, the top of the next stored run, the 1s
@@ -60,6 +66,7 @@ def spread_pages(
         pages += 1  # the estimate came from a few pages: a margin for older, sparser ones
     if pages > max(calls_left, math.ceil(want / MAX_PAGE)):  # a walk would cost fewer
         return [first]
+    pages = min(pages, MAX_SPREAD)  # the rest in the next round, the density known better
     requests = [first]
     for page in range(1, pages):
         to_ms = tf.shift(position_ms, -page * MAX_PAGE)
