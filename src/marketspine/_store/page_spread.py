@@ -8,9 +8,9 @@ but never leave a hole between them. How far such a chain reaches depends on the
 ``d`` (candles per window) of what is already known above it (the first page, a stored
 run): ``k`` pages bring about ``200 + (k - 1) · 200 · d`` candles.
 
-So a dense market (a candle in every window, as KRW-BTC's minutes) sends all its remaining
-pages at once, and a nearly dense one adds the pages its gaps cost, while that stays within
-the calls the read may make. A sparse market (an illiquid coin's minutes, whose density
+So a dense market (a candle in every window, as KRW-BTC's minutes) sends its remaining
+pages at once (ten at a time), and a nearly dense one adds the pages its gaps cost, while
+that stays within the calls the read may make. A sparse market (an illiquid coin's minutes, whose density
 swings from day to day: successive 200-candle pages of the simulator's KRW-AHT span ×0.45
 to ×2.3 the windows of the one before) cannot have its pages placed by a guess without
 holes, each of which costs another call; it walks, page by page, as before.
