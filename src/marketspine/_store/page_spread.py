@@ -10,10 +10,11 @@ run): ``k`` pages bring about ``200 + (k - 1) · 200 · d`` candles.
 
 So a dense market (a candle in every window, as KRW-BTC's minutes) sends its remaining
 pages at once (ten at a time), and a nearly dense one adds the pages its gaps cost, while
-that stays within the calls the read may make. A sparse market (an illiquid coin's minutes, whose density
-swings from day to day: successive 200-candle pages of the simulator's KRW-AHT span ×0.45
-to ×2.3 the windows of the one before) cannot have its pages placed by a guess without
-holes, each of which costs another call; it walks, page by page, as before.
+that stays within the calls the read may make. A sparse market (an illiquid coin's
+minutes, whose density swings from day to day: successive 200-candle pages of the
+simulator's KRW-AHT span ×0.45 to ×2.3 the windows of the one before) cannot have its pages
+placed by a guess without holes, each of which costs another call; it walks, page by page,
+as before.
 
 Whatever a chain still misses (older history sparser than the estimate) the caller walks
 afterwards: a guess may cost a round trip, never exactness, since each page is stored with
