@@ -21,12 +21,15 @@ MODULES = (
     "store",
     "spine",
     "calls",
+    "cold",
     "memory",
     "workload",
     "serve",
+    "serve_history",
     "serve_ws",
     "scale",
     "feed",
+    "live_quiet",
     "record",
 )
 
