@@ -4,6 +4,7 @@ with SIGTERM, leaves every simulated trade of the span stored exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -19,7 +20,9 @@ from clitools import run_in_process
 from helpers import wait_until_sync
 from recorded_truth import differences, simulated_trades
 
-from marketspine._store.recording import TRADE_COLUMNS, trade_of_row
+from marketspine._store.recording_sqlite import SQLiteRecording
+from marketspine._store.sqlite import SQLiteStore
+from marketspine.records import Trade
 from marketspine.sim import History, SimConfig
 
 RunSim = Callable[..., contextlib.AbstractContextManager[str]]
@@ -59,15 +62,12 @@ def test_an_unlisted_market_is_exit_2(fixed_sim: str, tmp_path: Path) -> None:
     assert "unknown market KRW-NOPE" in done.stderr
 
 
-def stored_trades(db: Path, market: str) -> list[object]:
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        try:
-            rows = conn.execute(
-                f"SELECT {TRADE_COLUMNS} FROM trades WHERE market = ? ORDER BY seq", (market,)
-            ).fetchall()
-        except sqlite3.OperationalError:  # not created yet
-            return []
-    return [trade_of_row(row) for row in rows]
+def stored_trades(db: Path, market: str) -> list[Trade]:
+    async def read() -> list[Trade]:
+        async with SQLiteStore(db, read_only=True) as store:
+            return await SQLiteRecording(store).trades(market, 0, 1 << 62)
+
+    return asyncio.run(read())
 
 
 def count(db: Path, market: str) -> int:
@@ -125,6 +125,6 @@ def test_killed_and_rerun_through_drops_every_trade_is_stored_once(
     assert "Traceback" not in err
     trades = stored_trades(db, "KRW-BTC")
     history = History(config.seed, markets=config.markets, region=config.region)
-    truth = simulated_trades(history, "KRW-BTC", trades[0], trades[-1])  # type: ignore[arg-type]
-    assert differences(trades, truth) == []  # type: ignore[arg-type]
+    truth = simulated_trades(history, "KRW-BTC", trades[0], trades[-1])
+    assert differences(trades, truth) == []
     assert len(trades) == len(truth) > held

@@ -4,6 +4,7 @@ transaction as the trades, and an older database migrated with its candles kept.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,13 @@ from services import PgSpace
 from marketspine._base.time import MINUTE_MS, parse_time
 from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._store.postgres import PG_SCHEMA_VERSION, PostgresStore
-from marketspine._store.recording import TradeGap, pack_units, unpack_units
+from marketspine._store.recording import (
+    TradeGap,
+    pack_size,
+    pack_units,
+    unpack_size,
+    unpack_units,
+)
 from marketspine._store.recording_store import recording_for
 from marketspine._store.sqlite import SCHEMA_VERSION, SQLiteStore
 from marketspine.records import Candle, Orderbook, OrderbookUnit, Ticker, Trade
@@ -161,3 +168,30 @@ async def test_an_older_postgres_schema_gains_the_recording_tables(pg_space: PgS
         assert conn.execute("SELECT version FROM marketspine_schema").fetchone() == (
             PG_SCHEMA_VERSION,
         )
+
+
+def test_sizes_pack_into_integers_exactly_where_they_have_eight_decimals() -> None:
+    rand = random.Random(8)
+    for _ in range(20_000):
+        size = round(rand.random() * rand.choice((0.001, 1.0, 1e4, 1e6)), 8)
+        packed = pack_size(size)
+        assert isinstance(packed, int) and unpack_size(packed) == size
+    for odd in (1 / 3, 1e-9, 2.0**60, 0.1 + 0.2):  # not 8-decimal: kept as the float
+        assert pack_size(odd) == odd and isinstance(pack_size(odd), float)
+        assert unpack_size(pack_size(odd)) == odd
+    assert pack_size(None) is None and unpack_size(None) is None
+
+
+async def test_sqlite_keeps_eight_decimal_sizes_as_integers(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    odd = Trade("KRW-BTC", T0 + 9_000, 1.5, 1 / 3, "BID", 17_000_000_000_000_001, 1.0, 0.5)
+    rows = [*trades("KRW-BTC", T0, 20), odd]
+    async with SQLiteStore(path) as store:
+        recording = recording_for(store)
+        await recording.write(rows)
+        assert await recording.trades("KRW-BTC", 0, 2 * T0) == sorted(rows, key=lambda t: t.seq)
+    with sqlite3.connect(path) as conn:
+        kinds = conn.execute(
+            "SELECT typeof(volume), typeof(best_ask_size), COUNT(*) FROM trades GROUP BY 1, 2"
+        ).fetchall()
+    assert ("integer", "integer", 20) in kinds and ("real", "null", 1) in kinds

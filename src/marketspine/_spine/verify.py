@@ -48,7 +48,9 @@ async def verify_recording(
         return None
     tf = timeframe
     lo = tf.next_start(tf.floor(first.ms))
-    hi = tf.floor(last.ms)
+    # Not the window of the last trade, nor one upstream's clock (as far as this client
+    # knows it) does not call closed yet: upstream has no final candle of it.
+    hi = min(tf.floor(last.ms), tf.floor(spine.client.upstream_now_ms()))
     if since_ms is not None:
         lo = max(
             lo,

@@ -6,11 +6,14 @@ Trades are keyed by (market, ``sequential_id``): a trade delivered twice (REST f
 WebSocket, a rerun after a kill) is stored once. Every field Upbit's WebSocket sends for a
 trade is kept, its best quotes included (NULL for trades filled from REST, which does not send
 them); the rest of a frame follows from these (trade_date/trade_time from the timestamp,
-``change`` from the sign of ``change_price``). Prices and sizes stay in their natural type,
-binary floats, which round-trip exactly; SQLite stores a whole-number REAL as an integer on
-disk (most KRW prices), so those cost 1-4 bytes instead of 8. The taker side is one integer
-(0/1, which SQLite stores in the row header alone). A book's levels are one packed blob of
-little-endian float64s (ask price, ask size, bid price, bid size per level), not rows.
+``change`` from the sign of ``change_price``). Prices and sizes round-trip exactly. SQLite
+stores a whole-number REAL as an integer on disk (most KRW prices: 1-4 bytes instead of 8);
+its size columns (a trade's volume, the best quotes' sizes) have no type, and hold a size of at
+most 8 decimals, as Upbit's are, as the integer count of 1e-8 units (``pack_size``: 3-4 bytes
+instead of 8), any other as the float itself. PostgreSQL keeps them as double precision. The
+taker side is one integer (0/1, which SQLite stores in the row header alone). A book's levels
+are one packed blob of little-endian float64s (ask price, ask size, bid price, bid size per
+level), not rows.
 
 A known gap is a hole between two stored trades of a market that neither the stream's REST
 fill nor a backfill could close: ``from_*`` name the last stored trade before it, ``to_*``
@@ -39,11 +42,13 @@ __all__ = [
     "TradeGap",
     "orderbook_of_row",
     "orderbook_row",
+    "pack_size",
     "pack_units",
     "ticker_of_row",
     "ticker_row",
     "trade_of_row",
     "trade_row",
+    "unpack_size",
     "unpack_units",
 ]
 
@@ -53,14 +58,14 @@ SQLITE_RECORDING_SCHEMA = """
         seq INTEGER NOT NULL,
         ms INTEGER NOT NULL,
         price REAL NOT NULL,
-        volume REAL NOT NULL,
+        volume NOT NULL,
         taker_bid INTEGER NOT NULL,
         prev_close REAL NOT NULL,
         change_price REAL NOT NULL,
         best_ask_price REAL,
-        best_ask_size REAL,
+        best_ask_size,
         best_bid_price REAL,
-        best_bid_size REAL,
+        best_bid_size,
         PRIMARY KEY (market, seq)
     ) WITHOUT ROWID;
     CREATE TABLE trade_gaps (
@@ -247,6 +252,29 @@ def trade_of_row(row: Sequence[Any]) -> Trade:
         bid_price,
         bid_size,
     )
+
+
+SIZE_SCALE = 1e8  # Upbit's sizes have at most 8 decimals
+
+
+def pack_size(size: float | None) -> float | int | None:
+    """A size as SQLite keeps it: the integer count of 1e-8 units when that gives the same
+    float back exactly, else the float itself (a column without type keeps the two apart)."""
+    if size is None:
+        return None
+    # Division by a power of ten is correctly rounded, so ``units / 1e8`` is the float
+    # nearest the decimal: the very float a decimal of at most 8 places was parsed into.
+    units = round(size * SIZE_SCALE)
+    return units if abs(units) < 1 << 53 and units / SIZE_SCALE == size else size
+
+
+def unpack_size(stored: object) -> float | None:
+    """``pack_size`` undone."""
+    if stored is None:
+        return None
+    if isinstance(stored, int):
+        return stored / SIZE_SCALE
+    return float(stored)  # type: ignore[arg-type]
 
 
 def pack_units(units: Sequence[OrderbookUnit]) -> bytes:

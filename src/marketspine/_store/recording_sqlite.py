@@ -20,10 +20,12 @@ from .recording import (
     TradeGap,
     orderbook_of_row,
     orderbook_row,
+    pack_size,
     ticker_of_row,
     ticker_row,
     trade_of_row,
     trade_row,
+    unpack_size,
 )
 from .sqlite import SQLiteStore
 
@@ -58,7 +60,7 @@ class SQLiteRecording:
         closed_gaps: Sequence[TradeGap] = (),
     ) -> int:
         """See ``RecordingStore.write``."""
-        trade_rows = [trade_row(t) for t in trades]
+        trade_rows = [_sqlite_trade_row(t) for t in trades]
         book_rows = [orderbook_row(b) for b in orderbooks]
         ticker_rows = [ticker_row(t) for t in tickers]
 
@@ -100,7 +102,7 @@ class SQLiteRecording:
                 f"SELECT {TRADE_COLUMNS} FROM trades WHERE market = ? ORDER BY seq {order} LIMIT 1",
                 (market,),
             )
-            return trade_of_row(row[0]) if row else None
+            return _trade_of_sqlite_row(row[0]) if row else None
 
         return await self.store.call(work)
 
@@ -116,7 +118,7 @@ class SQLiteRecording:
                 "ORDER BY seq LIMIT ?",
                 (market, start_ms, end_ms, -1 if limit is None else limit),
             )
-            return [trade_of_row(row) for row in rows]
+            return [_trade_of_sqlite_row(row) for row in rows]
 
         return await self.store.call(work)
 
@@ -184,6 +186,24 @@ class SQLiteRecording:
             return [ticker_of_row(row) for row in rows]
 
         return await self.store.call(work)
+
+
+def _sqlite_trade_row(trade: Trade) -> tuple[Any, ...]:
+    """A trades row with its sizes packed (``pack_size``)."""
+    row = list(trade_row(trade))
+    for at in _SIZES:
+        row[at] = pack_size(row[at])
+    return tuple(row)
+
+
+def _trade_of_sqlite_row(row: Sequence[Any]) -> Trade:
+    values = list(row)
+    for at in _SIZES:
+        values[at] = unpack_size(values[at])
+    return trade_of_row(values)
+
+
+_SIZES = (4, 9, 11)  # volume, best_ask_size, best_bid_size in TRADE_COLUMNS
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
