@@ -25,6 +25,14 @@ async def first_event(spine: Spine) -> Any:
         await aclose(events)
 
 
+async def first_replayed(spine: Spine) -> Any:
+    events = spine.replay(["trade"], ["KRW-BTC"], start="2026-01-01", speed=0)
+    try:
+        return await anext(events)
+    finally:
+        await aclose(events)
+
+
 # Every public method that touches data, called with good arguments.
 CALLS: dict[str, Callable[[Spine], Awaitable[Any]]] = {
     "candles": lambda s: s.candles("KRW-BTC", "1m", count=5),
@@ -35,6 +43,8 @@ CALLS: dict[str, Callable[[Spine], Awaitable[Any]]] = {
     "orderbook": lambda s: s.orderbook("KRW-BTC"),
     "orderbooks": lambda s: s.orderbooks(["KRW-BTC"]),
     "trades": lambda s: s.trades("KRW-BTC", 5),
+    "trades range": lambda s: s.trades("KRW-BTC", start="2026-01-01", end="2026-01-02"),
+    "replay": first_replayed,
     "watch": lambda s: s.watch(["trade"], ["KRW-BTC"]),
     "unwatch": lambda s: s.unwatch(["trade"], ["KRW-BTC"]),
     "stream": first_event,
