@@ -20,6 +20,7 @@ from marketspine._store.recording import (
     TradeGap,
     pack_size,
     pack_units,
+    trade_row,
     unpack_size,
     unpack_units,
 )
@@ -144,7 +145,7 @@ async def test_an_older_sqlite_file_gains_the_recording_tables_and_keeps_its_can
     with sqlite3.connect(path) as conn:  # the file of a marketspine from before recording
         for table in ("trades", "trade_gaps", "orderbooks", "tickers"):
             conn.execute(f"DROP TABLE {table}")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 2}")
     async with SQLiteStore(path, read_only=True) as store:  # read-only: nothing recorded yet
         assert await recording_for(store).trade_count() == 0
         assert await recording_for(store).last_trade("KRW-BTC") is None
@@ -195,3 +196,27 @@ async def test_sqlite_keeps_eight_decimal_sizes_as_integers(tmp_path: Path) -> N
             "SELECT typeof(volume), typeof(best_ask_size), COUNT(*) FROM trades GROUP BY 1, 2"
         ).fetchall()
     assert ("integer", "integer", 20) in kinds and ("real", "null", 1) in kinds
+
+
+async def test_a_version_4_file_gets_its_sizes_packed_and_reads_the_same(tmp_path: Path) -> None:
+    from marketspine._store.sqlite import _MIGRATIONS
+    from marketspine._store.sqlite_open import open_read_write
+
+    path = tmp_path / "v4.sqlite"
+    rows = [*trades("KRW-BTC", T0, 30), *trades("KRW-ETH", T0, 5, best=False)]
+    odd = Trade("KRW-BTC", T0 + 9_000, 1.5, 1 / 3, "BID", 17_000_000_000_000_001, 1.0, 0.5)
+    conn = open_read_write(path, _MIGRATIONS[:4])  # the schema before sizes were packed
+    conn.executemany(
+        "INSERT INTO trades VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [trade_row(t) for t in [*rows, odd]]
+    )
+    conn.close()
+    async with SQLiteStore(path) as store:
+        recording = recording_for(store)
+        assert await recording.trades("KRW-BTC", 0, 2 * T0) == sorted(
+            [*rows[:30], odd], key=lambda t: t.seq
+        )
+        assert await recording.trades("KRW-ETH", 0, 2 * T0) == rows[30:]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        kinds = dict(conn.execute("SELECT typeof(volume), COUNT(*) FROM trades GROUP BY 1"))
+    assert kinds == {"integer": 35, "real": 1}

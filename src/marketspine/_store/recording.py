@@ -8,12 +8,12 @@ trade is kept, its best quotes included (NULL for trades filled from REST, which
 them); the rest of a frame follows from these (trade_date/trade_time from the timestamp,
 ``change`` from the sign of ``change_price``). Prices and sizes round-trip exactly. SQLite
 stores a whole-number REAL as an integer on disk (most KRW prices: 1-4 bytes instead of 8);
-its size columns (a trade's volume, the best quotes' sizes) have no type, and hold a size of at
-most 8 decimals, as Upbit's are, as the integer count of 1e-8 units (``pack_size``: 3-4 bytes
-instead of 8), any other as the float itself. PostgreSQL keeps them as double precision. The
-taker side is one integer (0/1, which SQLite stores in the row header alone). A book's levels
-are one packed blob of little-endian float64s (ask price, ask size, bid price, bid size per
-level), not rows.
+its size columns (a trade's volume, the best quotes' sizes) have no type since schema version
+5, and hold a size of at most 8 decimals, as Upbit's are, as the integer count of 1e-8 units
+(``pack_size``: 3-4 bytes instead of 8), any other as the float itself. PostgreSQL keeps
+them as double precision. The taker side is one integer (0/1, which SQLite stores in the row
+header alone). A book's levels are one packed blob of little-endian float64s (ask price, ask
+size, bid price, bid size per level), not rows.
 
 A known gap is a hole between two stored trades of a market that neither the stream's REST
 fill nor a backfill could close: ``from_*`` name the last stored trade before it, ``to_*``
@@ -34,6 +34,7 @@ __all__ = [
     "ORDERBOOK_COLUMNS",
     "PG_RECORDING_SCHEMA",
     "RECORDED_KINDS",
+    "SQLITE_PACKED_SIZES",
     "SQLITE_RECORDING_SCHEMA",
     "TICKER_COLUMNS",
     "TRADE_COLUMNS",
@@ -58,14 +59,14 @@ SQLITE_RECORDING_SCHEMA = """
         seq INTEGER NOT NULL,
         ms INTEGER NOT NULL,
         price REAL NOT NULL,
-        volume NOT NULL,
+        volume REAL NOT NULL,
         taker_bid INTEGER NOT NULL,
         prev_close REAL NOT NULL,
         change_price REAL NOT NULL,
         best_ask_price REAL,
-        best_ask_size,
+        best_ask_size REAL,
         best_bid_price REAL,
-        best_bid_size,
+        best_bid_size REAL,
         PRIMARY KEY (market, seq)
     ) WITHOUT ROWID;
     CREATE TABLE trade_gaps (
@@ -117,6 +118,42 @@ SQLITE_RECORDING_SCHEMA = """
     ) WITHOUT ROWID;
 """
 
+
+def _packed(column: str) -> str:
+    """SQL for ``pack_size`` of ``column``: the count of 1e-8 units when it gives the same
+    float back (a size of at most 8 decimals), else the value itself."""
+    units = f"CAST(round({column} * 100000000.0) AS INTEGER)"
+    return (
+        f"CASE WHEN abs({column}) < 90071992 AND {units} / 100000000.0 = {column} "
+        f"THEN {units} ELSE {column} END"
+    )
+
+
+# Version 5: the size columns lose their type and hold 8-decimal sizes as integer counts of
+# 1e-8 (``pack_size``; the same test in SQL for the rows stored before).
+SQLITE_PACKED_SIZES = f"""
+    CREATE TABLE trades_packed (
+        market TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ms INTEGER NOT NULL,
+        price REAL NOT NULL,
+        volume NOT NULL,
+        taker_bid INTEGER NOT NULL,
+        prev_close REAL NOT NULL,
+        change_price REAL NOT NULL,
+        best_ask_price REAL,
+        best_ask_size,
+        best_bid_price REAL,
+        best_bid_size,
+        PRIMARY KEY (market, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO trades_packed SELECT market, seq, ms, price, {_packed("volume")},
+        taker_bid, prev_close, change_price, best_ask_price, {_packed("best_ask_size")},
+        best_bid_price, {_packed("best_bid_size")}
+    FROM trades;
+    DROP TABLE trades;
+    ALTER TABLE trades_packed RENAME TO trades
+"""
 PG_RECORDING_SCHEMA = """
     CREATE TABLE trades (
         market TEXT NOT NULL,

@@ -27,7 +27,7 @@ from .._base.time import DAY_MS
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from ..errors import InvalidRequestError, StoreError
 from ..records import Candle
-from .recording import SQLITE_RECORDING_SCHEMA
+from .recording import SQLITE_PACKED_SIZES, SQLITE_RECORDING_SCHEMA
 from .sqlite_open import open_read_only, open_read_write, store_error, verify_pages
 
 __all__ = [
@@ -101,6 +101,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # What ``marketspine record`` keeps: trades, known trade gaps, books, tickers.
     SQLITE_RECORDING_SCHEMA,
+    # A trade's sizes of at most 8 decimals as integer counts of 1e-8 (13 bytes less a trade).
+    SQLITE_PACKED_SIZES,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
