@@ -66,6 +66,7 @@ from .notify import (
     split_notify_urls,
 )
 from .quotes import Channel, QuoteReader
+from .replay import ReplayEvent
 from .result import Answer, CandleResult, ListResult, Trace
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
@@ -413,6 +414,35 @@ class Spine:
         ):
             yield item
         self._life.check_open()  # the listener ends only when the stream (the Spine) closes
+
+    async def replay(
+        self,
+        kinds: Iterable[str],
+        markets: Iterable[str],
+        *,
+        start: Moment,
+        end: Moment,
+        speed: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> AsyncIterator[ReplayEvent]:
+        """The recording (``marketspine record``) of ``kinds`` of ``markets`` at ``[start,
+        end)`` played back as ``stream`` yields it live (Trade, Ticker, Orderbook; forming
+        Candle and ClosedCandle for ``candle.<timeframe>``, built from the recorded trades;
+        a ``Gap`` with ``complete=False`` at a known gap of the recording), in exchange time
+        order across markets. ``speed``: 1 is real time, 10 ten times faster, 0 (the
+        default) as fast as it is read; ``clock`` (monotonic seconds) and ``sleep`` pace it.
+
+        Raises InvalidRequestError for an unknown kind, a market the recording does not
+        hold, ``start`` not before ``end`` or a bad speed; ClosedError outside ``async with``."""
+        from .._store.recording_store import recording_for
+        from .replay import Replay, check_replay
+
+        self._life.check_open()
+        recording = recording_for(self.store)
+        plan = await check_replay(recording, kinds, markets, start, end, speed)
+        async for event in Replay(recording, plan, clock=clock, sleep=sleep).events():
+            yield event
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
         """The closed candles of ``market`` starting in ``[lo, hi)``, stored on the way."""

@@ -1,0 +1,163 @@
+"""Spine.replay over a recording written into the store: every recorded trade, book and
+ticker once, in exchange time order across markets, the known gap as a Gap before the trade
+after it, candles built from the trades, read in small batches; paced by a hand-driven clock;
+bad input refused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from replay_support import BTC, ETH, T0, Recorded, recorded, write_recording
+
+from marketspine._live.candle_feed import ClosedCandle
+from marketspine._live.listener import Gap
+from marketspine._spine.replay import Replay, check_replay
+from marketspine._spine.spine import Spine
+from marketspine._store.recording_sqlite import SQLiteRecording
+from marketspine._store.sqlite import SQLiteStore
+from marketspine.errors import InvalidRequestError
+from marketspine.records import Candle, Orderbook, Ticker, Trade
+
+END = T0 + 10 * 60_000
+
+
+@pytest.fixture
+async def data(tmp_path: Path) -> Recorded:
+    found = recorded()
+    await write_recording(tmp_path / "rec.db", found)
+    return found
+
+
+@pytest.fixture
+async def spine(tmp_path: Path, data: Recorded) -> AsyncIterator[Spine]:
+    async with Spine(db=tmp_path / "rec.db") as opened:
+        yield opened
+
+
+def time_of(event: object) -> int:
+    if isinstance(event, Gap):
+        return event.until_ms
+    if isinstance(event, ClosedCandle):
+        return event.candle.start_ms
+    assert isinstance(event, Trade | Ticker | Orderbook | Candle)
+    return event.ms if not isinstance(event, Candle) else event.last_trade_ms
+
+
+async def test_replay_yields_every_record_once_in_time_order(spine: Spine, data: Recorded) -> None:
+    events = [e async for e in spine.replay(["trade", "ticker", "orderbook"], [BTC, ETH],
+                                            start=T0, end=END)]  # fmt: skip
+    trades = [e for e in events if isinstance(e, Trade)]
+    assert sorted(trades, key=lambda t: (t.ms, t.seq)) == trades
+    assert sorted(trades, key=lambda t: t.seq) == sorted(data.trades, key=lambda t: t.seq)
+    assert [e for e in events if isinstance(e, Orderbook)] == sorted(data.books, key=lambda b: b.ms)
+    assert [e for e in events if isinstance(e, Ticker)] == sorted(data.tickers, key=lambda t: t.ms)
+    times = [time_of(e) for e in events]
+    assert times == sorted(times)
+    gaps = [i for i, e in enumerate(events) if isinstance(e, Gap)]
+    assert len(gaps) == 1
+    gap = events[gaps[0]]
+    assert gap == Gap(ETH, data.gap.from_ms, data.gap.to_ms, 0, complete=False,
+                      reason="REST walk failed")  # fmt: skip
+    after = next(e for e in events[gaps[0] :] if isinstance(e, Trade) and e.market == ETH)
+    assert after.seq == data.gap.to_seq
+    assert len(events) == len(data.trades) + len(data.books) + len(data.tickers) + 1
+
+
+async def test_replay_of_a_part_of_the_range_and_one_kind(spine: Spine, data: Recorded) -> None:
+    lo, hi = T0 + 30_000, T0 + 60_000
+    events = [e async for e in spine.replay("trade", BTC, start=lo, end=hi)]
+    assert events == [t for t in data.trades if t.market == BTC and lo <= t.ms < hi]
+
+
+async def test_small_batches_change_nothing(tmp_path: Path, data: Recorded) -> None:
+    async with SQLiteStore(tmp_path / "rec.db") as store:
+        recording = SQLiteRecording(store)
+        plan = await check_replay(recording, ["trade", "orderbook"], [BTC, ETH], T0, END, 0)
+        whole = [e async for e in Replay(recording, plan).events()]
+        small = [e async for e in Replay(recording, plan, batch_size=3).events()]
+    assert small == whole
+    assert sum(isinstance(e, Trade) for e in small) == len(data.trades)
+
+
+async def test_candle_kinds_build_forming_and_closed_candles(spine: Spine, data: Recorded) -> None:
+    events = [e async for e in spine.replay(["candle.1m"], [BTC], start=T0, end=END)]
+    closed = [e.candle for e in events if isinstance(e, ClosedCandle)]
+    btc = [t for t in data.trades if t.market == BTC]
+    windows = sorted({t.ms // 60_000 * 60_000 for t in btc})
+    assert [c.start_ms for c in closed] == windows
+    for candle in closed:
+        inside = [t for t in btc if candle.start_ms <= t.ms < candle.start_ms + 60_000]
+        assert candle.open == inside[0].price and candle.close == inside[-1].price
+        assert candle.high == max(t.price for t in inside)
+        assert candle.volume == pytest.approx(sum(t.volume for t in inside))
+        assert candle.last_trade_ms == inside[-1].ms
+    forming = [e for e in events if isinstance(e, Candle)]
+    assert len(forming) == len(btc)  # one after every trade
+    assert not any(isinstance(e, Trade) for e in events)
+
+
+async def test_pacing_follows_the_speed_on_a_hand_driven_clock(
+    tmp_path: Path, data: Recorded
+) -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    async with SQLiteStore(tmp_path / "rec.db") as store:
+        recording = SQLiteRecording(store)
+        plan = await check_replay(recording, "trade", BTC, T0, T0 + 7_000, 10)
+        replay = Replay(recording, plan, clock=lambda: now[0], sleep=sleep)
+        assert replay.clock.now_ms == T0
+        seen = []
+        async for event in replay.events():
+            assert isinstance(event, Trade)
+            # At 10x, the trade at T0 + k*700 ms comes k*0.07 s after the start.
+            assert now[0] == pytest.approx((event.ms - T0) / 10_000)
+            assert replay.clock.now_ms == event.ms
+            seen.append(event)
+        assert replay.clock.now_ms == T0 + 7_000 and replay.clock.finished
+    assert len(seen) == 10 and len(slept) == 9
+
+
+async def test_speed_zero_never_sleeps(tmp_path: Path, data: Recorded) -> None:
+    async def sleep(seconds: float) -> None:
+        raise AssertionError("slept at speed 0")
+
+    async with SQLiteStore(tmp_path / "rec.db") as store:
+        recording = SQLiteRecording(store)
+        plan = await check_replay(recording, "trade", [BTC, ETH], T0, END, 0)
+        events = [e async for e in Replay(recording, plan, sleep=sleep).events()]
+    assert len(events) == len(data.trades) + 1
+
+
+@pytest.mark.parametrize(
+    ("kinds", "markets", "start", "end", "speed", "says"),
+    [
+        (
+            "trade",
+            "KRW-XRP",
+            T0,
+            END,
+            0,
+            "KRW-XRP not in the recording (it holds: KRW-BTC, KRW-ETH)",
+        ),
+        ("trade", BTC, END, T0, 0, "must be before end"),
+        ("trade", BTC, T0, T0, 0, "must be before end"),
+        ("trade", BTC, T0, END, -1, "invalid speed"),
+        ("trade", BTC, T0, END, float("nan"), "invalid speed"),
+        ("trade", BTC, T0, END, "fast", "invalid speed"),
+        ("candle.2m", BTC, T0, END, 0, "candle.2m"),
+        ("trades", BTC, T0, END, 0, "trades"),
+    ],
+)
+async def test_bad_input_is_refused_with_what_is_accepted(
+    spine: Spine, kinds: str, markets: str, start: int, end: int, speed: object, says: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        async for _ in spine.replay(kinds, markets, start=start, end=end, speed=speed):  # type: ignore[arg-type]
+            pass
