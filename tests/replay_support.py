@@ -4,6 +4,8 @@ markets interleaved in time, books, tickers, and one known trade gap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +73,36 @@ def make_recording(path: Path) -> Recorded:
     data = recorded()
     asyncio.run(write_recording(path, data))
     return data
+
+
+@contextlib.contextmanager
+def replay_server(
+    db: Path,
+    markets: list[str] | None = None,
+    *,
+    start_ms: int = T0,
+    end_ms: int = T0 + 10 * 60_000,
+    speed: float = 0.0,
+    kinds: tuple[str, ...] = ("trade", "orderbook", "ticker"),
+) -> Iterator[str]:
+    """``marketspine replay``'s app over the recording in ``db`` on a free loopback port, in
+    a background thread (as the command runs it); yields its base URL."""
+    from marketspine._serve.replay_app import replay_app
+    from marketspine._serve.security import AllowedHosts
+    from marketspine._serve.server_thread import server_thread
+    from marketspine._spine.replay import ReplayPlan, check_replay
+    from marketspine._store.recording import RecordingStore
+    from marketspine._store.recording_reads import recorded_markets
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[RecordingStore]:
+        async with SQLiteStore(db, read_only=True) as store:
+            yield SQLiteRecording(store)
+
+    async def plan_of(recording: RecordingStore) -> ReplayPlan:
+        codes = markets or await recorded_markets(recording)
+        return await check_replay(recording, list(kinds), codes, start_ms, end_ms, speed)
+
+    app = replay_app(opened, plan_of, AllowedHosts(["127.0.0.1"]))
+    with server_thread(app, ws_ping_interval=None, ws_per_message_deflate=False) as url:
+        yield url
