@@ -32,6 +32,7 @@ RunSim = Callable[..., contextlib.AbstractContextManager[str]]
         (["KRW-BTC", "--kinds", ""], "--kinds must name some of"),
         (["KRW-BTC", "--orderbook-every", "soon"], "--orderbook-every must be a duration"),
         (["KRW-BTC", "--backfill", "-1d"], "--backfill must be a duration"),
+        (["KRW-BTC", "--orderbook-depth", "7"], "'7' is not one of '15', '30'"),
         (["KRW-BTC", "all"], "'all' records every listed market"),
         (["KRW-BTC", "--quote", "KRW"], "--quote picks every market"),
         ([], "name the markets to record"),

@@ -64,7 +64,9 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
                 count = await recording.trade_count("KRW-BTC")
                 return count >= 120 and await ws_drops(base) >= drops_before + 3
 
-            first = await record_until(spine, enough, backfill_ms=60_000, orderbook_every_ms=0)
+            first = await record_until(
+                spine, enough, backfill_ms=60_000, orderbook_every_ms=0, orderbook_depth=15
+            )
             summary_gaps = first.gaps  # type: ignore[attr-defined]
             counts = first.counts  # type: ignore[attr-defined]
             # a second run, later: it joins the first run's last trade
@@ -81,7 +83,7 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
             gaps = await recording.trade_gaps()
     assert summary_gaps == [] and gaps == []
     assert counts.batches >= 2 and counts.orderbooks > 0 and counts.tickers > 0
-    assert books and tickers and all(b.units for b in books)
+    assert books and tickers and {len(b.units) for b in books} == {15}
     history = History(config.seed, markets=config.markets, region=config.region)
     for market, trades in stored.items():
         truth = simulated_trades(history, market, trades[0], trades[-1])

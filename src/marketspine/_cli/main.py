@@ -332,6 +332,13 @@ def collect(
     help="At most one book per market this often (exchange time); 0 = every change.",
 )
 @click.option(
+    "--orderbook-depth",
+    type=click.Choice(["15", "30"]),
+    default="30",
+    show_default=True,
+    help="Levels of each book kept.",
+)
+@click.option(
     "--backfill",
     metavar="DURATION",
     default="7d",
@@ -348,6 +355,7 @@ def record(
     quote: str | None,
     kinds: str,
     orderbook_every: str,
+    orderbook_depth: str,
     backfill: str,
     db: str | None,
     upstream: str,
@@ -377,6 +385,7 @@ def record(
             quote=quote,
             kinds=kinds,
             orderbook_every=orderbook_every,
+            orderbook_depth=int(orderbook_depth),
             backfill=backfill,
             db=db or _default_db(upstream),
             upstream=upstream,

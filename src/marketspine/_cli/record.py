@@ -28,6 +28,7 @@ def run_record(
     quote: str | None,
     kinds: str,
     orderbook_every: str,
+    orderbook_depth: int,
     backfill: str,
     db: str,
     upstream: str,
@@ -44,7 +45,9 @@ def run_record(
     every_ms = parse_duration(orderbook_every, "--orderbook-every")
     backfill_ms = parse_duration(backfill, "--backfill")
     summary = asyncio.run(
-        _record(list(markets), quote, kind_list, every_ms, backfill_ms, db, upstream)
+        _record(
+            list(markets), quote, kind_list, every_ms, orderbook_depth, backfill_ms, db, upstream
+        )
     )
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")), flush=True)
@@ -83,6 +86,7 @@ async def _record(
     quote: str | None,
     kinds: list[str],
     orderbook_every_ms: int,
+    orderbook_depth: int,
     backfill_ms: int,
     db: str,
     upstream: str,
@@ -107,6 +111,7 @@ async def _record(
                 quote=quote,
                 kinds=kinds,
                 orderbook_every_ms=orderbook_every_ms,
+                orderbook_depth=orderbook_depth,
                 backfill_ms=backfill_ms,
                 stop=stop,
                 on_start=started,

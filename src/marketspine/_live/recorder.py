@@ -82,7 +82,6 @@ class Recorder:
         self._recording = recording
         self._client = client
         self._last: dict[str, Trade] = dict(last or {})
-        self._had = frozenset(self._last)  # markets with trades stored before this run
         self._book_every_ms = orderbook_every_ms
         self._batch_trades = batch_trades
         self._flush_every_s = flush_every_s
@@ -119,10 +118,10 @@ class Recorder:
             raise _first(group_error) from None
         return self.counts
 
-    async def stored_trade(self, market: str) -> None:
-        """Return once a trade of ``market`` is stored (now, or before this recorder)."""
-        if market not in self._had:
-            await self._stored.setdefault(market, asyncio.Event()).wait()
+    async def committed_trade(self, market: str) -> None:
+        """Return once this recorder has committed a trade of ``market`` (the stream's join
+        to what was stored before, with its gap if any, is then in the store)."""
+        await self._stored.setdefault(market, asyncio.Event()).wait()
 
     async def _consume(self, events: AsyncIterator[object]) -> None:
         async for event in events:

@@ -45,14 +45,17 @@ async def backfill_market(
     *,
     horizon_ms: int,
     wall_ms: Callable[[], int],
+    before_first: bool = True,
+    report: BackfillReport | None = None,
 ) -> BackfillReport:
-    """Fill the known gaps of ``market`` that end after ``horizon_ms``, then the span from
-    ``horizon_ms`` to its first stored trade (nothing when none is stored)."""
-    report = BackfillReport(market)
+    """Fill the known gaps of ``market`` that end after ``horizon_ms``, then (with
+    ``before_first``) the span from ``horizon_ms`` to its first stored trade (nothing when
+    none is stored). Counts into ``report`` when given."""
+    report = report or BackfillReport(market)
     for gap in await recording.trade_gaps(market):
         if gap.to_ms >= horizon_ms:
             await _fill_gap(client, recording, gap, horizon_ms, report, wall_ms)
-    first = await recording.first_trade(market)
+    first = await recording.first_trade(market) if before_first else None
     if first is not None and first.ms >= horizon_ms:
         ok, reason = await _walk(
             client,

@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from .._base.markets import market_code
@@ -112,12 +113,14 @@ async def record(
     quote: str | None = None,
     kinds: Sequence[str] = RECORD_KINDS,
     orderbook_every_ms: int = 0,
+    orderbook_depth: int | None = None,
     backfill_ms: int = 0,
     stop: asyncio.Event,
     on_start: Callable[[list[str]], None] | None = None,
 ) -> RecordSummary:
     """Record ``kinds`` of ``markets`` (see ``pick_markets``) into the Spine's store until
-    ``stop`` is set; then commit what is held and return what was done. ``backfill_ms``
+    ``stop`` is set; then commit what is held and return what was done. Books are recorded
+    ``orderbook_depth`` levels deep (1, 5, 15 or 30; None: 30). ``backfill_ms``
     (> 0) also fills, at LOW priority, the store's trade holes of that long before now
     (known gaps, the span before the first stored trade). ``on_start`` hears the markets
     once the recording runs.
@@ -136,6 +139,8 @@ async def record(
                 last[code] = found
     recorder = Recorder(recording, spine.client, last=last, orderbook_every_ms=orderbook_every_ms)
     reports: list[BackfillReport] = []
+    if "orderbook" in kinds and orderbook_depth is not None:
+        await spine.watch(["orderbook"], codes, depth=orderbook_depth)  # the stream keeps it
     # Closed with the recording, not when collected: its listener leaves the stream now.
     events = cast(
         AsyncGenerator[object, None],
@@ -161,14 +166,20 @@ async def record(
 async def _backfill(
     spine: Spine, recorder: Recorder, market: str, horizon_ms: int, reports: list[BackfillReport]
 ) -> None:
-    """Once ``market`` has a stored trade (the stream's first, or one from before), fill its
-    holes after ``horizon_ms``."""
-    await recorder.stored_trade(market)
-    report = await backfill_market(
+    """Fill the holes of ``market`` after ``horizon_ms``: the known gaps at once, and once
+    this run committed a trade of it (the join to the stored trades, with the gap it may
+    have left), that gap and the span before its first stored trade."""
+    recording, report = recording_for(spine.store), BackfillReport(market)
+    reports.append(report)
+    fill = partial(
+        backfill_market,
         spine.client,
-        recording_for(spine.store),
+        recording,
         market,
         horizon_ms=horizon_ms,
         wall_ms=spine.client.upstream_now_ms,
+        report=report,
     )
-    reports.append(report)
+    await fill(before_first=False)
+    await recorder.committed_trade(market)
+    await fill()
