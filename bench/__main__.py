@@ -28,6 +28,7 @@ MODULES = (
     "scale",
     "feed",
     "record",
+    "replay",
 )
 
 

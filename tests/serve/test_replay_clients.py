@@ -40,7 +40,9 @@ def recorded_hour(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     trades = {}
     for market in (BTC, ETH):
         found = history.trades_between(market, START, END)
-        trades[market] = simulated_trades(history, market, found[0], found[-1])
+        first, last = (Trade(market, t.ms, t.price, t.volume, "BID", t.seq, 0.0, 0.0)
+                       for t in (found[0], found[-1]))  # fmt: skip
+        trades[market] = simulated_trades(history, market, first, last)
     db = tmp_path_factory.mktemp("hour") / "hour.db"
 
     async def write() -> None:

@@ -56,6 +56,7 @@ logger = logging.getLogger("marketspine.replay")
 # own flow control says when to wait.
 QUEUE_HIGH = 2000
 QUEUE_LOW = 500
+FLUSH_BYTES = 64 << 10  # raw frames held before they are written at once
 STATUS_EVERY_S = 10.0
 _encoder = msgspec.json.Encoder()
 
@@ -75,6 +76,9 @@ class _Viewer:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     pacer: MessagePacer = field(default_factory=lambda: MessagePacer(margin=0.0))
     status_next: float | None = None
+    out: list[bytes] = field(default_factory=list)  # raw frames not yet written
+    out_bytes: int = 0
+    flush_due: bool = False
     closing: bool = False
     refused: bool = False  # a request was refused: close once its error frame is out
     sent: int = 0
@@ -117,14 +121,31 @@ class _Viewer:
         if self.closing:
             return
         if self.raw is not None:
-            if self.raw.write(data) < 0:
-                self.closing = True
-                self.wake.set()
-                return
+            # One write (a send() system call) per frame would cost more than the frame:
+            # frames are joined until the loop next turns, or FLUSH_BYTES are held.
+            self.out.append(data)
+            self.out_bytes += len(data)
             self.sent += 1
+            if self.out_bytes >= FLUSH_BYTES:
+                self.flush()
+            elif not self.flush_due:
+                self.flush_due = True
+                asyncio.get_running_loop().call_soon(self.flush)
             return
         self.queue.append(data)
         self.wake.set()
+
+    def flush(self) -> None:
+        """Write the raw frames held (one write)."""
+        self.flush_due = False
+        if not self.out or self.raw is None:
+            return
+        data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+        self.out.clear()
+        self.out_bytes = 0
+        if not self.closing and self.raw.write(data) < 0:
+            self.closing = True
+            self.wake.set()
 
     def backlogged(self) -> bool:
         if self.closing:
@@ -136,6 +157,7 @@ class _Viewer:
     async def drain(self) -> None:
         """Return once this client has taken most of what waits for it (or is gone)."""
         if self.raw is not None:
+            self.flush()
             await self.raw.wait_writable()  # set again when the connection is lost, too
             return
         while not self.closing and len(self.queue) > QUEUE_LOW:

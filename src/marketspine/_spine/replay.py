@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._base.args import kinds_arg, markets_arg, number_arg, time_arg
 from .._base.time import format_utc
@@ -59,6 +59,7 @@ REPLAY_KINDS = ("trade", "ticker", "orderbook")  # and candle.<timeframe>
 ReplayEvent = Trade | Ticker | Orderbook | Candle | ClosedCandle | Gap
 # Behind schedule by more than this, the schedule moves (no burst after a slow consumer).
 _MAX_LAG_S = 0.25
+T = TypeVar("T")
 _RANK = {"gap": 0, "trade": 1, "ticker": 2, "orderbook": 3}
 
 
@@ -336,9 +337,26 @@ class Replay:
             yield [((r.ms, rank, 0, index), r) for r in batch]
 
 
+async def _ahead(source: AsyncIterator[list[T]]) -> AsyncIterator[list[T]]:
+    """The batches of ``source``, the next one read while the current one is used (the
+    store reads on its own thread meanwhile)."""
+    pending = asyncio.ensure_future(anext(source, None))
+    try:
+        while True:
+            await asyncio.wait([pending])
+            batch = pending.result()
+            if batch is None:
+                return
+            pending = asyncio.ensure_future(anext(source, None))
+            yield batch
+    finally:
+        pending.cancel()
+
+
 async def _merge(sources: list[AsyncIterator[list[tuple[_Key, Any]]]]) -> AsyncIterator[Any]:
     """The items of every source, smallest key first; each source is sorted by key and
     read one batch at a time (heapq.merge, over batches read asynchronously)."""
+    sources = [_ahead(source) for source in sources]
     queues: list[deque[tuple[_Key, Any]]] = []
     heap: list[_Key] = []
     for source in sources:
