@@ -141,6 +141,7 @@ START = "2026-01-01T00:00:00Z"
 END = "2026-01-01T05:00:00Z"
 
 # (method, the good arguments, the argument to spoil, its bad values)
+REPLAY_RANGE = {"start": "2026-01-01", "end": "2026-01-02"}
 CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("candles", {"market": "KRW-BTC", "timeframe": "1h", "count": 5}, "market", bad_market),
     ("candles", {"market": "KRW-BTC", "timeframe": "1h", "count": 5}, "timeframe", bad_timeframe),
@@ -180,6 +181,11 @@ CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("stream", {"types": ["trade"]}, "markets", bad_markets),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "maxsize", bad_maxsize),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "since", bad_since),
+    ("replay", {"markets": ["KRW-BTC"], **REPLAY_RANGE}, "kinds", bad_kinds),
+    ("replay", {"kinds": ["trade"], **REPLAY_RANGE}, "markets", bad_markets),
+    ("replay", {"kinds": "trade", "markets": "KRW-BTC", "end": "2026-01-02"}, "start", bad_time),
+    ("replay", {"kinds": "trade", "markets": "KRW-BTC", "start": "2026-01-01"}, "end", bad_time),
+    ("replay", {"kinds": "trade", "markets": "KRW-BTC", **REPLAY_RANGE}, "speed", bad_seconds),
     ("markets", {}, "refresh", bad_flag),
     ("tick_size", {"price": 100.0}, "market", bad_market),
     ("tick_size", {"market": "KRW-BTC"}, "price", bad_seconds),
@@ -200,8 +206,8 @@ async def spine(app: Any, tmp_path: Path) -> AsyncIterator[Spine]:
 
 
 async def call(spine: Spine, method: str, kwargs: dict[str, Any]) -> Any:
-    if method == "stream":
-        events = spine.stream(**kwargs)
+    if method in ("stream", "replay"):
+        events = getattr(spine, method)(**kwargs)
         try:
             return await anext(events)
         finally:
