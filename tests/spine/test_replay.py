@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 from replay_support import BTC, ETH, T0, Recorded, recorded, write_recording
+from services import PgSpace
 
 from marketspine._live.candle_feed import ClosedCandle
 from marketspine._live.listener import Gap
 from marketspine._spine.replay import Replay, check_replay
 from marketspine._spine.spine import Spine
+from marketspine._store.recording_reads import recorded_markets
 from marketspine._store.recording_sqlite import SQLiteRecording
+from marketspine._store.recording_store import recording_for
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.errors import InvalidRequestError
 from marketspine.records import Candle, Orderbook, Ticker, Trade
@@ -161,3 +164,23 @@ async def test_bad_input_is_refused_with_what_is_accepted(
     with pytest.raises(InvalidRequestError, match=says.replace("(", r"\(").replace(")", r"\)")):
         async for _ in spine.replay(kinds, markets, start=start, end=end, speed=speed):  # type: ignore[arg-type]
             pass
+
+
+async def test_replay_from_postgresql(pg_space: PgSpace) -> None:
+    data = recorded()
+    async with Spine(db=pg_space.url) as spine:
+        await recording_for(spine.store).write(
+            data.trades, orderbooks=data.books, tickers=data.tickers, gaps=[data.gap]
+        )
+        assert await recorded_markets(recording_for(spine.store)) == [BTC, ETH]
+        events = [e async for e in spine.replay(["trade", "ticker", "orderbook"], [BTC, ETH],
+                                                start=T0, end=END)]  # fmt: skip
+        with pytest.raises(InvalidRequestError, match="KRW-XRP not in the recording"):
+            async for _ in spine.replay("trade", "KRW-XRP", start=T0, end=END):
+                pass
+    trades = [e for e in events if isinstance(e, Trade)]
+    assert sorted(trades, key=lambda t: t.seq) == sorted(data.trades, key=lambda t: t.seq)
+    assert sum(isinstance(e, Gap) for e in events) == 1
+    times = [time_of(e) for e in events]
+    assert times == sorted(times)
+    assert len(events) == len(data.trades) + len(data.books) + len(data.tickers) + 1
