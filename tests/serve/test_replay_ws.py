@@ -15,6 +15,8 @@ import httpx
 import pytest
 from replay_support import BTC, ETH, T0, Recorded, make_recording, replay_server
 from websockets.asyncio.client import connect
+
+from marketspine._base.time import parse_time
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(60)
@@ -133,3 +135,45 @@ def test_quotation_paths_answer_at_the_replay_clock(data: tuple[Path, Recorded])
     assert missing.json() == {"error": {"name": 404, "message": "Code not found"}}
     assert bad.status_code == 400 and "unit" in bad.json()["error"]["message"]
     assert status["state"] == "playing" and status["speed"] == 0.001
+
+
+def candle_upto(rec: Recorded, market: str, start_ms: int, last_ms: int) -> dict[str, Any]:
+    inside = sorted((t for t in rec.trades if t.market == market
+                     and start_ms <= t.ms <= last_ms and t.ms < start_ms + 60_000),
+                    key=lambda t: t.ms)  # fmt: skip
+    return {
+        "opening_price": inside[0].price,
+        "high_price": max(t.price for t in inside),
+        "low_price": min(t.price for t in inside),
+        "trade_price": inside[-1].price,
+        "candle_acc_trade_volume": pytest.approx(sum(t.volume for t in inside)),
+        "timestamp": inside[-1].ms,
+    }
+
+
+async def test_candle_types_are_built_from_the_trades_played(
+    data: tuple[Path, Recorded],
+) -> None:
+    db, rec = data
+    btc = sorted((t for t in rec.trades if t.market == BTC), key=lambda t: t.ms)
+    # At 60x the three minutes take three seconds: the second client comes in the middle.
+    with replay_server(db, speed=60) as url:
+        async with connect(ws_url(url)) as first, connect(ws_url(url)) as late:
+            await first.send(json.dumps([{"ticket": "a"}, {"type": "candle.1m", "codes": [BTC]},
+                                         {"type": "trade", "codes": [BTC]}]))  # fmt: skip
+            frames = await read_all(first, 2 * len(btc) // 3)  # a third of the trades
+            # A client coming in the middle: its candle is built from the window's trades
+            # played so far, then from every trade after.
+            await late.send(json.dumps([{"ticket": "b"}, {"type": "candle.1m", "codes": [BTC]}]))
+            later: list[dict[str, Any]] = []
+            reader = asyncio.ensure_future(read_all(first, 2 * len(btc) - len(frames)))
+            while not later or later[-1]["timestamp"] != btc[-1].ms:
+                later.append(json.loads(await late.recv()))
+            frames += await reader
+    candles = [f for f in frames if f["type"] == "candle.1m"]
+    assert len(candles) == len(btc) and candles[0]["stream_type"] == "SNAPSHOT"
+    assert later[0]["stream_type"] == "SNAPSHOT" and len(later) < len(btc)
+    for frame in candles + later:
+        start = parse_time(frame["candle_date_time_utc"])
+        want = candle_upto(rec, BTC, start, frame["timestamp"])
+        assert {k: frame[k] for k in want} == want

@@ -85,7 +85,7 @@ class ReplayServer:
     @classmethod
     def of(cls, recording: RecordingStore, replay: Replay) -> ReplayServer:
         state = ReplayState()
-        hub = ReplayHub(replay, state)
+        hub = ReplayHub(replay, state, recording)
         return cls(
             recording, replay, hub, ReplayQuotes(recording, state, lambda: replay.clock.now_ms)
         )

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .._base.timeframes import Timeframe, parse_timeframe
 from .._live.candle_feed import ClosedCandle
 from .._live.listener import Gap
 from .._live.subscriptions import MessagePacer
 from .._spine.replay import Replay
-from .._spine.replay_quotes import ReplayState
+from .._spine.replay_quotes import ReplayState, add_trade
+from .._store.recording import RecordingStore
 from .._upbit.limits import MAX_BOOK_LEVELS
 from .._upbit.ws_format import (
     STATUS_UP,
@@ -42,8 +44,16 @@ from .._upbit.ws_format import (
     list_message,
     parse_request,
 )
-from ..records import Orderbook, Ticker, Trade
-from .ws_format import ClientStream, Extras, Record, client_streams, kind_of, listing
+from ..records import Candle, Orderbook, Ticker, Trade
+from .ws_format import (
+    ClientStream,
+    Extras,
+    Record,
+    client_streams,
+    kind_of,
+    listing,
+    timeframe_of,
+)
 from .ws_frames import RawFrames, binary_frame, raw_frames
 from .ws_hub import Pair, Rendered, Variant
 
@@ -174,11 +184,13 @@ class ReplayHub:
         self,
         replay: Replay,
         state: ReplayState,
+        recording: RecordingStore,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.replay = replay
         self.state = state
+        self._recording = recording
         self._clock = clock
         self._markets = set(replay.plan.markets)
         self._viewers: set[_Viewer] = set()
@@ -186,6 +198,11 @@ class ReplayHub:
         self._last: dict[Pair, Record] = {}
         self._side: dict[str, str] = {}
         self._best: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
+        # Candle types some client asked for, per market, built from the trades played.
+        self._candle_pairs: dict[str, list[tuple[Timeframe, Pair]]] = {}
+        self._forming: dict[Pair, Candle] = {}
+        self._seeding: dict[Pair, list[Trade]] = {}  # trades played while a pair is seeded
+        self._last_seq: dict[str, int] = {}  # the last trade played of each market
         self._go = asyncio.Event()
         self._someone = asyncio.Event()  # a client is subscribed
         self.connections = 0
@@ -218,6 +235,9 @@ class ReplayHub:
                 market = event.market
                 if isinstance(event, Trade):
                     self._side[market] = event.side
+                    self._last_seq[market] = event.seq
+                    if market in self._candle_pairs:
+                        await self._candles(event)
                 elif isinstance(event, Ticker):
                     self.state.tickers[market] = event
                 elif isinstance(event, Orderbook):
@@ -228,18 +248,60 @@ class ReplayHub:
                             (top.ask_price, top.ask_size),
                             (top.bid_price, top.bid_size),
                         )
-                pair = (kind_of(event), market)
-                self._last[pair] = event
-                viewers = self._by_pair.get(pair)
-                if viewers:
-                    rendered = Rendered(event, self._extras(market))
-                    for viewer in list(viewers):
-                        viewer.offer(pair, rendered)
-                        if viewer.backlogged():
-                            await viewer.drain()
+                await self._publish((kind_of(event), market), event)
                 if zero and not self._someone.is_set():
                     await self._someone.wait()
         logger.info("replay finished: %d events", self.replay.delivered)
+
+    async def _publish(self, pair: Pair, record: Record) -> None:
+        """Offer ``record`` to the clients of ``pair``, waiting for any whose socket is full."""
+        self._last[pair] = record
+        viewers = self._by_pair.get(pair)
+        if viewers:
+            rendered = Rendered(record, self._extras(pair[1]))
+            for viewer in list(viewers):
+                viewer.offer(pair, rendered)
+                if viewer.backlogged():
+                    await viewer.drain()
+
+    async def _candles(self, trade: Trade) -> None:
+        for tf, pair in self._candle_pairs[trade.market]:
+            held = self._seeding.get(pair)
+            if held is not None:
+                held.append(trade)
+                continue
+            candle = add_trade(self._forming.get(pair), trade, tf)
+            if candle is not self._forming.get(pair):
+                self._forming[pair] = candle
+                await self._publish(pair, candle)
+
+    async def _seed(self, pair: Pair) -> None:
+        """Start building the candles of ``pair`` (a candle type and market): its forming
+        candle at the replay clock from the stored trades of its window played so far, and
+        the trades played while those are read."""
+        kind, market = pair
+        tf = parse_timeframe(timeframe_of(kind))
+        self._seeding[pair] = []
+        self._candle_pairs.setdefault(market, []).append((tf, pair))
+        try:
+            clock = self.replay.clock
+            now = clock.now_ms
+            if market in self._last_seq:
+                played = self._last_seq[market]
+                found = await self._recording.trades(market, tf.floor(now), now + 1)
+                found = [t for t in found if t.seq <= played]
+            else:  # nothing of it played yet: the window's trades before the range
+                found = await self._recording.trades(market, tf.floor(now), clock.start_ms)
+        finally:
+            held = self._seeding.pop(pair)
+        seen = {t.seq for t in found}
+        candle: Candle | None = None
+        for trade in sorted([*found, *(t for t in held if t.seq not in seen)],
+                            key=lambda t: (t.ms, t.seq)):  # fmt: skip
+            candle = add_trade(candle, trade, tf)
+        if candle is not None:
+            self._forming[pair] = candle
+            self._last[pair] = candle
 
     def _extras(self, market: str) -> Extras:
         best = self._best.get(market)
@@ -292,7 +354,7 @@ class ReplayHub:
                     viewer.push(STATUS_UP)
                     viewer.status_next = self._clock() + STATUS_EVERY_S
                     continue
-                if not self._request(viewer, data):
+                if not await self._request(viewer, data):
                     viewer.refused = True
                     return
 
@@ -322,7 +384,7 @@ class ReplayHub:
             viewer.closing = True
             viewer.drained.set()
 
-    def _request(self, viewer: _Viewer, data: str | bytes) -> bool:
+    async def _request(self, viewer: _Viewer, data: str | bytes) -> bool:
         """Apply one request; False when it was refused (the error frame is queued)."""
         try:
             now = self._clock()
@@ -340,6 +402,12 @@ class ReplayHub:
             viewer.push(_encoder.encode(list_message(simple, request.ticket, rows)))
             return True
         streams = client_streams(request, self._markets.__contains__)
+        for stream in streams.values():
+            if stream.kind.startswith("candle."):
+                for code in stream.codes:
+                    pair = (stream.kind, code)
+                    if all(p != pair for _, p in self._candle_pairs.get(code, ())):
+                        await self._seed(pair)
         self._configure(viewer, request.format or "DEFAULT", streams)
         viewer.pending = {
             (s.kind, code) for s in streams.values() if s.snapshot for code in s.codes

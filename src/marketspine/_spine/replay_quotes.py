@@ -16,7 +16,7 @@ from .._base.timeframes import Timeframe
 from .._store.recording import RecordingStore
 from ..records import Candle, Orderbook, Ticker, Trade
 
-__all__ = ["LOOK_BACK_MS", "ReplayQuotes", "ReplayState", "candles_of"]
+__all__ = ["LOOK_BACK_MS", "ReplayQuotes", "ReplayState", "add_trade", "candles_of"]
 
 LOOK_BACK_MS = 3_600_000  # how far before the clock a ticker or book is looked for
 _TRADE_WINDOWS_MS = (60_000, 3_600_000, 86_400_000, 7 * 86_400_000)
@@ -30,24 +30,34 @@ class ReplayState:
     books: dict[str, Orderbook] = field(default_factory=dict)
 
 
+def add_trade(candle: Candle | None, trade: Trade, tf: Timeframe) -> Candle:
+    """The ``tf`` candle ``candle`` becomes with ``trade`` (a new one when the trade is in a
+    later window, or there is none yet). A trade of an earlier window leaves it as it is."""
+    start = tf.floor(trade.ms)
+    price, volume = trade.price, trade.volume
+    if candle is None or start > candle.start_ms:
+        return Candle(
+            trade.market, tf.name, start, price, price, price, price, volume, price * volume,
+            trade.ms,
+        )  # fmt: skip
+    if start < candle.start_ms:
+        return candle
+    c = candle
+    return Candle(
+        c.market, c.timeframe, start, c.open, max(c.high, price), min(c.low, price), price,
+        c.volume + volume, c.value + price * volume, max(c.last_trade_ms, trade.ms),
+    )  # fmt: skip
+
+
 def candles_of(trades: list[Trade], tf: Timeframe) -> list[Candle]:
     """The ``tf`` candles of ``trades`` (one market, in time order), ascending; windows
     without a trade have none."""
     out: list[Candle] = []
     for t in trades:
-        start = tf.floor(t.ms)
-        price, volume = t.price, t.volume
-        if out and out[-1].start_ms == start:
-            c = out[-1]
-            out[-1] = Candle(
-                c.market, c.timeframe, start, c.open, max(c.high, price), min(c.low, price),
-                price, c.volume + volume, c.value + price * volume, max(c.last_trade_ms, t.ms),
-            )  # fmt: skip
-        elif not out or start > out[-1].start_ms:
-            candle = Candle(
-                t.market, tf.name, start, price, price, price, price, volume, price * volume, t.ms
-            )
-            out.append(candle)
+        if out and tf.floor(t.ms) == out[-1].start_ms:
+            out[-1] = add_trade(out[-1], t, tf)
+        elif not out or tf.floor(t.ms) > out[-1].start_ms:
+            out.append(add_trade(None, t, tf))
     return out
 
 
