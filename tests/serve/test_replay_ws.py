@@ -15,9 +15,9 @@ import httpx
 import pytest
 from replay_support import BTC, ETH, T0, Recorded, make_recording, replay_server
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from marketspine._base.time import parse_time
-from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(60)
 
