@@ -103,6 +103,7 @@ class ReplayServer:
                 "markets": plan.markets,
                 "kinds": plan.kinds,
                 "events": self.replay.delivered,
+                "error": self.hub.failure,
                 "websocket_clients": self.hub.clients,
                 "frames_sent": self.hub.frames_sent,
             }

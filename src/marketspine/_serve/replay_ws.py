@@ -44,6 +44,7 @@ from .._upbit.ws_format import (
     list_message,
     parse_request,
 )
+from ..errors import MarketspineError
 from ..records import Candle, Orderbook, Ticker, Trade
 from .ws_format import (
     ClientStream,
@@ -207,6 +208,7 @@ class ReplayHub:
         self._someone = asyncio.Event()  # a client is subscribed
         self.connections = 0
         self.frames_sent = 0
+        self.failure: str | None = None  # why the replay stopped before its end
 
     @property
     def clients(self) -> int:
@@ -215,6 +217,8 @@ class ReplayHub:
     @property
     def state_name(self) -> str:
         clock = self.replay.clock
+        if self.failure is not None:
+            return "failed"
         if clock.finished:
             return "finished"
         return "playing" if self._go.is_set() else "waiting"
@@ -224,7 +228,15 @@ class ReplayHub:
         self._go.set()
 
     async def run(self) -> None:
-        """Play the replay to the clients until it ends (run in the app's task group)."""
+        """Play the replay to the clients until it ends (run in the app's task group). A
+        store that fails is logged and shown in ``state_name``; the server stays up."""
+        try:
+            await self._play()
+        except MarketspineError as exc:
+            self.failure = str(exc)
+            logger.error("the replay stopped: %s", exc)
+
+    async def _play(self) -> None:
         await self._go.wait()
         zero = self.replay.plan.speed <= 0
         events = self.replay.events()
