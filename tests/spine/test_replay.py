@@ -5,6 +5,7 @@ bad input refused."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -184,3 +185,17 @@ async def test_replay_from_postgresql(pg_space: PgSpace) -> None:
     times = [time_of(e) for e in events]
     assert times == sorted(times)
     assert len(events) == len(data.trades) + len(data.books) + len(data.tickers) + 1
+
+
+async def test_leaving_a_replay_early_leaves_the_spine_usable(spine: Spine, data: Recorded) -> None:
+    for _ in range(3):
+        events = spine.replay(["trade", "orderbook"], [BTC, ETH], start=T0, end=END)
+        seen = []
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                seen.append(event)
+                if len(seen) == 10:
+                    break
+        assert len(seen) == 10
+    again = [e async for e in spine.replay("trade", ETH, start=T0, end=END)]
+    assert len(again) == sum(t.market == ETH for t in data.trades) + 1  # and the gap
