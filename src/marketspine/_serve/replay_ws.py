@@ -154,7 +154,7 @@ class _Viewer:
         data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
         self.out.clear()
         self.out_bytes = 0
-        if not self.closing and self.raw.write(data) < 0:
+        if self.raw.write(data) < 0:  # gone: nothing more will be taken
             self.closing = True
             self.wake.set()
 
@@ -339,6 +339,7 @@ class ReplayHub:
                 viewer.drained.set()
                 await writer
         finally:
+            viewer.flush()  # what was sent last (an error frame) goes out before the close
             self._forget(viewer)
             self.frames_sent += viewer.sent
         if viewer.refused:  # Upbit answers a refused request with its error frame, then 1000
