@@ -99,7 +99,8 @@ async def test_a_client_receives_the_recording_in_time_order(data: tuple[Path, R
 
 async def test_protocol_requests_and_a_refused_one(data: tuple[Path, Recorded]) -> None:
     db, _ = data
-    with replay_server(db, speed=0.001) as url:  # the clock barely moves: nothing races
+    # The first event is 600 s of replay time away, 10 days at 0.001x: nothing races.
+    with replay_server(db, start_ms=T0 - 600_000, speed=0.001) as url:
         async with connect(ws_url(url)) as ws:
             tickers = {"type": "ticker", "codes": [BTC, "KRW-XRP"]}
             await ws.send(json.dumps([{"ticket": "t"}, tickers, {"format": "SIMPLE"}]))
