@@ -73,7 +73,9 @@ async def test_upbit_sdk_receives_exactly_the_recorded_trades(
         (e.trade_timestamp, float(e.trade_price), float(e.trade_volume), e.ask_bid) for e in got
     ] == [(t.ms, t.price, t.volume, t.side) for t in want]
     assert [float(e.best_bid_price) for e in got] == [t.best_bid_price for t in want]
-    assert {e.stream_type for e in got[2:]} == {"REALTIME"}
+    for market in (BTC, ETH):
+        kinds = [e.stream_type for e in got if e.code == market]
+        assert kinds[0] == "SNAPSHOT" and set(kinds[1:]) == {"REALTIME"}
 
 
 async def test_ccxt_pro_receives_exactly_the_recorded_trades(
