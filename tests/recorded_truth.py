@@ -16,11 +16,15 @@ from marketspine.sim import History
 def simulated_trades(history: History, market: str, first: Trade, last: Trade) -> list[Trade]:
     """The simulator's trades of ``market`` from ``first`` to ``last`` (inclusive, by
     sequential_id), as its WebSocket sends them (best quotes included)."""
-    found = history.trades_between(market, first.ms, last.ms + 1)
+    found = simulated_between(history, market, first.ms, last.ms + 1)
+    return [t for t in found if first.seq <= t.seq <= last.seq]
+
+
+def simulated_between(history: History, market: str, start_ms: int, end_ms: int) -> list[Trade]:
+    """The simulator's trades of ``market`` at ``[start_ms, end_ms)`` as its WebSocket sends
+    them (best quotes included), ascending."""
     out = []
-    for trade in found:
-        if not first.seq <= trade.seq <= last.seq:
-            continue
+    for trade in history.trades_between(market, start_ms, end_ms):
         prev = history.prev_close(market, trade.ms)
         book = history.orderbook(market, trade.ms, 1)
         message = trade_message(

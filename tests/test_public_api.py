@@ -64,6 +64,7 @@ EXPECTED = {
     "Ticker",
     "Timeframe",
     "Trade",
+    "TradeGap",
     "TradeSource",
     "UnknownMarketError",
     "UpstreamError",

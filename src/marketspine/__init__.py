@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ._spine.result import ResultMeta as ResultMeta
     from ._spine.spine import Spine as Spine
     from ._store.postgres import PostgresStore as PostgresStore
+    from ._store.recording import TradeGap as TradeGap
     from ._store.sqlite import CandleStore as CandleStore
     from ._store.sqlite import RunRecord as RunRecord
     from ._store.sqlite import SeriesSummary as SeriesSummary

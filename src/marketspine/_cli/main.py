@@ -431,7 +431,27 @@ def migrate(source: str, target: str, json_output: bool) -> None:
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("market", metavar="MARKET")
-@_timeframe_option
+@click.option(
+    "--timeframe",
+    "-t",
+    metavar="TF",
+    default=None,
+    help="1s 1m 3m 5m 10m 15m 30m 1h 4h 1d 1w 1M 1y (60m, 240m accepted); candles only.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["candles", "trades", "orderbooks", "tickers"]),
+    default="candles",
+    show_default=True,
+    help="What to export: candles, or what `record` kept.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["none", "day"]),
+    default="none",
+    show_default=True,
+    help="day: one file per UTC day into the folder --out (recorded kinds).",
+)
 @click.option(
     "--out",
     "-o",
@@ -457,7 +477,9 @@ def migrate(source: str, target: str, json_output: bool) -> None:
 @_db_option
 def export(
     market: str,
-    timeframe: str,
+    timeframe: str | None,
+    kind: str,
+    split: str,
     out: str,
     export_format: str,
     since: str | None,
@@ -469,10 +491,32 @@ def export(
     are also built from stored 1m candles, as the library does. Exits 3 when nothing is
     stored in the range.
 
+    With --kind trades, orderbooks or tickers: what `record` kept, a row each (time_utc
+    with milliseconds, timestamp_ms, every field; a book's levels as columns).
+
     \b
     Example:
       marketspine export KRW-BTC -t 5m --since 2026-01-01 --out btc-5m.csv
+      marketspine export KRW-BTC --kind trades --format parquet --split day --out trades/
     """
+    if kind != "candles":
+        from .export_recorded import run_export_recorded
+
+        run_export_recorded(
+            market,
+            kind=kind,
+            since=since,
+            until=until,
+            db=db or _default_db(),
+            export_format=export_format,
+            out=out,
+            split=split,
+        )
+        return
+    if timeframe is None:
+        raise click.UsageError("Missing option '--timeframe' / '-t' (candles need one).")
+    if split != "none":
+        raise click.UsageError("--split day is for --kind trades, orderbooks or tickers.")
     from .export import run_export
 
     run_export(

@@ -48,8 +48,9 @@ from .._live.state import LiveState
 from .._live.stream import StreamStatistics
 from .._live.subscriptions import BOOK_DEPTHS
 from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
+from .._store.recording_store import recording_for
 from .._store.sqlite import CandleStore
-from ..errors import UpstreamError
+from ..errors import InvalidRequestError, UpstreamError
 from ..records import Candle, MarketInfo, Orderbook, Ticker, Trade
 from .accounting import Accounting, SpineStatistics
 from .answers import with_meta
@@ -68,6 +69,7 @@ from .notify import (
 from .quotes import Channel, QuoteReader
 from .replay import ReplayEvent
 from .result import Answer, CandleResult, ListResult, Trace
+from .trade_range import read_trade_range
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
@@ -343,13 +345,42 @@ class Spine:
         return self._account("orderbooks", ListResult(rows, trace.meta(started, priority=priority)))
 
     async def trades(
-        self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
+        self,
+        market: str,
+        count: int = 100,
+        *,
+        start: Moment | None = None,
+        end: Moment | None = None,
+        priority: Priority = Priority.HIGH,
     ) -> ListResult[Trade]:
         """The ``count`` most recent trades, newest first: from the live state when it holds
-        that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
+        that many, else REST (Upbit serves up to 500 per call; more are paged by cursor).
+        With ``start`` (and ``end``, default now): every trade at ``[start, end)``, ascending
+        by sequential_id, gapless: recorded ones from the store (``marketspine record``),
+        the rest from REST as far as it serves (seven days); ``meta.gaps`` names the known
+        gaps left, ``meta.unserved_before_ms`` where unrecorded history REST cannot give
+        begins."""
         started, trace = time.perf_counter(), Trace()
-        rows = await self._quotes.trades(market, count, priority, trace)
-        return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
+        if start is None and end is None:
+            rows = await self._quotes.trades(market, count, priority, trace)
+            return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
+        code = market_arg(market)
+        start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
+        priority = enum_arg(priority, Priority, "priority")
+        self._life.check_open()
+        if start_ms is None:
+            raise InvalidRequestError("end needs a start: trades(market, start=..., end=...)")
+        if end_ms is not None and end_ms <= start_ms:
+            raise InvalidRequestError("start must be before end")
+        now = await self.client.synced_now_ms(code, priority=priority)
+        end_ms = now + 1 if end_ms is None else end_ms
+        found = await read_trade_range(
+            self.client, recording_for(self.store), code, start_ms, end_ms, now, priority, trace
+        )
+        trace.gaps = found.gaps
+        trace.unserved_before_ms = found.unserved_before_ms
+        result = ListResult(found.trades, trace.meta(started, priority=priority))
+        return self._account("trades", result)
 
     # -- live stream ------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..records import Orderbook, OrderbookUnit, Side, Ticker, Trade
 
@@ -30,9 +30,11 @@ __all__ = [
     "GAP_COLUMNS",
     "ORDERBOOK_COLUMNS",
     "PG_RECORDING_SCHEMA",
+    "RECORDED_KINDS",
     "SQLITE_RECORDING_SCHEMA",
     "TICKER_COLUMNS",
     "TRADE_COLUMNS",
+    "RecordedKind",
     "RecordingStore",
     "TradeGap",
     "orderbook_of_row",
@@ -174,6 +176,10 @@ PG_RECORDING_SCHEMA = """
         PRIMARY KEY (market, ms)
     );
 """
+
+# What a recording holds, by the name of its table.
+RecordedKind = Literal["trades", "orderbooks", "tickers"]
+RECORDED_KINDS: tuple[RecordedKind, ...] = ("trades", "orderbooks", "tickers")
 
 TRADE_COLUMNS = (
     "market, seq, ms, price, volume, taker_bid, prev_close, change_price, "
@@ -369,6 +375,10 @@ class RecordingStore(Protocol):
 
     async def orderbooks(self, market: str, start_ms: int, end_ms: int) -> list[Orderbook]:
         """Stored books of ``market`` at ``[start_ms, end_ms)``, ascending."""
+        ...
+
+    async def time_span(self, kind: RecordedKind, market: str) -> tuple[int, int] | None:
+        """The times of the first and last stored ``kind`` of ``market``; None when none."""
         ...
 
     async def tickers(self, market: str, start_ms: int, end_ms: int) -> list[Ticker]:

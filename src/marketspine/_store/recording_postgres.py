@@ -14,13 +14,16 @@ from typing import Any
 
 import psycopg
 
+from ..errors import InvalidRequestError
 from ..records import Orderbook, Ticker, Trade
 from .postgres import PostgresStore
 from .recording import (
     GAP_COLUMNS,
     ORDERBOOK_COLUMNS,
+    RECORDED_KINDS,
     TICKER_COLUMNS,
     TRADE_COLUMNS,
+    RecordedKind,
     TradeGap,
     orderbook_of_row,
     orderbook_row,
@@ -201,6 +204,15 @@ class PostgresRecording:
             (market, start_ms, end_ms),
         )
         return [orderbook_of_row(row) for row in rows]
+
+    async def time_span(self, kind: RecordedKind, market: str) -> tuple[int, int] | None:
+        """See ``RecordingStore.time_span``."""
+        if kind not in RECORDED_KINDS:
+            raise InvalidRequestError(f"unknown recorded kind {kind!r}")
+        rows = await self._rows(f"SELECT MIN(ms), MAX(ms) FROM {kind} WHERE market = %s", (market,))
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])
 
     async def tickers(self, market: str, start_ms: int, end_ms: int) -> list[Ticker]:
         """See ``RecordingStore.tickers``."""

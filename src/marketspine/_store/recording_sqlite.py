@@ -8,12 +8,15 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import InvalidRequestError
 from ..records import Orderbook, Ticker, Trade
 from .recording import (
     GAP_COLUMNS,
     ORDERBOOK_COLUMNS,
+    RECORDED_KINDS,
     TICKER_COLUMNS,
     TRADE_COLUMNS,
+    RecordedKind,
     TradeGap,
     orderbook_of_row,
     orderbook_row,
@@ -157,6 +160,16 @@ class SQLiteRecording:
             return [orderbook_of_row(row) for row in rows]
 
         return await self.store.call(work)
+
+    async def time_span(self, kind: RecordedKind, market: str) -> tuple[int, int] | None:
+        """See ``RecordingStore.time_span``."""
+        if kind not in RECORDED_KINDS:
+            raise InvalidRequestError(f"unknown recorded kind {kind!r}")
+        sql = f"SELECT MIN(ms), MAX(ms) FROM {kind} WHERE market = ?"
+        rows = await self.store.call(lambda conn: _rows(conn, sql, (market,)))
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])
 
     async def tickers(self, market: str, start_ms: int, end_ms: int) -> list[Ticker]:
         """See ``RecordingStore.tickers``."""
