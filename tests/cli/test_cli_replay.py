@@ -55,6 +55,7 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_a_database_without_a_recording_is_exit_2(tmp_path: Path) -> None:
     done = run_in_process("replay", "--db", str(tmp_path / "none.db"), "--from", FROM, "--to", TO)
     assert done.returncode == 2 and "no database at" in done.stderr
+    assert "marketspine record" in done.stderr
 
 
 @pytest.mark.process

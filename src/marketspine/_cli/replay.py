@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from .._base.markets import market_code
 from .._base.time import format_utc, parse_time
-from .._base.urls import check_db
+from .._base.urls import check_db, is_postgres_url
 from .._spine.recording import record_kinds
 from .._spine.replay import ReplayPlan, check_replay
 from .._store.recording import RecordingStore
 from .._store.recording_reads import recorded_markets
 from .._store.recording_store import recording_for
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, StoreError
 from .commands import open_store
 
 __all__ = ["run_replay_command"]
@@ -53,6 +54,11 @@ def run_replay_command(
     from .._serve.replay_app import run_replay
 
     check_db(db, "--db")
+    if not is_postgres_url(db) and not Path(db).expanduser().exists():
+        raise StoreError(
+            f"no database at {db}: record one first (marketspine record MARKET... --db {db}) "
+            "or pass the --db it was recorded into"
+        )
     start_ms, end_ms = _time(since, "--from"), _time(until, "--to")
     if start_ms >= end_ms:
         raise InvalidRequestError(
