@@ -199,6 +199,7 @@ class ReplayHub:
         self._last: dict[Pair, Record] = {}
         self._side: dict[str, str] = {}
         self._best: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
+        self._extras_of: dict[str, Extras] = {}
         # Candle types some client asked for, per market, built from the trades played.
         self._candle_pairs: dict[str, list[tuple[Timeframe, Pair]]] = {}
         self._forming: dict[Pair, Candle] = {}
@@ -246,7 +247,9 @@ class ReplayHub:
                     continue  # Upbit's protocol has no message for these
                 market = event.market
                 if isinstance(event, Trade):
-                    self._side[market] = event.side
+                    if self._side.get(market) != event.side:
+                        self._side[market] = event.side
+                        self._extras_of.pop(market, None)
                     self._last_seq[market] = event.seq
                     if market in self._candle_pairs:
                         await self._candles(event)
@@ -254,6 +257,7 @@ class ReplayHub:
                     self.state.tickers[market] = event
                 elif isinstance(event, Orderbook):
                     self.state.books[market] = event
+                    self._extras_of.pop(market, None)
                     if event.units:
                         top = event.units[0]
                         self._best[market] = (
@@ -316,12 +320,17 @@ class ReplayHub:
             self._last[pair] = candle
 
     def _extras(self, market: str) -> Extras:
+        """What frames of ``market`` render from beside their record (kept until it changes)."""
+        held = self._extras_of.get(market)
+        if held is not None:
+            return held
         best = self._best.get(market)
-        return Extras(
+        held = self._extras_of[market] = Extras(
             last_side=self._side.get(market),
             best_ask=best[0] if best else None,
             best_bid=best[1] if best else None,
         )
+        return held
 
     async def handle(self, websocket: WebSocket) -> None:
         """Serve one client until it leaves or errs."""
