@@ -81,7 +81,7 @@ async def test_a_client_receives_the_recording_in_time_order(data: tuple[Path, R
         "best_ask_size": first.best_ask_size, "best_bid_price": first.best_bid_price,
         "best_bid_size": first.best_bid_size, "stream_type": "SNAPSHOT",
     }  # fmt: skip
-    times = [f.get("trade_timestamp") or f["timestamp"] for f in frames]
+    times = [f["timestamp"] for f in frames]
     assert times == sorted(times)
     for kind, code in (("trade", BTC), ("trade", ETH), ("ticker", BTC), ("orderbook", ETH)):
         mine = [f["stream_type"] for f in frames if f["type"] == kind and f["code"] == code]

@@ -62,7 +62,7 @@ async def test_replay_gives_back_what_stream_gave_live(running_sim: RunSim, tmp_
             end = max(hi for _, hi in spans.values())
             played: list[Record] = [
                 e async for e in spine.replay(["trade", "orderbook", "ticker"], MARKETS,
-                                              start=start, end=end)
+                                              start=start, end=end, speed=0)
                 if isinstance(e, Trade | Ticker | Orderbook)
             ]  # fmt: skip
 

@@ -141,7 +141,6 @@ START = "2026-01-01T00:00:00Z"
 END = "2026-01-01T05:00:00Z"
 
 # (method, the good arguments, the argument to spoil, its bad values)
-REPLAY_RANGE = {"start": "2026-01-01", "end": "2026-01-02"}
 CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("candles", {"market": "KRW-BTC", "timeframe": "1h", "count": 5}, "market", bad_market),
     ("candles", {"market": "KRW-BTC", "timeframe": "1h", "count": 5}, "timeframe", bad_timeframe),
@@ -172,6 +171,12 @@ CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("orderbooks", {"markets": "KRW-BTC"}, "priority", bad_priority),
     ("trades", {}, "market", bad_market),
     ("trades", {"market": "KRW-BTC"}, "count", bad_count),
+    ("trades", {"market": "KRW-BTC", "end": END}, "start", bad_time),
+    ("trades", {"market": "KRW-BTC", "start": START}, "end", bad_time),
+    ("replay", {"markets": ["KRW-BTC"], "start": START}, "kinds", bad_kinds),
+    ("replay", {"kinds": ["trade"], "start": START}, "markets", bad_markets),
+    ("replay", {"kinds": ["trade"], "markets": ["KRW-BTC"]}, "start", bad_time),
+    ("replay", {"kinds": ["trade"], "markets": ["KRW-BTC"], "start": START}, "speed", bad_seconds),
     ("watch", {"markets": ["KRW-BTC"]}, "kinds", bad_kinds),
     ("watch", {"kinds": ["trade"]}, "markets", bad_markets),
     ("watch", {"kinds": ["orderbook"], "markets": ["KRW-BTC"]}, "depth", bad_depth),
@@ -181,11 +186,7 @@ CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("stream", {"types": ["trade"]}, "markets", bad_markets),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "maxsize", bad_maxsize),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "since", bad_since),
-    ("replay", {"markets": ["KRW-BTC"], **REPLAY_RANGE}, "kinds", bad_kinds),
-    ("replay", {"kinds": ["trade"], **REPLAY_RANGE}, "markets", bad_markets),
-    ("replay", {"kinds": "trade", "markets": "KRW-BTC", "end": "2026-01-02"}, "start", bad_time),
     ("replay", {"kinds": "trade", "markets": "KRW-BTC", "start": "2026-01-01"}, "end", bad_time),
-    ("replay", {"kinds": "trade", "markets": "KRW-BTC", **REPLAY_RANGE}, "speed", bad_seconds),
     ("markets", {}, "refresh", bad_flag),
     ("tick_size", {"price": 100.0}, "market", bad_market),
     ("tick_size", {"market": "KRW-BTC"}, "price", bad_seconds),

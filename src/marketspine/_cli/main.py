@@ -531,6 +531,46 @@ def export(
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("market", metavar="MARKET")
+@click.option(
+    "--timeframe", "-t", metavar="TF", default="1m", show_default=True, help="Candle windows."
+)
+@click.option("--since", metavar="TIME", default=None, help="ISO 8601 start (default: all).")
+@_until_option
+@_db_option
+@_upstream_option
+@click.option("--json", "json_output", is_flag=True, help="Print the report as one JSON line.")
+def verify(
+    market: str,
+    timeframe: str,
+    since: str | None,
+    until: str | None,
+    db: str | None,
+    upstream: str,
+    json_output: bool,
+) -> None:
+    """Build candles from the trades `record` kept of MARKET and compare them with
+    upstream's, window by window (whole windows only; those a known gap touches are left
+    out and counted). Prints each window that differs; exits 1 when one does.
+
+    \b
+    Example:
+      marketspine verify KRW-BTC --since 2026-12-01 --db krw.db
+    """
+    from .verify import run_verify
+
+    run_verify(
+        market,
+        timeframe=timeframe,
+        since=since,
+        until=until,
+        db=db or _default_db(upstream),
+        upstream=upstream,
+        json_output=json_output,
+    )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @_db_option
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
 def status(db: str | None, json_output: bool) -> None:

@@ -6,7 +6,7 @@ across markets, paced by a clock.
 Each (market, kind) is read from the store in batches (``_store.recording_reads``) and the
 streams are merged by a heap keyed on exchange time, so memory holds one batch per stream
 whatever the length of the range. At the same millisecond a gap comes before the trade
-after it, trades before tickers, tickers before books (the order Upbit derives them in).
+after it, then the trades, then the books and tickers they moved.
 
 Candle kinds are built from the replayed trades: a forming ``Candle`` after each trade that
 changes it, and a ``ClosedCandle`` once replay time reaches its window's end (or the end of
@@ -35,7 +35,7 @@ from .._base.time import format_utc
 from .._base.timeframes import Timeframe, timeframe_of_kind
 from .._live.candle_feed import ClosedCandle
 from .._live.listener import Gap
-from .._store.recording import RecordingStore, TradeGap
+from .._store.recording import RecordedKind, RecordingStore, TradeGap
 from .._store.recording_reads import (
     BATCH_SIZE,
     book_batches,
@@ -47,20 +47,28 @@ from ..errors import InvalidRequestError
 from ..records import Candle, Orderbook, Ticker, Trade
 
 __all__ = [
+    "RECORDED_TABLES",
     "REPLAY_KINDS",
     "CandleBuilder",
     "Replay",
     "ReplayClock",
     "ReplayEvent",
     "check_replay",
+    "replay_events",
 ]
 
-REPLAY_KINDS = ("trade", "ticker", "orderbook")  # and candle.<timeframe>
+REPLAY_KINDS = ("trade", "orderbook", "ticker")  # and candle.<timeframe>
+# A kind -> the table its records are kept in (candle kinds are built from trades).
+RECORDED_TABLES: dict[str, RecordedKind] = {
+    "trade": "trades",
+    "orderbook": "orderbooks",
+    "ticker": "tickers",
+}
 ReplayEvent = Trade | Ticker | Orderbook | Candle | ClosedCandle | Gap
 # Behind schedule by more than this, the schedule moves (no burst after a slow consumer).
 _MAX_LAG_S = 0.25
 T = TypeVar("T")
-_RANK = {"gap": 0, "trade": 1, "ticker": 2, "orderbook": 3}
+_RANK = {"gap": 0, "trade": 1, "orderbook": 2, "ticker": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +102,11 @@ async def check_replay(
         )
     codes = markets_arg(markets)
     start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
-    if start_ms is None or end_ms is None:
-        raise InvalidRequestError("replay needs both start and end (the range to play back)")
-    if start_ms >= end_ms:
+    if start_ms is None:
+        raise InvalidRequestError("replay needs a start (the time to play back from)")
+    if end_ms is not None and start_ms >= end_ms:
         raise InvalidRequestError(
-            f"start ({format_utc(start_ms)}) must be before end ({format_utc(end_ms)})"
+            f"start must be before end (start {format_utc(start_ms)}, end {format_utc(end_ms)})"
         )
     rate = number_arg(speed, "speed")
     held = await recorded_markets(recording)
@@ -109,6 +117,14 @@ async def check_replay(
             f"{', '.join(unknown)} not in the recording (it holds: {shown}); "
             "record it first with `marketspine record`"
         )
+    if end_ms is None:  # the end of what is recorded of these kinds and markets
+        ends = [
+            span[1] + 1
+            for kind in {RECORDED_TABLES.get(k, "trades") for k in kind_list}
+            for code in codes
+            if (span := await recording.time_span(kind, code)) is not None
+        ]
+        end_ms = max([*ends, start_ms + 1])
     return ReplayPlan(kind_list, codes, start_ms, end_ms, rate)
 
 
@@ -335,6 +351,24 @@ class Replay:
             self._recording, market, plan.start_ms, plan.end_ms, self._batch_size
         ):
             yield [((r.ms, rank, 0, index), r) for r in batch]
+
+
+async def replay_events(
+    recording: RecordingStore,
+    kinds: Sequence[str],
+    markets: Sequence[str],
+    start_ms: int,
+    end_ms: int,
+    speed: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> AsyncIterator[ReplayEvent]:
+    """The recorded ``kinds`` of ``markets`` at ``[start_ms, end_ms)`` in exchange time order,
+    paced at ``speed`` (0: unpaced): ``Replay`` without its checks (the caller made them)."""
+    plan = ReplayPlan(list(kinds), list(markets), start_ms, end_ms, speed)
+    async for event in Replay(recording, plan, clock=clock, sleep=sleep).events():
+        yield event
 
 
 async def _ahead(source: AsyncIterator[list[T]]) -> AsyncIterator[list[T]]:

@@ -452,21 +452,21 @@ class Spine:
         markets: Iterable[str],
         *,
         start: Moment,
-        end: Moment,
-        speed: float = 0.0,
+        end: Moment | None = None,
+        speed: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> AsyncIterator[ReplayEvent]:
         """The recording (``marketspine record``) of ``kinds`` of ``markets`` at ``[start,
-        end)`` played back as ``stream`` yields it live (Trade, Ticker, Orderbook; forming
-        Candle and ClosedCandle for ``candle.<timeframe>``, built from the recorded trades;
-        a ``Gap`` with ``complete=False`` at a known gap of the recording), in exchange time
-        order across markets. ``speed``: 1 is real time, 10 ten times faster, 0 (the
-        default) as fast as it is read; ``clock`` (monotonic seconds) and ``sleep`` pace it.
+        end)`` (``end``: the end of the recording) played back as ``stream`` yields it live
+        (Trade, Orderbook, Ticker; forming Candle and ClosedCandle for ``candle.<timeframe>``,
+        built from the recorded trades; a ``Gap`` with ``complete=False`` before the first
+        trade after a known gap), in exchange time order across markets. ``speed``: 1 (the
+        default) is real time, 10 ten times faster, 0 as fast as it is taken; ``clock``
+        (monotonic seconds) and ``sleep`` pace it.
 
         Raises InvalidRequestError for an unknown kind, a market the recording does not
         hold, ``start`` not before ``end`` or a bad speed; ClosedError outside ``async with``."""
-        from .._store.recording_store import recording_for
         from .replay import Replay, check_replay
 
         self._life.check_open()
