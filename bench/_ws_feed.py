@@ -122,7 +122,8 @@ def main(argv: list[str]) -> None:
     from marketspine._serve.app import run_serve
 
     rest, ws_url, db = argv[1:4]
-    run_serve(upstream=rest, db=db, host="127.0.0.1", port=0, admin_token="bench", ws_url=ws_url)
+    token = "bench-admin-token-0000"
+    run_serve(upstream=rest, db=db, host="127.0.0.1", port=0, admin_token=token, ws_url=ws_url)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def _serve_args(upstream: str, db: Path) -> list[str]:
         "--port",
         "0",
         "--admin-token",
-        "bench",
+        "bench-admin-token-0000",
     ]
 
 

@@ -136,12 +136,15 @@ async def without_layers(url: str, seconds: float) -> int:
     return await served(url)
 
 
-def misses_by_cause(reads: list[Read]) -> tuple[list[ResultMeta], list[ResultMeta]]:
+def misses_by_cause(
+    reads: list[Read],
+) -> tuple[list[ResultMeta], list[ResultMeta], list[ResultMeta]]:
     """The answers memory missed, split into (first reads and reads after a window closed:
     nothing stored could answer them; the rest: an earlier answer brought their candles,
-    so the database could answer them)."""
+    so the database could answer them) and, of the first kind, those after a close."""
     unstored: list[ResultMeta] = []
     stored: list[ResultMeta] = []
+    closes: list[ResultMeta] = []
     last_window: dict[tuple[str, str], int] = {}
     for series, window, meta in reads:
         before = last_window.get(series)
@@ -149,7 +152,9 @@ def misses_by_cause(reads: list[Read]) -> tuple[list[ResultMeta], list[ResultMet
         if set(meta.sources) <= {"memory", "live"}:
             continue
         (unstored if before is None or window > before else stored).append(meta)
-    return unstored, stored
+        if before is not None and window > before:
+            closes.append(meta)
+    return unstored, stored, closes
 
 
 def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list[Row]:
@@ -158,7 +163,7 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
     label = f"mixed workload {seconds:g} s"
     candle_metas = [m for kind, m in metas if kind == "candles"]
     from_memory = sum(1 for m in candle_metas if set(m.sources) <= {"memory", "live"})
-    unstored, stored = misses_by_cause(layered["reads"])
+    unstored, stored, closes = misses_by_cause(layered["reads"])
     from_db = sum(1 for m in stored if "upstream" not in m.sources)
     unstored_up = sum(1 for m in unstored if "upstream" in m.sources)
     by_priority: dict[str, list[float]] = defaultdict(list)
@@ -189,6 +194,12 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
             len(unstored),
             "misses",
             "-",
+        ),
+        row(
+            f"{label}: of which new closes (learned series keep them hot)",
+            len(closes),
+            "misses",
+            "≤ 2",
         ),
     ]
     for name in ("HIGH", "NORMAL", "LOW"):

@@ -6,7 +6,8 @@
 its WebSocket traffic, to play a race out the same way every run;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
-``Recorder`` notes when each candle request reaches a simulator app it wraps;
+``Recorder`` notes when each candle request reaches a simulator app it wraps; ``PageHold``
+holds its candle pages until released;
 ``answer_meta`` and ``aclose`` reach what ``Spine.ticker``/``orderbook`` and ``Spine.stream``
 return beyond their declared types; ``require_module`` imports an optional extra or skips
 (in CI: fails) saying which.
@@ -32,6 +33,7 @@ from collections.abc import (
 )
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -293,6 +295,34 @@ class Recorder:
             with self._lock:
                 self.arrivals.append(time.monotonic())
                 self.queries.append(scope["query_string"])
+        await self.app(scope, receive, send)
+
+
+class PageHold:
+    """An ASGI wrapper holding a simulator app's candle pages (requests with ``to``, before
+    ``before_ms`` when set) in-process: while ``held`` is clear, each waits for it;
+    ``waiting`` counts the pages waiting now. Set and clear ``held`` on the test's loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.held = asyncio.Event()
+        self.held.set()
+        self.waiting = 0
+        self.before_ms: int | None = None
+
+    def _holds(self, query: bytes) -> bool:
+        to = parse_qs(query.decode()).get("to")
+        if to is None:
+            return False
+        return self.before_ms is None or parse_time(to[0]) < self.before_ms
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self._holds(scope["query_string"]):
+            self.waiting += 1
+            try:
+                await self.held.wait()
+            finally:
+                self.waiting -= 1
         await self.app(scope, receive, send)
 
 

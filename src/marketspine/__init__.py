@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ._live.listener import Listener as Listener
     from ._live.listener import Overflow as Overflow
     from ._live.stream import Backoff as Backoff
+    from ._live.stream import Liveness as Liveness
     from ._live.stream import Stream as Stream
     from ._live.stream import StreamStatistics as StreamStatistics
     from ._live.trade_fill import TradeSource as TradeSource
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from ._spine.result import ListResult as ListResult
     from ._spine.result import ResultMeta as ResultMeta
     from ._spine.spine import Spine as Spine
+    from ._spine.usage import PolledSeries as PolledSeries
     from ._store.postgres import PostgresStore as PostgresStore
     from ._store.recording import TradeGap as TradeGap
     from ._store.sqlite import CandleStore as CandleStore
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from .errors import RateLimitedError as RateLimitedError
     from .errors import RetryLaterError as RetryLaterError
     from .errors import StoreError as StoreError
+    from .errors import StoreUnavailableError as StoreUnavailableError
     from .errors import UnknownMarketError as UnknownMarketError
     from .errors import UpstreamError as UpstreamError
     from .records import Candle as Candle

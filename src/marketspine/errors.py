@@ -9,6 +9,7 @@
     │   └── UpstreamError        upstream down: 5xx, timeout, connection failure
     │       └── CircuitOpenError the breaker is open; answer from cache if you can
     ├── StoreError               the local database cannot be used
+    │   └── StoreUnavailableError  unreachable for now (also a RetryLaterError): retry later
     └── ClosedError              not open: never entered with `async with`, or closed
 
 Lower-layer exceptions are translated into these in exactly one place each
@@ -26,6 +27,7 @@ __all__ = [
     "RateLimitedError",
     "RetryLaterError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownMarketError",
     "UpstreamError",
 ]
@@ -75,6 +77,13 @@ class CircuitOpenError(UpstreamError):
 
 class StoreError(MarketspineError):
     """The local candle database cannot be opened, read or written."""
+
+
+class StoreUnavailableError(StoreError, RetryLaterError):
+    """The database cannot be reached for now (connection refused or lost, the server
+    restarting) and did not come back within the store's reconnect window. Nothing is wrong
+    with the request or the configuration: the same call may succeed later (it is a
+    ``RetryLaterError`` too)."""
 
 
 class ClosedError(MarketspineError, RuntimeError):

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from clitools import run
+from clitools import run, run_in_process
+from helpers import run_sim
 from services import PgSpace, PrivateRedis, RedisSpace
 
 from marketspine._base.time import parse_time
@@ -101,3 +102,18 @@ async def test_collect_takes_the_market_list_a_warmup_left_in_redis(
         summary = collect(url, str(tmp_path / "collect.db"), "--redis", private_redis.url)
         assert summary["candles_written"] == HOURS
         assert market_calls(url) == 1  # the listing check read market:info:upbit instead
+
+
+def test_warmup_into_postgresql_opens_it_and_makes_no_folder(
+    pg_space: PgSpace, tmp_path: Path
+) -> None:
+    from marketspine.sim import SimConfig
+
+    with run_sim(SimConfig(rate_limit=0)) as url:
+        done = run_in_process("warmup", "--upstream", url, "--db", pg_space.url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # Before: the URL was taken for a file path, and "postgresql:/..." folders were made.
+    assert list(tmp_path.iterdir()) == []
+    with psycopg.connect(pg_space.url) as conn:
+        opened = conn.execute("SELECT to_regclass('marketspine_schema') IS NOT NULL").fetchone()
+    assert opened == (True,)

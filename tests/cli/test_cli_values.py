@@ -75,12 +75,27 @@ def test_an_upstream_that_is_not_http_is_bad_input(
 
 
 @pytest.mark.process
-def test_serve_on_a_postgresql_it_cannot_reach_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    url = closed_port().replace("http://", "postgresql://nobody@") + "/candles"
+@pytest.mark.parametrize(
+    "command",
+    [
+        "serve --upstream sim --port 0",
+        "collect KRW-BTC -t 1d --since 2026-01-01 --upstream http://127.0.0.1:9",
+    ],
+)
+def test_a_postgresql_out_of_reach_is_one_line_and_exit_1_without_its_url(
+    command: str, tmp_path: Path
+) -> None:
+    # Nothing wrong with the input: the server may be starting, and a supervisor restarts
+    # on exit 1 (2 means "fix the command"). The URL and its password stay out of the line.
+    url = closed_port().replace("http://", "postgresql://nobody:pw-s3cret@") + "/candles"
     # A real process: serve starts a TLS thread and a database driver before it fails, and
     # anything they print or keep running at interpreter exit shows only there.
-    done = run("serve", "--upstream", "sim", "--port", "0", "--db", url, cwd=str(tmp_path))
-    assert_one_line_exit_2(done, "cannot open the candle database", url)
+    done = run(*command.split(), "--db", url, cwd=str(tmp_path))
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot reach the candle database PostgreSQL 'candles' at 127.0.0.1:" in lines[0]
+    assert "pw-s3cret" not in done.stderr and "nobody" not in done.stderr
     assert "serving on" not in done.stdout
     assert list(tmp_path.iterdir()) == []
 

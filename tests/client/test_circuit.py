@@ -109,3 +109,28 @@ def test_late_failures_do_not_extend_the_cool_down() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(InvalidRequestError):
         CircuitBreaker(failure_threshold=0)
+
+
+def test_one_requests_failures_count_once_until_upstream_answers() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=3, cool_down=10.0, clock=clock)
+    for _ in range(10):  # a 5xx reproducible for one request: its own failure
+        breaker.before_call()
+        breaker.record_failure(("/v1/trades/ticks", (("cursor", "7"),)))
+    assert breaker.statistics() == breaker.statistics().__class__("closed", 1, 0, 0, 0.0)
+    breaker.before_call()
+    breaker.record_failure(("/v1/ticker", (("markets", "KRW-BTC"),)))
+    breaker.before_call()
+    breaker.record_failure()  # no request to blame (a timeout): counts every time
+    assert breaker.state == "open"  # three failures, two of them different requests
+    clock.now += 10.0
+    breaker.before_call()  # the probe: the same request failing again reopens
+    breaker.record_failure(("/v1/trades/ticks", (("cursor", "7"),)))
+    assert breaker.statistics().opened == 2
+    clock.now += 10.0
+    breaker.before_call()
+    breaker.record_success()
+    fail(breaker, 2)
+    breaker.before_call()
+    breaker.record_failure(("/v1/trades/ticks", (("cursor", "7"),)))  # counted anew
+    assert breaker.state == "open"

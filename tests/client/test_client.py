@@ -315,20 +315,61 @@ async def test_breaker_opens_fails_fast_then_one_probe_closes_it(fake: FakeTime)
     upstream = Upstream(*answers, ok([], group="market"))
     breaker = CircuitBreaker(failure_threshold=3, cool_down=30.0, clock=fake.clock)
     async with make_client(
-        fake, upstream, breaker=breaker, retry=RetryPolicy(attempts=10)
+        fake, upstream, breaker=breaker, retry=RetryPolicy(attempts=1)
     ) as client:
-        with pytest.raises(CircuitOpenError) as caught:
-            await fake.run(client.markets())
+        # Three different requests failing: upstream is down (one request failing again
+        # and again would be that request's own failure, see the next test).
+        for request in (client.tickers(["KRW-BTC"]), client.tickers(["KRW-ETH"]), client.markets()):
+            with pytest.raises(UpstreamError, match="answered 503"):
+                await fake.run(request)
         assert len(upstream.requests) == 3
-        assert caught.value.retry_after == pytest.approx(30.0, abs=5.0)
-        with pytest.raises(CircuitOpenError):
+        with pytest.raises(CircuitOpenError) as caught:
             await client.candles("KRW-BTC", "1d")  # fails fast, no request
+        assert caught.value.retry_after == pytest.approx(30.0, abs=5.0)
         assert len(upstream.requests) == 3
         assert client.statistics().breaker.state == "open"
         fake.now += 30.0
         assert await client.markets() == []  # the probe
         assert client.statistics().breaker.state == "closed"
     assert len(upstream.requests) == 4
+
+
+async def test_a_cursor_that_is_no_sequential_id_is_refused_before_sending(
+    fake: FakeTime,
+) -> None:
+    upstream = Upstream(ok([], group="trade"))
+    async with make_client(fake, upstream) as client:
+        for cursor in (-1, 2**63, 10**25):
+            with pytest.raises(InvalidRequestError, match="invalid cursor"):
+                await client.trades("KRW-BTC", cursor=cursor)
+        assert await client.trades("KRW-BTC", cursor=2**63 - 1) == []
+    assert len(upstream.requests) == 1
+
+
+async def test_one_requests_own_5xx_and_4xx_never_open_the_breaker(fake: FakeTime) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "cursor" in request.url.params:  # upstream cannot answer this one request
+            return httpx.Response(500, json={"error": {"name": 500, "message": "boom"}})
+        if request.url.params.get("market") == "KRW-XRP":  # nor this one, its fault
+            return upbit_error(400, "Invalid parameter. Check the given value!")
+        return ok([], group="trade")
+
+    upstream = Upstream(answer)
+    breaker = CircuitBreaker(failure_threshold=3, cool_down=30.0, clock=fake.clock)
+    async with make_client(
+        fake, upstream, breaker=breaker, retry=RetryPolicy(attempts=6)
+    ) as client:
+        for _ in range(3):  # retried, and asked again: still that request's own failure
+            with pytest.raises(UpstreamError, match="answered 500"):
+                await fake.run(client.trades("KRW-BTC", cursor=7))
+        assert len(upstream.requests) == 18
+        for _ in range(5):  # a 4xx: upstream works, the request is wrong (never retried)
+            with pytest.raises(InvalidRequestError, match="rejected by Upbit"):
+                await fake.run(client.trades("KRW-XRP"))
+        stats = client.statistics().breaker
+        assert (stats.state, stats.opened, stats.consecutive_failures) == ("closed", 0, 0)
+        assert await fake.run(client.trades("KRW-BTC")) == []  # another request goes
+        assert client.statistics().breaker.state == "closed"
 
 
 async def test_half_open_lets_one_probe_while_others_fail_fast(fake: FakeTime) -> None:

@@ -43,6 +43,8 @@ async def test_the_circuit_opening_and_closing_is_told_once_each(
         async with Client(url, breaker=breaker, retry=retry) as client:
             with pytest.raises(RetryLaterError):
                 await client.markets()
+            with pytest.raises(RetryLaterError):  # a second request: upstream is down
+                await client.markets(details=False)
             (await faults.post("/sim/faults", json={"error_rate": 0.0})).raise_for_status()
             await faults.aclose()
             assert await client.markets()  # the probe goes through and closes it

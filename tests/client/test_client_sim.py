@@ -267,18 +267,23 @@ async def test_breaker_opens_on_a_failing_upstream_and_closes_after_a_probe(
     app = make_app(sim_clock, fake, error_rate=1.0)
     breaker = CircuitBreaker(failure_threshold=4, cool_down=15.0, clock=fake.clock)
     async with client_for(app, fake, breaker=breaker) as client:
+        # Four different requests failing (one request's own 5xx would count once).
+        for market in ("KRW-ETH", "KRW-XRP", "KRW-SOL"):
+            with pytest.raises(UpstreamError):
+                await fake.run(client.tickers([market]))
         with pytest.raises(CircuitOpenError):
             await fake.run(client.markets())
-        assert (await sim_stats(app))["requests"]["total"] == 4
+        total = (await sim_stats(app))["requests"]["total"]
+        assert total == 3 * FAST_RETRY.attempts + 1
         with pytest.raises(CircuitOpenError):
             await fake.run(client.tickers([MARKET]))  # fails fast
-        assert (await sim_stats(app))["requests"]["total"] == 4
+        assert (await sim_stats(app))["requests"]["total"] == total
         await set_faults(app, error_rate=0.0)
         fake.now += 15.0
         (ticker,) = await fake.run(client.tickers([MARKET]))
         assert ticker.market == MARKET
         assert client.statistics().breaker.state == "closed"
-    assert (await sim_stats(app))["requests"]["total"] == 5
+    assert (await sim_stats(app))["requests"]["total"] == total + 1
 
 
 async def test_retry_bound_gives_upstream_error_not_none(

@@ -2,7 +2,13 @@
 refreshes market info, runs a backfill job to 100%, draws the candle chart and the live
 ticker table, and the console stays free of errors; the run history with its chart, and the
 candle chart as an operator uses it (title, Upbit's colours or green/red, a failed request
-marked with old candles removed, more than 1,000 candles by paging).
+marked with old candles removed, more than 1,000 candles by paging); and the page as it stays
+open: a zoom kept across updates, focus kept in the job list, one labelled time zone with a
+KST/UTC switch, the market picker, no share or select tools, one column on a 390 px phone,
+plotly.js compressed and deferred, an outage line that clears, watches kept or said to have
+lapsed (the page's clock moved by Playwright), and axe-core's check without a serious
+violation (axe.min.js from the ``axe-playwright-python`` package: skipped without it, failed
+under ``MARKETSPINE_REQUIRE_EXTRAS=1``). One chromium serves the module, a context per test.
 
 Without chromium or Playwright the test skips with the reason; under
 ``MARKETSPINE_REQUIRE_BROWSER=1`` (set by ``.ci/run``) it fails instead. With
@@ -15,11 +21,14 @@ import io
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from helpers import SIM_NOW_MS
+from helpers import SIM_NOW_MS, require_module, wait_until_sync
 from serve_support import TOKEN, ServeProcess
 
 from marketspine._base.time import format_utc
@@ -40,9 +49,9 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture
-def page(serve: ServeProcess) -> Iterator[Any]:
-    """A fresh browser page; the console errors it logs are kept in ``page.errors``."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One chromium for the module's tests (each test has its own context)."""
     reason = _browser_missing()
     if reason is not None:
         if os.environ.get("MARKETSPINE_REQUIRE_BROWSER"):
@@ -53,31 +62,41 @@ def page(serve: ServeProcess) -> Iterator[Any]:
     # expect() has its own 5 s default, which a loaded machine can exceed while the page
     # parses plotly.js; the deadline bounds failures only.
     expect.set_options(timeout=_WAIT_MS)
-
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+        launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
         )
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1100})
-            context.set_default_timeout(_WAIT_MS)
-            tab = context.new_page()
-            errors: list[tuple[str, str]] = []  # (message, the URL it concerns)
-            tab.on(
-                "console",
-                lambda m: (
-                    errors.append((m.text, m.location.get("url", "")))
-                    if m.type == "error"
-                    else None
-                ),
-            )
-            tab.on("pageerror", lambda e: errors.append((str(e), "")))
-            # Kept on the page for the test (Playwright's Page declares no such attributes).
-            tab.errors = errors  # type: ignore[attr-defined]
-            tab.browser_ = browser  # type: ignore[attr-defined]
-            yield tab
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+def _new_page(browser: Any, width: int = 1400, height: int = 1100) -> Any:
+    """A page in a fresh context; the console errors it logs are kept in ``page.errors``."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(_WAIT_MS)
+    tab = context.new_page()
+    errors: list[tuple[str, str]] = []  # (message, the URL it concerns)
+    tab.on(
+        "console",
+        lambda m: errors.append((m.text, m.location.get("url", ""))) if m.type == "error" else None,
+    )
+    tab.on("pageerror", lambda e: errors.append((str(e), "")))
+    # Kept on the page for the test.
+    tab.errors = errors
+    tab.browser_ = browser
+    return tab
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser page of desktop size."""
+    tab = _new_page(browser)
+    try:
+        yield tab
+    finally:
+        tab.context.close()
 
 
 def _screens(tmp_path: Path) -> Path:
@@ -151,6 +170,14 @@ def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
     page.click("#watch-btn")
     expect(page.locator("#tickers tbody tr")).to_have_count(2)
     expect(page.locator("#tickers tbody")).to_contain_text("KRW-ETH")
+    expect(page.locator("#tickers tbody")).not_to_contain_text("waiting")
+    # Prices in full, with separators and the quote currency.
+    expect(page.locator("#tickers tbody tr").first.locator("td").nth(1)).to_have_text(
+        re.compile(r"^\d{1,3}(,\d{3})+(\.\d+)? KRW$")
+    )
+    expect(page.locator("#watch-status")).to_contain_text(
+        "watching KRW-BTC, KRW-ETH while this page is open"
+    )
     expect(page.locator("#budget tbody")).to_contain_text("candles")
     expect(page.locator("#breaker")).to_contain_text("closed")
     websocket = re.compile(r"0 snapshot joins \(0 trades filled, 0 incomplete\)")
@@ -232,11 +259,11 @@ def test_history_and_the_chart_as_an_operator_uses_it(
         "() => document.getElementById('history-chart').data.map(t => t.x.length)"
     )
     assert rows >= 2 and plotted == [rows, rows]
-    expect(page.locator("#updated")).to_contain_text("UTC")
+    expect(page.locator("#updated")).to_contain_text("KST")
 
-    # The chart drawn at load: titled with market and timeframe, time in UTC, Upbit's colours.
+    # The chart drawn at load: titled with market and timeframe, time in KST, Upbit's colours.
     expect(page.locator("#chart-status")).to_contain_text("120 candles")
-    assert page.evaluate(_CHART_LAYOUT) == ["KRW-BTC · 1m", "time (UTC)"]
+    assert page.evaluate(_CHART_LAYOUT) == ["KRW-BTC · 1m", "time (KST)"]
     assert page.evaluate(_TRACE_COLOURS) == ["#c84a31", "#1261c4"]
 
     # Green/red on request, remembered across a reload.
@@ -271,3 +298,293 @@ def test_history_and_the_chart_as_an_operator_uses_it(
     # The only errors: the browser's own line for the unknown market's 404.
     unexpected = [(text, url) for text, url in page.errors if "KRW-NOPE" not in url]
     assert unexpected == [], f"errors in the browser console: {unexpected}"
+
+
+# -- the page as it stays open: zoom, focus, time zone, phone, outages, accessibility ------------
+
+_DRAWS = "() => Number(document.getElementById('chart').dataset.draws || 0)"
+_X_RANGE = "() => document.getElementById('chart').layout.xaxis.range.slice()"
+_ZONE_LABELS = "() => [...document.querySelectorAll('.zone-label')].map((e) => e.textContent)"
+_MODEBAR = """() => [...document.querySelectorAll('#chart .modebar-btn')]
+    .map((b) => b.getAttribute('data-title'))"""
+
+
+def _wait_for_redraws(page: Any, more: int) -> None:
+    """Until the chart was drawn ``more`` more times (the forming candle's updates)."""
+    drawn = page.evaluate(_DRAWS)
+    page.wait_for_function(
+        "(n) => Number(document.getElementById('chart').dataset.draws || 0) >= n",
+        arg=drawn + more,
+    )
+
+
+def _drag_zoom(page: Any) -> None:
+    """Zoom the candle subplot as a user does: drag across the middle of it."""
+    box = page.locator("#chart .draglayer .xy2 .nsewdrag").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y + 2, steps=8)
+    page.mouse.up()
+
+
+def _markets(serve: ServeProcess) -> list[dict[str, Any]]:
+    answer = serve.get("/v1/market/all", is_details="false")
+    assert answer.status_code == 200, answer.text
+    markets: list[dict[str, Any]] = answer.json()
+    return markets
+
+
+def test_zoom_focus_time_zone_and_the_market_picker_survive_updates(
+    page: Any, serve: ServeProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    _log_in(page, serve.url)
+    expect(page.locator("#chart-status")).to_contain_text("120 candles")
+
+    # The market picker lists serve's market list, names included.
+    markets = _markets(serve)
+    options = page.locator("#market-list option")
+    expect(options).to_have_count(len(markets))
+    btc = next(m for m in markets if m["market"] == "KRW-BTC")
+    assert page.get_attribute('#market-list option[value="KRW-BTC"]', "label") == (
+        f"{btc['korean_name']} · {btc['english_name']}"
+    )
+    assert page.get_attribute("#chart-market", "list") == "market-list"
+
+    # The chart: prices in full on the right, a crosshair, no share or select tools.
+    axes = page.evaluate(
+        """() => { const l = document.getElementById('chart').layout;
+        return [l.yaxis2.side, l.yaxis2.tickformat, l.xaxis.showspikes, l.yaxis2.showspikes,
+                l.xaxis.spikemode]; }"""
+    )
+    assert axes == ["right", ",.8~f", True, True, "across"]
+    modebar = page.evaluate(_MODEBAR)
+    assert "Zoom" in modebar and "Pan" in modebar, modebar
+    unwanted = [t for t in modebar if re.search(r"share|lasso|box select|cloud|studio", t, re.I)]
+    assert unwanted == [], modebar
+
+    # A zoom survives the updates of the forming candle (every 3 s).
+    _drag_zoom(page)
+    page.wait_for_function(
+        "() => document.getElementById('chart').layout.xaxis.autorange === false"
+    )
+    zoomed = page.evaluate(_X_RANGE)
+    _wait_for_redraws(page, 1)
+    assert page.evaluate(_X_RANGE) == zoomed
+    assert page.evaluate("() => document.getElementById('chart').layout.xaxis.autorange") is False
+
+    # One zone for the whole page, KST by default, labelled; UTC on request, remembered.
+    first = page.evaluate("() => document.getElementById('chart').data[0].x[0]")
+    assert set(page.evaluate(_ZONE_LABELS)) == {"KST"}
+    expect(page.locator("#updated")).to_have_text(re.compile(r"^updated \d\d:\d\d:\d\d KST$"))
+    expect(page.locator('#zone-switch [data-zone="KST"]')).to_have_attribute("aria-pressed", "true")
+    page.click('#zone-switch [data-zone="UTC"]')
+    expect(page.locator("#updated")).to_have_text(re.compile(r"^updated \d\d:\d\d:\d\d UTC$"))
+    assert set(page.evaluate(_ZONE_LABELS)) == {"UTC"}
+    assert page.evaluate(_CHART_LAYOUT)[1] == "time (UTC)"
+    first_utc = page.evaluate("() => document.getElementById('chart').data[0].x[0]")
+    shift = datetime.fromisoformat(first) - datetime.fromisoformat(first_utc)
+    assert shift == timedelta(hours=9), (first, first_utc)
+    page.reload()
+    expect(page.locator("#chart-status")).to_contain_text("120 candles")
+    assert page.evaluate(_CHART_LAYOUT)[1] == "time (UTC)"
+    expect(page.locator("#history tbody tr").first).to_be_visible()
+    assert set(page.evaluate(_ZONE_LABELS)) == {"UTC"}
+    page.click('#zone-switch [data-zone="KST"]')
+    assert page.evaluate(_CHART_LAYOUT)[1] == "time (KST)"
+
+    # Rows are updated in place: a focused Cancel button keeps the focus while the job's
+    # progress moves on, and Enter on it cancels the job.
+    page.fill("#job-markets", "KRW-BTC")
+    page.select_option("#job-timeframe", "1m")
+    page.fill("#job-since", format_utc(SIM_NOW_MS - 730 * 86_400_000) + "Z")
+    page.fill("#job-until", format_utc(SIM_NOW_MS - 86_400_000) + "Z")
+    page.click("#job-start-btn")
+    cancel = page.locator(".job", has_text="running").locator("button")
+    expect(cancel).to_be_visible()
+    cancel.focus()
+    page.evaluate("() => { window.focusedCancel = document.activeElement; }")
+    title = page.locator(".job", has_text="running").locator(".job-title")
+    for _ in range(2):  # two updates of the job's progress
+        before = title.text_content()
+        page.wait_for_function(
+            """(before) => { const t = document.querySelector('.job .job-title');
+            return t && t.textContent !== before; }""",
+            arg=before,
+        )
+    assert page.evaluate(
+        "() => document.activeElement === window.focusedCancel && window.focusedCancel.isConnected"
+    ), "the focused Cancel button was replaced"
+    page.keyboard.press("Enter")
+    expect(page.locator(".job .job-title").first).to_contain_text("cancelled")
+
+    # A market picked from the list is drawn.
+    _show(page, "KRW-ETH", 60)
+    expect(page.locator("#chart-status")).to_contain_text("60 candles")
+    assert page.evaluate(_CHART_LAYOUT)[0] == "KRW-ETH · 1m"
+    assert page.errors == [], f"errors in the browser console: {page.errors}"
+
+
+def test_a_phone_gets_one_column_and_plotly_comes_compressed(
+    browser: Any, serve: ServeProcess, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _new_page(browser, width=390, height=844)
+    encodings: dict[str, str | None] = {}
+    page.on(
+        "response",
+        lambda r: encodings.setdefault(r.url.rsplit("/", 1)[-1], r.headers.get("content-encoding")),
+    )
+    try:
+        _log_in(page, serve.url)
+        expect(page.locator("#chart .main-svg").first).to_be_visible()
+        expect(page.locator("#budget tbody tr").first).to_be_visible()
+        assert encodings.get("plotly.min.js") in ("gzip", "br"), encodings
+        assert page.evaluate(
+            "() => document.querySelector('script[src$=\"plotly.min.js\"]').defer"
+        ), "plotly.js blocks the first paint"
+
+        # No horizontal scrolling of the page: one column of cards within the screen.
+        width = page.evaluate("() => window.innerWidth")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        cards = page.evaluate(
+            """() => [...document.querySelectorAll('.card')].map((c) => {
+            const r = c.getBoundingClientRect(); return [c.id, r.left, r.right]; })"""
+        )
+        assert len({round(left) for _, left, _ in cards}) == 1, cards
+        assert all(right <= width for _, _, right in cards), cards
+        # A table wider than the screen scrolls inside its card.
+        scrolling = page.evaluate(
+            """() => [...document.querySelectorAll('.table-scroll')]
+            .filter((d) => d.scrollWidth > d.clientWidth)
+            .map((d) => [d.querySelector('table').id, getComputedStyle(d).overflowX])"""
+        )
+        assert scrolling and all(overflow == "auto" for _, overflow in scrolling), scrolling
+        page.screenshot(path=str(_screens(tmp_path) / "admin-phone.png"), full_page=True)
+        assert page.errors == [], f"errors in the browser console: {page.errors}"
+    finally:
+        page.context.close()
+
+
+def test_an_outage_is_one_line_cleared_on_recovery_and_watches_are_kept(
+    page: Any, serve: ServeProcess, fixed_sim: str
+) -> None:
+    from playwright.sync_api import expect
+
+    watches: list[str] = []
+    page.on(
+        "request",
+        lambda r: watches.append(r.method) if r.url.endswith("/admin/api/watch") else None,
+    )
+    # The page's timers run on a clock the test moves (the watch lapses after 5 min).
+    page.clock.install()
+    _log_in(page, serve.url)
+    outage = page.locator("#outage")
+    expect(page.locator("#updated")).to_contain_text("KST")
+    expect(outage).to_be_hidden()
+
+    # serve does not answer: one short line with the last good refresh, no exception text.
+    page.route("**/admin/api/state", lambda route: route.abort())
+    expect(outage).to_be_visible()
+    expect(outage).to_have_text(
+        re.compile(
+            r"^serve is not answering \(since \d\d:\d\d:\d\d KST\): "
+            r"last good refresh \d\d:\d\d:\d\d KST; retrying$"
+        )
+    )
+    page.unroute("**/admin/api/state")
+    expect(outage).to_be_hidden()
+
+    # Upbit fails (the simulator answers 5xx): the breaker opens, the line says so and the
+    # failed refresh is told in words, not as exception text; both go once Upbit answers.
+    market_status = page.locator("#market-status")
+    listed = httpx.get(serve.url + "/v1/market/all", timeout=10).json()
+    cold = [m["market"] for m in listed[-6:]]
+    httpx.post(fixed_sim + "/sim/faults", json={"error_rate": 1.0}, timeout=10)
+    try:
+        # One request failing again and again is that request's trouble; several different
+        # ones failing is an outage, and opens the breaker.
+        def orderbook(market: str) -> int:
+            params = {"markets": market}
+            return httpx.get(serve.url + "/v1/orderbook", params=params, timeout=60).status_code
+
+        with ThreadPoolExecutor(len(cold)) as pool:
+            assert set(pool.map(orderbook, cold)) <= {500, 503}
+        page.click("#refresh-market-btn")
+        expect(outage).to_contain_text("Upbit is unavailable")
+        expect(outage).to_contain_text("breaker open")
+        expect(market_status).to_contain_text("failed: upbit: Upbit")
+        expect(page.locator("#exchanges tbody")).to_contain_text("failed: Upbit")
+        assert "Error" not in (market_status.text_content() or "") + (outage.text_content() or "")
+    finally:
+        httpx.post(fixed_sim + "/sim/faults", json={"error_rate": 0.0}, timeout=10)
+    # After its cool-down the breaker lets a probe through: the refresh is that probe.
+    expect(page.locator("#breaker")).to_have_text(re.compile("half_open|closed"), timeout=60_000)
+    page.click("#refresh-market-btn")
+    expect(market_status).to_contain_text("refreshed")
+    expect(outage).to_be_hidden()
+    expect(page.locator("#breaker")).to_contain_text("closed")
+    expect(page.locator("#exchanges tbody")).to_contain_text("ok")
+
+    # Watched tickers are asked for again while the page is open...
+    page.fill("#watch-markets", "KRW-BTC")
+    page.click("#watch-btn")
+    status = page.locator("#watch-status")
+    expect(status).to_contain_text("watching KRW-BTC while this page is open")
+    expect(page.locator("#tickers tbody")).not_to_contain_text("waiting")
+    asked = watches.count("POST")
+    page.clock.fast_forward("01:05")
+    expect(page.locator("#watch-status")).to_contain_text("watching KRW-BTC")
+    wait_until_sync(lambda: watches.count("POST") > asked, 30, "the watch asked for again")
+
+    # ...and when asking fails for longer than a watch lasts, the panel says it lapsed.
+    page.route(
+        "**/admin/api/watch",
+        lambda route: route.fulfill(
+            status=503, json={"error": {"name": 503, "message": "serve is shutting down"}}
+        ),
+    )
+    page.clock.fast_forward("06:00")
+    expect(status).to_contain_text("lapsed at")
+    page.unroute("**/admin/api/watch")
+    page.clock.fast_forward("01:05")
+    expect(status).to_contain_text("watching KRW-BTC while this page is open")
+
+
+def _axe_source() -> str:
+    """axe-core as the ``axe-playwright-python`` package ships it."""
+    from importlib import resources
+
+    package = require_module(
+        "axe_playwright_python", "the accessibility check runs axe-core from axe-playwright-python"
+    )
+    return (resources.files(package) / "axe.min.js").read_text(encoding="utf-8")
+
+
+_AXE = """async () => {
+    const result = await axe.run(document, { resultTypes: ["violations"] });
+    return result.violations
+        .filter((v) => v.impact === "serious" || v.impact === "critical")
+        .map((v) => [v.id, v.impact, v.nodes.map((n) => n.target.join(" "))]);
+}"""
+
+
+def test_axe_core_finds_no_serious_violation(page: Any, serve: ServeProcess) -> None:
+    from playwright.sync_api import expect
+
+    axe = _axe_source()
+    page.goto(serve.url + "/admin")
+    page.evaluate(axe)  # evaluated by the debugger protocol: the page's CSP does not apply
+    assert page.evaluate(_AXE) == [], "the login page"
+    _log_in(page, serve.url)
+    page.fill("#watch-markets", "KRW-BTC")
+    page.click("#watch-btn")
+    expect(page.locator("#chart .main-svg").first).to_be_visible()
+    expect(page.locator("#history-chart .main-svg").first).to_be_visible()
+    expect(page.locator("#coverage tbody tr").first).to_be_visible()
+    expect(page.locator("#tickers tbody")).not_to_contain_text("waiting")
+    page.evaluate(axe)
+    assert page.evaluate(_AXE) == [], "the dashboard"

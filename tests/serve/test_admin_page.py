@@ -187,3 +187,25 @@ def test_the_dashboard_has_the_history_and_chart_parts_and_no_inline_script(
     # A Content-Security-Policy without 'unsafe-inline' must not break the page.
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline <script>"
     assert not re.search(r"\son[a-z]+\s*=", html), "an inline event handler"
+
+
+def test_plotly_is_sent_compressed_deferred_and_cached(serve: ServeProcess) -> None:
+    plotly = serve.url + "/admin/static/plotly.min.js"
+    with httpx.Client(timeout=30) as client:
+        plain = client.get(plotly, headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers
+        packed = client.get(plotly, headers={"Accept-Encoding": "br;q=0, gzip, deflate"})
+        assert packed.status_code == 200 and packed.headers["content-encoding"] == "gzip"
+        # httpx inflates the body: the bytes sent are the Content-Length.
+        sent = int(packed.headers["content-length"])
+        assert packed.content == plain.content and sent < len(plain.content) / 2
+        assert packed.headers["vary"] == "Accept-Encoding"
+        assert packed.headers["etag"] == plain.headers["etag"]
+        again = client.get(plotly, headers={"If-None-Match": packed.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        refused = client.get(plotly, headers={"Accept-Encoding": "gzip;q=0"})
+        assert "content-encoding" not in refused.headers
+    with login(serve) as (client, _):
+        html = client.get("/admin").text
+    scripts = re.findall(r"<script[^>]*>", html)
+    assert scripts and all(" defer" in tag for tag in scripts), scripts

@@ -42,7 +42,7 @@ from marketspine._serve.service import ServeService
 # Each starts a real serve process (serve_support.serve_process).
 pytestmark = pytest.mark.process
 
-ADMIN, READER = "admin-secret", "reader-secret"
+ADMIN, READER = "admin-secret-0123456", "reader-secret-012345"
 NAME = "spine.example.lan"
 FOREIGN = "evil.example"
 COOKIE = "marketspine_admin"
@@ -74,6 +74,9 @@ async def served(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[httpx.Asyn
         warmup_every_s=-1,
         live_on_demand=False,
     ) as service:
+        # These tests count refusals one by one; the lock-out that wrong bearer tokens
+        # earn is shown in test_serve_bounds.py.
+        service.login_throttle.free_failures = 1000
         app = create_service_app(service, allowed_hosts=AllowedHosts([NAME]))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8600", timeout=30

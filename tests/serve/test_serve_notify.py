@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -51,8 +52,11 @@ def test_serve_alerts_on_a_circuit_and_leaks_no_secret(got: Receiver, pg_space: 
                 "serve answering candles once upstream is back",
             )
             httpx.post(f"{sim}/sim/faults", json={"error_rate": 1.0}).raise_for_status()
-            for _ in range(3):  # each asks upstream (a new market each time) and fails
-                served.get("/v1/ticker", markets="KRW-ETH")
+            # Five different requests failing at once: upstream is down (one request asked
+            # again and again would count once, as its own failure).
+            markets = ["KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-ADA", "KRW-DOGE"]
+            with ThreadPoolExecutor(len(markets)) as pool:
+                list(pool.map(lambda code: served.get("/v1/ticker", markets=code), markets))
             alert = next(m for m in got.wait_for(1) if m["title"] == "marketspine: circuit open")
             assert f"circuit to {sim} opened" in alert["message"]
             shown = [
@@ -78,8 +82,11 @@ def test_a_failing_notifier_never_stops_serve(got: Receiver, tmp_path: Path) -> 
     with run_sim(SimConfig(rate_limit=0)) as sim:
         with serve_process(sim, tmp_path / "s.db", "--notify", got.url) as served:
             httpx.post(f"{sim}/sim/faults", json={"error_rate": 1.0}).raise_for_status()
-            for _ in range(3):
-                served.get("/v1/ticker", markets="KRW-ETH")
+            # Five different requests failing at once: upstream is down (one request asked
+            # again and again would count once, as its own failure).
+            markets = ["KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-ADA", "KRW-DOGE"]
+            with ThreadPoolExecutor(len(markets)) as pool:
+                list(pool.map(lambda code: served.get("/v1/ticker", markets=code), markets))
             httpx.post(f"{sim}/sim/faults", json={"error_rate": 0.0}).raise_for_status()
             assert served.get("/healthz").status_code == 200
             # The circuit opened by the errors closes after its cool-down.

@@ -96,11 +96,12 @@ def test_generated_token_is_stored_0600_and_printed_once(fixed_sim: str, tmp_pat
 
 
 def test_environment_token(fixed_sim: str, tmp_path: Path) -> None:
-    env = {**os.environ, "MARKETSPINE_ADMIN_TOKEN": "from-env"}
+    env = {**os.environ, "MARKETSPINE_ADMIN_TOKEN": "from-the-environment"}
     with serve_process(fixed_sim, tmp_path / "e.db", env=env) as served:
         assert not [line for line in served.lines if "admin token" in line]
         url = served.url + REFRESH
-        assert httpx.post(url, headers={"Authorization": "Bearer from-env"}, timeout=30).is_success
+        headers = {"Authorization": "Bearer from-the-environment"}
+        assert httpx.post(url, headers=headers, timeout=30).is_success
     assert not (tmp_path / "e.db.admin-token").exists()
 
 

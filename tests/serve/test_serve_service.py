@@ -241,8 +241,8 @@ async def test_live_watch_on_demand_stops_after_idling(
             service.demand.want("ticker", "KRW-BTC")
             service.demand.want("candle.1m", "KRW-ETH")  # built from KRW-ETH's trade stream
             live = service.demand.is_live
-            await wait_until(lambda: live("ticker", "KRW-BTC"), 10, "a live KRW-BTC ticker")
-            await wait_until(lambda: live("candle.1m", "KRW-ETH"), 10, "live KRW-ETH 1m candles")
+            await wait_until(lambda: live("ticker", "KRW-BTC"), 30, "a live KRW-BTC ticker")
+            await wait_until(lambda: live("candle.1m", "KRW-ETH"), 30, "live KRW-ETH 1m candles")
             ticker = await service.spine.ticker("KRW-BTC")
             assert ticker.market == "KRW-BTC"
             app = create_service_app(service)
@@ -318,7 +318,9 @@ async def test_an_unexpected_failure_is_an_upbit_shaped_500(
     async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
         response = await http.get("/v1/market/all")
     assert response.status_code == 500
-    assert response.json() == {"error": {"name": 500, "message": "internal error: disk on fire"}}
+    message = "internal error (RuntimeError): serve's log has the details"
+    assert response.json() == {"error": {"name": 500, "message": message}}
+    assert "disk on fire" not in response.text  # a driver's text may carry a database URL
 
 
 @pytest.mark.parametrize(
@@ -351,3 +353,16 @@ async def test_an_unknown_path_stays_the_gateway_404(http: httpx.AsyncClient, me
     assert response.json() == {
         "error": {"name": "not_found", "message": "no Route matched with those values"}
     }
+
+
+async def test_polled_series_show_in_status_and_metrics(http: httpx.AsyncClient) -> None:
+    for _ in range(3):  # a bot polling the last 50 minutes
+        answer = await http.get("/v1/candles/minutes/1", params={"market": "KRW-BTC", "count": 50})
+        assert answer.status_code == 200 and len(answer.json()) == 50
+    polled = (await http.get("/api/status")).json()["polled"]
+    assert [(p["market"], p["timeframe"], p["count"], p["learned"]) for p in polled] == [
+        ("KRW-BTC", "1m", 50, True)
+    ]
+    metrics = (await http.get("/metrics")).text
+    assert 'marketspine_polled_series{learned="true"} 1.0' in metrics
+    assert "marketspine_learned_poll_hits_total 0.0" in metrics

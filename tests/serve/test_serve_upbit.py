@@ -29,6 +29,7 @@ SAME_AS_UPBIT = [
     ("/v1/candles/years", {"market": "KRW-BTC", "count": 2}),
     ("/v1/candles/days/", {"market": "KRW-BTC"}),
     ("/v1/candles/minutes/1", {"market": "KRW-BTC", "count": 5, "to": "2020-01-01T00:00:00"}),
+    ("/v1/candles/minutes/1", {"market": "KRW-BTC", "count": 5, "to": "1970-01-01T00:00:00"}),
     ("/v1/ticker", {"markets": "KRW-BTC,KRW-ETH"}),
     ("/v1/ticker/all", {"quote_currencies": "KRW,BTC"}),
     ("/v1/orderbook", {"markets": "KRW-BTC,KRW-ETH"}),
@@ -84,6 +85,11 @@ ERRORS = [
     ("/v1/ticker", {}, 400, MISSING),
     ("/v1/orderbook", {"markets": "KRW-BTC", "count": "x"}, 400, MISMATCH),
     ("/v1/trades/ticks", {"market": "KRW-NOPE"}, 404, "Code not found"),
+    ("/v1/candles/days", {"market": "KRW-NOPE", "to": "2000-01-01"}, 404, "Code not found"),
+    ("/v1/trades/ticks", {"market": "KRW-BTC", "cursor": "9" * 26}, 400, WRONG),
+    ("/v1/trades/ticks", {"market": "KRW-BTC", "to": "246000"}, 400, WRONG),
+    ("/v1/trades/ticks", {"market": "KRW-BTC", "days_ago": "x"}, 400, MISMATCH),
+    ("/v1/ticker/all", {"quote_currencies": "KRW-" * 10}, 404, "Code not found"),
 ]  # fmt: skip
 
 

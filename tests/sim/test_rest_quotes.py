@@ -177,6 +177,23 @@ async def test_trades_errors(sim_client: httpx.AsyncClient) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "cursor", ["99999999999999999999999999", "9223372036854775808", "-1", "1.5", "１", " 7"]
+)
+async def test_an_absurd_cursor_is_refused_as_upbit_refuses_bad_values(
+    sim_client: httpx.AsyncClient, sim_app: Starlette, cursor: str
+) -> None:
+    """Never walked through (a 26-digit cursor once made the simulator answer 500 and grow
+    by 440 MiB): a ``sequential_id`` is a non-negative 64-bit integer, anything else is 400."""
+    message = await error_of(sim_client, "/v1/trades/ticks", 400, market=LIQUID, cursor=cursor)
+    assert message == "Invalid parameter. Check the given value!"
+    assert sim_app.state.sim.stats.by_status[400] == 1
+    largest = await get_json(
+        sim_client, "/v1/trades/ticks", market=LIQUID, count=3, cursor=str(2**63 - 1)
+    )
+    assert len(largest) == 3  # the largest sequential_id is a cursor: the latest trades
+
+
 # -- /v1/ticker, /v1/ticker/all -----------------------------------------------------------------
 
 

@@ -30,12 +30,13 @@ async def sim_requests(app: Any) -> int:
 
 
 async def test_every_answer_carries_meta_and_statistics_count_every_call(
-    spine: Spine, sim_app: Any
+    spine: Spine, sim_app: Any, sim_now_ms: int
 ) -> None:
-    # First a request whose first step is the clock-sync ticker (closed candles only).
-    candles = await spine.candles("KRW-ETH", "1h", count=10, closed_only=True)
+    # First a request whose first step is the clock-sync ticker (a range reaching the
+    # forming window's hour), then the market list and one page.
+    candles = await spine.candles("KRW-ETH", "1h", start=sim_now_ms - 10 * 3_600_000)
     assert candles.meta.priority == Priority.NORMAL
-    assert spine.statistics().upstream_calls == await sim_requests(sim_app) == 2
+    assert spine.statistics().upstream_calls == await sim_requests(sim_app) == 4
     tickers = await spine.tickers(["KRW-BTC", "KRW-ETH"], max_age_s=60)
     assert isinstance(tickers, list) and [t.market for t in tickers] == ["KRW-BTC", "KRW-ETH"]
     assert tickers.meta.sources == ("rest",) and tickers.meta.upstream_calls == 1

@@ -7,7 +7,7 @@ import re
 
 from ..errors import InvalidRequestError
 
-__all__ = ["check_db", "check_upstream", "is_postgres_url", "redact_url"]
+__all__ = ["check_db", "check_upstream", "is_postgres_url", "redact_url", "without_db_urls"]
 
 # "scheme://...": a URL, never an SQLite file name a user meant (a path holding "://"
 # would become a folder named "scheme:" beside the command).
@@ -51,3 +51,16 @@ def check_upstream(upstream: object, name: str = "upstream", also: str = "") -> 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for messages and logs)."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+# Up to a space or quote, never ending on the punctuation of the sentence around it.
+_DB_URL = re.compile(
+    r"\b(?:postgres(?:ql)?|rediss?)://(?:[^\s'\"]*[^\s'\".,:;)\]])?", re.IGNORECASE
+)
+
+
+def without_db_urls(text: str) -> str:
+    """``text`` with every database or Redis URL in it replaced by ``<database URL>``: for
+    answers to clients, who need to know that the database failed, never where it is or
+    who logs in to it (the log keeps the redacted URL for the operator)."""
+    return _DB_URL.sub("<database URL>", text)

@@ -382,17 +382,20 @@ def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: boo
             raise InvalidRequestError(f"invalid --exchange {item!r}: expected NAME=http(s)://HOST")
         configured[name] = url
 
-    path = Path(db).expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot use --db {path}: its folder {path.parent} cannot be created "
-            f"({exc.strerror or exc})"
-        ) from None
+    # A postgresql:// URL is no path: no folder to make for it.
+    store: Path | str = db
+    if not is_postgres_url(db):
+        path = store = Path(db).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use --db {path}: its folder {path.parent} cannot be created "
+                f"({exc.strerror or exc})"
+            ) from None
 
     async def go() -> dict[str, Any]:
-        async with Spine(upstream, path, exchanges=configured, warmup_every_s=0) as spine:
+        async with Spine(upstream, store, exchanges=configured, warmup_every_s=0) as spine:
             return await spine.warmup()
 
     report = asyncio.run(go())

@@ -20,7 +20,7 @@ from rich.table import Table
 
 __all__ = ["serve_tour"]
 
-_PORT = ("--port", "0", "--admin-token", "demo")
+_PORT = ("--port", "0", "--admin-token", "demo-admin-token-0000")
 _URL = re.compile(r"serving on (http://[\d.]+:\d+)")
 
 

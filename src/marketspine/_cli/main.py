@@ -2,8 +2,9 @@
 
 Written with plain click, so usage errors are click's usual message and exit 2, flags show
 as flags and arguments by name. Exit codes (also in ``--help`` and the README):
-0 done, 1 upstream or run failure, 2 bad input (usage, values, unusable database or output
-file), 3 nothing to export or collect (stderr says why), 130 interrupted.
+0 done, 1 upstream or run failure (the database out of reach too: a supervisor restarts it),
+2 bad input (usage, values, unusable database or output file), 3 nothing to export or
+collect (stderr says why), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ EXIT_NOTHING_STORED = 3
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
-    "\b\nExit codes: 0 done; 1 upstream or run failure; 2 bad input (usage, values,\n"
-    "unusable database or output file); 3 nothing to export or collect (stderr says\n"
-    "why); 130 interrupted."
+    "\b\nExit codes: 0 done; 1 upstream or run failure, or database out of reach;\n"
+    "2 bad input (usage, values, unusable database or output file);\n"
+    "3 nothing to export or collect (stderr says why); 130 interrupted."
 )
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -675,6 +676,15 @@ def warmup(
     show_default=True,
     help="WebSocket connections open at once from one client address; more are refused.",
 )
+@click.option(
+    "--forwarded-allow-ips",
+    "forwarded_allow_ips",
+    metavar="IP[/BITS]",
+    multiple=True,
+    help="A proxy in front of serve (address or network; repeatable or comma-separated): "
+    "only its X-Forwarded-For is believed. Without it every limit (login lock-out, "
+    "--ws-max-per-ip, the per-client share) keys on the connecting address.",
+)
 @_operations_options
 def serve(
     upstream: str,
@@ -686,6 +696,7 @@ def serve(
     allowed_hosts: tuple[str, ...],
     redis: str | None,
     ws_max_per_ip: int,
+    forwarded_allow_ips: tuple[str, ...],
     notify: tuple[str, ...],
     log_level: str,
     log_format: str,
@@ -729,6 +740,7 @@ def serve(
             allowed_hosts=allowed_hosts,
             redis=redis,
             ws_max_per_ip=ws_max_per_ip,
+            forwarded_allow_ips=forwarded_allow_ips,
             keep_secret=lambda token: redact.add([token]),
         )
 
@@ -835,15 +847,19 @@ def _simulator() -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors are click's message and exit 2, bad input
-    one line on stderr and exit 2, upstream failures exit 1, Ctrl-C exit 130."""
+    one line on stderr and exit 2, upstream failures and a database out of reach exit 1,
+    Ctrl-C exit 130."""
     from .._base.extras import MissingExtraError
-    from ..errors import InvalidRequestError, MarketspineError, StoreError
+    from ..errors import InvalidRequestError, MarketspineError, StoreError, StoreUnavailableError
 
     # The library's warnings (a failed warmup, a 418 being waited out) go to stderr, one
     # line each; a command that sets up its own logging (serve) keeps it.
     logging.basicConfig(level=logging.WARNING, format="marketspine: %(levelname)s: %(message)s")
     try:
         code = app.main(args=argv, prog_name="marketspine", standalone_mode=False)
+    except StoreUnavailableError as exc:
+        # Nothing wrong with the input: the same command may succeed once the server is back.
+        _fail(str(exc), EXIT_FAILED)
     except (InvalidRequestError, StoreError, MissingExtraError) as exc:
         # A missing extra is fixed by the user (pip install), like a bad value: exit 2.
         _fail(str(exc), EXIT_USAGE)

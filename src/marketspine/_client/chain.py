@@ -144,7 +144,8 @@ class RequestChain:
             raise
         status = response.status_code
         if status >= 500:
-            self._breaker.record_failure()
+            # Named by its request: a 5xx only this request gets never opens the circuit.
+            self._breaker.record_failure((path, params))
             self._last_failure = f"GET {path} failed: {self._base_url} answered {status}"
             return tally.server_error(self._last_failure, attempt), True
         self._breaker.record_success()  # upstream answered: it is up

@@ -7,13 +7,20 @@
 
 While open, calls fail fast with CircuitOpenError so callers can answer from cache
 (flagged stale) instead of piling requests onto a failing upstream.
+
+What counts as a failure: upstream failing, not one request failing. A failure without a
+request (a timeout, a refused connection) counts every time; a 5xx answer names its
+request, and counts once per distinct request in a run of failures: a request upstream
+cannot answer (a 5xx reproducible for it, retried or asked again) adds one failure however
+often it fails, so one client's odd request never opens the circuit for everyone. A 4xx is
+upstream working (``record_success``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,8 +58,8 @@ class CircuitBreaker:
     lets exactly one probe through, whose outcome closes it or opens it again.
 
     Use: ``before_call()`` (raises CircuitOpenError when the call must not go), then exactly
-    one of ``record_success()``, ``record_failure()`` or ``record_abandoned()`` (the call
-    ended without telling whether upstream works, e.g. it was cancelled).
+    one of ``record_success()``, ``record_failure(request)`` or ``record_abandoned()`` (the
+    call ended without telling whether upstream works, e.g. it was cancelled).
     """
 
     def __init__(
@@ -72,6 +79,8 @@ class CircuitBreaker:
         self._clock = clock
         self._state: BreakerState = "closed"
         self._failures = 0
+        # The requests whose failure is counted in this run of failures (cleared on success).
+        self._failed_requests: set[Hashable] = set()
         self._opened_at = 0.0
         self._probe_out = False
         self._opened = 0
@@ -119,10 +128,19 @@ class CircuitBreaker:
             )
         self._state = "closed"
         self._failures = 0
+        self._failed_requests.clear()
         self._probe_out = False
 
-    def record_failure(self) -> None:
-        """The call failed because upstream is failing: count it, open when due."""
+    def record_failure(self, request: Hashable | None = None) -> None:
+        """The call failed: count it, open when due. ``request`` names the request when the
+        failure may be its own (a 5xx answer): then it counts only the first time that
+        request fails in this run of failures (a failed half-open probe reopens anyway)."""
+        if request is not None and self._state == "closed":
+            if request in self._failed_requests:
+                self._probe_out = False
+                return  # reproducible for this request: not evidence that upstream is down
+            if len(self._failed_requests) < self._threshold:  # bounded by the threshold
+                self._failed_requests.add(request)
         self._failures += 1
         # A call that was already out when the breaker opened does not extend the cool-down.
         if self._state != "open" and (
@@ -141,8 +159,10 @@ class CircuitBreaker:
         self._probe_out = False
 
     def trip(self, seconds: float) -> None:
-        """Open now for at least ``seconds``: upstream said it will refuse us that long (a
-        418 block), so calls fail fast and callers answer from cache instead of hammering."""
+        """Open now for ``seconds``: upstream said it will refuse us that long (a 418 block),
+        so calls fail fast and callers answer from cache instead of hammering. Exactly that
+        long, not the failures' cool-down: a client of ``serve`` is answered stale (or 503)
+        while it is open, for no longer than the block."""
         if self.state != "open":
             self._opened += 1
             log.info(
@@ -152,7 +172,7 @@ class CircuitBreaker:
             )  # fmt: skip
         self._state = "open"
         self._opened_at = self._clock()
-        self._open_for = max(self._cool_down, seconds)
+        self._open_for = max(0.0, seconds)
         self._probe_out = False
 
     def record_abandoned(self) -> None:

@@ -39,6 +39,7 @@ from .._base.urls import check_upstream
 from .._budget.local import GROUPS, LocalRateBudget
 from .._budget.rules import BudgetStatistics, Priority, RateBudget
 from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
+from .._upbit.params import MAX_SEQUENTIAL_ID
 from .._upbit.rest import (
     decode_candles,
     decode_instruments,
@@ -221,6 +222,7 @@ class Client:
         check_range("count", count, 1, MAX_TRADES)
         params: list[tuple[str, str]] = [("market", code), ("count", str(count))]
         if cursor is not None:
+            check_range("cursor", cursor, 0, MAX_SEQUENTIAL_ID)  # a sequential_id or nothing
             params.append(("cursor", str(cursor)))
         if to is not None:
             params.append(("to", check_time_of_day(to)))

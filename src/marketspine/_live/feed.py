@@ -15,7 +15,7 @@ from ..records import Candle, Trade
 from .candle_feed import ClosedCandle, candle_events
 from .listener import Event, Listener
 from .state import LiveState
-from .stream import Stream, StreamStatistics
+from .stream import Liveness, Stream, StreamStatistics
 from .trades_since import trades_since
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class LiveStream(Protocol):
     def listen(
         self, kinds: set[str] | None = None, markets: set[str] | None = None, *, maxsize: int = ...
     ) -> Listener: ...
+
+    def liveness(self) -> Liveness | None: ...
 
 
 class LiveFeed:
@@ -90,6 +92,7 @@ class LiveFeed:
                     )
                 await stack.enter_async_context(stream)
                 self._stream, self._client = stream, client
+                self._live.follow_liveness(stream.liveness)
                 self._start("live pump", self._pump(stream))
             return self._stream
 
@@ -136,6 +139,8 @@ class LiveFeed:
                 codes_now = [c for c in codes if kind != "trade" or not self._live.tracked_count(c)]
             await self._stream.unsubscribe(kind, codes_now)
             self.watched.difference_update((kind, c) for c in codes_now)
+            for code in codes_now:
+                self._live.unsubscribed(kind, code)
 
     def events(
         self,

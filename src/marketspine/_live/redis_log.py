@@ -7,7 +7,9 @@ from the last id it saw, and a process taking over reads the log to its end firs
 REST gap fill (by ``sequential_id``) starts exactly after the last trade the old holder
 published. The log is capped (``MAXLEN ~``) since only its recent end matters.
 
-Every entry is one event, ``k`` its kind and ``v`` the record in msgpack. Publishing is one
+Every entry is one event, ``k`` its kind and ``v`` the record in msgpack. Beside market
+data the holder appends an ``Alive`` now and then: proof that its socket delivers, so a
+follower can answer a quiet market's held ticker as current. Publishing is one
 script per batch that first checks the lease is still the publisher's (fencing): a holder
 that lost its lease publishes nothing more.
 """
@@ -23,12 +25,24 @@ from redis.asyncio import Redis
 from ..records import Candle, Orderbook, Ticker, Trade
 from .listener import Gap
 
-__all__ = ["FeedEvent", "RedisFeed", "decode_event", "encode_event"]
+__all__ = ["Alive", "FeedEvent", "RedisFeed", "decode_event", "encode_event"]
 
-FeedEvent: TypeAlias = Trade | Ticker | Orderbook | Candle | Gap
+
+class Alive(msgspec.Struct, frozen=True):
+    """The holder's socket delivered everything up to ``age_ms`` before this entry;
+    ``source`` (the holder's token) and ``epoch`` (its connection) change together with
+    what may have been missed."""
+
+    source: str
+    epoch: int
+    age_ms: int
+
+
+FeedEvent: TypeAlias = Trade | Ticker | Orderbook | Candle | Gap | Alive
 
 _TYPES: dict[bytes, type[Any]] = {
     b"trade": Trade, b"ticker": Ticker, b"orderbook": Orderbook, b"candle": Candle, b"gap": Gap,
+    b"alive": Alive,
 }  # fmt: skip
 _NAMES = {kind: name for name, kind in _TYPES.items()}
 _DECODERS = {name: msgspec.msgpack.Decoder(kind) for name, kind in _TYPES.items()}

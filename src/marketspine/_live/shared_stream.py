@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -43,8 +44,8 @@ from .._store.redis_lease import UNREACHABLE
 from ..records import Candle, Orderbook, Ticker, Trade
 from .lease import LiveLease, Want, WantedMarkets, new_token
 from .listener import Event, Fanout, Gap, Health, Listener, Overflow, filter_key
-from .redis_log import FeedEvent, RedisFeed
-from .stream import Stream
+from .redis_log import Alive, FeedEvent, RedisFeed
+from .stream import Liveness, Stream
 from .subscriptions import KINDS, SubscriptionSet
 from .trade_fill import TradeSource, fetch_missing
 from .trade_sequence import FillNeeded, Output, TradeSequencer
@@ -103,6 +104,11 @@ class SharedStream:
         self._fanout = Fanout()
         self._trades = TradeSequencer(memory)
         self._epoch = 0  # the source of events: bumped whenever it changes
+        # A follower's proof of the holder's socket: (monotonic time proven, the holder's
+        # (token, connection) seen last, epochs of it seen so far).
+        self._proven_at: float | None = None
+        self._alive_source: tuple[str, int] | None = None
+        self._alive_epochs = 0
         self.role: Role = "starting"
         self._generation = 0
         self._takeovers = self._published = self._received = 0
@@ -183,6 +189,31 @@ class SharedStream:
         """As ``Stream.listen``."""
         return Listener(self._fanout, kinds, markets, maxsize)
 
+    def liveness(self) -> Liveness | None:
+        """As ``Stream.liveness``: the own socket's while reading it, else the holder's as
+        its ``Alive`` entries tell; the epoch also changes with every change of role."""
+        if self.role in ("holder", "alone"):
+            own = self._upstream.liveness()
+            return None if own is None else Liveness(self._epoch * 1_000_000 + own.epoch, own.age_s)
+        if self.role != "follower" or self._proven_at is None:
+            return None
+        age = max(0.0, time.monotonic() - self._proven_at)
+        return Liveness(self._epoch * 1_000_000 + self._alive_epochs, age)
+
+    def _announce(self) -> None:
+        """As holder, tell followers the socket delivers (an ``Alive`` in the log)."""
+        own = self._upstream.liveness()
+        if self.role == "holder" and own is not None:
+            self._outbox.append(Alive(self._token, own.epoch, round(own.age_s * 1000)))
+            self._outbox_ready.set()
+
+    def _heard_alive(self, alive: Alive) -> None:
+        source = (alive.source, alive.epoch)
+        if source != self._alive_source:
+            self._alive_source = source
+            self._alive_epochs += 1
+        self._proven_at = time.monotonic() - alive.age_ms / 1000
+
     def statistics(self) -> FeedStatistics:
         return FeedStatistics(
             self.role, self._generation, self._takeovers, self._published, self._received
@@ -211,6 +242,7 @@ class SharedStream:
                 if claim.held:
                     self._generation = claim.generation
                     await self._hold(await self._wants.union() | self._own())
+                    self._announce()
                 else:
                     await self._follow(claim.holder)
             except UNREACHABLE as exc:
@@ -258,6 +290,7 @@ class SharedStream:
             async with self._reading:
                 self._last_id = await self._log.tail()
                 self._epoch += 1
+                self._proven_at = self._alive_source = None
                 previous, self.role = self.role, "follower"
             self._follows.set()
             log.log(
@@ -347,8 +380,10 @@ class SharedStream:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def _deliver(self, event: Event, epoch: int) -> None:
-        if isinstance(event, Trade):
+    def _deliver(self, event: Event | Alive, epoch: int) -> None:
+        if isinstance(event, Alive):
+            self._heard_alive(event)
+        elif isinstance(event, Trade):
             self._emit(self._trades.receive(event, epoch, subscribed=True))
         else:
             self._offer(event)
@@ -369,6 +404,8 @@ class SharedStream:
         if self.role == "holder" and isinstance(event, _SHARED):
             self._outbox.append(event)
             self._outbox_ready.set()
+        elif isinstance(event, Health) and event.state == "connected":
+            self._announce()  # before the new connection's snapshots, in the log's order
         kind, market = filter_key(event)
         kind = "trade" if kind == "gap" else kind  # as Stream: gaps follow the trade filter
         if not isinstance(event, Health | Overflow):

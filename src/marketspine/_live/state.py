@@ -7,6 +7,12 @@ reports it. Every entry remembers when it arrived so callers can bound its age.
 Everything a market holds here is one entry of the shared ``MemoryBudget``: the least
 recently used market's tickers, book and trades are dropped when the budget is full (its
 forming candles stay: they are tiny and cannot be rebuilt from REST).
+
+Upbit sends a ticker only when something trades and a book only when it changes, so a quiet
+market's last ticker may be an hour old and still current. While the stream's ``Liveness``
+says everything sent upstream has arrived, ``live_ticker``/``live_orderbook`` answer what is
+held whatever its age, as long as it arrived under the current epoch (the same connection or
+source) and the subscription was not dropped since.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .._base.memory import DEFAULT_MEMORY_MB, MemoryBudget, record_bytes
 from .._base.timeframes import Timeframe
 from ..records import Candle, Orderbook, Ticker, Trade
 from .listener import Gap
+from .stream import Liveness
 
 __all__ = ["LiveState", "LiveStatistics"]
 
@@ -63,6 +70,9 @@ class LiveState:
         self._evicted_markets = 0
         self._tickers: dict[str, tuple[Ticker, float]] = {}
         self._books: dict[str, tuple[Orderbook, float]] = {}
+        # The liveness epoch each ticker/book arrived under (see ``live_ticker``).
+        self._epochs: dict[tuple[str, str], int] = {}
+        self._liveness: Callable[[], Liveness | None] = lambda: None
         # Trades kept ascending by (ms, seq); seq alone does not guarantee order upstream.
         self._trades: dict[str, _Trades] = {}
         self._candles: dict[tuple[str, str], tuple[Candle, float]] = {}
@@ -73,16 +83,27 @@ class LiveState:
         # Set (and replaced) whenever an event is applied; made on the first wait.
         self._applied: asyncio.Event | None = None
 
+    def follow_liveness(self, liveness: Callable[[], Liveness | None]) -> None:
+        """Take the stream's ``liveness()`` as the source of ``live_ticker``'s answers."""
+        self._liveness = liveness
+
+    def epoch(self) -> int | None:
+        """The stream's current liveness epoch (None while it is not live)."""
+        live = self._liveness()
+        return None if live is None else live.epoch
+
     def apply(self, event: object) -> None:
         """Take one stream event; anything that is not market data is ignored."""
         now = self._clock()
         if isinstance(event, Ticker):
             held_ticker = self._tickers.get(event.market)
             self._tickers[event.market] = (event, now)
+            self._stamp("ticker", event.market, self.epoch())
             self._resize(event.market, event, None if held_ticker is None else held_ticker[0])
         elif isinstance(event, Orderbook):
             held_book = self._books.get(event.market)
             self._books[event.market] = (event, now)
+            self._stamp("orderbook", event.market, self.epoch())
             self._resize(event.market, event, None if held_book is None else held_book[0])
         elif isinstance(event, Trade):
             self._add_trade(event)
@@ -120,11 +141,54 @@ class LiveState:
         self._bytes[market] = size
         self.budget.charge(_LIVE, market, size)
 
+    def _stamp(self, kind: str, market: str, epoch: int | None) -> None:
+        if epoch is None:
+            self._epochs.pop((kind, market), None)
+        else:
+            self._epochs[(kind, market)] = epoch
+
+    def unsubscribed(self, kind: str, market: str) -> None:
+        """The stream stopped following ``kind`` of ``market``: what is held stays as an
+        answer of known age, no longer a live one (a later subscription may come back to
+        it before upstream's new snapshot has)."""
+        self._epochs.pop((kind, market), None)
+
+    def seed(self, kind: str, records: list[Ticker] | list[Orderbook], epoch: int | None) -> None:
+        """Hold REST answers of subscribed markets as live ones: asked while the stream was
+        live under ``epoch`` (read before asking) and still is, every change since the REST
+        answer arrives over the stream. Older records than those held are ignored."""
+        if epoch is None or self.epoch() != epoch:
+            return
+        now = self._clock()
+        for record in records:
+            if isinstance(record, Ticker):
+                held_ticker = self._tickers.get(record.market)
+                if held_ticker is None or held_ticker[0].trade_ms < record.trade_ms:
+                    self._tickers[record.market] = (record, now)
+                    old: object = None if held_ticker is None else held_ticker[0]
+                elif self._epochs.get((kind, record.market)) != epoch:
+                    old = record  # the held one is as new: it becomes live, same size
+                else:
+                    continue
+            else:
+                held_book = self._books.get(record.market)
+                if held_book is None or held_book[0].ms < record.ms:
+                    self._books[record.market] = (record, now)
+                    old = None if held_book is None else held_book[0]
+                elif self._epochs.get((kind, record.market)) != epoch:
+                    old = record
+                else:
+                    continue
+            self._stamp(kind, record.market, epoch)
+            self._resize(record.market, record, old)
+
     def _evicted(self, key: Hashable) -> None:
         """The budget dropped this market: forget what it held (not its forming candles)."""
         market = str(key)
         self._tickers.pop(market, None)
         self._books.pop(market, None)
+        self._epochs.pop(("ticker", market), None)
+        self._epochs.pop(("orderbook", market), None)
         self._trades.pop(market, None)
         for candle_key in [k for k in self._candles if k[0] == market]:
             del self._candles[candle_key]
@@ -196,6 +260,31 @@ class LiveState:
     def orderbook(self, market: str, max_age_s: float | None = None) -> Orderbook | None:
         self._touch(market)
         return self._fresh(self._books.get(market), max_age_s)
+
+    def live_ticker(self, market: str, max_age_s: float | None = None) -> Ticker | None:
+        """The held ticker if the stream proves it current within ``max_age_s`` (see the
+        module's docstring), else as ``ticker``: if it arrived at most that long ago."""
+        self._touch(market)
+        return self._live("ticker", market, self._tickers.get(market), max_age_s)
+
+    def live_orderbook(self, market: str, max_age_s: float | None = None) -> Orderbook | None:
+        """As ``live_ticker``, for the book."""
+        self._touch(market)
+        return self._live("orderbook", market, self._books.get(market), max_age_s)
+
+    def _live(
+        self, kind: str, market: str, held: tuple[T, float] | None, max_age_s: float | None
+    ) -> T | None:
+        if held is None:
+            return None
+        live = self._liveness()
+        if (
+            live is not None
+            and self._epochs.get((kind, market)) == live.epoch
+            and (max_age_s is None or live.age_s <= max_age_s)
+        ):
+            return held[0]
+        return self._fresh(held, max_age_s)
 
     def candle(self, market: str, timeframe: str, max_age_s: float | None = None) -> Candle | None:
         """The latest candle the stream reported for ``timeframe`` (``Timeframe.name``)."""

@@ -7,8 +7,12 @@ in ``_serve.admin_page`` do the HTTP.
   much of it was right, so a wrong token is refused with the same timing as a right one.
 - A session lives ``session_s`` seconds; each has its own CSRF token, which every
   state-changing request must echo in ``X-CSRF-Token``.
-- After ``free_failures`` failed logins from one client, each further attempt must wait
-  a lock-out that doubles per failure (capped); a success clears the count.
+- After ``free_failures`` failed logins from one client address, each further attempt must
+  wait a lock-out that doubles per failure (capped); a success clears the count. Wrong
+  bearer tokens count here too (``_serve.admin_api``). Addresses are counted separately, so
+  a lock-out caused from one never refuses another; at most ``max_clients`` are tracked.
+  A browser that has logged in before is counted under its device cookie instead (OWASP's
+  device cookies): failures of others on its address never lock it out.
 """
 
 from __future__ import annotations
@@ -20,10 +24,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["AdminSessions", "LoginThrottle", "Session", "tokens_match"]
+__all__ = [
+    "DEVICE_COOKIE",
+    "DEVICE_S",
+    "AdminSessions",
+    "LoginThrottle",
+    "Session",
+    "device_cookie",
+    "device_of",
+    "tokens_match",
+]
 
 SESSION_S = 12 * 3600.0
 COOKIE = "marketspine_admin"
+# A browser that has logged in once carries a device cookie signed with the admin token; its
+# later logins are throttled under that device, never under the address others share.
+DEVICE_COOKIE = "marketspine_device"
+DEVICE_S = 365 * 86400
 
 
 def tokens_match(given: str, token: str) -> bool:
@@ -31,6 +48,27 @@ def tokens_match(given: str, token: str) -> bool:
     return hmac.compare_digest(
         hashlib.sha256(given.encode()).digest(), hashlib.sha256(token.encode()).digest()
     )
+
+
+def _device_mac(device: str, token: str) -> str:
+    return hmac.new(token.encode(), b"marketspine device " + device.encode(), "sha256").hexdigest()
+
+
+def device_cookie(token: str) -> str:
+    """A new device cookie value: a random id and its MAC under the admin ``token`` (so a
+    new token forgets every device)."""
+    device = secrets.token_urlsafe(16)
+    return f"{device}.{_device_mac(device, token)}"
+
+
+def device_of(cookie: str | None, token: str) -> str | None:
+    """The device id of a device cookie made with ``token``; None for none or a forged one."""
+    if not cookie or len(cookie) > 200:
+        return None
+    device, dot, mac = cookie.partition(".")
+    if not dot or not device:
+        return None
+    return device if hmac.compare_digest(mac, _device_mac(device, token)) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +133,11 @@ class LoginThrottle:
         free_failures: int = 3,
         first_lockout_s: float = 1.0,
         max_lockout_s: float = 300.0,
+        max_clients: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.free_failures = free_failures
+        self.max_clients = max_clients
         self.first_lockout_s = first_lockout_s
         self.max_lockout_s = max_lockout_s
         self._clock = clock
@@ -116,9 +156,12 @@ class LoginThrottle:
         lockout = (
             0.0 if over <= 0 else min(self.max_lockout_s, self.first_lockout_s * 2 ** (over - 1))
         )
+        self._failures.pop(client, None)  # re-inserted: the dict's order is last failure's
         self._failures[client] = (count, self._clock() + lockout)
-        if len(self._failures) > 10_000:  # a flood of addresses must not grow this forever
+        if len(self._failures) > self.max_clients:  # a flood of addresses must not grow it
             self._forget_unlocked()
+            while len(self._failures) > self.max_clients:  # all locked: oldest failure out
+                del self._failures[next(iter(self._failures))]
         return lockout
 
     def succeeded(self, client: str) -> None:

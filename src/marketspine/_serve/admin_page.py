@@ -3,6 +3,9 @@ steer the spine — market info with the refresh button, coverage, backfill jobs
 chart, the rate budget, the breaker, answers per layer, WebSocket clients and a live ticker
 table. The page is static HTML + JavaScript shipped in the package (``admin_static/``);
 plotly.js comes from the ``plotly`` package's own bundle, so nothing is fetched from a CDN.
+That bundle is 4.8 MB: it is sent gzip-compressed (about 1.5 MB, compressed once per
+process) to a browser that accepts gzip, and the page loads it ``defer`` so the first paint
+does not wait for it.
 
 Routes here answer JSON to the page; every state-changing one needs the session cookie and
 its ``X-CSRF-Token`` (403 without). ``POST /admin/api/refresh-market-info`` (in
@@ -16,6 +19,8 @@ style or event handler in the HTML), so serve's Content-Security-Policy needs no
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import time
 from importlib import resources
 from pathlib import Path
@@ -24,12 +29,23 @@ from urllib.parse import parse_qs
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .._spine.quotes import Channel
 from ..errors import MarketspineError
-from .admin_auth import COOKIE, AdminSessions, LoginThrottle, Session, tokens_match
+from .admin_auth import (
+    COOKIE,
+    DEVICE_COOKIE,
+    DEVICE_S,
+    AdminSessions,
+    LoginThrottle,
+    Session,
+    device_cookie,
+    device_of,
+    tokens_match,
+)
+from .security import foreign_origin, peer_of
 
 if TYPE_CHECKING:
     from .service import ServeService
@@ -46,16 +62,44 @@ def _plotly_js() -> Path:
     return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
 
 
+class CompressedAsset:
+    """One large static file held in memory as it is and gzip-compressed, with its ETag;
+    read and compressed on first use (about 0.25 s for plotly.js, off the event loop), so
+    a serve that never shows the page pays nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._loaded: tuple[bytes, bytes, str] | None = None
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> tuple[bytes, bytes, str]:
+        """(plain bytes, gzip bytes, ETag)."""
+        async with self._lock:
+            if self._loaded is None:
+                self._loaded = await asyncio.to_thread(self._read)
+            return self._loaded
+
+    def _read(self) -> tuple[bytes, bytes, str]:
+        plain = self.path.read_bytes()
+        # mtime=0: the same bytes (and so the same ETag) from every process.
+        packed = gzip.compress(plain, compresslevel=6, mtime=0)
+        return plain, packed, '"' + hashlib.sha256(plain).hexdigest()[:32] + '"'
+
+
+def _accepts_gzip(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
 def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status, media_type="application/json")
 
 
 def _error(status: int, name: str, message: str) -> Response:
     return _json({"error": {"name": name, "message": message}}, status)
-
-
-def _client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 class AdminPage:
@@ -70,7 +114,9 @@ class AdminPage:
     ) -> None:
         self.service = service
         self.sessions = sessions or AdminSessions()
-        self.throttle = throttle or LoginThrottle()
+        # The one throttle the bearer path of /api and /admin/api counts in too.
+        self.throttle = throttle or service.login_throttle
+        self.plotly = CompressedAsset(_plotly_js())
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -105,7 +151,17 @@ class AdminPage:
         )
 
     async def login(self, request: Request) -> Response:
-        client = _client_of(request)
+        foreign = foreign_origin(request)
+        if foreign is not None:
+            # A form on another site posting here (CSRF on the login) is neither checked
+            # nor counted: its failures must not lock the real admin out.
+            return _login_refused(
+                f"a login from another site ({foreign}) is refused: log in on this page", 403
+            )
+        # A browser that logged in here before is counted apart from its address, which
+        # it may share with others (every local process is 127.0.0.1).
+        device = device_of(request.cookies.get(DEVICE_COOKIE), self.service.admin_token)
+        client = peer_of(request) if device is None else f"device {device}"
         wait = self.throttle.wait_s(client)
         if wait > 0:
             return _login_refused(
@@ -135,6 +191,16 @@ class AdminPage:
             samesite="strict",
             secure=request.url.scheme == "https",
         )
+        if device is None:
+            response.set_cookie(
+                DEVICE_COOKIE,
+                device_cookie(self.service.admin_token),
+                max_age=DEVICE_S,
+                path="/admin",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -149,11 +215,7 @@ class AdminPage:
     async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name == "plotly.min.js":
-            return FileResponse(
-                _plotly_js(),
-                media_type="text/javascript",
-                headers={"Cache-Control": "max-age=86400"},
-            )
+            return await self._plotly(request)
         if name not in _ASSETS:
             return _error(404, "not_found", f"no admin asset {name!r}")
         return Response(
@@ -161,6 +223,18 @@ class AdminPage:
             media_type=_ASSETS[name],
             headers={"Cache-Control": "no-cache"},
         )
+
+    async def _plotly(self, request: Request) -> Response:
+        plain, packed, etag = await self.plotly.load()
+        headers = {"Cache-Control": "max-age=86400", "ETag": etag, "Vary": "Accept-Encoding"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        if _accepts_gzip(request):
+            headers["Content-Encoding"] = "gzip"
+            body = packed
+        else:
+            body = plain
+        return Response(body, media_type="text/javascript", headers=headers)
 
     # -- the page's JSON ------------------------------------------------------------------------
 
@@ -252,7 +326,9 @@ class AdminPage:
         return rows
 
     async def watch(self, request: Request) -> Response:
-        """Watch markets' tickers live (kept while the page asks for them)."""
+        """Watch markets' tickers live. A watch lapses ``lapse_s`` after the last time it was
+        asked for (the answer says so): the page asks again well before that while it is
+        open, so its tickers stay watched."""
         refused = self.may_change(request)
         if refused is not None:
             return refused
@@ -262,7 +338,12 @@ class AdminPage:
             return _error(400, "invalid_request", 'body must be {"markets": ["KRW-BTC", ...]}')
         for market in markets[:_MAX_TICKERS]:
             self.service.demand.want("ticker", market.strip().upper())
-        return _json({"watching": [m.strip().upper() for m in markets[:_MAX_TICKERS]]})
+        return _json(
+            {
+                "watching": [m.strip().upper() for m in markets[:_MAX_TICKERS]],
+                "lapse_s": self.service.demand.idle_s,
+            }
+        )
 
     async def backfill(self, request: Request) -> Response:
         """Start a backfill job (the page's form), or cancel one (DELETE)."""
@@ -297,7 +378,7 @@ class AdminPage:
         return _json(job.as_dict(), 202)
 
 
-def _login_refused(message: str, status: int, *, retry_after: float) -> Response:
+def _login_refused(message: str, status: int, *, retry_after: float = 0.0) -> Response:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
     page = (_STATIC / "login.html").read_text(encoding="utf-8")
     return Response(

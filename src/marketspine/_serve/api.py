@@ -15,10 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .._base.time import format_utc
-from .._base.timeframes import TIMEFRAMES, parse_timeframe
+from .._base.args import time_arg
+from .._base.time import DAY_MS, format_utc
+from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from .._base.urls import without_db_urls
 from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
+from .disconnect import ClientLeft, unless_client_leaves
 from .history import SUCCESS_TARGET, history_answer
+from .jobs import JobLimitError
+from .service import client_of
 
 if TYPE_CHECKING:
     from .service import ServeService
@@ -53,6 +58,26 @@ def _flag(text: str | None, name: str) -> bool:
     raise InvalidRequestError(f"{name} must be true or false, got {text!r}")
 
 
+def _check_span(tf: Timeframe, start: str | None, end: str | None, now_ms: int) -> None:
+    """Refuse a ``start``/``end`` range of more than ``_MAX_API_CANDLES`` windows, naming
+    the first page to ask instead (one request never fetches without end: a 1s range from
+    2017 would be a year of upstream pages)."""
+    start_ms = time_arg(start, "start")
+    if start_ms is None:
+        return
+    end_ms = time_arg(end, "end")
+    stop = end_ms if end_ms is not None else now_ms
+    window = tf.fixed_ms or 28 * DAY_MS  # months and years: never more than fit
+    if stop - start_ms <= _MAX_API_CANDLES * window:
+        return
+    page_end = start_ms + _MAX_API_CANDLES * window
+    raise InvalidRequestError(
+        f"start..end spans more than {_MAX_API_CANDLES} {tf.name} windows, the most one "
+        f"request answers: page through it, first start={_label(start_ms)}&end="
+        f"{_label(page_end)}, then from that end on"
+    )
+
+
 def _guarded(handler: Any) -> Any:
     """Map the library's errors to Upbit-shaped answers."""
 
@@ -63,8 +88,10 @@ def _guarded(handler: Any) -> Any:
             return _error(404, str(exc))
         except InvalidRequestError as exc:
             return _error(400, str(exc))
+        except JobLimitError as exc:
+            return _error(429, str(exc))
         except RetryLaterError as exc:
-            return _error(503, f"upstream unavailable: {exc}")
+            return _error(503, f"upstream unavailable: {without_db_urls(str(exc))}")
         return response
 
     return endpoint
@@ -86,8 +113,10 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                 raise InvalidRequestError(f"count must be an integer, got {count_text!r}") from None
         if count is not None and not 1 <= count <= _MAX_API_CANDLES:
             raise InvalidRequestError(f"count must be 1..{_MAX_API_CANDLES}")
+        if count is None:
+            _check_span(tf, start, end, service.spine.client.upstream_now_ms())
         flags = {name: _flag(q.get(name), name) for name in ("fill", "closed_only")}
-        result = await service.spine.candles(
+        work = service.spine.candles(
             market,
             tf,
             count=count,
@@ -96,6 +125,24 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
             fill=flags["fill"],
             closed_only=flags["closed_only"],
         )
+        # Through the same per-client gate as /v1, and only while the client waits for it.
+        inside = False
+        try:
+            async with service.gate.slot(client_of(request), wait_s=service.max_wait_s):
+                inside = True
+                result = await unless_client_leaves(request.receive, work)
+        except TimeoutError:
+            if inside:  # the work's own, not the gate's
+                raise
+            work.close()  # never started: the gate had no room within max_wait_s
+            service.metrics.downstream_throttled()
+            return _error(
+                429,
+                f"this client has as many requests in progress as it may and waited "
+                f"{service.max_wait_s:g} s for its turn: retry when one has been answered",
+            )
+        except ClientLeft:
+            return Response(status_code=499)  # nobody reads it: only the log and metrics
         meta = result.meta
         body = {
             "market": result.market,
@@ -185,6 +232,18 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                     },
                 },
                 "watched": [list(k) for k in service.demand.watched()],
+                "polled": [
+                    {
+                        "market": p.market,
+                        "timeframe": p.timeframe,
+                        "count": p.count,
+                        "interval_s": None if p.interval_s is None else round(p.interval_s, 3),
+                        "learned": p.learned,
+                        "hits": p.hits,
+                        "misses": p.misses,
+                    }
+                    for p in service.spine.polled()
+                ],
                 "waiting_requests": service.gate.waiting(),
                 "jobs": {"running": sum(j.state == "running" for j in service.jobs.all())},
                 "warmup": service.warmup_report,
@@ -307,7 +366,11 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [
                     _q("market", "Market code such as KRW-BTC", required=True),
                     _q("timeframe", f"One of {_TIMEFRAMES} (default 1m)"),
-                    _q("start", "ISO 8601 or epoch ms; window starts in [start, end)"),
+                    _q(
+                        "start",
+                        "ISO 8601 or epoch ms; window starts in [start, end); at most "
+                        f"{_MAX_API_CANDLES} windows per request (page for more)",
+                    ),
                     _q("end", "ISO 8601 or epoch ms, exclusive (default now)"),
                     _q("count", "The most recent N candles instead of start/end", kind="integer"),
                     _q(
@@ -317,7 +380,13 @@ OPENAPI: dict[str, Any] = {
                     ),
                     _q("closed_only", "true: leave out the forming candle", kind="boolean"),
                 ],
-                "responses": {"200": _OK, "400": _ERROR, "404": _ERROR, "503": _ERROR},
+                "responses": {
+                    "200": _OK,
+                    "400": _ERROR,
+                    "404": _ERROR,
+                    "429": _ERROR,
+                    "503": _ERROR,
+                },
             }
         },
         "/api/coverage": {
@@ -380,7 +449,7 @@ OPENAPI: dict[str, Any] = {
                         }
                     },
                 },
-                "responses": {"202": _OK, "400": _ERROR},
+                "responses": {"202": _OK, "400": _ERROR, "413": _ERROR, "429": _ERROR},
             },
             "get": {"summary": "Every job with its progress", "responses": {"200": _OK}},
         },

@@ -37,13 +37,28 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from .._base.urls import check_db, check_upstream, is_postgres_url
 from .._upbit.errors import method_not_allowed
 from ..errors import InvalidRequestError
-from .admin_api import ApiAccess, admin_routes, resolve_read_token, resolve_token, token_path
+from .admin_api import (
+    ApiAccess,
+    admin_routes,
+    given_admin_token,
+    resolve_read_token,
+    resolve_token,
+    token_path,
+)
 from .admin_page import AdminPage, admin_page_routes
 from .api import api_routes
-from .security import SECURITY_HEADERS, AllowedHosts, HostCheck, SecurityHeaders, is_loopback
+from .security import (
+    SECURITY_HEADERS,
+    AllowedHosts,
+    BodyLimit,
+    HostCheck,
+    SecurityHeaders,
+    is_loopback,
+    proxy_addresses,
+)
 from .service import ServeService
 from .upbit_rest import upbit_routes
-from .upbit_ws import DEFAULT_MAX_PER_ADDRESS, WsGateway
+from .upbit_ws import DEFAULT_MAX_PER_ADDRESS, MAX_REQUEST_BYTES, WsGateway
 from .ws_frames import FramesProtocol
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
@@ -59,10 +74,12 @@ _OPEN_API = "/api/openapi.json"  # the description of the API is no secret
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    """A bug or a failing database: an Upbit-shaped 500, never a bare text page (the
-    traceback goes to the log)."""
+    """A bug or a failing database: an Upbit-shaped 500, never a bare text page. The answer
+    names only the kind of failure: a database driver's text can carry its URL, and the
+    client needs none of it (the traceback goes to the log, where passwords are redacted)."""
     logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    body = msgspec.json.encode({"error": {"name": 500, "message": f"internal error: {exc}"}})
+    message = f"internal error ({type(exc).__name__}): serve's log has the details"
+    body = msgspec.json.encode({"error": {"name": 500, "message": message}})
     # Answered outside the middleware (by Starlette's outermost layer): headers given here.
     return Response(body, 500, media_type="application/json", headers=SECURITY_HEADERS)
 
@@ -144,10 +161,11 @@ def create_service_app(
         WebSocketRoute("/websocket/v1", gateway.handle),
         *(extra_routes or []),
     ]
-    # The headers go outermost, so the Host refusal carries them too.
+    # The headers go outermost, so the Host and body-size refusals carry them too.
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts is not None:
         middleware.append(Middleware(HostCheck, hosts=allowed_hosts))
+    middleware.append(Middleware(BodyLimit))
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -191,9 +209,9 @@ def serve_url(host: str, port: int) -> str:
 
 async def _check_database(db: Path | str) -> None:
     """Open (create, migrate) the database once before a token is written beside it or a
-    port is taken: an unusable --db (an SQLite path, or a PostgreSQL URL that cannot be
-    reached) is then one line and exit 2 (StoreError), not a failed startup's traceback
-    and uvicorn's exit code 3."""
+    port is taken: an unusable --db (an SQLite path, a PostgreSQL database that refuses) is
+    then one line and exit 2 (StoreError), one out of reach exit 1 (StoreUnavailableError),
+    not a failed startup's traceback and uvicorn's exit code 3."""
     if isinstance(db, Path):
         from .._store.sqlite import SQLiteStore
 
@@ -230,6 +248,7 @@ def run_serve(
     read_token: str | None = None,
     allowed_hosts: Sequence[str] = (),
     ws_max_per_ip: int = DEFAULT_MAX_PER_ADDRESS,
+    forwarded_allow_ips: Sequence[str] = (),
     keep_secret: Callable[[str], None] | None = None,
     **options: Any,
 ) -> None:
@@ -241,6 +260,9 @@ def run_serve(
     command line's ``--upstream sim``: serve itself never imports the simulator).
     ``read_token`` (else ``MARKETSPINE_READ_TOKEN``) opens ``/api``'s reads; requests are
     answered for IP addresses, ``localhost``, ``host`` and the ``allowed_hosts`` names.
+    Every per-client limit keys on the peer address; only a peer in ``forwarded_allow_ips``
+    (a proxy's addresses or networks) is believed about the client behind it
+    (``X-Forwarded-For``, read by uvicorn's own proxy-headers middleware).
 
     Raises InvalidRequestError for an address that cannot be listened on, a bad token or
     host name, StoreError for a database that cannot be used.
@@ -258,6 +280,8 @@ def run_serve(
         check_upstream(upstream, "--upstream", also=", or sim")
     check_db(db, "--db")
     read_token = resolve_read_token(read_token)
+    admin_token = given_admin_token(admin_token)
+    proxies = proxy_addresses(forwarded_allow_ips)
     # A name to listen on is a name clients use (an address or a wildcard is no name).
     hosts = AllowedHosts([*allowed_hosts, host])
     # A PostgreSQL database has no folder to keep a generated token in: it is printed only.
@@ -326,6 +350,15 @@ def run_serve(
                 # Clients are on this host: compressing every frame once per client would
                 # cost the WebSocket fan-out more CPU than the bytes are worth.
                 ws_per_message_deflate=False,
+                # The protocol layer's bound on a client's message (the gateway refuses one
+                # over MAX_REQUEST_BYTES with Upbit's error frame; anything much larger is
+                # closed with 1009 before it is even buffered whole).
+                ws_max_size=4 * MAX_REQUEST_BYTES,
+                # X-Forwarded-For is believed only from the named proxies; without any,
+                # uvicorn's default (trust 127.0.0.1) would let every local client pick
+                # the address the login throttle and --ws-max-per-ip count it under.
+                proxy_headers=bool(proxies),
+                forwarded_allow_ips=proxies or None,
             )
         )
         server.run(sockets=[sock])

@@ -1,6 +1,10 @@
 """Backfill jobs of ``serve``'s ``/api/backfill``: the backtester's path. A job collects the
 closed candles of some markets over a range at LOW priority in the background, so it never
 blocks a request, reports progress per market, and can be cancelled; what it stored stays.
+
+Jobs share one LOW-priority budget, so more of them at once fetch nothing faster, but each
+holds pages and progress in memory: at most ``max_running`` run at a time, and a start
+beyond that is refused (``JobLimitError``, a 429) until one ends or is cancelled.
 """
 
 from __future__ import annotations
@@ -16,20 +20,36 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._base.args import markets_arg, time_arg, timeframe_arg
 from .._base.time import format_utc
 from .._base.timeframes import Timeframe
+from .._base.urls import without_db_urls
 from .._budget.rules import Priority
 from .._store.backfill import ProgressEvent, collect
 from .._store.sqlite import RunRecord
-from ..errors import InvalidRequestError, UnknownMarketError
+from ..errors import (
+    BannedError,
+    CircuitOpenError,
+    InvalidRequestError,
+    RetryLaterError,
+    UnknownMarketError,
+)
 
 log = logging.getLogger("marketspine.serve")
 
 if TYPE_CHECKING:
     from .._spine.spine import Spine
 
-__all__ = ["BackfillJob", "BackfillJobs"]
+__all__ = ["DEFAULT_MAX_RUNNING", "BackfillJob", "BackfillJobs", "JobLimitError"]
 
 State = Literal["running", "done", "failed", "cancelled"]
 _KEEP_FINISHED = 100
+DEFAULT_MAX_RUNNING = 4
+# A job pauses over a ban or an open circuit this many times at most, each pause at most
+# this long (Upbit's bans grow to ten minutes).
+_RESUMES = 20
+_MAX_PAUSE_S = 600.0
+
+
+class JobLimitError(RetryLaterError):
+    """As many backfill jobs as allowed are running: start another once one has ended."""
 
 
 @dataclass
@@ -115,8 +135,10 @@ class BackfillJobs:
         spawn: Callable[[Any], asyncio.Task[Any]],
         *,
         on_end: Callable[[RunRecord], None] | None = None,
+        max_running: int = DEFAULT_MAX_RUNNING,
     ) -> None:
         self._spine = spine
+        self.max_running = max_running
         self._spawn = spawn
         self._on_end = on_end
         self._jobs: dict[str, BackfillJob] = {}
@@ -129,7 +151,9 @@ class BackfillJobs:
         Spine's are (a code or a list of codes; a timeframe name; an ISO 8601 time or epoch
         milliseconds, never seconds). Raises InvalidRequestError naming the bad argument,
         UnknownMarketError for a code neither listed upstream nor held in the store (before
-        any job exists, so a typo is answered at once rather than as a job that fails later)."""
+        any job exists, so a typo is answered at once rather than as a job that fails later),
+        JobLimitError when ``max_running`` jobs are running already."""
+        self._check_room()
         codes = markets_arg(markets)
         tf = timeframe_arg(timeframe)
         since_ms = time_arg(since, "since")
@@ -149,11 +173,23 @@ class BackfillJobs:
                     f"unknown market {code!r}: not listed upstream and nothing of it is stored "
                     "(GET /v1/market/all lists the codes)",
                 )
+        self._check_room()  # again: another start may have taken the room meanwhile
         job = BackfillJob(f"job-{next(self._ids)}", codes, tf, since_ms, until_ms)
         self._jobs[job.id] = job
         job.task = self._spawn(self._run(job))
         self._forget_old()
         return job
+
+    def running(self) -> int:
+        return sum(job.state == "running" for job in self._jobs.values())
+
+    def _check_room(self) -> None:
+        if self.running() >= self.max_running:
+            raise JobLimitError(
+                f"{self.max_running} backfill jobs are running, as many as serve runs at "
+                "once: start this one when one has ended, or cancel one "
+                "(DELETE /api/backfill/{id})"
+            )
 
     def get(self, job_id: str) -> BackfillJob | None:
         return self._jobs.get(job_id)
@@ -184,18 +220,7 @@ class BackfillJobs:
             job.progress[event.market] = event
 
         try:
-            now = await self._spine.client.synced_now_ms(job.markets[0], priority=Priority.LOW)
-            await collect(
-                _Source(self._spine),
-                self._spine.store,
-                job.markets,
-                job.timeframe,
-                since_ms=job.since_ms,
-                until_ms=min(job.until_ms, now),
-                now_ms=now,
-                priority=Priority.LOW,
-                progress=progress,
-            )
+            await self._collect_waiting_out_blocks(job, progress)
         except asyncio.CancelledError:
             if job.cancel_requested:  # the user's cancel: the job ends here
                 return
@@ -206,7 +231,7 @@ class BackfillJobs:
             raise
         except Exception as exc:
             job.state = "failed"
-            job.error = str(exc)
+            job.error = without_db_urls(str(exc))  # shown to /api clients
             log.error(
                 "backfill job %s (%s %s) failed: %s",
                 job.id, ",".join(job.markets), job.timeframe.name, exc,
@@ -219,6 +244,38 @@ class BackfillJobs:
         job.finished = job.finished or time.time()
         job.done.set()
         self._ended(job)
+
+    async def _collect_waiting_out_blocks(
+        self, job: BackfillJob, progress: Callable[[ProgressEvent], None]
+    ) -> None:
+        """``collect`` the job; a 418 block or an open circuit (serve fails fast on both, so
+        its clients are answered at once) is waited out, and the job goes on where it
+        stopped (every page is stored as it comes), at most ``_RESUMES`` times."""
+        for resume in itertools.count():
+            try:
+                now = await self._spine.client.synced_now_ms(job.markets[0], priority=Priority.LOW)
+                await collect(
+                    _Source(self._spine),
+                    self._spine.store,
+                    job.markets,
+                    job.timeframe,
+                    since_ms=job.since_ms,
+                    until_ms=min(job.until_ms, now),
+                    now_ms=now,
+                    priority=Priority.LOW,
+                    progress=progress,
+                )
+            except (BannedError, CircuitOpenError) as exc:
+                if resume >= _RESUMES:
+                    raise
+                wait = min(_MAX_PAUSE_S, max(1.0, exc.retry_after or 0.0))
+                log.info(
+                    "backfill job %s pauses %.0f s: %s", job.id, wait, exc,
+                    extra={"event": "backfill_paused", "key": job.id},
+                )  # fmt: skip
+                await asyncio.sleep(wait)
+            else:
+                return
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.state != "running"]

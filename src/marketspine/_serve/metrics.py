@@ -249,6 +249,23 @@ def spine_figures(spine: Spine) -> Iterator[Metric]:
         {(): float(stats.memory_limit_bytes)},
         [],
     )
+    yield gauge(
+        "marketspine_polled_series",
+        "Candle series clients poll by count; learned ones are kept hot as candles close.",
+        {("false",): float(stats.polled_series - stats.learned_series),
+         ("true",): float(stats.learned_series)},
+        ["learned"],
+    )  # fmt: skip
+    yield counter(
+        "marketspine_learned_poll_hits",
+        "Polls of learned series answered from memory.",
+        stats.learned_hits,
+    )
+    yield counter(
+        "marketspine_learned_poll_misses",
+        "Polls of learned series that needed the store or upstream.",
+        stats.learned_misses,
+    )
     live = spine.live_statistics()
     yield gauge(
         "marketspine_live_frame_age_seconds",

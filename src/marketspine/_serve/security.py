@@ -14,6 +14,10 @@ about. So a request is served only when its ``Host`` is
 
 any port. Anything else gets 403 with an Upbit-shaped body, and a WebSocket handshake is
 refused (403 too).
+
+Request bodies: no route of serve takes more than a small JSON object or a login form, so a
+body over ``MAX_BODY_BYTES`` is answered 413 before a route sees it, and the connection is
+closed rather than the rest read. A body is held in memory only up to that size.
 """
 
 from __future__ import annotations
@@ -23,19 +27,25 @@ from collections.abc import Iterable
 
 import msgspec
 from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidRequestError
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
+    "MAX_BODY_BYTES",
     "PLOTLY_MAPLIBRE_STYLE",
     "SECURITY_HEADERS",
     "AllowedHosts",
+    "BodyLimit",
     "HostCheck",
     "SecurityHeaders",
+    "foreign_origin",
     "host_name",
     "is_loopback",
+    "peer_of",
+    "proxy_addresses",
 ]
 
 # The admin page has no inline script, style or event handler: everything comes from
@@ -58,6 +68,9 @@ SECURITY_HEADERS: dict[str, str] = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+
+
+MAX_BODY_BYTES = 64 * 1024  # a backfill job's JSON or the login form: a few hundred bytes
 
 
 def host_name(host: str) -> str:
@@ -89,6 +102,59 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def peer_of(connection: HTTPConnection) -> str:
+    """The address a client's limits are counted under: the peer's, or the client behind a
+    proxy named with ``--forwarded-allow-ips`` (uvicorn has put it in the scope then)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+def foreign_origin(connection: HTTPConnection) -> str | None:
+    """The other site a browser says a request comes from, or None when it is this one's or
+    unsaid (a script sends neither header). An ``Origin`` must name this ``Host`` (a default
+    port written or not), and ``Sec-Fetch-Site`` must say neither ``cross-site`` nor
+    ``same-site`` (another port of this host). ``Origin: null`` alone proves nothing:
+    serve's own ``Referrer-Policy: no-referrer`` makes browsers send it on their own forms,
+    where ``Sec-Fetch-Site`` says ``same-origin``."""
+    fetched_from = connection.headers.get("sec-fetch-site", "").lower()
+    if fetched_from in ("cross-site", "same-site"):
+        return f"a {fetched_from} page"
+    origin = connection.headers.get("origin")
+    if origin is None or origin == "null":
+        return None
+    scheme, sep, rest = origin.lower().partition("://")
+    if not sep or scheme not in _DEFAULT_PORTS:
+        return origin
+    host = connection.headers.get("host", "").lower()
+    default = _DEFAULT_PORTS[scheme]
+    if rest.rstrip("/").removesuffix(default) != host.removesuffix(default):
+        return origin
+    return None
+
+
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def proxy_addresses(given: Iterable[str]) -> list[str]:
+    """The ``--forwarded-allow-ips`` values (repeatable, or comma lists): IP addresses or
+    networks of proxies whose ``X-Forwarded-For`` is believed, as uvicorn takes them.
+
+    Raises InvalidRequestError for anything else (a host name, ``*``): trusting every peer
+    would let any client choose the address its limits are counted under."""
+    found: list[str] = []
+    for value in given:
+        for part in value.split(","):
+            part = part.strip()
+            try:
+                network = ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise InvalidRequestError(
+                    f"--forwarded-allow-ips {part!r} is not an IP address or network: give "
+                    "the proxy's, e.g. 127.0.0.1 or 10.0.0.0/8"
+                ) from None
+            found.append(str(network) if "/" in part else str(network.network_address))
+    return found
 
 
 class AllowedHosts:
@@ -148,6 +214,79 @@ class HostCheck:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Answers 413 (Upbit-shaped, ``Connection: close``) to a request whose body is over
+    ``limit`` bytes: at once when its ``Content-Length`` says so, else (chunked) once that
+    much has arrived; the route then never runs. A body within the limit is handed on
+    unchanged. Requests without a body (every ``GET`` of ``/v1``) pass untouched."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        chunked = _header(scope, b"transfer-encoding") is not None
+        if length is None and not chunked:
+            await self.app(scope, receive, send)
+            return
+        if length is not None and not chunked:
+            if not length.strip().isdigit() or int(length) > self.limit:
+                await self._refuse(send)
+                return
+            # The server reads no more than Content-Length says: bounded already.
+            await self.app(scope, receive, send)
+            return
+        # Chunked: read it here, up to the limit, then replay it to the route.
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body was in
+            part = message.get("body", b"")
+            size += len(part)
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            parts.append(part)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        message = (
+            f"request body too large: at most {self.limit} bytes "
+            "(serve takes only small JSON bodies and the login form)"
+        )
+        body = msgspec.json.encode({"error": {"name": 413, "message": message}})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    # The rest of the body is not read: this connection is done.
+                    (b"connection", b"close"),
                 ],
             }
         )

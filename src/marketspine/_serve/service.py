@@ -12,26 +12,32 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 from prometheus_client.core import Metric
+from starlette.requests import Request
 
+from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
+from .._base.urls import without_db_urls
+from .._client.retry import RetryPolicy
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore, RunRecord
 from .._upbit.limits import remaining_req
 from .._upbit.rest_rows import CandleRows, ClosedAnswers
 from ..records import Instrument
+from .admin_auth import LoginThrottle
 from .history import keep_run, warmup_run
-from .jobs import BackfillJobs
+from .jobs import DEFAULT_MAX_RUNNING, BackfillJobs
 from .metrics import CallCount, ServeMetrics, counter, gauge, spine_figures
+from .security import peer_of
 
-__all__ = ["FairGate", "LiveDemand", "ServeService"]
+__all__ = ["FairGate", "LiveDemand", "ServeService", "client_of"]
 
 logger = logging.getLogger("marketspine.serve")
 
@@ -39,34 +45,78 @@ WARMUP_EVERY_S = 6 * 3600  # the design documents' schedule
 _INSTRUMENTS_TTL_S = 60.0
 
 
+def client_of(request: Request) -> tuple[str, str]:
+    """Whose line a request waits in: its peer address (the proxy's client only when the
+    proxy is trusted: ``--forwarded-allow-ips``), and within it the name the client gives
+    itself (``X-Marketspine-Client``), else its User-Agent (bots on one host differ by it)."""
+    address = peer_of(request)
+    named = request.headers.get("x-marketspine-client")
+    return address, named or request.headers.get("user-agent", "")
+
+
+@dataclass(slots=True)
+class _Line:
+    """One client's line at the gate: its places inside, and the requests holding or
+    waiting for one."""
+
+    places: asyncio.Semaphore
+    users: int = 0
+
+
 class FairGate:
     """At most ``per_client`` requests of one client inside the Spine at a time; the rest
     of that client's requests wait in its own line. A client flooding requests then holds
     a bounded share of the shared upstream budget's queue, so another client's request is
-    never stuck behind all of them."""
+    never stuck behind all of them.
 
-    def __init__(self, per_client: int = 8) -> None:
+    A client is a peer address and a name it gives; names cost nothing, so one address
+    holds at most ``lines_per_address`` named lines at once, and a request naming yet
+    another waits in that address's one overflow line. Rotating names therefore gets an
+    address at most ``(lines_per_address + 1) * per_client`` requests inside, and the
+    gate's own bookkeeping stays that small per address."""
+
+    OVERFLOW = "\x00overflow"  # no header value can hold a NUL: never a client's own name
+
+    def __init__(self, per_client: int = 8, lines_per_address: int = 16) -> None:
         self._per_client = per_client
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._users: defaultdict[str, int] = defaultdict(int)
+        self._lines_per_address = lines_per_address
+        self._lines: dict[str, dict[str, _Line]] = {}  # address -> name -> its line
 
     @contextlib.asynccontextmanager
-    async def slot(self, client: str) -> AsyncIterator[None]:
-        semaphore = self._slots.get(client)
-        if semaphore is None:
-            semaphore = self._slots[client] = asyncio.Semaphore(self._per_client)
-        self._users[client] += 1
+    async def slot(
+        self, client: tuple[str, str], *, wait_s: float | None = None
+    ) -> AsyncIterator[None]:
+        """A place inside for ``client`` (peer address, name) while the block runs; with
+        ``wait_s``, TimeoutError when none was free within that long (the block's own
+        run time is not bounded)."""
+        address, name = client
+        lines = self._lines.setdefault(address, {})
+        if name not in lines and len(lines) >= self._lines_per_address + (self.OVERFLOW in lines):
+            name = self.OVERFLOW
+        line = lines.get(name)
+        if line is None:
+            line = lines[name] = _Line(asyncio.Semaphore(self._per_client))
+        line.users += 1
         try:
-            async with semaphore:
+            async with asyncio.timeout(wait_s):
+                await line.places.acquire()
+            try:
                 yield
+            finally:
+                line.places.release()
         finally:
-            self._users[client] -= 1
-            if not self._users[client]:  # forget idle clients
-                del self._users[client]
-                self._slots.pop(client, None)
+            line.users -= 1
+            if not line.users:  # forget idle lines and addresses
+                del lines[name]
+                if not lines:
+                    del self._lines[address]
 
     def waiting(self) -> int:
-        return sum(self._users.values())
+        return sum(line.users for lines in self._lines.values() for line in lines.values())
+
+    def lines(self, address: str) -> int:
+        """Lines an address holds now (the overflow line included)."""
+        return len(self._lines.get(address, {}))
 
 
 class LiveDemand:
@@ -100,6 +150,11 @@ class LiveDemand:
             return
         self._starting.add(key)
         self._spawn(self._start(key))
+
+    @property
+    def idle_s(self) -> float:
+        """How long a pair stays watched after it was last asked for."""
+        return self._idle_s
 
     def is_live(self, kind: str, market: str) -> bool:
         return (kind, market) in self._live
@@ -141,8 +196,10 @@ class ServeService:
     """Everything ``serve`` answers from. ``upstream``/``db``/``transport``/``ws_url`` go to
     the ``Spine``; ``admin_token`` guards the admin API and ``/api``, ``read_token`` (if
     any) opens ``/api``'s reads only; ``max_wait_s`` bounds how long a request may wait for
-    its turn before it gets Upbit's 429; ``warmup_every_s`` is the warmup schedule (0: only
-    at start; negative: never)."""
+    its turn before it gets Upbit's 429; ``per_client`` and ``lines_per_address`` shape the
+    fair gate (``FairGate``); ``max_jobs`` backfill jobs run at most at once;
+    ``warmup_every_s`` is the warmup schedule (0: only at start; negative: never); ``retry``
+    how upstream requests are retried (by default a 418 is never waited out)."""
 
     def __init__(
         self,
@@ -155,31 +212,45 @@ class ServeService:
         ws_url: str | None = None,
         max_wait_s: float = 8.0,
         per_client: int = 8,
+        lines_per_address: int = 16,
         warmup_every_s: float = WARMUP_EVERY_S,
         idle_unwatch_s: float = 300.0,
         live_on_demand: bool = True,
         redis: str | None = None,
         redis_prefix: str | None = None,
+        max_jobs: int = DEFAULT_MAX_RUNNING,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.metrics = ServeMetrics()
+        # One memory budget over the Spine's candles and live state and serve's kept answers.
+        self.memory = MemoryBudget.megabytes(DEFAULT_MEMORY_MB)
         self.spine = Spine(
             upstream,
             db,
+            memory=CandleMemory(budget=self.memory),
             redis=redis,  # budget, pages and catalog shared with every process using it
             redis_prefix=redis_prefix,
             transport=self.metrics.transport(transport),
             ws_url=ws_url,
             warmup_every_s=0,  # the service schedules warmups itself, to report them
+            # A 418 is never waited out while a client waits: it opens the circuit for the
+            # block, and clients get what serve holds (marked stale) or a 503 at once;
+            # backfill jobs wait it out themselves (``jobs``).
+            retry=retry or RetryPolicy(max_ban_wait=0.0),
         )
         self.admin_token = admin_token
         self.read_token = read_token
+        # Failed logins and wrong bearer tokens, by client address: one count for both.
+        self.login_throttle = LoginThrottle()
         self.max_wait_s = max_wait_s
-        self.gate = FairGate(per_client)
+        self.gate = FairGate(per_client, lines_per_address)
         self.candle_rows = CandleRows()
-        self.closed_answers = ClosedAnswers()
+        self.closed_answers = ClosedAnswers(budget=self.memory)
         self.demand = LiveDemand(self.spine, self.spawn, idle_s=idle_unwatch_s)
         self.demand.enabled = live_on_demand
-        self.jobs = BackfillJobs(self.spine, self.spawn, on_end=self.keep_run_later)
+        self.jobs = BackfillJobs(
+            self.spine, self.spawn, on_end=self.keep_run_later, max_running=max_jobs
+        )
         self.gateway: Any = None  # the WebSocket gateway (``_serve_ws.WsGateway``) once mounted
         self.warmup_report: dict[str, Any] | None = None
         self.warmup_at: float | None = None  # wall time the last warmup finished
@@ -289,7 +360,8 @@ class ServeService:
                     "refreshed_exchanges": [],
                     "total_markets": 0,
                     "execution_time": round(time.perf_counter() - started, 3),
-                    "exchange_details": {"error": str(exc)},
+                    # Shown on /api/warmup: a failing database is said, not where it is.
+                    "exchange_details": {"error": without_db_urls(str(exc))},
                 }
             self.metrics.warmup_duration.set(time.perf_counter() - started)
             self.metrics.warmup_success.set(1 if report.get("success") else 0)

@@ -10,6 +10,7 @@ served from cache because upstream is failing or banning us.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,17 @@ from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
 from .._spine.result import CandleResult
 from .._upbit.errors import upbit_error
 from .._upbit.horizon import SECONDS_HORIZON_MS
-from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES, TRADES_KEPT_DAYS
+from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
+from .._upbit.params import (
+    MAX_CODES,
+    check_code_length,
+    count_value,
+    cursor_value,
+    days_ago_value,
+    int_value,
+    quote_values,
+    time_of_day_ms,
+)
 from .._upbit.rest_rows import (
     instrument_row,
     market_row,
@@ -44,6 +55,7 @@ from ..errors import (
     RetryLaterError,
     UnknownMarketError,
 )
+from .service import client_of
 
 if TYPE_CHECKING:
     from .._spine.spine import Spine
@@ -53,6 +65,7 @@ __all__ = ["Answer", "upbit_error", "upbit_routes"]
 
 _EARLIEST_MS = parse_time("2017-01-01")  # Upbit opened in 2017: nothing is older
 _encode = msgspec.json.Encoder().encode
+_UPBIT_TEXTS = frozenset({MISSING, TYPE_MISMATCH, WRONG_VALUE, BAD_UNIT})
 
 
 class Answer(msgspec.Struct):
@@ -71,6 +84,11 @@ class _Bad(InvalidRequestError):
     def __init__(self, message: str, status: int = 400) -> None:
         self.status = status
         super().__init__(message)
+
+
+class _Unavailable(RetryLaterError):
+    """Upstream cannot answer now (circuit open, a ban, upstream down) and serve holds
+    nothing to answer with: a 503 in Upbit's shape."""
 
 
 # -- parameters ------------------------------------------------------------------------------
@@ -93,26 +111,24 @@ def _required(params: QueryParams, *names: str) -> str:
 
 def _int(text: str) -> int:
     try:
-        return int(text)
-    except ValueError:
+        return int_value(text)
+    except InvalidRequestError:
         raise _Bad(TYPE_MISMATCH) from None
 
 
 def _count(params: QueryParams, maximum: int) -> int:
     """``count``: default 1, above ``maximum`` clamped (as Upbit does), below 1 refused."""
-    text = params.get("count")
-    if text is None:
-        return 1
-    count = _int(text)
-    if count < 1:
-        raise _Bad(WRONG_VALUE)
-    return min(count, maximum)
+    try:
+        return count_value(params.get("count"), maximum)
+    except InvalidRequestError as exc:
+        raise _Bad(str(exc)) from None
 
 
 def _code(text: str) -> MarketCode:
     try:
+        check_code_length(text)
         return market_code(text)
-    except InvalidRequestError:  # a comma list is one unknown code to Upbit
+    except InvalidRequestError:  # a comma list, or too long: one unknown code to Upbit
         raise _Bad(NOT_FOUND, 404) from None
 
 
@@ -123,6 +139,8 @@ def _codes(params: QueryParams) -> list[str]:
         for part in value.split(","):
             if part.strip() and (code := _code(part)) not in codes:
                 codes.append(code)
+                if len(codes) > MAX_CODES:
+                    raise _Bad(WRONG_VALUE)
     if not codes:
         raise _Bad(MISSING)
     return codes
@@ -141,11 +159,6 @@ async def _market_all(request: Request, service: ServeService) -> Answer:
 
 def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
     async def handler(request: Request, service: ServeService) -> Answer:
-        # Closed history never changes: an answer made only of closed candles is kept whole.
-        key = request.url.path + "?" + request.url.query
-        kept = service.closed_answers.get(key)
-        if kept is not None:
-            return Answer(kept, "memory")
         params = request.query_params
         tf = REST_CANDLE_KINDS[kind] if kind != "minutes" else _minute_frame(request)
         code = _code(_required(params, "market"))
@@ -154,21 +167,45 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         if convert is not None and (tf.unit != "day" or convert != "KRW"):
             raise _Bad(WRONG_VALUE)
         to = params.get("to")
-        want = count + 1 if tf.unit == "day" else count  # days compare with the day before
-        spine = service.spine
         to_ms: int | None = None
-        if to is None:
-            result = await spine.candles(code, tf, count=want)
-            service.demand.want(f"candle.{tf.name}", code)
-        else:
+        if to is not None:
             try:
                 to_ms = parse_time(to)
             except InvalidRequestError:
                 raise _Bad(WRONG_VALUE) from None
+        # Closed history never changes: an answer made only of closed candles is kept whole,
+        # under what the request means (not its text: junk parameters or another spelling
+        # of the same time must neither miss nor add an entry).
+        key = (tf.key, code, count, to_ms)
+        kept = None
+        if to_ms is not None and convert is None:  # converted answers are never kept
+            kept = service.closed_answers.get(key)
+        if kept is not None:
+            return Answer(kept, "memory")
+        want = count + 1 if tf.unit == "day" else count  # days compare with the day before
+        spine = service.spine
+        if to_ms is None:
+            result = await spine.candles(code, tf, count=want)
+            service.demand.want(f"candle.{tf.name}", code)
+        else:
+            if to_ms <= _EARLIEST_MS:
+                # Before Upbit existed: nothing to ask upstream about, as Upbit answers a
+                # listed market (an empty page) or an unknown one (404).
+                if code not in {m.market for m in await spine.markets()}:
+                    raise _Bad(NOT_FOUND, 404)
+                return Answer(b"[]", "memory")
             result = await candles_before(spine, code, tf, want, to_ms)
             if result.meta.forming:
                 service.demand.want(f"candle.{tf.name}", code)
         rows = list(result)
+        if not rows and result.meta.stale:
+            # Upstream cannot answer and nothing is held: never an empty 200, which Upbit's
+            # clients read as "no candles there".
+            wait = spine.client.statistics().breaker.retry_after
+            raise _Unavailable(
+                f"upstream cannot answer now and no {tf.name} candles of {code} are held",
+                retry_after=wait or None,
+            )
         previous = rows[-want] if tf.unit == "day" and len(rows) >= want else None
         rows = rows[-count:] if len(rows) >= count else rows
         if previous is not None and rows and previous.start_ms >= rows[0].start_ms:
@@ -203,7 +240,10 @@ async def candles_before(
     listing (or the 1s horizon) is reached or upstream is failing (then: what is stored)."""
     # Upstream's clock, not ours: a local clock running ahead would put ``to`` in the past.
     # (A ``to`` over an hour back cannot reach the forming candle: nothing is asked then.)
-    now = await spine.client.synced_now_ms(code, until_ms=to_ms)
+    try:
+        now = await spine.client.synced_now_ms(code, until_ms=to_ms)
+    except RetryLaterError:  # upstream cannot tell its clock now: what is held answers
+        now = spine.client.upstream_now_ms()
     end: int | None = to_ms if to_ms <= now else None
 
     async def read(lo: int) -> CandleResult:
@@ -245,18 +285,14 @@ async def _trades(request: Request, service: ServeService) -> Answer:
     params = request.query_params
     code = _code(_required(params, "market"))
     count = _count(params, MAX_TRADES)
+    # Every parameter checked here, as Upbit checks it: nothing absurd goes upstream.
     to = params.get("to")
+    if to is not None:
+        time_of_day_ms(to)
     cursor_text = params.get("cursor")
+    cursor = None if cursor_text is None else cursor_value(cursor_text)
     days_text = _param(params, "days_ago", "daysAgo")
-    days_ago = None if days_text is None else _int(days_text)
-    if days_ago is not None and not 1 <= days_ago <= TRADES_KEPT_DAYS:
-        raise _Bad(WRONG_VALUE)
-    cursor = None
-    if cursor_text is not None:
-        try:
-            cursor = int(cursor_text)
-        except ValueError:
-            raise _Bad(WRONG_VALUE) from None
+    days_ago = None if days_text is None else days_ago_value(days_text)
     with service.upstream_calls() as calls:
         if to is None and cursor is None and days_ago is None:
             trades = list(await service.spine.trades(code, count))
@@ -276,12 +312,14 @@ async def _ticker(request: Request, service: ServeService) -> Answer:
     for code in codes:
         service.demand.want("ticker", code)
     body = _encode([ticker_row(t) for t in tickers])
+    if tickers.meta.stale:  # upstream cannot answer: the stream's last tickers, said so
+        return Answer(body, "live", stale=True)
     return Answer(body, _live_or(service, "ticker", codes, calls.count))
 
 
 async def _ticker_all(request: Request, service: ServeService) -> Answer:
     text = _required(request.query_params, "quote_currencies", "quoteCurrencies")
-    quotes = ",".join(dict.fromkeys(q.strip().upper() for q in text.split(",") if q.strip()))
+    quotes = ",".join(quote_values(text))
     if not quotes:
         raise _Bad(MISSING)
     with service.upstream_calls() as calls:
@@ -303,14 +341,18 @@ async def _orderbook(request: Request, service: ServeService) -> Answer:
         raise _Bad(WRONG_VALUE) from None
     if not 0 <= level < float("inf"):
         raise _Bad(WRONG_VALUE)
+    stale = False
     with service.upstream_calls() as calls:
         if level:
             books = await service.spine.client.orderbooks(codes, count=depth, level=level)
         else:
-            books = await service.spine.orderbooks(codes)
+            held = await service.spine.orderbooks(codes)
+            stale, books = held.meta.stale, list(held)
             for code in codes:
                 service.demand.want("orderbook", code)
     body = _encode([orderbook_row(b, depth) for b in books])
+    if stale:  # upstream cannot answer: the stream's last books, said so
+        return Answer(body, "live", stale=True)
     return Answer(body, _live_or(service, "orderbook", codes, calls.count))
 
 
@@ -335,16 +377,6 @@ async def _supported_levels(request: Request, service: ServeService) -> Answer:
 Handler = Callable[[Request, "ServeService"], Awaitable[Answer]]
 
 
-def _client_key(request: Request) -> str:
-    """Whose queue a request waits in: the ``X-Marketspine-Client`` header when a client names
-    itself, else its address and User-Agent (bots on one host differ by the latter)."""
-    named = request.headers.get("x-marketspine-client")
-    if named:
-        return named
-    host = request.client.host if request.client else "?"
-    return f"{host} {request.headers.get('user-agent', '')}"
-
-
 def _endpoint(service: ServeService, group: str, route: str, handler: Handler) -> Any:
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
@@ -362,7 +394,7 @@ async def _answer(
     try:
         try:
             async with asyncio.timeout(service.max_wait_s):
-                async with service.gate.slot(_client_key(request)):
+                async with service.gate.slot(client_of(request)):
                     try:
                         answer = await handler(request, service)
                     except BannedError:
@@ -378,11 +410,15 @@ async def _answer(
         return upbit_error(exc.status, str(exc), headers)
     except UnknownMarketError:
         return upbit_error(404, NOT_FOUND, headers)
-    except InvalidRequestError:
-        return upbit_error(400, WRONG_VALUE, headers)
+    except InvalidRequestError as exc:
+        # Upbit's own text when the check said which (``_upbit.params``), else its usual one.
+        message = str(exc) if str(exc) in _UPBIT_TEXTS else WRONG_VALUE
+        return upbit_error(400, message, headers)
     except RateLimitedError:
         return PlainTextResponse(TOO_MANY, 429, headers=headers)
     except RetryLaterError as exc:
+        if exc.retry_after:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return upbit_error(503, f"upstream unavailable: {exc}", headers)
     for layer in answer.layers or (answer.source,):
         service.metrics.answered(layer)

@@ -3,7 +3,8 @@
 Clients speak Upbit's protocol unchanged: tickets, DEFAULT/SIMPLE/LIST formats, snapshot
 and realtime flags, a new request replaces the previous subscription, ``PING`` answered
 with ``{"status":"UP"}`` (then every 10 s), ``LIST_SUBSCRIPTIONS``, an error frame then
-close (1000) for a bad request, and Upbit's 5/s and 100/min request limit per connection.
+close (1000) for a bad request, and Upbit's 5/s and 100/min request limit per connection. A
+request over ``MAX_REQUEST_BYTES`` is refused unparsed (an error frame, then close 1009).
 
 Every (type, market) any client wants comes from the ``UpstreamHub``: one listener per
 pair on the Spine's one stream, so upstream sees one connection however many clients come
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_LINGER_S",
     "DEFAULT_MAX_PER_ADDRESS",
+    "MAX_REQUEST_BYTES",
     "GatewayStatistics",
     "WsGateway",
 ]
@@ -64,6 +66,11 @@ INSTRUMENTS_TTL_S = 60.0  # supported orderbook levels are asked again after thi
 STATUS_EVERY_S = 10.0  # {"status":"UP"} period after a text PING, as on Upbit
 CLOSE_TIMEOUT_S = 2.0
 SLOW_CLOSE_CODE = 1008  # policy violation: the client did not read its frames
+# A request replaces the whole subscription, so one must hold all of it: every KRW, BTC and
+# USDT market (about 850 codes, 11 bytes each) in three types is about 28 KB. Nothing
+# larger is parsed; Upbit documents no limit of its own.
+MAX_REQUEST_BYTES = 32 * 1024
+TOO_BIG_CLOSE_CODE = 1009  # RFC 6455: a message too big to process
 _encoder = msgspec.json.Encoder()
 
 
@@ -330,6 +337,12 @@ class WsGateway:
                 data: str | bytes | None = text if text is not None else message.get("bytes")
                 if data is None:
                     continue
+                size = (
+                    len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+                )
+                if size > MAX_REQUEST_BYTES:
+                    self._too_big(client, size)
+                    return
                 if data.strip() in ("PING", b"PING"):
                     client.push(STATUS_UP)
                     client.status_next = self._clock() + STATUS_EVERY_S
@@ -338,6 +351,17 @@ class WsGateway:
                     return  # the writer sends the error frame, then ends
         client.gone = True
         client.close(1000, "")
+
+    def _too_big(self, client: _Client, size: int) -> None:
+        """Refuse a request over MAX_REQUEST_BYTES unparsed: an error frame, then close 1009."""
+        error = WsRequestError(
+            "WRONG_FORMAT",
+            f"요청이 너무 큽니다. Request of {size} bytes refused unread: at most "
+            f"{MAX_REQUEST_BYTES} bytes per request.",
+        )
+        client.push(error_message(error), listed=False)
+        client.close_code, client.close_reason = TOO_BIG_CLOSE_CODE, "request too big"
+        client.wake.set()
 
     async def _write(self, client: _Client) -> None:
         queue = client.queue

@@ -34,6 +34,10 @@ class SpineStatistics:
     memory_series: int
     memory_bytes: int = 0  # candle windows and live state, as charged to the budget
     memory_limit_bytes: int = 0
+    polled_series: int = 0  # candle series clients read by count (see Spine.polled)
+    learned_series: int = 0  # of which polled on a rhythm and kept hot
+    learned_hits: int = 0  # polls of learned series answered from memory
+    learned_misses: int = 0  # ... that needed the store or upstream
 
 
 class Accounting:

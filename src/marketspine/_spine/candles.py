@@ -7,14 +7,16 @@ tracked in the live state, else from one upstream call.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from .._base.coverage import Coverage
-from .._base.keyed_lock import KeyedLock
 from .._base.markets import MarketCode
 from .._base.memory import CandleMemory
+from .._base.range_lock import RangeLock
 from .._base.reach_back import reach_windows, read_back
 from .._base.time import format_utc, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
@@ -23,10 +25,11 @@ from .._client.client import Client
 from .._live.state import LiveState
 from .._store.backfill import PageLeases, collect, fetch_page
 from .._store.derive import DERIVABLE, derivable_ranges, derive_candles
-from .._store.planner import MAX_PAGE, PageRequest, page_outcome
+from .._store.page_spread import spread_pages
+from .._store.planner import MAX_PAGE, PageOutcome, PageRequest, page_outcome
 from .._store.sqlite import CandleStore
 from .._upbit.horizon import SECONDS_HORIZON_MS, served_since
-from ..errors import CircuitOpenError, InvalidRequestError, UnknownMarketError
+from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
 from ..records import Candle, MarketInfo
 from .result import CandleResult, Trace, fill_gaps
 
@@ -84,8 +87,9 @@ class CandleReader:
         self.memory = memory
         self._live = live
         self._markets = markets
-        # One fetch per series at a time; a series' lock exists only while it is in use.
-        self.series_locks = KeyedLock()
+        # Fetches of overlapping ranges of a series take turns; a lock exists only while
+        # it is in use, and reads of what is stored never take it.
+        self.series_locks = RangeLock()
         # Markets upstream answered 404 for while the store held their candles.
         self._delisted: set[str] = set()
 
@@ -205,12 +209,23 @@ class CandleReader:
             raise InvalidRequestError(f"count must be 1..{MAX_COUNT}, got {count}")
         trace = Trace()
         early: list[Candle] | None = None
-        if count is not None and not closed_only and not self._live.tracking(code, tf.name):
+        if count is not None and not self._live.tracking(code, tf.name):
             # The forming-candle call comes first: its reply tells upstream's clock, so a
             # cold request needs no separate clock call (ceil(count/200) + 1 calls in all).
-            early = await self._forming_rows(code, tf, priority, trace)
+            # When the newest closed candles are not known either, it asks a whole page:
+            # the forming candle, the newest closed page, upstream's clock and the density
+            # the remaining pages are spread by, in one round trip.
+            if not await self._top_known(code, tf, tf.floor(self._client.upstream_now_ms())):
+                early = await self._head_page(code, tf, priority, trace)
+            elif not closed_only:
+                early = await self._forming_rows(code, tf, priority, trace)
         until_ms = _to_ms(end, "end") if count is None and end is not None else None
-        now = await self._client.synced_now_ms(code, until_ms=until_ms, priority=priority)
+        try:
+            now = await self._client.synced_now_ms(code, until_ms=until_ms, priority=priority)
+        except RetryLaterError:
+            # Upstream cannot tell its clock now: our best estimate, and what is held.
+            trace.stale = True
+            now = self._client.upstream_now_ms()
         forming_start = tf.floor(now)
         if count is not None:
             if closed_only:
@@ -220,7 +235,11 @@ class CandleReader:
             else:
                 forming = await self.forming(code, tf, now, priority, trace)
             closed_wanted = count - (1 if forming is not None else 0)
-            rows = await self._latest_closed(code, tf, closed_wanted, now, priority, trace)
+            # Without an early call, its place in the bound is the clock call's.
+            calls = _call_bound(count) - (1 if early is None else 0)
+            rows = await self._latest_closed(
+                code, tf, closed_wanted, now, priority, trace, calls=calls
+            )
             first = rows[0].start_ms if rows else forming_start
             end_ms = forming_start
         else:
@@ -271,10 +290,11 @@ class CandleReader:
     async def _forming_rows(
         self, market: str, tf: Timeframe, priority: Priority, trace: Trace
     ) -> list[Candle]:
-        """Upstream's newest candle (forming or not), [] when the circuit is open."""
+        """Upstream's newest candle (forming or not), [] when upstream cannot answer now
+        (circuit open, a ban, upstream down): the rest is answered from what is held."""
         try:
             rows = await self._client.candles(market, tf, count=1, priority=priority)
-        except CircuitOpenError:
+        except RetryLaterError:
             trace.stale = True
             return []
         trace.used("upstream")
@@ -282,13 +302,65 @@ class CandleReader:
         trace.pages += 1
         return rows
 
+    async def _top_known(self, market: str, tf: Timeframe, forming_start: int) -> bool:
+        """Whether memory or the store knows the series up to ``forming_start`` (stored, or
+        derivable from stored 1m): then the newest closed candles need no upstream page."""
+        window = self.memory.covered((market, tf.key))
+        if window is not None and window[1] >= forming_start:
+            return True
+        ranges = (await self._store.coverage(market, tf)).ranges
+        if ranges and ranges[-1][1] >= forming_start:
+            return True
+        if tf.name in DERIVABLE:
+            minutes = (await self._store.coverage(market, _ONE_MINUTE)).ranges
+            return bool(minutes) and minutes[-1][1] >= forming_start
+        return False
+
+    async def _head_page(
+        self, market: str, tf: Timeframe, priority: Priority, trace: Trace
+    ) -> list[Candle]:
+        """Upstream's newest page (the forming candle first, when its window has a trade),
+        [] when the circuit is open. Its closed part is stored with the range it proves.
+
+        Which candles were closed is judged by upstream's clock when the page was made:
+        no later than now less the round trip. A window that closed while the page was on
+        its way is left out (the walk asks for it again), never stored as closed while it
+        may still have been forming."""
+        sent = time.perf_counter()
+        try:
+            rows = await self._client.candles(market, tf, count=MAX_PAGE, priority=priority)
+        except RetryLaterError:  # upstream cannot answer now: nothing from it, stale
+            trace.stale = True
+            return []
+        trace.used("upstream")
+        trace.calls += 1
+        trace.pages += 1
+        took_ms = math.ceil((time.perf_counter() - sent) * 1000)
+        closed_before = tf.floor(self._client.upstream_now_ms() - took_ms)
+        closed = [c for c in rows if c.start_ms < closed_before]
+        # The closed part answers "the newest (200 - the others) candles before the cut".
+        request = PageRequest(closed_before, MAX_PAGE - (len(rows) - len(closed)))
+        if request.count > 0:
+            outcome = page_outcome(tf, request, closed, None)
+            await self._store.write_page(
+                market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+            )
+        return rows
+
     async def _latest_closed(
-        self, market: str, tf: Timeframe, count: int, now: int, priority: Priority, trace: Trace
+        self,
+        market: str,
+        tf: Timeframe,
+        count: int,
+        now: int,
+        priority: Priority,
+        trace: Trace,
+        *,
+        calls: int,
     ) -> list[Candle]:
         """The ``count`` most recent closed candles (fewer only before the listing or the
-        1s horizon). Pages backwards the way Upbit does: full pages of 200 with ``to`` = the
-        oldest start seen, each page's span the coverage it proves; whatever the store
-        already covers on the way is read instead of fetched."""
+        1s horizon): memory, else the store, else upstream for the pages still missing.
+        ``calls`` bounds the upstream calls of the whole request when spreading pages."""
         if count <= 0:
             return []
         end = tf.floor(now)
@@ -297,8 +369,7 @@ class CandleReader:
         if cached is not None:
             trace.used("memory")
             return cached
-        async with self.series_locks.hold(key):
-            rows, low = await self._walk_back(market, tf, count, end, now, priority, trace)
+        rows, low = await self._walk_back(market, tf, count, end, now, priority, trace, calls)
         if not trace.stale:
             self.memory.put(key, low, end, rows)
         return rows[-count:]
@@ -312,14 +383,20 @@ class CandleReader:
         now: int,
         priority: Priority,
         trace: Trace,
+        calls: int,
     ) -> tuple[list[Candle], int]:
         """Every closed candle in ``[low, end)`` for the highest ``low`` that holds at least
-        ``count`` of them (or reaches the listing / horizon); returns ``(candles, low)``."""
+        ``count`` of them (or reaches the listing / horizon); returns ``(candles, low)``.
+
+        Reads the stored runs from ``end`` backwards without waiting for anyone: the series
+        lock is taken only to fetch what the store lacks (``_fetch_below``), which lands in
+        the store with the range it proves and is read from there like any stored run."""
         store = self._store
         position = end  # everything in [position, end) is known and gathered
         gathered: list[list[Candle]] = []  # newest chunk first
         held = 0
         attempt = 0  # reads of stored runs so far: each spans 4× the windows of the last
+        nothing_below: int | None = None  # a short page proved nothing older exists here
         while True:
             coverage = await store.coverage(market, tf)
             covered_from = await self._covered_run(market, tf, coverage, position)
@@ -334,38 +411,119 @@ class CandleReader:
                 gathered.append(chunk)
                 held += len(chunk)
                 position = run_start
-            if held >= count or trace.stale:
+            if held >= count:
                 break
             if covered_from < position:
                 continue  # the store holds more below this capped span: read on, not upstream
+            if trace.stale:  # upstream cannot answer now: what is stored is the answer
+                break
             if coverage.listing_ms is not None and coverage.listing_ms >= position:
+                break
+            if nothing_below is not None and nothing_below >= position:
+                if tf.unit == "second":  # beyond the horizon: unknown, not empty
+                    trace.unserved_before_ms = now - SECONDS_HORIZON_MS
                 break
             if tf.unit == "second" and position <= now - SECONDS_HORIZON_MS:
                 trace.unserved_before_ms = now - SECONDS_HORIZON_MS
                 break
-            request = PageRequest(position, MAX_PAGE)
+            known = tf.count_windows(position, end)
+            lowest = await self._fetch_below(
+                market, tf, position, count - held, held, known, now, priority, trace, calls
+            )
+            if lowest is not None:
+                nothing_below = lowest if nothing_below is None else max(nothing_below, lowest)
+        return [c for chunk in reversed(gathered) for c in chunk], position
+
+    async def _fetch_below(
+        self,
+        market: str,
+        tf: Timeframe,
+        position: int,
+        want: int,
+        held: int,
+        known_windows: int,
+        now: int,
+        priority: Priority,
+        trace: Trace,
+        calls: int,
+    ) -> int | None:
+        """Fetch and store the pages below ``position`` that the ``want`` missing candles
+        need: the next page of the walk and, for more than a page, the others at once, spread
+        by the density of the ``held`` candles over ``known_windows`` windows above. Under
+        the series lock for the range they should reach, so concurrent requests fetch each
+        page once (one that waited finds ``position`` covered and fetches nothing), while a
+        fetch elsewhere in the series (a backfill months back) holds no one up. Returns the
+        highest point below which a short page proved nothing exists (the listing, or the 1s
+        horizon), if any."""
+        store = self._store
+        # The range these pages should reach, about: overlapping fetches take turns.
+        per_candle = known_windows / held if held > 0 else 1.0
+        reach = tf.shift(position, -max(1, math.ceil(want * per_candle)))
+        async with self.series_locks.hold((market, tf.key), reach, position):
+            coverage = await store.coverage(market, tf)
+            if await self._covered_run(market, tf, coverage, position) < position:
+                return None  # fetched while we waited
+            stop = [b for _, b in coverage.ranges if b < position]
+            if coverage.listing_ms is not None:
+                stop.append(coverage.listing_ms)
+            if tf.unit == "second":
+                stop.append(now - SECONDS_HORIZON_MS)
+            requests = spread_pages(
+                tf,
+                position,
+                want,
+                held=held,
+                windows=known_windows,
+                calls_left=calls - trace.calls,
+                stop_ms=max(stop, default=None),
+            )
+            outcomes = await self._fetch_pages(market, tf, requests, priority, trace)
+        exhausted = [o.covered[0] for o in outcomes if o.done]
+        return max(exhausted, default=None)
+
+    async def _fetch_pages(
+        self,
+        market: str,
+        tf: Timeframe,
+        requests: list[PageRequest],
+        priority: Priority,
+        trace: Trace,
+    ) -> list[PageOutcome]:
+        """Fetch ``requests`` together, storing each page with its coverage as it arrives.
+        An open circuit marks the answer stale (what arrived is kept)."""
+        outcomes: list[PageOutcome] = []
+
+        async def one(request: PageRequest) -> None:
             try:
                 page, fetched = await fetch_page(
                     self._client, self._leases, market, tf, request, priority
                 )
-            except CircuitOpenError:
+            except RetryLaterError:  # upstream cannot answer now: what is held, flagged stale
                 trace.stale = True
-                break
+                return
             trace.used("upstream")
             trace.calls += fetched  # a page another process fetched cost no call here
             trace.pages += 1
             outcome = page_outcome(tf, request, page, None)
-            await store.write_page(
-                market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+            # An empty page at a guessed ``to`` proves nothing starts before it, but not
+            # where the first candle is: the listing is learned by the walk, not guessed.
+            guessed = request is not requests[0]
+            listing = None if guessed and not outcome.candles else outcome.listing_ms
+            await self._store.write_page(
+                market, tf, outcome.candles, outcome.covered, listing_ms=listing
             )
-            gathered.append(outcome.candles)
-            held += len(outcome.candles)
-            position = outcome.covered[0]
-            if outcome.done:  # nothing older exists upstream
-                if tf.unit == "second":  # or it is beyond the horizon: unknown, not empty
-                    trace.unserved_before_ms = now - SECONDS_HORIZON_MS
-                break
-        return [c for chunk in reversed(gathered) for c in chunk], position
+            outcomes.append(outcome)
+
+        if len(requests) == 1:
+            await one(requests[0])
+            return outcomes
+        try:
+            async with asyncio.TaskGroup() as group:
+                for request in requests:
+                    group.create_task(one(request))
+        except BaseExceptionGroup as failures:
+            raise _first_leaf(failures) from None
+        return outcomes
 
     async def _covered_run(
         self, market: str, tf: Timeframe, coverage: Coverage, position: int
@@ -421,50 +579,76 @@ class CandleReader:
         if cached is not None:
             trace.used("memory")
             return cached
-        # One fetch per series at a time: a second caller waits and then finds the pages
-        # stored, so concurrent requests make one upstream call per missing page.
-        async with self.series_locks.hold(key):
-            store = self._store
-            coverage = await store.coverage(market, tf)
-            derived: list[Candle] = []
-            missing = coverage.gaps(lo, hi)
-            if missing and tf.name in DERIVABLE:
-                result = await derive_candles(store, market, tf, lo, hi)
-                if result.candles or result.covered.ranges:
-                    derived = [c for c in result.candles if lo <= c.start_ms < hi]
-                    missing = _subtract(missing, result.covered)
-            if missing:
-                try:
-                    summary = await collect(
-                        MarketsFromCache(self._client, self._markets),
-                        store,
-                        [market],
-                        tf,
-                        since_ms=min(a for a, _ in missing),
-                        until_ms=max(b for _, b in missing),
-                        now_ms=now,
-                        priority=priority,
-                        leases=self._leases,
-                    )
-                except CircuitOpenError:
-                    trace.stale = True
-                else:
-                    trace.calls += summary.upstream_calls
-                    trace.pages += summary.upstream_calls
-                    if summary.upstream_calls:
-                        trace.used("upstream")
-                    if summary.delisted:
-                        trace.delisted = True
-                        await self._learn_delisted(market)
-            rows = await store.read(market, tf, lo, hi)
-            trace.used("database")
-            if derived:
-                by_start = {c.start_ms: c for c in derived}
-                by_start.update((c.start_ms, c) for c in rows)
-                rows = [by_start[s] for s in sorted(by_start)]
-            if not trace.stale:
-                self.memory.put(key, lo, hi, rows)
-            return rows
+        store = self._store
+        missing, derived = await self._missing(market, tf, lo, hi, served_from)
+        if missing and not trace.stale:  # upstream failed in this read: not again
+            # Overlapping fetches of a series take turns: a second caller waits, then finds
+            # the pages stored, so concurrent requests make one upstream call per missing
+            # page. What is stored is read without the lock: no reader waits behind
+            # another's fetch, nor a fetch behind one elsewhere in the series.
+            span = (min(a for a, _ in missing), max(b for _, b in missing))
+            async with self.series_locks.hold(key, *span):
+                missing, derived = await self._missing(market, tf, lo, hi, served_from)
+                if missing:
+                    await self._collect(market, tf, missing, now, priority, trace)
+        rows = await store.read(market, tf, lo, hi)
+        trace.used("database")
+        if derived:
+            by_start = {c.start_ms: c for c in derived}
+            by_start.update((c.start_ms, c) for c in rows)
+            rows = [by_start[s] for s in sorted(by_start)]
+        if not trace.stale:
+            self.memory.put(key, lo, hi, rows)
+        return rows
+
+    async def _missing(
+        self, market: str, tf: Timeframe, lo: int, hi: int, served_from: int | None
+    ) -> tuple[list[tuple[int, int]], list[Candle]]:
+        """The parts of ``[lo, hi)`` neither stored nor derivable from stored 1m, and the
+        candles derived for the rest. Before ``served_from`` (1s: upstream's horizon)
+        nothing can be fetched, so nothing there counts as missing."""
+        coverage = await self._store.coverage(market, tf)
+        derived: list[Candle] = []
+        missing = coverage.gaps(max(lo, served_from or lo), hi)
+        if missing and tf.name in DERIVABLE:
+            result = await derive_candles(self._store, market, tf, lo, hi)
+            if result.candles or result.covered.ranges:
+                derived = [c for c in result.candles if lo <= c.start_ms < hi]
+                missing = _subtract(missing, result.covered)
+        return missing, derived
+
+    async def _collect(
+        self,
+        market: str,
+        tf: Timeframe,
+        missing: list[tuple[int, int]],
+        now: int,
+        priority: Priority,
+        trace: Trace,
+    ) -> None:
+        """Backfill ``missing`` into the store (the series lock held)."""
+        try:
+            summary = await collect(
+                MarketsFromCache(self._client, self._markets),
+                self._store,
+                [market],
+                tf,
+                since_ms=min(a for a, _ in missing),
+                until_ms=max(b for _, b in missing),
+                now_ms=now,
+                priority=priority,
+                leases=self._leases,
+            )
+        except RetryLaterError:  # upstream cannot answer now: what is stored, stale
+            trace.stale = True
+        else:
+            trace.calls += summary.upstream_calls
+            trace.pages += summary.upstream_calls
+            if summary.upstream_calls:
+                trace.used("upstream")
+            if summary.delisted:
+                trace.delisted = True
+                await self._learn_delisted(market)
 
 
 def _to_ms(value: str | int, name: str) -> int:
@@ -481,3 +665,15 @@ def _subtract(ranges: list[tuple[int, int]], covered: Coverage) -> list[tuple[in
     for a, b in ranges:
         left.extend(covered.gaps(a, b))
     return left
+
+
+def _call_bound(count: int) -> int:
+    """The upstream calls a cold ``count`` read may make: a page per 200, and one more for
+    the forming candle (or upstream's clock)."""
+    return math.ceil(count / MAX_PAGE) + 1
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error inside a (nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

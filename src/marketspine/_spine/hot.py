@@ -1,5 +1,7 @@
-"""Hot windows: the candle windows ``Spine.preload`` declared, kept fresh by a keeper that
-refetches each one once its candle has closed on upstream's clock."""
+"""Hot windows: the candle windows ``Spine.preload`` declared, and those the usage learner
+found polled, kept fresh by a keeper that refetches each one once its candle has closed on
+upstream's clock. A learned window is released when its polling stops; a declared one
+stays."""
 
 from __future__ import annotations
 
@@ -32,24 +34,49 @@ class HotWindow:
     tf: Timeframe
     count: int
     forming_ms: int
+    learned: bool = False  # held because clients poll it, not declared by preload
 
 
 class HotWindows:
     """The hot windows by (market, timeframe name). ``upstream_now_ms`` is upstream's clock;
     ``read_closed`` refetches a window (through ``Spine.candles``, so it is accounted)."""
 
-    def __init__(self, upstream_now_ms: Callable[[], int], read_closed: ReadClosed) -> None:
+    def __init__(
+        self,
+        upstream_now_ms: Callable[[], int],
+        read_closed: ReadClosed,
+        *,
+        each_round: Callable[[], None] = lambda: None,
+    ) -> None:
         self._now_ms = upstream_now_ms
         self._read_closed = read_closed
+        self._each_round = each_round  # called as the keeper wakes (releasing idle windows)
         self._windows: dict[tuple[str, str], HotWindow] = {}
         self._changed = asyncio.Event()
 
-    def hold(self, market: str, tf: Timeframe, count: int, forming_ms: int) -> None:
+    def hold(
+        self, market: str, tf: Timeframe, count: int, forming_ms: int, *, learned: bool = False
+    ) -> None:
         """Keep ``count`` closed candles of ``market`` hot (the larger count when held
-        already); ``forming_ms`` starts the candle that was forming when they were read."""
+        already); ``forming_ms`` starts the candle that was forming when they were read.
+        A window both declared and learned counts as declared."""
         key = (market, tf.name)
         known = self._windows.get(key)
-        self._windows[key] = HotWindow(tf, max(count, known.count if known else 0), forming_ms)
+        count = max(count, known.count if known else 0)
+        learned = learned and (known is None or known.learned)
+        self._windows[key] = HotWindow(tf, count, forming_ms, learned)
+
+    def release(self, market: str, timeframe: str) -> bool:
+        """Stop keeping a learned window hot; returns whether one was released."""
+        known = self._windows.get((market, timeframe))
+        if known is None or not known.learned:
+            return False
+        del self._windows[(market, timeframe)]
+        return True
+
+    def windows(self) -> dict[tuple[str, str], HotWindow]:
+        """The windows kept hot, by (market, timeframe name)."""
+        return dict(self._windows)
 
     async def preload(
         self, wanted: list[tuple[str, Timeframe, int]], now_ms: int, priority: Priority
@@ -76,6 +103,7 @@ class HotWindows:
         close."""
         while True:
             self._changed.clear()
+            self._each_round()
             settled = self._now_ms() - HOT_SETTLE_MS
             due = [
                 (market, window)
@@ -84,7 +112,10 @@ class HotWindows:
             ]
             if due and await self._refresh(due):
                 continue
-            next_due = min(w.tf.next_start(w.forming_ms) for w in self._windows.values())
+            next_due = min(
+                (w.tf.next_start(w.forming_ms) for w in self._windows.values()),
+                default=settled + 1000,
+            )
             # At most a second at a time, so a clock that jumps or runs fast is noticed; a
             # failed refresh is retried no sooner than that.
             wait_s = 1.0 if due else min(max(0.0, (next_due - settled) / 1000), 1.0)

@@ -1,8 +1,10 @@
 """The quotes reader: tickers, orderbooks and recent trades, live or from REST.
 
 Beside ``CandleReader``: answers come from the WebSocket-fed live state while markets are
-watched (and fresh enough), otherwise from REST, cached for the freshness bound the caller
-sets; when REST is failing, AUTO falls back to the stream's last answer, flagged stale.
+watched and the stream proves them current (however quiet the market: Upbit sends nothing
+when nothing changes), otherwise from REST, cached for the freshness bound the caller sets.
+A REST answer for a watched market becomes live state: every change after it arrives over
+the stream. When REST is failing, AUTO falls back to the stream's last answer, flagged stale.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ _Quote = TypeVar("_Quote", Ticker, Orderbook)
 _T = TypeVar("_T")
 # Old REST answers are worthless anyway: past this many, the oldest half is dropped.
 _REST_CACHE_SIZE = 4096
+# Seconds AUTO waits for REST while it holds the stream's last answer of every market asked
+# (older than asked for): then that answer, flagged stale.
+_REST_WAIT_WHILE_HELD_S = 2.0
 # Seconds WEBSOCKET_ONLY waits for the stream's first answer of a market.
 _LIVE_WAIT_S = 10.0
 
@@ -110,7 +115,7 @@ class QuoteReader:
             codes or [],
             channel,
             max_age_s,
-            self._live.ticker,
+            self._live.live_ticker,
             lambda missing: client.tickers(missing, priority=priority),
             trace,
         )
@@ -131,7 +136,7 @@ class QuoteReader:
             codes,
             channel,
             max_age_s,
-            self._live.orderbook,
+            self._live.live_orderbook,
             lambda missing: client.orderbooks(missing, priority=priority),
             trace,
         )
@@ -185,6 +190,7 @@ class QuoteReader:
             if answers:
                 trace.used("live")
         missing = [c for c in codes if c not in answers]
+        epoch = self._live.epoch()  # before asking REST: see LiveState.seed
         if missing and channel is Channel.WEBSOCKET_ONLY:
             await self._watch([kind], missing)
             for code in missing:
@@ -192,17 +198,28 @@ class QuoteReader:
             trace.used("live")
             missing = []
         if missing:
+            calls = trace.calls
+            held = [read_live(c, None) for c in missing]
+            fallback = channel is Channel.AUTO and all(h is not None for h in held)
+            # Holding an older answer for each, REST gets a short while: upstream failing
+            # (retried with backoff) must not keep the caller from what is held.
+            patience = _REST_WAIT_WHILE_HELD_S if fallback else None
             try:
-                fetched = await self._rest_cached(
-                    (kind, ",".join(missing)), max_age_s, lambda: fetch(missing), trace
-                )
-            except RetryLaterError:
-                held = [read_live(c, None) for c in missing]
-                if channel is Channel.REST_ONLY or any(h is None for h in held):
+                async with asyncio.timeout(patience):
+                    fetched = await self._rest_cached(
+                        (kind, ",".join(missing)), max_age_s, lambda: fetch(missing), trace
+                    )
+            except (RetryLaterError, TimeoutError):
+                if not fallback:
                     raise
                 fetched = [h for h in held if h is not None]
                 trace.used("stale")
                 trace.stale = True
+            else:
+                # Only what was asked just now: a cached answer may predate the epoch.
+                watched = [item for item in fetched if (kind, item.market) in self._watched]
+                if watched and trace.calls > calls:
+                    self._live.seed(kind, watched, epoch)
             answers.update((item.market, item) for item in fetched)
         unknown = [c for c in codes if c not in answers]
         if unknown:

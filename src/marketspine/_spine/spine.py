@@ -11,6 +11,7 @@ markets are watched, otherwise from REST with a freshness bound the caller sets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -34,6 +35,7 @@ from .._base.args import (
     time_arg,
     timeframe_arg,
 )
+from .._base.markets import market_code
 from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from .._base.time import now_ms
 from .._base.timeframes import Timeframe
@@ -68,8 +70,9 @@ from .notify import (
 )
 from .quotes import Channel, QuoteReader
 from .replay import ReplayEvent
-from .result import Answer, CandleResult, ListResult, Trace
+from .result import Answer, CandleResult, ListResult, ResultMeta, Trace
 from .trade_range import read_trade_range
+from .usage import PolledSeries, PollLearner
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
 
@@ -155,7 +158,11 @@ class Spine:
             watched=self._feed.watched,
             default_max_age_s=ticker_max_age_s,
         )
-        self._hot = HotWindows(lambda: self.client.upstream_now_ms(), self._read_hot)
+        # Series clients poll by count are learned and kept hot like preloaded ones.
+        self._usage = PollLearner(time.monotonic)
+        self._hot = HotWindows(
+            lambda: self.client.upstream_now_ms(), self._read_hot, each_round=self._release_idle
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -231,7 +238,29 @@ class Spine:
         result = await self._candle_reader().read(
             code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
+        if count is not None and start_ms is None and end_ms is None:
+            self._learn(code, tf, count, result.meta)
         return self._account("candles", result)
+
+    def _learn(self, market: str, tf: Timeframe, count: int, meta: ResultMeta) -> None:
+        """Note a poll; a series polled on a rhythm is kept hot from now on."""
+        # From memory: no stored page read and no upstream call but the forming candle's.
+        hit = "database" not in meta.sources and meta.upstream_calls <= int(meta.forming)
+        if self._usage.note(market, tf.name, count, from_memory=hit):
+            forming_ms = tf.floor(self.client.upstream_now_ms())
+            self._hot.hold(market, tf, count, forming_ms, learned=True)
+            self._hot.changed()
+            self._life.start("hot keeper", self._hot.keep())
+        self._release_idle()
+
+    def _release_idle(self) -> None:
+        for series in self._usage.release():
+            self._hot.release(series.market, series.timeframe)
+
+    def polled(self) -> list[PolledSeries]:
+        """The candle series clients poll by count, as learned (``learned`` ones are kept
+        hot: each close is fetched as it happens), most recently polled last."""
+        return self._usage.series()
 
     def _candle_reader(self) -> CandleReader:
         if self._reader is None:
@@ -280,7 +309,12 @@ class Spine:
         return held
 
     async def _read_hot(self, market: str, tf: Timeframe, n: int, prio: Priority) -> CandleResult:
-        return await self.candles(market, tf, count=n, priority=prio, closed_only=True)
+        # Not through ``candles``: the keeper's own reads are not polls to learn from.
+        self._life.check_open()
+        result = await self._candle_reader().read(
+            market_code(market), tf, n, None, None, prio, closed_only=True, fill=False
+        )
+        return self._account("candles", result)
 
     # -- tickers, orderbooks, trades --------------------------------------------------------
 
@@ -536,9 +570,17 @@ class Spine:
         """Counters since start: per-layer answers, upstream calls made and saved, latency."""
         memory = self._memory.statistics()
         budget = self._memory.budget.statistics()
-        return self._accounting.snapshot(
+        usage = self._usage.statistics()
+        counted = self._accounting.snapshot(
             memory_candles=memory.candles,
             memory_series=memory.series,
             memory_bytes=budget.used_bytes,
             memory_limit_bytes=budget.limit_bytes,
+        )
+        return dataclasses.replace(
+            counted,
+            polled_series=usage.tracked,
+            learned_series=usage.learned,
+            learned_hits=usage.hits,
+            learned_misses=usage.misses,
         )

@@ -34,6 +34,8 @@ from .recording import (
 
 __all__ = ["PostgresRecording"]
 
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
 _STAGING = "CREATE TEMP TABLE IF NOT EXISTS trades_staging (LIKE trades) ON COMMIT DELETE ROWS"
 _PUT_TRADES = (
     f"INSERT INTO trades ({TRADE_COLUMNS}) SELECT {TRADE_COLUMNS} FROM trades_staging "
@@ -107,43 +109,47 @@ class PostgresRecording:
             return 0
         # Formatting a big batch is CPU work: off the event loop.
         data = await asyncio.to_thread(_copy_rows, trades) if trades else b""
-        added = 0
-        staged = None  # a connection the staging table is made on, once that commits
-        async with self.store.session() as conn, conn.transaction(), conn.cursor() as cur:
-            if data:
-                try:
-                    # Almost every batch is new trades: straight in, twice as fast as the
-                    # staging table, which takes over when one was stored already.
-                    async with conn.transaction():
-                        await self._copy(cur, "trades", data)
-                    added = len(trades)
-                except psycopg.errors.UniqueViolation:
-                    if conn not in self._staged:
-                        await cur.execute(_STAGING)
-                        staged = conn
-                    await self._copy(cur, "trades_staging", data)
-                    await cur.execute(_PUT_TRADES)
-                    added = max(0, cur.rowcount)
-            if orderbooks:
-                await cur.executemany(_PUT_BOOK, [orderbook_row(b) for b in orderbooks])
-            if tickers:
-                await cur.executemany(_PUT_TICKER, [ticker_row(t) for t in tickers])
-            if closed_gaps:
-                await cur.executemany(
-                    "DELETE FROM trade_gaps WHERE market = %s AND to_seq = %s",
-                    [(g.market, g.to_seq) for g in closed_gaps],
-                )
-            if gaps:
-                await cur.executemany(
-                    _PUT_GAP,
-                    [
-                        (g.market, g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.reason, g.found_ms)
-                        for g in gaps
-                    ],
-                )
-        if staged is not None:
-            self._staged.add(staged)
-        return added
+        books = [orderbook_row(b) for b in orderbooks]
+        ticks = [ticker_row(t) for t in tickers]
+        gap_rows = [
+            (g.market, g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.reason, g.found_ms) for g in gaps
+        ]
+
+        # One transaction that leaves the same rows when done again (the store redoes it
+        # whole on a new connection after a loss): trades are kept once, the rest upserted.
+        async def work(conn: Conn) -> int:
+            added, made = 0, False
+            async with conn.transaction(), conn.cursor() as cur:
+                if data:
+                    try:
+                        # Almost every batch is new trades: straight in, twice as fast as
+                        # the staging table, which takes over when one was stored already.
+                        async with conn.transaction():
+                            await self._copy(cur, "trades", data)
+                        added = len(trades)
+                    except psycopg.errors.UniqueViolation:
+                        if conn not in self._staged:
+                            await cur.execute(_STAGING)
+                            made = True
+                        await self._copy(cur, "trades_staging", data)
+                        await cur.execute(_PUT_TRADES)
+                        added = max(0, cur.rowcount)
+                if books:
+                    await cur.executemany(_PUT_BOOK, books)
+                if ticks:
+                    await cur.executemany(_PUT_TICKER, ticks)
+                if closed_gaps:
+                    await cur.executemany(
+                        "DELETE FROM trade_gaps WHERE market = %s AND to_seq = %s",
+                        [(g.market, g.to_seq) for g in closed_gaps],
+                    )
+                if gap_rows:
+                    await cur.executemany(_PUT_GAP, gap_rows)
+            if made:  # committed with the transaction: there from now on
+                self._staged.add(conn)
+            return added
+
+        return await self.store.call(work)
 
     @staticmethod
     async def _copy(cur: psycopg.AsyncCursor[Any], table: str, data: bytes) -> None:
@@ -224,6 +230,8 @@ class PostgresRecording:
         return [ticker_of_row(row) for row in rows]
 
     async def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        async with self.store.session() as conn:
+        async def work(conn: Conn) -> list[tuple[Any, ...]]:
             cur = await conn.execute(sql, args)
             return await cur.fetchall()
+
+        return await self.store.call(work)

@@ -69,9 +69,12 @@ async def _select(
         from .recording_postgres import PostgresRecording  # psycopg only when used
 
         if isinstance(recording, PostgresRecording):
-            async with recording.store.session() as conn:
+
+            async def read(conn: Any) -> list[tuple[Any, ...]]:
                 cursor = await conn.execute(sql.replace("?", "%s"), args)
                 return list(await cursor.fetchall())
+
+            return await recording.store.call(read)
     raise InvalidRequestError(f"cannot read the markets of a {type(recording).__name__}")
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import msgspec
 
+from .._base.memory import MemoryBudget
 from .._base.time import DAY_MS, KST_OFFSET_MS, format_utc
 from .._base.timeframes import Timeframe
 from ..records import Candle, Instrument, MarketInfo, Orderbook, Ticker, Trade
@@ -81,28 +82,56 @@ def decimal_text(value: float) -> str:
 
 class ClosedAnswers:
     """Whole answers made only of closed candles, by request (bounded, least recently used
-    out first): asked again, they are sent as they are."""
+    out first): asked again, they are sent as they are. ``max_bytes`` bounds the answers
+    and their keys together: each entry is charged its body and ``ENTRY_BYTES`` for its key
+    (a small tuple of normalised parameters) and the dictionary's slot. With ``budget``
+    (the Spine's memory budget) each entry is charged there too, so the process's one
+    budget counts them and may evict them for other holders' data, least recently used
+    first across all of them."""
 
-    def __init__(self, max_bytes: int = 32 << 20) -> None:
-        self._answers: OrderedDict[str, bytes] = OrderedDict()
+    ENTRY_BYTES = 320  # a 4-tuple of a short str, a market code and two ints, and its slot
+    _HOLDER = "closed_answers"
+
+    def __init__(self, max_bytes: int = 32 << 20, *, budget: MemoryBudget | None = None) -> None:
+        self._answers: OrderedDict[Hashable, bytes] = OrderedDict()
         self._max_bytes = max_bytes
+        self._budget = budget
+        if budget is not None:
+            budget.register(self._HOLDER, self._evicted)
         self.bytes = 0
 
-    def get(self, key: str) -> bytes | None:
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: Hashable) -> bytes | None:
         body = self._answers.get(key)
         if body is not None:
             self._answers.move_to_end(key)
+            if self._budget is not None:
+                self._budget.touch(self._HOLDER, key)
         return body
 
-    def put(self, key: str, body: bytes) -> None:
+    def put(self, key: Hashable, body: bytes) -> None:
         if len(body) > self._max_bytes // 4:
             return  # one huge answer must not flush all the others
         old = self._answers.pop(key, None)
-        self.bytes += len(body) - (len(old) if old is not None else 0)
+        if old is not None:
+            self.bytes -= len(old) + self.ENTRY_BYTES
+        self.bytes += len(body) + self.ENTRY_BYTES
         self._answers[key] = body
+        if self._budget is not None:  # may evict older entries here (``_evicted``)
+            self._budget.charge(self._HOLDER, key, len(body) + self.ENTRY_BYTES)
         while self.bytes > self._max_bytes:
-            _, dropped = self._answers.popitem(last=False)
-            self.bytes -= len(dropped)
+            dropped_key, dropped = self._answers.popitem(last=False)
+            self.bytes -= len(dropped) + self.ENTRY_BYTES
+            if self._budget is not None:
+                self._budget.release(self._HOLDER, dropped_key)
+
+    def _evicted(self, key: Hashable) -> None:
+        """The budget dropped this entry (it already forgot its size)."""
+        body = self._answers.pop(key, None)
+        if body is not None:
+            self.bytes -= len(body) + self.ENTRY_BYTES
 
 
 class CandleRows:

@@ -19,6 +19,7 @@ from .._base.time import DAY_MS
 from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
 from .._upbit.horizon import SECONDS_HORIZON_MS
 from .._upbit.limits import MAX_CANDLES, MAX_TRADES, TRADES_KEPT_DAYS
+from .._upbit.params import cursor_value, days_ago_value, time_of_day_ms
 from .._upbit.rest_rows import candle_row, market_row, trade_row
 from .._upbit.texts import BAD_UNIT, WRONG_VALUE
 from ..errors import InvalidRequestError
@@ -28,7 +29,6 @@ from ._rest_params import (
     Handler,
     Json,
     count_param,
-    int_param,
     is_true,
     listed_market,
     param,
@@ -149,17 +149,6 @@ def _to_krw(sim: SimState, market: SimMarket, bar: Bar) -> float:
 # -- /v1/trades/ticks -----------------------------------------------------------------------
 
 
-def _time_of_day_ms(text: str) -> int:
-    """``HHmmss`` or ``HH:mm:ss`` → ms after 00:00 UTC."""
-    digits = text.replace(":", "") if len(text) == 8 else text
-    if len(digits) != 6 or not digits.isdigit():
-        raise InvalidRequestError(WRONG_VALUE)
-    hours, minutes, seconds = int(digits[:2]), int(digits[2:4]), int(digits[4:])
-    if hours > 23 or minutes > 59 or seconds > 59:
-        raise InvalidRequestError(WRONG_VALUE)
-    return ((hours * 60 + minutes) * 60 + seconds) * 1000
-
-
 def trades_ticks(request: Request, sim: SimState) -> Json:
     """Recent trades, newest first. ``days_ago`` (1..7) picks a past UTC day and ``to`` a time
     within the selected day (both keep the answer inside that day); ``cursor`` (a
@@ -173,20 +162,15 @@ def trades_ticks(request: Request, sim: SimState) -> Json:
     days_text = param(params, "days_ago", "daysAgo")
     to = params.get("to")
     cursor = params.get("cursor")
-    days_ago = 0 if days_text is None else int_param(days_text)
-    if days_text is not None and not 1 <= days_ago <= TRADES_KEPT_DAYS:
-        raise InvalidRequestError(WRONG_VALUE)
+    days_ago = 0 if days_text is None else days_ago_value(days_text)
     day_ms = today_ms - days_ago * DAY_MS
-    before_ms = day_ms + DAY_MS if to is None else day_ms + _time_of_day_ms(to)
+    before_ms = day_ms + DAY_MS if to is None else day_ms + time_of_day_ms(to)
     before_ms = min(before_ms, now_ms + 1)
     oldest_ms = day_ms if (days_text is not None or to is not None) else None
     if oldest_ms is None:
         oldest_ms = today_ms - TRADES_KEPT_DAYS * DAY_MS
     if cursor is not None:
-        try:
-            seq = int(cursor)
-        except ValueError:
-            raise InvalidRequestError(WRONG_VALUE) from None
+        seq = cursor_value(cursor)  # a sequential_id or 400: never an absurd one
         # A trade's sequential_id is its ms * 10_000 + its index: no kept trade lies past
         # ``before_ms``, so a cursor from the future (or beyond int64) starts there instead
         # of walking (and generating) every empty day in between.

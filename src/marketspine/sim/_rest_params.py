@@ -12,8 +12,9 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from .._base.time import parse_time
+from .._upbit.params import check_code_length, check_codes_count, count_value, int_value
 from .._upbit.rest_rows import stamp  # re-exported: the handlers' tests check it here
-from .._upbit.texts import MISSING, NOT_FOUND, TYPE_MISMATCH, WRONG_VALUE
+from .._upbit.texts import MISSING, NOT_FOUND, WRONG_VALUE
 from ..errors import InvalidRequestError, UnknownMarketError
 
 if TYPE_CHECKING:
@@ -55,22 +56,14 @@ def required(params: QueryParams, *names: str) -> str:
 
 
 def int_param(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidRequestError(TYPE_MISMATCH) from None
+    """A number as Upbit (Java) reads it: ASCII digits in an ``int``'s range."""
+    return int_value(text)
 
 
 def count_param(params: QueryParams, maximum: int) -> int:
     """``count``: default 1; above ``maximum`` clamps (Upbit answers 200); below 1 is our
     choice of 400, as Upbit's answer is not documented."""
-    text = params.get("count")
-    if text is None:
-        return 1
-    count = int_param(text)
-    if count < 1:
-        raise InvalidRequestError(WRONG_VALUE)
-    return min(count, maximum)
+    return count_value(params.get("count"), maximum)
 
 
 def codes_param(params: QueryParams) -> list[str]:
@@ -80,7 +73,9 @@ def codes_param(params: QueryParams) -> list[str]:
         for code in value.split(","):
             code = code.strip().upper()
             if code and code not in codes:
+                check_code_length(code)
                 codes.append(code)
+                check_codes_count(len(codes))
     if not codes:
         raise InvalidRequestError(MISSING)
     return codes

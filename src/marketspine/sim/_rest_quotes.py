@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from .._upbit.levels import aggregate_levels, is_supported_level, supported_levels
 from .._upbit.limits import MAX_BOOK_LEVELS
+from .._upbit.params import quote_values
 from .._upbit.rest_rows import instrument_row, orderbook_row, supported_levels_row, ticker_row
 from .._upbit.texts import NOT_FOUND, WRONG_VALUE
 from .._upbit.ticks import tick_size
@@ -52,7 +53,7 @@ def ticker_all(request: Request, sim: SimState) -> Json:
     """Tickers of every listed market of the ``quote_currencies`` (legacy ``quoteCurrencies``).
     An unknown quote currency is our choice of 404 ``Code not found``."""
     text = required(request.query_params, "quote_currencies", "quoteCurrencies")
-    quotes = [q.strip().upper() for q in text.split(",") if q.strip()]
+    quotes = quote_values(text)
     now_ms = sim.now_ms()
     listed = [m for m in sim.history.markets if sim.is_listed(m, now_ms)]
     known = {m.quote for m in listed}
