@@ -30,6 +30,8 @@ MODULES = (
     "scale",
     "feed",
     "live_quiet",
+    "record",
+    "replay",
 )
 
 

@@ -67,6 +67,7 @@ EXPECTED = {
     "Ticker",
     "Timeframe",
     "Trade",
+    "TradeGap",
     "TradeSource",
     "UnknownMarketError",
     "UpstreamError",

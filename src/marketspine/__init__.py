@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from ._spine.spine import Spine as Spine
     from ._spine.usage import PolledSeries as PolledSeries
     from ._store.postgres import PostgresStore as PostgresStore
+    from ._store.recording import TradeGap as TradeGap
     from ._store.sqlite import CandleStore as CandleStore
     from ._store.sqlite import RunRecord as RunRecord
     from ._store.sqlite import SeriesSummary as SeriesSummary

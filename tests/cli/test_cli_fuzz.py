@@ -30,7 +30,7 @@ from marketspine._cli.main import app
 pytestmark = pytest.mark.process
 
 ALLOWED_EXIT_CODES = {0, 1, 2, 3, 130}
-RUNS_UNTIL_STOPPED = {"sim", "serve"}
+RUNS_UNTIL_STOPPED = {"sim", "serve", "record"}
 
 TIMES = ["2026-01-05", "2026-01-05T01:00:00Z", "2026-01-05T10:00:00+09:00", "2999-01-01",
          "1767571200000", "yesterday", "2026-13-01", "", "2026-01-05T25:00"]  # fmt: skip

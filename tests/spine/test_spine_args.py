@@ -171,6 +171,12 @@ CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("orderbooks", {"markets": "KRW-BTC"}, "priority", bad_priority),
     ("trades", {}, "market", bad_market),
     ("trades", {"market": "KRW-BTC"}, "count", bad_count),
+    ("trades", {"market": "KRW-BTC", "end": END}, "start", bad_time),
+    ("trades", {"market": "KRW-BTC", "start": START}, "end", bad_time),
+    ("replay", {"markets": ["KRW-BTC"], "start": START}, "kinds", bad_kinds),
+    ("replay", {"kinds": ["trade"], "start": START}, "markets", bad_markets),
+    ("replay", {"kinds": ["trade"], "markets": ["KRW-BTC"]}, "start", bad_time),
+    ("replay", {"kinds": ["trade"], "markets": ["KRW-BTC"], "start": START}, "speed", bad_seconds),
     ("watch", {"markets": ["KRW-BTC"]}, "kinds", bad_kinds),
     ("watch", {"kinds": ["trade"]}, "markets", bad_markets),
     ("watch", {"kinds": ["orderbook"], "markets": ["KRW-BTC"]}, "depth", bad_depth),
@@ -180,6 +186,7 @@ CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("stream", {"types": ["trade"]}, "markets", bad_markets),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "maxsize", bad_maxsize),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "since", bad_since),
+    ("replay", {"kinds": "trade", "markets": "KRW-BTC", "start": "2026-01-01"}, "end", bad_time),
     ("markets", {}, "refresh", bad_flag),
     ("tick_size", {"price": 100.0}, "market", bad_market),
     ("tick_size", {"market": "KRW-BTC"}, "price", bad_seconds),
@@ -200,8 +207,8 @@ async def spine(app: Any, tmp_path: Path) -> AsyncIterator[Spine]:
 
 
 async def call(spine: Spine, method: str, kwargs: dict[str, Any]) -> Any:
-    if method == "stream":
-        events = spine.stream(**kwargs)
+    if method in ("stream", "replay"):
+        events = getattr(spine, method)(**kwargs)
         try:
             return await anext(events)
         finally:

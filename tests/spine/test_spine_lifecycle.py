@@ -25,6 +25,14 @@ async def first_event(spine: Spine) -> Any:
         await aclose(events)
 
 
+async def first_replayed(spine: Spine) -> Any:
+    events = spine.replay(["trade"], ["KRW-BTC"], start="2026-01-01", end="2026-01-02")
+    try:
+        return await anext(events)
+    finally:
+        await aclose(events)
+
+
 # Every public method that touches data, called with good arguments.
 CALLS: dict[str, Callable[[Spine], Awaitable[Any]]] = {
     "candles": lambda s: s.candles("KRW-BTC", "1m", count=5),
@@ -38,6 +46,7 @@ CALLS: dict[str, Callable[[Spine], Awaitable[Any]]] = {
     "watch": lambda s: s.watch(["trade"], ["KRW-BTC"]),
     "unwatch": lambda s: s.unwatch(["trade"], ["KRW-BTC"]),
     "stream": first_event,
+    "replay": first_replayed,
     "markets": lambda s: s.markets(),
     "warmup": lambda s: s.warmup(),
 }

@@ -313,7 +313,8 @@ async def test_an_older_sqlite_file_gains_the_history_and_keeps_its_candles(
         )
     # Make it the file of a marketspine from before the run history (schema version 2).
     with sqlite3.connect(path) as conn:
-        conn.execute("DROP TABLE run_history")
+        for table in ("run_history", "trades", "trade_gaps", "orderbooks", "tickers"):
+            conn.execute(f"DROP TABLE {table}")  # and what came after it
         conn.execute("PRAGMA user_version = 2")
     async with SQLiteStore(path, read_only=True) as store:  # a read-only open never migrates
         assert await store.runs("warmup") == []
@@ -331,7 +332,7 @@ async def test_an_older_postgres_schema_gains_the_history(pg_space: PgSpace) -> 
     async with PostgresStore(pg_space.url) as store:
         await store.write_page("KRW-BTC", TF["1m"], [], (T0, T0 + MINUTE_MS))
     with psycopg.connect(pg_space.url, autocommit=True) as conn:
-        conn.execute("DROP TABLE run_history")
+        conn.execute("DROP TABLE run_history, trades, trade_gaps, orderbooks, tickers")
         conn.execute("UPDATE marketspine_schema SET version = 2")
     async with PostgresStore(pg_space.url) as store:
         await store.add_run(warmup(T0))

@@ -314,6 +314,87 @@ def collect(
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("markets", metavar="MARKET...", nargs=-1)
+@click.option(
+    "--quote", metavar="CURRENCY", default=None, help="Every listed market quoted in it (KRW)."
+)
+@click.option(
+    "--kinds",
+    metavar="KINDS",
+    default="trade,orderbook,ticker",
+    show_default=True,
+    help="What to record, comma separated: trade, orderbook, ticker.",
+)
+@click.option(
+    "--orderbook-every",
+    metavar="DURATION",
+    default="1s",
+    show_default=True,
+    help="At most one book per market this often (exchange time); 0 = every change.",
+)
+@click.option(
+    "--orderbook-depth",
+    type=click.Choice(["15", "30"]),
+    default="30",
+    show_default=True,
+    help="Levels of each book kept.",
+)
+@click.option(
+    "--backfill",
+    metavar="DURATION",
+    default="7d",
+    show_default=True,
+    help="At start, fill the store's trade holes this far back from REST at LOW priority "
+    "(Upbit serves 7 days of trades); 0 = none.",
+)
+@_db_option
+@_upstream_option
+@click.option("--json", "json_output", is_flag=True, help="Print the summary as one JSON line.")
+@_operations_options
+def record(
+    markets: tuple[str, ...],
+    quote: str | None,
+    kinds: str,
+    orderbook_every: str,
+    orderbook_depth: str,
+    backfill: str,
+    db: str | None,
+    upstream: str,
+    json_output: bool,
+    notify: tuple[str, ...],
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Keep every trade (exactly once, by sequential_id, holes filled from REST or stored
+    as known gaps), orderbook snapshots and tickers of MARKET... (or all, or --quote KRW)
+    until Ctrl-C or SIGTERM, which commit what is held; then print a summary. A rerun
+    continues right after the last stored trade.
+
+    \b
+    Example:
+      marketspine record --quote KRW --db krw.db
+      marketspine record KRW-BTC KRW-ETH --kinds trade --db postgresql://postgres@127.0.0.1/test
+    """
+    from .logs import operations, url_password
+    from .record import run_record
+
+    with operations(
+        log_level=log_level, log_format=log_format, notify=notify, secrets=[url_password(db)]
+    ):
+        run_record(
+            markets,
+            quote=quote,
+            kinds=kinds,
+            orderbook_every=orderbook_every,
+            orderbook_depth=int(orderbook_depth),
+            backfill=backfill,
+            db=db or _default_db(upstream),
+            upstream=upstream,
+            json_output=json_output,
+        )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.option("--from", "source", metavar="PATH", required=True, help="SQLite file to copy.")
 @click.option(
     "--to", "target", metavar="URL|PATH", required=True, help="postgresql:// URL (or a file)."
@@ -351,7 +432,27 @@ def migrate(source: str, target: str, json_output: bool) -> None:
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("market", metavar="MARKET")
-@_timeframe_option
+@click.option(
+    "--timeframe",
+    "-t",
+    metavar="TF",
+    default=None,
+    help="1s 1m 3m 5m 10m 15m 30m 1h 4h 1d 1w 1M 1y (60m, 240m accepted); candles only.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["candles", "trades", "orderbooks", "tickers"]),
+    default="candles",
+    show_default=True,
+    help="What to export: candles, or what `record` kept.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["none", "day"]),
+    default="none",
+    show_default=True,
+    help="day: one file per UTC day into the folder --out (recorded kinds).",
+)
 @click.option(
     "--out",
     "-o",
@@ -377,7 +478,9 @@ def migrate(source: str, target: str, json_output: bool) -> None:
 @_db_option
 def export(
     market: str,
-    timeframe: str,
+    timeframe: str | None,
+    kind: str,
+    split: str,
     out: str,
     export_format: str,
     since: str | None,
@@ -389,10 +492,32 @@ def export(
     are also built from stored 1m candles, as the library does. Exits 3 when nothing is
     stored in the range.
 
+    With --kind trades, orderbooks or tickers: what `record` kept, a row each (time_utc
+    with milliseconds, timestamp_ms, every field; a book's levels as columns).
+
     \b
     Example:
       marketspine export KRW-BTC -t 5m --since 2026-01-01 --out btc-5m.csv
+      marketspine export KRW-BTC --kind trades --format parquet --split day --out trades/
     """
+    if kind != "candles":
+        from .export_recorded import run_export_recorded
+
+        run_export_recorded(
+            market,
+            kind=kind,
+            since=since,
+            until=until,
+            db=db or _default_db(),
+            export_format=export_format,
+            out=out,
+            split=split,
+        )
+        return
+    if timeframe is None:
+        raise click.UsageError("Missing option '--timeframe' / '-t' (candles need one).")
+    if split != "none":
+        raise click.UsageError("--split day is for --kind trades, orderbooks or tickers.")
     from .export import run_export
 
     run_export(
@@ -403,6 +528,46 @@ def export(
         db=db or _default_db(),
         export_format=export_format,
         out=out,
+    )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("market", metavar="MARKET")
+@click.option(
+    "--timeframe", "-t", metavar="TF", default="1m", show_default=True, help="Candle windows."
+)
+@click.option("--since", metavar="TIME", default=None, help="ISO 8601 start (default: all).")
+@_until_option
+@_db_option
+@_upstream_option
+@click.option("--json", "json_output", is_flag=True, help="Print the report as one JSON line.")
+def verify(
+    market: str,
+    timeframe: str,
+    since: str | None,
+    until: str | None,
+    db: str | None,
+    upstream: str,
+    json_output: bool,
+) -> None:
+    """Build candles from the trades `record` kept of MARKET and compare them with
+    upstream's, window by window (whole windows only; those a known gap touches are left
+    out and counted). Prints each window that differs; exits 1 when one does.
+
+    \b
+    Example:
+      marketspine verify KRW-BTC --since 2026-12-01 --db krw.db
+    """
+    from .verify import run_verify
+
+    run_verify(
+        market,
+        timeframe=timeframe,
+        since=since,
+        until=until,
+        db=db or _default_db(upstream),
+        upstream=upstream,
+        json_output=json_output,
     )
 
 
@@ -578,6 +743,75 @@ def serve(
             forwarded_allow_ips=forwarded_allow_ips,
             keep_secret=lambda token: redact.add([token]),
         )
+
+
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("markets", metavar="[MARKET...]", nargs=-1)
+@_db_option
+@click.option("--from", "since", metavar="TIME", required=True, help="Start of the replay.")
+@click.option("--to", "until", metavar="TIME", required=True, help="End of the replay.")
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Times real time (10: ten times faster); 0 = as fast as the WebSocket clients read.",
+)
+@click.option(
+    "--kinds",
+    metavar="KINDS",
+    default="trade,orderbook,ticker",
+    show_default=True,
+    help="What to play, comma separated: trade, orderbook, ticker.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=_PORT, default=8600, show_default=True, help="TCP port (0: any free).")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    metavar="NAME",
+    multiple=True,
+    help="A host name clients may reach the replay by, besides IP addresses and localhost.",
+)
+def replay(
+    markets: tuple[str, ...],
+    db: str | None,
+    since: str,
+    until: str,
+    speed: float,
+    kinds: str,
+    host: str,
+    port: int,
+    allowed_hosts: tuple[str, ...],
+) -> None:
+    """Serve a recording (marketspine record) of MARKET... (default: every market it
+    holds) from --from to --to as Upbit served it: /websocket/v1 plays it in Upbit's
+    protocol, /v1/... answer as of the replay clock (candles built from the recorded
+    trades up to it, the ticker and book at it), so an unmodified bot runs against
+    history. The replay starts with the first subscription or /v1 request; the clock is
+    in the X-Marketspine-Replay-Time header and GET /api/status. Prints 'replaying on
+    http://HOST:PORT' when ready; stops on Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      marketspine replay --db krw.db --from 2026-01-02T09:00 --to 2026-01-02T10:00 --speed 10
+    """
+    from .._base.extras import need
+
+    need("serve")
+    from .replay import run_replay_command
+
+    run_replay_command(
+        markets,
+        db=db or _default_db(),
+        since=since,
+        until=until,
+        speed=speed,
+        kinds=kinds,
+        host=host,
+        port=port,
+        allowed_hosts=allowed_hosts,
+    )
 
 
 @app.command("notify-test", context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)

@@ -16,6 +16,7 @@ from .._base.extras import need
 from .._base.time import from_ms
 from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
+from .._store.recording import TradeGap
 from ..records import Candle
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class ResultMeta:
     # Upstream no longer lists the market (Upbit answers 404): served from the store alone.
     delisted: bool = False
     priority: Priority | None = None  # the priority the request was made at
+    # A range of trades: the known gaps of the recording inside it that REST could not fill.
+    gaps: tuple[TradeGap, ...] = ()
 
     @property
     def source(self) -> str:
@@ -68,7 +71,7 @@ class ResultMeta:
 class Trace:
     """What one request touched, for its ``ResultMeta``."""
 
-    __slots__ = ("calls", "delisted", "pages", "sources", "stale", "unserved_before_ms")
+    __slots__ = ("calls", "delisted", "gaps", "pages", "sources", "stale", "unserved_before_ms")
 
     def __init__(self) -> None:
         self.sources: list[Source] = []
@@ -77,6 +80,7 @@ class Trace:
         self.stale = False
         self.unserved_before_ms: int | None = None
         self.delisted = False
+        self.gaps: tuple[TradeGap, ...] = ()
 
     def used(self, source: Source) -> None:
         if source not in self.sources:
@@ -95,6 +99,7 @@ class Trace:
             unserved_before_ms=self.unserved_before_ms,
             delisted=self.delisted,
             priority=priority,
+            gaps=self.gaps,
         )
 
 

@@ -50,8 +50,9 @@ from .._live.state import LiveState
 from .._live.stream import StreamStatistics
 from .._live.subscriptions import BOOK_DEPTHS
 from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
+from .._store.recording_store import recording_for
 from .._store.sqlite import CandleStore
-from ..errors import UpstreamError
+from ..errors import InvalidRequestError, UpstreamError
 from ..records import Candle, MarketInfo, Orderbook, Ticker, Trade
 from .accounting import Accounting, SpineStatistics
 from .answers import with_meta
@@ -68,7 +69,9 @@ from .notify import (
     split_notify_urls,
 )
 from .quotes import Channel, QuoteReader
+from .replay import ReplayEvent
 from .result import Answer, CandleResult, ListResult, ResultMeta, Trace
+from .trade_range import read_trade_range
 from .usage import PolledSeries, PollLearner
 
 __all__ = ["DEFAULT_UPSTREAM", "Spine", "default_db_path"]
@@ -376,13 +379,42 @@ class Spine:
         return self._account("orderbooks", ListResult(rows, trace.meta(started, priority=priority)))
 
     async def trades(
-        self, market: str, count: int = 100, *, priority: Priority = Priority.HIGH
+        self,
+        market: str,
+        count: int = 100,
+        *,
+        start: Moment | None = None,
+        end: Moment | None = None,
+        priority: Priority = Priority.HIGH,
     ) -> ListResult[Trade]:
         """The ``count`` most recent trades, newest first: from the live state when it holds
-        that many, else REST (Upbit serves up to 500 per call; more are paged by cursor)."""
+        that many, else REST (Upbit serves up to 500 per call; more are paged by cursor).
+        With ``start`` (and ``end``, default now): every trade at ``[start, end)``, ascending
+        by sequential_id, gapless: recorded ones from the store (``marketspine record``),
+        the rest from REST as far as it serves (seven days); ``meta.gaps`` names the known
+        gaps left, ``meta.unserved_before_ms`` where unrecorded history REST cannot give
+        begins."""
         started, trace = time.perf_counter(), Trace()
-        rows = await self._quotes.trades(market, count, priority, trace)
-        return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
+        if start is None and end is None:
+            rows = await self._quotes.trades(market, count, priority, trace)
+            return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
+        code = market_arg(market)
+        start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
+        priority = enum_arg(priority, Priority, "priority")
+        self._life.check_open()
+        if start_ms is None:
+            raise InvalidRequestError("end needs a start: trades(market, start=..., end=...)")
+        if end_ms is not None and end_ms <= start_ms:
+            raise InvalidRequestError("start must be before end")
+        now = await self.client.synced_now_ms(code, priority=priority)
+        end_ms = now + 1 if end_ms is None else end_ms
+        found = await read_trade_range(
+            self.client, recording_for(self.store), code, start_ms, end_ms, now, priority, trace
+        )
+        trace.gaps = found.gaps
+        trace.unserved_before_ms = found.unserved_before_ms
+        result = ListResult(found.trades, trace.meta(started, priority=priority))
+        return self._account("trades", result)
 
     # -- live stream ------------------------------------------------------------------------
 
@@ -447,6 +479,35 @@ class Spine:
         ):
             yield item
         self._life.check_open()  # the listener ends only when the stream (the Spine) closes
+
+    async def replay(
+        self,
+        kinds: Iterable[str],
+        markets: Iterable[str],
+        *,
+        start: Moment,
+        end: Moment | None = None,
+        speed: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> AsyncIterator[ReplayEvent]:
+        """The recording (``marketspine record``) of ``kinds`` of ``markets`` at ``[start,
+        end)`` (``end``: the end of the recording) played back as ``stream`` yields it live
+        (Trade, Orderbook, Ticker; forming Candle and ClosedCandle for ``candle.<timeframe>``,
+        built from the recorded trades; a ``Gap`` with ``complete=False`` before the first
+        trade after a known gap), in exchange time order across markets. ``speed``: 1 (the
+        default) is real time, 10 ten times faster, 0 as fast as it is taken; ``clock``
+        (monotonic seconds) and ``sleep`` pace it.
+
+        Raises InvalidRequestError for an unknown kind, a market the recording does not
+        hold, ``start`` not before ``end`` or a bad speed; ClosedError outside ``async with``."""
+        from .replay import Replay, check_replay
+
+        self._life.check_open()
+        recording = recording_for(self.store)
+        plan = await check_replay(recording, kinds, markets, start, end, speed)
+        async for event in Replay(recording, plan, clock=clock, sleep=sleep).events():
+            yield event
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:
         """The closed candles of ``market`` starting in ``[lo, hi)``, stored on the way."""

@@ -40,6 +40,7 @@ from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._base.urls import is_postgres_url, redact_url
 from ..errors import InvalidRequestError, StoreError, StoreUnavailableError
 from ..records import Candle
+from .recording import PG_RECORDING_SCHEMA
 from .sqlite import (
     HISTORY_KEEP_MS,
     HISTORY_KEEP_RUNS,
@@ -111,6 +112,8 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX run_history_by_kind ON run_history (kind, started_ms);
     """,
+    # What ``marketspine record`` keeps: trades, known trade gaps, books, tickers.
+    PG_RECORDING_SCHEMA,
 )
 PG_SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -378,6 +381,12 @@ class PostgresStore:
             )
             return [history_record(*row) for row in await cur.fetchall()]
 
+        return await self._run(work)
+
+    async def call(self, work: Callable[[_Conn], Awaitable[_T]]) -> _T:
+        """``work(connection)`` as the store's own calls run (held alone; done again whole on
+        a new connection after a loss, so it must leave the same rows when done twice): how
+        the recording tables (``_store.recording_postgres``) are reached."""
         return await self._run(work)
 
     # -- the connection ------------------------------------------------------------------

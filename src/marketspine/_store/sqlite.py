@@ -27,6 +27,7 @@ from .._base.time import DAY_MS
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from ..errors import InvalidRequestError, StoreError
 from ..records import Candle
+from .recording import SQLITE_RECORDING_SCHEMA
 from .sqlite_open import open_read_only, open_read_write, store_error, verify_pages
 
 __all__ = [
@@ -98,6 +99,8 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX run_history_by_kind ON run_history (kind, started_ms);
     """,
+    # What ``marketspine record`` keeps: trades, known trade gaps, books, tickers.
+    SQLITE_RECORDING_SCHEMA,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -294,6 +297,15 @@ class SQLiteStore:
     async def runs(self, kind: str, limit: int = 100) -> list[RunRecord]:
         """The newest ``limit`` runs of ``kind`` in the run history, newest first."""
         return await self._run(lambda: self._runs(kind, limit))
+
+    async def call(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """``work(connection)`` on the store's own thread (in ONE write transaction with
+        ``write``): how the recording tables (``_store.recording_sqlite``) are reached."""
+        if not write:
+            return await self._run(lambda: work(self._connection()))
+        found: list[T] = []
+        await self._run(lambda: self._in_transaction(lambda conn: found.append(work(conn))))
+        return found[0]
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker thread. Safe to call twice."""

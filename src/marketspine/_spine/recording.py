@@ -1,0 +1,185 @@
+"""``record(spine, ...)``: what ``marketspine record`` does once its flags are read: the markets
+picked, the live stream of their trades, books and tickers joined to what the store holds,
+written by a ``Recorder`` until stopped, and the store's holes of the last days backfilled
+from REST at LOW priority beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import cast
+
+from .._base.markets import market_code
+from .._live.recorder import RecordCounts, Recorder
+from .._live.trade_backfill import BackfillReport, backfill_market
+from .._store.recording import TradeGap
+from .._store.recording_store import recording_for
+from ..errors import InvalidRequestError
+from ..records import Trade
+from .spine import Spine
+
+__all__ = [
+    "RECORD_KINDS",
+    "RecordSummary",
+    "market_words",
+    "pick_markets",
+    "record",
+    "record_kinds",
+]
+
+RECORD_KINDS = ("trade", "orderbook", "ticker")
+LISTENER_SIZE = 1_000_000  # events queued for the recorder before Overflow (a hole to fill)
+
+
+@dataclass
+class RecordSummary:
+    """What a recording run did."""
+
+    markets: list[str]
+    kinds: list[str]
+    counts: RecordCounts
+    seconds: float
+    backfill: list[BackfillReport] = field(default_factory=list)
+    gaps: list[TradeGap] = field(default_factory=list)  # every known gap of these markets
+
+
+def record_kinds(text: str) -> list[str]:
+    """``--kinds`` (comma separated) checked. Raises InvalidRequestError for an unknown one."""
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    wrong = [k for k in kinds if k not in RECORD_KINDS]
+    if wrong or not kinds:
+        raise InvalidRequestError(
+            f"--kinds must name some of {', '.join(RECORD_KINDS)} (comma separated), got {text!r}"
+        )
+    return list(dict.fromkeys(kinds))
+
+
+def market_words(asked: Sequence[str], quote: str | None) -> list[str]:
+    """The market codes ``asked`` for, checked before anything is opened; [] means every
+    listed market (``all``, or every one quoted in ``quote``).
+
+    Raises InvalidRequestError for a bad code, ``all`` beside codes, codes beside ``quote``,
+    or nothing asked at all."""
+    words = [m.strip() for m in asked]
+    if any(w.lower() == "all" for w in words):
+        if len(words) > 1:
+            raise InvalidRequestError("'all' records every listed market: name no market beside it")
+        return []
+    if not words:
+        if quote is None:
+            raise InvalidRequestError(
+                "name the markets to record (KRW-BTC ...), all, or --quote KRW"
+            )
+        return []
+    if quote is not None:
+        raise InvalidRequestError("--quote picks every market of a quote: name no market with it")
+    return list(dict.fromkeys(market_code(w) for w in words))
+
+
+def pick_markets(asked: Sequence[str], quote: str | None, listed: Sequence[str]) -> list[str]:
+    """The markets to record: ``asked`` codes (see ``market_words``; each must be listed),
+    or with ``all`` / ``quote`` every listed market (of that quote currency).
+
+    Raises InvalidRequestError for what ``market_words`` refuses, an unlisted code or a
+    quote no listed market has."""
+    codes = market_words(asked, quote)
+    if not codes:
+        wanted = None if quote is None else quote.strip().upper()
+        picked = [m for m in listed if wanted is None or m.partition("-")[0] == wanted]
+        if not picked:
+            quotes = sorted({m.partition("-")[0] for m in listed})
+            raise InvalidRequestError(
+                f"--quote {quote}: no listed market is quoted in it (quotes: {', '.join(quotes)})"
+            )
+        return picked
+    known = set(listed)
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown market {', '.join(unknown)}: not listed upstream "
+            "(expected codes such as KRW-BTC, as GET /v1/market/all lists them)"
+        )
+    return codes
+
+
+async def record(
+    spine: Spine,
+    markets: Sequence[str],
+    *,
+    quote: str | None = None,
+    kinds: Sequence[str] = RECORD_KINDS,
+    orderbook_every_ms: int = 0,
+    orderbook_depth: int | None = None,
+    backfill_ms: int = 0,
+    stop: asyncio.Event,
+    on_start: Callable[[list[str]], None] | None = None,
+) -> RecordSummary:
+    """Record ``kinds`` of ``markets`` (see ``pick_markets``) into the Spine's store until
+    ``stop`` is set; then commit what is held and return what was done. Books are recorded
+    ``orderbook_depth`` levels deep (1, 5, 15 or 30; None: 30). ``backfill_ms``
+    (> 0) also fills, at LOW priority, the store's trade holes of that long before now
+    (known gaps, the span before the first stored trade). ``on_start`` hears the markets
+    once the recording runs.
+
+    Raises InvalidRequestError for bad markets or kinds, StoreError when the store fails."""
+    started = time.perf_counter()
+    kinds = [k for k in RECORD_KINDS if k in kinds]
+    listed = [m.market for m in await spine.markets()]
+    codes = pick_markets(markets, quote, listed)
+    recording = recording_for(spine.store)
+    last: dict[str, Trade] = {}
+    if "trade" in kinds:
+        for code in codes:
+            found = await recording.last_trade(code)
+            if found is not None:
+                last[code] = found
+    recorder = Recorder(recording, spine.client, last=last, orderbook_every_ms=orderbook_every_ms)
+    reports: list[BackfillReport] = []
+    if "orderbook" in kinds and orderbook_depth is not None:
+        await spine.watch(["orderbook"], codes, depth=orderbook_depth)  # the stream keeps it
+    # Closed with the recording, not when collected: its listener leaves the stream now.
+    events = cast(
+        AsyncGenerator[object, None],
+        spine.stream(kinds, codes, maxsize=LISTENER_SIZE, since=last or None),
+    )
+    async with contextlib.aclosing(events), asyncio.TaskGroup() as group:
+        backfills = []
+        if backfill_ms > 0 and "trade" in kinds:
+            horizon = spine.client.upstream_now_ms() - backfill_ms
+            for code in codes:
+                backfills.append(
+                    group.create_task(_backfill(spine, recorder, code, horizon, reports))
+                )
+        if on_start is not None:
+            on_start(codes)
+        counts = await recorder.run(events, stop)
+        for task in backfills:
+            task.cancel()
+    gaps = [g for g in await recording.trade_gaps() if g.market in set(codes)]
+    return RecordSummary(codes, kinds, counts, time.perf_counter() - started, reports, gaps)
+
+
+async def _backfill(
+    spine: Spine, recorder: Recorder, market: str, horizon_ms: int, reports: list[BackfillReport]
+) -> None:
+    """Fill the holes of ``market`` after ``horizon_ms``: the known gaps at once, and once
+    this run committed a trade of it (the join to the stored trades, with the gap it may
+    have left), that gap and the span before its first stored trade."""
+    recording, report = recording_for(spine.store), BackfillReport(market)
+    reports.append(report)
+    fill = partial(
+        backfill_market,
+        spine.client,
+        recording,
+        market,
+        horizon_ms=horizon_ms,
+        wall_ms=spine.client.upstream_now_ms,
+        report=report,
+    )
+    await fill(before_first=False)
+    await recorder.committed_trade(market)
+    await fill()
