@@ -16,7 +16,10 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   aged levels (``rules.WaitOrder``): the process decides them, the script only compares;
 * a penalty (after a 429 or 418) stops the group for everyone until it runs out;
 * a send whose reply shows it may have reached upstream late is moved to that later time
-  (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it.
+  (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it;
+* each process keeps a heartbeat in the scope's set of processes (``HEARTBEAT``: its ticket
+  scored with the time it lapses), so each knows how many share the ceiling, the number it
+  divides the ceiling by while Redis is lost.
 
 Times are integer microseconds. Lua 5.1 prints large numbers as ``1.7e+15``, so every number
 handed back to Redis goes through ``string.format('%d')``. ``now_us`` may be passed in by
@@ -32,7 +35,7 @@ from redis.asyncio import Redis
 
 from .rules import Priority, WaitOrder
 
-__all__ = ["SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
+__all__ = ["SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts", "processes_key"]
 
 # A process's widened span applies to every process for this long after it last asked.
 SPAN_HOLD_S = 10.0
@@ -207,6 +210,25 @@ end
 return moved
 """
 
+# KEYS: processes. ARGV: ticket, ttl_us, now_us. Renews this process's heartbeat, forgets the
+# lapsed ones and returns how many processes share the budget (this one included).
+_HEARTBEAT = (
+    _PRELUDE
+    + """
+local ttl = tonumber(ARGV[2])
+local now = now_us(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', s(now))
+redis.call('ZADD', KEYS[1], s(now + ttl), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.floor(2 * ttl / 1000))
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+
+def processes_key(prefix: str, scope: str) -> str:
+    """The set of processes sharing the budgets of ``scope`` (by their heartbeats)."""
+    return f"{prefix}budget:{{{scope}}}:processes"
+
 
 @dataclass(frozen=True, slots=True)
 class BudgetKeys:
@@ -254,6 +276,8 @@ class BudgetScripts:
         self._penalize = redis.register_script(_PENALIZE)
         self._book = redis.register_script(_BOOK)
         self._move = redis.register_script(_MOVE)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._redis = redis
         self._keep_us = _us(keep_s)
 
     async def acquire(
@@ -338,3 +362,15 @@ class BudgetScripts:
         were booked; sends already dropped stay dropped. Returns how many moved."""
         args: list[Any] = [x for member, score in scores_us.items() for x in (member, score)]
         return int(await self._move(keys=[keys.sends], args=args)) if args else 0
+
+    async def heartbeat(
+        self, key: str, ticket: str, ttl_s: float, *, now_us: int | None = None
+    ) -> int:
+        """Keep ``ticket`` in the set of processes ``key`` for ``ttl_s`` more; returns how
+        many processes are in it (their heartbeats not lapsed), ``ticket`` included."""
+        args: list[Any] = [ticket, _us(ttl_s), "" if now_us is None else now_us]
+        return int(await self._heartbeat(keys=[key], args=args))
+
+    async def leave(self, key: str, ticket: str) -> None:
+        """Take ``ticket`` out of the set of processes ``key`` (a process that stops)."""
+        await self._redis.zrem(key, ticket)
