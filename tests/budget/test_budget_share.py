@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from services import PrivateRedis, RedisSpace
 
 from marketspine._budget.redis import RedisRateBudget
-from marketspine._budget.redis_lua import BudgetScripts, processes_key
+from marketspine._budget.redis_lua import BudgetKeys, BudgetScripts
 from marketspine._budget.rules import NEVER_SEEN_PROCESSES, ProcessCount, share_of
 from marketspine.errors import InvalidRequestError
 
@@ -59,7 +59,7 @@ def test_the_count_goes_by_the_last_heartbeats_seen_and_holds_through_a_restart(
 async def test_heartbeats_lapse_on_redis_clock(redis_space: RedisSpace) -> None:
     client = Redis.from_url(redis_space.url)
     scripts = BudgetScripts(client)
-    key = processes_key(redis_space.prefix, "ip")
+    key = BudgetKeys.of(redis_space.prefix, "ip", "candles")
     t0 = 1_000_000_000  # Redis microseconds, driven by hand
     try:
         assert await scripts.heartbeat(key, "a", TTL, now_us=t0) == 1
@@ -71,7 +71,7 @@ async def test_heartbeats_lapse_on_redis_clock(redis_space: RedisSpace) -> None:
         await scripts.leave(key, "c")  # a process that stops leaves at once
         assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 1_400_000) == 1
     finally:
-        await client.delete(key)
+        await client.delete(key.processes)
         await client.aclose()
 
 

@@ -17,9 +17,9 @@ later time (``JitterMargin.late_by``), so one held-up request cannot put 11 in a
 locally at once and are sent to Redis before this process's next acquisition (a 418 is
 followed by a retry, so the block reaches the others before this process sends again).
 
-Each process keeps a heartbeat in Redis (every ``heartbeat_every_s``, lapsing after
-``heartbeat_ttl_s``; ``redis_lua``'s ``HEARTBEAT``), and so knows how many processes share the
-ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at this
+Each process keeps a heartbeat in Redis (every ``heartbeat_every_s`` and at each ask,
+lapsing after ``heartbeat_ttl_s``; see ``redis_lua``), and so knows how many processes share
+the ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at this
 process's share of each group's ceiling for the number last seen (``rules.share_of``: 10/s
 among 5 is 2/s each, whatever the number), since every other process does the same; a process
 that never saw Redis counts itself and one more (``rules.ProcessCount``). The fallback starts
@@ -58,7 +58,7 @@ from redis.backoff import NoBackoff
 
 from ..errors import InvalidRequestError
 from .local import DEFAULT_LIMIT, DEFAULT_MARGIN, GROUPS, JitterMargin, LocalRateBudget
-from .redis_lua import BudgetKeys, BudgetScripts, processes_key
+from .redis_lua import PROCESS_TTL_S, BudgetKeys, BudgetScripts
 from .rules import (
     DEFAULT_AGE_STEP,
     NEVER_SEEN_PROCESSES,
@@ -172,7 +172,7 @@ class RedisRateBudget:
         fallback_share: float | None = None,
         retry_every_s: float = 0.25,
         heartbeat_every_s: float = 1.0,
-        heartbeat_ttl_s: float = 5.0,
+        heartbeat_ttl_s: float = PROCESS_TTL_S,
         ticket_ttl_s: float = 2.0,
         age_step: float = DEFAULT_AGE_STEP,
         clock: Callable[[], float] = time.monotonic,
@@ -204,7 +204,7 @@ class RedisRateBudget:
         self._order = WaitOrder(age_step)
         self._fixed_share = fallback_share
         self._processes = ProcessCount()
-        self._processes_key = processes_key(prefix, scope)
+        self._counts: dict[str, int] = {}  # processes seen, by group (the most is the count)
         self._heartbeat_every = heartbeat_every_s
         self._heartbeat_ttl = heartbeat_ttl_s
         self._heartbeat: asyncio.Task[None] | None = None
@@ -256,7 +256,8 @@ class RedisRateBudget:
                 for state in self._groups.values():
                     await self._flush(state)
                 if self._processes.seen is not None:  # leave: the others' share grows now
-                    await self._scripts.leave(self._processes_key, self._ticket)
+                    for keys in self._every_group_keys():
+                        await self._scripts.leave(keys, self._ticket)
             except _UNREACHABLE:
                 pass
         for state in self._groups.values():
@@ -365,7 +366,9 @@ class RedisRateBudget:
             ticket=self._ticket,
             ticket_ttl_s=self._ticket_ttl,
             burst=head.asked == 0 and not others and self._order.may_burst(head.priority),
+            process_ttl_s=self._heartbeat_ttl,
         )
+        self._saw_processes(state.keys, reply.processes)
         state.tokens = reply.tokens
         state.span = reply.span_s
         head.asked += 1
@@ -492,15 +495,26 @@ class RedisRateBudget:
             except redis_errors.RedisError as exc:  # not unreachable: say it, beat again
                 log.debug("budget heartbeat failed: %s", exc)
 
+    def _every_group_keys(self) -> list[BudgetKeys]:
+        """Every group this process may send in: it counts in each from its first send."""
+        names = sorted({*GROUPS, *self._limits, *self._groups})
+        return [BudgetKeys.of(self._prefix, self._scope, name) for name in names]
+
+    def _saw_processes(self, keys: BudgetKeys, count: int) -> None:
+        self._counts[keys.processes] = count
+        self._processes.saw(max(self._counts.values()))
+
+    async def _renew(self) -> None:
+        """Renew this process's heartbeat in every group and take the count."""
+        for keys in self._every_group_keys():
+            count = await self._scripts.heartbeat(keys, self._ticket, self._heartbeat_ttl)
+            self._saw_processes(keys, count)
+
     async def _beat(self) -> None:
         try:
-            count = await self._scripts.heartbeat(
-                self._processes_key, self._ticket, self._heartbeat_ttl
-            )
+            await self._renew()
         except _UNREACHABLE as exc:
             self._go_blind(exc)
-            return
-        self._processes.saw(count)
 
     # -- fallback and recovery -----------------------------------------------------------
 
@@ -557,9 +571,8 @@ class RedisRateBudget:
                 await self._scripts.book(state.keys, ages)
                 state.blind_sends.clear()
                 await self._flush(state)
-            count = await self._scripts.heartbeat(
-                self._processes_key, self._ticket, self._heartbeat_ttl
-            )
+            self._counts.clear()  # a restarted Redis forgot the others: count them anew
+            await self._renew()
         except _UNREACHABLE:
             return False
         finally:
@@ -571,7 +584,6 @@ class RedisRateBudget:
         # at most a window's wait in its fallback), keep to the local share as well.
         self._grace_until = now + 2 * self._span + self._retry_every
         # A restarted Redis is empty: the others register again as each comes back.
-        self._processes.saw(count)
         self._processes.back(now, self._heartbeat_ttl + 2 * self._span + self._retry_every)
         log.info(
             "Redis reachable again after %.1f s; the rate budget is shared again",
