@@ -19,17 +19,21 @@ followed by a retry, so the block reaches the others before this process sends a
 
 Each process keeps a heartbeat in Redis (every ``heartbeat_every_s`` and at each ask,
 lapsing after ``heartbeat_ttl_s``; see ``redis_lua``), and so knows how many processes share
-the ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at this
-process's share of each group's ceiling for the number last seen (``rules.share_of``: 10/s
-among 5 is 2/s each, whatever the number), since every other process does the same; a process
-that never saw Redis counts itself and one more (``rules.ProcessCount``). The fallback starts
-one span (window + the widest margin) after Redis was lost: the requests Redis granted
-before may fill upstream's current window, and once a span has passed none of them counts
-any more. Redis is tried again every ``retry_every_s``. On recovery the sends made meanwhile
-are booked in Redis and the rest of the window is counted as used; for two windows more (plus
-``retry_every_s``) the local share still applies too, so neither this process's blind sends
-nor those of processes not yet back push a window over the ceiling; and the number of the
-outage stays the floor of the count until the others have registered again.
+the ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
+this process's share of each group's ceiling for the number last seen (``rules.share_of``:
+10/s among 5 is 2/s each), since every other process does the same; a process that never saw
+Redis counts itself and one more (``rules.ProcessCount``).
+
+The fallback starts a window and the widest margin (``MAX_MARGIN``) after Redis was lost: the
+requests Redis granted before may fill upstream's current window, and once they have arrived
+and a window has passed none of them counts any more. Redis is tried again every
+``retry_every_s`` (and at each heartbeat, so an idle process notices too). On recovery the
+sends made meanwhile are booked in Redis and the rest of the window is counted as used; an
+acquisition that was still waiting for its blind slot goes through Redis as well. For two
+windows more (plus ``retry_every_s`` and a heartbeat) the local share still applies too, so
+neither this process's blind sends nor those of processes not yet back push a window over the
+ceiling; and the number of the outage stays the floor of the count until the others have
+registered again.
 
 Redis lost is logged once at WARNING (``event`` ``redis_lost``, for the notifier), Redis back
 once at INFO (``redis_back``).
@@ -57,7 +61,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..errors import InvalidRequestError
-from .local import DEFAULT_LIMIT, DEFAULT_MARGIN, GROUPS, JitterMargin, LocalRateBudget
+from .local import (
+    DEFAULT_LIMIT,
+    DEFAULT_MARGIN,
+    GROUPS,
+    MAX_MARGIN,
+    JitterMargin,
+    LocalRateBudget,
+)
 from .redis_lua import PROCESS_TTL_S, BudgetKeys, BudgetScripts
 from .rules import (
     DEFAULT_AGE_STEP,
@@ -306,6 +317,14 @@ class RedisRateBudget:
                 await self._beat()  # counted among the processes before the first send
             if not self.shared and not await self._try_recover():
                 await self._fallback.acquire(group, priority)
+                if self.shared:
+                    # Redis came back while this one waited for its blind slot: the blind
+                    # sends are booked already, so this one must be booked in Redis too.
+                    try:
+                        await self._acquire_shared(state, priority)
+                        return
+                    except _UNREACHABLE as exc:
+                        self._go_blind(exc)
                 state.blind_sends.append(self._clock())
                 state.counts.sent += 1
                 return
@@ -525,22 +544,23 @@ class RedisRateBudget:
         self._fallbacks += 1
         processes = self._processes.lost(self._down_since)
         for name in {*GROUPS, *self._groups, *self._limits}:
-            state = self._groups.get(name)
             self._fallback.set_limit(
                 name, self._share(self._limits.get(name, self._limit), processes)
             )
             # Redis may have granted a full window just before: upstream counts those until
-            # a span (with the widest margin seen) has passed. Start blind after it.
-            span = self._span if state is None else max(self._span, state.span)
-            self._fallback.penalize(name, span)
+            # they have all arrived and a window has passed. Start blind after it, with the
+            # widest margin a budget allows (another process's requests may have been
+            # held up longer than this one's margin tells).
+            self._fallback.penalize(name, self._window + MAX_MARGIN)
         share = self._share(self._limit, processes)
         log.warning(
             "Redis unreachable (%s); the rate budget falls back to this process's share, "
-            "%d of %d requests per window (%d processes)",
+            "%d of %d requests per window (%d %s)",
             exc,
             share,
             self._limit,
             processes,
+            "process" if processes == 1 else "processes",
             extra={
                 "event": "redis_lost",
                 "key": "budget",
@@ -581,10 +601,11 @@ class RedisRateBudget:
         lost_for = now - (self._down_since if self._down_since is not None else now)
         self._down_since = None
         # Until every other process has noticed too (each retries every retry_every_s, after
-        # at most a window's wait in its fallback), keep to the local share as well.
-        self._grace_until = now + 2 * self._span + self._retry_every
+        # at most a window's wait in its fallback, or at its next heartbeat when idle), keep
+        # to the local share as well.
+        self._grace_until = now + 2 * self._span + self._retry_every + self._heartbeat_every
         # A restarted Redis is empty: the others register again as each comes back.
-        self._processes.back(now, self._heartbeat_ttl + 2 * self._span + self._retry_every)
+        self._processes.back(now, self._heartbeat_ttl + self._grace_until - now)
         log.info(
             "Redis reachable again after %.1f s; the rate budget is shared again",
             lost_for,
