@@ -1,6 +1,8 @@
 """What every rate budget shares, whatever keeps its window: the priorities, the ``RateBudget``
-protocol, the checks of the settings, the statistics and their counters, and the wait order.
-Pure: no I/O, no clock of its own (times are passed in).
+protocol, the checks of the settings, the statistics and their counters, the wait order, and
+the share of the ceiling one of several processes keeps on its own (``share_of``,
+``ProcessCount``: the Redis budget's fallback). Pure: no I/O, no clock of its own (times are
+passed in).
 
 The wait order (``WaitOrder``), for ``LocalRateBudget`` and ``RedisRateBudget`` alike:
 
