@@ -1,6 +1,7 @@
 """The share of the ceiling a process keeps while Redis is lost: the number of processes
 counted by their heartbeats in Redis, the share for that number, a process that never saw
-Redis counting itself and one more, and the alerts when Redis is lost and back."""
+Redis counting itself and one more, and the alerts when Redis is lost and back (logged, and
+through the notifier to a loopback ``json://`` receiver)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from contextlib import AsyncExitStack
 
 import pytest
 from helpers import wait_until
+from receiver import receiver
 from redis.asyncio import Redis
 from services import PrivateRedis, RedisSpace
 
 from marketspine._budget.redis import RedisRateBudget
 from marketspine._budget.redis_lua import BudgetKeys, BudgetScripts
 from marketspine._budget.rules import NEVER_SEEN_PROCESSES, ProcessCount, share_of
+from marketspine._spine.notify import attach_notify, detach_notify
 from marketspine.errors import InvalidRequestError
 
 WINDOW = 0.25
@@ -143,3 +146,39 @@ async def test_processes_share_the_ceiling_by_their_number_while_redis_is_lost(
         await wait_until(
             lambda: all(each.processes == 3 for each in three), 10, "three heartbeats again"
         )
+
+
+@pytest.mark.process
+async def test_redis_lost_and_back_reach_the_notifier_once_per_change_per_minute(
+    private_redis: PrivateRedis,
+) -> None:
+    now = [1000.0]
+    with receiver() as got:
+        notifier = attach_notify([got.url], clock=lambda: now[0])
+        try:
+            async with budget(private_redis.url) as one:
+                await one.acquire("candles")
+                for _ in range(2):  # Redis flaps twice within the minute
+                    private_redis.stop()
+                    await one.acquire("candles")
+                    assert not one.shared
+                    private_redis.start()
+                    await wait_until(lambda: one.shared, 10, "the budget back on Redis")
+                notifier.flush()
+                first = got.wait_for(2)
+                assert [(m["title"], m["type"]) for m in first] == [
+                    ("marketspine: redis lost", "warning"),
+                    ("marketspine: redis back", "info"),
+                ]
+                assert "10 of 10 requests per window (1 process)" in first[0]["message"]
+                assert "processes: 1" in first[0]["message"].splitlines()  # alone: all of it
+                now[0] += 60.0  # the minute is over: the repeats, counted
+                notifier.flush()
+                later = got.wait_for(4)[2:]
+                assert [m["title"] for m in later] == [
+                    "marketspine: redis lost",
+                    "marketspine: redis back",
+                ]
+                assert all("(2 times in 60 s)" in m["message"] for m in later)
+        finally:
+            detach_notify(notifier)
