@@ -511,8 +511,9 @@ class RedisRateBudget:
                     await self._beat()
                 else:
                     await self._try_recover()
-            except redis_errors.RedisError as exc:  # not unreachable: say it, beat again
-                log.debug("budget heartbeat failed: %s", exc)
+            except Exception as exc:  # not unreachable (handled inside): say it, beat again;
+                # a heartbeat that ended would shrink every other process's count of this one
+                log.warning("rate budget heartbeat failed: %s", exc)
 
     def _every_group_keys(self) -> list[BudgetKeys]:
         """Every group this process may send in: it counts in each from its first send."""
