@@ -227,4 +227,6 @@ async def test_acquisitions_that_find_redis_back_together_recover_once(
     # One recovery: the blind send plus the rest of the window as used (10), then the three
     # acquisitions: the one that waited for Redis, and the two that went on blind meanwhile
     # and found Redis back once they had their blind slot, booked there so none goes unseen.
-    assert len(await booked_sends(space)) == 13
+    # On a slow machine the blind send may have left the window before the recovery: it is
+    # then booked beside a full window (14). Booked twice, it would be 24 or more.
+    assert len(await booked_sends(space)) in (13, 14)
