@@ -31,6 +31,7 @@ MODULES = (
     "feed",
     "live_quiet",
     "record",
+    "replay",
 )
 
 

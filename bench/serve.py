@@ -178,7 +178,7 @@ def run() -> list[dict[str, Any]]:
             "benchmark": "serve / bare throughput",
             "value": round(served["rps"] / bare["rps"], 3),
             "unit": "ratio",
-            "goal": ">= 0.6",
+            "goal": ">= 0.9",
         },
         {
             "benchmark": "restart: process start to 'serving on'",

@@ -174,7 +174,7 @@ def test_every_background_task_is_owned() -> None:
     # (`ensure_future` beside `asyncio.wait`).
     owners = {
         "_serve.ws_hub": "one failing feed must not end the others; aclose cancels each",
-        "_budget.redis": "the pending-moves push, kept on its group state and awaited on close",
+        "_budget.redis": "the pending-moves push and the heartbeat, kept and cancelled on close",
     }
     loose = []
     for name, path in ALL.items():

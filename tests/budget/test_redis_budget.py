@@ -224,6 +224,9 @@ async def test_acquisitions_that_find_redis_back_together_recover_once(
         private_redis.start()  # empty
         await asyncio.gather(*(a.acquire("candles", Priority.LOW) for _ in range(3)))
         assert a.shared
-    # One recovery: the blind send plus the rest of the window as used (10), then the one
-    # acquisition that waited for Redis; the others went on blind meanwhile (not booked).
-    assert len(await booked_sends(space)) == 11
+    # One recovery: the blind send plus the rest of the window as used (10), then the three
+    # acquisitions: the one that waited for Redis, and the two that went on blind meanwhile
+    # and found Redis back once they had their blind slot, booked there so none goes unseen.
+    # On a slow machine the blind send may have left the window before the recovery: it is
+    # then booked beside a full window (14). Booked twice, it would be 24 or more.
+    assert len(await booked_sends(space)) in (13, 14)

@@ -153,7 +153,7 @@ async def test_redis_lost_mid_run_falls_back_to_a_share_without_a_429(
     b = start(url, pg_space.url, private_redis.url)
     wait_for_rows(pg_space, 1000, a)
     private_redis.stop()
-    wait_for_rows(pg_space, 2000, a)  # both go on, each at half the ceiling
+    wait_for_rows(pg_space, 2000, a)  # both go on, each at its share: half, for two
     private_redis.start()  # empty, as after a restart: both return to the shared budget
     finish(a)
     finish(b)

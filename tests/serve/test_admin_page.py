@@ -209,3 +209,13 @@ def test_plotly_is_sent_compressed_deferred_and_cached(serve: ServeProcess) -> N
         html = client.get("/admin").text
     scripts = re.findall(r"<script[^>]*>", html)
     assert scripts and all(" defer" in tag for tag in scripts), scripts
+
+
+def test_the_page_state_lists_the_series_clients_poll(serve: ServeProcess) -> None:
+    params: dict[str, str | int] = {"market": "KRW-XRP", "count": 7}
+    for _ in range(3):  # a bot's poll loop: learned after the third
+        assert httpx.get(serve.url + "/v1/candles/minutes/15", params=params).status_code == 200
+    with login(serve) as (client, _):
+        polled = client.get("/admin/api/state").json()["polled"]
+    rows = [p for p in polled if (p["market"], p["timeframe"]) == ("KRW-XRP", "15m")]
+    assert [(p["count"], p["learned"]) for p in rows] == [(7, True)]

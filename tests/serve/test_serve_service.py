@@ -366,3 +366,34 @@ async def test_polled_series_show_in_status_and_metrics(http: httpx.AsyncClient)
     metrics = (await http.get("/metrics")).text
     assert 'marketspine_polled_series{learned="true"} 1.0' in metrics
     assert "marketspine_learned_poll_hits_total 0.0" in metrics
+
+
+async def test_a_repeated_history_page_takes_the_fast_path_with_the_same_answer(
+    http: httpx.AsyncClient, service: ServeService, upstream: Banning
+) -> None:
+    path = "/v1/candles/minutes/5"
+    params: dict[str, str | int] = {"market": "KRW-BTC", "count": 20, "to": "2026-01-01T00:00:00"}
+    first = await http.get(path, params=params)
+    assert first.status_code == 200 and len(first.json()) == 20
+    slow = await http.get(path, params={**params, "junk": "x"})  # parsed: same key, kept
+    assert slow.headers["X-Marketspine-Source"] == "memory"
+    fast = await http.get(path, params=params)
+    asked = len(upstream.paths)
+    for answer in (slow, fast):
+        assert answer.content == first.content
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["Remaining-Req"].startswith("group=candles;")
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"  # security headers too
+    # The fast path is the one the handler never saw: its answers are still counted.
+    metrics = (await http.get("/metrics")).text
+    served = [
+        line for line in metrics.splitlines()
+        if line.startswith('marketspine_http_requests_total{route="/v1/candles/minutes/{unit}"')
+    ]  # fmt: skip
+    assert served == [
+        'marketspine_http_requests_total{route="/v1/candles/minutes/{unit}",status="200"} 3.0'
+    ]
+    assert len(upstream.paths) == asked
+    # A spelling never answered is parsed as usual, and a closed page it means is kept.
+    other = await http.get(path, params={**params, "count": 19})
+    assert other.json() == first.json()[:19] or other.json() == first.json()[1:]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 from helpers import ManualClock, wait_until
 
 from marketspine._base.timeframes import parse_timeframe
@@ -90,3 +91,36 @@ async def test_a_polled_series_is_kept_hot_without_a_preload(
             stats = spine.statistics()
             assert (stats.polled_series, stats.learned_series) == (1, 1)
             assert stats.learned_hits == 1 and stats.learned_misses == 0
+
+
+async def test_a_market_polled_in_two_timeframes_costs_one_page_per_close(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    sim_clock: ManualClock,
+    tmp_path: Path,
+) -> None:
+    five = parse_timeframe("5m")
+    with running_sim(SimConfig(seed=5, rate_limit=0), sim_clock) as url:
+
+        def five_minute_pages() -> int:
+            stats = httpx.get(url + "/sim/stats", timeout=5).json()
+            return int(stats["requests"]["by_path"].get("/v1/candles/minutes/5", 0))
+
+        async with Spine(url, tmp_path / "two.db", wall_ms=sim_clock) as spine:
+            for _ in range(3):
+                await spine.candles("KRW-BTC", "1m", count=30, closed_only=True)
+                await spine.candles("KRW-BTC", "5m", count=10, closed_only=True)
+            assert [s.learned for s in spine.polled()] == [True, True]
+            before = five_minute_pages()
+            sim_clock.advance(5 * 60_000)
+            newest = five.floor(sim_clock()) - 5 * 60_000
+            key = ("KRW-BTC", five.key)
+
+            def fetched() -> bool:
+                covered = spine._memory.covered(key)
+                return covered is not None and covered[1] > newest
+
+            await wait_until(fetched, 20, "the keeper to hold the closed 5m candle")
+            # Built from the minutes the keeper fetched first: no 5m page asked upstream.
+            assert five_minute_pages() == before
+            after = await spine.candles("KRW-BTC", "5m", count=10, closed_only=True)
+            assert after.meta.source == "memory" and after[-1].start_ms == newest

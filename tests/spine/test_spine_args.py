@@ -186,6 +186,7 @@ CASES: list[tuple[str, dict[str, Any], str, st.SearchStrategy[Any]]] = [
     ("stream", {"types": ["trade"]}, "markets", bad_markets),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "maxsize", bad_maxsize),
     ("stream", {"types": ["trade"], "markets": ["KRW-BTC"]}, "since", bad_since),
+    ("replay", {"kinds": "trade", "markets": "KRW-BTC", "start": "2026-01-01"}, "end", bad_time),
     ("markets", {}, "refresh", bad_flag),
     ("tick_size", {"price": 100.0}, "market", bad_market),
     ("tick_size", {"market": "KRW-BTC"}, "price", bad_seconds),

@@ -26,7 +26,7 @@ async def first_event(spine: Spine) -> Any:
 
 
 async def first_replayed(spine: Spine) -> Any:
-    events = spine.replay(["trade"], ["KRW-BTC"], start="2026-01-01", speed=0)
+    events = spine.replay(["trade"], ["KRW-BTC"], start="2026-01-01", end="2026-01-02")
     try:
         return await anext(events)
     finally:
@@ -44,10 +44,10 @@ CALLS: dict[str, Callable[[Spine], Awaitable[Any]]] = {
     "orderbooks": lambda s: s.orderbooks(["KRW-BTC"]),
     "trades": lambda s: s.trades("KRW-BTC", 5),
     "trades range": lambda s: s.trades("KRW-BTC", start="2026-01-01", end="2026-01-02"),
-    "replay": first_replayed,
     "watch": lambda s: s.watch(["trade"], ["KRW-BTC"]),
     "unwatch": lambda s: s.unwatch(["trade"], ["KRW-BTC"]),
     "stream": first_event,
+    "replay": first_replayed,
     "markets": lambda s: s.markets(),
     "warmup": lambda s: s.warmup(),
 }

@@ -345,6 +345,13 @@ class LocalRateBudget:
             state.counts.external += extra
             state.prune(now)
 
+    def set_limit(self, group: str, limit: int) -> None:
+        """Allow ``limit`` sends per window in ``group`` from now on; the sends already made
+        still count (``RedisRateBudget`` sets its fallback to this process's share)."""
+        if limit < 1:
+            raise InvalidRequestError("rate limits must be at least 1 request per window")
+        self._group(group).limit = limit
+
     def penalize(self, group: str, seconds: float) -> None:
         """Let nobody in ``group`` send for ``seconds`` from now."""
         state = self._group(group)

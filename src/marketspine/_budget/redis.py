@@ -17,18 +17,32 @@ later time (``JitterMargin.late_by``), so one held-up request cannot put 11 in a
 locally at once and are sent to Redis before this process's next acquisition (a 418 is
 followed by a retry, so the block reaches the others before this process sends again).
 
-When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
-``fallback_share`` of the ceiling (the other processes are assumed to do the same), starting
-one window later (the shared window may have been full). Redis is tried again every
-``retry_every_s``. On recovery the sends made meanwhile are booked in Redis and the rest of
-the window is counted as used; for two windows more (plus ``retry_every_s``) the local share
-still applies too, so neither this process's blind sends nor those of processes not yet
-back push a window over the ceiling.
+Each process keeps a heartbeat in Redis (every ``heartbeat_every_s`` and at each ask,
+lapsing after ``heartbeat_ttl_s``; see ``redis_lua``), and so knows how many processes share
+the ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
+this process's share of each group's ceiling for the number last seen (``rules.share_of``:
+10/s among 5 is 2/s each), since every other process does the same; a process that never saw
+Redis counts itself and one more (``rules.ProcessCount``).
+
+The fallback starts a window and the widest margin (``MAX_MARGIN``) after Redis was lost: the
+requests Redis granted before may fill upstream's current window, and once they have arrived
+and a window has passed none of them counts any more. Redis is tried again every
+``retry_every_s`` (and at each heartbeat, so an idle process notices too). On recovery the
+sends made meanwhile are booked in Redis and the rest of the window is counted as used; an
+acquisition that was still waiting for its blind slot goes through Redis as well. For two
+windows more (plus ``retry_every_s`` and a heartbeat) the local share still applies too, so
+neither this process's blind sends nor those of processes not yet back push a window over the
+ceiling; and the number of the outage stays the floor of the count until the others have
+registered again.
+
+Redis lost is logged once at WARNING (``event`` ``redis_lost``, for the notifier), Redis back
+once at INFO (``redis_back``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -47,26 +61,34 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..errors import InvalidRequestError
-from .local import DEFAULT_LIMIT, DEFAULT_MARGIN, GROUPS, JitterMargin, LocalRateBudget
-from .redis_lua import BudgetKeys, BudgetScripts
+from .local import (
+    DEFAULT_LIMIT,
+    DEFAULT_MARGIN,
+    GROUPS,
+    MAX_MARGIN,
+    JitterMargin,
+    LocalRateBudget,
+)
+from .redis_lua import PROCESS_TTL_S, BudgetKeys, BudgetScripts
 from .rules import (
     DEFAULT_AGE_STEP,
+    NEVER_SEEN_PROCESSES,
     BudgetStatistics,
     GroupCounters,
     Priority,
+    ProcessCount,
     WaitOrder,
     check_fallback_share,
     check_group,
     check_priority,
     check_settings,
+    share_of,
 )
 
-__all__ = ["DEFAULT_FALLBACK_SHARE", "RedisRateBudget", "connect_redis"]
+__all__ = ["RedisRateBudget", "connect_redis"]
 
 log = logging.getLogger("marketspine")
 
-# Two processes per IP is the common scale-out; each keeps under half while blind.
-DEFAULT_FALLBACK_SHARE = 0.5
 _POLL_CAP_S = 0.25  # longest sleep between two asks (renews the priority ticket, ttl 2 s)
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
@@ -142,7 +164,10 @@ class RedisRateBudget:
     ``redis`` is a URL or a client (a client passed in stays the caller's to close).
     Keys live under ``prefix`` (``marketspine:budget:{scope:group}:...``). Use as
     ``async with RedisRateBudget(url) as budget`` or call ``aclose()``.
-    ``clock``/``sleep`` are injectable; Redis decides the window on its own clock.
+    ``clock``/``sleep`` are injectable; Redis decides the window on its own clock (and
+    lapses heartbeats on it, so the heartbeat runs on real time).
+    ``fallback_share`` (a fraction of the ceiling) replaces the share by the number of
+    processes seen; None (the default) divides by that number.
     """
 
     def __init__(
@@ -155,15 +180,23 @@ class RedisRateBudget:
         limits: Mapping[str, int] | None = None,
         window: float = 1.0,
         margin: float = DEFAULT_MARGIN,
-        fallback_share: float = DEFAULT_FALLBACK_SHARE,
+        fallback_share: float | None = None,
         retry_every_s: float = 0.25,
+        heartbeat_every_s: float = 1.0,
+        heartbeat_ttl_s: float = PROCESS_TTL_S,
         ticket_ttl_s: float = 2.0,
         age_step: float = DEFAULT_AGE_STEP,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         check_settings(limit=limit, limits=limits, window=window, margin=margin, age_step=age_step)
-        check_fallback_share(fallback_share)
+        if fallback_share is not None:
+            check_fallback_share(fallback_share)
+        if not 0 < heartbeat_every_s < heartbeat_ttl_s:
+            raise InvalidRequestError(
+                "heartbeat_every_s must be > 0 s and below heartbeat_ttl_s "
+                f"(got {heartbeat_every_s!r} and {heartbeat_ttl_s!r})"
+            )
         self._owns_client = isinstance(redis, str)
         self._redis = connect_redis(redis) if isinstance(redis, str) else redis
         self._scripts = BudgetScripts(self._redis)
@@ -180,12 +213,19 @@ class RedisRateBudget:
         self._clock = clock
         self._sleep = sleep
         self._order = WaitOrder(age_step)
+        self._fixed_share = fallback_share
+        self._processes = ProcessCount()
+        self._counts: dict[str, int] = {}  # processes seen, by group (the most is the count)
+        self._heartbeat_every = heartbeat_every_s
+        self._heartbeat_ttl = heartbeat_ttl_s
+        self._heartbeat: asyncio.Task[None] | None = None
+        # The fallback's limits are set to this process's share when Redis is lost.
         share_limits = {
-            name: max(1, math.floor(self._limits.get(name, limit) * fallback_share))
+            name: self._share(self._limits.get(name, limit), NEVER_SEEN_PROCESSES)
             for name in {*GROUPS, *self._limits}
         }
         self._fallback = LocalRateBudget(
-            limit=max(1, math.floor(limit * fallback_share)),
+            limit=self._share(limit, NEVER_SEEN_PROCESSES),
             limits=share_limits,
             window=window,
             margin=margin,
@@ -218,12 +258,19 @@ class RedisRateBudget:
         if self._closed:
             return
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         if self._down_since is None:
-            for state in self._groups.values():
-                try:
+            try:
+                for state in self._groups.values():
                     await self._flush(state)
-                except _UNREACHABLE:
-                    break
+                if self._processes.seen is not None:  # leave: the others' share grows now
+                    for keys in self._every_group_keys():
+                        await self._scripts.leave(keys, self._ticket)
+            except _UNREACHABLE:
+                pass
         for state in self._groups.values():
             if state.pushing is not None:
                 state.pushing.cancel()
@@ -234,6 +281,17 @@ class RedisRateBudget:
     def shared(self) -> bool:
         """False while Redis is unreachable and the local fallback decides."""
         return self._down_since is None
+
+    @property
+    def processes(self) -> int:
+        """How many processes this one counts as sharing the budget: the heartbeats seen in
+        Redis, or while Redis is lost the number it divides the ceiling by."""
+        return self._processes.assumed(self._clock())
+
+    def _share(self, limit: int, processes: int) -> int:
+        if self._fixed_share is not None:
+            return max(1, math.floor(limit * self._fixed_share))
+        return share_of(limit, processes)
 
     def _group(self, name: str) -> _Group:
         state = self._groups.get(name)
@@ -253,9 +311,20 @@ class RedisRateBudget:
         in Redis (or, while Redis is unreachable, in the local fallback at a safe share)."""
         priority = check_priority(priority)
         state = self._group(group)
+        self._keep_heartbeat()
         while True:
+            if self.shared and self._processes.seen is None:
+                await self._beat()  # counted among the processes before the first send
             if not self.shared and not await self._try_recover():
                 await self._fallback.acquire(group, priority)
+                if self.shared:
+                    # Redis came back while this one waited for its blind slot: the blind
+                    # sends are booked already, so this one must be booked in Redis too.
+                    try:
+                        await self._acquire_shared(state, priority)
+                        return
+                    except _UNREACHABLE as exc:
+                        self._go_blind(exc)
                 state.blind_sends.append(self._clock())
                 state.counts.sent += 1
                 return
@@ -316,7 +385,9 @@ class RedisRateBudget:
             ticket=self._ticket,
             ticket_ttl_s=self._ticket_ttl,
             burst=head.asked == 0 and not others and self._order.may_burst(head.priority),
+            process_ttl_s=self._heartbeat_ttl,
         )
+        self._saw_processes(state.keys, reply.processes)
         state.tokens = reply.tokens
         state.span = reply.span_s
         head.asked += 1
@@ -421,20 +492,83 @@ class RedisRateBudget:
                 state.pending_observations.insert(0, seen)
                 raise
 
+    # -- heartbeat -----------------------------------------------------------------------
+
+    def _keep_heartbeat(self) -> None:
+        """Start the heartbeat at the first acquisition (it needs the running loop)."""
+        if self._heartbeat is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._heartbeat = loop.create_task(self._heartbeats(), name="budget heartbeat")
+
+    async def _heartbeats(self) -> None:
+        """Until closed: renew this process's heartbeat, or while Redis is lost try to reach
+        it again (so an idle process notices both too). Real time: Redis lapses the
+        heartbeats on its own clock."""
+        while not self._closed:
+            await asyncio.sleep(self._heartbeat_every)
+            try:
+                if self.shared:
+                    await self._beat()
+                else:
+                    await self._try_recover()
+            except Exception as exc:  # not unreachable (handled inside): say it, beat again;
+                # a heartbeat that ended would shrink every other process's count of this one
+                log.warning("rate budget heartbeat failed: %s", exc)
+
+    def _every_group_keys(self) -> list[BudgetKeys]:
+        """Every group this process may send in: it counts in each from its first send."""
+        names = sorted({*GROUPS, *self._limits, *self._groups})
+        return [BudgetKeys.of(self._prefix, self._scope, name) for name in names]
+
+    def _saw_processes(self, keys: BudgetKeys, count: int) -> None:
+        self._counts[keys.processes] = count
+        self._processes.saw(max(self._counts.values()))
+
+    async def _renew(self) -> None:
+        """Renew this process's heartbeat in every group and take the count."""
+        for keys in self._every_group_keys():
+            count = await self._scripts.heartbeat(keys, self._ticket, self._heartbeat_ttl)
+            self._saw_processes(keys, count)
+
+    async def _beat(self) -> None:
+        try:
+            await self._renew()
+        except _UNREACHABLE as exc:
+            self._go_blind(exc)
+
     # -- fallback and recovery -----------------------------------------------------------
 
     def _go_blind(self, exc: BaseException) -> None:
-        if self._down_since is None:
-            self._down_since = self._last_try = self._clock()
-            self._fallbacks += 1
-            # The shared window may be full of everyone's sends: start blind after it.
-            for name in {*GROUPS, *self._groups}:
-                self._fallback.penalize(name, self._span)
-            log.warning(
-                "Redis unreachable (%s); rate budget falls back to a local share until it returns",
-                exc,
-                extra={"event": "redis_lost", "key": "budget"},
+        if self._down_since is not None:
+            return
+        self._down_since = self._last_try = self._clock()
+        self._fallbacks += 1
+        processes = self._processes.lost(self._down_since)
+        for name in {*GROUPS, *self._groups, *self._limits}:
+            self._fallback.set_limit(
+                name, self._share(self._limits.get(name, self._limit), processes)
             )
+            # Redis may have granted a full window just before: upstream counts those until
+            # they have all arrived and a window has passed. Start blind after it, with the
+            # widest margin a budget allows (another process's requests may have been
+            # held up longer than this one's margin tells).
+            self._fallback.penalize(name, self._window + MAX_MARGIN)
+        share = self._share(self._limit, processes)
+        log.warning(
+            "Redis unreachable (%s); the rate budget falls back to this process's share, "
+            "%d of %d requests per window (%d %s)",
+            exc,
+            share,
+            self._limit,
+            processes,
+            "process" if processes == 1 else "processes",
+            extra={
+                "event": "redis_lost",
+                "key": "budget",
+                "processes": processes,
+                "share": share,
+            },
+        )
 
     async def _try_recover(self) -> bool:
         """Every ``retry_every_s`` while blind: reach Redis again and book the sends made
@@ -458,17 +592,25 @@ class RedisRateBudget:
                 await self._scripts.book(state.keys, ages)
                 state.blind_sends.clear()
                 await self._flush(state)
+            self._counts.clear()  # a restarted Redis forgot the others: count them anew
+            await self._renew()
         except _UNREACHABLE:
             return False
         finally:
             self._recovering = False
+        now = self._clock()
+        lost_for = now - (self._down_since if self._down_since is not None else now)
         self._down_since = None
         # Until every other process has noticed too (each retries every retry_every_s, after
-        # at most a window's wait in its fallback), keep to the local share as well.
-        self._grace_until = self._clock() + 2 * self._span + self._retry_every
-        log.warning(
-            "Redis reachable again; the rate budget is shared again",
-            extra={"event": "redis_back", "key": "budget"},
+        # at most a window's wait in its fallback, or at its next heartbeat when idle), keep
+        # to the local share as well.
+        self._grace_until = now + 2 * self._span + self._retry_every + self._heartbeat_every
+        # A restarted Redis is empty: the others register again as each comes back.
+        self._processes.back(now, self._heartbeat_ttl + self._grace_until - now)
+        log.info(
+            "Redis reachable again after %.1f s; the rate budget is shared again",
+            lost_for,
+            extra={"event": "redis_back", "key": "budget", "lost_s": round(lost_for, 1)},
         )
         return True
 

@@ -16,7 +16,12 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   aged levels (``rules.WaitOrder``): the process decides them, the script only compares;
 * a penalty (after a 429 or 418) stops the group for everyone until it runs out;
 * a send whose reply shows it may have reached upstream late is moved to that later time
-  (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it.
+  (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it;
+* each process keeps a heartbeat in every group's set of processes (``HEARTBEAT``: its
+  ticket scored with the time it lapses), renewed by each of its asks too, so each knows how
+  many share the ceiling — the number it divides the ceiling by while Redis is lost — as of
+  its last ask: a newcomer is counted before its first send, and every process that asks
+  after that counts it (a set per group, in the group's cluster slot, not one per scope).
 
 Times are integer microseconds. Lua 5.1 prints large numbers as ``1.7e+15``, so every number
 handed back to Redis goes through ``string.format('%d')``. ``now_us`` may be passed in by
@@ -32,10 +37,12 @@ from redis.asyncio import Redis
 
 from .rules import Priority, WaitOrder
 
-__all__ = ["SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
+__all__ = ["PROCESS_TTL_S", "SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
 
 # A process's widened span applies to every process for this long after it last asked.
 SPAN_HOLD_S = 10.0
+# A process counts among those sharing the budget this long after its last heartbeat or ask.
+PROCESS_TTL_S = 5.0
 
 _PRELUDE = """
 local function s(x) return string.format('%d', x) end
@@ -46,11 +53,12 @@ local function now_us(given)
 end
 """
 
-# KEYS: sends, state, wait:0 .. wait:3
+# KEYS: sends, state, wait:0 .. wait:3, processes
 # ARGV: limit, span_us, span_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
-#       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME)
+#       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME), process_ttl_us
 # Returns {granted, wait_us, tokens, now_us, span_us (the span that applied), member (the
-# send's member in KEYS[1], scored now_us; '' when refused)}.
+# send's member in KEYS[1], scored now_us; '' when refused), processes (sharing the budget,
+# the asker included: its heartbeat is renewed here)}.
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -58,6 +66,11 @@ local limit, span, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]
 local prio, nextp, ticket = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local ttl, burst, keep = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])
 local now = now_us(ARGV[10])
+local pttl = tonumber(ARGV[11])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', s(now))
+redis.call('ZADD', KEYS[7], s(now + pttl), ticket)
+redis.call('PEXPIRE', KEYS[7], math.floor(2 * pttl / 1000))
+local processes = redis.call('ZCARD', KEYS[7])
 -- The widest span any process asked for within the hold applies to all.
 local wide = tonumber(redis.call('HGET', KEYS[2], 'span') or '0')
 local wide_until = tonumber(redis.call('HGET', KEYS[2], 'span_until') or '0')
@@ -119,7 +132,7 @@ if at <= now and not higher then
     redis.call('PEXPIRE', KEYS[3 + nextp], math.floor(keep / 1000))
   end
   keep_alive()
-  return {1, 0, limit - used - 1, now, span, member}
+  return {1, 0, limit - used - 1, now, span, member, processes}
 end
 redis.call('ZADD', KEYS[3 + prio], s(now + ttl), ticket)
 redis.call('PEXPIRE', KEYS[3 + prio], math.floor(keep / 1000))
@@ -129,7 +142,7 @@ local wait = at - now
 if wait <= 0 then wait = math.floor(interval / 4) + 1 end
 local left = limit - used
 if left < 0 then left = 0 end
-return {0, wait, left, now, span, ''}
+return {0, wait, left, now, span, '', processes}
 """
 )
 
@@ -207,6 +220,20 @@ end
 return moved
 """
 
+# KEYS: processes. ARGV: ticket, ttl_us, now_us. Renews this process's heartbeat, forgets the
+# lapsed ones and returns how many processes share the budget (this one included).
+_HEARTBEAT = (
+    _PRELUDE
+    + """
+local ttl = tonumber(ARGV[2])
+local now = now_us(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', s(now))
+redis.call('ZADD', KEYS[1], s(now + ttl), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.floor(2 * ttl / 1000))
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
 
 @dataclass(frozen=True, slots=True)
 class BudgetKeys:
@@ -216,16 +243,22 @@ class BudgetKeys:
     sends: str
     state: str
     waits: tuple[str, str, str, str]  # by Priority value
+    processes: str  # the heartbeats of the processes sharing the budget
 
     @classmethod
     def of(cls, prefix: str, scope: str, group: str) -> BudgetKeys:
         base = f"{prefix}budget:{{{scope}:{group}}}"
         waits = tuple(f"{base}:wait:{p.value}" for p in Priority)
         assert len(waits) == 4
-        return cls(f"{base}:sends", f"{base}:state", (waits[0], waits[1], waits[2], waits[3]))
+        return cls(
+            f"{base}:sends",
+            f"{base}:state",
+            (waits[0], waits[1], waits[2], waits[3]),
+            f"{base}:processes",
+        )
 
     def all(self) -> list[str]:
-        return [self.sends, self.state, *self.waits]
+        return [self.sends, self.state, *self.waits, self.processes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +271,7 @@ class AcquireReply:
     redis_now_us: int
     span_s: float  # the span that applied: the asker's, or a wider one another process asked
     member: str = ""  # a granted send's member in the sends set (its score: redis_now_us)
+    processes: int = 1  # processes sharing the budget (heartbeats not lapsed), the asker too
 
 
 def _us(seconds: float) -> int:
@@ -254,6 +288,8 @@ class BudgetScripts:
         self._penalize = redis.register_script(_PENALIZE)
         self._book = redis.register_script(_BOOK)
         self._move = redis.register_script(_MOVE)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._redis = redis
         self._keep_us = _us(keep_s)
 
     async def acquire(
@@ -267,11 +303,13 @@ class BudgetScripts:
         ticket: str,
         ticket_ttl_s: float,
         burst: bool,
+        process_ttl_s: float = PROCESS_TTL_S,
         now_us: int | None = None,
     ) -> AcquireReply:
         """Ask for one send now at ``priority``; ``next_priority`` is the caller's next
         waiter (kept registered as a ticket after a grant), ``burst`` whether this request
-        may skip pacing (it did not queue and is not LOW)."""
+        may skip pacing (it did not queue and is not LOW). The ask renews the heartbeat of
+        ``ticket`` for ``process_ttl_s``."""
         args: list[Any] = [
             limit,
             _us(span_s),
@@ -283,8 +321,9 @@ class BudgetScripts:
             1 if burst and WaitOrder.may_burst(priority) else 0,
             self._keep_us,
             "" if now_us is None else now_us,
+            _us(process_ttl_s),
         ]
-        granted, wait_us, tokens, now, span_us, member = await self._acquire(
+        granted, wait_us, tokens, now, span_us, member, processes = await self._acquire(
             keys=keys.all(), args=args
         )
         return AcquireReply(
@@ -294,6 +333,7 @@ class BudgetScripts:
             int(now),
             int(span_us) / 1e6,
             member.decode() if isinstance(member, bytes) else str(member),
+            int(processes),
         )
 
     async def observe(
@@ -338,3 +378,15 @@ class BudgetScripts:
         were booked; sends already dropped stay dropped. Returns how many moved."""
         args: list[Any] = [x for member, score in scores_us.items() for x in (member, score)]
         return int(await self._move(keys=[keys.sends], args=args)) if args else 0
+
+    async def heartbeat(
+        self, keys: BudgetKeys, ticket: str, ttl_s: float, *, now_us: int | None = None
+    ) -> int:
+        """Keep ``ticket`` among the processes sharing the budget of ``keys`` for ``ttl_s``
+        more; returns how many processes are (their heartbeats not lapsed), ``ticket`` too."""
+        args: list[Any] = [ticket, _us(ttl_s), "" if now_us is None else now_us]
+        return int(await self._heartbeat(keys=[keys.processes], args=args))
+
+    async def leave(self, keys: BudgetKeys, ticket: str) -> None:
+        """Take ``ticket`` out of the processes sharing the budget of ``keys`` (it stops)."""
+        await self._redis.zrem(keys.processes, ticket)

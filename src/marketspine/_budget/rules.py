@@ -1,6 +1,8 @@
 """What every rate budget shares, whatever keeps its window: the priorities, the ``RateBudget``
-protocol, the checks of the settings, the statistics and their counters, and the wait order.
-Pure: no I/O, no clock of its own (times are passed in).
+protocol, the checks of the settings, the statistics and their counters, the wait order, and
+the share of the ceiling one of several processes keeps on its own (``share_of``,
+``ProcessCount``: the Redis budget's fallback). Pure: no I/O, no clock of its own (times are
+passed in).
 
 The wait order (``WaitOrder``), for ``LocalRateBudget`` and ``RedisRateBudget`` alike:
 
@@ -39,11 +41,13 @@ from ..errors import InvalidRequestError
 
 __all__ = [
     "DEFAULT_AGE_STEP",
+    "NEVER_SEEN_PROCESSES",
     "WAIT_ORDER",
     "BudgetStatistics",
     "GroupCounters",
     "GroupStatistics",
     "Priority",
+    "ProcessCount",
     "Queued",
     "RateBudget",
     "WaitOrder",
@@ -51,6 +55,7 @@ __all__ = [
     "check_group",
     "check_priority",
     "check_settings",
+    "share_of",
 ]
 
 
@@ -116,6 +121,62 @@ def check_priority(priority: Priority | int) -> Priority:
     raise InvalidRequestError(
         f"priority must be a Priority (LOW, NORMAL, HIGH, CRITICAL), not {priority!r}"
     )
+
+
+# -- the share of a process while the shared budget is unreachable ------------------------
+
+# A process that never saw the shared budget counts itself and one more: the processes
+# already running know nothing of it, so it cannot know how many they are either.
+NEVER_SEEN_PROCESSES = 2
+
+
+def share_of(limit: int, processes: int) -> int:
+    """Sends per window one of ``processes`` processes may make on its own so that all of
+    them together stay within ``limit``: ``limit // processes``, and 1 when there are more
+    processes than the limit (then the ceiling can be passed: a process cannot send less
+    than one request without agreeing with the others on whose turn it is)."""
+    return max(1, limit // max(1, processes))
+
+
+class ProcessCount:
+    """How many processes share the budget, as the heartbeats in Redis last said, and the
+    number a process goes by while Redis is lost. Pure: times are passed in.
+
+    * ``saw(count)`` after each heartbeat (the count includes this process);
+    * ``lost(now)`` when Redis is lost: the number to share the ceiling by from now on is
+      the last count seen, or ``NEVER_SEEN_PROCESSES`` for a process that never saw one
+      (started while Redis was down: itself and one more);
+    * ``back(now, settle_s)`` when Redis answers again: a restarted Redis holds no heartbeat,
+      and the others register again only as each of them comes back, so the number of the
+      outage is kept as a floor for ``settle_s`` (in case Redis is lost again meanwhile).
+    """
+
+    __slots__ = ("_held", "_held_until", "seen")
+
+    def __init__(self) -> None:
+        self.seen: int | None = None
+        self._held = 0
+        self._held_until = float("-inf")
+
+    def saw(self, count: int) -> None:
+        self.seen = max(1, count)
+
+    def assumed(self, now: float) -> int:
+        """The number of processes to share the ceiling by, were Redis lost at ``now``."""
+        count = NEVER_SEEN_PROCESSES if self.seen is None else self.seen
+        if now < self._held_until:
+            count = max(count, self._held)
+        return count
+
+    def lost(self, now: float) -> int:
+        """Redis is lost at ``now``: the number to go by until it is back (see the class)."""
+        self._held = self.assumed(now)
+        self._held_until = float("inf")
+        return self._held
+
+    def back(self, now: float, settle_s: float) -> None:
+        """Redis answers again at ``now``: keep the outage's number ``settle_s`` longer."""
+        self._held_until = now + settle_s
 
 
 # -- the statistics ------------------------------------------------------------------------

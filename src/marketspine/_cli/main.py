@@ -745,6 +745,75 @@ def serve(
         )
 
 
+@app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("markets", metavar="[MARKET...]", nargs=-1)
+@_db_option
+@click.option("--from", "since", metavar="TIME", required=True, help="Start of the replay.")
+@click.option("--to", "until", metavar="TIME", required=True, help="End of the replay.")
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Times real time (10: ten times faster); 0 = as fast as the WebSocket clients read.",
+)
+@click.option(
+    "--kinds",
+    metavar="KINDS",
+    default="trade,orderbook,ticker",
+    show_default=True,
+    help="What to play, comma separated: trade, orderbook, ticker.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=_PORT, default=8600, show_default=True, help="TCP port (0: any free).")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    metavar="NAME",
+    multiple=True,
+    help="A host name clients may reach the replay by, besides IP addresses and localhost.",
+)
+def replay(
+    markets: tuple[str, ...],
+    db: str | None,
+    since: str,
+    until: str,
+    speed: float,
+    kinds: str,
+    host: str,
+    port: int,
+    allowed_hosts: tuple[str, ...],
+) -> None:
+    """Serve a recording (marketspine record) of MARKET... (default: every market it
+    holds) from --from to --to as Upbit served it: /websocket/v1 plays it in Upbit's
+    protocol, /v1/... answer as of the replay clock (candles built from the recorded
+    trades up to it, the ticker and book at it), so an unmodified bot runs against
+    history. The replay starts with the first subscription or /v1 request; the clock is
+    in the X-Marketspine-Replay-Time header and GET /api/status. Prints 'replaying on
+    http://HOST:PORT' when ready; stops on Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      marketspine replay --db krw.db --from 2026-01-02T09:00 --to 2026-01-02T10:00 --speed 10
+    """
+    from .._base.extras import need
+
+    need("serve")
+    from .replay import run_replay_command
+
+    run_replay_command(
+        markets,
+        db=db or _default_db(),
+        since=since,
+        until=until,
+        speed=speed,
+        kinds=kinds,
+        host=host,
+        port=port,
+        allowed_hosts=allowed_hosts,
+    )
+
+
 @app.command("notify-test", context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @_notify_option
 def notify_test(notify: tuple[str, ...]) -> None:

@@ -301,6 +301,7 @@ class AdminPage:
                 "snapshot_joins_incomplete": gateway.snapshot_joins_incomplete,
             },
             "watched": [list(pair) for pair in service.demand.watched()],
+            "polled": [p.as_dict() for p in service.spine.polled()],
             "tickers": await self._tickers(),
             "jobs": [job.as_dict() for job in service.jobs.all()],
         }

@@ -232,18 +232,7 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                     },
                 },
                 "watched": [list(k) for k in service.demand.watched()],
-                "polled": [
-                    {
-                        "market": p.market,
-                        "timeframe": p.timeframe,
-                        "count": p.count,
-                        "interval_s": None if p.interval_s is None else round(p.interval_s, 3),
-                        "learned": p.learned,
-                        "hits": p.hits,
-                        "misses": p.misses,
-                    }
-                    for p in service.spine.polled()
-                ],
+                "polled": [p.as_dict() for p in service.spine.polled()],
                 "waiting_requests": service.gate.waiting(),
                 "jobs": {"running": sum(j.state == "running" for j in service.jobs.all())},
                 "warmup": service.warmup_report,

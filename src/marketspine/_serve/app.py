@@ -57,7 +57,7 @@ from .security import (
     proxy_addresses,
 )
 from .service import ServeService
-from .upbit_rest import upbit_routes
+from .upbit_rest import CachedCandles, upbit_routes
 from .upbit_ws import DEFAULT_MAX_PER_ADDRESS, MAX_REQUEST_BYTES, WsGateway
 from .ws_frames import FramesProtocol
 
@@ -166,6 +166,7 @@ def create_service_app(
     if allowed_hosts is not None:
         middleware.append(Middleware(HostCheck, hosts=allowed_hosts))
     middleware.append(Middleware(BodyLimit))
+    middleware.append(Middleware(CachedCandles, service=service))  # after every refusal
     app = Starlette(
         routes=routes,
         middleware=middleware,

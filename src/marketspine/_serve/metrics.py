@@ -90,6 +90,7 @@ class ServeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._upstream = Counter(
             "marketspine_upstream_requests",
             "Requests sent upstream, by rate-limit group and HTTP status (error: no answer).",
@@ -176,15 +177,25 @@ class ServeMetrics:
     # -- downstream ----------------------------------------------------------------------------
 
     def answered(self, layer: str) -> None:
-        self._answers.labels(layer).inc()
+        self._child(self._answers, layer).inc()
 
     def cache_lookup(self, layers: Iterable[str]) -> None:
         """One answered request made of ``layers``: a hit unless upstream was one of them."""
-        self._cache.labels("miss" if "upstream" in layers else "hit").inc()
+        self._child(self._cache, "miss" if "upstream" in layers else "hit").inc()
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self._requests.labels(route, str(status)).inc()
-        self._latency.labels(route).observe(seconds)
+        self._child(self._requests, route, str(status)).inc()
+        self._child(self._latency, route).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: prometheus_client's own lookup takes
+        a lock and checks every label each time, a good part of a cached answer's cost.
+        The label sets are few (routes, statuses, layers)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def downstream_throttled(self) -> None:
         self._throttled.inc()

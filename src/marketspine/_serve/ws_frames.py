@@ -44,12 +44,15 @@ def binary_frame(payload: bytes) -> bytes:
 class RawFrames:
     """Writes whole frames to one connection's transport, in order with uvicorn's own."""
 
-    __slots__ = ("_conn", "_transport")
+    __slots__ = ("_conn", "_transport", "_writable")
 
     def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
         # Both are set once the connection is made, before the ASGI app runs.
         self._conn = protocol.conn
         self._transport = protocol.transport
+        # uvicorn's flow control: cleared while the transport's buffer is over its high
+        # water mark, set again once it drained (or the connection was lost).
+        self._writable = protocol.writable
 
     def write(self, frame: bytes) -> int:
         """Write ``frame`` (from ``binary_frame``) now; returns how many bytes were waiting
@@ -64,6 +67,14 @@ class RawFrames:
         waiting = transport.get_write_buffer_size()
         transport.write(frame)
         return waiting
+
+    def writable(self) -> bool:
+        """False while the socket's buffers are full (the client is not reading)."""
+        return self._writable.is_set()
+
+    async def wait_writable(self) -> None:
+        """Return once the socket takes frames again (or the connection is gone)."""
+        await self._writable.wait()
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the socket (0 while the client keeps up)."""

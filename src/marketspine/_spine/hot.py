@@ -126,12 +126,19 @@ class HotWindows:
     async def _refresh(self, due: list[tuple[str, HotWindow]]) -> bool:
         """Fetch the due windows; True when all of them succeeded."""
         now = self._now_ms()
-        results = await asyncio.gather(
-            *(self._read_closed(m, w.tf, w.count, Priority.HIGH) for m, w in due),
-            return_exceptions=True,
-        )
+        # Minutes first: the longer timeframes of the same market (3m to 4h, 1d) are then
+        # built from the stored minutes, so a market polled in several timeframes costs one
+        # page per close, not one per timeframe.
+        minutes = [(m, w) for m, w in due if w.tf.name == "1m"]
+        others = [(m, w) for m, w in due if w.tf.name != "1m"]
+        results: list[CandleResult | BaseException] = []
+        for batch in (minutes, others):
+            results += await asyncio.gather(
+                *(self._read_closed(m, w.tf, w.count, Priority.HIGH) for m, w in batch),
+                return_exceptions=True,
+            )
         ok = True
-        for (market, window), result in zip(due, results, strict=True):
+        for (market, window), result in zip(minutes + others, results, strict=True):
             if isinstance(result, BaseException):
                 # Keep the others hot; this one is tried again after a pause.
                 logger.error(

@@ -45,7 +45,7 @@ from .._client.client import Client
 from .._client.retry import RetryPolicy
 from .._live.candle_feed import ClosedCandle
 from .._live.feed import LiveFeed, LiveStream, ws_url_for
-from .._live.listener import Event, Gap
+from .._live.listener import Event
 from .._live.state import LiveState
 from .._live.stream import StreamStatistics
 from .._live.subscriptions import BOOK_DEPTHS
@@ -69,7 +69,7 @@ from .notify import (
     split_notify_urls,
 )
 from .quotes import Channel, QuoteReader
-from .replay import RECORDED_TABLES, REPLAY_KINDS, replay_events
+from .replay import ReplayEvent
 from .result import Answer, CandleResult, ListResult, ResultMeta, Trace
 from .trade_range import read_trade_range
 from .usage import PolledSeries, PollLearner
@@ -488,40 +488,25 @@ class Spine:
         start: Moment,
         end: Moment | None = None,
         speed: float = 1.0,
-    ) -> AsyncIterator[Trade | Orderbook | Ticker | Gap]:
-        """What ``marketspine record`` kept of ``kinds`` (``trade``, ``orderbook``,
-        ``ticker``) of ``markets`` at ``[start, end)`` (``end``: the recording's end), played
-        back as ``stream`` delivered it live: the same records, a ``Gap`` (complete=False)
-        before the first trade after each known gap, in exchange time order across markets,
-        ``speed`` times faster than it happened (0: as fast as taken).
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> AsyncIterator[ReplayEvent]:
+        """The recording (``marketspine record``) of ``kinds`` of ``markets`` at ``[start,
+        end)`` (``end``: the end of the recording) played back as ``stream`` yields it live
+        (Trade, Orderbook, Ticker; forming Candle and ClosedCandle for ``candle.<timeframe>``,
+        built from the recorded trades; a ``Gap`` with ``complete=False`` before the first
+        trade after a known gap), in exchange time order across markets. ``speed``: 1 (the
+        default) is real time, 10 ten times faster, 0 as fast as it is taken; ``clock``
+        (monotonic seconds) and ``sleep`` pace it.
 
-        Raises InvalidRequestError for a bad kind, market, time or speed; ClosedError outside
-        ``async with``."""
-        wanted = kinds_arg(kinds, "kinds")
-        wrong = [k for k in wanted if k not in REPLAY_KINDS]
-        if wrong:
-            raise InvalidRequestError(
-                f"kinds: cannot replay {wrong[0]!r}: recordings hold {', '.join(REPLAY_KINDS)}"
-            )
-        codes = markets_arg(markets)
-        start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
-        speed = number_arg(speed, "speed")
+        Raises InvalidRequestError for an unknown kind, a market the recording does not
+        hold, ``start`` not before ``end`` or a bad speed; ClosedError outside ``async with``."""
+        from .replay import Replay, check_replay
+
         self._life.check_open()
-        if start_ms is None:
-            raise InvalidRequestError("replay needs a start")
-        if end_ms is not None and end_ms <= start_ms:
-            raise InvalidRequestError("start must be before end")
         recording = recording_for(self.store)
-        if end_ms is None:  # the end of what is recorded
-            ends = [
-                span[1] + 1
-                for kind in wanted
-                for code in codes
-                if (span := await recording.time_span(RECORDED_TABLES[kind], code)) is not None
-            ]
-            end_ms = max(ends, default=start_ms)
-        events = replay_events(recording, wanted, codes, start_ms, end_ms, speed)
-        async for event in events:
+        plan = await check_replay(recording, kinds, markets, start, end, speed)
+        async for event in Replay(recording, plan, clock=clock, sleep=sleep).events():
             yield event
 
     async def _read_closed(self, market: str, tf: Timeframe, lo: int, hi: int) -> list[Candle]:

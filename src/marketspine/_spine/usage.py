@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["PollLearner", "PolledSeries", "UsageStatistics"]
 
@@ -32,6 +33,18 @@ class PolledSeries:
     learned: bool = False
     hits: int = 0  # polls of the learned series answered from memory alone
     misses: int = 0  # polls of the learned series that needed the store or upstream
+
+    def as_dict(self) -> dict[str, Any]:
+        """As ``/api/status`` and the admin page show it."""
+        return {
+            "market": self.market,
+            "timeframe": self.timeframe,
+            "count": self.count,
+            "interval_s": None if self.interval_s is None else round(self.interval_s, 3),
+            "learned": self.learned,
+            "hits": self.hits,
+            "misses": self.misses,
+        }
 
 
 @dataclass(frozen=True, slots=True)

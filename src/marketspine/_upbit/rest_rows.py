@@ -91,6 +91,10 @@ class ClosedAnswers:
 
     ENTRY_BYTES = 320  # a 4-tuple of a short str, a market code and two ints, and its slot
     _HOLDER = "closed_answers"
+    # Request spellings remembered for the fast path (``spelled``): a bounded count of short
+    # ones, so junk parameters can neither grow it nor make it miss for others.
+    SPELLINGS = 4096
+    MAX_SPELLING = 256
 
     def __init__(self, max_bytes: int = 32 << 20, *, budget: MemoryBudget | None = None) -> None:
         self._answers: OrderedDict[Hashable, bytes] = OrderedDict()
@@ -99,9 +103,25 @@ class ClosedAnswers:
         if budget is not None:
             budget.register(self._HOLDER, self._evicted)
         self.bytes = 0
+        self._spellings: OrderedDict[tuple[str, bytes], Hashable] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._answers)
+
+    def remember(self, path: str, query: bytes, key: Hashable) -> None:
+        """Note that ``path?query`` asks for the answer kept under ``key``."""
+        if len(path) + len(query) > self.MAX_SPELLING:
+            return
+        self._spellings[(path, query)] = key
+        self._spellings.move_to_end((path, query))
+        if len(self._spellings) > self.SPELLINGS:
+            self._spellings.popitem(last=False)
+
+    def spelled(self, path: str, query: bytes) -> bytes | None:
+        """The answer kept for a request spelled exactly as one ``remember``-ed, if any: no
+        parsing, for the fast path of a client polling the same request."""
+        key = self._spellings.get((path, query))
+        return None if key is None else self.get(key)
 
     def get(self, key: Hashable) -> bytes | None:
         body = self._answers.get(key)

@@ -259,6 +259,14 @@ function renderHealth(state) {
     ? `${ws.clients} clients, ${ws.subscriptions} subscriptions, ${ws.upstream_pairs} upstream pairs, ${ws.dropped_clients} dropped, ${fmt(ws.frames_sent)} frames sent, ${ws.snapshot_joins} snapshot joins (${fmt(ws.snapshot_join_trades)} trades filled, ${ws.snapshot_joins_incomplete} incomplete)`
     : "no gateway";
   if ($("websocket").textContent !== text) $("websocket").textContent = text;
+  fill("polled", state.polled || [], (p) => `${p.market} ${p.timeframe}`, (p) => [
+    [`${p.market} ${p.timeframe}`],
+    [fmt(p.count)],
+    [p.interval_s === null ? "-" : `${p.interval_s.toFixed(1)} s`],
+    [p.learned ? "yes" : "no"],
+    [fmt(p.hits)],
+    [fmt(p.misses)],
+  ]);
 }
 
 // -- live tickers: watched while the page is open -----------------------------------------------

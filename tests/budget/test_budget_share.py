@@ -1,0 +1,184 @@
+"""The share of the ceiling a process keeps while Redis is lost: the number of processes
+counted by their heartbeats in Redis, the share for that number, a process that never saw
+Redis counting itself and one more, and the alerts when Redis is lost and back (logged, and
+through the notifier to a loopback ``json://`` receiver)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AsyncExitStack
+
+import pytest
+from helpers import wait_until
+from receiver import receiver
+from redis.asyncio import Redis
+from services import PrivateRedis, RedisSpace
+
+from marketspine._budget.redis import RedisRateBudget
+from marketspine._budget.redis_lua import BudgetKeys, BudgetScripts
+from marketspine._budget.rules import NEVER_SEEN_PROCESSES, ProcessCount, share_of
+from marketspine._spine.notify import attach_notify, detach_notify
+from marketspine.errors import InvalidRequestError
+
+WINDOW = 0.25
+MARGIN = 0.02
+SPAN = WINDOW + MARGIN
+TTL = 1.0
+
+
+def test_the_share_of_each_process_keeps_all_of_them_within_the_ceiling() -> None:
+    assert [share_of(10, n) for n in (1, 2, 3, 4, 5, 6, 10)] == [10, 5, 3, 2, 2, 1, 1]
+    for n in range(1, 11):
+        assert n * share_of(10, n) <= 10
+    assert share_of(10, 11) == 1  # below one request a window nobody can go: 11 > 10 then
+    assert share_of(10, 0) == 10  # a count of none is a count of one (itself)
+
+
+def test_the_count_goes_by_the_last_heartbeats_seen_and_holds_through_a_restart() -> None:
+    count = ProcessCount()
+    # Started while Redis is down: itself and one more.
+    assert count.assumed(0.0) == NEVER_SEEN_PROCESSES == 2
+    count.saw(3)
+    count.saw(5)  # two more started
+    assert count.assumed(1.0) == 5
+    count.saw(4)  # one stopped, or its heartbeat lapsed
+    assert count.lost(2.0) == 4  # Redis lost: the last number seen, never a fixed half
+    assert count.assumed(100.0) == 4  # however long the outage lasts
+    # Back on a restarted, empty Redis: only this process has registered again so far.
+    count.back(100.0, settle_s=6.0)
+    count.saw(1)
+    assert count.assumed(103.0) == 4  # the others come back and register meanwhile
+    assert count.lost(103.0) == 4  # lost again before they did: still the outage's number
+    count.back(104.0, settle_s=6.0)
+    count.saw(3)
+    assert count.assumed(109.9) == 4
+    assert count.assumed(110.0) == 3  # settled: what the heartbeats say
+    count.saw(0)
+    assert count.assumed(111.0) == 1  # never less than itself
+
+
+async def test_heartbeats_lapse_on_redis_clock(redis_space: RedisSpace) -> None:
+    client = Redis.from_url(redis_space.url)
+    scripts = BudgetScripts(client)
+    key = BudgetKeys.of(redis_space.prefix, "ip", "candles")
+    t0 = 1_000_000_000  # Redis microseconds, driven by hand
+    try:
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0) == 1
+        assert await scripts.heartbeat(key, "b", TTL, now_us=t0 + 100_000) == 2
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 600_000) == 2  # renewed
+        # b's heartbeat lapsed (1 s after its last); a's renewal keeps a.
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 1_200_000) == 1
+        assert await scripts.heartbeat(key, "c", TTL, now_us=t0 + 1_300_000) == 2
+        await scripts.leave(key, "c")  # a process that stops leaves at once
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 1_400_000) == 1
+    finally:
+        await client.delete(key.processes)
+        await client.aclose()
+
+
+def test_heartbeat_settings_that_cannot_work_are_refused() -> None:
+    for every, ttl in ((0.0, 5.0), (5.0, 5.0), (2.0, 1.0)):
+        with pytest.raises(InvalidRequestError, match="heartbeat_every_s must be > 0 s"):
+            RedisRateBudget("redis://127.0.0.1:1/0", heartbeat_every_s=every, heartbeat_ttl_s=ttl)
+
+
+def budget(url: str, **kwargs: object) -> RedisRateBudget:
+    return RedisRateBudget(
+        url,
+        prefix="share:",
+        scope="ip",
+        window=WINDOW,
+        margin=MARGIN,
+        retry_every_s=0.05,
+        heartbeat_every_s=0.05,
+        heartbeat_ttl_s=TTL,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def events(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == event]
+
+
+@pytest.mark.process
+async def test_processes_share_the_ceiling_by_their_number_while_redis_is_lost(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="marketspine")
+    async with AsyncExitStack() as stack:
+        three = [await stack.enter_async_context(budget(private_redis.url)) for _ in range(3)]
+        for each in three:
+            await each.acquire("candles")
+        await wait_until(
+            lambda: all(each.processes == 3 for each in three), 10, "three heartbeats seen"
+        )
+        private_redis.stop()
+        lost_at = time.monotonic()
+        # Each acquisition and each heartbeat notices; each budget tells it once.
+        await asyncio.gather(*(each.acquire("candles") for each in three for _ in range(4)))
+        assert time.monotonic() - lost_at >= SPAN  # Redis's window may have been full
+        assert not any(each.shared for each in three)
+        lost = events(caplog, "redis_lost")
+        assert len(lost) == 3
+        assert {(r.levelno, r.processes, r.share) for r in lost} == {  # type: ignore[attr-defined]
+            (logging.WARNING, 3, 3)
+        }
+        # A process started while Redis is down counts itself and one more.
+        late = await stack.enter_async_context(budget(private_redis.url))
+        await late.acquire("candles")
+        newcomer = events(caplog, "redis_lost")[3:]
+        assert [(r.processes, r.share) for r in newcomer] == [(2, 5)]  # type: ignore[attr-defined]
+
+        private_redis.start()  # empty, as after a restart
+        await wait_until(
+            lambda: all(each.shared for each in [*three, late]), 10, "every budget back on Redis"
+        )
+        back = events(caplog, "redis_back")
+        assert len(back) == 4 and {r.levelno for r in back} == {logging.INFO}
+        assert len(events(caplog, "redis_lost")) == 4  # nothing told twice
+        # The outage's number holds until the others have registered again; then four.
+        await wait_until(
+            lambda: all(each.processes == 4 for each in [*three, late]), 10, "four heartbeats"
+        )
+        await late.aclose()  # a process that stops leaves the count at once
+        await wait_until(
+            lambda: all(each.processes == 3 for each in three), 10, "three heartbeats again"
+        )
+
+
+@pytest.mark.process
+async def test_redis_lost_and_back_reach_the_notifier_once_per_change_per_minute(
+    private_redis: PrivateRedis,
+) -> None:
+    now = [1000.0]
+    with receiver() as got:
+        notifier = attach_notify([got.url], clock=lambda: now[0])
+        try:
+            async with budget(private_redis.url) as one:
+                await one.acquire("candles")
+                for _ in range(2):  # Redis flaps twice within the minute
+                    private_redis.stop()
+                    await one.acquire("candles")
+                    assert not one.shared
+                    private_redis.start()
+                    await wait_until(lambda: one.shared, 10, "the budget back on Redis")
+                notifier.flush()
+                first = got.wait_for(2)
+                assert [(m["title"], m["type"]) for m in first] == [
+                    ("marketspine: redis lost", "warning"),
+                    ("marketspine: redis back", "info"),
+                ]
+                assert "10 of 10 requests per window (1 process)" in first[0]["message"]
+                assert "processes: 1" in first[0]["message"].splitlines()  # alone: all of it
+                now[0] += 60.0  # the minute is over: the repeats, counted
+                notifier.flush()
+                later = got.wait_for(4)[2:]
+                assert [m["title"] for m in later] == [
+                    "marketspine: redis lost",
+                    "marketspine: redis back",
+                ]
+                assert all("(2 times in 60 s)" in m["message"] for m in later)
+        finally:
+            detach_notify(notifier)

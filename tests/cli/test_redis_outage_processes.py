@@ -1,0 +1,309 @@
+"""Five processes share one rate budget through Redis — three ``marketspine collect`` and two
+``marketspine serve --redis`` answering a steady client each — and their Redis is killed
+(SIGKILL) for 10 s, then restarted empty. Each process falls back to its share of the
+ceiling for the five it counted (2 requests/s), so the simulator, a process of its own and
+the truth, answers no 429; PostgreSQL holds exactly the simulator's candles, none missing.
+
+Every process writes to files, never to a pipe nobody reads (a full pipe stalls a child);
+the Redis is a private redis-server, so killing it touches no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import psycopg
+import pytest
+import redis
+from clitools import CONSOLE_SCRIPT
+from helpers import UnpacedBudget, wait_until_sync
+from services import PgSpace, PrivateRedis
+
+from marketspine._base.time import parse_time
+from marketspine._base.timeframes import TIMEFRAMES
+from marketspine._budget.redis_lua import BudgetKeys
+from marketspine._client.client import Client
+from marketspine._store.backfill import collect
+from marketspine._store.sqlite import SQLiteStore
+from marketspine.sim import SimConfig, create_app
+
+pytestmark = pytest.mark.process
+
+NOW = "2026-11-20T12:34:56.789Z"
+COLLECTED = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
+SINCE, UNTIL = "2026-11-15T12:00:00Z", "2026-11-20T12:00:00Z"  # 36 pages of 1m a market
+LOADED = ("KRW-SOL", "KRW-DOGE")  # one per serve, asked page after page back from UNTIL
+OUTAGE_S = 10.0
+PAUSE_S = 0.5
+PROCESSES = 5
+TOKEN = "outage-test-token"
+
+# The simulator in a process of its own (its own interpreter: the test's threads never slow
+# its clock of arrivals), its clock stopped at NOW so the history is the reference's.
+SIM = f"""
+import sys
+from marketspine._base.time import parse_time
+from marketspine.sim import SimConfig, running
+now = parse_time({NOW!r})
+with running(SimConfig(rate_limit=10), clock=lambda: now) as url:
+    print(url, flush=True)
+    sys.stdin.read()  # until the test closes stdin
+"""
+
+
+@contextlib.contextmanager
+def sim_process(tmp_path: Path) -> Iterator[str]:
+    with (tmp_path / "sim.err").open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SIM],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "the simulator printed no URL within 60 s"
+        url = process.stdout.readline().strip()  # the one line it prints
+        assert url.startswith("http://"), (tmp_path / "sim.err").read_text()
+        yield url
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def launch(args: list[str], log: Path) -> subprocess.Popen[str]:
+    """A child writing stdout to ``log``.out and stderr to ``log``.err."""
+    with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
+        return subprocess.Popen(
+            [CONSOLE_SCRIPT, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True
+        )
+
+
+@dataclass
+class Serve:
+    process: subprocess.Popen[str]
+    log: Path
+    url: str = ""
+
+    def wait_serving(self) -> None:
+        out = self.log.with_suffix(".out")
+
+        def serving() -> bool:
+            assert self.process.poll() is None, self.log.with_suffix(".err").read_text()
+            return "serving on " in out.read_text()
+
+        wait_until_sync(serving, 60, f"serve {self.log.name} to listen")
+        line = next(s for s in out.read_text().splitlines() if s.startswith("serving on "))
+        self.url = line.removeprefix("serving on ").strip()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=30)
+        assert code == 0, self.log.with_suffix(".err").read_text()
+
+
+@dataclass
+class ClientLoad:
+    """One client asking a serve for ``market``'s 1m candles, 200 at a time, each page the
+    one before the last answered: one upstream request per answer, at most one per
+    ``PAUSE_S`` — a modest load (the budget serves clients before backfills, so a client
+    asking without pause would leave the collectors little)."""
+
+    url: str
+    market: str
+    statuses: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        to = UNTIL
+        with httpx.Client(base_url=self.url, timeout=60) as http:
+            while not self.stop.is_set():
+                answer = http.get(
+                    "/v1/candles/minutes/1", params={"market": self.market, "count": 200, "to": to}
+                )
+                self.statuses.append(answer.status_code)
+                if answer.status_code != 200 or not answer.json():
+                    return
+                to = answer.json()[-1]["candle_date_time_utc"] + "Z"  # the oldest answered
+                self.stop.wait(PAUSE_S)  # the load's pace
+
+    def finish(self) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+def rows_of(pg: PgSpace, markets: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg.url) as conn:
+        try:
+            return conn.execute(
+                "SELECT * FROM candles WHERE market = ANY(%s)", (list(markets),)
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:  # not created yet
+            return []
+
+
+async def truth(tmp_path: Path, markets: tuple[str, ...], since_ms: int) -> set[tuple[Any, ...]]:
+    """The simulator's 1m candles of ``markets`` from since_ms to UNTIL, fetched in-process
+    page by page as a collector does (its first page may reach before since_ms)."""
+    now = parse_time(NOW)
+    app = create_app(SimConfig(rate_limit=0), clock=lambda: now)
+    path = tmp_path / f"truth-{markets[0]}.sqlite"
+    async with (
+        SQLiteStore(path) as store,
+        Client(
+            "http://sim", transport=httpx.ASGITransport(app=app), budget=UnpacedBudget()
+        ) as client,
+    ):
+        await collect(
+            client, store, markets, TIMEFRAMES["1m"],
+            since_ms=since_ms, until_ms=parse_time(UNTIL), now_ms=now,
+        )  # fmt: skip
+    with sqlite3.connect(path) as conn:
+        return set(conn.execute("SELECT * FROM candles").fetchall())
+
+
+@dataclass
+class Heartbeats:
+    """The processes' heartbeats in the shared Redis (RedisRateBudget's defaults)."""
+
+    url: str
+    all_since_us: int | None = None  # Redis's clock when the last of them registered
+
+    def all_counted(self) -> bool:
+        """Every process registered, and each renewed its heartbeat after the last one
+        came: so each has counted all of them."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            key = BudgetKeys.of("marketspine:", "default", "candles").processes
+            # (member, score) pairs, which redis-py's return type does not say.
+            lapse = cast(list[tuple[bytes, float]], client.zrange(key, 0, -1, withscores=True))
+            seconds, micros = client.time()
+        finally:
+            client.close()
+        if len(lapse) < PROCESSES:
+            return False
+        if self.all_since_us is None:
+            self.all_since_us = seconds * 1_000_000 + micros
+        ttl_us = 5_000_000  # a heartbeat's score is its renewal + heartbeat_ttl_s
+        return min(score for _, score in lapse) - ttl_us > self.all_since_us
+
+
+def sim_stats(url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"{url}/sim/stats", timeout=10).json()
+    return answer
+
+
+def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
+    pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    with sim_process(tmp_path) as sim:
+        common = ["--upstream", sim, "--db", pg_space.url, "--redis", private_redis.url]
+        serves = [
+            Serve(launch(["serve", *common, "--port", "0", "--admin-token", TOKEN,
+                          "--log-level", "info"], tmp_path / f"serve{i}"), tmp_path / f"serve{i}")
+            for i in range(2)
+        ]  # fmt: skip
+        collectors = [
+            launch(["collect", *COLLECTED, "-t", "1m", "--since", SINCE, "--until", UNTIL,
+                    *common, "--json"], tmp_path / f"collect{i}")
+            for i in range(3)
+        ]  # fmt: skip
+        try:
+            for serve in serves:
+                serve.wait_serving()
+            loads = [ClientLoad(s.url, market) for s, market in zip(serves, LOADED, strict=True)]
+            for load in loads:
+                load.start()
+
+            heartbeats = Heartbeats(private_redis.url)
+
+            def working() -> bool:
+                for i, process in enumerate(collectors):
+                    assert process.poll() is None, (tmp_path / f"collect{i}.err").read_text()
+                return all(len(load.statuses) >= 2 for load in loads) and heartbeats.all_counted()
+
+            wait_until_sync(working, 60, "five processes counted in Redis, all at work")
+            before = len(rows_of(pg_space, COLLECTED))
+            answered = [len(load.statuses) for load in loads]
+
+            private_redis.stop()  # SIGKILL
+            down_until = time.monotonic() + OUTAGE_S
+            while time.monotonic() < down_until:  # the outage itself, not a wait for a state
+                for process in [*collectors, *(s.process for s in serves)]:
+                    assert process.poll() is None, "a process ended while Redis was down"
+                time.sleep(0.1)
+            # Everyone went on, at their share.
+            assert len(rows_of(pg_space, COLLECTED)) > before
+            assert all(len(load.statuses) > n for load, n in zip(loads, answered, strict=True))
+            private_redis.start()  # empty, as after a restart
+
+            for i, process in enumerate(collectors):
+                assert process.wait(timeout=60) == 0, (tmp_path / f"collect{i}.err").read_text()
+            answered = [len(load.statuses) for load in loads]
+            wait_until_sync(
+                lambda: all(len(x.statuses) > n for x, n in zip(loads, answered, strict=True)),
+                30,
+                "serve answering after the restart",
+            )
+            for load in loads:
+                load.finish()
+        finally:
+            for process in collectors:
+                if process.poll() is None:  # a failure above: no orphan
+                    process.kill()
+                    process.wait()
+            for serve in serves:
+                if serve.process.poll() is None:
+                    serve.stop()
+        seen = sim_stats(sim)
+    assert seen["429"] == 0 and seen["418"] == 0, seen
+    for load in loads:
+        assert set(load.statuses) == {200}
+    for i in range(3):
+        summary = json.loads((tmp_path / f"collect{i}.out").read_text().strip().splitlines()[-1])
+        assert summary["collectable"] and summary["upstream_calls"] >= 1
+    # PostgreSQL against the truth: the collected range whole, and whatever serve stored for
+    # its clients (a run back from UNTIL) exactly the simulator's candles.
+    collected = rows_of(pg_space, COLLECTED)
+    assert len(collected) == len(set(collected))
+    assert set(collected) == asyncio.run(truth(tmp_path, COLLECTED, parse_time(SINCE)))
+    for market in LOADED:
+        served = rows_of(pg_space, (market,))
+        assert len(served) >= 200
+        oldest = min(row[2] for row in served)
+        expected = {
+            row for row in asyncio.run(truth(tmp_path, (market,), oldest)) if row[2] >= oldest
+        }
+        assert set(served) == expected
+    # Each serve counted the five, told the loss once at WARNING and the return once at INFO.
+    for serve in serves:
+        err = serve.log.with_suffix(".err").read_text()
+        lost = [line for line in err.splitlines() if "the rate budget falls back" in line]
+        assert len(lost) == 1 and "2 of 10 requests per window (5 processes)" in lost[0], err
+        assert lost[0].startswith("marketspine: WARNING: ")
+        back = [line for line in err.splitlines() if "the rate budget is shared again" in line]
+        assert len(back) == 1 and back[0].startswith("marketspine: INFO: "), err
