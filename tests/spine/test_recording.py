@@ -80,7 +80,13 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
 
             await record_until(spine, more, kinds=["trade"])
             stored = {m: await recording.trades(m, 0, 1 << 62) for m in MARKETS}
-            verified = await verify_recording(spine, "KRW-BTC", TIMEFRAMES["1m"])
+            # Windows well before the last recorded trade: at 60x speed upstream's clock is
+            # known only to within a simulated minute or so, and the newest windows may not
+            # be final upstream yet (``verify`` leaves out only what it knows is forming).
+            last_ms = max(t.ms for t in stored["KRW-BTC"])
+            verified = await verify_recording(
+                spine, "KRW-BTC", TIMEFRAMES["1m"], until_ms=last_ms - 3 * 60_000
+            )
             begin = min(trades[0].ms for trades in stored.values())
             replayed = [e async for e in spine.replay(["trade"], MARKETS, start=begin, speed=0)]
             books = await recording.orderbooks("KRW-BTC", 0, 1 << 62)
