@@ -1,8 +1,10 @@
 """The resumable backfill runner: planner pages → upstream → store, one transaction per page.
 
-Each page is written together with the coverage it proves as soon as it arrives, so a crash
-or Ctrl-C at any instant loses at most the page in flight, and a rerun plans only what is
-still uncovered: the database ends the same as after an uninterrupted run.
+Several pages of each market are in flight at once (``pipeline.MarketPipeline``), and each
+is written together with the coverage it proves as soon as it and every page above it in
+its gap have arrived, so a crash or Ctrl-C at any instant loses at most the pages in
+flight, and a rerun plans only what is still uncovered: the database ends the same as after
+an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .._budget.rules import Priority
 from .._upbit.horizon import split_unserved
 from ..errors import InvalidRequestError, UnknownMarketError
 from ..records import Candle
-from .planner import GapCursor, PageRequest, plan_gaps
+from .pipeline import DEFAULT_DEPTH, MarketPipeline, PipelinePage
+from .planner import PageRequest, plan_gaps
 from .sqlite import CandleStore
 
 __all__ = [
@@ -156,6 +159,7 @@ async def collect(
     priority: Priority = Priority.LOW,
     progress: Callable[[ProgressEvent], None] | None = None,
     leases: PageLeases | None = None,
+    depth: int = DEFAULT_DEPTH,
 ) -> CollectSummary:
     """Backfill the closed candles of ``markets`` starting in ``[since_ms, until_ms)``.
 
@@ -175,7 +179,13 @@ async def collect(
 
     ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
     another process fetched is stored here too but not counted in ``upstream_calls``.
+
+    Up to ``depth`` pages of each market are in flight at once (``pipeline``), so one market
+    fills the rate budget at any distance from upstream; pages are still stored strictly
+    from each gap's end downwards, one transaction each.
     """
+    if depth < 1:
+        raise InvalidRequestError(f"depth must be at least 1 page in flight, got {depth}")
     tf = timeframe
     codes = list(dict.fromkeys(m.strip().upper() for m in markets))
     if not codes:
@@ -218,7 +228,15 @@ async def collect(
             for code in codes:
                 group.create_task(
                     _collect_market(
-                        client, store, tf, plans[code], details[code], priority, progress, leases
+                        client,
+                        store,
+                        tf,
+                        plans[code],
+                        details[code],
+                        priority,
+                        progress,
+                        leases,
+                        depth,
                     )
                 )
     except BaseExceptionGroup as failures:
@@ -238,6 +256,10 @@ async def collect(
     )
 
 
+class _Delisted(Exception):
+    """Upstream delisted the market while its pages were fetched (ends its task group)."""
+
+
 async def _collect_market(
     client: CandleSource,
     store: CandleStore,
@@ -247,44 +269,65 @@ async def _collect_market(
     priority: Priority,
     progress: Callable[[ProgressEvent], None] | None,
     leases: PageLeases | None = None,
+    depth: int = DEFAULT_DEPTH,
 ) -> None:
     market = detail.market
     total_ms = sum(end - start for start, end in gaps)
     done_ms = 0
-    for gap in reversed(gaps):  # newest first: pages walk backwards anyway
-        cursor = GapCursor(tf, gap)
-        while (request := cursor.next_request()) is not None:
-            try:
-                page, fetched = await fetch_page(client, leases, market, tf, request, priority)
-            except UnknownMarketError:
-                # Delisted while collecting: what is stored stays, and stays exact.
-                detail.delisted = True
-                return
-            detail.pages += fetched
-            outcome = cursor.feed(page)
-            await store.write_page(
-                market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
-            )
-            # What was asked for; a full page may store a few older candles besides.
-            detail.candles_written += sum(1 for c in outcome.candles if gap[0] <= c.start_ms)
-            if outcome.listing_ms is not None:
-                detail.listing_ms = max(detail.listing_ms or outcome.listing_ms, outcome.listing_ms)
-            # A full page may prove more than the gap; progress counts the gap's part only.
-            low, high = max(outcome.covered[0], gap[0]), min(outcome.covered[1], gap[1])
-            done_ms += max(0, high - low)
-            if progress is not None:
-                progress(
-                    ProgressEvent(
-                        market,
-                        tf.name,
-                        detail.pages,
-                        detail.candles_written,
-                        cursor.position_ms,
-                        done_ms,
-                        total_ms,
-                        finished=done_ms >= total_ms,
+    pipeline = MarketPipeline(tf, gaps)
+    answers: asyncio.Queue[tuple[PipelinePage, list[Candle] | None, bool]] = asyncio.Queue()
+    fetching: set[asyncio.Task[None]] = set()
+
+    async def fetch(page: PipelinePage) -> None:
+        try:
+            candles, fetched = await fetch_page(client, leases, market, tf, page.request, priority)
+        except UnknownMarketError:
+            answers.put_nowait((page, None, False))
+        else:
+            answers.put_nowait((page, candles, fetched))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            while not pipeline.done:
+                while len(fetching) < depth and (page := pipeline.next_request()) is not None:
+                    task = group.create_task(fetch(page))
+                    fetching.add(task)
+                    task.add_done_callback(fetching.discard)
+                page, candles, fetched = await answers.get()
+                if candles is None:
+                    raise _Delisted
+                detail.pages += fetched
+                pipeline.feed(page, candles)
+                for ready in pipeline.ready():
+                    outcome = ready.outcome
+                    await store.write_page(
+                        market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
                     )
-                )
+                    detail.candles_written += ready.new_candles
+                    if outcome.listing_ms is not None:
+                        detail.listing_ms = max(
+                            detail.listing_ms or outcome.listing_ms, outcome.listing_ms
+                        )
+                    done_ms += ready.new_ms
+                    if progress is not None:
+                        progress(
+                            ProgressEvent(
+                                market,
+                                tf.name,
+                                detail.pages,
+                                detail.candles_written,
+                                ready.position_ms,
+                                done_ms,
+                                total_ms,
+                                finished=done_ms >= total_ms,
+                            )
+                        )
+            # Pages asked below a proof of the gap's start are void: no need to wait.
+            for task in fetching:
+                task.cancel()
+    except* _Delisted:
+        # Delisted while collecting: what is stored stays, and stays exact.
+        detail.delisted = True
     if progress is not None and not gaps:
         progress(ProgressEvent(market, tf.name, 0, 0, 0, 0, 0, finished=True))
 

@@ -1,0 +1,246 @@
+"""The pipelined backfill plan (``_store.pipeline``) against a model upstream with Upbit's paging
+rules, its answers arriving in any order: the stored set and coverage equal what upstream
+holds in the range, whatever the order; at every instant the store holds a contiguous stretch
+from each gap's end (what a kill -9 would leave); a dense market keeps several pages in flight
+and costs the sequential walk's calls."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marketspine import InvalidRequestError, parse_timeframe
+from marketspine._base.coverage import Coverage
+from marketspine._base.time import parse_time
+from marketspine._base.timeframes import Timeframe
+from marketspine._store.pipeline import MarketPipeline, PipelinePage
+from marketspine._store.planner import plan_gaps
+from marketspine.records import Candle
+
+T0 = parse_time("2024-01-01")
+MIN = parse_timeframe("1m")
+
+
+def candle(tf: Timeframe, start: int) -> Candle:
+    return Candle("KRW-TEST", tf.name, start, 1.0, 2.0, 0.5, 1.5, 3.0, 4.5, start + 1)
+
+
+@dataclass
+class Model:
+    """Upbit's paging: the ``count`` newest existing candles strictly before ``to``."""
+
+    tf: Timeframe
+    starts: list[int]
+    calls: list[int] = field(default_factory=list)
+
+    def answer(self, to_ms: int, count: int) -> list[Candle]:
+        self.calls.append(to_ms)
+        older = sorted((s for s in self.starts if s < to_ms), reverse=True)[:count]
+        return [candle(self.tf, s) for s in older]
+
+
+@dataclass
+class Run:
+    stored: dict[int, Candle]
+    coverage: Coverage
+    listing: int | None
+    calls: int
+    most_in_flight: int
+
+
+def run(
+    model: Model,
+    gaps: list[tuple[int, int]],
+    *,
+    depth: int,
+    rng: random.Random,
+    page_size: int = 200,
+    stop_after_writes: int | None = None,
+) -> Run:
+    """Drive a pipeline: keep ``depth`` pages asked, answer a random one of them, store what
+    it hands out; checks after every write that each gap is stored contiguously from its
+    end. ``stop_after_writes`` ends the run there, as a kill -9 would."""
+    pipeline = MarketPipeline(model.tf, gaps, page_size=page_size)
+    stored: dict[int, Candle] = {}
+    coverage = Coverage.of([])
+    listing: int | None = None
+    asked: list[PipelinePage] = []
+    most = writes = 0
+    while not pipeline.done:
+        while len(asked) < depth and (page := pipeline.next_request()) is not None:
+            asked.append(page)
+        most = max(most, len(asked))
+        assert asked, "the pipeline waits for nothing"
+        page = asked.pop(rng.randrange(len(asked)))
+        pipeline.feed(page, model.answer(page.request.to_ms, page.request.count))
+        for ready in pipeline.ready():
+            low, high = ready.outcome.covered
+            for c in ready.outcome.candles:
+                assert low <= c.start_ms < high
+                stored[c.start_ms] = c
+            coverage = coverage.add(low, high)
+            if ready.outcome.listing_ms is not None:
+                listing = ready.outcome.listing_ms
+            writes += 1
+            # Contiguous from the gap's end: what a crash here leaves.
+            start, end = ready.gap
+            assert coverage.contains(max(start, ready.position_ms), end)
+            if stop_after_writes is not None and writes >= stop_after_writes:
+                return Run(stored, coverage, listing, len(model.calls), most)
+    return Run(stored, coverage, listing, len(model.calls), most)
+
+
+def in_range(model: Model, start: int, end: int) -> dict[int, Candle]:
+    return {s: candle(model.tf, s) for s in model.starts if start <= s < end}
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[Model, int, int, int, Coverage]:
+    tf = parse_timeframe(draw(st.sampled_from(["1s", "1m", "1h", "1d", "1w", "1M"])))
+    n = draw(st.integers(1, 3000 if tf.unit in ("second", "minute") else 400))
+    density = draw(st.sampled_from([1.0, 0.97, 0.5, 0.1, 0.01]))
+    listing = draw(st.integers(0, n))
+    rng = draw(st.randoms(use_true_random=True))
+    # Sparser further back, as real markets are: density falls to a third over the range.
+    starts = [
+        tf.shift(T0, i)
+        for i in range(n)
+        if i >= listing and rng.random() < density * (1 + 2 * i / n) / 3
+    ]
+    lo = draw(st.integers(0, n - 1))
+    hi = draw(st.integers(lo + 1, n))
+    prior = [
+        (tf.shift(T0, a), tf.shift(T0, b))
+        for a, b in draw(st.lists(st.tuples(st.integers(0, n), st.integers(0, n)), max_size=3))
+        if a < b
+    ]
+    return (
+        Model(tf, starts),
+        tf.shift(T0, lo),
+        tf.shift(T0, hi),
+        tf.shift(T0, n),
+        Coverage.of(prior),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios(), st.integers(1, 8), st.randoms(use_true_random=True))
+def test_any_answer_order_stores_exactly_what_upstream_holds(
+    scenario: tuple[Model, int, int, int, Coverage], depth: int, rng: random.Random
+) -> None:
+    model, since, until, now, prior = scenario
+    gaps = plan_gaps(prior, model.tf, since, until, now)
+    done = run(model, gaps, depth=depth, rng=rng)
+    for start, end in gaps:
+        assert done.coverage.contains(start, end)
+        assert {s: c for s, c in done.stored.items() if start <= s < end} == in_range(
+            model, start, end
+        )
+    # Beyond the gaps, only what a short page returned: everything older, as upstream has it.
+    everything = in_range(model, 0, 2**62)
+    assert all(done.stored[s] == everything[s] for s in done.stored)
+    if done.listing is not None:  # nothing starts before it (an empty first page: its to)
+        assert all(s >= done.listing for s in model.starts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios(), st.integers(1, 8), st.randoms(use_true_random=True), st.integers(1, 20))
+def test_a_run_stopped_anywhere_then_rerun_gives_the_same_store(
+    scenario: tuple[Model, int, int, int, Coverage],
+    depth: int,
+    rng: random.Random,
+    stop: int,
+) -> None:
+    model, since, until, now, prior = scenario
+    tf = model.tf
+    gaps = plan_gaps(prior, tf, since, until, now)
+    whole = run(Model(tf, model.starts), gaps, depth=depth, rng=rng)
+    first = run(Model(tf, model.starts), gaps, depth=depth, rng=rng, stop_after_writes=stop)
+    # The rerun plans what the stopped run left uncovered (as collect does) and adds to it.
+    left = plan_gaps(prior.union(first.coverage), tf, since, until, now)
+    rest = run(Model(tf, model.starts), left, depth=depth, rng=rng)
+    assert {**first.stored, **rest.stored} == whole.stored
+    assert prior.union(first.coverage).union(rest.coverage) == prior.union(whole.coverage)
+
+
+def test_a_dense_market_keeps_pages_in_flight_at_the_sequential_walks_calls() -> None:
+    model = Model(MIN, [MIN.shift(T0, i) for i in range(10_000)])
+    gap = (MIN.shift(T0, 1_000), MIN.shift(T0, 9_000))  # 8,000 windows: 40 pages
+    done = run(model, [gap], depth=6, rng=random.Random(1))
+    assert done.most_in_flight == 6
+    assert done.calls == 40
+    # The pages are exactly those of the walk: 200 windows apart from the gap's end.
+    assert sorted(model.calls, reverse=True) == [MIN.shift(gap[1], -200 * k) for k in range(40)]
+    assert done.stored == in_range(model, *gap)
+    assert done.coverage.ranges == (gap,)
+
+
+def test_a_sparse_market_learns_its_density_before_sending_more() -> None:
+    # One candle every 50 windows: a page spans 10,000 windows.
+    model = Model(MIN, [MIN.shift(T0, 50 * i) for i in range(2_000)])
+    gap = (MIN.shift(T0, 0), MIN.shift(T0, 100_000))
+    pipeline = MarketPipeline(MIN, [gap])
+    first = pipeline.next_request()
+    assert first is not None and pipeline.next_request() is None  # learn first
+    pipeline.feed(first, model.answer(first.request.to_ms, 200))
+    pages = [p for p in iter(pipeline.next_request, None)][:5]
+    # Claimed by the learnt span: 10,000 windows apart, no overlap, no hole.
+    assert [p.request.to_ms for p in pages] == [
+        MIN.shift(gap[1], -10_000 * k) for k in (1, 2, 3, 4, 5)
+    ]
+    done = run(Model(MIN, model.starts), [gap], depth=6, rng=random.Random(2))
+    assert done.calls == 10
+    assert done.stored == in_range(model, *gap)
+
+
+def test_a_page_stopping_short_of_its_claim_gets_a_filler_for_the_hole() -> None:
+    # One candle every 4 windows for the newest 2,000, dense before: the first page spans
+    # 800 windows, so the next are claimed 800 windows deep; in the dense part a page proves
+    # only 200, and the hole below it is filled by a page asked where it stopped.
+    starts = [MIN.shift(T0, i) for i in range(2_000)] + [
+        MIN.shift(T0, i) for i in range(2_000, 4_000, 4)
+    ]
+    model = Model(MIN, starts)
+    gap = (MIN.shift(T0, 0), MIN.shift(T0, 4_000))
+    pipeline = MarketPipeline(MIN, [gap])
+    pages = [pipeline.next_request()]
+    for _ in range(3):
+        page = pages.pop(0)
+        assert page is not None
+        pipeline.feed(page, model.answer(page.request.to_ms, 200))
+        pages += list(iter(pipeline.next_request, None))
+    tos = sorted(model.calls, reverse=True)
+    # 4,000 → 3,200 (learnt: 800 windows), 2,400 (proves [1,900, 2,400)), 1,600, then the
+    # filler at 1,900 once the page at 2,400 answered short of its claim.
+    assert tos[:3] == [MIN.shift(T0, 4_000), MIN.shift(T0, 3_200), MIN.shift(T0, 2_400)]
+    assert MIN.shift(T0, 1_900) in [p.request.to_ms for p in pages if p is not None]
+    done = run(Model(MIN, starts), [gap], depth=4, rng=random.Random(3))
+    assert done.stored == in_range(model, *gap)
+    assert done.coverage.contains(*gap)
+
+
+def test_pages_below_a_listing_are_dropped_unwritten() -> None:
+    # Listed 300 windows into the range: the pages asked below the listing answer empty,
+    # which would claim a listing at their own ``to``; they are void.
+    model = Model(MIN, [MIN.shift(T0, i) for i in range(300, 1_500)])
+    gap = (MIN.shift(T0, 0), MIN.shift(T0, 1_500))
+    done = run(model, [gap], depth=8, rng=random.Random(4))
+    assert done.listing == MIN.shift(T0, 300)
+    assert done.stored == in_range(model, *gap)
+    assert done.coverage.ranges == (gap,)
+
+
+def test_feeding_a_page_twice_or_a_bad_page_size_is_an_error() -> None:
+    with pytest.raises(InvalidRequestError, match=r"page_size must be 1\.\.200"):
+        MarketPipeline(MIN, [], page_size=0)
+    pipeline = MarketPipeline(MIN, [(T0, MIN.shift(T0, 10))])
+    page = pipeline.next_request()
+    assert page is not None
+    pipeline.feed(page, [])
+    with pytest.raises(InvalidRequestError, match="fed twice"):
+        pipeline.feed(page, [])
+    assert pipeline.ready()[0].finished and pipeline.done
