@@ -180,9 +180,10 @@ async def collect(
     ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
     another process fetched is stored here too but not counted in ``upstream_calls``.
 
-    Up to ``depth`` pages of each market are in flight at once (``pipeline``), so one market
-    fills the rate budget at any distance from upstream; pages are still stored strictly
-    from each gap's end downwards, one transaction each.
+    Up to ``depth`` pages are in flight at once (``pipeline``; shared among the markets that
+    have something to fetch, at least one each), so one market fills the rate budget at any
+    distance from upstream; pages are still stored strictly from each gap's end downwards,
+    one transaction each.
     """
     if depth < 1:
         raise InvalidRequestError(f"depth must be at least 1 page in flight, got {depth}")
@@ -223,6 +224,10 @@ async def collect(
             )
     for code in codes:
         details[code].gaps = len(plans[code])
+    # ``depth`` pages in flight in all: one market gets them all, many markets one each at
+    # least (as many as before), so a long run's queue at the rate budget stays short.
+    working = sum(1 for code in codes if plans[code])
+    per_market = max(1, -(-depth // max(1, working)))
     try:
         async with asyncio.TaskGroup() as group:
             for code in codes:
@@ -236,7 +241,7 @@ async def collect(
                         priority,
                         progress,
                         leases,
-                        depth,
+                        per_market,
                     )
                 )
     except BaseExceptionGroup as failures:
@@ -256,10 +261,6 @@ async def collect(
     )
 
 
-class _Delisted(Exception):
-    """Upstream delisted the market while its pages were fetched (ends its task group)."""
-
-
 async def _collect_market(
     client: CandleSource,
     store: CandleStore,
@@ -275,59 +276,74 @@ async def _collect_market(
     total_ms = sum(end - start for start, end in gaps)
     done_ms = 0
     pipeline = MarketPipeline(tf, gaps)
-    answers: asyncio.Queue[tuple[PipelinePage, list[Candle] | None, bool]] = asyncio.Queue()
+    answers: asyncio.Queue[tuple[PipelinePage, list[Candle] | Exception, bool]] = asyncio.Queue()
     fetching: set[asyncio.Task[None]] = set()
+    failure: Exception | None = None
 
     async def fetch(page: PipelinePage) -> None:
         try:
             candles, fetched = await fetch_page(client, leases, market, tf, page.request, priority)
-        except UnknownMarketError:
-            answers.put_nowait((page, None, False))
+        except Exception as exc:  # handed to the loop, which stores what came before it
+            answers.put_nowait((page, exc, False))
         else:
             answers.put_nowait((page, candles, fetched))
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            while not pipeline.done:
-                while len(fetching) < depth and (page := pipeline.next_request()) is not None:
-                    task = group.create_task(fetch(page))
-                    fetching.add(task)
-                    task.add_done_callback(fetching.discard)
-                page, candles, fetched = await answers.get()
-                if candles is None:
-                    raise _Delisted
-                detail.pages += fetched
-                pipeline.feed(page, candles)
-                for ready in pipeline.ready():
-                    outcome = ready.outcome
-                    await store.write_page(
-                        market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+    outstanding = 0  # fetches started whose answer (or error) is not taken yet
+    async with asyncio.TaskGroup() as group:
+        while True:
+            while failure is None and pipeline.in_flight < depth:
+                if (page := pipeline.next_request()) is None:
+                    break
+                task = group.create_task(fetch(page))
+                fetching.add(task)
+                task.add_done_callback(fetching.discard)
+                outstanding += 1
+            if pipeline.done or (failure is not None and not outstanding):
+                break
+            assert outstanding, "the pipeline is neither done nor waiting for a page"
+            page, answer, fetched = await answers.get()
+            outstanding -= 1
+            if isinstance(answer, Exception):
+                # As the walk did: the pages above the failed one are stored, then it is
+                # raised. Those in flight are waited for; nothing more is asked.
+                failure = failure or answer
+                continue
+            detail.pages += fetched
+            pipeline.feed(page, answer)
+            for ready in pipeline.ready():
+                outcome = ready.outcome
+                await store.write_page(
+                    market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+                )
+                detail.candles_written += ready.new_candles
+                if outcome.listing_ms is not None:
+                    detail.listing_ms = max(
+                        detail.listing_ms or outcome.listing_ms, outcome.listing_ms
                     )
-                    detail.candles_written += ready.new_candles
-                    if outcome.listing_ms is not None:
-                        detail.listing_ms = max(
-                            detail.listing_ms or outcome.listing_ms, outcome.listing_ms
+                done_ms += ready.new_ms
+                if progress is not None:
+                    progress(
+                        ProgressEvent(
+                            market,
+                            tf.name,
+                            detail.pages,
+                            detail.candles_written,
+                            ready.position_ms,
+                            done_ms,
+                            total_ms,
+                            finished=done_ms >= total_ms,
                         )
-                    done_ms += ready.new_ms
-                    if progress is not None:
-                        progress(
-                            ProgressEvent(
-                                market,
-                                tf.name,
-                                detail.pages,
-                                detail.candles_written,
-                                ready.position_ms,
-                                done_ms,
-                                total_ms,
-                                finished=done_ms >= total_ms,
-                            )
-                        )
-            # Pages asked below a proof of the gap's start are void: no need to wait.
-            for task in fetching:
-                task.cancel()
-    except* _Delisted:
+                    )
+        # Pages asked below a proof of the gap's start are void: no need to wait for them.
+        for task in fetching:
+            task.cancel()
+    if pipeline.done:
+        failure = None  # it failed a void page, asked below the proof of its gap's start
+    if isinstance(failure, UnknownMarketError):
         # Delisted while collecting: what is stored stays, and stays exact.
         detail.delisted = True
+    elif failure is not None:
+        raise failure
     if progress is not None and not gaps:
         progress(ProgressEvent(market, tf.name, 0, 0, 0, 0, 0, finished=True))
 
