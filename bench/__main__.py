@@ -27,6 +27,7 @@ MODULES = (
     "serve_ws",
     "scale",
     "feed",
+    "latency",
 )
 
 
