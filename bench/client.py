@@ -122,7 +122,7 @@ async def _sustained(base: str, seconds: float) -> list[dict[str, Any]]:
 
 
 async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, Any]]:
-    """A LOW backfill (8 callers) saturates candles; every ~0.5-1.1 s a CRITICAL or HIGH
+    """A LOW backfill (8 callers) saturates candles; every ~1.5-1.9 s a CRITICAL or HIGH
     candle request arrives — in the same process (one ``LocalRateBudget``), or with
     ``shared`` in another process on the same Redis (two ``RedisRateBudget``s). Rows: the
     urgent requests' time to answer, and the backfill's own rate meanwhile."""
@@ -169,8 +169,8 @@ async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, 
                 tg.create_task(backfill(index))
             await asyncio.sleep(1.5)  # let the backfill fill the group
             started = time.monotonic()
-            for k in range(24):
-                await asyncio.sleep(0.5 + 0.023 * k)  # arrive at varied phases
+            for k in range(16):
+                await asyncio.sleep(1.5 + 0.023 * k)  # arrive at varied phases
                 asked = time.monotonic()
                 urgency = Priority.CRITICAL if k % 2 else Priority.HIGH
                 await bot.candles("KRW-ETH", "1m", count=1, priority=urgency)
@@ -186,13 +186,17 @@ async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, 
     label = f"HIGH/CRITICAL behind a LOW backfill, {where}"
     return [
         _row(f"{label}: median ms to answer", round(statistics.median(waits), 1), "ms", goal),
-        _row(f"{label}: max ms to answer", round(max(waits), 1), "ms", goal),
+        _row(f"{label}: max ms to answer after the first", round(max(waits[1:]), 1), "ms", goal),
+        # The first finds the reserve unarmed (no urgent request in the last 60 s): it may
+        # wait for the next paced slot, one token interval.
+        _row(f"{label}: the first one, ms to answer", round(waits[0], 1), "ms", "<= 145"),
         _row(
-            f"{label}: the backfill meanwhile ({urgent_rate:.1f} urgent req/s beside it)",
+            f"{label}: the backfill meanwhile ({urgent_rate:.2f} urgent req/s beside it)",
             round(rate, 2),
             "req/s",
             f">= {0.9 * LIMIT:g} (90% of {LIMIT})",
         ),
+        _row(f"{label}: backfill + urgent together", round(rate + urgent_rate, 2), "req/s", "-"),
     ]
 
 
