@@ -138,6 +138,7 @@ async def uninterrupted(app: Any, db: Path) -> int:
         summary = await collect(
             client, store, MARKETS, TIMEFRAMES["1h"],
             since_ms=parse_time(SINCE), until_ms=parse_time(UNTIL), now_ms=NOW,
+            keep_below=False,  # as the command does
         )  # fmt: skip
     return summary.upstream_calls
 

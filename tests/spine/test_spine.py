@@ -193,8 +193,9 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
             transport=httpx.ASGITransport(app=app), base_url="http://sim"
         ) as http:
             await http.post("/sim/faults", json={"error_rate": 1.0})
-        # Ask for more than is stored (30 days): upstream fails until the breaker opens,
-        # then the stored part is served at once, flagged stale.
+        # Ask for more than is stored (the full page reached 200 hours back, so ask 30 days):
+        # upstream fails until the breaker opens, then the stored part is served at once,
+        # flagged stale.
         result = None
         for _ in range(20):
             spine.clear_memory()  # no memory: the store must answer
@@ -204,8 +205,8 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
                 continue
             break
         assert result is not None and result.meta.stale
-        # what the store holds: the asked two days (a full page is kept to what was asked)
-        assert len(stored) == 48 and list(result) == list(stored)
+        # what the store holds: the asked two days and the rest of their full page
+        assert len(result) == 200 and list(result)[-len(stored) :] == list(stored)
 
 
 async def test_fill_adds_flat_candles_for_windows_without_trades(spine: Spine) -> None:

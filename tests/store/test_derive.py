@@ -89,13 +89,14 @@ async def test_only_windows_whose_minutes_are_all_covered_are_derived(
     market, hour = "KRW-BTC", parse_timeframe("1h")
     start = parse_time("2026-11-19")
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
-        # minutes of 23:40 .. 03:00 — the 23:00 hour is only partly covered
+        # asked 00:30 .. 03:00, stored a full page: minutes of 23:40 .. 03:00 — the 23:00
+        # hour is only partly covered
         await collect(
             client,
             store,
             [market],
             TF["1m"],
-            since_ms=start - 20 * MINUTE_MS,
+            since_ms=start + 30 * MINUTE_MS,
             until_ms=start + 180 * MINUTE_MS,
             now_ms=NOW,
         )

@@ -60,11 +60,12 @@ def run(
     rng: random.Random,
     page_size: int = 200,
     stop_after_writes: int | None = None,
+    keep_below: bool = True,
 ) -> Run:
     """Drive a pipeline: keep ``depth`` pages asked, answer a random one of them, store what
     it hands out; checks after every write that each gap is stored contiguously from its
     end. ``stop_after_writes`` ends the run there, as a kill -9 would."""
-    pipeline = MarketPipeline(model.tf, gaps, page_size=page_size)
+    pipeline = MarketPipeline(model.tf, gaps, page_size=page_size, keep_below=keep_below)
     stored: dict[int, Candle] = {}
     coverage = Coverage.of([])
     listing: int | None = None
@@ -158,11 +159,19 @@ def test_a_run_stopped_anywhere_then_rerun_gives_the_same_store(
     model, since, until, now, prior = scenario
     tf = model.tf
     gaps = plan_gaps(prior, tf, since, until, now)
-    whole = run(Model(tf, model.starts), gaps, depth=depth, rng=rng)
-    first = run(Model(tf, model.starts), gaps, depth=depth, rng=rng, stop_after_writes=stop)
+    # As ``marketspine collect`` runs it: full pages kept to the gap.
+    whole = run(Model(tf, model.starts), gaps, depth=depth, rng=rng, keep_below=False)
+    first = run(
+        Model(tf, model.starts),
+        gaps,
+        depth=depth,
+        rng=rng,
+        stop_after_writes=stop,
+        keep_below=False,
+    )
     # The rerun plans what the stopped run left uncovered (as collect does) and adds to it.
     left = plan_gaps(prior.union(first.coverage), tf, since, until, now)
-    rest = run(Model(tf, model.starts), left, depth=depth, rng=rng)
+    rest = run(Model(tf, model.starts), left, depth=depth, rng=rng, keep_below=False)
     assert {**first.stored, **rest.stored} == whole.stored
     assert prior.union(first.coverage).union(rest.coverage) == prior.union(whole.coverage)
 
@@ -216,6 +225,16 @@ def test_pages_below_a_listing_are_dropped_unwritten() -> None:
     assert done.listing == MIN.shift(T0, 300)
     assert done.stored == in_range(model, *gap)
     assert done.coverage.ranges == (gap,)
+
+
+def test_a_full_page_below_the_gap_is_kept_whole_unless_asked_not_to() -> None:
+    model = Model(MIN, [MIN.shift(T0, i) for i in range(1_000)])
+    gap = (MIN.shift(T0, 900), MIN.shift(T0, 1_000))  # 100 windows: one full page
+    whole = run(model, [gap], depth=4, rng=random.Random(5))
+    assert min(whole.stored) == MIN.shift(T0, 800)  # the next request nearby is free
+    assert whole.coverage.ranges == ((MIN.shift(T0, 800), gap[1]),)
+    kept = run(Model(MIN, model.starts), [gap], depth=4, rng=random.Random(5), keep_below=False)
+    assert kept.stored == in_range(model, *gap) and kept.coverage.ranges == (gap,)
 
 
 def test_feeding_a_page_twice_or_a_bad_page_size_is_an_error() -> None:

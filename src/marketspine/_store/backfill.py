@@ -160,6 +160,7 @@ async def collect(
     progress: Callable[[ProgressEvent], None] | None = None,
     leases: PageLeases | None = None,
     depth: int = DEFAULT_DEPTH,
+    keep_below: bool = True,
 ) -> CollectSummary:
     """Backfill the closed candles of ``markets`` starting in ``[since_ms, until_ms)``.
 
@@ -183,7 +184,9 @@ async def collect(
     Up to ``depth`` pages are in flight at once (``pipeline``; shared among the markets that
     have something to fetch, at least one each), so one market fills the rate budget at any
     distance from upstream; pages are still stored strictly from each gap's end downwards,
-    one transaction each.
+    one transaction each. A full page reaching below the range is stored whole (the next
+    request nearby costs nothing), or with ``keep_below=False`` only its part in the range,
+    so that an interrupted run and its rerun store exactly what one run stores.
     """
     if depth < 1:
         raise InvalidRequestError(f"depth must be at least 1 page in flight, got {depth}")
@@ -242,6 +245,7 @@ async def collect(
                         progress,
                         leases,
                         per_market,
+                        keep_below,
                     )
                 )
     except BaseExceptionGroup as failures:
@@ -271,11 +275,12 @@ async def _collect_market(
     progress: Callable[[ProgressEvent], None] | None,
     leases: PageLeases | None = None,
     depth: int = DEFAULT_DEPTH,
+    keep_below: bool = True,
 ) -> None:
     market = detail.market
     total_ms = sum(end - start for start, end in gaps)
     done_ms = 0
-    pipeline = MarketPipeline(tf, gaps)
+    pipeline = MarketPipeline(tf, gaps, keep_below=keep_below)
     answers: asyncio.Queue[tuple[PipelinePage, list[Candle] | Exception, bool]] = asyncio.Queue()
     fetching: set[asyncio.Task[None]] = set()
     failure: Exception | None = None

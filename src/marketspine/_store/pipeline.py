@@ -21,10 +21,12 @@ answer, each where the one above it surely ends (its *claim*):
   downwards, each only once everything above it is proven, so the store after a crash at
   any instant is one that the sequential walk could have left: coverage contiguous from the
   end of the gap, exact.
-* **Kept to the gap.** A full page reaching below the gap's start stores only its part in
-  the gap: which candles lie below depends on where the pages fell, and so on the moment a
-  run was interrupted, while the stored set must not. (A short page keeps everything it
-  returned: everything down to the listing, wherever it was asked.)
+* **Kept to the gap, if asked.** A full page reaching below the gap's start is stored whole
+  by default (the next request nearby then costs nothing), but which candles lie below
+  depends on where the pages fell, and so on the moment a run was interrupted. With
+  ``keep_below=False`` it stores only its part in the gap, so an interrupted run and its
+  rerun store exactly what one run stores (``marketspine collect``). (A short page keeps
+  everything it returned either way: everything down to the listing, wherever it was asked.)
 * **Stopped at the proof.** Once a written page proves the gap complete (it reached the
   gap's start, or was short: nothing older exists), the pages asked below it are void: their
   answers are dropped unwritten (an empty answer below a listing would claim a wrong one).
@@ -104,12 +106,18 @@ class MarketPipeline:
     walked newest first with several pages in flight (see the module doc)."""
 
     def __init__(
-        self, timeframe: Timeframe, gaps: Sequence[Range], *, page_size: int = MAX_PAGE
+        self,
+        timeframe: Timeframe,
+        gaps: Sequence[Range],
+        *,
+        page_size: int = MAX_PAGE,
+        keep_below: bool = True,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE:
             raise InvalidRequestError(f"page_size must be 1..{MAX_PAGE}, got {page_size}")
         self.timeframe = timeframe
         self._page_size = page_size
+        self._keep_below = keep_below
         self._gaps = [_Gap(start, end, [], position_ms=end) for start, end in reversed(gaps)]
         self._ahead = False  # the last full page answered was dense: ask ahead
         self._in_flight = 0
@@ -171,7 +179,7 @@ class MarketPipeline:
                 if outcome is None:
                     break  # the pages below wait for it
                 gap.written += 1
-                if len(outcome.candles) >= page.request.count and outcome.covered[0] < gap.start_ms:
+                if self._clips(page.request, outcome, gap.start_ms):
                     outcome = _clipped(outcome, gap.start_ms)
                 above = gap.position_ms
                 gap.position_ms = max(gap.start_ms, min(above, outcome.covered[0]))
@@ -183,6 +191,11 @@ class MarketPipeline:
                 fresh = sum(1 for c in outcome.candles if low <= c.start_ms < above)
                 out.append(ReadyPage(gap.range, outcome, low, gap.proven, above - low, fresh))
         return out
+
+    def _clips(self, request: PageRequest, outcome: PageOutcome, start_ms: int) -> bool:
+        """Whether to store only the gap's part of a full page reaching below it."""
+        full = len(outcome.candles) >= request.count
+        return not self._keep_below and full and outcome.covered[0] < start_ms
 
     # -- what to ask next ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ neighbouring requests that follow cost nothing.
 
 ``GapCursor`` is a feed-events-in, read-requests-out state machine in the manner of h11,
 walking one gap one page at a time. ``collect`` keeps several pages in flight instead
-(``pipeline.MarketPipeline``, built on ``page_outcome``), and keeps a full page to the gap.
+(``pipeline.MarketPipeline``, built on ``page_outcome``).
 """
 
 from __future__ import annotations
