@@ -32,6 +32,7 @@ MODULES = (
     "live_quiet",
     "record",
     "replay",
+    "latency",
 )
 
 

@@ -7,7 +7,7 @@ its WebSocket traffic, to play a race out the same way every run;
 ``wait_until`` waits for a condition with a deadline (never a bare sleep in its place);
 ``UnpacedBudget`` lets an in-process client run unpaced against a simulator without limits.
 ``Recorder`` notes when each candle request reaches a simulator app it wraps; ``PageHold``
-holds its candle pages until released;
+holds its candle pages until released; ``InFlight`` counts how many are in flight at once;
 ``answer_meta`` and ``aclose`` reach what ``Spine.ticker``/``orderbook`` and ``Spine.stream``
 return beyond their declared types; ``require_module`` imports an optional extra or skips
 (in CI: fails) saying which.
@@ -324,6 +324,34 @@ class PageHold:
             finally:
                 self.waiting -= 1
         await self.app(scope, receive, send)
+
+
+class InFlight:
+    """An ASGI wrapper around the simulator that counts its candle requests in flight at once
+    (``most``: the highest count seen; ``most_of``: per market) and in all (``calls``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.now = self.most = self.calls = 0
+        self.now_of: dict[str, int] = {}
+        self.most_of: dict[str, int] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/candles/"):
+            await self.app(scope, receive, send)
+            return
+        query = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if p)
+        market = query.get("market", "")
+        self.now += 1
+        self.calls += 1
+        self.most = max(self.most, self.now)
+        self.now_of[market] = self.now_of.get(market, 0) + 1
+        self.most_of[market] = max(self.most_of.get(market, 0), self.now_of[market])
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.now -= 1
+            self.now_of[market] -= 1
 
 
 def require_module(name: str, reason: str) -> ModuleType:

@@ -260,6 +260,60 @@ async def test_only_low_is_paced_when_nobody_waits(subject: Subject) -> None:
     assert budget.statistics().groups["candles"].throttled == 1
 
 
+@pytest.fixture
+def on_test_clock(subject: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis decides on the test's clock too: its acquire script takes ``now_us`` by hand
+    (the local budget runs on the fake clock anyway)."""
+    if subject.space is None:
+        return
+    original = BudgetScripts.acquire
+
+    async def acquire(self: BudgetScripts, keys: BudgetKeys, **kwargs: Any) -> Any:
+        kwargs["now_us"] = round(subject.fake.clock() * 1_000_000)
+        return await original(self, keys, **kwargs)
+
+    monkeypatch.setattr(BudgetScripts, "acquire", acquire)
+
+
+async def test_low_leaves_the_last_slot_while_urgent_work_was_seen_and_critical_takes_it(
+    subject: Subject, on_test_clock: None
+) -> None:
+    budget = subject.make(limit=3, window=3.0, margin=0.0)  # one slot a second
+    # A group where only LOW asks: LOW fills the whole window.
+    for at in (0.0, 1.0, 2.0):
+        subject.fake.now = START + at
+        await budget.acquire("trade", Priority.LOW)
+    assert budget.statistics().groups["trade"].sent == 3
+    # Where a NORMAL request asked lately, LOW does not take the window's last slot: it
+    # waits until a slot would come back within 10 ms (START + 2.99) ...
+    subject.fake.now = START
+    await budget.acquire("candles", Priority.NORMAL)
+    subject.fake.now = START + 1.0
+    await budget.acquire("candles", Priority.LOW)
+    subject.fake.now = START + 2.0
+    low = asyncio.create_task(budget.acquire("candles", Priority.LOW))
+    await wait_until(lambda: waiting(budget) == 1, 5.0, "LOW waits, keeping the reserve")
+    # ... and a CRITICAL request takes it at once, ahead of the waiting LOW, on no time.
+    await budget.acquire("candles", Priority.CRITICAL)
+    stats = budget.statistics().groups["candles"]
+    assert (stats.sent, stats.waiting["LOW"], low.done()) == (3, 1, False)
+    assert subject.fake.now == START + 2.0
+    low.cancel()
+    await asyncio.gather(low, return_exceptions=True)
+
+
+async def test_the_reserve_lapses_when_no_urgent_request_came_for_the_hold(
+    subject: Subject, on_test_clock: None
+) -> None:
+    budget = subject.make(limit=3, window=3.0, margin=0.0)
+    await budget.acquire("candles", Priority.HIGH)
+    hold = WAIT_ORDER.reserve_hold
+    for at in (hold, hold + 1.0, hold + 2.0):  # the HIGH request is a hold ago: all of them
+        subject.fake.now = START + at
+        await budget.acquire("candles", Priority.LOW)
+    assert budget.statistics().groups["candles"].sent == 4
+
+
 # -- the policy itself ---------------------------------------------------------------------
 
 
@@ -283,6 +337,20 @@ def test_levels_rise_one_per_age_step_up_to_critical() -> None:
     assert order.level(Priority.HIGH, -5.0) == Priority.HIGH  # a clock step back ages nothing
     assert WAIT_ORDER.age_step == DEFAULT_AGE_STEP == 10.0
     assert WaitOrder.may_burst(Priority.NORMAL) and not WaitOrder.may_burst(Priority.LOW)
+
+
+def test_who_goes_ahead_and_who_keeps_the_reserve() -> None:
+    order = WaitOrder()
+    assert order.goes_ahead(Priority.LOW, None) and order.goes_ahead(Priority.HIGH, None)
+    assert order.goes_ahead(Priority.CRITICAL, Priority.HIGH)
+    assert not order.goes_ahead(Priority.HIGH, Priority.HIGH)  # behind its equals, FIFO
+    assert not order.goes_ahead(Priority.LOW, Priority.LOW)  # LOW never skips a queue
+    assert (order.reserve, order.reserve_wait, order.reserve_hold) == (1, 0.01, 60.0)
+    assert order.keeps_reserve(Priority.LOW, 10, since_urgent=59.9)
+    assert not order.keeps_reserve(Priority.LOW, 10, since_urgent=60.0)  # none came lately
+    assert not order.keeps_reserve(Priority.NORMAL, 10, since_urgent=0.0)  # aged LOW too
+    assert not order.keeps_reserve(Priority.LOW, 1, since_urgent=0.0)  # no slot to spare
+    assert not WaitOrder(reserve=0).keeps_reserve(Priority.LOW, 10, since_urgent=0.0)
 
 
 def test_low_is_served_once_it_has_waited_three_steps_under_endless_critical_demand() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ManualClock, UnpacedBudget
+from helpers import InFlight, ManualClock, UnpacedBudget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +24,7 @@ from marketspine._base.time import DAY_MS, format_utc, parse_time
 from marketspine._base.timeframes import TIMEFRAMES, Timeframe
 from marketspine._client.client import Client
 from marketspine._store.backfill import collect
+from marketspine._store.pipeline import DEFAULT_DEPTH
 from marketspine._store.planner import MAX_PAGE, ceil_window, plan_gaps
 from marketspine._store.sqlite import SQLiteStore
 from marketspine._upbit.horizon import served_since
@@ -159,11 +160,42 @@ async def test_stored_set_equals_the_simulators_answer_within_the_call_bound(
         bound = 0
         for low, high in gaps:
             bound += math.ceil(len(await sim.truth(market, tf, low, high)) / MAX_PAGE) + 1
+        listing = await store.listing(market, tf)
+        if listing is not None and listing >= start:
+            bound += DEFAULT_DEPTH - 1  # dense pages asked ahead may reach below a listing
         assert calls <= bound
 
         before = await sim.total_requests()
         await collect(sim.client, store, [market], tf, since_ms=since, until_ms=until, now_ms=NOW)
         assert await sim.total_requests() == before, "a covered closed range costs 0 calls"
+    folder.cleanup()
+
+
+async def test_pages_of_one_market_are_in_flight_together_and_stored_exactly(sim: Sim) -> None:
+    """The pipelined backfill at the simulator (answers taking 5 ms): several pages of a dense
+    market in flight at once, a sparse one walked; the stored candles and coverage those of
+    the simulator either way."""
+    app = InFlight(create_app(SimConfig(rate_limit=0, latency_ms=5), clock=sim.clock))
+    tf = parse_timeframe("1m")
+    end = tf.floor(NOW)
+    transport = httpx.ASGITransport(app=app)
+    folder, store = fresh_store()
+    async with store, Client("http://sim", transport=transport, budget=UnpacedBudget()) as client:
+        for market, windows in ((sim.dense[0], 3_000), (sim.sparse[0], 400_000)):
+            start = tf.shift(end, -windows)
+            app.most = 0
+            summary = await collect(
+                client, store, [market], tf, since_ms=start, until_ms=end, now_ms=NOW
+            )
+            truth = await sim.truth(market, tf, start, end)
+            assert await store.read(market, tf, start, end) == truth
+            assert (await store.coverage(market, tf)).contains(start, end)
+            assert summary.candles_written == len(truth)
+            pages = math.ceil(len(truth) / MAX_PAGE)
+            if market in sim.dense:  # pages asked ahead, exactly the walk's
+                assert app.most > 1 and summary.upstream_calls == pages == 15
+            else:  # 200 candles over thousands of windows: walked one page at a time
+                assert app.most == 1 and summary.upstream_calls <= pages + 1
     folder.cleanup()
 
 

@@ -147,6 +147,8 @@ class _Group:
     blocked_until: float = float("-inf")
     waiters: list[_Waiter] = field(default_factory=list)  # arrival order; WaitOrder picks
     sleeping: bool = False  # one waiter sleeps until the next slot; the others wait on it
+    wake_at: float = float("inf")  # when the sleeping waiter wakes
+    urgent_at: float = float("-inf")  # when a request above LOW last asked (the reserve)
     counts: GroupCounters = field(default_factory=GroupCounters)
 
     def __post_init__(self) -> None:
@@ -177,13 +179,20 @@ class _Group:
     def counted_in_window(self, now: float) -> int:
         return sum(1 for s in self.sends if now - self.span < self.counted_at(s))
 
-    def next_send_at(self, now: float, *, paced: bool) -> float:
-        """Earliest time at or after ``now`` a send is allowed."""
+    def next_send_at(
+        self, now: float, *, paced: bool, keep: int = 0, keep_wait: float = 0.0
+    ) -> float:
+        """Earliest time at or after ``now`` a send is allowed. ``keep`` slots of the window
+        are left free unless they free again within ``keep_wait`` (the reserve)."""
         at = max(now, self.blocked_until)
-        if len(self.sends) >= self.limit:
-            # The limit-th latest counted send must have left the window.
-            counted = heapq.nlargest(self.limit, map(self.counted_at, self.sends))
-            at = max(at, counted[-1] + self.span)
+        # The limit-th latest counted send must have left the window; with a reserve, the
+        # (limit - keep)-th must have left a window ``keep_wait`` shorter.
+        cap, span = (self.limit - keep, self.span - keep_wait) if keep else (self.limit, self.span)
+        if len(self.sends) >= cap:
+            counted = heapq.nlargest(cap, map(self.counted_at, self.sends))
+            at = max(at, counted[-1] + span)
+        if keep:
+            at = max(at, self.next_send_at(now, paced=False))
         if paced:
             at = max(at, self.last_real_send + self.interval)
         return at
@@ -217,10 +226,13 @@ class LocalRateBudget:
       seconds, counted at the moment ``acquire`` returns. This holds for any alignment of
       the server's window, fixed calendar second or sliding.
     * **Bursts only when nobody waits** — an ``acquire`` that finds no queue and room in the
-      window returns at once. Requests that queue are released one per token interval
+      window returns at once, as does one more urgent than every waiter
+      (``WaitOrder.goes_ahead``). Requests that queue are released one per token interval
       (``(window + margin) / limit``), so a saturated group sends evenly and a newcomer
-      never waits behind a whole window's burst. LOW requests are always paced this way, so
-      a backfill cannot fill the window that a CRITICAL request needs.
+      never waits behind a whole window's burst. LOW requests are always paced this way,
+      and leave the window's last slot free while urgent work may come
+      (``WaitOrder.keeps_reserve``), so a backfill cannot fill the window that a CRITICAL
+      request needs.
     * **Priorities with aging** — who goes next is ``rules.WaitOrder``'s: most urgent first,
       FIFO within a priority, a waiter rising one level per ``age_step`` seconds waited
       (10 s: a LOW request is CRITICAL after 30 s and then ahead of any newcomer) — no
@@ -271,8 +283,10 @@ class LocalRateBudget:
         priority = check_priority(priority)
         state = self._group(group)
         now = self._clock()
-        paced = not self._order.may_burst(priority)
-        if not state.waiters and state.next_send_at(now, paced=paced) <= now:
+        if priority > Priority.LOW:
+            state.urgent_at = now
+        waiting = self._order.top_level(state.waiters, now)
+        if self._order.goes_ahead(priority, waiting) and self._due(state, priority, now) <= now:
             state.record_send(now)
             return
         state.counts.throttled += 1
@@ -286,26 +300,53 @@ class LocalRateBudget:
             self._hand_over(state)
             raise
 
+    def _due(self, state: _Group, priority: Priority, now: float, *, queued: bool = False) -> float:
+        """When a request competing at ``priority`` may go: paced when it queued or is LOW,
+        leaving the reserve when ``WaitOrder.keeps_reserve`` says so."""
+        order = self._order
+        keep = (
+            order.reserve
+            if order.keeps_reserve(priority, state.limit, now - state.urgent_at)
+            else 0
+        )
+        paced = queued or not order.may_burst(priority)
+        return state.next_send_at(now, paced=paced, keep=keep, keep_wait=order.reserve_wait)
+
+    def _head_due(self, state: _Group, now: float) -> float:
+        best = self._order.first(state.waiters, now)
+        if best is None:
+            return now
+        return self._due(
+            state, self._order.level(best.priority, now - best.since), now, queued=True
+        )
+
     async def _wait_for_grant(self, state: _Group, waiter: _Waiter) -> None:
         while not waiter.granted:
-            if state.sleeping:
+            now = self._clock()
+            due = self._head_due(state, now)
+            if state.sleeping and due >= state.wake_at:
                 await waiter.wake.wait()
                 waiter.wake.clear()
                 continue
-            state.sleeping = True
+            # Nobody sleeps, or the sleeper wakes later than the slot of a waiter that came
+            # since (more urgent, or without the reserve): sleep until that slot too.
+            early = state.sleeping
+            later = state.wake_at
+            state.sleeping, state.wake_at = True, due
             try:
-                now = self._clock()
-                delay = state.next_send_at(now, paced=True) - now
-                if delay > 0:
-                    await self._sleep(delay)
+                if due > now:
+                    await self._sleep(due - now)
             finally:
-                state.sleeping = False
+                if early:
+                    state.wake_at = later
+                else:
+                    state.sleeping, state.wake_at = False, float("inf")
             self._grant_ready(state)
         self._hand_over(state)
 
     def _grant_ready(self, state: _Group) -> None:
         now = self._clock()
-        while state.waiters and state.next_send_at(now, paced=True) <= now:
+        while state.waiters and self._head_due(state, now) <= now:
             best = self._order.first(state.waiters, now)
             assert best is not None
             state.waiters.remove(best)

@@ -339,29 +339,41 @@ class RedisRateBudget:
 
     async def _acquire_shared(self, state: _Group, priority: Priority) -> None:
         waiter = _Waiter(priority, self._clock(), next(self._arrivals))
-        if state.waiters:  # others wait already: this one cannot go at once
+        waiting = self._order.top_level(state.waiters, waiter.since)
+        if not self._order.goes_ahead(priority, waiting):  # it cannot go at once
             waiter.throttled = True
             state.counts.throttled += 1
         state.waiters.append(waiter)
         try:
             while not waiter.granted:
-                if state.asking:
+                if state.asking and not self._goes_ahead(state, waiter):
                     await waiter.wake.wait()
                     waiter.wake.clear()
                     continue
+                # Nobody asks, or the asker sleeps for a slot of waiters less urgent than
+                # this one: ask now (Redis decides atomically; the head is granted first).
+                alone = not state.asking
                 state.asking = True
                 try:
                     await self._ask(state)
                 finally:
-                    state.asking = False
-                    if state.waiters:
-                        state.waiters[0].wake.set()  # someone asks next, for the head
+                    if alone:
+                        state.asking = False
+                        if state.waiters:
+                            state.waiters[0].wake.set()  # someone asks next, for the head
         except BaseException:
             if not waiter.granted:
                 state.waiters.remove(waiter)
                 if state.waiters and not state.asking:
                     state.waiters[0].wake.set()
             raise
+
+    def _goes_ahead(self, state: _Group, waiter: _Waiter) -> bool:
+        """Whether ``waiter`` is more urgent than every other waiter of the group now (and
+        may burst), so it need not wait for the asker's sleep (``WaitOrder.goes_ahead``)."""
+        now = self._clock()
+        others = self._order.top_level((w for w in state.waiters if w is not waiter), now)
+        return others is not None and self._order.goes_ahead(waiter.priority, others)
 
     async def _ask(self, state: _Group) -> None:
         """One round for the head waiter (``WaitOrder``'s first): grant it, or sleep until
@@ -376,15 +388,19 @@ class RedisRateBudget:
             await self._sleep(min(state.blocked_until - now, _POLL_CAP_S))
             return
         others = [w for w in state.waiters if w is not head]
+        level = self._order.level(head.priority, now - head.since)
+        behind = self._order.top_level(others, now)
         reply = await self._scripts.acquire(
             state.keys,
             limit=state.limit,
             span_s=self._window + state.jitter.value,
-            priority=self._order.level(head.priority, now - head.since),
-            next_priority=self._order.top_level(others, now),
+            priority=level,
+            next_priority=behind,
             ticket=self._ticket,
             ticket_ttl_s=self._ticket_ttl,
-            burst=head.asked == 0 and not others and self._order.may_burst(head.priority),
+            burst=self._order.goes_ahead(head.priority, behind),
+            urgent=any(w.priority > Priority.LOW for w in state.waiters),
+            order=self._order,
             process_ttl_s=self._heartbeat_ttl,
         )
         self._saw_processes(state.keys, reply.processes)

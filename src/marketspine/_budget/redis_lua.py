@@ -8,7 +8,11 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   Each process widens its margin to the round-trip jitter it sees (``JitterMargin``); the
   widest span asked within ``SPAN_HOLD_S`` applies to everyone, since upstream counts every
   process's requests by their arrival and the most delayed ones decide;
-* a queued or LOW request is paced one per ``span / limit`` (no burst while anyone waits);
+* a queued or LOW request is paced one per ``span / limit`` (no burst while another process
+  waits at the same level or above; a more urgent request goes at once when there is room);
+* the reserve (``rules.WaitOrder.keeps_reserve``): while a request above LOW was seen lately
+  (``urgent`` in the state hash, Redis's clock), LOW leaves the last slot of the window free
+  unless it frees again within ``reserve_wait``;
 * priorities across processes: a process that waits registers a *ticket* at its most urgent
   waiting priority (it expires unless renewed, so a killed process stops counting); a
   request is refused while a ticket of a higher priority waits, so LOW never takes the slot
@@ -35,7 +39,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .rules import Priority, WaitOrder
+from .rules import WAIT_ORDER, Priority, WaitOrder
 
 __all__ = ["PROCESS_TTL_S", "SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
 
@@ -55,7 +59,9 @@ end
 
 # KEYS: sends, state, wait:0 .. wait:3, processes
 # ARGV: limit, span_us, span_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
-#       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME), process_ttl_us
+#       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME), process_ttl_us,
+#       urgent (1: the asker has a request above LOW waiting), reserve (slots LOW leaves free),
+#       reserve_wait_us, reserve_hold_us (``rules.WaitOrder.keeps_reserve``)
 # Returns {granted, wait_us, tokens, now_us, span_us (the span that applied), member (the
 # send's member in KEYS[1], scored now_us; '' when refused), processes (sharing the budget,
 # the asker included: its heartbeat is renewed here)}.
@@ -71,6 +77,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', s(now))
 redis.call('ZADD', KEYS[7], s(now + pttl), ticket)
 redis.call('PEXPIRE', KEYS[7], math.floor(2 * pttl / 1000))
 local processes = redis.call('ZCARD', KEYS[7])
+local urgent, reserve = ARGV[12] == '1', tonumber(ARGV[13] or '0')
+local reserve_wait, reserve_hold = tonumber(ARGV[14] or '0'), tonumber(ARGV[15] or '0')
+if urgent then redis.call('HSET', KEYS[2], 'urgent', s(now)) end
 -- The widest span any process asked for within the hold applies to all.
 local wide = tonumber(redis.call('HGET', KEYS[2], 'span') or '0')
 local wide_until = tonumber(redis.call('HGET', KEYS[2], 'span_until') or '0')
@@ -80,14 +89,15 @@ else
   span = wide
 end
 local interval = math.floor(span / limit)
-local others, higher = false, false
+-- peer: another process waits at this level or above, so this one queues behind it (paced)
+local higher, peer = false, false
 for p = 0, 3 do
   local key = KEYS[3 + p]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', s(now))
   redis.call('ZREM', key, ticket)
   if redis.call('ZCARD', key) > 0 then
-    others = true
     if p > prio then higher = true end
+    if p >= prio then peer = true end
   end
 end
 -- Sends are kept 5 s (or 3 spans): enough for the window, and for a look at recent history.
@@ -103,7 +113,20 @@ if used >= limit then
   local free = tonumber(kth[2]) + span
   if free > at then at = free end
 end
-if (not burst) or others then
+-- The reserve: while a request above LOW was seen lately, LOW leaves the last slot(s) of
+-- the window free unless they free again within reserve_wait.
+if prio == 0 and reserve > 0 and reserve < limit then
+  local seen = tonumber(redis.call('HGET', KEYS[2], 'urgent') or '-1')
+  if seen >= 0 and now - seen < reserve_hold then
+    local cap, win = limit - reserve, span - reserve_wait
+    if redis.call('ZCOUNT', KEYS[1], '(' .. s(now - win), '+inf') >= cap then
+      local kth = redis.call('ZREVRANGE', KEYS[1], cap - 1, cap - 1, 'WITHSCORES')
+      local free = tonumber(kth[2]) + win
+      if free > at then at = free end
+    end
+  end
+end
+if (not burst) or peer then
   local last = redis.call('HGET', KEYS[2], 'last')
   if last and tonumber(last) + interval > at then at = tonumber(last) + interval end
 end
@@ -122,7 +145,7 @@ if at <= now and not higher then
   -- still counts the real send times.
   local slot = now
   local last = redis.call('HGET', KEYS[2], 'last')
-  if last and ((not burst) or others) then
+  if last and ((not burst) or peer) then
     slot = tonumber(last) + interval
     if slot < now - math.floor(interval / 4) then slot = now - math.floor(interval / 4) end
   end
@@ -304,12 +327,16 @@ class BudgetScripts:
         ticket_ttl_s: float,
         burst: bool,
         process_ttl_s: float = PROCESS_TTL_S,
+        urgent: bool = False,
+        order: WaitOrder = WAIT_ORDER,
         now_us: int | None = None,
     ) -> AcquireReply:
         """Ask for one send now at ``priority``; ``next_priority`` is the caller's next
         waiter (kept registered as a ticket after a grant), ``burst`` whether this request
-        may skip pacing (it did not queue and is not LOW). The ask renews the heartbeat of
-        ``ticket`` for ``process_ttl_s``."""
+        may skip pacing (no waiter of the caller is as urgent, and it is not LOW),
+        ``urgent`` whether the caller has a request above LOW waiting (it arms the reserve
+        of ``order`` for everyone). The ask renews the heartbeat of ``ticket`` for
+        ``process_ttl_s``."""
         args: list[Any] = [
             limit,
             _us(span_s),
@@ -322,6 +349,10 @@ class BudgetScripts:
             self._keep_us,
             "" if now_us is None else now_us,
             _us(process_ttl_s),
+            1 if urgent else 0,
+            order.reserve,
+            _us(order.reserve_wait),
+            _us(order.reserve_hold),
         ]
         granted, wait_us, tokens, now, span_us, member, processes = await self._acquire(
             keys=keys.all(), args=args

@@ -225,6 +225,8 @@ async def _collect(
                 priority=Priority.LOW,
                 progress=on_progress,
                 leases=shared.leases if shared else None,
+                # Kill -9 or Ctrl-C, then a rerun: the same database as one run, to the row.
+                keep_below=False,
             )
 
 

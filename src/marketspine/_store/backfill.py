@@ -1,8 +1,10 @@
 """The resumable backfill runner: planner pages → upstream → store, one transaction per page.
 
-Each page is written together with the coverage it proves as soon as it arrives, so a crash
-or Ctrl-C at any instant loses at most the page in flight, and a rerun plans only what is
-still uncovered: the database ends the same as after an uninterrupted run.
+Several pages of each market are in flight at once (``pipeline.MarketPipeline``), and each
+is written together with the coverage it proves as soon as it and every page above it in
+its gap have arrived, so a crash or Ctrl-C at any instant loses at most the pages in
+flight, and a rerun plans only what is still uncovered: the database ends the same as after
+an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .._budget.rules import Priority
 from .._upbit.horizon import split_unserved
 from ..errors import InvalidRequestError, UnknownMarketError
 from ..records import Candle
-from .planner import GapCursor, PageRequest, plan_gaps
+from .pipeline import DEFAULT_DEPTH, MarketPipeline, PipelinePage
+from .planner import PageRequest, plan_gaps
 from .sqlite import CandleStore
 
 __all__ = [
@@ -156,6 +159,8 @@ async def collect(
     priority: Priority = Priority.LOW,
     progress: Callable[[ProgressEvent], None] | None = None,
     leases: PageLeases | None = None,
+    depth: int = DEFAULT_DEPTH,
+    keep_below: bool = True,
 ) -> CollectSummary:
     """Backfill the closed candles of ``markets`` starting in ``[since_ms, until_ms)``.
 
@@ -175,7 +180,16 @@ async def collect(
 
     ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
     another process fetched is stored here too but not counted in ``upstream_calls``.
+
+    Up to ``depth`` pages are in flight at once (``pipeline``; shared among the markets that
+    have something to fetch, at least one each), so one market fills the rate budget at any
+    distance from upstream; pages are still stored strictly from each gap's end downwards,
+    one transaction each. A full page reaching below the range is stored whole (the next
+    request nearby costs nothing), or with ``keep_below=False`` only its part in the range,
+    so that an interrupted run and its rerun store exactly what one run stores.
     """
+    if depth < 1:
+        raise InvalidRequestError(f"depth must be at least 1 page in flight, got {depth}")
     tf = timeframe
     codes = list(dict.fromkeys(m.strip().upper() for m in markets))
     if not codes:
@@ -213,12 +227,25 @@ async def collect(
             )
     for code in codes:
         details[code].gaps = len(plans[code])
+    # ``depth`` pages in flight in all: one market gets them all, many markets one each at
+    # least (as many as before), so a long run's queue at the rate budget stays short.
+    working = sum(1 for code in codes if plans[code])
+    per_market = max(1, -(-depth // max(1, working)))
     try:
         async with asyncio.TaskGroup() as group:
             for code in codes:
                 group.create_task(
                     _collect_market(
-                        client, store, tf, plans[code], details[code], priority, progress, leases
+                        client,
+                        store,
+                        tf,
+                        plans[code],
+                        details[code],
+                        priority,
+                        progress,
+                        leases,
+                        per_market,
+                        keep_below,
                     )
                 )
     except BaseExceptionGroup as failures:
@@ -247,44 +274,81 @@ async def _collect_market(
     priority: Priority,
     progress: Callable[[ProgressEvent], None] | None,
     leases: PageLeases | None = None,
+    depth: int = DEFAULT_DEPTH,
+    keep_below: bool = True,
 ) -> None:
     market = detail.market
     total_ms = sum(end - start for start, end in gaps)
     done_ms = 0
-    for gap in reversed(gaps):  # newest first: pages walk backwards anyway
-        cursor = GapCursor(tf, gap)
-        while (request := cursor.next_request()) is not None:
-            try:
-                page, fetched = await fetch_page(client, leases, market, tf, request, priority)
-            except UnknownMarketError:
-                # Delisted while collecting: what is stored stays, and stays exact.
-                detail.delisted = True
-                return
+    pipeline = MarketPipeline(tf, gaps, keep_below=keep_below)
+    answers: asyncio.Queue[tuple[PipelinePage, list[Candle] | Exception, bool]] = asyncio.Queue()
+    fetching: set[asyncio.Task[None]] = set()
+    failure: Exception | None = None
+
+    async def fetch(page: PipelinePage) -> None:
+        try:
+            candles, fetched = await fetch_page(client, leases, market, tf, page.request, priority)
+        except Exception as exc:  # handed to the loop, which stores what came before it
+            answers.put_nowait((page, exc, False))
+        else:
+            answers.put_nowait((page, candles, fetched))
+
+    outstanding = 0  # fetches started whose answer (or error) is not taken yet
+    async with asyncio.TaskGroup() as group:
+        while True:
+            while failure is None and pipeline.in_flight < depth:
+                if (page := pipeline.next_request()) is None:
+                    break
+                task = group.create_task(fetch(page))
+                fetching.add(task)
+                task.add_done_callback(fetching.discard)
+                outstanding += 1
+            if pipeline.done or (failure is not None and not outstanding):
+                break
+            assert outstanding, "the pipeline is neither done nor waiting for a page"
+            page, answer, fetched = await answers.get()
+            outstanding -= 1
+            if isinstance(answer, Exception):
+                # As the walk did: the pages above the failed one are stored, then it is
+                # raised. Those in flight are waited for; nothing more is asked.
+                failure = failure or answer
+                continue
             detail.pages += fetched
-            outcome = cursor.feed(page)
-            await store.write_page(
-                market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
-            )
-            # What was asked for; a full page may store a few older candles besides.
-            detail.candles_written += sum(1 for c in outcome.candles if gap[0] <= c.start_ms)
-            if outcome.listing_ms is not None:
-                detail.listing_ms = max(detail.listing_ms or outcome.listing_ms, outcome.listing_ms)
-            # A full page may prove more than the gap; progress counts the gap's part only.
-            low, high = max(outcome.covered[0], gap[0]), min(outcome.covered[1], gap[1])
-            done_ms += max(0, high - low)
-            if progress is not None:
-                progress(
-                    ProgressEvent(
-                        market,
-                        tf.name,
-                        detail.pages,
-                        detail.candles_written,
-                        cursor.position_ms,
-                        done_ms,
-                        total_ms,
-                        finished=done_ms >= total_ms,
-                    )
+            pipeline.feed(page, answer)
+            for ready in pipeline.ready():
+                outcome = ready.outcome
+                await store.write_page(
+                    market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
                 )
+                detail.candles_written += ready.new_candles
+                if outcome.listing_ms is not None:
+                    detail.listing_ms = max(
+                        detail.listing_ms or outcome.listing_ms, outcome.listing_ms
+                    )
+                done_ms += ready.new_ms
+                if progress is not None:
+                    progress(
+                        ProgressEvent(
+                            market,
+                            tf.name,
+                            detail.pages,
+                            detail.candles_written,
+                            ready.position_ms,
+                            done_ms,
+                            total_ms,
+                            finished=done_ms >= total_ms,
+                        )
+                    )
+        # Pages asked below a proof of the gap's start are void: no need to wait for them.
+        for task in fetching:
+            task.cancel()
+    if pipeline.done:
+        failure = None  # it failed a void page, asked below the proof of its gap's start
+    if isinstance(failure, UnknownMarketError):
+        # Delisted while collecting: what is stored stays, and stays exact.
+        detail.delisted = True
+    elif failure is not None:
+        raise failure
     if progress is not None and not gaps:
         progress(ProgressEvent(market, tf.name, 0, 0, 0, 0, 0, finished=True))
 

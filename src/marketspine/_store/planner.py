@@ -11,8 +11,9 @@ A call costs the same for 1 candle or 200, so every page asks for a full 200 and
 it returns is kept, even below the gap: the range it proves is stored with it, and the
 neighbouring requests that follow cost nothing.
 
-``GapCursor`` is a feed-events-in, read-requests-out state machine in the manner of h11:
-the collector does the I/O and writes each ``PageOutcome`` to the store in one transaction.
+``GapCursor`` is a feed-events-in, read-requests-out state machine in the manner of h11,
+walking one gap one page at a time. ``collect`` keeps several pages in flight instead
+(``pipeline.MarketPipeline``, built on ``page_outcome``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,185 @@
+"""Far from Upbit (issue 22): per simulator latency (30, 100, 200, 300 ms, up to 10 ms of
+jitter, Upbit's 10 requests/s), marketspine beside pyupbit and ccxt in the same run:
+
+* a cold chart — 1,000 1m candles of a dense market with nothing stored: Spine's
+  ``candles(count=1000)``, pyupbit's ``get_ohlcv(count=1000)``, a ccxt ``fetch_ohlcv`` loop
+  over the same 1,000 minutes — time and candle calls;
+* a one-market week backfill — 10,080 1m candles: marketspine's ``collect`` (LOW, pages
+  pipelined), ``get_ohlcv(count=10080)``, the ccxt loop — candles/s, its share of the
+  ceiling (10 pages of 200 a second = 2,000 candles/s) and 429s. marketspine's rate is given
+  over the whole run (which includes the market list and the first page, asked alone to
+  learn the market's density: two round trips of a 5 s run) and from the first page stored
+  to the last (the rate it keeps).
+
+Each latency gets its own simulator process (``marketspine sim --latency-ms L --jitter-ms
+10``), so the libraries meet the same upstream in the same run.
+
+``python -m bench latency`` (or ``python -m bench.latency [LATENCY_MS ...]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
+from bench._sim import simulator
+from marketspine._base.time import DAY_MS, MINUTE_MS, now_ms
+from marketspine._base.timeframes import parse_timeframe
+from marketspine._client.client import Client
+from marketspine._spine.spine import Spine
+from marketspine._store.backfill import ProgressEvent, collect
+from marketspine._store.sqlite import SQLiteStore
+
+Row = dict[str, Any]
+LATENCIES_MS = (30, 100, 200, 300)
+JITTER_MS = 10
+MARKET = "KRW-BTC"  # trades every second in the simulator
+CHART = 1_000
+WEEK = 7 * 1440
+CEILING = 10 * 200  # candles/s: 10 pages of 200 a second
+_MINUTE = parse_timeframe("1m")
+
+
+def row(name: str, value: float, unit: str, goal: str) -> Row:
+    return {"benchmark": name, "value": round(value, 3), "unit": unit, "goal": goal}
+
+
+def _stats(base: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(base + "/sim/stats", timeout=10).json()
+    return stats
+
+
+def _calls(base: str) -> int:
+    return int(_stats(base)["requests"]["by_group"].get("candles", 0))
+
+
+def _reset(base: str) -> None:
+    httpx.post(base + "/sim/reset", timeout=10).raise_for_status()
+    time.sleep(1.1)  # a fresh upstream second: one run's tail must not cost the next a 429
+
+
+async def _spine_chart(base: str, db: Path) -> tuple[float, int]:
+    async with Spine(base, db, warmup_every_s=0) as spine:
+        started = time.perf_counter()
+        result = await spine.candles(MARKET, "1m", count=CHART)
+        elapsed = time.perf_counter() - started
+    assert len(result) == CHART, len(result)
+    return elapsed, result.meta.upstream_calls
+
+
+async def _collect_week(base: str, db: Path, since: int, until: int) -> tuple[float, int, float]:
+    """(seconds, candles written, candles/s from the first page stored to the last)."""
+    stored: list[tuple[float, int]] = []
+
+    def progress(event: ProgressEvent) -> None:
+        stored.append((time.perf_counter(), event.candles_written))
+
+    async with Client(base) as client, SQLiteStore(db) as store:
+        summary = await collect(
+            client,
+            store,
+            [MARKET],
+            _MINUTE,
+            since_ms=since,
+            until_ms=until,
+            now_ms=now_ms(),
+            progress=progress,
+        )
+    (first_at, first), (last_at, last) = stored[0], stored[-1]
+    return summary.seconds, summary.candles_written, (last - first) / (last_at - first_at)
+
+
+def one_latency(latency_ms: int, folder: Path) -> list[Row]:
+    rows: list[Row] = []
+    label = f"{latency_ms} ms"
+    with simulator(
+        "--latency-ms", str(latency_ms), "--jitter-ms", str(JITTER_MS), "--rate-limit", "10"
+    ) as base:
+        until = _MINUTE.floor(now_ms()) - DAY_MS  # closed, and not in the simulator's recent cache
+        chart_since = until - CHART * MINUTE_MS
+        # -- cold chart: time and calls ------------------------------------------------------
+        _reset(base)
+        before = _calls(base)
+        elapsed, _ = asyncio.run(_spine_chart(base, folder / f"chart-{latency_ms}.db"))
+        calls = _calls(base) - before
+        goal = f"≤ 2 RTT + 50 = {2 * latency_ms + 50} ms"
+        rows.append(row(f"{label}: cold chart 1,000 1m, marketspine", elapsed * 1000, "ms", goal))
+        rows.append(row(f"{label}: cold chart, marketspine calls", calls, "calls", "≤ 6"))
+        _reset(base)
+        before = _calls(base)
+        elapsed, got = pyupbit_ohlcv(base, until, CHART)
+        calls = _calls(base) - before
+        rows.append(row(f"{label}: cold chart, pyupbit ({got:,})", elapsed * 1000, "ms", "compare"))
+        rows.append(row(f"{label}: cold chart, pyupbit calls", calls, "calls", "compare"))
+        _reset(base)
+        before = _calls(base)
+        elapsed, got = ccxt_ohlcv(base, chart_since, until)
+        calls = _calls(base) - before
+        rows.append(row(f"{label}: cold chart, ccxt ({got:,})", elapsed * 1000, "ms", "compare"))
+        rows.append(row(f"{label}: cold chart, ccxt calls", calls, "calls", "compare"))
+        # -- one-market week backfill: candles/s ----------------------------------------------
+        week_since = until - WEEK * MINUTE_MS
+        _reset(base)
+        seconds, written, steady = asyncio.run(
+            _collect_week(base, folder / f"week-{latency_ms}.db", week_since, until)
+        )
+        for what, rate in (("whole run", written / seconds), ("first to last page", steady)):
+            share = f"{100 * rate / CEILING:.0f}% of {CEILING:,}"
+            name = f"{label}: week backfill, marketspine collect, {what} ({share})"
+            rows.append(row(name, rate, "candles/s", "≥ 1,900"))
+        rows.append(
+            row(f"{label}: week backfill, marketspine 429s", _stats(base)["429"], "count", "0")
+        )
+        _reset(base)
+        elapsed, written = pyupbit_ohlcv(base, until, WEEK)
+        rows.append(
+            row(
+                f"{label}: week backfill, pyupbit ({written:,})",
+                written / elapsed,
+                "candles/s",
+                "compare",
+            )
+        )
+        _reset(base)
+        elapsed, written = ccxt_ohlcv(base, week_since, until)
+        rows.append(
+            row(
+                f"{label}: week backfill, ccxt ({written:,})",
+                written / elapsed,
+                "candles/s",
+                "compare",
+            )
+        )
+    return rows
+
+
+def run(latencies: tuple[int, ...] = LATENCIES_MS) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as name:
+        for latency_ms in latencies:
+            rows += one_latency(latency_ms, Path(name))
+    return rows
+
+
+def main() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    latencies = tuple(int(a) for a in sys.argv[1:]) or LATENCIES_MS
+    table = Table(title="marketspine far from Upbit")
+    for column in ("benchmark", "value", "unit", "goal"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for r in run(latencies):
+        table.add_row(r["benchmark"], f"{r['value']:,}", r["unit"], r["goal"])
+    Console(width=150).print(table)
+
+
+if __name__ == "__main__":
+    main()
