@@ -64,7 +64,13 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
 
             async def enough() -> bool:
                 count = await recording.trade_count("KRW-BTC")
-                return count >= 120 and await ws_drops(base) >= drops_before + 3
+                first, last = (
+                    await recording.first_trade("KRW-BTC"),
+                    await recording.last_trade("KRW-BTC"),
+                )
+                # Six simulated minutes at least, so verify has whole windows to compare.
+                spans = first is not None and last is not None and last.ms - first.ms >= 360_000
+                return spans and count >= 120 and await ws_drops(base) >= drops_before + 3
 
             first = await record_until(
                 spine, enough, backfill_ms=60_000, orderbook_every_ms=0, orderbook_depth=15
@@ -85,7 +91,7 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
             # be final upstream yet (``verify`` leaves out only what it knows is forming).
             last_ms = max(t.ms for t in stored["KRW-BTC"])
             verified = await verify_recording(
-                spine, "KRW-BTC", TIMEFRAMES["1m"], until_ms=last_ms - 3 * 60_000
+                spine, "KRW-BTC", TIMEFRAMES["1m"], until_ms=last_ms - 2 * 60_000
             )
             begin = min(trades[0].ms for trades in stored.values())
             replayed = [e async for e in spine.replay(["trade"], MARKETS, start=begin, speed=0)]
