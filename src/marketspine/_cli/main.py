@@ -428,6 +428,7 @@ def migrate(source: str, target: str, json_output: bool) -> None:
         "series": report.series,
         "candles": report.candles,
         "ranges": report.ranges,
+        "recorded_rows": report.recorded_rows,
         "seconds": round(report.seconds, 3),
         "verified": True,
     }
@@ -436,7 +437,8 @@ def migrate(source: str, target: str, json_output: bool) -> None:
     else:
         print(
             f"migrated {report.candles:,} candles in {report.series} series "
-            f"({report.ranges} covered ranges) in {report.seconds:.1f} s; counts and "
+            f"({report.ranges} covered ranges) and {report.recorded_rows:,} recorded trades, "
+            f"books, tickers and known gaps in {report.seconds:.1f} s; counts and "
             "coverage verified"
         )
 
