@@ -1,5 +1,7 @@
 """The recorder: trades/s it commits into SQLite and into PostgreSQL (goal: 50,000/s, far above
-Upbit's whole market), and bytes per stored trade and per 15-level book snapshot.
+Upbit's whole market), and bytes per stored trade and per 15-level book snapshot; then
+retention (``record --keep``): every recorded trade pruned, 5,000 a transaction, while a
+writer commits one-trade batches, with the rows/s pruned and the longest a write waited.
 
 The trades are KRW-market-like (whole-won prices on a 1,000 won tick, 8-decimal sizes, the
 best quotes of WebSocket trades) over 20 markets, fed to a ``Recorder`` as fast as it takes
@@ -26,6 +28,7 @@ from typing import Any
 from marketspine._live.recorder import Recorder
 from marketspine._store.recording import RecordingStore
 from marketspine._store.recording_sqlite import SQLiteRecording
+from marketspine._store.retention import prune
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.records import Orderbook, OrderbookUnit, Trade
 
@@ -85,6 +88,37 @@ async def _record(recording: RecordingStore, events: list[object]) -> float:
     return time.perf_counter() - started
 
 
+async def _prune(recording: RecordingStore, trades: list[Trade]) -> tuple[float, float, int]:
+    """Prune every trade of ``trades`` while a writer commits one trade at a time: (rows/s
+    pruned, the longest write in ms, writes committed meanwhile)."""
+    waits: list[float] = []
+    done = asyncio.Event()
+
+    async def writer() -> None:
+        ms = trades[-1].ms + 1
+        while not done.is_set():
+            started = time.perf_counter()
+            await recording.write([Trade("KRW-W", ms, 1.0, 1.0, "BID", ms * 10_000, 1.0, 0.0)])
+            waits.append(time.perf_counter() - started)
+            ms += 1
+
+    task = asyncio.create_task(writer())
+    started = time.perf_counter()
+    report = await prune(recording, {"trades": 1}, MARKETS, trades[-1].ms + 1)
+    seconds = time.perf_counter() - started
+    done.set()
+    await task
+    return sum(report.rows.values()) / seconds, max(waits) * 1000, len(waits)
+
+
+def _prune_rows(store: str, figures: tuple[float, float, int]) -> list[dict[str, Any]]:
+    per_s, longest, writes = figures
+    return [
+        _row(f"prune trades in {store} (writes beside)", per_s, "rows/s", "> recording rate"),
+        _row(f"{store}: longest write while pruning ({writes} writes)", longest, "ms", "~1 batch"),
+    ]
+
+
 async def _sqlite(
     folder: Path, trades: list[Trade], books: list[Orderbook]
 ) -> list[dict[str, Any]]:
@@ -95,10 +129,12 @@ async def _sqlite(
         await _record(SQLiteRecording(store), list(books))
         after = await _size(store)
         per_trade = before / len(trades)
+        pruned = await _prune(SQLiteRecording(store), trades)
     return [
         _row("record trades into SQLite", len(trades) / seconds, "trades/s", f">= {GOAL:,}"),
         _row("SQLite bytes per trade", per_trade, "bytes", "compact"),
         _row("SQLite bytes per 15-level book", (after - before) / len(books), "bytes", "compact"),
+        *_prune_rows("SQLite", pruned),
     ]
 
 
@@ -139,6 +175,7 @@ async def _postgres(trades: list[Trade], books: list[Orderbook]) -> list[dict[st
             per_trade = await _pg_size(admin, schema, "trades") / len(trades)
             await _record(recording, list(books))
             per_book = await _pg_size(admin, schema, "orderbooks") / len(books)
+            pruned = await _prune(recording, trades)
     finally:
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
@@ -146,6 +183,7 @@ async def _postgres(trades: list[Trade], books: list[Orderbook]) -> list[dict[st
         _row("record trades into PostgreSQL", len(trades) / seconds, "trades/s", f">= {GOAL:,}"),
         _row("PostgreSQL bytes per trade (with its index)", per_trade, "bytes", "compact"),
         _row("PostgreSQL bytes per 15-level book", per_book, "bytes", "compact"),
+        *_prune_rows("PostgreSQL", pruned),
     ]
 
 

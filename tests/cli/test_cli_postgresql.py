@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -61,6 +62,7 @@ def test_migrate_copies_and_verifies_and_can_run_again(
     db = str(tmp_path / "spine.db")
     with running_sim(SimConfig(rate_limit=0)) as url:
         collect(url, db)
+    recorded = asyncio.run(record_some(db))
     source = json.loads(run("status", "--db", db, "--json").stdout)
     for _ in range(2):  # a second run changes nothing and verifies again
         moved = run("migrate", "--from", db, "--to", pg_space.url, "--json")
@@ -68,9 +70,60 @@ def test_migrate_copies_and_verifies_and_can_run_again(
         report = json.loads(moved.stdout)
         assert report["series"] == 1 and report["verified"]
         assert report["candles"] == sum(s["rows"] for s in source["series"]) >= HOURS
+        assert report["recorded_rows"] == recorded
     target = json.loads(run("status", "--db", pg_space.url, "--json").stdout)
     assert source.pop("db") == db and target.pop("db") == pg_space.url
-    assert source == target and source
+    assert source == target and source["recorded"]
+    assert asyncio.run(recorded_back(pg_space.url)) == asyncio.run(recorded_back(db))
+
+
+async def record_some(db: str) -> int:
+    """What ``record`` would keep, written into ``db``: 12,000 trades of two markets (more
+    than one read batch, 17-digit ids), books, tickers and a known gap; the rows written."""
+    from marketspine._store.recording import TradeGap
+    from marketspine._store.recording_store import recording_for
+    from marketspine._store.sqlite import SQLiteStore
+    from marketspine.records import Orderbook, OrderbookUnit, Ticker, Trade
+
+    t0 = parse_time("2026-01-02")
+    trades = [
+        Trade(market, t0 + i * 50, 95_000_000.0 + i, 0.00012345, "BID" if i % 2 else "ASK",
+              (t0 + i * 50) * 10_000 + 1, 94_000_000.0, 1000.0 + i,
+              *((95_001_000.0, 0.5, 95_000_000.0, 0.25) if i % 3 else (None,) * 4))
+        for market in ("KRW-BTC", "KRW-ETH") for i in range(6000)
+    ]  # fmt: skip
+    books = [
+        Orderbook("KRW-BTC", t0 + i * 1000, 1.5, 2.5,
+                  tuple(OrderbookUnit(100.0 + k, 0.1, 99.0 - k, 0.2) for k in range(15)), 0.0)
+        for i in range(100)
+    ]  # fmt: skip
+    tickers = [
+        Ticker("KRW-ETH", t0 + i * 1000, t0 + i * 1000 - 5, 101.5, 100.0, 102.0, 99.0, 100.0,
+               "RISE", 1.5, 0.015, 0.001, 1234.5, 125_000.25, 2000.0, 200_000.5, 150.0,
+               "2025-03-01", 50.0, "2025-08-01", "BID", 12.5, 13.25, "ACTIVE", None)
+        for i in range(50)
+    ]  # fmt: skip
+    a, b = trades[10], trades[11]
+    gap = TradeGap("KRW-BTC", a.seq, b.seq, a.ms, b.ms, "REST trades failed: 503", t0)
+    async with SQLiteStore(Path(db)) as store:
+        await recording_for(store).write(trades, orderbooks=books, tickers=tickers, gaps=[gap])
+    return len(trades) + len(books) + len(tickers) + 1
+
+
+async def recorded_back(db: str) -> list[object]:
+    """Every recorded row of ``db``, as records."""
+    from marketspine._cli.commands import open_store
+    from marketspine._store.recording_store import recording_for
+
+    async with open_store(db, must_exist=True) as store:
+        recording = recording_for(store)
+        rows: list[object] = []
+        for market in ("KRW-BTC", "KRW-ETH"):
+            rows += await recording.trades(market, 0, 2**62)
+            rows += await recording.orderbooks(market, 0, 2**62)
+            rows += await recording.tickers(market, 0, 2**62)
+            rows += await recording.trade_gaps(market)
+        return rows
 
 
 def test_migrate_says_what_is_wrong(tmp_path: Path, pg_space: PgSpace) -> None:

@@ -115,3 +115,47 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
     # the backfill reached back about a simulated minute before the first live trade
     assert btc[-1].ms - btc[0].ms > 60_000
     assert sum(t.best_ask_price is not None for t in btc) > len(btc) // 3  # WebSocket's own
+
+
+async def test_a_recording_with_keep_prunes_what_is_older_than_its_span(
+    running_sim: RunSim, db: str
+) -> None:
+    from marketspine._base.time import DAY_MS, now_ms
+    from marketspine._store.recording import TradeGap
+    from marketspine.records import Orderbook, OrderbookUnit, Ticker
+
+    old = now_ms() - 3 * DAY_MS  # well before the kept day on the simulator's clock too
+    stale = [Trade("KRW-BTC", old + i, 100.0, 0.5, "BID", i + 1, 100.0, 0.0) for i in range(30)]
+    books = [
+        Orderbook("KRW-BTC", old + i, 1.0, 2.0, (OrderbookUnit(101.0, 1.0, 99.0, 2.0),), 0.0)
+        for i in range(30)
+    ]
+    ticker = Ticker("KRW-ETH", old, old, 1.0, 1.0, 1.0, 1.0, 1.0, "EVEN", 0.0, 0.0, 0.0, 0.0,
+                    0.0, 0.0, 0.0, 1.0, "2025-01-01", 1.0, "2025-01-01")  # fmt: skip
+    gap = TradeGap("KRW-BTC", 3, 4, old + 2, old + 3, "older than 7 days", old)
+    with running_sim(SimConfig(speed=60)) as base:
+        async with Spine(base, db=db) as spine:
+            recording = recording_for(spine.store)
+            await recording.write(stale, orderbooks=books, tickers=[ticker], gaps=[gap])
+
+            async def enough() -> bool:
+                first = await recording.first_trade("KRW-BTC")
+                return (
+                    first is not None
+                    and first.ms > old + DAY_MS
+                    and await recording.orderbook_at("KRW-BTC", old + 100) is None
+                )
+
+            await record_until(
+                spine,
+                enough,
+                kinds=("trade", "orderbook"),
+                keep_ms={"trades": DAY_MS, "orderbooks": DAY_MS, "tickers": DAY_MS},
+            )
+            # the old gap went; the one joining the stale trades to the live ones ends inside
+            # the kept day (the trades it misses there are still missed): it stays
+            gaps = await recording.trade_gaps("KRW-BTC")
+            assert gap not in gaps and all(g.to_ms > old + DAY_MS for g in gaps)
+            assert await recording.trade_count("KRW-BTC") > 0, "what it recorded stays"
+            # tickers were not recorded: their retention is not this recorder's
+            assert await recording.row_count("tickers", "KRW-ETH") == 1

@@ -42,6 +42,8 @@ CALLS: dict[str, Callable[[Spine], Awaitable[Any]]] = {
     "tickers by quote": lambda s: s.tickers(quote="KRW"),
     "orderbook": lambda s: s.orderbook("KRW-BTC"),
     "orderbooks": lambda s: s.orderbooks(["KRW-BTC"]),
+    "orderbooks_at": lambda s: s.orderbooks_at("KRW-BTC", "2026-01-01"),
+    "orderbooks_history": lambda s: s.orderbooks_history("KRW-BTC", start="2026-01-01"),
     "trades": lambda s: s.trades("KRW-BTC", 5),
     "trades range": lambda s: s.trades("KRW-BTC", start="2026-01-01", end="2026-01-02"),
     "watch": lambda s: s.watch(["trade"], ["KRW-BTC"]),

@@ -220,3 +220,16 @@ async def test_a_version_4_file_gets_its_sizes_packed_and_reads_the_same(tmp_pat
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         kinds = dict(conn.execute("SELECT typeof(volume), COUNT(*) FROM trades GROUP BY 1"))
     assert kinds == {"integer": 35, "real": 1}
+
+
+async def test_the_book_at_a_time_is_the_last_stored_at_or_before_it(make_store: MakeStore) -> None:
+    books = [book("KRW-BTC", T0 + i * 1000) for i in range(3)]
+    async with make_store() as store:
+        recording = recording_for(store)
+        await recording.write(orderbooks=[*books, book("KRW-ETH", T0 - 5000)])
+        assert await recording.orderbook_at("KRW-BTC", T0 - 1) is None
+        assert await recording.orderbook_at("KRW-BTC", T0) == books[0]
+        assert await recording.orderbook_at("KRW-BTC", T0 + 1999) == books[1]
+        assert await recording.orderbook_at("KRW-BTC", T0 + 10**9) == books[2]
+        assert await recording.row_count("orderbooks", "KRW-BTC") == 3
+        assert await recording.row_count("trades", "KRW-BTC") == 0

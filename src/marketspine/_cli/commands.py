@@ -309,9 +309,9 @@ def _stdout_console() -> Console:
 
 def run_status(*, db: str, json_output: bool) -> None:
     """Print what the store holds: series, covered ranges, row counts."""
-    series, delisted = asyncio.run(_summary(db))
+    series, delisted, recorded = asyncio.run(_summary(db))
     if json_output:
-        document = {"db": db, "series": series, "delisted": delisted}
+        document = {"db": db, "series": series, "delisted": delisted, "recorded": recorded}
         print(json.dumps(document, separators=(",", ":")))
         return
     from rich.table import Table
@@ -331,6 +331,8 @@ def run_status(*, db: str, json_output: bool) -> None:
         )
     console = _stdout_console()
     console.print(table)
+    if recorded:
+        console.print(_recorded_table(recorded))
     for gone in delisted:
         console.print(
             f"{gone['market']}: delisted (upstream answers 404 since {gone['seen']}); last "
@@ -338,14 +340,66 @@ def run_status(*, db: str, json_output: bool) -> None:
         )
 
 
-async def _summary(db: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(series, delisted markets with when that was seen and their last stored trade)."""
+def _recorded_table(recorded: list[dict[str, Any]]) -> Any:
+    """What ``marketspine record`` kept, a row per market and kind."""
+    from rich.table import Table
+
+    table = Table(title="recorded (marketspine record)")
+    for column in ("market", "kind", "rows", "first", "last", "known gaps"):
+        table.add_column(column)
+    for held in recorded:
+        gaps = "\n".join(
+            f"{g['from']} → {g['to']} (sequential_id {g['from_seq']} → {g['to_seq']}): "
+            f"{g['reason']}"
+            for g in held["gaps"]
+        )
+        table.add_row(
+            held["market"],
+            held["kind"],
+            f"{held['rows']:,}",
+            held["first"],
+            held["last"],
+            gaps or ("none" if held["kind"] == "trades" else "-"),
+        )
+    return table
+
+
+async def _summary(
+    db: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(series, delisted markets with when that was seen and their last stored trade, what
+    is recorded per market and kind with its known gaps)."""
+    from .._store.recording_reads import recording_summary
+    from .._store.recording_store import recording_for
+
     async with open_store(db, must_exist=True, read_only=True) as store:
         rows = await store.summary()
         delisted = await store.delisted()
+        holdings = await recording_summary(recording_for(store))
 
     def label(ms: int | None) -> str | None:
         return None if ms is None else format_utc(ms) + "Z"
+
+    recorded = [
+        {
+            "market": h.market,
+            "kind": h.kind,
+            "rows": h.rows,
+            "first": label(h.first_ms),
+            "last": label(h.last_ms),
+            "gaps": [
+                {
+                    "from": label(g.from_ms),
+                    "to": label(g.to_ms),
+                    "from_seq": g.from_seq,
+                    "to_seq": g.to_seq,
+                    "reason": g.reason,
+                }
+                for g in h.gaps
+            ],
+        }
+        for h in holdings
+    ]
 
     last_trade: dict[str, int] = {}
     for s in rows:
@@ -368,7 +422,7 @@ async def _summary(db: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         }
         for s in rows
     ]
-    return series, gone
+    return series, gone, recorded
 
 
 def run_warmup(*, upstream: str, exchanges: list[str], db: str, json_output: bool) -> None:

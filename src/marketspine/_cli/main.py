@@ -347,6 +347,15 @@ def collect(
     help="At start, fill the store's trade holes this far back from REST at LOW priority "
     "(Upbit serves 7 days of trades); 0 = none.",
 )
+@click.option(
+    "--keep",
+    metavar="SPAN",
+    default="0",
+    show_default=True,
+    help="Prune, in the background, the recorded rows of these markets older than this: one "
+    "duration for every kind (90d) or KIND=DURATION pairs (trade=90d,orderbook=7d,ticker=7d; "
+    "a kind not named is kept); known gaps older than the trades' span go too. 0 = keep all.",
+)
 @_db_option
 @_upstream_option
 @click.option("--json", "json_output", is_flag=True, help="Print the summary as one JSON line.")
@@ -358,6 +367,7 @@ def record(
     orderbook_every: str,
     orderbook_depth: str,
     backfill: str,
+    keep: str,
     db: str | None,
     upstream: str,
     json_output: bool,
@@ -391,6 +401,7 @@ def record(
             db=db or _default_db(upstream),
             upstream=upstream,
             json_output=json_output,
+            keep=keep,
         )
 
 
@@ -417,6 +428,7 @@ def migrate(source: str, target: str, json_output: bool) -> None:
         "series": report.series,
         "candles": report.candles,
         "ranges": report.ranges,
+        "recorded_rows": report.recorded_rows,
         "seconds": round(report.seconds, 3),
         "verified": True,
     }
@@ -425,7 +437,8 @@ def migrate(source: str, target: str, json_output: bool) -> None:
     else:
         print(
             f"migrated {report.candles:,} candles in {report.series} series "
-            f"({report.ranges} covered ranges) in {report.seconds:.1f} s; counts and "
+            f"({report.ranges} covered ranges) and {report.recorded_rows:,} recorded trades, "
+            f"books, tickers and known gaps in {report.seconds:.1f} s; counts and "
             "coverage verified"
         )
 

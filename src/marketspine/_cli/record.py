@@ -18,6 +18,8 @@ from typing import Any
 from .._base.durations import parse_duration
 from .._base.urls import check_db, check_upstream, redact_url
 from .._spine.recording import RecordSummary, market_words, record, record_kinds
+from .._store.recording import RecordedKind
+from .._store.retention import parse_keep
 
 __all__ = ["run_record"]
 
@@ -33,6 +35,7 @@ def run_record(
     db: str,
     upstream: str,
     json_output: bool,
+    keep: str = "0",
 ) -> None:
     """Record until SIGINT/SIGTERM, then print one summary line (``json_output``: JSON).
 
@@ -44,9 +47,18 @@ def run_record(
     kind_list = record_kinds(kinds)
     every_ms = parse_duration(orderbook_every, "--orderbook-every")
     backfill_ms = parse_duration(backfill, "--backfill")
+    keep_ms = parse_keep(keep)
     summary = asyncio.run(
         _record(
-            list(markets), quote, kind_list, every_ms, orderbook_depth, backfill_ms, db, upstream
+            list(markets),
+            quote,
+            kind_list,
+            every_ms,
+            orderbook_depth,
+            backfill_ms,
+            db,
+            upstream,
+            keep_ms,
         )
     )
     if json_output:
@@ -90,6 +102,7 @@ async def _record(
     backfill_ms: int,
     db: str,
     upstream: str,
+    keep_ms: dict[RecordedKind, int],
 ) -> RecordSummary:
     from .._spine.spine import Spine
 
@@ -113,6 +126,7 @@ async def _record(
                 orderbook_every_ms=orderbook_every_ms,
                 orderbook_depth=orderbook_depth,
                 backfill_ms=backfill_ms,
+                keep_ms=keep_ms,
                 stop=stop,
                 on_start=started,
             )

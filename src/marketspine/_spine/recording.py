@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
@@ -16,8 +16,9 @@ from typing import cast
 from .._base.markets import market_code
 from .._live.recorder import RecordCounts, Recorder
 from .._live.trade_backfill import BackfillReport, backfill_market
-from .._store.recording import TradeGap
+from .._store.recording import RecordedKind, TradeGap
 from .._store.recording_store import recording_for
+from .._store.retention import KEEP_KINDS, keep_pruning
 from ..errors import InvalidRequestError
 from ..records import Trade
 from .spine import Spine
@@ -115,6 +116,7 @@ async def record(
     orderbook_every_ms: int = 0,
     orderbook_depth: int | None = None,
     backfill_ms: int = 0,
+    keep_ms: Mapping[RecordedKind, int] = {},
     stop: asyncio.Event,
     on_start: Callable[[list[str]], None] | None = None,
 ) -> RecordSummary:
@@ -122,8 +124,10 @@ async def record(
     ``stop`` is set; then commit what is held and return what was done. Books are recorded
     ``orderbook_depth`` levels deep (1, 5, 15 or 30; None: 30). ``backfill_ms``
     (> 0) also fills, at LOW priority, the store's trade holes of that long before now
-    (known gaps, the span before the first stored trade). ``on_start`` hears the markets
-    once the recording runs.
+    (known gaps, the span before the first stored trade). ``keep_ms`` (per table, see
+    ``_store.retention.parse_keep``) prunes the rows of these markets older than that in
+    the background, on upstream's clock. ``on_start`` hears the markets once the recording
+    runs.
 
     Raises InvalidRequestError for bad markets or kinds, StoreError when the store fails."""
     started = time.perf_counter()
@@ -154,6 +158,11 @@ async def record(
                 backfills.append(
                     group.create_task(_backfill(spine, recorder, code, horizon, reports))
                 )
+        tables = [KEEP_KINDS[k] for k in kinds]
+        kept = {table: span for table, span in keep_ms.items() if table in tables}
+        if kept:  # cancelled with the backfills once the recording stops
+            prune = keep_pruning(recording, kept, codes, spine.client.upstream_now_ms)
+            backfills.append(group.create_task(prune))
         if on_start is not None:
             on_start(codes)
         counts = await recorder.run(events, stop)

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from time import perf_counter
 from typing import Any, Self
 
 import httpx
@@ -415,6 +416,46 @@ class Spine:
         trace.unserved_before_ms = found.unserved_before_ms
         result = ListResult(found.trades, trace.meta(started, priority=priority))
         return self._account("trades", result)
+
+    async def orderbooks_at(self, market: str, time: Moment) -> Orderbook | None:
+        """The recorded book of ``market`` (``marketspine record``) at ``time`` or the last
+        one before it, an ``Orderbook`` carrying ``.meta``; None when none that old is
+        recorded. Upbit serves no past books: only a recording has them.
+
+        Raises InvalidRequestError for a bad market or time; ClosedError outside
+        ``async with``."""
+        started, trace = perf_counter(), Trace()
+        code, at_ms = market_arg(market), time_arg(time, "time")
+        if at_ms is None:
+            raise InvalidRequestError("time is required: orderbooks_at(market, time)")
+        self._life.check_open()
+        book = await recording_for(self.store).orderbook_at(code, at_ms)
+        trace.used("database")
+        meta = trace.meta(started)
+        self._accounting.account("orderbooks_at", meta)
+        return None if book is None else with_meta(book, meta)
+
+    async def orderbooks_history(
+        self, market: str, *, start: Moment, end: Moment | None = None
+    ) -> ListResult[Orderbook]:
+        """Every recorded book of ``market`` at ``[start, end)`` (``end``: now), ascending
+        by time, with ``meta``. A long span of books is large (at the default one a second,
+        86,400 a day and market): ``replay`` or ``export --kind orderbooks`` stream them.
+
+        Raises InvalidRequestError for a bad market or time, no ``start`` or ``start`` not
+        before ``end``; ClosedError outside ``async with``."""
+        started, trace = perf_counter(), Trace()
+        code = market_arg(market)
+        start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
+        if start_ms is None:
+            raise InvalidRequestError("start is required: orderbooks_history(market, start=...)")
+        if end_ms is not None and end_ms <= start_ms:
+            raise InvalidRequestError("start must be before end")
+        self._life.check_open()
+        end_ms = now_ms() + 1 if end_ms is None else end_ms
+        books = await recording_for(self.store).orderbooks(code, start_ms, end_ms)
+        trace.used("database")
+        return self._account("orderbooks_history", ListResult(books, trace.meta(started)))
 
     # -- live stream ------------------------------------------------------------------------
 

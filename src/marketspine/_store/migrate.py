@@ -5,6 +5,11 @@ Series by series and covered range by covered range, the candles go over in chun
 ends up the source's, gaps with no trade included). The copy is then checked: per series,
 the same row count, first and last start and the same coverage and listing on both sides.
 Running it again is harmless (upserts), so an interrupted migration is resumed by rerunning.
+
+What ``marketspine record`` kept goes over too, market by market: trades (each once: a trade
+the target holds already is left as it is), books, tickers in batches of the replay's reads,
+and the known gaps; then per market and kind the row counts, the first and last times and
+the known gaps are compared.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import TYPE_CHECKING
 from .._base.timeframes import parse_timeframe
 from .._base.urls import check_db, is_postgres_url
 from ..errors import InvalidRequestError, StoreError
+from .recording import RECORDED_KINDS, RecordingStore
+from .recording_reads import book_batches, recorded_markets, ticker_batches, trade_batches
+from .recording_store import recording_for
 from .sqlite import CandleStore, SeriesSummary, SQLiteStore
 
 if TYPE_CHECKING:
@@ -37,6 +45,7 @@ class MigrationReport:
     candles: int
     ranges: int
     seconds: float
+    recorded_rows: int = 0  # trades, books, tickers and known gaps that ``record`` kept
 
 
 async def migrate(
@@ -77,7 +86,50 @@ async def migrate(
     copied = await target.delisted()
     if any(copied.get(market) != seen for market, seen in gone.items()):
         raise StoreError("migration check: the delisted markets differ")
-    return MigrationReport(len(summaries), candles, ranges, time.perf_counter() - started)
+    recorded = await _copy_recording(recording_for(source), recording_for(target))
+    return MigrationReport(len(summaries), candles, ranges, time.perf_counter() - started, recorded)
+
+
+async def _copy_recording(source: RecordingStore, target: RecordingStore) -> int:
+    """Copy every recorded row and known gap, then check the copy; return the rows copied.
+
+    Raises StoreError naming the first market and kind that differs."""
+    rows = 0
+    markets = await recorded_markets(source)
+    for market in markets:
+        for kind in RECORDED_KINDS:
+            span = await source.time_span(kind, market)
+            if span is None:
+                continue
+            start, end = span[0], span[1] + 1
+            if kind == "trades":
+                async for trades in trade_batches(source, market, start, end):
+                    await target.write(trades)
+                    rows += len(trades)
+            elif kind == "orderbooks":
+                async for books in book_batches(source, market, start, end):
+                    await target.write(orderbooks=books)
+                    rows += len(books)
+            else:
+                async for tickers in ticker_batches(source, market, start, end):
+                    await target.write(tickers=tickers)
+                    rows += len(tickers)
+        gaps = await source.trade_gaps(market)
+        if gaps:
+            await target.write(gaps=gaps)
+            rows += len(gaps)
+    for market in markets:
+        for kind in RECORDED_KINDS:
+            mine = (await source.row_count(kind, market), await source.time_span(kind, market))
+            copy = (await target.row_count(kind, market), await target.time_span(kind, market))
+            if mine != copy:
+                raise StoreError(
+                    f"migration check: recorded {kind} of {market} differ (source {mine[0]} "
+                    f"rows at {mine[1]}, target {copy[0]} at {copy[1]})"
+                )
+        if await source.trade_gaps(market) != await target.trade_gaps(market):
+            raise StoreError(f"migration check: the known gaps of {market} differ")
+    return rows
 
 
 async def _verify(source: list[SeriesSummary], target: list[SeriesSummary]) -> None:

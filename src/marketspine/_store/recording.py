@@ -449,3 +449,23 @@ class RecordingStore(Protocol):
     async def tickers(self, market: str, start_ms: int, end_ms: int) -> list[Ticker]:
         """Stored tickers of ``market`` at ``[start_ms, end_ms)``, ascending."""
         ...
+
+    async def orderbook_at(self, market: str, ms: int) -> Orderbook | None:
+        """The stored book of ``market`` at ``ms`` or the last one before it; None when none."""
+        ...
+
+    async def row_count(self, kind: RecordedKind, market: str) -> int:
+        """How many ``kind`` rows of ``market`` are stored."""
+        ...
+
+    async def prune(self, kind: RecordedKind, market: str, before_ms: int, limit: int) -> int:
+        """Delete at most about ``limit`` of the oldest ``kind`` rows of ``market`` older than
+        ``before_ms`` in ONE short transaction (so a writer waits for one batch at most) and
+        return how many went; 0 once none is left. Trades go by ``sequential_id`` from the
+        first, up to the first trade at or after ``before_ms``."""
+        ...
+
+    async def prune_gaps(self, market: str, before_ms: int) -> int:
+        """Delete the known gaps of ``market`` that end before ``before_ms`` (their trades on
+        both sides are older than that); return how many went."""
+        ...

@@ -83,6 +83,16 @@ def _copy_rows(trades: Sequence[Trade]) -> bytes:
     ).encode()
 
 
+def _table(kind: str) -> RecordedKind:
+    """``kind`` checked against the recorded tables (it is put into SQL text)."""
+    for table in RECORDED_KINDS:
+        if kind == table:
+            return table
+    raise InvalidRequestError(
+        f"unknown recorded kind {kind!r}: expected one of {', '.join(RECORDED_KINDS)}"
+    )
+
+
 def _or_null(value: float | None) -> str:
     return "\\N" if value is None else repr(value)
 
@@ -228,6 +238,69 @@ class PostgresRecording:
             (market, start_ms, end_ms),
         )
         return [ticker_of_row(row) for row in rows]
+
+    async def orderbook_at(self, market: str, ms: int) -> Orderbook | None:
+        """See ``RecordingStore.orderbook_at``."""
+        rows = await self._rows(
+            f"SELECT {ORDERBOOK_COLUMNS} FROM orderbooks WHERE market = %s AND ms <= %s "
+            "ORDER BY ms DESC LIMIT 1",
+            (market, ms),
+        )
+        return orderbook_of_row(rows[0]) if rows else None
+
+    async def row_count(self, kind: RecordedKind, market: str) -> int:
+        """See ``RecordingStore.row_count``."""
+        rows = await self._rows(f"SELECT COUNT(*) FROM {_table(kind)} WHERE market = %s", (market,))
+        return int(rows[0][0])
+
+    async def prune(self, kind: RecordedKind, market: str, before_ms: int, limit: int) -> int:
+        """See ``RecordingStore.prune``."""
+        table = _table(kind)
+
+        # Done again whole after a lost connection: deleting what is older again is harmless.
+        async def work(conn: Conn) -> int:
+            async with conn.transaction(), conn.cursor() as cur:
+                if table == "trades":
+                    await cur.execute(
+                        "SELECT seq, ms FROM trades WHERE market = %s ORDER BY seq LIMIT %s",
+                        (market, limit),
+                    )
+                    last = None
+                    for seq, ms in await cur.fetchall():
+                        if ms >= before_ms:
+                            break
+                        last = seq
+                    if last is None:
+                        return 0
+                    await cur.execute(
+                        "DELETE FROM trades WHERE market = %s AND seq <= %s", (market, last)
+                    )
+                else:
+                    await cur.execute(
+                        f"SELECT ms FROM {table} WHERE market = %s AND ms < %s ORDER BY ms "
+                        "LIMIT 1 OFFSET %s",
+                        (market, before_ms, limit - 1),
+                    )
+                    edge = await cur.fetchone()
+                    top = before_ms if edge is None else int(edge[0]) + 1
+                    await cur.execute(
+                        f"DELETE FROM {table} WHERE market = %s AND ms < %s", (market, top)
+                    )
+                return max(0, cur.rowcount)
+
+        return await self.store.call(work)
+
+    async def prune_gaps(self, market: str, before_ms: int) -> int:
+        """See ``RecordingStore.prune_gaps``."""
+
+        async def work(conn: Conn) -> int:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute(
+                    "DELETE FROM trade_gaps WHERE market = %s AND to_ms < %s", (market, before_ms)
+                )
+                return max(0, cur.rowcount)
+
+        return await self.store.call(work)
 
     async def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async def work(conn: Conn) -> list[tuple[Any, ...]]:

@@ -1,6 +1,7 @@
 """Reading a recording back in bounded pieces, for replay: which markets it holds, and each
 market's trades, books and tickers of a time range as a sequence of batches, so a replay of
-days holds one batch per stream in memory, never the whole range.
+days holds one batch per stream in memory, never the whole range; and what it holds per kind
+and market (``recording_summary``, for ``status``).
 
 Trades are read in ``sequential_id`` order (the order they were recorded in, which is also
 time order: Upbit's ids grow with time), ``size`` at a time, each batch ending before the
@@ -12,13 +13,22 @@ by time window, the window widened or narrowed to keep batches near ``size``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import InvalidRequestError
 from ..records import Orderbook, Ticker, Trade
-from .recording import RecordingStore
+from .recording import RECORDED_KINDS, RecordedKind, RecordingStore, TradeGap
 
-__all__ = ["BATCH_SIZE", "book_batches", "recorded_markets", "ticker_batches", "trade_batches"]
+__all__ = [
+    "BATCH_SIZE",
+    "RecordedHolding",
+    "book_batches",
+    "recorded_markets",
+    "recording_summary",
+    "ticker_batches",
+    "trade_batches",
+]
 
 BATCH_SIZE = 5000  # rows per read: large enough to amortise a query, small enough to hold
 _FIRST_WINDOW_MS = 60_000
@@ -45,6 +55,37 @@ async def recorded_markets(recording: RecordingStore) -> list[str]:
             after = str(rows[0][0])
             found.add(after)
     return sorted(found)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedHolding:
+    """What a recording holds of one kind of one market: ``rows`` from ``first_ms`` to
+    ``last_ms`` (both held), and for trades its known gaps."""
+
+    market: str
+    kind: RecordedKind
+    rows: int
+    first_ms: int
+    last_ms: int
+    gaps: tuple[TradeGap, ...] = ()
+
+
+async def recording_summary(recording: RecordingStore) -> list[RecordedHolding]:
+    """Per market (sorted) and kind (trades, orderbooks, tickers) that has rows: how many,
+    from when to when, and the trades' known gaps."""
+    gaps: dict[str, list[TradeGap]] = {}
+    for gap in await recording.trade_gaps():
+        gaps.setdefault(gap.market, []).append(gap)
+    held = []
+    for market in await recorded_markets(recording):
+        for kind in RECORDED_KINDS:
+            span = await recording.time_span(kind, market)
+            if span is None:
+                continue
+            known = tuple(gaps.get(market, ())) if kind == "trades" else ()
+            rows = await recording.row_count(kind, market)
+            held.append(RecordedHolding(market, kind, rows, span[0], span[1], known))
+    return held
 
 
 async def _select(

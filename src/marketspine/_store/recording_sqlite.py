@@ -187,6 +187,74 @@ class SQLiteRecording:
 
         return await self.store.call(work)
 
+    async def orderbook_at(self, market: str, ms: int) -> Orderbook | None:
+        """See ``RecordingStore.orderbook_at``."""
+        sql = (
+            f"SELECT {ORDERBOOK_COLUMNS} FROM orderbooks WHERE market = ? AND ms <= ? "
+            "ORDER BY ms DESC LIMIT 1"
+        )
+        rows = await self.store.call(lambda conn: _rows(conn, sql, (market, ms)))
+        return orderbook_of_row(rows[0]) if rows else None
+
+    async def row_count(self, kind: RecordedKind, market: str) -> int:
+        """See ``RecordingStore.row_count``."""
+        sql = f"SELECT COUNT(*) FROM {_table(kind)} WHERE market = ?"
+        rows = await self.store.call(lambda conn: _rows(conn, sql, (market,)))
+        return int(rows[0][0]) if rows else 0
+
+    async def prune(self, kind: RecordedKind, market: str, before_ms: int, limit: int) -> int:
+        """See ``RecordingStore.prune``."""
+        table = _table(kind)
+
+        def work(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            if table == "trades":
+                rows = conn.execute(
+                    "SELECT seq, ms FROM trades WHERE market = ? ORDER BY seq LIMIT ?",
+                    (market, limit),
+                ).fetchall()
+                last = None
+                for seq, ms in rows:
+                    if ms >= before_ms:
+                        break
+                    last = seq
+                if last is None:
+                    return 0
+                conn.execute("DELETE FROM trades WHERE market = ? AND seq <= ?", (market, last))
+            else:
+                edge = conn.execute(
+                    f"SELECT ms FROM {table} WHERE market = ? AND ms < ? ORDER BY ms "
+                    "LIMIT 1 OFFSET ?",
+                    (market, before_ms, limit - 1),
+                ).fetchone()
+                top = before_ms if edge is None else int(edge[0]) + 1
+                conn.execute(f"DELETE FROM {table} WHERE market = ? AND ms < ?", (market, top))
+            return conn.total_changes - before
+
+        return await self.store.call(work, write=True)
+
+    async def prune_gaps(self, market: str, before_ms: int) -> int:
+        """See ``RecordingStore.prune_gaps``."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.execute(
+                "DELETE FROM trade_gaps WHERE market = ? AND to_ms < ?", (market, before_ms)
+            )
+            return conn.total_changes - before
+
+        return await self.store.call(work, write=True)
+
+
+def _table(kind: str) -> RecordedKind:
+    """``kind`` checked against the recorded tables (it is put into SQL text)."""
+    for table in RECORDED_KINDS:
+        if kind == table:
+            return table
+    raise InvalidRequestError(
+        f"unknown recorded kind {kind!r}: expected one of {', '.join(RECORDED_KINDS)}"
+    )
+
 
 def _sqlite_trade_row(trade: Trade) -> tuple[Any, ...]:
     """A trades row with its sizes packed (``pack_size``)."""
