@@ -349,6 +349,14 @@ def collect(
 )
 @_db_option
 @_upstream_option
+@click.option(
+    "--redis",
+    metavar="URL",
+    default=None,
+    help="Take turns with every recorder of the same --db on this Redis "
+    "(redis://HOST:PORT/DB): one writes, the others stand by and take over when it dies; "
+    "the rate budget and live feed are shared too.",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print the summary as one JSON line.")
 @_operations_options
 def record(
@@ -360,6 +368,7 @@ def record(
     backfill: str,
     db: str | None,
     upstream: str,
+    redis: str | None,
     json_output: bool,
     notify: tuple[str, ...],
     log_level: str,
@@ -368,18 +377,24 @@ def record(
     """Keep every trade (exactly once, by sequential_id, holes filled from REST or stored
     as known gaps), orderbook snapshots and tickers of MARKET... (or all, or --quote KRW)
     until Ctrl-C or SIGTERM, which commit what is held; then print a summary. A rerun
-    continues right after the last stored trade.
+    continues right after the last stored trade. With --redis, several recorders of one
+    database take turns: one writes at a time, another takes over within seconds of its
+    death and continues from its last stored trade.
 
     \b
     Example:
       marketspine record --quote KRW --db krw.db
       marketspine record KRW-BTC KRW-ETH --kinds trade --db postgresql://postgres@127.0.0.1/test
+      marketspine record --quote KRW --db postgresql://HOST/md --redis redis://HOST:6379/0
     """
     from .logs import operations, url_password
     from .record import run_record
 
     with operations(
-        log_level=log_level, log_format=log_format, notify=notify, secrets=[url_password(db)]
+        log_level=log_level,
+        log_format=log_format,
+        notify=notify,
+        secrets=[url_password(db), url_password(redis)],
     ):
         run_record(
             markets,
@@ -390,6 +405,7 @@ def record(
             backfill=backfill,
             db=db or _default_db(upstream),
             upstream=upstream,
+            redis=redis,
             json_output=json_output,
         )
 

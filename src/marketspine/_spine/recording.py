@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
 
 from .._base.markets import market_code
 from .._live.recorder import RecordCounts, Recorder
+from .._live.recorder_lease import RecorderLease
 from .._live.trade_backfill import BackfillReport, backfill_market
-from .._store.recording import TradeGap
+from .._store.recording import RecordingStore, TradeGap, WriterFence
 from .._store.recording_store import recording_for
-from ..errors import InvalidRequestError
+from ..errors import FencedError, InvalidRequestError
 from ..records import Trade
 from .spine import Spine
 
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 RECORD_KINDS = ("trade", "orderbook", "ticker")
+log = logging.getLogger("marketspine.record")
+
 LISTENER_SIZE = 1_000_000  # events queued for the recorder before Overflow (a hole to fill)
 
 
@@ -117,13 +121,19 @@ async def record(
     backfill_ms: int = 0,
     stop: asyncio.Event,
     on_start: Callable[[list[str]], None] | None = None,
+    lease: RecorderLease | None = None,
 ) -> RecordSummary:
     """Record ``kinds`` of ``markets`` (see ``pick_markets``) into the Spine's store until
     ``stop`` is set; then commit what is held and return what was done. Books are recorded
     ``orderbook_depth`` levels deep (1, 5, 15 or 30; None: 30). ``backfill_ms``
     (> 0) also fills, at LOW priority, the store's trade holes of that long before now
     (known gaps, the span before the first stored trade). ``on_start`` hears the markets
-    once the recording runs.
+    each time this process starts writing.
+
+    With ``lease`` (entered; ``record --redis``) this process writes only while it holds
+    it and stands by otherwise: on taking it, it first fences off the holder before it
+    (whose writes the database refuses from then on), then joins from the last stored trade
+    as a rerun does; on losing it, it stops writing and stands by again.
 
     Raises InvalidRequestError for bad markets or kinds, StoreError when the store fails."""
     started = time.perf_counter()
@@ -131,16 +141,97 @@ async def record(
     listed = [m.market for m in await spine.markets()]
     codes = pick_markets(markets, quote, listed)
     recording = recording_for(spine.store)
+    if "orderbook" in kinds and orderbook_depth is not None:
+        await spine.watch(["orderbook"], codes, depth=orderbook_depth)  # the stream keeps it
+    run = partial(
+        _record_run, spine, recording, codes, kinds, orderbook_every_ms, backfill_ms, on_start
+    )
+    total, reports = RecordCounts(), list[BackfillReport]()
+    if lease is None:
+        _add(total, await run(stop, None, reports))
+    else:
+        while not stop.is_set():
+            fence = await lease.acquire(stop)
+            if fence is None:
+                break
+            try:
+                # Fence off the holder before: once this commits, the database refuses its
+                # writes, so the last stored trade read next is where it truly stopped.
+                await recording.write(fence=fence)
+                log.info("took the recorder lease (generation %d): recording", fence.generation)
+                _add(total, await _while_held(lease, fence, run, stop, reports))
+            except FencedError as exc:
+                log.warning("recording stopped: %s", exc)
+    gaps = [g for g in await recording.trade_gaps() if g.market in set(codes)]
+    return RecordSummary(codes, kinds, total, time.perf_counter() - started, reports, gaps)
+
+
+RunOnce = Callable[
+    [asyncio.Event, WriterFence | None, list[BackfillReport]], Awaitable[RecordCounts]
+]
+
+
+async def _while_held(
+    lease: RecorderLease,
+    fence: WriterFence,
+    run: RunOnce,
+    stop: asyncio.Event,
+    reports: list[BackfillReport],
+) -> RecordCounts:
+    """``run`` until ``stop`` is set or the lease of ``fence`` is lost."""
+    ending = asyncio.Event()
+    outcome: RecordCounts | Exception
+    async with asyncio.TaskGroup() as group:
+        keeper = group.create_task(lease.keep(fence))
+        keeper.add_done_callback(lambda _: ending.set())
+        stopping = group.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: ending.set())
+        try:
+            outcome = await run(ending, fence, reports)
+        except Exception as exc:  # raised below, not as an ExceptionGroup of the group's
+            outcome = exc
+        if keeper.done() and not keeper.cancelled():
+            log.warning("recorder lease lost: %s; standing by", keeper.result())
+        keeper.cancel()
+        stopping.cancel()
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def _add(total: RecordCounts, counts: RecordCounts) -> None:
+    total.trades += counts.trades
+    total.orderbooks += counts.orderbooks
+    total.tickers += counts.tickers
+    total.gaps += counts.gaps
+    total.batches += counts.batches
+    total.filled += counts.filled
+    total.markets |= counts.markets
+
+
+async def _record_run(
+    spine: Spine,
+    recording: RecordingStore,
+    codes: list[str],
+    kinds: list[str],
+    orderbook_every_ms: int,
+    backfill_ms: int,
+    on_start: Callable[[list[str]], None] | None,
+    stop: asyncio.Event,
+    fence: WriterFence | None,
+    reports: list[BackfillReport],
+) -> RecordCounts:
+    """One recording from the last stored trades until ``stop``: the live stream joined to
+    them, written with ``fence``, and the backfill beside it."""
     last: dict[str, Trade] = {}
     if "trade" in kinds:
         for code in codes:
             found = await recording.last_trade(code)
             if found is not None:
                 last[code] = found
-    recorder = Recorder(recording, spine.client, last=last, orderbook_every_ms=orderbook_every_ms)
-    reports: list[BackfillReport] = []
-    if "orderbook" in kinds and orderbook_depth is not None:
-        await spine.watch(["orderbook"], codes, depth=orderbook_depth)  # the stream keeps it
+    recorder = Recorder(
+        recording, spine.client, last=last, orderbook_every_ms=orderbook_every_ms, fence=fence
+    )
     # Closed with the recording, not when collected: its listener leaves the stream now.
     events = cast(
         AsyncGenerator[object, None],
@@ -156,11 +247,16 @@ async def record(
                 )
         if on_start is not None:
             on_start(codes)
-        counts = await recorder.run(events, stop)
+        outcome: RecordCounts | Exception
+        try:
+            outcome = await recorder.run(events, stop)
+        except Exception as exc:  # raised below, not as an ExceptionGroup of the group's
+            outcome = exc
         for task in backfills:
             task.cancel()
-    gaps = [g for g in await recording.trade_gaps() if g.market in set(codes)]
-    return RecordSummary(codes, kinds, counts, time.perf_counter() - started, reports, gaps)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 async def _backfill(
