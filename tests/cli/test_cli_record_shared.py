@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from clitools import run_in_process
 from helpers import wait_until_sync
 from recorded_truth import differences, simulated_trades
 from services import PgSpace, PrivateRedis
@@ -57,6 +58,28 @@ def recorder(argv: list[str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["record", "KRW-BTC", "--redis", "ftp://x"], "--redis 'ftp://x' is not a Redis URL"),
+        (["serve", "--record", "trade"], "--record KINDS and --record-markets MARKETS go"),
+        (["serve", "--record-markets", "KRW"], "--record KINDS and --record-markets MARKETS go"),
+        (["serve", "--record", "book", "--record-markets", "KRW"], "--record must name some"),
+        (["serve", "--record", "trade", "--record-markets", "KRW-BTC,all"], "'all' records"),
+        (["serve", "--record", "trade", "--record-markets", "KRW",
+          "--record-orderbook-every", "soon"], "--record-orderbook-every must be a duration"),
+    ],
+)  # fmt: skip
+def test_bad_sharing_flags_are_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], complaint: str
+) -> None:
+    db = tmp_path / "rec.sqlite"
+    done = run_in_process(*args, "--db", str(db), "--upstream", "http://127.0.0.1:9")
+    assert done.returncode == 2, done.stderr
+    assert complaint in done.stderr and "Traceback" not in done.stderr
+    assert not db.exists()
 
 
 @pytest.mark.process

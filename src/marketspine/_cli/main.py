@@ -14,10 +14,14 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
 from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
+
+if TYPE_CHECKING:
+    from .._spine.recording import RecordPlan
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -701,6 +705,29 @@ def warmup(
     "only its X-Forwarded-For is believed. Without it every limit (login lock-out, "
     "--ws-max-per-ip, the per-client share) keys on the connecting address.",
 )
+@click.option(
+    "--record",
+    "record_kinds",
+    metavar="KINDS",
+    default=None,
+    help="Also record these kinds (trade, orderbook, ticker; comma separated) of "
+    "--record-markets into --db, as `marketspine record` does; with --redis one process "
+    "records at a time (the recorder lease of `record --redis`).",
+)
+@click.option(
+    "--record-markets",
+    metavar="MARKETS",
+    default=None,
+    help="What --record keeps: market codes (KRW-BTC,KRW-ETH), all, or a quote currency "
+    "(KRW: every market quoted in it).",
+)
+@click.option(
+    "--record-orderbook-every",
+    metavar="DURATION",
+    default="1s",
+    show_default=True,
+    help="With --record: at most one book per market this often (exchange time); 0 = all.",
+)
 @_operations_options
 def serve(
     upstream: str,
@@ -713,6 +740,9 @@ def serve(
     redis: str | None,
     ws_max_per_ip: int,
     forwarded_allow_ips: tuple[str, ...],
+    record_kinds: str | None,
+    record_markets: str | None,
+    record_orderbook_every: str,
     notify: tuple[str, ...],
     log_level: str,
     log_format: str,
@@ -726,6 +756,7 @@ def serve(
     \b
     Example:
       marketspine serve --upstream sim --port 8600
+      marketspine serve --record trade,orderbook --record-markets KRW --db krw.db
     """
     import os
 
@@ -735,6 +766,7 @@ def serve(
     need("serve")
     if upstream == "sim":
         need("sim")
+    plan = _record_plan(record_kinds, record_markets, record_orderbook_every)
 
     from .._serve.app import run_serve
     from .logs import operations, url_password
@@ -758,7 +790,29 @@ def serve(
             ws_max_per_ip=ws_max_per_ip,
             forwarded_allow_ips=forwarded_allow_ips,
             keep_secret=lambda token: redact.add([token]),
+            record=plan,
         )
+
+
+def _record_plan(kinds: str | None, markets: str | None, orderbook_every: str) -> RecordPlan | None:
+    """``serve --record``'s flags checked (a ``RecordPlan``, or None without them).
+
+    Raises InvalidRequestError (exit 2) for bad kinds, markets or duration, or one of
+    --record and --record-markets without the other."""
+    from ..errors import InvalidRequestError
+
+    if kinds is None and markets is None:
+        return None
+    if kinds is None or markets is None:
+        raise InvalidRequestError(
+            "--record KINDS and --record-markets MARKETS go together "
+            "(e.g. --record trade --record-markets KRW-BTC)"
+        )
+    from .._base.durations import parse_duration
+    from .._spine.recording import record_plan
+
+    every_ms = parse_duration(orderbook_every, "--record-orderbook-every")
+    return record_plan(kinds, markets, every_ms)
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 
 from redis import exceptions as redis_errors
@@ -35,9 +36,12 @@ log = logging.getLogger("marketspine.record")
 _REDIS_ERRORS = (redis_errors.RedisError, OSError)
 
 
-def recorder_name(db: str) -> str:
-    """The lease name of recordings into ``db`` (a path or URL; its password left out)."""
-    return hashlib.sha256(redact_url(db).encode()).hexdigest()[:16]
+def recorder_name(db: str | Path) -> str:
+    """The lease name of recordings into ``db``: a URL without its password, or a file's
+    absolute path (``rec.db`` and ``./rec.db`` are one database)."""
+    text = str(db)
+    shown = redact_url(text) if "://" in text else str(Path(text).expanduser().resolve())
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
 
 
 class RecorderLease:

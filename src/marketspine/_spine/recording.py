@@ -26,11 +26,13 @@ from .spine import Spine
 
 __all__ = [
     "RECORD_KINDS",
+    "RecordPlan",
     "RecordSummary",
     "market_words",
     "pick_markets",
     "record",
     "record_kinds",
+    "record_plan",
 ]
 
 RECORD_KINDS = ("trade", "orderbook", "ticker")
@@ -51,13 +53,44 @@ class RecordSummary:
     gaps: list[TradeGap] = field(default_factory=list)  # every known gap of these markets
 
 
-def record_kinds(text: str) -> list[str]:
-    """``--kinds`` (comma separated) checked. Raises InvalidRequestError for an unknown one."""
+@dataclass(frozen=True)
+class RecordPlan:
+    """What ``serve --record`` keeps: ``kinds`` of ``markets`` (codes; [] with ``quote``:
+    every listed market of it; [] without: every listed market), books at most one per
+    ``orderbook_every_ms``."""
+
+    kinds: list[str]
+    markets: list[str]
+    quote: str | None = None
+    orderbook_every_ms: int = 0
+
+
+def record_plan(kinds: str, markets: str, orderbook_every_ms: int = 0) -> RecordPlan:
+    """``serve --record KINDS --record-markets WORDS`` checked: WORDS is market codes
+    (comma separated), ``all``, or one quote currency (``KRW``: every market quoted in it).
+
+    Raises InvalidRequestError for bad kinds or markets."""
+    kind_list = record_kinds(kinds, "--record")
+    words = [w.strip() for w in markets.split(",") if w.strip()]
+    if not words:
+        raise InvalidRequestError(
+            "--record-markets must name the markets to record: codes (KRW-BTC,KRW-ETH), "
+            "all, or a quote currency (KRW)"
+        )
+    if len(words) == 1 and words[0].isalpha() and words[0].lower() != "all":
+        return RecordPlan(kind_list, [], words[0].upper(), orderbook_every_ms)
+    codes = market_words(words, None)
+    return RecordPlan(kind_list, codes or ["all"], None, orderbook_every_ms)
+
+
+def record_kinds(text: str, name: str = "--kinds") -> list[str]:
+    """``--kinds`` (comma separated; the flag ``name``) checked. Raises InvalidRequestError
+    for an unknown one."""
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
     wrong = [k for k in kinds if k not in RECORD_KINDS]
     if wrong or not kinds:
         raise InvalidRequestError(
-            f"--kinds must name some of {', '.join(RECORD_KINDS)} (comma separated), got {text!r}"
+            f"{name} must name some of {', '.join(RECORD_KINDS)} (comma separated), got {text!r}"
         )
     return list(dict.fromkeys(kinds))
 
