@@ -1,7 +1,8 @@
 """``marketspine record --redis``: two recorders of one PostgreSQL database on one Redis take
-turns. The lease holder is SIGKILLed mid-run, the one standing by takes over and continues
-from the last stored trade; what is stored then equals the simulator's trades over the span,
-every field, none missing, none twice, no known gap."""
+turns. The lease holder is SIGKILLed mid-run (the upstream socket dropping now and then too),
+the one standing by takes over and continues from the last stored trade; what is stored then
+equals the simulator's trades over the span, every field, none missing, none twice, no known
+gap."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -28,6 +30,10 @@ from marketspine.sim import History, SimConfig
 
 RunSim = Callable[..., contextlib.AbstractContextManager[str]]
 MARKET = "KRW-BTC"
+
+
+def drops(base: str) -> int:
+    return int(httpx.get(f"{base}/sim/stats").json()["websocket"]["drops"])
 
 
 def stored(db: str) -> list[Trade]:
@@ -86,7 +92,7 @@ def test_bad_sharing_flags_are_one_line_and_exit_2(
 def test_a_killed_lease_holder_is_replaced_without_missing_or_duplicated_trades(
     running_sim: RunSim, pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
-    config = SimConfig(speed=60)
+    config = SimConfig(speed=60, ws_drop_every_s=1.5)  # the socket drops too
     db = pg_space.url
     lease_key = f"marketspine:record:{{{recorder_name(db)}}}:lease"
     watcher = redis.Redis.from_url(private_redis.url, decode_responses=True)
@@ -116,9 +122,9 @@ def test_a_killed_lease_holder_is_replaced_without_missing_or_duplicated_trades(
             killed.wait(timeout=30)
             held = count(db)
             wait_until_sync(
-                lambda: holder() == survivor.pid and count(db) >= held + 60,
+                lambda: holder() == survivor.pid and count(db) >= held + 60 and drops(base) >= 2,
                 60,
-                "the standby taking over and recording on",
+                "the standby taking over and recording on, through socket drops",
             )
             survivor.send_signal(signal.SIGTERM)
             assert survivor.wait(timeout=30) == 0

@@ -89,13 +89,16 @@ class RecorderLease:
         """Wait until this process holds the lease (its fence returned) or ``stop`` is set
         (None). An unreachable Redis is waited out: nobody can take the lease then."""
         lease = self._checked()
-        said = False
+        said = unreachable = False
         while not stop.is_set():
             try:
                 claim = await lease.claim()
             except _REDIS_ERRORS as exc:
-                log.warning("recorder lease: Redis unreachable (%s); standing by", exc)
+                if not unreachable:  # once, not every poll
+                    log.warning("recorder lease: Redis unreachable (%s); standing by", exc)
+                unreachable = True
             else:
+                unreachable = False
                 if claim.held:
                     self.takeovers += 1
                     return WriterFence(self.name, claim.generation)
