@@ -1,7 +1,7 @@
 """``serve --record``: serve keeps the markets named into its own store with the recorder of
-``marketspine record``; two serves on one Redis and one PostgreSQL database take turns (the
-recorder lease), and what they stored together equals the simulator's trades, every field,
-none missing, none twice."""
+``marketspine record`` (a pair it streams stays watched when serve's clients let it go); two
+serves on one Redis and one PostgreSQL database take turns (the recorder lease), and what
+they stored together equals the simulator's trades, every field, none missing, none twice."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from helpers import wait_until
 from recorded_truth import differences, simulated_trades
 from services import PgSpace, RedisSpace
 
+from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
 from marketspine._spine.recording import RecordPlan, record_plan
 from marketspine._store.postgres import PostgresStore
@@ -62,6 +63,8 @@ async def test_two_serves_record_in_turns_into_one_database(
             )  # fmt: skip
 
         first, second = service(), service()
+        for each in (first, second):
+            create_service_app(each)  # its gateway and on-demand watching, around the recording
         async with first, second, PostgresStore(pg_space.url) as store:
             recording = recording_for(store)
             counted = 0
@@ -80,6 +83,10 @@ async def test_two_serves_record_in_turns_into_one_database(
             holder = next(s for s in services if s.recording and s.recording.recording)
             other = second if holder is first else first
             assert other.recording is not None and not other.recording.recording
+            # what the recording streams stays watched when serve's clients let it go
+            assert holder.demand.in_use("trade", "KRW-BTC")
+            assert not holder.demand.in_use("orderbook", "KRW-BTC")
+            assert not other.demand.in_use("trade", "KRW-BTC")
             await wait_until_async(lambda: writing(30), 60, "trades recorded")
             await holder.aclose()  # its lease released: the other takes over at once
             held = counted

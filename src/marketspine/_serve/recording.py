@@ -5,7 +5,8 @@ into the same database: of every serve and record process on that Redis and data
 writes at a time.
 
 A recording that fails (the store refused a write, upstream unreachable at start) is logged
-as an error and tried again after a pause; serving goes on meanwhile.
+as an error and tried again after a pause; serving goes on meanwhile. A pair it streams stays
+watched when serve's own clients (REST on demand, the WebSocket gateway) let it go.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class ServeRecording:
         self._done = asyncio.Event()
         self.summaries: list[RecordSummary] = []
         self.recording = False  # this process writes now
+        self._markets: set[str] = set()  # what it records (once it started)
+
+    def streams(self, kind: str, market: str) -> bool:
+        """Whether the recording streams ``kind`` of ``market`` now (so the rest of serve
+        leaves it watched when its own clients let it go)."""
+        return self.recording and kind in self._plan.kinds and market in self._markets
 
     async def run(self) -> None:
         """Record until ``stop``, starting again after a failure."""
@@ -89,6 +96,7 @@ class ServeRecording:
 
             def started(codes: list[str]) -> None:
                 self.recording = True
+                self._markets = set(codes)
                 logger.info("serve --record: recording %s of %d market(s)",
                             ",".join(plan.kinds), len(codes))  # fmt: skip
 
