@@ -5,7 +5,9 @@ that it lost it. A clean exit releases it at once."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 from services import RedisSpace
 
@@ -41,7 +43,12 @@ async def test_the_standby_takes_over_once_the_holder_stops_renewing(
         assert await redis.get(f"{redis_space.prefix}record:{{db1}}:lease") is None
 
 
-def test_the_lease_name_leaves_the_password_out() -> None:
+def test_the_lease_name_is_the_database_s_whatever_its_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # serve hands on a Path, record the text given
+    named = recorder_name(tmp_path / "rec.db")
+    assert named == recorder_name("./rec.db") == recorder_name("rec.db")
     with_password = recorder_name("postgresql://u:secret@h/db")
     assert with_password == recorder_name("postgresql://u:other@h/db")
     assert with_password != recorder_name("postgresql://u:secret@h/other")
