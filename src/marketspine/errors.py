@@ -9,7 +9,8 @@
     │   └── UpstreamError        upstream down: 5xx, timeout, connection failure
     │       └── CircuitOpenError the breaker is open; answer from cache if you can
     ├── StoreError               the local database cannot be used
-    │   └── StoreUnavailableError  unreachable for now (also a RetryLaterError): retry later
+    │   ├── StoreUnavailableError  unreachable for now (also a RetryLaterError): retry later
+    │   └── FencedError      a writer whose lease passed to another process was refused
     └── ClosedError              not open: never entered with `async with`, or closed
 
 Lower-layer exceptions are translated into these in exactly one place each
@@ -22,6 +23,7 @@ __all__ = [
     "BannedError",
     "CircuitOpenError",
     "ClosedError",
+    "FencedError",
     "InvalidRequestError",
     "MarketspineError",
     "RateLimitedError",
@@ -84,6 +86,11 @@ class StoreUnavailableError(StoreError, RetryLaterError):
     restarting) and did not come back within the store's reconnect window. Nothing is wrong
     with the request or the configuration: the same call may succeed later (it is a
     ``RetryLaterError`` too)."""
+
+
+class FencedError(StoreError):
+    """A recording write was refused because a newer holder of the recorder's lease has
+    written since (``record --redis``): this process lost the lease and must stop writing."""
 
 
 class ClosedError(MarketspineError, RuntimeError):

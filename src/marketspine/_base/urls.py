@@ -1,5 +1,5 @@
-"""What a ``--db`` or ``--upstream`` value names, and URLs fit to show (no driver imported
-here)."""
+"""What a ``--db``, ``--upstream`` or ``--redis`` value names, and URLs fit to show (no
+driver imported here)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import re
 
 from ..errors import InvalidRequestError
 
-__all__ = ["check_db", "check_upstream", "is_postgres_url", "redact_url", "without_db_urls"]
+__all__ = [
+    "check_db",
+    "check_redis",
+    "check_upstream",
+    "is_postgres_url",
+    "redact_url",
+    "without_db_urls",
+]
 
 # "scheme://...": a URL, never an SQLite file name a user meant (a path holding "://"
 # would become a folder named "scheme:" beside the command).
@@ -45,6 +52,15 @@ def check_upstream(upstream: object, name: str = "upstream", also: str = "") -> 
         raise InvalidRequestError(
             f"invalid {name} {shown}: expected an http(s):// URL such as "
             f"https://api.upbit.com or http://127.0.0.1:8765{also}"
+        )
+
+
+def check_redis(url: object, name: str = "--redis") -> None:
+    """Raise InvalidRequestError unless ``url`` names a Redis (redis://, rediss://, unix://)."""
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidRequestError(
+            f"{name} {url!r} is not a Redis URL: expected redis://HOST:PORT[/DB] "
+            "(or rediss:// or unix://)"
         )
 
 

@@ -14,10 +14,14 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
 from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
+
+if TYPE_CHECKING:
+    from .._spine.recording import RecordPlan
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -358,6 +362,14 @@ def collect(
 )
 @_db_option
 @_upstream_option
+@click.option(
+    "--redis",
+    metavar="URL",
+    default=None,
+    help="Take turns with every recorder of the same --db on this Redis "
+    "(redis://HOST:PORT/DB): one writes, the others stand by and take over when it dies; "
+    "the rate budget and live feed are shared too.",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print the summary as one JSON line.")
 @_operations_options
 def record(
@@ -370,6 +382,7 @@ def record(
     keep: str,
     db: str | None,
     upstream: str,
+    redis: str | None,
     json_output: bool,
     notify: tuple[str, ...],
     log_level: str,
@@ -378,18 +391,24 @@ def record(
     """Keep every trade (exactly once, by sequential_id, holes filled from REST or stored
     as known gaps), orderbook snapshots and tickers of MARKET... (or all, or --quote KRW)
     until Ctrl-C or SIGTERM, which commit what is held; then print a summary. A rerun
-    continues right after the last stored trade.
+    continues right after the last stored trade. With --redis, several recorders of one
+    database take turns: one writes at a time, another takes over within seconds of its
+    death and continues from its last stored trade.
 
     \b
     Example:
       marketspine record --quote KRW --db krw.db
       marketspine record KRW-BTC KRW-ETH --kinds trade --db postgresql://postgres@127.0.0.1/test
+      marketspine record --quote KRW --db postgresql://HOST/md --redis redis://HOST:6379/0
     """
     from .logs import operations, url_password
     from .record import run_record
 
     with operations(
-        log_level=log_level, log_format=log_format, notify=notify, secrets=[url_password(db)]
+        log_level=log_level,
+        log_format=log_format,
+        notify=notify,
+        secrets=[url_password(db), url_password(redis)],
     ):
         run_record(
             markets,
@@ -400,6 +419,7 @@ def record(
             backfill=backfill,
             db=db or _default_db(upstream),
             upstream=upstream,
+            redis=redis,
             json_output=json_output,
             keep=keep,
         )
@@ -698,6 +718,29 @@ def warmup(
     "only its X-Forwarded-For is believed. Without it every limit (login lock-out, "
     "--ws-max-per-ip, the per-client share) keys on the connecting address.",
 )
+@click.option(
+    "--record",
+    "record_kinds",
+    metavar="KINDS",
+    default=None,
+    help="Also record these kinds (trade, orderbook, ticker; comma separated) of "
+    "--record-markets into --db, as `marketspine record` does; with --redis one process "
+    "records at a time (the recorder lease of `record --redis`).",
+)
+@click.option(
+    "--record-markets",
+    metavar="MARKETS",
+    default=None,
+    help="What --record keeps: market codes (KRW-BTC,KRW-ETH), all, or a quote currency "
+    "(KRW: every market quoted in it).",
+)
+@click.option(
+    "--record-orderbook-every",
+    metavar="DURATION",
+    default="1s",
+    show_default=True,
+    help="With --record: at most one book per market this often (exchange time); 0 = all.",
+)
 @_operations_options
 def serve(
     upstream: str,
@@ -710,6 +753,9 @@ def serve(
     redis: str | None,
     ws_max_per_ip: int,
     forwarded_allow_ips: tuple[str, ...],
+    record_kinds: str | None,
+    record_markets: str | None,
+    record_orderbook_every: str,
     notify: tuple[str, ...],
     log_level: str,
     log_format: str,
@@ -723,6 +769,7 @@ def serve(
     \b
     Example:
       marketspine serve --upstream sim --port 8600
+      marketspine serve --record trade,orderbook --record-markets KRW --db krw.db
     """
     import os
 
@@ -732,6 +779,7 @@ def serve(
     need("serve")
     if upstream == "sim":
         need("sim")
+    plan = _record_plan(record_kinds, record_markets, record_orderbook_every)
 
     from .._serve.app import run_serve
     from .logs import operations, url_password
@@ -755,7 +803,29 @@ def serve(
             ws_max_per_ip=ws_max_per_ip,
             forwarded_allow_ips=forwarded_allow_ips,
             keep_secret=lambda token: redact.add([token]),
+            record=plan,
         )
+
+
+def _record_plan(kinds: str | None, markets: str | None, orderbook_every: str) -> RecordPlan | None:
+    """``serve --record``'s flags checked (a ``RecordPlan``, or None without them).
+
+    Raises InvalidRequestError (exit 2) for bad kinds, markets or duration, or one of
+    --record and --record-markets without the other."""
+    from ..errors import InvalidRequestError
+
+    if kinds is None and markets is None:
+        return None
+    if kinds is None or markets is None:
+        raise InvalidRequestError(
+            "--record KINDS and --record-markets MARKETS go together "
+            "(e.g. --record trade --record-markets KRW-BTC)"
+        )
+    from .._base.durations import parse_duration
+    from .._spine.recording import record_plan
+
+    every_ms = parse_duration(orderbook_every, "--record-orderbook-every")
+    return record_plan(kinds, markets, every_ms)
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)

@@ -8,6 +8,7 @@ and exit 2; an unknown market is caught once upstream's list is read, before rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._base.durations import parse_duration
-from .._base.urls import check_db, check_upstream, redact_url
+from .._base.urls import check_db, check_redis, check_upstream, redact_url
 from .._spine.recording import RecordSummary, market_words, record, record_kinds
 from .._store.recording import RecordedKind
 from .._store.retention import parse_keep
@@ -36,13 +37,17 @@ def run_record(
     upstream: str,
     json_output: bool,
     keep: str = "0",
+    redis: str | None = None,
 ) -> None:
     """Record until SIGINT/SIGTERM, then print one summary line (``json_output``: JSON).
+    With ``redis``, take turns with the other recorders of ``db`` on it (one writes).
 
     Raises InvalidRequestError (exit 2) for bad flags or markets, StoreError for an unusable
     ``db``, UpstreamError when upstream cannot be reached."""
     check_upstream(upstream, "--upstream")
     check_db(db, "--db")
+    if redis is not None:
+        check_redis(redis)
     market_words(markets, quote)
     kind_list = record_kinds(kinds)
     every_ms = parse_duration(orderbook_every, "--orderbook-every")
@@ -59,6 +64,7 @@ def run_record(
             db,
             upstream,
             keep_ms,
+            redis,
         )
     )
     if json_output:
@@ -103,6 +109,7 @@ async def _record(
     db: str,
     upstream: str,
     keep_ms: dict[RecordedKind, int],
+    redis: str | None,
 ) -> RecordSummary:
     from .._spine.spine import Spine
 
@@ -117,7 +124,13 @@ async def _record(
         )
 
     with _stopping_on_signals(stop):
-        async with Spine(upstream, db=db) as spine:
+        async with contextlib.AsyncExitStack() as stack:
+            spine = await stack.enter_async_context(Spine(upstream, db=db, redis=redis))
+            lease = None
+            if redis is not None:
+                from .._live.recorder_lease import RecorderLease, recorder_name
+
+                lease = await stack.enter_async_context(RecorderLease(redis, recorder_name(db)))
             return await record(
                 spine,
                 markets,
@@ -129,6 +142,7 @@ async def _record(
                 keep_ms=keep_ms,
                 stop=stop,
                 on_start=started,
+                lease=lease,
             )
 
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from .._base.time import now_ms
-from .._store.recording import RecordingStore, TradeGap
+from .._store.recording import RecordingStore, TradeGap, WriterFence
 from ..records import Orderbook, Ticker, Trade
 from .listener import Gap, Health, Overflow
 from .trade_fill import TradeSource, walk_back
@@ -66,7 +66,9 @@ class _Hole:
 
 class Recorder:
     """Writes what ``run`` is given into ``recording``. ``last`` holds each market's last
-    stored trade (holes are measured from it); ``client`` fills a hole an Overflow left."""
+    stored trade (holes are measured from it); ``client`` fills a hole an Overflow left;
+    ``fence`` goes with every write (``record --redis``: a lost lease ends the run with
+    FencedError at its next write)."""
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class Recorder:
         batch_trades: int = BATCH_TRADES,
         flush_every_s: float = FLUSH_EVERY_S,
         wall_ms: Callable[[], int] = now_ms,
+        fence: WriterFence | None = None,
     ) -> None:
         self._recording = recording
         self._client = client
@@ -86,6 +89,7 @@ class Recorder:
         self._batch_trades = batch_trades
         self._flush_every_s = flush_every_s
         self._wall_ms = wall_ms
+        self._fence = fence
         self._holes: dict[str, _Hole] = {}
         self._book_kept: dict[str, int] = {}  # per market, ms of the last book kept
         # The batch being filled.
@@ -195,7 +199,9 @@ class Recorder:
         self._trades, self._books, self._tickers, self._gaps = [], [], [], []
         self._room.set()
         started = time.perf_counter()
-        added = await self._recording.write(trades, orderbooks=books, tickers=tickers, gaps=gaps)
+        added = await self._recording.write(
+            trades, orderbooks=books, tickers=tickers, gaps=gaps, fence=self._fence
+        )
         counts = self.counts
         counts.trades += added
         counts.orderbooks += len(books)

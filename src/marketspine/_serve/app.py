@@ -148,10 +148,18 @@ def create_service_app(
 
     # One WebSocket gateway over the service's Spine; the service closes it. A pair the
     # REST side watches stays watched when the gateway retires it, and the other way round.
+    # A pair ``serve --record`` streams stays watched whichever of them lets it go.
     admin_page = AdminPage(service)
-    gateway = WsGateway(service.spine, shared=service.demand.is_live, max_per_address=ws_max_per_ip)
+    recorded = service.recording.streams if service.recording else lambda kind, market: False
+    gateway = WsGateway(
+        service.spine,
+        shared=lambda kind, market: service.demand.is_live(kind, market) or recorded(kind, market),
+        max_per_address=ws_max_per_ip,
+    )
     service.gateway = gateway
-    service.demand.in_use = gateway.wants
+    service.demand.in_use = lambda kind, market: (
+        gateway.wants(kind, market) or recorded(kind, market)
+    )
     routes: list[BaseRoute] = [
         *upbit_routes(service),
         *_locked_api(api_routes(service), ApiAccess(service, admin_page)),

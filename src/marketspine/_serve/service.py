@@ -26,6 +26,7 @@ from starlette.requests import Request
 from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from .._base.urls import without_db_urls
 from .._client.retry import RetryPolicy
+from .._spine.recording import RecordPlan
 from .._spine.spine import Spine
 from .._store.sqlite import CandleStore, RunRecord
 from .._upbit.limits import remaining_req
@@ -35,6 +36,7 @@ from .admin_auth import LoginThrottle
 from .history import keep_run, warmup_run
 from .jobs import DEFAULT_MAX_RUNNING, BackfillJobs
 from .metrics import CallCount, ServeMetrics, counter, gauge, spine_figures
+from .recording import ServeRecording
 from .security import peer_of
 
 __all__ = ["FairGate", "LiveDemand", "ServeService", "client_of"]
@@ -199,7 +201,8 @@ class ServeService:
     its turn before it gets Upbit's 429; ``per_client`` and ``lines_per_address`` shape the
     fair gate (``FairGate``); ``max_jobs`` backfill jobs run at most at once;
     ``warmup_every_s`` is the warmup schedule (0: only at start; negative: never); ``retry``
-    how upstream requests are retried (by default a 418 is never waited out)."""
+    how upstream requests are retried (by default a 418 is never waited out); ``record``
+    what to record into the Spine's store (``serve --record``)."""
 
     def __init__(
         self,
@@ -220,6 +223,7 @@ class ServeService:
         redis_prefix: str | None = None,
         max_jobs: int = DEFAULT_MAX_RUNNING,
         retry: RetryPolicy | None = None,
+        record: RecordPlan | None = None,
     ) -> None:
         self.metrics = ServeMetrics()
         # One memory budget over the Spine's candles and live state and serve's kept answers.
@@ -251,6 +255,14 @@ class ServeService:
         self.jobs = BackfillJobs(
             self.spine, self.spawn, on_end=self.keep_run_later, max_running=max_jobs
         )
+        # ``serve --record``: kept into the Spine's store, under the recorder lease with redis.
+        self.recording = (
+            None
+            if record is None
+            else ServeRecording(
+                self.spine, record, db=str(db), redis=redis, redis_prefix=redis_prefix
+            )
+        )
         self.gateway: Any = None  # the WebSocket gateway (``_serve_ws.WsGateway``) once mounted
         self.warmup_report: dict[str, Any] | None = None
         self.warmup_at: float | None = None  # wall time the last warmup finished
@@ -277,6 +289,8 @@ class ServeService:
         if self._warmup_every_s >= 0:
             self.spawn(self._warmup_schedule())
         self.spawn(self.demand.reap())
+        if self.recording is not None:
+            self.spawn(self.recording.run())
         return self
 
     async def __aexit__(
@@ -292,6 +306,8 @@ class ServeService:
         if self.gateway is not None:
             with contextlib.suppress(Exception):
                 await self.gateway.aclose()
+        if self.recording is not None:  # what it holds is committed before the Spine closes
+            await self.recording.stop()
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()

@@ -7,32 +7,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
 
 from .._base.markets import market_code
 from .._live.recorder import RecordCounts, Recorder
+from .._live.recorder_lease import RecorderLease
 from .._live.trade_backfill import BackfillReport, backfill_market
-from .._store.recording import RecordedKind, TradeGap
+from .._store.recording import RecordedKind, RecordingStore, TradeGap, WriterFence
 from .._store.recording_store import recording_for
 from .._store.retention import KEEP_KINDS, keep_pruning
-from ..errors import InvalidRequestError
+from ..errors import FencedError, InvalidRequestError
 from ..records import Trade
 from .spine import Spine
 
 __all__ = [
     "RECORD_KINDS",
+    "RecordPlan",
     "RecordSummary",
     "market_words",
     "pick_markets",
     "record",
     "record_kinds",
+    "record_plan",
 ]
 
 RECORD_KINDS = ("trade", "orderbook", "ticker")
+log = logging.getLogger("marketspine.record")
+
 LISTENER_SIZE = 1_000_000  # events queued for the recorder before Overflow (a hole to fill)
 
 
@@ -48,13 +54,44 @@ class RecordSummary:
     gaps: list[TradeGap] = field(default_factory=list)  # every known gap of these markets
 
 
-def record_kinds(text: str) -> list[str]:
-    """``--kinds`` (comma separated) checked. Raises InvalidRequestError for an unknown one."""
+@dataclass(frozen=True)
+class RecordPlan:
+    """What ``serve --record`` keeps: ``kinds`` of ``markets`` (codes; [] with ``quote``:
+    every listed market of it; [] without: every listed market), books at most one per
+    ``orderbook_every_ms``."""
+
+    kinds: list[str]
+    markets: list[str]
+    quote: str | None = None
+    orderbook_every_ms: int = 0
+
+
+def record_plan(kinds: str, markets: str, orderbook_every_ms: int = 0) -> RecordPlan:
+    """``serve --record KINDS --record-markets WORDS`` checked: WORDS is market codes
+    (comma separated), ``all``, or one quote currency (``KRW``: every market quoted in it).
+
+    Raises InvalidRequestError for bad kinds or markets."""
+    kind_list = record_kinds(kinds, "--record")
+    words = [w.strip() for w in markets.split(",") if w.strip()]
+    if not words:
+        raise InvalidRequestError(
+            "--record-markets must name the markets to record: codes (KRW-BTC,KRW-ETH), "
+            "all, or a quote currency (KRW)"
+        )
+    if len(words) == 1 and words[0].isalpha() and words[0].lower() != "all":
+        return RecordPlan(kind_list, [], words[0].upper(), orderbook_every_ms)
+    codes = market_words(words, None)
+    return RecordPlan(kind_list, codes or ["all"], None, orderbook_every_ms)
+
+
+def record_kinds(text: str, name: str = "--kinds") -> list[str]:
+    """``--kinds`` (comma separated; the flag ``name``) checked. Raises InvalidRequestError
+    for an unknown one."""
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
     wrong = [k for k in kinds if k not in RECORD_KINDS]
     if wrong or not kinds:
         raise InvalidRequestError(
-            f"--kinds must name some of {', '.join(RECORD_KINDS)} (comma separated), got {text!r}"
+            f"{name} must name some of {', '.join(RECORD_KINDS)} (comma separated), got {text!r}"
         )
     return list(dict.fromkeys(kinds))
 
@@ -119,6 +156,7 @@ async def record(
     keep_ms: Mapping[RecordedKind, int] = {},
     stop: asyncio.Event,
     on_start: Callable[[list[str]], None] | None = None,
+    lease: RecorderLease | None = None,
 ) -> RecordSummary:
     """Record ``kinds`` of ``markets`` (see ``pick_markets``) into the Spine's store until
     ``stop`` is set; then commit what is held and return what was done. Books are recorded
@@ -126,8 +164,13 @@ async def record(
     (> 0) also fills, at LOW priority, the store's trade holes of that long before now
     (known gaps, the span before the first stored trade). ``keep_ms`` (per table, see
     ``_store.retention.parse_keep``) prunes the rows of these markets older than that in
-    the background, on upstream's clock. ``on_start`` hears the markets once the recording
-    runs.
+    the background, on upstream's clock, while this process writes. ``on_start`` hears the
+    markets each time this process starts writing.
+
+    With ``lease`` (entered; ``record --redis``) this process writes only while it holds
+    it and stands by otherwise: on taking it, it first fences off the holder before it
+    (whose writes the database refuses from then on), then joins from the last stored trade
+    as a rerun does; on losing it, it stops writing and stands by again.
 
     Raises InvalidRequestError for bad markets or kinds, StoreError when the store fails."""
     started = time.perf_counter()
@@ -135,16 +178,106 @@ async def record(
     listed = [m.market for m in await spine.markets()]
     codes = pick_markets(markets, quote, listed)
     recording = recording_for(spine.store)
+    if "orderbook" in kinds and orderbook_depth is not None:
+        await spine.watch(["orderbook"], codes, depth=orderbook_depth)  # the stream keeps it
+    run = partial(
+        _record_run,
+        spine,
+        recording,
+        codes,
+        kinds,
+        orderbook_every_ms,
+        backfill_ms,
+        keep_ms,
+        on_start,
+    )
+    total, reports = RecordCounts(), list[BackfillReport]()
+    if lease is None:
+        _add(total, await run(stop, None, reports))
+    else:
+        while not stop.is_set():
+            fence = await lease.acquire(stop)
+            if fence is None:
+                break
+            try:
+                # Fence off the holder before: once this commits, the database refuses its
+                # writes, so the last stored trade read next is where it truly stopped.
+                await recording.write(fence=fence)
+                log.info("took the recorder lease (generation %d): recording", fence.generation)
+                _add(total, await _while_held(lease, fence, run, stop, reports))
+            except FencedError as exc:
+                log.warning("recording stopped: %s", exc)
+    gaps = [g for g in await recording.trade_gaps() if g.market in set(codes)]
+    return RecordSummary(codes, kinds, total, time.perf_counter() - started, reports, gaps)
+
+
+RunOnce = Callable[
+    [asyncio.Event, WriterFence | None, list[BackfillReport]], Awaitable[RecordCounts]
+]
+
+
+async def _while_held(
+    lease: RecorderLease,
+    fence: WriterFence,
+    run: RunOnce,
+    stop: asyncio.Event,
+    reports: list[BackfillReport],
+) -> RecordCounts:
+    """``run`` until ``stop`` is set or the lease of ``fence`` is lost."""
+    ending = asyncio.Event()
+    outcome: RecordCounts | Exception
+    async with asyncio.TaskGroup() as group:
+        keeper = group.create_task(lease.keep(fence))
+        keeper.add_done_callback(lambda _: ending.set())
+        stopping = group.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: ending.set())
+        try:
+            outcome = await run(ending, fence, reports)
+        except Exception as exc:  # raised below, not as an ExceptionGroup of the group's
+            outcome = exc
+        if keeper.done() and not keeper.cancelled():
+            log.warning("recorder lease lost: %s; standing by", keeper.result())
+        keeper.cancel()
+        stopping.cancel()
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def _add(total: RecordCounts, counts: RecordCounts) -> None:
+    total.trades += counts.trades
+    total.orderbooks += counts.orderbooks
+    total.tickers += counts.tickers
+    total.gaps += counts.gaps
+    total.batches += counts.batches
+    total.filled += counts.filled
+    total.markets |= counts.markets
+
+
+async def _record_run(
+    spine: Spine,
+    recording: RecordingStore,
+    codes: list[str],
+    kinds: list[str],
+    orderbook_every_ms: int,
+    backfill_ms: int,
+    keep_ms: Mapping[RecordedKind, int],
+    on_start: Callable[[list[str]], None] | None,
+    stop: asyncio.Event,
+    fence: WriterFence | None,
+    reports: list[BackfillReport],
+) -> RecordCounts:
+    """One recording from the last stored trades until ``stop``: the live stream joined to
+    them, written with ``fence``, and the backfill beside it."""
     last: dict[str, Trade] = {}
     if "trade" in kinds:
         for code in codes:
             found = await recording.last_trade(code)
             if found is not None:
                 last[code] = found
-    recorder = Recorder(recording, spine.client, last=last, orderbook_every_ms=orderbook_every_ms)
-    reports: list[BackfillReport] = []
-    if "orderbook" in kinds and orderbook_depth is not None:
-        await spine.watch(["orderbook"], codes, depth=orderbook_depth)  # the stream keeps it
+    recorder = Recorder(
+        recording, spine.client, last=last, orderbook_every_ms=orderbook_every_ms, fence=fence
+    )
     # Closed with the recording, not when collected: its listener leaves the stream now.
     events = cast(
         AsyncGenerator[object, None],
@@ -165,11 +298,16 @@ async def record(
             backfills.append(group.create_task(prune))
         if on_start is not None:
             on_start(codes)
-        counts = await recorder.run(events, stop)
+        outcome: RecordCounts | Exception
+        try:
+            outcome = await recorder.run(events, stop)
+        except Exception as exc:  # raised below, not as an ExceptionGroup of the group's
+            outcome = exc
         for task in backfills:
             task.cancel()
-    gaps = [g for g in await recording.trade_gaps() if g.market in set(codes)]
-    return RecordSummary(codes, kinds, counts, time.perf_counter() - started, reports, gaps)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 async def _backfill(

@@ -18,6 +18,13 @@ size, bid price, bid size per level), not rows.
 A known gap is a hole between two stored trades of a market that neither the stream's REST
 fill nor a backfill could close: ``from_*`` name the last stored trade before it, ``to_*``
 the first stored trade after it (both exclusive).
+
+Several recorders on one database (``record --redis``) take turns under a lease in Redis; a
+write may carry the holder's ``WriterFence`` (the lease's generation), checked against the
+table ``recording_fences`` in the write's own transaction: a write under a generation older
+than one already written is refused (``FencedError``) and leaves nothing, so a holder that
+lost its lease (paused, cut off from Redis) cannot write after its successor began. That
+table is made by the first fenced write, so a database never recorded that way has none.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from ..errors import FencedError
 from ..records import Orderbook, OrderbookUnit, Side, Ticker, Trade
 
 __all__ = [
+    "FENCE_TABLE",
     "GAP_COLUMNS",
     "ORDERBOOK_COLUMNS",
     "PG_RECORDING_SCHEMA",
@@ -41,6 +50,8 @@ __all__ = [
     "RecordedKind",
     "RecordingStore",
     "TradeGap",
+    "WriterFence",
+    "fence_refused",
     "orderbook_of_row",
     "orderbook_row",
     "pack_size",
@@ -397,6 +408,29 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+@dataclass(frozen=True, slots=True)
+class WriterFence:
+    """A fenced writer: the recorder lease ``name`` held at ``generation`` (bumped by every
+    taking of the lease)."""
+
+    name: str
+    generation: int
+
+
+FENCE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS recording_fences "
+    "(name TEXT PRIMARY KEY, generation BIGINT NOT NULL)"
+)
+
+
+def fence_refused(fence: WriterFence, newest: int | None) -> FencedError:
+    """The error of a write under ``fence`` after generation ``newest`` wrote."""
+    return FencedError(
+        f"recording lease {fence.name}: generation {fence.generation} may not write any more, "
+        f"generation {newest} of another recorder has written since"
+    )
+
+
 class RecordingStore(Protocol):
     """Where a recording goes: ``SQLiteRecording`` or ``PostgresRecording`` over the store
     that holds the candles of the same database."""
@@ -409,11 +443,16 @@ class RecordingStore(Protocol):
         tickers: Sequence[Ticker] = (),
         gaps: Sequence[TradeGap] = (),
         closed_gaps: Sequence[TradeGap] = (),
+        fence: WriterFence | None = None,
     ) -> int:
         """Store all of it in ONE transaction and return how many trades were new: trades
         already stored are left as they are, a book or ticker of a stored (market, ms)
         replaces it, ``gaps`` are added and ``closed_gaps`` (by market and ``to_seq``)
-        removed."""
+        removed. With ``fence`` (even with nothing else to write) the transaction first
+        records its generation as the newest written.
+
+        Raises FencedError, writing nothing, when a newer generation of ``fence.name`` has
+        written already."""
         ...
 
     async def last_trade(self, market: str) -> Trade | None:

@@ -18,6 +18,7 @@ from ..errors import InvalidRequestError
 from ..records import Orderbook, Ticker, Trade
 from .postgres import PostgresStore
 from .recording import (
+    FENCE_TABLE,
     GAP_COLUMNS,
     ORDERBOOK_COLUMNS,
     RECORDED_KINDS,
@@ -25,6 +26,8 @@ from .recording import (
     TRADE_COLUMNS,
     RecordedKind,
     TradeGap,
+    WriterFence,
+    fence_refused,
     orderbook_of_row,
     orderbook_row,
     ticker_of_row,
@@ -42,6 +45,13 @@ _PUT_TRADES = (
     "ON CONFLICT (market, seq) DO NOTHING"
 )
 _COPY_CHUNK = 1 << 18  # bytes per COPY write
+# The fence's row, locked until the transaction ends: a concurrent writer waits, then sees the
+# generation committed before it. No row back: a newer generation wrote already.
+_CLAIM_FENCE = (
+    "INSERT INTO recording_fences (name, generation) VALUES (%s, %s) ON CONFLICT (name) "
+    "DO UPDATE SET generation = EXCLUDED.generation "
+    "WHERE recording_fences.generation <= EXCLUDED.generation RETURNING generation"
+)
 
 
 def _marks(columns: str) -> str:
@@ -104,6 +114,7 @@ class PostgresRecording:
         self.store = store
         # Connections the staging table was made on (a reconnect brings a new one).
         self._staged: weakref.WeakSet[object] = weakref.WeakSet()
+        self._fence_table = False  # made (or found) by this process
 
     async def write(
         self,
@@ -113,10 +124,14 @@ class PostgresRecording:
         tickers: Sequence[Ticker] = (),
         gaps: Sequence[TradeGap] = (),
         closed_gaps: Sequence[TradeGap] = (),
+        fence: WriterFence | None = None,
     ) -> int:
         """See ``RecordingStore.write``."""
-        if not (trades or orderbooks or tickers or gaps or closed_gaps):
+        if not (trades or orderbooks or tickers or gaps or closed_gaps or fence):
             return 0
+        if fence is not None and not self._fence_table:
+            await self.store.call(_make_fence_table)
+            self._fence_table = True
         # Formatting a big batch is CPU work: off the event loop.
         data = await asyncio.to_thread(_copy_rows, trades) if trades else b""
         books = [orderbook_row(b) for b in orderbooks]
@@ -130,6 +145,15 @@ class PostgresRecording:
         async def work(conn: Conn) -> int:
             added, made = 0, False
             async with conn.transaction(), conn.cursor() as cur:
+                if fence is not None:
+                    await cur.execute(_CLAIM_FENCE, (fence.name, fence.generation))
+                    if await cur.fetchone() is None:
+                        newest = await conn.execute(
+                            "SELECT generation FROM recording_fences WHERE name = %s",
+                            (fence.name,),
+                        )
+                        found = await newest.fetchone()
+                        raise fence_refused(fence, None if found is None else int(found[0]))
                 if data:
                     try:
                         # Almost every batch is new trades: straight in, twice as fast as
@@ -308,3 +332,13 @@ class PostgresRecording:
             return await cur.fetchall()
 
         return await self.store.call(work)
+
+
+async def _make_fence_table(conn: Conn) -> None:
+    """``recording_fences``, made once; two processes making it at once may collide in
+    PostgreSQL's catalog (a unique violation): the other one made it then."""
+    try:
+        async with conn.transaction():
+            await conn.execute(FENCE_TABLE)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        pass

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import InvalidRequestError
 from ..records import Orderbook, Ticker, Trade
 from .recording import (
+    FENCE_TABLE,
     GAP_COLUMNS,
     ORDERBOOK_COLUMNS,
     RECORDED_KINDS,
@@ -18,6 +19,8 @@ from .recording import (
     TRADE_COLUMNS,
     RecordedKind,
     TradeGap,
+    WriterFence,
+    fence_refused,
     orderbook_of_row,
     orderbook_row,
     pack_size,
@@ -58,6 +61,7 @@ class SQLiteRecording:
         tickers: Sequence[Ticker] = (),
         gaps: Sequence[TradeGap] = (),
         closed_gaps: Sequence[TradeGap] = (),
+        fence: WriterFence | None = None,
     ) -> int:
         """See ``RecordingStore.write``."""
         trade_rows = [_sqlite_trade_row(t) for t in trades]
@@ -65,6 +69,8 @@ class SQLiteRecording:
         ticker_rows = [ticker_row(t) for t in tickers]
 
         def work(conn: sqlite3.Connection) -> int:
+            if fence is not None:
+                _check_fence(conn, fence)
             before = conn.total_changes
             conn.executemany(_PUT_TRADE, trade_rows)
             added = conn.total_changes - before
@@ -83,7 +89,7 @@ class SQLiteRecording:
             )
             return added
 
-        if not (trade_rows or book_rows or ticker_rows or gaps or closed_gaps):
+        if not (trade_rows or book_rows or ticker_rows or gaps or closed_gaps or fence):
             return 0
         return await self.store.call(work, write=True)
 
@@ -283,3 +289,19 @@ def _rows(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[
         if "no such table" in str(exc):
             return []
         raise
+
+
+def _check_fence(conn: sqlite3.Connection, fence: WriterFence) -> None:
+    """Within the write transaction (BEGIN IMMEDIATE: writers take turns): record
+    ``fence``'s generation as the newest, or raise FencedError when a newer one wrote."""
+    conn.execute(FENCE_TABLE)
+    row = conn.execute(
+        "SELECT generation FROM recording_fences WHERE name = ?", (fence.name,)
+    ).fetchone()
+    if row is not None and int(row[0]) > fence.generation:
+        raise fence_refused(fence, int(row[0]))
+    conn.execute(
+        "INSERT INTO recording_fences VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET generation = excluded.generation",
+        (fence.name, fence.generation),
+    )

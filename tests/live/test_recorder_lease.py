@@ -1,0 +1,54 @@
+"""The recorder lease on the machine's Redis: one holder at a time; the other waits, takes
+it with a newer generation once the holder stopped renewing, and the old holder then learns
+that it lost it. A clean exit releases it at once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from services import RedisSpace
+
+from marketspine._live.recorder_lease import RecorderLease, recorder_name
+
+
+def lease(space: RedisSpace, name: str = "db1") -> RecorderLease:
+    return RecorderLease(space.url, name, prefix=space.prefix, lease_s=1.0, poll_s=0.05)
+
+
+async def test_the_standby_takes_over_once_the_holder_stops_renewing(
+    redis_space: RedisSpace,
+) -> None:
+    stop = asyncio.Event()
+    async with lease(redis_space) as first, lease(redis_space) as second:
+        held = await first.acquire(stop)
+        assert held is not None
+        async with asyncio.TaskGroup() as group:
+            waiting = group.create_task(second.acquire(stop))
+            keeping = group.create_task(first.keep(held))
+            await asyncio.sleep(2.0)  # well past the lease's 1 s: renewal keeps it held
+            assert not waiting.done()
+            keeping.cancel()  # the holder dies: it renews no more
+            async with asyncio.timeout(30):
+                taken = await waiting
+        assert taken is not None and taken.generation > held.generation
+        async with asyncio.timeout(30):
+            lost = await first.keep(held)
+        assert "passed to" in lost
+        async with lease(redis_space, "db2") as other:  # another database: its own lease
+            assert await other.acquire(stop) is not None
+    async with Redis.from_url(redis_space.url) as redis:  # released on exit: no TTL to wait
+        assert await redis.get(f"{redis_space.prefix}record:{{db1}}:lease") is None
+
+
+def test_the_lease_name_is_the_database_s_whatever_its_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # serve hands on a Path, record the text given
+    named = recorder_name(tmp_path / "rec.db")
+    assert named == recorder_name("./rec.db") == recorder_name("rec.db")
+    with_password = recorder_name("postgresql://u:secret@h/db")
+    assert with_password == recorder_name("postgresql://u:other@h/db")
+    assert with_password != recorder_name("postgresql://u:secret@h/other")
