@@ -117,6 +117,40 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
     assert sum(t.best_ask_price is not None for t in btc) > len(btc) // 3  # WebSocket's own
 
 
+async def test_recording_through_a_stalled_socket_misses_nothing(
+    running_sim: RunSim, tmp_path: Path
+) -> None:
+    # The socket goes silent without closing (pings unanswered): the stream notices within
+    # 3.5 s, reconnects, and the trades of the silence come from REST by sequential_id.
+    config = SimConfig(speed=20, ws_stall_every_s=2.0)
+    with running_sim(config) as base:
+        async with Spine(base, db=str(tmp_path / "stall.sqlite")) as spine:
+            recording = recording_for(spine.store)
+
+            async def stats() -> dict[str, int]:
+                async with httpx.AsyncClient(base_url=base) as http:
+                    return dict((await http.get("/sim/stats")).json()["websocket"])
+
+            before = await stats()
+
+            async def enough() -> bool:
+                seen = await stats()
+                # Stalled, noticed, connected again, and trades recorded since.
+                again = seen["connections"] >= before["connections"] + 2
+                if not (seen["stalls"] > before["stalls"] and again):
+                    return False
+                return await recording.trade_count("KRW-BTC") >= 40
+
+            summary = await record_until(spine, enough, kinds=["trade"])
+            stored = {m: await recording.trades(m, 0, 1 << 62) for m in MARKETS}
+            gaps = await recording.trade_gaps()
+    assert summary.gaps == [] and gaps == []  # type: ignore[attr-defined]
+    history = History(config.seed, markets=config.markets, region=config.region)
+    for market, trades in stored.items():
+        truth = simulated_trades(history, market, trades[0], trades[-1])
+        assert differences(trades, truth) == [], market
+
+
 async def test_a_recording_with_keep_prunes_what_is_older_than_its_span(
     running_sim: RunSim, db: str
 ) -> None:
