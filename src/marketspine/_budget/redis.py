@@ -158,6 +158,15 @@ class _Group:
     pushing: asyncio.Task[None] | None = None  # sends pending_moves now, for every process
 
 
+def _raise_if_cancelled() -> None:
+    """Raise the CancelledError redis-py (8.1) sometimes swallows when a cancel lands inside
+    a command: the task is still being cancelled, and an acquire that went on asking would
+    loop for ever behind a full window (seen as a hang of a cancelled waiter)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisRateBudget:
     """A ``RateBudget`` shared through Redis by every process with the same ``scope``.
 
@@ -361,6 +370,7 @@ class RedisRateBudget:
                         state.asking = False
                         if state.waiters:
                             state.waiters[0].wake.set()  # someone asks next, for the head
+                _raise_if_cancelled()
         except BaseException:
             if not waiter.granted:
                 state.waiters.remove(waiter)
