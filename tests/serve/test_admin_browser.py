@@ -475,10 +475,16 @@ def test_an_outage_is_one_line_cleared_on_recovery_and_watches_are_kept(
     from playwright.sync_api import expect
 
     watches: list[str] = []
+    answered: list[str] = []  # the watch requests whose answer the page has
     page.on(
         "request",
         lambda r: watches.append(r.method) if r.url.endswith("/admin/api/watch") else None,
     )
+    for finished in ("requestfinished", "requestfailed"):
+        page.on(
+            finished,
+            lambda r: answered.append(r.method) if r.url.endswith("/admin/api/watch") else None,
+        )
     # The page's timers run on a clock the test moves (the watch lapses after 5 min).
     page.clock.install()
     _log_in(page, serve.url)
@@ -539,6 +545,11 @@ def test_an_outage_is_one_line_cleared_on_recovery_and_watches_are_kept(
     page.clock.fast_forward("01:05")
     expect(page.locator("#watch-status")).to_contain_text("watching KRW-BTC")
     wait_until_sync(lambda: watches.count("POST") > asked, 30, "the watch asked for again")
+    # Its answer in too, so it cannot land after the clock has moved on below (a call into
+    # the page lets Playwright hand over the events that came meanwhile).
+    wait_until_sync(
+        lambda: page.evaluate("1") == 1 and len(answered) == len(watches), 30, "the watch answered"
+    )
 
     # ...and when asking fails for longer than a watch lasts, the panel says it lapsed.
     page.route(
