@@ -103,8 +103,10 @@ async def test_count_ends_with_the_forming_candle(spine: Spine, app: Any) -> Non
         assert result[-1].start_ms < now_minute
     starts = [c.start_ms for c in result]
     assert starts == sorted(set(starts))
-    # ceil(449 or 450 / 200) closed pages plus the forming-candle call
-    assert result.meta.upstream_calls == 3 + 1
+    # The newest page (the forming candle and the closed ones before it) and the pages below
+    # it: ceil(450 / 200) = 3 calls, or one more when the head page's closed part fell short
+    # (a window that closed while it was on its way is asked again). Never above N/200 + 1.
+    assert 3 <= result.meta.upstream_calls <= 3 + 1
     repeat = await spine.candles("KRW-BTC", "1m", count=450)
     assert repeat.meta.upstream_calls <= 2  # the forming candle, plus a page if a minute closed
     closed = await spine.candles("KRW-BTC", "1m", count=100, closed_only=True)
