@@ -29,18 +29,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from .._base.markets import market_code
 from .._base.time import parse_time
-from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
+from .._base.timeframes import REST_CANDLE_KINDS
 from .._spine.replay import Replay, ReplayPlan
 from .._spine.replay_quotes import ReplayQuotes, ReplayState
 from .._store.recording import RecordingStore
 from .._upbit.errors import upbit_error
 from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
 from .._upbit.rest_rows import CandleRows, market_row, orderbook_row, ticker_row, trade_row
-from .._upbit.texts import BAD_UNIT, MISSING, NOT_FOUND, TYPE_MISMATCH, WRONG_VALUE
+from .._upbit.texts import MISSING, NOT_FOUND, WRONG_VALUE
 from ..errors import InvalidRequestError
 from ..records import MarketInfo
+from .query import (
+    BadRequest,
+    count_param,
+    int_param,
+    market_param,
+    minute_frame,
+    query_param,
+    required_param,
+)
 from .replay_ws import ReplayHub
 from .security import AllowedHosts, HostCheck, SecurityHeaders
 
@@ -65,12 +73,6 @@ def replay_time_text(ms: int) -> str:
     """``2026-01-02T03:04:05.678Z``."""
     moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-class _Bad(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        self.status = status
-        super().__init__(message)
 
 
 @dataclass
@@ -113,45 +115,10 @@ class ReplayServer:
 # -- parameters -------------------------------------------------------------------------------
 
 
-def _param(params: QueryParams, *names: str) -> str | None:
-    for name in names:
-        value = params.get(name)
-        if value is not None:
-            return value
-    return None
-
-
-def _required(params: QueryParams, *names: str) -> str:
-    value = _param(params, *names)
-    if not value:
-        raise _Bad(MISSING)
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise _Bad(TYPE_MISMATCH) from None
-
-
-def _count(params: QueryParams, maximum: int, default: int = 1) -> int:
-    text = params.get("count")
-    if text is None:
-        return default
-    count = _int(text)
-    if count < 1:
-        raise _Bad(WRONG_VALUE)
-    return min(count, maximum)
-
-
 def _code(server: ReplayServer, text: str) -> str:
-    try:
-        code = market_code(text)
-    except InvalidRequestError:
-        raise _Bad(NOT_FOUND, 404) from None
+    code = market_param(text)
     if code not in server.replay.plan.markets:
-        raise _Bad(NOT_FOUND, 404)
+        raise BadRequest(NOT_FOUND, 404)
     return code
 
 
@@ -162,7 +129,7 @@ def _codes(server: ReplayServer, params: QueryParams) -> list[str]:
             if part.strip() and (code := _code(server, part)) not in codes:
                 codes.append(code)
     if not codes:
-        raise _Bad(MISSING)
+        raise BadRequest(MISSING)
     return codes
 
 
@@ -172,7 +139,7 @@ Handler = Callable[[Request, ReplayServer], Awaitable[bytes]]
 
 
 async def _market_all(request: Request, server: ReplayServer) -> bytes:
-    details = (_param(request.query_params, "is_details", "isDetails") or "").lower() == "true"
+    details = (query_param(request.query_params, "is_details", "isDetails") or "").lower() == "true"
     rows = [MarketInfo(m, m, m, False, {}) for m in server.replay.plan.markets]
     return _encode([market_row(m, details=details) for m in rows])
 
@@ -183,7 +150,7 @@ async def _ticker(request: Request, server: ReplayServer) -> bytes:
 
 
 async def _ticker_all(request: Request, server: ReplayServer) -> bytes:
-    text = _required(request.query_params, "quote_currencies", "quoteCurrencies")
+    text = required_param(request.query_params, "quote_currencies", "quoteCurrencies")
     quotes = {q.strip().upper() for q in text.split(",") if q.strip()}
     markets = [m for m in server.replay.plan.markets if m.partition("-")[0] in quotes]
     return _encode([ticker_row(t) for t in await server.quotes.tickers(markets)])
@@ -193,7 +160,7 @@ async def _orderbook(request: Request, server: ReplayServer) -> bytes:
     params = request.query_params
     codes = _codes(server, params)
     count_text = params.get("count")
-    depth = MAX_BOOK_LEVELS if count_text is None else _int(count_text)
+    depth = MAX_BOOK_LEVELS if count_text is None else int_param(count_text)
     if not 1 <= depth <= MAX_BOOK_LEVELS:
         depth = MAX_BOOK_LEVELS
     books = await server.quotes.orderbooks(codes)
@@ -202,10 +169,10 @@ async def _orderbook(request: Request, server: ReplayServer) -> bytes:
 
 async def _trades(request: Request, server: ReplayServer) -> bytes:
     params = request.query_params
-    code = _code(server, _required(params, "market"))
-    count = _count(params, MAX_TRADES)
+    code = _code(server, required_param(params, "market"))
+    count = count_param(params, MAX_TRADES)
     cursor_text = params.get("cursor")
-    cursor = None if cursor_text is None else _int(cursor_text)
+    cursor = None if cursor_text is None else int_param(cursor_text)
     trades = await server.quotes.trades(code, count, cursor)
     return _encode([trade_row(t) for t in trades])
 
@@ -215,16 +182,16 @@ def _candles(kind: str) -> Handler:
 
     async def handler(request: Request, server: ReplayServer) -> bytes:
         params = request.query_params
-        tf = REST_CANDLE_KINDS[kind] if kind != "minutes" else _minute_frame(request)
-        code = _code(server, _required(params, "market"))
-        count = _count(params, MAX_CANDLES)
+        tf = REST_CANDLE_KINDS[kind] if kind != "minutes" else minute_frame(request)
+        code = _code(server, required_param(params, "market"))
+        count = count_param(params, MAX_CANDLES)
         to = params.get("to")
         to_ms = None
         if to is not None:
             try:
                 to_ms = parse_time(to)
             except InvalidRequestError:
-                raise _Bad(WRONG_VALUE) from None
+                raise BadRequest(WRONG_VALUE) from None
         want = count + 1 if tf.unit == "day" else count  # days compare with the day before
         candles, forming = await server.quotes.candles(code, tf, want, to_ms)
         previous = candles[0] if tf.unit == "day" and len(candles) == want else None
@@ -234,19 +201,12 @@ def _candles(kind: str) -> Handler:
     return handler
 
 
-def _minute_frame(request: Request) -> Timeframe:
-    try:
-        return MINUTE_UNITS[int(request.path_params["unit"])]
-    except (ValueError, KeyError):
-        raise _Bad(BAD_UNIT) from None
-
-
 def _endpoint(server: ReplayServer, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         server.hub.start()
         try:
             body = await handler(request, server)
-        except _Bad as exc:
+        except BadRequest as exc:
             headers = {REPLAY_TIME_HEADER: replay_time_text(server.replay.clock.now_ms)}
             return upbit_error(exc.status, str(exc), headers)
         headers = {

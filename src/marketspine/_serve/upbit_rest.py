@@ -21,21 +21,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .._base.markets import MarketCode, market_code
 from .._base.reach_back import read_back
 from .._base.time import parse_time
-from .._base.timeframes import MINUTE_UNITS, REST_CANDLE_KINDS, Timeframe
+from .._base.timeframes import REST_CANDLE_KINDS, Timeframe
 from .._spine.result import CandleResult
 from .._upbit.errors import upbit_error
 from .._upbit.horizon import SECONDS_HORIZON_MS
 from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
 from .._upbit.params import (
     MAX_CODES,
-    check_code_length,
-    count_value,
     cursor_value,
     days_ago_value,
-    int_value,
     quote_values,
     time_of_day_ms,
 )
@@ -54,6 +50,15 @@ from ..errors import (
     RateLimitedError,
     RetryLaterError,
     UnknownMarketError,
+)
+from .query import (
+    BadRequest,
+    count_param,
+    int_param,
+    market_param,
+    minute_frame,
+    query_param,
+    required_param,
 )
 from .service import client_of
 
@@ -78,14 +83,6 @@ class Answer(msgspec.Struct):
     layers: tuple[str, ...] = ()
 
 
-class _Bad(InvalidRequestError):
-    """A request error with Upbit's status and verbatim message."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        self.status = status
-        super().__init__(message)
-
-
 class _Unavailable(RetryLaterError):
     """Upstream cannot answer now (circuit open, a ban, upstream down) and serve holds
     nothing to answer with: a 503 in Upbit's shape."""
@@ -94,55 +91,17 @@ class _Unavailable(RetryLaterError):
 # -- parameters ------------------------------------------------------------------------------
 
 
-def _param(params: QueryParams, *names: str) -> str | None:
-    for name in names:
-        value = params.get(name)
-        if value is not None:
-            return value
-    return None
-
-
-def _required(params: QueryParams, *names: str) -> str:
-    value = _param(params, *names)
-    if value is None or value == "":
-        raise _Bad(MISSING)
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int_value(text)
-    except InvalidRequestError:
-        raise _Bad(TYPE_MISMATCH) from None
-
-
-def _count(params: QueryParams, maximum: int) -> int:
-    """``count``: default 1, above ``maximum`` clamped (as Upbit does), below 1 refused."""
-    try:
-        return count_value(params.get("count"), maximum)
-    except InvalidRequestError as exc:
-        raise _Bad(str(exc)) from None
-
-
-def _code(text: str) -> MarketCode:
-    try:
-        check_code_length(text)
-        return market_code(text)
-    except InvalidRequestError:  # a comma list, or too long: one unknown code to Upbit
-        raise _Bad(NOT_FOUND, 404) from None
-
-
 def _codes(params: QueryParams) -> list[str]:
     """``markets`` as a comma list or repeated keys (pyupbit sends lists that way)."""
     codes: list[str] = []
     for value in params.getlist("markets"):
         for part in value.split(","):
-            if part.strip() and (code := _code(part)) not in codes:
+            if part.strip() and (code := market_param(part)) not in codes:
                 codes.append(code)
                 if len(codes) > MAX_CODES:
-                    raise _Bad(WRONG_VALUE)
+                    raise BadRequest(WRONG_VALUE)
     if not codes:
-        raise _Bad(MISSING)
+        raise BadRequest(MISSING)
     return codes
 
 
@@ -150,7 +109,7 @@ def _codes(params: QueryParams) -> list[str]:
 
 
 async def _market_all(request: Request, service: ServeService) -> Answer:
-    details = (_param(request.query_params, "is_details", "isDetails") or "").lower() == "true"
+    details = (query_param(request.query_params, "is_details", "isDetails") or "").lower() == "true"
     with service.upstream_calls() as calls:
         rows = await service.spine.markets()
     body = _encode([market_row(m, details=details) for m in rows])
@@ -160,19 +119,19 @@ async def _market_all(request: Request, service: ServeService) -> Answer:
 def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
     async def handler(request: Request, service: ServeService) -> Answer:
         params = request.query_params
-        tf = REST_CANDLE_KINDS[kind] if kind != "minutes" else _minute_frame(request)
-        code = _code(_required(params, "market"))
-        count = _count(params, MAX_CANDLES)
-        convert = _param(params, "converting_price_unit", "convertingPriceUnit")
+        tf = REST_CANDLE_KINDS[kind] if kind != "minutes" else minute_frame(request)
+        code = market_param(required_param(params, "market"))
+        count = count_param(params, MAX_CANDLES)
+        convert = query_param(params, "converting_price_unit", "convertingPriceUnit")
         if convert is not None and (tf.unit != "day" or convert != "KRW"):
-            raise _Bad(WRONG_VALUE)
+            raise BadRequest(WRONG_VALUE)
         to = params.get("to")
         to_ms: int | None = None
         if to is not None:
             try:
                 to_ms = parse_time(to)
             except InvalidRequestError:
-                raise _Bad(WRONG_VALUE) from None
+                raise BadRequest(WRONG_VALUE) from None
         # Closed history never changes: an answer made only of closed candles is kept whole,
         # under what the request means (not its text: junk parameters or another spelling
         # of the same time must neither miss nor add an entry).
@@ -193,7 +152,7 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
                 # Before Upbit existed: nothing to ask upstream about, as Upbit answers a
                 # listed market (an empty page) or an unknown one (404).
                 if code not in {m.market for m in await spine.markets()}:
-                    raise _Bad(NOT_FOUND, 404)
+                    raise BadRequest(NOT_FOUND, 404)
                 return Answer(b"[]", "memory")
             result = await candles_before(spine, code, tf, want, to_ms)
             if result.meta.forming:
@@ -224,13 +183,6 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
         return Answer(body, meta.source, meta.stale, tuple(meta.sources))
 
     return handler
-
-
-def _minute_frame(request: Request) -> Timeframe:
-    try:
-        return MINUTE_UNITS[int(request.path_params["unit"])]
-    except (ValueError, KeyError):
-        raise _Bad(BAD_UNIT) from None
 
 
 async def candles_before(
@@ -285,15 +237,15 @@ def _live_or(service: ServeService, kind: str, codes: list[str], calls: int) -> 
 
 async def _trades(request: Request, service: ServeService) -> Answer:
     params = request.query_params
-    code = _code(_required(params, "market"))
-    count = _count(params, MAX_TRADES)
+    code = market_param(required_param(params, "market"))
+    count = count_param(params, MAX_TRADES)
     # Every parameter checked here, as Upbit checks it: nothing absurd goes upstream.
     to = params.get("to")
     if to is not None:
         time_of_day_ms(to)
     cursor_text = params.get("cursor")
     cursor = None if cursor_text is None else cursor_value(cursor_text)
-    days_text = _param(params, "days_ago", "daysAgo")
+    days_text = query_param(params, "days_ago", "daysAgo")
     days_ago = None if days_text is None else days_ago_value(days_text)
     with service.upstream_calls() as calls:
         if to is None and cursor is None and days_ago is None:
@@ -320,10 +272,10 @@ async def _ticker(request: Request, service: ServeService) -> Answer:
 
 
 async def _ticker_all(request: Request, service: ServeService) -> Answer:
-    text = _required(request.query_params, "quote_currencies", "quoteCurrencies")
+    text = required_param(request.query_params, "quote_currencies", "quoteCurrencies")
     quotes = ",".join(quote_values(text))
     if not quotes:
-        raise _Bad(MISSING)
+        raise BadRequest(MISSING)
     with service.upstream_calls() as calls:
         tickers = await service.spine.tickers(quote=quotes)
     body = _encode([ticker_row(t) for t in tickers])
@@ -334,15 +286,15 @@ async def _orderbook(request: Request, service: ServeService) -> Answer:
     params = request.query_params
     codes = _codes(params)
     count_text = params.get("count")
-    depth = MAX_BOOK_LEVELS if count_text is None else _int(count_text)
+    depth = MAX_BOOK_LEVELS if count_text is None else int_param(count_text)
     if not 1 <= depth <= MAX_BOOK_LEVELS:
         depth = MAX_BOOK_LEVELS  # Upbit: out of range means the default
     try:
         level = float(params.get("level") or 0)
     except ValueError:
-        raise _Bad(WRONG_VALUE) from None
+        raise BadRequest(WRONG_VALUE) from None
     if not 0 <= level < float("inf"):
-        raise _Bad(WRONG_VALUE)
+        raise BadRequest(WRONG_VALUE)
     stale = False
     with service.upstream_calls() as calls:
         if level:
@@ -408,7 +360,7 @@ async def _answer(
             # client only — nothing was sent upstream on its behalf meanwhile.
             service.metrics.downstream_throttled()
             return PlainTextResponse(TOO_MANY, 429, headers=headers)
-    except _Bad as exc:
+    except BadRequest as exc:
         return upbit_error(exc.status, str(exc), headers)
     except UnknownMarketError:
         return upbit_error(404, NOT_FOUND, headers)
