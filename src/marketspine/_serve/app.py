@@ -18,11 +18,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,10 @@ from .security import (
     is_loopback,
     proxy_addresses,
 )
+from .server_thread import run_server
 from .service import ServeService
 from .upbit_rest import CachedCandles, upbit_routes
 from .upbit_ws import DEFAULT_MAX_PER_ADDRESS, MAX_REQUEST_BYTES, WsGateway
-from .ws_frames import FramesProtocol
 
 __all__ = ["create_service_app", "run_serve", "serve_url"]
 
@@ -276,8 +275,6 @@ def run_serve(
     Raises InvalidRequestError for an address that cannot be listened on, a bad token or
     host name, StoreError for a database that cannot be used.
     """
-    import uvicorn
-
     # Loading the CA certificates for the upstream HTTPS client takes 0.1-0.3 s; OpenSSL
     # does it without the GIL, so it runs on a thread while serve starts, rather than in
     # front of the first answer after a restart (which needs no upstream request).
@@ -325,49 +322,28 @@ def run_serve(
         )
         app = create_service_app(service, ws_max_per_ip=ws_max_per_ip, allowed_hosts=hosts)
 
-        class _Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                # As uvicorn's, minus re-raising the signal afterwards: SIGINT and SIGTERM
-                # are this server's normal way to stop, and the shutdown was graceful.
-                handled = (signal.SIGINT, signal.SIGTERM)
-                original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-                try:
-                    yield
-                finally:
-                    for sig, handler in original.items():
-                        signal.signal(sig, handler)
+        def started() -> None:  # listening now: tell whoever started us where
+            if generated:
+                print(f"admin token (generated, {_kept_in(db_path)}): {token}", flush=True)
+            print(f"serving on {url}", flush=True)
 
-            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-                await super().startup(sockets)
-                if self.started:  # listening now: tell whoever started us where
-                    if generated:
-                        print(
-                            f"admin token (generated, {_kept_in(db_path)}): {token}",
-                            flush=True,
-                        )
-                    print(f"serving on {url}", flush=True)
-
-        server = _Server(
-            uvicorn.Config(
-                app,
-                log_level="warning",
-                lifespan="on",
-                timeout_graceful_shutdown=5,
-                ws_ping_interval=None,
-                ws=FramesProtocol,  # the fan-out writes each event's frame once built
-                # Clients are on this host: compressing every frame once per client would
-                # cost the WebSocket fan-out more CPU than the bytes are worth.
-                ws_per_message_deflate=False,
-                # The protocol layer's bound on a client's message (the gateway refuses one
-                # over MAX_REQUEST_BYTES with Upbit's error frame; anything much larger is
-                # closed with 1009 before it is even buffered whole).
-                ws_max_size=4 * MAX_REQUEST_BYTES,
-                # X-Forwarded-For is believed only from the named proxies; without any,
-                # uvicorn's default (trust 127.0.0.1) would let every local client pick
-                # the address the login throttle and --ws-max-per-ip count it under.
-                proxy_headers=bool(proxies),
-                forwarded_allow_ips=proxies or None,
-            )
+        run_server(
+            app,
+            sock,
+            on_started=started,
+            quiet_signals=True,
+            timeout_graceful_shutdown=5,
+            ws_ping_interval=None,
+            # Clients are on this host: compressing every frame once per client would
+            # cost the WebSocket fan-out more CPU than the bytes are worth.
+            ws_per_message_deflate=False,
+            # The protocol layer's bound on a client's message (the gateway refuses one
+            # over MAX_REQUEST_BYTES with Upbit's error frame; anything much larger is
+            # closed with 1009 before it is even buffered whole).
+            ws_max_size=4 * MAX_REQUEST_BYTES,
+            # X-Forwarded-For is believed only from the named proxies; without any,
+            # uvicorn's default (trust 127.0.0.1) would let every local client pick
+            # the address the login throttle and --ws-max-per-ip count it under.
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
         )
-        server.run(sockets=[sock])

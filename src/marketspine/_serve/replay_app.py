@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import signal
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,11 +300,8 @@ def run_replay(
 
     Raises InvalidRequestError for bad input or an address that cannot be listened on,
     StoreError for a database that cannot be used."""
-    import uvicorn
-
     from .app import serve_url
-    from .server_thread import listen
-    from .ws_frames import FramesProtocol
+    from .server_thread import listen, run_server
 
     async def check() -> None:
         async with open_recording() as recording:
@@ -317,35 +312,15 @@ def run_replay(
     url = serve_url(host, sock.getsockname()[1])
     app = replay_app(open_recording, plan_of, AllowedHosts([*allowed_hosts, host]))
 
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            handled = (signal.SIGINT, signal.SIGTERM)
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                print(f"replaying on {url}", flush=True)
-
-    server = _Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-            ws_ping_interval=None,
-            ws=FramesProtocol,
-            ws_per_message_deflate=False,
-        )
+    run_server(
+        app,
+        sock,
+        on_started=lambda: print(f"replaying on {url}", flush=True),
+        quiet_signals=True,
+        timeout_graceful_shutdown=2,
+        ws_ping_interval=None,
+        ws_per_message_deflate=False,
     )
-    with contextlib.closing(sock):
-        server.run(sockets=[sock])
 
 
 def replay_app(

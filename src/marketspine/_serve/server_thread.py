@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -60,13 +61,37 @@ def base_url(sock: socket.socket, scheme: str = "http") -> str:
 
 class _Server(uvicorn.Server):
     """uvicorn's server, told when it started, and stopped at once when asked (uvicorn
-    itself looks at ``should_exit`` only every 0.1 s)."""
+    itself looks at ``should_exit`` only every 0.1 s). With ``quiet_signals`` SIGINT and
+    SIGTERM end it gracefully and that is all: uvicorn re-raises the signal afterwards."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_started: Callable[[], None] | None,
+        *,
+        quiet_signals: bool = False,
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._quiet_signals = quiet_signals
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if not self._quiet_signals:
+            with super().capture_signals():
+                yield
+            return
+        # As uvicorn's, minus re-raising the signal afterwards: for a server run from the
+        # command line SIGINT and SIGTERM are its normal way to stop.
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -101,8 +126,15 @@ class _Server(uvicorn.Server):
                 loop.call_soon_threadsafe(self._wake.set)
 
 
-def _server(app: Any, on_started: Callable[[], None] | None, options: dict[str, Any]) -> _Server:
-    return _Server(uvicorn.Config(app, **{**_DEFAULTS, **options}), on_started)
+def _server(
+    app: Any,
+    on_started: Callable[[], None] | None,
+    options: dict[str, Any],
+    *,
+    quiet_signals: bool = False,
+) -> _Server:
+    config = uvicorn.Config(app, **{**_DEFAULTS, **options})
+    return _Server(config, on_started, quiet_signals=quiet_signals)
 
 
 def run_server(
@@ -110,12 +142,14 @@ def run_server(
     sock: socket.socket,
     *,
     on_started: Callable[[], None] | None = None,
+    quiet_signals: bool = False,
     **options: Any,
 ) -> None:
     """Serve ``app`` on ``sock`` (from ``listen``) in this thread until SIGINT/SIGTERM;
-    ``on_started`` runs once connections are accepted. ``options`` are uvicorn.Config
+    ``on_started`` runs once connections are accepted; with ``quiet_signals`` the signal
+    is not raised again once the server has stopped. ``options`` are uvicorn.Config
     keywords. Closes ``sock`` on return."""
-    server = _server(app, on_started, options)
+    server = _server(app, on_started, options, quiet_signals=quiet_signals)
     with contextlib.closing(sock):
         server.run(sockets=[sock])
 
