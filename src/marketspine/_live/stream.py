@@ -145,6 +145,11 @@ DEFAULT_PING_INTERVAL = 0.5
 DEFAULT_PING_TIMEOUT = 3.0
 
 
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 async def _ping(ws: ClientConnection) -> float:
     """Send a ping and wait for its pong; returns the round trip in seconds."""
     pong_waiter = await ws.ping()
@@ -409,9 +414,15 @@ class Stream:
             await self._sleep(self._ping_interval)
             # The deadline covers sending the ping too: writes to a stalled peer can block.
             pong = asyncio.ensure_future(_ping(ws))
+            # When this loop ends first (the read loop lost the connection), the ping fails
+            # with nobody awaiting it: its error is read here, not logged as never retrieved.
+            pong.add_done_callback(_read_outcome)
             timer = asyncio.ensure_future(self._sleep(self._ping_timeout))
             try:
                 await asyncio.wait({pong, timer}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                pong.cancel()
+                raise
             finally:
                 timer.cancel()
             if not pong.done():
