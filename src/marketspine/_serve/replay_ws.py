@@ -2,8 +2,8 @@
 Upbit's protocol, as ``serve`` speaks it (tickets, DEFAULT/SIMPLE/LIST formats,
 ``is_only_snapshot``/``is_only_realtime``, a new request replacing the previous one, ``PING``,
 ``LIST_SUBSCRIPTIONS``, error frames, the 5/s and 100/min request limit), with the same
-request parser and frame rendering (``_upbit.ws_format``, ``_serve.ws_format``,
-``_serve.ws_hub.Rendered``).
+client state, request parser and frame rendering (``_serve.ws_client``, ``_upbit.ws_format``,
+``_serve.ws_format``, ``_serve.ws_hub.Rendered``).
 
 One ``ReplayHub`` plays the recording once for every client (one replay clock for the whole
 server): it starts when the first client subscribes (or a ``/v1`` path is asked), and each
@@ -25,38 +25,31 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._live.candle_feed import ClosedCandle
 from .._live.listener import Gap
-from .._live.subscriptions import MessagePacer
 from .._spine.replay import Replay
 from .._spine.replay_quotes import ReplayState, add_trade
 from .._store.recording import RecordingStore
-from .._upbit.limits import MAX_BOOK_LEVELS
 from .._upbit.ws_format import (
-    STATUS_UP,
     ListRequest,
     WsRequestError,
-    error_message,
-    list_message,
-    parse_request,
 )
 from ..errors import MarketspineError
 from ..records import Candle, Orderbook, Ticker, Trade
+from .ws_client import WsClient, is_ping, request_data
 from .ws_format import (
     ClientStream,
     Extras,
     Record,
     client_streams,
     kind_of,
-    listing,
     timeframe_of,
 )
-from .ws_frames import RawFrames, binary_frame, raw_frames
-from .ws_hub import Pair, Rendered, Variant
+from .ws_frames import raw_frames
+from .ws_hub import Pair, Rendered
 
 __all__ = ["ReplayHub"]
 
@@ -68,65 +61,22 @@ logger = logging.getLogger("marketspine.replay")
 QUEUE_HIGH = 2000
 QUEUE_LOW = 500
 FLUSH_BYTES = 64 << 10  # raw frames held before they are written at once
-STATUS_EVERY_S = 10.0
-_encoder = msgspec.json.Encoder()
 
 
 @dataclass(eq=False, slots=True)
-class _Viewer:
-    """One client: its format, subscription and outgoing frames."""
+class _Viewer(WsClient):
+    """One client: its protocol state (``WsClient``) and outgoing frames."""
 
     ws: WebSocket
-    raw: RawFrames | None
-    format: str = "DEFAULT"
-    streams: dict[str, ClientStream] = field(default_factory=dict)
-    routes: dict[Pair, tuple[Variant, bool]] = field(default_factory=dict)
-    pending: set[Pair] = field(default_factory=set)  # snapshots still owed
     queue: deque[bytes] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
-    pacer: MessagePacer = field(default_factory=lambda: MessagePacer(margin=0.0))
-    status_next: float | None = None
     out: list[bytes] = field(default_factory=list)  # raw frames not yet written
     out_bytes: int = 0
     flush_due: bool = False
     closing: bool = False
     refused: bool = False  # a request was refused: close once its error frame is out
     sent: int = 0
-
-    @property
-    def listed(self) -> bool:
-        return self.format.endswith("_LIST")
-
-    def configure(self, format: str, streams: dict[str, ClientStream]) -> None:
-        self.format, self.streams = format, streams
-        simple, listed = format.startswith("SIMPLE"), self.listed
-        self.routes = {
-            (s.kind, code): (
-                (simple, "REALTIME", depth or MAX_BOOK_LEVELS, s.level, listed),
-                s.realtime,
-            )
-            for s in streams.values()
-            for code, depth in s.codes.items()
-        }
-
-    def offer(self, pair: Pair, rendered: Rendered) -> None:
-        """Send an event of ``pair``: as the snapshot still owed, else as realtime unless
-        only snapshots were asked for."""
-        route = self.routes.get(pair)
-        if route is None:
-            return
-        variant, realtime = route
-        if pair in self.pending:
-            self.pending.discard(pair)
-            variant = (variant[0], "SNAPSHOT", *variant[2:])
-        elif not realtime:
-            return
-        self.send(rendered.frame(variant) if self.raw is not None else rendered.get(variant))
-
-    def push(self, message: bytes, *, listed: bool = True) -> None:
-        data = b"[" + message + b"]" if listed and self.listed else message
-        self.send(binary_frame(data) if self.raw is not None else data)
 
     def send(self, data: bytes) -> None:
         if self.closing:
@@ -335,7 +285,7 @@ class ReplayHub:
     async def handle(self, websocket: WebSocket) -> None:
         """Serve one client until it leaves or errs."""
         await websocket.accept()
-        viewer = _Viewer(websocket, raw_frames(websocket.scope))
+        viewer = _Viewer(websocket, raw=raw_frames(websocket.scope))
         self._viewers.add(viewer)
         self.connections += 1
         try:
@@ -368,13 +318,11 @@ class ReplayHub:
                 message = await viewer.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                text = message.get("text")
-                data: str | bytes | None = text if text is not None else message.get("bytes")
+                data = request_data(message)
                 if data is None:
                     continue
-                if data.strip() in ("PING", b"PING"):
-                    viewer.push(STATUS_UP)
-                    viewer.status_next = self._clock() + STATUS_EVERY_S
+                if is_ping(data):
+                    viewer.ping(self._clock())
                     continue
                 if not await self._request(viewer, data):
                     viewer.refused = True
@@ -399,9 +347,7 @@ class ReplayHub:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, due - self._clock())):
                         await viewer.wake.wait()
-                if viewer.status_next is not None and self._clock() >= viewer.status_next:
-                    viewer.status_next += STATUS_EVERY_S
-                    viewer.push(STATUS_UP)
+                viewer.beat(self._clock())
         except (WebSocketDisconnect, OSError, RuntimeError):
             viewer.closing = True
             viewer.drained.set()
@@ -409,19 +355,12 @@ class ReplayHub:
     async def _request(self, viewer: _Viewer, data: str | bytes) -> bool:
         """Apply one request; False when it was refused (the error frame is queued)."""
         try:
-            now = self._clock()
-            if viewer.pacer.delay(now) > 0:
-                raise WsRequestError("TOO_MANY_REQUESTS")
-            viewer.pacer.record(now)
-            request = parse_request(data)
+            request = viewer.parse(data, self._clock())
         except WsRequestError as error:
-            viewer.push(error_message(error), listed=False)
+            viewer.refuse(error)
             return False
         if isinstance(request, ListRequest):
-            self._configure(viewer, request.format or viewer.format, viewer.streams)
-            rows = listing(viewer.streams)
-            simple = viewer.format.startswith("SIMPLE")
-            viewer.push(_encoder.encode(list_message(simple, request.ticket, rows)))
+            viewer.list_subscriptions(request)  # the same pairs: ``_by_pair`` stays as it is
             return True
         streams = client_streams(request, self._markets.__contains__)
         for stream in streams.values():

@@ -25,25 +25,20 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .._live.subscriptions import MessagePacer
 from .._live.trade_join import JOIN_HOLD_MAX
 from .._spine.spine import Spine
-from .._upbit.limits import MAX_BOOK_LEVELS
 from .._upbit.ws_format import (
-    STATUS_UP,
     ListRequest,
     WsRequestError,
     error_message,
-    list_message,
-    parse_request,
 )
 from ..errors import MarketspineError
-from .ws_format import ClientStream, at_supported_levels, client_streams, listing
-from .ws_frames import RawFrames, binary_frame, raw_frames
-from .ws_hub import Pair, Rendered, UpstreamHub, Variant
+from .ws_client import WsClient, is_ping, request_data
+from .ws_format import ClientStream, at_supported_levels, client_streams
+from .ws_frames import raw_frames
+from .ws_hub import Pair, UpstreamHub, Variant
 
 __all__ = [
     "DEFAULT_CLIENT_QUEUE",
@@ -63,7 +58,6 @@ DEFAULT_LINGER_S = 60.0  # a pair no client wants keeps its upstream feed this l
 DEFAULT_MAX_PER_ADDRESS = 500  # connections open at once from one client address
 DEFAULT_IDLE_TIMEOUT_S = 120.0  # no subscription by then: closed (Upbit closes idle ones ~120 s)
 INSTRUMENTS_TTL_S = 60.0  # supported orderbook levels are asked again after this long
-STATUS_EVERY_S = 10.0  # {"status":"UP"} period after a text PING, as on Upbit
 CLOSE_TIMEOUT_S = 2.0
 SLOW_CLOSE_CODE = 1008  # policy violation: the client did not read its frames
 # A request replaces the whole subscription, so one must hold all of it: every KRW, BTC and
@@ -71,7 +65,6 @@ SLOW_CLOSE_CODE = 1008  # policy violation: the client did not read its frames
 # larger is parsed; Upbit documents no limit of its own.
 MAX_REQUEST_BYTES = 32 * 1024
 TOO_BIG_CLOSE_CODE = 1009  # RFC 6455: a message too big to process
-_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,21 +86,13 @@ class GatewayStatistics:
 
 
 @dataclass(eq=False, slots=True)
-class _Client:
-    """One downstream connection: its subscription, queue and tasks."""
+class _Client(WsClient):
+    """One downstream connection: its protocol state (``WsClient``), queue and tasks."""
 
     ws: WebSocket
     queue_limit: int
-    raw: RawFrames | None = None  # writes pre-built frames straight out, when served so
-    format: str = "DEFAULT"
-    streams: dict[str, ClientStream] = field(default_factory=dict)
-    # pair -> (its realtime variant, whether realtime frames are wanted): see ``configure``
-    routes: dict[Pair, tuple[Variant, bool]] = field(default_factory=dict)
-    pending: set[Pair] = field(default_factory=set)  # snapshots still owed
     queue: deque[bytes] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    pacer: MessagePacer = field(default_factory=lambda: MessagePacer(margin=0.0))
-    status_next: float | None = None
     close_code: int | None = None
     close_reason: str = ""
     gone: bool = False  # the client left: no close frame to send
@@ -116,59 +101,12 @@ class _Client:
     backlog: int = 0  # raw frames written since the socket last took everything
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    @property
-    def simple(self) -> bool:
-        return self.format.startswith("SIMPLE")
-
-    @property
-    def listed(self) -> bool:
-        return self.format.endswith("_LIST")
-
-    def configure(self, format: str, streams: dict[str, ClientStream]) -> None:
-        """Take a new format and subscription; each pair's realtime variant is worked out
-        here once, not per event and client."""
-        self.format, self.streams = format, streams
-        simple, listed = self.simple, self.listed
-        self.routes = {
-            (s.kind, code): (
-                (simple, "REALTIME", depth or MAX_BOOK_LEVELS, s.level, listed),
-                s.realtime,
-            )
-            for s in streams.values()
-            for code, depth in s.codes.items()
-        }
-
-    def pairs(self) -> set[Pair]:
-        return set(self.routes)
-
     def owes_snapshot(self, pair: Pair) -> bool:
         return pair in self.pending
 
     def realtime_route(self, pair: Pair) -> tuple[Variant, bool] | None:
         route = self.routes.get(pair)
         return (route[0], self.raw is not None) if route is not None and route[1] else None
-
-    def offer(self, pair: Pair, rendered: Rendered) -> None:
-        """Queue an event of ``pair``: as the snapshot still owed (the freshest state is
-        the snapshot), else as realtime unless the client asked for snapshots only."""
-        route = self.routes.get(pair)
-        if route is None:
-            return
-        variant, realtime = route
-        if self.pending and pair in self.pending:
-            self.pending.discard(pair)
-            variant = (variant[0], "SNAPSHOT", *variant[2:])
-        elif not realtime:
-            return
-        # The frame is built once and the same bytes written to every client alike.
-        self.send(rendered.frame(variant) if self.raw is not None else rendered.get(variant))
-
-    def push(self, message: bytes, *, listed: bool = True) -> None:
-        """Send or queue one message without waiting (in the LIST formats' JSON array
-        unless ``listed`` is False); closes the client when it is too far behind."""
-        # The LIST formats carry messages in JSON arrays; one message per frame here.
-        data = b"[" + message + b"]" if listed and self.listed else message
-        self.send(data if self.raw is None else binary_frame(data))
 
     def send(self, data: bytes) -> None:
         """Send ``data`` now, a whole frame when ``raw`` writes them, else queue it as a
@@ -296,7 +234,7 @@ class WsGateway:
 
     async def _serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        client = _Client(websocket, self._client_queue, raw_frames(websocket.scope))
+        client = _Client(websocket, self._client_queue, raw=raw_frames(websocket.scope))
         self._clients.add(client)
         self._connections += 1
         idle = asyncio.get_running_loop().call_later(
@@ -333,8 +271,7 @@ class WsGateway:
                 message = await client.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                text = message.get("text")
-                data: str | bytes | None = text if text is not None else message.get("bytes")
+                data = request_data(message)
                 if data is None:
                     continue
                 size = (
@@ -343,9 +280,8 @@ class WsGateway:
                 if size > MAX_REQUEST_BYTES:
                     self._too_big(client, size)
                     return
-                if data.strip() in ("PING", b"PING"):
-                    client.push(STATUS_UP)
-                    client.status_next = self._clock() + STATUS_EVERY_S
+                if is_ping(data):
+                    client.ping(self._clock())
                     continue
                 if not await self._request(client, data):
                     return  # the writer sends the error frame, then ends
@@ -359,7 +295,7 @@ class WsGateway:
             f"요청이 너무 큽니다. Request of {size} bytes refused unread: at most "
             f"{MAX_REQUEST_BYTES} bytes per request.",
         )
-        client.push(error_message(error), listed=False)
+        client.refuse(error)
         client.close_code, client.close_reason = TOO_BIG_CLOSE_CODE, "request too big"
         client.wake.set()
 
@@ -386,29 +322,21 @@ class WsGateway:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, due - self._clock())):
                 await client.wake.wait()
-        if client.status_next is not None and self._clock() >= client.status_next:
-            client.status_next += STATUS_EVERY_S
-            client.push(STATUS_UP)
+        client.beat(self._clock())
 
     async def _request(self, client: _Client, data: str | bytes) -> bool:
         """Apply one request; returns False when it was refused (error frame, then close)."""
         try:
-            now = self._clock()
-            if client.pacer.delay(now) > 0:
-                raise WsRequestError("TOO_MANY_REQUESTS")
-            client.pacer.record(now)
-            request = parse_request(data)
+            request = client.parse(data, self._clock())
         except WsRequestError as error:
             # Upbit answers a refused request with the error frame, then closes (1000).
-            client.push(error_message(error), listed=False)
+            client.refuse(error)
             client.close_code = 1000
             client.wake.set()
             return False
         if isinstance(request, ListRequest):
-            client.configure(request.format or client.format, client.streams)
+            client.list_subscriptions(request)
             self._hub.retain(client, client.pairs())  # its frames change with the format
-            rows = listing(client.streams)
-            client.push(_encoder.encode(list_message(client.simple, request.ticket, rows)))
             return True
         streams = client_streams(request, await self._known_markets())
         streams = at_supported_levels(streams, await self._levels(streams))
