@@ -24,7 +24,7 @@ from recorded_truth import differences, simulated_trades
 from services import PgSpace, PrivateRedis
 
 from marketspine._live.recorder_lease import recorder_name
-from marketspine._store.recording import TRADE_COLUMNS, trade_of_row
+from marketspine._store.recording_rows import TRADE_COLUMNS, trade_of_row
 from marketspine.records import Trade
 from marketspine.sim import History, SimConfig
 

@@ -16,8 +16,8 @@ from services import PgSpace
 from marketspine._base.time import MINUTE_MS, parse_time
 from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._store.postgres import PG_SCHEMA_VERSION, PostgresStore
-from marketspine._store.recording import (
-    TradeGap,
+from marketspine._store.recording import TradeGap
+from marketspine._store.recording_rows import (
     pack_size,
     pack_units,
     trade_row,

@@ -14,22 +14,27 @@ from typing import Any
 
 import psycopg
 
-from ..errors import InvalidRequestError
 from ..records import Orderbook, Ticker, Trade
 from .postgres import PostgresStore
 from .recording import (
     FENCE_TABLE,
-    GAP_COLUMNS,
-    ORDERBOOK_COLUMNS,
-    RECORDED_KINDS,
-    TICKER_COLUMNS,
-    TRADE_COLUMNS,
     RecordedKind,
     TradeGap,
     WriterFence,
     fence_refused,
+    recorded_table,
+)
+from .recording_rows import (
+    GAP_COLUMNS,
+    ORDERBOOK_COLUMNS,
+    TICKER_COLUMNS,
+    TRADE_COLUMNS,
+    gap_of_row,
+    gap_row,
+    marks,
     orderbook_of_row,
     orderbook_row,
+    span_of_row,
     ticker_of_row,
     ticker_row,
     trade_of_row,
@@ -55,7 +60,7 @@ _CLAIM_FENCE = (
 
 
 def _marks(columns: str) -> str:
-    return ", ".join(["%s"] * len(columns.split(",")))
+    return marks(columns, "%s")
 
 
 def _replace(table: str, columns: str) -> str:
@@ -93,16 +98,6 @@ def _copy_rows(trades: Sequence[Trade]) -> bytes:
     ).encode()
 
 
-def _table(kind: str) -> RecordedKind:
-    """``kind`` checked against the recorded tables (it is put into SQL text)."""
-    for table in RECORDED_KINDS:
-        if kind == table:
-            return table
-    raise InvalidRequestError(
-        f"unknown recorded kind {kind!r}: expected one of {', '.join(RECORDED_KINDS)}"
-    )
-
-
 def _or_null(value: float | None) -> str:
     return "\\N" if value is None else repr(value)
 
@@ -136,9 +131,7 @@ class PostgresRecording:
         data = await asyncio.to_thread(_copy_rows, trades) if trades else b""
         books = [orderbook_row(b) for b in orderbooks]
         ticks = [ticker_row(t) for t in tickers]
-        gap_rows = [
-            (g.market, g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.reason, g.found_ms) for g in gaps
-        ]
+        gap_rows = [gap_row(g) for g in gaps]
 
         # One transaction that leaves the same rows when done again (the store redoes it
         # whole on a new connection after a loss): trades are kept once, the rest upserted.
@@ -231,10 +224,7 @@ class PostgresRecording:
         rows = await self._rows(
             f"SELECT {GAP_COLUMNS} FROM trade_gaps{where} ORDER BY market, to_seq", args
         )
-        return [
-            TradeGap(str(m), int(fs), int(ts), int(fm), int(tm), str(r), int(found))
-            for m, fs, ts, fm, tm, r, found in rows
-        ]
+        return [gap_of_row(row) for row in rows]
 
     async def orderbooks(self, market: str, start_ms: int, end_ms: int) -> list[Orderbook]:
         """See ``RecordingStore.orderbooks``."""
@@ -247,12 +237,10 @@ class PostgresRecording:
 
     async def time_span(self, kind: RecordedKind, market: str) -> tuple[int, int] | None:
         """See ``RecordingStore.time_span``."""
-        if kind not in RECORDED_KINDS:
-            raise InvalidRequestError(f"unknown recorded kind {kind!r}")
-        rows = await self._rows(f"SELECT MIN(ms), MAX(ms) FROM {kind} WHERE market = %s", (market,))
-        if not rows or rows[0][0] is None:
-            return None
-        return int(rows[0][0]), int(rows[0][1])
+        rows = await self._rows(
+            f"SELECT MIN(ms), MAX(ms) FROM {recorded_table(kind)} WHERE market = %s", (market,)
+        )
+        return span_of_row(rows[0] if rows else None)
 
     async def tickers(self, market: str, start_ms: int, end_ms: int) -> list[Ticker]:
         """See ``RecordingStore.tickers``."""
@@ -274,12 +262,14 @@ class PostgresRecording:
 
     async def row_count(self, kind: RecordedKind, market: str) -> int:
         """See ``RecordingStore.row_count``."""
-        rows = await self._rows(f"SELECT COUNT(*) FROM {_table(kind)} WHERE market = %s", (market,))
+        rows = await self._rows(
+            f"SELECT COUNT(*) FROM {recorded_table(kind)} WHERE market = %s", (market,)
+        )
         return int(rows[0][0])
 
     async def prune(self, kind: RecordedKind, market: str, before_ms: int, limit: int) -> int:
         """See ``RecordingStore.prune``."""
-        table = _table(kind)
+        table = recorded_table(kind)
 
         # Done again whole after a lost connection: deleting what is older again is harmless.
         async def work(conn: Conn) -> int:

@@ -8,27 +8,30 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import InvalidRequestError
 from ..records import Orderbook, Ticker, Trade
 from .recording import (
     FENCE_TABLE,
-    GAP_COLUMNS,
-    ORDERBOOK_COLUMNS,
-    RECORDED_KINDS,
-    TICKER_COLUMNS,
-    TRADE_COLUMNS,
     RecordedKind,
     TradeGap,
     WriterFence,
     fence_refused,
+    recorded_table,
+)
+from .recording_rows import (
+    GAP_COLUMNS,
+    ORDERBOOK_COLUMNS,
+    TICKER_COLUMNS,
+    TRADE_COLUMNS,
+    gap_of_row,
+    gap_row,
+    marks,
     orderbook_of_row,
     orderbook_row,
-    pack_size,
+    packed_trade_row,
+    span_of_row,
     ticker_of_row,
     ticker_row,
-    trade_of_row,
-    trade_row,
-    unpack_size,
+    trade_of_packed_row,
 )
 from .sqlite import SQLiteStore
 
@@ -36,7 +39,7 @@ __all__ = ["SQLiteRecording"]
 
 
 def _marks(columns: str) -> str:
-    return ",".join("?" * len(columns.split(",")))
+    return marks(columns, "?")
 
 
 _PUT_TRADE = f"INSERT OR IGNORE INTO trades ({TRADE_COLUMNS}) VALUES ({_marks(TRADE_COLUMNS)})"
@@ -64,7 +67,7 @@ class SQLiteRecording:
         fence: WriterFence | None = None,
     ) -> int:
         """See ``RecordingStore.write``."""
-        trade_rows = [_sqlite_trade_row(t) for t in trades]
+        trade_rows = [packed_trade_row(t) for t in trades]
         book_rows = [orderbook_row(b) for b in orderbooks]
         ticker_rows = [ticker_row(t) for t in tickers]
 
@@ -80,13 +83,7 @@ class SQLiteRecording:
                 "DELETE FROM trade_gaps WHERE market = ? AND to_seq = ?",
                 [(g.market, g.to_seq) for g in closed_gaps],
             )
-            conn.executemany(
-                _PUT_GAP,
-                [
-                    (g.market, g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.reason, g.found_ms)
-                    for g in gaps
-                ],
-            )
+            conn.executemany(_PUT_GAP, [gap_row(g) for g in gaps])
             return added
 
         if not (trade_rows or book_rows or ticker_rows or gaps or closed_gaps or fence):
@@ -108,7 +105,7 @@ class SQLiteRecording:
                 f"SELECT {TRADE_COLUMNS} FROM trades WHERE market = ? ORDER BY seq {order} LIMIT 1",
                 (market,),
             )
-            return _trade_of_sqlite_row(row[0]) if row else None
+            return trade_of_packed_row(row[0]) if row else None
 
         return await self.store.call(work)
 
@@ -124,7 +121,7 @@ class SQLiteRecording:
                 "ORDER BY seq LIMIT ?",
                 (market, start_ms, end_ms, -1 if limit is None else limit),
             )
-            return [_trade_of_sqlite_row(row) for row in rows]
+            return [trade_of_packed_row(row) for row in rows]
 
         return await self.store.call(work)
 
@@ -148,10 +145,7 @@ class SQLiteRecording:
             rows = _rows(
                 conn, f"SELECT {GAP_COLUMNS} FROM trade_gaps{where} ORDER BY market, to_seq", args
             )
-            return [
-                TradeGap(str(m), int(fs), int(ts), int(fm), int(tm), str(r), int(found))
-                for m, fs, ts, fm, tm, r, found in rows
-            ]
+            return [gap_of_row(row) for row in rows]
 
         return await self.store.call(work)
 
@@ -171,13 +165,9 @@ class SQLiteRecording:
 
     async def time_span(self, kind: RecordedKind, market: str) -> tuple[int, int] | None:
         """See ``RecordingStore.time_span``."""
-        if kind not in RECORDED_KINDS:
-            raise InvalidRequestError(f"unknown recorded kind {kind!r}")
-        sql = f"SELECT MIN(ms), MAX(ms) FROM {kind} WHERE market = ?"
+        sql = f"SELECT MIN(ms), MAX(ms) FROM {recorded_table(kind)} WHERE market = ?"
         rows = await self.store.call(lambda conn: _rows(conn, sql, (market,)))
-        if not rows or rows[0][0] is None:
-            return None
-        return int(rows[0][0]), int(rows[0][1])
+        return span_of_row(rows[0] if rows else None)
 
     async def tickers(self, market: str, start_ms: int, end_ms: int) -> list[Ticker]:
         """See ``RecordingStore.tickers``."""
@@ -204,13 +194,13 @@ class SQLiteRecording:
 
     async def row_count(self, kind: RecordedKind, market: str) -> int:
         """See ``RecordingStore.row_count``."""
-        sql = f"SELECT COUNT(*) FROM {_table(kind)} WHERE market = ?"
+        sql = f"SELECT COUNT(*) FROM {recorded_table(kind)} WHERE market = ?"
         rows = await self.store.call(lambda conn: _rows(conn, sql, (market,)))
         return int(rows[0][0]) if rows else 0
 
     async def prune(self, kind: RecordedKind, market: str, before_ms: int, limit: int) -> int:
         """See ``RecordingStore.prune``."""
-        table = _table(kind)
+        table = recorded_table(kind)
 
         def work(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
@@ -250,34 +240,6 @@ class SQLiteRecording:
             return conn.total_changes - before
 
         return await self.store.call(work, write=True)
-
-
-def _table(kind: str) -> RecordedKind:
-    """``kind`` checked against the recorded tables (it is put into SQL text)."""
-    for table in RECORDED_KINDS:
-        if kind == table:
-            return table
-    raise InvalidRequestError(
-        f"unknown recorded kind {kind!r}: expected one of {', '.join(RECORDED_KINDS)}"
-    )
-
-
-def _sqlite_trade_row(trade: Trade) -> tuple[Any, ...]:
-    """A trades row with its sizes packed (``pack_size``)."""
-    row = list(trade_row(trade))
-    for at in _SIZES:
-        row[at] = pack_size(row[at])
-    return tuple(row)
-
-
-def _trade_of_sqlite_row(row: Sequence[Any]) -> Trade:
-    values = list(row)
-    for at in _SIZES:
-        values[at] = unpack_size(values[at])
-    return trade_of_row(values)
-
-
-_SIZES = (4, 9, 11)  # volume, best_ask_size, best_bid_size in TRADE_COLUMNS
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
