@@ -77,7 +77,8 @@ async def test_low_elsewhere_never_takes_a_critical_requests_slot(
 
     async with budget(redis_space) as a, budget(redis_space) as b:
         flood = [asyncio.create_task(take(a, f"low{i}", Priority.LOW)) for i in range(25)]
-        await asyncio.wait_for(saturated.wait(), 5)  # the window is full, LOW is paced
+        async with asyncio.timeout(5):
+            await saturated.wait()  # the window is full, LOW is paced
         before = len(order)
         await take(b, "critical", Priority.CRITICAL)
         await asyncio.gather(*flood)

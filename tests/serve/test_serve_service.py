@@ -201,7 +201,8 @@ async def test_backfill_job_progress_and_cancel(
     job_id = started.json()["id"]
     job = service.jobs.get(job_id)
     assert job is not None
-    await asyncio.wait_for(job.done.wait(), 20)
+    async with asyncio.timeout(20):
+        await job.done.wait()
     report = (await http.get(f"/api/backfill/{job_id}")).json()
     assert report["state"] == "done" and report["progress"] == 1.0
     assert all(m["pages"] >= 1 for m in report["per_market"].values())

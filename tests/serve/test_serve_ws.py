@@ -291,7 +291,8 @@ async def test_a_bad_request_gets_upbits_error_frame_then_close(
         await ws.send(message)
         error = json.loads(await ws.recv())
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), WAIT_S)
+            async with asyncio.timeout(WAIT_S):
+                await ws.recv()
     assert error["error"]["name"] == name and error["error"]["message"]
     assert ws.close_code == 1000
 
@@ -571,7 +572,8 @@ async def test_more_than_five_requests_a_second_is_refused(
             await ws.send(json.dumps([{"ticket": "6"}, {"method": "LIST_SUBSCRIPTIONS"}]))
             error = json.loads(await ws.recv())
             with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), WAIT_S)
+                async with asyncio.timeout(WAIT_S):
+                    await ws.recv()
     assert error["error"]["name"] == "TOO_MANY_REQUESTS"
     assert ws.close_code == 1000
 
@@ -602,7 +604,9 @@ async def test_a_retired_candle_feed_leaves_the_trades_other_clients_want(
 async def answers_ping(ws: ClientConnection) -> None:
     """The connection is open and served: a ``PING`` gets ``{"status":"UP"}`` next."""
     await ws.send("PING")
-    assert json.loads(await asyncio.wait_for(ws.recv(), WAIT_S)) == {"status": "UP"}
+    async with asyncio.timeout(WAIT_S):
+        reply = await ws.recv()
+    assert json.loads(reply) == {"status": "UP"}
 
 
 @pytest.fixture
@@ -617,9 +621,11 @@ async def test_connections_over_the_per_address_cap_are_refused(gateway_with: An
     with gateway_with(max_per_address=2) as (url, app):
         async with connect(url) as first, connect(url) as second:
             async with connect(url) as third:
-                error = json.loads(await asyncio.wait_for(third.recv(), WAIT_S))
+                async with asyncio.timeout(WAIT_S):
+                    error = json.loads(await third.recv())
                 with pytest.raises(ConnectionClosed):
-                    await asyncio.wait_for(third.recv(), WAIT_S)
+                    async with asyncio.timeout(WAIT_S):
+                        await third.recv()
             for ws in (first, second):  # the two inside are served as before
                 await answers_ping(ws)
         assert error["error"]["name"] == "TOO_MANY_CONNECTIONS"

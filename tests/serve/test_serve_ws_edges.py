@@ -98,11 +98,15 @@ async def test_connections_over_ws_max_per_ip_are_refused(
     with served_with as served:
         async with connect(served) as inside:
             async with connect(served) as over:
-                error = json.loads(await asyncio.wait_for(over.recv(), WAIT_S))
+                async with asyncio.timeout(WAIT_S):
+                    error = json.loads(await over.recv())
                 with pytest.raises(ConnectionClosed):
-                    await asyncio.wait_for(over.recv(), WAIT_S)
+                    async with asyncio.timeout(WAIT_S):
+                        await over.recv()
             await inside.send("PING")
-            assert json.loads(await asyncio.wait_for(inside.recv(), WAIT_S)) == {"status": "UP"}
+            async with asyncio.timeout(WAIT_S):
+                reply = await inside.recv()
+            assert json.loads(reply) == {"status": "UP"}
         metrics = served.get("/metrics").text
     assert error["error"]["name"] == "TOO_MANY_CONNECTIONS"
     assert over.close_code == 1008 and "at most 1" in (over.close_reason or "")
