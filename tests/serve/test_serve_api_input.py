@@ -1,7 +1,8 @@
 """``serve``'s ``/api`` input checks, in-process on the in-process simulator: a single
 market string to ``POST /api/backfill`` is that market, JSON of the wrong type is a 400
 naming the value (no job started), ``/api/candles`` says when a range is unserved, refuses a
-flag that is not boolean, and says why a range cannot be with its times."""
+flag that is not boolean, says why a range cannot be with its times, and takes times as ISO
+8601 or epoch milliseconds (a 400 naming anything else)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from marketspine._base.time import format_utc, parse_time
 from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
 
@@ -120,5 +122,64 @@ async def test_a_range_that_cannot_be_says_why_with_its_times(
     http: httpx.AsyncClient, span: dict[str, str], complaint: str
 ) -> None:
     answer = await http.get("/api/candles", params={"market": "KRW-BTC", "timeframe": "1m", **span})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"].startswith(complaint)
+
+
+async def test_api_candles_takes_epoch_milliseconds_as_documented(
+    http: httpx.AsyncClient,
+) -> None:
+    """``start``/``end`` are "ISO 8601 or epoch ms" (OpenAPI): digits are epoch
+    milliseconds and answer the very candles their ISO 8601 spelling does."""
+    recent = await http.get(
+        "/api/candles", params={"market": "KRW-BTC", "timeframe": "1m", "count": "5"}
+    )
+    assert recent.status_code == 200, recent.text
+    times = [c["time_utc"] for c in recent.json()["candles"]]
+    first, last = parse_time(times[0].rstrip("Z")), parse_time(times[-2].rstrip("Z"))
+    iso = await http.get(
+        "/api/candles",
+        params={
+            "market": "KRW-BTC",
+            "timeframe": "1m",
+            "start": format_utc(first),
+            "end": format_utc(last),
+        },
+    )
+    epoch = await http.get(
+        "/api/candles",
+        params={"market": "KRW-BTC", "timeframe": "1m", "start": str(first), "end": str(last)},
+    )
+    assert iso.status_code == epoch.status_code == 200, epoch.text
+    assert [c["time_utc"] for c in epoch.json()["candles"]] == times[:-2]
+    assert epoch.json()["candles"] == iso.json()["candles"]
+
+
+async def test_api_candles_keeps_a_basic_iso_date_in_digits_a_date(
+    http: httpx.AsyncClient,
+) -> None:
+    day = {"market": "KRW-BTC", "timeframe": "1d", "end": "2026-01-05"}
+    basic = await http.get("/api/candles", params={**day, "start": "20260101"})
+    extended = await http.get("/api/candles", params={**day, "start": "2026-01-01"})
+    assert basic.status_code == extended.status_code == 200, basic.text
+    assert basic.json()["candles"] == extended.json()["candles"]
+    assert basic.json()["candles"][0]["time_utc"] == "2026-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("start", "complaint"),
+    [
+        ("1700000000", "invalid start 1700000000 (int): an int is epoch milliseconds"),
+        ("yesterday", "invalid start 'yesterday'"),
+        ("1.7e12", "invalid start '1.7e12'"),
+        ("-1700000000000", "invalid start '-1700000000000'"),
+    ],
+)
+async def test_api_candles_refuses_a_time_that_is_neither_iso_nor_epoch_ms(
+    http: httpx.AsyncClient, start: str, complaint: str
+) -> None:
+    answer = await http.get(
+        "/api/candles", params={"market": "KRW-BTC", "timeframe": "1m", "start": start}
+    )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["message"].startswith(complaint)

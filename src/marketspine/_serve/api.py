@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .._base.args import time_arg
-from .._base.time import DAY_MS, format_utc
+from .._base.time import DAY_MS, format_utc, parse_time
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._base.urls import without_db_urls
 from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
@@ -58,7 +58,24 @@ def _flag(text: str | None, name: str) -> bool:
     raise InvalidRequestError(f"{name} must be true or false, got {text!r}")
 
 
-def _check_span(tf: Timeframe, start: str | None, end: str | None, now_ms: int) -> None:
+def _time_param(text: str | None) -> str | int | None:
+    """A time query parameter as ``Spine.candles`` takes it: epoch milliseconds written in
+    digits as that int (checked as the library checks an int: epoch seconds are refused,
+    naming the fix), anything else as the text (ISO 8601, else a 400 naming it). Digits
+    that are an ISO 8601 basic date (``20260101``) stay that date."""
+    if text is None:
+        return None
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        return text
+    try:
+        parse_time(digits)
+    except InvalidRequestError:
+        return int(digits)
+    return text
+
+
+def _check_span(tf: Timeframe, start: str | int | None, end: str | int | None, now_ms: int) -> None:
     """Refuse a ``start``/``end`` range of more than ``_MAX_API_CANDLES`` windows, naming
     the first page to ask instead (one request never fetches without end: a 1s range from
     2017 would be a year of upstream pages)."""
@@ -104,7 +121,8 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
         if not market:
             raise InvalidRequestError("market is required, e.g. market=KRW-BTC")
         tf = parse_timeframe(q.get("timeframe", "1m"))
-        count_text, start, end = q.get("count"), q.get("start"), q.get("end")
+        count_text = q.get("count")
+        start, end = _time_param(q.get("start")), _time_param(q.get("end"))
         count = None
         if count_text is not None:
             try:
