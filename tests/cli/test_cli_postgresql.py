@@ -63,18 +63,41 @@ def test_migrate_copies_and_verifies_and_can_run_again(
     with running_sim(SimConfig(rate_limit=0)) as url:
         collect(url, db)
     recorded = asyncio.run(record_some(db))
+    asyncio.run(add_run(db))
     source = json.loads(run("status", "--db", db, "--json").stdout)
-    for _ in range(2):  # a second run changes nothing and verifies again
+    for added in (1, 0):  # a second run changes nothing and verifies again
         moved = run("migrate", "--from", db, "--to", pg_space.url, "--json")
         assert moved.returncode == 0, moved.stderr
         report = json.loads(moved.stdout)
         assert report["series"] == 1 and report["verified"]
         assert report["candles"] == sum(s["rows"] for s in source["series"]) >= HOURS
         assert report["recorded_rows"] == recorded
+        assert (report["runs"], report["runs_added"]) == (1, added)
     target = json.loads(run("status", "--db", pg_space.url, "--json").stdout)
     assert source.pop("db") == db and target.pop("db") == pg_space.url
     assert source == target and source["recorded"]
     assert asyncio.run(recorded_back(pg_space.url)) == asyncio.run(recorded_back(db))
+    assert asyncio.run(runs_back(pg_space.url)) == asyncio.run(runs_back(db)) != []
+
+
+async def add_run(db: str) -> None:
+    """A finished backfill job in ``db``'s run history, as serve keeps one."""
+    from marketspine._store.sqlite import RunRecord, SQLiteStore
+
+    job = RunRecord(
+        "backfill", "job", parse_time("2026-01-03"), 1200, True, 1,
+        ({"market": "KRW-BTC", "ok": True, "candles": HOURS, "error": None},), None, "job-1 1h",
+    )  # fmt: skip
+    async with SQLiteStore(Path(db)) as store:
+        await store.add_run(job)
+
+
+async def runs_back(db: str) -> list[object]:
+    """``db``'s run history, as ``/api/backfill/history`` reads it."""
+    from marketspine._cli.commands import open_store
+
+    async with open_store(db, must_exist=True) as store:
+        return list(await store.runs("backfill"))
 
 
 async def record_some(db: str) -> int:

@@ -426,14 +426,21 @@ def record(
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
-@click.option("--from", "source", metavar="PATH", required=True, help="SQLite file to copy.")
+@click.option(
+    "--from",
+    "source",
+    metavar="PATH|URL",
+    required=True,
+    help="SQLite file (or postgresql:// URL) to copy.",
+)
 @click.option(
     "--to", "target", metavar="URL|PATH", required=True, help="postgresql:// URL (or a file)."
 )
 @click.option("--json", "json_output", is_flag=True, help="Print a one-line JSON summary.")
 def migrate(source: str, target: str, json_output: bool) -> None:
-    """Copy a candle database (candles, coverage, listings) to another, then verify row
-    counts, first/last candle and coverage of every series. Rerunning resumes.
+    """Copy a candle database (candles, coverage, listings, the recording and the run
+    history) to another, then verify row counts, first/last candle and coverage of every
+    series. Rerunning resumes.
 
     \b
     Example:
@@ -449,6 +456,8 @@ def migrate(source: str, target: str, json_output: bool) -> None:
         "candles": report.candles,
         "ranges": report.ranges,
         "recorded_rows": report.recorded_rows,
+        "runs": report.runs,
+        "runs_added": report.runs_added,
         "seconds": round(report.seconds, 3),
         "verified": True,
     }
@@ -457,9 +466,10 @@ def migrate(source: str, target: str, json_output: bool) -> None:
     else:
         print(
             f"migrated {report.candles:,} candles in {report.series} series "
-            f"({report.ranges} covered ranges) and {report.recorded_rows:,} recorded trades, "
-            f"books, tickers and known gaps in {report.seconds:.1f} s; counts and "
-            "coverage verified"
+            f"({report.ranges} covered ranges), {report.recorded_rows:,} recorded trades, "
+            f"books, tickers and known gaps, and {report.runs:,} runs of the run history "
+            f"({report.runs_added:,} new) in {report.seconds:.1f} s; counts and coverage "
+            "verified"
         )
 
 

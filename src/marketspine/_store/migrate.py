@@ -10,6 +10,11 @@ What ``marketspine record`` kept goes over too, market by market: trades (each o
 the target holds already is left as it is), books, tickers in batches of the replay's reads,
 and the known gaps; then per market and kind the row counts, the first and last times and
 the known gaps are compared.
+
+So does the run history (the finished warmups and backfill jobs that ``/api/warmup/history``
+and ``/api/backfill/history`` read): a run the target holds already, field for field, is not
+added again, so a rerun adds none and a target with runs of its own keeps them; then every
+run of the source must be in the target.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..errors import InvalidRequestError, StoreError
 from .recording import RECORDED_KINDS, RecordingStore
 from .recording_reads import book_batches, recorded_markets, ticker_batches, trade_batches
 from .recording_store import recording_for
-from .sqlite import CandleStore, SeriesSummary, SQLiteStore
+from .sqlite import CandleStore, SeriesSummary, SQLiteStore, runs_missing
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
@@ -46,6 +51,8 @@ class MigrationReport:
     ranges: int
     seconds: float
     recorded_rows: int = 0  # trades, books, tickers and known gaps that ``record`` kept
+    runs: int = 0  # runs of the source's run history, all in the target now
+    runs_added: int = 0  # of those, the ones the target did not hold before
 
 
 async def migrate(
@@ -87,7 +94,14 @@ async def migrate(
     if any(copied.get(market) != seen for market, seen in gone.items()):
         raise StoreError("migration check: the delisted markets differ")
     recorded = await _copy_recording(recording_for(source), recording_for(target))
-    return MigrationReport(len(summaries), candles, ranges, time.perf_counter() - started, recorded)
+    runs = await source.run_history()
+    added = await target.merge_runs(runs)
+    if runs_missing(await target.run_history(), runs):
+        raise StoreError("migration check: runs of the run history are missing from the target")
+    seconds = time.perf_counter() - started
+    return MigrationReport(
+        len(summaries), candles, ranges, seconds, recorded, len(runs), runs_added=added
+    )
 
 
 async def _copy_recording(source: RecordingStore, target: RecordingStore) -> int:

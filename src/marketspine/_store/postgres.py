@@ -48,6 +48,7 @@ from .sqlite import (
     SeriesSummary,
     history_record,
     history_row,
+    runs_missing,
 )
 
 __all__ = ["APPLICATION_NAME", "PG_SCHEMA_VERSION", "RECONNECT_FOR_S", "PostgresStore"]
@@ -383,6 +384,33 @@ class PostgresStore:
 
         return await self._run(work)
 
+    async def run_history(self) -> list[RunRecord]:
+        """Every run the history keeps, of every kind, oldest first (for ``migrate``)."""
+        return await self._run(_run_history)
+
+    async def merge_runs(self, runs: Sequence[RunRecord]) -> int:
+        """Add, oldest first and in one transaction, the runs of ``runs`` the history does
+        not hold yet (``runs_missing``), so merging the same runs again adds none, even
+        when a lost connection has the transaction done again after it committed; nothing
+        is pruned here (the next ``add_run`` does). Returns how many were added."""
+
+        async def work(conn: _Conn) -> int:
+            async with conn.transaction(), conn.cursor() as cur:
+                # Merges take turns: each sees what the one before it added.
+                await cur.execute("LOCK TABLE run_history IN SHARE ROW EXCLUSIVE MODE")
+                added = runs_missing(await _run_history(conn), runs)
+                if not added:
+                    return 0
+                await cur.executemany(
+                    "INSERT INTO run_history (kind, trigger, started_ms, duration_ms, ok, "
+                    "markets, results, error, label) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
+                    [history_row(run) for run in added],
+                )
+            return len(added)
+
+        return await self._run(work)
+
     async def call(self, work: Callable[[_Conn], Awaitable[_T]]) -> _T:
         """``work(connection)`` as the store's own calls run (held alone; done again whole on
         a new connection after a loss, so it must leave the same rows when done twice): how
@@ -618,6 +646,14 @@ async def _migrate(conn: _Conn, shown: str) -> None:
         for target in range(version, PG_SCHEMA_VERSION):
             await conn.execute(_MIGRATIONS[target])
             await conn.execute("UPDATE marketspine_schema SET version = %s", (target + 1,))
+
+
+async def _run_history(conn: _Conn) -> list[RunRecord]:
+    cur = await conn.execute(
+        "SELECT kind, trigger, started_ms, duration_ms, ok, markets, results, error, label "
+        "FROM run_history ORDER BY started_ms, id"
+    )
+    return [history_record(*row) for row in await cur.fetchall()]
 
 
 async def _get_listing(conn: _Conn, market: str, key: str) -> int | None:

@@ -15,6 +15,7 @@ import asyncio
 import json
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ __all__ = [
     "SeriesSummary",
     "history_record",
     "history_row",
+    "run_key",
+    "runs_missing",
 ]
 
 T = TypeVar("T")
@@ -176,6 +179,10 @@ class CandleStore(Protocol):
 
     async def runs(self, kind: str, limit: int = 100) -> list[RunRecord]: ...
 
+    async def run_history(self) -> list[RunRecord]: ...
+
+    async def merge_runs(self, runs: Sequence[RunRecord]) -> int: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -299,6 +306,29 @@ class SQLiteStore:
     async def runs(self, kind: str, limit: int = 100) -> list[RunRecord]:
         """The newest ``limit`` runs of ``kind`` in the run history, newest first."""
         return await self._run(lambda: self._runs(kind, limit))
+
+    async def run_history(self) -> list[RunRecord]:
+        """Every run the history keeps, of every kind, oldest first (for ``migrate``)."""
+        return await self._run(lambda: self._run_history(self._connection()))
+
+    async def merge_runs(self, runs: Sequence[RunRecord]) -> int:
+        """Add, oldest first and in one transaction, the runs of ``runs`` the history does
+        not hold yet (``runs_missing``), so merging the same runs again adds none; nothing
+        is pruned here (the next ``add_run`` does). Returns how many were added."""
+        added: list[RunRecord] = []
+
+        def put(conn: sqlite3.Connection) -> None:
+            added[:] = runs_missing(self._run_history(conn), runs)
+            if not added:
+                return
+            conn.executemany(
+                "INSERT INTO run_history (kind, trigger, started_ms, duration_ms, ok, markets, "
+                "results, error, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [history_row(run) for run in added],
+            )
+
+        await self._run(lambda: self._in_transaction(put))
+        return len(added)
 
     async def call(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
         """``work(connection)`` on the store's own thread (in ONE write transaction with
@@ -481,6 +511,17 @@ class SQLiteStore:
             return []
         return [history_record(*row) for row in rows]
 
+    @staticmethod
+    def _run_history(conn: sqlite3.Connection) -> list[RunRecord]:
+        try:
+            rows = conn.execute(
+                "SELECT kind, trigger, started_ms, duration_ms, ok, markets, results, error, "
+                "label FROM run_history ORDER BY started_ms, id"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a read-only open of a store from before the table
+            return []
+        return [history_record(*row) for row in rows]
+
 
 def _get_listing(conn: sqlite3.Connection, market: str, key: str) -> int | None:
     row = conn.execute(
@@ -537,3 +578,25 @@ def history_record(
         error,
         label,
     )
+
+
+def run_key(run: RunRecord) -> tuple[Any, ...]:
+    """What makes two kept runs the same run: every field, the results as JSON with sorted
+    keys (PostgreSQL's jsonb does not keep the order they were written in)."""
+    row = history_row(run)
+    return (*row[:6], json.dumps(list(run.results), sort_keys=True), *row[7:])
+
+
+def runs_missing(held: Sequence[RunRecord], runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """The runs of ``runs`` that ``held`` does not hold, in their order: a run counts as
+    held as many times as ``held`` has it (two equal runs are kept twice), so merging the
+    same runs again adds none."""
+    left = Counter(run_key(run) for run in held)
+    missing = []
+    for run in runs:
+        key = run_key(run)
+        if left[key]:
+            left[key] -= 1
+        else:
+            missing.append(run)
+    return missing
