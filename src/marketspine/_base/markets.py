@@ -41,6 +41,8 @@ _SHAPE = re.compile(r"[A-Z0-9]+-[A-Z0-9]+")
 # Every code normalize_market made, by itself: ``_MADE.get(x) is x`` proves ``x`` is one
 # of them (strings are immutable), so it needs no second look. Upbit lists ~700 markets;
 # the bound only matters when a caller invents codes by the thousand (then: start over).
+# Module-wide on purpose: the proof must hold across owners (the Spine's code reaches the
+# Client, the Stream and the Listener), and a lost entry only costs one normalization again.
 _MADE: dict[str, MarketCode] = {}
 _MADE_MAX = 4096
 
