@@ -329,3 +329,50 @@ async def test_a_count_before_an_end_past_the_forming_start_is_the_newest(
         later = await spine.candles("KRW-BTC", "1m", count=300, end=clock.ms + HOUR)
         newest = await spine.candles("KRW-BTC", "1m", count=300)
     assert later.meta.forming and list(later) == list(newest)
+
+
+class Together:
+    """The simulator, each candle page held until ``expect`` are in flight (at most
+    ``alone_s``): ``most`` then tells how many a read sent in one round."""
+
+    def __init__(self, app: Any, expect: int, alone_s: float = 10.0) -> None:
+        self.app, self.expect, self.alone_s = app, expect, alone_s
+        self.now = self.most = self.calls = 0
+        self._company = asyncio.Condition()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/candles/"):
+            await self.app(scope, receive, send)
+            return
+        self.calls += 1
+        async with self._company:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self._company.notify_all()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.alone_s):
+                    await self._company.wait_for(lambda: self.most >= self.expect)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.now -= 1
+
+
+async def test_a_chart_paging_back_sends_its_older_page_in_one_round(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    # The newer 1,000 minutes are stored: their density places all five pages below at
+    # once, none asked alone to learn it.
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    flight = InFlight(app, alone_s=0.0)
+    async with _spine(flight, clock, tmp_path / "chart.db") as spine:
+        await spine.candles("KRW-BTC", "1m", count=1000, closed_only=True)
+        spine.clear_memory()
+        # From the bottom of what is stored: nothing below it is known.
+        stored = (await spine.store.coverage("KRW-BTC", parse_timeframe("1m"))).ranges
+        assert len(stored) == 1
+        flight.app = together = Together(app, expect=5)
+        older = await spine.candles("KRW-BTC", "1m", count=1000, end=stored[0][0])
+    assert together.most == together.calls == 5, "the first page went alone"
+    assert older.meta.upstream_calls == 5
+    assert list(older) == await _newest(app, clock, "KRW-BTC", "1m", 1000, to=stored[0][0])

@@ -38,6 +38,9 @@ __all__ = ["MAX_COUNT", "CandleReader", "MarketsFromCache"]
 
 _ONE_MINUTE = parse_timeframe("1m")
 _FAR_FUTURE_MS = 1 << 62
+# How far above a read's end a stored run is read to learn the density (five pages' worth
+# on a dense market).
+_DENSITY_WINDOWS = 5 * MAX_PAGE
 MAX_COUNT = 100_000
 
 
@@ -477,13 +480,30 @@ class CandleReader:
             if tf.unit == "second" and position <= now - SECONDS_HORIZON_MS:
                 trace.unserved_before_ms = now - SECONDS_HORIZON_MS
                 break
-            known = tf.count_windows(position, end)
+            found, known = held, tf.count_windows(position, end)
+            if held == 0:
+                # Nothing known below ``end`` yet: a stored run just above it (the newer
+                # page of a chart paging back) tells the density, so the first round
+                # spreads already instead of asking one page alone to learn it.
+                found, known = await self._density_above(market, tf, end, coverage)
             lowest = await self._fetch_below(
-                market, tf, position, count - held, held, known, now, priority, trace, calls
+                market, tf, position, count - held, found, known, now, priority, trace, calls
             )
             if lowest is not None:
                 nothing_below = lowest if nothing_below is None else max(nothing_below, lowest)
         return [c for chunk in reversed(gathered) for c in chunk], position
+
+    async def _density_above(
+        self, market: str, tf: Timeframe, end: int, coverage: Coverage
+    ) -> tuple[int, int]:
+        """``(candles, windows)`` of the stored run that starts at or spans ``end``, over at
+        most ``_DENSITY_WINDOWS`` windows from ``end`` up; ``(0, 0)`` when none does."""
+        for lo, hi in coverage.ranges:
+            if lo <= end < hi:
+                top = min(hi, tf.shift(end, _DENSITY_WINDOWS))
+                rows = await self._store.read(market, tf, end, top)
+                return len(rows), tf.count_windows(end, top)
+        return 0, 0
 
     async def _fetch_below(
         self,
