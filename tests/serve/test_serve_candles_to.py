@@ -81,7 +81,7 @@ async def http(pages: Pages, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]
             yield client
 
 
-async def _upstream(sim_app: Starlette, path: str, params: dict[str, Any]) -> list[Any]:
+async def _upstream(sim_app: Starlette, path: str, params: dict[str, str | int]) -> list[Any]:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=sim_app), base_url="http://sim"
     ) as sim:
@@ -110,7 +110,7 @@ async def test_a_cold_v1_read_with_to_costs_one_page_and_equals_upstream(
     http: httpx.AsyncClient, pages: Pages, sim_app: Starlette, market: str
 ) -> None:
     to = format_utc(SIM_NOW_MS - 30 * DAY_MS + 12_345) + "Z"  # inside a minute
-    params = {"market": market, "count": 200, "to": to}
+    params: dict[str, str | int] = {"market": market, "count": 200, "to": to}
     ours = await http.get("/v1/candles/minutes/1", params=params)
     assert ours.status_code == 200, ours.text
     assert pages.calls == 1
@@ -123,7 +123,8 @@ async def test_a_cold_v1_day_read_with_to_costs_its_two_pages(
     http: httpx.AsyncClient, pages: Pages, sim_app: Starlette
 ) -> None:
     # Days compare with the day before (change_price): 201 candles, two pages.
-    params = {"market": "KRW-META", "count": 200, "to": format_utc(SIM_NOW_MS - 90 * DAY_MS)}
+    to = format_utc(SIM_NOW_MS - 90 * DAY_MS)
+    params: dict[str, str | int] = {"market": "KRW-META", "count": 200, "to": to}
     ours = await http.get("/v1/candles/days", params=params)
     assert ours.status_code == 200, ours.text
     assert pages.calls <= 2
