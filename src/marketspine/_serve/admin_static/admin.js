@@ -529,8 +529,8 @@ async function drawChart() {
 }
 
 // The newest ``count`` candles: the first PAGE by count, then the PAGE before the oldest
-// so far by count and end (a cold one costs about two round trips, as the first), joined
-// oldest first.
+// so far by count and end (the candles just read tell the density, so a cold one sends its
+// pages at once), joined oldest first.
 async function fetchCandles(market, timeframe, count) {
   const base = `/admin/api/candles?market=${encodeURIComponent(market)}&timeframe=${encodeURIComponent(timeframe)}`;
   const first = await api(`${base}&count=${Math.min(count, PAGE)}`);
