@@ -159,7 +159,8 @@ class CandleReader:
         if count is None and start is None:
             count = 200
         if count is not None:
-            rows = await self._stored_tail(market, tf, count)
+            before = None if end is None else tf.next_start(tf.floor(_to_ms(end, "end") - 1))
+            rows = await self._stored_tail(market, tf, count, before)
             end_ms = rows[-1].start_ms + 1 if rows else 0
         else:
             assert start is not None
@@ -171,9 +172,11 @@ class CandleReader:
             rows = rows[-count:] if count is not None else rows
         return CandleResult(market, tf, rows, trace.meta(started))
 
-    async def _stored_tail(self, market: str, tf: Timeframe, count: int) -> list[Candle]:
-        """The newest ``count`` stored (or derivable) candles, reading back in widening
-        spans from the newest covered point."""
+    async def _stored_tail(
+        self, market: str, tf: Timeframe, count: int, before: int | None = None
+    ) -> list[Candle]:
+        """The newest ``count`` stored (or derivable) candles (starting before ``before``,
+        if given), reading back in widening spans from the newest covered point."""
         ends = [(await self._store.coverage(market, tf)).ranges]
         if tf.name in DERIVABLE:
             ends.append((await self._store.coverage(market, _ONE_MINUTE)).ranges)
@@ -181,6 +184,10 @@ class CandleReader:
         if not spans:
             return []
         oldest, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if before is not None:
+            hi = min(hi, before)
+            if hi <= oldest:
+                return []
 
         async def read(lo: int) -> list[Candle]:
             return await self._read_known(market, tf, lo, hi)
