@@ -6,6 +6,11 @@ Each row gives the time, the upstream calls the simulator served and the time in
 (time / latency). The best of ``ROUNDS`` runs counts (the machine is shared); the calls are
 the same in every run.
 
+Then, at 100 ms, the spread of ``SPREAD_READS`` cold reads of 1,000 1m candles before
+different ends (``count`` + ``end``, each ``END_STEP_DAYS`` further back, a fresh store
+each) on markets from nearly dense to illiquid: round trips (time / latency) and calls, as
+distributions, since a sparse market's cost depends on how its activity swings.
+
 `python -m bench cold` (or `python -m bench.cold`).
 """
 
@@ -16,6 +21,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,11 @@ LATENCIES_MS = (30, 100, 200, 300)
 MARKETS = (("dense", "KRW-BTC"), ("illiquid", "KRW-AHT"))
 COUNT = 1000
 ROUNDS = 3
+# Trades a day in the simulator: 2,500 (about 0.8 candles a minute), 600, 40, 12, 6 and 8.
+SPREAD_MARKETS = ("KRW-SAND", "KRW-MBL", "KRW-MOC", "KRW-AHT", "KRW-META", "BTC-LINK")
+SPREAD_LATENCY_MS = 100
+SPREAD_READS = 20
+END_STEP_DAYS = 3
 
 
 async def _calls(http: httpx.AsyncClient) -> int:
@@ -47,6 +58,64 @@ async def cold_read(url: str, db: Path, market: str, latency_ms: int) -> tuple[f
             elapsed = time.perf_counter() - started
         assert len(result) == COUNT, len(result)
         return elapsed, await _calls(http)
+
+
+async def cold_read_before(url: str, db: Path, market: str, end_ms: int) -> tuple[float, int]:
+    """(seconds, upstream calls) of one cold ``count=COUNT`` read before ``end_ms``."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        await http.post("/sim/reset")
+        async with Spine(url, db, warmup_every_s=0) as spine:
+            started = time.perf_counter()
+            result = await spine.candles(market, "1m", count=COUNT, end=end_ms)
+            elapsed = time.perf_counter() - started
+        assert len(result) == COUNT, len(result)
+        return elapsed, await _calls(http)
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def spread_rows(url: str, tmp: Path) -> list[Row]:
+    """Round trips and calls of ``SPREAD_READS`` cold reads per market, as distributions."""
+    rows: list[Row] = []
+    goal_calls = math.ceil(COUNT / 200) + 1
+    latency = SPREAD_LATENCY_MS
+    asyncio.run(_set_latency(url, latency))
+    newest = (time.time_ns() // 1_000_000 // 60_000) * 60_000 - 3_600_000
+    for market in SPREAD_MARKETS:
+        trips, calls = [], []
+        for n in range(SPREAD_READS):
+            end = newest - n * END_STEP_DAYS * 86_400_000 - n * 7 * 60_000
+            seconds, used = asyncio.run(
+                cold_read_before(url, tmp / f"spread-{market}-{n}.db", market, end)
+            )
+            trips.append(seconds * 1000 / latency)
+            calls.append(used)
+        name = f"{SPREAD_READS} cold 1m count={COUNT:,} before different ends, {market}"
+        within = sum(c <= goal_calls for c in calls)
+        rows += [
+            {
+                "benchmark": f"{name}: round trips at {latency} ms, median",
+                "value": round(_quantile(trips, 0.5), 1),
+                "unit": f"round trips (p90 {_quantile(trips, 0.9):.1f}, max {max(trips):.1f})",
+                "goal": "≤ 2.5 (2 round trips + 50 ms)",
+            },
+            {
+                "benchmark": f"{name}: upstream calls, most",
+                "value": max(calls),
+                "unit": f"calls (median {_quantile(calls, 0.5):g}; "
+                f"{within}/{SPREAD_READS} ≤ {goal_calls})",
+                "goal": f"≤ {goal_calls}",
+            },
+        ]
+    return rows
+
+
+async def _set_latency(url: str, latency_ms: int) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        await http.post("/sim/faults", json={"latency_ms": latency_ms})
 
 
 def run() -> list[Row]:
@@ -76,6 +145,7 @@ def run() -> list[Row]:
                         "goal": f"≤ {goal_calls}",
                     },
                 ]
+        rows += spread_rows(url, Path(tmp))
     return rows
 
 

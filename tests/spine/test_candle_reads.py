@@ -30,11 +30,13 @@ class InFlight:
     """The simulator with its candle requests counted while in flight. Until two have been
     in flight at once, each page (a request with ``to``) waits for a second one (at most
     ``alone_s``): pages sent together then overlap whatever the machine's load, and pages
-    sent one after another never do."""
+    sent one after another never do. The first ``lead`` pages pass at once (a read from an
+    end asks its first page alone, to learn the density)."""
 
-    def __init__(self, app: Any, alone_s: float = 10.0) -> None:
+    def __init__(self, app: Any, alone_s: float = 10.0, lead: int = 0) -> None:
         self.app = app
         self.alone_s = alone_s
+        self.lead = lead
         self.now = 0
         self.most = 0
         self.calls = 0
@@ -45,7 +47,7 @@ class InFlight:
             await self.app(scope, receive, send)
             return
         self.calls += 1
-        if b"to=" not in scope["query_string"] or self.most >= 2:
+        if b"to=" not in scope["query_string"] or self.most >= 2 or self.calls <= self.lead:
             await self.app(scope, receive, send)
             return
         async with self._company:
@@ -149,11 +151,13 @@ async def test_a_read_waiting_for_a_held_fetch_of_its_pages_fetches_nothing_agai
     assert second.meta.upstream_calls == 0  # it waited for the lock and found them stored
 
 
-async def _newest(app: Any, clock: ManualClock, market: str, tf_name: str, n: int) -> list[Candle]:
-    """The ``n`` newest candles as the page-by-page walk finds them, ascending."""
+async def _newest(
+    app: Any, clock: ManualClock, market: str, tf_name: str, n: int, to: int | None = None
+) -> list[Candle]:
+    """The ``n`` newest candles (before ``to``, if given) as the page-by-page walk finds
+    them, ascending."""
     tf = parse_timeframe(tf_name)
     rows: list[Candle] = []
-    to: int | None = None
     transport = httpx.ASGITransport(app=app)
     async with Client("http://sim", transport=transport, wall_ms=clock) as client:
         while len(rows) < n:
@@ -261,3 +265,114 @@ async def test_a_long_cold_count_goes_out_in_rounds_and_stays_exact(
         result = await spine.candles("KRW-BTC", "1m", count=count)
     assert flight.calls <= math.ceil(count / 200) + 1
     assert list(result) == await _newest(app, clock, "KRW-BTC", "1m", count)
+
+
+# -- count before an end (Upbit's count + to: serve's /v1 with ``to``, the admin chart's
+# older pages) --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("market", "tf_name", "back_ms"),
+    [
+        ("KRW-BTC", "1m", 2 * 24 * HOUR),  # dense
+        ("KRW-META", "1d", 30 * 24 * HOUR),  # illiquid: days without a trade have no candle
+    ],
+)
+async def test_a_cold_count_before_an_end_sends_the_pages_after_its_first_together(
+    clock: ManualClock, tmp_path: Path, market: str, tf_name: str, back_ms: int
+) -> None:
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    flight = InFlight(app, lead=1)
+    count, end = 1000, clock.ms - back_ms - 12_345  # inside a window: that window counts
+    async with _spine(flight, clock, tmp_path / "before.db") as spine:
+        result = await spine.candles(market, tf_name, count=count, end=end)
+    assert flight.most >= 2, "the pages after the first went one at a time"
+    # The end is over an hour back: no clock call, the +1 of the bound a margin for pages.
+    assert flight.calls <= math.ceil(count / 200) + 1
+    assert result.meta.upstream_calls == flight.calls and not result.meta.forming
+    assert list(result) == await _newest(app, clock, market, tf_name, count, to=end)
+
+
+async def test_a_sparse_count_before_an_end_walks_exactly(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    flight = InFlight(app, alone_s=0.0)
+    end = clock.ms - 40 * 24 * HOUR
+    async with _spine(flight, clock, tmp_path / "sparse-before.db") as spine:
+        result = await spine.candles("KRW-AHT", "1m", count=700, end=end)
+    assert flight.calls == 4  # 700 candles: four pages, the first at ``end``
+    assert list(result) == await _newest(app, clock, "KRW-AHT", "1m", 700, to=end)
+
+
+async def test_a_count_before_an_end_partly_stored_fetches_only_below_what_is_stored(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    flight = InFlight(app, alone_s=0.0)
+    end = parse_timeframe("1m").floor(clock.ms - 5 * 24 * HOUR)
+    async with _spine(flight, clock, tmp_path / "part-before.db") as spine:
+        await spine.candles("KRW-BTC", "1m", count=200, end=end)
+        spine.clear_memory()
+        again = await spine.candles("KRW-BTC", "1m", count=200, end=end)
+        assert flight.calls == 1 and again.meta.upstream_calls == 0
+        result = await spine.candles("KRW-BTC", "1m", count=600, end=end)
+    assert flight.calls == 1 + 2  # the 400 below the stored page: two pages
+    assert list(result) == await _newest(app, clock, "KRW-BTC", "1m", 600, to=end)
+
+
+async def test_a_count_before_an_end_past_the_forming_start_is_the_newest(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    async with _spine(app, clock, tmp_path / "future.db") as spine:
+        later = await spine.candles("KRW-BTC", "1m", count=300, end=clock.ms + HOUR)
+        newest = await spine.candles("KRW-BTC", "1m", count=300)
+    assert later.meta.forming and list(later) == list(newest)
+
+
+class Together:
+    """The simulator, each candle page held until ``expect`` are in flight (at most
+    ``alone_s``): ``most`` then tells how many a read sent in one round."""
+
+    def __init__(self, app: Any, expect: int, alone_s: float = 10.0) -> None:
+        self.app, self.expect, self.alone_s = app, expect, alone_s
+        self.now = self.most = self.calls = 0
+        self._company = asyncio.Condition()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/candles/"):
+            await self.app(scope, receive, send)
+            return
+        self.calls += 1
+        async with self._company:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self._company.notify_all()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.alone_s):
+                    await self._company.wait_for(lambda: self.most >= self.expect)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.now -= 1
+
+
+async def test_a_chart_paging_back_sends_its_older_page_in_one_round(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    # The newer 1,000 minutes are stored: their density places all five pages below at
+    # once, none asked alone to learn it.
+    app = create_app(SimConfig(rate_limit=0), clock=clock)
+    flight = InFlight(app, alone_s=0.0)
+    async with _spine(flight, clock, tmp_path / "chart.db") as spine:
+        await spine.candles("KRW-BTC", "1m", count=1000, closed_only=True)
+        spine.clear_memory()
+        # From the bottom of what is stored: nothing below it is known.
+        stored = (await spine.store.coverage("KRW-BTC", parse_timeframe("1m"))).ranges
+        assert len(stored) == 1
+        flight.app = together = Together(app, expect=5)
+        older = await spine.candles("KRW-BTC", "1m", count=1000, end=stored[0][0])
+    assert together.most == together.calls == 5, "the first page went alone"
+    assert older.meta.upstream_calls == 5
+    assert list(older) == await _newest(app, clock, "KRW-BTC", "1m", 1000, to=stored[0][0])

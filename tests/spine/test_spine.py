@@ -170,6 +170,8 @@ async def test_tickers_rest_cache_and_quote(spine: Spine, app: Any) -> None:
 async def test_bad_arguments(spine: Spine) -> None:
     with pytest.raises(InvalidRequestError, match="not both"):
         await spine.candles("KRW-BTC", "1m", count=5, start="2024-01-01")
+    with pytest.raises(InvalidRequestError, match="end needs a start or a count"):
+        await spine.candles("KRW-BTC", "1m", end="2024-01-01")
     with pytest.raises(InvalidRequestError, match="unknown timeframe"):
         await spine.candles("KRW-BTC", "7m", count=5)
     with pytest.raises(InvalidRequestError, match="QUOTE-BASE"):

@@ -120,6 +120,9 @@ async def test_a_delisted_market_is_still_served_from_the_store(app: Any, spine:
     assert after.meta.delisted and after.meta.sources == ("database",)
     ranged = await spine.candles(XRP, "1m", start=before[10].start_ms, end=before[20].start_ms)
     assert list(ranged) == list(before[10:20]) and ranged.meta.delisted
+    # A count before an end (Upbit's ``to``): the stored candles before it.
+    counted = await spine.candles(XRP, "1m", count=50, end=before[100].start_ms + 1)
+    assert list(counted) == list(before[51:101]) and counted.meta.delisted
     # Derived timeframes come from the stored 1m candles.
     five = await spine.candles(XRP, "5m", count=10)
     assert len(five) == 10 and five.meta.delisted

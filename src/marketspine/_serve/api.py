@@ -379,7 +379,11 @@ OPENAPI: dict[str, Any] = {
                         f"{_MAX_API_CANDLES} windows per request (page for more)",
                     ),
                     _q("end", "ISO 8601 or epoch ms, exclusive (default now)"),
-                    _q("count", "The most recent N candles instead of start/end", kind="integer"),
+                    _q(
+                        "count",
+                        "The most recent N candles (before end, if given) instead of start",
+                        kind="integer",
+                    ),
                     _q(
                         "fill",
                         "true: flat zero-volume candles for windows without trades",

@@ -21,12 +21,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .._base.reach_back import read_back
 from .._base.time import parse_time
 from .._base.timeframes import REST_CANDLE_KINDS, Timeframe
 from .._spine.result import CandleResult
 from .._upbit.errors import upbit_error
-from .._upbit.horizon import SECONDS_HORIZON_MS
 from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
 from .._upbit.params import (
     MAX_CODES,
@@ -189,37 +187,11 @@ async def candles_before(
     spine: Spine, code: str, tf: Timeframe, count: int, to_ms: int
 ) -> CandleResult:
     """The ``count`` most recent existing candles starting before ``to_ms`` (Upbit's
-    ``count`` + ``to``), the forming one included when ``to_ms`` is past its start. Windows
-    without trades have no candle, so the range widens backwards until enough exist, the
-    listing (or the 1s horizon) is reached or upstream is failing (then: what is stored)."""
-    # Upstream's clock, not ours: a local clock running ahead would put ``to`` in the past.
-    # (A ``to`` over an hour back cannot reach the forming candle: nothing is asked then.)
-    try:
-        now = await spine.client.synced_now_ms(code, until_ms=to_ms)
-    except RetryLaterError:  # upstream cannot tell its clock now: what is held answers
-        now = spine.client.upstream_now_ms()
-    end: int | None = to_ms if to_ms <= now else None
-
-    async def read(lo: int) -> CandleResult:
-        return await spine.candles(code, tf, start=lo, end=end)
-
-    async def exhausted(result: CandleResult, lo: int) -> bool:
-        if result.meta.stale or (tf.unit == "second" and lo <= now - SECONDS_HORIZON_MS):
-            return True
-        listing = await spine.store.listing(code, tf)
-        return listing is not None and listing >= lo
-
-    result = await read_back(
-        tf,
-        count,
-        end if end is not None else now + 1,
-        read,
-        oldest_ms=_EARLIEST_MS,
-        exhausted=exhausted,
-    )
-    if len(result) <= count:
-        return result
-    return CandleResult(result.market, result.timeframe, list(result)[-count:], result.meta)
+    ``count`` + ``to``), the forming one included when ``to_ms`` is past its start: what is
+    stored, then upstream the way a cold ``count`` read asks (the page at ``to``, then the
+    rest spread together), down to the listing or the 1s horizon; what is stored alone
+    while upstream is failing."""
+    return await spine.candles(code, tf, count=count, end=to_ms)
 
 
 async def _krw_rate(spine: Spine, code: str) -> float:

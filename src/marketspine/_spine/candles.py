@@ -22,6 +22,7 @@ from .._base.time import format_utc, parse_time
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._budget.rules import Priority
 from .._client.client import Client
+from .._client.upstream_clock import CLOCK_SLACK_MS
 from .._live.state import LiveState
 from .._store.backfill import PageLeases, collect, fetch_page
 from .._store.derive import DERIVABLE, derivable_ranges, derive_candles
@@ -37,6 +38,9 @@ __all__ = ["MAX_COUNT", "CandleReader", "MarketsFromCache"]
 
 _ONE_MINUTE = parse_timeframe("1m")
 _FAR_FUTURE_MS = 1 << 62
+# How far above a read's end a stored run is read to learn the density (five pages' worth
+# on a dense market).
+_DENSITY_WINDOWS = 5 * MAX_PAGE
 MAX_COUNT = 100_000
 
 
@@ -155,7 +159,8 @@ class CandleReader:
         if count is None and start is None:
             count = 200
         if count is not None:
-            rows = await self._stored_tail(market, tf, count)
+            before = None if end is None else tf.next_start(tf.floor(_to_ms(end, "end") - 1))
+            rows = await self._stored_tail(market, tf, count, before)
             end_ms = rows[-1].start_ms + 1 if rows else 0
         else:
             assert start is not None
@@ -167,9 +172,11 @@ class CandleReader:
             rows = rows[-count:] if count is not None else rows
         return CandleResult(market, tf, rows, trace.meta(started))
 
-    async def _stored_tail(self, market: str, tf: Timeframe, count: int) -> list[Candle]:
-        """The newest ``count`` stored (or derivable) candles, reading back in widening
-        spans from the newest covered point."""
+    async def _stored_tail(
+        self, market: str, tf: Timeframe, count: int, before: int | None = None
+    ) -> list[Candle]:
+        """The newest ``count`` stored (or derivable) candles (starting before ``before``,
+        if given), reading back in widening spans from the newest covered point."""
         ends = [(await self._store.coverage(market, tf)).ranges]
         if tf.name in DERIVABLE:
             ends.append((await self._store.coverage(market, _ONE_MINUTE)).ranges)
@@ -177,6 +184,10 @@ class CandleReader:
         if not spans:
             return []
         oldest, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if before is not None:
+            hi = min(hi, before)
+            if hi <= oldest:
+                return []
 
         async def read(lo: int) -> list[Candle]:
             return await self._read_known(market, tf, lo, hi)
@@ -199,14 +210,22 @@ class CandleReader:
         started = time.perf_counter()
         tf = timeframe
         code = market
-        if count is not None and (start is not None or end is not None):
-            raise InvalidRequestError("give count, or start/end, not both")
-        if start is None and end is not None:
-            raise InvalidRequestError("end needs a start (or ask for a count of candles)")
+        if count is not None and start is not None:
+            raise InvalidRequestError("give count (with an end, or not), or start/end, not both")
+        if count is None and start is None and end is not None:
+            raise InvalidRequestError("end needs a start or a count")
         if count is None and start is None:
             count = 200
         if count is not None and not 1 <= count <= MAX_COUNT:
             raise InvalidRequestError(f"count must be 1..{MAX_COUNT}, got {count}")
+        if count is not None and end is not None:
+            before = await self._count_before(
+                code, tf, count, _to_ms(end, "end"), priority, closed_only=closed_only, fill=fill
+            )
+            if before is not None:
+                return before
+            # ``end`` lies past the forming window's start: the newest candles, as asked
+            # without it.
         trace = Trace()
         early: list[Candle] | None = None
         if count is not None and not self._live.tracking(code, tf.name):
@@ -270,6 +289,46 @@ class CandleReader:
             if count is not None:
                 candles = candles[-count:]
         return CandleResult(code, tf, candles, trace.meta(started, forming=forming is not None))
+
+    async def _count_before(
+        self,
+        market: str,
+        tf: Timeframe,
+        count: int,
+        end_ms: int,
+        priority: Priority,
+        *,
+        closed_only: bool,
+        fill: bool,
+    ) -> CandleResult | None:
+        """The ``count`` most recent candles starting before ``end_ms`` (Upbit's ``count`` +
+        ``to``), read like a cold ``count`` read but from ``end_ms`` down: what is stored,
+        then the first page at ``end_ms`` (which tells the density) and the remaining
+        pages spread together (``page_spread``), whatever a spread misses walked.
+        None when ``end_ms`` lies past the forming window's start: that is a plain
+        ``count`` read (the forming candle included unless ``closed_only``)."""
+        started = time.perf_counter()
+        trace = Trace()
+        # An end over an hour back cannot reach the forming candle: no clock call, and the
+        # +1 of the call bound is the pages' (a margin for a nearly dense market).
+        far = end_ms < self._client.upstream_now_ms() - CLOCK_SLACK_MS
+        calls = _call_bound(count) - (0 if far else 1)
+        try:
+            now = await self._client.synced_now_ms(market, until_ms=end_ms, priority=priority)
+        except RetryLaterError:
+            trace.stale = True
+            now = self._client.upstream_now_ms()
+        forming_start = tf.floor(now)
+        # Windows starting before ``end_ms``: the one holding it counts.
+        end = tf.next_start(tf.floor(end_ms - 1))
+        if end > forming_start:
+            return None
+        rows = await self._latest_closed(
+            market, tf, count, now, priority, trace, calls=calls, end=end
+        )
+        if fill and rows:
+            rows = fill_gaps(rows, tf, end)[-count:]
+        return CandleResult(market, tf, rows, trace.meta(started, forming=False))
 
     async def forming(
         self, market: str, tf: Timeframe, now: int, priority: Priority, trace: Trace
@@ -357,13 +416,15 @@ class CandleReader:
         trace: Trace,
         *,
         calls: int,
+        end: int | None = None,
     ) -> list[Candle]:
-        """The ``count`` most recent closed candles (fewer only before the listing or the
-        1s horizon): memory, else the store, else upstream for the pages still missing.
-        ``calls`` bounds the upstream calls of the whole request when spreading pages."""
+        """The ``count`` most recent closed candles before ``end`` (a window start, by
+        default the forming window's; fewer only before the listing or the 1s horizon):
+        memory, else the store, else upstream for the pages still missing. ``calls``
+        bounds the upstream calls of the whole request when spreading pages."""
         if count <= 0:
             return []
-        end = tf.floor(now)
+        end = tf.floor(now) if end is None else end
         key = (market, tf.key)
         cached = self.memory.latest(key, count, end)
         if cached is not None:
@@ -426,13 +487,30 @@ class CandleReader:
             if tf.unit == "second" and position <= now - SECONDS_HORIZON_MS:
                 trace.unserved_before_ms = now - SECONDS_HORIZON_MS
                 break
-            known = tf.count_windows(position, end)
+            found, known = held, tf.count_windows(position, end)
+            if held == 0:
+                # Nothing known below ``end`` yet: a stored run just above it (the newer
+                # page of a chart paging back) tells the density, so the first round
+                # spreads already instead of asking one page alone to learn it.
+                found, known = await self._density_above(market, tf, end, coverage)
             lowest = await self._fetch_below(
-                market, tf, position, count - held, held, known, now, priority, trace, calls
+                market, tf, position, count - held, found, known, now, priority, trace, calls
             )
             if lowest is not None:
                 nothing_below = lowest if nothing_below is None else max(nothing_below, lowest)
         return [c for chunk in reversed(gathered) for c in chunk], position
+
+    async def _density_above(
+        self, market: str, tf: Timeframe, end: int, coverage: Coverage
+    ) -> tuple[int, int]:
+        """``(candles, windows)`` of the stored run that starts at or spans ``end``, over at
+        most ``_DENSITY_WINDOWS`` windows from ``end`` up; ``(0, 0)`` when none does."""
+        for lo, hi in coverage.ranges:
+            if lo <= end < hi:
+                top = min(hi, tf.shift(end, _DENSITY_WINDOWS))
+                rows = await self._store.read(market, tf, end, top)
+                return len(rows), tf.count_windows(end, top)
+        return 0, 0
 
     async def _fetch_below(
         self,

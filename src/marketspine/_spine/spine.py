@@ -220,7 +220,8 @@ class Spine:
         fill: bool = False,
     ) -> CandleResult:
         """Candles of ``market``, ascending. Either ``count`` (the most recent existing
-        candles, the forming one last unless ``closed_only``) or ``start``/``end`` (window
+        candles, the forming one last unless ``closed_only``; with ``end``, the most recent
+        starting before it, as Upbit's ``count`` + ``to``) or ``start``/``end`` (window
         starts in ``[start, end)``: a datetime (naive means UTC), a date (00:00 UTC), ISO
         8601 or epoch milliseconds; ``end`` defaults to now). With
         neither, the last 200. ``fill`` adds flat zero-volume candles for windows without

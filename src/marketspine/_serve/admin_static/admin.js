@@ -473,10 +473,6 @@ const COLOURS = {
 };
 const COLOUR_KEY = "marketspine.chartColours";
 const PAGE = 1000; // candles asked for per /api/candles request
-const TF_MS = {
-  "1m": 60e3, "3m": 180e3, "5m": 300e3, "15m": 900e3, "30m": 1800e3,
-  "1h": 3600e3, "4h": 4 * 3600e3, "1d": 86400e3, "1w": 7 * 86400e3,
-};
 const PLOT_CONFIG = {
   displaylogo: false,
   responsive: true,
@@ -532,21 +528,20 @@ async function drawChart() {
   $("chart").dataset.draws = String(chart.draws);
 }
 
-// The newest ``count`` candles: the first PAGE by count, then earlier windows by start/end
-// (a window of a quiet market may hold fewer), joined oldest first.
+// The newest ``count`` candles: the first PAGE by count, then the PAGE before the oldest
+// so far by count and end (the candles just read tell the density, so a cold one sends its
+// pages at once), joined oldest first.
 async function fetchCandles(market, timeframe, count) {
   const base = `/admin/api/candles?market=${encodeURIComponent(market)}&timeframe=${encodeURIComponent(timeframe)}`;
   const first = await api(`${base}&count=${Math.min(count, PAGE)}`);
   let candles = first.candles;
   const sources = new Set(first.meta.sources);
   let requests = 1;
-  const step = TF_MS[timeframe];
-  const most = 2 * Math.ceil(count / PAGE) + 4; // a sparse market stops here
-  while (step && candles.length && candles.length < count && requests < most) {
-    const end = Date.parse(candles[0].time_utc);
+  const most = Math.ceil(count / PAGE) + 1;
+  while (candles.length && candles.length < count && requests < most) {
+    const end = encodeURIComponent(candles[0].time_utc);
     const want = Math.min(PAGE, count - candles.length);
-    const iso = (ms) => encodeURIComponent(new Date(ms).toISOString());
-    const page = await api(`${base}&start=${iso(end - want * step)}&end=${iso(end)}`);
+    const page = await api(`${base}&count=${want}&end=${end}`);
     requests += 1;
     page.meta.sources.forEach((source) => sources.add(source));
     if (!page.candles.length) break;
