@@ -213,6 +213,9 @@ async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, 
                 waits.append((time.monotonic() - asked) * 1000)
             ended = time.monotonic()
             stop = True
+    # The window's margin follows the round-trip spread (a loaded machine widens it); the
+    # budget's ceiling is LIMIT per (1 s + margin).
+    margin = budgets[0].statistics().groups["candles"].margin
     for budget in budgets:
         if isinstance(budget, RedisRateBudget):
             await budget.aclose()
@@ -233,6 +236,12 @@ async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, 
             f">= {0.9 * CEILING:.2f} (90% of the {CEILING:.1f}/s ceiling)",
         ),
         _row(f"{label}: backfill + urgent together", round(rate + urgent_rate, 2), "req/s", "-"),
+        _row(
+            f"{label}: the window's margin then (ceiling {LIMIT / (1 + margin):.2f}/s)",
+            round(margin * 1000, 1),
+            "ms",
+            "-",
+        ),
     ]
 
 

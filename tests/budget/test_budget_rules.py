@@ -291,7 +291,7 @@ def _redis_on_test_clock(subject: Subject, monkeypatch: pytest.MonkeyPatch) -> N
 async def _low_keeps_the_reserve_and_critical_takes_it(subject: Subject, budget: Budget) -> None:
     """With the reserve kept (limit 3, a 3 s window, no urgent send in it since START):
     LOW sends at START and START + 1 s, and a third LOW at START + 2 s waits — its
-    window's last slot frees only at START + 3 s, later than 10 ms away — while a CRITICAL
+    window's last slot frees only at START + 3 s, later than 5 ms away — while a CRITICAL
     request at START + 2 s takes that slot at once, ahead of the waiting LOW, on no time."""
     before = budget.statistics().groups["candles"].sent
     for at in (0.0, 1.0):
@@ -431,7 +431,7 @@ def test_who_goes_ahead_and_who_keeps_the_reserve() -> None:
     assert order.goes_ahead(Priority.CRITICAL, Priority.HIGH)
     assert not order.goes_ahead(Priority.HIGH, Priority.HIGH)  # behind its equals, FIFO
     assert not order.goes_ahead(Priority.LOW, Priority.LOW)  # LOW never skips a queue
-    assert (order.reserve, order.reserve_wait, order.reserve_hold) == (1, 0.01, 60.0)
+    assert (order.reserve, order.reserve_wait, order.reserve_hold) == (1, 0.005, 60.0)
     assert order.keeps_reserve(Priority.LOW, 10, since_urgent=59.9)
     assert not order.keeps_reserve(Priority.LOW, 10, since_urgent=60.0)  # none came lately
     assert not order.keeps_reserve(Priority.NORMAL, 10, since_urgent=0.0)  # aged LOW too

@@ -23,11 +23,14 @@ The wait order (``WaitOrder``), for ``LocalRateBudget`` and ``RedisRateBudget`` 
 * **The reserve** — while more urgent work may come, LOW keeps ``reserve`` slots of every
   window for it: a request competing at LOW does not go while the LOW (bulk) sends of the
   last window already hold ``limit - reserve`` slots, unless one of them leaves within
-  ``reserve_wait`` (10 ms). Sends above LOW in the window spend the reserve rather than
+  ``reserve_wait`` (5 ms). Sends above LOW in the window spend the reserve rather than
   push LOW further back, so an urgent request behind a saturating backfill finds a slot
-  within 10 ms whenever no other urgent request took one in the last window, and the
-  backfill keeps ``(limit - reserve) / (window + margin - reserve_wait)`` — 8.9 requests/s
-  of the 9.8 the budget allows (91%) — beside urgent traffic too (``keeps_reserve``).
+  within 5 ms whenever no other urgent request took one in the last window (the rest of
+  "a round trip + 10 ms" is the client's own work and the event loop), and the backfill
+  keeps ``(limit - reserve) / (window + margin - reserve_wait)`` — 8.87 requests/s of the
+  9.8 the budget allows (90.5%) — beside urgent traffic too (``keeps_reserve``). That is
+  the most a backfill can keep: any stretch of ``window + margin - wait`` must hold at most
+  ``limit - reserve`` sends for an urgent request to find a slot within ``wait``.
   "May come" means: the process said it may send urgent work at any moment (Spine and
   serve do: ``expect_urgent``), or a request above LOW was seen in the group within
   ``reserve_hold`` (60 s). A backfill alone (``collect``) keeps the whole ceiling.
@@ -91,7 +94,7 @@ DEFAULT_AGE_STEP = 10.0
 # LOW leaves this many slots of a window free while urgent work may come ...
 DEFAULT_RESERVE = 1
 # ... unless they free again within this many seconds (an urgent request waits no longer) ...
-DEFAULT_RESERVE_WAIT = 0.01
+DEFAULT_RESERVE_WAIT = 0.005
 # ... and "may come" means: a request above LOW was seen in the group this recently.
 DEFAULT_RESERVE_HOLD = 60.0
 
