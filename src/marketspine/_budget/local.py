@@ -236,8 +236,9 @@ class LocalRateBudget:
       window returns at once, as does one more urgent than every waiter
       (``WaitOrder.goes_ahead``). Requests that queue are released one per token interval
       (``(window + margin) / limit``), so a saturated group sends evenly and a newcomer
-      never waits behind a whole window's burst. LOW requests are always paced this way,
-      and leave the window's last slot free while urgent work may come
+      never waits behind a whole window's burst; one that went at once out of turn does not
+      move that schedule. LOW requests are always paced this way, and while urgent work may
+      come their sends hold at most ``limit - reserve`` slots of a window
       (``WaitOrder.keeps_reserve``; ``expect_urgent``: at any moment, not only a minute
       after a request above LOW), so a backfill cannot fill the window that a CRITICAL
       request needs.
