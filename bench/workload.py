@@ -215,7 +215,37 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
                 )
             )
             rows.append(row(f"{label}: {name} latency p99", p99, "ms", "-"))
+    # The chart's cold reads are bound by the budget: 10 reads of 5 pages, one after the
+    # other, beside the watch's forming-candle seeds and the bot's first reads, at 10/s.
+    for name in ("HIGH", "NORMAL"):
+        cold = sorted(m.elapsed_ms for m in candle_metas if _asked(m, name))
+        warm = sorted(
+            m.elapsed_ms
+            for kind, m in metas
+            if m.priority is not None and m.priority.name == name and "upstream" not in m.sources
+        )
+        if warm:
+            p99 = warm[min(len(warm) - 1, int(len(warm) * 0.99))]
+            rows.append(
+                row(f"{label}: {name} latency p99 without upstream ({len(warm):,})", p99, "ms", "-")
+            )
+        if cold:
+            rows.append(
+                row(
+                    f"{label}: {name} candle reads that asked upstream ({len(cold)}): "
+                    f"median / max {statistics.median(cold):,.0f} /",
+                    cold[-1],
+                    "ms",
+                    "-",
+                )
+            )
     return rows
+
+
+def _asked(meta: ResultMeta, priority: str) -> bool:
+    return (
+        meta.priority is not None and meta.priority.name == priority and "upstream" in meta.sources
+    )
 
 
 async def both(seconds: float, tmp: Path) -> list[Row]:

@@ -262,20 +262,53 @@ async def test_only_low_is_paced_when_nobody_waits(subject: Subject) -> None:
 
 @pytest.fixture
 def on_test_clock(subject: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Redis decides on the test's clock too: its acquire script takes ``now_us`` by hand
-    (the local budget runs on the fake clock anyway)."""
+    """Redis decides on the test's clock too (see ``_redis_on_test_clock``)."""
+    _redis_on_test_clock(subject, monkeypatch)
+
+
+def _redis_on_test_clock(subject: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis's acquire and heartbeat scripts take ``now_us`` from the test's clock (the
+    local budget runs on the fake clock anyway)."""
     if subject.space is None:
         return
-    original = BudgetScripts.acquire
+    acquire, heartbeat = BudgetScripts.acquire, BudgetScripts.heartbeat
 
-    async def acquire(self: BudgetScripts, keys: BudgetKeys, **kwargs: Any) -> Any:
-        kwargs["now_us"] = round(subject.fake.clock() * 1_000_000)
-        return await original(self, keys, **kwargs)
+    def now_us() -> int:
+        return round(subject.fake.clock() * 1_000_000)
 
-    monkeypatch.setattr(BudgetScripts, "acquire", acquire)
+    async def acquire_now(self: BudgetScripts, keys: BudgetKeys, **kwargs: Any) -> Any:
+        return await acquire(self, keys, **{**kwargs, "now_us": now_us()})
+
+    async def heartbeat_now(
+        self: BudgetScripts, keys: BudgetKeys, ticket: str, ttl_s: float, **kwargs: Any
+    ) -> int:
+        return await heartbeat(self, keys, ticket, ttl_s, **{**kwargs, "now_us": now_us()})
+
+    monkeypatch.setattr(BudgetScripts, "acquire", acquire_now)
+    monkeypatch.setattr(BudgetScripts, "heartbeat", heartbeat_now)
 
 
-async def test_low_leaves_the_last_slot_while_urgent_work_was_seen_and_critical_takes_it(
+async def _low_keeps_the_reserve_and_critical_takes_it(subject: Subject, budget: Budget) -> None:
+    """With the reserve kept (limit 3, a 3 s window, no urgent send in it since START):
+    LOW sends at START and START + 1 s, and a third LOW at START + 2 s waits — its
+    window's last slot frees only at START + 3 s, later than 5 ms away — while a CRITICAL
+    request at START + 2 s takes that slot at once, ahead of the waiting LOW, on no time."""
+    before = budget.statistics().groups["candles"].sent
+    for at in (0.0, 1.0):
+        subject.fake.now = START + at
+        await budget.acquire("candles", Priority.LOW)
+    subject.fake.now = START + 2.0
+    low = asyncio.create_task(budget.acquire("candles", Priority.LOW))
+    await wait_until(lambda: waiting(budget) == 1, 5.0, "LOW waits, keeping the reserve")
+    await budget.acquire("candles", Priority.CRITICAL)
+    stats = budget.statistics().groups["candles"]
+    assert (stats.sent - before, stats.waiting["LOW"], low.done()) == (3, 1, False)
+    assert subject.fake.now == START + 2.0
+    low.cancel()
+    await asyncio.gather(low, return_exceptions=True)
+
+
+async def test_low_keeps_the_reserve_after_urgent_work_was_seen_and_critical_takes_it(
     subject: Subject, on_test_clock: None
 ) -> None:
     budget = subject.make(limit=3, window=3.0, margin=0.0)  # one slot a second
@@ -284,22 +317,46 @@ async def test_low_leaves_the_last_slot_while_urgent_work_was_seen_and_critical_
         subject.fake.now = START + at
         await budget.acquire("trade", Priority.LOW)
     assert budget.statistics().groups["trade"].sent == 3
-    # Where a NORMAL request asked lately, LOW does not take the window's last slot: it
-    # waits until a slot would come back within 10 ms (START + 2.99) ...
-    subject.fake.now = START
+    # A NORMAL request seen in the group (3 s before: out of the window, not of the hold) ...
+    subject.fake.now = START - 3.0
     await budget.acquire("candles", Priority.NORMAL)
-    subject.fake.now = START + 1.0
-    await budget.acquire("candles", Priority.LOW)
-    subject.fake.now = START + 2.0
-    low = asyncio.create_task(budget.acquire("candles", Priority.LOW))
-    await wait_until(lambda: waiting(budget) == 1, 5.0, "LOW waits, keeping the reserve")
-    # ... and a CRITICAL request takes it at once, ahead of the waiting LOW, on no time.
-    await budget.acquire("candles", Priority.CRITICAL)
+    # ... and LOW keeps the window's last slot for urgent work.
+    await _low_keeps_the_reserve_and_critical_takes_it(subject, budget)
+
+
+async def test_a_budget_that_expects_urgent_work_keeps_the_reserve_before_any_came(
+    subject: Subject, on_test_clock: None
+) -> None:
+    budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
+    await _low_keeps_the_reserve_and_critical_takes_it(subject, budget)
+
+
+async def test_an_urgent_send_spends_the_reserve_and_low_keeps_its_share(
+    subject: Subject, on_test_clock: None
+) -> None:
+    budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
+    subject.fake.now = START
+    await budget.acquire("candles", Priority.HIGH)
+    # The HIGH send holds the reserved slot: LOW still has two of the three, at once.
+    for at in (1.0, 2.0):
+        subject.fake.now = START + at
+        await budget.acquire("candles", Priority.LOW)
     stats = budget.statistics().groups["candles"]
-    assert (stats.sent, stats.waiting["LOW"], low.done()) == (3, 1, False)
-    assert subject.fake.now == START + 2.0
-    low.cancel()
-    await asyncio.gather(low, return_exceptions=True)
+    assert (stats.sent, stats.throttled) == (3, 0)
+
+
+async def test_a_request_that_goes_at_once_does_not_move_the_low_pacing(
+    subject: Subject, on_test_clock: None
+) -> None:
+    budget = subject.make(limit=10, window=10.0, margin=0.0)  # a LOW slot per second
+    subject.fake.now = START
+    await budget.acquire("candles", Priority.LOW)
+    subject.fake.now = START + 0.5
+    await budget.acquire("candles", Priority.CRITICAL)  # at once, out of LOW's schedule
+    subject.fake.now = START + 1.0
+    await budget.acquire("candles", Priority.LOW)  # its slot: a second after the first LOW
+    stats = budget.statistics().groups["candles"]
+    assert (stats.sent, stats.throttled) == (3, 0)
 
 
 async def test_the_reserve_lapses_when_no_urgent_request_came_for_the_hold(
@@ -312,6 +369,35 @@ async def test_the_reserve_lapses_when_no_urgent_request_came_for_the_hold(
         subject.fake.now = START + at
         await budget.acquire("candles", Priority.LOW)
     assert budget.statistics().groups["candles"].sent == 4
+
+
+async def test_low_keeps_the_reserve_for_another_process_that_expects_urgent_work(
+    redis_space: RedisSpace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes on one Redis: the bot's has asked nothing yet, only entered (its
+    # heartbeat says it expects urgent work); the backfill's LOW keeps the reserve for it.
+    fake = FakeTime(START)
+    subject = Subject("redis", fake, redis_space)
+    _redis_on_test_clock(subject, monkeypatch)
+    backfill = subject.make(limit=3, window=3.0, margin=0.0)
+    bot = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
+    try:
+        assert isinstance(bot, RedisRateBudget)
+        await bot.__aenter__()
+        for at in (0.0, 1.0):
+            fake.now = START + at
+            await backfill.acquire("candles", Priority.LOW)
+        fake.now = START + 2.0
+        low = asyncio.create_task(backfill.acquire("candles", Priority.LOW))
+        await wait_until(lambda: waiting(backfill) == 1, 5.0, "LOW waits, keeping the reserve")
+        await bot.acquire("candles", Priority.CRITICAL)
+        assert (low.done(), bot.statistics().groups["candles"].throttled) == (False, 0)
+        low.cancel()
+        await asyncio.gather(low, return_exceptions=True)
+    finally:
+        for budget in subject.made:
+            assert isinstance(budget, RedisRateBudget)
+            await budget.aclose()
 
 
 # -- the policy itself ---------------------------------------------------------------------
@@ -345,7 +431,7 @@ def test_who_goes_ahead_and_who_keeps_the_reserve() -> None:
     assert order.goes_ahead(Priority.CRITICAL, Priority.HIGH)
     assert not order.goes_ahead(Priority.HIGH, Priority.HIGH)  # behind its equals, FIFO
     assert not order.goes_ahead(Priority.LOW, Priority.LOW)  # LOW never skips a queue
-    assert (order.reserve, order.reserve_wait, order.reserve_hold) == (1, 0.01, 60.0)
+    assert (order.reserve, order.reserve_wait, order.reserve_hold) == (1, 0.005, 60.0)
     assert order.keeps_reserve(Priority.LOW, 10, since_urgent=59.9)
     assert not order.keeps_reserve(Priority.LOW, 10, since_urgent=60.0)  # none came lately
     assert not order.keeps_reserve(Priority.NORMAL, 10, since_urgent=0.0)  # aged LOW too

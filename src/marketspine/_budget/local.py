@@ -133,6 +133,7 @@ class _Waiter:
 class _Send:
     at: float  # when the budget granted it
     answered: float | None = None  # when its reply was seen; None while in flight
+    urgent: bool = False  # asked above LOW: it spends the reserve, not LOW's share
 
 
 @dataclass
@@ -143,7 +144,8 @@ class _Group:
     margin: float = DEFAULT_MARGIN  # the configured floor of the margin
     jitter: JitterMargin = field(init=False)
     sends: deque[_Send] = field(default_factory=deque)  # by grant time, ascending
-    last_real_send: float = float("-inf")
+    last_paced_send: float = float("-inf")  # the pacing schedule (sends that went at once
+    # out of turn do not move it)
     blocked_until: float = float("-inf")
     waiters: list[_Waiter] = field(default_factory=list)  # arrival order; WaitOrder picks
     sleeping: bool = False  # one waiter sleeps until the next slot; the others wait on it
@@ -182,19 +184,23 @@ class _Group:
     def next_send_at(
         self, now: float, *, paced: bool, keep: int = 0, keep_wait: float = 0.0
     ) -> float:
-        """Earliest time at or after ``now`` a send is allowed. ``keep`` slots of the window
-        are left free unless they free again within ``keep_wait`` (the reserve)."""
+        """Earliest time at or after ``now`` a send is allowed. With ``keep`` (the reserve),
+        the sends that are not urgent may hold only ``limit - keep`` slots of the window,
+        unless one of them leaves within ``keep_wait``."""
         at = max(now, self.blocked_until)
-        # The limit-th latest counted send must have left the window; with a reserve, the
-        # (limit - keep)-th must have left a window ``keep_wait`` shorter.
-        cap, span = (self.limit - keep, self.span - keep_wait) if keep else (self.limit, self.span)
-        if len(self.sends) >= cap:
-            counted = heapq.nlargest(cap, map(self.counted_at, self.sends))
-            at = max(at, counted[-1] + span)
+        # The limit-th latest counted send must have left the window.
+        if len(self.sends) >= self.limit:
+            counted = heapq.nlargest(self.limit, map(self.counted_at, self.sends))
+            at = max(at, counted[-1] + self.span)
         if keep:
-            at = max(at, self.next_send_at(now, paced=False))
+            # The (limit - keep)-th latest bulk send must have left a window keep_wait
+            # shorter: urgent sends in the window have spent the reserve, LOW keeps its share.
+            cap = self.limit - keep
+            bulk = heapq.nlargest(cap, (self.counted_at(s) for s in self.sends if not s.urgent))
+            if len(bulk) >= cap:
+                at = max(at, bulk[-1] + self.span - keep_wait)
         if paced:
-            at = max(at, self.last_real_send + self.interval)
+            at = max(at, self.last_paced_send + self.interval)
         return at
 
     def saw_round_trip(self, seconds: float) -> None:
@@ -210,9 +216,10 @@ class _Group:
                 send.answered = now
                 return
 
-    def record_send(self, now: float) -> None:
-        self.sends.append(_Send(now))
-        self.last_real_send = now
+    def record_send(self, now: float, *, urgent: bool, paced: bool) -> None:
+        self.sends.append(_Send(now, urgent=urgent))
+        if paced:
+            self.last_paced_send = now
         self.counts.sent += 1
         self.prune(now)
 
@@ -229,9 +236,11 @@ class LocalRateBudget:
       window returns at once, as does one more urgent than every waiter
       (``WaitOrder.goes_ahead``). Requests that queue are released one per token interval
       (``(window + margin) / limit``), so a saturated group sends evenly and a newcomer
-      never waits behind a whole window's burst. LOW requests are always paced this way,
-      and leave the window's last slot free while urgent work may come
-      (``WaitOrder.keeps_reserve``), so a backfill cannot fill the window that a CRITICAL
+      never waits behind a whole window's burst; one that went at once out of turn does not
+      move that schedule. LOW requests are always paced this way, and while urgent work may
+      come their sends hold at most ``limit - reserve`` slots of a window
+      (``WaitOrder.keeps_reserve``; ``expect_urgent``: at any moment, not only a minute
+      after a request above LOW), so a backfill cannot fill the window that a CRITICAL
       request needs.
     * **Priorities with aging** — who goes next is ``rules.WaitOrder``'s: most urgent first,
       FIFO within a priority, a waiter rising one level per ``age_step`` seconds waited
@@ -242,7 +251,10 @@ class LocalRateBudget:
       the IP), the difference is booked as sends made now.
     * **Penalties** — ``penalize`` stops the group for a while after a 429 or 418.
 
-    ``clock`` (seconds, monotonic) and ``sleep`` are injectable so tests run on fake time.
+    ``expect_urgent``: this process may send requests above LOW at any moment (a bot,
+    Spine, serve): LOW keeps the reserve from the start, not only once such a request was
+    seen in the group. ``clock`` (seconds, monotonic) and ``sleep`` are injectable so tests
+    run on fake time.
     """
 
     def __init__(
@@ -253,10 +265,12 @@ class LocalRateBudget:
         window: float = 1.0,
         margin: float = DEFAULT_MARGIN,
         age_step: float = DEFAULT_AGE_STEP,
+        expect_urgent: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         check_settings(limit=limit, limits=limits, window=window, margin=margin, age_step=age_step)
+        self._expect_urgent = expect_urgent
         self._limit = limit
         self._limits = dict(limits or {})
         self._window = window
@@ -287,7 +301,9 @@ class LocalRateBudget:
             state.urgent_at = now
         waiting = self._order.top_level(state.waiters, now)
         if self._order.goes_ahead(priority, waiting) and self._due(state, priority, now) <= now:
-            state.record_send(now)
+            # Out of turn (not paced) unless LOW, which is paced even with nobody waiting.
+            urgent = priority > Priority.LOW
+            state.record_send(now, urgent=urgent, paced=not self._order.may_burst(priority))
             return
         state.counts.throttled += 1
         waiter = _Waiter(priority, now, next(self._seq))
@@ -304,11 +320,8 @@ class LocalRateBudget:
         """When a request competing at ``priority`` may go: paced when it queued or is LOW,
         leaving the reserve when ``WaitOrder.keeps_reserve`` says so."""
         order = self._order
-        keep = (
-            order.reserve
-            if order.keeps_reserve(priority, state.limit, now - state.urgent_at)
-            else 0
-        )
+        since_urgent = 0.0 if self._expect_urgent else now - state.urgent_at
+        keep = order.reserve if order.keeps_reserve(priority, state.limit, since_urgent) else 0
         paced = queued or not order.may_burst(priority)
         return state.next_send_at(now, paced=paced, keep=keep, keep_wait=order.reserve_wait)
 
@@ -351,7 +364,7 @@ class LocalRateBudget:
             assert best is not None
             state.waiters.remove(best)
             best.granted = True
-            state.record_send(now)
+            state.record_send(now, urgent=best.priority > Priority.LOW, paced=True)
             best.wake.set()
 
     @staticmethod

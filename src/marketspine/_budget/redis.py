@@ -177,6 +177,10 @@ class RedisRateBudget:
     lapses heartbeats on it, so the heartbeat runs on real time).
     ``fallback_share`` (a fraction of the ceiling) replaces the share by the number of
     processes seen; None (the default) divides by that number.
+    ``expect_urgent``: this process may send requests above LOW at any moment (Spine,
+    serve): every process's LOW keeps the reserve for it while its heartbeat lasts (and a
+    minute after), not only once such a request was seen; its heartbeat starts on entering
+    (``async with``), so the reserve is kept before its first request.
     """
 
     def __init__(
@@ -195,10 +199,12 @@ class RedisRateBudget:
         heartbeat_ttl_s: float = PROCESS_TTL_S,
         ticket_ttl_s: float = 2.0,
         age_step: float = DEFAULT_AGE_STEP,
+        expect_urgent: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         check_settings(limit=limit, limits=limits, window=window, margin=margin, age_step=age_step)
+        self._expect_urgent = expect_urgent
         if fallback_share is not None:
             check_fallback_share(fallback_share)
         if not 0 < heartbeat_every_s < heartbeat_ttl_s:
@@ -239,6 +245,7 @@ class RedisRateBudget:
             window=window,
             margin=margin,
             age_step=age_step,
+            expect_urgent=expect_urgent,
             clock=clock,
             sleep=sleep,
         )
@@ -252,6 +259,10 @@ class RedisRateBudget:
         self._closed = False
 
     async def __aenter__(self) -> RedisRateBudget:
+        if self._expect_urgent:
+            # Counted, and the reserve kept for this process, before its first request.
+            self._keep_heartbeat()
+            await self._beat()
         return self
 
     async def __aexit__(
@@ -409,7 +420,8 @@ class RedisRateBudget:
             ticket=self._ticket,
             ticket_ttl_s=self._ticket_ttl,
             burst=self._order.goes_ahead(head.priority, behind),
-            urgent=any(w.priority > Priority.LOW for w in state.waiters),
+            urgent=self._expect_urgent or any(w.priority > Priority.LOW for w in state.waiters),
+            urgent_send=head.priority > Priority.LOW,
             order=self._order,
             process_ttl_s=self._heartbeat_ttl,
         )
@@ -553,7 +565,9 @@ class RedisRateBudget:
     async def _renew(self) -> None:
         """Renew this process's heartbeat in every group and take the count."""
         for keys in self._every_group_keys():
-            count = await self._scripts.heartbeat(keys, self._ticket, self._heartbeat_ttl)
+            count = await self._scripts.heartbeat(
+                keys, self._ticket, self._heartbeat_ttl, urgent=self._expect_urgent
+            )
             self._saw_processes(keys, count)
 
     async def _beat(self) -> None:

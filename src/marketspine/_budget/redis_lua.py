@@ -9,10 +9,13 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   widest span asked within ``SPAN_HOLD_S`` applies to everyone, since upstream counts every
   process's requests by their arrival and the most delayed ones decide;
 * a queued or LOW request is paced one per ``span / limit`` (no burst while another process
-  waits at the same level or above; a more urgent request goes at once when there is room);
+  waits at the same level or above; a more urgent request goes at once when there is room,
+  without moving the pacing schedule);
 * the reserve (``rules.WaitOrder.keeps_reserve``): while a request above LOW was seen lately
-  (``urgent`` in the state hash, Redis's clock), LOW leaves the last slot of the window free
-  unless it frees again within ``reserve_wait``;
+  (``urgent`` in the state hash, Redis's clock; a process that expects urgent work renews it
+  with each heartbeat), the sends that are not urgent may hold only ``limit - reserve``
+  slots of the window unless one of them leaves within ``reserve_wait``. An urgent send's
+  member ends in ``:u``: it spends the reserve, not LOW's share;
 * priorities across processes: a process that waits registers a *ticket* at its most urgent
   waiting priority (it expires unless renewed, so a killed process stops counting); a
   request is refused while a ticket of a higher priority waits, so LOW never takes the slot
@@ -60,8 +63,9 @@ end
 # KEYS: sends, state, wait:0 .. wait:3, processes
 # ARGV: limit, span_us, span_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
 #       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME), process_ttl_us,
-#       urgent (1: the asker has a request above LOW waiting), reserve (slots LOW leaves free),
-#       reserve_wait_us, reserve_hold_us (``rules.WaitOrder.keeps_reserve``)
+#       urgent (1: the asker has a request above LOW waiting, or expects some), reserve (slots
+#       LOW keeps for urgent work), reserve_wait_us, reserve_hold_us
+#       (``rules.WaitOrder.keeps_reserve``), urgent_send (1: the head asked above LOW)
 # Returns {granted, wait_us, tokens, now_us, span_us (the span that applied), member (the
 # send's member in KEYS[1], scored now_us; '' when refused), processes (sharing the budget,
 # the asker included: its heartbeat is renewed here)}.
@@ -79,6 +83,7 @@ redis.call('PEXPIRE', KEYS[7], math.floor(2 * pttl / 1000))
 local processes = redis.call('ZCARD', KEYS[7])
 local urgent, reserve = ARGV[12] == '1', tonumber(ARGV[13] or '0')
 local reserve_wait, reserve_hold = tonumber(ARGV[14] or '0'), tonumber(ARGV[15] or '0')
+local urgent_send = ARGV[16] == '1'
 if urgent then redis.call('HSET', KEYS[2], 'urgent', s(now)) end
 -- The widest span any process asked for within the hold applies to all.
 local wide = tonumber(redis.call('HGET', KEYS[2], 'span') or '0')
@@ -113,20 +118,25 @@ if used >= limit then
   local free = tonumber(kth[2]) + span
   if free > at then at = free end
 end
--- The reserve: while a request above LOW was seen lately, LOW leaves the last slot(s) of
--- the window free unless they free again within reserve_wait.
+-- The reserve: while a request above LOW was seen lately, the sends that are not urgent
+-- may hold only limit - reserve slots of the window, unless one leaves within reserve_wait.
 if prio == 0 and reserve > 0 and reserve < limit then
   local seen = tonumber(redis.call('HGET', KEYS[2], 'urgent') or '-1')
   if seen >= 0 and now - seen < reserve_hold then
     local cap, win = limit - reserve, span - reserve_wait
-    if redis.call('ZCOUNT', KEYS[1], '(' .. s(now - win), '+inf') >= cap then
-      local kth = redis.call('ZREVRANGE', KEYS[1], cap - 1, cap - 1, 'WITHSCORES')
-      local free = tonumber(kth[2]) + win
+    local recent = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. s(now - win), '+inf', 'WITHSCORES')
+    local bulk = {}
+    for i = 1, #recent, 2 do
+      if string.sub(recent[i], -2) ~= ':u' then bulk[#bulk + 1] = tonumber(recent[i + 1]) end
+    end
+    if #bulk >= cap then
+      local free = bulk[#bulk - cap + 1] + win
       if free > at then at = free end
     end
   end
 end
-if (not burst) or peer then
+local paced = (not burst) or peer
+if paced then
   local last = redis.call('HGET', KEYS[2], 'last')
   if last and tonumber(last) + interval > at then at = tonumber(last) + interval end
 end
@@ -139,17 +149,20 @@ end
 if at <= now and not higher then
   local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
   local member = s(now) .. ':' .. seq
+  if urgent_send then member = member .. ':u' end
   redis.call('ZADD', KEYS[1], s(now), member)
   -- A paced grant keeps to the slot schedule: the few ms the asker needed to come back
   -- (up to a quarter interval) are not lost from every interval. The window cap above
-  -- still counts the real send times.
-  local slot = now
-  local last = redis.call('HGET', KEYS[2], 'last')
-  if last and ((not burst) or peer) then
-    slot = tonumber(last) + interval
-    if slot < now - math.floor(interval / 4) then slot = now - math.floor(interval / 4) end
+  -- still counts the real send times. A grant out of turn leaves the schedule alone.
+  if paced then
+    local slot = now
+    local last = redis.call('HGET', KEYS[2], 'last')
+    if last then
+      slot = tonumber(last) + interval
+      if slot < now - math.floor(interval / 4) then slot = now - math.floor(interval / 4) end
+    end
+    redis.call('HSET', KEYS[2], 'last', s(slot))
   end
-  redis.call('HSET', KEYS[2], 'last', s(slot))
   if nextp >= 0 then
     redis.call('ZADD', KEYS[3 + nextp], s(now + ttl), ticket)
     redis.call('PEXPIRE', KEYS[3 + nextp], math.floor(keep / 1000))
@@ -243,8 +256,10 @@ end
 return moved
 """
 
-# KEYS: processes. ARGV: ticket, ttl_us, now_us. Renews this process's heartbeat, forgets the
-# lapsed ones and returns how many processes share the budget (this one included).
+# KEYS: processes, state. ARGV: ticket, ttl_us, now_us, urgent (1: the process expects
+# urgent work), keep_us. Renews this process's heartbeat, forgets the lapsed ones and returns
+# how many processes share the budget (this one included); with urgent, LOW keeps the
+# reserve for it (the state's ``urgent``, as an ask above LOW sets it).
 _HEARTBEAT = (
     _PRELUDE
     + """
@@ -253,6 +268,11 @@ local now = now_us(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', s(now))
 redis.call('ZADD', KEYS[1], s(now + ttl), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.floor(2 * ttl / 1000))
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[2], 'urgent', s(now))
+  local keep = math.floor(tonumber(ARGV[5]) / 1000)
+  if redis.call('PTTL', KEYS[2]) < keep then redis.call('PEXPIRE', KEYS[2], keep) end
+end
 return redis.call('ZCARD', KEYS[1])
 """
 )
@@ -328,15 +348,17 @@ class BudgetScripts:
         burst: bool,
         process_ttl_s: float = PROCESS_TTL_S,
         urgent: bool = False,
+        urgent_send: bool = False,
         order: WaitOrder = WAIT_ORDER,
         now_us: int | None = None,
     ) -> AcquireReply:
         """Ask for one send now at ``priority``; ``next_priority`` is the caller's next
         waiter (kept registered as a ticket after a grant), ``burst`` whether this request
         may skip pacing (no waiter of the caller is as urgent, and it is not LOW),
-        ``urgent`` whether the caller has a request above LOW waiting (it arms the reserve
-        of ``order`` for everyone). The ask renews the heartbeat of ``ticket`` for
-        ``process_ttl_s``."""
+        ``urgent`` whether the caller has a request above LOW waiting or expects some (it
+        arms the reserve of ``order`` for everyone), ``urgent_send`` whether the request
+        itself was asked above LOW (its send spends the reserve). The ask renews the
+        heartbeat of ``ticket`` for ``process_ttl_s``."""
         args: list[Any] = [
             limit,
             _us(span_s),
@@ -353,6 +375,7 @@ class BudgetScripts:
             order.reserve,
             _us(order.reserve_wait),
             _us(order.reserve_hold),
+            1 if urgent_send else 0,
         ]
         granted, wait_us, tokens, now, span_us, member, processes = await self._acquire(
             keys=keys.all(), args=args
@@ -411,12 +434,25 @@ class BudgetScripts:
         return int(await self._move(keys=[keys.sends], args=args)) if args else 0
 
     async def heartbeat(
-        self, keys: BudgetKeys, ticket: str, ttl_s: float, *, now_us: int | None = None
+        self,
+        keys: BudgetKeys,
+        ticket: str,
+        ttl_s: float,
+        *,
+        urgent: bool = False,
+        now_us: int | None = None,
     ) -> int:
         """Keep ``ticket`` among the processes sharing the budget of ``keys`` for ``ttl_s``
-        more; returns how many processes are (their heartbeats not lapsed), ``ticket`` too."""
-        args: list[Any] = [ticket, _us(ttl_s), "" if now_us is None else now_us]
-        return int(await self._heartbeat(keys=[keys.processes], args=args))
+        more (with ``urgent``: as one that may send urgent work at any moment, so LOW keeps
+        the reserve); returns how many processes are (heartbeats not lapsed), ``ticket`` too."""
+        args: list[Any] = [
+            ticket,
+            _us(ttl_s),
+            "" if now_us is None else now_us,
+            1 if urgent else 0,
+            self._keep_us,
+        ]
+        return int(await self._heartbeat(keys=[keys.processes, keys.state], args=args))
 
     async def leave(self, keys: BudgetKeys, ticket: str) -> None:
         """Take ``ticket`` out of the processes sharing the budget of ``keys`` (it stops)."""

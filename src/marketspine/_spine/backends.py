@@ -44,7 +44,8 @@ def resolve_backends(
         need("redis")
         from .shared import Shared
 
-        shared = Shared.connect(redis, prefix=prefix)
+        # A Spine answers its callers' requests at any moment: LOW keeps the reserve for them.
+        shared = Shared.connect(redis, prefix=prefix, expect_urgent=True)
         _OWNED.add(shared)
         budget = shared.budget if budget is None else budget
     return db, budget, shared

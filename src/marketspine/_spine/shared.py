@@ -25,21 +25,24 @@ class Shared:
     redis: Redis
 
     @classmethod
-    def connect(cls, url: str, *, prefix: str | None = None) -> Shared:
+    def connect(cls, url: str, *, prefix: str | None = None, expect_urgent: bool = False) -> Shared:
         """The shared parts on the Redis at ``url``, without I/O yet. Keys live under
         ``prefix`` (default ``marketspine:``; the catalog then keeps the design documents'
-        own keys, ``market:info:{exchange}`` ...). Raises InvalidRequestError for a URL that
-        is not a Redis URL."""
+        own keys, ``market:info:{exchange}`` ...). ``expect_urgent``: the process may send
+        urgent requests at any moment (Spine: every process's LOW keeps the budget's reserve
+        for it; ``collect`` does not). Raises InvalidRequestError for a URL that is not a
+        Redis URL."""
         client = connect_redis(url)
         own = "marketspine:" if prefix is None else prefix
         return cls(
-            RedisRateBudget(client, prefix=own),
+            RedisRateBudget(client, prefix=own, expect_urgent=expect_urgent),
             RedisPageLeases(client, prefix=own),
             RedisCatalog(client, prefix=prefix or "", lease_prefix=own),
             client,
         )
 
     async def __aenter__(self) -> Self:
+        await self.budget.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
