@@ -32,7 +32,10 @@ def main(body_file: str) -> None:
             await super().startup(sockets)
             print(f"serving on {url}", flush=True)
 
-    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # As serve runs it: without uvicorn's proxy-headers layer (serve adds it only for
+    # --forwarded-allow-ips).
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", proxy_headers=False)
+    server = _Server(config)
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
 

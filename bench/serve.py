@@ -4,13 +4,17 @@ the same size in the same run; and a restart's time to its first cached answer.
 
 Every server (simulator, serve, the bare endpoint) is its own process; the load generator is
 a minimal HTTP/1.1 client on raw asyncio streams, so the generator costs little next to the
-servers it measures.
+servers it measures. Besides throughput, each server's own CPU time per answer is read from
+``/proc`` (Linux): on a shared machine throughput follows whatever else runs, while the CPU
+a server spends on one answer barely does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import re
 import signal
 import statistics
@@ -29,7 +33,8 @@ from ._sim import simulator
 
 CONNECTIONS = 64
 DURATION_S = 2.0
-ROUNDS = 3
+ROUNDS = 5  # serve and the bare endpoint in turns
+RESTARTS = 3
 PATH = "/v1/candles/minutes/1?market=KRW-BTC&count=200&to=2026-01-01T00:00:00"
 _URL = re.compile(r"serving on (http://[\d.]+:\d+)")
 
@@ -49,9 +54,17 @@ def _start(args: list[str]) -> tuple[subprocess.Popen[str], str, float]:
 
 @contextlib.contextmanager
 def _process(args: list[str]) -> Iterator[tuple[str, float]]:
+    """A server process while the block runs: its URL and start-up seconds."""
+    with _server(args) as (url, took, _):
+        yield url, took
+
+
+@contextlib.contextmanager
+def _server(args: list[str]) -> Iterator[tuple[str, float, int]]:
+    """``_process``, with the process id too."""
     proc, url, took = _start(args)
     try:
-        yield url, took
+        yield url, took, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -95,8 +108,18 @@ async def _one_connection(
         writer.close()
 
 
-def load(url: str, path: str) -> dict[str, float]:
-    """``CONNECTIONS`` keep-alive connections asking ``path`` for ``DURATION_S``."""
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used, or None without ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, path: str, pid: int) -> dict[str, float]:
+    """``CONNECTIONS`` keep-alive connections asking ``path`` for ``DURATION_S``; with
+    ``cpu_us``, the CPU the server (process ``pid``) spent per answer meanwhile."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
@@ -110,9 +133,15 @@ def load(url: str, path: str) -> dict[str, float]:
         )
         return time.perf_counter() - started
 
+    cpu_before = _cpu_s(pid)
     elapsed = asyncio.run(run())
+    cpu_after = _cpu_s(pid)
     ordered = sorted(latencies)
+    cpu: dict[str, float] = {}
+    if cpu_before is not None and cpu_after is not None:
+        cpu["cpu_us"] = (cpu_after - cpu_before) / len(ordered) * 1e6
     return {
+        **cpu,
         "rps": len(ordered) / elapsed,
         "p50_ms": ordered[len(ordered) // 2] * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
@@ -123,23 +152,28 @@ def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, simulator("--latency-ms", "30") as sim:
         db = Path(tmp) / "serve.db"
-        with _process(_serve_args(sim, db)) as (url, _):
+        with _server(_serve_args(sim, db)) as (url, _, pid):
             body = httpx.get(url + PATH, timeout=30).content  # fetched once, cached after
             second = httpx.get(url + PATH, timeout=30)
             assert second.headers["X-Marketspine-Source"] in ("memory", "database"), second.headers
             body_file = Path(tmp) / "body.json"
             body_file.write_bytes(body)
-            with _process([sys.executable, "-m", "bench._bare", str(body_file)]) as (bare_url, _):
+            bare_args = [sys.executable, "-m", "bench._bare", str(body_file)]
+            with _server(bare_args) as (bare_url, _, bare_pid):
                 # Alternate the two, so a busy moment on the machine hits both alike; keep
                 # each one's best round.
-                rounds = [(load(url, PATH), load(bare_url, "/body")) for _ in range(ROUNDS)]
+                rounds = [
+                    (load(url, PATH, pid), load(bare_url, "/body", bare_pid)) for _ in range(ROUNDS)
+                ]
         served = max((r[0] for r in rounds), key=lambda r: r["rps"])
         bare = max((r[1] for r in rounds), key=lambda r: r["rps"])
+        # The least CPU per answer of each: the round least disturbed by other work.
+        cpu = [min(r[i].get("cpu_us", math.inf) for r in rounds) for i in (0, 1)]
         # Restart on the same database: the stored candles answer without upstream.
         # Three restarts: the best counts (the machine is shared), the median is shown.
         before = httpx.get(sim + "/sim/stats", timeout=10).json()["requests"]["by_group"]
         restarts: list[tuple[float, float]] = []
-        for _ in range(ROUNDS):
+        for _ in range(RESTARTS):
             started = time.perf_counter()
             with _process(_serve_args(sim, db)) as (url, ready_s):
                 answer = httpx.get(url + PATH, timeout=30)
@@ -180,6 +214,29 @@ def run() -> list[dict[str, Any]]:
             "unit": "ratio",
             "goal": ">= 0.9",
         },
+    ]
+    if math.isfinite(cpu[0]) and math.isfinite(cpu[1]):
+        rows += [
+            {
+                "benchmark": "serve CPU per cached answer (least of the rounds)",
+                "value": round(cpu[0], 1),
+                "unit": "µs",
+                "goal": "-",
+            },
+            {
+                "benchmark": "bare CPU per answer (least of the rounds)",
+                "value": round(cpu[1], 1),
+                "unit": "µs",
+                "goal": "-",
+            },
+            {
+                "benchmark": "bare / serve CPU per answer",
+                "value": round(cpu[1] / cpu[0], 3),
+                "unit": "ratio",
+                "goal": ">= 0.9",
+            },
+        ]
+    rows += [
         {
             "benchmark": "restart: process start to 'serving on'",
             "value": round(ready_s, 3),
