@@ -204,3 +204,22 @@ async def test_a_page_not_kept_goes_the_usual_way(
     # A bad request spelled like nothing kept gets Upbit's error, not a cached page.
     bad = await http.get(PATH, params={**PARAMS, "count": "0"})
     assert bad.status_code == 400 and "error" in bad.json()
+
+
+async def test_a_failing_fast_path_leaves_the_answer_to_the_usual_way(
+    http: httpx.AsyncClient,
+    service: ServeService,
+    slow: SlowPathCalls,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = await kept_page(http, service)
+
+    def broken(path: str, query: bytes) -> bytes | None:
+        raise RuntimeError("a bug in the fast path")
+
+    monkeypatch.setattr(service.closed_answers, "spelled", broken)
+    answer = await http.get(PATH, params=PARAMS)
+    assert answer.status_code == 200 and answer.content == body
+    assert slow.count == 2  # the handler answered it
+    assert "the fast path of /v1/candles/minutes/5 failed" in caplog.text
