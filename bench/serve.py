@@ -1,16 +1,22 @@
 """``marketspine serve`` over HTTP: cached ``candles(200)`` with 64 concurrent keep-alive
-connections (req/s and p99), beside a bare uvicorn + Starlette endpoint returning a body of
-the same size in the same run; and a restart's time to its first cached answer.
+connections (req/s and p99), beside a bare uvicorn + Starlette endpoint returning the same
+body in the same run (and a second one returning serve's headers with it); and a restart's
+time to its first cached answer.
 
 Every server (simulator, serve, the bare endpoint) is its own process; the load generator is
 a minimal HTTP/1.1 client on raw asyncio streams, so the generator costs little next to the
-servers it measures.
+servers it measures. Besides throughput, each server's own CPU time per answer is read from
+``/proc`` (Linux): on a shared machine throughput follows whatever else runs, while the CPU
+a server spends on one answer barely does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
+import os
 import re
 import signal
 import statistics
@@ -29,9 +35,11 @@ from ._sim import simulator
 
 CONNECTIONS = 64
 DURATION_S = 2.0
-ROUNDS = 3
+ROUNDS = 5  # serve and the bare endpoint in turns
+RESTARTS = 3
 PATH = "/v1/candles/minutes/1?market=KRW-BTC&count=200&to=2026-01-01T00:00:00"
 _URL = re.compile(r"serving on (http://[\d.]+:\d+)")
+_ADDED_BY_SERVER = (b"date", b"server", b"content-length", b"content-type")
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], str, float]:
@@ -49,9 +57,17 @@ def _start(args: list[str]) -> tuple[subprocess.Popen[str], str, float]:
 
 @contextlib.contextmanager
 def _process(args: list[str]) -> Iterator[tuple[str, float]]:
+    """A server process while the block runs: its URL and start-up seconds."""
+    with _server(args) as (url, took, _):
+        yield url, took
+
+
+@contextlib.contextmanager
+def _server(args: list[str]) -> Iterator[tuple[str, float, int]]:
+    """``_process``, with the process id too."""
     proc, url, took = _start(args)
     try:
-        yield url, took
+        yield url, took, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -95,8 +111,18 @@ async def _one_connection(
         writer.close()
 
 
-def load(url: str, path: str) -> dict[str, float]:
-    """``CONNECTIONS`` keep-alive connections asking ``path`` for ``DURATION_S``."""
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used, or None without ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, path: str, pid: int) -> dict[str, float]:
+    """``CONNECTIONS`` keep-alive connections asking ``path`` for ``DURATION_S``; with
+    ``cpu_s``, the CPU seconds the server (process ``pid``) spent meanwhile."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
@@ -110,9 +136,16 @@ def load(url: str, path: str) -> dict[str, float]:
         )
         return time.perf_counter() - started
 
+    cpu_before = _cpu_s(pid)
     elapsed = asyncio.run(run())
+    cpu_after = _cpu_s(pid)
     ordered = sorted(latencies)
+    cpu: dict[str, float] = {}
+    if cpu_before is not None and cpu_after is not None:
+        cpu["cpu_s"] = cpu_after - cpu_before
     return {
+        **cpu,
+        "answers": len(ordered),
         "rps": len(ordered) / elapsed,
         "p50_ms": ordered[len(ordered) // 2] * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
@@ -123,23 +156,50 @@ def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, simulator("--latency-ms", "30") as sim:
         db = Path(tmp) / "serve.db"
-        with _process(_serve_args(sim, db)) as (url, _):
+        with _server(_serve_args(sim, db)) as (url, _, pid):
             body = httpx.get(url + PATH, timeout=30).content  # fetched once, cached after
             second = httpx.get(url + PATH, timeout=30)
             assert second.headers["X-Marketspine-Source"] in ("memory", "database"), second.headers
             body_file = Path(tmp) / "body.json"
             body_file.write_bytes(body)
-            with _process([sys.executable, "-m", "bench._bare", str(body_file)]) as (bare_url, _):
-                # Alternate the two, so a busy moment on the machine hits both alike; keep
-                # each one's best round.
-                rounds = [(load(url, PATH), load(bare_url, "/body")) for _ in range(ROUNDS)]
-        served = max((r[0] for r in rounds), key=lambda r: r["rps"])
-        bare = max((r[1] for r in rounds), key=lambda r: r["rps"])
+            # The second yardstick answers with serve's own headers too (Remaining-Req, the
+            # source, the security headers), which uvicorn's HTTP layer checks one by one.
+            headers_file = Path(tmp) / "headers.json"
+            own = [
+                (name.decode(), value.decode())
+                for name, value in second.headers.raw
+                if name.lower() not in _ADDED_BY_SERVER
+            ]
+            headers_file.write_text(json.dumps(own))
+            bare_args = [sys.executable, "-m", "bench._bare", str(body_file)]
+            with (
+                _server(bare_args) as (bare_url, _, bare_pid),
+                _server([*bare_args, str(headers_file)]) as (same_url, _, same_pid),
+            ):
+                # In turns, so a busy moment on the machine hits all alike; keep each one's
+                # best round.
+                rounds = [
+                    (
+                        load(url, PATH, pid),
+                        load(bare_url, "/body", bare_pid),
+                        load(same_url, "/body", same_pid),
+                    )
+                    for _ in range(ROUNDS)
+                ]
+        served, bare, same = (max((r[i] for r in rounds), key=lambda r: r["rps"]) for i in range(3))
+        # CPU per answer over all rounds: what one round loses to a busy moment another
+        # gains, where a best or least round would keep the luckiest.
+        cpu = [
+            sum(r[i].get("cpu_s", math.nan) for r in rounds)
+            / sum(r[i]["answers"] for r in rounds)
+            * 1e6
+            for i in range(3)
+        ]
         # Restart on the same database: the stored candles answer without upstream.
         # Three restarts: the best counts (the machine is shared), the median is shown.
         before = httpx.get(sim + "/sim/stats", timeout=10).json()["requests"]["by_group"]
         restarts: list[tuple[float, float]] = []
-        for _ in range(ROUNDS):
+        for _ in range(RESTARTS):
             started = time.perf_counter()
             with _process(_serve_args(sim, db)) as (url, ready_s):
                 answer = httpx.get(url + PATH, timeout=30)
@@ -180,6 +240,55 @@ def run() -> list[dict[str, Any]]:
             "unit": "ratio",
             "goal": ">= 0.9",
         },
+    ]
+    rows += [
+        {
+            "benchmark": f"bare with serve's {len(own)} headers too, {CONNECTIONS} connections",
+            "value": round(same["rps"], 1),
+            "unit": "req/s",
+            "goal": "(yardstick)",
+        },
+        {
+            "benchmark": "serve / bare with serve's headers",
+            "value": round(served["rps"] / same["rps"], 3),
+            "unit": "ratio",
+            "goal": "-",
+        },
+    ]
+    if all(math.isfinite(c) for c in cpu):
+        rows += [
+            {
+                "benchmark": "CPU per answer (all rounds): serve",
+                "value": round(cpu[0], 1),
+                "unit": "µs",
+                "goal": "-",
+            },
+            {
+                "benchmark": "CPU per answer: bare, same body",
+                "value": round(cpu[1], 1),
+                "unit": "µs",
+                "goal": "-",
+            },
+            {
+                "benchmark": "CPU per answer: bare, same body and headers",
+                "value": round(cpu[2], 1),
+                "unit": "µs",
+                "goal": "-",
+            },
+            {
+                "benchmark": "bare (same body) / serve, CPU per answer",
+                "value": round(cpu[1] / cpu[0], 3),
+                "unit": "ratio",
+                "goal": ">= 0.9",
+            },
+            {
+                "benchmark": "bare (same body and headers) / serve, CPU per answer",
+                "value": round(cpu[2] / cpu[0], 3),
+                "unit": "ratio",
+                "goal": "-",
+            },
+        ]
+    rows += [
         {
             "benchmark": "restart: process start to 'serving on'",
             "value": round(ready_s, 3),

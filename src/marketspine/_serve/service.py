@@ -113,6 +113,23 @@ class FairGate:
                 if not lines:
                     del self._lines[address]
 
+    def has_place(self, client: tuple[str, str]) -> bool:
+        """Whether a request of ``client`` would get its place inside at once (``slot``
+        would not wait): an answer given without waiting then keeps the limit as one that
+        took the place and gave it back would."""
+        address, name = client
+        lines = self._lines.get(address)
+        if lines is None:
+            return True
+        if name not in lines and len(lines) >= self._lines_per_address + (self.OVERFLOW in lines):
+            name = self.OVERFLOW
+        line = lines.get(name)
+        return line is None or not line.places.locked()
+
+    def busy(self, address: str) -> bool:
+        """Whether any request of ``address`` holds or waits for a place now."""
+        return address in self._lines
+
     def waiting(self) -> int:
         return sum(line.users for lines in self._lines.values() for line in lines.values())
 
