@@ -478,3 +478,127 @@ async def test_one_request_delayed_beyond_the_margin_cannot_make_eleven_in_a_sec
         # a window + margin after the first *arrived* (less the fastest round trip).
         assert max(grants) - start <= 1.0 + 0.02 + 0.083 + 0.001, max(grants) - start
     assert over == [], f"429 at phases {over}"
+
+
+async def test_wake_ups_a_little_late_do_not_slow_a_paced_backfill_send_by_send() -> None:
+    """Every sleep ends 1 ms late (timer granularity, a busy event loop). Pacing counts
+    from the slot a send was due at, so the lateness is paid once per window (where the
+    window cap, on real sends, decides), not once per send (1% of the rate at 10/s)."""
+    fake = FakeTime(8000.0)
+
+    async def late_sleep(seconds: float) -> None:
+        await fake.sleep(seconds + 0.001)
+
+    budget = LocalRateBudget(clock=fake.clock, sleep=late_sleep)
+    grants: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(10):
+            await budget.acquire("candles", Priority.LOW)
+            grants.append(fake.now)
+
+    async def workers() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(6):
+                tg.create_task(worker())
+
+    await fake.run(workers())
+    span = 1.0 + DEFAULT_MARGIN
+    assert_window_cap(grants, 10, span)
+    # 59 paced intervals, and a late wake-up at most once per window of ten.
+    assert max(grants) - min(grants) <= 59 * span / 10 + 6 * 0.001 + 1e-9, grants
+
+
+async def _saturate_after_learning(
+    fake: FakeTime, budget: LocalRateBudget, rtts: list[float], sends: int, answer: bool
+) -> list[float]:
+    """Teach ``budget`` the round trips ``rtts`` (one send each, answered), then send
+    ``sends`` LOW requests back to back, each answered 30 ms later when ``answer`` (else
+    never: they stay in flight). Returns the grant times of those sends."""
+    for rtt in rtts:  # LOW: a NORMAL request would make LOW keep the reserve (another test)
+        await fake.run(budget.acquire("candles", Priority.LOW))
+        sent_at = fake.now
+        await fake.run(fake.sleep(rtt))
+        budget.observe("candles", None, sent_at=sent_at)
+        await fake.run(fake.sleep(0.2))  # nothing of these is in the window afterwards
+    await fake.run(fake.sleep(2.0))
+    grants: list[float] = []
+
+    async def request() -> None:
+        await budget.acquire("candles", Priority.LOW)
+        grants.append(sent_at := fake.now)
+        if answer:
+            await fake.sleep(0.030)
+            budget.observe("candles", None, sent_at=sent_at)
+
+    async def requests() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(sends):
+                tg.create_task(request())
+
+    await fake.run(requests())
+    return grants
+
+
+async def test_an_answered_send_counts_its_own_lateness_not_the_spread_of_others() -> None:
+    """Three round trips in a hundred took 60 ms more (a busy moment): the learnt spread is
+    60 ms. Requests that came back fast proved they arrived on time, so the window counts
+    them at their grant: the spread is not charged to every window."""
+    fake = FakeTime(9000.0)
+    budget = make_budget(fake)
+    rtts = [0.090 if i % 34 == 0 else 0.030 for i in range(100)]
+    grants = await _saturate_after_learning(fake, budget, rtts, 41, answer=True)
+    assert budget.statistics().groups["candles"].margin == pytest.approx(0.060)
+    span = 1.0 + DEFAULT_MARGIN
+    assert_window_cap(grants, 10, span)
+    assert max(grants) - min(grants) == pytest.approx(4 * span)  # not 4 * 1.060
+
+
+async def test_a_send_still_in_flight_counts_at_the_spread_of_recent_round_trips() -> None:
+    """Until its answer tells, a send may have arrived as late as the learnt spread says."""
+    fake = FakeTime(9000.0)
+    budget = make_budget(fake)
+    rtts = [0.090 if i % 34 == 0 else 0.030 for i in range(100)]
+    grants = await _saturate_after_learning(fake, budget, rtts, 11, answer=False)
+    assert max(grants) - min(grants) == pytest.approx(1.0 + 0.060)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("jitter", [0.010, 0.050, 0.150])
+async def test_a_far_backfill_under_jitter_both_ways_meets_no_429(seed: int, jitter: float) -> None:
+    """One market's backfill 300 ms from upstream: six LOW pages in flight, each way of
+    every round trip jittered. Counting each answered send at its own latest arrival (and a
+    send in flight at the learnt spread) keeps every upstream second at 10, at any phase."""
+    import random
+
+    from marketspine.sim._limits import RateLimiter
+
+    fake = FakeTime(10_000.0 + seed * 0.37)
+    budget = make_budget(fake)
+    limiter = RateLimiter(clock=fake.clock)
+    rng = random.Random(seed)
+    verdicts: list[int] = []
+
+    async def request() -> None:
+        await budget.acquire("candles", Priority.LOW)
+        granted = fake.now
+        await fake.sleep(0.150 + rng.uniform(0.0, jitter))  # to upstream
+        verdict = limiter.check("client", "candles", 10)
+        verdicts.append(verdict.status)
+        await fake.sleep(0.150 + rng.uniform(0.0, jitter))  # the answer's way back
+        budget.observe("candles", verdict.remaining, sent_at=granted)
+
+    async def worker() -> None:
+        for _ in range(100):
+            await request()
+
+    async def workers() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(6):
+                tg.create_task(worker())
+
+    await fake.run(workers(), max_seconds=10_000)
+    assert len(verdicts) == 600 and verdicts.count(429) == 0
+    rate = len(verdicts) / (fake.now - 10_000.0 - seed * 0.37)
+    # A window costs at most the floor and one round trip's whole spread (both ways).
+    assert rate >= 10 / (1.0 + DEFAULT_MARGIN + 2 * jitter), rate

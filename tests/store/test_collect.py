@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,7 @@ async def test_markets_run_concurrently_and_every_page_lands(tmp_path: Path) -> 
     assert btc_events[-1].done_ms == btc_events[-1].total_ms == 1000 * 60_000
 
 
-async def test_unknown_market_fails_before_any_candle_request(tmp_path: Path) -> None:
+async def test_unknown_market_fails_before_anything_is_stored(tmp_path: Path) -> None:
     upstream = FakeUpstream({"KRW-BTC": dense(10)})
     async with SQLiteStore(tmp_path / "db.sqlite") as store:
         with pytest.raises(UnknownMarketError, match="KRW-NOPE"):
@@ -106,8 +107,76 @@ async def test_unknown_market_fails_before_any_candle_request(tmp_path: Path) ->
                 until_ms=MIN.shift(T0, 10),
                 now_ms=MIN.shift(T0, 20),
             )
-        assert upstream.calls == []
+        # The list is asked together with the first pages: at most one page per market.
+        assert sorted(c[0] for c in upstream.calls) in ([], ["KRW-BTC"], ["KRW-BTC", "KRW-NOPE"])
         assert await store.summary() == []
+
+
+@dataclass
+class SlowList(FakeUpstream):
+    """A market list that answers only once a candle page has been asked (or after
+    ``patience`` turns of the event loop without one)."""
+
+    patience: int = 1000
+    pages_before_list: int | None = None
+
+    async def markets(self) -> list[Listed]:
+        for _ in range(self.patience):
+            if self.calls:
+                break
+            await asyncio.sleep(0)
+        self.pages_before_list = len(self.calls)
+        return await super().markets()
+
+
+async def test_the_first_page_is_asked_with_the_market_list_not_after_it(tmp_path: Path) -> None:
+    upstream = SlowList({"KRW-BTC": dense(1000)})
+    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+        summary = await collect(
+            upstream,
+            store,
+            ["KRW-BTC"],
+            TF["1m"],
+            since_ms=T0,
+            until_ms=MIN.shift(T0, 1000),
+            now_ms=MIN.shift(T0, 2000),
+        )
+        stored = [c.start_ms for c in await store.read("KRW-BTC", TF["1m"], 0, 2 * T0)]
+    assert upstream.pages_before_list == 1  # one page (density unknown), asked before the list
+    assert stored == dense(1000) and summary.upstream_calls == 5
+
+
+async def test_a_delisted_market_held_in_the_store_stores_nothing_more(tmp_path: Path) -> None:
+    upstream = FakeUpstream({"KRW-BTC": dense(400), "KRW-OLD": dense(400)})
+    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+        await collect(
+            upstream,
+            store,
+            ["KRW-OLD"],
+            TF["1m"],
+            since_ms=T0,
+            until_ms=MIN.shift(T0, 100),
+            now_ms=MIN.shift(T0, 500),
+        )
+        del upstream.starts["KRW-OLD"]  # Upbit forgets it; the store does not
+        upstream.calls.clear()
+        events: list[ProgressEvent] = []
+        summary = await collect(
+            upstream,
+            store,
+            ["KRW-BTC", "KRW-OLD"],
+            TF["1m"],
+            since_ms=T0,
+            until_ms=MIN.shift(T0, 400),
+            now_ms=MIN.shift(T0, 500),
+            progress=events.append,
+        )
+        old = [c.start_ms for c in await store.read("KRW-OLD", TF["1m"], 0, 2 * T0)]
+        btc = [c.start_ms for c in await store.read("KRW-BTC", TF["1m"], 0, 2 * T0)]
+    assert summary.delisted == ("KRW-OLD",) and btc == dense(400)
+    assert old == dense(100)  # nothing more of it stored, whatever its first page said
+    assert [c[0] for c in upstream.calls].count("KRW-OLD") <= 1
+    assert [e.finished for e in events if e.market == "KRW-OLD"] == [True]
 
 
 async def test_a_covered_range_costs_zero_upstream_calls(tmp_path: Path) -> None:

@@ -8,17 +8,24 @@ sends — which bounds every calendar second and every sliding second alike — 
 request the moment it is allowed to be sent, not when its answer arrives.
 
 Upstream counts a request when it *arrives*, a varying delay after it was allowed. Two sends
-a window apart arrive closer than a window when the first was delayed more, so the margin
-grows to the spread of the round trips the budget sees (``observe(..., sent_at=...)``): the
-margin is at least that jitter, and never the fixed 20 ms alone on a jittery network.
+a window apart arrive closer than a window when the first was delayed more. What can put 11
+arrivals in one upstream second is the way *there* of the earlier send taking longer than the
+way there of the later one, so each send counts at the latest time it may have arrived:
 
-A margin is a statistic: it says nothing until replies have come back, and a high quantile
-leaves out exactly the one request that was held up. Such a request can still put 11
-arrivals in one upstream second (a first request queued 83 ms at the server behind a slow
-reply, then nine fast ones, then the 11th a window + 20 ms after the first was *granted*).
-So each answered send also counts at the latest time it may have arrived: its round trip
-beyond the fastest recent one, less what the learnt margin already covers (the floor stays
-a cushion that delay never spends). Only a late request pays, with its own lateness, once.
+* **Answered** — its round trip beyond the fastest recent one (``observe(..., sent_at=...)``):
+  the way there took at most that much more than the least it can take, whatever of the
+  excess was the way back (the server building the page, this event loop busy when the reply
+  came). Only a late request pays, with its own lateness, once.
+* **In flight** — its lateness is not known yet: the spread of the recent round trips (high
+  quantile minus minimum, ``JitterMargin``) stands for it. With round trips under a window,
+  the send ten back that decides a slot has always answered, so a jittery network or a
+  loaded machine no longer widens every window by its worst round trips.
+
+The margin's floor (20 ms) stays added to every window: a cushion that delay never spends
+(the fastest round trip seen is only an estimate of the fastest possible).
+
+Pacing counts from the slot a send was due at, so a wake-up a little late is not repeated
+in every later slot (see ``_Group.record_send``).
 """
 
 from __future__ import annotations
@@ -90,9 +97,12 @@ def group_of(path: str) -> str:
 
 
 class JitterMargin:
-    """The margin added to a rate window: ``floor`` at first, then the spread (high quantile
-    minus minimum) of the last ``RTT_SAMPLES`` round trips once ``_MIN_SAMPLES`` are seen,
-    never below ``floor`` nor above ``MAX_MARGIN`` (see the module doc)."""
+    """The margin for a send whose lateness is not known: ``floor`` at first, then the spread
+    (high quantile minus minimum) of the last ``RTT_SAMPLES`` round trips once
+    ``_MIN_SAMPLES`` are seen, never below ``floor`` nor above ``MAX_MARGIN``. The fastest
+    round trip (``least``) tells how late an answered send may have arrived (see the module
+    doc; ``RedisRateBudget`` adds the margin to every window and moves late sends by
+    ``late_by``)."""
 
     __slots__ = ("_rtts", "floor", "least", "value")
 
@@ -101,6 +111,13 @@ class JitterMargin:
         self.value = floor
         self.least = float("inf")  # the fastest of the recent round trips
         self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
+
+    def beyond_least(self, rtt: float) -> float:
+        """How much later than the fastest a request with round trip ``rtt`` may have
+        reached upstream: its round trip beyond the fastest recent one (the least delay a
+        request and its answer take together), the most its way there can have taken
+        beyond the least."""
+        return max(0.0, rtt - self.least)
 
     def late_by(self, rtt: float) -> float:
         """How much later than the margin allows a request with round trip ``rtt`` may have
@@ -139,13 +156,13 @@ class _Send:
 @dataclass
 class _Group:
     limit: int
-    span: float  # window + margin
+    span: float  # window + the margin's floor
     window: float = 1.0
     margin: float = DEFAULT_MARGIN  # the configured floor of the margin
     jitter: JitterMargin = field(init=False)
     sends: deque[_Send] = field(default_factory=deque)  # by grant time, ascending
-    last_paced_send: float = float("-inf")  # the pacing schedule (sends that went at once
-    # out of turn do not move it)
+    paced_from: float = float("-inf")  # the slot the last paced send counts from (sends
+    # that went at once out of turn do not move it)
     blocked_until: float = float("-inf")
     waiters: list[_Waiter] = field(default_factory=list)  # arrival order; WaitOrder picks
     sleeping: bool = False  # one waiter sleeps until the next slot; the others wait on it
@@ -172,11 +189,12 @@ class _Group:
         return sum(1 for s in self.sends if since < s.at <= now)
 
     def counted_at(self, send: _Send) -> float:
-        """When the window counts ``send``: its grant, or later when its reply shows that it
-        may have reached upstream later than the margin allows (see the module doc)."""
+        """When the window counts ``send``: the latest time it may have reached upstream
+        (see the module doc). Answered, that is told by its own round trip; in flight, the
+        spread of the recent round trips stands for it."""
         if send.answered is None:
-            return send.at
-        return send.at + self.jitter.late_by(send.answered - send.at)
+            return send.at + self.jitter.value - self.jitter.floor
+        return send.at + self.jitter.beyond_least(send.answered - send.at)
 
     def counted_in_window(self, now: float) -> int:
         return sum(1 for s in self.sends if now - self.span < self.counted_at(s))
@@ -200,12 +218,12 @@ class _Group:
             if len(bulk) >= cap:
                 at = max(at, bulk[-1] + self.span - keep_wait)
         if paced:
-            at = max(at, self.last_paced_send + self.interval)
+            at = max(at, self.paced_from + self.interval)
         return at
 
     def saw_round_trip(self, seconds: float) -> None:
-        """Widen the margin to the spread of recent round trips (see the module doc)."""
-        self.span = self.window + self.jitter.saw(seconds)
+        """Learn the spread of recent round trips (see the module doc)."""
+        self.jitter.saw(seconds)
 
     def saw_answer(self, sent_at: float, now: float) -> None:
         """The reply to the send made at ``sent_at`` came back ``now``. Replies are paired
@@ -219,7 +237,15 @@ class _Group:
     def record_send(self, now: float, *, urgent: bool, paced: bool) -> None:
         self.sends.append(_Send(now, urgent=urgent))
         if paced:
-            self.last_paced_send = now
+            # Pacing counts from the slot a send was due at, not from when the event loop got
+            # round to it: a wake-up 1 ms late (timer granularity, a busy loop) would push
+            # every later slot back as much, 1% of the rate at 10/s. Only a send up to a
+            # quarter interval after its slot counts from the slot (the Redis budget's script
+            # does the same); one that went before it or long after (the group was idle, or
+            # held by the window cap or a penalty) counts from itself, so nothing bursts to
+            # catch up. The window cap, on real sends, is what keeps upstream's limit.
+            due = self.paced_from + self.interval
+            self.paced_from = due if due <= now <= due + self.interval / 4 else now
         self.counts.sent += 1
         self.prune(now)
 
@@ -230,8 +256,9 @@ class LocalRateBudget:
     Rules, per group:
 
     * **Window cap** — at most ``limit`` sends in any interval of ``window + margin``
-      seconds, counted at the moment ``acquire`` returns. This holds for any alignment of
-      the server's window, fixed calendar second or sliding.
+      seconds, each counted from the moment ``acquire`` returns, or later when it may have
+      reached upstream later (see the module doc). This holds for any alignment of the
+      server's window, fixed calendar second or sliding.
     * **Bursts only when nobody waits** — an ``acquire`` that finds no queue and room in the
       window returns at once, as does one more urgent than every waiter
       (``WaitOrder.goes_ahead``). Requests that queue are released one per token interval
@@ -423,6 +450,6 @@ class LocalRateBudget:
                 tokens=state.limit - state.counted_in_window(now),
                 waiting=(waiter.priority for waiter in state.waiters),
                 blocked_for=state.blocked_until - now,
-                margin=state.span - state.window,
+                margin=state.jitter.value,
             )
         return BudgetStatistics(groups)

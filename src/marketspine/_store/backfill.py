@@ -174,9 +174,10 @@ async def collect(
     upstream delists while its pages are fetched.
 
     Returns a CollectSummary. Raises InvalidRequestError for a bad range or timeframe,
-    UnknownMarketError (before fetching anything) for a market upstream does not list and
-    the store knows nothing of, and the client's or store's typed error for a page that
-    finally fails — never skipping it.
+    UnknownMarketError (before storing anything; the market list is asked together with the
+    first pages, so at most a first page per market was asked) for a market upstream does
+    not list and the store knows nothing of, and the client's or store's typed error for a
+    page that finally fails — never skipping it.
 
     ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
     another process fetched is stored here too but not counted in ``upstream_calls``.
@@ -207,32 +208,23 @@ async def collect(
             plan_gaps(coverage, tf, served_from, until_ms, now_ms) if served_from < until_ms else []
         )
     details = {code: MarketCollectSummary(code) for code in codes}
-    # A covered closed range must cost zero upstream calls, so the market list is only
-    # fetched (and the markets checked) when there is something to fetch.
-    if any(plans.values()):
-        listed = {info.market for info in await client.markets()}
-        unknown = [code for code in codes if code not in listed]
-        held = {s.market for s in await store.summary()} if unknown else set()
-        for code in unknown:
-            if code in held:  # Upbit forgets a delisted market; the store does not
-                details[code].delisted = True
-                plans[code] = []
-        unknown = [code for code in unknown if code not in held]
-        if unknown:
-            raise UnknownMarketError(
-                unknown[0],
-                f"unknown market{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                "(not listed upstream, and nothing of it stored: a typo, or delisted "
-                "before anything was collected; expected codes such as KRW-BTC)",
-            )
     for code in codes:
         details[code].gaps = len(plans[code])
     # ``depth`` pages in flight in all: one market gets them all, many markets one each at
     # least (as many as before), so a long run's queue at the rate budget stays short.
     working = sum(1 for code in codes if plans[code])
     per_market = max(1, -(-depth // max(1, working)))
+    # Whether each market may be stored: upstream lists it, or it is delisted (False). The
+    # market list is asked together with each market's first page, not a round trip before
+    # it; no answer is looked at before the list has cleared its market, so a market upstream
+    # does not list still fails with nothing stored. A covered closed range costs zero calls:
+    # the list is only asked when there is something to fetch.
+    loop = asyncio.get_running_loop()
+    cleared: dict[str, asyncio.Future[bool]] = {code: loop.create_future() for code in codes}
     try:
         async with asyncio.TaskGroup() as group:
+            if working:
+                group.create_task(_check_listed(client, store, plans, details, cleared))
             for code in codes:
                 group.create_task(
                     _collect_market(
@@ -243,6 +235,7 @@ async def collect(
                         details[code],
                         priority,
                         progress,
+                        cleared[code],
                         leases,
                         per_market,
                         keep_below,
@@ -265,6 +258,37 @@ async def collect(
     )
 
 
+async def _check_listed(
+    client: CandleSource,
+    store: CandleStore,
+    plans: dict[str, list[Range]],
+    details: dict[str, MarketCollectSummary],
+    cleared: dict[str, asyncio.Future[bool]],
+) -> None:
+    """Clear each market for storing (``cleared``: True) once upstream's list names it; a
+    market the list does not name but the store holds is delisted (False: nothing more of it
+    is stored). Raises UnknownMarketError for markets neither names (a typo, or delisted
+    before anything was collected), which stops the run before anything is stored."""
+    listed = {info.market for info in await client.markets()}
+    unknown = [code for code in cleared if code not in listed]
+    held = {s.market for s in await store.summary()} if unknown else set()
+    for code in unknown:
+        if code in held:  # Upbit forgets a delisted market; the store does not
+            details[code].delisted = True
+            details[code].gaps = 0
+            plans[code] = []
+    unknown = [code for code in unknown if code not in held]
+    if unknown:
+        raise UnknownMarketError(
+            unknown[0],
+            f"unknown market{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            "(not listed upstream, and nothing of it stored: a typo, or delisted "
+            "before anything was collected; expected codes such as KRW-BTC)",
+        )
+    for code, verdict in cleared.items():
+        verdict.set_result(not details[code].delisted)
+
+
 async def _collect_market(
     client: CandleSource,
     store: CandleStore,
@@ -273,6 +297,7 @@ async def _collect_market(
     detail: MarketCollectSummary,
     priority: Priority,
     progress: Callable[[ProgressEvent], None] | None,
+    cleared: Awaitable[bool],
     leases: PageLeases | None = None,
     depth: int = DEFAULT_DEPTH,
     keep_below: bool = True,
@@ -308,6 +333,9 @@ async def _collect_market(
             assert outstanding, "the pipeline is neither done nor waiting for a page"
             page, answer, fetched = await answers.get()
             outstanding -= 1
+            if not await cleared:  # delisted (see ``_check_listed``): nothing is stored
+                detail.pages += fetched
+                break
             if isinstance(answer, Exception):
                 # As the walk did: the pages above the failed one are stored, then it is
                 # raised. Those in flight are waited for; nothing more is asked.
@@ -349,7 +377,7 @@ async def _collect_market(
         detail.delisted = True
     elif failure is not None:
         raise failure
-    if progress is not None and not gaps:
+    if progress is not None and (not gaps or detail.gaps == 0):
         progress(ProgressEvent(market, tf.name, 0, 0, 0, 0, 0, finished=True))
 
 

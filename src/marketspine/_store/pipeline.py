@@ -8,7 +8,10 @@ page at ``to``. ``MarketPipeline`` therefore asks for the next pages before the 
 answer, each where the one above it surely ends (its *claim*):
 
 * **Learn first.** Until one full page of the market has answered, one page is in flight:
-  its span tells how dense the market is.
+  its span tells how dense the market is. (A page holds the ``count`` newest candles before
+  its ``to`` however far down they reach, so a second page asked ``count`` windows lower
+  before that would fetch again, on a sparse market, candles the first one returns; no
+  placement avoids it without the density. ``collect`` asks the market list meanwhile.)
 * **Ahead only where dense.** While the last full page spanned at most ``DENSE`` times
   ``count`` windows, the next pages are asked ``count`` windows apart from the lowest point
   asked so far: no hole is possible, and at most one page in ten overlaps the one above it.
