@@ -229,5 +229,7 @@ async def test_acquisitions_that_find_redis_back_together_recover_once(
     # acquisitions: the one that waited for Redis, and the two that went on blind meanwhile
     # and found Redis back once they had their blind slot, booked there so none goes unseen.
     # On a slow machine the blind send may have left the window before the recovery: it is
-    # then booked beside a full window (14). Booked twice, it would be 24 or more.
-    assert len(await booked_sends(space)) in (13, 14)
+    # then booked beside a full window (14), or, when restarting Redis took longer than the
+    # set's horizon, it has aged out of it by the time the sends are counted (12). Booked
+    # twice, it would be 24 or more.
+    assert len(await booked_sends(space)) in (12, 13, 14)
