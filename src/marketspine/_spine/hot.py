@@ -1,7 +1,11 @@
 """Hot windows: the candle windows ``Spine.preload`` declared, and those the usage learner
 found polled, kept fresh by a keeper that refetches each one once its candle has closed on
 upstream's clock. A learned window is released when its polling stops; a declared one
-stays."""
+stays.
+
+Where the trade stream proves a close (the market is watched and every trade of the window
+was seen, see ``_live.closes``), the keeper takes the candle from it and asks upstream
+nothing for that series; the others are fetched, one page per market, as before."""
 
 from __future__ import annotations
 
@@ -15,15 +19,27 @@ from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
 from .result import CandleResult
 
-__all__ = ["HOT_SETTLE_MS", "HotWindow", "HotWindows"]
+__all__ = ["HOT_SETTLE_MS", "LIVE_CLOSE_WAIT_S", "HotWindow", "HotWindows"]
 
 logger = logging.getLogger("marketspine")
 
 # A little after the close, so the closed candle is final upstream.
 HOT_SETTLE_MS = 200
 
+# How long the keeper waits for the trade stream to prove a close (a trade after it to
+# arrive) before asking upstream instead. A busy market proves it within milliseconds; a
+# quiet one may not trade for minutes, and its close is fetched after this.
+LIVE_CLOSE_WAIT_S = 1.0
+
 # Reads ``count`` closed candles of (market, timeframe) at a priority.
 ReadClosed = Callable[[str, Timeframe, int, Priority], Awaitable[CandleResult]]
+# Puts the closed candle of (market, timeframe) starting at ``start_ms`` into memory from the
+# trade stream once it proves it (waiting as long as it takes); False when it cannot.
+CloseLive = Callable[[str, Timeframe, int], Awaitable[bool]]
+
+
+async def _never_live(market: str, tf: Timeframe, start_ms: int) -> bool:
+    return False
 
 
 @dataclass
@@ -47,9 +63,13 @@ class HotWindows:
         read_closed: ReadClosed,
         *,
         each_round: Callable[[], None] = lambda: None,
+        close_live: CloseLive = _never_live,
     ) -> None:
         self._now_ms = upstream_now_ms
         self._read_closed = read_closed
+        self._close_live = close_live
+        self.closes_live = 0  # closes taken from the trade stream
+        self.closes_fetched = 0  # closes read through ``read_closed`` (memory, store, REST)
         self._each_round = each_round  # called as the keeper wakes (releasing idle windows)
         self._windows: dict[tuple[str, str], HotWindow] = {}
         self._changed = asyncio.Event()
@@ -124,8 +144,42 @@ class HotWindows:
                     await self._changed.wait()
 
     async def _refresh(self, due: list[tuple[str, HotWindow]]) -> bool:
-        """Fetch the due windows; True when all of them succeeded."""
+        """Take the due windows' closes from the trade stream where it proves them, fetch
+        the others; True when all of them succeeded."""
         now = self._now_ms()
+        # Only a window that is the one close since the last refresh: the stream keeps the
+        # candle of the last closed window alone.
+        single = [(m, w) for m, w in due if w.tf.next_start(w.forming_ms) == w.tf.floor(now)]
+        others = [(m, w) for m, w in due if (m, w) not in single]
+        # The stream's wait runs beside the fetches of the others, so it delays none of them.
+        taken, ok = await asyncio.gather(self._take_live(single), self._fetch(others, now))
+        for _, window in taken:
+            window.forming_ms = window.tf.next_start(window.forming_ms)
+        failed = [(m, w) for m, w in single if (m, w) not in taken]
+        return await self._fetch(failed, now) and ok
+
+    async def _take_live(
+        self, candidates: list[tuple[str, HotWindow]]
+    ) -> list[tuple[str, HotWindow]]:
+        """The candidates whose close the trade stream proved within ``LIVE_CLOSE_WAIT_S``
+        (their candle now in memory)."""
+
+        async def one(market: str, window: HotWindow) -> bool:
+            try:
+                async with asyncio.timeout(LIVE_CLOSE_WAIT_S):
+                    return await self._close_live(market, window.tf, window.forming_ms)
+            except TimeoutError:
+                return False
+
+        done = await asyncio.gather(*(one(m, w) for m, w in candidates))
+        taken = [pair for pair, ok in zip(candidates, done, strict=True) if ok]
+        self.closes_live += len(taken)
+        return taken
+
+    async def _fetch(self, due: list[tuple[str, HotWindow]], now: int) -> bool:
+        """Fetch the due windows as of ``now``; True when all of them succeeded."""
+        if not due:
+            return True
         # Minutes first: the longer timeframes of the same market (3m to 4h, 1d) are then
         # built from the stored minutes, so a market polled in several timeframes costs one
         # page per close, not one per timeframe.
@@ -149,4 +203,5 @@ class HotWindows:
                 ok = False
             else:
                 window.forming_ms = window.tf.floor(now)
+                self.closes_fetched += 1
         return ok
