@@ -104,8 +104,9 @@ async def test_a_watched_markets_close_comes_from_the_stream_and_equals_rest(
 
         # Field by field against what the simulator's REST answers for that window.
         to = format_utc(MINUTE.next_start(newest)) + "Z"
-        params = {"market": WATCHED, "to": to, "count": 1}
-        (theirs,) = httpx.get(url + "/v1/candles/minutes/1", params=params, timeout=5).json()
+        params: dict[str, str | int] = {"market": WATCHED, "to": to, "count": 1}
+        async with httpx.AsyncClient(base_url=url) as http:
+            (theirs,) = (await http.get("/v1/candles/minutes/1", params=params)).json()
         ours = row(mine)
         assert ours.keys() == theirs.keys()
         for field, value in theirs.items():

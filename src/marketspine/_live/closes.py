@@ -9,9 +9,12 @@ A window ``[s, e)`` of a followed (market, timeframe) is *proven* when:
   connection, a dropped subscription or trades a slow consumer dropped end it), under the
   stream's current liveness epoch (no reconnect or change of source since the run began);
 - the window began after the timeframe was followed (no trade of it predates the builder);
-- a trade at or after ``e`` has been delivered in the run: the stream sends trades in order,
-  so every trade before ``e`` has arrived (and was applied, the state being fed in order).
-  A quiet market with no later trade proves nothing: its close falls back to REST;
+- every trade before ``e`` has arrived and was applied: a trade at or after ``e`` was
+  delivered in the run (the stream sends trades in order, and the state is fed in order),
+  or the caller says the stream is *flushed* (``LiveFeed.delivered``: a ping sent after the
+  close came back, so everything upstream sent before it has been read, no fill of the
+  market's trades is pending and the state has applied all of it) — how a quiet market's
+  close is proven;
 - no trade of the window arrived after a later one (a late trade), which would leave it
   unclear what upstream's candle holds.
 
@@ -168,9 +171,12 @@ class LiveCloses:
         """The market's trades are no longer streamed: a later subscription starts afresh."""
         self._runs.pop(market, None)
 
-    def close(self, market: str, timeframe: str, start_ms: int) -> tuple[CloseProof, Candle | None]:
+    def close(
+        self, market: str, timeframe: str, start_ms: int, *, flushed: bool = False
+    ) -> tuple[CloseProof, Candle | None]:
         """Whether the stream proves the window of ``timeframe`` starting at ``start_ms``
-        closed, and its candle (None: the window had no trade)."""
+        closed, and its candle (None: the window had no trade). ``flushed``: every trade
+        upstream sent until after the window's end has been applied (see the module)."""
         builder = self._builders.get(market, {}).get(timeframe)
         run = self._runs.get(market)
         if (
@@ -182,15 +188,15 @@ class LiveCloses:
             or run.epoch != self._epoch()
         ):
             return CloseProof.UNPROVABLE, None
-        end_ms = builder.tf.next_start(start_ms)
-        if run.top_ms < end_ms:
+        if run.top_ms < builder.tf.next_start(start_ms) and not flushed:
             return CloseProof.PENDING, None
-        forming, closed = builder.forming, builder.closed
-        if forming is None or forming.start_ms < end_ms:
-            return CloseProof.UNPROVABLE, None  # cannot happen: the later trade is in it
-        if closed is not None and closed.start_ms == start_ms:
-            return CloseProof.PROVEN, closed
-        if closed is None or closed.start_ms < start_ms:
-            # The last window before the one forming closed before this one: no trade here.
-            return CloseProof.PROVEN, None
-        return CloseProof.UNPROVABLE, None  # a later window closed since: this one is gone
+        # The window's candle is the forming one (no trade after it yet) or the last closed
+        # one; when neither starts there, it had no trade unless a later window has closed
+        # since (its candle is no longer held).
+        for candle in (builder.forming, builder.closed):
+            if candle is not None and candle.start_ms == start_ms:
+                return CloseProof.PROVEN, candle
+        newest = [c.start_ms for c in (builder.forming, builder.closed) if c is not None]
+        if sum(1 for s in newest if s > start_ms) == 2:
+            return CloseProof.UNPROVABLE, None
+        return CloseProof.PROVEN, None

@@ -283,11 +283,22 @@ class Spine:
         if covered is None or covered[1] != start_ms:
             return False  # the window would not continue what memory holds
 
+        closes = self._live.closes
+
         def proven() -> tuple[CloseProof, Candle | None] | None:
-            answer = self._live.closes.close(market, tf.name, start_ms)
+            answer = closes.close(market, tf.name, start_ms)
             return None if answer[0] is CloseProof.PENDING else answer
 
-        proof, candle = await self._live.wait_for(proven)
+        answer = proven()
+        if answer is None:
+            # No trade since the close yet (a quiet market may have none for minutes): ask
+            # the stream whether everything upstream sent until now has been applied.
+            epoch = self._live.epoch()
+            if await self._feed.delivered(market) and self._live.epoch() == epoch:
+                answer = closes.close(market, tf.name, start_ms, flushed=True)
+            else:
+                answer = await self._live.wait_for(proven)  # a later trade proves it too
+        proof, candle = answer
         covered = self._memory.covered(key)
         if proof is not CloseProof.PROVEN or covered is None or covered[1] != start_ms:
             return False

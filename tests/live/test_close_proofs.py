@@ -110,9 +110,7 @@ def test_a_reconnect_lost_trades_or_an_unsubscription_break_the_proof() -> None:
 def test_a_trade_arriving_after_a_later_one_taints_its_window() -> None:
     state = following([Liveness(epoch=1, age_s=0.0)])
     heard: list[tuple[str, str, int]] = []
-    state.closes.on_late = lambda market, timeframe, start: heard.append(
-        (market, timeframe, start)
-    )
+    state.closes.on_late = lambda market, timeframe, start: heard.append((market, timeframe, start))
     state.apply(trade(T0 - 5_000, 99.0))
     state.apply(trade(T0 + 1_000, 100.0))
     state.apply(trade(T0 + 61_000, 100.0))
@@ -132,3 +130,19 @@ def test_without_a_live_stream_or_a_follow_nothing_is_proven() -> None:
     state.apply(trade(T0 - 5_000, 99.0))
     state.apply(trade(T0 + 61_000, 100.0))
     assert state.closes.close(M, "1m", T0)[0] is CloseProof.UNPROVABLE
+
+
+def test_a_quiet_window_is_proven_once_the_stream_is_flushed() -> None:
+    state = following([Liveness(epoch=1, age_s=0.0)])
+    state.apply(trade(T0 - 5_000, 99.0))
+    state.apply(trade(T0 + 30_000, 100.0, 2.0))
+    # No trade after the window: only a flushed stream (a ping's round trip after the close,
+    # everything before it applied) proves the window's last trade was its last.
+    assert state.closes.close(M, "1m", T0)[0] is CloseProof.PENDING
+    proof, candle = state.closes.close(M, "1m", T0, flushed=True)
+    assert proof is CloseProof.PROVEN
+    assert candle == Candle(M, "1m", T0, 100.0, 100.0, 100.0, 100.0, 2.0, 200.0, T0 + 30_000)
+    # A window without any trade since is proven empty the same way.
+    assert state.closes.close(M, "1m", T0 + 60_000, flushed=True) == (CloseProof.PROVEN, None)
+    # Flushing proves nothing about a window the run did not see whole.
+    assert state.closes.close(M, "1m", T0 - 60_000, flushed=True)[0] is CloseProof.UNPROVABLE
