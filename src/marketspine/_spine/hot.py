@@ -151,29 +151,29 @@ class HotWindows:
         # candle of the last closed window alone.
         single = [(m, w) for m, w in due if w.tf.next_start(w.forming_ms) == w.tf.floor(now)]
         others = [(m, w) for m, w in due if (m, w) not in single]
-        # The stream's wait runs beside the fetches of the others, so it delays none of them.
-        taken, ok = await asyncio.gather(self._take_live(single), self._fetch(others, now))
-        for _, window in taken:
+
+        async def live_or_fetched(market: str, window: HotWindow) -> bool:
+            if await self._take_live(market, window):
+                return True
+            return await self._fetch([(market, window)], now)
+
+        # Each wait for the stream runs beside the fetches, so it delays none of the others.
+        done = await asyncio.gather(
+            self._fetch(others, now), *(live_or_fetched(m, w) for m, w in single)
+        )
+        return all(done)
+
+    async def _take_live(self, market: str, window: HotWindow) -> bool:
+        """Whether the trade stream proved ``window``'s close within ``LIVE_CLOSE_WAIT_S``
+        (its candle now in memory)."""
+        try:
+            async with asyncio.timeout(LIVE_CLOSE_WAIT_S):
+                taken = await self._close_live(market, window.tf, window.forming_ms)
+        except TimeoutError:
+            return False
+        if taken:
             window.forming_ms = window.tf.next_start(window.forming_ms)
-        failed = [(m, w) for m, w in single if (m, w) not in taken]
-        return await self._fetch(failed, now) and ok
-
-    async def _take_live(
-        self, candidates: list[tuple[str, HotWindow]]
-    ) -> list[tuple[str, HotWindow]]:
-        """The candidates whose close the trade stream proved within ``LIVE_CLOSE_WAIT_S``
-        (their candle now in memory)."""
-
-        async def one(market: str, window: HotWindow) -> bool:
-            try:
-                async with asyncio.timeout(LIVE_CLOSE_WAIT_S):
-                    return await self._close_live(market, window.tf, window.forming_ms)
-            except TimeoutError:
-                return False
-
-        done = await asyncio.gather(*(one(m, w) for m, w in candidates))
-        taken = [pair for pair, ok in zip(candidates, done, strict=True) if ok]
-        self.closes_live += len(taken)
+            self.closes_live += 1
         return taken
 
     async def _fetch(self, due: list[tuple[str, HotWindow]], now: int) -> bool:
