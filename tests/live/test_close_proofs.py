@@ -146,3 +146,26 @@ def test_a_quiet_window_is_proven_once_the_stream_is_flushed() -> None:
     assert state.closes.close(M, "1m", T0 + 60_000, flushed=True) == (CloseProof.PROVEN, None)
     # Flushing proves nothing about a window the run did not see whole.
     assert state.closes.close(M, "1m", T0 - 60_000, flushed=True)[0] is CloseProof.UNPROVABLE
+
+
+def test_following_later_starts_from_the_trades_held() -> None:
+    liveness: list[Liveness | None] = [Liveness(epoch=1, age_s=0.0)]
+    state = LiveState(clock=lambda: 0.0, trades_per_market=3)
+    state.follow_liveness(lambda: liveness[0])
+    state.apply(trade(T0 - 5_000, 99.0))
+    state.apply(trade(T0 + 1_000, 100.0))
+    state.apply(trade(T0 + 2_000, 101.0))
+    # The window began before the follow, but every trade of it is still held.
+    state.follow_closes(M, MINUTE)
+    state.apply(trade(T0 + 61_000, 100.0))
+    proof, candle = state.closes.close(M, "1m", T0)
+    assert proof is CloseProof.PROVEN and candle is not None
+    assert (candle.open, candle.close, candle.volume) == (100.0, 101.0, 2.0)
+    # Three trades held at most: a window that began before the oldest one held is not whole
+    # (nothing says no trade of it came before that one).
+    state.apply(trade(T0 + 62_000, 100.0))
+    state.apply(trade(T0 + 63_000, 100.0))
+    state.closes.unfollow(M, "1m")
+    state.follow_closes(M, MINUTE)
+    state.apply(trade(T0 + 121_000, 100.0))
+    assert state.closes.close(M, "1m", T0 + 60_000)[0] is CloseProof.UNPROVABLE

@@ -24,7 +24,7 @@ What is handed out is the candle of the window, or None when the window had no t
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._base.timeframes import Timeframe
@@ -113,13 +113,18 @@ class LiveCloses:
         self._top_ms: dict[str, int] = {}  # the newest trade delivered per market, any run
         self.on_late: Callable[[str, str, int], None] = lambda market, timeframe, start: None
 
-    def follow(self, market: str, tf: Timeframe) -> None:
-        """Build ``tf``'s closed candles of ``market`` from now on (kept if followed)."""
+    def follow(self, market: str, tf: Timeframe, recent: Sequence[Trade] = ()) -> None:
+        """Build ``tf``'s closed candles of ``market`` (kept if followed already), starting
+        with ``recent``: the trades delivered last, in order, none missing among them."""
         held = self._builders.setdefault(market, {})
-        if tf.name not in held:
-            # Trades delivered so far are at or before the newest one: a window starting
-            # after it is built from its first trade.
-            held[tf.name] = _Builder(tf, self._top_ms.get(market, -1) + 1)
+        if tf.name in held:
+            return
+        # A window starting after the oldest of them has all its trades among them or later;
+        # without any, after the newest trade delivered (an earlier one is not held).
+        oldest = recent[0].ms if recent else self._top_ms.get(market, -1)
+        builder = held[tf.name] = _Builder(tf, oldest + 1)
+        for trade in recent:
+            builder.add(trade)
 
     def unfollow(self, market: str, timeframe: str) -> None:
         held = self._builders.get(market)

@@ -244,6 +244,13 @@ class LiveState:
         held = self._tracked.get(market, {}).get(timeframe)
         return None if held is None else held.closed
 
+    def follow_closes(self, market: str, timeframe: Timeframe) -> None:
+        """Build the closed candles of ``timeframe`` from the trade stream (``closes``),
+        starting with the trades held: they are the last ones delivered, none missing among
+        them, so a window that began after the oldest of them is whole already."""
+        held = self._trades.get(market)
+        self.closes.follow(market, timeframe, list(held.rows) if held is not None else [])
+
     def _add_trade(self, trade: Trade) -> None:
         held = self._trades.get(trade.market)
         if held is None:

@@ -255,7 +255,7 @@ class Spine:
         if self._usage.note(market, tf.name, count, from_memory=hit):
             forming_ms = tf.floor(self.client.upstream_now_ms())
             self._hot.hold(market, tf, count, forming_ms, learned=True)
-            self._live.closes.follow(market, tf)  # closes proven by the trade stream
+            self._live.follow_closes(market, tf)  # closes proven by the trade stream
             self._hot.changed()
             self._life.start("hot keeper", self._hot.keep())
         self._release_idle()
@@ -357,7 +357,7 @@ class Spine:
         now = await self.client.synced_now_ms(wanted[0][0], priority=priority)
         held = await self._hot.preload(wanted, now, priority)
         for code, tf, _ in wanted:
-            self._live.closes.follow(code, tf)
+            self._live.follow_closes(code, tf)
         for code, tf, _ in wanted if live else ():
             await self.watch([f"candle.{tf.name}"], [code])
         self._life.start("hot keeper", self._hot.keep())
