@@ -8,7 +8,9 @@ A window ``[s, e)`` of a followed (market, timeframe) is *proven* when:
   latest trade before it; a ``Gap`` of any kind — even one filled from REST —, a lost
   connection, a dropped subscription or trades a slow consumer dropped end it), under the
   stream's current liveness epoch (no reconnect or change of source since the run began);
-- the window began after the timeframe was followed (no trade of it predates the builder);
+- the builder has every trade of the window: it began after the oldest trade the builder
+  started from (the live state's held trades, the last ones delivered) or, with none held,
+  after the newest trade delivered before it was followed;
 - every trade before ``e`` has arrived and was applied: a trade at or after ``e`` was
   delivered in the run (the stream sends trades in order, and the state is fed in order),
   or the caller says the stream is *flushed* (``LiveFeed.delivered``: a ping sent after the
