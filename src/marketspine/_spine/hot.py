@@ -147,20 +147,23 @@ class HotWindows:
         """Take the due windows' closes from the trade stream where it proves them, fetch
         the others; True when all of them succeeded."""
         now = self._now_ms()
-        # Only a window that is the one close since the last refresh: the stream keeps the
-        # candle of the last closed window alone.
-        single = [(m, w) for m, w in due if w.tf.next_start(w.forming_ms) == w.tf.floor(now)]
-        others = [(m, w) for m, w in due if (m, w) not in single]
 
         async def live_or_fetched(market: str, window: HotWindow) -> bool:
-            if await self._take_live(market, window):
+            # Only a window that is the one close since the last refresh: the stream keeps
+            # the candle of the last closed window alone.
+            single = window.tf.next_start(window.forming_ms) == window.tf.floor(now)
+            if single and await self._take_live(market, window):
                 return True
-            return await self._fetch([(market, window)], now)
+            return await self._fetch(market, window, now)
 
-        # Each wait for the stream runs beside the fetches, so it delays none of the others.
-        done = await asyncio.gather(
-            self._fetch(others, now), *(live_or_fetched(m, w) for m, w in single)
-        )
+        # Minutes first: the longer timeframes of the same market (3m to 4h, 1d) are then
+        # built from the stored minutes, so a market polled in several timeframes costs one
+        # page per close, not one per timeframe. Each wait for the stream runs beside the
+        # fetches, so it delays none of the others.
+        done: list[bool] = []
+        for minutes in (True, False):
+            batch = [(m, w) for m, w in due if (w.tf.name == "1m") == minutes]
+            done += await asyncio.gather(*(live_or_fetched(m, w) for m, w in batch))
         return all(done)
 
     async def _take_live(self, market: str, window: HotWindow) -> bool:
@@ -176,32 +179,15 @@ class HotWindows:
             self.closes_live += 1
         return taken
 
-    async def _fetch(self, due: list[tuple[str, HotWindow]], now: int) -> bool:
-        """Fetch the due windows as of ``now``; True when all of them succeeded."""
-        if not due:
-            return True
-        # Minutes first: the longer timeframes of the same market (3m to 4h, 1d) are then
-        # built from the stored minutes, so a market polled in several timeframes costs one
-        # page per close, not one per timeframe.
-        minutes = [(m, w) for m, w in due if w.tf.name == "1m"]
-        others = [(m, w) for m, w in due if w.tf.name != "1m"]
-        results: list[CandleResult | BaseException] = []
-        for batch in (minutes, others):
-            results += await asyncio.gather(
-                *(self._read_closed(m, w.tf, w.count, Priority.HIGH) for m, w in batch),
-                return_exceptions=True,
-            )
-        ok = True
-        for (market, window), result in zip(minutes + others, results, strict=True):
-            if isinstance(result, BaseException):
-                # Keep the others hot; this one is tried again after a pause.
-                logger.error(
-                    "refreshing hot window %s %s failed: %s", market, window.tf.name, result
-                )
-                ok = False
-            elif result.meta.stale:  # served from the store while upstream is down
-                ok = False
-            else:
-                window.forming_ms = window.tf.floor(now)
-                self.closes_fetched += 1
-        return ok
+    async def _fetch(self, market: str, window: HotWindow, now: int) -> bool:
+        """Read ``window``'s closed candles as of ``now``; True when that succeeded."""
+        try:
+            result = await self._read_closed(market, window.tf, window.count, Priority.HIGH)
+        except Exception as exc:  # keep the others hot; this one is tried again after a pause
+            logger.error("refreshing hot window %s %s failed: %s", market, window.tf.name, exc)
+            return False
+        if result.meta.stale:  # served from the store while upstream is down
+            return False
+        window.forming_ms = window.tf.floor(now)
+        self.closes_fetched += 1
+        return True
