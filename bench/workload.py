@@ -106,7 +106,14 @@ async def with_layers(url: str, db: Path, seconds: float) -> dict[str, Any]:
             every(1, until, bot), every(30, until, chart), every(10, until, screener)
         )
         memory = spine._memory.statistics()
-    return {"calls": await served(url), "metas": metas, "reads": reads, "memory": memory}
+        stats = spine.statistics()
+    return {
+        "calls": await served(url),
+        "metas": metas,
+        "reads": reads,
+        "memory": memory,
+        "closes": (stats.hot_closes_live, stats.hot_closes_fetched),
+    }
 
 
 async def without_layers(url: str, seconds: float) -> int:
@@ -175,6 +182,7 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
         row(f"{label}: upstream calls without layers (Client only)", plain_calls, "calls", "-"),
         row(f"{label}: upstream calls through Spine", calls, "calls", "-"),
         row(f"{label}: upstream calls saved", 100 * (1 - calls / plain_calls), "%", "≥ 80"),
+        row(f"{label}: upstream calls per minute through Spine", calls * 60 / seconds, "/min", "-"),
         row(
             f"{label}: candle requests answered by memory/live ({len(candle_metas)} requests)",
             100 * from_memory / max(1, len(candle_metas)),
@@ -200,6 +208,13 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
             len(closes),
             "misses",
             "≤ 2",
+        ),
+        row(
+            f"{label}: closes of kept-hot series taken from the trade stream "
+            f"(of {sum(layered['closes'])}; the others one REST page a market)",
+            layered["closes"][0],
+            "closes",
+            "-",
         ),
     ]
     for name in ("HIGH", "NORMAL", "LOW"):

@@ -44,6 +44,28 @@ def test_touching_ranges_merge_and_sparse_windows_count_as_covered() -> None:
     assert memory.covered(key) == (100 * M, 110 * M)
 
 
+def test_provisional_candles_answer_counts_not_ranges_until_replaced() -> None:
+    memory = CandleMemory()
+    key = ("KRW-A", "1min")
+    memory.put(key, 10 * M, 20 * M, candles(10, 20))
+    built = Candle("KRW-A", "1m", 20 * M, 2, 2, 2, 2, 2, 2, 20 * M)  # from the trade stream
+    memory.put(key, 20 * M, 21 * M, [built], provisional=True)
+    latest = memory.latest(key, 3, 21 * M)
+    assert latest is not None and latest[-1] == built  # a poll by count takes it
+    assert memory.get(key, 15 * M, 21 * M) is None  # a range holding it reads upstream's
+    assert memory.get(key, 15 * M, 20 * M) is not None
+    # Upstream's own candle for that range replaces it, and ranges hit again.
+    memory.put(key, 19 * M, 21 * M, candles(19, 21))
+    got = memory.get(key, 15 * M, 21 * M)
+    assert got is not None and got[-1] == candles(20, 21)[0]
+    # A late trade takes a provisional candle back: the whole window goes.
+    memory.put(key, 21 * M, 22 * M, [], provisional=True)  # a window without a trade
+    assert not memory.drop_provisional(key, 20 * M)  # upstream's now: kept
+    memory.put(key, 22 * M, 23 * M, candles(22, 23), provisional=True)
+    assert memory.drop_provisional(key, 22 * M)
+    assert memory.covered(key) is None
+
+
 def test_bounded_by_lru_across_series_and_per_series() -> None:
     memory = CandleMemory(max_candles=25, per_series=15)
     memory.put(("KRW-A", "1min"), 0, 20 * M, candles(0, 20, "KRW-A"))

@@ -367,6 +367,9 @@ async def test_polled_series_show_in_status_and_metrics(http: httpx.AsyncClient)
     metrics = (await http.get("/metrics")).text
     assert 'marketspine_polled_series{learned="true"} 1.0' in metrics
     assert "marketspine_learned_poll_hits_total 0.0" in metrics
+    assert 'marketspine_hot_closes_total{source="live"} 0.0' in metrics
+    status = (await http.get("/api/status")).json()
+    assert status["spine"]["hot_closes_live"] == 0
 
 
 async def test_a_repeated_history_page_takes_the_fast_path_with_the_same_answer(

@@ -44,6 +44,7 @@ DEFAULT_MEMORY_MB = 100.0
 # bench memory`), so 0.7 keeps the peak under memory_mb above the baseline.
 HELD_SHARE = 0.7
 _POINTER = 8  # one slot of a list, tuple or dict
+_INT = sys.getsizeof(1 << 40)  # a millisecond timestamp
 _record_sizes: dict[object, int] = {}
 _tuple_fields: dict[type, tuple[str, ...]] = {}
 
@@ -153,6 +154,9 @@ class _Window:
     lo: int
     hi: int
     candles: list[Candle]  # ascending by start_ms
+    # Starts of windows put as provisional (built from the trade stream, not upstream's
+    # own candle): answers by count may use them, reads of a range take them as a miss.
+    provisional: tuple[int, ...] = ()  # ascending
 
 
 _start = operator.attrgetter("start_ms")  # the bisect key of a window's candles
@@ -183,6 +187,12 @@ def _window_bytes(candles: Sequence[Candle]) -> int:
     return len(candles) * per + markets * market + timeframes * timeframe + sys.getsizeof([])
 
 
+def _any_within(starts: tuple[int, ...], lo: int, hi: int) -> bool:
+    """Whether any of ``starts`` (ascending) lies in ``[lo, hi)``."""
+    at = bisect.bisect_left(starts, lo)
+    return at < len(starts) and starts[at] < hi
+
+
 class CandleMemory:
     """Candle windows in a byte budget (default ``DEFAULT_MEMORY_MB``, or the budget shared
     with the live state), least recently used series evicted first; ``max_candles`` adds
@@ -209,10 +219,15 @@ class CandleMemory:
         self._evictions = 0
 
     def get(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[Candle] | None:
-        """Candles with ``start_ms <= start < end_ms`` if memory covers that whole range,
-        else None (a miss)."""
+        """Candles with ``start_ms <= start < end_ms`` if memory covers that whole range
+        with upstream's own candles, else None (a miss)."""
         window = self._windows.get(key)
-        if window is None or start_ms < window.lo or end_ms > window.hi:
+        if (
+            window is None
+            or start_ms < window.lo
+            or end_ms > window.hi
+            or _any_within(window.provisional, start_ms, end_ms)
+        ):
             self._misses += 1
             return None
         self._windows.move_to_end(key)
@@ -242,15 +257,27 @@ class CandleMemory:
         window = self._windows.get(key)
         return None if window is None else (window.lo, window.hi)
 
-    def put(self, key: SeriesKey, lo: int, hi: int, candles: Sequence[Candle]) -> None:
-        """Remember that ``[lo, hi)`` is complete with ``candles`` (ascending). Joins the
-        existing window when the ranges touch or overlap, replaces it otherwise."""
+    def put(
+        self,
+        key: SeriesKey,
+        lo: int,
+        hi: int,
+        candles: Sequence[Candle],
+        *,
+        provisional: bool = False,
+    ) -> None:
+        """Remember that ``[lo, hi)`` is complete with ``candles`` (ascending): what was
+        held in that range is replaced. Joins the existing window when the ranges touch or
+        overlap, replaces it otherwise. ``provisional`` candles are not upstream's own (see
+        ``get``); a later put of their range replaces them."""
         if hi <= lo:
             return
         window = self._windows.get(key)
+        marked: set[int] = {c.start_ms for c in candles} if provisional else set()
         if window is not None and lo <= window.hi and window.lo <= hi:
-            merged = {c.start_ms: c for c in window.candles}
+            merged = {c.start_ms: c for c in window.candles if not lo <= c.start_ms < hi}
             merged.update((c.start_ms, c) for c in candles)
+            marked |= {s for s in window.provisional if not lo <= s < hi}
             lo, hi = min(lo, window.lo), max(hi, window.hi)
             rows = sorted(merged.values(), key=_start)
         else:
@@ -267,10 +294,12 @@ class CandleMemory:
             if not rows:
                 return
             lo = rows[0].start_ms
-        self._windows[key] = _Window(lo, hi, rows)
+        marks = tuple(sorted(s for s in marked if s >= lo))
+        self._windows[key] = _Window(lo, hi, rows, marks)
         self._windows.move_to_end(key)
         self._total += len(rows)
-        self._bytes[key] = _window_bytes(rows)
+        marks_bytes = sys.getsizeof(marks) + len(marks) * _INT if marks else 0
+        self._bytes[key] = _window_bytes(rows) + marks_bytes
         self.budget.charge(self._HOLDER, key, self._bytes[key])
         while (
             self._max_candles is not None
@@ -280,6 +309,15 @@ class CandleMemory:
             oldest = next(iter(self._windows))
             self._drop(oldest)
             self._evictions += 1
+
+    def drop_provisional(self, key: SeriesKey, start_ms: int) -> bool:
+        """Forget the series' window when it holds a provisional candle starting at
+        ``start_ms`` (it may be wrong); returns whether it did."""
+        window = self._windows.get(key)
+        if window is None or not _any_within(window.provisional, start_ms, start_ms + 1):
+            return False
+        self._drop(key)
+        return True
 
     def _drop(self, key: SeriesKey) -> None:
         window = self._windows.pop(key, None)

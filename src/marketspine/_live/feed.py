@@ -68,6 +68,7 @@ class LiveFeed:
         self._client: Client | None = None  # fills trades up to a stream's ``since``
         self._lock = asyncio.Lock()
         self.watched: set[tuple[str, str]] = set()
+        self._pumped: Listener | None = None  # the pump's queue into the live state
 
     @property
     def opened(self) -> bool:
@@ -205,8 +206,23 @@ class LiveFeed:
                         return
                     yield item
 
+    async def delivered(self, market: str) -> bool:
+        """Whether everything upstream sent before now has been applied to the live state,
+        with no fill of ``market``'s trades pending (a ping's round trip). Only an own
+        ``Stream`` can tell: through Redis, False."""
+        stream, pumped = self._stream, self._pumped
+        if not isinstance(stream, Stream) or pumped is None:
+            return False
+        if not await stream.barrier() or stream.filling(market):
+            return False
+        # Read, perhaps not applied yet: the pump takes it in turn (each applied event
+        # wakes the wait).
+        await self._live.wait_for(lambda: True if pumped.empty() else None)
+        return True
+
     async def _pump(self, stream: LiveStream) -> None:
         async with stream.listen(None, None, maxsize=100_000) as events:
+            self._pumped = events
             async for event in events:
                 self._live.apply(event)
 

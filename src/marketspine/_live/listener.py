@@ -206,6 +206,10 @@ class Listener:
         item = self._items.popleft()
         return self._latest.pop(item) if isinstance(item, tuple) else item
 
+    def empty(self) -> bool:
+        """Whether nothing waits to be taken, Overflow notices included."""
+        return not self._items and not self._overflow
+
     def qsize(self) -> int:
         """Events waiting (pending Overflow notices not counted)."""
         return len(self._items)

@@ -28,6 +28,7 @@ from typing import TypeVar
 from .._base.memory import DEFAULT_MEMORY_MB, MemoryBudget, record_bytes
 from .._base.timeframes import Timeframe
 from ..records import Candle, Orderbook, Ticker, Trade
+from .closes import LiveCloses, add_trade, first_candle
 from .listener import Gap
 from .stream import Liveness
 
@@ -80,6 +81,8 @@ class LiveState:
         # (forming candle or None, the candle it closed last, trades at or before this ms
         # are already inside the REST seed).
         self._tracked: dict[str, dict[str, _Forming]] = {}
+        # Closed candles of followed series, handed out once the stream proves them final.
+        self.closes = LiveCloses(self.epoch)
         # Set (and replaced) whenever an event is applied; made on the first wait.
         self._applied: asyncio.Event | None = None
 
@@ -111,6 +114,7 @@ class LiveState:
             # Trades were lost for good: every forming candle that spans the hole is wrong.
             for forming in self._tracked.get(event.market, {}).values():
                 forming.invalidate(event.until_ms)
+            self.closes.event(event)
         elif isinstance(event, Candle):
             key = (event.market, event.timeframe)
             held = self._candles.get(key)
@@ -118,6 +122,8 @@ class LiveState:
             if held is None or event.start_ms >= held[0].start_ms:
                 self._candles[key] = (event, now)
                 self._resize(event.market, event, None if held is None else held[0])
+        else:
+            self.closes.event(event)  # a filled gap, health, overflow: may break a run
         if self._applied is not None:
             self._applied.set()  # wakes every waiter; later waits get a fresh event
             self._applied = None
@@ -152,6 +158,8 @@ class LiveState:
         answer of known age, no longer a live one (a later subscription may come back to
         it before upstream's new snapshot has)."""
         self._epochs.pop((kind, market), None)
+        if kind == "trade":
+            self.closes.unsubscribed(market)
 
     def seed(self, kind: str, records: list[Ticker] | list[Orderbook], epoch: int | None) -> None:
         """Hold REST answers of subscribed markets as live ones: asked while the stream was
@@ -236,6 +244,13 @@ class LiveState:
         held = self._tracked.get(market, {}).get(timeframe)
         return None if held is None else held.closed
 
+    def follow_closes(self, market: str, timeframe: Timeframe) -> None:
+        """Build the closed candles of ``timeframe`` from the trade stream (``closes``),
+        starting with the trades held: they are the last ones delivered, none missing among
+        them, so a window that began after the oldest of them is whole already."""
+        held = self._trades.get(market)
+        self.closes.follow(market, timeframe, list(held.rows) if held is not None else [])
+
     def _add_trade(self, trade: Trade) -> None:
         held = self._trades.get(trade.market)
         if held is None:
@@ -244,6 +259,7 @@ class LiveState:
             return
         for forming in self._tracked.get(trade.market, {}).values():
             forming.add(trade)
+        self.closes.trade(trade)
         held.add(trade)
         if len(held.rows) > self._trades_per_market:
             held.rows.popleft()
@@ -397,28 +413,6 @@ class _Forming:
         if current is None or start > current.start_ms:
             if current is not None:
                 self.closed = current
-            self.candle = Candle(
-                trade.market,
-                self.timeframe.name,
-                start,
-                trade.price,
-                trade.price,
-                trade.price,
-                trade.price,
-                trade.volume,
-                trade.price * trade.volume,
-                trade.ms,
-            )
+            self.candle = first_candle(self.timeframe, trade)
             return
-        self.candle = Candle(
-            trade.market,
-            self.timeframe.name,
-            start,
-            current.open,
-            max(current.high, trade.price),
-            min(current.low, trade.price),
-            trade.price if trade.ms >= current.last_trade_ms else current.close,
-            current.volume + trade.volume,
-            current.value + trade.price * trade.volume,
-            max(current.last_trade_ms, trade.ms),
-        )
+        self.candle = add_trade(current, trade)

@@ -326,6 +326,28 @@ class Stream:
             return None
         return Liveness(self._epoch, max(0.0, self._clock() - self._proven_at))
 
+    def filling(self, market: str) -> bool:
+        """Whether a hole in ``market``'s trades is being filled from REST: the trades after
+        it are held back until it is."""
+        return self._trades.filling(market)
+
+    async def barrier(self) -> bool:
+        """Ping upstream and wait for the pong: once this returns True, every frame upstream
+        sent before it was called has been read and handed to the listeners' queues. False
+        when not connected, or when the connection was lost or replaced meanwhile."""
+        ws, epoch = self._ws, self._epoch
+        if ws is None or self._state != "connected":
+            return False
+        try:
+            async with asyncio.timeout(self._ping_timeout):
+                await _ping(ws)
+        except (TimeoutError, ConnectionClosed):
+            return False
+        # The frames before the pong were queued in the same read of the socket, before the
+        # pong woke this task; the read loop, woken by the first of them, ran first and
+        # took every queued frame in that one step (taking a queued frame does not yield).
+        return self._ws is ws and self._epoch == epoch
+
     # -- the connection loop ---------------------------------------------------------------
 
     async def _run(self) -> None:

@@ -198,6 +198,11 @@ class TradeSequencer:
             out.extend(self.receive(trade, held_epoch, subscribed=True, snapshot=snapshot))
         return out
 
+    def filling(self, market: str) -> bool:
+        """Whether a hole in ``market``'s trades is being filled (later trades wait)."""
+        track = self._tracks.get(market)
+        return track is not None and track.pending is not None
+
     def remembered(self, market: str) -> int:
         """How many sequential ids of ``market`` are remembered for de-duplication."""
         track = self._tracks.get(market)

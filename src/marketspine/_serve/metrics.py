@@ -294,6 +294,15 @@ def spine_figures(spine: Spine) -> Iterator[Metric]:
         "Polls of learned series that needed the store or upstream.",
         stats.learned_misses,
     )
+    closes = CounterMetricFamily(
+        "marketspine_hot_closes",
+        "Closes of hot (preloaded or learned) windows put in memory, by where the candle "
+        "came from: the trade stream (live) or a read of the store or upstream (fetched).",
+        labels=["source"],
+    )
+    closes.add_metric(["live"], stats.hot_closes_live)
+    closes.add_metric(["fetched"], stats.hot_closes_fetched)
+    yield closes
     live = spine.live_statistics()
     yield gauge(
         "marketspine_live_frame_age_seconds",

@@ -38,6 +38,8 @@ class SpineStatistics:
     learned_series: int = 0  # of which polled on a rhythm and kept hot
     learned_hits: int = 0  # polls of learned series answered from memory
     learned_misses: int = 0  # ... that needed the store or upstream
+    hot_closes_live: int = 0  # closes of hot windows taken from the trade stream
+    hot_closes_fetched: int = 0  # ... read from the store or upstream (one page a market)
 
 
 class Accounting:

@@ -1,7 +1,11 @@
 """Hot windows: the candle windows ``Spine.preload`` declared, and those the usage learner
 found polled, kept fresh by a keeper that refetches each one once its candle has closed on
 upstream's clock. A learned window is released when its polling stops; a declared one
-stays."""
+stays.
+
+Where the trade stream proves a close (the market is watched and every trade of the window
+was seen, see ``_live.closes``), the keeper takes the candle from it and asks upstream
+nothing for that series; the others are fetched, one page per market, as before."""
 
 from __future__ import annotations
 
@@ -15,15 +19,27 @@ from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
 from .result import CandleResult
 
-__all__ = ["HOT_SETTLE_MS", "HotWindow", "HotWindows"]
+__all__ = ["HOT_SETTLE_MS", "LIVE_CLOSE_WAIT_S", "HotWindow", "HotWindows"]
 
 logger = logging.getLogger("marketspine")
 
 # A little after the close, so the closed candle is final upstream.
 HOT_SETTLE_MS = 200
 
+# How long the keeper waits for the trade stream to prove a close (a trade after it to
+# arrive) before asking upstream instead. A busy market proves it within milliseconds; a
+# quiet one may not trade for minutes, and its close is fetched after this.
+LIVE_CLOSE_WAIT_S = 1.0
+
 # Reads ``count`` closed candles of (market, timeframe) at a priority.
 ReadClosed = Callable[[str, Timeframe, int, Priority], Awaitable[CandleResult]]
+# Puts the closed candle of (market, timeframe) starting at ``start_ms`` into memory from the
+# trade stream once it proves it (waiting as long as it takes); False when it cannot.
+CloseLive = Callable[[str, Timeframe, int], Awaitable[bool]]
+
+
+async def _never_live(market: str, tf: Timeframe, start_ms: int) -> bool:
+    return False
 
 
 @dataclass
@@ -47,9 +63,13 @@ class HotWindows:
         read_closed: ReadClosed,
         *,
         each_round: Callable[[], None] = lambda: None,
+        close_live: CloseLive = _never_live,
     ) -> None:
         self._now_ms = upstream_now_ms
         self._read_closed = read_closed
+        self._close_live = close_live
+        self.closes_live = 0  # closes taken from the trade stream
+        self.closes_fetched = 0  # closes read through ``read_closed`` (memory, store, REST)
         self._each_round = each_round  # called as the keeper wakes (releasing idle windows)
         self._windows: dict[tuple[str, str], HotWindow] = {}
         self._changed = asyncio.Event()
@@ -124,29 +144,50 @@ class HotWindows:
                     await self._changed.wait()
 
     async def _refresh(self, due: list[tuple[str, HotWindow]]) -> bool:
-        """Fetch the due windows; True when all of them succeeded."""
+        """Take the due windows' closes from the trade stream where it proves them, fetch
+        the others; True when all of them succeeded."""
         now = self._now_ms()
+
+        async def live_or_fetched(market: str, window: HotWindow) -> bool:
+            # Only a window that is the one close since the last refresh: the stream keeps
+            # the candle of the last closed window alone.
+            single = window.tf.next_start(window.forming_ms) == window.tf.floor(now)
+            if single and await self._take_live(market, window):
+                return True
+            return await self._fetch(market, window, now)
+
         # Minutes first: the longer timeframes of the same market (3m to 4h, 1d) are then
         # built from the stored minutes, so a market polled in several timeframes costs one
-        # page per close, not one per timeframe.
-        minutes = [(m, w) for m, w in due if w.tf.name == "1m"]
-        others = [(m, w) for m, w in due if w.tf.name != "1m"]
-        results: list[CandleResult | BaseException] = []
-        for batch in (minutes, others):
-            results += await asyncio.gather(
-                *(self._read_closed(m, w.tf, w.count, Priority.HIGH) for m, w in batch),
-                return_exceptions=True,
-            )
-        ok = True
-        for (market, window), result in zip(minutes + others, results, strict=True):
-            if isinstance(result, BaseException):
-                # Keep the others hot; this one is tried again after a pause.
-                logger.error(
-                    "refreshing hot window %s %s failed: %s", market, window.tf.name, result
-                )
-                ok = False
-            elif result.meta.stale:  # served from the store while upstream is down
-                ok = False
-            else:
-                window.forming_ms = window.tf.floor(now)
-        return ok
+        # page per close, not one per timeframe. Each wait for the stream runs beside the
+        # fetches, so it delays none of the others.
+        done: list[bool] = []
+        for minutes in (True, False):
+            batch = [(m, w) for m, w in due if (w.tf.name == "1m") == minutes]
+            done += await asyncio.gather(*(live_or_fetched(m, w) for m, w in batch))
+        return all(done)
+
+    async def _take_live(self, market: str, window: HotWindow) -> bool:
+        """Whether the trade stream proved ``window``'s close within ``LIVE_CLOSE_WAIT_S``
+        (its candle now in memory)."""
+        try:
+            async with asyncio.timeout(LIVE_CLOSE_WAIT_S):
+                taken = await self._close_live(market, window.tf, window.forming_ms)
+        except TimeoutError:
+            return False
+        if taken:
+            window.forming_ms = window.tf.next_start(window.forming_ms)
+            self.closes_live += 1
+        return taken
+
+    async def _fetch(self, market: str, window: HotWindow, now: int) -> bool:
+        """Read ``window``'s closed candles as of ``now``; True when that succeeded."""
+        try:
+            result = await self._read_closed(market, window.tf, window.count, Priority.HIGH)
+        except Exception as exc:  # keep the others hot; this one is tried again after a pause
+            logger.error("refreshing hot window %s %s failed: %s", market, window.tf.name, exc)
+            return False
+        if result.meta.stale:  # served from the store while upstream is down
+            return False
+        window.forming_ms = window.tf.floor(now)
+        self.closes_fetched += 1
+        return True

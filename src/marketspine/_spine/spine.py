@@ -46,6 +46,7 @@ from .._budget.rules import Priority, RateBudget
 from .._client.client import Client
 from .._client.retry import RetryPolicy
 from .._live.candle_feed import ClosedCandle
+from .._live.closes import CloseProof
 from .._live.feed import LiveFeed, LiveStream, ws_url_for
 from .._live.listener import Event
 from .._live.state import LiveState
@@ -165,8 +166,12 @@ class Spine:
         # Series clients poll by count are learned and kept hot like preloaded ones.
         self._usage = PollLearner(time.monotonic)
         self._hot = HotWindows(
-            lambda: self.client.upstream_now_ms(), self._read_hot, each_round=self._release_idle
+            lambda: self.client.upstream_now_ms(),
+            self._read_hot,
+            each_round=self._release_idle,
+            close_live=self._close_live,
         )
+        self._live.closes.on_late = self._late_trade
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -254,13 +259,60 @@ class Spine:
         if self._usage.note(market, tf.name, count, from_memory=hit):
             forming_ms = tf.floor(self.client.upstream_now_ms())
             self._hot.hold(market, tf, count, forming_ms, learned=True)
+            self._live.follow_closes(market, tf)  # closes proven by the trade stream
             self._hot.changed()
             self._life.start("hot keeper", self._hot.keep())
         self._release_idle()
 
     def _release_idle(self) -> None:
         for series in self._usage.release():
-            self._hot.release(series.market, series.timeframe)
+            if self._hot.release(series.market, series.timeframe):
+                self._live.closes.unfollow(series.market, series.timeframe)
+
+    async def _close_live(self, market: str, tf: Timeframe, start_ms: int) -> bool:
+        """Put the candle of ``market``'s ``tf`` window starting at ``start_ms`` into memory
+        from the trade stream, once the stream proves the window closed with every trade
+        seen (see ``_live.closes``); False when it cannot, and the keeper asks upstream.
+
+        Memory only, never the store: the candle is built from trades, and upstream's own
+        differs where trades cannot tell. Its ``timestamp`` is when upstream stored the
+        last tick (a few ms after the trade's time) and its volume and value are summed
+        exactly, where the trades' floats sum with rounding (the simulator's differ in the
+        last digits). So a range read (``ClosedCandle``, ``start``/``end``) takes it as a
+        miss and reads upstream's candle, which the store then keeps and which replaces it
+        in memory; reads by count, the polls that keep the series hot, are answered with it.
+        """
+        key = (market, tf.key)
+        covered = self._memory.covered(key)
+        if covered is None or covered[1] != start_ms:
+            return False  # the window would not continue what memory holds
+
+        closes = self._live.closes
+
+        def proven() -> tuple[CloseProof, Candle | None] | None:
+            answer = closes.close(market, tf.name, start_ms)
+            return None if answer[0] is CloseProof.PENDING else answer
+
+        answer = proven()
+        if answer is None:
+            # No trade since the close yet (a quiet market may have none for minutes): ask
+            # the stream whether everything upstream sent until now has been applied.
+            epoch = self._live.epoch()
+            if await self._feed.delivered(market) and self._live.epoch() == epoch:
+                answer = closes.close(market, tf.name, start_ms, flushed=True)
+            else:
+                answer = await self._live.wait_for(proven)  # a later trade proves it too
+        proof, candle = answer
+        covered = self._memory.covered(key)
+        if proof is not CloseProof.PROVEN or covered is None or covered[1] != start_ms:
+            return False
+        rows = [] if candle is None else [candle]
+        self._memory.put(key, start_ms, tf.next_start(start_ms), rows, provisional=True)
+        return True
+
+    def _late_trade(self, market: str, timeframe: str, start_ms: int) -> None:
+        """A trade arrived after a later one: a close taken from the stream may lack it."""
+        self._memory.drop_provisional((market, timeframe_arg(timeframe).key), start_ms)
 
     def polled(self) -> list[PolledSeries]:
         """The candle series clients poll by count, as learned (``learned`` ones are kept
@@ -308,6 +360,8 @@ class Spine:
         # Upstream's clock, not the local one, says which candle is forming now.
         now = await self.client.synced_now_ms(wanted[0][0], priority=priority)
         held = await self._hot.preload(wanted, now, priority)
+        for code, tf, _ in wanted:
+            self._live.follow_closes(code, tf)
         for code, tf, _ in wanted if live else ():
             await self.watch([f"candle.{tf.name}"], [code])
         self._life.start("hot keeper", self._hot.keep())
@@ -628,4 +682,6 @@ class Spine:
             learned_series=usage.learned,
             learned_hits=usage.hits,
             learned_misses=usage.misses,
+            hot_closes_live=self._hot.closes_live,
+            hot_closes_fetched=self._hot.closes_fetched,
         )

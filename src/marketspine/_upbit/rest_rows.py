@@ -159,7 +159,9 @@ class CandleRows:
     encoded once and kept (bounded); the forming one is encoded every time."""
 
     def __init__(self, max_rows: int = 100_000) -> None:  # about 35 MB of rows at most
-        self._rows: dict[tuple[str, str, int, int, float], bytes] = {}
+        # Keyed by the sums too: a close built from the trade stream (held in memory until
+        # upstream's own replaces it) may differ from upstream's in their last digits.
+        self._rows: dict[tuple[str, str, int, int, float, float, float], bytes] = {}
         self._max_rows = max_rows
 
     def page(
@@ -183,7 +185,10 @@ class CandleRows:
             if krw_rate is not None:
                 rows.append(_encode(_candle(candle, tf, prev, krw_rate)))
                 continue
-            key = (candle.market, tf.key, candle.start_ms, candle.last_trade_ms, prev)
+            key = (
+                candle.market, tf.key, candle.start_ms, candle.last_trade_ms, prev,
+                candle.volume, candle.value,
+            )  # fmt: skip
             row = self._rows.get(key)
             if row is None:
                 row = _encode(_candle(candle, tf, prev, None))
