@@ -9,8 +9,9 @@ Trades and candles are read from the store, up to the clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .._base.timeframes import Timeframe
 from .._store.recording import RecordingStore
@@ -20,6 +21,9 @@ __all__ = ["LOOK_BACK_MS", "ReplayQuotes", "ReplayState", "add_trade", "candles_
 
 LOOK_BACK_MS = 3_600_000  # how far before the clock a ticker or book is looked for
 _TRADE_WINDOWS_MS = (60_000, 3_600_000, 86_400_000, 7 * 86_400_000)
+
+
+Q = TypeVar("Q", Ticker, Orderbook)
 
 
 @dataclass
@@ -73,28 +77,29 @@ class ReplayQuotes:
 
     async def tickers(self, markets: list[str]) -> list[Ticker]:
         """The ticker of each market at the clock (markets with none yet are left out)."""
-        now = self._now_ms()
-        out = []
-        for market in markets:
-            held = self._state.tickers.get(market)
-            if held is None or held.ms > now:
-                found = await self._recording.tickers(market, now - LOOK_BACK_MS, now + 1)
-                held = found[-1] if found else None
-            if held is not None:
-                out.append(held)
-        return out
+        return await self._as_of(markets, self._state.tickers, self._recording.tickers)
 
     async def orderbooks(self, markets: list[str]) -> list[Orderbook]:
         """The book of each market at the clock (markets with none yet are left out)."""
+        return await self._as_of(markets, self._state.books, self._recording.orderbooks)
+
+    async def _as_of(
+        self,
+        markets: list[str],
+        held: Mapping[str, Q],
+        recorded: Callable[[str, int, int], Awaitable[Sequence[Q]]],
+    ) -> list[Q]:
+        """Each market's latest record at the clock: the one the replay holds, unless it is
+        newer than the clock (a seek back), else the latest recorded in the look-back."""
         now = self._now_ms()
         out = []
         for market in markets:
-            held = self._state.books.get(market)
-            if held is None or held.ms > now:
-                found = await self._recording.orderbooks(market, now - LOOK_BACK_MS, now + 1)
-                held = found[-1] if found else None
-            if held is not None:
-                out.append(held)
+            record = held.get(market)
+            if record is None or record.ms > now:
+                found = await recorded(market, now - LOOK_BACK_MS, now + 1)
+                record = found[-1] if found else None
+            if record is not None:
+                out.append(record)
         return out
 
     async def trades(self, market: str, count: int, cursor: int | None = None) -> list[Trade]:
