@@ -23,6 +23,17 @@ from typing import Any
 import pytest
 
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("marketspine"))
+
+
+def behind_upstream() -> None:
+    """``preexec_fn`` for a client process in a test: yield the CPU to the simulator.
+    Upstream is another machine; here it shares two cores with the clients and the other
+    tests, and a starved simulator stamps requests late, so that sends a second apart reach
+    its limiter bunched into one window (a 429 now and then under load, with correct
+    clients)."""
+    os.nice(10)
+
+
 COMMANDS = ("sim", "collect", "export", "status", "warmup")
 # What ``run`` sets for the child; ``run_in_process`` sets the same around its call.
 ENV = {"COLUMNS": "60", "NO_COLOR": "1"}

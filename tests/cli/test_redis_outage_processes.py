@@ -30,7 +30,7 @@ import httpx
 import psycopg
 import pytest
 import redis
-from clitools import CONSOLE_SCRIPT
+from clitools import CONSOLE_SCRIPT, behind_upstream
 from helpers import UnpacedBudget, wait_until_sync
 from services import PgSpace, PrivateRedis
 
@@ -68,7 +68,7 @@ with running(SimConfig(rate_limit=10), clock=lambda: now) as url:
 
 def _ahead_of_tests() -> None:
     """In the simulator's process: ahead of the other tests' processes where allowed (root,
-    as on our machines and in CI); elsewhere ``_behind_upstream`` alone."""
+    as on our machines and in CI); elsewhere ``behind_upstream`` alone."""
     with contextlib.suppress(PermissionError):
         os.nice(-10)
 
@@ -102,16 +102,8 @@ def launch(args: list[str], log: Path) -> subprocess.Popen[str]:
     with log.with_suffix(".out").open("w") as out, log.with_suffix(".err").open("w") as err:
         return subprocess.Popen(
             [CONSOLE_SCRIPT, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
-            preexec_fn=_behind_upstream,
+            preexec_fn=behind_upstream,
         )  # fmt: skip
-
-
-def _behind_upstream() -> None:
-    """In the child before it runs: yield the CPU to the simulator. Upstream is another
-    machine; here it shares two cores with five clients and the other tests, and a starved
-    simulator stamps requests late, so that sends a second apart reach its limiter bunched
-    into one window (a 429 about one run in three under load, with the same code)."""
-    os.nice(10)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from clitools import CONSOLE_SCRIPT
+from clitools import CONSOLE_SCRIPT, behind_upstream
 from helpers import Recorder, UnpacedBudget
 from services import PgSpace, PrivateRedis
 
@@ -81,6 +81,7 @@ def start(url: str, db: str, redis: str) -> subprocess.Popen[str]:
         [CONSOLE_SCRIPT, "collect", *MARKETS, "-t", "1m", "--since", SINCE, "--until", UNTIL,
          "--db", db, "--upstream", url, "--redis", redis, "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        preexec_fn=behind_upstream,
     )  # fmt: skip
 
 
