@@ -149,13 +149,31 @@ class _TimedBudget:
         return self.inner.statistics()
 
 
+class _LoopLateness:
+    """How late this event loop wakes a task that sleeps ``PROBE_S`` at a time (ms): what an
+    urgent request's time spends on a busy loop rather than in the budget, which sleeps the
+    same way for its slot."""
+
+    PROBE_S = 0.005
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(self.PROBE_S)
+            self.late.append((time.monotonic() - asked - self.PROBE_S) * 1000)
+
+
 async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, Any]]:
     """A LOW backfill (8 callers) saturates candles; every ~1.5-1.9 s a CRITICAL or HIGH
     candle request arrives — in the same process (one ``LocalRateBudget``), or with
     ``shared`` in another process on the same Redis (two ``RedisRateBudget``s). The bot's
     budget says it expects urgent work (``expect_urgent``, as Spine's does), so the backfill
     keeps the reserve before the bot's first request. Rows: the urgent requests' time to
-    answer (and of that, the wait for the budget), and the backfill's own rate meanwhile."""
+    answer (and of that, the wait for the budget), the backfill's own rate meanwhile, and how
+    late the event loop woke a sleeping task meanwhile (a loaded machine's share)."""
     import uuid
 
     from marketspine._budget.redis import RedisRateBudget
@@ -200,10 +218,12 @@ async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, 
                 low_pages.append(time.monotonic())
                 to_ms = page[-1].start_ms
 
+        lateness = _LoopLateness()
         async with asyncio.TaskGroup() as tg:
             for index in range(8):
                 tg.create_task(backfill(index))
             await asyncio.sleep(1.5)  # let the backfill fill the group
+            lateness_probe = tg.create_task(lateness.run())
             started = time.monotonic()
             for k in range(16):
                 await asyncio.sleep(1.5 + 0.023 * k)  # arrive at varied phases
@@ -213,6 +233,7 @@ async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, 
                 waits.append((time.monotonic() - asked) * 1000)
             ended = time.monotonic()
             stop = True
+            lateness_probe.cancel()
     # The window's margin follows the round-trip spread (a loaded machine widens it); the
     # budget's ceiling is LIMIT per (1 s + margin).
     margin = budgets[0].statistics().groups["candles"].margin
@@ -236,6 +257,13 @@ async def _urgent_behind_backfill(base: str, *, shared: bool) -> list[dict[str, 
             f">= {0.9 * CEILING:.2f} (90% of the {CEILING:.1f}/s ceiling)",
         ),
         _row(f"{label}: backfill + urgent together", round(rate + urgent_rate, 2), "req/s", "-"),
+        _row(
+            f"{label}: the event loop's lateness meanwhile, max (p99"
+            f" {statistics.quantiles(lateness.late, n=100)[98]:.1f} ms)",
+            round(max(lateness.late), 1),
+            "ms",
+            "-",
+        ),
         _row(
             f"{label}: the window's margin then (ceiling {LIMIT / (1 + margin):.2f}/s)",
             round(margin * 1000, 1),

@@ -359,6 +359,62 @@ async def test_a_request_that_goes_at_once_does_not_move_the_low_pacing(
     assert (stats.sent, stats.throttled) == (3, 0)
 
 
+async def _critical_behind_low(subject: Subject, budget: Budget, at: float) -> float:
+    """A CRITICAL request at ``START + at`` while a LOW waits for its next paced slot;
+    returns when (seconds after START) it was granted. On Redis the script refuses it with
+    the wait left, and the test moves its clock to the window's slot by hand."""
+    low = asyncio.create_task(budget.acquire("candles", Priority.LOW))
+    await wait_until(lambda: waiting(budget) == 1, 5.0, "the next LOW waits for its slot")
+    subject.fake.now = START + at
+    critical = asyncio.create_task(budget.acquire("candles", Priority.CRITICAL))
+    if subject.space is not None:
+        await wait_until(
+            lambda: budget.statistics().groups["candles"].throttled == 2, 5.0, "CRITICAL waits"
+        )
+        subject.fake.now = START + 3.0  # the window's oldest send leaves
+    await subject.drive(critical)
+    granted = subject.fake.now - START
+    assert not low.done()  # the LOW keeps its own (later) slot
+    low.cancel()
+    await asyncio.gather(low, return_exceptions=True)
+    return granted
+
+
+async def test_critical_right_after_low_took_its_last_slot_waits_only_for_the_window(
+    subject: Subject, on_test_clock: None
+) -> None:
+    # LOW keeps the reserve (limit 3: it holds 2 of a 3 s window unless one leaves within
+    # 5 ms), so its third send goes at START + 2.996, 4 ms before the first leaves the
+    # window. A CRITICAL request 2 ms later finds the window full for 2 ms more: it must
+    # take the slot that frees at START + 3 s, not wait for the next paced slot (START +
+    # 3.996, a whole token interval), which is what LOW's pacing would give it.
+    budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
+    for at in (0.0, 1.0, 2.996):
+        subject.fake.now = START + at
+        await budget.acquire("candles", Priority.LOW)
+    assert budget.statistics().groups["candles"].throttled == 0
+    granted = await _critical_behind_low(subject, budget, 2.998)
+    assert granted == pytest.approx(3.0)
+
+
+async def test_critical_after_another_urgent_spent_the_reserve_waits_only_for_the_window(
+    subject: Subject, on_test_clock: None
+) -> None:
+    # A HIGH send at START spent the window's reserve; LOW takes its two slots (the second
+    # at START + 2.9). A CRITICAL request at START + 2.95 waits until the HIGH send leaves
+    # the window (START + 3 s) — longer than 5 ms, since the reserve is spent — but no
+    # longer: not until LOW's next paced slot (START + 3.9).
+    budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
+    subject.fake.now = START
+    await budget.acquire("candles", Priority.HIGH)
+    for at in (1.0, 2.9):
+        subject.fake.now = START + at
+        await budget.acquire("candles", Priority.LOW)
+    assert budget.statistics().groups["candles"].throttled == 0
+    granted = await _critical_behind_low(subject, budget, 2.95)
+    assert granted == pytest.approx(3.0)
+
+
 async def test_the_reserve_lapses_when_no_urgent_request_came_for_the_hold(
     subject: Subject, on_test_clock: None
 ) -> None:

@@ -298,6 +298,8 @@ async def test_statistics_count_waiting_by_priority_and_throttled() -> None:
     budget = make_budget(fake)
     for _ in range(10):
         await budget.acquire("market")
+        # A slot of the window frees at a time: each waiter goes at a moment of its own.
+        await fake.run(fake.sleep(0.01))
     tasks = [asyncio.ensure_future(budget.acquire("market", p)) for p in Priority]
     await fake.settle()
     stats = budget.statistics().groups["market"]
@@ -602,3 +604,86 @@ async def test_a_far_backfill_under_jitter_both_ways_meets_no_429(seed: int, jit
     rate = len(verdicts) / (fake.now - 10_000.0 - seed * 0.37)
     # A window costs at most the floor and one round trip's whole spread (both ways).
     assert rate >= 10 / (1.0 + DEFAULT_MARGIN + 2 * jitter), rate
+
+
+async def _urgent_behind_a_jittery_backfill(
+    seed: int, jitter: float, stall_every: int
+) -> tuple[list[float], list[int], float, float]:
+    """A budget that expects urgent work (as the bot's in ``bench client``) under eight LOW
+    callers, each round trip 30 ms plus up to ``jitter`` each way, and every
+    ``stall_every``-th answer seen 100 ms late (a busy event loop: the send counts that much
+    later). An urgent request arrives 1.2 s after the previous one's answer (its reserve is
+    back) plus 0.7 ms more each time, so 150 of them sweep every phase of a token interval
+    (0.102 s): right after a LOW send took the window's last unreserved slot, across the
+    window's edge, while the margin is widened. Returns each urgent request's wait for the
+    budget, upstream's verdicts and the backfill's rate while they came."""
+    import random
+
+    from marketspine.sim._limits import RateLimiter
+
+    fake = FakeTime(20_000.0 + seed * 0.291)
+    budget = make_budget(fake, expect_urgent=True)
+    limiter = RateLimiter(clock=fake.clock)
+    rng = random.Random(seed)
+    verdicts: list[int] = []
+    waits: list[float] = []
+    low_sent = 0
+    stop = False
+    answers = 0
+
+    async def request(priority: Priority) -> None:
+        nonlocal answers
+        asked = fake.now
+        await budget.acquire("candles", priority)
+        granted = fake.now
+        if priority > Priority.LOW:
+            waits.append(granted - asked)
+        await fake.sleep(0.015 + rng.uniform(0.0, jitter))  # to upstream
+        verdict = limiter.check("client", "candles", 10)
+        verdicts.append(verdict.status)
+        answers += 1
+        stalled = priority == Priority.LOW and answers % stall_every == 0
+        await fake.sleep(0.015 + rng.uniform(0.0, jitter) + (0.100 if stalled else 0.0))
+        budget.observe("candles", verdict.remaining, sent_at=granted)
+
+    async def backfill() -> None:
+        nonlocal low_sent
+        while not stop:
+            await request(Priority.LOW)
+            low_sent += 1
+
+    async def scenario() -> float:
+        nonlocal stop
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(8):
+                tg.create_task(backfill())
+            await fake.sleep(2.0)  # the backfill fills the group, the margin learns
+            started, low_before = fake.now, low_sent
+            for k in range(150):
+                await fake.sleep(1.2 + 0.0007 * k)
+                await request(Priority.CRITICAL if k % 2 else Priority.HIGH)
+            rate = (low_sent - low_before) / (fake.now - started)
+            stop = True
+        return rate
+
+    low_rate = await fake.run(scenario(), max_seconds=10_000)
+    return waits, verdicts, low_rate, budget.statistics().groups["candles"].margin
+
+
+@pytest.mark.parametrize(
+    ("seed", "jitter", "stall_every"), [(1, 0.0, 10**9), (2, 0.003, 40), (3, 0.025, 15)]
+)
+async def test_an_urgent_request_behind_a_saturating_backfill_waits_at_most_the_reserve_wait(
+    seed: int, jitter: float, stall_every: int
+) -> None:
+    from marketspine._budget.rules import WAIT_ORDER
+
+    waits, verdicts, low_rate, margin = await _urgent_behind_a_jittery_backfill(
+        seed, jitter, stall_every
+    )
+    assert verdicts.count(429) == 0
+    late = [(k, round(w * 1000, 2)) for k, w in enumerate(waits) if w > WAIT_ORDER.reserve_wait]
+    assert not late, late  # (index, ms): each was ~100 ms, the next paced slot, before
+    # The backfill keeps 90% of what the budget allows with the margin it learnt (9.8/s
+    # without jitter): the reserve costs it one slot a window, the urgent sends none.
+    assert low_rate >= 0.9 * 10 / (1.0 + margin), (low_rate, margin)

@@ -264,11 +264,12 @@ class LocalRateBudget:
       (``WaitOrder.goes_ahead``). Requests that queue are released one per token interval
       (``(window + margin) / limit``), so a saturated group sends evenly and a newcomer
       never waits behind a whole window's burst; one that went at once out of turn does not
-      move that schedule. LOW requests are always paced this way, and while urgent work may
-      come their sends hold at most ``limit - reserve`` slots of a window
-      (``WaitOrder.keeps_reserve``; ``expect_urgent``: at any moment, not only a minute
-      after a request above LOW), so a backfill cannot fill the window that a CRITICAL
-      request needs.
+      move that schedule, nor does a first waiter that would go ahead (alone, or more
+      urgent than every other waiter): it found the window full and takes the first slot
+      that frees. LOW requests are always paced, and while urgent work may come their
+      sends hold at most ``limit - reserve`` slots of a window (``WaitOrder.keeps_reserve``;
+      ``expect_urgent``: at any moment, not only a minute after a request above LOW), so a
+      backfill cannot fill the window that a CRITICAL request needs.
     * **Priorities with aging** — who goes next is ``rules.WaitOrder``'s: most urgent first,
       FIFO within a priority, a waiter rising one level per ``age_step`` seconds waited
       (10 s: a LOW request is CRITICAL after 30 s and then ahead of any newcomer) — no
@@ -352,18 +353,26 @@ class LocalRateBudget:
         paced = queued or not order.may_burst(priority)
         return state.next_send_at(now, paced=paced, keep=keep, keep_wait=order.reserve_wait)
 
-    def _head_due(self, state: _Group, now: float) -> float:
+    def _head_due(self, state: _Group, now: float) -> tuple[float, bool]:
+        """When the first waiter may go, and whether it goes paced. One more urgent than
+        every other waiter (``WaitOrder.goes_ahead``, as it would on arriving now) is not
+        paced: it queued only because the window was full, and takes the slot that frees
+        first rather than the backfill's next paced slot — an urgent request that arrived
+        just after LOW took the window's last unreserved slot waits the few ms until the
+        oldest send leaves, not a token interval. As in ``RedisRateBudget``'s script."""
         best = self._order.first(state.waiters, now)
         if best is None:
-            return now
-        return self._due(
-            state, self._order.level(best.priority, now - best.since), now, queued=True
-        )
+            return now, False
+        order = self._order
+        level = order.level(best.priority, now - best.since)
+        others = order.top_level((w for w in state.waiters if w is not best), now)
+        paced = not (order.goes_ahead(best.priority, others) and order.may_burst(level))
+        return self._due(state, level, now, queued=paced), paced
 
     async def _wait_for_grant(self, state: _Group, waiter: _Waiter) -> None:
         while not waiter.granted:
             now = self._clock()
-            due = self._head_due(state, now)
+            due, _ = self._head_due(state, now)
             if state.sleeping and due >= state.wake_at:
                 await waiter.wake.wait()
                 waiter.wake.clear()
@@ -386,12 +395,16 @@ class LocalRateBudget:
 
     def _grant_ready(self, state: _Group) -> None:
         now = self._clock()
-        while state.waiters and self._head_due(state, now) <= now:
+        while state.waiters:
+            due, paced = self._head_due(state, now)
+            if due > now:
+                return
             best = self._order.first(state.waiters, now)
             assert best is not None
             state.waiters.remove(best)
             best.granted = True
-            state.record_send(now, urgent=best.priority > Priority.LOW, paced=True)
+            # One that went ahead unpaced does not move the schedule (as in acquire).
+            state.record_send(now, urgent=best.priority > Priority.LOW, paced=paced)
             best.wake.set()
 
     @staticmethod

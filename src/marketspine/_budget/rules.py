@@ -19,7 +19,9 @@ The wait order (``WaitOrder``), for ``LocalRateBudget`` and ``RedisRateBudget`` 
   not an interval more).
 * **Urgent goes ahead** — a request more urgent than every waiter (by level) goes at once
   when the window has room, past the queue and its pacing (``goes_ahead``): a bot's
-  CRITICAL request never waits for the next paced slot of a queued backfill.
+  CRITICAL request never waits for the next paced slot of a queued backfill. When the
+  window is full, it waits for the first slot that frees, still unpaced, as long as it is
+  the most urgent waiter.
 * **The reserve** — while more urgent work may come, LOW keeps ``reserve`` slots of every
   window for it: a request competing at LOW does not go while the LOW (bulk) sends of the
   last window already hold ``limit - reserve`` slots, unless one of them leaves within
