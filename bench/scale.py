@@ -1,7 +1,8 @@
 """Scale-out: a budget acquisition through Redis (p50/p99), PostgreSQL beside SQLite (write
 candles/s through a page of 200 and one of 10,000; read of 1,000 candles p99), and the
 combined backfill of several ``collect`` processes sharing Redis and PostgreSQL against one
-simulator at Upbit's 10 req/s (candles/s against the ceiling of 2,000).
+simulator at Upbit's 10 req/s (candles/s against the ceiling of 2,000, and the 429s and 418s
+the simulator answered them).
 
 Uses the machine's Redis (127.0.0.1:6379) and PostgreSQL (postgres@127.0.0.1:5432/test) in a
 key prefix / schema of its own, removed afterwards. ``python -m bench.scale``.
@@ -19,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from redis.asyncio import Redis
 
@@ -111,6 +113,7 @@ def _backfill_rows(schema_url: str) -> list[dict[str, Any]]:
         ]
         outs = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
         elapsed = time.perf_counter() - started
+        upstream = httpx.get(url + "/sim/stats", timeout=10).json()
     calls = sum(o["upstream_calls"] for o in outs)
     with psycopg.connect(schema_url) as conn:
         (stored,) = conn.execute("SELECT COUNT(*) FROM candles").fetchone() or (0,)
@@ -122,6 +125,12 @@ def _backfill_rows(schema_url: str) -> list[dict[str, Any]]:
             "≥ 1,800 (90% of the ceiling of 2,000, wall clock from start-up)",
         ),
         _row(f"{PROCESSES} collect processes: pages fetched (each once)", calls, "pages"),
+        _row(
+            f"{PROCESSES} collect processes: 429s + 418s",
+            upstream["429"] + upstream["418"],
+            "count",
+            "0",
+        ),
     ]
 
 

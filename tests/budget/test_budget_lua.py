@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from services import RedisSpace
 
-from marketspine._budget.redis_lua import SPAN_HOLD_S, AcquireReply, BudgetKeys, BudgetScripts
+from marketspine._budget.redis_lua import LATE_HOLD_S, AcquireReply, BudgetKeys, BudgetScripts
 from marketspine._budget.rules import Priority
 
 T0 = 1_800_000_000_000_000  # µs; large on purpose: Lua must keep every digit
@@ -168,18 +168,20 @@ async def test_keys_expire_and_sit_under_the_prefix(
         await client.aclose()
 
 
-async def test_the_widest_recent_span_applies_to_every_process(
+async def test_the_widest_recent_in_flight_margin_applies_to_every_process(
     scripts: tuple[BudgetScripts, BudgetKeys],
 ) -> None:
-    # Upstream counts arrivals: the process that sees 80 ms of round-trip jitter asks for a
-    # 1.08 s span, and the others' sends must keep to it too (their sends share the window).
+    # Upstream counts arrivals: the process that sees 60 ms of round-trip jitter books its
+    # sends 60 ms later while they are in flight, and the others' sends in flight must be
+    # booked so too (they share the window); the window itself stays 1.02 s.
     s, keys = scripts
 
-    async def acquire(now_us: int, span_s: float, ticket: str) -> AcquireReply:
+    async def acquire(now_us: int, late_s: float, ticket: str) -> AcquireReply:
         return await s.acquire(
             keys,
             limit=10,
-            span_s=span_s,
+            span_s=SPAN,
+            late_s=late_s,
             priority=Priority.NORMAL,
             next_priority=None,
             ticket=ticket,
@@ -188,15 +190,60 @@ async def test_the_widest_recent_span_applies_to_every_process(
             now_us=now_us,
         )
 
-    first = await acquire(T0, 1.08, "jittery")
-    assert first.granted and first.span_s == pytest.approx(1.08)
+    first = await acquire(T0, 0.06, "jittery")
+    assert first.granted and first.late_s == pytest.approx(0.06)
+    assert first.score_us == T0 + 60_000
     for i in range(1, 10):
-        assert (await acquire(T0 + i, SPAN, "calm")).granted
-    # By its own 1.02 s span the first send has left the window; by the wider one it has not.
-    refused = await acquire(T0 + 1_050_000, SPAN, "calm")
-    assert not refused.granted and refused.span_s == pytest.approx(1.08)
+        calm = await acquire(T0 + i, 0.0, "calm")
+        assert calm.granted and calm.score_us == T0 + i + 60_000  # the wider margin, in flight
+    # By the grant the first send has left the window; in flight, it has not.
+    refused = await acquire(T0 + 1_050_000, 0.0, "calm")
+    assert not refused.granted and refused.late_s == pytest.approx(0.06)
     assert refused.wait_s == pytest.approx(0.03, abs=1e-5)
-    assert (await acquire(T0 + 1_080_000, SPAN, "calm")).granted
-    # Once the jittery process has not asked for SPAN_HOLD_S, the calm one's span applies.
-    later = await acquire(T0 + round(SPAN_HOLD_S * 1e6) + 1, SPAN, "calm")
-    assert later.granted and later.span_s == pytest.approx(SPAN)
+    # Answered on time, it counts at its grant: the slot is free at once.
+    assert await s.move(keys, {first.member: (T0, first.score_us)}) == 1
+    assert (await acquire(T0 + 1_050_000, 0.0, "calm")).granted
+    # Once the jittery process has not asked for LATE_HOLD_S, the calm one's margin applies.
+    later = await acquire(T0 + round(LATE_HOLD_S * 1e6) + 1, 0.0, "calm")
+    assert later.granted and later.late_s == 0.0
+    assert later.score_us == later.redis_now_us
+
+
+async def test_a_move_takes_a_send_off_its_booking_either_way_then_only_later(
+    redis_space: RedisSpace, scripts: tuple[BudgetScripts, BudgetKeys]
+) -> None:
+    s, keys = scripts
+    booked = [
+        await s.acquire(
+            keys,
+            limit=10,
+            span_s=SPAN,
+            late_s=0.05,
+            priority=Priority.NORMAL,
+            next_priority=None,
+            ticket="a",
+            ticket_ttl_s=2.0,
+            burst=True,
+            now_us=T0 + i,
+        )
+        for i in range(2)
+    ]
+    early, late = (reply.member for reply in booked)
+    at_booking = booked[0].score_us
+    client = Redis.from_url(redis_space.url)
+    try:
+        # Off its booking: earlier (answered on time) or later (held up beyond the margin).
+        moves = {early: (T0 + 10_000, at_booking), late: (T0 + 1 + 80_000, booked[1].score_us)}
+        assert await s.move(keys, moves) == 2
+        assert await s.move(keys, moves) == 0  # sent twice: nothing more
+        # Moved already: only later (a faster round trip seen since), never back earlier.
+        assert await s.move(keys, {early: (T0 + 5_000, at_booking)}) == 0
+        assert await s.move(keys, {early: (T0 + 20_000, at_booking)}) == 1
+        assert await client.zscore(keys.sends, early) == T0 + 20_000
+        assert await client.zscore(keys.sends, late) == T0 + 1 + 80_000
+        # A send already trimmed stays trimmed.
+        await client.zrem(keys.sends, early)
+        assert await s.move(keys, {early: (T0 + 30_000, at_booking)}) == 0
+        assert await client.zscore(keys.sends, early) is None
+    finally:
+        await client.aclose()

@@ -456,6 +456,76 @@ async def test_low_keeps_the_reserve_for_another_process_that_expects_urgent_wor
             await budget.aclose()
 
 
+# -- when a send counts --------------------------------------------------------------------
+
+
+def _learn_jitter(subject: Subject, budget: Budget) -> None:
+    """Twenty replies before START, round trips of 30 ms and two of 80 ms: the fastest is
+    30 ms and the spread 50 ms, the margin a send in flight is counted with."""
+    for i in range(20):
+        sent_at = START - 10.0 + i * 0.1
+        subject.fake.now = sent_at + (0.08 if i % 10 == 0 else 0.03)
+        budget.observe("candles", None, sent_at=sent_at)
+
+
+async def _one_per_window_with_jitter_learnt(subject: Subject) -> Budget:
+    """One send per 1 s window (no floor), after ``_learn_jitter``; a send granted at START."""
+    budget = subject.make(limit=1, window=1.0, margin=0.0)
+    _learn_jitter(subject, budget)
+    subject.fake.now = START
+    await budget.acquire("candles")
+    assert budget.statistics().groups["candles"].margin == pytest.approx(0.05)
+    return budget
+
+
+async def _waits_at(subject: Subject, budget: Budget, at: float) -> bool:
+    """Whether a NORMAL request at ``START + at`` waits (it is cancelled if it does). The
+    times the tests ask at are a millisecond off each edge: clear of float rounding."""
+    subject.fake.now = START + at
+    task = asyncio.create_task(budget.acquire("candles"))
+    await wait_until(lambda: task.done() or waiting(budget) == 1, 5.0, "granted or waiting")
+    if task.done():
+        await task
+        return False
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return True
+
+
+async def test_an_answered_on_time_send_no_longer_holds_the_window_out_by_the_margin(
+    subject: Subject, on_test_clock: None
+) -> None:
+    # Its round trip was the fastest: it reached upstream by its grant plus nothing more,
+    # so the window it was counted in ends a window after it, whatever the margin learnt.
+    budget = await _one_per_window_with_jitter_learnt(subject)
+    subject.fake.now = START + 0.03
+    budget.observe("candles", None, sent_at=START)
+    assert await _waits_at(subject, budget, 0.999)
+    assert not await _waits_at(subject, budget, 1.001)
+
+
+async def test_an_answered_late_send_counts_by_its_own_lateness(
+    subject: Subject, on_test_clock: None
+) -> None:
+    # Its round trip was 70 ms beyond the fastest, more than the margin (50 ms): it is
+    # counted 70 ms late, in flight it was counted 50 ms late.
+    budget = await _one_per_window_with_jitter_learnt(subject)
+    subject.fake.now = START + 0.1
+    budget.observe("candles", None, sent_at=START)
+    assert await _waits_at(subject, budget, 1.069)
+    assert not await _waits_at(subject, budget, 1.071)
+
+
+async def test_a_send_in_flight_still_holds_the_window_out_by_the_margin(
+    subject: Subject, on_test_clock: None
+) -> None:
+    # No reply yet: it may arrive as late as the spread of the round trips says.
+    budget = await _one_per_window_with_jitter_learnt(subject)
+    assert await _waits_at(subject, budget, 1.001)
+    assert await _waits_at(subject, budget, 1.049)
+    assert not await _waits_at(subject, budget, 1.051)
+
+
 # -- the policy itself ---------------------------------------------------------------------
 
 

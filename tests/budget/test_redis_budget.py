@@ -148,7 +148,8 @@ async def test_the_margin_follows_round_trip_jitter_and_holds_for_every_process(
 ) -> None:
     # Same argument as LocalRateBudget's: upstream counts arrivals, so sends a span apart
     # land in one window when the first was delayed more. The margin widens to the spread
-    # of the round trips this process sees, and Redis applies it to the other processes.
+    # of the round trips this process sees, and Redis applies it to the other processes (to
+    # their sends in flight: an answered send counts at its own lateness).
     clock = [100.0]
     jittery, calm = budget(redis_space, clock=lambda: clock[0]), budget(redis_space)
     async with jittery, calm:
@@ -166,12 +167,12 @@ async def test_the_margin_follows_round_trip_jitter_and_holds_for_every_process(
         state = await client.hgetall(BudgetKeys.of(redis_space.prefix, "ip", "candles").state)
     finally:
         await client.aclose()
-    assert int(state[b"span"]) == round((WINDOW + 0.05) * 1e6)
+    assert int(state[b"late"]) == round((0.05 - MARGIN) * 1e6)  # beyond the floor
 
 
 async def moves(space: RedisSpace, group: str = "candles") -> list[float]:
-    """How far (s) each booked send of the group was moved later, oldest booking first
-    (a member is named after the time it was booked)."""
+    """How far (s) after its grant each send of the group counts in Redis, oldest first
+    (a member is named after the time it was granted)."""
     client = Redis.from_url(space.url)
     try:
         sends = BudgetKeys.of(space.prefix, "ip", group).sends

@@ -101,8 +101,7 @@ class JitterMargin:
     (high quantile minus minimum) of the last ``RTT_SAMPLES`` round trips once
     ``_MIN_SAMPLES`` are seen, never below ``floor`` nor above ``MAX_MARGIN``. The fastest
     round trip (``least``) tells how late an answered send may have arrived (see the module
-    doc; ``RedisRateBudget`` adds the margin to every window and moves late sends by
-    ``late_by``)."""
+    doc; ``RedisRateBudget`` counts its sends in Redis by the same two rules)."""
 
     __slots__ = ("_rtts", "floor", "least", "value")
 
@@ -119,12 +118,12 @@ class JitterMargin:
         beyond the least."""
         return max(0.0, rtt - self.least)
 
-    def late_by(self, rtt: float) -> float:
-        """How much later than the margin allows a request with round trip ``rtt`` may have
-        reached upstream: its round trip beyond the fastest recent one (the least delay a
-        request and an answer take) less the part of the margin learnt from jitter. The
-        floor is left out of that on purpose: it stays a cushion that delay never spends."""
-        return max(0.0, rtt - self.least - (self.value - self.floor))
+    @property
+    def in_flight(self) -> float:
+        """How much later than its grant a send still in flight may reach upstream: the part
+        of the margin learnt from jitter. The floor is left out on purpose: it is added to
+        every window, a cushion that delay never spends."""
+        return self.value - self.floor
 
     def saw(self, seconds: float) -> float:
         """Take one round trip (seconds); returns the margin now."""
@@ -193,7 +192,7 @@ class _Group:
         (see the module doc). Answered, that is told by its own round trip; in flight, the
         spread of the recent round trips stands for it."""
         if send.answered is None:
-            return send.at + self.jitter.value - self.jitter.floor
+            return send.at + self.jitter.in_flight
         return send.at + self.jitter.beyond_least(send.answered - send.at)
 
     def counted_in_window(self, now: float) -> int:

@@ -7,11 +7,13 @@ first, FIFO within a priority, rising a level per ``age_step`` waited — as in
 slot, not N. Across processes the script in ``redis_lua`` decides (window cap, pacing, priority
 tickets, penalties — see there); the levels it compares are the aged ones computed here.
 
-Upstream counts requests when they *arrive*, so, as in ``LocalRateBudget``, each process widens
-the window's margin to the round-trip jitter it observes (``observe(..., sent_at=...)``); the
-script applies the widest margin any process asked for lately to everyone. And as there, a send
-whose reply shows it may have arrived later than the margin allows is moved in Redis to that
-later time (``JitterMargin.late_by``), so one held-up request cannot put 11 in a second.
+Upstream counts requests when they *arrive*, so, as in ``LocalRateBudget``, each send counts
+at the latest time it may have arrived. Booked, it is in flight: Redis scores it at its grant
+plus the in-flight margin (the spread of the round trips this process observes,
+``observe(..., sent_at=...)``; the script applies the widest any process asked with lately).
+Answered, it is moved in Redis to its grant plus its own lateness, its round trip beyond the
+fastest (``JitterMargin.beyond_least``): a send that came back on time no longer holds the
+window's end out by the widest margin, and one held up cannot put 11 in a second.
 
 ``observe`` and ``penalize`` are synchronous in the ``RateBudget`` protocol: they take effect
 locally at once and are sent to Redis before this process's next acquisition (a 418 is
@@ -69,7 +71,7 @@ from .local import (
     JitterMargin,
     LocalRateBudget,
 )
-from .redis_lua import PROCESS_TTL_S, BudgetKeys, BudgetScripts
+from .redis_lua import PROCESS_TTL_S, AcquireReply, BudgetKeys, BudgetScripts
 from .rules import (
     DEFAULT_AGE_STEP,
     NEVER_SEEN_PROCESSES,
@@ -128,13 +130,14 @@ class _Waiter:
 
 @dataclass(slots=True)
 class _Booked:
-    """A send this process booked in Redis, to move later if its reply shows it was late."""
+    """A send this process booked in Redis, to move to its own lateness once answered."""
 
     at: float  # local clock at the grant
     member: str
-    score_us: int  # as booked, Redis's clock
+    granted_us: int  # Redis's clock at the grant
+    booked_us: int  # its score as booked (in flight): the grant plus the in-flight margin
     answered: float | None = None  # local clock when its reply was seen
-    moved_us: int = 0  # how far it was moved so far
+    moved_us: int | None = None  # the score it was last moved to; None: not yet
 
 
 @dataclass
@@ -142,7 +145,7 @@ class _Group:
     keys: BudgetKeys
     limit: int
     jitter: JitterMargin  # this process's margin, widened to the round trips it sees
-    span: float = 0.0  # the span Redis applied at the last ask (maybe another process's)
+    late: float = 0.0  # the in-flight margin Redis applied at the last ask (maybe another's)
     waiters: list[_Waiter] = field(default_factory=list)  # arrival order; WaitOrder picks
     asking: bool = False  # one waiter talks to Redis; the others wait on it
     tokens: int = 0
@@ -154,7 +157,8 @@ class _Group:
     pending_observations: list[tuple[int, float | None, float]] = field(default_factory=list)
     blind_sends: deque[float] = field(default_factory=deque)  # local times, while on fallback
     booked: deque[_Booked] = field(default_factory=deque)  # recent grants, oldest first
-    pending_moves: dict[str, int] = field(default_factory=dict)  # member -> new score (us)
+    # member -> (new score, score as booked), us: answered sends to count at their lateness
+    pending_moves: dict[str, tuple[int, int]] = field(default_factory=dict)
     pushing: asyncio.Task[None] | None = None  # sends pending_moves now, for every process
 
 
@@ -320,7 +324,6 @@ class RedisRateBudget:
             keys = BudgetKeys.of(self._prefix, self._scope, name)
             state = _Group(keys, self._limits.get(name, self._limit), JitterMargin(self._margin))
             state.tokens = state.limit
-            state.span = self._span
             self._groups[name] = state
         return state
 
@@ -414,7 +417,8 @@ class RedisRateBudget:
         reply = await self._scripts.acquire(
             state.keys,
             limit=state.limit,
-            span_s=self._window + state.jitter.value,
+            span_s=self._span,
+            late_s=state.jitter.in_flight,
             priority=level,
             next_priority=behind,
             ticket=self._ticket,
@@ -427,10 +431,10 @@ class RedisRateBudget:
         )
         self._saw_processes(state.keys, reply.processes)
         state.tokens = reply.tokens
-        state.span = reply.span_s
+        state.late = reply.late_s
         head.asked += 1
         if reply.granted:
-            self._remember(state, reply.member, reply.redis_now_us)
+            self._remember(state, reply)
             # The first now: maybe one that came (or rose a level) while Redis answered.
             best = self._order.first(state.waiters, self._clock())
             assert best is not None
@@ -452,19 +456,21 @@ class RedisRateBudget:
                 waiter.throttled = True
                 state.counts.throttled += 1
 
-    def _remember(self, state: _Group, member: str, score_us: int) -> None:
+    def _remember(self, state: _Group, reply: AcquireReply) -> None:
         now = self._clock()
-        state.booked.append(_Booked(now, member, score_us))
+        state.booked.append(_Booked(now, reply.member, reply.redis_now_us, reply.score_us))
         # Redis keeps sends 5 s or 3 spans; a later move would find nothing to move.
-        horizon = now - max(5.0, 3 * state.span)
+        horizon = now - max(5.0, 3 * self._span)
         while state.booked and state.booked[0].at <= horizon:
             state.booked.popleft()
 
     @staticmethod
-    def _move_late_sends(state: _Group, sent_at: float, now: float) -> None:
+    def _count_answered(state: _Group, sent_at: float, now: float) -> None:
         """Pair the reply with its send (as ``LocalRateBudget`` does) and queue moving every
-        answered send to the latest time it may have arrived. Each new round trip may lower
-        the fastest one known, and so make earlier sends later."""
+        answered send to the latest time it may have arrived: its grant plus its round trip
+        beyond the fastest. The first move may go either way (off the in-flight margin it
+        was booked with); later ones only later, since each new round trip may lower the
+        fastest one known, and so make earlier sends later."""
         for booked in reversed(state.booked):
             if booked.answered is None and booked.at <= sent_at:
                 booked.answered = now
@@ -472,10 +478,12 @@ class RedisRateBudget:
         for booked in state.booked:
             if booked.answered is None:
                 continue
-            late_us = round(state.jitter.late_by(booked.answered - booked.at) * 1_000_000)
-            if late_us > booked.moved_us:
-                booked.moved_us = late_us
-                state.pending_moves[booked.member] = booked.score_us + late_us
+            late = state.jitter.beyond_least(booked.answered - booked.at)
+            score_us = booked.granted_us + round(late * 1_000_000)
+            if booked.moved_us is None or score_us > booked.moved_us:
+                booked.moved_us = score_us
+                if score_us != booked.booked_us or booked.member in state.pending_moves:
+                    state.pending_moves[booked.member] = (score_us, booked.booked_us)
 
     def _push_moves_soon(self, state: _Group) -> None:
         """The other processes decide on Redis's window too: send the moves now rather than
@@ -503,7 +511,11 @@ class RedisRateBudget:
 
     async def _flush(self, state: _Group) -> None:
         """Send the penalties, moves and observations said since the last ask. Flushes may
-        overlap (ask, recovery, aclose): an item leaves its list before it is sent."""
+        overlap (ask, recovery, aclose): an item leaves its list before it is sent. Moves
+        already on their way (``_push_moves``) land first, so an ask counts every reply
+        seen before it (waited for, not awaited: a cancelled ask leaves them going)."""
+        if state.pushing is not None:
+            await asyncio.wait({state.pushing})
         while state.pending_penalties:
             seconds, said_at = penalty = state.pending_penalties.pop(0)
             try:
@@ -524,7 +536,7 @@ class RedisRateBudget:
             age = self._clock() - (sent_at if sent_at is not None else observed_at)
             try:
                 state.counts.external += await self._scripts.observe(
-                    state.keys, limit=state.limit, span_s=state.span, remaining=remaining, age_s=age
+                    state.keys, limit=state.limit, span_s=self._span, remaining=remaining, age_s=age
                 )
             except BaseException:
                 state.pending_observations.insert(0, seen)
@@ -660,12 +672,13 @@ class RedisRateBudget:
         self, group: str, remaining_sec: int | None, *, sent_at: float | None = None
     ) -> None:
         """Reconcile with upstream's ``Remaining-Req`` ``sec`` (sent to Redis before the
-        next acquisition; the local fallback learns it at once). ``sent_at`` also widens
-        this process's margin to the round-trip jitter, as ``LocalRateBudget`` does."""
+        next acquisition; the local fallback learns it at once). ``sent_at`` also counts the
+        answered send at its own lateness and learns the round-trip jitter that the sends
+        still in flight are booked with, as ``LocalRateBudget`` does."""
         state = self._group(group)
         if sent_at is not None:
             state.jitter.saw(self._clock() - sent_at)
-            self._move_late_sends(state, sent_at, self._clock())
+            self._count_answered(state, sent_at, self._clock())
             self._push_moves_soon(state)
         if remaining_sec is not None:
             state.pending_observations.append((remaining_sec, sent_at, self._clock()))
@@ -693,6 +706,6 @@ class RedisRateBudget:
                 tokens=state.tokens,
                 waiting=(waiter.priority for waiter in state.waiters),
                 blocked_for=state.blocked_until - now,
-                margin=state.span - self._window,
+                margin=self._margin + state.late,
             )
         return BudgetStatistics(groups)

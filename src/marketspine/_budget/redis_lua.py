@@ -4,10 +4,15 @@ Each acquisition is ONE script run, so checking the window and booking the send 
 across processes, and the time is Redis's own (``TIME`` inside the script): hosts with
 skewed clocks still agree. The rules are those of ``LocalRateBudget``:
 
-* at most ``limit`` sends in any ``span`` (window + margin) — a sorted set of send times.
-  Each process widens its margin to the round-trip jitter it sees (``JitterMargin``); the
-  widest span asked within ``SPAN_HOLD_S`` applies to everyone, since upstream counts every
-  process's requests by their arrival and the most delayed ones decide;
+* at most ``limit`` sends in any ``span`` (window + the margin's floor) — a sorted set of
+  sends, each scored with the latest time it may have reached upstream (``LocalRateBudget``'s
+  rule). A send is booked *in flight*: at its grant plus the in-flight margin, the spread of
+  the round trips beyond the floor (``JitterMargin.in_flight``). The widest in-flight margin
+  any process asked with within ``LATE_HOLD_S`` applies to every process's sends still in
+  flight, since upstream counts every process's requests by their arrival and the most
+  delayed ones decide. Once *answered*, a send is moved to its grant plus its own lateness
+  (``MOVE``), so a send that came back on time no longer holds the window's end out by
+  anyone's margin;
 * a queued or LOW request is paced one per ``span / limit`` (no burst while another process
   waits at the same level or above; a more urgent request goes at once when there is room,
   without moving the pacing schedule);
@@ -22,8 +27,6 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   a CRITICAL request elsewhere is waiting for. The priorities passed in are the waiters'
   aged levels (``rules.WaitOrder``): the process decides them, the script only compares;
 * a penalty (after a 429 or 418) stops the group for everyone until it runs out;
-* a send whose reply shows it may have reached upstream late is moved to that later time
-  (``MOVE``, see ``JitterMargin.late_by``), as ``LocalRateBudget`` counts it;
 * each process keeps a heartbeat in every group's set of processes (``HEARTBEAT``: its
   ticket scored with the time it lapses), renewed by each of its asks too, so each knows how
   many share the ceiling — the number it divides the ceiling by while Redis is lost — as of
@@ -37,6 +40,7 @@ tests to drive the clock by hand; empty means ``TIME``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +48,10 @@ from redis.asyncio import Redis
 
 from .rules import WAIT_ORDER, Priority, WaitOrder
 
-__all__ = ["PROCESS_TTL_S", "SPAN_HOLD_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
+__all__ = ["LATE_HOLD_S", "PROCESS_TTL_S", "AcquireReply", "BudgetKeys", "BudgetScripts"]
 
-# A process's widened span applies to every process for this long after it last asked.
-SPAN_HOLD_S = 10.0
+# A process's in-flight margin applies to every process for this long after it last asked.
+LATE_HOLD_S = 10.0
 # A process counts among those sharing the budget this long after its last heartbeat or ask.
 PROCESS_TTL_S = 5.0
 
@@ -61,14 +65,16 @@ end
 """
 
 # KEYS: sends, state, wait:0 .. wait:3, processes
-# ARGV: limit, span_us, span_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
+# ARGV: limit, span_us, late_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
 #       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME), process_ttl_us,
 #       urgent (1: the asker has a request above LOW waiting, or expects some), reserve (slots
 #       LOW keeps for urgent work), reserve_wait_us, reserve_hold_us
-#       (``rules.WaitOrder.keeps_reserve``), urgent_send (1: the head asked above LOW)
-# Returns {granted, wait_us, tokens, now_us, span_us (the span that applied), member (the
-# send's member in KEYS[1], scored now_us; '' when refused), processes (sharing the budget,
-# the asker included: its heartbeat is renewed here)}.
+#       (``rules.WaitOrder.keeps_reserve``), urgent_send (1: the head asked above LOW),
+#       late_us (the asker's in-flight margin)
+# Returns {granted, wait_us, tokens, now_us, late_us (the in-flight margin that applied),
+# member (the send's member in KEYS[1]; '' when refused), processes (sharing the budget, the
+# asker included: its heartbeat is renewed here), score_us (the member's score: now_us +
+# late_us; 0 when refused)}.
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -85,13 +91,14 @@ local urgent, reserve = ARGV[12] == '1', tonumber(ARGV[13] or '0')
 local reserve_wait, reserve_hold = tonumber(ARGV[14] or '0'), tonumber(ARGV[15] or '0')
 local urgent_send = ARGV[16] == '1'
 if urgent then redis.call('HSET', KEYS[2], 'urgent', s(now)) end
--- The widest span any process asked for within the hold applies to all.
-local wide = tonumber(redis.call('HGET', KEYS[2], 'span') or '0')
-local wide_until = tonumber(redis.call('HGET', KEYS[2], 'span_until') or '0')
-if span >= wide or wide_until <= now then
-  redis.call('HSET', KEYS[2], 'span', s(span), 'span_until', s(now + hold))
+-- The widest in-flight margin any process asked for within the hold applies to all.
+local late = tonumber(ARGV[17] or '0')
+local wide = tonumber(redis.call('HGET', KEYS[2], 'late') or '0')
+local wide_until = tonumber(redis.call('HGET', KEYS[2], 'late_until') or '0')
+if late >= wide or wide_until <= now then
+  redis.call('HSET', KEYS[2], 'late', s(late), 'late_until', s(now + hold))
 else
-  span = wide
+  late = wide
 end
 local interval = math.floor(span / limit)
 -- peer: another process waits at this level or above, so this one queues behind it (paced)
@@ -150,7 +157,8 @@ if at <= now and not higher then
   local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
   local member = s(now) .. ':' .. seq
   if urgent_send then member = member .. ':u' end
-  redis.call('ZADD', KEYS[1], s(now), member)
+  -- In flight: counted at the latest it may arrive until its reply tells (MOVE).
+  redis.call('ZADD', KEYS[1], s(now + late), member)
   -- A paced grant keeps to the slot schedule: the few ms the asker needed to come back
   -- (up to a quarter interval) are not lost from every interval. The window cap above
   -- still counts the real send times. A grant out of turn leaves the schedule alone.
@@ -168,7 +176,7 @@ if at <= now and not higher then
     redis.call('PEXPIRE', KEYS[3 + nextp], math.floor(keep / 1000))
   end
   keep_alive()
-  return {1, 0, limit - used - 1, now, span, member, processes}
+  return {1, 0, limit - used - 1, now, late, member, processes, s(now + late)}
 end
 redis.call('ZADD', KEYS[3 + prio], s(now + ttl), ticket)
 redis.call('PEXPIRE', KEYS[3 + prio], math.floor(keep / 1000))
@@ -178,7 +186,7 @@ local wait = at - now
 if wait <= 0 then wait = math.floor(interval / 4) + 1 end
 local left = limit - used
 if left < 0 then left = 0 end
-return {0, wait, left, now, span, '', processes}
+return {0, wait, left, now, late, '', processes, 0}
 """
 )
 
@@ -241,16 +249,22 @@ return #ARGV - 2
 )
 
 
-# KEYS: sends. ARGV: member, score_us, member, score_us, ... Moves sends later (never
-# earlier), and only those still kept. Returns how many moved.
-# (ZADD's GT flag would do it, but only from Redis 6.2 on.)
+# KEYS: sends. ARGV: member, score_us, booked_us, member, score_us, booked_us, ...
+# Counts answered sends at their own lateness: a send still at the score it was booked at (in
+# flight) moves to ``score_us``, earlier or later; one moved already moves only later (a
+# faster round trip seen since shows it later than thought). So a move sent twice, or two
+# moves of one send that arrive in either order, end at the latest; a send already trimmed
+# stays trimmed. Returns how many moved.
 _MOVE = """
 local moved = 0
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(ARGV[i + 1]) > tonumber(score) then
-    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-    moved = moved + 1
+  if score then
+    local at, to = tonumber(score), tonumber(ARGV[i + 1])
+    if to ~= at and (at == tonumber(ARGV[i + 2]) or to > at) then
+      redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+      moved = moved + 1
+    end
   end
 end
 return moved
@@ -312,9 +326,10 @@ class AcquireReply:
     wait_s: float
     tokens: int  # sends the window still allows
     redis_now_us: int
-    span_s: float  # the span that applied: the asker's, or a wider one another process asked
-    member: str = ""  # a granted send's member in the sends set (its score: redis_now_us)
+    late_s: float  # the in-flight margin that applied: the asker's, or another process's wider
+    member: str = ""  # a granted send's member in the sends set
     processes: int = 1  # processes sharing the budget (heartbeats not lapsed), the asker too
+    score_us: int = 0  # a granted send's score as booked: redis_now_us + the in-flight margin
 
 
 def _us(seconds: float) -> int:
@@ -346,13 +361,16 @@ class BudgetScripts:
         ticket: str,
         ticket_ttl_s: float,
         burst: bool,
+        late_s: float = 0.0,
         process_ttl_s: float = PROCESS_TTL_S,
         urgent: bool = False,
         urgent_send: bool = False,
         order: WaitOrder = WAIT_ORDER,
         now_us: int | None = None,
     ) -> AcquireReply:
-        """Ask for one send now at ``priority``; ``next_priority`` is the caller's next
+        """Ask for one send now at ``priority`` in a window of ``span_s`` (window + the
+        margin's floor), booked in flight ``late_s`` later (the caller's in-flight margin, or
+        a wider one another process asked with lately); ``next_priority`` is the caller's next
         waiter (kept registered as a ticket after a grant), ``burst`` whether this request
         may skip pacing (no waiter of the caller is as urgent, and it is not LOW),
         ``urgent`` whether the caller has a request above LOW waiting or expects some (it
@@ -362,7 +380,7 @@ class BudgetScripts:
         args: list[Any] = [
             limit,
             _us(span_s),
-            _us(SPAN_HOLD_S),
+            _us(LATE_HOLD_S),
             int(priority),
             -1 if next_priority is None else int(next_priority),
             ticket,
@@ -376,8 +394,9 @@ class BudgetScripts:
             _us(order.reserve_wait),
             _us(order.reserve_hold),
             1 if urgent_send else 0,
+            _us(late_s),
         ]
-        granted, wait_us, tokens, now, span_us, member, processes = await self._acquire(
+        granted, wait_us, tokens, now, late_us, member, processes, score = await self._acquire(
             keys=keys.all(), args=args
         )
         return AcquireReply(
@@ -385,9 +404,10 @@ class BudgetScripts:
             int(wait_us) / 1_000_000,
             int(tokens),
             int(now),
-            int(span_us) / 1e6,
+            int(late_us) / 1e6,
             member.decode() if isinstance(member, bytes) else str(member),
             int(processes),
+            int(score),
         )
 
     async def observe(
@@ -427,10 +447,12 @@ class BudgetScripts:
         args.extend(_us(age) for age in ages_s)
         return int(await self._book(keys=[keys.sends, keys.state], args=args))
 
-    async def move(self, keys: BudgetKeys, scores_us: dict[str, int]) -> int:
-        """Count sends (member -> new score, microseconds of Redis's clock) later than they
-        were booked; sends already dropped stay dropped. Returns how many moved."""
-        args: list[Any] = [x for member, score in scores_us.items() for x in (member, score)]
+    async def move(self, keys: BudgetKeys, moves_us: Mapping[str, tuple[int, int]]) -> int:
+        """Count answered sends at their own lateness: ``moves_us`` maps a member to (its new
+        score, the score it was booked at), microseconds of Redis's clock. From its booked
+        score a send moves either way, from any other only later; sends already dropped stay
+        dropped. Returns how many moved."""
+        args: list[Any] = [x for member, move in moves_us.items() for x in (member, *move)]
         return int(await self._move(keys=[keys.sends], args=args)) if args else 0
 
     async def heartbeat(
