@@ -9,7 +9,9 @@ simulator served (`GET /sim/stats`).
 Which layer could answer a candle request that memory missed is judged from the requests
 alone, not from Spine's internals: the first read of a series, and a read after a window of
 its timeframe closed (a candle nobody has stored yet), can only come from upstream; every
-other miss asks for candles an earlier answer already brought, so the database holds them.
+other miss asks for candles an earlier answer already brought, so the database holds them —
+unless that answer held closes built from the trade stream (``meta.provisional``), which
+stay in memory only: after the simulated restart such a read can only come from upstream.
 The database's rate is taken over those; the others have a row of their own.
 
 `python -m bench workload` (or `python -m bench.workload [SECONDS]`).
@@ -113,6 +115,7 @@ async def with_layers(url: str, db: Path, seconds: float) -> dict[str, Any]:
         "reads": reads,
         "memory": memory,
         "closes": (stats.hot_closes_live, stats.hot_closes_fetched),
+        "waited": (stats.hot_reads_waited, stats.hot_reads_waited_in_vain),
     }
 
 
@@ -146,20 +149,28 @@ async def without_layers(url: str, seconds: float) -> int:
 def misses_by_cause(
     reads: list[Read],
 ) -> tuple[list[ResultMeta], list[ResultMeta], list[ResultMeta]]:
-    """The answers memory missed, split into (first reads and reads after a window closed:
-    nothing stored could answer them; the rest: an earlier answer brought their candles,
-    so the database could answer them) and, of the first kind, those after a close."""
+    """The answers memory missed, split into (first reads, reads after a window closed and
+    reads after an answer holding closes built from trades, which only memory held: nothing
+    stored could answer them; the rest: an earlier answer brought their candles, so the
+    database could answer them) and, of the first kind, those after a close."""
     unstored: list[ResultMeta] = []
     stored: list[ResultMeta] = []
     closes: list[ResultMeta] = []
     last_window: dict[tuple[str, str], int] = {}
+    memory_only: set[tuple[str, str]] = set()  # the last answer held provisional closes
     for series, window, meta in reads:
         before = last_window.get(series)
         last_window[series] = window if before is None else max(before, window)
+        held_only_in_memory = series in memory_only
+        if meta.provisional:
+            memory_only.add(series)
+        else:
+            memory_only.discard(series)
         if set(meta.sources) <= {"memory", "live"}:
             continue
-        (unstored if before is None or window > before else stored).append(meta)
-        if before is not None and window > before:
+        closed = before is not None and window > before
+        (unstored if before is None or closed or held_only_in_memory else stored).append(meta)
+        if closed:
             closes.append(meta)
     return unstored, stored, closes
 
@@ -197,8 +208,8 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
             "≥ 95",
         ),
         row(
-            f"{label}: memory misses of candles not stored yet (first reads, new closes), "
-            f"asked upstream ({unstored_up} of them)",
+            f"{label}: memory misses of candles not stored yet (first reads, new closes, "
+            f"closes built from trades), asked upstream ({unstored_up} of them)",
             len(unstored),
             "misses",
             "-",
@@ -214,6 +225,13 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
             f"(of {sum(layered['closes'])}; the others one REST page a market)",
             layered["closes"][0],
             "closes",
+            "-",
+        ),
+        row(
+            f"{label}: polls that waited for a close the keeper was about to hold "
+            f"({layered['waited'][1]} of them in vain, then asked on)",
+            layered["waited"][0],
+            "reads",
             "-",
         ),
     ]

@@ -182,6 +182,7 @@ async def test_api_candles_any_length_derived_and_filled(
         "/api/candles", params={"market": "KRW-BTC", "timeframe": "1h", "start": start, "end": end}
     )
     assert again.json()["meta"]["upstream_calls"] == 0
+    assert again.json()["meta"]["provisional"] == 0  # a range read: upstream's own candles
     coverage = (
         await http.get("/api/coverage", params={"market": "KRW-BTC", "timeframe": "1m"})
     ).json()
@@ -370,6 +371,9 @@ async def test_polled_series_show_in_status_and_metrics(http: httpx.AsyncClient)
     assert 'marketspine_hot_closes_total{source="live"} 0.0' in metrics
     status = (await http.get("/api/status")).json()
     assert status["spine"]["hot_closes_live"] == 0
+    assert status["spine"]["hot_reads_waited"] == status["spine"]["hot_reads_waited_in_vain"] == 0
+    assert "marketspine_hot_reads_waited_total 0.0" in metrics
+    assert "marketspine_hot_reads_waited_in_vain_total 0.0" in metrics
 
 
 async def test_a_repeated_history_page_takes_the_fast_path_with_the_same_answer(

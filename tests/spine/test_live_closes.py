@@ -98,6 +98,7 @@ async def test_a_watched_markets_close_comes_from_the_stream_and_equals_rest(
         calls = served(url)
         answer = await spine.candles(WATCHED, "1m", count=50, closed_only=True)
         assert answer.meta.source == "memory" and answer.meta.upstream_calls == 0
+        assert answer.meta.provisional == 1  # the close built from trades, memory only
         assert served(url) == calls
         mine = answer[-1]
         assert mine.start_ms == newest
@@ -146,6 +147,7 @@ async def test_a_reconnect_in_the_window_falls_back_to_one_rest_page(
         assert stats.hot_closes_fetched == before.hot_closes_fetched + 1
         answer = await spine.candles(WATCHED, "1m", count=50, closed_only=True)
         assert answer.meta.source == "memory" and answer[-1].start_ms == newest
+        assert answer.meta.provisional == 0  # the page replaced any close built from trades
         (stored,) = await spine.store.read(WATCHED, MINUTE, newest, newest + 60_000)
         assert answer[-1] == stored  # upstream's own, stored
 

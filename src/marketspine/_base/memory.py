@@ -253,6 +253,14 @@ class CandleMemory:
         self._hits += 1
         return window.candles[right - count : right]
 
+    def provisional(self, key: SeriesKey, start_ms: int, end_ms: int) -> int:
+        """How many provisional candles the series holds starting in ``[start_ms, end_ms)``."""
+        window = self._windows.get(key)
+        if window is None:
+            return 0
+        marks = window.provisional
+        return bisect.bisect_left(marks, end_ms) - bisect.bisect_left(marks, start_ms)
+
     def covered(self, key: SeriesKey) -> tuple[int, int] | None:
         window = self._windows.get(key)
         return None if window is None else (window.lo, window.hi)

@@ -176,6 +176,8 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                 # Without these an /api client cannot tell "unknown" from "empty".
                 "unserved_before": _label(meta.unserved_before_ms),
                 "delisted": meta.delisted,
+                # Closes built from the trade stream, in memory only (not yet upstream's own).
+                "provisional": meta.provisional,
             },
             "candles": [
                 {

@@ -303,6 +303,18 @@ def spine_figures(spine: Spine) -> Iterator[Metric]:
     closes.add_metric(["live"], stats.hot_closes_live)
     closes.add_metric(["fetched"], stats.hot_closes_fetched)
     yield closes
+    yield counter(
+        "marketspine_hot_reads_waited",
+        "Polls of a hot series that landed after a close and waited (at most 0.5 s) for the "
+        "keeper to put it in memory instead of asking upstream.",
+        stats.hot_reads_waited,
+    )
+    yield counter(
+        "marketspine_hot_reads_waited_in_vain",
+        "Of those, polls that went on without the close (the bound passed, the keeper's "
+        "attempt failed, or the series was released).",
+        stats.hot_reads_waited_in_vain,
+    )
     live = spine.live_statistics()
     yield gauge(
         "marketspine_live_frame_age_seconds",

@@ -40,6 +40,8 @@ class SpineStatistics:
     learned_misses: int = 0  # ... that needed the store or upstream
     hot_closes_live: int = 0  # closes of hot windows taken from the trade stream
     hot_closes_fetched: int = 0  # ... read from the store or upstream (one page a market)
+    hot_reads_waited: int = 0  # polls that waited for a close the keeper was about to hold
+    hot_reads_waited_in_vain: int = 0  # ... and asked on without it (bound, failure, release)
 
 
 class Accounting:

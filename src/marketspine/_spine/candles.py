@@ -429,6 +429,8 @@ class CandleReader:
         cached = self.memory.latest(key, count, end)
         if cached is not None:
             trace.used("memory")
+            if cached:
+                trace.provisional += self.memory.provisional(key, cached[0].start_ms, end)
             return cached
         rows, low = await self._walk_back(market, tf, count, end, now, priority, trace, calls)
         if not trace.stale:

@@ -59,6 +59,9 @@ class ResultMeta:
     priority: Priority | None = None  # the priority the request was made at
     # A range of trades: the known gaps of the recording inside it that REST could not fill.
     gaps: tuple[TradeGap, ...] = ()
+    # Candles of the answer that memory holds only: closes built from the trade stream
+    # (equal to upstream's but for float rounding), not stored (see ``Spine._close_live``).
+    provisional: int = 0
 
     @property
     def source(self) -> str:
@@ -71,7 +74,10 @@ class ResultMeta:
 class Trace:
     """What one request touched, for its ``ResultMeta``."""
 
-    __slots__ = ("calls", "delisted", "gaps", "pages", "sources", "stale", "unserved_before_ms")
+    __slots__ = (
+        "calls", "delisted", "gaps", "pages", "provisional", "sources", "stale",
+        "unserved_before_ms",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.sources: list[Source] = []
@@ -81,6 +87,7 @@ class Trace:
         self.unserved_before_ms: int | None = None
         self.delisted = False
         self.gaps: tuple[TradeGap, ...] = ()
+        self.provisional = 0
 
     def used(self, source: Source) -> None:
         if source not in self.sources:
@@ -100,6 +107,7 @@ class Trace:
             delisted=self.delisted,
             priority=priority,
             gaps=self.gaps,
+            provisional=self.provisional,
         )
 
 

@@ -245,10 +245,20 @@ class Spine:
         priority = enum_arg(priority, Priority, "priority")
         closed_only, fill = flag_arg(closed_only, "closed_only"), flag_arg(fill, "fill")
         self._life.check_open()
+        polled = count is not None and start_ms is None and end_ms is None
+        started, waited = time.perf_counter(), False
+        if polled and priority is not Priority.CRITICAL:
+            # A poll landing between a close and the keeper putting it in memory waits for
+            # it rather than asking upstream for the same candle; urgent ones never wait.
+            now = self.client.upstream_now_ms()
+            waited = await self._hot.wait_for_close(code, tf, now)
         result = await self._candle_reader().read(
             code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
         )
-        if count is not None and start_ms is None and end_ms is None:
+        if waited:  # the answer took the wait too
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            result.meta = dataclasses.replace(result.meta, elapsed_ms=elapsed_ms)
+        if count is not None and polled:
             self._learn(code, tf, count, result.meta)
         return self._account("candles", result)
 
@@ -684,4 +694,6 @@ class Spine:
             learned_misses=usage.misses,
             hot_closes_live=self._hot.closes_live,
             hot_closes_fetched=self._hot.closes_fetched,
+            hot_reads_waited=self._hot.reads_waited,
+            hot_reads_waited_in_vain=self._hot.reads_waited_in_vain,
         )
