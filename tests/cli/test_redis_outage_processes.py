@@ -11,17 +11,12 @@ the Redis is a private redis-server, so killing it touches no other test.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import select
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +25,7 @@ import httpx
 import psycopg
 import pytest
 import redis
-from clitools import CONSOLE_SCRIPT, behind_upstream
+from clitools import CONSOLE_SCRIPT, behind_upstream, sim_process
 from helpers import UnpacedBudget, wait_until_sync
 from services import PgSpace, PrivateRedis
 
@@ -52,49 +47,6 @@ OUTAGE_S = 10.0
 PAUSE_S = 0.5
 PROCESSES = 5
 TOKEN = "outage-test-token"
-
-# The simulator in a process of its own (its own interpreter: the test's threads never slow
-# its clock of arrivals), its clock stopped at NOW so the history is the reference's.
-SIM = f"""
-import sys
-from marketspine._base.time import parse_time
-from marketspine.sim import SimConfig, running
-now = parse_time({NOW!r})
-with running(SimConfig(rate_limit=10), clock=lambda: now) as url:
-    print(url, flush=True)
-    sys.stdin.read()  # until the test closes stdin
-"""
-
-
-def _ahead_of_tests() -> None:
-    """In the simulator's process: ahead of the other tests' processes where allowed (root,
-    as on our machines and in CI); elsewhere ``behind_upstream`` alone."""
-    with contextlib.suppress(PermissionError):
-        os.nice(-10)
-
-
-@contextlib.contextmanager
-def sim_process(tmp_path: Path) -> Iterator[str]:
-    with (tmp_path / "sim.err").open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-c", SIM],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-            preexec_fn=_ahead_of_tests,
-        )  # fmt: skip
-    assert process.stdout is not None and process.stdin is not None
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        assert ready, "the simulator printed no URL within 60 s"
-        url = process.stdout.readline().strip()  # the one line it prints
-        assert url.startswith("http://"), (tmp_path / "sim.err").read_text()
-        yield url
-    finally:
-        process.stdin.close()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def launch(args: list[str], log: Path) -> subprocess.Popen[str]:
@@ -230,7 +182,7 @@ def sim_stats(url: str) -> dict[str, Any]:
 def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
     pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
-    with sim_process(tmp_path) as sim:
+    with sim_process(tmp_path, NOW) as sim:
         common = ["--upstream", sim, "--db", pg_space.url, "--redis", private_redis.url]
         serves = [
             Serve(launch(["serve", *common, "--port", "0", "--admin-token", TOKEN,
