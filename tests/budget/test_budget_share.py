@@ -1,6 +1,6 @@
 """The share of the ceiling a process keeps while Redis is lost: the number of processes
 counted by their heartbeats in Redis, the share for that number, a process that never saw
-Redis counting itself and one more, and the alerts when Redis is lost and back (logged, and
+Redis, or that last saw itself alone, counting itself and one more, and the alerts when Redis is lost and back (logged, and
 through the notifier to a loopback ``json://`` receiver)."""
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ def test_the_count_goes_by_the_last_heartbeats_seen_and_holds_through_a_restart(
     assert count.assumed(110.0) == 3  # settled: what the heartbeats say
     count.saw(0)
     assert count.assumed(111.0) == 1  # never less than itself
+    # Lost while it saw itself alone: another may have registered after its last count.
+    alone = ProcessCount()
+    alone.saw(1)
+    assert alone.assumed(0.0) == 1
+    assert alone.lost(1.0) == NEVER_SEEN_PROCESSES
 
 
 async def test_heartbeats_lapse_on_redis_clock(redis_space: RedisSpace) -> None:
@@ -170,8 +175,9 @@ async def test_redis_lost_and_back_reach_the_notifier_once_per_change_per_minute
                     ("marketspine: redis lost", "warning"),
                     ("marketspine: redis back", "info"),
                 ]
-                assert "10 of 10 requests per window (1 process)" in first[0]["message"]
-                assert "processes: 1" in first[0]["message"].splitlines()  # alone: all of it
+                # Alone at its last count, but another may have come since: half.
+                assert "5 of 10 requests per window (2 processes)" in first[0]["message"]
+                assert "processes: 2" in first[0]["message"].splitlines()
                 now[0] += 60.0  # the minute is over: the repeats, counted
                 notifier.flush()
                 later = got.wait_for(4)[2:]

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from clitools import CONSOLE_SCRIPT, behind_upstream
+from clitools import CONSOLE_SCRIPT, behind_upstream, sim_process
 from helpers import Recorder, UnpacedBudget
 from services import PgSpace, PrivateRedis
 
@@ -34,7 +34,8 @@ from marketspine.sim import SimConfig, create_app
 
 pytestmark = pytest.mark.process
 
-NOW = parse_time("2026-11-20T12:34:56.789Z")
+NOW_TEXT = "2026-11-20T12:34:56.789Z"
+NOW = parse_time(NOW_TEXT)
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP")
 SINCE, UNTIL = "2026-11-19T12:00:00Z", "2026-11-20T12:00:00Z"  # 8 pages of 1m per market
 CEILING = 10.0  # requests/s of the candles group
@@ -185,17 +186,19 @@ async def test_a_killed_collector_is_resumed_exactly(
 
 
 async def test_redis_lost_mid_run_falls_back_to_a_share_without_a_429(
-    sim: tuple[str, Recorder], pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
+    pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
-    url, _ = sim
     _, rows = await reference(tmp_path)
-    a = start(url, pg_space.url, private_redis.url)
-    b = start(url, pg_space.url, private_redis.url)
-    wait_for_rows(pg_space, 1000, a)
-    private_redis.stop()
-    wait_for_rows(pg_space, 2000, a)  # both go on, each at its share: half, for two
-    private_redis.start()  # empty, as after a restart: both return to the shared budget
-    finish(a)
-    finish(b)
-    assert stats(url)["429"] == 0 and stats(url)["418"] == 0
+    # The simulator in a process of its own: in this one, starved beside two collectors
+    # and the other tests, it stamped sends a window apart into one window now and then.
+    with sim_process(tmp_path, NOW_TEXT) as url:
+        a = start(url, pg_space.url, private_redis.url)
+        b = start(url, pg_space.url, private_redis.url)
+        wait_for_rows(pg_space, 1000, a)
+        private_redis.stop()
+        wait_for_rows(pg_space, 2000, a)  # both go on, each at its share: half, for two
+        private_redis.start()  # empty, as after a restart: both return to the shared budget
+        finish(a)
+        finish(b)
+        assert stats(url)["429"] == 0 and stats(url)["418"] == 0
     assert stored(pg_space) == rows

@@ -24,7 +24,8 @@ lapsing after ``heartbeat_ttl_s``; see ``redis_lua``), and so knows how many pro
 the ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
 this process's share of each group's ceiling for the number last seen (``rules.share_of``:
 10/s among 5 is 2/s each), since every other process does the same; a process that never saw
-Redis counts itself and one more (``rules.ProcessCount``).
+Redis, or last saw itself alone, counts itself and one more (another may have registered
+since: ``rules.ProcessCount``).
 
 The fallback starts a window and the widest margin (``MAX_MARGIN``) after Redis was lost: the
 requests Redis granted before may fill upstream's current window, and once they have arrived

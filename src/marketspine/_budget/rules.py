@@ -173,8 +173,11 @@ class ProcessCount:
 
     * ``saw(count)`` after each heartbeat (the count includes this process);
     * ``lost(now)`` when Redis is lost: the number to share the ceiling by from now on is
-      the last count seen, or ``NEVER_SEEN_PROCESSES`` for a process that never saw one
-      (started while Redis was down: itself and one more);
+      the last count seen, never fewer than ``NEVER_SEEN_PROCESSES``: a process that never
+      saw one (started while Redis was down) counts itself and one more, and so does one
+      that last saw itself alone, since another may have registered after its last count
+      (two collectors started together: the second counted two, the first had only seen
+      itself, and on its full ceiling beside the other's half put 15 in a second);
     * ``back(now, settle_s)`` when Redis answers again: a restarted Redis holds no heartbeat,
       and the others register again only as each of them comes back, so the number of the
       outage is kept as a floor for ``settle_s`` (in case Redis is lost again meanwhile).
@@ -199,7 +202,7 @@ class ProcessCount:
 
     def lost(self, now: float) -> int:
         """Redis is lost at ``now``: the number to go by until it is back (see the class)."""
-        self._held = self.assumed(now)
+        self._held = max(NEVER_SEEN_PROCESSES, self.assumed(now))
         self._held_until = float("inf")
         return self._held
 
