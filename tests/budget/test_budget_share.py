@@ -1,7 +1,8 @@
 """The share of the ceiling a process keeps while Redis is lost: the number of processes
 counted by their heartbeats in Redis, the share for that number, a process that never saw
-Redis, or that last saw itself alone, counting itself and one more, and the alerts when Redis is lost and back (logged, and
-through the notifier to a loopback ``json://`` receiver)."""
+Redis, or that last saw itself alone, counting itself and one more, and the alerts when
+Redis is lost and back (logged, and through the notifier to a loopback ``json://``
+receiver)."""
 
 from __future__ import annotations
 
