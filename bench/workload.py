@@ -53,10 +53,12 @@ def row(name: str, value: float, unit: str, goal: str) -> Row:
     return {"benchmark": name, "value": value, "unit": unit, "goal": goal}
 
 
-async def served(url: str) -> int:
+async def served(url: str, group: str | None = None) -> int:
+    """Requests the simulator served: all of them, or those of one rate-limit group."""
     async with httpx.AsyncClient(base_url=url) as http:
         stats = (await http.get("/sim/stats")).json()
-    return int(sum(stats["requests"]["by_group"].values()))
+    by_group: dict[str, int] = stats["requests"]["by_group"]
+    return int(by_group.get(group, 0) if group is not None else sum(by_group.values()))
 
 
 async def every(seconds: float, until: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -91,14 +93,21 @@ async def with_layers(url: str, db: Path, seconds: float) -> dict[str, Any]:
                 metas.append(("ticker", tickers.meta))
 
         opened = 0
+        cold: dict[str, float] = {}
 
         async def chart() -> None:
             nonlocal opened
             opened += 1
             if opened == 3:  # a restart a minute in: memory is empty, the database is not
                 spine.clear_memory()
+            if opened == 1:  # the cold opening: how much of the candles budget it shared
+                cold["calls"] = -await served(url, "candles")
+                cold["seconds"] = -time.perf_counter()
             for market in CHART:
                 await candles(market, "15m", 1000, Priority.NORMAL)
+            if opened == 1:
+                cold["calls"] += await served(url, "candles")
+                cold["seconds"] += time.perf_counter()
 
         async def screener() -> None:
             result = await spine.tickers(quote="KRW", max_age_s=5, priority=Priority.LOW)
@@ -116,6 +125,7 @@ async def with_layers(url: str, db: Path, seconds: float) -> dict[str, Any]:
         "memory": memory,
         "closes": (stats.hot_closes_live, stats.hot_closes_fetched),
         "waited": (stats.hot_reads_waited, stats.hot_reads_waited_in_vain),
+        "cold": cold,
     }
 
 
@@ -272,7 +282,37 @@ def summarize(layered: dict[str, Any], plain_calls: int, seconds: float) -> list
                     "-",
                 )
             )
+    rows += opening_rows(label, layered["cold"], len(CHART))
     return rows
+
+
+def opening_rows(label: str, cold: dict[str, float], reads: int) -> list[Row]:
+    """The floor the budget puts under the chart's cold opening (its reads one after the
+    other): the candle calls upstream served while it ran (its pages, the bot's first reads
+    and the watches' seeds), of which one window's worth can go at once and the rest at
+    most 10 per window + margin (``LocalRateBudget``'s 1.02 s), so its reads together take
+    at least that long, and the slowest of them at least their mean: under 100 answers of
+    a priority, p99 is the slowest."""
+    if not cold:
+        return []
+    calls = int(cold["calls"])
+    floor_s = max(0, calls - 10) * 1.02 / 10
+    return [
+        row(
+            f"{label}: NORMAL cold opening ({reads} reads in turn, {calls} candle calls "
+            f"upstream while it ran): took",
+            cold["seconds"] * 1000,
+            "ms",
+            f"≥ {floor_s * 1000:,.0f} (the budget's floor)",
+        ),
+        row(
+            f"{label}: NORMAL cold opening: the budget's floor under its slowest read, "
+            "hence under NORMAL p99 (the floor's mean per read)",
+            floor_s * 1000 / reads,
+            "ms",
+            "-",
+        ),
+    ]
 
 
 def _asked(meta: ResultMeta, priority: str) -> bool:
