@@ -492,38 +492,31 @@ async def _waits_at(subject: Subject, budget: Budget, at: float) -> bool:
     return True
 
 
-async def test_an_answered_on_time_send_no_longer_holds_the_window_out_by_the_margin(
-    subject: Subject, on_test_clock: None
+@pytest.mark.parametrize(
+    ("answered_after", "counted_late"),
+    [
+        # Its round trip was the fastest: it reached upstream by its grant plus nothing
+        # more, so the window it was counted in ends a window after it, whatever the
+        # margin learnt.
+        pytest.param(0.03, 0.0, id="answered-on-time"),
+        # Its round trip was 70 ms beyond the fastest, more than the margin (50 ms): it is
+        # counted 70 ms late (in flight it was counted 50 ms late).
+        pytest.param(0.1, 0.07, id="answered-late"),
+        # No reply yet: it may arrive as late as the spread of the round trips says.
+        pytest.param(None, 0.05, id="in-flight"),
+    ],
+)
+async def test_a_send_counts_at_the_latest_it_may_have_arrived(
+    subject: Subject, on_test_clock: None, answered_after: float | None, counted_late: float
 ) -> None:
-    # Its round trip was the fastest: it reached upstream by its grant plus nothing more,
-    # so the window it was counted in ends a window after it, whatever the margin learnt.
     budget = await _one_per_window_with_jitter_learnt(subject)
-    subject.fake.now = START + 0.03
-    budget.observe("candles", None, sent_at=START)
-    assert await _waits_at(subject, budget, 0.999)
-    assert not await _waits_at(subject, budget, 1.001)
-
-
-async def test_an_answered_late_send_counts_by_its_own_lateness(
-    subject: Subject, on_test_clock: None
-) -> None:
-    # Its round trip was 70 ms beyond the fastest, more than the margin (50 ms): it is
-    # counted 70 ms late, in flight it was counted 50 ms late.
-    budget = await _one_per_window_with_jitter_learnt(subject)
-    subject.fake.now = START + 0.1
-    budget.observe("candles", None, sent_at=START)
-    assert await _waits_at(subject, budget, 1.069)
-    assert not await _waits_at(subject, budget, 1.071)
-
-
-async def test_a_send_in_flight_still_holds_the_window_out_by_the_margin(
-    subject: Subject, on_test_clock: None
-) -> None:
-    # No reply yet: it may arrive as late as the spread of the round trips says.
-    budget = await _one_per_window_with_jitter_learnt(subject)
-    assert await _waits_at(subject, budget, 1.001)
-    assert await _waits_at(subject, budget, 1.049)
-    assert not await _waits_at(subject, budget, 1.051)
+    if answered_after is not None:
+        subject.fake.now = START + answered_after
+        budget.observe("candles", None, sent_at=START)
+    if counted_late:
+        assert await _waits_at(subject, budget, 1.001)
+    assert await _waits_at(subject, budget, 0.999 + counted_late)
+    assert not await _waits_at(subject, budget, 1.001 + counted_late)
 
 
 # -- the policy itself ---------------------------------------------------------------------
