@@ -177,7 +177,7 @@ class ProcessCount:
       saw one (started while Redis was down) counts itself and one more, and so does one
       that last saw itself alone, since another may have registered after its last count
       (two collectors started together: the second counted two, the first had only seen
-      itself, and on its full ceiling beside the other's half put 15 in a second);
+      itself, and at its whole ceiling beside the other's half they sent 12 in a second);
     * ``back(now, settle_s)`` when Redis answers again: a restarted Redis holds no heartbeat,
       and the others register again only as each of them comes back, so the number of the
       outage is kept as a floor for ``settle_s`` (in case Redis is lost again meanwhile).
