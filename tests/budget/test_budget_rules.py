@@ -331,16 +331,20 @@ async def test_a_budget_that_expects_urgent_work_keeps_the_reserve_before_any_ca
     await _low_keeps_the_reserve_and_critical_takes_it(subject, budget)
 
 
+async def _sends(subject: Subject, budget: Budget, *sends: tuple[float, Priority]) -> None:
+    """Acquire one candles slot for each (seconds after START, priority) in turn, moving
+    the clock to each by hand."""
+    for at, priority in sends:
+        subject.fake.now = START + at
+        await budget.acquire("candles", priority)
+
+
 async def test_an_urgent_send_spends_the_reserve_and_low_keeps_its_share(
     subject: Subject, on_test_clock: None
 ) -> None:
     budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
-    subject.fake.now = START
-    await budget.acquire("candles", Priority.HIGH)
     # The HIGH send holds the reserved slot: LOW still has two of the three, at once.
-    for at in (1.0, 2.0):
-        subject.fake.now = START + at
-        await budget.acquire("candles", Priority.LOW)
+    await _sends(subject, budget, (0.0, Priority.HIGH), (1.0, Priority.LOW), (2.0, Priority.LOW))
     stats = budget.statistics().groups["candles"]
     assert (stats.sent, stats.throttled) == (3, 0)
 
@@ -349,12 +353,11 @@ async def test_a_request_that_goes_at_once_does_not_move_the_low_pacing(
     subject: Subject, on_test_clock: None
 ) -> None:
     budget = subject.make(limit=10, window=10.0, margin=0.0)  # a LOW slot per second
-    subject.fake.now = START
-    await budget.acquire("candles", Priority.LOW)
-    subject.fake.now = START + 0.5
-    await budget.acquire("candles", Priority.CRITICAL)  # at once, out of LOW's schedule
-    subject.fake.now = START + 1.0
-    await budget.acquire("candles", Priority.LOW)  # its slot: a second after the first LOW
+    # CRITICAL goes at once, out of LOW's schedule; the second LOW takes its slot, a second
+    # after the first.
+    await _sends(
+        subject, budget, (0.0, Priority.LOW), (0.5, Priority.CRITICAL), (1.0, Priority.LOW)
+    )
     stats = budget.statistics().groups["candles"]
     assert (stats.sent, stats.throttled) == (3, 0)
 
@@ -389,9 +392,7 @@ async def test_critical_right_after_low_took_its_last_slot_waits_only_for_the_wi
     # take the slot that frees at START + 3 s, not wait for the next paced slot (START +
     # 3.996, a whole token interval), which is what LOW's pacing would give it.
     budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
-    for at in (0.0, 1.0, 2.996):
-        subject.fake.now = START + at
-        await budget.acquire("candles", Priority.LOW)
+    await _sends(subject, budget, (0.0, Priority.LOW), (1.0, Priority.LOW), (2.996, Priority.LOW))
     assert budget.statistics().groups["candles"].throttled == 0
     granted = await _critical_behind_low(subject, budget, 2.998)
     assert granted == pytest.approx(3.0)
@@ -405,11 +406,7 @@ async def test_critical_after_another_urgent_spent_the_reserve_waits_only_for_th
     # the window (START + 3 s) — longer than 5 ms, since the reserve is spent — but no
     # longer: not until LOW's next paced slot (START + 3.9).
     budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
-    subject.fake.now = START
-    await budget.acquire("candles", Priority.HIGH)
-    for at in (1.0, 2.9):
-        subject.fake.now = START + at
-        await budget.acquire("candles", Priority.LOW)
+    await _sends(subject, budget, (0.0, Priority.HIGH), (1.0, Priority.LOW), (2.9, Priority.LOW))
     assert budget.statistics().groups["candles"].throttled == 0
     granted = await _critical_behind_low(subject, budget, 2.95)
     assert granted == pytest.approx(3.0)
