@@ -383,32 +383,33 @@ async def _critical_behind_low(subject: Subject, budget: Budget, at: float) -> f
     return granted
 
 
-async def test_critical_right_after_low_took_its_last_slot_waits_only_for_the_window(
-    subject: Subject, on_test_clock: None
+@pytest.mark.parametrize(
+    ("first", "last_low_at", "critical_at"),
+    [
+        # LOW keeps the reserve (limit 3: it holds 2 of a 3 s window unless one leaves within
+        # 5 ms), so its third send goes at START + 2.996, 4 ms before the first leaves the
+        # window. A CRITICAL request 2 ms later finds the window full for 2 ms more: it must
+        # take the slot that frees at START + 3 s, not wait for the next paced slot (START +
+        # 3.996, a whole token interval), which is what LOW's pacing would give it.
+        pytest.param(Priority.LOW, 2.996, 2.998, id="right-after-low-took-its-last-slot"),
+        # A HIGH send at START spent the window's reserve; LOW takes its two slots (the second
+        # at START + 2.9). A CRITICAL request at START + 2.95 waits until the HIGH send leaves
+        # the window (START + 3 s) — longer than 5 ms, since the reserve is spent — but no
+        # longer: not until LOW's next paced slot (START + 3.9).
+        pytest.param(Priority.HIGH, 2.9, 2.95, id="after-another-urgent-spent-the-reserve"),
+    ],
+)
+async def test_critical_behind_low_waits_only_for_the_window(
+    subject: Subject,
+    on_test_clock: None,
+    first: Priority,
+    last_low_at: float,
+    critical_at: float,
 ) -> None:
-    # LOW keeps the reserve (limit 3: it holds 2 of a 3 s window unless one leaves within
-    # 5 ms), so its third send goes at START + 2.996, 4 ms before the first leaves the
-    # window. A CRITICAL request 2 ms later finds the window full for 2 ms more: it must
-    # take the slot that frees at START + 3 s, not wait for the next paced slot (START +
-    # 3.996, a whole token interval), which is what LOW's pacing would give it.
     budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
-    await _sends(subject, budget, (0.0, Priority.LOW), (1.0, Priority.LOW), (2.996, Priority.LOW))
+    await _sends(subject, budget, (0.0, first), (1.0, Priority.LOW), (last_low_at, Priority.LOW))
     assert budget.statistics().groups["candles"].throttled == 0
-    granted = await _critical_behind_low(subject, budget, 2.998)
-    assert granted == pytest.approx(3.0)
-
-
-async def test_critical_after_another_urgent_spent_the_reserve_waits_only_for_the_window(
-    subject: Subject, on_test_clock: None
-) -> None:
-    # A HIGH send at START spent the window's reserve; LOW takes its two slots (the second
-    # at START + 2.9). A CRITICAL request at START + 2.95 waits until the HIGH send leaves
-    # the window (START + 3 s) — longer than 5 ms, since the reserve is spent — but no
-    # longer: not until LOW's next paced slot (START + 3.9).
-    budget = subject.make(limit=3, window=3.0, margin=0.0, expect_urgent=True)
-    await _sends(subject, budget, (0.0, Priority.HIGH), (1.0, Priority.LOW), (2.9, Priority.LOW))
-    assert budget.statistics().groups["candles"].throttled == 0
-    granted = await _critical_behind_low(subject, budget, 2.95)
+    granted = await _critical_behind_low(subject, budget, critical_at)
     assert granted == pytest.approx(3.0)
 
 
