@@ -37,7 +37,7 @@ from bench._libs import ccxt_ohlcv, pyupbit_ohlcv
 from bench._sim import simulator
 from marketspine._base.time import DAY_MS, MINUTE_MS, now_ms
 from marketspine._base.timeframes import parse_timeframe
-from marketspine._budget.local import DEFAULT_MARGIN
+from marketspine._budget.local import DEFAULT_LIMIT, DEFAULT_MARGIN
 from marketspine._client.client import Client
 from marketspine._spine.spine import Spine
 from marketspine._store.backfill import ProgressEvent, collect
@@ -210,15 +210,13 @@ def _collect_rows(
     # pages goes (calls - 1) / 10 s after the first, and is answered a round trip later;
     # with the budget's margin floor (10 sends in any 1.02 s), (calls - 1) / 10 * 1.02 s.
     round_trip = (latency_ms + JITTER_MS / 2) / 1000
-    bound = written / ((calls - 1) / 10 + round_trip)
-    with_margin = written / ((calls - 1) / 10 * (1 + DEFAULT_MARGIN) + round_trip)
+    windows = (calls - 1) / DEFAULT_LIMIT
+    bound = written / (windows + round_trip)
+    with_margin = written / (windows * (1 + DEFAULT_MARGIN) + round_trip)
+    margin = f"{with_margin:,.0f} with the {DEFAULT_MARGIN * 1000:.0f} ms margin"
     rows: list[Row] = []
     for what, rate, goal in (
-        (
-            "whole run",
-            written / seconds,
-            f"≥ 1,900 (bound {bound:,.0f}; {with_margin:,.0f} with the 20 ms margin)",
-        ),
+        ("whole run", written / seconds, f"≥ 1,900 (bound {bound:,.0f}; {margin})"),
         ("first to last page", steady, "≥ 1,900"),
     ):
         share = f"{100 * rate / CEILING:.0f}% of {CEILING:,}"

@@ -33,6 +33,7 @@ import httpx
 
 from bench._sim import simulator
 from marketspine._base.timeframes import parse_timeframe
+from marketspine._budget.local import DEFAULT_LIMIT, DEFAULT_MARGIN
 from marketspine._budget.rules import Priority
 from marketspine._client.client import Client
 from marketspine._spine.result import ResultMeta
@@ -95,19 +96,23 @@ async def with_layers(url: str, db: Path, seconds: float) -> dict[str, Any]:
         opened = 0
         cold: dict[str, float] = {}
 
+        async def open_chart() -> None:
+            for market in CHART:
+                await candles(market, "15m", 1000, Priority.NORMAL)
+
         async def chart() -> None:
             nonlocal opened
             opened += 1
             if opened == 3:  # a restart a minute in: memory is empty, the database is not
                 spine.clear_memory()
-            if opened == 1:  # the cold opening: how much of the candles budget it shared
-                cold["calls"] = -await served(url, "candles")
-                cold["seconds"] = -time.perf_counter()
-            for market in CHART:
-                await candles(market, "15m", 1000, Priority.NORMAL)
-            if opened == 1:
-                cold["calls"] += await served(url, "candles")
-                cold["seconds"] += time.perf_counter()
+            if opened > 1:
+                await open_chart()
+                return
+            # The cold opening: how long it took, and how much of the candles budget it shared.
+            calls, started = await served(url, "candles"), time.perf_counter()
+            await open_chart()
+            cold["seconds"] = time.perf_counter() - started
+            cold["calls"] = await served(url, "candles") - calls
 
         async def screener() -> None:
             result = await spine.tickers(quote="KRW", max_age_s=5, priority=Priority.LOW)
@@ -290,13 +295,13 @@ def opening_rows(label: str, cold: dict[str, float], reads: int) -> list[Row]:
     """The floor the budget puts under the chart's cold opening (its reads one after the
     other): the candle calls upstream served while it ran (its pages, the bot's first reads
     and the watches' seeds), of which one window's worth can go at once and the rest at
-    most 10 per window + margin (``LocalRateBudget``'s 1.02 s), so its reads together take
+    most 10 per window + margin floor (``LocalRateBudget``'s 1.02 s), so its reads together take
     at least that long, and the slowest of them at least their mean: under 100 answers of
     a priority, p99 is the slowest."""
     if not cold:
         return []
     calls = int(cold["calls"])
-    floor_s = max(0, calls - 10) * 1.02 / 10
+    floor_s = max(0, calls - DEFAULT_LIMIT) * (1 + DEFAULT_MARGIN) / DEFAULT_LIMIT
     return [
         row(
             f"{label}: NORMAL cold opening ({reads} reads in turn, {calls} candle calls "
