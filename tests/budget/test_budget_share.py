@@ -1,8 +1,8 @@
 """The share of the ceiling a process keeps while Redis is lost: the number of processes
 counted by their heartbeats in Redis, the share for that number, a process that never saw
-Redis, or that last saw itself alone, counting itself and one more, and the alerts when
-Redis is lost and back (logged, and through the notifier to a loopback ``json://``
-receiver)."""
+Redis counting itself and one more, one that joined after another's last count sending
+nothing until Redis is back, and the alerts when Redis is lost and back (logged, and through
+the notifier to a loopback ``json://`` receiver)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from services import PrivateRedis, RedisSpace
 
 from marketspine._budget.redis import RedisRateBudget
 from marketspine._budget.redis_lua import BudgetKeys, BudgetScripts
-from marketspine._budget.rules import NEVER_SEEN_PROCESSES, ProcessCount, share_of
+from marketspine._budget.rules import NEVER_SEEN_PROCESSES, Priority, ProcessCount, share_of
 from marketspine._spine.notify import attach_notify, detach_notify
 from marketspine.errors import InvalidRequestError
 
@@ -58,11 +58,29 @@ def test_the_count_goes_by_the_last_heartbeats_seen_and_holds_through_a_restart(
     assert count.assumed(110.0) == 3  # settled: what the heartbeats say
     count.saw(0)
     assert count.assumed(111.0) == 1  # never less than itself
-    # Lost while it saw itself alone: another may have registered after its last count.
+
+
+def test_a_process_some_other_has_not_counted_sends_nothing_while_redis_is_lost() -> None:
     alone = ProcessCount()
     alone.saw(1)
-    assert alone.assumed(0.0) == 1
-    assert alone.lost(1.0) == NEVER_SEEN_PROCESSES
+    assert alone.lost(1.0) == 1  # every process that may send counted it: the whole ceiling
+    joiner = ProcessCount()
+    joiner.saw(2, unseen=1)  # the other last counted before it joined: alone, at 10
+    assert joiner.assumed(0.0) == 2
+    assert joiner.lost(1.0) == 0
+    assert joiner.assumed(2.0) == 2  # still the number it saw (status, and a later floor)
+    counted = ProcessCount()
+    counted.saw(3, unseen=2)
+    counted.saw(3, unseen=0)  # both others counted again since it joined
+    assert counted.lost(1.0) == 3
+    # Settling after an outage, every process joins a restarted Redis anew: the outage's
+    # number, which they all counted, is the floor, and nobody holds back.
+    counted.back(5.0, settle_s=6.0)
+    counted.saw(1, unseen=1)
+    assert counted.lost(6.0) == 3
+    counted.back(20.0, settle_s=6.0)
+    counted.saw(2, unseen=1)
+    assert counted.lost(30.0) == 0  # settled: a newcomer's rule again
 
 
 async def test_heartbeats_lapse_on_redis_clock(redis_space: RedisSpace) -> None:
@@ -71,16 +89,35 @@ async def test_heartbeats_lapse_on_redis_clock(redis_space: RedisSpace) -> None:
     key = BudgetKeys.of(redis_space.prefix, "ip", "candles")
     t0 = 1_000_000_000  # Redis microseconds, driven by hand
     try:
-        assert await scripts.heartbeat(key, "a", TTL, now_us=t0) == 1
-        assert await scripts.heartbeat(key, "b", TTL, now_us=t0 + 100_000) == 2
-        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 600_000) == 2  # renewed
+        # (processes, others that last counted before this one joined)
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0) == (1, 0)
+        assert await scripts.heartbeat(key, "b", TTL, now_us=t0 + 100_000) == (2, 1)
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 600_000) == (2, 0)  # renewed
+        assert await scripts.heartbeat(key, "b", TTL, now_us=t0 + 700_000) == (2, 0)  # a saw b
         # b's heartbeat lapsed (1 s after its last); a's renewal keeps a.
-        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 1_200_000) == 1
-        assert await scripts.heartbeat(key, "c", TTL, now_us=t0 + 1_300_000) == 2
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 1_800_000) == (1, 0)
+        assert await scripts.heartbeat(key, "c", TTL, now_us=t0 + 1_900_000) == (2, 1)
         await scripts.leave(key, "c")  # a process that stops leaves at once
-        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 1_400_000) == 1
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 2_000_000) == (1, 0)
+        # b comes back after its lapse: it joins anew, after a's last count.
+        assert await scripts.heartbeat(key, "b", TTL, now_us=t0 + 2_100_000) == (2, 1)
+        # An ask registers as a heartbeat does.
+        reply = await scripts.acquire(
+            key,
+            limit=10,
+            span_s=SPAN,
+            priority=Priority.LOW,
+            next_priority=None,
+            ticket="d",
+            ticket_ttl_s=1.0,
+            burst=False,
+            process_ttl_s=TTL,
+            now_us=t0 + 2_200_000,
+        )
+        assert (reply.processes, reply.unseen) == (3, 2)
+        assert await scripts.heartbeat(key, "a", TTL, now_us=t0 + 2_300_000) == (3, 0)
     finally:
-        await client.delete(key.processes)
+        await client.delete(*key.all())
         await client.aclose()
 
 
@@ -155,6 +192,47 @@ async def test_processes_share_the_ceiling_by_their_number_while_redis_is_lost(
 
 
 @pytest.mark.process
+async def test_a_process_joined_after_anothers_last_count_sends_nothing_until_redis_is_back(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="marketspine")
+
+    def quiet(heartbeat_every_s: float) -> RedisRateBudget:
+        return RedisRateBudget(
+            private_redis.url,
+            prefix="share:",
+            scope="ip",
+            window=WINDOW,
+            margin=MARGIN,
+            retry_every_s=0.05,
+            heartbeat_every_s=heartbeat_every_s,
+            heartbeat_ttl_s=60.0,
+        )
+
+    async with AsyncExitStack() as stack:
+        # first counts itself alone at its ask and does not count again (no heartbeat
+        # within the test); second joins after that count: first's number lacks it.
+        first = await stack.enter_async_context(quiet(heartbeat_every_s=30.0))
+        second = await stack.enter_async_context(quiet(heartbeat_every_s=0.5))
+        await first.acquire("candles")
+        await second.acquire("candles")
+        assert (first.processes, second.processes) == (1, 2)
+        private_redis.stop()
+        held = asyncio.create_task(second.acquire("candles"))
+        # first keeps the whole ceiling: ten blind sends in a window ...
+        await asyncio.gather(*(first.acquire("candles") for _ in range(10)))
+        lost = {r.processes: r.share for r in events(caplog, "redis_lost")}  # type: ignore[attr-defined]
+        assert lost == {1: 10, 2: 0}
+        # ... and second, which first shares nothing with, sends nothing meanwhile.
+        assert not held.done() and not second.shared
+        message = next(r.getMessage() for r in events(caplog, "redis_lost") if r.share == 0)  # type: ignore[attr-defined]
+        assert "sends nothing until it is back" in message
+        private_redis.start()
+        await asyncio.wait_for(held, 10)  # back on Redis, after the others' grace
+        assert second.shared
+
+
+@pytest.mark.process
 async def test_redis_lost_and_back_reach_the_notifier_once_per_change_per_minute(
     private_redis: PrivateRedis,
 ) -> None:
@@ -176,9 +254,9 @@ async def test_redis_lost_and_back_reach_the_notifier_once_per_change_per_minute
                     ("marketspine: redis lost", "warning"),
                     ("marketspine: redis back", "info"),
                 ]
-                # Alone at its last count, but another may have come since: half.
-                assert "5 of 10 requests per window (2 processes)" in first[0]["message"]
-                assert "processes: 2" in first[0]["message"].splitlines()
+                # Alone at its last count, and nobody joined since: the whole ceiling.
+                assert "10 of 10 requests per window (1 process)" in first[0]["message"]
+                assert "processes: 1" in first[0]["message"].splitlines()
                 now[0] += 60.0  # the minute is over: the repeats, counted
                 notifier.flush()
                 later = got.wait_for(4)[2:]

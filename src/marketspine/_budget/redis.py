@@ -24,8 +24,9 @@ lapsing after ``heartbeat_ttl_s``; see ``redis_lua``), and so knows how many pro
 the ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
 this process's share of each group's ceiling for the number last seen (``rules.share_of``:
 10/s among 5 is 2/s each), since every other process does the same; a process that never saw
-Redis, or last saw itself alone, counts itself and one more (another may have registered
-since: ``rules.ProcessCount``).
+Redis counts itself and one more, and one that joined after another's last count sends
+nothing until Redis is back, since that one shares the ceiling without it
+(``rules.ProcessCount``).
 
 The fallback starts a window and the widest margin (``MAX_MARGIN``) after Redis was lost: the
 requests Redis granted before may fill upstream's current window, and once they have arrived
@@ -236,6 +237,8 @@ class RedisRateBudget:
         self._fixed_share = fallback_share
         self._processes = ProcessCount()
         self._counts: dict[str, int] = {}  # processes seen, by group (the most is the count)
+        self._unseen: dict[str, int] = {}  # others whose last count lacks this one, by group
+        self._holds_back = False  # lost Redis before all the others counted this process
         self._heartbeat_every = heartbeat_every_s
         self._heartbeat_ttl = heartbeat_ttl_s
         self._heartbeat: asyncio.Task[None] | None = None
@@ -340,6 +343,9 @@ class RedisRateBudget:
             if self.shared and self._processes.seen is None:
                 await self._beat()  # counted among the processes before the first send
             if not self.shared and not await self._try_recover():
+                if self._holds_back:  # the others share the ceiling without this process
+                    await self._sleep(self._retry_every)
+                    continue
                 await self._fallback.acquire(group, priority)
                 if self.shared:
                     # Redis came back while this one waited for its blind slot: the blind
@@ -353,8 +359,11 @@ class RedisRateBudget:
                 state.counts.sent += 1
                 return
             try:
-                if self._clock() < self._grace_until:
+                if (now := self._clock()) < self._grace_until:
                     # Just back: others may still be blind, sending their share unbooked.
+                    if self._holds_back:  # ... the whole ceiling among them
+                        await self._sleep(self._grace_until - now)
+                        continue
                     await self._fallback.acquire(group, priority)
                 await self._acquire_shared(state, priority)
                 return
@@ -430,7 +439,7 @@ class RedisRateBudget:
             order=self._order,
             process_ttl_s=self._heartbeat_ttl,
         )
-        self._saw_processes(state.keys, reply.processes)
+        self._saw_processes(state.keys, reply.processes, reply.unseen)
         state.tokens = reply.tokens
         state.late = reply.late_s
         head.asked += 1
@@ -571,17 +580,18 @@ class RedisRateBudget:
         names = sorted({*GROUPS, *self._limits, *self._groups})
         return [BudgetKeys.of(self._prefix, self._scope, name) for name in names]
 
-    def _saw_processes(self, keys: BudgetKeys, count: int) -> None:
+    def _saw_processes(self, keys: BudgetKeys, count: int, unseen: int) -> None:
         self._counts[keys.processes] = count
-        self._processes.saw(max(self._counts.values()))
+        self._unseen[keys.processes] = unseen
+        self._processes.saw(max(self._counts.values()), max(self._unseen.values()))
 
     async def _renew(self) -> None:
         """Renew this process's heartbeat in every group and take the count."""
         for keys in self._every_group_keys():
-            count = await self._scripts.heartbeat(
+            count, unseen = await self._scripts.heartbeat(
                 keys, self._ticket, self._heartbeat_ttl, urgent=self._expect_urgent
             )
-            self._saw_processes(keys, count)
+            self._saw_processes(keys, count, unseen)
 
     async def _beat(self) -> None:
         try:
@@ -597,6 +607,9 @@ class RedisRateBudget:
         self._down_since = self._last_try = self._clock()
         self._fallbacks += 1
         processes = self._processes.lost(self._down_since)
+        # An operator's fixed share was sized for the whole fleet: it is kept as it is.
+        self._holds_back = processes == 0 and self._fixed_share is None
+        processes = self._processes.assumed(self._down_since)
         for name in {*GROUPS, *self._groups, *self._limits}:
             self._fallback.set_limit(
                 name, self._share(self._limits.get(name, self._limit), processes)
@@ -606,11 +619,17 @@ class RedisRateBudget:
             # widest margin a budget allows (another process's requests may have been
             # held up longer than this one's margin tells).
             self._fallback.penalize(name, self._window + MAX_MARGIN)
-        share = self._share(self._limit, processes)
+        share = 0 if self._holds_back else self._share(self._limit, processes)
+        why = (
+            "sends nothing until it is back: it joined after another process last counted "
+            "those sharing the budget, and that one shares the ceiling without it"
+            if self._holds_back
+            else "falls back to this process's share"
+        )
         log.warning(
-            "Redis unreachable (%s); the rate budget falls back to this process's share, "
-            "%d of %d requests per window (%d %s)",
+            "Redis unreachable (%s); the rate budget %s, %d of %d requests per window (%d %s)",
             exc,
+            why,
             share,
             self._limit,
             processes,
@@ -645,7 +664,9 @@ class RedisRateBudget:
                 await self._scripts.book(state.keys, ages)
                 state.blind_sends.clear()
                 await self._flush(state)
-            self._counts.clear()  # a restarted Redis forgot the others: count them anew
+            # A restarted Redis forgot the others: count them anew.
+            self._counts.clear()
+            self._unseen.clear()
             await self._renew()
         except _UNREACHABLE:
             return False

@@ -32,6 +32,9 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   many share the ceiling — the number it divides the ceiling by while Redis is lost — as of
   its last ask: a newcomer is counted before its first send, and every process that asks
   after that counts it (a set per group, in the group's cluster slot, not one per scope).
+  Beside it, when each process last counted (``beats``) and when it joined (``joined``, anew
+  after its heartbeat lapsed): a process learns how many others last counted before it
+  joined (*unseen*), whose number may lack it while Redis is lost (``rules.ProcessCount``).
 
 Times are integer microseconds. Lua 5.1 prints large numbers as ``1.7e+15``, so every number
 handed back to Redis goes through ``string.format('%d')``. ``now_us`` may be passed in by
@@ -64,7 +67,31 @@ local function now_us(given)
 end
 """
 
-# KEYS: sends, state, wait:0 .. wait:3, processes
+# Registers ``ticket`` at ``now`` for ``ttl`` in the processes set (scored with when it lapses),
+# the beats (when it last counted) and joined (since when it is counted, anew after a lapse),
+# forgetting the lapsed ones; returns how many processes share the budget and how many others
+# last counted before ``ticket`` joined (their count may lack it).
+_REGISTER = """
+local function register(pkey, bkey, jkey, ticket, now, ttl)
+  local gone = redis.call('ZRANGEBYSCORE', pkey, '-inf', s(now))
+  for _, lapsed in ipairs(gone) do
+    redis.call('ZREM', pkey, lapsed)
+    redis.call('ZREM', bkey, lapsed)
+    redis.call('ZREM', jkey, lapsed)
+  end
+  redis.call('ZADD', pkey, s(now + ttl), ticket)
+  redis.call('ZADD', bkey, s(now), ticket)
+  redis.call('ZADD', jkey, 'NX', s(now), ticket)
+  local life = math.floor(2 * ttl / 1000)
+  redis.call('PEXPIRE', pkey, life)
+  redis.call('PEXPIRE', bkey, life)
+  redis.call('PEXPIRE', jkey, life)
+  local joined = redis.call('ZSCORE', jkey, ticket)
+  return redis.call('ZCARD', pkey), redis.call('ZCOUNT', bkey, '-inf', '(' .. joined)
+end
+"""
+
+# KEYS: sends, state, wait:0 .. wait:3, processes, beats, joined
 # ARGV: limit, span_us, late_hold_us, priority, next_priority (-1: none), ticket, ticket_ttl_us,
 #       burst (1: may go unpaced), keep_us (key lifetime), now_us ('' = TIME), process_ttl_us,
 #       urgent (1: the asker has a request above LOW waiting, or expects some), reserve (slots
@@ -74,19 +101,17 @@ end
 # Returns {granted, wait_us, tokens, now_us, late_us (the in-flight margin that applied),
 # member (the send's member in KEYS[1]; '' when refused), processes (sharing the budget, the
 # asker included: its heartbeat is renewed here), score_us (the member's score: now_us +
-# late_us; 0 when refused)}.
+# late_us; 0 when refused), unseen (see ``_REGISTER``)}.
 _ACQUIRE = (
     _PRELUDE
+    + _REGISTER
     + """
 local limit, span, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local prio, nextp, ticket = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local ttl, burst, keep = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])
 local now = now_us(ARGV[10])
 local pttl = tonumber(ARGV[11])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', s(now))
-redis.call('ZADD', KEYS[7], s(now + pttl), ticket)
-redis.call('PEXPIRE', KEYS[7], math.floor(2 * pttl / 1000))
-local processes = redis.call('ZCARD', KEYS[7])
+local processes, unseen = register(KEYS[7], KEYS[8], KEYS[9], ticket, now, pttl)
 local urgent, reserve = ARGV[12] == '1', tonumber(ARGV[13] or '0')
 local reserve_wait, reserve_hold = tonumber(ARGV[14] or '0'), tonumber(ARGV[15] or '0')
 local urgent_send = ARGV[16] == '1'
@@ -176,7 +201,7 @@ if at <= now and not higher then
     redis.call('PEXPIRE', KEYS[3 + nextp], math.floor(keep / 1000))
   end
   keep_alive()
-  return {1, 0, limit - used - 1, now, late, member, processes, s(now + late)}
+  return {1, 0, limit - used - 1, now, late, member, processes, s(now + late), unseen}
 end
 redis.call('ZADD', KEYS[3 + prio], s(now + ttl), ticket)
 redis.call('PEXPIRE', KEYS[3 + prio], math.floor(keep / 1000))
@@ -186,7 +211,7 @@ local wait = at - now
 if wait <= 0 then wait = math.floor(interval / 4) + 1 end
 local left = limit - used
 if left < 0 then left = 0 end
-return {0, wait, left, now, late, '', processes, 0}
+return {0, wait, left, now, late, '', processes, 0, unseen}
 """
 )
 
@@ -270,24 +295,23 @@ end
 return moved
 """
 
-# KEYS: processes, state. ARGV: ticket, ttl_us, now_us, urgent (1: the process expects
-# urgent work), keep_us. Renews this process's heartbeat, forgets the lapsed ones and returns
-# how many processes share the budget (this one included); with urgent, LOW keeps the
-# reserve for it (the state's ``urgent``, as an ask above LOW sets it).
+# KEYS: processes, state, beats, joined. ARGV: ticket, ttl_us, now_us, urgent (1: the process
+# expects urgent work), keep_us. Renews this process's heartbeat, forgets the lapsed ones and
+# returns {processes, unseen} (``_REGISTER``); with urgent, LOW keeps the reserve for it (the
+# state's ``urgent``, as an ask above LOW sets it).
 _HEARTBEAT = (
     _PRELUDE
+    + _REGISTER
     + """
 local ttl = tonumber(ARGV[2])
 local now = now_us(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', s(now))
-redis.call('ZADD', KEYS[1], s(now + ttl), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.floor(2 * ttl / 1000))
+local processes, unseen = register(KEYS[1], KEYS[3], KEYS[4], ARGV[1], now, ttl)
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[2], 'urgent', s(now))
   local keep = math.floor(tonumber(ARGV[5]) / 1000)
   if redis.call('PTTL', KEYS[2]) < keep then redis.call('PEXPIRE', KEYS[2], keep) end
 end
-return redis.call('ZCARD', KEYS[1])
+return {processes, unseen}
 """
 )
 
@@ -301,6 +325,8 @@ class BudgetKeys:
     state: str
     waits: tuple[str, str, str, str]  # by Priority value
     processes: str  # the heartbeats of the processes sharing the budget
+    beats: str  # when each of them last counted
+    joined: str  # since when each of them is counted
 
     @classmethod
     def of(cls, prefix: str, scope: str, group: str) -> BudgetKeys:
@@ -312,10 +338,12 @@ class BudgetKeys:
             f"{base}:state",
             (waits[0], waits[1], waits[2], waits[3]),
             f"{base}:processes",
+            f"{base}:beats",
+            f"{base}:joined",
         )
 
     def all(self) -> list[str]:
-        return [self.sends, self.state, *self.waits, self.processes]
+        return [self.sends, self.state, *self.waits, self.processes, self.beats, self.joined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +358,7 @@ class AcquireReply:
     member: str = ""  # a granted send's member in the sends set
     processes: int = 1  # processes sharing the budget (heartbeats not lapsed), the asker too
     score_us: int = 0  # a granted send's score as booked: redis_now_us + the in-flight margin
+    unseen: int = 0  # other processes that last counted before the asker joined
 
 
 def _us(seconds: float) -> int:
@@ -396,9 +425,8 @@ class BudgetScripts:
             1 if urgent_send else 0,
             _us(late_s),
         ]
-        granted, wait_us, tokens, now, late_us, member, processes, score = await self._acquire(
-            keys=keys.all(), args=args
-        )
+        reply = await self._acquire(keys=keys.all(), args=args)
+        granted, wait_us, tokens, now, late_us, member, processes, score, unseen = reply
         return AcquireReply(
             bool(granted),
             int(wait_us) / 1_000_000,
@@ -408,6 +436,7 @@ class BudgetScripts:
             member.decode() if isinstance(member, bytes) else str(member),
             int(processes),
             int(score),
+            int(unseen),
         )
 
     async def observe(
@@ -463,10 +492,11 @@ class BudgetScripts:
         *,
         urgent: bool = False,
         now_us: int | None = None,
-    ) -> int:
+    ) -> tuple[int, int]:
         """Keep ``ticket`` among the processes sharing the budget of ``keys`` for ``ttl_s``
         more (with ``urgent``: as one that may send urgent work at any moment, so LOW keeps
-        the reserve); returns how many processes are (heartbeats not lapsed), ``ticket`` too."""
+        the reserve); returns how many processes are (heartbeats not lapsed), ``ticket`` too,
+        and how many others last counted before ``ticket`` joined (their count may lack it)."""
         args: list[Any] = [
             ticket,
             _us(ttl_s),
@@ -474,8 +504,13 @@ class BudgetScripts:
             1 if urgent else 0,
             self._keep_us,
         ]
-        return int(await self._heartbeat(keys=[keys.processes, keys.state], args=args))
+        names = [keys.processes, keys.state, keys.beats, keys.joined]
+        processes, unseen = await self._heartbeat(keys=names, args=args)
+        return int(processes), int(unseen)
 
     async def leave(self, keys: BudgetKeys, ticket: str) -> None:
         """Take ``ticket`` out of the processes sharing the budget of ``keys`` (it stops)."""
-        await self._redis.zrem(keys.processes, ticket)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in (keys.processes, keys.beats, keys.joined):
+                pipe.zrem(key, ticket)
+            await pipe.execute()

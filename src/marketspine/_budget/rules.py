@@ -171,27 +171,38 @@ class ProcessCount:
     """How many processes share the budget, as the heartbeats in Redis last said, and the
     number a process goes by while Redis is lost. Pure: times are passed in.
 
-    * ``saw(count)`` after each heartbeat (the count includes this process);
-    * ``lost(now)`` when Redis is lost: the number to share the ceiling by from now on is
-      the last count seen, never fewer than ``NEVER_SEEN_PROCESSES``: a process that never
-      saw one (started while Redis was down) counts itself and one more, and so does one
-      that last saw itself alone, since another may have registered after its last count
-      (two collectors started together: the second counted two, the first had only seen
-      itself, and at its whole ceiling beside the other's half they sent 12 in a second);
-    * ``back(now, settle_s)`` when Redis answers again: a restarted Redis holds no heartbeat,
-      and the others register again only as each of them comes back, so the number of the
-      outage is kept as a floor for ``settle_s`` (in case Redis is lost again meanwhile).
+    * ``saw(count, unseen)`` after each heartbeat or ask (``count`` includes this process;
+      ``unseen``: the others whose last count came before this process joined);
+    * ``lost(now)`` when Redis is lost: the number to share the ceiling by from now on, the
+      last count seen. Each process shares by its own last count, so the shares stay within
+      the ceiling only if every process that sends counted every other. Hence:
+
+      - a process that never saw a count (started while Redis was down) counts itself and
+        one more (``NEVER_SEEN_PROCESSES``): it cannot know the others;
+      - a process that some other has not counted yet (``unseen``: it joined after that
+        one's last count) sends nothing until Redis is back (``lost`` returns 0): that one
+        shares the ceiling without it. Two collectors started together: the first had only
+        seen itself and keeps the whole ceiling, the second waits; before this rule both
+        sent, 12 in a second. Three processes, the third registered just before the loss:
+        the first two keep 5 each, the third waits, where it sent 3 beside them;
+      - except while settling after an outage (``back``): a restarted Redis holds no
+        heartbeat, every process joins anew, and the outage's number, which each of them
+        counted, stays the floor;
+    * ``back(now, settle_s)`` when Redis answers again: the number of the outage is kept as
+      a floor for ``settle_s`` (in case Redis is lost again meanwhile).
     """
 
-    __slots__ = ("_held", "_held_until", "seen")
+    __slots__ = ("_held", "_held_until", "seen", "unseen")
 
     def __init__(self) -> None:
         self.seen: int | None = None
+        self.unseen = 0
         self._held = 0
         self._held_until = float("-inf")
 
-    def saw(self, count: int) -> None:
+    def saw(self, count: int, unseen: int = 0) -> None:
         self.seen = max(1, count)
+        self.unseen = max(0, unseen)
 
     def assumed(self, now: float) -> int:
         """The number of processes to share the ceiling by, were Redis lost at ``now``."""
@@ -201,10 +212,12 @@ class ProcessCount:
         return count
 
     def lost(self, now: float) -> int:
-        """Redis is lost at ``now``: the number to go by until it is back (see the class)."""
-        self._held = max(NEVER_SEEN_PROCESSES, self.assumed(now))
+        """Redis is lost at ``now``: the number to go by until it is back, or 0 when this
+        process must send nothing until then (see the class)."""
+        settling = now < self._held_until
+        self._held = self.assumed(now)
         self._held_until = float("inf")
-        return self._held
+        return 0 if self.unseen and not settling else self._held
 
     def back(self, now: float, settle_s: float) -> None:
         """Redis answers again at ``now``: keep the outage's number ``settle_s`` longer."""
