@@ -155,7 +155,9 @@ async def test_processes_share_the_ceiling_by_their_number_while_redis_is_lost(
         for each in three:
             await each.acquire("candles")
         await wait_until(
-            lambda: all(each.processes == 3 for each in three), 10, "three heartbeats seen"
+            lambda: all(each.processes == 3 and each.counted_by_all for each in three),
+            10,
+            "three heartbeats seen, each process counted by the others",
         )
         private_redis.stop()
         lost_at = time.monotonic()
@@ -217,6 +219,7 @@ async def test_a_process_joined_after_anothers_last_count_sends_nothing_until_re
         await first.acquire("candles")
         await second.acquire("candles")
         assert (first.processes, second.processes) == (1, 2)
+        assert first.counted_by_all and not second.counted_by_all
         private_redis.stop()
         held = asyncio.create_task(second.acquire("candles"))
         # first keeps the whole ceiling: ten blind sends in a window ...

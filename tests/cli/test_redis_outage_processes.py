@@ -154,10 +154,12 @@ class Heartbeats:
 
     url: str
     all_since_us: int | None = None  # Redis's clock when the last of them registered
+    counted_since_us: int | None = None  # ... when each had renewed its heartbeat after that
 
     def all_counted(self) -> bool:
-        """Every process registered, and each renewed its heartbeat after the last one
-        came: so each has counted all of them."""
+        """Every process registered, each renewed its heartbeat after the last one came (so
+        each has counted all of them), and each renewed once more after that (so each knows
+        that the others counted it: while Redis is lost, one that does not sends nothing)."""
         client = redis.Redis.from_url(self.url)
         try:
             key = BudgetKeys.of("marketspine:", "default", "candles").processes
@@ -168,10 +170,17 @@ class Heartbeats:
             client.close()
         if len(lapse) < PROCESSES:
             return False
-        if self.all_since_us is None:
-            self.all_since_us = seconds * 1_000_000 + micros
+        now_us = seconds * 1_000_000 + micros
         ttl_us = 5_000_000  # a heartbeat's score is its renewal + heartbeat_ttl_s
-        return min(score for _, score in lapse) - ttl_us > self.all_since_us
+        renewed_us = min(score for _, score in lapse) - ttl_us
+        if self.all_since_us is None:
+            self.all_since_us = now_us
+        elif self.counted_since_us is None:
+            if renewed_us > self.all_since_us:
+                self.counted_since_us = now_us
+        else:
+            return renewed_us > self.counted_since_us
+        return False
 
 
 def sim_stats(url: str) -> dict[str, Any]:

@@ -316,6 +316,13 @@ class RedisRateBudget:
         Redis, or while Redis is lost the number it divides the ceiling by."""
         return self._processes.assumed(self._clock())
 
+    @property
+    def counted_by_all(self) -> bool:
+        """Whether every other process sharing the budget had counted this one since it
+        joined, as of this one's last ask or heartbeat. While Redis is lost, a process that
+        was not sends nothing (``rules.ProcessCount``)."""
+        return self._processes.seen is not None and not self._processes.unseen
+
     def _share(self, limit: int, processes: int) -> int:
         if self._fixed_share is not None:
             return max(1, math.floor(limit * self._fixed_share))
