@@ -281,7 +281,7 @@ def _redis_on_test_clock(subject: Subject, monkeypatch: pytest.MonkeyPatch) -> N
 
     async def heartbeat_now(
         self: BudgetScripts, keys: BudgetKeys, ticket: str, ttl_s: float, **kwargs: Any
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         return await heartbeat(self, keys, ticket, ttl_s, **{**kwargs, "now_us": now_us()})
 
     monkeypatch.setattr(BudgetScripts, "acquire", acquire_now)

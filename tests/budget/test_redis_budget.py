@@ -76,6 +76,9 @@ async def test_low_elsewhere_never_takes_a_critical_requests_slot(
             saturated.set()
 
     async with budget(redis_space) as a, budget(redis_space) as b:
+        # b registers first (its first acquisition beats every group, five round trips,
+        # which under load outlast a token interval): the CRITICAL request below is one ask.
+        await b.acquire("ticker")
         flood = [asyncio.create_task(take(a, f"low{i}", Priority.LOW)) for i in range(25)]
         async with asyncio.timeout(5):
             await saturated.wait()  # the window is full, LOW is paced

@@ -23,10 +23,10 @@ Each process keeps a heartbeat in Redis (every ``heartbeat_every_s`` and at each
 lapsing after ``heartbeat_ttl_s``; see ``redis_lua``), and so knows how many processes share
 the ceiling. When Redis cannot be reached, acquisitions fall back to a ``LocalRateBudget`` at
 this process's share of each group's ceiling for the number last seen (``rules.share_of``:
-10/s among 5 is 2/s each), since every other process does the same; a process that never saw
-Redis counts itself and one more, and one that joined after another's last count sends
-nothing until Redis is back, since that one shares the ceiling without it
-(``rules.ProcessCount``).
+10/s among 5 is 2/s each, never fewer than two), since every other process does the same; a
+process that never saw Redis counts itself and one more, and one that another has not counted
+yet (that one's latest count taken in is from before it joined) sends nothing until Redis is
+back, since that one shares the ceiling without it (``rules.ProcessCount``).
 
 The fallback starts a window and the widest margin (``MAX_MARGIN``) after Redis was lost: the
 requests Redis granted before may fill upstream's current window, and once they have arrived
@@ -173,6 +173,14 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+# Whether the others have counted a process is judged in one group's set of processes, the
+# same for every process: each registers in every group, but two processes starting together
+# may register in the groups in interleaved order, each then joining some group after the
+# other's last count there. In one group, "every other process counted it after it joined"
+# means every other process's count there includes it, and so every sender's does.
+COUNTING_GROUP = GROUPS[0]
+
+
 class RedisRateBudget:
     """A ``RateBudget`` shared through Redis by every process with the same ``scope``.
 
@@ -237,7 +245,11 @@ class RedisRateBudget:
         self._fixed_share = fallback_share
         self._processes = ProcessCount()
         self._counts: dict[str, int] = {}  # processes seen, by group (the most is the count)
-        self._unseen: dict[str, int] = {}  # others whose last count lacks this one, by group
+        # Others whose last count in the counting group came before this one joined it.
+        self._counting = BudgetKeys.of(prefix, scope, COUNTING_GROUP).processes
+        self._unseen = 0
+        # Redis's time of the latest count taken in, by group (told back with each ask).
+        self._applied: dict[str, int] = {}
         self._holds_back = False  # lost Redis before all the others counted this process
         self._heartbeat_every = heartbeat_every_s
         self._heartbeat_ttl = heartbeat_ttl_s
@@ -445,8 +457,9 @@ class RedisRateBudget:
             urgent_send=head.priority > Priority.LOW,
             order=self._order,
             process_ttl_s=self._heartbeat_ttl,
+            applied_us=self._applied.get(state.keys.processes),
         )
-        self._saw_processes(state.keys, reply.processes, reply.unseen)
+        self._saw_processes(state.keys, reply.processes, reply.unseen, reply.redis_now_us)
         state.tokens = reply.tokens
         state.late = reply.late_s
         head.asked += 1
@@ -587,18 +600,28 @@ class RedisRateBudget:
         names = sorted({*GROUPS, *self._limits, *self._groups})
         return [BudgetKeys.of(self._prefix, self._scope, name) for name in names]
 
-    def _saw_processes(self, keys: BudgetKeys, count: int, unseen: int) -> None:
+    def _saw_processes(self, keys: BudgetKeys, count: int, unseen: int, redis_now_us: int) -> None:
+        """Take in the count of the processes Redis gave at ``redis_now_us`` (one given
+        earlier, read late, is older than the one taken in: left alone)."""
+        if redis_now_us < self._applied.get(keys.processes, -1):
+            return
+        self._applied[keys.processes] = redis_now_us
         self._counts[keys.processes] = count
-        self._unseen[keys.processes] = unseen
-        self._processes.saw(max(self._counts.values()), max(self._unseen.values()))
+        if keys.processes == self._counting:
+            self._unseen = unseen
+        self._processes.saw(max(self._counts.values()), self._unseen)
 
     async def _renew(self) -> None:
         """Renew this process's heartbeat in every group and take the count."""
         for keys in self._every_group_keys():
-            count, unseen = await self._scripts.heartbeat(
-                keys, self._ticket, self._heartbeat_ttl, urgent=self._expect_urgent
+            count, unseen, now_us = await self._scripts.heartbeat(
+                keys,
+                self._ticket,
+                self._heartbeat_ttl,
+                urgent=self._expect_urgent,
+                applied_us=self._applied.get(keys.processes),
             )
-            self._saw_processes(keys, count, unseen)
+            self._saw_processes(keys, count, unseen, now_us)
 
     async def _beat(self) -> None:
         try:
@@ -673,7 +696,8 @@ class RedisRateBudget:
                 await self._flush(state)
             # A restarted Redis forgot the others: count them anew.
             self._counts.clear()
-            self._unseen.clear()
+            self._applied.clear()
+            self._unseen = 0
             await self._renew()
         except _UNREACHABLE:
             return False

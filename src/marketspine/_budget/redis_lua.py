@@ -32,9 +32,11 @@ skewed clocks still agree. The rules are those of ``LocalRateBudget``:
   many share the ceiling — the number it divides the ceiling by while Redis is lost — as of
   its last ask: a newcomer is counted before its first send, and every process that asks
   after that counts it (a set per group, in the group's cluster slot, not one per scope).
-  Beside it, when each process last counted (``beats``) and when it joined (``joined``, anew
-  after its heartbeat lapsed): a process learns how many others last counted before it
-  joined (*unseen*), whose number may lack it while Redis is lost (``rules.ProcessCount``).
+  Beside it, the time of the latest count each process has taken in (``beats``, told by the
+  process: a count in a reply not yet read does not count) and when it joined (``joined``,
+  anew after its heartbeat lapsed): a process learns how many others last took in a count
+  from before it joined (*unseen*), whose number may lack it while Redis is lost
+  (``rules.ProcessCount``).
 
 Times are integer microseconds. Lua 5.1 prints large numbers as ``1.7e+15``, so every number
 handed back to Redis goes through ``string.format('%d')``. ``now_us`` may be passed in by
@@ -67,12 +69,16 @@ local function now_us(given)
 end
 """
 
-# Registers ``ticket`` at ``now`` for ``ttl`` in the processes set (scored with when it lapses),
-# the beats (when it last counted) and joined (since when it is counted, anew after a lapse),
-# forgetting the lapsed ones; returns how many processes share the budget and how many others
-# last counted before ``ticket`` joined (their count may lack it).
+# Registers ``ticket`` at ``now`` for ``ttl`` in the processes set (scored with when it lapses)
+# and in joined (since when it is counted, anew after a lapse), and keeps in beats the time of
+# the latest count the process has taken in: on joining, ``now`` (its first count has every
+# process that joined before it), then ``applied`` as the process tells it (the time of the
+# latest reply it has read; Redis may have counted a newcomer in a reply its process has not
+# read yet). Forgets the lapsed ones. Returns how many processes share the budget and how
+# many others' latest count taken in is from before ``ticket`` joined (their number may lack
+# it).
 _REGISTER = """
-local function register(pkey, bkey, jkey, ticket, now, ttl)
+local function register(pkey, bkey, jkey, ticket, now, ttl, applied)
   local gone = redis.call('ZRANGEBYSCORE', pkey, '-inf', s(now))
   for _, lapsed in ipairs(gone) do
     redis.call('ZREM', pkey, lapsed)
@@ -80,13 +86,17 @@ local function register(pkey, bkey, jkey, ticket, now, ttl)
     redis.call('ZREM', jkey, lapsed)
   end
   redis.call('ZADD', pkey, s(now + ttl), ticket)
-  redis.call('ZADD', bkey, s(now), ticket)
-  redis.call('ZADD', jkey, 'NX', s(now), ticket)
+  if redis.call('ZADD', jkey, 'NX', s(now), ticket) == 1 then
+    redis.call('ZADD', bkey, s(now), ticket)
+  elseif applied ~= nil and applied ~= '' then
+    local beat = tonumber(redis.call('ZSCORE', bkey, ticket) or '0')
+    if tonumber(applied) > beat then redis.call('ZADD', bkey, applied, ticket) end
+  end
+  local joined = redis.call('ZSCORE', jkey, ticket)
   local life = math.floor(2 * ttl / 1000)
   redis.call('PEXPIRE', pkey, life)
   redis.call('PEXPIRE', bkey, life)
   redis.call('PEXPIRE', jkey, life)
-  local joined = redis.call('ZSCORE', jkey, ticket)
   return redis.call('ZCARD', pkey), redis.call('ZCOUNT', bkey, '-inf', '(' .. joined)
 end
 """
@@ -97,7 +107,7 @@ end
 #       urgent (1: the asker has a request above LOW waiting, or expects some), reserve (slots
 #       LOW keeps for urgent work), reserve_wait_us, reserve_hold_us
 #       (``rules.WaitOrder.keeps_reserve``), urgent_send (1: the head asked above LOW),
-#       late_us (the asker's in-flight margin)
+#       late_us (the asker's in-flight margin), applied_us (see ``_REGISTER``)
 # Returns {granted, wait_us, tokens, now_us, late_us (the in-flight margin that applied),
 # member (the send's member in KEYS[1]; '' when refused), processes (sharing the budget, the
 # asker included: its heartbeat is renewed here), score_us (the member's score: now_us +
@@ -111,7 +121,7 @@ local prio, nextp, ticket = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local ttl, burst, keep = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])
 local now = now_us(ARGV[10])
 local pttl = tonumber(ARGV[11])
-local processes, unseen = register(KEYS[7], KEYS[8], KEYS[9], ticket, now, pttl)
+local processes, unseen = register(KEYS[7], KEYS[8], KEYS[9], ticket, now, pttl, ARGV[18])
 local urgent, reserve = ARGV[12] == '1', tonumber(ARGV[13] or '0')
 local reserve_wait, reserve_hold = tonumber(ARGV[14] or '0'), tonumber(ARGV[15] or '0')
 local urgent_send = ARGV[16] == '1'
@@ -296,22 +306,22 @@ return moved
 """
 
 # KEYS: processes, state, beats, joined. ARGV: ticket, ttl_us, now_us, urgent (1: the process
-# expects urgent work), keep_us. Renews this process's heartbeat, forgets the lapsed ones and
-# returns {processes, unseen} (``_REGISTER``); with urgent, LOW keeps the reserve for it (the
-# state's ``urgent``, as an ask above LOW sets it).
+# expects urgent work), keep_us, applied_us. Renews this process's heartbeat, forgets the
+# lapsed ones and returns {processes, unseen, now_us} (``_REGISTER``); with urgent, LOW keeps
+# the reserve for it (the state's ``urgent``, as an ask above LOW sets it).
 _HEARTBEAT = (
     _PRELUDE
     + _REGISTER
     + """
 local ttl = tonumber(ARGV[2])
 local now = now_us(ARGV[3])
-local processes, unseen = register(KEYS[1], KEYS[3], KEYS[4], ARGV[1], now, ttl)
+local processes, unseen = register(KEYS[1], KEYS[3], KEYS[4], ARGV[1], now, ttl, ARGV[6])
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[2], 'urgent', s(now))
   local keep = math.floor(tonumber(ARGV[5]) / 1000)
   if redis.call('PTTL', KEYS[2]) < keep then redis.call('PEXPIRE', KEYS[2], keep) end
 end
-return {processes, unseen}
+return {processes, unseen, s(now)}
 """
 )
 
@@ -395,6 +405,7 @@ class BudgetScripts:
         urgent: bool = False,
         urgent_send: bool = False,
         order: WaitOrder = WAIT_ORDER,
+        applied_us: int | None = None,
         now_us: int | None = None,
     ) -> AcquireReply:
         """Ask for one send now at ``priority`` in a window of ``span_s`` (window + the
@@ -405,7 +416,8 @@ class BudgetScripts:
         ``urgent`` whether the caller has a request above LOW waiting or expects some (it
         arms the reserve of ``order`` for everyone), ``urgent_send`` whether the request
         itself was asked above LOW (its send spends the reserve). The ask renews the
-        heartbeat of ``ticket`` for ``process_ttl_s``."""
+        heartbeat of ``ticket`` for ``process_ttl_s``; ``applied_us``: the Redis time of the
+        latest count of the processes the caller has taken in (``_REGISTER``)."""
         args: list[Any] = [
             limit,
             _us(span_s),
@@ -424,6 +436,7 @@ class BudgetScripts:
             _us(order.reserve_hold),
             1 if urgent_send else 0,
             _us(late_s),
+            "" if applied_us is None else applied_us,
         ]
         reply = await self._acquire(keys=keys.all(), args=args)
         granted, wait_us, tokens, now, late_us, member, processes, score, unseen = reply
@@ -491,22 +504,26 @@ class BudgetScripts:
         ttl_s: float,
         *,
         urgent: bool = False,
+        applied_us: int | None = None,
         now_us: int | None = None,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         """Keep ``ticket`` among the processes sharing the budget of ``keys`` for ``ttl_s``
         more (with ``urgent``: as one that may send urgent work at any moment, so LOW keeps
         the reserve); returns how many processes are (heartbeats not lapsed), ``ticket`` too,
-        and how many others last counted before ``ticket`` joined (their count may lack it)."""
+        how many others last took in a count from before ``ticket`` joined (their number may
+        lack it; ``applied_us``: the Redis time of the latest count the caller took in), and
+        Redis's time of this count."""
         args: list[Any] = [
             ticket,
             _us(ttl_s),
             "" if now_us is None else now_us,
             1 if urgent else 0,
             self._keep_us,
+            "" if applied_us is None else applied_us,
         ]
         names = [keys.processes, keys.state, keys.beats, keys.joined]
-        processes, unseen = await self._heartbeat(keys=names, args=args)
-        return int(processes), int(unseen)
+        processes, unseen, now = await self._heartbeat(keys=names, args=args)
+        return int(processes), int(unseen), int(now)
 
     async def leave(self, keys: BudgetKeys, ticket: str) -> None:
         """Take ``ticket`` out of the processes sharing the budget of ``keys`` (it stops)."""

@@ -172,19 +172,21 @@ class ProcessCount:
     number a process goes by while Redis is lost. Pure: times are passed in.
 
     * ``saw(count, unseen)`` after each heartbeat or ask (``count`` includes this process;
-      ``unseen``: the others whose last count came before this process joined);
+      ``unseen``: the others whose latest count taken in is from before this process joined,
+      judged in one group's set of processes, the same for all: ``redis.COUNTING_GROUP``);
     * ``lost(now)`` when Redis is lost: the number to share the ceiling by from now on, the
       last count seen. Each process shares by its own last count, so the shares stay within
       the ceiling only if every process that sends counted every other. Hence:
 
-      - a process that never saw a count (started while Redis was down) counts itself and
-        one more (``NEVER_SEEN_PROCESSES``): it cannot know the others;
-      - a process that some other has not counted yet (``unseen``: it joined after that
-        one's last count) sends nothing until Redis is back (``lost`` returns 0): that one
-        shares the ceiling without it. Two collectors started together: the first had only
-        seen itself and keeps the whole ceiling, the second waits; before this rule both
-        sent, 12 in a second. Three processes, the third registered just before the loss:
-        the first two keep 5 each, the third waits, where it sent 3 beside them;
+      - never fewer than ``NEVER_SEEN_PROCESSES``: a process that never saw a count
+        (started while Redis was down) cannot know the others and counts itself and one
+        more, and so one that saw itself alone must leave it room (a whole ceiling beside
+        it would be half a ceiling over);
+      - a process that another has not counted yet (``unseen``: that one's latest count is
+        from before it joined) sends nothing until Redis is back (``lost`` returns 0): that
+        one shares the ceiling without it. Three processes, the third registered just
+        before the loss: the first two keep 5 each, the third waits, where it sent 3 beside
+        them; two started together, the second before the first counted it: 5 and none;
       - except while settling after an outage (``back``): a restarted Redis holds no
         heartbeat, every process joins anew, and the outage's number, which each of them
         counted, stays the floor;
@@ -215,7 +217,7 @@ class ProcessCount:
         """Redis is lost at ``now``: the number to go by until it is back, or 0 when this
         process must send nothing until then (see the class)."""
         settling = now < self._held_until
-        self._held = self.assumed(now)
+        self._held = max(NEVER_SEEN_PROCESSES, self.assumed(now))
         self._held_until = float("inf")
         return 0 if self.unseen and not settling else self._held
 
