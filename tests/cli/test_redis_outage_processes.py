@@ -31,6 +31,7 @@ from services import PgSpace, PrivateRedis
 
 from marketspine._base.time import parse_time
 from marketspine._base.timeframes import TIMEFRAMES
+from marketspine._budget.redis import COUNTING_GROUP
 from marketspine._budget.redis_lua import BudgetKeys
 from marketspine._client.client import Client
 from marketspine._store.backfill import collect
@@ -148,39 +149,39 @@ async def truth(tmp_path: Path, markets: tuple[str, ...], since_ms: int) -> set[
         return set(conn.execute("SELECT * FROM candles").fetchall())
 
 
+Scored = list[tuple[bytes, float]]  # a sorted set read with its scores
+
+
 @dataclass
 class Heartbeats:
     """The processes' heartbeats in the shared Redis (RedisRateBudget's defaults)."""
 
     url: str
-    all_since_us: int | None = None  # Redis's clock when the last of them registered
-    counted_since_us: int | None = None  # ... when each had renewed its heartbeat after that
+    counted_at_us: int | None = None  # Redis's clock once each had counted all of them
 
     def all_counted(self) -> bool:
-        """Every process registered, each renewed its heartbeat after the last one came (so
-        each has counted all of them), and each renewed once more after that (so each knows
-        that the others counted it: while Redis is lost, one that does not sends nothing)."""
+        """Every process registered; in the counting group, the latest count each has read
+        is from after the last of them joined (so each counted all of them); and each renewed
+        its heartbeat after that (so each has read that the others counted it: while Redis is
+        lost, one that has not sends nothing)."""
         client = redis.Redis.from_url(self.url)
         try:
-            key = BudgetKeys.of("marketspine:", "default", "candles").processes
+            keys = BudgetKeys.of("marketspine:", "default", COUNTING_GROUP)
             # (member, score) pairs, which redis-py's return type does not say.
-            lapse = cast(list[tuple[bytes, float]], client.zrange(key, 0, -1, withscores=True))
+            lapse = cast(Scored, client.zrange(keys.processes, 0, -1, withscores=True))
+            joined = cast(Scored, client.zrange(keys.joined, 0, -1, withscores=True))
+            beats = cast(Scored, client.zrange(keys.beats, 0, -1, withscores=True))
             seconds, micros = client.time()
         finally:
             client.close()
-        if len(lapse) < PROCESSES:
+        if len(lapse) < PROCESSES or len(beats) < PROCESSES:
             return False
-        now_us = seconds * 1_000_000 + micros
+        if self.counted_at_us is None:
+            if min(s for _, s in beats) >= max(s for _, s in joined):
+                self.counted_at_us = seconds * 1_000_000 + micros
+            return False
         ttl_us = 5_000_000  # a heartbeat's score is its renewal + heartbeat_ttl_s
-        renewed_us = min(score for _, score in lapse) - ttl_us
-        if self.all_since_us is None:
-            self.all_since_us = now_us
-        elif self.counted_since_us is None:
-            if renewed_us > self.all_since_us:
-                self.counted_since_us = now_us
-        else:
-            return renewed_us > self.counted_since_us
-        return False
+        return min(score for _, score in lapse) - ttl_us > self.counted_at_us
 
 
 def sim_stats(url: str) -> dict[str, Any]:
