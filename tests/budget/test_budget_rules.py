@@ -362,6 +362,36 @@ async def test_a_request_that_goes_at_once_does_not_move_the_low_pacing(
     assert (stats.sent, stats.throttled) == (3, 0)
 
 
+@pytest.mark.parametrize("expect_urgent", [False, True], ids=["alone", "urgent-may-come"])
+async def test_low_catches_up_its_unused_slots_in_one_process_while_no_urgent_work_may_come(
+    subject: Subject, on_test_clock: None, expect_urgent: bool
+) -> None:
+    # A LOW slot per second. A backfill sends its first page at START and its next ones at
+    # START + 3.5, when the first has answered: its slots of START + 1, 2 and 3 went unused.
+    budget = subject.make(limit=10, window=10.0, margin=0.0, expect_urgent=expect_urgent)
+    await _sends(subject, budget, (0.0, Priority.LOW), (3.5, Priority.LOW))
+    # In one process alone (no urgent work may come), the slots of START + 2 and 3 go at
+    # once too, as the window allows; the next waits for START + 4. With urgent work to
+    # come, and across processes (the Redis budget), pacing restarts from START + 3.5 (the
+    # Redis script catches up a quarter interval): nothing more goes at once.
+    caught_up = 2 if subject.space is None and not expect_urgent else 0
+    for _ in range(caught_up):
+        await budget.acquire("candles", Priority.LOW)
+    assert budget.statistics().groups["candles"].sent == 2 + caught_up
+    late = asyncio.create_task(budget.acquire("candles", Priority.LOW))
+    await wait_until(
+        lambda: budget.statistics().groups["candles"].throttled == 1,
+        5.0,
+        "the next LOW refused a slot now",
+    )
+    if subject.space is None:  # on fake time: see when it goes
+        await subject.drive(late)
+        assert subject.fake.now - START == pytest.approx(4.5 if expect_urgent else 4.0)
+    else:
+        late.cancel()
+        await asyncio.gather(late, return_exceptions=True)
+
+
 async def _critical_behind_low(subject: Subject, budget: Budget, at: float) -> float:
     """A CRITICAL request at ``START + at`` while a LOW waits for its next paced slot;
     returns when (seconds after START) it was granted. On Redis the script refuses it with

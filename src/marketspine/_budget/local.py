@@ -25,7 +25,8 @@ The margin's floor (20 ms) stays added to every window: a cushion that delay nev
 (the fastest round trip seen is only an estimate of the fastest possible).
 
 Pacing counts from the slot a send was due at, so a wake-up a little late is not repeated
-in every later slot (see ``_Group.record_send``).
+in every later slot, and while no urgent work may come, LOW catches up the slots left unused
+within the last window (see ``_Group.record_send`` and ``rules.WaitOrder.catches_up``).
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class _Group:
                 send.answered = now
                 return
 
-    def record_send(self, now: float, *, urgent: bool, paced: bool) -> None:
+    def record_send(self, now: float, *, urgent: bool, paced: bool, catch_up: bool = False) -> None:
         self.sends.append(_Send(now, urgent=urgent))
         if paced:
             # Pacing counts from the slot a send was due at, not from when the event loop got
@@ -242,9 +243,14 @@ class _Group:
             # quarter interval after its slot counts from the slot (the Redis budget's script
             # does the same); one that went before it or long after (the group was idle, or
             # held by the window cap or a penalty) counts from itself, so nothing bursts to
-            # catch up. The window cap, on real sends, is what keeps upstream's limit.
+            # catch up. With ``catch_up`` (no urgent work may come: ``WaitOrder.catches_up``)
+            # a send up to a window after its slot counts from it, so the slots left unused
+            # within the last window go at once, and a send the window cap held does not
+            # push the schedule back: only LOW asks, and the window cap, on real sends, is
+            # what keeps upstream's limit.
             due = self.paced_from + self.interval
-            self.paced_from = due if due <= now <= due + self.interval / 4 else now
+            behind = self.span if catch_up else self.interval / 4
+            self.paced_from = due if due <= now <= due + behind else now
         self.counts.sent += 1
         self.prune(now)
 
@@ -330,7 +336,10 @@ class LocalRateBudget:
         if self._order.goes_ahead(priority, waiting) and self._due(state, priority, now) <= now:
             # Out of turn (not paced) unless LOW, which is paced even with nobody waiting.
             urgent = priority > Priority.LOW
-            state.record_send(now, urgent=urgent, paced=not self._order.may_burst(priority))
+            paced = not self._order.may_burst(priority)
+            state.record_send(
+                now, urgent=urgent, paced=paced, catch_up=self._catches_up(state, now)
+            )
             return
         state.counts.throttled += 1
         waiter = _Waiter(priority, now, next(self._seq))
@@ -343,11 +352,19 @@ class LocalRateBudget:
             self._hand_over(state)
             raise
 
+    def _since_urgent(self, state: _Group, now: float) -> float:
+        """Seconds since a request above LOW was seen in the group (0 while this process
+        expects urgent work at any moment)."""
+        return 0.0 if self._expect_urgent else now - state.urgent_at
+
+    def _catches_up(self, state: _Group, now: float) -> bool:
+        return self._order.catches_up(self._since_urgent(state, now))
+
     def _due(self, state: _Group, priority: Priority, now: float, *, queued: bool = False) -> float:
         """When a request competing at ``priority`` may go: paced when it queued or is LOW,
         leaving the reserve when ``WaitOrder.keeps_reserve`` says so."""
         order = self._order
-        since_urgent = 0.0 if self._expect_urgent else now - state.urgent_at
+        since_urgent = self._since_urgent(state, now)
         keep = order.reserve if order.keeps_reserve(priority, state.limit, since_urgent) else 0
         paced = queued or not order.may_burst(priority)
         return state.next_send_at(now, paced=paced, keep=keep, keep_wait=order.reserve_wait)
@@ -403,7 +420,12 @@ class LocalRateBudget:
             state.waiters.remove(best)
             best.granted = True
             # One that went ahead unpaced does not move the schedule (as in acquire).
-            state.record_send(now, urgent=best.priority > Priority.LOW, paced=paced)
+            state.record_send(
+                now,
+                urgent=best.priority > Priority.LOW,
+                paced=paced,
+                catch_up=self._catches_up(state, now),
+            )
             best.wake.set()
 
     @staticmethod

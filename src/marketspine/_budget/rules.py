@@ -16,7 +16,17 @@ The wait order (``WaitOrder``), for ``LocalRateBudget`` and ``RedisRateBudget`` 
 * **Pacing** — a request that finds nobody waiting and room in the window goes at once,
   except LOW, which is always paced one per token interval (``may_burst``); a request
   that went at once does not move that schedule (an urgent send costs a backfill its slot,
-  not an interval more).
+  not an interval more). A paced send that goes late counts from the slot it was due at
+  when it is at most a quarter interval late (a wake-up's delay is not repeated in every
+  later slot), else from itself (nothing bursts after an idle spell). ``LocalRateBudget``
+  alone: while no urgent work may come (no request above LOW lately, none expected; see
+  the reserve), a send up to a window late counts from its slot (``catches_up``), so the
+  slots left unused within the last window go at once, as the window allows, and a send
+  the window cap held does not push the schedule back. A backfill that waited a round trip
+  for its first page (to learn the market's density) then does not lose that round trip's
+  slots. Across processes the Redis budget does not: there LOW asks of one process taking
+  freed slots back to back would go ahead of another process's first urgent request, whose
+  ticket is not registered yet.
 * **Urgent goes ahead** — a request more urgent than every waiter (by level) goes at once
   when the window has room, past the queue and its pacing (``goes_ahead``): a bot's
   CRITICAL request never waits for the next paced slot of a queued backfill. When the
@@ -339,6 +349,13 @@ class WaitOrder:
         room, with ``waiting`` the level of the most urgent waiter (None: nobody waits):
         nobody waits, or it bursts and is more urgent than every waiter."""
         return waiting is None or (self.may_burst(priority) and priority > waiting)
+
+    def catches_up(self, since_urgent: float) -> bool:
+        """Whether a paced send may count from the slot it was due at up to a window late
+        (``LocalRateBudget``), ``since_urgent`` seconds after the group last saw a request
+        above LOW (0 while the process expects urgent work): when no urgent work may come
+        (see ``keeps_reserve``)."""
+        return not 0 <= since_urgent < self.reserve_hold
 
     def keeps_reserve(self, level: Priority, limit: int, since_urgent: float) -> bool:
         """Whether a request competing at ``level`` must keep ``reserve`` slots of a
