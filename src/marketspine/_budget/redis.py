@@ -245,9 +245,8 @@ class RedisRateBudget:
         self._fixed_share = fallback_share
         self._processes = ProcessCount()
         self._counts: dict[str, int] = {}  # processes seen, by group (the most is the count)
-        # Others whose last count in the counting group came before this one joined it.
+        # Whether the others counted this process is told in this group (``COUNTING_GROUP``).
         self._counting = BudgetKeys.of(prefix, scope, COUNTING_GROUP).processes
-        self._unseen = 0
         # Redis's time of the latest count taken in, by group (told back with each ask).
         self._applied: dict[str, int] = {}
         self._holds_back = False  # lost Redis before all the others counted this process
@@ -607,9 +606,9 @@ class RedisRateBudget:
             return
         self._applied[keys.processes] = redis_now_us
         self._counts[keys.processes] = count
-        if keys.processes == self._counting:
-            self._unseen = unseen
-        self._processes.saw(max(self._counts.values()), self._unseen)
+        if keys.processes != self._counting:
+            unseen = self._processes.unseen  # told in the counting group only
+        self._processes.saw(max(self._counts.values()), unseen)
 
     async def _renew(self) -> None:
         """Renew this process's heartbeat in every group and take the count."""
@@ -697,7 +696,6 @@ class RedisRateBudget:
             # A restarted Redis forgot the others: count them anew.
             self._counts.clear()
             self._applied.clear()
-            self._unseen = 0
             await self._renew()
         except _UNREACHABLE:
             return False
