@@ -349,6 +349,10 @@ async def _collect_market(
     outstanding = 0  # fetches started whose answer (or error) is not taken yet
     async with asyncio.TaskGroup() as group:
         while True:
+            if failure is None and pipeline.in_flight < depth and not pipeline.done:
+                # What another process sharing the store wrote since the plan is not asked.
+                pipeline.skip_stored(await store.coverage(market, tf))
+                await write_ready()
             while failure is None and pipeline.in_flight < depth:
                 if (page := pipeline.next_request()) is None:
                     break
@@ -372,11 +376,6 @@ async def _collect_market(
             detail.pages += fetched
             pipeline.feed(page, answer)
             await write_ready()
-            if pipeline.in_flight < depth and not pipeline.done:
-                # What another process sharing the store wrote since the plan (or since the
-                # last look) is not asked. Not before the first page: it was just planned.
-                pipeline.skip_stored(await store.coverage(market, tf))
-                await write_ready()
         # Pages asked below a proof of the gap's start are void: no need to wait for them.
         for task in fetching:
             task.cancel()
