@@ -7,7 +7,6 @@ collector under test pages backwards over gaps left by prior coverage instead.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import tempfile
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import InFlight, ManualClock, PageHold, UnpacedBudget, wait_until
+from helpers import InFlight, ManualClock, UnpacedBudget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,39 +196,6 @@ async def test_pages_of_one_market_are_in_flight_together_and_stored_exactly(sim
                 assert app.most > 1 and summary.upstream_calls == pages == 15
             else:  # 200 candles over thousands of windows: walked one page at a time
                 assert app.most == 1 and summary.upstream_calls <= pages + 1
-    folder.cleanup()
-
-
-async def test_what_another_collector_stored_meanwhile_is_not_asked_again(sim: Sim) -> None:
-    """Two collectors of one store whose ranges overlap but page differently: the first
-    walks the last week from its end, the second the week before three days ago. The first
-    is held (its pages older than a day wait at the simulator) while the second stores its
-    week; then the first passes over what the second stored, asking only its own three
-    days, and the store holds the simulator's candles exactly."""
-    tf, market = parse_timeframe("1m"), sim.dense[0]
-    end = tf.floor(NOW)
-    week, other_end, other_start = (tf.shift(end, -days * 1440) for days in (7, 3, 10))
-    held = PageHold(create_app(SimConfig(rate_limit=0), clock=sim.clock))
-    held.before_ms = tf.shift(end, -1440)
-    held.held.clear()
-    folder, store = fresh_store()
-    transport = httpx.ASGITransport(app=held)
-    async with store, Client("http://sim", transport=transport, budget=UnpacedBudget()) as client:
-        first = asyncio.create_task(
-            collect(client, store, [market], tf, since_ms=week, until_ms=end, now_ms=NOW)
-        )
-        await wait_until(lambda: held.waiting == DEFAULT_DEPTH, 30, "the first collector held")
-        await collect(
-            sim.client, store, [market], tf, since_ms=other_start, until_ms=other_end, now_ms=NOW
-        )
-        held.held.set()
-        summary = await first
-        # Its own three days, pages of 200 windows from its end; without the pass-over, 51.
-        assert summary.upstream_calls == math.ceil(3 * 1440 / MAX_PAGE) == 22
-        assert await store.read(market, tf, other_start, end) == await sim.truth(
-            market, tf, other_start, end
-        )
-        assert (await store.coverage(market, tf)).contains(other_start, end)
     folder.cleanup()
 
 

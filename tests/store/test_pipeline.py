@@ -17,7 +17,7 @@ from marketspine import InvalidRequestError, parse_timeframe
 from marketspine._base.coverage import Coverage
 from marketspine._base.time import parse_time
 from marketspine._base.timeframes import Timeframe
-from marketspine._store.pipeline import MarketPipeline, PipelinePage, ReadyPage
+from marketspine._store.pipeline import MarketPipeline, PipelinePage
 from marketspine._store.planner import plan_gaps
 from marketspine.records import Candle
 
@@ -61,29 +61,25 @@ def run(
     page_size: int = 200,
     stop_after_writes: int | None = None,
     keep_below: bool = True,
-    foreign: list[tuple[int, int]] | None = None,
 ) -> Run:
     """Drive a pipeline: keep ``depth`` pages asked, answer a random one of them, store what
     it hands out; checks after every write that each gap is stored contiguously from its
-    end. ``stop_after_writes`` ends the run there, as a kill -9 would. ``foreign``: ranges
-    another process sharing the store writes meanwhile, each at a random moment, with the
-    store's coverage handed to ``skip_stored`` before pages are asked (as ``collect`` does)."""
+    end. ``stop_after_writes`` ends the run there, as a kill -9 would."""
     pipeline = MarketPipeline(model.tf, gaps, page_size=page_size, keep_below=keep_below)
     stored: dict[int, Candle] = {}
     coverage = Coverage.of([])
     listing: int | None = None
     asked: list[PipelinePage] = []
-    pending = list(foreign or [])
     most = writes = 0
-
-    def take(handed: list[ReadyPage]) -> bool:
-        """Store what the pipeline hands out; True when the run is to stop here."""
-        nonlocal coverage, listing, writes
-        for ready in handed:
+    while not pipeline.done:
+        while len(asked) < depth and (page := pipeline.next_request()) is not None:
+            asked.append(page)
+        most = max(most, len(asked))
+        assert asked, "the pipeline waits for nothing"
+        page = asked.pop(rng.randrange(len(asked)))
+        pipeline.feed(page, model.answer(page.request.to_ms, page.request.count))
+        for ready in pipeline.ready():
             low, high = ready.outcome.covered
-            if ready.stored:  # passed over: the other process wrote it, nothing to write
-                assert not ready.outcome.candles and coverage.contains(low, high)
-                continue
             for c in ready.outcome.candles:
                 assert low <= c.start_ms < high
                 stored[c.start_ms] = c
@@ -95,28 +91,7 @@ def run(
             start, end = ready.gap
             assert coverage.contains(max(start, ready.position_ms), end)
             if stop_after_writes is not None and writes >= stop_after_writes:
-                return True
-        return False
-
-    while not pipeline.done:
-        if pending and rng.random() < 0.3:
-            low, high = pending.pop(rng.randrange(len(pending)))
-            stored.update(in_range(model, low, high))
-            coverage = coverage.add(low, high)
-        if foreign is not None:
-            pipeline.skip_stored(coverage)
-            if take(pipeline.ready()):
-                break
-            if pipeline.done:
-                break
-        while len(asked) < depth and (page := pipeline.next_request()) is not None:
-            asked.append(page)
-        most = max(most, len(asked))
-        assert asked, "the pipeline waits for nothing"
-        page = asked.pop(rng.randrange(len(asked)))
-        pipeline.feed(page, model.answer(page.request.to_ms, page.request.count))
-        if take(pipeline.ready()):
-            break
+                return Run(stored, coverage, listing, len(model.calls), most)
     return Run(stored, coverage, listing, len(model.calls), most)
 
 
@@ -171,38 +146,6 @@ def test_any_answer_order_stores_exactly_what_upstream_holds(
     assert all(done.stored[s] == everything[s] for s in done.stored)
     if done.listing is not None:  # nothing starts before it (an empty first page: its to)
         assert all(s >= done.listing for s in model.starts)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    scenarios(),
-    st.integers(1, 8),
-    st.randoms(use_true_random=True),
-    st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), max_size=4),
-)
-def test_another_process_writing_meanwhile_changes_nothing_stored_and_nothing_missed(
-    scenario: tuple[Model, int, int, int, Coverage],
-    depth: int,
-    rng: random.Random,
-    spans: list[tuple[float, float]],
-) -> None:
-    model, since, until, now, prior = scenario
-    tf = model.tf
-    gaps = plan_gaps(prior, tf, since, until, now)
-    windows = tf.count_windows(T0, now)
-    foreign = [
-        (tf.shift(T0, int(min(a, b) * windows)), tf.shift(T0, int(max(a, b) * windows)))
-        for a, b in spans
-        if int(min(a, b) * windows) < int(max(a, b) * windows)
-    ]
-    done = run(model, gaps, depth=depth, rng=rng, foreign=foreign)
-    for start, end in gaps:
-        assert done.coverage.contains(start, end)
-        assert {s: c for s, c in done.stored.items() if start <= s < end} == in_range(
-            model, start, end
-        )
-    everything = in_range(model, 0, 2**62)
-    assert all(done.stored[s] == everything[s] for s in done.stored)
 
 
 @settings(max_examples=100, deadline=None)
@@ -292,39 +235,6 @@ def test_a_full_page_below_the_gap_is_kept_whole_unless_asked_not_to() -> None:
     assert whole.coverage.ranges == ((MIN.shift(T0, 800), gap[1]),)
     kept = run(Model(MIN, model.starts), [gap], depth=4, rng=random.Random(5), keep_below=False)
     assert kept.stored == in_range(model, *gap) and kept.coverage.ranges == (gap,)
-
-
-def test_what_the_store_holds_below_the_pages_asked_is_passed_over_not_asked() -> None:
-    # The gap [T0, T0 + 1,000) of a dense market; another process sharing the store wrote
-    # [T0 + 100, T0 + 650) after the gap was planned.
-    model = Model(MIN, [MIN.shift(T0, i) for i in range(-300, 1_000)])
-    pipeline = MarketPipeline(MIN, [(T0, MIN.shift(T0, 1_000))])
-    other = Coverage.of([(MIN.shift(T0, 100), MIN.shift(T0, 650))])
-    first = pipeline.next_request()
-    assert first is not None
-    pipeline.feed(first, model.answer(first.request.to_ms, first.request.count))
-    [top] = pipeline.ready()  # dense: the next pages go ahead
-    assert top.outcome.covered == (MIN.shift(T0, 800), MIN.shift(T0, 1_000))
-    pipeline.skip_stored(other)  # right below T0 + 800 nothing is stored
-    second = pipeline.next_request()
-    assert second is not None and second.request.to_ms == MIN.shift(T0, 800)
-    # In flight, the second surely reaches T0 + 600, inside what the other process wrote:
-    # the next page is asked below all of it, not at T0 + 600.
-    pipeline.skip_stored(other)
-    third = pipeline.next_request()
-    assert third is not None and third.request.to_ms == MIN.shift(T0, 100)
-    assert pipeline.next_request() is None  # the third reaches below the gap's start
-    for page in (third, second):
-        pipeline.feed(page, model.answer(page.request.to_ms, page.request.count))
-    handed = pipeline.ready()
-    assert [(r.outcome.covered, r.stored) for r in handed] == [
-        ((MIN.shift(T0, 600), MIN.shift(T0, 800)), False),
-        ((MIN.shift(T0, 100), MIN.shift(T0, 600)), True),  # nothing to write
-        ((MIN.shift(T0, -100), MIN.shift(T0, 100)), False),
-    ]
-    assert [r.new_candles for r in handed] == [200, 0, 100]
-    assert handed[-1].finished and pipeline.done
-    assert len(model.calls) == 3  # five pages without the other process's part
 
 
 def test_feeding_a_page_twice_or_a_bad_page_size_is_an_error() -> None:

@@ -180,9 +180,7 @@ async def collect(
     page that finally fails — never skipping it.
 
     ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
-    another process fetched is stored here too but not counted in ``upstream_calls``. What
-    another process writes to the store meanwhile is not asked again: before its next pages,
-    each market reads the store's coverage (``MarketPipeline.skip_stored``).
+    another process fetched is stored here too but not counted in ``upstream_calls``.
 
     Up to ``depth`` pages are in flight at once (``pipeline``; shared among the markets that
     have something to fetch, at least one each), so one market fills the rate budget at any
@@ -320,39 +318,9 @@ async def _collect_market(
         else:
             answers.put_nowait((page, candles, fetched))
 
-    async def write_ready() -> None:
-        nonlocal done_ms
-        for ready in pipeline.ready():
-            outcome = ready.outcome
-            if not ready.stored:  # a stored page: another process wrote it meanwhile
-                await store.write_page(
-                    market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
-                )
-            detail.candles_written += ready.new_candles
-            if outcome.listing_ms is not None:
-                detail.listing_ms = max(detail.listing_ms or outcome.listing_ms, outcome.listing_ms)
-            done_ms += ready.new_ms
-            if progress is not None:
-                progress(
-                    ProgressEvent(
-                        market,
-                        tf.name,
-                        detail.pages,
-                        detail.candles_written,
-                        ready.position_ms,
-                        done_ms,
-                        total_ms,
-                        finished=done_ms >= total_ms,
-                    )
-                )
-
     outstanding = 0  # fetches started whose answer (or error) is not taken yet
     async with asyncio.TaskGroup() as group:
         while True:
-            if failure is None and pipeline.in_flight < depth and not pipeline.done:
-                # What another process sharing the store wrote since the plan is not asked.
-                pipeline.skip_stored(await store.coverage(market, tf))
-                await write_ready()
             while failure is None and pipeline.in_flight < depth:
                 if (page := pipeline.next_request()) is None:
                     break
@@ -375,7 +343,30 @@ async def _collect_market(
                 continue
             detail.pages += fetched
             pipeline.feed(page, answer)
-            await write_ready()
+            for ready in pipeline.ready():
+                outcome = ready.outcome
+                await store.write_page(
+                    market, tf, outcome.candles, outcome.covered, listing_ms=outcome.listing_ms
+                )
+                detail.candles_written += ready.new_candles
+                if outcome.listing_ms is not None:
+                    detail.listing_ms = max(
+                        detail.listing_ms or outcome.listing_ms, outcome.listing_ms
+                    )
+                done_ms += ready.new_ms
+                if progress is not None:
+                    progress(
+                        ProgressEvent(
+                            market,
+                            tf.name,
+                            detail.pages,
+                            detail.candles_written,
+                            ready.position_ms,
+                            done_ms,
+                            total_ms,
+                            finished=done_ms >= total_ms,
+                        )
+                    )
         # Pages asked below a proof of the gap's start are void: no need to wait for them.
         for task in fetching:
             task.cancel()

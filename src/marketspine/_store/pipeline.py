@@ -34,12 +34,6 @@ answer, each where the one above it surely ends (its *claim*):
   gap's start, or was short: nothing older exists), the pages asked below it are void: their
   answers are dropped unwritten (an empty answer below a listing would claim a wrong one).
   Below a listing reached by dense pages, at most ``depth - 1`` calls are spent so.
-* **Nothing asked that the store has since.** Another process sharing the store (a second
-  ``collect`` with another range, ``serve``) may write part of a gap after it was planned.
-  ``skip_stored`` is handed the store's coverage before pages are asked: below the pages
-  asked, what it holds is passed over by a *stored* page (nothing to write) and the next
-  page is asked below it. Only pages already in flight (``depth`` at most) may fetch again
-  what the other process wrote meanwhile.
 
 The runner (``backfill.collect``) does the I/O: it sends what ``next_request`` gives while
 fewer than ``depth`` pages are in flight, feeds each answer with ``feed`` and writes what
@@ -51,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .._base.coverage import Coverage, Range
+from .._base.coverage import Range
 from .._base.timeframes import Timeframe
 from ..errors import InvalidRequestError
 from ..records import Candle
@@ -77,7 +71,6 @@ class PipelinePage:
     claim_ms: int  # the low end it surely proves when full: ``count`` windows below ``to``
     outcome: PageOutcome | None = None
     void: bool = False  # asked below a proof of the gap's end: its answer is dropped
-    stored: bool = False  # not asked: the store held its range already (``skip_stored``)
 
     @property
     def bottom_ms(self) -> int:
@@ -95,7 +88,6 @@ class ReadyPage:
     finished: bool  # the gap is complete with it
     new_ms: int  # how much of the gap it adds to what the pages before it stored
     new_candles: int  # its candles in that part (overlapping pages count each once)
-    stored: bool = False  # the store holds it already: nothing to write
 
 
 @dataclass(slots=True)
@@ -200,9 +192,7 @@ class MarketPipeline:
                         later.void = True
                 low = gap.position_ms
                 fresh = sum(1 for c in outcome.candles if low <= c.start_ms < above)
-                out.append(
-                    ReadyPage(gap.range, outcome, low, gap.proven, above - low, fresh, page.stored)
-                )
+                out.append(ReadyPage(gap.range, outcome, low, gap.proven, above - low, fresh))
         return out
 
     def _clips(self, request: PageRequest, outcome: PageOutcome, start_ms: int) -> bool:
@@ -212,35 +202,15 @@ class MarketPipeline:
 
     # -- what to ask next ----------------------------------------------------------------
 
-    def skip_stored(self, coverage: Coverage) -> None:
-        """Pass over what ``coverage`` (the store's, now) holds right below the pages asked
-        in each gap: a stored page stands for it, handed out by ``ready`` with nothing to
-        write, and the gap's next page is asked below it (see the module doc)."""
-        for index, gap in enumerate(self._gaps):
-            bottom = self._bottom(gap)
-            if bottom is None:
-                continue
-            holes = coverage.gaps(gap.start_ms, bottom)
-            low = holes[-1][1] if holes else gap.start_ms
-            if low < bottom:
-                page = PipelinePage(index, PageRequest(bottom, self._page_size), low, stored=True)
-                page.outcome = PageOutcome([], (low, bottom), None, False)
-                gap.pages.append(page)
-
-    @staticmethod
-    def _bottom(gap: _Gap) -> int | None:
-        """Where the lowest page asked in the gap surely reaches (answered: where it did),
-        or None when nothing is left to ask below it."""
-        if gap.proven or any(p.outcome is not None and p.outcome.done for p in gap.pages):
+    def _below(self, index: int, gap: _Gap) -> PipelinePage | None:
+        """The page below every page asked in the gap, if the gap reaches further down:
+        where the lowest of them surely reaches (answered: where it did)."""
+        if any(p.outcome is not None and p.outcome.done for p in gap.pages):
             return None
         bottom = min((p.bottom_ms for p in gap.pages), default=gap.end_ms)
-        return bottom if bottom > gap.start_ms else None
-
-    def _below(self, index: int, gap: _Gap) -> PipelinePage | None:
-        """The page below every page asked in the gap, if the gap reaches further down."""
-        bottom = self._bottom(gap)
-        if bottom is None:
+        if bottom <= gap.start_ms:
             return None
+
         page = self._page(index, bottom)
         gap.pages.append(page)
         return page
