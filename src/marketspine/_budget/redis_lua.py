@@ -335,7 +335,7 @@ class BudgetKeys:
     state: str
     waits: tuple[str, str, str, str]  # by Priority value
     processes: str  # the heartbeats of the processes sharing the budget
-    beats: str  # when each of them last counted
+    beats: str  # the time of the latest count of the processes each of them has read
     joined: str  # since when each of them is counted
 
     @classmethod
@@ -368,7 +368,7 @@ class AcquireReply:
     member: str = ""  # a granted send's member in the sends set
     processes: int = 1  # processes sharing the budget (heartbeats not lapsed), the asker too
     score_us: int = 0  # a granted send's score as booked: redis_now_us + the in-flight margin
-    unseen: int = 0  # other processes that last counted before the asker joined
+    unseen: int = 0  # other processes whose latest count read is from before the asker joined
 
 
 def _us(seconds: float) -> int:
