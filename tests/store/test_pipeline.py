@@ -50,6 +50,8 @@ class Run:
     listing: int | None
     calls: int
     most_in_flight: int
+    asked: dict[int, int]  # page index -> its ``to``, for every page asked
+    written: set[int]  # the ``to`` of every page written
 
 
 def run(
@@ -70,10 +72,13 @@ def run(
     coverage = Coverage.of([])
     listing: int | None = None
     asked: list[PipelinePage] = []
+    places: dict[int, int] = {}
+    written: set[int] = set()
     most = writes = 0
     while not pipeline.done:
         while len(asked) < depth and (page := pipeline.next_request()) is not None:
             asked.append(page)
+            places[page.index] = page.request.to_ms
         most = max(most, len(asked))
         assert asked, "the pipeline waits for nothing"
         page = asked.pop(rng.randrange(len(asked)))
@@ -87,12 +92,13 @@ def run(
             if ready.outcome.listing_ms is not None:
                 listing = ready.outcome.listing_ms
             writes += 1
+            written.add(high)
             # Contiguous from the gap's end: what a crash here leaves.
             start, end = ready.gap
             assert coverage.contains(max(start, ready.position_ms), end)
             if stop_after_writes is not None and writes >= stop_after_writes:
-                return Run(stored, coverage, listing, len(model.calls), most)
-    return Run(stored, coverage, listing, len(model.calls), most)
+                return Run(stored, coverage, listing, len(model.calls), most, places, written)
+    return Run(stored, coverage, listing, len(model.calls), most, places, written)
 
 
 def in_range(model: Model, start: int, end: int) -> dict[int, Candle]:
@@ -174,6 +180,29 @@ def test_a_run_stopped_anywhere_then_rerun_gives_the_same_store(
     rest = run(Model(tf, model.starts), left, depth=depth, rng=rng, keep_below=False)
     assert {**first.stored, **rest.stored} == whole.stored
     assert prior.union(first.coverage).union(rest.coverage) == prior.union(whole.coverage)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scenarios(),
+    st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    st.tuples(st.randoms(use_true_random=True), st.randoms(use_true_random=True)),
+)
+def test_every_answer_order_and_depth_asks_the_same_pages_in_the_same_places(
+    scenario: tuple[Model, int, int, int, Coverage],
+    depths: tuple[int, int],
+    rngs: tuple[random.Random, random.Random],
+) -> None:
+    # What lets processes sharing page leases (keyed by ``to``) fetch each page once: however
+    # their answers interleave, page k of one lies where page k of the other does. (Only
+    # how many void pages, below a proof, get asked depends on the order.)
+    model, since, until, now, prior = scenario
+    gaps = plan_gaps(prior, model.tf, since, until, now)
+    one = run(Model(model.tf, model.starts), gaps, depth=depths[0], rng=rngs[0])
+    other = run(Model(model.tf, model.starts), gaps, depth=depths[1], rng=rngs[1])
+    assert one.written == other.written
+    for index in one.asked.keys() & other.asked.keys():
+        assert one.asked[index] == other.asked[index]
 
 
 def test_a_dense_market_keeps_pages_in_flight_at_the_sequential_walks_calls() -> None:

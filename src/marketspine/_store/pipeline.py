@@ -12,7 +12,7 @@ answer, each where the one above it surely ends (its *claim*):
   its ``to`` however far down they reach, so a second page asked ``count`` windows lower
   before that would fetch again, on a sparse market, candles the first one returns; no
   placement avoids it without the density. ``collect`` asks the market list meanwhile.)
-* **Ahead only where dense.** While the last full page spanned at most ``DENSE`` times
+* **Ahead only where dense.** While the newest full page known spanned at most ``DENSE`` times
   ``count`` windows, the next pages are asked ``count`` windows apart from the lowest point
   asked so far: no hole is possible, and at most one page in ten overlaps the one above it.
   Where a page spans more (a sparse stretch: 200 candles over thousands of windows), strides
@@ -20,6 +20,13 @@ answer, each where the one above it surely ends (its *claim*):
   from the span leaves holes as density varies (a whole call for each, measured: up to 1.8
   calls per page on a young market) — so there the gap is walked as before, one page at a
   time from the oldest start received, until a dense page is seen again.
+* **Placed alike in every process.** Which answers are in when a page is decided depends on
+  timing; where the page goes must not, or two processes sharing page leases (keyed by
+  ``to``) would ask the same candles under different names and fetch them twice. So page
+  ``k`` is decided from the answers to pages ``k - AHEAD`` and older alone (waiting for
+  them if need be), each newer page above it standing for its claim; walking waits for
+  every answer anyway and uses them all. A page found below a proof already in is not
+  asked, but keeps its place in the order.
 * **Written in order.** Answers are handed out for storing strictly from the gap's end
   downwards, each only once everything above it is proven, so the store after a crash at
   any instant is one that the sequential walk could have left: coverage contiguous from the
@@ -33,7 +40,7 @@ answer, each where the one above it surely ends (its *claim*):
 * **Stopped at the proof.** Once a written page proves the gap complete (it reached the
   gap's start, or was short: nothing older exists), the pages asked below it are void: their
   answers are dropped unwritten (an empty answer below a listing would claim a wrong one).
-  Below a listing reached by dense pages, at most ``depth - 1`` calls are spent so.
+  Below a listing reached by dense pages, at most ``AHEAD - 1`` calls are spent so.
 
 The runner (``backfill.collect``) does the I/O: it sends what ``next_request`` gives while
 fewer than ``depth`` pages are in flight, feeds each answer with ``feed`` and writes what
@@ -57,6 +64,11 @@ __all__ = ["DEFAULT_DEPTH", "MarketPipeline", "PipelinePage", "ReadyPage"]
 # trips plus jitter (3 on the wire, one waiting for its slot), with room to spare. Pages
 # beyond that only wait for the rate budget.
 DEFAULT_DEPTH = 6
+# Pages decided before the answer that informs them: the answers to pages ``index - AHEAD``
+# and older decide page ``index`` (where it lies, whether the market is dense), so it can be
+# asked while the ``AHEAD - 1`` pages above it are in flight. A constant, not the caller's
+# depth: processes sharing page leases then place their pages alike.
+AHEAD = DEFAULT_DEPTH
 # A page spanning up to this many times ``count`` windows counts as dense: asking ahead by
 # ``count`` windows costs at most 10% more calls than the walk there.
 DENSE = 1.1
@@ -66,16 +78,13 @@ DENSE = 1.1
 class PipelinePage:
     """One page asked of one gap: how far down it surely reaches, and its answer."""
 
+    index: int  # its place in the order pages are decided (all gaps together)
     gap: int  # index of its gap (newest first)
     request: PageRequest
     claim_ms: int  # the low end it surely proves when full: ``count`` windows below ``to``
     outcome: PageOutcome | None = None
     void: bool = False  # asked below a proof of the gap's end: its answer is dropped
-
-    @property
-    def bottom_ms(self) -> int:
-        """How far down this page reaches: proven when answered, else claimed."""
-        return self.claim_ms if self.outcome is None else self.outcome.covered[0]
+    skipped: bool = False  # void already when decided: never asked (see ``next_request``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +103,13 @@ class ReadyPage:
 class _Gap:
     start_ms: int
     end_ms: int
-    pages: list[PipelinePage]  # by ``to`` descending; fillers are put in their place
+    pages: list[PipelinePage]  # by ``to`` descending
     written: int = 0  # pages[:written] are handed out
     position_ms: int = 0  # everything in [position_ms, end_ms) is handed out
     proven: bool = False  # a handed-out page proved the gap complete
+    proved_at: int | None = None  # the first page (by index) answered with a proof
+    known_low_ms: int | None = None  # the lowest start proven by its known pages
+    known_proof: bool = False  # a known page proved the gap complete: nothing more to ask
 
     @property
     def range(self) -> Range:
@@ -122,7 +134,10 @@ class MarketPipeline:
         self._page_size = page_size
         self._keep_below = keep_below
         self._gaps = [_Gap(start, end, [], position_ms=end) for start, end in reversed(gaps)]
-        self._ahead = False  # the last full page answered was dense: ask ahead
+        self._pages: list[PipelinePage] = []  # every page decided, by index
+        self._answered = 0  # pages[:answered] are answered (or skipped)
+        self._known = 0  # pages[:known] are what the decisions use (see ``next_request``)
+        self._dense = False  # the newest known full page was dense: ask ahead
         self._in_flight = 0
 
     @property
@@ -145,29 +160,47 @@ class MarketPipeline:
 
     def next_request(self) -> PipelinePage | None:
         """The next page to ask for now, or None until an answer comes (the market's
-        density is not learnt yet, or every gap is asked down to its start)."""
-        if not self._ahead and self._in_flight:
-            return None  # not known dense: walk, one page at a time
-        for index, gap in enumerate(self._gaps):
-            if gap.proven:
+        density is not learnt yet, or every gap is asked down to its start).
+
+        Where the page lies, and whether it is asked at all, depends only on which page it
+        is (its index) and the answers to the pages ``AHEAD`` or more before it (all of
+        them while walking), never on which answers happen to be in: every process asks
+        the same pages in the same places, however its answers interleave."""
+        while True:
+            index = len(self._pages)
+            known = max(self._known, index + 1 - AHEAD, min(index, 1))
+            if self._answered < known:
+                return None
+            self._learn(known)
+            if not self._dense:  # walk: from where the newest answer reached
+                if self._answered < index:
+                    return None
+                self._learn(index)
+            page = self._decide(index)
+            if page is None:
+                return None
+            gap = self._gaps[page.gap]
+            if gap.proved_at is not None and gap.proved_at < index:
+                # Below a proof already in: void, so not asked. It keeps its place in the
+                # order (a process without that answer yet asks it) and decides nothing.
+                page.void = page.skipped = True
+                self._answered += self._answered == index
                 continue
-            page = self._below(index, gap)
-            if page is not None:
-                self._in_flight += 1
-                return page
-        return None
+            self._in_flight += 1
+            return page
 
     def feed(self, page: PipelinePage, candles: Sequence[Candle]) -> None:
         """Take the answer to ``page`` (any order of candles, any order of pages)."""
-        if page.outcome is not None or self._in_flight <= 0:
+        if page.outcome is not None or page.skipped or self._in_flight <= 0:
             raise InvalidRequestError("MarketPipeline.feed() of a page not asked or fed twice")
         self._in_flight -= 1
         gap = self._gaps[page.gap]
-        page.outcome = page_outcome(self.timeframe, page.request, candles, gap.start_ms)
-        if not page.void and len(page.outcome.candles) >= page.request.count:
-            tf, low = self.timeframe, page.outcome.covered[0]
-            spanned = tf.count_windows(low, page.request.to_ms)
-            self._ahead = spanned <= DENSE * page.request.count
+        page.outcome = outcome = page_outcome(self.timeframe, page.request, candles, gap.start_ms)
+        proves = outcome.done or outcome.covered[0] <= gap.start_ms
+        if proves and (gap.proved_at is None or page.index < gap.proved_at):
+            gap.proved_at = page.index
+        while self._answered < len(self._pages) and self._is_answered(self._answered):
+            self._answered += 1
 
     def ready(self) -> list[ReadyPage]:
         """The answered pages that can be stored now, in order: each gap from its end down,
@@ -202,23 +235,47 @@ class MarketPipeline:
 
     # -- what to ask next ----------------------------------------------------------------
 
-    def _below(self, index: int, gap: _Gap) -> PipelinePage | None:
-        """The page below every page asked in the gap, if the gap reaches further down:
-        where the lowest of them surely reaches (answered: where it did)."""
-        if any(p.outcome is not None and p.outcome.done for p in gap.pages):
-            return None
-        bottom = min((p.bottom_ms for p in gap.pages), default=gap.end_ms)
-        if bottom <= gap.start_ms:
-            return None
+    def _is_answered(self, index: int) -> bool:
+        page = self._pages[index]
+        return page.skipped or page.outcome is not None
 
-        page = self._page(index, bottom)
-        gap.pages.append(page)
-        return page
+    def _learn(self, known: int) -> None:
+        """Take the answers of ``pages[:known]`` (all in) into what decides the next pages,
+        in index order: each gap's lowest proven start and proof, and the density of the
+        newest full page that is not below a proof."""
+        for page in self._pages[self._known : known]:
+            gap = self._gaps[page.gap]
+            if gap.known_proof:
+                continue  # below a proof: void, whatever it returned
+            outcome = page.outcome
+            assert outcome is not None  # skipped pages lie below a proof
+            low = outcome.covered[0]
+            gap.known_low_ms = low if gap.known_low_ms is None else min(gap.known_low_ms, low)
+            gap.known_proof = outcome.done or low <= gap.start_ms
+            if len(outcome.candles) >= page.request.count:
+                spanned = self.timeframe.count_windows(low, page.request.to_ms)
+                self._dense = spanned <= DENSE * page.request.count
+        self._known = max(self._known, known)
 
-    def _page(self, index: int, to_ms: int) -> PipelinePage:
-        tf, count = self.timeframe, self._page_size
-        claim = tf.shift(tf.floor(to_ms - 1), 1 - count)  # count windows below ``to``
-        return PipelinePage(index, PageRequest(to_ms, count), claim)
+    def _decide(self, index: int) -> PipelinePage | None:
+        """Page ``index``: below every page asked in the first gap that reaches further
+        down, where the lowest of them surely reaches (known: where it did; else its
+        claim)."""
+        for number, gap in enumerate(self._gaps):
+            if gap.known_proof:
+                continue
+            bottom = gap.end_ms if gap.known_low_ms is None else gap.known_low_ms
+            if gap.pages and gap.pages[-1].index >= self._known:
+                bottom = min(bottom, gap.pages[-1].claim_ms)
+            if bottom <= gap.start_ms:
+                continue
+            tf, count = self.timeframe, self._page_size
+            claim = tf.shift(tf.floor(bottom - 1), 1 - count)  # count windows below ``to``
+            page = PipelinePage(index, number, PageRequest(bottom, count), claim)
+            gap.pages.append(page)
+            self._pages.append(page)
+            return page
+        return None
 
 
 def _clipped(outcome: PageOutcome, start_ms: int) -> PageOutcome:
