@@ -12,10 +12,12 @@ import logging
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -306,3 +308,23 @@ def shared_tmp() -> Iterator[Path]:
             if path.is_dir():
                 path.chmod(0o777)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def exit_code(process: subprocess.Popen[Any], stderr: Path, timeout: float = 30.0) -> int:
+    """``process``'s exit code once it ends within ``timeout`` s. One still running then
+    fails the test with where it hangs: its tasks, dumped by ``SIGUSR1`` into ``stderr``
+    (the file its stderr goes to), as one would ask a stuck command."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "asyncio tasks" not in stderr.read_text() and process.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # the rest of the dump (threads) follows the tasks' lines
+    pytest.fail(
+        f"still running {timeout:g} s after it was asked to stop:\n{stderr.read_text()[-8000:]}"
+    )

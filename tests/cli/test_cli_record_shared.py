@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 import redis
-from clitools import run_in_process
+from clitools import exit_code, run_in_process
 from helpers import wait_until_sync
 from recorded_truth import differences, simulated_trades
 from services import PgSpace, PrivateRedis
@@ -127,7 +127,7 @@ def test_a_killed_lease_holder_is_replaced_without_missing_or_duplicated_trades(
                 "the standby taking over and recording on, through socket drops",
             )
             survivor.send_signal(signal.SIGTERM)
-            assert survivor.wait(timeout=30) == 0
+            assert exit_code(survivor, standby_log) == 0
         out_name = "b.out" if survivor is second else "a.out"
         summary = json.loads((tmp_path / out_name).read_text().splitlines()[-1])
     assert summary["gaps"] == [] and summary["trades"] > 0
