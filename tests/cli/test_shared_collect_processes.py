@@ -110,7 +110,7 @@ async def reference(tmp_path: Path) -> tuple[int, set[tuple[Any, ...]]]:
         summary = await collect(
             client, store, MARKETS, TIMEFRAMES["1m"],
             since_ms=parse_time(SINCE), until_ms=parse_time(UNTIL), now_ms=NOW,
-            keep_below=False,  # as the command does
+            keep_below=False, grid=True,  # as the command does with --redis
         )  # fmt: skip
     with sqlite3.connect(tmp_path / "reference.sqlite") as conn:
         rows = set(conn.execute("SELECT * FROM candles").fetchall())

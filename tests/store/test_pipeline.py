@@ -63,11 +63,12 @@ def run(
     page_size: int = 200,
     stop_after_writes: int | None = None,
     keep_below: bool = True,
+    grid: bool = False,
 ) -> Run:
     """Drive a pipeline: keep ``depth`` pages asked, answer a random one of them, store what
     it hands out; checks after every write that each gap is stored contiguously from its
     end. ``stop_after_writes`` ends the run there, as a kill -9 would."""
-    pipeline = MarketPipeline(model.tf, gaps, page_size=page_size, keep_below=keep_below)
+    pipeline = MarketPipeline(model.tf, gaps, page_size=page_size, keep_below=keep_below, grid=grid)
     stored: dict[int, Candle] = {}
     coverage = Coverage.of([])
     listing: int | None = None
@@ -135,13 +136,13 @@ def scenarios(draw: st.DrawFn) -> tuple[Model, int, int, int, Coverage]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(scenarios(), st.integers(1, 8), st.randoms(use_true_random=True))
+@given(scenarios(), st.integers(1, 8), st.randoms(use_true_random=True), st.booleans())
 def test_any_answer_order_stores_exactly_what_upstream_holds(
-    scenario: tuple[Model, int, int, int, Coverage], depth: int, rng: random.Random
+    scenario: tuple[Model, int, int, int, Coverage], depth: int, rng: random.Random, grid: bool
 ) -> None:
     model, since, until, now, prior = scenario
     gaps = plan_gaps(prior, model.tf, since, until, now)
-    done = run(model, gaps, depth=depth, rng=rng)
+    done = run(model, gaps, depth=depth, rng=rng, grid=grid)
     for start, end in gaps:
         assert done.coverage.contains(start, end)
         assert {s: c for s, c in done.stored.items() if start <= s < end} == in_range(
@@ -155,18 +156,25 @@ def test_any_answer_order_stores_exactly_what_upstream_holds(
 
 
 @settings(max_examples=100, deadline=None)
-@given(scenarios(), st.integers(1, 8), st.randoms(use_true_random=True), st.integers(1, 20))
+@given(
+    scenarios(),
+    st.integers(1, 8),
+    st.randoms(use_true_random=True),
+    st.integers(1, 20),
+    st.booleans(),
+)
 def test_a_run_stopped_anywhere_then_rerun_gives_the_same_store(
     scenario: tuple[Model, int, int, int, Coverage],
     depth: int,
     rng: random.Random,
     stop: int,
+    grid: bool,
 ) -> None:
     model, since, until, now, prior = scenario
     tf = model.tf
     gaps = plan_gaps(prior, tf, since, until, now)
     # As ``marketspine collect`` runs it: full pages kept to the gap.
-    whole = run(Model(tf, model.starts), gaps, depth=depth, rng=rng, keep_below=False)
+    whole = run(Model(tf, model.starts), gaps, depth=depth, rng=rng, keep_below=False, grid=grid)
     first = run(
         Model(tf, model.starts),
         gaps,
@@ -174,10 +182,11 @@ def test_a_run_stopped_anywhere_then_rerun_gives_the_same_store(
         rng=rng,
         stop_after_writes=stop,
         keep_below=False,
+        grid=grid,
     )
     # The rerun plans what the stopped run left uncovered (as collect does) and adds to it.
     left = plan_gaps(prior.union(first.coverage), tf, since, until, now)
-    rest = run(Model(tf, model.starts), left, depth=depth, rng=rng, keep_below=False)
+    rest = run(Model(tf, model.starts), left, depth=depth, rng=rng, keep_below=False, grid=grid)
     assert {**first.stored, **rest.stored} == whole.stored
     assert prior.union(first.coverage).union(rest.coverage) == prior.union(whole.coverage)
 
@@ -187,22 +196,42 @@ def test_a_run_stopped_anywhere_then_rerun_gives_the_same_store(
     scenarios(),
     st.tuples(st.integers(1, 8), st.integers(1, 8)),
     st.tuples(st.randoms(use_true_random=True), st.randoms(use_true_random=True)),
+    st.booleans(),
 )
 def test_every_answer_order_and_depth_asks_the_same_pages_in_the_same_places(
     scenario: tuple[Model, int, int, int, Coverage],
     depths: tuple[int, int],
     rngs: tuple[random.Random, random.Random],
+    grid: bool,
 ) -> None:
     # What lets processes sharing page leases (keyed by ``to``) fetch each page once: however
     # their answers interleave, page k of one lies where page k of the other does. (Only
     # how many void pages, below a proof, get asked depends on the order.)
     model, since, until, now, prior = scenario
     gaps = plan_gaps(prior, model.tf, since, until, now)
-    one = run(Model(model.tf, model.starts), gaps, depth=depths[0], rng=rngs[0])
-    other = run(Model(model.tf, model.starts), gaps, depth=depths[1], rng=rngs[1])
+    one = run(Model(model.tf, model.starts), gaps, depth=depths[0], rng=rngs[0], grid=grid)
+    other = run(Model(model.tf, model.starts), gaps, depth=depths[1], rng=rngs[1], grid=grid)
     assert one.written == other.written
     for index in one.asked.keys() & other.asked.keys():
         assert one.asked[index] == other.asked[index]
+
+
+@pytest.mark.parametrize("density", [1.0, 0.97])
+def test_on_the_grid_overlapping_gaps_ask_the_same_pages_where_they_overlap(
+    density: float,
+) -> None:
+    # Two collectors whose ranges overlap, one planned from where the other had stored to:
+    # past each one's first page (asked at its gap's end), their pages meet on the grid, so
+    # page leases fetch the overlap once.
+    rng = random.Random(7)
+    starts = [MIN.shift(T0, i) for i in range(20_000) if i == 0 or rng.random() < density]
+    one_gap, other_gap = (MIN.shift(T0, 5_000), MIN.shift(T0, 19_000)), (T0, MIN.shift(T0, 12_345))
+    one = run(Model(MIN, starts), [one_gap], depth=6, rng=random.Random(8), grid=True)
+    other = run(Model(MIN, starts), [other_gap], depth=6, rng=random.Random(9), grid=True)
+    union = run(Model(MIN, starts), [(T0, one_gap[1])], depth=6, rng=random.Random(10), grid=True)
+    both = set(one.asked.values()) | set(other.asked.values())
+    assert len(both) <= len(union.asked) + 2  # + the other's first page, + one to join
+    assert one.stored | other.stored == union.stored == in_range(Model(MIN, starts), T0, one_gap[1])
 
 
 def test_a_dense_market_keeps_pages_in_flight_at_the_sequential_walks_calls() -> None:

@@ -227,6 +227,8 @@ async def _collect(
                 leases=shared.leases if shared else None,
                 # Kill -9 or Ctrl-C, then a rerun: the same database as one run, to the row.
                 keep_below=False,
+                # Collectors on one Redis whose ranges overlap then ask the same pages there.
+                grid=shared is not None,
             )
 
 

@@ -161,6 +161,7 @@ async def collect(
     leases: PageLeases | None = None,
     depth: int = DEFAULT_DEPTH,
     keep_below: bool = True,
+    grid: bool = False,
 ) -> CollectSummary:
     """Backfill the closed candles of ``markets`` starting in ``[since_ms, until_ms)``.
 
@@ -181,6 +182,9 @@ async def collect(
 
     ``leases`` (processes sharing a Redis) make each page fetched once among them; a page
     another process fetched is stored here too but not counted in ``upstream_calls``.
+    Processes that plan the same gaps ask the same pages; with ``grid``, dense pages lie on
+    one grid whatever the gaps (``pipeline.grid_point_at_or_above``), so collectors whose
+    ranges overlap ask the same pages there too, for at most one call more per gap.
 
     Up to ``depth`` pages are in flight at once (``pipeline``; shared among the markets that
     have something to fetch, at least one each), so one market fills the rate budget at any
@@ -239,6 +243,7 @@ async def collect(
                         leases,
                         per_market,
                         keep_below,
+                        grid,
                     )
                 )
     except BaseExceptionGroup as failures:
@@ -301,11 +306,12 @@ async def _collect_market(
     leases: PageLeases | None = None,
     depth: int = DEFAULT_DEPTH,
     keep_below: bool = True,
+    grid: bool = False,
 ) -> None:
     market = detail.market
     total_ms = sum(end - start for start, end in gaps)
     done_ms = 0
-    pipeline = MarketPipeline(tf, gaps, keep_below=keep_below)
+    pipeline = MarketPipeline(tf, gaps, keep_below=keep_below, grid=grid)
     answers: asyncio.Queue[tuple[PipelinePage, list[Candle] | Exception, bool]] = asyncio.Queue()
     fetching: set[asyncio.Task[None]] = set()
     failure: Exception | None = None

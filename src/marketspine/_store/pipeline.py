@@ -27,6 +27,12 @@ answer, each where the one above it surely ends (its *claim*):
   them if need be), each newer page above it standing for its claim; walking waits for
   every answer anyway and uses them all. A page found below a proof already in is not
   asked, but keeps its place in the order.
+* **On one grid, if asked.** With ``grid`` (``collect --redis``), a page asked ahead goes
+  to the first grid point at or above where the pages above it reach: a window start a
+  multiple of ``count`` windows from the epoch's. Processes whose gaps differ (a collector
+  started after another stored part of the range plans only the rest) then still ask the
+  same pages where the gaps overlap, and page leases fetch each once. Joining the grid
+  costs at most one call per gap, which a process alone has no reason to pay.
 * **Written in order.** Answers are handed out for storing strictly from the gap's end
   downwards, each only once everything above it is proven, so the store after a crash at
   any instant is one that the sequential walk could have left: coverage contiguous from the
@@ -127,12 +133,14 @@ class MarketPipeline:
         *,
         page_size: int = MAX_PAGE,
         keep_below: bool = True,
+        grid: bool = False,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE:
             raise InvalidRequestError(f"page_size must be 1..{MAX_PAGE}, got {page_size}")
         self.timeframe = timeframe
         self._page_size = page_size
         self._keep_below = keep_below
+        self._grid = grid
         self._gaps = [_Gap(start, end, [], position_ms=end) for start, end in reversed(gaps)]
         self._pages: list[PipelinePage] = []  # every page decided, by index
         self._answered = 0  # pages[:answered] are answered (or skipped)
@@ -270,12 +278,23 @@ class MarketPipeline:
             if bottom <= gap.start_ms:
                 continue
             tf, count = self.timeframe, self._page_size
-            claim = tf.shift(tf.floor(bottom - 1), 1 - count)  # count windows below ``to``
-            page = PipelinePage(index, number, PageRequest(bottom, count), claim)
+            to = bottom
+            if self._grid and self._dense:  # never above the gap: its end may be the forming one
+                to = min(grid_point_at_or_above(tf, count, bottom), gap.end_ms)
+            claim = tf.shift(tf.floor(to - 1), 1 - count)  # count windows below ``to``
+            page = PipelinePage(index, number, PageRequest(to, count), claim)
             gap.pages.append(page)
             self._pages.append(page)
             return page
         return None
+
+
+def grid_point_at_or_above(timeframe: Timeframe, count: int, ms: int) -> int:
+    """The first window start at or after ``ms`` whose number of windows since the epoch's
+    is a multiple of ``count``: the one page grid every process shares."""
+    origin = timeframe.floor(0)
+    index = timeframe.count_windows(origin, ms)
+    return timeframe.shift(origin, -(-index // count) * count)
 
 
 def _clipped(outcome: PageOutcome, start_ms: int) -> PageOutcome:
