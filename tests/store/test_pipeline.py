@@ -295,6 +295,26 @@ def test_a_full_page_below_the_gap_is_kept_whole_unless_asked_not_to() -> None:
     assert kept.stored == in_range(model, *gap) and kept.coverage.ranges == (gap,)
 
 
+def test_a_page_s_candles_are_let_go_once_handed_out_for_storing() -> None:
+    # A long backfill holds the candles of the pages in flight and waiting to be stored, not
+    # of everything it stored (a year of 1m is 525,600 candles).
+    model = Model(MIN, [MIN.shift(T0, i) for i in range(10_000)])
+    pipeline = MarketPipeline(MIN, [(T0, MIN.shift(T0, 10_000))])
+    asked: list[PipelinePage] = []
+    handed_out = 0
+    while not pipeline.done:
+        while (page := pipeline.next_request()) is not None:
+            asked.append(page)
+        waiting = [p for p in asked if p.outcome is None]
+        page = waiting[-1]  # the lowest first: the ones above it keep it waiting
+        pipeline.feed(page, model.answer(page.request.to_ms, page.request.count))
+        handed_out += len(pipeline.ready())
+        held = sum(len(p.outcome.candles) for p in asked if p.outcome is not None)
+        assert held <= 6 * 200  # at most the pages answered and not yet stored
+    assert handed_out == len(asked) == 50
+    assert all(p.outcome is not None and p.outcome.candles == [] for p in asked)
+
+
 def test_feeding_a_page_twice_or_a_bad_page_size_is_an_error() -> None:
     with pytest.raises(InvalidRequestError, match=r"page_size must be 1\.\.200"):
         MarketPipeline(MIN, [], page_size=0)

@@ -56,7 +56,7 @@ fewer than ``depth`` pages are in flight, feeds each answer with ``feed`` and wr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .._base.coverage import Range
 from .._base.timeframes import Timeframe
@@ -91,6 +91,7 @@ class PipelinePage:
     outcome: PageOutcome | None = None
     void: bool = False  # asked below a proof of the gap's end: its answer is dropped
     skipped: bool = False  # void already when decided: never asked (see ``next_request``)
+    full: bool = False  # it answered ``count`` candles (kept: its candles go once stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,7 @@ class MarketPipeline:
         self._in_flight -= 1
         gap = self._gaps[page.gap]
         page.outcome = outcome = page_outcome(self.timeframe, page.request, candles, gap.start_ms)
+        page.full = len(outcome.candles) >= page.request.count
         proves = outcome.done or outcome.covered[0] <= gap.start_ms
         if proves and (gap.proved_at is None or page.index < gap.proved_at):
             gap.proved_at = page.index
@@ -219,10 +221,11 @@ class MarketPipeline:
         for gap in self._gaps:
             while not gap.proven and gap.written < len(gap.pages):
                 page = gap.pages[gap.written]
-                outcome = page.outcome
-                if outcome is None:
+                answered = page.outcome
+                if answered is None:
                     break  # the pages below wait for it
                 gap.written += 1
+                outcome = answered
                 if self._clips(page.request, outcome, gap.start_ms):
                     outcome = _clipped(outcome, gap.start_ms)
                 above = gap.position_ms
@@ -234,6 +237,9 @@ class MarketPipeline:
                 low = gap.position_ms
                 fresh = sum(1 for c in outcome.candles if low <= c.start_ms < above)
                 out.append(ReadyPage(gap.range, outcome, low, gap.proven, above - low, fresh))
+                # Handed out to be stored: what decides the next pages is kept, not the
+                # candles (a year of 1m would otherwise stay in memory to the end).
+                page.outcome = replace(answered, candles=[])
         return out
 
     def _clips(self, request: PageRequest, outcome: PageOutcome, start_ms: int) -> bool:
@@ -260,7 +266,7 @@ class MarketPipeline:
             low = outcome.covered[0]
             gap.known_low_ms = low if gap.known_low_ms is None else min(gap.known_low_ms, low)
             gap.known_proof = outcome.done or low <= gap.start_ms
-            if len(outcome.candles) >= page.request.count:
+            if page.full:
                 spanned = self.timeframe.count_windows(low, page.request.to_ms)
                 self._dense = spanned <= DENSE * page.request.count
         self._known = max(self._known, known)
