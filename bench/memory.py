@@ -2,8 +2,10 @@
 candle windows of many markets and the live state of 250 watched markets, and show that the
 process's RSS stays under the budget plus the interpreter's baseline.
 
-Runs in a fresh process, so the figure is Spine's own. `python -m bench memory`;
-`python -m bench.memory fill [MB]` prints the rows as JSON lines.
+Also: one market's backfill (``collect``) over 15 and 60 days, whose peak RSS must not grow
+with the days collected. Each runs in a fresh process, so the figure is its own.
+`python -m bench memory`; `python -m bench.memory fill [MB]` or `collect [DAYS]` prints the
+rows of one as JSON lines.
 """
 
 from __future__ import annotations
@@ -80,14 +82,52 @@ async def fill(url: str, db: Path, memory_mb: float) -> list[Row]:
     ]
 
 
-def run() -> list[Row]:
+async def collect_peak(url: str, db: Path, days: int) -> list[Row]:
+    """One market's ``days`` of 1m collected (unpaced): the process's peak RSS above what
+    it held before the first page, sampled at every page stored. Flat in ``days`` when the
+    collector holds only the pages in flight."""
+    import psutil
+
+    from marketspine._base.time import DAY_MS
+    from marketspine._base.timeframes import TIMEFRAMES
+    from marketspine._client.client import Client
+    from marketspine._store.backfill import collect
+    from marketspine._store.sqlite import SQLiteStore
+
+    process = psutil.Process(os.getpid())
+    budget = LocalRateBudget(limit=1000)  # the simulator runs with --rate-limit 0
+    async with SQLiteStore(db) as store, Client(url, budget=budget) as client:
+        now = await client.synced_now_ms("KRW-BTC")
+        baseline = peak = process.memory_info().rss
+
+        def sample(_: object) -> None:
+            nonlocal peak
+            peak = max(peak, process.memory_info().rss)
+
+        summary = await collect(
+            client, store, ["KRW-BTC"], TIMEFRAMES["1m"],
+            since_ms=now - days * DAY_MS, until_ms=now, now_ms=now, progress=sample,
+        )  # fmt: skip
+    name = (
+        f"collect of one market, {days} days of 1m ({summary.candles_written:,} candles, "
+        f"{summary.upstream_calls} pages): peak RSS above the start's"
+    )
+    return [row(name, (peak - baseline) / MIB, "MiB", "flat in the days collected")]
+
+
+def _probe(*args: str) -> list[Row]:
+    """The rows ``python -m bench.memory ARGS`` prints: each probe in a fresh process."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "fill", "100"],
+        [sys.executable, "-m", "bench.memory", *args],
         capture_output=True,
         text=True,
         check=True,
     )
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def run() -> list[Row]:
+    return [*_probe("fill", "100"), *_probe("collect", "15"), *_probe("collect", "60")]
 
 
 def main() -> None:
@@ -98,6 +138,12 @@ def main() -> None:
             simulator("--markets", "250", "--rate-limit", "0") as url,
         ):
             for item in asyncio.run(fill(url, Path(tmp) / "m.db", memory_mb)):
+                print(json.dumps(item))
+        return
+    if sys.argv[1:2] == ["collect"]:
+        days = int(sys.argv[2]) if len(sys.argv) > 2 else 60
+        with tempfile.TemporaryDirectory() as tmp, simulator("--rate-limit", "0") as url:
+            for item in asyncio.run(collect_peak(url, Path(tmp) / "c.db", days)):
                 print(json.dumps(item))
         return
     for item in run():
