@@ -63,7 +63,10 @@ def test_every_command_has_help() -> None:
             ["collect", "KRW-BTC", "-t", "1h", "--since", "2024-02-01", "--until", "2024-01-01"],
             "must be before --until",
         ),
-        (["collect", "KRW-BTC", "-t", "1h", "--since", "yesterday"], "invalid time 'yesterday'"),
+        (
+            ["collect", "KRW-BTC", "-t", "1h", "--since", "yesterday"],
+            "--since 'yesterday' is not a time",
+        ),
         (["collect", "KRWBTC", "-t", "1h"], "expected QUOTE-BASE"),
         (["export", "KRW-BTC", "-t", "1h", "--format", "xls", "--out", "x"], "csv, parquet"),
         (["sim", "--region", "us"], "unknown region 'us'"),
@@ -249,3 +252,34 @@ def test_collect_takes_now_from_upstream_not_the_local_clock(
     # Every closed minute, and not the forming one.
     assert times == [parse_naive_utc(c["candle_date_time_utc"]) for c in expected]
     assert times and max(times) < forming
+
+
+def test_a_duration_for_since_counts_back_from_upstream_s_clock(
+    running_sim: Callable[..., AbstractContextManager[str]],
+    sim_clock: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    # `--since 90m`: the last 90 minutes on upstream's clock (months behind this machine's
+    # here), not on the local one, whose last 90 minutes upstream has not reached yet.
+    from marketspine.sim import SimConfig
+
+    db = str(tmp_path / "relative.db")
+    now = sim_clock()
+    forming = now - now % 60_000
+    since = -(-(now - 90 * 60_000) // 60_000) * 60_000  # the first window start in it
+    with running_sim(SimConfig(rate_limit=10), sim_clock) as url:
+        done = run_in_process(
+            "collect", "KRW-BTC", "-t", "1m", "--since", "90m", "--db", db,
+            "--upstream", url, "--json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        expected = rest_candles(url, "/v1/candles/minutes/1", "KRW-BTC", since, forming)
+    out = tmp_path / "relative.csv"
+    exported = run_in_process(
+        "export", "KRW-BTC", "-t", "1m", "--db", db, "--out", str(out),
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    with out.open() as handle:
+        times = [parse_time(row["time_utc"]) for row in csv.DictReader(handle)]
+    assert times == [parse_naive_utc(c["candle_date_time_utc"]) for c in expected]
+    assert times and min(times) >= since

@@ -15,9 +15,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._base.durations import parse_moment
 from .._base.extras import need
 from .._base.markets import market_code
-from .._base.time import format_utc, now_ms, parse_time
+from .._base.time import format_utc, now_ms
 from .._base.timeframes import Timeframe, parse_timeframe
 from .._base.urls import check_db, check_upstream, is_postgres_url
 from .._budget.rules import Priority
@@ -71,10 +72,11 @@ def check_since(since_ms: int, now: int, whose: str = "now", what: str = "--sinc
 def _range(
     timeframe: Timeframe, since: str | None, until: str | None, now: int, whose: str = "now"
 ) -> tuple[int, int]:
-    """``[since, until)`` in ms; without --until the end is ``now``. Raises
-    InvalidRequestError for a --since not before --until, or in the future."""
-    until_ms = parse_time(until) if until else now
-    since_ms = parse_time(since) if since else default_since(timeframe, until_ms)
+    """``[since, until)`` in ms; without --until the end is ``now``, and a duration (``7d``)
+    counts back from ``now``. Raises InvalidRequestError for a time neither ISO 8601 nor a
+    duration, a --since not before --until, or in the future."""
+    until_ms = parse_moment(until, now, "--until") if until else now
+    since_ms = parse_moment(since, now, "--since") if since else default_since(timeframe, until_ms)
     if since_ms >= until_ms and until is not None:
         raise InvalidRequestError(
             f"--since ({format_utc(since_ms)}) must be before --until ({format_utc(until_ms)})"
@@ -200,7 +202,7 @@ async def _collect(
         client = await stack.enter_async_context(
             Client(upstream, budget=shared.budget if shared else None)
         )
-        until_hint = parse_time(until) if until else None
+        until_hint = parse_moment(until, now_ms(), "--until") if until else None
         try:
             now = await client.synced_now_ms(codes[0], until_ms=until_hint, priority=Priority.LOW)
         except UnknownMarketError:

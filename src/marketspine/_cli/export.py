@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from .._base.durations import parse_moment
 from .._base.extras import need
 from .._base.markets import market_code
-from .._base.time import format_utc, from_ms, now_ms, parse_time
+from .._base.time import format_utc, from_ms, now_ms
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._store.default_path import sibling_hint
 from .._store.derive import DERIVABLE, derive_candles
@@ -62,8 +63,8 @@ def run_export(
     if export_format == "parquet":
         need("parquet")
     now = now_ms()
-    since_ms = parse_time(since) if since else 0
-    until_ms = parse_time(until) if until else now
+    since_ms = parse_moment(since, now, "--since") if since else 0
+    until_ms = parse_moment(until, now, "--until") if until else now
     if since_ms >= until_ms and until:
         raise InvalidRequestError(
             f"--since ({_label(since_ms)}) must be before --until ({_label(until_ms)})"

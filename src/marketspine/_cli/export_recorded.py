@@ -18,9 +18,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from .._base.durations import parse_moment
 from .._base.extras import need
 from .._base.markets import market_code
-from .._base.time import DAY_MS, format_utc, now_ms, parse_time
+from .._base.time import DAY_MS, format_utc, now_ms
 from .._store.recording import RECORDED_KINDS, RecordedKind, RecordingStore
 from .._store.recording_store import recording_for
 from ..errors import InvalidRequestError
@@ -75,8 +76,9 @@ def run_export_recorded(
         raise InvalidRequestError(f"--kind {kind} writes files: give --out FILE (or a folder)")
     if export_format == "parquet":
         need("parquet")
-    since_ms = parse_time(since) if since else None
-    until_ms = parse_time(until) if until else now_ms() + 1
+    now = now_ms()
+    since_ms = parse_moment(since, now, "--since") if since else None
+    until_ms = parse_moment(until, now, "--until") if until else now + 1
     if since_ms is not None and since_ms >= until_ms:
         raise InvalidRequestError(
             f"--since ({format_utc(since_ms)}Z) must be before --until ({format_utc(until_ms)}Z)"

@@ -108,7 +108,10 @@ def _timeframe_option(func: click.decorators.FC) -> click.decorators.FC:
 
 def _until_option(func: click.decorators.FC) -> click.decorators.FC:
     return click.option(
-        "--until", metavar="TIME", default=None, help="ISO 8601 end, exclusive (default: now)."
+        "--until",
+        metavar="TIME",
+        default=None,
+        help="ISO 8601 end, exclusive, or a duration back from now such as 3d (default: now).",
     )(func)
 
 
@@ -243,7 +246,10 @@ def _default_db(upstream: str = DEFAULT_UPSTREAM) -> str:
     "--since",
     metavar="TIME",
     default=None,
-    help="ISO 8601 start, naive means UTC (default: 200 windows before --until).",
+    help=(
+        "ISO 8601 start (naive means UTC), or a duration back from now such as 7d "
+        "(default: 200 windows before --until)."
+    ),
 )
 @_until_option
 @_db_option
@@ -515,7 +521,10 @@ def migrate(source: str, target: str, json_output: bool) -> None:
     "--since",
     metavar="TIME",
     default=None,
-    help="ISO 8601 start, naive means UTC (default: from the first stored candle).",
+    help=(
+        "ISO 8601 start (naive means UTC), or a duration back from now such as 7d "
+        "(default: from the first stored candle)."
+    ),
 )
 @_until_option
 @_db_option
@@ -579,7 +588,12 @@ def export(
 @click.option(
     "--timeframe", "-t", metavar="TF", default="1m", show_default=True, help="Candle windows."
 )
-@click.option("--since", metavar="TIME", default=None, help="ISO 8601 start (default: all).")
+@click.option(
+    "--since",
+    metavar="TIME",
+    default=None,
+    help="ISO 8601 start or a duration back such as 7d (default: all).",
+)
 @_until_option
 @_db_option
 @_upstream_option
@@ -841,8 +855,20 @@ def _record_plan(kinds: str | None, markets: str | None, orderbook_every: str) -
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("markets", metavar="[MARKET...]", nargs=-1)
 @_db_option
-@click.option("--from", "since", metavar="TIME", required=True, help="Start of the replay.")
-@click.option("--to", "until", metavar="TIME", required=True, help="End of the replay.")
+@click.option(
+    "--from",
+    "since",
+    metavar="TIME",
+    required=True,
+    help="Start of the replay: ISO 8601, or a duration back such as 2h.",
+)
+@click.option(
+    "--to",
+    "until",
+    metavar="TIME",
+    required=True,
+    help="End of the replay: ISO 8601, or a duration back such as 1h.",
+)
 @click.option(
     "--speed",
     type=float,

@@ -12,8 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from .._base.durations import parse_moment
 from .._base.markets import market_code
-from .._base.time import format_utc, parse_time
+from .._base.time import format_utc, now_ms
 from .._base.urls import check_db, is_postgres_url
 from .._spine.recording import record_kinds
 from .._spine.replay import ReplayPlan, check_replay
@@ -24,16 +25,6 @@ from ..errors import InvalidRequestError, StoreError
 from .commands import open_store
 
 __all__ = ["run_replay_command"]
-
-
-def _time(text: str, flag: str) -> int:
-    try:
-        return parse_time(text)
-    except (InvalidRequestError, OverflowError):
-        raise InvalidRequestError(
-            f"{flag} {text!r} is not a time: expected ISO 8601 (2026-01-02T03:04:05, naive "
-            "means UTC)"
-        ) from None
 
 
 def run_replay_command(
@@ -59,7 +50,8 @@ def run_replay_command(
             f"no database at {db}: record one first (marketspine record MARKET... --db {db}) "
             "or pass the --db it was recorded into"
         )
-    start_ms, end_ms = _time(since, "--from"), _time(until, "--to")
+    now = now_ms()
+    start_ms, end_ms = parse_moment(since, now, "--from"), parse_moment(until, now, "--to")
     if start_ms >= end_ms:
         raise InvalidRequestError(
             f"--from ({format_utc(start_ms)}) must be before --to ({format_utc(end_ms)})"

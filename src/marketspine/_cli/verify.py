@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._base.durations import parse_moment
 from .._base.markets import market_code
-from .._base.time import format_utc, parse_time
+from .._base.time import format_utc, now_ms
 from .._base.timeframes import parse_timeframe
 from .._base.urls import check_db, check_upstream, is_postgres_url
 from .._spine.verify import VerifyReport, verify_recording
@@ -39,8 +40,9 @@ def run_verify(
     tf = parse_timeframe(timeframe)
     check_upstream(upstream, "--upstream")
     check_db(db, "--db")
-    since_ms = parse_time(since) if since else None
-    until_ms = parse_time(until) if until else None
+    now = now_ms()
+    since_ms = parse_moment(since, now, "--since") if since else None
+    until_ms = parse_moment(until, now, "--until") if until else None
     if since_ms is not None and until_ms is not None and since_ms >= until_ms:
         raise InvalidRequestError("--since must be before --until")
     if not is_postgres_url(db) and not Path(db).expanduser().exists():
