@@ -20,7 +20,7 @@ from marketspine._spine import hot
 from marketspine._spine.spine import Spine
 from marketspine._upbit.rest_rows import candle_row
 from marketspine.records import Candle
-from marketspine.sim import SimConfig
+from marketspine.sim import History, SimConfig
 
 WATCHED, UNWATCHED = "KRW-BTC", "KRW-ETH"
 MINUTE = parse_timeframe("1m")
@@ -29,6 +29,8 @@ MINUTE = parse_timeframe("1m")
 # ``timestamp`` is when its last tick was stored, which trades cannot tell either). Why
 # such a candle stays in memory and is never stored: ``Spine._close_live``.
 SUMS = {"candle_acc_trade_price", "candle_acc_trade_volume"}
+CONFIG = SimConfig(seed=5, rate_limit=0)
+HISTORY = History(CONFIG.seed, markets=CONFIG.markets, region=CONFIG.region)  # its trades
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def url(
     # The stream's burst of a step's trades may come late on a loaded machine: the keeper
     # waits for it as long as the test would (a proof that cannot come is not waited for).
     monkeypatch.setattr(hot, "LIVE_CLOSE_WAIT_S", 30.0)
-    with running_sim(SimConfig(seed=5, rate_limit=0), sim_clock) as base:
+    with running_sim(CONFIG, sim_clock) as base:
         yield base
 
 
@@ -58,9 +60,26 @@ async def learned(spine: Spine, markets: list[str]) -> None:
 
 async def close_minute(spine: Spine, clock: ManualClock, markets: list[str]) -> int:
     """Move upstream's clock a minute on; returns the start of the minute that closed, once
-    the keeper holds it for every one of ``markets``."""
-    clock.advance(60_000)
-    newest = MINUTE.floor(clock()) - 60_000
+    the keeper holds it for every one of ``markets``.
+
+    In two steps: to just short of when the keeper takes the close (``HOT_SETTLE_MS`` after
+    it), then, once the stream has delivered the closed minute's last trade, the rest. The
+    simulator's clock jumps, and its stream sends what the jump passed at its next tick,
+    while pings are answered at once: a keeper proving a quiet close by a ping in between
+    would take a candle short of its last trades. (Upbit's clock runs: by the time the
+    keeper asks, the window's trades were sent.)"""
+    target = clock() + 60_000
+    newest = MINUTE.floor(target) - 60_000
+    clock.advance(min(target, newest + 60_000 + hot.HOT_SETTLE_MS // 2) - clock())
+    if WATCHED in markets:
+        last = [t.ms for t in HISTORY.trades_between(WATCHED, newest, newest + 60_000)]
+
+        def delivered() -> bool:
+            seen = spine._live.trades(WATCHED, 1)
+            return not last or (bool(seen) and seen[0].ms >= last[-1])
+
+        await wait_until(delivered, 20, "the stream to send the closed minute's trades")
+    clock.advance(target - clock())
 
     def held() -> bool:
         for market in markets:
