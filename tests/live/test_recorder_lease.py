@@ -18,6 +18,13 @@ def lease(space: RedisSpace, name: str = "db1") -> RecorderLease:
     return RecorderLease(space.url, name, prefix=space.prefix, lease_s=1.0, poll_s=0.05)
 
 
+async def lease_state(space: RedisSpace, name: str = "db1") -> str:
+    """Who holds the lease ``name`` and for how much longer, as Redis says."""
+    key = f"{space.prefix}record:{{{name}}}:lease"
+    async with Redis.from_url(space.url) as redis:
+        return f"{key} = {await redis.get(key)!r}, {await redis.pttl(key)} ms left"
+
+
 async def test_the_standby_takes_over_once_the_holder_stops_renewing(
     redis_space: RedisSpace,
 ) -> None:
@@ -31,8 +38,12 @@ async def test_the_standby_takes_over_once_the_holder_stops_renewing(
             await asyncio.sleep(2.0)  # well past the lease's 1 s: renewal keeps it held
             assert not waiting.done()
             keeping.cancel()  # the holder dies: it renews no more
-            async with asyncio.timeout(30):
-                taken = await waiting
+            try:
+                async with asyncio.timeout(30):
+                    taken = await waiting
+            except TimeoutError:
+                state = await lease_state(redis_space)
+                pytest.fail(f"no takeover in 30 s: {state} ({first.token=}, {second.token=})")
         assert taken is not None and taken.generation > held.generation
         async with asyncio.timeout(30):
             lost = await first.keep(held)
