@@ -221,65 +221,41 @@ def test_progress_bar_shows_each_market_with_candles_and_rate() -> None:
     assert "4,000 candles" in text and "100.0%" in text and "candles/s" in text
 
 
+@pytest.mark.parametrize("relative", [False, True], ids=["iso", "duration"])
 def test_collect_takes_now_from_upstream_not_the_local_clock(
     running_sim: Callable[..., AbstractContextManager[str]],
     sim_clock: Callable[[], int],
     tmp_path: Path,
+    relative: bool,
 ) -> None:
     # The simulator's clock stands months behind this machine's, as upstream would behind a
     # local clock running fast: by the local clock the forming minute looks long closed.
+    # `--since 90m` counts back from upstream's clock too (the last 90 minutes of the local
+    # one upstream has not reached yet).
     from marketspine.sim import SimConfig
 
     db = str(tmp_path / "skew.db")
     now = sim_clock()
     forming = now - now % 60_000
-    since = forming - 90 * 60_000
+    if relative:
+        since_arg, since = "90m", -(-(now - 90 * 60_000) // 60_000) * 60_000  # its first window
+    else:
+        since = forming - 90 * 60_000
+        since_arg = format_utc(since)
     with running_sim(SimConfig(rate_limit=10), sim_clock) as url:
         done = run_in_process(
-            "collect", "KRW-BTC", "-t", "1m", "--since", format_utc(since), "--db", db,
+            "collect", "KRW-BTC", "-t", "1m", "--since", since_arg, "--db", db,
             "--upstream", url, "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         expected = rest_candles(url, "/v1/candles/minutes/1", "KRW-BTC", since, forming)
     out = tmp_path / "skew.csv"
     exported = run_in_process(
-        "export", "KRW-BTC", "-t", "1m", "--since", format_utc(since),
-        "--until", format_utc(forming + 3_600_000), "--db", db, "--out", str(out),
-    )  # fmt: skip
-    assert exported.returncode == 0, exported.stderr
-    with out.open() as handle:
-        times = [parse_time(row["time_utc"]) for row in csv.DictReader(handle)]
-    # Every closed minute, and not the forming one.
-    assert times == [parse_naive_utc(c["candle_date_time_utc"]) for c in expected]
-    assert times and max(times) < forming
-
-
-def test_a_duration_for_since_counts_back_from_upstream_s_clock(
-    running_sim: Callable[..., AbstractContextManager[str]],
-    sim_clock: Callable[[], int],
-    tmp_path: Path,
-) -> None:
-    # `--since 90m`: the last 90 minutes on upstream's clock (months behind this machine's
-    # here), not on the local one, whose last 90 minutes upstream has not reached yet.
-    from marketspine.sim import SimConfig
-
-    db = str(tmp_path / "relative.db")
-    now = sim_clock()
-    forming = now - now % 60_000
-    since = -(-(now - 90 * 60_000) // 60_000) * 60_000  # the first window start in it
-    with running_sim(SimConfig(rate_limit=10), sim_clock) as url:
-        done = run_in_process(
-            "collect", "KRW-BTC", "-t", "1m", "--since", "90m", "--db", db,
-            "--upstream", url, "--json",
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        expected = rest_candles(url, "/v1/candles/minutes/1", "KRW-BTC", since, forming)
-    out = tmp_path / "relative.csv"
-    exported = run_in_process(
         "export", "KRW-BTC", "-t", "1m", "--db", db, "--out", str(out),
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     with out.open() as handle:
         times = [parse_time(row["time_utc"]) for row in csv.DictReader(handle)]
+    # Every closed minute from `--since` on, and not the forming one.
     assert times == [parse_naive_utc(c["candle_date_time_utc"]) for c in expected]
-    assert times and min(times) >= since
+    assert times and min(times) >= since and max(times) < forming
