@@ -26,7 +26,7 @@ def parse_duration(text: str, name: str) -> int:
         raise InvalidRequestError(
             f"{name} must be a duration such as 500ms, 1s, 5m, 2h or 7d (or 0), got {text!r}"
         )
-    return round(float(found.group(1)) * _UNITS[found.group(2)])
+    return _length_ms(found)
 
 
 def parse_moment(text: str, now_ms: int, name: str) -> int:
@@ -36,7 +36,7 @@ def parse_moment(text: str, now_ms: int, name: str) -> int:
     Raises InvalidRequestError naming ``name`` (the flag) and both forms for anything else."""
     found = _DURATION.fullmatch(text.strip().lower())
     if found is not None:
-        return now_ms - round(float(found.group(1)) * _UNITS[found.group(2)])
+        return now_ms - _length_ms(found)
     try:
         return parse_time(text)
     except (InvalidRequestError, OverflowError):
@@ -45,3 +45,8 @@ def parse_moment(text: str, now_ms: int, name: str) -> int:
             "2024-01-01T09:00:00+09:00 or 2024-01-01T00:00:00Z (naive means UTC), or a "
             "duration back from now such as 90m, 12h or 7d"
         ) from None
+
+
+def _length_ms(found: re.Match[str]) -> int:
+    """The milliseconds of a ``_DURATION`` match."""
+    return round(float(found.group(1)) * _UNITS[found.group(2)])

@@ -89,8 +89,7 @@ class PipelinePage:
     request: PageRequest
     claim_ms: int  # the low end it surely proves when full: ``count`` windows below ``to``
     outcome: PageOutcome | None = None
-    void: bool = False  # asked below a proof of the gap's end: its answer is dropped
-    skipped: bool = False  # void already when decided: never asked (see ``next_request``)
+    skipped: bool = False  # below a proof already in when decided: never asked
     full: bool = False  # it answered ``count`` candles (kept: its candles go once stored)
 
 
@@ -192,7 +191,7 @@ class MarketPipeline:
             if gap.proved_at is not None and gap.proved_at < index:
                 # Below a proof already in: void, so not asked. It keeps its place in the
                 # order (a process without that answer yet asks it) and decides nothing.
-                page.void = page.skipped = True
+                page.skipped = True
                 self._answered += self._answered == index
                 continue
             self._in_flight += 1
@@ -230,10 +229,8 @@ class MarketPipeline:
                     outcome = _clipped(outcome, gap.start_ms)
                 above = gap.position_ms
                 gap.position_ms = max(gap.start_ms, min(above, outcome.covered[0]))
-                if outcome.done or gap.position_ms <= gap.start_ms:
-                    gap.proven = True
-                    for later in gap.pages[gap.written :]:
-                        later.void = True
+                # The pages below a proof are void: never handed out, whatever they return.
+                gap.proven = outcome.done or gap.position_ms <= gap.start_ms
                 low = gap.position_ms
                 fresh = sum(1 for c in outcome.candles if low <= c.start_ms < above)
                 out.append(ReadyPage(gap.range, outcome, low, gap.proven, above - low, fresh))
