@@ -3,12 +3,15 @@ blocks, the Origin group. Windows are fixed one-second windows of an injected cl
 
 from __future__ import annotations
 
+import asyncio
 import re
+from typing import Any
 
 import httpx
 import pytest
 
 from marketspine.sim import SimConfig, create_app
+from marketspine.sim._history import Bar, History
 from marketspine.sim._limits import (
     FIRST_BLOCK_S,
     STRIKES_BEFORE_BLOCK,
@@ -40,6 +43,19 @@ def test_budget_per_second_counts_down_and_refills_next_window() -> None:
     clock.t = 1001.0  # next window
     verdict = limiter.check("1.2.3.4", "candles", 10)
     assert (verdict.status, verdict.remaining) == (200, 9)
+
+
+def test_a_request_checked_late_counts_in_the_window_it_arrived_in() -> None:
+    clock = StepClock(1001.3)
+    limiter = RateLimiter(clock)
+    for _ in range(2):  # the new window's requests are checked first...
+        assert limiter.check("a", "candles", 2).status == 200
+    # ...then one that arrived in the window before, checked late: it counts there...
+    assert limiter.check("a", "candles", 2, at=1000.99).status == 200
+    assert limiter.check("a", "candles", 2, at=1000.995).status == 200
+    assert limiter.check("a", "candles", 2, at=1000.998).status == 429
+    # ...and the new window keeps its count.
+    assert limiter.check("a", "candles", 2).status == 429
 
 
 def test_groups_and_clients_have_separate_budgets() -> None:
@@ -189,3 +205,39 @@ async def test_rate_limit_changes_at_run_time() -> None:
         changed = await client.post("/sim/faults", json={"rate_limit": 5})
         assert changed.json()["rate_limit"] == 5
         assert (await client.get("/v1/market/all")).status_code == 200
+
+
+class _SlowHistory(History):
+    """The simulator's history, each candle page taking ``cost_s`` of the limiter's clock to
+    generate, as an uncached page takes milliseconds of the event loop's time."""
+
+    def __init__(self, clock: StepClock, cost_s: float) -> None:
+        super().__init__(SimConfig().seed, markets=SimConfig().markets)
+        self.clock, self.cost_s = clock, cost_s
+
+    def candles(self, *args: Any, **kwargs: Any) -> list[Bar]:
+        self.clock.t += self.cost_s
+        return super().candles(*args, **kwargs)
+
+
+async def test_requests_arriving_together_are_counted_when_they_arrived_not_when_answered() -> None:
+    """Three pages arriving at once, then three more a second later (cached by then), each
+    window holding the limit: all answered, however long the first three take to generate
+    in turn."""
+    clock = StepClock(1000.5)
+    history = _SlowHistory(clock, 0.3)
+    app = create_app(SimConfig(rate_limit=3), limit_clock=clock, history=history)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+
+        async def burst() -> list[int]:
+            pages = [
+                client.get("/v1/candles/minutes/1", params={"market": "KRW-BTC", "to": to})
+                for to in ("2026-11-20T10:00:00Z", "2026-11-19T10:00:00Z", "2026-11-18T10:00:00Z")
+            ]
+            return [answer.status_code for answer in await asyncio.gather(*pages)]
+
+        assert await burst() == [200, 200, 200]
+        assert clock.t == pytest.approx(1001.4)  # the last one was answered in the next window
+        clock.t, history.cost_s = 1001.5, 0.0
+        assert await burst() == [200, 200, 200]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from email.utils import formatdate
 from typing import Any
@@ -74,7 +75,8 @@ class _Runtime:
         limit_clock: Callable[[], float] | None,
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        self.limiter = RateLimiter() if limit_clock is None else RateLimiter(limit_clock)
+        self.limit_clock = time.monotonic if limit_clock is None else limit_clock
+        self.limiter = RateLimiter(self.limit_clock)
         self.sleep = sleep  # waits out the simulated network latency
         # A dedicated generator: fault decisions are reproducible for a seed and never
         # disturb any other randomness.
@@ -105,15 +107,24 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
         faults = sim.faults
         stats = sim.stats
         stats.count_request(group, request.scope["path"])
+        # The request is counted in the limiter's window of its arrival at "Upbit": when it
+        # reached this endpoint plus its latency, however the clock is driven. Stamped
+        # before anything is computed: the event loop answers one request at a time, and a
+        # burst of pages to generate would otherwise stamp its last ones tens of ms late,
+        # into the next client window's second (a 429 Upbit would not send).
+        arrival = runtime.limit_clock()
         if faults.latency_ms or faults.jitter_ms:
-            delay_ms = faults.latency_ms + runtime.dice.uniform(0.0, faults.jitter_ms)
-            # On the limiter's clock: the request is counted when it arrives, its latency
-            # after it left, however the clock is driven.
-            await runtime.sleep(delay_ms / 1000)
+            delay_s = (faults.latency_ms + runtime.dice.uniform(0.0, faults.jitter_ms)) / 1000
+            arrival += delay_s
+            await runtime.sleep(delay_s)
+        elif faults.rate_limit > 0:
+            await asyncio.sleep(0)  # let the requests that came with this one be stamped
         if faults.rate_limit > 0:
             client = request.client.host if request.client else "unknown"
             origin = "origin" in request.headers
-            verdict = runtime.limiter.check(client, group, faults.rate_limit, origin=origin)
+            verdict = runtime.limiter.check(
+                client, group, faults.rate_limit, origin=origin, at=arrival
+            )
             if verdict.status != 200:
                 stats.by_status[verdict.status] += 1
                 return _rejection(verdict)

@@ -4,6 +4,8 @@ Rules (API.md §3; the parts Upbit does not document are our choice, stated here
 
 * Each client (IP) has its own budget per group (market, candles, trade, ticker, orderbook).
   Windows are **fixed one-second windows** of the limiter's clock (``floor(t)``), not sliding.
+  A request is counted in the window of its arrival, which the caller may state: requests
+  checked a little out of arrival order each still count in their own window.
 * A request over the budget is answered 429 (a *strike*). Strikes count while a client keeps
   sending: a full second without a 429 forgets them. ``STRIKES_BEFORE_BLOCK`` strikes block
   the client — every group, Origin included — with 418 for ``FIRST_BLOCK_S`` seconds,
@@ -40,6 +42,9 @@ STRIKES_BEFORE_BLOCK = 10
 FIRST_BLOCK_S = 1.0
 MAX_BLOCK_S = 600.0
 FORGIVE_AFTER_S = 300.0
+# Windows counted per (client, group): the current one and a few before it, for requests
+# checked after a later one (a busy event loop wakes their latency waits late).
+_KEPT_WINDOWS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +74,23 @@ class RateLimiter:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._windows: dict[tuple[str, str], list[int]] = {}  # -> [window index, count]
+        # -> {window index: count} of the newest windows (_KEPT_WINDOWS at most)
+        self._windows: dict[tuple[str, str], dict[int, int]] = {}
         self._clients: dict[str, _Client] = {}
 
-    def check(self, client: str, group: str, limit: int, *, origin: bool = False) -> Verdict:
+    def check(
+        self,
+        client: str,
+        group: str,
+        limit: int,
+        *,
+        origin: bool = False,
+        at: float | None = None,
+    ) -> Verdict:
         """Count one request of ``client`` in ``group`` (``origin``: it carried an Origin
-        header) against ``limit`` requests per second, and say how to answer it."""
-        now = self._clock()
+        header) against ``limit`` requests per second, and say how to answer it. ``at`` is
+        when it arrived on the limiter's clock (default: now)."""
+        now = self._clock() if at is None else at
         state = self._clients.get(client)
         if state is not None and now < state.blocked_until:
             return Verdict(418, group, 0, state.blocked_until - now)
@@ -83,13 +98,13 @@ class RateLimiter:
             group, limit, window = ORIGIN_GROUP, 1, math.floor(now / ORIGIN_WINDOW_S)
         else:
             window = math.floor(now)
-        key = (client, group)
-        slot = self._windows.get(key)
-        if slot is None or slot[0] != window:
-            slot = self._windows[key] = [window, 0]
-        if slot[1] < limit:
-            slot[1] += 1
-            return Verdict(200, group, limit - slot[1])
+        counts = self._windows.setdefault((client, group), {})
+        count = counts.get(window, 0)
+        if count < limit:
+            counts[window] = count + 1
+            if len(counts) > _KEPT_WINDOWS:
+                del counts[min(counts)]
+            return Verdict(200, group, limit - count - 1)
         return self._strike(client, group, now)
 
     def _strike(self, client: str, group: str, now: float) -> Verdict:
