@@ -184,6 +184,21 @@ async def test_origin_header_limits_to_one_request_per_ten_seconds() -> None:
         assert (await client.get("/v1/market/all", headers=origin)).status_code == 200
 
 
+async def test_stats_list_a_429_with_the_arrivals_that_filled_its_window() -> None:
+    clock = StepClock(1000.25)
+    async with _client(2, clock) as client:
+        for t in (1000.25, 1000.5, 1000.75):
+            clock.t = t
+            await client.get("/v1/market/all")
+        clock.t = 1001.0
+        assert (await client.get("/v1/market/all")).status_code == 200  # a new window
+        (rejection,) = (await client.get("/sim/stats")).json()["rejections"]
+        assert rejection["at"] == 1000.75 and rejection["group"] == "market"
+        assert [at for at, _ in rejection["counted"]] == [1000.25, 1000.5]
+        assert rejection["client"] == "127.0.0.1" and rejection["source"] == "123"
+        assert (await client.post("/sim/reset")).json()["rejections"] == []
+
+
 async def test_rate_limit_zero_means_unlimited() -> None:
     async with _client(0, StepClock()) as client:
         statuses = {(await client.get("/v1/market/all")).status_code for _ in range(40)}

@@ -120,10 +120,10 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
         elif faults.rate_limit > 0:
             await asyncio.sleep(0)  # let the requests that came with this one be stamped
         if faults.rate_limit > 0:
-            client = request.client.host if request.client else "unknown"
+            client, port = request.client or ("unknown", 0)
             origin = "origin" in request.headers
             verdict = runtime.limiter.check(
-                client, group, faults.rate_limit, origin=origin, at=arrival
+                client, group, faults.rate_limit, origin=origin, at=arrival, source=str(port)
             )
             if verdict.status != 200:
                 stats.by_status[verdict.status] += 1
@@ -190,9 +190,17 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(_encode(data), status, media_type=_JSON)
 
 
-async def _get_stats(request: Request) -> Response:
+def _stats(request: Request) -> Response:
+    """The counters, and the latest 429s with what filled their windows (``rejections``:
+    arrival times on the limiter's clock, ``time.monotonic`` unless a test drives it)."""
     sim: SimState = request.app.state.sim
-    return _json(sim.stats.snapshot())
+    runtime: _Runtime = request.app.state.sim_runtime
+    rejections = [rejection.as_dict() for rejection in runtime.limiter.rejections]
+    return _json({**sim.stats.snapshot(), "rejections": rejections})
+
+
+async def _get_stats(request: Request) -> Response:
+    return _stats(request)
 
 
 async def _faults(request: Request) -> Response:
@@ -278,7 +286,7 @@ async def _post_reset(request: Request) -> Response:
     runtime: _Runtime = request.app.state.sim_runtime
     sim.stats.reset()
     runtime.limiter.reset()
-    return _json(sim.stats.snapshot())
+    return _stats(request)
 
 
 # -- assembly --------------------------------------------------------------------------------

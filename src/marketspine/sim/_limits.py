@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .._upbit.limits import WS_CONNECTS_PER_S, WS_MESSAGES_PER_MIN, WS_MESSAGES_PER_S
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectLimiter",
     "MessageLimiter",
     "RateLimiter",
+    "Rejection",
     "Verdict",
 ]
 
@@ -45,6 +47,7 @@ FORGIVE_AFTER_S = 300.0
 # Windows counted per (client, group): the current one and a few before it, for requests
 # checked after a later one (a busy event loop wakes their latency waits late).
 _KEPT_WINDOWS = 4
+_KEPT_REJECTIONS = 20  # the latest 429s, for /sim/stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,27 @@ class Verdict:
     group: str  # the group the request was counted in (``origin`` for Origin requests)
     remaining: int  # requests left in this window, for Remaining-Req ``sec``
     blocked_for_s: float = 0.0  # for 418: seconds until the block ends
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request answered 429, with the arrivals that had filled its window: whether a
+    client sent too much or the simulator stamped late shows in their times."""
+
+    at: float  # its arrival on the limiter's clock
+    client: str
+    source: str  # who within the client sent it (the simulator gives the peer's port)
+    group: str
+    counted: tuple[tuple[float, str], ...]  # (arrival, source) of each one its window holds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "client": self.client,
+            "source": self.source,
+            "group": self.group,
+            "counted": [list(arrival) for arrival in self.counted],
+        }
 
 
 @dataclass(slots=True)
@@ -74,9 +98,10 @@ class RateLimiter:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        # -> {window index: count} of the newest windows (_KEPT_WINDOWS at most)
-        self._windows: dict[tuple[str, str], dict[int, int]] = {}
+        # -> {window index: [(arrival, source), ...]} of the newest windows (_KEPT_WINDOWS)
+        self._windows: dict[tuple[str, str], dict[int, list[tuple[float, str]]]] = {}
         self._clients: dict[str, _Client] = {}
+        self.rejections: deque[Rejection] = deque(maxlen=_KEPT_REJECTIONS)
 
     def check(
         self,
@@ -86,10 +111,12 @@ class RateLimiter:
         *,
         origin: bool = False,
         at: float | None = None,
+        source: str = "",
     ) -> Verdict:
         """Count one request of ``client`` in ``group`` (``origin``: it carried an Origin
         header) against ``limit`` requests per second, and say how to answer it. ``at`` is
-        when it arrived on the limiter's clock (default: now)."""
+        when it arrived on the limiter's clock (default: now); ``source`` names its sender
+        within the client in ``rejections``."""
         now = self._clock() if at is None else at
         state = self._clients.get(client)
         if state is not None and now < state.blocked_until:
@@ -98,13 +125,14 @@ class RateLimiter:
             group, limit, window = ORIGIN_GROUP, 1, math.floor(now / ORIGIN_WINDOW_S)
         else:
             window = math.floor(now)
-        counts = self._windows.setdefault((client, group), {})
-        count = counts.get(window, 0)
-        if count < limit:
-            counts[window] = count + 1
-            if len(counts) > _KEPT_WINDOWS:
-                del counts[min(counts)]
-            return Verdict(200, group, limit - count - 1)
+        windows = self._windows.setdefault((client, group), {})
+        arrivals = windows.setdefault(window, [])
+        if len(windows) > _KEPT_WINDOWS:
+            del windows[min(windows)]
+        if len(arrivals) < limit:
+            arrivals.append((now, source))
+            return Verdict(200, group, limit - len(arrivals))
+        self.rejections.append(Rejection(now, client, source, group, tuple(arrivals)))
         return self._strike(client, group, now)
 
     def _strike(self, client: str, group: str, now: float) -> Verdict:
@@ -127,6 +155,7 @@ class RateLimiter:
         """Forget every window, strike and block."""
         self._windows.clear()
         self._clients.clear()
+        self.rejections.clear()
 
 
 # -- WebSocket (API.md §3.4) -----------------------------------------------------------------
