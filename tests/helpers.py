@@ -73,6 +73,16 @@ class ManualClock:
         return self.ms
 
 
+def afternoon_clock(speed: float) -> Callable[[], int]:
+    """A simulated clock running ``speed`` times real time from ``SIM_NOW_MS``, an afternoon
+    in Seoul, not from now: how busy the simulator's markets are follows the time of day,
+    and a test waiting on live trades must not pass at one hour and fail at another (at
+    00:30 UTC a liquid market traded too seldom for test_stream's reconnect test)."""
+    from marketspine.sim import SimClock
+
+    return SimClock(speed, start_ms=SIM_NOW_MS)
+
+
 @contextlib.contextmanager
 def run_sim(
     config: SimConfig | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from clitools import run_in_process
-from helpers import wait_until_sync
+from helpers import afternoon_clock, wait_until_sync
 from recorded_truth import differences, simulated_trades
 
 from marketspine._store.recording_sqlite import SQLiteRecording
@@ -97,7 +97,7 @@ def test_killed_and_rerun_through_drops_every_trade_is_stored_once(
 ) -> None:
     config = SimConfig(speed=60, ws_drop_every_s=0.7)
     db = tmp_path / "rec.sqlite"
-    with running_sim(config) as base:
+    with running_sim(config, afternoon_clock(config.speed)) as base:
         argv = [sys.executable, "-m", "marketspine", "record", "KRW-BTC", "--kinds", "trade",
                 "--backfill", "10s", "--db", str(db), "--upstream", base, "--json"]  # fmt: skip
         first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

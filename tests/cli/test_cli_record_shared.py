@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import redis
 from clitools import exit_code, run_in_process
-from helpers import wait_until_sync
+from helpers import afternoon_clock, wait_until_sync
 from recorded_truth import differences, simulated_trades
 from services import PgSpace, PrivateRedis
 
@@ -101,7 +101,7 @@ def test_a_killed_lease_holder_is_replaced_without_missing_or_duplicated_trades(
         token = watcher.get(lease_key)
         return None if token is None else int(str(token).partition(":")[0])
 
-    with running_sim(config) as base, contextlib.closing(watcher):
+    with running_sim(config, afternoon_clock(config.speed)) as base, contextlib.closing(watcher):
         argv = [sys.executable, "-m", "marketspine", "record", MARKET, "--kinds", "trade",
                 "--backfill", "0", "--db", db, "--upstream", base, "--redis",
                 private_redis.url, "--json", "--log-level", "info"]  # fmt: skip

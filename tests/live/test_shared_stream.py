@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import wait_until
+from helpers import afternoon_clock, wait_until
 from services import PrivateRedis, RedisSpace
 
 from marketspine._client.client import Client
@@ -29,7 +29,7 @@ POLL_S = 0.05  # elections this often: a test waits on conditions, not on these
 
 @pytest.fixture
 def sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
-    with running_sim(SimConfig(speed=60.0, rate_limit=0)) as url:
+    with running_sim(SimConfig(speed=60.0, rate_limit=0), afternoon_clock(60.0)) as url:
         yield url
 
 

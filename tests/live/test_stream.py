@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import SIM_NOW_MS, wait_until
+from helpers import afternoon_clock, wait_until
 
 from marketspine._client.client import Client
 from marketspine._live.listener import Event, Gap, Health, Listener, Overflow
 from marketspine._live.stream import Backoff, Stream
 from marketspine.records import Orderbook, Ticker, Trade
-from marketspine.sim import SimClock, SimConfig
+from marketspine.sim import SimConfig
 
 RunSim = Callable[..., contextlib.AbstractContextManager[str]]
 
@@ -32,11 +32,9 @@ def ws_url(base: str) -> str:
 
 @contextlib.contextmanager
 def sim(running_sim: RunSim, **config: Any) -> Iterator[str]:
-    """A simulator whose clock runs from one fixed afternoon in Seoul, not from now: how busy
-    its markets are follows the time of day, and at some hours (00:30 UTC, say) ``LIQUID``
-    traded so seldom that drops every 0.5 s at 30x left no gap with a trade to fill."""
+    """A simulator whose clock runs from one fixed afternoon in Seoul (``afternoon_clock``)."""
     settings = SimConfig(**config)
-    with running_sim(settings, SimClock(settings.speed, start_ms=SIM_NOW_MS)) as base:
+    with running_sim(settings, afternoon_clock(settings.speed)) as base:
         yield base
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from helpers import wait_until
+from helpers import afternoon_clock, wait_until
 from serve_support import ServeProcess, serve_processes
 from services import PrivateRedis
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,7 +35,7 @@ TAKEOVER_S = 3.0  # the promise: another process takes over within 3 s
 
 @pytest.fixture
 def fast_sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
-    with running_sim(SimConfig(speed=SPEED, rate_limit=0)) as url:
+    with running_sim(SimConfig(speed=SPEED, rate_limit=0), afternoon_clock(SPEED)) as url:
         yield url
 
 

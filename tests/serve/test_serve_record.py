@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from helpers import wait_until
+from helpers import afternoon_clock, wait_until
 from recorded_truth import differences, simulated_trades
 from services import PgSpace, RedisSpace
 
@@ -54,7 +54,7 @@ async def test_two_serves_record_in_turns_into_one_database(
 ) -> None:
     config = SimConfig(speed=60, rate_limit=0)
     plan = RecordPlan(["trade"], ["KRW-BTC"])
-    with running_sim(config) as base:
+    with running_sim(config, afternoon_clock(config.speed)) as base:
 
         def service() -> ServeService:
             return ServeService(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import wait_until
+from helpers import afternoon_clock, wait_until
 from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, HOUR_MS, MINUTE_MS, format_utc, parse_time
@@ -236,7 +236,7 @@ async def test_live_watch_on_demand_stops_after_idling(
     from marketspine.sim import SimConfig
 
     # Ten times real speed: trades (and so fresh live tickers) come often, even under load.
-    with running_sim(SimConfig(rate_limit=0, speed=10.0)) as url:  # type: ignore[attr-defined]
+    with running_sim(SimConfig(rate_limit=0, speed=10.0), afternoon_clock(10.0)) as url:  # type: ignore[attr-defined]
         async with ServeService(
             url, tmp_path / "live.db", admin_token="t", warmup_every_s=-1, idle_unwatch_s=0.3
         ) as service:

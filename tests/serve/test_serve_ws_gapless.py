@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import ManualClock, SimGate, run_sim
+from helpers import ManualClock, SimGate, afternoon_clock, run_sim
 from serve_support import TOKEN, ServeProcess, serve_process
 from websockets.asyncio.client import connect as ws_connect
 
@@ -31,7 +31,7 @@ WAIT_S = 30.0
 
 @pytest.fixture(scope="module")
 def fast_sim() -> Iterator[str]:
-    with run_sim(SimConfig(rate_limit=0, speed=SPEED)) as url:
+    with run_sim(SimConfig(rate_limit=0, speed=SPEED), afternoon_clock(SPEED)) as url:
         yield url
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import afternoon_clock
 from recorded_truth import differences, simulated_trades
 
 from marketspine import Spine
@@ -57,7 +58,7 @@ async def record_until(spine: Spine, enough: Callable[[], object], **options: ob
 
 async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSim, db: str) -> None:
     config = SimConfig(speed=60, ws_drop_every_s=0.7)
-    with running_sim(config) as base:
+    with running_sim(config, afternoon_clock(config.speed)) as base:
         async with Spine(base, db=db) as spine:
             recording = recording_for(spine.store)
             drops_before = await ws_drops(base)
@@ -125,7 +126,7 @@ async def test_recording_through_a_stalled_socket_misses_nothing(
     # The socket goes silent without closing (pings unanswered): the stream notices within
     # 3.5 s, reconnects, and the trades of the silence come from REST by sequential_id.
     config = SimConfig(speed=20, ws_stall_every_s=2.0)
-    with running_sim(config) as base:
+    with running_sim(config, afternoon_clock(config.speed)) as base:
         async with Spine(base, db=str(tmp_path / "stall.sqlite")) as spine:
             recording = recording_for(spine.store)
 
@@ -169,7 +170,7 @@ async def test_a_recording_with_keep_prunes_what_is_older_than_its_span(
     ticker = Ticker("KRW-ETH", old, old, 1.0, 1.0, 1.0, 1.0, 1.0, "EVEN", 0.0, 0.0, 0.0, 0.0,
                     0.0, 0.0, 0.0, 1.0, "2025-01-01", 1.0, "2025-01-01")  # fmt: skip
     gap = TradeGap("KRW-BTC", 3, 4, old + 2, old + 3, "older than 7 days", old)
-    with running_sim(SimConfig(speed=60)) as base:
+    with running_sim(SimConfig(speed=60)) as base:  # from now: retention counts back from it
         async with Spine(base, db=db) as spine:
             recording = recording_for(spine.store)
             await recording.write(stale, orderbooks=books, tickers=[ticker], gaps=[gap])

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from helpers import ManualClock, answer_meta, wait_until
+from helpers import ManualClock, afternoon_clock, answer_meta, wait_until
 
 from marketspine._base.time import HOUR_MS, MINUTE_MS
 from marketspine._base.timeframes import parse_timeframe
@@ -28,7 +28,7 @@ FORMING_TIMEFRAMES = ("1m", "3m", "5m", "10m", "15m", "30m", "1h", "4h", "1d")
 def fast_sim(running_sim: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
     # One real second is a simulated minute: trades and books stream at once. (Faster, the
     # simulator spends seconds generating each tick's trades, and its shutdown waits.)
-    with running_sim(SimConfig(seed=5, speed=60, rate_limit=0)) as url:
+    with running_sim(SimConfig(seed=5, speed=60, rate_limit=0), afternoon_clock(60)) as url:
         yield url
 
 
@@ -178,7 +178,7 @@ async def test_auto_falls_back_to_the_stream_when_rest_fails(
     from marketspine import UpstreamError
     from marketspine._client.retry import RetryPolicy
 
-    with running_sim(SimConfig(seed=5, speed=10, rate_limit=0)) as url:
+    with running_sim(SimConfig(seed=5, speed=10, rate_limit=0), afternoon_clock(10)) as url:
         retry = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
         async with Spine(url, tmp_path / "auto.db", retry=retry) as spine:
             await spine.watch(["ticker"], ["KRW-BTC"])
