@@ -164,9 +164,11 @@ async def test_a_lapsed_lease_of_a_dead_holder_is_taken_over(
     gate: Gate, redis_space: RedisSpace, tmp_path: Path
 ) -> None:
     redis = Redis.from_url(redis_space.url)
-    try:  # a holder that died holding the lease, which lapses in 0.3 s
-        await redis.set(f"{redis_space.prefix}warmup:lease", "dead", px=300)
+    try:
         async with spine(gate, redis_space, tmp_path / "a.sqlite") as a:
+            # A holder that died holding the lease, which lapses in 0.5 s. Set once the
+            # Spine has started: starting took longer than the lapse on a busy machine.
+            await redis.set(f"{redis_space.prefix}warmup:lease", "dead", px=500)
             report = await a.warmup()
             assert catalog_of(a).waits > 0 and catalog_of(a).fetched == 1
     finally:
