@@ -5,11 +5,14 @@ URL parsed, stopped with SIGINT and checked to exit cleanly."""
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +22,9 @@ from typing import Any
 import httpx
 
 _START_TIMEOUT_S = 30.0
+# serve's own bounds on stopping: 5 s for open connections (timeout_graceful_shutdown), then
+# up to 20 s for the notifier to send what it folded (2 x SEND_TIMEOUT_S); and some slack.
+_STOP_TIMEOUT_S = 40.0
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}  # /api needs a token
 
@@ -28,6 +34,14 @@ class ServeProcess:
     url: str
     process: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
+    err: Path | None = None  # where its stderr goes: a file, never a pipe nobody reads
+    err_text: str | None = None  # all of it, once it stopped (the file is gone then)
+
+    def stderr(self) -> str:
+        """What it wrote to stderr so far (all of it once it stopped)."""
+        if self.err_text is not None or self.err is None:
+            return self.err_text or ""
+        return self.err.read_text()
 
     def get(
         self, path: str, *, headers: dict[str, str] | None = None, **params: Any
@@ -39,7 +53,11 @@ class ServeProcess:
 def serve_process(
     upstream: str, db: Path | str, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[ServeProcess]:
-    """Start ``marketspine serve`` and yield once it printed ``serving on URL``."""
+    """Start ``marketspine serve`` and yield once it printed ``serving on URL``. Its stderr
+    goes to a temporary file (``ServeProcess.stderr()``): a pipe read only at the end would
+    stall a serve that logs more than the pipe holds."""
+    err_fd, err_name = tempfile.mkstemp(prefix="marketspine-serve-", suffix=".err")
+    err = Path(err_name)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -55,10 +73,11 @@ def serve_process(
             *extra,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=err_fd,
         text=True,
         env=env,
     )
+    os.close(err_fd)  # the child holds its own
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -70,6 +89,7 @@ def serve_process(
     threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     url = None
+    served: ServeProcess | None = None
     try:
         while url is None:
             try:
@@ -77,23 +97,29 @@ def serve_process(
             except queue.Empty:
                 raise AssertionError(f"serve printed no URL within {_START_TIMEOUT_S} s") from None
             if line is None:
-                err = process.stderr.read() if process.stderr else ""
-                raise AssertionError(f"serve exited before serving: {seen} {err}")
+                process.wait()
+                raise AssertionError(f"serve exited before serving: {seen} {err.read_text()}")
             seen.append(line)
             if line.startswith("serving on "):
                 url = line.removeprefix("serving on ").strip()
-        served = ServeProcess(url, process, seen)
+        served = ServeProcess(url, process, seen, err)
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                code = process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise AssertionError("serve did not stop within 20 s of SIGINT") from None
-            assert code == 0, process.stderr.read() if process.stderr else code
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    code = process.wait(timeout=_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(
+                        f"serve did not stop within {_STOP_TIMEOUT_S:g} s of SIGINT:\n"
+                        + where_it_hangs(process, err)
+                    ) from None
+                assert code == 0, err.read_text()
+        finally:
+            if served is not None:
+                served.err_text = err.read_text()
+            err.unlink()
         while True:  # the rest of stdout, for the tests that read it
             try:
                 rest = lines.get_nowait()
@@ -101,6 +127,19 @@ def serve_process(
                 break
             if rest is not None:
                 seen.append(rest)
+
+
+def where_it_hangs(process: subprocess.Popen[str], err: Path) -> str:
+    """Ask a process that would not stop where it is (SIGUSR1: its asyncio tasks and
+    threads, into its stderr), kill it, and return the end of its stderr."""
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "asyncio tasks" not in err.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the threads' stacks follow the tasks
+    process.kill()
+    process.wait()
+    return err.read_text()[-8000:]
 
 
 @contextlib.contextmanager

@@ -67,8 +67,7 @@ def test_serve_alerts_on_a_circuit_and_leaks_no_secret(got: Receiver, pg_space: 
                 json.dumps(got.messages),
             ]
             httpx.post(f"{sim}/sim/faults", json={"error_rate": 0.0}).raise_for_status()
-        assert served.process.stderr is not None
-        log = served.process.stderr.read()
+        log = served.stderr()
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any(line.get("event") == "circuit_open" for line in lines)
@@ -97,6 +96,5 @@ def test_a_failing_notifier_never_stops_serve(got: Receiver, tmp_path: Path) -> 
                 60,
                 "serve answering candles once upstream is back",
             )
-        assert served.process.stderr is not None
-        log = served.process.stderr.read()
+        log = served.stderr()
     assert "marketspine: WARNING: notification 'circuit_open' not delivered" in log

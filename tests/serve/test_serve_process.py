@@ -162,3 +162,12 @@ def test_bad_port_is_a_clear_error(fixed_sim: str, tmp_path: Path) -> None:
         )
     assert taken.returncode == 2
     assert "cannot listen on" in taken.stderr and "Traceback" not in taken.stderr
+
+
+def test_sigusr1_shows_where_serve_is_and_serve_goes_on(serve: ServeProcess) -> None:
+    """The tasks and threads of a serve that seems stuck, as for collect (``kill -USR1``)."""
+    serve.process.send_signal(signal.SIGUSR1)
+    wait_until_sync(lambda: "asyncio tasks" in serve.stderr(), 30, "the dump of serve's tasks")
+    wait_until_sync(lambda: "most recent call first" in serve.stderr(), 30, "the threads' stacks")
+    assert "--- <Task" in serve.stderr()
+    assert serve.get("/healthz").status_code == 200

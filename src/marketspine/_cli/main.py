@@ -807,14 +807,18 @@ def serve(
 
     from .._serve.app import run_serve
     from .logs import operations, url_password
+    from .task_dump import dumping_on_signal
 
     secrets = [admin_token, os.environ.get("MARKETSPINE_ADMIN_TOKEN"), read_token]
-    with operations(
-        log_level=log_level,
-        log_format=log_format,
-        notify=notify,
-        secrets=[*secrets, url_password(db), url_password(redis)],
-    ) as redact:
+    with (
+        dumping_on_signal(),
+        operations(
+            log_level=log_level,
+            log_format=log_format,
+            notify=notify,
+            secrets=[*secrets, url_password(db), url_password(redis)],
+        ) as redact,
+    ):
         run_serve(
             upstream=_simulator if upstream == "sim" else upstream,
             db=db or _default_db(upstream),

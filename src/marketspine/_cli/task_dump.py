@@ -10,10 +10,11 @@ import contextlib
 import faulthandler
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["await_chain", "dump_tasks", "dumping_tasks_on_signal"]
+__all__ = ["await_chain", "dump_tasks", "dumping_on_signal", "dumping_tasks_on_signal"]
 
 
 def await_chain(task: asyncio.Task[Any]) -> list[str]:
@@ -60,3 +61,31 @@ def dumping_tasks_on_signal(signum: int | None = None) -> Iterator[None]:
         yield
     finally:
         loop.remove_signal_handler(number)
+
+
+@contextlib.contextmanager
+def dumping_on_signal(signum: int | None = None) -> Iterator[None]:
+    """``dumping_tasks_on_signal`` for a command whose event loop another library runs in
+    this (main) thread, as uvicorn runs serve's: while inside, ``signum`` dumps the tasks of
+    the loop running then, or only the threads before the loop starts and after it ends
+    (a stop that hangs there: a thread being joined). A no-op off the main thread."""
+    number = signum if signum is not None else getattr(signal, "SIGUSR1", None)
+    if number is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def dump(signum: int, frame: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            print("marketspine: 0 asyncio tasks (no event loop running)", file=sys.stderr)
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            return
+        dump_tasks()
+
+    previous = signal.signal(number, dump)
+    try:
+        yield
+    finally:
+        signal.signal(number, previous)
