@@ -164,7 +164,17 @@ async def test_a_reconnect_in_the_window_falls_back_to_one_rest_page(
             await http.post("/sim/faults", json={"ws_drop_every_s": 0.2})
             await wait_until(reconnected(spine), 20, "the stream to lose its socket")
             await http.post("/sim/faults", json={"ws_drop_every_s": 0})
-        await wait_until(lambda: spine._live.epoch() is not None, 20, "the stream to reconnect")
+            drops = (await http.get("/sim/stats")).json()["websocket"]["drops"]
+
+        def back_for_good() -> bool:
+            """Reconnected after the last drop: a drop just before the faults went off
+            may not have reached the client yet, which would then be live on a socket
+            about to end, and reconnect in the minute (a hole's fill, a REST close)."""
+            stats = spine.live_statistics()
+            caught_up = stats is not None and stats.reconnects >= drops
+            return caught_up and spine._live.epoch() is not None
+
+        await wait_until(back_for_good, 20, "the stream to reconnect after the last drop")
         # The hole the drops left is filled from REST (/v1/trades/ticks): not this close's.
         stream = spine._feed._stream
         assert isinstance(stream, Stream)  # this process's own socket (no Redis)
