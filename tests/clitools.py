@@ -327,13 +327,25 @@ def exit_code(process: subprocess.Popen[Any], stderr: Path, timeout: float = 30.
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         pass
+    pytest.fail(
+        f"still running {timeout:g} s after it was asked to stop:\n"
+        + where_it_hangs(process, stderr)
+    )
+
+
+def where_it_hangs(process: subprocess.Popen[Any], stderr: Path) -> str:
+    """Ask a process that would not stop where it is (``SIGUSR1``: its asyncio tasks, then
+    every thread's stack, into ``stderr``, the file its stderr goes to), kill it, and return
+    the end of what it wrote."""
     process.send_signal(signal.SIGUSR1)
     deadline = time.monotonic() + 10
-    while "asyncio tasks" not in stderr.read_text() and process.poll() is None:
+    # The threads' stacks come last, written at once by faulthandler.
+    while "most recent call first" not in stderr.read_text() and process.poll() is None:
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    time.sleep(0.5)  # the rest of the dump (threads) follows the tasks' lines
-    pytest.fail(
-        f"still running {timeout:g} s after it was asked to stop:\n{stderr.read_text()[-8000:]}"
-    )
+    process.kill()
+    process.wait()
+    text = stderr.read_text()
+    dump = text.rfind("asyncio tasks")  # from the line that starts the dump, all of it
+    return text[text.rfind("\n", 0, dump) + 1 :] if dump >= 0 else text[-8000:]

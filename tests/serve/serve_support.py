@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from clitools import where_it_hangs
 
 _START_TIMEOUT_S = 30.0
 # serve's own bounds on stopping: 5 s for open connections (timeout_graceful_shutdown), then
@@ -127,19 +127,6 @@ def serve_process(
                 break
             if rest is not None:
                 seen.append(rest)
-
-
-def where_it_hangs(process: subprocess.Popen[str], err: Path) -> str:
-    """Ask a process that would not stop where it is (SIGUSR1: its asyncio tasks and
-    threads, into its stderr), kill it, and return the end of its stderr."""
-    process.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 10
-    while "asyncio tasks" not in err.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # the threads' stacks follow the tasks
-    process.kill()
-    process.wait()
-    return err.read_text()[-8000:]
 
 
 @contextlib.contextmanager

@@ -190,17 +190,13 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(_encode(data), status, media_type=_JSON)
 
 
-def _stats(request: Request) -> Response:
+async def _get_stats(request: Request) -> Response:
     """The counters, and the latest 429s with what filled their windows (``rejections``:
     arrival times on the limiter's clock, ``time.monotonic`` unless a test drives it)."""
     sim: SimState = request.app.state.sim
     runtime: _Runtime = request.app.state.sim_runtime
     rejections = [rejection.as_dict() for rejection in runtime.limiter.rejections]
     return _json({**sim.stats.snapshot(), "rejections": rejections})
-
-
-async def _get_stats(request: Request) -> Response:
-    return _stats(request)
 
 
 async def _faults(request: Request) -> Response:
@@ -286,7 +282,7 @@ async def _post_reset(request: Request) -> Response:
     runtime: _Runtime = request.app.state.sim_runtime
     sim.stats.reset()
     runtime.limiter.reset()
-    return _stats(request)
+    return await _get_stats(request)
 
 
 # -- assembly --------------------------------------------------------------------------------
