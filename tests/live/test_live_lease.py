@@ -85,7 +85,9 @@ async def test_a_lapsed_lease_is_taken_over_and_the_old_holder_is_fenced(
 
 
 async def test_a_lease_lapses_by_itself_when_not_renewed(redis: Redis, feed: str) -> None:
-    a, b = LiveLease(redis, feed, ttl_s=0.05), LiveLease(redis, feed)
+    # A second: b's first claim, just after a's, came more than 50 ms later on a busy
+    # machine, when a's lease had lapsed already.
+    a, b = LiveLease(redis, feed, ttl_s=1.0), LiveLease(redis, feed)
     assert (await a.claim()).held
     assert not (await b.claim()).held
     claims: list[bool] = []
