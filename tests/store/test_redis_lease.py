@@ -18,11 +18,12 @@ async def test_the_lease_is_renewed_while_the_work_runs_and_released_after(
     redis = connect_redis(redis_space.url)
     key = f"{redis_space.prefix}lease"
     try:
-        lease = RedisLease(redis, key, lease_s=0.15)  # renewed every 50 ms
+        # Renewed every 0.2 s: a lapse takes a renewal 0.4 s late, not 0.1 s (a busy machine)
+        lease = RedisLease(redis, key, lease_s=0.6)
         assert await lease.try_acquire()
 
         async def work() -> str:
-            await asyncio.sleep(0.4)  # more than twice the lease: renewals kept it
+            await asyncio.sleep(1.3)  # more than twice the lease: renewals kept it
             assert await redis.get(key) is not None
             assert not await RedisLease(redis, key).try_acquire()
             return "done"
