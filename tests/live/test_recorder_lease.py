@@ -63,3 +63,30 @@ def test_the_lease_name_is_the_database_s_whatever_its_spelling(
     with_password = recorder_name("postgresql://u:secret@h/db")
     assert with_password == recorder_name("postgresql://u:other@h/db")
     assert with_password != recorder_name("postgresql://u:secret@h/other")
+
+
+async def test_a_holder_stopped_as_a_renewal_is_written_stops_renewing(
+    redis_space: RedisSpace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py writes inside asyncio.wait_for, which on Python 3.11 returns the finished
+    write instead of raising when the task is cancelled at that very moment: a keeper
+    stopped by cancellation alone went on renewing, and the standby never took over (one
+    CI run: the holder's token still renewed 30 s after its keeper was cancelled)."""
+    stop = asyncio.Event()
+    async with lease(redis_space) as first:
+        held = await first.acquire(stop)
+        assert held is not None
+        real_drain = asyncio.StreamWriter.drain
+        keeping: asyncio.Task[str] | None = None
+
+        async def drain(writer: asyncio.StreamWriter) -> None:
+            await real_drain(writer)
+            if keeping is not None and not keeping.cancelling():
+                keeping.cancel()  # the holder is stopped just as its renewal is written
+
+        monkeypatch.setattr(asyncio.StreamWriter, "drain", drain)
+        keeping = asyncio.create_task(first.keep(held))
+        finished, _ = await asyncio.wait({keeping}, timeout=5)
+        monkeypatch.undo()
+        assert finished, "keep() went on renewing after it was cancelled"
+        assert keeping.cancelled()

@@ -64,6 +64,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .._base.cancel import raise_if_cancelled
 from ..errors import InvalidRequestError
 from .local import (
     DEFAULT_LIMIT,
@@ -162,15 +163,6 @@ class _Group:
     # member -> (new score, score as booked), us: answered sends to count at their lateness
     pending_moves: dict[str, tuple[int, int]] = field(default_factory=dict)
     pushing: asyncio.Task[None] | None = None  # sends pending_moves now, for every process
-
-
-def _raise_if_cancelled() -> None:
-    """Raise the CancelledError redis-py (8.1) sometimes swallows when a cancel lands inside
-    a command: the task is still being cancelled, and an acquire that went on asking would
-    loop for ever behind a full window (seen as a hang of a cancelled waiter)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 # Whether the others have counted a process is judged in one group's set of processes, the
@@ -412,7 +404,7 @@ class RedisRateBudget:
                         state.asking = False
                         if state.waiters:
                             state.waiters[0].wake.set()  # someone asks next, for the head
-                _raise_if_cancelled()
+                raise_if_cancelled()
         except BaseException:
             if not waiter.granted:
                 state.waiters.remove(waiter)
