@@ -37,9 +37,9 @@ def behind_upstream() -> None:
     Either is a 429 now and then under load, with correct clients.
     - At nice 10, behind the four workers, the Redis-outage test met one in 3 of 17 full
       runs.
-    - At -10, ahead of them, the workers may starve instead while those tests run: 4 of 11
+    - At -10, ahead of them, the workers may starve instead while those tests run: 4 of 13
       full runs failed in other tests (a wait timed out, a stop hung, two races lost),
-      against 1 of 7 before (the outage's 429 aside).
+      against 1 of 6 before (the outage's 429 aside).
     - So, as root (our machines and CI): nice 0, with the simulator at -20. Otherwise 10,
       with the simulator at 0, the only way to keep it ahead."""
     if os.geteuid() != 0:
