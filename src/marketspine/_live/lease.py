@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import msgspec
 from redis.asyncio import Redis
 
+from .._base.cancel import raise_if_cancelled
 from .._store.redis_lease import RELEASE_IF_HELD
 
 __all__ = ["Claim", "LiveLease", "Want", "WantedMarkets", "deepest", "new_token"]
@@ -102,10 +103,13 @@ class LiveLease:
         self._release = redis.register_script(RELEASE_IF_HELD)
 
     async def claim(self) -> Claim:
-        """Take the lease if it is free, renew it if it is ours; returns who holds it."""
+        """Take the lease if it is free, renew it if it is ours; returns who holds it.
+        Raises the CancelledError redis-py may swallow here (``raise_if_cancelled``): a
+        holder or standby that was stopped must not go on renewing or taking the lease."""
         held, generation, holder, remaining = await self._claim(
             keys=self._keys, args=[self.token, self.ttl_ms]
         )
+        raise_if_cancelled()
         name = holder.decode() if isinstance(holder, bytes) else str(holder)
         return Claim(bool(held), int(generation), name, int(remaining))
 

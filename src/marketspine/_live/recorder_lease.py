@@ -23,7 +23,6 @@ from types import TracebackType
 
 from redis import exceptions as redis_errors
 
-from .._base.cancel import raise_if_cancelled
 from .._base.urls import redact_url
 from .._budget.redis import connect_redis
 from .._store.recording import WriterFence
@@ -94,7 +93,6 @@ class RecorderLease:
         while not stop.is_set():
             try:
                 claim = await lease.claim()
-                raise_if_cancelled()  # a standby told to stop must not take the lease
             except _REDIS_ERRORS as exc:
                 if not unreachable:  # once, not every poll
                     log.warning("recorder lease: Redis unreachable (%s); standing by", exc)
@@ -126,9 +124,6 @@ class RecorderLease:
                 if time.monotonic() - renewed > self._lease_s:
                     return f"Redis unreachable for longer than the lease lasts ({exc})"
                 continue
-            # A holder stopped (cancelled) just as a renewal's write finished would renew
-            # for ever, and the standby never take over.
-            raise_if_cancelled()
             if not claim.held or claim.generation != fence.generation:
                 return f"the lease passed to {claim.holder} (generation {claim.generation})"
             renewed = time.monotonic()

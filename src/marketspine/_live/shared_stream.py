@@ -38,7 +38,6 @@ from urllib.parse import urlsplit
 import msgspec
 from redis import exceptions as redis_errors
 
-from .._base.cancel import raise_if_cancelled
 from .._base.memory import MemoryBudget
 from .._budget.redis import connect_redis
 from .._store.redis_lease import UNREACHABLE
@@ -240,7 +239,6 @@ class SharedStream:
             try:
                 await self._wants.publish(self._own())
                 claim = await self._lease.claim()
-                raise_if_cancelled()  # a cancel redis-py swallowed: not a holder any more
                 if claim.held:
                     self._generation = claim.generation
                     await self._hold(await self._wants.union() | self._own())
