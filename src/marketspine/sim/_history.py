@@ -8,6 +8,7 @@ History at time t depends only on (seed, market, t); the nodes behind it live in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,9 +26,10 @@ _WEEK_MS = 7 * DAY_MS
 _LIQUID = 10_000  # trades per day from which a market's book changes every 100 ms
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """Aggregate of the trades in one window (``start_ms`` is the window start)."""
+class Bar(NamedTuple):
+    """Aggregate of the trades in one window (``start_ms`` is the window start). A named
+    tuple, not a dataclass: pages build 200 at a time, and a frozen dataclass's ``__init__``
+    cost four times as much (a quarter of a history page's time)."""
 
     start_ms: int
     open: float
@@ -41,8 +43,9 @@ class Bar:
     last_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Trade:
+class Trade(NamedTuple):
+    """One trade (a named tuple for the same reason as ``Bar``)."""
+
     ms: int
     price: float
     volume: float
@@ -135,7 +138,7 @@ def _bars(nodes: Nodes) -> list[Bar]:
         nodes.first.tolist(),
         nodes.last.tolist(),
     )
-    bars = [Bar(*row) for row in zip(*columns, strict=True)]
+    bars = list(map(Bar._make, zip(*columns, strict=True)))
     bars.reverse()
     return bars
 
@@ -146,7 +149,7 @@ def _trade_list(trades: TradeArrays) -> list[Trade]:
     sides = ["BID" if bid else "ASK" for bid in trades.bid.tolist()]
     volumes = trades.volume.tolist()
     rows = zip(trades.ms.tolist(), prices, volumes, sides, trades.seq.tolist(), strict=True)
-    return [Trade(*row) for row in rows]
+    return list(map(Trade._make, rows))
 
 
 def _level_for(timeframe: Timeframe) -> int:
