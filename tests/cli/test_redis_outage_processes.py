@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import psutil
 import psycopg
 import pytest
 import redis
@@ -56,10 +57,15 @@ LOGGING = ["--log-level", "info", "--log-format", "json"]
 
 
 def outage_report(
-    seen: dict[str, Any], killed_at: float, back_at: float, killed_wall: float, logs: Path
+    seen: dict[str, Any],
+    killed_at: float,
+    back_at: float,
+    killed_wall: float,
+    logs: Path,
+    owners: dict[str, str],
 ) -> str:
     """Why the simulator answered 429 or 418, in full (a tuple in an assertion is cut to a
-    line): each rejection and the arrivals that filled its window, by sender port, and each
+    line): each rejection and the arrivals that filled its window, by sender, and each
     process's 429s and Redis losses and returns, all in seconds from the kill."""
     lines = [
         f"429: {seen['429']}, 418: {seen['418']}; Redis killed at 0, restarted at "
@@ -67,10 +73,13 @@ def outage_report(
     ]
     for rejection in seen["rejections"]:
         lines.append(
-            f"rejected at {rejection['at'] - killed_at:+.3f} s ({rejection['group']}, port "
-            f"{rejection['source']}); its window held:"
+            f"rejected at {rejection['at'] - killed_at:+.3f} s ({rejection['group']}, from "
+            f"{owners.get(rejection['source'], '?')} port {rejection['source']}); its window held:"
         )
-        lines += [f"    {at - killed_at:+.3f} s port {port}" for at, port in rejection["counted"]]
+        lines += [
+            f"    {at - killed_at:+.3f} s {owners.get(port, '?')} port {port}"
+            for at, port in rejection["counted"]
+        ]
     events = {"rate_limited", "redis_lost", "redis_back"}
     for err in sorted(logs.glob("*.err")):
         for text in err.read_text().splitlines():
@@ -82,6 +91,37 @@ def outage_report(
                 at = dt.datetime.fromisoformat(line["time"]).timestamp() - killed_wall
                 lines.append(f"{err.stem} at {at:+.3f} s: {line['message']}")
     return "\n".join(lines)
+
+
+class PortOwners:
+    """Which process each connection to the simulator came from, by its local port (the
+    simulator names a request's sender by the port): sampled from the kernel's table every
+    0.2 s while the processes run, since a finished collector's connections are gone."""
+
+    def __init__(self, sim_url: str) -> None:
+        self._sim_port = int(sim_url.rsplit(":", 1)[1])
+        self.names: dict[int, str] = {}  # pid -> name
+        self.owners: dict[str, str] = {}  # port -> name
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PortOwners:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for conn in psutil.net_connections("tcp"):
+                name = self.names.get(conn.pid or 0)
+                local, remote = conn.laddr, conn.raddr  # () when there is none
+                if name is None or not isinstance(remote, tuple) or not remote:
+                    continue
+                if remote[1] == self._sim_port and local:
+                    self.owners[str(local[1])] = name
 
 
 def launch(args: list[str], log: Path) -> subprocess.Popen[str]:
@@ -226,7 +266,7 @@ def sim_stats(url: str) -> dict[str, Any]:
 def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
     pg_space: PgSpace, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
-    with sim_process(tmp_path, NOW) as sim:
+    with sim_process(tmp_path, NOW) as sim, PortOwners(sim) as ports:
         common = ["--upstream", sim, "--db", pg_space.url, "--redis", private_redis.url]
         serves = [
             Serve(launch(["serve", *common, "--port", "0", "--admin-token", TOKEN, *LOGGING],
@@ -238,6 +278,8 @@ def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
                     *common, "--json", *LOGGING], tmp_path / f"collect{i}")
             for i in range(3)
         ]  # fmt: skip
+        ports.names.update({s.process.pid: f"serve{i}" for i, s in enumerate(serves)})
+        ports.names.update({c.pid: f"collect{i}" for i, c in enumerate(collectors)})
         try:
             for serve in serves:
                 serve.wait_serving()
@@ -290,7 +332,8 @@ def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
                     serve.stop()
         seen = sim_stats(sim)
     if seen["429"] or seen["418"]:
-        pytest.fail(outage_report(seen, killed_at, back_at, killed_wall, tmp_path), pytrace=False)
+        report = outage_report(seen, killed_at, back_at, killed_wall, tmp_path, ports.owners)
+        pytest.fail(report, pytrace=False)
     for load in loads:
         assert set(load.statuses) == {200}
     for i in range(3):
