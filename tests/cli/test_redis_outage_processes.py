@@ -11,6 +11,7 @@ the Redis is a private redis-server, so killing it touches no other test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import signal
@@ -56,6 +57,15 @@ TOKEN = "outage-test-token"
 LOGGING = ["--log-level", "info", "--log-format", "json"]
 
 
+def log_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a process's stderr (collect's progress lines are text)."""
+    lines = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(line))
+    return lines
+
+
 def outage_report(
     seen: dict[str, Any],
     killed_at: float,
@@ -82,11 +92,7 @@ def outage_report(
         ]
     events = {"rate_limited", "redis_lost", "redis_back"}
     for err in sorted(logs.glob("*.err")):
-        for text in err.read_text().splitlines():
-            try:
-                line = json.loads(text)
-            except ValueError:
-                continue  # a progress line
+        for line in log_lines(err.read_text()):
             if line.get("event") in events:
                 at = dt.datetime.fromisoformat(line["time"]).timestamp() - killed_wall
                 lines.append(f"{err.stem} at {at:+.3f} s: {line['message']}")
@@ -115,7 +121,11 @@ class PortOwners:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            for conn in psutil.net_connections("tcp"):
+            try:
+                connections = psutil.net_connections("tcp")
+            except (psutil.Error, OSError):  # a process gone mid-read: the next sample
+                continue
+            for conn in connections:
                 name = self.names.get(conn.pid or 0)
                 local, remote = conn.laddr, conn.raddr  # () when there is none
                 if name is None or not isinstance(remote, tuple) or not remote:
@@ -357,7 +367,7 @@ def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
     # Each serve counted the five, told the loss once at WARNING and the return once at INFO.
     for serve in serves:
         err = serve.log.with_suffix(".err").read_text()
-        lines = [json.loads(line) for line in err.splitlines()]
+        lines = log_lines(err)
         lost = [line for line in lines if "the rate budget falls back" in line["message"]]
         assert len(lost) == 1, err
         assert "2 of 10 requests per window (5 processes)" in lost[0]["message"], err
