@@ -40,10 +40,18 @@ def feed_of(spine: Spine) -> SharedStream:
 
 
 def shared(
-    sim: str, client: Client, redis_url: str, prefix: str, *, poll_s: float = POLL_S
+    sim: str,
+    client: Client,
+    redis_url: str,
+    prefix: str,
+    *,
+    poll_s: float = POLL_S,
+    lease_s: float = 1.5,
 ) -> SharedStream:
     ws = sim.replace("http://", "ws://") + "/websocket/v1"
-    return SharedStream(ws, client=client, redis_url=redis_url, prefix=prefix, poll_s=poll_s)
+    return SharedStream(
+        ws, client=client, redis_url=redis_url, prefix=prefix, poll_s=poll_s, lease_s=lease_s
+    )
 
 
 async def hold_then_leave(
@@ -102,14 +110,17 @@ def assert_consecutive(sim: str, market: str, got: list[int]) -> None:
 async def test_a_follower_sees_what_it_wants_from_the_holders_socket(
     sim: str, redis_space: RedisSpace
 ) -> None:
+    # Roles must not change here: with the 1.5 s lease, this worker stalled that long in a
+    # CI run and b took over from a (a's renewal came after b's claim).
+    lease_s = 10.0
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(Client(sim))
         a = await stack.enter_async_context(
-            shared(sim, client, redis_space.url, redis_space.prefix)
+            shared(sim, client, redis_space.url, redis_space.prefix, lease_s=lease_s)
         )
         await wait_until(lambda: a.role == "holder", 10, "a to hold the lease")
         b = await stack.enter_async_context(
-            shared(sim, client, redis_space.url, redis_space.prefix)
+            shared(sim, client, redis_space.url, redis_space.prefix, lease_s=lease_s)
         )
         await wait_until(lambda: b.role == "follower", 10, "b to follow")
         a_seen = await stack.enter_async_context(collecting(a.listen()))
