@@ -202,8 +202,8 @@ async def test_a_new_process_taking_a_free_lease_continues_the_trades_of_the_las
         client = await stack.enter_async_context(Client(sim))
         # b claims the lease rarely, so the newcomer c wins the lease a gives up.
         b, seen = await hold_then_leave(stack, sim, client, redis_space, b_poll_s=5.0)
-        c = await stack.enter_async_context(
-            shared(sim, client, redis_space.url, redis_space.prefix)
+        c = await stack.enter_async_context(  # a long lease, as in the follower test
+            shared(sim, client, redis_space.url, redis_space.prefix, lease_s=10.0)
         )
         await wait_until(lambda: c.role == "holder", 10, "c to take the free lease")
         after = len(trades(seen, "KRW-BTC"))
