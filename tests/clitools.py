@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import functools
 import io
+import json
 import logging
 import os
 import select
@@ -66,6 +67,12 @@ def _ahead_of_tests() -> None:
     stamps of arrivals then lag less when the four test workers keep both cores busy."""
     with contextlib.suppress(PermissionError):
         os.nice(-20)
+
+
+def json_log_lines(stderr: str) -> list[dict[str, Any]]:
+    """The lines of a command's stderr under ``--log-format json`` (progress lines and
+    click's messages are text, not JSON)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
 @contextlib.contextmanager

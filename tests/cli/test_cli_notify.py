@@ -3,14 +3,12 @@ a real apprise ``json://`` URL to a loopback receiver and real simulators."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from clitools import closed_port, run_in_process
+from clitools import closed_port, json_log_lines, run_in_process
 from helpers import run_sim
 from receiver import Receiver, receiver
 from services import PgSpace
@@ -57,10 +55,6 @@ def test_notify_test_exits_2_naming_a_url_apprise_cannot_parse() -> None:
     assert usage.returncode == 2 and "no notify URL" in usage.stderr
 
 
-def _json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
 def test_warmup_logs_each_exchange_and_a_partial_success_at_warning(tmp_path: Path) -> None:
     with run_sim() as one, run_sim(SimConfig(region="sg")) as two:
         done = run_in_process(
@@ -69,7 +63,7 @@ def test_warmup_logs_each_exchange_and_a_partial_success_at_warning(tmp_path: Pa
             "--json", "--log-level", "info", "--log-format", "json",
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
-    lines = _json_lines(done.stderr)
+    lines = json_log_lines(done.stderr)
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     said = [(line["level"], line["message"]) for line in lines]
     assert ("INFO", "refresh: warming up 3 exchange(s)") in said
@@ -104,7 +98,7 @@ def test_collect_logs_json_lines_and_keeps_secrets_out(
             "--log-level", "debug", "--log-format", "json",
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    lines = _json_lines(done.stderr)
+    lines = json_log_lines(done.stderr)
     messages = [line["message"] for line in lines]
     assert "collect: 1 market(s) at 1h from " + url in messages
     assert any(m.startswith("collect: done in ") for m in messages)

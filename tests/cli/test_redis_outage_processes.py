@@ -11,7 +11,6 @@ the Redis is a private redis-server, so killing it touches no other test.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import signal
@@ -28,7 +27,7 @@ import psutil
 import psycopg
 import pytest
 import redis
-from clitools import CONSOLE_SCRIPT, behind_upstream, sim_process
+from clitools import CONSOLE_SCRIPT, behind_upstream, json_log_lines, sim_process
 from helpers import UnpacedBudget, wait_until_sync
 from services import PgSpace, PrivateRedis
 
@@ -57,15 +56,6 @@ TOKEN = "outage-test-token"
 LOGGING = ["--log-level", "info", "--log-format", "json"]
 
 
-def log_lines(text: str) -> list[dict[str, Any]]:
-    """The JSON log lines of a process's stderr (collect's progress lines are text)."""
-    lines = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError):
-            lines.append(json.loads(line))
-    return lines
-
-
 def outage_report(
     seen: dict[str, Any],
     killed_at: float,
@@ -92,7 +82,7 @@ def outage_report(
         ]
     events = {"rate_limited", "redis_lost", "redis_back"}
     for err in sorted(logs.glob("*.err")):
-        for line in log_lines(err.read_text()):
+        for line in json_log_lines(err.read_text()):
             if line.get("event") in events:
                 at = dt.datetime.fromisoformat(line["time"]).timestamp() - killed_wall
                 lines.append(f"{err.stem} at {at:+.3f} s: {line['message']}")
@@ -367,7 +357,7 @@ def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
     # Each serve counted the five, told the loss once at WARNING and the return once at INFO.
     for serve in serves:
         err = serve.log.with_suffix(".err").read_text()
-        lines = log_lines(err)
+        lines = json_log_lines(err)
         lost = [line for line in lines if "the rate budget falls back" in line["message"]]
         assert len(lost) == 1, err
         assert "2 of 10 requests per window (5 processes)" in lost[0]["message"], err
