@@ -25,7 +25,10 @@ async def test_after_a_barrier_every_frame_sent_before_it_has_been_read(
 ) -> None:
     app = create_app(SimConfig(seed=5, rate_limit=0), clock=sim_clock)
     with running_sim(app=app) as url:
-        stream = Stream(ws_url_for(url))
+        # A reconnect just after an advance subscribes afresh from the new "now", so that
+        # half minute's burst never comes (a loaded CI worker timed out so, twice): pongs get
+        # 10 s here, not 3, and a missing burst names the stream's reconnects.
+        stream = Stream(ws_url_for(url), ping_timeout=10.0)
         async with stream:
             assert not await stream.barrier()  # nothing subscribed: no connection yet
             await stream.subscribe("trade", ["KRW-BTC", "KRW-ETH", "KRW-XRP"])
@@ -36,7 +39,10 @@ async def test_after_a_barrier_every_frame_sent_before_it_has_been_read(
                 before = sent_by(app)
                 sim_clock.advance(30_000)
                 burst = before + 20
-                await wait_until(lambda: sent_by(app) > burst, 20, "a burst of trades")  # noqa: B023
+                try:
+                    await wait_until(lambda: sent_by(app) > burst, 20, "a burst of trades")  # noqa: B023
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}; {stream.statistics()}") from exc
                 sent = sent_by(app)  # then no yield before the ping goes out
                 assert await stream.barrier()
                 assert stream.statistics().frames >= sent
