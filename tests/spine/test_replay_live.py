@@ -26,9 +26,11 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def enough(live: list[Record]) -> bool:
-    """100 trades, and 5 of every market: with fewer, a market's span (its first to last
-    trade both saw) can hold no ticker or book at all, and the test would compare nothing
-    (seen on a loaded machine: KRW-ETH with no ticker in its span)."""
+    """100 trades, and 5 of every market, counted from when the recording started writing:
+    with fewer, a market's span (its first to last trade both saw) can hold no ticker or
+    book at all, and the test would compare nothing (seen on a loaded machine: KRW-ETH with
+    no ticker in its span; later KRW-BTC, when counting from the stream's start let the
+    recording, started later, overlap it only briefly)."""
     trades = [e.market for e in live if isinstance(e, Trade)]
     return len(trades) >= 100 and all(trades.count(m) >= 5 for m in MARKETS)
 
@@ -38,6 +40,12 @@ async def test_replay_gives_back_what_stream_gave_live(running_sim: RunSim, tmp_
     with running_sim(SimConfig(speed=120, rate_limit=0)) as base:
         async with Spine(base, db=tmp_path / "live.db") as spine:
             stop = asyncio.Event()
+            recording_from: list[int] = []  # where in ``live`` the recording began to write
+
+            def started(markets: list[str]) -> None:
+                if not recording_from:
+                    recording_from.append(len(live))
+
             events = cast(
                 AsyncGenerator[object, None],
                 spine.stream(["trade", "orderbook", "ticker"], MARKETS, maxsize=1_000_000),
@@ -48,12 +56,14 @@ async def test_replay_gives_back_what_stream_gave_live(running_sim: RunSim, tmp_
                     async for event in events:
                         if isinstance(event, Trade | Ticker | Orderbook):
                             live.append(event)
-                        if stop.is_set() or enough(live):
+                        if stop.is_set():
+                            return
+                        if recording_from and enough(live[recording_from[0] :]):
                             return
 
             async with asyncio.TaskGroup() as group:
                 recording = group.create_task(
-                    record(spine, MARKETS, orderbook_every_ms=0, stop=stop)
+                    record(spine, MARKETS, orderbook_every_ms=0, stop=stop, on_start=started)
                 )
                 async with asyncio.timeout(60):
                     await watch()
