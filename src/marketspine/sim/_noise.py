@@ -28,12 +28,27 @@ _LANE = 0xD6E8FEB86659FD93
 _TO_UNIT = 2.0**-53
 
 
+_S11, _S27, _S30, _S31 = (np.uint64(n) for n in (11, 27, 30, 31))
+
+
 def _mix(x: U64) -> U64:
-    """splitmix64's finaliser over an array (uint64 arithmetic wraps, as intended)."""
-    x = x + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * _MIX1
-    x = (x ^ (x >> np.uint64(27))) * _MIX2
-    return x ^ (x >> np.uint64(31))
+    """splitmix64's finaliser over an array (uint64 arithmetic wraps, as intended), in
+    place: ``x`` must be a fresh array the caller does not keep."""
+    x += _GOLDEN
+    x ^= x >> _S30
+    x *= _MIX1
+    x ^= x >> _S27
+    x *= _MIX2
+    x ^= x >> _S31
+    return x
+
+
+def _to_unit(x: U64) -> F64:
+    """The top 53 bits of each hash as a float in [0, 1)."""
+    x >>= _S11
+    result: F64 = x.astype(np.float64)
+    result *= _TO_UNIT
+    return result
 
 
 def stream_key(*parts: int | str) -> int:
@@ -50,16 +65,16 @@ def uniform(key: int, counter: I64, lane: int = 0) -> F64:
     pairs of realistic size never meet.
     """
     offset = np.uint64((key + lane * _LANE) & _MASK)
-    x = np.asarray(counter, dtype=np.int64).astype(np.uint64) * _GOLDEN + offset
-    return (_mix(x) >> np.uint64(11)).astype(np.float64) * _TO_UNIT
+    x = np.asarray(counter, dtype=np.int64).astype(np.uint64) * _GOLDEN
+    x += offset
+    return _to_unit(_mix(x))
 
 
 def uniforms(key: int, counter: I64, lanes: tuple[int, ...]) -> F64:
     """``uniform(key, counter, lane)`` for several lanes at once: row i is lane i."""
     offsets = np.array([(key + lane * _LANE) & _MASK for lane in lanes], np.uint64)
     spread = np.asarray(counter, dtype=np.int64).astype(np.uint64) * _GOLDEN
-    x = spread[None, :] + offsets[:, None]
-    return (_mix(x) >> np.uint64(11)).astype(np.float64) * _TO_UNIT
+    return _to_unit(_mix(spread[None, :] + offsets[:, None]))
 
 
 _LN2 = 0.6931471805599453
@@ -82,8 +97,15 @@ def value_noise(key: int, x: I64, period: int) -> F64:
     spacing ``period``, joined by smoothstep interpolation. Continuous, no state."""
     lattice = x // period
     frac = (x - lattice * period).astype(np.float64) / period
-    left = uniform(key, lattice) * 2.0 - 1.0
-    right = uniform(key, lattice + 1) * 2.0 - 1.0
+    lo, hi = (int(lattice.min()), int(lattice.max())) if len(lattice) else (0, -1)
+    if hi - lo < len(lattice):
+        # Far fewer lattice points than positions (days on a 1,024-day lattice): hash each
+        # point once, the same hash as below.
+        points = uniform(key, np.arange(lo, hi + 2, dtype=np.int64)) * 2.0 - 1.0
+        left, right = points[lattice - lo], points[lattice - lo + 1]
+    else:
+        left = uniform(key, lattice) * 2.0 - 1.0
+        right = uniform(key, lattice + 1) * 2.0 - 1.0
     ease = frac * frac * (3.0 - 2.0 * frac)
     result: F64 = left + (right - left) * ease
     return result
