@@ -16,7 +16,9 @@ from marketspine._base.time import DAY_MS, HOUR_MS, MINUTE_MS, parse_time
 from marketspine._base.timeframes import TIMEFRAMES, Timeframe
 from marketspine._upbit.ticks import round_to_tick
 from marketspine.errors import UnknownMarketError
+from marketspine.sim._gen_store import NodeStore
 from marketspine.sim._history import Bar, History, Trade
+from marketspine.sim._universe import universe
 
 NOW = parse_time("2026-07-30T07:41:37.123Z")
 LIQUID = "KRW-BTC"
@@ -435,6 +437,31 @@ def test_walking_far_back_keeps_caches_bounded() -> None:
         assert small.candles(LIQUID, tf, before_ms=NOW, now_ms=NOW, count=100) == (
             reference.candles(LIQUID, tf, before_ms=NOW, now_ms=NOW, count=100)
         )
+
+
+@pytest.mark.parametrize("code", [LIQUID, *SPARSE])
+def test_a_page_reaches_back_just_as_many_days_as_the_days_counts_allow(code: str) -> None:
+    """``days_back`` sizes a cold page's batch of hours and minutes from the day summaries:
+    its days may hold the windows wanted (at most ``per_day`` a day, one per trade), and
+    a day fewer would not."""
+    store = NodeStore(7, universe("kr", 30), 32 << 20)
+    gen = store.gen(code)
+    end_day = NOW // DAY_MS + 1
+    for want, per_day, newest in ((200, 1440, 461), (1000, 24, None), (50, 1 << 62, None)):
+        first = store.days_back(gen, end_day, want, per_day, newest)
+        assert gen.listed_day <= first < end_day
+        held = {
+            start // DAY_MS: min(count, per_day)
+            for start, count in zip(
+                store.nodes(gen, 0, first, end_day).start.tolist(),
+                store.nodes(gen, 0, first, end_day).count.tolist(),
+                strict=True,
+            )
+        }
+        if newest is not None and end_day - 1 in held:
+            held[end_day - 1] = min(held[end_day - 1], newest)
+        assert sum(held.values()) >= want or first == gen.listed_day, (want, first)
+        assert sum(n for day, n in held.items() if day > first) < want, (want, first)
 
 
 def test_history_is_pinned_across_machines_and_restarts() -> None:

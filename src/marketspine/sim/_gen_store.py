@@ -28,6 +28,9 @@ __all__ = ["DEFAULT_CACHE_BYTES", "Lru", "NodeStore", "group", "summary", "trade
 DEFAULT_CACHE_BYTES = 32 << 20  # per cache
 _MAX_BLOCK_DAYS = 64
 _BLOCK_NODES = 256
+_MAX_SPAN_DAYS = 256  # days of minutes asked at once going back
+_HOURS_BACK = 2  # hours stepped back one at a time before whole days
+_ALL = 1 << 62  # no cap on a day's windows: trades are counted
 _LEAF_CACHE_BATCH = 32  # minutes' trades are cached when asked for this many at most
 
 K = TypeVar("K")
@@ -211,6 +214,35 @@ class NodeStore:
             return nodes
         return nodes.take(slice(lo_i, hi_i))
 
+    def days_back(
+        self, gen: MarketGen, end_day: int, want: int, per_day: int, newest: int | None = None
+    ) -> int:
+        """The latest day ``first`` such that the days [first, end_day) may hold ``want``
+        windows (a day holds at most ``per_day`` of them, the day before ``end_day`` at most
+        ``newest``, and none more than its trades), or the listing day. Read off the day
+        summaries, which are cheap and cached: a guess from the market's average rate
+        missed by the tenfold swings of a quiet market's activity, and generated a second,
+        far larger batch of hours and minutes."""
+        got = 0
+        size = _MAX_BLOCK_DAYS
+        end = end_day
+        blocks = 1
+        while end > gen.listed_day:
+            begin = ((end - 1) // size - blocks + 1) * size
+            days = self.nodes(gen, 0, begin, end)
+            caps = np.minimum(days.count[::-1], per_day)
+            last_day = int(days.start[-1]) // DAY_MS if len(days) else None
+            if newest is not None and end == end_day and last_day == end_day - 1:
+                caps[0] = min(int(caps[0]), newest)
+            held = caps.cumsum()
+            i = int(np.searchsorted(held, want - got))
+            if i < len(days):
+                return int(days.start[len(days) - 1 - i]) // DAY_MS
+            got += int(held[-1]) if len(held) else 0
+            end = begin
+            blocks = min(blocks * 2, 16)
+        return gen.listed_day
+
     def leaf_trades(self, gen: MarketGen, minutes: Nodes) -> TradeArrays:
         """All trades of the one-minute nodes ``minutes``, in time order. Small requests
         (the ones repeated near "now") are cached per minute; bulk ones are not, as
@@ -325,9 +357,10 @@ class NodeStore:
     def minutes_back(self, gen: MarketGen, limit: int, want: int) -> Iterator[Nodes]:
         """Non-empty one-minute nodes starting before ``limit``, in chunks going back in
         time (each chunk ascending), until the listing: for a busy market first the five
-        minutes around ``limit`` and the rest of its hour, then runs of whole days sized to
-        hold about ``want`` trades by the density seen so far. (A quiet market's minutes
-        come in blocks of many days anyway, so it starts with those.)"""
+        minutes around ``limit``, the rest of its hour and, when few trades are still wanted,
+        the hours before it; then runs of whole days that hold the trades still wanted by
+        the days' counts. (A quiet market's minutes come in blocks of many days anyway, so
+        it starts with those.)"""
         five_ms, hour_ms = LEVEL_MS[LEAF - 1], LEVEL_MS[1]
         got = 0
         cut = limit
@@ -342,20 +375,31 @@ class NodeStore:
             fives = fives.take(slice(0, int(np.searchsorted(fives.start, window))))
             got += int(fives.count.sum())
             yield self.children_of(gen, LEAF, fives)
+            # A few trades short: the hours before, one at a time, cost two small splits
+            # each, where the whole day's minutes cost three batches of a day's nodes.
+            day = self.nodes(gen, 0, cut // DAY_MS, cut // DAY_MS + 1)
+            per_hour = int(day.count[0]) / 24 if len(day) else 0.0
+            hours = 0
+            while (
+                hours < _HOURS_BACK
+                and cut % DAY_MS
+                and cut > gen.market.listed_ms
+                and want - got <= _HOURS_BACK * per_hour
+            ):
+                cut -= hour_ms
+                fives = self.children(gen, LEAF - 1, cut)
+                got += int(fives.count.sum())
+                hours += 1
+                yield self.children_of(gen, LEAF, fives)
         end_day = (cut - 1) // DAY_MS + 1
-        rate = gen.market.trades_per_day
         while end_day > gen.listed_day:
-            span = min(max(int(max(want - got, 1) / rate) + 1, 1), 256)
-            first_day = max(end_day - span, gen.listed_day)
+            first_day = self.days_back(gen, end_day, max(want - got, 1), _ALL)
+            first_day = max(first_day, end_day - _MAX_SPAN_DAYS)
             minutes = self.nodes(gen, LEAF, first_day, end_day)
             chunk = minutes.take(slice(0, int(np.searchsorted(minutes.start, cut))))
             got += int(chunk.count.sum())
             yield chunk
             end_day = first_day
-            days = max((cut - end_day * DAY_MS) / DAY_MS, 1.0)
-            # Floored: after a long empty run rate / 4 reached 0.0 and the span's division
-            # gave float infinity (the span is capped at 256 days well before the floor).
-            rate = got / days if got else max(rate / 4, 1e-6)
 
     def trades_back(
         self, gen: MarketGen, limit: int, max_seq: int | None, *, want: int

@@ -245,10 +245,16 @@ class History:
         chunks: list[Nodes] = []
         found = 0
         while found < count and end_day > gen.listed_day:
-            first_day = max(min(end_day * DAY_MS, limit) - reach, 0) // DAY_MS
-            first_day = max(min(first_day, end_day - 1), gen.listed_day)
             if level == 0:
+                first_day = max(min(end_day * DAY_MS, limit) - reach, 0) // DAY_MS
+                first_day = max(min(first_day, end_day - 1), gen.listed_day)
                 first_day = timeframe.floor(first_day * DAY_MS) // DAY_MS
+            else:
+                # The newest day holds only the windows that start before ``limit``.
+                newest = -(-(limit - (end_day - 1) * DAY_MS) // length)
+                first_day = self._store.days_back(
+                    gen, end_day, count - found, DAY_MS // length, newest
+                )
             nodes = self._store.nodes(gen, level, first_day, end_day)
             nodes = nodes.take(slice(0, int(np.searchsorted(nodes.start, limit))))
             if len(nodes) and int(nodes.start[-1]) + node_ms > limit:
