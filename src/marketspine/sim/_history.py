@@ -237,8 +237,9 @@ class History:
         level = _level_for(timeframe)
         node_ms = LEVEL_MS[level]
         length = timeframe.fixed_ms or (31 if timeframe.unit == "month" else 366) * DAY_MS
-        # Guess how far back ``count`` windows with trades reach from the market's usual
-        # liquidity; if that falls short, reach on by the density actually found.
+        # Windows of a day or longer (their nodes are the day summaries): guess how far back
+        # ``count`` of them reach from the market's usual liquidity, and if that falls short,
+        # reach on by the density found. Shorter ones size each batch by the days' counts.
         density = min(1.0, gen.market.trades_per_day * length / DAY_MS)
         reach = int(count * length / max(density, 1e-9))
         end_day = (limit - 1) // DAY_MS + 1
