@@ -26,6 +26,12 @@ pages (20 cold count=1,000 reads with ends 3 days apart on each of 8 markets tra
   by the first page's value per candle, an idealised map): it takes the spare call, leaving
   four pages for 800 candles without margin, so never two round trips within 6 calls; with
   one page of margin (7 calls) 40% of reads, with two (8 calls) 58%;
+* one guessed page beside the walk's second (the spare call, placed 0.6 to 2 first pages'
+  spans below it), the rest walked: 5 round trips and 6 calls; of 960 reads (40 at random
+  ends on each of 4 markets, 6 placements) one saved a round trip. A guess that joins the
+  walk overlaps it, and 600 candles less any overlap leave three pages to walk, not two.
+  Walking on below each guessed page too: 4.2-4.9 round trips on average, but 7-9 calls in
+  3-68% of reads;
 * the walk: 5 round trips and 5 calls, every time.
 
 None comes near two round trips within the bound, so the bound wins: the walk stays. What
