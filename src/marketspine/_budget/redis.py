@@ -673,17 +673,9 @@ class RedisRateBudget:
         self._recovering = True
         try:
             for state in self._groups.values():
-                horizon = self._clock() - 3 * self._span
-                while state.blind_sends and state.blind_sends[0] <= horizon:
-                    state.blind_sends.popleft()
-                now = self._clock()
-                ages = [now - t for t in state.blind_sends]
                 # The others may still be blind for a moment, sending their share unbooked:
                 # count the window full for one span (its remaining slots as sent now).
-                recent = sum(1 for age in ages if age < self._span)
-                ages += [0.0] * max(0, state.limit - recent)
-                await self._scripts.book(state.keys, ages)
-                state.blind_sends.clear()
+                await self._book_blind(state, fill=True)
                 await self._flush(state)
             # A restarted Redis forgot the others: count them anew.
             self._counts.clear()
@@ -707,7 +699,39 @@ class RedisRateBudget:
             lost_for,
             extra={"event": "redis_back", "key": "budget", "lost_s": round(lost_for, 1)},
         )
+        # Acquisitions that got their blind slot while the booking above was on its way went
+        # blind too (shared only from here on): book them now, or none of the others sees
+        # them. Unreachable again, they stay listed for the next recovery.
+        try:
+            for state in self._groups.values():
+                if state.blind_sends:
+                    await self._book_blind(state, fill=False)
+        except _UNREACHABLE as exc:
+            self._go_blind(exc)
+            return False
         return True
+
+    async def _book_blind(self, state: _Group, *, fill: bool) -> None:
+        """Book in Redis the sends made blind within the last three spans (older ones no
+        window counts any more), each at its age. They leave the list before the booking is
+        sent, so a send made blind meanwhile stays listed for the next booking, and come back
+        to it when the booking fails. With ``fill``, the rest of the window too, as sent
+        now."""
+        horizon = self._clock() - 3 * self._span
+        sends = [t for t in state.blind_sends if t > horizon]
+        state.blind_sends.clear()
+        now = self._clock()
+        ages = [now - t for t in sends]
+        if fill:
+            recent = sum(1 for age in ages if age < self._span)
+            ages += [0.0] * max(0, state.limit - recent)
+        if not ages:
+            return
+        try:
+            await self._scripts.book(state.keys, ages)
+        except BaseException:
+            state.blind_sends.extendleft(reversed(sends))  # not booked: first again
+            raise
 
     # -- feedback ------------------------------------------------------------------------
 
