@@ -32,8 +32,9 @@ The fallback starts a window and the widest margin (``MAX_MARGIN``) after Redis 
 requests Redis granted before may fill upstream's current window, and once they have arrived
 and a window has passed none of them counts any more. Redis is tried again every
 ``retry_every_s`` (and at each heartbeat, so an idle process notices too). On recovery the
-sends made meanwhile are booked in Redis and the rest of the window is counted as used; an
-acquisition that was still waiting for its blind slot goes through Redis as well. For two
+sends made meanwhile are booked in Redis (those made while the recovery itself talks to Redis
+too) and the rest of the window is counted as used; an acquisition that was still waiting for
+its blind slot goes through Redis as well. For two
 windows more (plus ``retry_every_s`` and a heartbeat) the local share still applies too, so
 neither this process's blind sends nor those of processes not yet back push a window over the
 ceiling; and the number of the outage stays the floor of the count until the others have
