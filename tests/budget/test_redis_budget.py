@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from typing import cast
 
 import pytest
+from helpers import wait_until
 from redis.asyncio import Redis
 from services import PrivateRedis, RedisSpace
 
+from marketspine._budget.local import MAX_MARGIN
 from marketspine._budget.redis import RedisRateBudget
 from marketspine._budget.redis_lua import BudgetKeys
 from marketspine._budget.rules import Priority
@@ -287,3 +290,46 @@ async def test_sends_that_go_blind_while_the_recovery_books_are_booked_too(
     went_blind = [t for t in returned if t < pause_s]  # before Redis answered anything
     assert len(went_blind) == 2, f"acquisitions returned {returned} s into the pause"
     assert_each_send_booked_once(await booked_sends(space), blind=1, after=3)
+
+
+@pytest.mark.process
+async def test_a_blind_slot_that_finds_redis_back_and_lost_again_waits_to_go_blind_afresh(
+    private_redis: PrivateRedis,
+) -> None:
+    # An acquisition waits for its blind slot; Redis comes back (recovered by another) and is
+    # lost again before the slot comes. The slot, given before, knows nothing of what Redis
+    # granted the others meanwhile: like every start of blind sending, the send must wait a
+    # window and the widest margin after the loss was found (it used to go at once).
+    space = RedisSpace(private_redis.url, "flap:")
+    a = RedisRateBudget(
+        space.url,
+        prefix=space.prefix,
+        scope="ip",
+        window=1.0,  # a slot a second apart leaves time to restart and stop Redis between
+        margin=0.02,
+        fallback_share=0.1,  # one blind send a window
+        retry_every_s=0.0,
+        heartbeat_every_s=30.0,  # no heartbeat finds the loss before the slot does
+        heartbeat_ttl_s=60.0,
+    )
+    async with a:
+        await a.acquire("candles")
+        private_redis.stop()
+        await a.acquire("candles", Priority.LOW)  # blind: the window's one send
+        slot = asyncio.create_task(a.acquire("candles", Priority.LOW))  # the next window's
+        await wait_until(
+            lambda: a.statistics().groups["candles"].waiting["LOW"] == 1, 5, "a blind wait"
+        )
+        private_redis.start()
+        other = asyncio.create_task(a.acquire("candles", Priority.LOW))  # recovers
+        await wait_until(lambda: a.shared, 5, "the recovery")
+        private_redis.stop()
+        lost_at = time.monotonic()
+        assert not slot.done(), "the blind slot came before Redis was lost again"
+        await slot
+        waited = time.monotonic() - lost_at
+        other.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await other
+    assert not a.shared
+    assert waited >= 1.0 + MAX_MARGIN - 0.02, f"went {waited:.3f} s after Redis was lost again"

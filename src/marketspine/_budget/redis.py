@@ -57,7 +57,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from redis import exceptions as redis_errors
@@ -365,7 +365,10 @@ class RedisRateBudget:
                         await self._acquire_shared(state, priority)
                         return
                     except _UNREACHABLE as exc:
+                        # Lost again: the slot given before does not know what Redis granted
+                        # the others meanwhile. Wait for blind sends to start afresh.
                         self._go_blind(exc)
+                        continue
                 state.blind_sends.append(self._clock())
                 state.counts.sent += 1
                 return
@@ -764,16 +767,27 @@ class RedisRateBudget:
         self._fallback.penalize(group, seconds)
 
     def statistics(self) -> BudgetStatistics:
-        """This process's view: its sends and waits, the window's tokens at its last ask."""
+        """This process's view: its sends and waits, the window's tokens at its last ask.
+        While Redis is unreachable, the local fallback's tokens and penalty, and its waiters
+        counted with those still waiting on Redis."""
         now = self._clock()
         for name in GROUPS:
             self._group(name)
+        blind = {} if self.shared else self._fallback.statistics().groups
         groups = {}
         for name, state in self._groups.items():
-            groups[name] = state.counts.snapshot(
+            stats = state.counts.snapshot(
                 tokens=state.tokens,
                 waiting=(waiter.priority for waiter in state.waiters),
                 blocked_for=state.blocked_until - now,
                 margin=self._margin + state.late,
             )
+            if (local := blind.get(name)) is not None:
+                stats = replace(
+                    stats,
+                    tokens=local.tokens,
+                    waiting={p: n + local.waiting.get(p, 0) for p, n in stats.waiting.items()},
+                    blocked_for=max(stats.blocked_for, local.blocked_for),
+                )
+            groups[name] = stats
         return BudgetStatistics(groups)
