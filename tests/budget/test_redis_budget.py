@@ -275,7 +275,7 @@ async def test_sends_that_go_blind_while_the_recovery_books_are_booked_too(
         private_redis.start()  # empty
         pauser = Redis.from_url(space.url)
         try:
-            await pauser.execute_command("CLIENT", "PAUSE", round(pause_s * 1000), "ALL")
+            await pauser.client_pause(round(pause_s * 1000), all=True)
         finally:
             await pauser.aclose()
         paused_at = time.monotonic()
