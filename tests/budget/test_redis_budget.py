@@ -293,6 +293,29 @@ async def test_sends_that_go_blind_while_the_recovery_books_are_booked_too(
 
 
 @pytest.mark.process
+async def test_a_first_request_of_another_group_during_a_recovery_is_answered(
+    private_redis: PrivateRedis,
+) -> None:
+    # The recovery books group by group, waiting on Redis for each (held here by CLIENT
+    # PAUSE); a group's first acquisition meanwhile adds the group. The recovery used to
+    # fail then ("dictionary changed size during iteration"), and its acquisition with it.
+    space = RedisSpace(private_redis.url, "newgroup:")
+    async with budget(space, fallback_share=0.5, retry_every_s=0.0) as a:
+        await a.acquire("candles")
+        private_redis.stop()
+        await a.acquire("candles", Priority.LOW)  # blind from here: 1 send
+        private_redis.start()  # empty
+        pauser = Redis.from_url(space.url)
+        try:
+            await pauser.client_pause(300, all=True)
+        finally:
+            await pauser.aclose()
+        await asyncio.gather(a.acquire("candles"), a.acquire("ticker"))
+        assert a.shared
+    assert_each_send_booked_once(await booked_sends(space), blind=1, after=1)
+
+
+@pytest.mark.process
 async def test_a_blind_slot_that_finds_redis_back_and_lost_again_waits_to_go_blind_afresh(
     private_redis: PrivateRedis,
 ) -> None:

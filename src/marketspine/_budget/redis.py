@@ -296,7 +296,7 @@ class RedisRateBudget:
                 await self._heartbeat
         if self._down_since is None:
             try:
-                for state in self._groups.values():
+                for state in list(self._groups.values()):
                     await self._flush(state)
                 if self._processes.seen is not None:  # leave: the others' share grows now
                     for keys in self._every_group_keys():
@@ -676,7 +676,7 @@ class RedisRateBudget:
         self._last_try = now
         self._recovering = True
         try:
-            for state in self._groups.values():
+            for state in list(self._groups.values()):  # a group may be added meanwhile
                 # The others may still be blind for a moment, sending their share unbooked:
                 # count the window full for one span (its remaining slots as sent now).
                 await self._book_blind(state, fill=True)
@@ -707,7 +707,7 @@ class RedisRateBudget:
         # blind too (shared only from here on): book them now, or none of the others sees
         # them. Unreachable again, they stay listed for the next recovery.
         try:
-            for state in self._groups.values():
+            for state in list(self._groups.values()):
                 if state.blind_sends:
                     await self._book_blind(state, fill=False)
         except _UNREACHABLE as exc:
