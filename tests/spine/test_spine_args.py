@@ -83,7 +83,10 @@ bad_seconds = st.one_of(
 bad_kinds: st.SearchStrategy[object] = st.one_of(
     st.integers(),
     st.just([]),
-    st.text(max_size=10).filter(lambda t: t.strip() not in STREAM_KINDS),
+    # Upbit's own names of the hour candles are accepted too (hypothesis once drew one).
+    st.text(max_size=10).filter(
+        lambda t: t.strip() not in (*STREAM_KINDS, "candle.60m", "candle.240m")
+    ),
     st.lists(st.one_of(st.integers(), st.none(), st.just("candle.2m")), min_size=1, max_size=2),
 )
 bad_needs = st.one_of(
