@@ -34,11 +34,10 @@ and a window has passed none of them counts any more. Redis is tried again every
 ``retry_every_s`` (and at each heartbeat, so an idle process notices too). On recovery the
 sends made meanwhile are booked in Redis (those made while the recovery itself talks to Redis
 too) and the rest of the window is counted as used; an acquisition that was still waiting for
-its blind slot goes through Redis as well. For two
-windows more (plus ``retry_every_s`` and a heartbeat) the local share still applies too, so
-neither this process's blind sends nor those of processes not yet back push a window over the
-ceiling; and the number of the outage stays the floor of the count until the others have
-registered again.
+its blind slot goes through Redis as well. For two windows more (plus ``retry_every_s`` and a
+heartbeat) the local share still applies too, so neither this process's blind sends nor those
+of processes not yet back push a window over the ceiling; and the number of the outage stays
+the floor of the count until the others have registered again.
 
 Redis lost is logged once at WARNING (``event`` ``redis_lost``, for the notifier), Redis back
 once at INFO (``redis_back``).
