@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import signal
 import socket
 import threading
@@ -133,8 +134,18 @@ def _server(
     *,
     quiet_signals: bool = False,
 ) -> _Server:
-    config = uvicorn.Config(app, **{**_DEFAULTS, **options})
+    config = uvicorn.Config(app, **{**_DEFAULTS, "http": _http_protocol(), **options})
     return _Server(config, on_started, quiet_signals=quiet_signals)
+
+
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol with a bound on a request's head when httptools is
+    installed (the ``serve`` extra), else its h11 one (which has that bound itself)."""
+    if importlib.util.find_spec("httptools") is None:
+        return "h11"
+    from .http_head import BoundedHttpTools  # imports httptools
+
+    return BoundedHttpTools
 
 
 def run_server(
