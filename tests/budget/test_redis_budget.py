@@ -63,6 +63,20 @@ def assert_each_send_booked_once(sends: list[float], *, blind: int, after: int) 
     assert kept == blind or (kept == blind - 1 and rest == 10), report
 
 
+async def back_but_paused(a: RedisRateBudget, server: PrivateRedis, pause_s: float) -> None:
+    """One send shared, Redis lost, one blind send, then Redis back (empty) but holding every
+    command for ``pause_s`` (CLIENT PAUSE), so the recovery that follows waits on it."""
+    await a.acquire("candles")
+    server.stop()
+    await a.acquire("candles", Priority.LOW)  # blind from here: 1 send
+    server.start()
+    pauser = Redis.from_url(server.url)
+    try:
+        await pauser.client_pause(round(pause_s * 1000), all=True)
+    finally:
+        await pauser.aclose()
+
+
 def max_in_any_span(times: list[float], span: float) -> int:
     best = 0
     for i, t in enumerate(times):
@@ -269,15 +283,7 @@ async def test_sends_that_go_blind_while_the_recovery_books_are_booked_too(
     space = RedisSpace(private_redis.url, "paused:")
     pause_s = 0.6  # well past two blind slots, well within the three spans a recovery books
     async with budget(space, fallback_share=0.5, retry_every_s=0.0) as a:
-        await a.acquire("candles")
-        private_redis.stop()
-        await a.acquire("candles", Priority.LOW)  # blind from here: 1 send
-        private_redis.start()  # empty
-        pauser = Redis.from_url(space.url)
-        try:
-            await pauser.client_pause(round(pause_s * 1000), all=True)
-        finally:
-            await pauser.aclose()
+        await back_but_paused(a, private_redis, pause_s)
         paused_at = time.monotonic()
         returned: list[float] = []
 
@@ -301,15 +307,7 @@ async def test_a_first_request_of_another_group_during_a_recovery_is_answered(
     # fail then ("dictionary changed size during iteration"), and its acquisition with it.
     space = RedisSpace(private_redis.url, "newgroup:")
     async with budget(space, fallback_share=0.5, retry_every_s=0.0) as a:
-        await a.acquire("candles")
-        private_redis.stop()
-        await a.acquire("candles", Priority.LOW)  # blind from here: 1 send
-        private_redis.start()  # empty
-        pauser = Redis.from_url(space.url)
-        try:
-            await pauser.client_pause(300, all=True)
-        finally:
-            await pauser.aclose()
+        await back_but_paused(a, private_redis, 0.3)
         await asyncio.gather(a.acquire("candles"), a.acquire("ticker"))
         assert a.shared
     assert_each_send_booked_once(await booked_sends(space), blind=1, after=1)
