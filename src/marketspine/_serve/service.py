@@ -366,15 +366,15 @@ class ServeService:
     async def instruments(self, codes: Sequence[str]) -> list[Instrument]:
         """Instruments of ``codes``, each fetched at most once a minute."""
         now = time.monotonic()
-        missing = [
-            c
-            for c in codes
-            if (held := self._instruments.get(c)) is None or now - held[1] > _INSTRUMENTS_TTL_S
-        ]
+        # What is held is taken now: a warmup may clear it while the fetch is on its way.
+        held = {c: self._instruments.get(c) for c in codes}
+        found = {c: h[0] for c, h in held.items() if h and now - h[1] <= _INSTRUMENTS_TTL_S}
+        missing = [c for c in codes if c not in found]
         if missing:
             for item in await self.spine.client.instruments(missing):
                 self._instruments[item.market] = (item, now)
-        return [self._instruments[c][0] for c in codes if c in self._instruments]
+                found[item.market] = item
+        return [found[c] for c in codes if c in found]
 
     # -- warmup ----------------------------------------------------------------------------------
 
