@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from helpers import wait_until
@@ -242,6 +242,40 @@ async def test_a_send_that_arrived_late_counts_when_it_arrived_for_every_process
             assert time.monotonic() < deadline, "the late send was never moved"
             await asyncio.sleep(0.01)
     assert moved == pytest.approx([0.081] + [0.0] * 9, abs=2e-6)
+
+
+async def test_a_grant_read_late_counts_from_when_it_was_asked_for(
+    redis_space: RedisSpace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis grants a send, but the process reads the grant 300 ms later (its loop busy with
+    # other work, or not scheduled on a loaded machine), so the send leaves 300 ms after
+    # Redis counted it. Its round trip, timed from the send, shows nothing of that: the send
+    # used to be moved back to its grant, and other processes sent a span after the grant,
+    # while upstream's window still held it (the outage test's 429 before the kill).
+    clock = [100.0]
+    late = budget(redis_space, clock=lambda: clock[0])
+    async with late:
+        asked = late._scripts.acquire  # the stall comes after Redis answered the ask
+
+        async def read_late(*args: Any, **kwargs: Any) -> Any:
+            reply = await asked(*args, **kwargs)
+            clock[0] += 0.3
+            return reply
+
+        await late.acquire("candles")  # a prompt one: the fastest round trip is 2 ms
+        sent_at = clock[0]
+        clock[0] += 0.002
+        late.observe("candles", 9, sent_at=sent_at)
+        monkeypatch.setattr(late._scripts, "acquire", read_late)
+        await late.acquire("candles")
+        sent_at = clock[0]
+        clock[0] += 0.002
+        late.observe("candles", 8, sent_at=sent_at)
+        deadline = time.monotonic() + 5.0
+        while (moved := await moves(redis_space))[1] == 0.0:  # booked in flight at its grant
+            assert time.monotonic() < deadline, "the send read late was never moved"
+            await asyncio.sleep(0.01)
+    assert moved == pytest.approx([0.0, 0.3], abs=2e-6)
 
 
 @pytest.mark.process

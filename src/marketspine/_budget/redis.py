@@ -135,7 +135,7 @@ class _Waiter:
 class _Booked:
     """A send this process booked in Redis, to move to its own lateness once answered."""
 
-    at: float  # local clock at the grant
+    at: float  # local clock when it was asked for, no later than Redis granted it
     member: str
     granted_us: int  # Redis's clock at the grant
     booked_us: int  # its score as booked (in flight): the grant plus the in-flight margin
@@ -437,6 +437,7 @@ class RedisRateBudget:
         others = [w for w in state.waiters if w is not head]
         level = self._order.level(head.priority, now - head.since)
         behind = self._order.top_level(others, now)
+        asked_at = self._clock()
         reply = await self._scripts.acquire(
             state.keys,
             limit=state.limit,
@@ -458,7 +459,7 @@ class RedisRateBudget:
         state.late = reply.late_s
         head.asked += 1
         if reply.granted:
-            self._remember(state, reply)
+            self._remember(state, reply, asked_at)
             # The first now: maybe one that came (or rose a level) while Redis answered.
             best = self._order.first(state.waiters, self._clock())
             assert best is not None
@@ -480,9 +481,12 @@ class RedisRateBudget:
                 waiter.throttled = True
                 state.counts.throttled += 1
 
-    def _remember(self, state: _Group, reply: AcquireReply) -> None:
+    def _remember(self, state: _Group, reply: AcquireReply, asked_at: float) -> None:
+        # Its lateness runs from the ask, the earliest Redis can have granted it: a process
+        # that reads the grant late (its loop busy, or not scheduled) sends that much later
+        # than Redis counted it, and a reply's round trip from then does not show that.
         now = self._clock()
-        state.booked.append(_Booked(now, reply.member, reply.redis_now_us, reply.score_us))
+        state.booked.append(_Booked(asked_at, reply.member, reply.redis_now_us, reply.score_us))
         # Redis keeps sends 5 s or 3 spans; a later move would find nothing to move.
         horizon = now - max(5.0, 3 * self._span)
         while state.booked and state.booked[0].at <= horizon:
