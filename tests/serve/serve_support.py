@@ -1,6 +1,7 @@
 """Helpers for the serve tests: ``marketspine serve`` as a real process (``python -m
 marketspine serve``) in front of a loopback simulator, started on a free port, its printed
-URL parsed, stopped with SIGINT and checked to exit cleanly."""
+URL parsed, stopped with SIGINT and checked to exit cleanly; and serve's service in-process,
+in front of the simulator's ASGI app, asked through its own."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ from typing import Any
 
 import httpx
 from clitools import where_it_hangs
+from starlette.types import ASGIApp
+
+from marketspine._serve.app import create_service_app
+from marketspine._serve.service import ServeService
+from marketspine._store.sqlite import CandleStore
 
 _START_TIMEOUT_S = 30.0
 # serve's own bounds on stopping: 5 s for open connections (timeout_graceful_shutdown), then
@@ -151,3 +157,23 @@ def serve_processes(upstream: str, dbs: list[Path], *extra: str) -> Iterator[lis
 def sim_stats(sim: str) -> dict[str, Any]:
     stats: dict[str, Any] = httpx.get(sim + "/sim/stats", timeout=10).json()
     return stats
+
+
+def in_process_serve(
+    upstream: ASGIApp | httpx.AsyncBaseTransport, db: Path | str | CandleStore, **options: Any
+) -> ServeService:
+    """serve's service (not entered) in front of ``upstream`` (the simulator's ASGI app, a
+    wrapper holding some of its answers, or a transport), storing in ``db``; admin token
+    ``t``, no warmup loop and no live watching unless ``options`` say otherwise."""
+    if not isinstance(upstream, httpx.AsyncBaseTransport):
+        upstream = httpx.ASGITransport(app=upstream)
+    settings: dict[str, Any] = {"admin_token": "t", "warmup_every_s": -1, "live_on_demand": False}
+    return ServeService("http://sim", db, transport=upstream, **(settings | options))
+
+
+def service_client(service: ServeService, **options: Any) -> httpx.AsyncClient:
+    """A client of ``service``'s app in-process (the service entered by the caller: the app's
+    lifespan is not run)."""
+    settings: dict[str, Any] = {"base_url": "http://serve", "timeout": 30}
+    app = create_service_app(service)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), **(settings | options))

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from serve_support import AUTH, TOKEN, ServeProcess
+from serve_support import AUTH, TOKEN, ServeProcess, in_process_serve
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
@@ -37,7 +37,6 @@ from marketspine._serve.security import (
     host_name,
     is_loopback,
 )
-from marketspine._serve.service import ServeService
 
 # Each starts a real serve process (serve_support.serve_process).
 pytestmark = pytest.mark.process
@@ -65,14 +64,8 @@ WRITES = [("POST", "/api/backfill", 400), ("DELETE", "/api/backfill/nope", 404)]
 async def served(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """serve in-process with an admin and a read token and ``NAME`` allowed; the client
     sends no credentials of its own."""
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token=ADMIN,
-        read_token=READER,
-        transport=httpx.ASGITransport(app=sim_app),
-        warmup_every_s=-1,
-        live_on_demand=False,
+    async with in_process_serve(
+        sim_app, tmp_path / "serve.db", admin_token=ADMIN, read_token=READER
     ) as service:
         # These tests count refusals one by one; the lock-out that wrong bearer tokens
         # earn is shown in test_serve_bounds.py.

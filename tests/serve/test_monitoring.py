@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from serve_support import in_process_serve
 from starlette.applications import Starlette
 
 from marketspine._serve.app import create_service_app
@@ -94,14 +95,7 @@ def test_the_seeds_thresholds_are_the_alerts() -> None:
 
 @pytest.fixture
 async def service(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[ServeService]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token="t",
-        transport=httpx.ASGITransport(app=sim_app),
-        warmup_every_s=-1,
-        live_on_demand=False,
-    ) as svc:
+    async with in_process_serve(sim_app, tmp_path / "serve.db") as svc:
         yield svc
 
 

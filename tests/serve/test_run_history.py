@@ -15,23 +15,18 @@ from typing import Any
 import httpx
 import pytest
 from helpers import wait_until
+from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, format_utc
-from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
 from marketspine._store.sqlite import SQLiteStore
 
 
 @contextlib.asynccontextmanager
 async def api(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(service)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://serve",
-        timeout=60,
-        headers={"Authorization": f"Bearer {service.admin_token}"},
-    ) as client:
+    bearer = {"Authorization": f"Bearer {service.admin_token}"}
+    async with service_client(service, timeout=60, headers=bearer) as client:
         yield client
 
 
@@ -95,14 +90,7 @@ async def test_backfill_jobs_are_kept_done_and_cancelled(
     sim_app: Starlette, tmp_path: Path, sim_now_ms: int
 ) -> None:
     async with (
-        ServeService(
-            "http://sim",
-            tmp_path / "j.db",
-            admin_token="t",
-            transport=httpx.ASGITransport(app=sim_app),
-            warmup_every_s=-1,
-            live_on_demand=False,
-        ) as service,
+        in_process_serve(sim_app, tmp_path / "j.db") as service,
         api(service) as http,
     ):
         since = format_utc(sim_now_ms - DAY_MS) + "Z"
@@ -149,14 +137,7 @@ async def test_a_history_that_cannot_be_written_never_breaks_the_warmup(
     caplog.set_level(logging.WARNING, "marketspine.serve")
     async with (
         SQLiteStore(path, read_only=True) as store,
-        ServeService(
-            "http://sim",
-            store,
-            admin_token="t",
-            transport=httpx.ASGITransport(app=sim_app),
-            warmup_every_s=-1,
-            live_on_demand=False,
-        ) as service,
+        in_process_serve(sim_app, store) as service,
     ):
         report = await service.warmup()
         assert report["success"] is True

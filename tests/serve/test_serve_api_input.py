@@ -11,33 +11,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
 from marketspine._base.time import format_utc, parse_time
-from marketspine._serve.app import create_service_app
-from marketspine._serve.service import ServeService
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 async def http(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token="t",
-        transport=httpx.ASGITransport(app=sim_app),
-        warmup_every_s=-1,
-        live_on_demand=False,
-    ) as service:
-        app = create_service_app(service)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://serve",
-            timeout=30,
-            headers={"Authorization": "Bearer t"},  # /api needs a token
-        ) as client:
-            yield client
+    async with (
+        in_process_serve(sim_app, tmp_path / "serve.db") as service,
+        service_client(service, headers={"Authorization": "Bearer t"}) as client,  # /api: a token
+    ):
+        yield client
 
 
 async def test_backfill_of_one_market_string_is_that_market(http: httpx.AsyncClient) -> None:

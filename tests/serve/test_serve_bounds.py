@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import SIM_NOW_MS, wait_until
+from serve_support import in_process_serve
 from starlette.applications import Starlette
 
 from marketspine._base.time import format_utc
@@ -62,15 +63,8 @@ def held(sim_app: Starlette) -> HeldCandles:
 
 @pytest.fixture
 async def service(held: HeldCandles, tmp_path: Path) -> AsyncIterator[ServeService]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token=ADMIN,
-        transport=httpx.ASGITransport(app=held),
-        warmup_every_s=-1,
-        live_on_demand=False,
-        max_wait_s=1.0,
-        per_client=1,
+    async with in_process_serve(
+        held, tmp_path / "serve.db", admin_token=ADMIN, max_wait_s=1.0, per_client=1
     ) as service:
         # A lock-out long enough to outlast any pause of a loaded machine between requests.
         service.login_throttle.first_lockout_s = 60

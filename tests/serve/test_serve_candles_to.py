@@ -17,11 +17,10 @@ from typing import Any
 import httpx
 import pytest
 from helpers import SIM_NOW_MS
+from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, format_utc
-from marketspine._serve.app import create_service_app
-from marketspine._serve.service import ServeService
 
 _AUTH = {"Authorization": "Bearer t"}
 
@@ -66,19 +65,11 @@ def pages(sim_app: Starlette) -> Pages:
 
 @pytest.fixture
 async def http(pages: Pages, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token="t",
-        transport=httpx.ASGITransport(app=pages),
-        warmup_every_s=-1,
-        live_on_demand=False,
-    ) as service:
-        app = create_service_app(service)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=60
-        ) as client:
-            yield client
+    async with (
+        in_process_serve(pages, tmp_path / "serve.db") as service,
+        service_client(service, timeout=60) as client,
+    ):
+        yield client
 
 
 async def _upstream(sim_app: Starlette, path: str, params: dict[str, str | int]) -> list[Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import wait_until
+from serve_support import in_process_serve
 from starlette.applications import Starlette
 
 from marketspine._serve.app import create_service_app
@@ -44,14 +45,8 @@ class SlowPathCalls:
 
 @pytest.fixture
 async def service(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[ServeService]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token=ADMIN,
-        read_token="reader-secret-012345",
-        transport=httpx.ASGITransport(app=sim_app),
-        warmup_every_s=-1,
-        live_on_demand=False,
+    async with in_process_serve(
+        sim_app, tmp_path / "serve.db", admin_token=ADMIN, read_token="reader-secret-012345"
     ) as svc:
         yield svc
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import wait_until
+from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, format_utc
@@ -75,24 +76,13 @@ def upstream(sim_app: Starlette) -> Upstream:
 
 @pytest.fixture
 async def service(upstream: Upstream, tmp_path: Path) -> AsyncIterator[ServeService]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token="t",
-        transport=upstream,
-        warmup_every_s=-1,
-        live_on_demand=False,
-        retry=FAST,
-    ) as svc:
+    async with in_process_serve(upstream, tmp_path / "serve.db", retry=FAST) as svc:
         yield svc
 
 
 @pytest.fixture
 async def http(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(service)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
-    ) as client:
+    async with service_client(service) as client:
         yield client
 
 

@@ -9,11 +9,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 from helpers import wait_until
+from serve_support import in_process_serve
 from starlette.applications import Starlette
-
-from marketspine._serve.service import ServeService
 
 ONLY_XRP = b"markets=KRW-XRP"
 
@@ -41,14 +39,7 @@ async def test_instruments_held_before_are_answered_though_a_warmup_clears_them_
     sim_app: Starlette, tmp_path: Path
 ) -> None:
     held = HeldInstruments(sim_app)
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token="admin-token-0123456789",
-        transport=httpx.ASGITransport(app=held),
-        warmup_every_s=-1,
-        live_on_demand=False,
-    ) as service:
+    async with in_process_serve(held, tmp_path / "serve.db") as service:
         before = await service.instruments(["KRW-BTC", "KRW-ETH"])
         assert [i.market for i in before] == ["KRW-BTC", "KRW-ETH"]
         asked = asyncio.create_task(service.instruments(["KRW-BTC", "KRW-ETH", "KRW-XRP"]))

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import httpx
 import psycopg
+from serve_support import in_process_serve
 from services import PgSpace, RedisSpace
 from starlette.applications import Starlette
 
 from marketspine._budget.redis import RedisRateBudget
 from marketspine._serve.app import create_service_app
-from marketspine._serve.service import ServeService
 
 
 async def test_serve_stores_in_postgresql_and_spends_the_shared_budget(
     sim_app: Starlette, pg_space: PgSpace, redis_space: RedisSpace
 ) -> None:
-    async with ServeService(
-        "http://sim",
-        pg_space.url,
-        admin_token="t",
-        transport=httpx.ASGITransport(app=sim_app),
-        warmup_every_s=-1,
-        live_on_demand=False,
-        redis=redis_space.url,
-        redis_prefix=redis_space.prefix,
+    async with in_process_serve(
+        sim_app, pg_space.url, redis=redis_space.url, redis_prefix=redis_space.prefix
     ) as service:
         app = create_service_app(service)
         async with httpx.AsyncClient(

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import SIM_NOW_MS, PageHold, wait_until
+from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, HOUR_MS, format_utc
-from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
 
 PATH = "/v1/candles/minutes/60"
@@ -27,23 +27,13 @@ def hold(sim_app: Starlette) -> PageHold:
 
 @pytest.fixture
 async def service(hold: PageHold, tmp_path: Path) -> AsyncIterator[ServeService]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token="t",
-        transport=httpx.ASGITransport(app=hold),
-        warmup_every_s=-1,
-        live_on_demand=False,
-    ) as svc:
+    async with in_process_serve(hold, tmp_path / "serve.db") as svc:
         yield svc
 
 
 @pytest.fixture
 async def http(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(service)  # the service is entered by the fixture, not lifespan
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=60
-    ) as client:
+    async with service_client(service, timeout=60) as client:
         yield client
 
 

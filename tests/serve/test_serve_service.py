@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import afternoon_clock, wait_until
+from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, HOUR_MS, MINUTE_MS, format_utc, parse_time
@@ -46,26 +47,13 @@ def upstream(sim_app: Starlette) -> Banning:
 
 @pytest.fixture
 async def service(upstream: Banning, tmp_path: Path) -> AsyncIterator[ServeService]:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "serve.db",
-        admin_token="t",
-        transport=upstream,
-        warmup_every_s=-1,
-        live_on_demand=False,
-    ) as svc:
+    async with in_process_serve(upstream, tmp_path / "serve.db") as svc:
         yield svc
 
 
 @pytest.fixture
 async def http(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(service)  # the service is entered by the fixture, not lifespan
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://serve",
-        timeout=30,
-        headers={"Authorization": "Bearer t"},  # /api needs a token
-    ) as client:
+    async with service_client(service, headers={"Authorization": "Bearer t"}) as client:
         yield client
 
 
@@ -289,14 +277,7 @@ async def test_identical_requests_from_many_clients_make_one_upstream_call(
 
 
 async def test_warmup_runs_at_start_and_on_its_schedule(sim_app: Starlette, tmp_path: Path) -> None:
-    async with ServeService(
-        "http://sim",
-        tmp_path / "w.db",
-        admin_token="t",
-        transport=httpx.ASGITransport(app=sim_app),
-        warmup_every_s=0.05,
-        live_on_demand=False,
-    ) as service:
+    async with in_process_serve(sim_app, tmp_path / "w.db", warmup_every_s=0.05) as service:
         registry = service.metrics.registry
 
         def runs() -> float:
