@@ -11,9 +11,10 @@ Upstream counts requests when they *arrive*, so, as in ``LocalRateBudget``, each
 at the latest time it may have arrived. Booked, it is in flight: Redis scores it at its grant
 plus the in-flight margin (the spread of the round trips this process observes,
 ``observe(..., sent_at=...)``; the script applies the widest any process asked with lately).
-Answered, it is moved in Redis to its grant plus its own lateness, its round trip beyond the
-fastest (``JitterMargin.beyond_least``): a send that came back on time no longer holds the
-window's end out by the widest margin, and one held up cannot put 11 in a second.
+Answered, it is moved in Redis to its grant plus its own lateness, its round trip (timed from
+the ask, so a grant read late counts as sent late) beyond the fastest
+(``JitterMargin.beyond_least``): a send that came back on time no longer holds the window's
+end out by the widest margin, and one held up cannot put 11 in a second.
 
 ``observe`` and ``penalize`` are synchronous in the ``RateBudget`` protocol: they take effect
 locally at once and are sent to Redis before this process's next acquisition (a 418 is
@@ -496,9 +497,9 @@ class RedisRateBudget:
     def _count_answered(state: _Group, sent_at: float, now: float) -> None:
         """Pair the reply with its send (as ``LocalRateBudget`` does) and queue moving every
         answered send to the latest time it may have arrived: its grant plus its round trip
-        beyond the fastest. The first move may go either way (off the in-flight margin it
-        was booked with); later ones only later, since each new round trip may lower the
-        fastest one known, and so make earlier sends later."""
+        (from its ask) beyond the fastest. The first move may go either way (off the
+        in-flight margin it was booked with); later ones only later, since each new round
+        trip may lower the fastest one known, and so make earlier sends later."""
         for booked in reversed(state.booked):
             if booked.answered is None and booked.at <= sent_at:
                 booked.answered = now
