@@ -4,6 +4,7 @@ missing page at most. Runs against the simulator in-process (live clock)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,38 @@ async def test_served_stale_from_the_store_while_the_circuit_is_open(
         assert result is not None and result.meta.stale
         # what the store holds: the asked two days and the rest of their full page
         assert len(result) == 200 and list(result)[-len(stored) :] == list(stored)
+
+
+async def test_nothing_held_and_upstream_unable_raises_never_an_empty_answer(
+    app: Any, tmp_path: Path
+) -> None:
+    # Upstream answers every request with a 5xx and nothing is stored: an empty answer would
+    # say "no candles there". Each read raises the failure (it used to return [] marked stale).
+    from marketspine import RetryLaterError
+    from marketspine._client.retry import RetryPolicy
+
+    async with Spine(
+        "http://sim",
+        tmp_path / "empty.db",
+        retry=RetryPolicy(attempts=1),
+        transport=httpx.ASGITransport(app=app),
+    ) as spine:
+        await spine.ticker("KRW-ETH")  # upstream's clock known, no candle held
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://sim"
+        ) as http:
+            await http.post("/sim/faults", json={"error_rate": 1.0})
+        reads = [
+            {"count": 5},
+            {"count": 5, "end": "2025-01-02"},
+            {"start": "2025-01-01", "end": "2025-01-02"},
+        ]
+        for read in reads:
+            with pytest.raises(RetryLaterError) as raised:
+                await spine.candles("KRW-BTC", "1h", **read)  # type: ignore[arg-type]
+            assert re.match(r"GET /v1/\S+ failed: ", str(raised.value)), read  # what and why
+        # A preload holds the series hot all the same (none held yet), as it did.
+        assert await spine.preload({"KRW-BTC": {"1h": 10}}) == {"KRW-BTC": {"1h": 0}}
 
 
 async def test_fill_adds_flat_candles_for_windows_without_trades(spine: Spine) -> None:

@@ -82,11 +82,6 @@ class Answer(msgspec.Struct):
     layers: tuple[str, ...] = ()
 
 
-class _Unavailable(RetryLaterError):
-    """Upstream cannot answer now (circuit open, a ban, upstream down) and serve holds
-    nothing to answer with: a 503 in Upbit's shape."""
-
-
 # -- parameters ------------------------------------------------------------------------------
 
 
@@ -156,15 +151,8 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
             result = await candles_before(spine, code, tf, want, to_ms)
             if result.meta.forming:
                 service.demand.want(f"candle.{tf.name}", code)
+        # Upstream unable and nothing held raised (a 503, never an empty 200).
         rows = list(result)
-        if not rows and result.meta.stale:
-            # Upstream cannot answer and nothing is held: never an empty 200, which Upbit's
-            # clients read as "no candles there".
-            wait = spine.client.statistics().breaker.retry_after
-            raise _Unavailable(
-                f"upstream cannot answer now and no {tf.name} candles of {code} are held",
-                retry_after=wait or None,
-            )
         previous = rows[-want] if tf.unit == "day" and len(rows) >= want else None
         rows = rows[-count:] if len(rows) >= count else rows
         if previous is not None and rows and previous.start_ms >= rows[0].start_ms:

@@ -241,9 +241,9 @@ class CandleReader:
         until_ms = _to_ms(end, "end") if count is None and end is not None else None
         try:
             now = await self._client.synced_now_ms(code, until_ms=until_ms, priority=priority)
-        except RetryLaterError:
+        except RetryLaterError as exc:
             # Upstream cannot tell its clock now: our best estimate, and what is held.
-            trace.stale = True
+            trace.failed(exc)
             now = self._client.upstream_now_ms()
         forming_start = tf.floor(now)
         if count is not None:
@@ -288,6 +288,7 @@ class CandleReader:
             candles = [c for c in candles if c.start_ms >= first]
             if count is not None:
                 candles = candles[-count:]
+        trace.check_answered(candles)
         return CandleResult(code, tf, candles, trace.meta(started, forming=forming is not None))
 
     async def _count_before(
@@ -315,8 +316,8 @@ class CandleReader:
         calls = _call_bound(count) - (0 if far else 1)
         try:
             now = await self._client.synced_now_ms(market, until_ms=end_ms, priority=priority)
-        except RetryLaterError:
-            trace.stale = True
+        except RetryLaterError as exc:
+            trace.failed(exc)
             now = self._client.upstream_now_ms()
         forming_start = tf.floor(now)
         # Windows starting before ``end_ms``: the one holding it counts.
@@ -328,6 +329,7 @@ class CandleReader:
         )
         if fill and rows:
             rows = fill_gaps(rows, tf, end)[-count:]
+        trace.check_answered(rows)
         return CandleResult(market, tf, rows, trace.meta(started, forming=False))
 
     async def forming(
@@ -353,8 +355,8 @@ class CandleReader:
         (circuit open, a ban, upstream down): the rest is answered from what is held."""
         try:
             rows = await self._client.candles(market, tf, count=1, priority=priority)
-        except RetryLaterError:
-            trace.stale = True
+        except RetryLaterError as exc:
+            trace.failed(exc)
             return []
         trace.used("upstream")
         trace.calls += 1
@@ -388,8 +390,8 @@ class CandleReader:
         sent = time.perf_counter()
         try:
             rows = await self._client.candles(market, tf, count=MAX_PAGE, priority=priority)
-        except RetryLaterError:  # upstream cannot answer now: nothing from it, stale
-            trace.stale = True
+        except RetryLaterError as exc:  # upstream cannot answer now: nothing from it, stale
+            trace.failed(exc)
             return []
         trace.used("upstream")
         trace.calls += 1
@@ -578,8 +580,8 @@ class CandleReader:
                 page, fetched = await fetch_page(
                     self._client, self._leases, market, tf, request, priority
                 )
-            except RetryLaterError:  # upstream cannot answer now: what is held, flagged stale
-                trace.stale = True
+            except RetryLaterError as exc:  # what is held, flagged stale
+                trace.failed(exc)
                 return
             trace.used("upstream")
             trace.calls += fetched  # a page another process fetched cost no call here
@@ -719,8 +721,8 @@ class CandleReader:
                 priority=priority,
                 leases=self._leases,
             )
-        except RetryLaterError:  # upstream cannot answer now: what is stored, stale
-            trace.stale = True
+        except RetryLaterError as exc:  # upstream cannot answer now: what is stored, stale
+            trace.failed(exc)
         else:
             trace.calls += summary.upstream_calls
             trace.pages += summary.upstream_calls

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
+from ..errors import RetryLaterError
 from .result import CandleResult
 
 __all__ = ["HOT_READ_WAIT_S", "HOT_SETTLE_MS", "LIVE_CLOSE_WAIT_S", "HotWindow", "HotWindows"]
@@ -120,11 +121,17 @@ class HotWindows:
         """Read each wanted (market, timeframe, closed candles) at ``priority`` and hold it
         hot; ``now_ms`` is upstream's clock. Returns {market: {timeframe: candles held}}."""
         reads = (self._read_closed(code, tf, count, priority) for code, tf, count in wanted)
-        results = await asyncio.gather(*reads)
+        results = await asyncio.gather(*reads, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RetryLaterError):
+                raise result
         held: dict[str, dict[str, int]] = {}
         for (code, tf, count), result in zip(wanted, results, strict=True):
+            # One upstream cannot answer now, nothing held: held hot all the same (none yet),
+            # the keeper reads it once upstream answers.
             self.hold(code, tf, count, tf.floor(now_ms))
-            held.setdefault(code, {})[tf.name] = len(result)
+            count_held = 0 if isinstance(result, BaseException) else len(result)
+            held.setdefault(code, {})[tf.name] = count_held
         self.changed()
         return held
 
@@ -209,6 +216,8 @@ class HotWindows:
         """Read ``window``'s closed candles as of ``now``; True when that succeeded."""
         try:
             result = await self._read_closed(market, window.tf, window.count, Priority.HIGH)
+        except RetryLaterError:  # upstream cannot answer now and nothing is held: as stale
+            return False
         except Exception as exc:  # keep the others hot; this one is tried again after a pause
             logger.error("refreshing hot window %s %s failed: %s", market, window.tf.name, exc)
             return False

@@ -8,7 +8,7 @@ how many pages the request was split into, how long it took and whether it is st
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -17,6 +17,7 @@ from .._base.time import from_ms
 from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
 from .._store.recording import TradeGap
+from ..errors import RetryLaterError
 from ..records import Candle
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class Trace:
     """What one request touched, for its ``ResultMeta``."""
 
     __slots__ = (
-        "calls", "delisted", "gaps", "pages", "provisional", "sources", "stale",
+        "calls", "delisted", "failure", "gaps", "pages", "provisional", "sources", "stale",
         "unserved_before_ms",
     )  # fmt: skip
 
@@ -84,6 +85,7 @@ class Trace:
         self.calls = 0
         self.pages = 0
         self.stale = False
+        self.failure: RetryLaterError | None = None  # the first that made it stale
         self.unserved_before_ms: int | None = None
         self.delisted = False
         self.gaps: tuple[TradeGap, ...] = ()
@@ -92,6 +94,18 @@ class Trace:
     def used(self, source: Source) -> None:
         if source not in self.sources:
             self.sources.append(source)
+
+    def failed(self, error: RetryLaterError) -> None:
+        """Upstream could not answer a part: the answer is what is held, stale."""
+        self.stale = True
+        if self.failure is None:
+            self.failure = error
+
+    def check_answered(self, rows: Sized) -> None:
+        """Raise the upstream failure that left the answer empty: an empty answer would say
+        "no candles there", which nobody knows while upstream cannot be asked."""
+        if not rows and self.failure is not None:
+            raise self.failure
 
     def meta(
         self, started: float, *, forming: bool = False, priority: Priority | None = None

@@ -235,9 +235,13 @@ class Spine:
         neither, the last 200. ``fill`` adds flat zero-volume candles for windows without
         trades. Closed candles are fetched upstream at most once, ever.
 
+        When upstream is needed but cannot answer (a failure, an open circuit, a ban), what
+        is held is answered with ``meta.stale``; with nothing held, its error is raised:
+        never an empty answer that would say there are no candles.
+
         Raises InvalidRequestError for bad arguments, UnknownMarketError for unlisted
-        markets, RetryLaterError subclasses when upstream is needed but failing, ClosedError
-        outside ``async with``.
+        markets, RetryLaterError subclasses when upstream is needed but failing and nothing
+        is held, ClosedError outside ``async with``.
         """
         code, tf = market_arg(market), timeframe_arg(timeframe)
         count = None if count is None else count_arg(count, "count", 1, MAX_COUNT)
