@@ -1,6 +1,6 @@
 """``marketspine verify``: a recording of the simulator agrees with its REST candles (exit 0);
-a recorded trade that differs shows as its window (exit 1); nothing recorded is exit 3 and bad
-input exit 2."""
+a recorded trade that differs shows as its window (exit 1); upstream out of reach is exit 1 with
+the reason, no window reported; nothing recorded is exit 3 and bad input exit 2."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import msgspec
-from clitools import run_in_process
+from clitools import closed_port, run_in_process
 from helpers import SIM_NOW_MS
 from recorded_truth import simulated_between
 
@@ -63,3 +63,16 @@ def test_nothing_recorded_and_bad_input(fixed_sim: str, tmp_path: Path) -> None:
     assert done.returncode == 2 and "no database at" in done.stderr
     done = run_in_process("verify", MARKET, "-t", "7m", "--db", str(db))
     assert done.returncode == 2
+
+
+def test_upstream_out_of_reach_is_an_error_not_differences(tmp_path: Path) -> None:
+    # Nothing to compare with: every recorded window used to be reported as differing from
+    # an empty answer (exit 1 all the same, but "differs in" for each).
+    start = SIM_NOW_MS // MINUTE_MS * MINUTE_MS - 12 * MINUTE_MS + 30_000
+    trades = simulated_between(History(1, markets=30), MARKET, start, start + 8 * MINUTE_MS)
+    db = tmp_path / "rec.sqlite"
+    store(db, trades)
+    done = run_in_process("verify", MARKET, "--db", str(db), "--upstream", closed_port())
+    assert done.returncode == 1, done.stdout
+    assert "differs in" not in done.stdout and "compared" not in done.stdout
+    assert "cannot reach" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -15,6 +15,7 @@ from .._base.timeframes import Timeframe
 from .._base.trade_candles import WindowDifference, candles_from_trades, compare_candles
 from .._budget.rules import Priority
 from .._store.recording_store import recording_for
+from ..errors import UpstreamError
 from .spine import Spine
 
 __all__ = ["VerifyReport", "verify_recording"]
@@ -79,6 +80,11 @@ async def verify_recording(
         trades = await recording.trades(market, day, cut)
         built = [c for c in candles_from_trades(trades, tf) if c.start_ms not in gapped]
         theirs = await spine.candles(market, tf, start=day, end=cut, priority=Priority.LOW)
+        if theirs.meta.stale:  # what is held while upstream cannot answer: maybe partial
+            raise UpstreamError(
+                f"upstream cannot answer {market}'s {tf.name} candles now (verify compares "
+                "with its own): try again later"
+            )
         upstream = [c for c in theirs if c.start_ms not in gapped]
         report.windows += len({c.start_ms for c in built} | {c.start_ms for c in upstream})
         report.differences += compare_candles(built, upstream)
