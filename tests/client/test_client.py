@@ -326,6 +326,9 @@ async def test_breaker_opens_fails_fast_then_one_probe_closes_it(fake: FakeTime)
         with pytest.raises(CircuitOpenError) as caught:
             await client.candles("KRW-BTC", "1d")  # fails fast, no request
         assert caught.value.retry_after == pytest.approx(30.0, abs=5.0)
+        # This request, then the failure that made upstream's (another request's).
+        said = "GET /v1/candles/days not sent, upstream failing: GET /v1/market/all failed"
+        assert str(caught.value).startswith(said), caught.value
         assert len(upstream.requests) == 3
         assert client.statistics().breaker.state == "open"
         fake.now += 30.0

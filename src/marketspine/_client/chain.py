@@ -127,10 +127,12 @@ class RequestChain:
             self.failed += 1
             if not isinstance(exc, CircuitOpenError) or self._last_failure is None:
                 raise
-            # The root cause first: "connection refused", not only "circuit open".
-            raise CircuitOpenError(
-                f"{self._last_failure}; {exc}", retry_after=exc.retry_after
-            ) from exc
+            # The root cause first: "connection refused", not only "circuit open"; and this
+            # request named when the failure was another's.
+            cause = self._last_failure
+            if not cause.startswith(f"GET {path} failed"):
+                cause = f"GET {path} not sent, upstream failing: {cause}"
+            raise CircuitOpenError(f"{cause}; {exc}", retry_after=exc.retry_after) from exc
         try:
             response = await self._send_handling_budget(path, params, flight)
         except UpstreamError as exc:
