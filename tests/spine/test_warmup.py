@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clitools import closed_port
 
 from marketspine._spine.spine import Spine
 from marketspine.sim import SimConfig
@@ -34,6 +35,7 @@ async def test_regions_fetched_once_each_and_failures_isolated(
             "upbit-kr-again": kr + "/",  # the same source under another name: fetched once
             "upbit-sg": sg,
             "broken": sg + "/nowhere",  # answers Upbit's unrouted-path 404
+            "down": closed_port(),
         }
         async with Spine(
             kr, tmp_path / "db.sqlite", exchanges=exchanges, warmup_every_s=0
@@ -43,6 +45,9 @@ async def test_regions_fetched_once_each_and_failures_isolated(
         assert report["refreshed_exchanges"] == ["upbit-kr", "upbit-kr-again", "upbit-sg"]
         details = report["exchange_details"]
         assert details["broken"]["success"] is False and "404" in details["broken"]["error"]
+        # Each part once (the circuit's own words used to follow again as "caused by").
+        down = details["down"]["error"]
+        assert down.count("connection refused") == down.count("is open after") == 1, down
         kr_count = details["upbit-kr"]["markets"]
         assert details["upbit-kr"]["instruments"] == kr_count == 27  # 30, 3 delisted
         # kr under two names counts once: distinct markets per upstream

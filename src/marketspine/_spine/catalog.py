@@ -138,7 +138,7 @@ async def warm_up(
         if isinstance(outcome, BaseException):
             error = f"{type(outcome).__name__}: {outcome}"
             cause = outcome.__cause__ or outcome.__context__
-            if cause is not None:
+            if cause is not None and str(cause) not in str(outcome):  # said already: once
                 error += f" (caused by {type(cause).__name__}: {cause})"
             details[name] = {
                 "success": False,
