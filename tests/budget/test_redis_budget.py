@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from typing import Any, cast
@@ -245,13 +246,14 @@ async def test_a_send_that_arrived_late_counts_when_it_arrived_for_every_process
 
 
 async def test_a_grant_read_late_counts_from_when_it_was_asked_for(
-    redis_space: RedisSpace, monkeypatch: pytest.MonkeyPatch
+    redis_space: RedisSpace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Redis grants a send, but the process reads the grant 300 ms later (its loop busy with
     # other work, or not scheduled on a loaded machine), so the send leaves 300 ms after
     # Redis counted it. Its round trip, timed from the send, shows nothing of that: the send
     # used to be moved back to its grant, and other processes sent a span after the grant,
     # while upstream's window still held it (the outage test's 429 before the kill).
+    caplog.set_level(logging.INFO, logger="marketspine")
     clock = [100.0]
     late = budget(redis_space, clock=lambda: clock[0])
     async with late:
@@ -276,6 +278,9 @@ async def test_a_grant_read_late_counts_from_when_it_was_asked_for(
             assert time.monotonic() < deadline, "the send read late was never moved"
             await asyncio.sleep(0.01)
     assert moved == pytest.approx([0.0, 0.3], abs=2e-6)
+    # Said once, the prompt one not: the others had counted it 300 ms early until then.
+    told = [r.getMessage() for r in caplog.records if "later than booked" in r.getMessage()]
+    assert len(told) == 1 and "counted 300 ms later than booked" in told[0], told
 
 
 @pytest.mark.process

@@ -96,6 +96,9 @@ __all__ = ["RedisRateBudget", "connect_redis"]
 log = logging.getLogger("marketspine")
 
 _POLL_CAP_S = 0.25  # longest sleep between two asks (renews the priority ticket, ttl 2 s)
+# A send counted this much (µs) after the score it was booked with is logged: the others
+# took it as arrived that much earlier until its answer came (20 ms: the margin's floor).
+_LATE_TOLD_US = 20_000
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
@@ -164,6 +167,8 @@ class _Group:
     # member -> (new score, score as booked), us: answered sends to count at their lateness
     pending_moves: dict[str, tuple[int, int]] = field(default_factory=dict)
     pushing: asyncio.Task[None] | None = None  # sends pending_moves now, for every process
+    late_sends: int = 0  # sends counted well after their booked score (``_tell_if_late``)
+    late_told_at: float = float("-inf")  # local clock of the last such line
 
 
 # Whether the others have counted a process is judged in one group's set of processes, the
@@ -494,15 +499,17 @@ class RedisRateBudget:
             state.booked.popleft()
 
     @staticmethod
-    def _count_answered(state: _Group, sent_at: float, now: float) -> None:
+    def _count_answered(state: _Group, sent_at: float, now: float) -> _Booked | None:
         """Pair the reply with its send (as ``LocalRateBudget`` does) and queue moving every
         answered send to the latest time it may have arrived: its grant plus its round trip
         (from its ask) beyond the fastest. The first move may go either way (off the
         in-flight margin it was booked with); later ones only later, since each new round
         trip may lower the fastest one known, and so make earlier sends later."""
+        paired = None
         for booked in reversed(state.booked):
             if booked.answered is None and booked.at <= sent_at:
                 booked.answered = now
+                paired = booked
                 break
         for booked in state.booked:
             if booked.answered is None:
@@ -513,6 +520,7 @@ class RedisRateBudget:
                 booked.moved_us = score_us
                 if score_us != booked.booked_us or booked.member in state.pending_moves:
                     state.pending_moves[booked.member] = (score_us, booked.booked_us)
+        return paired
 
     def _push_moves_soon(self, state: _Group) -> None:
         """The other processes decide on Redis's window too: send the moves now rather than
@@ -753,12 +761,35 @@ class RedisRateBudget:
         state = self._group(group)
         if sent_at is not None:
             state.jitter.saw(self._clock() - sent_at)
-            self._count_answered(state, sent_at, self._clock())
+            paired = self._count_answered(state, sent_at, self._clock())
+            if paired is not None:
+                self._tell_if_late(group, state, paired)
             self._push_moves_soon(state)
         if remaining_sec is not None:
             state.pending_observations.append((remaining_sec, sent_at, self._clock()))
             del state.pending_observations[:-8]  # only the latest few matter
         self._fallback.observe(group, remaining_sec, sent_at=sent_at)
+
+    def _tell_if_late(self, group: str, state: _Group, booked: _Booked) -> None:
+        """Log (INFO, one line a second at most; no ``event``: nothing to alert on) a send
+        counted well after the score it was booked with: until its answer, the other
+        processes counted it as arrived earlier than it may have. Such a process runs late
+        (CPU-starved, its loop busy); the line says when, for the rare 429 that may follow."""
+        assert booked.moved_us is not None and booked.answered is not None
+        over_us = booked.moved_us - booked.booked_us
+        if over_us <= _LATE_TOLD_US:
+            return
+        state.late_sends += 1
+        now = self._clock()
+        if now - state.late_told_at < 1.0:
+            return
+        state.late_told_at = now
+        log.info(
+            "a %s send was counted %.0f ms later than booked: it reached upstream up to "
+            "%.0f ms after its grant (answered %.3f s after the ask); %d such send(s) here so far",
+            group, over_us / 1000, (booked.moved_us - booked.granted_us) / 1000,
+            booked.answered - booked.at, state.late_sends,
+        )  # fmt: skip
 
     def penalize(self, group: str, seconds: float) -> None:
         """Stop ``group`` for ``seconds`` here at once, and for every process sharing the
