@@ -90,6 +90,32 @@ def outage_report(
     return "\n".join(lines)
 
 
+def redis_sends(url: str) -> Scored:
+    """The candles group's sends as Redis counts them (its last 5 s): each member names its
+    grant (Redis's clock, µs), its score is when it counts as arrived."""
+    client = redis.Redis.from_url(url)
+    try:
+        sends = BudgetKeys.of("marketspine:", "default", "candles").sends
+        return cast(Scored, client.zrange(sends, 0, -1, withscores=True))
+    finally:
+        client.close()
+
+
+def redis_view(booked: Scored, seen: dict[str, Any], killed_at: float, killed_wall: float) -> str:
+    """Redis's sends around each rejection, in seconds from the kill: granted, counted at.
+    Redis's clock is the wall clock, read just before the kill (``killed_wall``)."""
+    lines = []
+    for rejection in seen["rejections"]:
+        at = rejection["at"] - killed_at
+        lines.append(f"Redis's candles sends granted from {at - 1.6:+.3f} s to {at:+.3f} s:")
+        for member, score in sorted(booked, key=lambda row: row[1]):
+            granted = int(member.split(b":")[0]) / 1e6 - killed_wall
+            if at - 1.6 <= granted <= at:
+                counted = score / 1e6 - killed_wall
+                lines.append(f"    granted {granted:+.3f} s, counted at {counted:+.3f} s")
+    return "\n".join(lines)
+
+
 class PortOwners:
     """Which process each connection to the simulator came from, by its local port (the
     simulator names a request's sender by the port): sampled from the kernel's table every
@@ -299,8 +325,9 @@ def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
             before = len(rows_of(pg_space, COLLECTED))
             answered = [len(load.statuses) for load in loads]
 
+            booked = redis_sends(private_redis.url)  # its last seconds, for a 429's report
             killed_at = time.monotonic()  # the simulator's limiter runs on this clock
-            killed_wall = time.time()  # the processes' logs' clock
+            killed_wall = time.time()  # the processes' logs' clock (and Redis's)
             private_redis.stop()  # SIGKILL
             down_until = time.monotonic() + OUTAGE_S
             while time.monotonic() < down_until:  # the outage itself, not a wait for a state
@@ -334,6 +361,7 @@ def test_redis_killed_under_five_processes_costs_no_429_and_no_candle(
         seen = sim_stats(sim)
     if seen["429"] or seen["418"]:
         report = outage_report(seen, killed_at, back_at, killed_wall, tmp_path, ports.owners)
+        report += "\n" + redis_view(booked, seen, killed_at, killed_wall)
         pytest.fail(report, pytrace=False)
     for load in loads:
         assert set(load.statuses) == {200}
