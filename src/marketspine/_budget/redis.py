@@ -785,7 +785,7 @@ class RedisRateBudget:
             return
         state.late_told_at = now
         log.info(
-            "a %s send was counted %.0f ms later than booked: it reached upstream up to "
+            "one %s send was counted %.0f ms later than booked: it reached upstream up to "
             "%.0f ms after its grant (answered %.3f s after the ask); %d such send(s) here so far",
             group, over_us / 1000, (booked.moved_us - booked.granted_us) / 1000,
             booked.answered - booked.at, state.late_sends,

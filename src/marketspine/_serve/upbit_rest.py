@@ -151,7 +151,7 @@ def _candles(kind: str) -> Callable[[Request, ServeService], Awaitable[Answer]]:
             result = await candles_before(spine, code, tf, want, to_ms)
             if result.meta.forming:
                 service.demand.want(f"candle.{tf.name}", code)
-        # Upstream unable and nothing held raised (a 503, never an empty 200).
+        # Upstream unable with nothing held has raised above: a 503, never an empty 200.
         rows = list(result)
         previous = rows[-want] if tf.unit == "day" and len(rows) >= want else None
         rows = rows[-count:] if len(rows) >= count else rows
