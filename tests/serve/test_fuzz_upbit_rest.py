@@ -15,9 +15,8 @@ import httpx
 from helpers import ManualClock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from serve_support import in_process_serve, service_client
 
-from marketspine._serve.app import create_service_app
-from marketspine._serve.service import ServeService
 from marketspine.sim import SimConfig, create_app
 
 
@@ -116,19 +115,8 @@ def test_v1_never_answers_5xx_and_the_simulator_never_fails(tmp_path: Path) -> N
         stack = AsyncExitStack()
 
         async def start() -> httpx.AsyncClient:
-            service = await stack.enter_async_context(
-                ServeService(
-                    "http://sim", tmp_path / "serve.db", admin_token="t", transport=sim,
-                    warmup_every_s=-1, live_on_demand=False,
-                )
-            )  # fmt: skip
-            return await stack.enter_async_context(
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=create_service_app(service)),
-                    base_url="http://serve",
-                    timeout=30,
-                )
-            )
+            service = await stack.enter_async_context(in_process_serve(sim, tmp_path / "serve.db"))
+            return await stack.enter_async_context(service_client(service))
 
         http = runner.run(start())
         answered: list[tuple[str, dict[str, str], int, str]] = []

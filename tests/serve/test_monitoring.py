@@ -13,14 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from serve_support import in_process_serve
+from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
-from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
 
 # Each starts a real serve process (serve_support.serve_process).
@@ -102,10 +100,7 @@ async def service(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[ServeServ
 async def _exported(service: ServeService) -> set[str]:
     """Every sample name serve's ``/metrics`` exports, after some traffic (a labelled
     metric nobody touched yet exports its type line only: its names count too)."""
-    app = create_service_app(service)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
-    ) as http:
+    async with service_client(service) as http:
         await service.warmup()
         for path, params in (
             ("/v1/ticker", {"markets": "KRW-BTC"}),
@@ -158,10 +153,7 @@ async def test_every_metric_the_rules_and_dashboard_name_is_exported(
 
 
 async def test_metrics_report_hits_warmup_breaker_and_memory(service: ServeService) -> None:
-    app = create_service_app(service)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
-    ) as http:
+    async with service_client(service) as http:
         await service.warmup()
         params = {"market": "KRW-BTC", "count": "5", "to": "2024-01-01T00:00:00"}
         for _ in range(2):  # closed candles: fetched once, then a hit

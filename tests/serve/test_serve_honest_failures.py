@@ -25,7 +25,6 @@ from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, format_utc
 from marketspine._client.retry import RetryPolicy
-from marketspine._serve.app import create_service_app
 from marketspine._serve.service import ServeService
 from marketspine.sim import SimConfig
 
@@ -194,50 +193,53 @@ async def test_a_watched_ticker_is_answered_stale_at_once_while_upstream_fails(
 ) -> None:
     with running_sim(SimConfig(rate_limit=0)) as url:
         upstream = Upstream(httpx.AsyncHTTPTransport())
-        async with ServeService(
-            url, tmp_path / "serve.db", admin_token="t", transport=upstream,
-            warmup_every_s=-1, retry=FAST,
-        ) as service:  # fmt: skip
-            app = create_service_app(service)
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
-            ) as http:
-                markets = (await http.get("/v1/market/all")).json()
-                quiet = markets[-1]["market"]  # trades every few hours: its ticker ages
-                params = {"markets": quiet}
-                first = await http.get("/v1/ticker", params=params)
-                assert first.status_code == 200, first.text
-                live = service.spine._live
-                await wait_until(
-                    lambda: live.ticker(quiet) is not None and live.ticker(quiet, 1.0) is None,
-                    20,
-                    "the stream to hold the quiet market's ticker, older than 1 s",
-                )
-                if failure == "banned":
-                    upstream.ban_s = 60  # never waited out while a client waits
-                else:
-                    upstream.hung = True  # retried for longer than a client waits (8 s)
-                # While the stream proves the quiet market's ticker current, it is simply
-                # live: not stale, and nothing asked upstream.
-                asked = upstream.refused
-                current = await http.get("/v1/ticker", params=params)
-                assert current.status_code == 200, current.text
-                assert "X-Marketspine-Stale" not in current.headers
-                assert current.headers["X-Marketspine-Source"] == "live"
-                assert upstream.refused == asked
-                # As while the socket reconnects: what is held is of unknown currency.
-                live.follow_liveness(lambda: None)
-                stale = await http.get("/v1/ticker", params=params)
-                assert stale.status_code == 200, stale.text
-                assert stale.headers["X-Marketspine-Stale"] == "true"
-                assert stale.headers["X-Marketspine-Source"] == "live"
-                assert stale.json()[0]["market"] == quiet
-                assert stale.json()[0]["trade_price"] == first.json()[0]["trade_price"]
-                if failure == "banned":
-                    again = await http.get("/v1/ticker", params=params)  # circuit open
-                    assert again.headers["X-Marketspine-Stale"] == "true"
-                    assert upstream.refused == 1
-                    assert_upbit_503(await http.get("/v1/ticker", params={"markets": "KRW-ETH"}))
+        async with (
+            ServeService(
+                url,
+                tmp_path / "serve.db",
+                admin_token="t",
+                transport=upstream,
+                warmup_every_s=-1,
+                retry=FAST,
+            ) as service,
+            service_client(service) as http,
+        ):
+            markets = (await http.get("/v1/market/all")).json()
+            quiet = markets[-1]["market"]  # trades every few hours: its ticker ages
+            params = {"markets": quiet}
+            first = await http.get("/v1/ticker", params=params)
+            assert first.status_code == 200, first.text
+            live = service.spine._live
+            await wait_until(
+                lambda: live.ticker(quiet) is not None and live.ticker(quiet, 1.0) is None,
+                20,
+                "the stream to hold the quiet market's ticker, older than 1 s",
+            )
+            if failure == "banned":
+                upstream.ban_s = 60  # never waited out while a client waits
+            else:
+                upstream.hung = True  # retried for longer than a client waits (8 s)
+            # While the stream proves the quiet market's ticker current, it is simply
+            # live: not stale, and nothing asked upstream.
+            asked = upstream.refused
+            current = await http.get("/v1/ticker", params=params)
+            assert current.status_code == 200, current.text
+            assert "X-Marketspine-Stale" not in current.headers
+            assert current.headers["X-Marketspine-Source"] == "live"
+            assert upstream.refused == asked
+            # As while the socket reconnects: what is held is of unknown currency.
+            live.follow_liveness(lambda: None)
+            stale = await http.get("/v1/ticker", params=params)
+            assert stale.status_code == 200, stale.text
+            assert stale.headers["X-Marketspine-Stale"] == "true"
+            assert stale.headers["X-Marketspine-Source"] == "live"
+            assert stale.json()[0]["market"] == quiet
+            assert stale.json()[0]["trade_price"] == first.json()[0]["trade_price"]
+            if failure == "banned":
+                again = await http.get("/v1/ticker", params=params)  # circuit open
+                assert again.headers["X-Marketspine-Stale"] == "true"
+                assert upstream.refused == 1
+                assert_upbit_503(await http.get("/v1/ticker", params={"markets": "KRW-ETH"}))
 
 
 @pytest.mark.process

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
 import psycopg
-from serve_support import in_process_serve
+from serve_support import in_process_serve, service_client
 from services import PgSpace, RedisSpace
 from starlette.applications import Starlette
 
 from marketspine._budget.redis import RedisRateBudget
-from marketspine._serve.app import create_service_app
 
 
 async def test_serve_stores_in_postgresql_and_spends_the_shared_budget(
@@ -18,10 +16,7 @@ async def test_serve_stores_in_postgresql_and_spends_the_shared_budget(
     async with in_process_serve(
         sim_app, pg_space.url, redis=redis_space.url, redis_prefix=redis_space.prefix
     ) as service:
-        app = create_service_app(service)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://serve", timeout=30
-        ) as http:
+        async with service_client(service) as http:
             answer = await http.get(
                 "/v1/candles/days",
                 params={"market": "KRW-BTC", "count": 30, "to": "2026-07-01T00:00:00Z"},

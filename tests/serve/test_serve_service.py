@@ -235,10 +235,7 @@ async def test_live_watch_on_demand_stops_after_idling(
             await wait_until(lambda: live("candle.1m", "KRW-ETH"), 30, "live KRW-ETH 1m candles")
             ticker = await service.spine.ticker("KRW-BTC")
             assert ticker.market == "KRW-BTC"
-            app = create_service_app(service)
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://serve"
-            ) as http:
+            async with service_client(service) as http:
                 sources: list[str] = []
                 for _ in range(500):  # the live ticker is fresh within a second of a trade
                     answer = await http.get("/v1/ticker", params={"markets": "KRW-BTC"})
