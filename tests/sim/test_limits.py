@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from typing import Any
 
 import httpx
 import pytest
+from helpers import wait_until
 
 from marketspine.sim import SimConfig, create_app
 from marketspine.sim._history import Bar, History
@@ -256,3 +258,52 @@ async def test_requests_arriving_together_are_counted_when_they_arrived_not_when
         assert clock.t == pytest.approx(1001.4)  # the last one was answered in the next window
         clock.t, history.cost_s = 1001.5, 0.0
         assert await burst() == [200, 200, 200]
+
+
+class _HeldHistory(History):
+    """The simulator's history, its first candle page held (``started`` set) until
+    ``release`` is set or 5 s pass; ``released`` says whether it was released before that."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__(SimConfig().seed, markets=SimConfig().markets)
+        self.started = threading.Event()
+        self.release = release
+        self.released: list[bool] = []
+
+    def candles(self, *args: Any, **kwargs: Any) -> list[Bar]:
+        if not self.started.is_set():
+            self.started.set()
+            self.released.append(self.release.wait(timeout=5))
+        return super().candles(*args, **kwargs)
+
+
+async def test_served_on_a_socket_an_arrival_is_stamped_while_another_page_is_generated() -> None:
+    """As Upbit's gateway does: a ticker request arriving while a candle page is being
+    generated is counted then, not once the page is done (pages off the event loop). On the
+    loop, the held page would have kept the ticker from being stamped until it gave up."""
+    stamps: list[float] = []
+    second_stamp = threading.Event()
+
+    def clock() -> float:
+        stamps.append(1000.5)
+        if len(stamps) == 2:
+            second_stamp.set()
+        return stamps[-1]
+
+    history = _HeldHistory(second_stamp)
+    app = create_app(
+        SimConfig(rate_limit=10), limit_clock=clock, history=history, pages_off_loop=True
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+        page = asyncio.ensure_future(
+            client.get(
+                "/v1/candles/minutes/1", params={"market": "KRW-BTC", "to": "2026-11-20T10:00:00Z"}
+            )
+        )
+        await wait_until(history.started.is_set, 10, "the page being generated")
+        ticker = await client.get("/v1/ticker", params={"markets": "KRW-BTC"})
+        answers = [await page, ticker]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert history.released == [True]  # the ticker was stamped while the page was held
+    assert len(answers[0].json()) == 1

@@ -13,6 +13,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from typing import Any
 
@@ -67,13 +68,15 @@ _ERROR_STATUSES = tuple(_SERVER_ERRORS)
 
 
 class _Runtime:
-    """What the request pipeline needs besides SimState: the limiter and the fault dice."""
+    """What the request pipeline needs besides SimState: the limiter, the fault dice and
+    where pages are generated."""
 
     def __init__(
         self,
         seed: int,
         limit_clock: Callable[[], float] | None,
         sleep: Callable[[float], Awaitable[None]],
+        pages_off_loop: bool,
     ) -> None:
         self.limit_clock = time.monotonic if limit_clock is None else limit_clock
         self.limiter = RateLimiter(self.limit_clock)
@@ -81,6 +84,30 @@ class _Runtime:
         # A dedicated generator: fault decisions are reproducible for a seed and never
         # disturb any other randomness.
         self.dice = random.Random(f"marketspine-sim-faults-{seed}")
+        # One worker: pages are generated one at a time, as on the loop, but the loop stays
+        # free to stamp arrivals meanwhile. Its thread starts with the first page and ends
+        # when the app is collected.
+        self.pages = (
+            ThreadPoolExecutor(1, thread_name_prefix="sim-pages") if pages_off_loop else None
+        )
+
+    async def page(self, handler: Handler, request: Request, sim: SimState) -> bytes:
+        """``handler``'s answer, encoded: on the worker thread when there is one and the
+        request reaches back in time. Pages near now come from the caches in a tenth of a
+        millisecond, less than the hop to the thread costs (it halved the loopback rate);
+        pages back in history take milliseconds to generate."""
+        if self.pages is None or _REACHES_BACK.isdisjoint(request.query_params):
+            return _page(handler, request, sim)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pages, _page, handler, request, sim)
+
+
+# Parameters that move a page away from now (candles' ``to``, trades' cursor and day).
+_REACHES_BACK = frozenset({"to", "cursor", "days_ago", "daysAgo"})
+
+
+def _page(handler: Handler, request: Request, sim: SimState) -> bytes:
+    return _encode(handler(request, sim))
 
 
 def _rejection(verdict: Verdict) -> Response:
@@ -109,9 +136,13 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
         stats.count_request(group, request.scope["path"])
         # The request is counted in the limiter's window of its arrival at "Upbit": when it
         # reached this endpoint plus its latency, however the clock is driven. Stamped
-        # before anything is computed: the event loop answers one request at a time, and a
-        # burst of pages to generate would otherwise stamp its last ones tens of ms late,
-        # into the next client window's second (a 429 Upbit would not send).
+        # before anything is computed, and served on a socket the pages are generated off
+        # the loop (``_Runtime.page``): Upbit's gateway stamps a request when it arrives,
+        # whatever else is being answered. A request that waited for the loop while another
+        # page was generated would be stamped late, and a client that measures its lateness
+        # by its round trips cannot tell that from a fast way there and a slow way back: it
+        # would count the send early and could put an 11th in the window (a 429 Upbit would
+        # not send).
         arrival = runtime.limit_clock()
         if faults.latency_ms or faults.jitter_ms:
             delay_s = (faults.latency_ms + runtime.dice.uniform(0.0, faults.jitter_ms)) / 1000
@@ -147,7 +178,7 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
             "Date": formatdate(sim.now_ms() / 1000, usegmt=True),
         }
         try:
-            body = _encode(handler(request, sim))
+            body = await runtime.page(handler, request, sim)
         except UnknownMarketError:
             stats.by_status[404] += 1
             return _error(404, NOT_FOUND, headers)
@@ -328,6 +359,7 @@ def create_app(
     limit_clock: Callable[[], float] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     history: History | None = None,
+    pages_off_loop: bool = False,
 ) -> Starlette:
     """A simulator app (Starlette, ASGI). ``clock`` returns simulated UTC epoch ms (default:
     ``SimClock(config.speed)``); ``limit_clock`` returns real seconds for the rate limiter
@@ -335,6 +367,9 @@ def create_app(
     time (default ``asyncio.sleep``): pass both from one fake clock, or a request is counted
     whenever the fake clock has got to after a real wait, not when it arrives. ``history``
     shares an existing ``History`` of the same seed, region and size (default: a new one).
+    ``pages_off_loop`` generates REST pages on a worker thread, so arrivals are stamped while
+    a page is generated (``running`` and ``serve`` set it); in-process apps keep it off, as a
+    test driving time by hand (``sleep``) must not see its clock move during a page.
     ``app.state.sim`` is the ``SimState``."""
     if history is None:
         history = History(config.seed, markets=config.markets, region=config.region)
@@ -349,7 +384,7 @@ def create_app(
         clock=clock if clock is not None else SimClock(config.speed),
         faults=config.faults(),
     )
-    app.state.sim_runtime = _Runtime(config.seed, limit_clock, sleep)
+    app.state.sim_runtime = _Runtime(config.seed, limit_clock, sleep, pages_off_loop)
     return app
 
 
@@ -367,7 +402,7 @@ def running(
     Pass ``app`` to serve an app you built, else one is built from ``config`` and
     ``clock``."""
     if app is None:
-        app = create_app(config or SimConfig(), clock=clock)
+        app = create_app(config or SimConfig(), clock=clock, pages_off_loop=True)
     with server_thread(app, host=host, port=port, **SERVER_OPTIONS) as url:
         yield url
 
@@ -384,5 +419,8 @@ def serve(config: SimConfig, *, host: str = "127.0.0.1", port: int = 8765) -> No
     ws = base_url(sock, "ws")
     line = f"marketspine sim: {base} ({ws}/websocket/v1) seed={config.seed} region={config.region}"
     run_server(
-        create_app(config), sock, on_started=lambda: print(line, flush=True), **SERVER_OPTIONS
+        create_app(config, pages_off_loop=True),
+        sock,
+        on_started=lambda: print(line, flush=True),
+        **SERVER_OPTIONS,
     )

@@ -10,6 +10,7 @@ children at a time, so a quiet market's months cost as few steps as a busy marke
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -39,36 +40,41 @@ V = TypeVar("V")
 
 class Lru(Generic[K, V]):
     """A least-recently-used map bounded by the bytes (``size``) of its values; the newest
-    entry always stays."""
+    entry always stays. Safe across threads: the app generates REST pages on a worker
+    thread while its WebSocket feed reads the same history on the event loop."""
 
     def __init__(self, max_bytes: int, size: Callable[[V], int]) -> None:
         self._data: OrderedDict[K, V] = OrderedDict()
         self._max_bytes = max_bytes
         self._size = size
+        self._lock = threading.Lock()
         self.bytes = 0
 
     def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
 
     def put(self, key: K, value: V) -> None:
-        old = self._data.pop(key, None)
-        if old is not None:
-            self.bytes -= self._size(old)
-        self._data[key] = value
-        self.bytes += self._size(value)
-        while len(self._data) > 1 and self.bytes > self._max_bytes:
-            _, evicted = self._data.popitem(last=False)
-            self.bytes -= self._size(evicted)
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= self._size(old)
+            self._data[key] = value
+            self.bytes += self._size(value)
+            while len(self._data) > 1 and self.bytes > self._max_bytes:
+                _, evicted = self._data.popitem(last=False)
+                self.bytes -= self._size(evicted)
 
     def __len__(self) -> int:
         return len(self._data)
 
     def clear(self) -> None:
-        self._data.clear()
-        self.bytes = 0
+        with self._lock:
+            self._data.clear()
+            self.bytes = 0
 
 
 def _nodes_bytes(nodes: Nodes) -> int:
