@@ -20,6 +20,10 @@ from clitools import run_in_process
 from helpers import afternoon_clock, wait_until_sync
 from recorded_truth import differences, simulated_trades
 
+from marketspine._cli.record import summary_line
+from marketspine._live.recorder import RecordCounts
+from marketspine._live.trade_backfill import BackfillReport
+from marketspine._spine.recording import RecordSummary
 from marketspine._store.recording_sqlite import SQLiteRecording
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.records import Trade
@@ -64,6 +68,18 @@ def test_an_unlisted_market_is_exit_2(fixed_sim: str, tmp_path: Path) -> None:
     done = run_in_process("record", "KRW-BTC", "KRW-NOPE", "--db", str(db), "--upstream", fixed_sim)
     assert done.returncode == 2, done.stderr
     assert "unknown market KRW-NOPE" in done.stderr
+
+
+def test_the_summary_line_counts_the_backfilled_trades_apart() -> None:
+    counts = RecordCounts(trades=152, orderbooks=148, tickers=93)
+    backfill = [BackfillReport("KRW-BTC", trades=600), BackfillReport("KRW-ETH", trades=2558)]
+    summary = RecordSummary(["KRW-BTC", "KRW-ETH"], ["trade"], counts, 7.64, backfill)
+    assert summary_line(summary) == (
+        "recorded 152 trades live (and 3,158 backfilled from REST), 148 books and 93 "
+        "tickers of 2 market(s) in 7.6 s; 0 new known gap(s), 0 in all"
+    )
+    without = RecordSummary(["KRW-BTC"], ["trade"], counts, 1.0)
+    assert summary_line(without).startswith("recorded 152 trades, 148 books")
 
 
 def stored_trades(db: Path, market: str) -> list[Trade]:

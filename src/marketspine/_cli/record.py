@@ -22,7 +22,7 @@ from .._spine.recording import RecordSummary, market_words, record, record_kinds
 from .._store.recording import RecordedKind
 from .._store.retention import parse_keep
 
-__all__ = ["run_record"]
+__all__ = ["run_record", "summary_line"]
 
 
 def run_record(
@@ -70,14 +70,22 @@ def run_record(
     if json_output:
         print(json.dumps(_summary_json(summary), separators=(",", ":")), flush=True)
     else:
-        counts = summary.counts
-        print(
-            f"recorded {counts.trades:,} trades, {counts.orderbooks:,} books and "
-            f"{counts.tickers:,} tickers of {len(summary.markets)} market(s) in "
-            f"{summary.seconds:.1f} s; {counts.gaps} new known gap(s), "
-            f"{len(summary.gaps)} in all",
-            flush=True,
-        )
+        print(summary_line(summary), flush=True)
+
+
+def summary_line(summary: RecordSummary) -> str:
+    """The run in one line: what came live, what the start's backfill stored (else a
+    store holding thousands more trades than "recorded" would look wrong), the gaps."""
+    counts = summary.counts
+    backfilled = sum(report.trades for report in summary.backfill)
+    trades = f"{counts.trades:,} trades"
+    if backfilled:
+        trades += f" live (and {backfilled:,} backfilled from REST)"
+    return (
+        f"recorded {trades}, {counts.orderbooks:,} books and {counts.tickers:,} tickers of "
+        f"{len(summary.markets)} market(s) in {summary.seconds:.1f} s; "
+        f"{counts.gaps} new known gap(s), {len(summary.gaps)} in all"
+    )
 
 
 def _summary_json(summary: RecordSummary) -> dict[str, Any]:
