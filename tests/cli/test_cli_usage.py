@@ -92,6 +92,18 @@ def test_flags_show_as_flags_and_arguments_by_name(command: str) -> None:
             assert param.human_readable_name in shown.splitlines()[0]
 
 
+@pytest.mark.parametrize("command", listed_commands())
+def test_the_flags_a_help_names_are_the_commands_own(command: str) -> None:
+    """A shared option's help must not send a newcomer to a flag the command lacks (the
+    readers' --db once said "any other --upstream" where they take none)."""
+    from marketspine._cli.main import app
+
+    shown = run_in_process(command, "--help").stdout
+    own = {opt for param in app.commands[command].params for opt in param.opts} | {"--help"}
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", shown))
+    assert named <= own, sorted(named - own)
+
+
 def test_top_level_help_documents_exit_codes() -> None:
     shown = run_in_process("--help").stdout
     for code in ("0 done", "1 upstream", "2 bad input", "3 nothing to export", "130 interrupted"):

@@ -86,6 +86,19 @@ def _db_option(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
+def _stored_db_option(func: click.decorators.FC) -> click.decorators.FC:
+    """``--db`` of the commands that only read what others stored: they have no
+    ``--upstream`` to pick the default by."""
+    return click.option(
+        "--db",
+        metavar="PATH|URL",
+        default=None,
+        help="SQLite file or a postgresql://USER@HOST:PORT/DB URL (default: marketspine.db "
+        "in the user data directory, what was fetched from api.upbit.com; what came from "
+        "another upstream, such as a simulator, is in marketspine-HOST_PORT.db beside it).",
+    )(func)
+
+
 def _upstream_option(func: click.decorators.FC) -> click.decorators.FC:
     return click.option(
         "--upstream",
@@ -527,7 +540,7 @@ def migrate(source: str, target: str, json_output: bool) -> None:
     ),
 )
 @_until_option
-@_db_option
+@_stored_db_option
 def export(
     market: str,
     timeframe: str | None,
@@ -629,7 +642,7 @@ def verify(
 
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
-@_db_option
+@_stored_db_option
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
 def status(db: str | None, json_output: bool) -> None:
     """What is stored: markets, timeframes, covered ranges, row counts (opens the
@@ -858,7 +871,7 @@ def _record_plan(kinds: str | None, markets: str | None, orderbook_every: str) -
 
 @app.command(context_settings=_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("markets", metavar="[MARKET...]", nargs=-1)
-@_db_option
+@_stored_db_option
 @click.option(
     "--from",
     "since",
