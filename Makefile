@@ -32,9 +32,10 @@ TEST_WORKERS ?= 4
 # Bytecode is cached under .venv even where PYTHONDONTWRITEBYTECODE is set (it is on our
 # machines): without a cache every worker rewrote and compiled every test module, and every
 # child process (serve, collect, the simulator) compiled the package again, about 10 s a run.
+# The slowest tests are listed at the end: CI gives the suite 4 minutes on a fresh clone.
 test: lint
 	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
-		$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
+		$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
