@@ -2,7 +2,9 @@
 
 ``create_app(SimConfig(...))`` gives an ASGI app for in-process tests
 (``httpx.ASGITransport(app=...)``); ``running(...)`` serves one on a background thread for a
-``with`` block; ``serve(...)`` runs it on a port until stopped (``marketspine sim``).
+``with`` block; ``serve(...)`` runs it on a port until stopped (``marketspine sim``). Those
+two generate history pages on a worker thread, so arrivals are counted as they come;
+``create_app`` keeps them on the event loop unless ``pages_off_loop=True``.
 
 The names load on first use, so importing the package costs nothing until one is used.
 The simulator takes Upbit's protocol (rows, formats, limits, texts) from ``_upbit``.
