@@ -9,6 +9,8 @@ Three views of the same goal (≥ 1,000 candle requests/s on one core):
   keep-alive HTTP/1.1 client with 8 connections (so client cost barely counts).
 
 Requests mix ``count=1`` near-now pages with ``count=200`` historical pages (varying ``to``).
+The last rows time near-now requests while other clients fetch history pages, with the
+pages generated on the simulator's event loop and on its worker thread.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import httpx
 
 from bench._sim import start_simulator
 from marketspine._base.time import DAY_MS, MINUTE_MS, format_utc, now_ms
-from marketspine.sim import SimConfig, create_app
+from marketspine.sim import SimConfig, create_app, running
 
 GOAL = ">= 1000"
 DURATION_S = 2.0
@@ -132,6 +134,51 @@ async def _loopback(base: str, paths: list[str], connections: int = 8) -> float:
     return sum(counts) / (time.perf_counter() - started)
 
 
+async def _near_now_beside_history(base: str, samples: int = 300) -> list[float]:
+    """Round trips (ms) of near-now requests, one every 10 ms, while four clients fetch
+    uncached 200-candle history pages back to back: how long an arrival waits for the loop,
+    which is when the simulator stamps it for the rate limit."""
+    stop = asyncio.Event()
+    now = now_ms()
+
+    async def history(client: httpx.AsyncClient, k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            back = (i * 7919 + k * 104729) % (300 * 1440)
+            to = format_utc(now - back * MINUTE_MS - DAY_MS)
+            params = {"market": ("KRW-BTC", "KRW-ETH")[k % 2], "count": 200, "to": to}
+            (await client.get("/v1/candles/minutes/1", params=params)).raise_for_status()
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        fetchers = [asyncio.create_task(history(client, k)) for k in range(4)]
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            (await client.get("/v1/market/all")).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.gather(*fetchers)
+    return sorted(times)
+
+
+def _stamp_rows() -> list[dict[str, Any]]:
+    """The near-now round trips beside history pages, with the pages generated on the
+    simulator's loop and on its worker thread (as ``marketspine sim`` does). The simulator
+    runs on a thread of this process, so the two share the GIL with the clients."""
+    rows = []
+    for off_loop, where in ((False, "the loop"), (True, "a thread")):
+        app = create_app(SimConfig(rate_limit=0), pages_off_loop=off_loop)
+        with running(app=app) as base:
+            times = asyncio.run(_near_now_beside_history(base))
+        name = f"near-now round trip, history pages on {where}"
+        goal = "-" if not off_loop else "below the loop's"
+        rows.append(_row(f"{name}: median", times[len(times) // 2], goal, "ms"))
+        rows.append(_row(f"{name}: p99", times[int(0.99 * len(times))], goal, "ms"))
+    return rows
+
+
 def _start_server() -> tuple[subprocess.Popen[str], str]:
     return start_simulator("--rate-limit", "0")
 
@@ -158,7 +205,7 @@ def run() -> list[dict[str, Any]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return rows
+    return rows + _stamp_rows()
 
 
 if __name__ == "__main__":
