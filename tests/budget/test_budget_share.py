@@ -292,7 +292,10 @@ async def test_redis_lost_and_back_reach_the_notifier_once_per_change_per_minute
                     ("marketspine: redis back", "info"),
                 ]
                 # Alone at its last count, but another may have come since: half.
-                assert "5 of 10 requests per window (2 processes)" in first[0]["message"]
+                assert (
+                    "5 of 10 requests per window (2 processes assumed, 1 last counted)"
+                    in first[0]["message"]
+                )
                 assert "processes: 2" in first[0]["message"].splitlines()
                 now[0] += 60.0  # the minute is over: the repeats, counted
                 notifier.flush()

@@ -168,7 +168,7 @@ async def test_unreachable_redis_falls_back_to_a_share_and_recovers(
 
 @pytest.mark.process
 async def test_a_budget_whose_redis_is_down_from_the_start_still_works(
-    private_redis: PrivateRedis,
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     private_redis.stop()
     space = RedisSpace(private_redis.url, "down:")
@@ -177,6 +177,9 @@ async def test_a_budget_whose_redis_is_down_from_the_start_still_works(
             await a.acquire("candles")
         assert not a.shared
         assert a.statistics().groups["candles"].sent == 5
+    # Nobody was counted: the warning says its number of processes is an assumption.
+    (lost,) = [r.getMessage() for r in caplog.records if "Redis unreachable (" in r.getMessage()]
+    assert "(2 processes assumed: Redis was never reached to count them)" in lost
 
 
 async def test_the_margin_follows_round_trip_jitter_and_holds_for_every_process(

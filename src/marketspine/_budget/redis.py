@@ -664,13 +664,12 @@ class RedisRateBudget:
             else "falls back to this process's share"
         )
         log.warning(
-            "Redis unreachable (%s); the rate budget %s, %d of %d requests per window (%d %s)",
+            "Redis unreachable (%s); the rate budget %s, %d of %d requests per window (%s)",
             exc,
             why,
             share,
             self._limit,
-            processes,
-            "process" if processes == 1 else "processes",
+            _sharing(processes, self._processes.seen),
             extra={
                 "event": "redis_lost",
                 "key": "budget",
@@ -826,3 +825,13 @@ class RedisRateBudget:
                 )
             groups[name] = stats
         return BudgetStatistics(groups)
+
+
+def _sharing(processes: int, counted: int | None) -> str:
+    """Whom the ceiling is shared by while Redis is lost, saying when that is an assumption
+    (an operator alone on the budget would otherwise read "2 processes" as a miscount)."""
+    if counted is None:
+        return f"{processes} processes assumed: Redis was never reached to count them"
+    if counted < processes:
+        return f"{processes} processes assumed, {counted} last counted"
+    return f"{processes} process" if processes == 1 else f"{processes} processes"
