@@ -367,9 +367,10 @@ def create_app(
     time (default ``asyncio.sleep``): pass both from one fake clock, or a request is counted
     whenever the fake clock has got to after a real wait, not when it arrives. ``history``
     shares an existing ``History`` of the same seed, region and size (default: a new one).
-    ``pages_off_loop`` generates REST pages on a worker thread, so arrivals are stamped while
-    a page is generated (``running`` and ``serve`` set it); in-process apps keep it off, as a
-    test driving time by hand (``sleep``) must not see its clock move during a page.
+    ``pages_off_loop`` generates REST pages that reach back in history on a worker thread, so
+    arrivals are stamped while such a page is generated (``running`` and ``serve`` set it);
+    in-process apps keep it off, as a test driving time by hand (``sleep``) must not see its
+    clock move during a page.
     ``app.state.sim`` is the ``SimState``."""
     if history is None:
         history = History(config.seed, markets=config.markets, region=config.region)
