@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import wait_until
+from helpers import wait_until, wait_until_sync
+from starlette.applications import Starlette
 
-from marketspine.sim import SimConfig, create_app
+from marketspine.sim import SimConfig, create_app, running
 from marketspine.sim._history import Bar, History
 from marketspine.sim._limits import (
     FIRST_BLOCK_S,
@@ -307,3 +308,29 @@ async def test_served_on_a_socket_an_arrival_is_stamped_while_another_page_is_ge
     assert [answer.status_code for answer in answers] == [200, 200]
     assert history.released == [True]  # the ticker was stamped while the page was held
     assert len(answers[0].json()) == 1
+
+
+def _history_page_worker(app: Starlette) -> threading.Thread:
+    """Serve ``app``, ask it one history page, stop it: the thread that generated the page."""
+    before = set(threading.enumerate())
+    params = {"market": "KRW-BTC", "to": "2026-11-20T10:00:00Z", "count": "200"}
+    with running(app=app) as base:
+        page = httpx.get(f"{base}/v1/candles/minutes/1", params=params, timeout=30)
+        assert page.status_code == 200 and len(page.json()) == 200
+        (worker,) = [  # the page went to the simulator's one worker
+            thread
+            for thread in threading.enumerate()
+            if thread not in before and thread.name.startswith("sim-pages")
+        ]
+    return worker
+
+
+def test_served_a_history_page_goes_to_a_thread_that_ends_with_the_server() -> None:
+    """The worker is the server's: it ends when the server stops, though the app lives on,
+    and the app served again starts another."""
+    app = create_app(SimConfig(rate_limit=0), pages_off_loop=True)
+    first = _history_page_worker(app)
+    wait_until_sync(lambda: not first.is_alive(), 10, "the page thread to end")
+    second = _history_page_worker(app)
+    assert second is not first
+    wait_until_sync(lambda: not second.is_alive(), 10, "the second page thread to end")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from typing import Any
@@ -84,22 +84,30 @@ class _Runtime:
         # A dedicated generator: fault decisions are reproducible for a seed and never
         # disturb any other randomness.
         self.dice = random.Random(f"marketspine-sim-faults-{seed}")
+        self.pages_off_loop = pages_off_loop
         # One worker: pages are generated one at a time, as on the loop, but the loop stays
-        # free to stamp arrivals meanwhile. Its thread starts with the first page and ends
-        # when the app is collected.
-        self.pages = (
-            ThreadPoolExecutor(1, thread_name_prefix="sim-pages") if pages_off_loop else None
-        )
+        # free to stamp arrivals meanwhile. Started by the first such page, ended with the
+        # server (``close``).
+        self._pages: ThreadPoolExecutor | None = None
 
     async def page(self, handler: Handler, request: Request, sim: SimState) -> bytes:
-        """``handler``'s answer, encoded: on the worker thread when there is one and the
-        request reaches back in time. Pages near now come from the caches in a tenth of a
-        millisecond, less than the hop to the thread costs (it halved the loopback rate);
+        """``handler``'s answer, encoded: on the worker thread if pages go off the loop and
+        the request reaches back in time. Pages near now come from the caches in a tenth of
+        a millisecond, less than the hop to the thread costs (it halved the loopback rate);
         pages back in history take milliseconds to generate."""
-        if self.pages is None or _REACHES_BACK.isdisjoint(request.query_params):
+        if not self.pages_off_loop or _REACHES_BACK.isdisjoint(request.query_params):
             return _page(handler, request, sim)
+        if self._pages is None:
+            self._pages = ThreadPoolExecutor(1, thread_name_prefix="sim-pages")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pages, _page, handler, request, sim)
+        return await loop.run_in_executor(self._pages, _page, handler, request, sim)
+
+    def close(self) -> None:
+        """End the worker thread (after the page it may be generating); a later page
+        starts another, as when the app is served again."""
+        if self._pages is not None:
+            self._pages.shutdown(wait=False)
+            self._pages = None
 
 
 # Parameters that move a page away from now (candles' ``to``, trades' cursor and day).
@@ -352,6 +360,12 @@ def _routes() -> list[BaseRoute]:
     return routes
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    app.state.sim_runtime.close()
+
+
 def create_app(
     config: SimConfig = SimConfig(),  # noqa: B008 - SimConfig is frozen
     *,
@@ -377,6 +391,7 @@ def create_app(
     app = Starlette(
         routes=_routes(),
         exception_handlers={404: _not_found, 405: _method_not_allowed},
+        lifespan=_lifespan,
     )
     app.router.redirect_slashes = False  # Upbit answers 404, it does not redirect
     app.state.sim = SimState(
