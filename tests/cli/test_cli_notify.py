@@ -37,13 +37,19 @@ def test_notify_test_takes_the_environment(got: Receiver, monkeypatch: pytest.Mo
     assert len(got.wait_for(2)) == 2
 
 
-def test_notify_test_exits_1_when_not_delivered(got: Receiver) -> None:
+def test_notify_test_exits_1_naming_the_url_not_reached_and_why(got: Receiver) -> None:
     got.status = 500
-    done = run_in_process("notify-test", "--notify", got.url)
+    with receiver() as fine:
+        failing = f"{got.url}token-abc123xyz"
+        done = run_in_process("notify-test", "--notify", fine.url, "--notify", failing)
+        assert len(fine.wait_for(1)) == 1
     assert done.returncode == 1
-    assert done.stderr == (
-        "marketspine: error: the test message was not delivered to every --notify URL\n"
-    )
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        "marketspine: error: the test message was not delivered to 1 of 2 notify URL(s): "
+        "json://*** ("
+    ), line
+    assert "500" in line and "token-abc123xyz" not in line
 
 
 def test_notify_test_exits_2_naming_a_url_apprise_cannot_parse() -> None:

@@ -966,8 +966,13 @@ def notify_test(notify: tuple[str, ...]) -> None:
     urls = split_notify_urls(notify)
     if not urls:
         raise InvalidRequestError("no notify URL: give --notify URL or set MARKETSPINE_NOTIFY")
-    if not send_test(urls):
-        _fail("the test message was not delivered to every --notify URL", EXIT_FAILED)
+    failed = send_test(urls)
+    if failed:
+        _fail(
+            f"the test message was not delivered to {len(failed)} of {len(urls)} notify "
+            f"URL(s): {'; '.join(failed)}",
+            EXIT_FAILED,
+        )
     print(f"test message sent to {len(urls)} notify URL(s)")
 
 

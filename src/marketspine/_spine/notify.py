@@ -11,6 +11,7 @@ per line for log shippers. apprise is imported only when a handler is made.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -19,7 +20,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -374,19 +375,50 @@ def check_notify_urls(urls: Sequence[str]) -> None:
         _apprise_for(urls)
 
 
-def send_test(urls: Sequence[str], source: str = "marketspine") -> bool:
-    """Send one test message to every URL now; True when apprise delivered it.
-    Raises InvalidRequestError for a URL apprise cannot parse."""
+def send_test(urls: Sequence[str], source: str = "marketspine") -> list[str]:
+    """Send one test message to each URL now; for each URL it did not reach, the URL by its
+    scheme and apprise's reason, secrets hidden (empty: delivered everywhere). Raises
+    InvalidRequestError for a URL apprise cannot parse, before sending anything."""
     apprise = _import_apprise()
-    sender = _apprise_for(urls)
-    return bool(
-        sender.notify(
-            body="test message: notifications reach you",
-            title=f"{source}: notify test",
-            notify_type=apprise.NotifyType.INFO,
-            timeout=SEND_TIMEOUT_S,
-        )
-    )
+    senders = [(url, _apprise_for([url])) for url in urls]
+    failed = []
+    for url, sender in senders:
+        with _apprise_warnings() as said:
+            delivered = sender.notify(
+                body="test message: notifications reach you",
+                title=f"{source}: notify test",
+                notify_type=apprise.NotifyType.INFO,
+                timeout=SEND_TIMEOUT_S,
+            )
+        if not delivered:
+            why = " ".join(said) or "apprise gave no reason"
+            for secret in sorted(notify_secrets(url), key=len, reverse=True):
+                why = why.replace(secret, "***")
+            failed.append(f"{shown_notify_url(url)} ({why})")
+    return failed
+
+
+@contextlib.contextmanager
+def _apprise_warnings() -> Iterator[list[str]]:
+    """apprise's warnings meanwhile (kept out of the log otherwise: they may hold URLs),
+    for the user who asked for a test to read why it failed."""
+    said: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger = logging.getLogger("apprise")
+    handler, level, propagate = Collect(logging.WARNING), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 # The logger every marketspine module logs under.
