@@ -391,10 +391,8 @@ def send_test(urls: Sequence[str], source: str = "marketspine") -> list[str]:
                 timeout=SEND_TIMEOUT_S,
             )
         if not delivered:
-            why = " ".join(said) or "apprise gave no reason"
-            for secret in sorted(notify_secrets(url), key=len, reverse=True):
-                why = why.replace(secret, "***")
-            failed.append(f"{shown_notify_url(url)} ({why})")
+            why = RedactFilter(notify_secrets(url)).redact(" ".join(said))
+            failed.append(f"{shown_notify_url(url)} ({why or 'apprise gave no reason'})")
     return failed
 
 
