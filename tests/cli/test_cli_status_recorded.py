@@ -85,6 +85,9 @@ def test_status_lists_each_recorded_kind_per_market_with_its_gaps(db: str) -> No
     assert text.returncode == 0, text.stderr
     assert "recorded" in text.stdout and "REST failed: 503" in text.stdout
     assert f"{GAP.from_seq} → {GAP.to_seq}" in text.stdout
+    # No candles: one line says so, not a candle table of headers alone.
+    assert text.stdout.startswith(f"no candles stored in {db} (marketspine collect stores them)")
+    assert "timeframe" not in text.stdout
 
 
 def test_status_of_a_store_without_recordings_says_nothing_of_them(tmp_path: Path) -> None:

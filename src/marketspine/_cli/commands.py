@@ -334,7 +334,10 @@ def run_status(*, db: str, json_output: bool) -> None:
             s["listing"] or "-",
         )
     console = _stdout_console()
-    console.print(table)
+    if series:
+        console.print(table)
+    else:  # rather than a table of headers alone
+        console.print(f"no candles stored in {db} (marketspine collect stores them)")
     if recorded:
         console.print(_recorded_table(recorded))
     for gone in delisted:
