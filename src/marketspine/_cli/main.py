@@ -74,29 +74,24 @@ def app() -> None:
     """
 
 
-def _db_option(func: click.decorators.FC) -> click.decorators.FC:
-    return click.option(
-        "--db",
-        metavar="PATH|URL",
-        default=None,
-        help="SQLite file or a postgresql://USER@HOST:PORT/DB URL (default: marketspine.db "
-        "in the user data directory for api.upbit.com; any other --upstream, such as a "
-        "simulator, gets marketspine-HOST_PORT.db beside it, so its candles never mix with "
-        "real ones).",
-    )(func)
-
-
-def _stored_db_option(func: click.decorators.FC) -> click.decorators.FC:
-    """``--db`` of the commands that only read what others stored: they have no
-    ``--upstream`` to pick the default by."""
-    return click.option(
-        "--db",
-        metavar="PATH|URL",
-        default=None,
-        help="SQLite file or a postgresql://USER@HOST:PORT/DB URL (default: marketspine.db "
-        "in the user data directory, what was fetched from api.upbit.com; what came from "
-        "another upstream, such as a simulator, is in marketspine-HOST_PORT.db beside it).",
-    )(func)
+_DB_WHAT = "SQLite file or a postgresql://USER@HOST:PORT/DB URL"
+# The commands with --upstream; the readers' default names no flag they lack.
+_db_option = click.option(
+    "--db",
+    metavar="PATH|URL",
+    default=None,
+    help=f"{_DB_WHAT} (default: marketspine.db in the user data directory for api.upbit.com; "
+    "any other --upstream, such as a simulator, gets marketspine-HOST_PORT.db beside it, so "
+    "its candles never mix with real ones).",
+)
+_stored_db_option = click.option(
+    "--db",
+    metavar="PATH|URL",
+    default=None,
+    help=f"{_DB_WHAT} (default: marketspine.db in the user data directory, what was fetched "
+    "from api.upbit.com; what came from another upstream, such as a simulator, is in "
+    "marketspine-HOST_PORT.db beside it).",
+)
 
 
 def _upstream_option(func: click.decorators.FC) -> click.decorators.FC:
