@@ -31,6 +31,10 @@ _DEFAULTS: dict[str, Any] = {
     "log_level": "warning",
     "lifespan": "on",
     "timeout_graceful_shutdown": 1,
+    # Longer than clients' pools keep an idle connection (httpx 5 s, aiohttp 15 s), so the
+    # client ends it: at uvicorn's 5 s a client reusing it as the server closed it lost the
+    # request (3% of requests from httpx clients polling every 5 s). nginx's default.
+    "timeout_keep_alive": 75,
     "ws": FramesProtocol,  # WebSocket handlers may write pre-built frames (``_serve.ws_frames``)
 }
 _STARTUP_TIMEOUT_S = 20.0
