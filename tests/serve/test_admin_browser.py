@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_support import WAIT_MS
 from helpers import SIM_NOW_MS, require_module, wait_until_sync
 from serve_support import TOKEN, ServeProcess
 
@@ -35,47 +36,11 @@ from marketspine._base.time import format_utc
 
 pytestmark = [pytest.mark.process, pytest.mark.browser]
 
-CHROMIUM = Path(os.environ.get("MARKETSPINE_CHROMIUM", "/usr/bin/chromium"))
-_WAIT_MS = 30_000
-
-
-def _browser_missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright for Python is not installed (pip install -e '.[dev]')"
-    if not CHROMIUM.exists():
-        return f"no chromium at {CHROMIUM} (apt-get install chromium, or set MARKETSPINE_CHROMIUM)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One chromium for the module's tests (each test has its own context)."""
-    reason = _browser_missing()
-    if reason is not None:
-        if os.environ.get("MARKETSPINE_REQUIRE_BROWSER"):
-            pytest.fail(f"MARKETSPINE_REQUIRE_BROWSER is set but {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import expect, sync_playwright
-
-    # expect() has its own 5 s default, which a loaded machine can exceed while the page
-    # parses plotly.js; the deadline bounds failures only.
-    expect.set_options(timeout=_WAIT_MS)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
-
 
 def _new_page(browser: Any, width: int = 1400, height: int = 1100) -> Any:
     """A page in a fresh context; the console errors it logs are kept in ``page.errors``."""
     context = browser.new_context(viewport={"width": width, "height": height})
-    context.set_default_timeout(_WAIT_MS)
+    context.set_default_timeout(WAIT_MS)
     tab = context.new_page()
     errors: list[tuple[str, str]] = []  # (message, the URL it concerns)
     tab.on(
@@ -151,7 +116,7 @@ def test_operator_logs_in_refreshes_backfills_and_sees_the_chart(
     expect(job).to_contain_text("KRW-BTC 1m")
     expect(job).to_contain_text("done 100%")
     expect(page.locator(".job .bar").first).to_have_attribute("aria-valuenow", "100")
-    expect(page.locator("#coverage tbody")).to_contain_text("KRW-BTC", timeout=_WAIT_MS)
+    expect(page.locator("#coverage tbody")).to_contain_text("KRW-BTC", timeout=WAIT_MS)
 
     # The chart draws candles of the stored market.
     page.fill("#chart-market", "KRW-BTC")
