@@ -52,6 +52,7 @@ from .security import (
     AllowedHosts,
     BodyLimit,
     HostCheck,
+    QuotationCors,
     SecurityHeaders,
     is_loopback,
     proxy_addresses,
@@ -173,7 +174,7 @@ def create_service_app(
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts is not None:
         middleware.append(Middleware(HostCheck, hosts=allowed_hosts))
-    middleware.append(Middleware(BodyLimit))
+    middleware += [Middleware(BodyLimit), Middleware(QuotationCors)]
     app = _ServeApp(
         CachedCandles(service, allowed_hosts),
         routes=routes,

@@ -48,7 +48,7 @@ from .query import (
     required_param,
 )
 from .replay_ws import ReplayHub
-from .security import AllowedHosts, HostCheck, SecurityHeaders
+from .security import AllowedHosts, HostCheck, QuotationCors, SecurityHeaders
 
 __all__ = [
     "REPLAY_TIME_HEADER",
@@ -278,6 +278,7 @@ def create_replay_app(
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts is not None:
         middleware.append(Middleware(HostCheck, hosts=allowed_hosts))
+    middleware.append(Middleware(QuotationCors, expose=[REPLAY_TIME_HEADER]))
     return Starlette(
         routes=_routes(server),
         middleware=middleware,

@@ -15,6 +15,12 @@ about. So a request is served only when its ``Host`` is
 any port. Anything else gets 403 with an Upbit-shaped body, and a WebSocket handshake is
 refused (403 too).
 
+Web pages: Upbit's quotation API can be read by a page of any origin (charts in a browser
+call api.upbit.com directly), so serve's ``/v1`` answers carry CORS headers for any origin
+(``QuotationCors``): public market data, no credentials. ``/api``, the admin page and
+``/metrics`` carry none, so a page elsewhere cannot read them. ``/websocket/v1`` takes any
+origin, as Upbit's does (WebSockets have no CORS).
+
 Request bodies: no route of serve takes more than a small JSON object or a login form, so a
 body over ``MAX_BODY_BYTES`` is answered 413 before a route sees it, and the connection is
 closed rather than the rest read. A body is held in memory only up to that size.
@@ -23,10 +29,11 @@ closed rather than the rest read. A body is held in memory only up to that size.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +47,7 @@ __all__ = [
     "AllowedHosts",
     "BodyLimit",
     "HostCheck",
+    "QuotationCors",
     "SecurityHeaders",
     "foreign_origin",
     "host_name",
@@ -312,6 +320,33 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class QuotationCors:
+    """Starlette's CORS middleware for Upbit's quotation paths (``/v1/...``) alone: any
+    origin may read them (``EXPOSED`` and ``expose`` headers too) and ask a preflight for
+    ``GET``; every other path passes untouched, so no other origin can read ``/api``, the
+    admin page or ``/metrics``."""
+
+    # Besides the headers a page may always read: the budget's, and which layer answered.
+    EXPOSED = ("Remaining-Req", "Retry-After", "X-Marketspine-Source", "X-Marketspine-Stale")
+
+    def __init__(self, app: ASGIApp, expose: Sequence[str] = ()) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=["*"],
+            allow_methods=["GET"],
+            allow_headers=["*"],
+            expose_headers=[*self.EXPOSED, *expose],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -351,7 +351,8 @@ class CachedCandles:
     (the security headers included) and counted in the same metrics. It makes the checks
     that come first on the usual way itself: the ``Host`` (with ``hosts``), no request body,
     and a place free in the client's line at the gate (its answer waits for nothing, so a
-    client whose line is full waits in it as before). Anything else goes the usual way."""
+    client whose line is full waits in it as before). Anything else goes the usual way, a
+    web page's request (it carries ``Origin``) too: ``QuotationCors`` adds its headers."""
 
     def __init__(self, service: ServeService, hosts: AllowedHosts | None = None) -> None:
         self._service = service
@@ -378,6 +379,8 @@ class CachedCandles:
                     host = value
             elif key == b"content-length" or key == b"transfer-encoding":
                 return None  # a body: BodyLimit judges it
+            elif key == b"origin":
+                return None  # a web page's: QuotationCors adds what it may read
         if self._hosts is not None and not self._host_allowed(self._hosts, host):
             return None  # HostCheck refuses it
         service = self._service
@@ -400,6 +403,7 @@ class CachedCandles:
             (b"x-marketspine-source", b"memory"),
             (b"content-length", str(len(body)).encode()),
             (b"content-type", b"application/json"),
+            (b"vary", b"Origin"),  # QuotationCors's: a web page's answer differs
             *self._security,
         ]
         self._counter(path)(time.perf_counter() - started)
