@@ -3,8 +3,10 @@ API, and a restart that answers stored candles without a burst of upstream reque
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -171,3 +173,21 @@ def test_sigusr1_shows_where_serve_is_and_serve_goes_on(serve: ServeProcess) -> 
     wait_until_sync(lambda: "most recent call first" in serve.stderr(), 30, "the threads' stacks")
     assert "--- <Task" in serve.stderr()
     assert serve.get("/healthz").status_code == 200
+
+
+def test_every_log_line_is_json_under_log_format_json_uvicorns_too(
+    fixed_sim: str, tmp_path: Path
+) -> None:
+    with serve_process(
+        fixed_sim, tmp_path / "s.db", "--admin-token", TOKEN, "--log-format", "json"
+    ) as served:
+        host, port = served.url.removeprefix("http://").split(":")
+        for request in (b"NOT HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(request + b"\r\n\r\n")
+                assert sock.recv(100).split(b" ")[1] in (b"400", b"431")  # uvicorn logs it
+        wait_until_sync(lambda: "passed 16384 bytes" in served.stderr(), 10, "the 431 logged")
+    lines = served.stderr().splitlines()
+    assert all(line.startswith("{") for line in lines), lines
+    logged = {(j["level"], j["logger"], j["message"]) for j in map(json.loads, lines)}
+    assert ("WARNING", "uvicorn.error", "Invalid HTTP request received.") in logged

@@ -29,6 +29,9 @@ __all__ = ["base_url", "listen", "run_server", "server_thread"]
 # uvicorn options every server here shares; callers add or override their own.
 _DEFAULTS: dict[str, Any] = {
     "log_level": "warning",
+    # No handlers of uvicorn's own: its lines (a malformed request, a refused head) reach the
+    # root logger's, formatted (--log-format json) and with secrets redacted as ours are.
+    "log_config": None,
     "lifespan": "on",
     "timeout_graceful_shutdown": 1,
     # Longer than clients' pools keep an idle connection (httpx 5 s, aiohttp 15 s), so the
