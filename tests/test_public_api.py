@@ -60,6 +60,7 @@ EXPECTED = {
     "Spine",
     "SpineStatistics",
     "StoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "Stream",
     "StreamStatistics",

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from .errors import RateLimitedError as RateLimitedError
     from .errors import RetryLaterError as RetryLaterError
     from .errors import StoreError as StoreError
+    from .errors import StoreFullError as StoreFullError
     from .errors import StoreUnavailableError as StoreUnavailableError
     from .errors import UnknownMarketError as UnknownMarketError
     from .errors import UpstreamError as UpstreamError

@@ -10,6 +10,7 @@
     │       └── CircuitOpenError the breaker is open; answer from cache if you can
     ├── StoreError               the local database cannot be used
     │   ├── StoreUnavailableError  unreachable for now (also a RetryLaterError): retry later
+    │   │   └── StoreFullError   its disk is full: writes go on once there is room
     │   └── FencedError      a writer whose lease passed to another process was refused
     └── ClosedError              not open: never entered with `async with`, or closed
 
@@ -29,6 +30,7 @@ __all__ = [
     "RateLimitedError",
     "RetryLaterError",
     "StoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "UnknownMarketError",
     "UpstreamError",
@@ -86,6 +88,12 @@ class StoreUnavailableError(StoreError, RetryLaterError):
     restarting) and did not come back within the store's reconnect window. Nothing is wrong
     with the request or the configuration: the same call may succeed later (it is a
     ``RetryLaterError`` too)."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """A write was refused because the disk holding the database is full (SQLite's
+    ``SQLITE_FULL``). What was stored is kept and reads go on; the same write succeeds once
+    there is room, so it is a ``StoreUnavailableError`` (a ``RetryLaterError``) too."""
 
 
 class FencedError(StoreError):

@@ -11,6 +11,7 @@ that can ban (418), go down (connection refused) or fail one kind of request (50
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
@@ -26,6 +27,7 @@ from starlette.applications import Starlette
 from marketspine._base.time import DAY_MS, format_utc
 from marketspine._client.retry import RetryPolicy
 from marketspine._serve.service import ServeService
+from marketspine._store.sqlite import SQLiteStore
 from marketspine.sim import SimConfig
 
 WRONG_VALUE = "Invalid parameter. Check the given value!"
@@ -286,3 +288,38 @@ async def test_a_backfill_job_pauses_over_a_ban_and_completes(
     await wait_until(job.done.is_set, 20, "the job to finish after the ban")
     assert job.state == "done", job.error
     assert job.progress["KRW-ETH"].finished and job.progress["KRW-ETH"].candles_written > 0
+
+
+async def test_a_full_database_is_a_503_in_upbits_shape_logged_once_not_a_500(
+    service: ServeService,
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # SQLite refuses writes as on a full disk (the file's pages capped): a candle page
+    # fetched for a client cannot be stored. It is Upbit's 503 (the database's path and
+    # cause are for the operator: one WARNING), and the others' stored answers go on.
+    store = service.spine.store
+    assert isinstance(store, SQLiteStore)
+    stored = await http.get("/v1/candles/minutes/5", params={"market": "KRW-ETH", "count": 3})
+    assert stored.status_code == 200
+    await store.call(
+        lambda conn: conn.execute(
+            f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}"
+        ).fetchall()
+    )
+    for market in ("KRW-BTC", "KRW-XRP"):
+        answer = await http.get(
+            "/v1/candles/days", params={"market": market, "count": 100, "to": "2026-07-01"}
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.json() == {
+            "error": {"name": 503, "message": "candle database unavailable: serve's log says why"}
+        }
+        assert answer.headers["Remaining-Req"].startswith("group=candles; ")
+        assert str(tmp_path) not in answer.text
+    again = await http.get("/v1/candles/minutes/5", params={"market": "KRW-ETH", "count": 3})
+    assert again.status_code == 200 and again.json() == stored.json()
+    full = [r for r in caplog.records if getattr(r, "event", None) == "database_full"]
+    assert len(full) == 1 and full[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from marketspine import Spine
 from marketspine._base.timeframes import TIMEFRAMES
 from marketspine._spine.recording import record
 from marketspine._spine.verify import verify_recording
+from marketspine._store import room
 from marketspine._store.recording_store import recording_for
+from marketspine._store.sqlite import SQLiteStore
 from marketspine.records import Trade
 from marketspine.sim import History, SimConfig
 
@@ -152,6 +155,77 @@ async def test_recording_through_a_stalled_socket_misses_nothing(
     for market, trades in stored.items():
         truth = simulated_trades(history, market, trades[0], trades[-1])
         assert differences(trades, truth) == [], market
+
+
+async def test_recording_through_a_full_disk_holds_the_trades_and_writes_each_once_later(
+    running_sim: RunSim,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The disk fills mid-recording (SQLite refuses with SQLITE_FULL: the file's pages capped):
+    # the recorder holds what it has not written and tries again; once there is room every
+    # trade of the span is stored once, and the full disk was said once, and its end.
+    monkeypatch.setattr(room, "FULL_RETRY_S", 0.05)
+    caplog.set_level(logging.INFO, logger="marketspine")
+    config = SimConfig(speed=60)
+    path = tmp_path / "full.sqlite"
+    with running_sim(config, afternoon_clock(config.speed)) as base:
+        async with Spine(base, db=str(path)) as spine:
+            recording = recording_for(spine.store)
+            store = spine.store
+            assert isinstance(store, SQLiteStore)
+            newest_then: list[int] = []  # upstream's newest trade when the cap was lifted
+
+            async def cap(pages: str) -> None:
+                await store.call(
+                    lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}").fetchall()
+                )
+
+            async def newest_upstream_ms() -> int:
+                async with httpx.AsyncClient(base_url=base) as http:
+                    answer = await http.get("/v1/trades/ticks", params={"market": "KRW-BTC"})
+                return int(answer.json()[0]["timestamp"])
+
+            async def enough() -> bool:
+                last = await recording.last_trade("KRW-BTC")
+                if not alerts(caplog):  # recording: fill the disk once it has some trades
+                    if await recording.trade_count("KRW-BTC") >= 20:
+                        pages = await store.call(
+                            lambda conn: conn.execute("PRAGMA page_count").fetchone()[0]
+                        )
+                        await cap(str(pages))
+                    return False
+                if not newest_then:  # full: lift the cap once a simulated minute went by
+                    assert last is not None
+                    newest = await newest_upstream_ms()
+                    if newest >= last.ms + 60_000:
+                        await cap("1073741823")
+                        newest_then.append(newest)
+                    return False
+                # room again: done once what was held (and came since) is written
+                return last is not None and last.ms >= newest_then[0]
+
+            summary = await record_until(spine, enough, kinds=["trade"])
+            stored = {m: await recording.trades(m, 0, 1 << 62) for m in MARKETS}
+            gaps = await recording.trade_gaps()
+    assert summary.gaps == [] and gaps == []  # type: ignore[attr-defined]
+    history = History(config.seed, markets=config.markets, region=config.region)
+    for market, trades in stored.items():
+        truth = simulated_trades(history, market, trades[0], trades[-1])
+        assert differences(trades, truth) == [], market
+    assert alerts(caplog) == [
+        ("WARNING", "database_full", str(path)),
+        ("INFO", "database_writable", str(path)),
+    ]
+
+
+def alerts(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
+    return [
+        (r.levelname, getattr(r, "event", ""), getattr(r, "key", ""))
+        for r in caplog.records
+        if getattr(r, "event", "").startswith("database_")
+    ]
 
 
 async def test_a_recording_with_keep_prunes_what_is_older_than_its_span(

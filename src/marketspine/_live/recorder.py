@@ -26,8 +26,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
+from .._base.groups import first_leaf
 from .._base.time import now_ms
 from .._store.recording import RecordingStore, TradeGap, WriterFence
+from .._store.room import write_when_room
 from ..records import Orderbook, Ticker, Trade
 from .listener import Gap, Health, Overflow
 from .trade_fill import TradeSource, walk_back
@@ -38,8 +40,10 @@ log = logging.getLogger("marketspine.record")
 
 BATCH_TRADES = 5000  # trades per transaction at most (a busy minute of the whole KRW market)
 FLUSH_EVERY_S = 0.5  # what came within this is committed together
-# Trades held unwritten before consuming waits for the writer (the stream's queue holds on).
-MAX_HELD_TRADES = 20 * BATCH_TRADES
+# Events held unwritten before consuming waits for the writer (a full disk, a slow one):
+# the stream's queue holds on, then overflows, and the trades it dropped are walked back
+# from REST once the writer took the batch.
+MAX_HELD = 20 * BATCH_TRADES
 
 
 @dataclass
@@ -119,7 +123,7 @@ class Recorder:
                 self._closing = True
                 self._wake.set()
         except BaseExceptionGroup as group_error:
-            raise _first(group_error) from None
+            raise first_leaf(group_error) from None
         return self.counts
 
     async def committed_trade(self, market: str) -> None:
@@ -150,9 +154,9 @@ class Recorder:
             if len(self._trades) >= self._batch_trades:
                 self._wake.set()
                 await asyncio.sleep(0)  # the writer takes the batch before more comes
-                while len(self._trades) >= MAX_HELD_TRADES:
-                    self._room.clear()
-                    await self._room.wait()
+            while len(self._trades) + len(self._books) + len(self._tickers) >= MAX_HELD:
+                self._room.clear()
+                await self._room.wait()
 
     async def _take_trade(self, trade: Trade) -> None:
         market = trade.market
@@ -199,8 +203,13 @@ class Recorder:
         self._trades, self._books, self._tickers, self._gaps = [], [], [], []
         self._room.set()
         started = time.perf_counter()
-        added = await self._recording.write(
-            trades, orderbooks=books, tickers=tickers, gaps=gaps, fence=self._fence
+        # On a full disk the batch is held and tried again (what comes meanwhile waits
+        # behind it, up to MAX_HELD), unless the recorder is stopping.
+        added = await write_when_room(
+            lambda: self._recording.write(
+                trades, orderbooks=books, tickers=tickers, gaps=gaps, fence=self._fence
+            ),
+            give_up=lambda: self._closing,
         )
         counts = self.counts
         counts.trades += added
@@ -223,11 +232,3 @@ class Recorder:
         for market in {t.market for t in trades}:
             counts.markets.add(market)
             self._stored.setdefault(market, asyncio.Event()).set()
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error in ``group`` (nested groups opened)."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .._budget.rules import Priority
 from .._store.recording import RecordingStore, TradeGap
+from .._store.room import write_when_room
 from ..errors import MarketspineError
 from ..records import Trade
 from .trade_fill import FILL_PAGE_SIZE, TradeSource
@@ -77,10 +78,10 @@ async def _store(
     closed: TradeGap | None = None,
     left: TradeGap | None = None,
 ) -> None:
-    report.trades += await recording.write(
-        page,
-        closed_gaps=[closed] if closed else [],
-        gaps=[left] if left else [],
+    report.trades += await write_when_room(  # on a full disk: the page waits for room
+        lambda: recording.write(
+            page, closed_gaps=[closed] if closed else [], gaps=[left] if left else []
+        )
     )
 
 

@@ -19,7 +19,7 @@ from .._base.args import time_arg
 from .._base.time import DAY_MS, format_utc, parse_time
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._base.urls import without_db_urls
-from ..errors import InvalidRequestError, RetryLaterError, UnknownMarketError
+from ..errors import InvalidRequestError, RetryLaterError, StoreError, UnknownMarketError
 from .disconnect import ClientLeft, unless_client_leaves
 from .history import SUCCESS_TARGET, history_answer
 from .jobs import JobLimitError
@@ -108,7 +108,8 @@ def _guarded(handler: Any) -> Any:
         except JobLimitError as exc:
             return _error(429, str(exc))
         except RetryLaterError as exc:
-            return _error(503, f"upstream unavailable: {without_db_urls(str(exc))}")
+            what = "candle database" if isinstance(exc, StoreError) else "upstream"
+            return _error(503, f"{what} unavailable: {without_db_urls(str(exc))}")
         return response
 
     return endpoint

@@ -47,6 +47,7 @@ from ..errors import (
     InvalidRequestError,
     RateLimitedError,
     RetryLaterError,
+    StoreError,
     UnknownMarketError,
 )
 from .query import (
@@ -334,6 +335,8 @@ async def _answer(
     except RetryLaterError as exc:
         if exc.retry_after:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        if isinstance(exc, StoreError):  # its path and cause are for the operator: logged
+            return upbit_error(503, "candle database unavailable: serve's log says why", headers)
         return upbit_error(503, f"upstream unavailable: {exc}", headers)
     for layer in answer.layers or (answer.source,):
         service.metrics.answered(layer)

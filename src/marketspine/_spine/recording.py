@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
 
+from .._base.groups import first_leaf
 from .._base.markets import market_code
 from .._live.recorder import RecordCounts, Recorder
 from .._live.recorder_lease import RecorderLease
@@ -283,28 +284,31 @@ async def _record_run(
         AsyncGenerator[object, None],
         spine.stream(kinds, codes, maxsize=LISTENER_SIZE, since=last or None),
     )
-    async with contextlib.aclosing(events), asyncio.TaskGroup() as group:
-        backfills = []
-        if backfill_ms > 0 and "trade" in kinds:
-            horizon = spine.client.upstream_now_ms() - backfill_ms
-            for code in codes:
-                backfills.append(
-                    group.create_task(_backfill(spine, recorder, code, horizon, reports))
-                )
-        tables = [KEEP_KINDS[k] for k in kinds]
-        kept = {table: span for table, span in keep_ms.items() if table in tables}
-        if kept:  # cancelled with the backfills once the recording stops
-            prune = keep_pruning(recording, kept, codes, spine.client.upstream_now_ms)
-            backfills.append(group.create_task(prune))
-        if on_start is not None:
-            on_start(codes)
-        outcome: RecordCounts | Exception
-        try:
-            outcome = await recorder.run(events, stop)
-        except Exception as exc:  # raised below, not as an ExceptionGroup of the group's
-            outcome = exc
-        for task in backfills:
-            task.cancel()
+    try:
+        async with contextlib.aclosing(events), asyncio.TaskGroup() as group:
+            backfills = []
+            if backfill_ms > 0 and "trade" in kinds:
+                horizon = spine.client.upstream_now_ms() - backfill_ms
+                for code in codes:
+                    backfills.append(
+                        group.create_task(_backfill(spine, recorder, code, horizon, reports))
+                    )
+            tables = [KEEP_KINDS[k] for k in kinds]
+            kept = {table: span for table, span in keep_ms.items() if table in tables}
+            if kept:  # cancelled with the backfills once the recording stops
+                prune = keep_pruning(recording, kept, codes, spine.client.upstream_now_ms)
+                backfills.append(group.create_task(prune))
+            if on_start is not None:
+                on_start(codes)
+            outcome: RecordCounts | Exception
+            try:
+                outcome = await recorder.run(events, stop)
+            except Exception as exc:  # raised below, not as an ExceptionGroup of the group's
+                outcome = exc
+            for task in backfills:
+                task.cancel()
+    except BaseExceptionGroup as failures:  # a backfill's or pruning's: one error
+        raise first_leaf(failures) from None
     if isinstance(outcome, Exception):
         raise outcome
     return outcome

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._base.durations import parse_duration
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, StoreFullError
 from .recording import RecordedKind, RecordingStore
 
 __all__ = ["KEEP_KINDS", "PRUNE_BATCH", "PruneReport", "keep_pruning", "parse_keep", "prune"]
@@ -113,7 +113,10 @@ async def keep_pruning(
 ) -> None:
     """``prune`` every ``every_s`` until cancelled (the first pass at once)."""
     while True:
-        report = await prune(recording, keep_ms, markets, now_ms(), batch=batch)
+        try:
+            report = await prune(recording, keep_ms, markets, now_ms(), batch=batch)
+        except StoreFullError:  # logged by the store; the next pass tries again
+            report = PruneReport()
         if report.batches or report.gaps:
             log.info(
                 "record: pruned %s and %d known gap(s) older than the kept span",

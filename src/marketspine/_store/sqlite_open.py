@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreFullError
 from .default_path import sibling_hint
 
 __all__ = ["open_read_only", "open_read_write", "store_error", "verify_pages"]
@@ -215,8 +215,21 @@ def _cause(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _is_full(exc: sqlite3.Error) -> bool:
+    """Whether the disk holding the database (or its size limit) is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) == sqlite3.SQLITE_FULL:
+        return True
+    return "disk is full" in str(exc)
+
+
 def store_error(exc: sqlite3.Error, path: Path) -> StoreError:
     """The StoreError for a failed statement on an open database."""
+    if _is_full(exc):
+        return StoreFullError(
+            f"cannot write the candle database {path}: {_cause(exc)} "
+            "(free space on its disk; what is stored is kept)"
+        )
     if _is_read_only(exc):
         return StoreError(
             f"cannot write the candle database {path}: {_cause(exc)} "
