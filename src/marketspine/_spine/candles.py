@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from .._base.coverage import Coverage
+from .._base.groups import first_leaf
 from .._base.markets import MarketCode
 from .._base.memory import CandleMemory
 from .._base.range_lock import RangeLock
@@ -604,7 +605,7 @@ class CandleReader:
                 for request in requests:
                     group.create_task(one(request))
         except BaseExceptionGroup as failures:
-            raise _first_leaf(failures) from None
+            raise first_leaf(failures) from None
         return outcomes
 
     async def _covered_run(
@@ -753,9 +754,3 @@ def _call_bound(count: int) -> int:
     """The upstream calls a cold ``count`` read may make: a page per 200, and one more for
     the forming candle (or upstream's clock)."""
     return math.ceil(count / MAX_PAGE) + 1
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error inside a (nested) exception group."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

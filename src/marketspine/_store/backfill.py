@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from .._base.coverage import Range
+from .._base.groups import first_leaf
 from .._base.timeframes import Timeframe
 from .._budget.rules import Priority
 from .._upbit.horizon import split_unserved
@@ -247,7 +248,7 @@ async def collect(
                     )
                 )
     except BaseExceptionGroup as failures:
-        raise _first_leaf(failures) from None
+        raise first_leaf(failures) from None
     for detail in details.values():
         if detail.delisted:  # kept for `status`, which reads the store alone
             await store.set_delisted(detail.market, now_ms)
@@ -385,9 +386,3 @@ async def _collect_market(
         raise failure
     if progress is not None and (not gaps or detail.gaps == 0):
         progress(ProgressEvent(market, tf.name, 0, 0, 0, 0, 0, finished=True))
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error inside a (nested) exception group."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
