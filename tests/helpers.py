@@ -389,3 +389,12 @@ async def aclose(events: AsyncIterator[Any]) -> None:
     """Close what ``Spine.stream`` returned (declared an AsyncIterator, an async generator)."""
     assert isinstance(events, AsyncGenerator), type(events)
     await events.aclose()
+
+
+def database_alerts(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
+    """(level, event, key) of each database alert logged (``database_full``, ``_lost``...)."""
+    return [
+        (r.levelname, getattr(r, "event", ""), getattr(r, "key", ""))
+        for r in caplog.records
+        if getattr(r, "event", "").startswith("database_")
+    ]

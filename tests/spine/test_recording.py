@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import afternoon_clock
+from helpers import afternoon_clock, database_alerts
 from recorded_truth import differences, simulated_trades
 
 from marketspine import Spine
@@ -108,10 +108,7 @@ async def test_recording_through_drops_holds_every_trade_once(running_sim: RunSi
     assert [(d.start_ms, d.fields, d.built, d.upstream) for d in verified.differences] == []
     assert counts.batches >= 2 and counts.orderbooks > 0 and counts.tickers > 0
     assert books and tickers and {len(b.units) for b in books} == {15}
-    history = History(config.seed, markets=config.markets, region=config.region)
-    for market, trades in stored.items():
-        truth = simulated_trades(history, market, trades[0], trades[-1])
-        assert differences(trades, truth) == [], market
+    assert_as_simulated(config, stored)
     # replayed: every stored trade once, in exchange time order across the markets
     every = sorted((t for trades in stored.values() for t in trades), key=lambda t: (t.ms, t.seq))
     assert [e for e in replayed if isinstance(e, Trade)] == every
@@ -151,10 +148,7 @@ async def test_recording_through_a_stalled_socket_misses_nothing(
             stored = {m: await recording.trades(m, 0, 1 << 62) for m in MARKETS}
             gaps = await recording.trade_gaps()
     assert summary.gaps == [] and gaps == []  # type: ignore[attr-defined]
-    history = History(config.seed, markets=config.markets, region=config.region)
-    for market, trades in stored.items():
-        truth = simulated_trades(history, market, trades[0], trades[-1])
-        assert differences(trades, truth) == [], market
+    assert_as_simulated(config, stored)
 
 
 async def test_recording_through_a_full_disk_holds_the_trades_and_writes_each_once_later(
@@ -189,7 +183,7 @@ async def test_recording_through_a_full_disk_holds_the_trades_and_writes_each_on
 
             async def enough() -> bool:
                 last = await recording.last_trade("KRW-BTC")
-                if not alerts(caplog):  # recording: fill the disk once it has some trades
+                if not database_alerts(caplog):  # recording: fill the disk once it has some trades
                     if await recording.trade_count("KRW-BTC") >= 20:
                         pages = await store.call(
                             lambda conn: conn.execute("PRAGMA page_count").fetchone()[0]
@@ -210,22 +204,19 @@ async def test_recording_through_a_full_disk_holds_the_trades_and_writes_each_on
             stored = {m: await recording.trades(m, 0, 1 << 62) for m in MARKETS}
             gaps = await recording.trade_gaps()
     assert summary.gaps == [] and gaps == []  # type: ignore[attr-defined]
-    history = History(config.seed, markets=config.markets, region=config.region)
-    for market, trades in stored.items():
-        truth = simulated_trades(history, market, trades[0], trades[-1])
-        assert differences(trades, truth) == [], market
-    assert alerts(caplog) == [
+    assert_as_simulated(config, stored)
+    assert database_alerts(caplog) == [
         ("WARNING", "database_full", str(path)),
         ("INFO", "database_writable", str(path)),
     ]
 
 
-def alerts(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
-    return [
-        (r.levelname, getattr(r, "event", ""), getattr(r, "key", ""))
-        for r in caplog.records
-        if getattr(r, "event", "").startswith("database_")
-    ]
+def assert_as_simulated(config: SimConfig, stored: dict[str, list[Trade]]) -> None:
+    """Each market's stored trades are the simulator's from the first to the last, once."""
+    history = History(config.seed, markets=config.markets, region=config.region)
+    for market, trades in stored.items():
+        truth = simulated_trades(history, market, trades[0], trades[-1])
+        assert differences(trades, truth) == [], market
 
 
 async def test_a_recording_with_keep_prunes_what_is_older_than_its_span(

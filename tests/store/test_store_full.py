@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from helpers import database_alerts
 
 from marketspine import (
     RetryLaterError,
@@ -49,14 +50,6 @@ async def cap_pages(store: SQLiteStore, pages: int | None) -> None:
     await store.call(cap)
 
 
-def alerts(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
-    return [
-        (r.levelname, getattr(r, "event", ""), getattr(r, "key", ""))
-        for r in caplog.records
-        if getattr(r, "event", "").startswith("database_")
-    ]
-
-
 async def test_a_full_disk_refuses_writes_says_so_once_and_writes_again_once_there_is_room(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -77,7 +70,7 @@ async def test_a_full_disk_refuses_writes_says_so_once_and_writes_again_once_the
         # What was stored is kept and read as before; the refused pages left nothing.
         assert await store.read("KRW-BTC", TF["1m"], T0, T0 + 10**9) == first
         assert (await store.coverage("KRW-BTC", TF["1m"])).ranges == (span,)
-        assert alerts(caplog) == [("WARNING", "database_full", str(path))]
+        assert database_alerts(caplog) == [("WARNING", "database_full", str(path))]
         await cap_pages(store, NO_CAP)
         await store.write_page(
             "KRW-BTC", TF["1m"], second, (second[0].start_ms, second[-1].start_ms + MINUTE_MS)
@@ -88,7 +81,7 @@ async def test_a_full_disk_refuses_writes_says_so_once_and_writes_again_once_the
     assert isinstance(error, StoreUnavailableError) and isinstance(error, RetryLaterError)
     assert isinstance(error, StoreError)
     assert str(path) in str(error) and "free space on its disk" in str(error)
-    assert alerts(caplog) == [
+    assert database_alerts(caplog) == [
         ("WARNING", "database_full", str(path)),
         ("INFO", "database_writable", str(path)),
     ]
