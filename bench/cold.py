@@ -11,6 +11,10 @@ different ends (``count`` + ``end``, each ``END_STEP_DAYS`` further back, a fres
 each) on markets from nearly dense to illiquid: round trips (time / latency) and calls, as
 distributions, since a sparse market's cost depends on how its activity swings.
 
+Last, at 200 ms with each new connection charged its TCP and TLS handshakes (two latencies,
+``connect_ms``; the rows before leave them out, the simulator being plain HTTP on the
+loopback): a cold dense read, and a ticker polled every 8 s on a warm Spine.
+
 `python -m bench cold` (or `python -m bench.cold`).
 """
 
@@ -40,6 +44,9 @@ SPREAD_MARKETS = ("KRW-SAND", "KRW-MBL", "KRW-MOC", "KRW-AHT", "KRW-META", "BTC-
 SPREAD_LATENCY_MS = 100
 SPREAD_READS = 20
 END_STEP_DAYS = 3
+CONNECT_LATENCY_MS = 200  # the handshake rows: a new connection costs two of these more
+POLLS = 3
+POLL_EVERY_S = 8.0  # longer than httpx's 5 s idle expiry, which the client raised to 55 s
 
 
 async def _calls(http: httpx.AsyncClient) -> int:
@@ -113,6 +120,64 @@ def spread_rows(url: str, tmp: Path) -> list[Row]:
     return rows
 
 
+async def _connection_setup(url: str, tmp: Path) -> tuple[float, float, list[float]]:
+    """With each new connection charged its TCP and TLS handshakes (``connect_ms``, two
+    latencies): seconds of a cold dense read on a new Spine and on one that has read before,
+    and ms of each ticker polled every ``POLL_EVERY_S`` after the first."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        await http.post("/sim/faults", json={"connect_ms": 2 * CONNECT_LATENCY_MS})
+        try:
+            colds = []
+            for n in range(ROUNDS):
+                db = tmp / f"connect-{n}.db"
+                colds.append((await cold_read(url, db, "KRW-BTC", CONNECT_LATENCY_MS))[0])
+            polls = []
+            async with Spine(url, tmp / "polls.db", warmup_every_s=0) as spine:
+                # A second cold read on a Spine that has read before: its connections kept.
+                await spine.candles("KRW-BTC", "1m", count=COUNT)
+                started = time.perf_counter()
+                await spine.candles("KRW-ETH", "1m", count=COUNT)
+                warm = time.perf_counter() - started
+                for n in range(POLLS + 1):
+                    if n:
+                        await asyncio.sleep(POLL_EVERY_S)
+                    started = time.perf_counter()
+                    await spine.tickers(["KRW-BTC"])
+                    polls.append((time.perf_counter() - started) * 1000)
+        finally:
+            await http.post("/sim/faults", json={"connect_ms": 0})
+    return min(colds), warm, polls[1:]
+
+
+def connection_rows(url: str, tmp: Path) -> list[Row]:
+    """What a new connection's handshakes cost at a distance (the rows above leave them out:
+    the simulator is plain HTTP on the loopback)."""
+    latency = CONNECT_LATENCY_MS
+    cold, warm, polls = asyncio.run(_connection_setup(url, tmp))
+    name = f"{latency} ms latency, a new connection's handshakes {2 * latency} ms"
+    goal = f"≤ {2 * latency + 50:,} (2 round trips + 50 ms)"
+    return [
+        {
+            "benchmark": f"cold 1m count={COUNT:,}, dense KRW-BTC, {name}: time",
+            "value": round(cold * 1000, 1),
+            "unit": f"ms ({cold * 1000 / latency:.1f} round trips)",
+            "goal": goal,
+        },
+        {
+            "benchmark": f"the same, KRW-ETH, on a Spine that has read before, {name}",
+            "value": round(warm * 1000, 1),
+            "unit": f"ms ({warm * 1000 / latency:.1f} round trips)",
+            "goal": goal,
+        },
+        {
+            "benchmark": f"a ticker every {POLL_EVERY_S:g} s on a warm Spine, {name}: most",
+            "value": round(max(polls), 1),
+            "unit": f"ms (of {len(polls)}; one round trip: {latency} ms)",
+            "goal": f"≈ {latency} (connection reused)",
+        },
+    ]
+
+
 async def _set_latency(url: str, latency_ms: int) -> None:
     async with httpx.AsyncClient(base_url=url) as http:
         await http.post("/sim/faults", json={"latency_ms": latency_ms})
@@ -146,6 +211,7 @@ def run() -> list[Row]:
                     },
                 ]
         rows += spread_rows(url, Path(tmp))
+        rows += connection_rows(url, Path(tmp))
     return rows
 
 

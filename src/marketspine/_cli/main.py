@@ -166,6 +166,12 @@ _PORT = click.IntRange(0, 65535)
 @click.option("--region", default="kr", show_default=True, help="Mimic Upbit's kr, sg, id or th.")
 @click.option("--latency-ms", type=float, default=0.0, help="Added latency per request.")
 @click.option("--jitter-ms", type=float, default=0.0, help="Random extra latency, up to this.")
+@click.option(
+    "--connect-ms",
+    type=float,
+    default=0.0,
+    help="Added to a new connection's first request (TCP + TLS handshakes: about 2 latencies).",
+)
 @click.option("--error-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
 @click.option("--hang-rate", type=float, default=0.0, help="Share of requests never answered.")
 @click.option(
@@ -203,6 +209,7 @@ def sim(
     region: str,
     latency_ms: float,
     jitter_ms: float,
+    connect_ms: float,
     error_rate: float,
     hang_rate: float,
     rate_limit: int,
@@ -231,6 +238,7 @@ def sim(
         rate_limit=rate_limit,
         latency_ms=latency_ms,
         jitter_ms=jitter_ms,
+        connect_ms=connect_ms,
         error_rate=error_rate,
         hang_rate=hang_rate,
         ws_drop_every_s=ws_drop_every_s,

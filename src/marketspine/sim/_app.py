@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
@@ -85,10 +86,27 @@ class _Runtime:
         # disturb any other randomness.
         self.dice = random.Random(f"marketspine-sim-faults-{seed}")
         self.pages_off_loop = pages_off_loop
+        # Client (address, port) pairs seen: a pair not seen is a new connection, whose first
+        # request pays ``connect_ms``. Bounded: a forgotten pair pays it again.
+        self._connections: OrderedDict[tuple[str, int], None] = OrderedDict()
         # One worker: pages are generated one at a time, as on the loop, but the loop stays
         # free to stamp arrivals meanwhile. Started by the first such page, ended with the
         # server (``close``).
         self._pages: ThreadPoolExecutor | None = None
+
+    def new_connection(self, request: Request) -> bool:
+        """Whether ``request`` is the first seen on its connection."""
+        client = request.scope.get("client")
+        if client is None:
+            return False
+        key = (str(client[0]), int(client[1]))
+        if key in self._connections:
+            self._connections.move_to_end(key)
+            return False
+        self._connections[key] = None
+        if len(self._connections) > _CONNECTIONS_KEPT:
+            self._connections.popitem(last=False)
+        return True
 
     async def page(self, handler: Handler, request: Request, sim: SimState) -> bytes:
         """``handler``'s answer, encoded: on the worker thread if pages go off the loop and
@@ -112,6 +130,7 @@ class _Runtime:
 
 # Parameters that move a page away from now (candles' ``to``, trades' cursor and day).
 _REACHES_BACK = frozenset({"to", "cursor", "days_ago", "daysAgo"})
+_CONNECTIONS_KEPT = 10_000
 
 
 def _page(handler: Handler, request: Request, sim: SimState) -> bytes:
@@ -152,8 +171,14 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
         # would count the send early and could put an 11th in the window (a 429 Upbit would
         # not send).
         arrival = runtime.limit_clock()
-        if faults.latency_ms or faults.jitter_ms:
+        # A new connection's handshakes come before the request reaches "Upbit".
+        connect_ms = 0.0
+        if runtime.new_connection(request):
+            stats.connections += 1
+            connect_ms = faults.connect_ms
+        if faults.latency_ms or faults.jitter_ms or connect_ms:
             delay_s = (faults.latency_ms + runtime.dice.uniform(0.0, faults.jitter_ms)) / 1000
+            delay_s += connect_ms / 1000
             arrival += delay_s
             await runtime.sleep(delay_s)
         elif faults.rate_limit > 0:

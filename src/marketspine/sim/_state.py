@@ -40,6 +40,9 @@ class Faults:
     # silent: no data, no pongs; 0 = never
     ws_stall_every_s: float = 0.0
     ws_idle_timeout_s: float = 120.0  # close sockets that neither sent nor received for this long
+    # added to the first request of each new connection: its TCP and TLS handshakes, about
+    # two round trips at a distance (the simulator itself speaks plain HTTP)
+    connect_ms: float = 0.0
 
     def update(
         self, changes: dict[str, Any], *, label: Callable[[str], str] = "fault setting {!r}".format
@@ -87,6 +90,7 @@ class SimConfig:
     ws_drop_every_s: float = 0.0
     ws_stall_every_s: float = 0.0
     ws_idle_timeout_s: float = 120.0
+    connect_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.region not in REGIONS:
@@ -141,6 +145,7 @@ class Stats:
     by_path: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     hung: int = 0
+    connections: int = 0  # REST connections seen (a new client address and port)
     ws_connections: int = 0
     ws_drops: int = 0  # sockets cut by ws_drop_every_s
     ws_stalls: int = 0  # sockets stalled by ws_stall_every_s
@@ -170,6 +175,7 @@ class Stats:
             "429": self.by_status[429],
             "418": self.by_status[418],
             "hung": self.hung,
+            "connections": self.connections,
             "websocket": {
                 "connections": self.ws_connections,
                 "open": self.ws_open,
