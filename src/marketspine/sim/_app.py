@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
@@ -33,6 +32,7 @@ from .._upbit.limits import remaining_req
 from .._upbit.texts import NOT_FOUND, TOO_MANY, blocked_text
 from ..errors import InvalidRequestError, UnknownMarketError
 from . import _rest, _rest_quotes
+from ._gen_store import Lru
 from ._history import History
 from ._limits import RateLimiter, Verdict
 from ._rest_params import Handler
@@ -88,7 +88,7 @@ class _Runtime:
         self.pages_off_loop = pages_off_loop
         # Client (address, port) pairs seen: a pair not seen is a new connection, whose first
         # request pays ``connect_ms``. Bounded: a forgotten pair pays it again.
-        self._connections: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._connections: Lru[tuple[str, int], bool] = Lru(_CONNECTIONS_KEPT, lambda _: 1)
         # One worker: pages are generated one at a time, as on the loop, but the loop stays
         # free to stamp arrivals meanwhile. Started by the first such page, ended with the
         # server (``close``).
@@ -100,12 +100,9 @@ class _Runtime:
         if client is None:
             return False
         key = (str(client[0]), int(client[1]))
-        if key in self._connections:
-            self._connections.move_to_end(key)
+        if self._connections.get(key):
             return False
-        self._connections[key] = None
-        if len(self._connections) > _CONNECTIONS_KEPT:
-            self._connections.popitem(last=False)
+        self._connections.put(key, True)
         return True
 
     async def page(self, handler: Handler, request: Request, sim: SimState) -> bytes:
