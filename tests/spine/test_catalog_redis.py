@@ -144,6 +144,35 @@ async def test_concurrent_warmups_call_upstream_once_the_lease_holder_for_all(
     assert len(ticks) == 1
 
 
+async def test_a_round_published_as_the_lease_is_taken_is_adopted_not_fetched_again(
+    gate: Gate, redis_space: RedisSpace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # b looks for a round (none yet), and before it takes the lease, a warms up whole:
+    # takes the lease, fetches, publishes its round and lets the lease go. b then gets the
+    # lease; it must adopt a's round, not fetch again (two serve processes started together
+    # warmed up twice so, once in a while).
+    async with (
+        spine(gate, redis_space, tmp_path / "a.sqlite") as a,
+        spine(gate, redis_space, tmp_path / "b.sqlite") as b,
+    ):
+        lease = catalog_of(b)._lease
+        take = lease.try_acquire
+        overtaken: list[bool] = []
+
+        async def overtaken_then_take() -> bool:
+            if not overtaken:
+                overtaken.append(True)
+                await a.warmup()
+            return await take()
+
+        monkeypatch.setattr(lease, "try_acquire", overtaken_then_take)
+        report = await b.warmup()
+        assert overtaken == [True] and report["success"] is True
+        assert await lease.try_acquire()  # b let the lease go again
+    assert gate.market_calls == 1
+    assert (catalog_of(a).fetched, catalog_of(b).fetched, catalog_of(b).adopted) == (1, 0, 1)
+
+
 async def test_a_forced_refresh_fetches_again_and_the_others_follow(
     gate: Gate, redis_space: RedisSpace, tmp_path: Path
 ) -> None:

@@ -164,12 +164,17 @@ class RedisCatalog:
         try:
             while True:
                 done = await self._round(wanted, fresh_after_ms)
+                if done is None and await self._lease.try_acquire():
+                    # Another holder may have published and let go between the look and the
+                    # take: look again now that no one else can publish.
+                    done = await self._round(wanted, fresh_after_ms)
+                    if done is None:
+                        break
+                    await self._lease.release()
                 if done is not None:
                     await self.read_into(catalog, exchanges)
                     self.adopted += 1
                     return _adopted(done, catalog, wanted, time.perf_counter() - started)
-                if await self._lease.try_acquire():
-                    break
                 self.waits += 1
                 await asyncio.sleep(self._poll_s)  # the holder publishes within one warmup
         except UNREACHABLE as exc:
