@@ -5,17 +5,20 @@ they ask the same pages where the ranges overlap, so each is fetched once betwee
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from helpers import Recorder, UnpacedBudget
 from redis.asyncio import Redis
-from services import RedisSpace
+from services import PrivateRedis, RedisSpace
 
 from marketspine._base.time import DAY_MS, parse_time
 from marketspine._base.timeframes import TIMEFRAMES
+from marketspine._budget.redis import RedisRateBudget
 from marketspine._client.client import Client
 from marketspine._store.backfill import collect
 from marketspine._store.page_lease import RedisPageLeases
@@ -73,3 +76,41 @@ async def test_collectors_of_overlapping_ranges_fetch_the_overlap_once(
     assert shared_calls <= alone + 2 * len(MARKETS)
     assert rows(tmp_path / "one.sqlite", *week) == rows(tmp_path / "alone.sqlite", *week)
     assert rows(tmp_path / "other.sqlite", *earlier) == rows(tmp_path / "alone.sqlite", *earlier)
+
+
+@pytest.mark.process
+async def test_a_redis_refusing_writes_is_said_once_and_the_collect_goes_on_alone(
+    private_redis: PrivateRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis full (maxmemory reached, no eviction) refuses every write: the page leases and
+    # the rate budget work alone, each saying so once, and every candle is stored. Once it
+    # takes writes again, the leases say so once and share again.
+    caplog.set_level(logging.INFO, logger="marketspine")
+    recorder = Recorder(create_app(SimConfig(rate_limit=0), clock=lambda: NOW))
+    redis = Redis.from_url(private_redis.url)
+    await redis.config_set("maxmemory", 1)  # one byte: already over, so nothing is written
+    await redis.config_set("maxmemory-policy", "noeviction")
+    leases = RedisPageLeases(redis, prefix="full:")
+    budget = RedisRateBudget(private_redis.url, prefix="full:", retry_every_s=0.05)
+    day = (NOW - DAY_MS, NOW)
+    try:
+        transport = httpx.ASGITransport(app=recorder)
+        async with budget, Client("http://sim", transport=transport, budget=budget) as client:
+            calls = await run_collect(client, tmp_path / "full.sqlite", *day, leases)
+            assert leases.fetched == 0 and calls == len(recorder.queries) > 2
+            await redis.config_set("maxmemory", 0)
+            await run_collect(client, tmp_path / "again.sqlite", *day, leases)
+            assert leases.fetched > 0  # under leases again
+    finally:
+        await redis.aclose()
+    said = [
+        (r.levelname, r.getMessage().split(" (")[0])
+        for r in caplog.records
+        if "Redis" in r.getMessage() and r.name.startswith("marketspine")
+    ]
+    assert said.count(("WARNING", "Redis unreachable for page leases")) == 1
+    again = "Redis usable again for page leases: each page fetched once again"
+    assert said.count(("INFO", again)) == 1
+    assert sum(1 for level, text in said if text == "Redis unreachable" and level == "WARNING") == 1
+    assert rows(tmp_path / "full.sqlite", *day) == rows(tmp_path / "again.sqlite", *day)
+    assert len(rows(tmp_path / "full.sqlite", *day)) > 1000

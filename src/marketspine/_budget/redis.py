@@ -76,6 +76,7 @@ from .local import (
     LocalRateBudget,
 )
 from .redis_lua import PROCESS_TTL_S, AcquireReply, BudgetKeys, BudgetScripts
+from .redis_unusable import UNREACHABLE
 from .rules import (
     DEFAULT_AGE_STEP,
     NEVER_SEEN_PROCESSES,
@@ -99,7 +100,6 @@ _POLL_CAP_S = 0.25  # longest sleep between two asks (renews the priority ticket
 # A send counted this much (µs) after the score it was booked with is logged: the others
 # took it as arrived that much earlier until its answer came (20 ms: the margin's floor).
 _LATE_TOLD_US = 20_000
-_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
 def connect_redis(url: str) -> Redis:
@@ -306,7 +306,7 @@ class RedisRateBudget:
                 if self._processes.seen is not None:  # leave: the others' share grows now
                     for keys in self._every_group_keys():
                         await self._scripts.leave(keys, self._ticket)
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 pass
         for state in self._groups.values():
             if state.pushing is not None:
@@ -369,7 +369,7 @@ class RedisRateBudget:
                     try:
                         await self._acquire_shared(state, priority)
                         return
-                    except _UNREACHABLE as exc:
+                    except UNREACHABLE as exc:
                         # Lost again: the slot given before does not know what Redis granted
                         # the others meanwhile. Wait for blind sends to start afresh.
                         self._go_blind(exc)
@@ -386,7 +386,7 @@ class RedisRateBudget:
                     await self._fallback.acquire(group, priority)
                 await self._acquire_shared(state, priority)
                 return
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 self._go_blind(exc)
 
     async def _acquire_shared(self, state: _Group, priority: Priority) -> None:
@@ -633,7 +633,7 @@ class RedisRateBudget:
     async def _beat(self) -> None:
         try:
             await self._renew()
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             self._go_blind(exc)
 
     # -- fallback and recovery -----------------------------------------------------------
@@ -696,7 +696,7 @@ class RedisRateBudget:
             self._counts.clear()
             self._applied.clear()
             await self._renew()
-        except _UNREACHABLE:
+        except UNREACHABLE:
             return False
         finally:
             self._recovering = False
@@ -721,7 +721,7 @@ class RedisRateBudget:
             for state in list(self._groups.values()):
                 if state.blind_sends:
                     await self._book_blind(state, fill=False)
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             self._go_blind(exc)
             return False
         return True

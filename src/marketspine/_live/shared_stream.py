@@ -40,7 +40,7 @@ from redis import exceptions as redis_errors
 
 from .._base.memory import MemoryBudget
 from .._budget.redis import connect_redis
-from .._store.redis_lease import UNREACHABLE
+from .._budget.redis_unusable import UNREACHABLE
 from ..records import Candle, Orderbook, Ticker, Trade
 from .lease import LiveLease, Want, WantedMarkets, new_token
 from .listener import Event, Fanout, Gap, Health, Listener, Overflow, filter_key

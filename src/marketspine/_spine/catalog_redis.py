@@ -26,7 +26,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from .._base.time import now_ms
-from .._store.redis_lease import UNREACHABLE, RedisLease
+from .._budget.redis_unusable import UNREACHABLE
+from .._store.redis_lease import RedisLease
 from ..records import Instrument, MarketInfo
 from .catalog import Catalog, ExchangeCatalog, WarmupReport
 

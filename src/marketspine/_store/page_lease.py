@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from redis.asyncio import Redis
 
+from .._budget.redis_unusable import UNREACHABLE
 from ..records import Candle
-from .redis_lease import UNREACHABLE, RedisLease
+from .redis_lease import RedisLease
 
 __all__ = ["RedisPageLeases"]
 
@@ -50,6 +51,7 @@ class RedisPageLeases:
         self.fetched = 0  # pages this process fetched under a lease
         self.shared = 0  # pages another process fetched for this one
         self.waits = 0  # times this process found a page's lease held by another
+        self._unusable = False  # Redis failed the last lease: said once, until it works again
 
     async def fetch_once(
         self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
@@ -63,7 +65,11 @@ class RedisPageLeases:
                 if cached is not None:
                     self.shared += 1
                     return _decode(cached if isinstance(cached, bytes) else cached.encode()), False
-                if await lease.try_acquire():
+                taken = await lease.try_acquire()
+                if self._unusable:  # a write went through (a read may pass a full Redis)
+                    self._unusable = False
+                    log.info("Redis usable again for page leases: each page fetched once again")
+                if taken:
                     # The holder publishes before it releases: a result that appeared
                     # between our look and our lease is the page, not a reason to fetch.
                     cached = await self._redis.get(result)
@@ -75,7 +81,13 @@ class RedisPageLeases:
                 self.waits += 1
                 await asyncio.sleep(self._poll_s)  # the holder publishes within a fetch
         except UNREACHABLE as exc:
-            log.warning("Redis unreachable for page leases (%s); fetching %s here", exc, key)
+            if not self._unusable:  # one line an outage, not one a page
+                self._unusable = True
+                log.warning(
+                    "Redis unreachable for page leases (%s): fetching pages here until it "
+                    "is back (another process may fetch the same page)",
+                    exc,
+                )
             return await fetch(), True
 
         async def fetch_and_publish() -> list[Candle]:

@@ -14,15 +14,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-__all__ = ["RELEASE_IF_HELD", "UNREACHABLE", "RedisLease"]
+from .._budget.redis_unusable import UNREACHABLE
+
+__all__ = ["RELEASE_IF_HELD", "RedisLease"]
 
 T = TypeVar("T")
 
 # What a dead or unreachable Redis raises (the caller then works without the lease).
-UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 # Delete the lease KEYS[1] only if ARGV[1] (the caller's token) still holds it.
 RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
