@@ -24,6 +24,7 @@ from clitools import where_it_hangs
 from starlette.types import ASGIApp
 
 from marketspine._serve.app import create_service_app
+from marketspine._serve.security import AllowedHosts
 from marketspine._serve.service import ServeService
 from marketspine._store.sqlite import CandleStore
 
@@ -171,9 +172,11 @@ def in_process_serve(
     return ServeService("http://sim", db, transport=upstream, **(settings | options))
 
 
-def service_client(service: ServeService, **options: Any) -> httpx.AsyncClient:
+def service_client(
+    service: ServeService, *, allowed_hosts: AllowedHosts | None = None, **options: Any
+) -> httpx.AsyncClient:
     """A client of ``service``'s app in-process (the service entered by the caller: the app's
-    lifespan is not run)."""
+    lifespan is not run); with ``allowed_hosts``, behind the ``Host`` check as serve runs."""
     settings: dict[str, Any] = {"base_url": "http://serve", "timeout": 30}
-    app = create_service_app(service)
+    app = create_service_app(service, allowed_hosts=allowed_hosts)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), **(settings | options))

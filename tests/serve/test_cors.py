@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from replay_support import BTC, make_recording, replay_server
-from serve_support import AUTH, TOKEN, ServeProcess, in_process_serve
+from serve_support import AUTH, TOKEN, ServeProcess, in_process_serve, service_client
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from marketspine._serve.app import create_service_app
 from marketspine._serve.replay_app import REPLAY_TIME_HEADER
 from marketspine._serve.security import AllowedHosts
 from marketspine._serve.server_thread import server_thread
@@ -39,9 +38,10 @@ async def service(sim_app: Starlette, tmp_path: Path) -> AsyncIterator[ServeServ
 
 @pytest.fixture
 async def http(service: ServeService) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(service, allowed_hosts=AllowedHosts([]))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8600", timeout=30
+    # Behind the Host check, as serve runs, asked by IP address as a page's fetch would be.
+    hosts = AllowedHosts([])
+    async with service_client(
+        service, allowed_hosts=hosts, base_url="http://127.0.0.1:8600"
     ) as client:
         yield client
 
