@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 
 import httpx
 import pytest
+from helpers import FakeTime
 
 from marketspine.sim import SimConfig, create_app
 
@@ -155,26 +156,38 @@ async def test_stats_count_requests_by_group_and_path_and_reset_zeroes_them(
         assert (await client.get("/sim/stats")).json()["status"] == {}
 
 
-async def test_a_new_connection_pays_connect_ms_on_its_first_request_only(sim_now_ms: int) -> None:
+async def test_a_new_connection_pays_connect_ms_before_its_first_requests_only(
+    sim_now_ms: int,
+) -> None:
     # A client at a distance pays its TCP and TLS handshakes once per connection; the
     # simulator tells connections apart by the client's address and port.
+    time_ = FakeTime()
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
         slept.append(round(seconds, 6))
+        await time_.sleep(seconds)
 
     app = create_app(
         SimConfig(rate_limit=0, latency_ms=100, connect_ms=200), clock=lambda: sim_now_ms,
-        sleep=sleep,
+        limit_clock=time_.clock, sleep=sleep,
     )  # fmt: skip
-    for port in (5000, 5000, 5001, 5000):
+
+    async def get(port: int) -> int:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", port))
         async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-            assert (await client.get(TICKER)).status_code == 200
+            return (await client.get(TICKER)).status_code
+
+    for port in (5000, 5000, 5001, 5000):
+        assert await time_.run(get(port)) == 200
     assert slept == [0.3, 0.1, 0.3, 0.1]
+    # Requests sent together on one new connection (HTTP/2) all wait for its handshakes.
+    slept.clear()
+    assert list(await time_.run(asyncio.gather(get(5002), get(5002), get(5002)))) == [200] * 3
+    assert slept == [0.3, 0.3, 0.3]
     async with client_for(SimConfig(rate_limit=0), sim_now_ms) as client:
         assert (await client.get(TICKER)).status_code == 200
         stats = (await client.get("/sim/stats")).json()
         assert (await client.get("/sim/faults")).json()["connect_ms"] == 0.0
     assert stats["connections"] == 1
-    assert app.state.sim.stats.snapshot()["connections"] == 2
+    assert app.state.sim.stats.snapshot()["connections"] == 3

@@ -86,24 +86,28 @@ class _Runtime:
         # disturb any other randomness.
         self.dice = random.Random(f"marketspine-sim-faults-{seed}")
         self.pages_off_loop = pages_off_loop
-        # Client (address, port) pairs seen: a pair not seen is a new connection, whose first
-        # request pays ``connect_ms``. Bounded: a forgotten pair pays it again.
-        self._connections: Lru[tuple[str, int], bool] = Lru(_CONNECTIONS_KEPT, lambda _: 1)
+        # Client (address, port) pairs seen, each with when its handshakes end (the limiter's
+        # clock): a pair not seen is a new connection, which pays ``connect_ms`` before its
+        # first request. Bounded: a forgotten pair pays it again.
+        self._connections: Lru[tuple[str, int], float] = Lru(_CONNECTIONS_KEPT, lambda _: 1)
         # One worker: pages are generated one at a time, as on the loop, but the loop stays
         # free to stamp arrivals meanwhile. Started by the first such page, ended with the
         # server (``close``).
         self._pages: ThreadPoolExecutor | None = None
 
-    def new_connection(self, request: Request) -> bool:
-        """Whether ``request`` is the first seen on its connection."""
+    def handshakes(self, request: Request, arrival: float, connect_s: float) -> tuple[bool, float]:
+        """(whether ``request`` is the first seen on its connection, the seconds it waits
+        for that connection's handshakes). Every request on a connection whose handshakes
+        are not over waits for them: HTTP/2 sends several at once on one new connection."""
         client = request.scope.get("client")
         if client is None:
-            return False
+            return False, 0.0
         key = (str(client[0]), int(client[1]))
-        if self._connections.get(key):
-            return False
-        self._connections.put(key, True)
-        return True
+        ready = self._connections.get(key)
+        if ready is None:
+            self._connections.put(key, arrival + connect_s)
+            return True, connect_s
+        return False, max(0.0, ready - arrival)
 
     async def page(self, handler: Handler, request: Request, sim: SimState) -> bytes:
         """``handler``'s answer, encoded: on the worker thread if pages go off the loop and
@@ -169,13 +173,12 @@ def _quotation(group: str, handler: Handler) -> Callable[[Request], Awaitable[Re
         # not send).
         arrival = runtime.limit_clock()
         # A new connection's handshakes come before the request reaches "Upbit".
-        connect_ms = 0.0
-        if runtime.new_connection(request):
+        new, handshakes_s = runtime.handshakes(request, arrival, faults.connect_ms / 1000)
+        if new:
             stats.connections += 1
-            connect_ms = faults.connect_ms
-        if faults.latency_ms or faults.jitter_ms or connect_ms:
+        if faults.latency_ms or faults.jitter_ms or handshakes_s:
             delay_s = (faults.latency_ms + runtime.dice.uniform(0.0, faults.jitter_ms)) / 1000
-            delay_s += connect_ms / 1000
+            delay_s += handshakes_s
             arrival += delay_s
             await runtime.sleep(delay_s)
         elif faults.rate_limit > 0:
