@@ -354,6 +354,15 @@ async def test_polled_series_show_in_status_and_metrics(http: httpx.AsyncClient)
     assert "marketspine_hot_reads_waited_in_vain_total 0.0" in metrics
 
 
+async def test_status_tells_what_happened_upstream(http: httpx.AsyncClient) -> None:
+    answer = await http.get("/v1/ticker", params={"markets": "KRW-BTC"})
+    assert answer.status_code == 200
+    upstream = (await http.get("/api/status")).json()["upstream"]
+    assert upstream["sent"]["ticker"] >= 1
+    # Nothing given up on, no HTTP/2 connection left for a new one (the simulator is HTTP/1.1).
+    assert upstream["timed_out"] == upstream["connections_retired"] == upstream["failed"] == 0
+
+
 async def test_a_repeated_history_page_takes_the_fast_path_with_the_same_answer(
     http: httpx.AsyncClient, service: ServeService, upstream: Banning
 ) -> None:

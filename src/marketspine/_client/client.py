@@ -100,6 +100,8 @@ class ClientStatistics:
     budget: BudgetStatistics
     timed_out: int  # attempts given up on (hung or too slow)
     timeout_s: float  # what the next attempt may take
+    # HTTP/2 connections left for a new one after a request on them was given up on.
+    connections_retired: int = 0
 
 
 class Client:
@@ -341,6 +343,7 @@ class Client:
             budget=self._budget.statistics(),
             timed_out=chain.timed_out,
             timeout_s=self._timeouts.seconds,
+            connections_retired=chain.connections_retired,
         )
 
     # -- the pipeline ----------------------------------------------------------------------------

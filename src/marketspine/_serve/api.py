@@ -246,6 +246,8 @@ def api_routes(service: ServeService) -> list[BaseRoute]:
                     "banned": client.banned,
                     "coalesced": client.coalesced,
                     "failed": client.failed,
+                    "timed_out": client.timed_out,
+                    "connections_retired": client.connections_retired,
                     "breaker": str(client.breaker.state),
                     "budget": {
                         name: {"tokens": g.tokens, "waiting": dict(g.waiting), "sent": g.sent}
