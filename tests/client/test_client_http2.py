@@ -11,7 +11,6 @@ import select
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from marketspine import CircuitBreaker, Client, RetryPolicy, Spine
 from marketspine._client.connections import ConnectionEnded, Connections
+from marketspine._client.replies import send_get
 from marketspine.errors import UpstreamError
 from marketspine.sim import SimConfig, create_app
 
@@ -223,10 +223,14 @@ async def test_only_a_connection_that_had_answered_is_forgiven_for_ending() -> N
     def nothing() -> None:
         pass
 
+    async def get() -> httpx.Response:
+        return await connections.send(
+            lambda http: send_get(http, "/v1/ticker", (), 5.0, "https://up", nothing)
+        )
+
     connections = Connections(make)
     connections.open()
     try:
-        get = partial(connections.get, "/v1/ticker", (), 5.0, "https://up", nothing)
         assert (await get()).status_code == 200
         with pytest.raises(ConnectionEnded, match="had answered before"):
             await get()  # the first client, which had answered: a new one next

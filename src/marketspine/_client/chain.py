@@ -23,7 +23,7 @@ from .circuit import CircuitBreaker
 from .connections import ConnectionEnded, Connections
 from .flight import Flight, acquire_at_flight_priority
 from .latency import LatencyTimeout
-from .replies import block_seconds, learn_from_reply, status_error
+from .replies import block_seconds, learn_from_reply, send_get, status_error
 from .retry import RetryPolicy, Tally
 from .upstream_clock import UpstreamClock
 
@@ -190,8 +190,8 @@ class RequestChain:
         self.sent[group] += 1
         limit_s, on_timeout = self._timeouts.seconds, self._count_timeout
         try:
-            response = await self._connections.get(
-                path, params, limit_s, self._base_url, on_timeout
+            response = await self._connections.send(
+                lambda http: send_get(http, path, params, limit_s, self._base_url, on_timeout)
             )
         except UpstreamError:
             # A hung or failed request may still have reached upstream, as late as now: the

@@ -21,12 +21,11 @@ httpcore (1.0.9) handles two ends of an HTTP/2 connection worse than HTTP/1.1's:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from ..errors import ClosedError, UpstreamError
-from .replies import send_get
 
 __all__ = ["ConnectionEnded", "Connections"]
 
@@ -54,16 +53,12 @@ class Connections:
     def is_open(self) -> bool:
         return self._current is not None
 
-    async def get(
-        self,
-        path: str,
-        params: tuple[tuple[str, str], ...],
-        limit_s: float,
-        base_url: str,
-        on_timeout: Callable[[], None],
+    async def send(
+        self, request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
     ) -> httpx.Response:
-        """``send_get`` on the current client. Over HTTP/2, a request given up on retires
-        the client, and one failed because upstream ended a connection that had answered
+        """``request`` on the current client (its failures are UpstreamError, as
+        ``replies.send_get`` raises them). Over HTTP/2, a request given up on retires the
+        client, and one failed because upstream ended a connection that had answered
         before raises ConnectionEnded."""
         await self._close_finished()
         http = self._current
@@ -72,14 +67,14 @@ class Connections:
         http2, answered = self._http2, http in self._answered
         self._running[http] = self._running.get(http, 0) + 1
         try:
-            response = await send_get(http, path, params, limit_s, base_url, on_timeout)
+            response = await request(http)
         except BaseException as exc:
             if http2:
                 self._retire(http)
                 if answered and _ended_by_server(exc):
                     raise ConnectionEnded(
-                        f"GET {path}: {base_url} ended an HTTP/2 connection that had "
-                        "answered before (an idle timeout or a GOAWAY); trying a new one",
+                        f"{exc} (upstream ended an HTTP/2 connection that had answered "
+                        "before: an idle timeout or a GOAWAY; trying a new one)",
                         retry_after=None,
                     ) from exc
             raise
