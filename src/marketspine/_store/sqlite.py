@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +29,7 @@ from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from ..errors import InvalidRequestError, StoreError, StoreFullError
 from ..records import Candle
 from .recording import SQLITE_PACKED_SIZES, SQLITE_RECORDING_SCHEMA
+from .room import FullDisk
 from .sqlite_open import open_read_only, open_read_write, store_error, verify_pages
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "runs_missing",
 ]
 
-log = logging.getLogger("marketspine.store")
 
 T = TypeVar("T")
 
@@ -206,7 +204,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketspine-db")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        self._full_since: float | None = None  # writes refused for lack of room since then
+        self._full_disk = FullDisk(str(self.path))
         self._opened: Future[None] = self._executor.submit(self._open)
 
     async def __aenter__(self) -> SQLiteStore:
@@ -368,14 +366,8 @@ class SQLiteStore:
             return job()
         except sqlite3.Error as exc:
             error = store_error(exc, self.path)
-            if isinstance(error, StoreFullError) and self._full_since is None:
-                # One line (and one alert) while the disk stays full, not one per write.
-                self._full_since = time.monotonic()
-                log.warning(
-                    "%s; writes are refused until there is room",
-                    error,
-                    extra={"event": "database_full", "key": str(self.path)},
-                )
+            if isinstance(error, StoreFullError):
+                self._full_disk.refused(error)
             raise error from exc
 
     def _connection(self) -> sqlite3.Connection:
@@ -410,15 +402,7 @@ class SQLiteStore:
             if conn.in_transaction:  # a COMMIT refused (disk full) may leave it open
                 conn.execute("ROLLBACK")
             raise
-        if self._full_since is not None:
-            full_for = time.monotonic() - self._full_since
-            self._full_since = None
-            log.info(
-                "candle database %s written again after %.1f s without room",
-                self.path,
-                full_for,
-                extra={"event": "database_writable", "key": str(self.path)},
-            )
+        self._full_disk.written()
 
     def _write_page(
         self,
