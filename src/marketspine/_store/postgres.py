@@ -38,9 +38,10 @@ except ImportError:
 from .._base.coverage import Coverage, Range
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._base.urls import is_postgres_url, redact_url
-from ..errors import InvalidRequestError, StoreError, StoreUnavailableError
+from ..errors import InvalidRequestError, StoreError, StoreFullError, StoreUnavailableError
 from ..records import Candle
 from .recording import PG_RECORDING_SCHEMA
+from .room import FullDisk
 from .sqlite import (
     HISTORY_KEEP_MS,
     HISTORY_KEEP_RUNS,
@@ -167,6 +168,7 @@ class PostgresStore:
             ) from None
         self.url = url
         self._shown = _described(self._info)
+        self._full_disk = FullDisk(self._shown)
         # What no message may carry: the URL itself and its password.
         password = str(self._info.get("password") or "")
         self._secrets = [url] + ([password] if len(password) >= 4 else [])
@@ -241,7 +243,7 @@ class PostgresStore:
                 if listing_ms is not None:
                     await _put_listing(conn, market, key, listing_ms)
 
-        await self._run(work)
+        await self._run(work, write=True)
 
     async def read(
         self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
@@ -281,7 +283,7 @@ class PostgresStore:
             async with conn.transaction():
                 await _put_listing(conn, market, key, start_ms)
 
-        await self._run(work)
+        await self._run(work, write=True)
 
     async def listing(self, market: str, timeframe: Timeframe) -> int | None:
         """The recorded listing start, or None when no backfill reached it yet."""
@@ -336,7 +338,7 @@ class PostgresStore:
                 (market, seen_ms),
             )
 
-        await self._run(work)
+        await self._run(work, write=True)
 
     async def delisted(self) -> dict[str, int]:
         """Markets recorded as delisted → when that was first seen (epoch ms)."""
@@ -368,7 +370,7 @@ class PostgresStore:
                     (run.kind, run.started_ms - HISTORY_KEEP_MS, run.kind, HISTORY_KEEP_RUNS),
                 )
 
-        await self._run(work)
+        await self._run(work, write=True)
 
     async def runs(self, kind: str, limit: int = 100) -> list[RunRecord]:
         """The newest ``limit`` runs of ``kind`` in the run history, newest first."""
@@ -409,19 +411,20 @@ class PostgresStore:
                 )
             return len(added)
 
-        return await self._run(work)
+        return await self._run(work, write=True)
 
-    async def call(self, work: Callable[[_Conn], Awaitable[_T]]) -> _T:
+    async def call(self, work: Callable[[_Conn], Awaitable[_T]], *, write: bool = False) -> _T:
         """``work(connection)`` as the store's own calls run (held alone; done again whole on
-        a new connection after a loss, so it must leave the same rows when done twice): how
-        the recording tables (``_store.recording_postgres``) are reached."""
-        return await self._run(work)
+        a new connection after a loss, so it must leave the same rows when done twice; it
+        writes with ``write``): how the recording tables (``_store.recording_postgres``) are
+        reached."""
+        return await self._run(work, write=write)
 
     # -- the connection ------------------------------------------------------------------
 
-    async def _run(self, work: Callable[[_Conn], Awaitable[_T]]) -> _T:
+    async def _run(self, work: Callable[[_Conn], Awaitable[_T]], *, write: bool = False) -> _T:
         """``work`` on the connection, held alone; psycopg errors become StoreError here,
-        only here.
+        only here (StoreFullError when the disk is full). ``write``: ``work`` writes.
 
         Each ``work`` is reads, or one transaction that leaves the same rows when done
         twice; so when the connection is lost under it, it is done again from its start on
@@ -431,13 +434,25 @@ class PostgresStore:
             for _ in range(_MAX_REDOS):
                 conn = await self._connection()
                 try:
-                    return await work(conn)
+                    done = await work(conn)
+                except psycopg.errors.DiskFull as exc:
+                    # The server stays up and the connection usable: only writes fail.
+                    error = StoreFullError(
+                        f"cannot write the candle database {self._shown}: {self._said(exc)} "
+                        "(free space on the server's disk; what is stored is kept)"
+                    )
+                    self._full_disk.refused(error)
+                    raise error from exc
                 except psycopg.Error as exc:
                     if not (conn.broken or conn.closed):
                         raise StoreError(
                             f"candle database {self._shown}: {self._said(exc)}"
                         ) from exc
                     await self._lost(self._said(exc))
+                    continue
+                if write:
+                    self._full_disk.written()
+                return done
             raise StoreUnavailableError(
                 f"the candle database {self._shown} dropped the connection {_MAX_REDOS} "
                 "times in one call; retry later",

@@ -125,7 +125,7 @@ class PostgresRecording:
         if not (trades or orderbooks or tickers or gaps or closed_gaps or fence):
             return 0
         if fence is not None and not self._fence_table:
-            await self.store.call(_make_fence_table)
+            await self.store.call(_make_fence_table, write=True)
             self._fence_table = True
         # Formatting a big batch is CPU work: off the event loop.
         data = await asyncio.to_thread(_copy_rows, trades) if trades else b""
@@ -176,7 +176,7 @@ class PostgresRecording:
                 self._staged.add(conn)
             return added
 
-        return await self.store.call(work)
+        return await self.store.call(work, write=True)
 
     @staticmethod
     async def _copy(cur: psycopg.AsyncCursor[Any], table: str, data: bytes) -> None:
@@ -302,7 +302,7 @@ class PostgresRecording:
                     )
                 return max(0, cur.rowcount)
 
-        return await self.store.call(work)
+        return await self.store.call(work, write=True)
 
     async def prune_gaps(self, market: str, before_ms: int) -> int:
         """See ``RecordingStore.prune_gaps``."""
@@ -314,7 +314,7 @@ class PostgresRecording:
                 )
                 return max(0, cur.rowcount)
 
-        return await self.store.call(work)
+        return await self.store.call(work, write=True)
 
     async def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async def work(conn: Conn) -> list[tuple[Any, ...]]:
