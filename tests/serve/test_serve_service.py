@@ -361,6 +361,9 @@ async def test_status_tells_what_happened_upstream(http: httpx.AsyncClient) -> N
     assert upstream["sent"]["ticker"] >= 1
     # Nothing given up on, no HTTP/2 connection left for a new one (the simulator is HTTP/1.1).
     assert upstream["timed_out"] == upstream["connections_retired"] == upstream["failed"] == 0
+    metrics = (await http.get("/metrics")).text
+    assert "marketspine_upstream_timed_out_total 0.0" in metrics
+    assert "marketspine_upstream_connections_retired_total 0.0" in metrics
 
 
 async def test_a_repeated_history_page_takes_the_fast_path_with_the_same_answer(

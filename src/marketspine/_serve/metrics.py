@@ -247,9 +247,11 @@ def counter(name: str, doc: str, value: float) -> Any:
 
 
 def spine_figures(spine: Spine) -> Iterator[Metric]:
-    """The Spine's figures at scrape time: the upstream breaker, the memory budget and the
-    live stream (frame ages per kind watched, connection, reconnects, events dropped)."""
-    breaker = spine.client.statistics().breaker
+    """The Spine's figures at scrape time: the upstream breaker, attempts and connections
+    given up on, the memory budget and the live stream (frame ages per kind watched,
+    connection, reconnects, events dropped)."""
+    client = spine.client.statistics()
+    breaker = client.breaker
     yield gauge(
         "marketspine_upstream_circuit_open",
         "1 while the upstream breaker is open or probing (half-open), else 0.",
@@ -263,6 +265,17 @@ def spine_figures(spine: Spine) -> Iterator[Metric]:
         "marketspine_upstream_circuit_rejected",
         "Upstream calls refused while the breaker was open.",
         breaker.rejected,
+    )
+    yield counter(
+        "marketspine_upstream_timed_out",
+        "Upstream attempts given up on, hung or too slow (each retried while attempts last).",
+        client.timed_out,
+    )
+    yield counter(
+        "marketspine_upstream_connections_retired",
+        "HTTP/2 connections to upstream left for a new one after a request on them was "
+        "given up on (httpcore leaves such a stream open).",
+        client.connections_retired,
     )
     stats = spine.statistics()
     yield gauge(
