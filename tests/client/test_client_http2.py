@@ -162,6 +162,26 @@ async def test_requests_given_up_on_over_http2_do_not_wedge_the_connection(
     assert len({port for _, port in app.seen}) == hangs + 1
 
 
+async def test_callers_that_give_up_over_http2_do_not_wedge_the_connection(
+    server_cert: Path,
+) -> None:
+    # The same leak from the caller's side: a request cancelled mid-way (a bot's own
+    # timeout, a serve client gone) with the server allowing one stream at once.
+    sim = create_app(SimConfig(rate_limit=0))
+    app = Versions(sim)
+    async with tls_server(app, server_cert, ("h2",), max_streams=1) as url:
+        client = Client(url)
+        async with client:
+            await client.tickers(["KRW-BTC"])
+            sim.state.sim.faults.hang_rate = 1.0
+            for _ in range(2):
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(client.tickers(["KRW-BTC"]), 0.2)
+            sim.state.sim.faults.hang_rate = 0.0
+            assert [t.market for t in await client.tickers(["KRW-BTC"])] == ["KRW-BTC"]
+            assert client.statistics().connections_retired == 2
+
+
 def told_to_close(port: int) -> bool:
     """Whether the server at ``port`` has sent something on an idle connection of this
     process: its TLS close, which httpcore does not read until the next request."""
