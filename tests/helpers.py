@@ -37,12 +37,12 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from marketspine._base.time import parse_time
+from marketspine._base.time import MINUTE_MS, parse_time
 from marketspine._budget.rules import BudgetStatistics, Priority
 from marketspine._spine.answers import OrderbookAnswer, TickerAnswer
 from marketspine._spine.result import ResultMeta
 from marketspine.errors import UpstreamError
-from marketspine.records import Orderbook, Ticker, Trade
+from marketspine.records import Candle, Orderbook, Ticker, Trade
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -398,3 +398,12 @@ def database_alerts(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, st
         for r in caplog.records
         if getattr(r, "event", "").startswith("database_")
     ]
+
+
+def rising_minutes(first: int, n: int) -> list[Candle]:
+    """``n`` KRW-BTC minute candles from ``first``, every price one higher a minute."""
+    return [
+        Candle("KRW-BTC", "1m", first + i * MINUTE_MS, 100.0 + i, 101.0 + i, 99.0 + i,
+               100.5 + i, 0.1 * i, 10.0 * i, first + i * MINUTE_MS + 59_999)
+        for i in range(n)
+    ]  # fmt: skip

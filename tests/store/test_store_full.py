@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import database_alerts
+from helpers import database_alerts, rising_minutes
 
 from marketspine import (
     RetryLaterError,
@@ -26,18 +26,9 @@ from marketspine import (
 from marketspine._base.time import MINUTE_MS, parse_time
 from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._store.room import FULL_RETRY_S, write_when_room
-from marketspine.records import Candle
 
 T0 = parse_time("2024-01-01")
 NO_CAP = 1_073_741_823  # SQLite's default max_page_count
-
-
-def candles(first: int, n: int) -> list[Candle]:
-    return [
-        Candle("KRW-BTC", "1m", first + i * MINUTE_MS, 100.0 + i, 101.0 + i, 99.0 + i,
-               100.5 + i, 0.1 * i, 10.0 * i, first + i * MINUTE_MS + 59_999)
-        for i in range(n)
-    ]  # fmt: skip
 
 
 async def cap_pages(store: SQLiteStore, pages: int | None) -> None:
@@ -54,7 +45,11 @@ async def test_a_full_disk_refuses_writes_says_so_once_and_writes_again_once_the
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "full.db"
-    first, second, third = candles(T0, 200), candles(T0 + 200 * MINUTE_MS, 2000), candles(T0, 5)
+    first, second, third = (
+        rising_minutes(T0, 200),
+        rising_minutes(T0 + 200 * MINUTE_MS, 2000),
+        rising_minutes(T0, 5),
+    )
     span = (T0, T0 + 200 * MINUTE_MS)
     caplog.set_level(logging.INFO, logger="marketspine")
     async with SQLiteStore(path) as store:

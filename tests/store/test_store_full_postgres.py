@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from helpers import database_alerts
+from helpers import database_alerts, rising_minutes
 from services import PG_URL, _absent
 
 from marketspine import StoreFullError, StoreUnavailableError
@@ -96,14 +96,6 @@ def small_disk() -> Iterator[SmallDisk]:
         mount.rmdir()
 
 
-def candles(first: int, n: int) -> list[Candle]:
-    return [
-        Candle("KRW-BTC", "1m", first + i * MINUTE_MS, 100.0 + i, 101.0 + i, 99.0 + i,
-               100.5 + i, 0.1 * i, 10.0 * i, first + i * MINUTE_MS + 59_999)
-        for i in range(n)
-    ]  # fmt: skip
-
-
 def span(page: list[Candle]) -> tuple[int, int]:
     return page[0].start_ms, page[-1].start_ms + MINUTE_MS
 
@@ -112,7 +104,7 @@ def span(page: list[Candle]) -> tuple[int, int]:
 async def test_a_full_disk_under_postgresql_refuses_writes_says_so_once_and_writes_again(
     small_disk: SmallDisk, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first, second = candles(T0, 200), candles(T0 + 200 * MINUTE_MS, 2000)
+    first, second = rising_minutes(T0, 200), rising_minutes(T0 + 200 * MINUTE_MS, 2000)
     caplog.set_level(logging.INFO, logger="marketspine")
     async with PostgresStore(small_disk.url) as store:
         await store.write_page("KRW-BTC", TF["1m"], first, span(first))
