@@ -100,8 +100,9 @@ class RequestChain:
             http2=True,
             # A connection idle up to this is reused: at httpx's 5 s, a request every 8 s
             # at 200 ms from Seoul paid TCP and TLS handshakes each time (606 ms, 3 round
-            # trips, not 1). One the server closed meanwhile is seen closed and replaced;
-            # kept under the 60 s that servers and load balancers commonly keep one.
+            # trips, not 1). One the server closed meanwhile is replaced (over HTTP/1.1
+            # httpcore sees it closed; over HTTP/2 its next request fails and goes again at
+            # once: ``Connections``); kept under the 60 s servers commonly keep one.
             limits=httpx.Limits(
                 max_connections=100, max_keepalive_connections=20, keepalive_expiry=IDLE_S
             ),
