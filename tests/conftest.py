@@ -14,6 +14,7 @@ import httpx
 import pytest
 from helpers import SIM_NOW_MS, FakeTime, ManualClock, run_sim
 from services import pg_space, private_redis, redis_space  # noqa: F401  (fixtures)
+from tls_support import server_cert  # noqa: F401  (a fixture)
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import select
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
-import trustme
 from helpers import wait_until
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from starlette.types import Receive, Scope, Send
+from tls_support import Versions, tls_server
 
 from marketspine import CircuitBreaker, Client, RetryPolicy, Spine
 from marketspine._client.connections import ConnectionEnded, Connections
@@ -30,61 +23,6 @@ from marketspine.errors import UpstreamError
 from marketspine.sim import SimConfig, create_app
 
 COUNT = 1000
-
-
-class Versions:
-    """An ASGI app in front of ``app`` recording each HTTP request's protocol version and
-    client port (one port per connection)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.seen: list[tuple[str, int]] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            self.seen.append((scope["http_version"], scope["client"][1]))
-        await self.app(scope, receive, send)
-
-
-@pytest.fixture
-def server_cert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A certificate for 127.0.0.1 (with its key) from a test CA this process trusts."""
-    ca = trustme.CA()
-    cert = tmp_path / "server.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
-    return cert
-
-
-@asynccontextmanager
-async def tls_server(
-    app: Any,
-    cert: Path | None,
-    alpn: tuple[str, ...] = ("h2", "http/1.1"),
-    max_streams: int = 100,
-    keep_alive_s: float = 75.0,
-) -> AsyncIterator[str]:
-    """``app`` served by hypercorn over TLS with ``cert`` (plain HTTP without) on a free
-    loopback port, offering ``alpn``, at most ``max_streams`` concurrent HTTP/2 streams a
-    connection, and ending a connection idle ``keep_alive_s``; yields its base URL."""
-    sock = socket.create_server(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # hypercorn closes it
-    if cert is not None:
-        config.certfile = config.keyfile = str(cert)
-    config.alpn_protocols = list(alpn)
-    config.h2_max_concurrent_streams = max_streams
-    config.keep_alive_timeout = keep_alive_s
-    config.accesslog = config.errorlog = None
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
-    try:
-        yield f"{'http' if cert is None else 'https'}://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        await server
 
 
 async def cold_read(url: str, db: Path) -> int:
@@ -228,7 +166,7 @@ async def test_only_a_connection_that_had_answered_is_forgiven_for_ending() -> N
     # Driven by httpx's own MockTransport, one per client: (answers, then disconnects).
     made: list[int] = []
 
-    def make() -> httpx.AsyncClient:
+    def new_transport() -> httpx.AsyncBaseTransport:
         made.append(0)
         number = len(made)
 
@@ -238,7 +176,10 @@ async def test_only_a_connection_that_had_answered_is_forgiven_for_ending() -> N
                 return httpx.Response(200, json=[], extensions={"http_version": b"HTTP/2"})
             raise httpx.RemoteProtocolError("Server disconnected", request=request)
 
-        return httpx.AsyncClient(transport=httpx.MockTransport(handle), base_url="https://up")
+        return httpx.MockTransport(handle)
+
+    def make(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, base_url="https://up")
 
     def nothing() -> None:
         pass
@@ -248,7 +189,7 @@ async def test_only_a_connection_that_had_answered_is_forgiven_for_ending() -> N
             lambda http: send_get(http, "/v1/ticker", (), 5.0, "https://up", nothing)
         )
 
-    connections = Connections(make)
+    connections = Connections(make, new_transport)
     connections.open()
     try:
         assert (await get()).status_code == 200

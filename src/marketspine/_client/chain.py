@@ -20,16 +20,15 @@ from .._budget.local import GROUPS, group_of
 from .._budget.rules import RateBudget
 from ..errors import CircuitOpenError, ClosedError, RetryLaterError, UpstreamError
 from .circuit import CircuitBreaker
-from .connections import ConnectionEnded, Connections
+from .connections import LIMITS, ConnectionEnded, Connections, Transports
 from .flight import Flight, acquire_at_flight_priority
 from .latency import LatencyTimeout
 from .replies import block_seconds, learn_from_reply, send_get, status_error
 from .retry import RetryPolicy, Tally
 from .upstream_clock import UpstreamClock
 
-__all__ = ["IDLE_S", "Params", "RequestChain"]
+__all__ = ["Params", "RequestChain"]
 
-IDLE_S = 55.0  # how long an idle connection to upstream is kept for reuse (see ``open``)
 
 log = logging.getLogger("marketspine.client")
 
@@ -47,7 +46,7 @@ class RequestChain:
         self,
         base_url: str,
         *,
-        transport: httpx.AsyncBaseTransport | None,
+        transport: Transports,
         timeout: float,
         timeouts: LatencyTimeout,
         retry: RetryPolicy,
@@ -59,7 +58,6 @@ class RequestChain:
         rng: Callable[[], float],
     ) -> None:
         self._base_url = base_url
-        self._transport = transport
         self._timeout = timeout
         self._timeouts = timeouts
         self._retry = retry
@@ -69,7 +67,7 @@ class RequestChain:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
-        self._connections = Connections(self._new_http)
+        self._connections = Connections(self._new_http, transport)
         self._last_failure: str | None = None  # why upstream failed last, for open-circuit errors
         self.sent: Counter[str] = Counter()  # per budget group
         self.retries = 0
@@ -82,10 +80,10 @@ class RequestChain:
         """Make the HTTP connection pool (``Client`` entering ``async with``)."""
         self._connections.open()
 
-    def _new_http(self) -> httpx.AsyncClient:
+    def _new_http(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self._base_url,
-            transport=self._transport,
+            transport=transport,
             timeout=self._timeout,
             # No Origin header ever: Upbit limits requests that carry one to 1 per 10 s.
             headers={
@@ -94,18 +92,10 @@ class RequestChain:
                 "User-Agent": "marketspine",
             },
             follow_redirects=False,
-            # Upbit speaks HTTP/2 (ALPN; plain HTTP and servers without it stay on 1.1): the
-            # pages of a cold read sent together share one connection, so a new process
-            # pays the TCP and TLS handshakes once, not once a page (bench cold).
+            # What ``upstream_transport`` does, for the transports httpx makes itself to
+            # reach a proxy (HTTPS_PROXY).
             http2=True,
-            # A connection idle up to this is reused: at httpx's 5 s, a request every 8 s
-            # at 200 ms from Seoul paid TCP and TLS handshakes each time (606 ms, 3 round
-            # trips, not 1). One the server closed meanwhile is replaced (over HTTP/1.1
-            # httpcore sees it closed; over HTTP/2 its next request fails and goes again at
-            # once: ``Connections``); kept under the 60 s servers commonly keep one.
-            limits=httpx.Limits(
-                max_connections=100, max_keepalive_connections=20, keepalive_expiry=IDLE_S
-            ),
+            limits=LIMITS,
         )
 
     async def aclose(self) -> None:

@@ -28,8 +28,6 @@ from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
-import httpx
-
 from .._base.args import Moment, enum_arg, ms_arg, timeframe_arg
 from .._base.markets import MarketCode, market_code
 from .._base.time import format_utc
@@ -60,6 +58,7 @@ from .args import (
 )
 from .chain import Params, RequestChain
 from .circuit import BreakerStatistics, CircuitBreaker
+from .connections import Transports
 from .flight import Flights, fetch_concurrently
 from .latency import LatencyTimeout
 from .retry import DEFAULT_RETRY, RetryPolicy
@@ -108,7 +107,9 @@ class Client:
     """An Upbit quotation REST client. Methods return typed records in Upbit's order and
     raise errors from ``marketspine.errors``; they never return None or skip a page.
 
-    ``transport`` is the test seam (``httpx.ASGITransport(app=...)``); ``budget`` may be
+    ``transport`` is the test seam (``httpx.ASGITransport(app=...)``), or a function making
+    a transport for each connection pool (one is replaced after a request given up on over
+    HTTP/2; see ``_client/connections.py``); ``budget`` may be
     shared between clients (default: a new ``LocalRateBudget`` on ``clock``/``sleep``);
     ``timeout`` bounds each attempt in seconds; once replies have been seen, an attempt
     waits ten times their recent p99, at least ``timeout_floor`` (so a hung request costs
@@ -121,7 +122,7 @@ class Client:
         self,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transports = None,
         budget: RateBudget | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         timeout_floor: float = DEFAULT_TIMEOUT_FLOOR,

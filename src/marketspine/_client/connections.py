@@ -17,17 +17,56 @@ httpcore (1.0.9) handles two ends of an HTTP/2 connection worse than HTTP/1.1's:
   a failure on a connection that had answered before is ``ConnectionEnded``: the request
   chain tries again at once on a new connection rather than backing off and counting an
   upstream failure. A server that fails its connections' first requests is not forgiven.
+
+A new client needs a new connection pool, so each client gets a transport of its own: made
+by ``upstream_transport``, or by the function given instead (serve counts every upstream
+request in one). A transport given as an object (a test's ``httpx.ASGITransport``) is the
+caller's: every client shares it, and none is retired.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
 
 from ..errors import ClosedError, UpstreamError
 
-__all__ = ["ConnectionEnded", "Connections"]
+__all__ = [
+    "IDLE_S",
+    "LIMITS",
+    "ConnectionEnded",
+    "Connections",
+    "TransportMaker",
+    "Transports",
+    "upstream_transport",
+]
+
+IDLE_S = 55.0  # how long an idle connection to upstream is kept for reuse
+# A connection idle up to IDLE_S is reused: at httpx's 5 s, a request every 8 s at 200 ms
+# from Seoul paid TCP and TLS handshakes each time (606 ms, 3 round trips, not 1). One the
+# server closed meanwhile is replaced (over HTTP/1.1 httpcore sees it closed; over HTTP/2
+# its next request fails and goes again at once, above); kept under the 60 s servers
+# commonly keep one.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=IDLE_S)
+
+# A function making a transport for each client (one connection pool each).
+TransportMaker = Callable[[], httpx.AsyncBaseTransport]
+# What a Client is given: such a function, one transport for every client, or None (ours).
+Transports = httpx.AsyncBaseTransport | TransportMaker | None
+
+
+def upstream_transport(verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
+    """httpx's HTTP transport as upstream is spoken to (``verify``: the TLS context)."""
+    return httpx.AsyncHTTPTransport(
+        verify=verify,
+        # Upbit speaks HTTP/2 (ALPN; plain HTTP and servers without it stay on 1.1): the
+        # pages of a cold read sent together share one connection, so a new process pays
+        # the TCP and TLS handshakes once, not once a page (bench cold).
+        http2=True,
+        limits=LIMITS,
+    )
 
 
 class ConnectionEnded(UpstreamError):
@@ -35,10 +74,22 @@ class ConnectionEnded(UpstreamError):
 
 
 class Connections:
-    """Sends GETs on the current client made by ``make``; see the module docstring."""
+    """Sends GETs on the current client, made by ``make`` with a transport from
+    ``transports``; see the module docstring."""
 
-    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
-        self._make = make
+    def __init__(
+        self,
+        make: Callable[[httpx.AsyncBaseTransport], httpx.AsyncClient],
+        transports: Transports = None,
+    ) -> None:
+        if isinstance(transports, httpx.AsyncBaseTransport):
+            shared = transports
+            self._make: Callable[[], httpx.AsyncClient] = lambda: make(shared)
+            self._renewable = False
+        else:
+            new_transport = transports or upstream_transport
+            self._make = lambda: make(new_transport())
+            self._renewable = True
         self._current: httpx.AsyncClient | None = None
         self._running: dict[httpx.AsyncClient, int] = {}  # requests on each client
         self._answered: set[httpx.AsyncClient] = set()  # clients that have answered
@@ -64,7 +115,7 @@ class Connections:
         http = self._current
         if http is None:
             raise ClosedError("the Client is not open: use it as `async with Client(...)`")
-        http2, answered = self._http2, http in self._answered
+        http2, answered = self._http2 and self._renewable, http in self._answered
         self._running[http] = self._running.get(http, 0) + 1
         try:
             response = await request(http)
@@ -106,7 +157,8 @@ class Connections:
             await http.aclose()
 
     async def aclose(self) -> None:
-        """Close every client (idempotent)."""
+        """Close every client (idempotent), and with them their transports: a shared one
+        (given as an object) too, as httpx closes a client's transport."""
         clients = self._retired + ([self._current] if self._current is not None else [])
         self._current, self._retired = None, []
         self._running.clear()

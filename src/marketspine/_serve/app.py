@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from .._base.urls import check_db, check_upstream, is_postgres_url
+from .._client.connections import upstream_transport
 from .._upbit.errors import method_not_allowed
 from ..errors import InvalidRequestError
 from .admin_api import (
@@ -214,12 +215,12 @@ class _ServeApp(Starlette):
 
 
 class _TransportOnceTlsReady(httpx.AsyncBaseTransport):
-    """httpx's HTTP transport, made at the first request with the TLS context ``tls``
-    (built on a thread meanwhile)."""
+    """The client's HTTP transport (``upstream_transport``), made at the first request with
+    the TLS context ``tls`` (built on a thread meanwhile)."""
 
     def __init__(self, tls: concurrent.futures.Future[ssl.SSLContext]) -> None:
         self._tls = tls
-        self._inner: httpx.AsyncHTTPTransport | None = None
+        self._inner: httpx.AsyncBaseTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._inner is None:
@@ -228,7 +229,7 @@ class _TransportOnceTlsReady(httpx.AsyncBaseTransport):
             except (OSError, ssl.SSLError) as exc:  # e.g. a bad SSL_CERT_FILE
                 raise httpx.ConnectError(f"cannot load CA certificates: {exc}") from exc
             if self._inner is None:  # another request may have made it meanwhile
-                self._inner = httpx.AsyncHTTPTransport(verify=context)
+                self._inner = upstream_transport(verify=context)
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -341,7 +342,9 @@ def run_serve(
         if not isinstance(upstream, str):
             upstream = stack.enter_context(upstream())
         if options.get("transport") is None:
-            options["transport"] = _TransportOnceTlsReady(tls)
+            # One for each connection pool the client makes (a new one replaces a pool
+            # with an HTTP/2 request given up on), all on the one TLS context.
+            options["transport"] = lambda: _TransportOnceTlsReady(tls)
         service = ServeService(
             upstream, db_path or db, admin_token=token, read_token=read_token, **options
         )

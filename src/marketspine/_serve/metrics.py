@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._budget.local import group_of
+from .._client.connections import TransportMaker, Transports, upstream_transport
 from ..errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -152,9 +153,13 @@ class ServeMetrics:
 
     # -- upstream ----------------------------------------------------------------------------
 
-    def transport(self, inner: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport:
-        """``inner`` (default: a plain HTTP transport) with every request counted."""
-        return _CountingTransport(inner or httpx.AsyncHTTPTransport(), self)
+    def transport(self, inner: Transports) -> httpx.AsyncBaseTransport | TransportMaker:
+        """``inner`` (a transport, or a function making one for each connection pool;
+        default: the client's own) with every request counted."""
+        if isinstance(inner, httpx.AsyncBaseTransport):
+            return _CountingTransport(inner, self)
+        make = inner or upstream_transport
+        return lambda: _CountingTransport(make(), self)
 
     def upstream(self, group: str, status: str) -> None:
         self._upstream.labels(group, status).inc()

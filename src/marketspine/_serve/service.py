@@ -19,12 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
 from prometheus_client.core import Metric
 from starlette.requests import Request
 
 from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from .._base.urls import without_db_urls
+from .._client.connections import Transports
 from .._client.retry import RetryPolicy
 from .._spine.recording import RecordPlan
 from .._spine.spine import Spine
@@ -228,7 +228,7 @@ class ServeService:
         *,
         admin_token: str,
         read_token: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transports = None,
         ws_url: str | None = None,
         max_wait_s: float = 8.0,
         per_client: int = 8,

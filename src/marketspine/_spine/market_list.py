@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
 from .._base.time import now_ms
 from .._budget.rules import Priority, RateBudget
 from .._client.client import Client
+from .._client.connections import Transports
 from .._store.sqlite import CandleStore
 from .._upbit.ticks import tick_size as table_tick_size
 from .._upbit.ticks import warmed_tick_size
@@ -51,7 +50,7 @@ class MarketList:
         *,
         budget: RateBudget | None,
         on_call: Callable[[], None],
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transports = None,
         every_s: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         shared: RedisCatalog | None = None,

@@ -19,8 +19,6 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Self
 
-import httpx
-
 from .._base.args import (
     Moment,
     count_arg,
@@ -44,6 +42,7 @@ from .._base.urls import check_upstream
 from .._budget.local import LocalRateBudget
 from .._budget.rules import Priority, RateBudget
 from .._client.client import Client
+from .._client.connections import Transports
 from .._client.retry import RetryPolicy
 from .._live.candle_feed import ClosedCandle
 from .._live.closes import CloseProof
@@ -85,7 +84,8 @@ class Spine:
     it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file (default
     ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose rate budget,
     page fetches and catalog are shared (keys under ``redis_prefix``); ``transport``: httpx
-    transport (tests); ``ws_url``: WebSocket URL (default from ``upstream``); ``wall_ms``:
+    transport (tests), or a function making one per connection pool (as ``Client``);
+    ``ws_url``: WebSocket URL (default from ``upstream``); ``wall_ms``:
     local UTC clock (ms); ``memory_mb``: the one memory budget (MiB) of candle windows and
     live state, least recently used market evicted first; ``notify``: apprise URLs (e.g.
     ``tgram://BOTTOKEN/CHATID``) alerted while open (bans, circuit, failed warmups). Use it as
@@ -99,7 +99,7 @@ class Spine:
         upstream: str = DEFAULT_UPSTREAM,
         db: str | Path | CandleStore | None = None,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transports = None,
         ws_url: str | None = None,
         budget: RateBudget | None = None,
         redis: str | None = None,
