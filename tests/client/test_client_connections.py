@@ -6,11 +6,14 @@ which tells connections apart and charges a new one ``connect_ms``."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
+import pytest
 from helpers import run_sim
 
 from marketspine import Client
+from marketspine.errors import InvalidRequestError
 from marketspine.sim import SimConfig
 
 
@@ -25,3 +28,13 @@ async def test_a_request_after_an_idle_gap_past_httpxs_default_reuses_the_connec
             stats = (await http.get("/sim/stats")).json()
     assert stats["requests"]["by_path"] == {"/v1/ticker": 2}
     assert stats["connections"] == 1  # the handshakes (300 ms here) paid once
+
+
+async def test_ca_certificates_that_cannot_be_loaded_are_named_with_their_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was "[Errno 2] No such file or directory" alone, naming neither the file nor why.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(InvalidRequestError, match=r"SSL_CERT_FILE=\S*missing\.pem.*No such file"):
+        async with Client("https://127.0.0.1:9"):
+            pass

@@ -26,12 +26,13 @@ caller's: every client shares it, and none is retired.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
 
-from ..errors import ClosedError, UpstreamError
+from ..errors import ClosedError, InvalidRequestError, UpstreamError
 
 __all__ = [
     "IDLE_S",
@@ -58,15 +59,28 @@ Transports = httpx.AsyncBaseTransport | TransportMaker | None
 
 
 def upstream_transport(verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
-    """httpx's HTTP transport as upstream is spoken to (``verify``: the TLS context)."""
-    return httpx.AsyncHTTPTransport(
-        verify=verify,
-        # Upbit speaks HTTP/2 (ALPN; plain HTTP and servers without it stay on 1.1): the
-        # pages of a cold read sent together share one connection, so a new process pays
-        # the TCP and TLS handshakes once, not once a page (bench cold).
-        http2=True,
-        limits=LIMITS,
-    )
+    """httpx's HTTP transport as upstream is spoken to (``verify``: the TLS context, by
+    default the CA certificates of ``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi's).
+    Raises InvalidRequestError when those certificates cannot be loaded."""
+    try:
+        return httpx.AsyncHTTPTransport(
+            verify=verify,
+            # Upbit speaks HTTP/2 (ALPN; plain HTTP and servers without it stay on 1.1):
+            # the pages of a cold read sent together share one connection, so a new
+            # process pays the TCP and TLS handshakes once, not once a page (bench cold).
+            http2=True,
+            limits=LIMITS,
+        )
+    except OSError as exc:  # ssl.SSLError too: a missing or unreadable CA file
+        given = [f"{name}={os.environ[name]}" for name in _CA_VARIABLES if os.environ.get(name)]
+        raise InvalidRequestError(
+            f"cannot load the CA certificates that check upstream's TLS certificate "
+            f"({', '.join(given) or 'certifi'}): {exc}; point SSL_CERT_FILE at a PEM file "
+            "of CA certificates, or unset it"
+        ) from exc
+
+
+_CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")  # what httpx reads for its CA certificates
 
 
 class ConnectionEnded(UpstreamError):
