@@ -1,7 +1,9 @@
 """An HTTP/2 upstream for tests: an ASGI app (the simulator) served over TLS by hypercorn,
 which speaks HTTP/2 as api.upbit.com does (uvicorn speaks HTTP/1.1 only), with a certificate
 from a test-only CA (trustme) that the process trusts through ``SSL_CERT_FILE``, as a
-user's corporate CA would be. ``server_cert`` is a fixture (conftest imports it)."""
+user's corporate CA would be. ``server_cert`` is a fixture (conftest imports it); hypercorn
+and trustme (with cryptography) take 0.3 s to import, so they are imported where used, not
+in every test process."""
 
 from __future__ import annotations
 
@@ -10,13 +12,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import trustme
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from starlette.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
 
 
 class Versions:
@@ -37,6 +38,8 @@ class Versions:
 def server_cert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A certificate for 127.0.0.1 (with its key) from a test CA this process trusts (and
     the processes it starts: ``SSL_CERT_FILE`` is in the environment)."""
+    import trustme
+
     ca = trustme.CA()
     cert = tmp_path / "server.pem"
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
@@ -56,6 +59,9 @@ async def tls_server(
     """``app`` served by hypercorn over TLS with ``cert`` (plain HTTP without) on a free
     loopback port, offering ``alpn``, at most ``max_streams`` concurrent HTTP/2 streams a
     connection, and ending a connection idle ``keep_alive_s``; yields its base URL."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = Config()
