@@ -19,7 +19,7 @@ from marketspine.errors import InvalidRequestError
 
 def test_the_timeout_follows_the_recent_p99_between_floor_and_ceiling() -> None:
     timeouts = LatencyTimeout(ceiling=10.0)
-    assert timeouts.seconds == 10.0  # nothing seen yet
+    assert timeouts.seconds == 3.0  # nothing seen yet: the start, not the ceiling
     for i in range(100):  # 30 ms latency with up to 50 ms jitter
         timeouts.observe(0.030 + 0.050 * i / 99)
     assert timeouts.seconds == 1.5  # 10 x p99 (0.8 s) is below the floor
@@ -32,6 +32,26 @@ def test_the_timeout_follows_the_recent_p99_between_floor_and_ceiling() -> None:
     assert timeouts.seconds == 10.0  # never above the configured timeout
     with pytest.raises(InvalidRequestError, match="floor"):
         LatencyTimeout(ceiling=1.0, floor=2.0)
+
+
+def test_before_enough_replies_a_timeout_doubles_the_wait_up_to_the_ceiling() -> None:
+    timeouts = LatencyTimeout(ceiling=10.0, start=3.0)
+    limit = timeouts.seconds
+    timeouts.timed_out(limit)
+    timeouts.timed_out(limit)  # a second request that had the same limit: doubled once
+    assert timeouts.seconds == 6.0
+    timeouts.timed_out(timeouts.seconds)
+    assert timeouts.seconds == 10.0  # never above the ceiling
+    slow = LatencyTimeout(ceiling=10.0, start=3.0)
+    slow.observe(0.5)  # a first reply slower than start / multiple raises the wait
+    assert slow.seconds == 5.0
+    slow.observe(0.1)
+    assert slow.seconds == 5.0  # the slowest of a few replies, not the last
+    for _ in range(10):  # enough replies: the p99, and timeouts no longer double it
+        slow.observe(0.05)
+    assert slow.seconds == 1.5
+    slow.timed_out(1.5)
+    assert slow.seconds == 1.5
 
 
 async def sim_stats(app: Any) -> dict[str, Any]:

@@ -179,7 +179,12 @@ class RequestChain:
         await acquire_at_flight_priority(self._budget, group, flight)
         sent_at = self._clock()
         self.sent[group] += 1
-        limit_s, on_timeout = self._timeouts.seconds, self._count_timeout
+        limit_s = self._timeouts.seconds
+
+        def on_timeout() -> None:
+            self.timed_out += 1
+            self._timeouts.timed_out(limit_s)
+
         try:
             response = await self._connections.send(
                 lambda http: send_get(http, path, params, limit_s, self._base_url, on_timeout)
@@ -243,6 +248,3 @@ class RequestChain:
             return error, False
         self.failed += 1
         raise status_error(path, params, response)
-
-    def _count_timeout(self) -> None:
-        self.timed_out += 1

@@ -113,7 +113,8 @@ class Client:
     shared between clients (default: a new ``LocalRateBudget`` on ``clock``/``sleep``);
     ``timeout`` bounds each attempt in seconds; once replies have been seen, an attempt
     waits ten times their recent p99, at least ``timeout_floor`` (so a hung request costs
-    about that, not ``timeout``); ``breaker`` guards this upstream;
+    about that, not ``timeout``), and before that 3 s, doubled after each attempt given up
+    on (see ``_client/latency.py``); ``breaker`` guards this upstream;
     ``clock``/``sleep``/``rng`` make time and jitter injectable; ``wall_ms`` is the local
     wall clock behind ``upstream_now_ms``.
     """
