@@ -21,6 +21,7 @@ import heapq
 import importlib
 import itertools
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import (
@@ -41,6 +42,7 @@ from marketspine._base.time import MINUTE_MS, parse_time
 from marketspine._budget.rules import BudgetStatistics, Priority
 from marketspine._spine.answers import OrderbookAnswer, TickerAnswer
 from marketspine._spine.result import ResultMeta
+from marketspine._store.sqlite import SQLiteStore
 from marketspine.errors import UpstreamError
 from marketspine.records import Candle, Orderbook, Ticker, Trade
 
@@ -407,3 +409,17 @@ def rising_minutes(first: int, n: int) -> list[Candle]:
                100.5 + i, 0.1 * i, 10.0 * i, first + i * MINUTE_MS + 59_999)
         for i in range(n)
     ]  # fmt: skip
+
+
+NO_CAP = 1_073_741_823  # SQLite's default max_page_count
+
+
+async def cap_pages(store: SQLiteStore, pages: int | None) -> None:
+    """Cap the file at ``pages`` pages (None: at what it holds now): SQLite then refuses
+    writes as on a full disk (``SQLITE_FULL``). NO_CAP lifts it."""
+
+    def cap(conn: sqlite3.Connection) -> None:
+        limit = pages if pages is not None else conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {int(limit)}")
+
+    await store.call(cap)

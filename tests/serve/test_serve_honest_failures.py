@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import wait_until
+from helpers import NO_CAP, cap_pages, wait_until
 from serve_support import in_process_serve, service_client
 from starlette.applications import Starlette
 
 from marketspine._base.time import DAY_MS, format_utc
+from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._client.retry import RetryPolicy
 from marketspine._serve.service import ServeService
 from marketspine._store.sqlite import SQLiteStore
@@ -290,36 +291,41 @@ async def test_a_backfill_job_pauses_over_a_ban_and_completes(
     assert job.progress["KRW-ETH"].finished and job.progress["KRW-ETH"].candles_written > 0
 
 
-async def test_a_full_database_is_a_503_in_upbits_shape_logged_once_not_a_500(
+async def test_a_full_database_answers_what_was_fetched_holds_it_and_says_so_once(
     service: ServeService,
     http: httpx.AsyncClient,
-    tmp_path: Path,
+    upstream: Upstream,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # SQLite refuses writes as on a full disk (the file's pages capped): a candle page
-    # fetched for a client cannot be stored. It is Upbit's 503 (the database's path and
-    # cause are for the operator: one WARNING), and the others' stored answers go on.
+    # fetched for a client cannot be stored. The client gets it all the same, and it is held
+    # (asked again, no upstream call) until there is room; the database's path and cause are
+    # for the operator: one WARNING. The others' stored answers go on.
     store = service.spine.store
     assert isinstance(store, SQLiteStore)
     stored = await http.get("/v1/candles/minutes/5", params={"market": "KRW-ETH", "count": 3})
     assert stored.status_code == 200
-    await store.call(
-        lambda conn: conn.execute(
-            f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}"
-        ).fetchall()
-    )
+    await cap_pages(store, None)
+    days: dict[str, str | int] = {"count": 100, "to": "2026-07-01"}
+    answers = {}
     for market in ("KRW-BTC", "KRW-XRP"):
-        answer = await http.get(
-            "/v1/candles/days", params={"market": market, "count": 100, "to": "2026-07-01"}
-        )
-        assert answer.status_code == 503, answer.text
-        assert answer.json() == {
-            "error": {"name": 503, "message": "candle database unavailable: serve's log says why"}
-        }
-        assert answer.headers["Remaining-Req"].startswith("group=candles; ")
-        assert str(tmp_path) not in answer.text
-    again = await http.get("/v1/candles/minutes/5", params={"market": "KRW-ETH", "count": 3})
-    assert again.status_code == 200 and again.json() == stored.json()
+        answer = await http.get("/v1/candles/days", params={"market": market, **days})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()) == 100 and "X-Marketspine-Stale" not in answer.headers
+        answers[market] = answer.json()
+    service.spine.clear_memory()
+    sent = upstream.sent
+    again = await http.get("/v1/candles/days", params={"market": "KRW-BTC", **days})
+    assert again.status_code == 200 and again.json() == answers["KRW-BTC"]
+    assert upstream.sent == sent  # held, not fetched again
+    assert await store.read("KRW-BTC", TF["1d"], 0, 2**62) == []  # not stored meanwhile
+    held = await http.get("/v1/candles/minutes/5", params={"market": "KRW-ETH", "count": 3})
+    assert held.status_code == 200 and held.json() == stored.json()
     full = [r for r in caplog.records if getattr(r, "event", None) == "database_full"]
     assert len(full) == 1 and full[0].levelname == "WARNING"
+    await cap_pages(store, NO_CAP)  # room: the next page fetched writes what was held first
+    more = await http.get("/v1/candles/days", params={"market": "KRW-SOL", **days})
+    assert more.status_code == 200
+    for market in ("KRW-BTC", "KRW-XRP", "KRW-SOL"):
+        assert len(await store.read(market, TF["1d"], 0, 2**62)) >= 100  # whole pages
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback

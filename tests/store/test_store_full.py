@@ -10,11 +10,10 @@ which refuses a write exactly as a full file system does (``SQLITE_FULL``).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import database_alerts, rising_minutes
+from helpers import NO_CAP, cap_pages, database_alerts, rising_minutes
 
 from marketspine import (
     RetryLaterError,
@@ -28,17 +27,6 @@ from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._store.room import FULL_RETRY_S, write_when_room
 
 T0 = parse_time("2024-01-01")
-NO_CAP = 1_073_741_823  # SQLite's default max_page_count
-
-
-async def cap_pages(store: SQLiteStore, pages: int | None) -> None:
-    """Cap the file at ``pages`` pages (None: at what it holds now); NO_CAP lifts it."""
-
-    def cap(conn: sqlite3.Connection) -> None:
-        limit = pages if pages is not None else conn.execute("PRAGMA page_count").fetchone()[0]
-        conn.execute(f"PRAGMA max_page_count = {int(limit)}")
-
-    await store.call(cap)
 
 
 async def test_a_full_disk_refuses_writes_says_so_once_and_writes_again_once_there_is_room(

@@ -52,6 +52,7 @@ from .._live.state import LiveState
 from .._live.stream import StreamStatistics
 from .._live.subscriptions import BOOK_DEPTHS
 from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
+from .._store.holding import HoldingStore
 from .._store.recording_store import recording_for
 from .._store.sqlite import CandleStore
 from ..errors import InvalidRequestError, UpstreamError
@@ -336,8 +337,12 @@ class Spine:
     def _candle_reader(self) -> CandleReader:
         if self._reader is None:
             leases = self._shared.leases if self._shared else None
+            # Pages fetched while the disk is full are held and answered from, not refused;
+            # written before the store closes when there is room by then.
+            holding = HoldingStore(self.store)
+            self._life.stack.push_async_callback(holding.aclose)
             self._reader = CandleReader(
-                self.client, self.store, self._memory, self._live, self.markets, leases
+                self.client, holding, self._memory, self._live, self.markets, leases
             )
         return self._reader
 
