@@ -65,14 +65,15 @@ class HoldingStore:
         """``store.write_page``; when it has no room, the page is held (StoreFullError only
         past ``max_candles``)."""
         page = _Page(market, timeframe, tuple(candles), covered, listing_ms)
-        async with self._writing:
-            if self._held and not await self._write_held():
-                self._hold(page, None)  # still no room: tried just now
-                return
-            try:
-                await self._write(page)
-            except StoreFullError as error:
-                self._hold(page, error)
+        if self._held:  # the usual case takes no lock: writes as concurrent as the store's
+            async with self._writing:
+                if self._held and not await self._write_held():
+                    self._hold(page, None)  # still no room: tried just now
+                    return
+        try:
+            await self._write(page)
+        except StoreFullError as error:
+            self._hold(page, error)
 
     async def read(
         self, market: str, timeframe: Timeframe, start_ms: int, end_ms: int
