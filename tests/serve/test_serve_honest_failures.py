@@ -323,9 +323,15 @@ async def test_a_full_database_answers_what_was_fetched_holds_it_and_says_so_onc
     assert held.status_code == 200 and held.json() == stored.json()
     full = [r for r in caplog.records if getattr(r, "event", None) == "database_full"]
     assert len(full) == 1 and full[0].levelname == "WARNING"
+    status = (await http.get("/api/status", headers={"Authorization": "Bearer t"})).json()
+    held_candles = status["spine"]["held_candles"]
+    assert held_candles >= 200  # two pages at least, one a market
+    metrics = (await http.get("/metrics")).text
+    assert f"marketspine_store_held_candles {float(held_candles)}" in metrics
     await cap_pages(store, NO_CAP)  # room: the next page fetched writes what was held first
     more = await http.get("/v1/candles/days", params={"market": "KRW-SOL", **days})
     assert more.status_code == 200
     for market in ("KRW-BTC", "KRW-XRP", "KRW-SOL"):
         assert len(await store.read(market, TF["1d"], 0, 2**62)) >= 100  # whole pages
+    assert service.spine.statistics().held_candles == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback

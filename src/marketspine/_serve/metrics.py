@@ -296,6 +296,13 @@ def spine_figures(spine: Spine) -> Iterator[Metric]:
         [],
     )
     yield gauge(
+        "marketspine_store_held_candles",
+        "Candles fetched while the candle database had no room (a full disk), held in "
+        "memory and answered from until a write finds room.",
+        {(): float(stats.held_candles)},
+        [],
+    )
+    yield gauge(
         "marketspine_polled_series",
         "Candle series clients poll by count; learned ones are kept hot as candles close.",
         {("false",): float(stats.polled_series - stats.learned_series),

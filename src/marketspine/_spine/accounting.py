@@ -42,6 +42,7 @@ class SpineStatistics:
     hot_closes_fetched: int = 0  # ... read from the store or upstream (one page a market)
     hot_reads_waited: int = 0  # polls that waited for a close the keeper was about to hold
     hot_reads_waited_in_vain: int = 0  # ... and asked on without it (bound, failure, release)
+    held_candles: int = 0  # fetched while the store had no room: in memory until written
 
 
 class Accounting:

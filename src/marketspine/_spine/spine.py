@@ -142,6 +142,7 @@ class Spine:
         self._warmup_every_s = warmup_every_s
         self._live = LiveState(clock=time.monotonic, budget=self._memory.budget)
         self._reader: CandleReader | None = None
+        self._holding: HoldingStore | None = None  # the reader's view of the store
         self._accounting = Accounting()
         self._market_list = MarketList(
             self._upstream,
@@ -339,10 +340,10 @@ class Spine:
             leases = self._shared.leases if self._shared else None
             # Pages fetched while the disk is full are held and answered from, not refused;
             # written before the store closes when there is room by then.
-            holding = HoldingStore(self.store)
-            self._life.stack.push_async_callback(holding.aclose)
+            self._holding = HoldingStore(self.store)
+            self._life.stack.push_async_callback(self._holding.aclose)
             self._reader = CandleReader(
-                self.client, holding, self._memory, self._live, self.markets, leases
+                self.client, self._holding, self._memory, self._live, self.markets, leases
             )
         return self._reader
 
@@ -705,4 +706,5 @@ class Spine:
             hot_closes_fetched=self._hot.closes_fetched,
             hot_reads_waited=self._hot.reads_waited,
             hot_reads_waited_in_vain=self._hot.reads_waited_in_vain,
+            held_candles=self._holding.held_candles if self._holding else 0,
         )
