@@ -36,6 +36,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.services)
 
 
+@pytest.fixture(autouse=True)
+def own_rate_budget() -> None:
+    """Clients and Spines without a budget share the process's (``process_budget``), which
+    outlives a test: each test starts a new one, so no test meets another's spent window
+    or 429 penalty."""
+    from marketspine._budget.process import forget_process_budgets
+
+    forget_process_budgets()
+
+
 @pytest.fixture
 def running_sim() -> Callable[..., contextlib.AbstractContextManager[str]]:
     """The ``run_sim(config=None, clock=None, *, app=None)`` context manager (a real server)."""

@@ -352,6 +352,11 @@ class LocalRateBudget:
             self._hand_over(state)
             raise
 
+    def expect_urgent(self) -> None:
+        """From now on this process may send requests above LOW at any moment (a Spine
+        joined a shared budget): LOW keeps the reserve from the start."""
+        self._expect_urgent = True
+
     def _since_urgent(self, state: _Group, now: float) -> float:
         """Seconds since a request above LOW was seen in the group (0 while this process
         expects urgent work at any moment)."""

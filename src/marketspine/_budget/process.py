@@ -1,0 +1,45 @@
+"""One budget per upstream for everything in the process that brings none of its own.
+
+Upbit limits an IP, not a client object: two ``Spine``s in one program (a notebook's cells,
+one per strategy) each with a budget of their own sent twice the ceiling between them, and
+met 429s and 418 bans (three Spines reading history at once: 28 × 429 and a ban). Every
+``Client`` and ``Spine`` made without a budget shares this one for its upstream's origin.
+
+A budget is asyncio state, used by one event loop at a time: one per thread, which is where
+a loop runs (loops run one after another in a thread share it, as they share the IP's
+window). Budgets on injected time (tests' fake clocks) stay their callers' own.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+from .local import LocalRateBudget
+
+__all__ = ["forget_process_budgets", "process_budget"]
+
+_BUDGETS: dict[tuple[int, str], LocalRateBudget] = {}
+_LOCK = threading.Lock()  # threads make their own budgets, but share the dict
+
+
+def process_budget(upstream: str, *, expect_urgent: bool = False) -> LocalRateBudget:
+    """The budget this thread's clients of ``upstream`` (its scheme, host and port) share.
+    ``expect_urgent``: a caller that may send urgent requests at any moment (a Spine) is
+    among them, so its LOW work keeps the reserve from the start (``LocalRateBudget``)."""
+    url = httpx.URL(upstream)
+    key = (threading.get_ident(), f"{url.scheme}://{url.host}:{url.port or ''}")
+    with _LOCK:
+        budget = _BUDGETS.get(key)
+        if budget is None:
+            budget = _BUDGETS[key] = LocalRateBudget(expect_urgent=expect_urgent)
+    if expect_urgent:
+        budget.expect_urgent()
+    return budget
+
+
+def forget_process_budgets() -> None:
+    """Drop every shared budget: the next client starts a new one (tests, one per test)."""
+    with _LOCK:
+        _BUDGETS.clear()
