@@ -56,7 +56,7 @@ async def test_collectors_of_overlapping_ranges_fetch_the_overlap_once(
     union = (earlier[0], week[1])
     recorder = Recorder(create_app(SimConfig(rate_limit=0), clock=lambda: NOW))
     redis = Redis.from_url(redis_space.url)
-    leases = RedisPageLeases(redis, prefix=redis_space.prefix)
+    leases = RedisPageLeases(redis, upstream="http://sim", prefix=redis_space.prefix)
     transport = httpx.ASGITransport(app=recorder)
     try:
         async with Client("http://sim", transport=transport, budget=UnpacedBudget()) as client:
@@ -90,7 +90,7 @@ async def test_a_redis_refusing_writes_is_said_once_and_the_collect_goes_on_alon
     redis = Redis.from_url(private_redis.url)
     await redis.config_set("maxmemory", 1)  # one byte: already over, so nothing is written
     await redis.config_set("maxmemory-policy", "noeviction")
-    leases = RedisPageLeases(redis, prefix="full:")
+    leases = RedisPageLeases(redis, upstream="http://sim", prefix="full:")
     budget = RedisRateBudget(private_redis.url, prefix="full:", retry_every_s=0.05)
     day = (NOW - DAY_MS, NOW)
     try:
@@ -114,3 +114,33 @@ async def test_a_redis_refusing_writes_is_said_once_and_the_collect_goes_on_alon
     assert sum(1 for level, text in said if text == "Redis unreachable" and level == "WARNING") == 1
     assert rows(tmp_path / "full.sqlite", *day) == rows(tmp_path / "again.sqlite", *day)
     assert len(rows(tmp_path / "full.sqlite", *day)) > 1000
+
+
+async def test_collectors_of_different_upstreams_never_share_a_page(
+    redis_space: RedisSpace, tmp_path: Path
+) -> None:
+    # A simulator and "Upbit" (another simulator, another seed) behind one Redis: the same
+    # pages asked of each, each stored from its own upstream.
+    day = (NOW - DAY_MS, NOW)
+    redis = Redis.from_url(redis_space.url)
+    paths = {}
+    try:
+        for seed, url in ((1, "http://127.0.0.1:8765"), (2, "https://api.upbit.com")):
+            app = create_app(SimConfig(seed=seed, rate_limit=0), clock=lambda: NOW)
+            leases = RedisPageLeases(redis, upstream=url, prefix=redis_space.prefix)
+            transport = httpx.ASGITransport(app=app)
+            async with Client(url, transport=transport, budget=UnpacedBudget()) as client:
+                paths[seed] = tmp_path / f"{seed}.sqlite"
+                calls = await run_collect(client, paths[seed], *day, leases)
+            assert calls > 0 and leases.shared == 0 and leases.fetched == calls
+        again = RedisPageLeases(redis, upstream="http://127.0.0.1:8765/", prefix=redis_space.prefix)
+        app = create_app(SimConfig(seed=1, rate_limit=0), clock=lambda: NOW)
+        async with Client(
+            "http://127.0.0.1:8765", transport=httpx.ASGITransport(app=app), budget=UnpacedBudget()
+        ) as client:
+            await run_collect(client, tmp_path / "again.sqlite", *day, again)
+        assert again.shared > 0  # the same upstream's pages are shared, as before
+    finally:
+        await redis.aclose()
+    assert rows(paths[1], *day) != rows(paths[2], *day)
+    assert rows(tmp_path / "again.sqlite", *day) == rows(paths[1], *day)

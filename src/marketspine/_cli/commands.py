@@ -196,7 +196,7 @@ async def _collect(
             need("redis")
             from .._spine.shared import open_shared  # loads redis only when used
 
-            shared = await stack.enter_async_context(open_shared(redis))
+            shared = await stack.enter_async_context(open_shared(redis, upstream=upstream))
         store = open_store(db, must_exist=False)
         await stack.enter_async_context(store)
         client = await stack.enter_async_context(

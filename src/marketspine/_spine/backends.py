@@ -28,11 +28,14 @@ def resolve_backends(
     budget: RateBudget | None,
     redis: str | None,
     prefix: str | None = None,
+    *,
+    upstream: str,
 ) -> tuple[str | Path | CandleStore | None, RateBudget | None, Shared | None]:
-    """``Spine(db=..., budget=..., redis=..., redis_prefix=...)``: a ``postgresql://`` ``db``
-    becomes a ``PostgresStore``, ``redis`` the ``Shared`` parts (its ``RedisRateBudget`` the
-    budget, when none is given). None does I/O before ``enter_owned``; all are the Spine's
-    to close. Raises InvalidRequestError for a ``db`` URL of another database."""
+    """``Spine(upstream, db=..., budget=..., redis=..., redis_prefix=...)``: a
+    ``postgresql://`` ``db`` becomes a ``PostgresStore``, ``redis`` the ``Shared`` parts of
+    ``upstream`` (its ``RedisRateBudget`` the budget, when none is given). None does I/O
+    before ``enter_owned``; all are the Spine's to close. Raises InvalidRequestError for a
+    ``db`` URL of another database."""
     check_db(db)
     if isinstance(db, str) and is_postgres_url(db):
         from .._store.postgres import PostgresStore
@@ -45,7 +48,7 @@ def resolve_backends(
         from .shared import Shared
 
         # A Spine answers its callers' requests at any moment: LOW keeps the reserve for them.
-        shared = Shared.connect(redis, prefix=prefix, expect_urgent=True)
+        shared = Shared.connect(redis, upstream=upstream, prefix=prefix, expect_urgent=True)
         _OWNED.add(shared)
         budget = shared.budget if budget is None else budget
     return db, budget, shared

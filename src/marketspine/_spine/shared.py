@@ -25,8 +25,11 @@ class Shared:
     redis: Redis
 
     @classmethod
-    def connect(cls, url: str, *, prefix: str | None = None, expect_urgent: bool = False) -> Shared:
-        """The shared parts on the Redis at ``url``, without I/O yet. Keys live under
+    def connect(
+        cls, url: str, *, upstream: str, prefix: str | None = None, expect_urgent: bool = False
+    ) -> Shared:
+        """The shared parts on the Redis at ``url`` for a process of ``upstream`` (its pages
+        are leased apart from other upstreams'), without I/O yet. Keys live under
         ``prefix`` (default ``marketspine:``; the catalog then keeps the design documents'
         own keys, ``market:info:{exchange}`` ...). ``expect_urgent``: the process may send
         urgent requests at any moment (Spine: every process's LOW keeps the budget's reserve
@@ -36,7 +39,7 @@ class Shared:
         own = "marketspine:" if prefix is None else prefix
         return cls(
             RedisRateBudget(client, prefix=own, expect_urgent=expect_urgent),
-            RedisPageLeases(client, prefix=own),
+            RedisPageLeases(client, upstream=upstream, prefix=own),
             RedisCatalog(client, prefix=prefix or "", lease_prefix=own),
             client,
         )
@@ -53,9 +56,11 @@ class Shared:
 
 
 @asynccontextmanager
-async def open_shared(url: str, *, prefix: str | None = None) -> AsyncIterator[Shared]:
+async def open_shared(
+    url: str, *, upstream: str, prefix: str | None = None
+) -> AsyncIterator[Shared]:
     """The shared budget, page leases and catalog on the Redis at ``url``; closes them on
     exit (see ``Shared.connect``). An unreachable Redis is no error: the budget falls back to
     a local share, pages are fetched here and the warmup is made here."""
-    async with Shared.connect(url, prefix=prefix) as shared:
+    async with Shared.connect(url, upstream=upstream, prefix=prefix) as shared:
         yield shared

@@ -120,7 +120,9 @@ class Spine:
         self._notify_urls = split_notify_urls([notify] if isinstance(notify, str) else notify)
         check_notify_urls(self._notify_urls)
         self._notifier: NotifyHandler | None = None
-        db, budget, shared = resolve_backends(db, budget, redis, redis_prefix)  # from URLs
+        db, budget, shared = resolve_backends(  # from URLs
+            db, budget, redis, redis_prefix, upstream=upstream
+        )
         self._upstream = upstream.rstrip("/")
         self._shared = shared  # Redis's shared budget, page leases and catalog
         # The one client, made on entering; the same settings every time.

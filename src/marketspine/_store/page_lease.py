@@ -1,4 +1,6 @@
-"""One fetch per page across processes: a short Redis lease per (market, timeframe, page).
+"""One fetch per page across processes: a short Redis lease per (upstream, market,
+timeframe, page). The upstream is in the key: a simulator's pages must never be taken for
+Upbit's by a process of another upstream sharing the Redis.
 
 The process that takes a page's lease fetches it and leaves the page in Redis for a short
 while; a process that finds the lease taken waits for that result and uses it as if it had
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import msgspec
 from redis.asyncio import Redis
@@ -31,13 +34,15 @@ _decode = msgspec.msgpack.Decoder(list[Candle]).decode
 
 
 class RedisPageLeases:
-    """``PageLeases`` (see ``_store.backfill``) through the Redis keys ``{prefix}page:lease:KEY``
-    and ``{prefix}page:result:KEY``. The Redis client stays the caller's to close."""
+    """``PageLeases`` (see ``_store.backfill``) of the pages of ``upstream``, through the Redis
+    keys ``{prefix}page:lease:{HOST}:KEY`` and ``{prefix}page:result:{HOST}:KEY`` (HOST:
+    upstream's host and port). The Redis client stays the caller's to close."""
 
     def __init__(
         self,
         redis: Redis,
         *,
+        upstream: str,
         prefix: str = "marketspine:",
         lease_s: float = 3.0,
         keep_s: float = 60.0,
@@ -45,6 +50,7 @@ class RedisPageLeases:
     ) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._upstream = urlsplit(upstream).netloc.lower()
         self._lease_s = lease_s
         self._keep_ms = max(1, round(keep_s * 1000))
         self._poll_s = poll_s
@@ -57,8 +63,9 @@ class RedisPageLeases:
         self, key: str, fetch: Callable[[], Awaitable[list[Candle]]]
     ) -> tuple[list[Candle], bool]:
         """See ``PageLeases``. A Redis failure means fetching here (correct, maybe twice)."""
-        lease = RedisLease(self._redis, f"{self._prefix}page:lease:{key}", lease_s=self._lease_s)
-        result = f"{self._prefix}page:result:{key}"
+        named = f"{{{self._upstream}}}:{key}"
+        lease = RedisLease(self._redis, f"{self._prefix}page:lease:{named}", lease_s=self._lease_s)
+        result = f"{self._prefix}page:result:{named}"
         try:
             while True:
                 cached = await self._redis.get(result)
