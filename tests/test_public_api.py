@@ -40,6 +40,7 @@ EXPECTED = {
     "LocalRateBudget",
     "MarketInfo",
     "MarketspineError",
+    "MissingExtraError",
     "MemoryBudget",
     "MemoryBudgetStatistics",
     "MemoryStatistics",

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from .errors import ClosedError as ClosedError
     from .errors import InvalidRequestError as InvalidRequestError
     from .errors import MarketspineError as MarketspineError
+    from .errors import MissingExtraError as MissingExtraError
     from .errors import RateLimitedError as RateLimitedError
     from .errors import RetryLaterError as RetryLaterError
     from .errors import StoreError as StoreError

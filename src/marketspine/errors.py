@@ -12,6 +12,7 @@
     │   ├── StoreUnavailableError  unreachable for now (also a RetryLaterError): retry later
     │   │   └── StoreFullError   its disk is full: writes go on once there is room
     │   └── FencedError      a writer whose lease passed to another process was refused
+    ├── MissingExtraError        an optional part used without its extra: pip install it
     └── ClosedError              not open: never entered with `async with`, or closed
 
 Lower-layer exceptions are translated into these in exactly one place each
@@ -27,6 +28,7 @@ __all__ = [
     "FencedError",
     "InvalidRequestError",
     "MarketspineError",
+    "MissingExtraError",
     "RateLimitedError",
     "RetryLaterError",
     "StoreError",
@@ -99,6 +101,14 @@ class StoreFullError(StoreUnavailableError):
 class FencedError(StoreError):
     """A recording write was refused because a newer holder of the recorder's lease has
     written since (``record --redis``): this process lost the lease and must stop writing."""
+
+
+class MissingExtraError(MarketspineError, ImportError):
+    """An optional part was used without the extra that installs its dependencies
+    (``pip install 'marketspine[EXTRA]'``, which the message names).
+
+    An ImportError too, so code that already guards an optional import keeps working.
+    """
 
 
 class ClosedError(MarketspineError, RuntimeError):

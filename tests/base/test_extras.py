@@ -14,8 +14,8 @@ import pytest
 from clitools import run_in_process
 
 import marketspine.sim
-from marketspine import MarketspineError, Spine, parse_timeframe
-from marketspine._base.extras import EXTRAS, MissingExtraError, need
+from marketspine import MarketspineError, MissingExtraError, Spine, parse_timeframe
+from marketspine._base.extras import EXTRAS, need
 from marketspine._spine.result import CandleResult
 
 ROOT = Path(__file__).resolve().parents[2]

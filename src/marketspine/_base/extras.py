@@ -12,16 +12,9 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from ..errors import MarketspineError
+from ..errors import MissingExtraError
 
-__all__ = ["EXTRAS", "Extra", "MissingExtraError", "missing_extra", "need"]
-
-
-class MissingExtraError(MarketspineError, ImportError):
-    """An optional part was used without the extra that installs its dependencies.
-
-    An ImportError too, so code that already guards an optional import keeps working.
-    """
+__all__ = ["EXTRAS", "Extra", "missing_extra", "need"]
 
 
 @dataclass(frozen=True, slots=True)

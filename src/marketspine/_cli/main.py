@@ -993,8 +993,13 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: usage errors are click's message and exit 2, bad input
     one line on stderr and exit 2, upstream failures and a database out of reach exit 1,
     Ctrl-C exit 130."""
-    from .._base.extras import MissingExtraError
-    from ..errors import InvalidRequestError, MarketspineError, StoreError, StoreUnavailableError
+    from ..errors import (
+        InvalidRequestError,
+        MarketspineError,
+        MissingExtraError,
+        StoreError,
+        StoreUnavailableError,
+    )
 
     # The library's warnings (a failed warmup, a 418 being waited out) go to stderr, one
     # line each; a command that sets up its own logging (serve) keeps it.
