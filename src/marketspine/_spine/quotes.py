@@ -96,8 +96,13 @@ class QuoteReader:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``.
 
         Raises InvalidRequestError for bad arguments (ClosedError after them), as REST does."""
+        if markets is None and quote is None:
+            raise InvalidRequestError(
+                "give markets (a code such as KRW-BTC, or a list of them) or quote (every "
+                "market quoted in it, such as KRW)"
+            )
         quote = None if quote is None else quote_arg(quote)
-        codes = markets_arg(markets) if markets is not None or quote is None else None
+        codes = None if markets is None else markets_arg(markets)
         client, channel, priority, max_age_s = self._args(channel, priority, max_age_s)
         if quote is not None:
             if codes is not None:

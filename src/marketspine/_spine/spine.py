@@ -36,7 +36,7 @@ from .._base.args import (
 )
 from .._base.markets import market_code
 from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
-from .._base.time import now_ms
+from .._base.time import format_utc, now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
 from .._budget.process import process_budget
@@ -55,7 +55,9 @@ from .._store.default_path import DEFAULT_UPSTREAM, default_db_path
 from .._store.holding import HoldingStore
 from .._store.recording_store import recording_for
 from .._store.sqlite import CandleStore
-from ..errors import InvalidRequestError, UpstreamError
+from .._upbit.texts import NOT_FOUND
+from .._upbit.unknown import unknown_markets_text, unknown_quote_text
+from ..errors import InvalidRequestError, MarketspineError, UnknownMarketError, UpstreamError
 from ..records import Candle, MarketInfo, Orderbook, Ticker, Trade
 from .accounting import Accounting, SpineStatistics
 from .answers import with_meta
@@ -260,15 +262,38 @@ class Spine:
             # it rather than asking upstream for the same candle; urgent ones never wait.
             now = self.client.upstream_now_ms()
             waited = await self._hot.wait_for_close(code, tf, now)
-        result = await self._candle_reader().read(
-            code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
-        )
+        try:
+            result = await self._candle_reader().read(
+                code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
+            )
+        except UnknownMarketError as exc:
+            raise await self._explained(exc) from exc
         if waited:  # the answer took the wait too
             elapsed_ms = (time.perf_counter() - started) * 1000
             result.meta = dataclasses.replace(result.meta, elapsed_ms=elapsed_ms)
         if count is not None and polled:
             self._learn(code, tf, count, result.meta)
         return self._account("candles", result)
+
+    async def _explained(
+        self, exc: UnknownMarketError, *, quote: bool = False
+    ) -> UnknownMarketError:
+        """``exc`` naming which codes (or quote currencies) asked are not listed and the
+        listed code each likely meant, from the market list (held, or fetched now); ``exc``
+        itself when the list cannot be had or lists them all."""
+        try:
+            listed = {info.market for info in await self.markets()}
+        except MarketspineError:
+            return exc
+        asked = exc.market
+        text = (
+            unknown_quote_text(asked, listed)
+            if quote
+            else unknown_markets_text(asked.split(","), listed)
+        )
+        if text is None:
+            return exc
+        return UnknownMarketError(asked, f"{text} (Upbit answered 404 {NOT_FOUND})")
 
     def _learn(self, market: str, tf: Timeframe, count: int, meta: ResultMeta) -> None:
         """Note a poll; a series polled on a rhythm is kept hot from now on."""
@@ -427,7 +452,12 @@ class Spine:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started, trace = time.perf_counter(), Trace()
-        tickers = await self._quotes.tickers(markets, quote, channel, max_age_s, priority, trace)
+        try:
+            tickers = await self._quotes.tickers(
+                markets, quote, channel, max_age_s, priority, trace
+            )
+        except UnknownMarketError as exc:
+            raise await self._explained(exc, quote=quote is not None) from exc
         return self._account("tickers", ListResult(tickers, trace.meta(started, priority=priority)))
 
     async def orderbook(
@@ -456,7 +486,10 @@ class Spine:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started, trace = time.perf_counter(), Trace()
-        rows = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
+        try:
+            rows = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
+        except UnknownMarketError as exc:
+            raise await self._explained(exc) from exc
         return self._account("orderbooks", ListResult(rows, trace.meta(started, priority=priority)))
 
     async def trades(
@@ -477,7 +510,10 @@ class Spine:
         begins."""
         started, trace = time.perf_counter(), Trace()
         if start is None and end is None:
-            rows = await self._quotes.trades(market, count, priority, trace)
+            try:
+                rows = await self._quotes.trades(market, count, priority, trace)
+            except UnknownMarketError as exc:
+                raise await self._explained(exc) from exc
             return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
         code = market_arg(market)
         start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")
@@ -486,7 +522,9 @@ class Spine:
         if start_ms is None:
             raise InvalidRequestError("end needs a start: trades(market, start=..., end=...)")
         if end_ms is not None and end_ms <= start_ms:
-            raise InvalidRequestError("start must be before end")
+            raise InvalidRequestError(
+                f"start ({format_utc(start_ms)}Z) must be before end ({format_utc(end_ms)}Z)"
+            )
         now = await self.client.synced_now_ms(code, priority=priority)
         end_ms = now + 1 if end_ms is None else end_ms
         found = await read_trade_range(
@@ -530,7 +568,9 @@ class Spine:
         if start_ms is None:
             raise InvalidRequestError("start is required: orderbooks_history(market, start=...)")
         if end_ms is not None and end_ms <= start_ms:
-            raise InvalidRequestError("start must be before end")
+            raise InvalidRequestError(
+                f"start ({format_utc(start_ms)}Z) must be before end ({format_utc(end_ms)}Z)"
+            )
         self._life.check_open()
         end_ms = now_ms() + 1 if end_ms is None else end_ms
         books = await recording_for(self.store).orderbooks(code, start_ms, end_ms)
