@@ -74,11 +74,10 @@ def test_trades_to_csv_are_every_field_exact(db: Path, tmp_path: Path) -> None:
 
 def test_trades_split_by_day_into_parquet(db: Path, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
-    folder = tmp_path / "days"
-    folder.mkdir()
+    folder = tmp_path / "export" / "days"  # not there yet: made, as mkdir -p would
     done = run_in_process(
         "export", MARKET, "--kind", "trades", "--format", "parquet", "--split", "day",
-        "--since", "2026-03-03", "--db", str(db), "--out", str(folder),
+        "--since", "2026-03-03", "--db", str(db), "--out", f"{folder}/",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in folder.iterdir())
@@ -126,6 +125,11 @@ def test_nothing_recorded_is_exit_3_and_bad_input_exit_2(db: Path, tmp_path: Pat
     assert done.returncode == 2 and "writes files" in done.stderr
     done = run_in_process("export", MARKET, "--kind", "trades", "--split", "day", "--db",
                           str(db), "--out", str(out))  # fmt: skip
-    assert done.returncode == 2 and "expected an existing folder" in done.stderr
+    assert done.returncode == 2 and "x.csv names a file: give a folder" in done.stderr
+    assert not out.exists()
+    (tmp_path / "file").write_text("a file where the folder would go")
+    done = run_in_process("export", MARKET, "--kind", "trades", "--split", "day", "--db",
+                          str(db), "--out", str(tmp_path / "file" / "days"))  # fmt: skip
+    assert done.returncode == 2 and "cannot make it: Not a directory" in done.stderr
     done = run_in_process("export", MARKET, "--db", str(db), "--out", str(out))
     assert done.returncode == 2 and "Missing option '--timeframe'" in done.stderr

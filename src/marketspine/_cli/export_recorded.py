@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -85,9 +86,7 @@ def run_export_recorded(
         )
     path = Path(out).expanduser()
     if split == "day":
-        if not path.is_dir():
-            raise InvalidRequestError(f"--split day writes one file a day into --out {path}: "
-                                      "expected an existing folder")  # fmt: skip
+        make_day_folder(path, out)
     else:
         check_output_path(path)
     written = asyncio.run(
@@ -265,3 +264,24 @@ class _Sink:
 
     def __exit__(self, *exc: object) -> None:
         self._close()
+
+
+def make_day_folder(path: Path, out: str) -> None:
+    """The folder ``--split day`` writes into, made when it is not there yet (as ``mkdir
+    -p``). Raises InvalidRequestError for a file there, a name that looks like a file's
+    (``x.csv``: a typo for a file export, not a folder wanted), or a folder that cannot be
+    made."""
+    where = f"--split day writes one file a day into the folder --out {path}"
+    if path.exists() and not path.is_dir():
+        raise InvalidRequestError(f"{where}, but it is a file: give a folder")
+    if path.exists():
+        return
+    if path.suffix and not out.endswith(("/", os.sep)):
+        raise InvalidRequestError(
+            f"{where}, but {path.name} names a file: give a folder (end it with / to make "
+            "one of that name)"
+        )
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise InvalidRequestError(f"{where}: cannot make it: {exc.strerror or exc}") from None
