@@ -5,11 +5,15 @@ Series by series and covered range by covered range, the candles go over in chun
 ends up the source's, gaps with no trade included). The copy is then checked: per series,
 the same row count, first and last start and the same coverage and listing on both sides.
 Running it again is harmless (upserts), so an interrupted migration is resumed by rerunning.
+A target that held some of a series before (a shared database others collect into) is
+checked to hold all of the source's: its coverage contains the source's ranges and has, in
+them, as many candles as were copied.
 
 What ``marketspine record`` kept goes over too, market by market: trades (each once: a trade
 the target holds already is left as it is), books, tickers in batches of the replay's reads,
 and the known gaps; then per market and kind the row counts, the first and last times and
-the known gaps are compared.
+the known gaps are compared (where the target recorded that market too: at least the
+source's rows, over at least its span).
 
 So does the run history (the finished warmups and backfill jobs that ``/api/warmup/history``
 and ``/api/backfill/history`` read): a run the target holds already, field for field, is not
@@ -68,6 +72,8 @@ async def migrate(
     started = time.perf_counter()
     candles = ranges = 0
     summaries = await source.summary()
+    held_before = {(s.market, s.timeframe) for s in await target.summary()}
+    recorded_before = set(await recorded_markets(recording_for(target)))
     for series in summaries:
         tf = parse_timeframe(series.timeframe)
         market = series.market
@@ -89,11 +95,11 @@ async def migrate(
     gone = await source.delisted()
     for market, seen_ms in gone.items():
         await target.set_delisted(market, seen_ms)
-    await _verify(summaries, await target.summary())
-    copied = await target.delisted()
-    if any(copied.get(market) != seen for market, seen in gone.items()):
+    await _verify(summaries, await target.summary(), target, held_before)
+    delisted = await target.delisted()
+    if any(delisted.get(market) != seen for market, seen in gone.items()):
         raise StoreError("migration check: the delisted markets differ")
-    recorded = await _copy_recording(recording_for(source), recording_for(target))
+    recorded = await _copy_recording(recording_for(source), recording_for(target), recorded_before)
     runs = await source.run_history()
     added = await target.merge_runs(runs)
     if runs_missing(await target.run_history(), runs):
@@ -104,8 +110,12 @@ async def migrate(
     )
 
 
-async def _copy_recording(source: RecordingStore, target: RecordingStore) -> int:
+async def _copy_recording(
+    source: RecordingStore, target: RecordingStore, held_before: set[str]
+) -> int:
     """Copy every recorded row and known gap, then check the copy; return the rows copied.
+    Markets in ``held_before`` (recorded in the target too) need at least the source's rows
+    over at least its span.
 
     Raises StoreError naming the first market and kind that differs."""
     rows = 0
@@ -136,18 +146,26 @@ async def _copy_recording(source: RecordingStore, target: RecordingStore) -> int
         for kind in RECORDED_KINDS:
             mine = (await source.row_count(kind, market), await source.time_span(kind, market))
             copy = (await target.row_count(kind, market), await target.time_span(kind, market))
-            if mine != copy:
+            if mine != copy and not (market in held_before and _holds_more(mine, copy)):
                 raise StoreError(
                     f"migration check: recorded {kind} of {market} differ (source {mine[0]} "
                     f"rows at {mine[1]}, target {copy[0]} at {copy[1]})"
                 )
+        if market in held_before:
+            continue  # the target's own recording may have filled a gap the source knows
         if await source.trade_gaps(market) != await target.trade_gaps(market):
             raise StoreError(f"migration check: the known gaps of {market} differ")
     return rows
 
 
-async def _verify(source: list[SeriesSummary], target: list[SeriesSummary]) -> None:
-    """Raise StoreError naming the first series that differs."""
+async def _verify(
+    source: list[SeriesSummary],
+    target: list[SeriesSummary],
+    store: CandleStore,
+    held_before: set[tuple[str, str]],
+) -> None:
+    """Raise StoreError naming the first series that differs (for a series ``store`` held
+    before: the first the target does not hold all of)."""
     theirs = {(s.market, s.timeframe): s for s in target}
     for mine in source:
         copy = theirs.get((mine.market, mine.timeframe))
@@ -155,10 +173,59 @@ async def _verify(source: list[SeriesSummary], target: list[SeriesSummary]) -> N
             raise StoreError(f"migration check: {mine.market} {mine.timeframe} is missing")
         for field in ("rows", "first_ms", "last_ms", "ranges", "listing_ms", "last_trade_ms"):
             if getattr(mine, field) != getattr(copy, field):
+                if (mine.market, mine.timeframe) in held_before:
+                    await _verify_held(mine, copy, store)
+                    break
                 raise StoreError(
                     f"migration check: {mine.market} {mine.timeframe} {field} differs "
                     f"(source {getattr(mine, field)!r}, target {getattr(copy, field)!r})"
                 )
+
+
+async def _verify_held(mine: SeriesSummary, copy: SeriesSummary, store: CandleStore) -> None:
+    """The target, which held some of this series before, holds all the source does: its
+    coverage contains the source's ranges, with as many candles in them, and the same
+    listing where the source knows one."""
+    series = f"{mine.market} {mine.timeframe}"
+    if mine.listing_ms is not None and copy.listing_ms != mine.listing_ms:
+        raise StoreError(
+            f"migration check: {series} listing differs (source {mine.listing_ms!r}, target "
+            f"{copy.listing_ms!r})"
+        )
+    tf = parse_timeframe(mine.timeframe)
+    coverage = await store.coverage(mine.market, tf)
+    rows = 0
+    for start, stop in mine.ranges:
+        missing = coverage.gaps(start, stop)
+        if missing:
+            raise StoreError(
+                f"migration check: {series}: the target does not cover {len(missing)} "
+                "part(s) of what the source covers"
+            )
+        cursor = start
+        while cursor < stop:
+            until = min(stop, tf.shift(cursor, _CHUNK))
+            rows += len(await store.read(mine.market, tf, cursor, until))
+            cursor = until
+    if rows != mine.rows:
+        raise StoreError(
+            f"migration check: {series}: {rows} candles in the target where the source has "
+            f"{mine.rows}"
+        )
+
+
+def _holds_more(
+    mine: tuple[int, tuple[int, int] | None], copy: tuple[int, tuple[int, int] | None]
+) -> bool:
+    """Recorded rows of a market the target recorded too: at least as many, over a span at
+    least as wide."""
+    (rows, span), (copy_rows, copy_span) = mine, copy
+    if span is None:
+        return True
+    return (
+        copy_rows >= rows and copy_span is not None
+        and copy_span[0] <= span[0] and copy_span[1] >= span[1]
+    )  # fmt: skip
 
 
 def migrate_databases(source: str, target: str) -> MigrationReport:
