@@ -14,6 +14,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from marketspine._budget.process import forget_process_budgets
+
 MODULES = (
     "sim_history",
     "sim_rest",
@@ -55,6 +57,7 @@ def main(argv: list[str]) -> int:
             raise
         started = time.perf_counter()
         console.print(f"running {name} ...")
+        forget_process_budgets()  # each suite starts as a process of its own would
         try:
             rows = module.run()
         except Exception as exc:  # report and go on: one broken suite must not hide the others

@@ -21,6 +21,7 @@ import httpx
 from bench._sim import simulator
 from marketspine._base.time import DAY_MS
 from marketspine._base.timeframes import parse_timeframe
+from marketspine._budget.process import forget_process_budgets
 from marketspine._client.client import Client
 from marketspine._spine.spine import Spine
 from marketspine._store.backfill import collect
@@ -48,6 +49,7 @@ async def sim_calls(url: str) -> int:
 async def cold_chart(url: str, db: Path, market: str, label: str) -> list[Row]:
     async with httpx.AsyncClient(base_url=url) as http:
         await http.post("/sim/reset")
+    forget_process_budgets()  # a new Spine stands for a new process: a budget of its own
     async with Spine(url, db, warmup_every_s=0) as spine:
         started = time.perf_counter()
         result = await spine.candles(market, "1m", count=COUNT)

@@ -35,6 +35,7 @@ import httpx
 
 from bench._sim import simulator
 from bench._sim_tls import tls_simulator
+from marketspine._budget.process import forget_process_budgets
 from marketspine._spine.spine import Spine
 
 Row = dict[str, Any]
@@ -62,6 +63,7 @@ async def cold_read(url: str, db: Path, market: str, latency_ms: int) -> tuple[f
     async with httpx.AsyncClient(base_url=url) as http:
         await http.post("/sim/faults", json={"latency_ms": latency_ms})
         await http.post("/sim/reset")
+        forget_process_budgets()  # a new Spine stands for a new process: a budget of its own
         async with Spine(url, db, warmup_every_s=0) as spine:
             started = time.perf_counter()
             result = await spine.candles(market, "1m", count=COUNT)
@@ -74,6 +76,7 @@ async def cold_read_before(url: str, db: Path, market: str, end_ms: int) -> tupl
     """(seconds, upstream calls) of one cold ``count=COUNT`` read before ``end_ms``."""
     async with httpx.AsyncClient(base_url=url) as http:
         await http.post("/sim/reset")
+        forget_process_budgets()  # a new Spine stands for a new process: a budget of its own
         async with Spine(url, db, warmup_every_s=0) as spine:
             started = time.perf_counter()
             result = await spine.candles(market, "1m", count=COUNT, end=end_ms)

@@ -38,6 +38,7 @@ from bench._sim import simulator
 from marketspine._base.time import DAY_MS, MINUTE_MS, now_ms
 from marketspine._base.timeframes import parse_timeframe
 from marketspine._budget.local import DEFAULT_LIMIT, DEFAULT_MARGIN
+from marketspine._budget.process import forget_process_budgets
 from marketspine._client.client import Client
 from marketspine._spine.spine import Spine
 from marketspine._store.backfill import ProgressEvent, collect
@@ -73,6 +74,7 @@ def _reset(base: str) -> None:
 
 
 async def _spine_chart(base: str, db: Path) -> tuple[float, int]:
+    forget_process_budgets()  # a new Spine stands for a new process: a budget of its own
     async with Spine(base, db, warmup_every_s=0) as spine:
         started = time.perf_counter()
         result = await spine.candles(MARKET, "1m", count=CHART)
@@ -117,6 +119,7 @@ async def _collect_range(
     def progress(event: ProgressEvent) -> None:
         stored.append((time.perf_counter(), event.candles_written))
 
+    forget_process_budgets()  # as a new `collect` process would start
     async with Client(base) as client, SQLiteStore(db) as store:
         summary = await collect(
             client,
