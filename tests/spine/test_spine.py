@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import SIM_NOW_MS
 
 from marketspine import InvalidRequestError, UnknownMarketError
 from marketspine._base.time import format_utc, parse_naive_utc, parse_time
-from marketspine._base.timeframes import parse_timeframe
+from marketspine._base.timeframes import TIMEFRAMES, parse_timeframe
 from marketspine._spine.quotes import Channel
 from marketspine._spine.spine import Spine
 from marketspine._store.sqlite import SQLiteStore
@@ -363,3 +364,20 @@ async def test_malformed_upstream_json_is_an_upstream_fault_not_a_bad_request() 
             await client.candles("KRW-BTC", "1m", count=1)
         with pytest.raises(UpstreamError, match="malformed Upbit ticker JSON"):
             await client.tickers(["KRW-BTC"])
+
+
+async def test_a_quiet_markets_last_candle_is_not_current_and_fill_reaches_now_on_request(
+    sim_spine: Spine,
+) -> None:
+    # Field notes: a quiet market's last candle is not "current"; filling forward to now is
+    # asked for, never done behind the caller's back.
+    minute = TIMEFRAMES["1m"]
+    now_window = minute.floor(SIM_NOW_MS)
+    plain = await sim_spine.candles("KRW-AHT", "1m", count=5)  # a few trades a day
+    assert plain[-1].start_ms < minute.shift(now_window, -5)  # its last trade: minutes ago
+    assert not plain.meta.forming  # nothing claims to be the window now forming
+    filled = await sim_spine.candles("KRW-AHT", "1m", count=5, fill=True)
+    closed_windows = [minute.shift(now_window, -k) for k in range(5, 0, -1)]
+    assert [c.start_ms for c in filled] == closed_windows  # up to now, windows without trades
+    assert all(c.volume == 0 and c.open == c.close == plain[-1].close for c in filled)
+    assert not filled.meta.forming
