@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import SIM_NOW_MS
+from helpers import SIM_NOW_MS, wait_until_sync
 from serve_support import AUTH, TOKEN, ServeProcess, sim_stats
 
 from marketspine._base.time import format_utc
@@ -63,6 +63,12 @@ def test_a_wrong_token_gets_no_session(serve: ServeProcess) -> None:
 def test_state_changes_need_the_session_and_its_csrf_token(
     serve: ServeProcess, fixed_sim: str
 ) -> None:
+    # serve's own warmup at start asks for the market list too: count from after it.
+    wait_until_sync(
+        lambda: serve.get("/api/warmup", headers=AUTH).status_code == 200,
+        30,
+        "serve's start-up warmup",
+    )
     with login(serve) as (client, csrf):
         before = market_requests(fixed_sim)
         for headers in ({}, {"X-CSRF-Token": "forged"}):
