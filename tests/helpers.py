@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 
 from marketspine._base.time import MINUTE_MS, parse_time
@@ -423,3 +424,11 @@ async def cap_pages(store: SQLiteStore, pages: int | None) -> None:
         conn.execute(f"PRAGMA max_page_count = {int(limit)}")
 
     await store.call(cap)
+
+
+async def sim_app_stats(app: Any) -> dict[str, Any]:
+    """``/sim/stats`` of the simulator app ``app``, asked in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as sim:
+        stats: dict[str, Any] = (await sim.get("/sim/stats")).json()
+    return stats

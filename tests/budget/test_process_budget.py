@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 import httpx
-from helpers import FakeTime
+from helpers import FakeTime, sim_app_stats
 
 from marketspine import Client
 from marketspine._budget.process import process_budget
@@ -49,14 +48,6 @@ async def test_clients_without_a_budget_share_the_process_one() -> None:
         assert own.statistics().budget.groups["candles"].sent == 1  # on its own time
 
 
-async def sim_stats(app: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://sim"
-    ) as c:
-        stats: dict[str, Any] = (await c.get("/sim/stats")).json()
-    return stats
-
-
 async def test_two_spines_in_one_process_stay_under_the_ceiling_together(tmp_path: Path) -> None:
     app = create_app(SimConfig(seed=1))  # Upbit's limit: 10 a second per group
 
@@ -69,6 +60,6 @@ async def test_two_spines_in_one_process_stay_under_the_ceiling_together(tmp_pat
             return len(result)
 
     assert list(await asyncio.gather(read(0, "KRW-BTC"), read(1, "KRW-ETH"))) == [2000, 2000]
-    stats = await sim_stats(app)
+    stats = await sim_app_stats(app)
     assert stats["requests"]["by_group"]["candles"] >= 20
     assert (stats["429"], stats["418"]) == (0, 0), stats["status"]

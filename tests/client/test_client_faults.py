@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import sim_app_stats
 
 from marketspine._budget.local import LocalRateBudget
 from marketspine._client.client import Client
@@ -52,14 +53,6 @@ def test_before_enough_replies_a_timeout_doubles_the_wait_up_to_the_ceiling() ->
     assert slow.seconds == 1.5
     slow.timed_out(1.5)
     assert slow.seconds == 1.5
-
-
-async def sim_stats(app: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://sim"
-    ) as http:
-        stats: dict[str, Any] = (await http.get("/sim/stats")).json()
-        return stats
 
 
 async def set_faults(app: Any, **faults: float) -> None:
@@ -113,7 +106,7 @@ async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> No
             await client.candles("KRW-BTC", "1m", count=1, to_ms=1_785_000_000_000 - i * 60_000)
         assert 0.2 <= client.statistics().timeout_s < 1.0
         sent_before = budget.statistics().groups["candles"].sent
-        requests_before = (await sim_stats(app))["requests"]["by_group"]["candles"]
+        requests_before = (await sim_app_stats(app))["requests"]["by_group"]["candles"]
         await set_faults(app, hang_rate=1.0)
         started = time.perf_counter()
         async with asyncio.timeout(5):  # the old fixed timeout would take 10 s
@@ -124,7 +117,7 @@ async def test_a_hang_costs_a_multiple_of_the_latency_and_one_more_token() -> No
     assert cost < 1.0, f"the hang cost {cost:.2f} s"
     assert stats.timed_out == 1 and stats.retries == 1
     # The hung attempt and its retry: two requests upstream, two tokens — none lost, none twice.
-    upstream = await sim_stats(app)
+    upstream = await sim_app_stats(app)
     assert upstream["hung"] == 1
     assert upstream["requests"]["by_group"]["candles"] - requests_before == 2
     assert budget.statistics().groups["candles"].sent - sent_before == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import FakeTime
+from helpers import FakeTime, sim_app_stats
 
 from marketspine._budget.local import DEFAULT_MARGIN, LocalRateBudget
 from marketspine._budget.rules import Priority
@@ -45,14 +45,6 @@ def client_for(app: Any, fake: FakeTime | None = None, **kwargs: Any) -> Client:
         kwargs.setdefault("clock", fake.clock)
         kwargs.setdefault("sleep", fake.sleep)
     return Client("http://sim", transport=httpx.ASGITransport(app=app), **kwargs)
-
-
-async def sim_stats(app: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://sim"
-    ) as http:
-        stats: dict[str, Any] = (await http.get("/sim/stats")).json()
-        return stats
 
 
 async def set_faults(app: Any, **faults: float) -> None:
@@ -106,7 +98,7 @@ async def test_every_page_arrives_exactly_despite_errors_hangs_and_jitter(
     assert got[0] == expected[:800]
     for timeframe, candles in zip(("5m", "1h", "1d"), got[1:], strict=True):
         assert candles == await page_back(reference, timeframe, 4)
-    upstream = await sim_stats(app)
+    upstream = await sim_app_stats(app)
     failures = sum(n for code, n in upstream["status"].items() if code.startswith("5"))
     assert failures > 0, "no 5xx was injected: the test proves nothing about them"
     assert upstream["hung"] > 0, "no request hung: the test proves nothing about hangs"
@@ -164,7 +156,7 @@ async def test_zero_429s_at_the_ceiling_with_concurrent_callers(
         await fake.run(callers())
         elapsed = fake.now - start
         stats = client.statistics()
-    upstream = await sim_stats(app)
+    upstream = await sim_app_stats(app)
     assert upstream["429"] == 0 and upstream["418"] == 0
     assert upstream["requests"]["by_group"]["candles"] == 120 == stats.sent["candles"]
     assert stats.rate_limited == 0
@@ -184,7 +176,7 @@ async def test_zero_429s_on_real_time(sim_clock: Callable[[], int]) -> None:
         async with asyncio.TaskGroup() as tg:
             for index in range(6):
                 tg.create_task(caller(index))
-    upstream = await sim_stats(app)
+    upstream = await sim_app_stats(app)
     assert upstream["requests"]["total"] == 24
     assert upstream["429"] == 0
 
@@ -215,7 +207,7 @@ async def test_two_processes_on_one_ip_recover_from_429s_and_418s(
         results_a, results_b = await fake.run(both())
         stats = [first.statistics(), second.statistics()]
     assert all(result == expected for result in results_a + results_b)
-    upstream = await sim_stats(app)
+    upstream = await sim_app_stats(app)
     assert upstream["429"] > 0, "upstream never pushed back: the test proves nothing"
     assert sum(s.rate_limited for s in stats) == upstream["429"]
     assert sum(s.banned for s in stats) == upstream["418"]
@@ -246,7 +238,7 @@ async def test_a_418_block_is_waited_out(sim_clock: Callable[[], int], fake: Fak
         results = await fake.run(burst())
         stats = client.statistics()
     assert len(results) == 40 and all(len(page) == 1 for page in results)
-    upstream = await sim_stats(app)
+    upstream = await sim_app_stats(app)
     assert upstream["418"] >= 1 and stats.banned == upstream["418"]
     assert stats.budget.groups["market"].penalties >= 1  # the block covers every group
 
@@ -257,7 +249,7 @@ async def test_identical_requests_make_one_upstream_call(sim_clock: Callable[[],
         results = await asyncio.gather(*(client.tickers([MARKET, "KRW-ETH"]) for _ in range(10)))
         assert client.statistics().coalesced == 9
     assert all(r == results[0] and len(r) == 2 for r in results)
-    upstream = await sim_stats(app)
+    upstream = await sim_app_stats(app)
     assert upstream["requests"]["by_path"] == {"/v1/ticker": 1}
 
 
@@ -273,17 +265,17 @@ async def test_breaker_opens_on_a_failing_upstream_and_closes_after_a_probe(
                 await fake.run(client.tickers([market]))
         with pytest.raises(CircuitOpenError):
             await fake.run(client.markets())
-        total = (await sim_stats(app))["requests"]["total"]
+        total = (await sim_app_stats(app))["requests"]["total"]
         assert total == 3 * FAST_RETRY.attempts + 1
         with pytest.raises(CircuitOpenError):
             await fake.run(client.tickers([MARKET]))  # fails fast
-        assert (await sim_stats(app))["requests"]["total"] == total
+        assert (await sim_app_stats(app))["requests"]["total"] == total
         await set_faults(app, error_rate=0.0)
         fake.now += 15.0
         (ticker,) = await fake.run(client.tickers([MARKET]))
         assert ticker.market == MARKET
         assert client.statistics().breaker.state == "closed"
-    assert (await sim_stats(app))["requests"]["total"] == total + 1
+    assert (await sim_app_stats(app))["requests"]["total"] == total + 1
 
 
 async def test_retry_bound_gives_upstream_error_not_none(
@@ -294,7 +286,7 @@ async def test_retry_bound_gives_upstream_error_not_none(
     async with client_for(app, fake, breaker=breaker, retry=RetryPolicy(attempts=3)) as client:
         with pytest.raises(UpstreamError, match=r"answered 5\d\d"):
             await fake.run(client.trades(MARKET))
-    assert (await sim_stats(app))["requests"]["total"] == 3
+    assert (await sim_app_stats(app))["requests"]["total"] == 3
 
 
 async def test_critical_goes_first_while_a_low_backfill_saturates(
@@ -329,4 +321,4 @@ async def test_critical_goes_first_while_a_low_backfill_saturates(
         stats = client.statistics()
     assert stats.sent["candles"] > 40  # the backfill kept the group busy
     assert max(waits) <= interval + 1e-6, waits
-    assert (await sim_stats(app))["429"] == 0
+    assert (await sim_app_stats(app))["429"] == 0

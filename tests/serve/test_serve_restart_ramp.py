@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from helpers import sim_app_stats
 from serve_support import in_process_serve, service_client
 
 from marketspine.sim import SimConfig, create_app
@@ -19,14 +20,6 @@ PAIRS = 8
 PATHS = ["/v1/candles/minutes/1", "/v1/candles/minutes/15", "/v1/candles/minutes/60"]
 TO = "2026-11-01T00:00:00"
 BOTS = 3
-
-
-async def sim_stats(app: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://sim"
-    ) as sim:
-        stats: dict[str, Any] = (await sim.get("/sim/stats")).json()
-    return stats
 
 
 async def ask_all(
@@ -58,12 +51,12 @@ async def test_a_restart_under_many_bots_answers_from_its_database_and_ramps_wit
         markets = [m["market"] for m in listed if m["market"].startswith("KRW-")][:PAIRS]
         history = await ask_all(http, markets, to=TO)
     assert all(r.status_code == 200 for r in history), {r.status_code for r in history}
-    before = await sim_stats(app)
+    before = await sim_app_stats(app)
     async with in_process_serve(app, db) as second, service_client(second) as http:
         again = await ask_all(http, markets, to=TO)
-        between = await sim_stats(app)
+        between = await sim_app_stats(app)
         newest = await ask_all(http, markets)
-    after = await sim_stats(app)
+    after = await sim_app_stats(app)
     assert [prices(r) for r in again] == [prices(r) for r in history]
     # From the database, or serve's kept answer of another bot's same request just made.
     assert {r.headers["X-Marketspine-Source"] for r in again} <= {"database", "memory"}
