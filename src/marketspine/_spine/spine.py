@@ -11,6 +11,7 @@ markets are watched, otherwise from REST with a freshness bound the caller sets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -262,12 +263,10 @@ class Spine:
             # it rather than asking upstream for the same candle; urgent ones never wait.
             now = self.client.upstream_now_ms()
             waited = await self._hot.wait_for_close(code, tf, now)
-        try:
+        async with self._unknown_explained():
             result = await self._candle_reader().read(
                 code, tf, count, start_ms, end_ms, priority, closed_only=closed_only, fill=fill
             )
-        except UnknownMarketError as exc:
-            raise await self._explained(exc) from exc
         if waited:  # the answer took the wait too
             elapsed_ms = (time.perf_counter() - started) * 1000
             result.meta = dataclasses.replace(result.meta, elapsed_ms=elapsed_ms)
@@ -275,9 +274,15 @@ class Spine:
             self._learn(code, tf, count, result.meta)
         return self._account("candles", result)
 
-    async def _explained(
-        self, exc: UnknownMarketError, *, quote: bool = False
-    ) -> UnknownMarketError:
+    @contextlib.asynccontextmanager
+    async def _unknown_explained(self, *, quote: bool = False) -> AsyncIterator[None]:
+        """An UnknownMarketError raised inside, explained (``_explained``)."""
+        try:
+            yield
+        except UnknownMarketError as exc:
+            raise await self._explained(exc, quote=quote) from exc
+
+    async def _explained(self, exc: UnknownMarketError, *, quote: bool) -> UnknownMarketError:
         """``exc`` naming which codes (or quote currencies) asked are not listed and the
         listed code each likely meant, from the market list (held, or fetched now); ``exc``
         itself when the list cannot be had or lists them all."""
@@ -452,12 +457,10 @@ class Spine:
         """Tickers of ``markets`` in the order asked, or of every market quoted in ``quote``
         (e.g. ``"KRW"``) — one REST call for a whole quote market."""
         started, trace = time.perf_counter(), Trace()
-        try:
+        async with self._unknown_explained(quote=quote is not None):
             tickers = await self._quotes.tickers(
                 markets, quote, channel, max_age_s, priority, trace
             )
-        except UnknownMarketError as exc:
-            raise await self._explained(exc, quote=quote is not None) from exc
         return self._account("tickers", ListResult(tickers, trace.meta(started, priority=priority)))
 
     async def orderbook(
@@ -486,10 +489,8 @@ class Spine:
         """Orderbooks (full books) of ``markets`` in the order asked, live while watched,
         else REST (cached for ``max_age_s``)."""
         started, trace = time.perf_counter(), Trace()
-        try:
+        async with self._unknown_explained():
             rows = await self._quotes.orderbooks(markets, channel, max_age_s, priority, trace)
-        except UnknownMarketError as exc:
-            raise await self._explained(exc) from exc
         return self._account("orderbooks", ListResult(rows, trace.meta(started, priority=priority)))
 
     async def trades(
@@ -510,10 +511,8 @@ class Spine:
         begins."""
         started, trace = time.perf_counter(), Trace()
         if start is None and end is None:
-            try:
+            async with self._unknown_explained():
                 rows = await self._quotes.trades(market, count, priority, trace)
-            except UnknownMarketError as exc:
-                raise await self._explained(exc) from exc
             return self._account("trades", ListResult(rows, trace.meta(started, priority=priority)))
         code = market_arg(market)
         start_ms, end_ms = time_arg(start, "start"), time_arg(end, "end")

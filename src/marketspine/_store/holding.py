@@ -3,8 +3,8 @@ held in memory and answered from, merged into the store's own reads and coverage
 than fetched and then refused (a 503 under serve): what upstream already answered is not
 asked again, and the reader gets it. Held pages are written, oldest first, at the next write
 that finds room; at most ``max_candles`` are held, and past that the write is refused as
-the store refused it. What is still held when the store closes is not stored (its coverage
-never was either, so it is fetched again when next asked)."""
+the store refused it. At close, what is held is written if there is room by then; what
+still finds none is not stored (nor is its coverage: it is fetched again when next asked)."""
 
 from __future__ import annotations
 
