@@ -63,3 +63,33 @@ async def test_two_spines_in_one_process_stay_under_the_ceiling_together(tmp_pat
     stats = await sim_app_stats(app)
     assert stats["requests"]["by_group"]["candles"] >= 20
     assert (stats["429"], stats["418"]) == (0, 0), stats["status"]
+
+
+def test_a_spine_made_in_one_thread_uses_the_budget_of_the_thread_it_runs_in(
+    tmp_path: Path,
+) -> None:
+    # A budget is one event loop's state: two threads, each running its own loop, must not
+    # share one, whatever thread made the Spines.
+    app = create_app(SimConfig(rate_limit=0))
+    spines = [
+        Spine("http://sim", tmp_path / f"{i}.db", transport=httpx.ASGITransport(app=app))
+        for i in range(2)
+    ]
+    sent: dict[int, int] = {}
+
+    def run(i: int) -> None:
+        async def read() -> None:
+            async with spines[i] as spine:
+                await spine.candles("KRW-BTC", "1m", count=400, end="2026-06-01")
+                sent[i] = spine.client.statistics().budget.groups["candles"].sent
+
+        asyncio.run(read())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sent == {0: 2, 1: 2}  # each thread's budget counts its own two pages only
+    main = process_budget("http://sim").statistics().groups
+    assert "candles" not in main or main["candles"].sent == 0  # the making thread's: unused

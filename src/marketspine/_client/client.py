@@ -35,7 +35,7 @@ from .._base.time import now_ms as wall_now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
 from .._budget.local import GROUPS, LocalRateBudget
-from .._budget.process import process_budget
+from .._budget.process import ProcessBudget
 from .._budget.rules import BudgetStatistics, Priority, RateBudget
 from .._upbit.limits import MAX_BOOK_LEVELS, MAX_CANDLES, MAX_TRADES
 from .._upbit.params import MAX_SEQUENTIAL_ID
@@ -111,7 +111,7 @@ class Client:
     ``transport`` is the test seam (``httpx.ASGITransport(app=...)``), or a function making
     a transport for each connection pool (one is replaced after a request given up on over
     HTTP/2; see ``_client/connections.py``); ``budget`` may be
-    shared between clients (default: the process's for this upstream, ``process_budget``,
+    shared between clients (default: the process's for this upstream, ``ProcessBudget``,
     shared by every Client and Spine without one; a new one on an injected ``clock``/``sleep``);
     ``timeout`` bounds each attempt in seconds; once replies have been seen, an attempt
     waits ten times their recent p99, at least ``timeout_floor`` (so a hung request costs
@@ -142,7 +142,7 @@ class Client:
         self._base_url = base_url.rstrip("/")
         self._timeouts = LatencyTimeout(ceiling=timeout, floor=min(timeout_floor, timeout))
         if budget is None and clock is time.monotonic and sleep is asyncio.sleep:
-            budget = process_budget(self._base_url)  # Upbit limits the IP: one per process
+            budget = ProcessBudget(self._base_url)  # Upbit limits the IP: one per process
         self._budget: RateBudget = budget or LocalRateBudget(clock=clock, sleep=sleep)
         self._breaker = breaker or CircuitBreaker(name=self._base_url, clock=clock)
         self._flights = Flights()

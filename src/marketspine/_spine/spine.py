@@ -40,7 +40,7 @@ from .._base.memory import DEFAULT_MEMORY_MB, CandleMemory, MemoryBudget
 from .._base.time import format_utc, now_ms
 from .._base.timeframes import Timeframe
 from .._base.urls import check_upstream
-from .._budget.process import process_budget
+from .._budget.process import ProcessBudget
 from .._budget.rules import Priority, RateBudget
 from .._client.client import Client
 from .._client.connections import Transports
@@ -135,7 +135,7 @@ class Spine:
             transport=transport,
             # A Spine answers its callers at any moment: its LOW work (backfills, trade
             # fills, verify) keeps the budget's reserve for their urgent requests.
-            budget=process_budget(upstream, expect_urgent=True) if budget is None else budget,
+            budget=ProcessBudget(upstream, expect_urgent=True) if budget is None else budget,
             wall_ms=wall_ms,
             retry=retry or RetryPolicy(),
         )
