@@ -90,6 +90,9 @@ async def test_requests_given_up_on_over_http2_do_not_wedge_the_connection(
             for _ in range(hangs):
                 with pytest.raises(UpstreamError, match="timed out"):
                     await client.tickers(["KRW-BTC"])
+            # Each retired connection was closed as its request ended, not left open until
+            # a next request came.
+            assert open_connections(int(url.rsplit(":", 1)[1])) == 0
             sim.state.sim.faults.hang_rate = 0.0
             for _ in range(3):
                 assert [t.market for t in await client.tickers(["KRW-BTC"])] == ["KRW-BTC"]
@@ -118,6 +121,15 @@ async def test_callers_that_give_up_over_http2_do_not_wedge_the_connection(
             sim.state.sim.faults.hang_rate = 0.0
             assert [t.market for t in await client.tickers(["KRW-BTC"])] == ["KRW-BTC"]
             assert client.statistics().connections_retired == 2
+
+
+def open_connections(port: int) -> int:
+    """This process's TCP connections to the server at ``port``."""
+    return sum(
+        1
+        for conn in psutil.Process().net_connections("tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    )
 
 
 def told_to_close(port: int) -> bool:

@@ -10,8 +10,8 @@ httpcore (1.0.9) handles two ends of an HTTP/2 connection worse than HTTP/1.1's:
   "Max outbound streams is N, N open", for as long as the connection lives. So a request
   given up on over HTTP/2 retires its client: new requests open a new connection (one
   handshake, as HTTP/1.1 pays after a timeout too), the requests still running on the old
-  one finish there, and the old one is closed once they have, which also ends whatever the
-  server was still holding for it.
+  one finish there, and the old one is closed as the last of them ends, which also ends
+  whatever the server was still holding for it.
 - It does not notice that the server ended an idle connection (an idle timeout, a GOAWAY;
   it does for HTTP/1.1), so the next request on it fails with "Server disconnected". Such
   a failure on a connection that had answered before is ``ConnectionEnded``: the request
@@ -26,6 +26,7 @@ caller's: every client shares it, and none is retired.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 from collections.abc import Awaitable, Callable
@@ -125,7 +126,6 @@ class Connections:
         ``replies.send_get`` raises them). Over HTTP/2, a request given up on retires the
         client, and one failed because upstream ended a connection that had answered
         before raises ConnectionEnded."""
-        await self._close_finished()
         http = self._current
         if http is None:
             raise ClosedError("the Client is not open: use it as `async with Client(...)`")
@@ -149,6 +149,13 @@ class Connections:
                 self._running[http] = left
             else:
                 del self._running[http]
+                if http in self._retired:  # its last request: close it now
+                    self._retired.remove(http)
+                    self._answered.discard(http)
+                    # A connection that fails to close is gone all the same; the request's
+                    # own outcome is what its caller must see.
+                    with contextlib.suppress(Exception):
+                        await http.aclose()
         self._http2 = response.http_version == "HTTP/2"
         self._answered.add(http)
         return response
@@ -161,14 +168,6 @@ class Connections:
             self._retired.append(http)
             self._current = self._make()
             self.retired += 1
-
-    async def _close_finished(self) -> None:
-        """Close the retired clients whose requests have all ended (here, at the next
-        request, rather than in a task of their own)."""
-        for http in [http for http in self._retired if http not in self._running]:
-            self._retired.remove(http)
-            self._answered.discard(http)
-            await http.aclose()
 
     async def aclose(self) -> None:
         """Close every client (idempotent), and with them their transports: a shared one
