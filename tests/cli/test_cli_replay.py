@@ -38,6 +38,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Recorded]:
         (["--speed", "fast"], "'fast' is not a valid float"),
         (["--kinds", "candle"], "--kinds must name some of trade, orderbook, ticker"),
         (["--db", "mysql://x/y"], "--db"),
+        (
+            ["KRW-BTC", "--from", "2026-09-22", "--to", "2026-09-23"],
+            "was recorded from 2026-09-22T00:00:00 to 2026-09-23T00:00:00: it holds 2026-09-21",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

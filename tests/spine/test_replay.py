@@ -159,6 +159,14 @@ async def test_speed_zero_never_sleeps(tmp_path: Path, data: Recorded) -> None:
         ("trade", BTC, T0, END, "fast", "invalid speed"),
         ("candle.2m", BTC, T0, END, 0, "candle.2m"),
         ("trades", BTC, T0, END, 0, "trades"),
+        (
+            "trade",
+            BTC,
+            END + 3_600_000,
+            END + 7_200_000,
+            0,
+            "nothing of trade for KRW-BTC was recorded from",
+        ),
     ],
 )
 async def test_bad_input_is_refused_with_what_is_accepted(

@@ -117,14 +117,25 @@ async def check_replay(
             f"{', '.join(unknown)} not in the recording (it holds: {shown}); "
             "record it first with `marketspine record`"
         )
+    spans = [
+        span
+        for kind in {RECORDED_TABLES.get(k, "trades") for k in kind_list}
+        for code in codes
+        if (span := await recording.time_span(kind, code)) is not None
+    ]
     if end_ms is None:  # the end of what is recorded of these kinds and markets
-        ends = [
-            span[1] + 1
-            for kind in {RECORDED_TABLES.get(k, "trades") for k in kind_list}
-            for code in codes
-            if (span := await recording.time_span(kind, code)) is not None
-        ]
-        end_ms = max([*ends, start_ms + 1])
+        end_ms = max([*(last + 1 for _, last in spans), start_ms + 1])
+    if not any(first < end_ms and last >= start_ms for first, last in spans):
+        holds = (
+            f"it holds {format_utc(min(s[0] for s in spans))} to "
+            f"{format_utc(max(s[1] for s in spans))}"
+            if spans
+            else "it holds none of them"
+        )
+        raise InvalidRequestError(
+            f"nothing of {', '.join(kind_list)} for {', '.join(codes)} was recorded from "
+            f"{format_utc(start_ms)} to {format_utc(end_ms)}: {holds}"
+        )
     return ReplayPlan(kind_list, codes, start_ms, end_ms, rate)
 
 
