@@ -660,7 +660,8 @@ class Spine:
         (monotonic seconds) and ``sleep`` pace it.
 
         Raises InvalidRequestError for an unknown kind, a market the recording does not
-        hold, ``start`` not before ``end`` or a bad speed; ClosedError outside ``async with``."""
+        hold, ``start`` not before ``end``, a range with nothing recorded of them or a bad
+        speed; ClosedError outside ``async with``."""
         from .replay import Replay, check_replay
 
         self._life.check_open()
