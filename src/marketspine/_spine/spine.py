@@ -87,7 +87,9 @@ class Spine:
     """Market data for bots, charts, screeners and backtests, from the cheapest layer that has
     it. ``upstream``: Upbit's REST base URL (or a simulator's); ``db``: SQLite file (default
     ``default_db_path()``) or ``postgresql://`` URL; ``redis``: a Redis URL whose rate budget,
-    page fetches and catalog are shared (keys under ``redis_prefix``); ``transport``: httpx
+    page fetches and catalog are shared (keys under ``redis_prefix``); ``budget``: the rate
+    budget (default: with ``redis``, Redis's; else the one every Spine and Client of this
+    program without one shares for ``upstream``, ``ProcessBudget``); ``transport``: httpx
     transport (tests), or a function making one per connection pool (as ``Client``);
     ``ws_url``: WebSocket URL (default from ``upstream``); ``wall_ms``:
     local UTC clock (ms); ``memory_mb``: the one memory budget (MiB) of candle windows and
