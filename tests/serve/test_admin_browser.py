@@ -531,6 +531,30 @@ def test_an_outage_is_one_line_cleared_on_recovery_and_watches_are_kept(
     expect(status).to_contain_text("watching KRW-BTC while this page is open")
 
 
+def test_a_full_database_is_one_line_gone_once_its_candles_are_written(
+    page: Any, serve: ServeProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    # What serve's state says while the disk is full (pages held in memory: the service
+    # side is tested in test_serve_honest_failures), put into its real answers.
+    held = {"count": 12_345}
+
+    def with_held(route: Any) -> None:
+        state = route.fetch().json()
+        route.fulfill(json={**state, "held_candles": held["count"]})
+
+    page.route("**/admin/api/state", with_held)
+    _log_in(page, serve.url)
+    outage = page.locator("#outage")
+    expect(outage).to_have_text(
+        "the candle database has no room (a full disk): 12,345 candles held in memory until "
+        "it does; free space on its disk"
+    )
+    held["count"] = 0  # written: the line goes at the next refresh
+    expect(outage).to_be_hidden(timeout=WAIT_MS)
+
+
 def _axe_source() -> str:
     """axe-core as the ``axe-playwright-python`` package ships it."""
     from importlib import resources

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from marketspine._base.time import DAY_MS, format_utc
 from marketspine._base.timeframes import TIMEFRAMES as TF
 from marketspine._client.retry import RetryPolicy
+from marketspine._serve.admin_page import AdminPage
 from marketspine._serve.service import ServeService
 from marketspine._store.sqlite import SQLiteStore
 from marketspine.sim import SimConfig
@@ -328,6 +329,7 @@ async def test_a_full_database_answers_what_was_fetched_holds_it_and_says_so_onc
     assert held_candles >= 200  # two pages at least, one a market
     metrics = (await http.get("/metrics")).text
     assert f"marketspine_store_held_candles {float(held_candles)}" in metrics
+    assert (await AdminPage(service).snapshot())["held_candles"] == held_candles
     await cap_pages(store, NO_CAP)  # room: the next page fetched writes what was held first
     more = await http.get("/v1/candles/days", params={"market": "KRW-SOL", **days})
     assert more.status_code == 200

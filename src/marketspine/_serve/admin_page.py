@@ -285,6 +285,8 @@ class AdminPage:
                 "coalesced": client.coalesced,
             },
             "layers": layers,
+            # Candles fetched while the database's disk is full, held until there is room.
+            "held_candles": service.spine.statistics().held_candles,
             "hit_rate": None
             if not answered
             else round(1 - layers.get("upstream", 0) / answered, 4),

@@ -685,7 +685,9 @@ $("history-kind").addEventListener("change", () => loadHistory().catch(() => {})
 // with the time of the last good refresh; gone at the first good answer with the breaker
 // closed. The error's own text goes into the line's title, not on the page.
 
-const health = { lastGood: null, serveDownSince: null, upstreamDownSince: null, detail: "" };
+const health = {
+  lastGood: null, serveDownSince: null, upstreamDownSince: null, detail: "", heldCandles: 0,
+};
 
 function renderOutage() {
   const box = $("outage");
@@ -695,6 +697,8 @@ function renderOutage() {
     text = `serve is not answering (since ${clockTime(health.serveDownSince)}): last good refresh ${good}; retrying`;
   } else if (health.upstreamDownSince !== null) {
     text = `Upbit is unavailable (since ${clockTime(health.upstreamDownSince)}, ${health.detail}): answers come from what serve holds`;
+  } else if (health.heldCandles > 0) {
+    text = `the candle database has no room (a full disk): ${health.heldCandles.toLocaleString("en-US")} candles held in memory until it does; free space on its disk`;
   }
   if (box.textContent !== text) box.textContent = text;
   box.title = health.serveDownSince !== null ? health.detail : "";
@@ -711,6 +715,7 @@ function pollAnswered(state) {
   const wasDown = health.serveDownSince !== null || health.upstreamDownSince !== null;
   health.lastGood = Date.now();
   health.serveDownSince = null;
+  health.heldCandles = state.held_candles || 0;
   const breaker = state.upstream.breaker.toLowerCase();
   if (breaker === "closed") health.upstreamDownSince = null;
   else {
