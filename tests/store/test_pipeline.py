@@ -325,3 +325,19 @@ def test_feeding_a_page_twice_or_a_bad_page_size_is_an_error() -> None:
     with pytest.raises(InvalidRequestError, match="fed twice"):
         pipeline.feed(page, [])
     assert pipeline.ready()[0].finished and pipeline.done
+
+
+@pytest.mark.parametrize("name", ["1m", "1s"])
+def test_a_short_page_below_the_gap_is_kept_to_the_gap_when_asked(name: str) -> None:
+    # A rerun's gap may end in a short page (everything down to the listing, or Upbit's
+    # horizon for seconds) where one uninterrupted run's page was full: kept whole, it
+    # stored candles (and a listing) below the range that the one run never stored, so the
+    # two stores differed (found by the stopped-and-rerun property above: 47 1s candles).
+    tf = parse_timeframe(name)
+    starts = [tf.shift(T0, i) for i in range(150)]  # the market's whole history: one page
+    gap = (tf.shift(T0, 100), tf.shift(T0, 150))
+    kept = run(Model(tf, starts), [gap], depth=1, rng=random.Random(0), keep_below=False)
+    assert sorted(kept.stored) == starts[100:]
+    assert kept.coverage.ranges == (gap,) and kept.listing is None
+    whole = run(Model(tf, starts), [gap], depth=1, rng=random.Random(0))  # the default
+    assert sorted(whole.stored) == starts  # kept whole: the next request nearby is free

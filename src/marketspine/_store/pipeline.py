@@ -37,12 +37,14 @@ answer, each where the one above it surely ends (its *claim*):
   downwards, each only once everything above it is proven, so the store after a crash at
   any instant is one that the sequential walk could have left: coverage contiguous from the
   end of the gap, exact.
-* **Kept to the gap, if asked.** A full page reaching below the gap's start is stored whole
-  by default (the next request nearby then costs nothing), but which candles lie below
+* **Kept to the gap, if asked.** A page reaching below the gap's start is stored whole by
+  default (the next request nearby then costs nothing), but which candles lie below
   depends on where the pages fell, and so on the moment a run was interrupted. With
   ``keep_below=False`` it stores only its part in the gap, so an interrupted run and its
-  rerun store exactly what one run stores (``marketspine collect``). (A short page keeps
-  everything it returned either way: everything down to the listing, wherever it was asked.)
+  rerun store exactly what one run stores (``marketspine collect``). That holds for a short
+  page too (everything down to the listing, or Upbit's horizon for seconds): a rerun's
+  smaller gap may end in a short page where one run's page was full, and kept whole it
+  stored candles, and a listing, below the range that one run never stored.
 * **Stopped at the proof.** Once a written page proves the gap complete (it reached the
   gap's start, or was short: nothing older exists), the pages asked below it are void: their
   answers are dropped unwritten (an empty answer below a listing would claim a wrong one).
@@ -225,7 +227,7 @@ class MarketPipeline:
                     break  # the pages below wait for it
                 gap.written += 1
                 outcome = answered
-                if self._clips(page.request, outcome, gap.start_ms):
+                if self._clips(outcome, gap.start_ms):
                     outcome = _clipped(outcome, gap.start_ms)
                 above = gap.position_ms
                 gap.position_ms = max(gap.start_ms, min(above, outcome.covered[0]))
@@ -239,10 +241,9 @@ class MarketPipeline:
                 page.outcome = replace(answered, candles=[])
         return out
 
-    def _clips(self, request: PageRequest, outcome: PageOutcome, start_ms: int) -> bool:
-        """Whether to store only the gap's part of a full page reaching below it."""
-        full = len(outcome.candles) >= request.count
-        return not self._keep_below and full and outcome.covered[0] < start_ms
+    def _clips(self, outcome: PageOutcome, start_ms: int) -> bool:
+        """Whether to store only the gap's part of a page reaching below it."""
+        return not self._keep_below and outcome.covered[0] < start_ms
 
     # -- what to ask next ----------------------------------------------------------------
 
@@ -301,6 +302,10 @@ def grid_point_at_or_above(timeframe: Timeframe, count: int, ms: int) -> int:
 
 
 def _clipped(outcome: PageOutcome, start_ms: int) -> PageOutcome:
-    """A full page's outcome limited to what lies at or after ``start_ms``."""
+    """A page's outcome limited to what lies at or after ``start_ms`` (a listing below it
+    dropped with the candles: what a page above ``start_ms`` cannot see)."""
     kept = [c for c in outcome.candles if c.start_ms >= start_ms]
-    return PageOutcome(kept, (start_ms, outcome.covered[1]), outcome.listing_ms, outcome.done)
+    listing = outcome.listing_ms
+    if listing is not None and listing < start_ms:
+        listing = None
+    return PageOutcome(kept, (start_ms, outcome.covered[1]), listing, outcome.done)
