@@ -219,11 +219,21 @@ def test_history_and_the_chart_as_an_operator_uses_it(
     expect(page.locator("#history-rate")).to_contain_text("success 100.0%")
     expect(page.locator("#history-rate")).to_contain_text("(target 95%)")
     expect(page.locator("#history-chart .main-svg").first).to_be_visible()
-    rows = page.locator("#history tbody tr").count()
-    plotted = page.evaluate(
-        "() => document.getElementById('history-chart').data.map(t => t.x.length)"
+
+    # Table and chart read in one go: a run that lands between two reads (the history is
+    # refreshed as the page polls) would set them apart.
+    def table_and_chart() -> list[Any]:
+        shown: list[Any] = page.evaluate(
+            "() => [document.querySelectorAll('#history tbody tr').length,"
+            " document.getElementById('history-chart').data.map(t => t.x.length)]"
+        )
+        return shown
+
+    wait_until_sync(
+        lambda: (shown := table_and_chart())[0] >= 2 and shown[1] == [shown[0], shown[0]],
+        30,
+        "the history table and its chart showing the same runs",
     )
-    assert rows >= 2 and plotted == [rows, rows]
     expect(page.locator("#updated")).to_contain_text("KST")
 
     # The chart drawn at load: titled with market and timeframe, time in KST, Upbit's colours.
