@@ -21,7 +21,7 @@ from .._base.markets import market_code
 from .._base.time import format_utc, from_ms, now_ms
 from .._base.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from .._store.default_path import sibling_hint
-from .._store.derive import DERIVABLE, derive_candles
+from .._store.derive import DERIVABLE, derive_candles, merged
 from .._store.sqlite import CandleStore
 from ..errors import InvalidRequestError, UnknownMarketError
 from ..records import Candle
@@ -131,9 +131,7 @@ async def stored_candles(
     if not coverage.gaps(start_ms, end_ms):
         return rows
     derived = await derive_candles(store, market, tf, start_ms, end_ms)
-    by_start = {c.start_ms: c for c in derived.candles if start_ms <= c.start_ms < end_ms}
-    by_start.update((c.start_ms, c) for c in rows)
-    return [by_start[start] for start in sorted(by_start)]
+    return merged((c for c in derived.candles if start_ms <= c.start_ms < end_ms), rows)
 
 
 async def market_is_stored(store: CandleStore, market: str) -> bool:

@@ -26,7 +26,7 @@ from .._client.client import Client
 from .._client.upstream_clock import CLOCK_SLACK_MS
 from .._live.state import LiveState
 from .._store.backfill import PageLeases, collect, fetch_page
-from .._store.derive import DERIVABLE, derivable_ranges, derive_candles
+from .._store.derive import DERIVABLE, derivable_ranges, derive_candles, merged
 from .._store.page_spread import spread_pages
 from .._store.planner import MAX_PAGE, PageOutcome, PageRequest, page_outcome
 from .._store.sqlite import CandleStore
@@ -635,9 +635,7 @@ class CandleReader:
         result = await derive_candles(self._store, market, tf, lo, hi)
         if not result.candles:
             return rows
-        by_start = {c.start_ms: c for c in result.candles if lo <= c.start_ms < hi}
-        by_start.update((c.start_ms, c) for c in rows)
-        return [by_start[s] for s in sorted(by_start)]
+        return merged((c for c in result.candles if lo <= c.start_ms < hi), rows)
 
     async def _closed_range(
         self,
@@ -677,9 +675,7 @@ class CandleReader:
         rows = await store.read(market, tf, lo, hi)
         trace.used("database")
         if derived:
-            by_start = {c.start_ms: c for c in derived}
-            by_start.update((c.start_ms, c) for c in rows)
-            rows = [by_start[s] for s in sorted(by_start)]
+            rows = merged(derived, rows)
         if not trace.stale:
             self.memory.put(key, lo, hi, rows)
         return rows

@@ -9,7 +9,7 @@ whose minutes hold no candle has no candle either. Only windows whose every minu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .._base.coverage import Coverage, Range
@@ -19,7 +19,7 @@ from ..records import Candle
 from .planner import ceil_window
 from .sqlite import CandleStore
 
-__all__ = ["DERIVABLE", "Derived", "aggregate", "derivable_ranges", "derive_candles"]
+__all__ = ["DERIVABLE", "Derived", "aggregate", "derivable_ranges", "derive_candles", "merged"]
 
 DERIVABLE = ("3m", "5m", "10m", "15m", "30m", "1h", "4h", "1d")
 _ONE_MINUTE = parse_timeframe("1m")
@@ -31,6 +31,14 @@ class Derived:
 
     candles: list[Candle]
     covered: Coverage
+
+
+def merged(under: Iterable[Candle], over: Iterable[Candle]) -> list[Candle]:
+    """The candles of both, ascending by start; where both have a window, ``over``'s (stored
+    ones over derived ones, a later fetch over what was stored)."""
+    by_start = {c.start_ms: c for c in under}
+    by_start.update((c.start_ms, c) for c in over)
+    return [by_start[start] for start in sorted(by_start)]
 
 
 def _check_target(target: Timeframe) -> Timeframe:

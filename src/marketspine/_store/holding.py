@@ -17,6 +17,7 @@ from .._base.coverage import Coverage, Range
 from .._base.timeframes import Timeframe
 from ..errors import StoreError, StoreFullError
 from ..records import Candle
+from .derive import merged
 from .sqlite import CandleStore, RunRecord, SeriesSummary
 
 __all__ = ["MAX_HELD_CANDLES", "HoldingStore"]
@@ -45,13 +46,12 @@ class HoldingStore:
         self._store = store
         self._max_candles = max_candles
         self._held: list[_Page] = []
-        self._held_candles = 0
         self._writing = asyncio.Lock()  # one writer of held pages at a time, in order
 
     @property
     def held_candles(self) -> int:
         """Candles fetched while there was no room and not yet written."""
-        return self._held_candles
+        return sum(len(page.candles) for page in self._held)
 
     async def write_page(
         self,
@@ -85,11 +85,7 @@ class HoldingStore:
             for c in page.candles
             if start_ms <= c.start_ms < end_ms
         ]
-        if not held:
-            return rows
-        by_start = {c.start_ms: c for c in rows}
-        by_start.update((c.start_ms, c) for c in held)  # the later fetch wins
-        return [by_start[s] for s in sorted(by_start)]
+        return merged(rows, held) if held else rows  # the later fetch wins
 
     async def coverage(self, market: str, timeframe: Timeframe) -> Coverage:
         stored = await self._store.coverage(market, timeframe)
@@ -141,7 +137,7 @@ class HoldingStore:
                 log.warning(
                     "%d candles fetched while the candle database had no room were not "
                     "stored; they are fetched again when next asked for",
-                    self._held_candles,
+                    self.held_candles,
                     extra={"event": "held_candles_dropped"},
                 )
 
@@ -149,13 +145,13 @@ class HoldingStore:
         return [p for p in self._held if p.market == market and p.timeframe == timeframe]
 
     def _hold(self, page: _Page, error: StoreFullError | None) -> None:
-        if self._held_candles + len(page.candles) > self._max_candles:
+        held = self.held_candles
+        if held + len(page.candles) > self._max_candles:
             raise error or StoreFullError(
-                f"the candle database has no room and {self._held_candles} candles fetched "
+                f"the candle database has no room and {held} candles fetched "
                 "meanwhile are held in memory already; make room on its disk"
             )
         self._held.append(page)
-        self._held_candles += len(page.candles)
 
     async def _write(self, page: _Page) -> None:
         await self._store.write_page(
@@ -169,5 +165,5 @@ class HoldingStore:
                 await self._write(self._held[0])
             except StoreFullError:
                 return False
-            self._held_candles -= len(self._held.pop(0).candles)
+            self._held.pop(0)
         return True
